@@ -1,0 +1,46 @@
+# `make test` and `make demo` do every set-up step on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+test: lint typecheck unit e2e
+
+lint: venv
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit tests/golden
+
+e2e: venv
+	$(BIN)/pytest tests/e2e
+
+bench: venv
+	$(BIN)/python bench/planner_latency.py
+	$(BIN)/python bench/sizing_accuracy.py
+
+testenv-build:
+	hack/testenv/build.sh
+
+testenv:
+	hack/testenv/up.sh
+
+testenv-down:
+	hack/testenv/down.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""llmdeploy: size, render and scale LLM inference on Kubernetes."""

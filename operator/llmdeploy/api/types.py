@@ -1,0 +1,320 @@
+"""The LLMDeployment custom resource (llmdeploy.io/v1alpha1) as pydantic models.
+
+Field descriptions become `kubectl explain` text once the CRD is generated from these models.
+Every spec model forbids unknown fields so a typo is reported with its path, not ignored.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel as _to_camel
+
+GROUP = "llmdeploy.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "LLMDeployment"
+
+
+def to_camel(name: str) -> str:
+    """snake_case -> camelCase, keeping unit spellings: weights_gib -> weightsGiB."""
+    return _to_camel(name).replace("Gib", "GiB").replace("Gbps", "GBps")
+
+
+_TYPE_TAGS = {"int", "str", "float", "bool", "dict", "list"}
+
+
+def format_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """One clause per field: `spec.workload.concurrency: Input should be ...`."""
+    lines: dict[str, str] = {}
+    for item in error.errors():
+        parts: list[str] = [prefix] if prefix else []
+        for part in item["loc"]:
+            if isinstance(part, int):
+                parts[-1:] = [f"{parts[-1] if parts else ''}[{part}]"]
+            elif part in _TYPE_TAGS or "[" in str(part) or "function" in str(part):
+                continue  # pydantic's union-member tags are not field names
+            else:
+                parts.append(str(part))
+        path = ".".join(parts) or "(document)"
+        lines.setdefault(path, item["msg"])
+    return "; ".join(f"{path}: {msg}" for path, msg in lines.items())
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class EngineName(StrEnum):
+    VLLM = "vllm"
+    TENSORRT_LLM = "tensorrt-llm"
+
+
+class Quantization(StrEnum):
+    """Weight formats. `mxfp4` exists only as a model's native format (gpt-oss)."""
+
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP8 = "fp8"
+    INT8 = "int8"
+    INT4_AWQ = "int4-awq"
+    INT4_GPTQ = "int4-gptq"
+    MXFP4 = "mxfp4"
+
+
+class KvCacheDtype(StrEnum):
+    AUTO = "auto"
+    FP8 = "fp8"
+
+
+class Precision(StrEnum):
+    """Precision tiers, highest first; used to bound how far `auto` may lower precision."""
+
+    BF16 = "bf16"
+    FP8 = "fp8"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+Auto = Literal["auto"]
+Count = Annotated[int, Field(ge=1, le=1_000_000)]
+SmallCount = Annotated[int, Field(ge=1, le=4096)]
+Dimension = Annotated[int, Field(ge=1, le=10_000_000)]
+
+
+class ModelArchitecture(SpecModel):
+    """Architecture facts of a model, as in its Hugging Face config.json.
+
+    Given in the spec, these override or complete the catalog's entry, so a model that is not
+    in the catalog can still be sized.
+    """
+
+    parameters: Annotated[float, Field(gt=0, le=1e13)] | None = Field(
+        default=None, description="Total parameter count (all experts included)."
+    )
+    active_parameters: Annotated[float, Field(gt=0, le=1e13)] | None = Field(
+        default=None, description="Parameters used per token; for MoE models, the active ones."
+    )
+    layers: SmallCount | None = Field(default=None, description="num_hidden_layers.")
+    hidden_size: Dimension | None = Field(default=None, description="hidden_size.")
+    intermediate_size: Dimension | None = Field(
+        default=None, description="Dense MLP intermediate_size."
+    )
+    attention_heads: SmallCount | None = Field(
+        default=None, description="num_attention_heads (query heads)."
+    )
+    kv_heads: SmallCount | None = Field(
+        default=None, description="num_key_value_heads; equal to attentionHeads without GQA."
+    )
+    head_dim: SmallCount | None = Field(
+        default=None, description="head_dim from the config; not always hiddenSize/heads."
+    )
+    vocab_size: Dimension | None = Field(default=None, description="vocab_size.")
+    max_context_length: Count | None = Field(
+        default=None, description="Longest context the model supports (max_position_embeddings)."
+    )
+    tie_word_embeddings: bool | None = Field(
+        default=None, description="Whether lm_head shares the input embedding's weights."
+    )
+    native_dtype: Quantization | None = Field(
+        default=None, description="Format of the published checkpoint's linear weights."
+    )
+    experts: SmallCount | None = Field(default=None, description="Routed experts (MoE).")
+    active_experts: SmallCount | None = Field(
+        default=None, description="Experts per token, num_experts_per_tok (MoE)."
+    )
+    shared_experts: Annotated[int, Field(ge=0, le=4096)] | None = Field(
+        default=None, description="Always-active shared experts (MoE)."
+    )
+    moe_intermediate_size: Dimension | None = Field(
+        default=None, description="Intermediate size of one expert (MoE)."
+    )
+    first_dense_layers: Annotated[int, Field(ge=0, le=4096)] | None = Field(
+        default=None,
+        description="Leading layers with a dense MLP (DeepSeek first_k_dense_replace).",
+    )
+    kv_lora_rank: SmallCount | None = Field(
+        default=None, description="MLA latent KV rank; its presence marks an MLA model."
+    )
+    qk_rope_head_dim: SmallCount | None = Field(
+        default=None, description="MLA rotary key dimension cached beside the latent."
+    )
+    sliding_window: Count | None = Field(
+        default=None, description="Window of the sliding-window attention layers, in tokens."
+    )
+    sliding_window_layers: Annotated[int, Field(ge=0, le=4096)] | None = Field(
+        default=None, description="How many layers use the sliding window."
+    )
+
+
+class SecretKeyRef(SpecModel):
+    name: str = Field(
+        min_length=1, max_length=253, description="Name of a Secret in the same namespace."
+    )
+    key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
+
+
+class ModelSpec(SpecModel):
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Catalog id or Hugging Face id, e.g. meta-llama/Llama-3.1-8B-Instruct.",
+    )
+    architecture: ModelArchitecture | None = Field(
+        default=None, description="Overrides or completes the catalog's architecture facts."
+    )
+    quantized_variants: dict[Quantization, Annotated[str, Field(min_length=1, max_length=256)]] = (
+        Field(
+            default_factory=dict,
+            description="Pre-quantized checkpoints by format, e.g. int4-awq: org/Model-AWQ.",
+        )
+    )
+    source: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^(hf|pvc|s3|gs)://\S+$",
+        description="Where weights come from: hf://<id> (default), pvc://<claim>/<path>, s3://, gs://.",
+    )
+    revision: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^[A-Za-z0-9._/-]+$",
+        description="Checkpoint revision (branch, tag or commit).",
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret holding the Hugging Face token; referenced, never copied."
+    )
+
+
+class EngineSpec(SpecModel):
+    name: EngineName = Field(default=EngineName.VLLM, description="Inference engine.")
+    version: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[0-9A-Za-z.+-]+$",
+        description="Engine version from the image lock; default: the lock's default.",
+    )
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Engine image override; pinned by digest unless allowUnpinnedImage.",
+    )
+    allow_unpinned_image: bool = Field(
+        default=False, description="Accept an image override without an @sha256 digest."
+    )
+    gpu_memory_utilization: float = Field(
+        default=0.9,
+        ge=0.1,
+        le=0.99,
+        description="Fraction of GPU memory the engine may use (vLLM gpu_memory_utilization).",
+    )
+    kv_cache_dtype: KvCacheDtype | None = Field(
+        default=None,
+        description="KV cache precision; unset: the planner chooses; auto: the model dtype.",
+    )
+    max_num_batched_tokens: Annotated[int, Field(ge=256, le=1_048_576)] | None = Field(
+        default=None, description="Token budget of one engine step; default 8192."
+    )
+    extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, description="Additional engine arguments, appended verbatim."
+    )
+
+
+class PlacementSpec(SpecModel):
+    gpu: str | None = Field(default=None, max_length=64, description="Pin one GPU SKU id.")
+    allowed_gpus: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, description="GPU SKU ids the planner may choose from; empty: all."
+    )
+    max_gpus_per_replica: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=32, description="Upper bound on GPUs in one replica."
+    )
+
+
+class ParallelismSpec(SpecModel):
+    tensor: Auto | Annotated[int, Field(ge=1, le=64)] = Field(
+        default="auto", description="Tensor-parallel size, or auto."
+    )
+    pipeline: Auto | Annotated[int, Field(ge=1, le=64)] = Field(
+        default="auto", description="Pipeline-parallel size (across nodes), or auto."
+    )
+
+
+class WorkloadSpec(SpecModel):
+    max_context_length: Annotated[int, Field(ge=16, le=10_000_000)] | None = Field(
+        default=None,
+        description="Longest request (prompt + output) to serve; default: the model's maximum.",
+    )
+    concurrency: Annotated[int, Field(ge=1, le=65_536)] = Field(
+        default=16, description="Concurrent sequences per replica the plan must hold."
+    )
+    input_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=1024, description="Prompt length of a typical request."
+    )
+    output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        default=256, description="Output length of a typical request."
+    )
+    requests_per_second: Annotated[float, Field(gt=0, le=1e7)] | None = Field(
+        default=None, description="Total request rate to serve; sets the replica count."
+    )
+
+
+class SloSpec(SpecModel):
+    ttft_ms: Annotated[float, Field(gt=0, le=3.6e6)] | None = Field(
+        default=None, description="Target time to first token, milliseconds."
+    )
+    tpot_ms: Annotated[float, Field(gt=0, le=3.6e6)] | None = Field(
+        default=None, description="Target time per output token, milliseconds."
+    )
+
+
+class LLMDeploymentSpec(SpecModel):
+    model: ModelSpec = Field(description="The model to serve.")
+    engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine settings.")
+    placement: PlacementSpec = Field(
+        default_factory=PlacementSpec, description="Where replicas may run."
+    )
+    quantization: Literal["auto"] | Quantization = Field(
+        default="auto", description="Weight format, or auto to let the planner choose."
+    )
+    min_precision: Precision = Field(
+        default=Precision.INT4,
+        description="Lowest precision auto may choose; bf16 forbids lowering precision.",
+    )
+    parallelism: ParallelismSpec = Field(
+        default_factory=ParallelismSpec, description="Tensor and pipeline parallelism."
+    )
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec, description="Expected traffic.")
+    slo: SloSpec = Field(default_factory=SloSpec, description="Latency targets.")
+    replicas: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
+        default=None, description="Replica count; default: from requestsPerSecond, else 1."
+    )
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata llmdeploy reads; the rest is kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(default="llmdeployment", min_length=1, max_length=253)
+    namespace: str | None = Field(default=None, max_length=63)
+
+
+class LLMDeployment(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    api_version: Literal["llmdeploy.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["LLMDeployment"]
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: LLMDeploymentSpec
+
+
+def parse_llmdeployment(document: Any) -> LLMDeployment:
+    """Validate a decoded manifest; raises pydantic.ValidationError with field paths."""
+    return LLMDeployment.model_validate(document)

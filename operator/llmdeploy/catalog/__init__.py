@@ -1,0 +1,235 @@
+"""Catalogs as data: GPUs, models, quantization formats and engines.
+
+The packaged YAML files under `data/` are the defaults; users extend or override them by id
+with their own files (operator settings or `llmdeploy plan --catalog FILE`) without code changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmdeploy.api.types import (
+    EngineName,
+    ModelArchitecture,
+    Precision,
+    Quantization,
+    format_validation_error,
+    to_camel,
+)
+
+
+class CatalogError(ValueError):
+    """A catalog file or entry is malformed; the message names the file and field."""
+
+
+class CatalogModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class Interconnect(CatalogModel):
+    kind: Literal["nvlink", "pcie", "infinity-fabric"]
+    bandwidth_gbps: float = Field(gt=0, description="Per-GPU unidirectional GB/s for all-reduce.")
+
+
+class Gpu(CatalogModel):
+    id: str
+    vendor: Literal["nvidia", "amd"]
+    display_name: str
+    architecture: str
+    memory_gib: float = Field(gt=0, description="Total memory as CUDA reports it, GiB.")
+    bandwidth_gbps: float = Field(gt=0, description="Memory bandwidth, GB/s.")
+    tflops: dict[Literal["bf16", "fp8", "int8"], float]
+    fp8: bool
+    interconnect: Interconnect
+    gpus_per_node: int = Field(ge=1, le=64)
+    product_labels: list[str]
+    resource_name: str
+    price_per_hour: float = Field(ge=0)
+    price_date: str
+    sources: dict[str, str] = Field(default_factory=dict)
+
+    def compute_tflops(self, dtype: str) -> float:
+        """Dense tensor throughput for a compute dtype, falling back to bf16."""
+        return self.tflops.get(dtype) or self.tflops["bf16"]  # type: ignore[call-overload]
+
+
+class ModelEntry(ModelArchitecture):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+    id: str
+    aliases: list[str] = Field(default_factory=list)
+    family: str | None = None
+    source: str | None = None
+    notes: str | None = None
+
+
+class QuantFormat(CatalogModel):
+    id: Quantization
+    precision: Precision = Field(description="Quality tier, for minPrecision.")
+    weight_bytes: float = Field(gt=0, description="Bytes per quantized parameter, scales included.")
+    applies_to: Literal["linear", "experts"] = Field(
+        description="Which weights take this format; the rest stay 16-bit."
+    )
+    compute_dtype: Literal["bf16", "fp8", "int8"]
+    online: bool = Field(description="The engine can quantize a 16-bit checkpoint at load time.")
+    requires_fp8_hardware: bool = False
+    engines: list[EngineName]
+    source: str | None = None
+
+
+class Engine(CatalogModel):
+    id: EngineName
+    display_name: str
+    block_size: int = Field(ge=1, description="Tokens per KV-cache block.")
+    default_max_num_batched_tokens: int = Field(ge=1)
+    fp8_kv_cache: bool
+    source: str | None = None
+
+
+class Catalog(CatalogModel):
+    gpus: dict[str, Gpu]
+    models: dict[str, ModelEntry]
+    quantizations: dict[Quantization, QuantFormat]
+    engines: dict[EngineName, Engine]
+
+    def find_model(self, name: str) -> ModelEntry | None:
+        key = name.lower()
+        for model in self.models.values():
+            if model.id.lower() == key or key in (alias.lower() for alias in model.aliases):
+                return model
+        return None
+
+
+_SECTIONS: dict[str, type[Gpu] | type[ModelEntry] | type[QuantFormat] | type[Engine]] = {
+    "gpus": Gpu,
+    "models": ModelEntry,
+    "quantizations": QuantFormat,
+    "engines": Engine,
+}
+
+
+def _read_yaml(text: str, origin: str) -> Mapping[str, Any]:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{origin}: not valid YAML: {exc}") from None
+    if document is None:
+        return {}
+    if not isinstance(document, Mapping):
+        raise CatalogError(f"{origin}: expected a mapping with keys {sorted(_SECTIONS)}")
+    unknown = set(document) - set(_SECTIONS) - {"images"}
+    if unknown:
+        raise CatalogError(f"{origin}: unknown sections {sorted(unknown)}")
+    return document
+
+
+def _merge(into: dict[str, dict[str, Any]], document: Mapping[str, Any], origin: str) -> None:
+    for section in _SECTIONS:
+        rows = document.get(section) or []
+        if not isinstance(rows, list):
+            raise CatalogError(f"{origin}: {section} must be a list")
+        for index, row in enumerate(rows):
+            if not isinstance(row, Mapping) or "id" not in row:
+                raise CatalogError(f"{origin}: {section}[{index}] needs an id")
+            into[section][str(row["id"])] = dict(row)
+
+
+def _packaged_documents() -> Iterable[tuple[str, str]]:
+    data = resources.files("llmdeploy.catalog") / "data"
+    for name in ("gpus.yaml", "models.yaml", "quantizations.yaml", "engines.yaml"):
+        yield f"catalog/data/{name}", (data / name).read_text(encoding="utf-8")
+
+
+def load_catalog(extensions: Iterable[Path] = ()) -> Catalog:
+    """The packaged catalog, extended or overridden by id with each file in order."""
+    rows: dict[str, dict[str, Any]] = {section: {} for section in _SECTIONS}
+    for origin, text in _packaged_documents():
+        _merge(rows, _read_yaml(text, origin), origin)
+    for path in extensions:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CatalogError(f"{path}: cannot read: {exc.strerror}") from None
+        _merge(rows, _read_yaml(text, str(path)), str(path))
+    return _validate(rows)
+
+
+def _validate(rows: dict[str, dict[str, Any]]) -> Catalog:
+    parsed: dict[str, dict[Any, Any]] = {}
+    for section, model in _SECTIONS.items():
+        parsed[section] = {}
+        for key, row in rows[section].items():
+            try:
+                entry = model.model_validate(row)
+            except ValidationError as exc:
+                raise CatalogError(format_validation_error(exc, f"{section}[{key}]")) from None
+            parsed[section][entry.id] = entry
+    return Catalog.model_validate(parsed)
+
+
+_HF_KEYS: dict[str, str] = {
+    "num_hidden_layers": "layers",
+    "hidden_size": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "num_attention_heads": "attention_heads",
+    "num_key_value_heads": "kv_heads",
+    "head_dim": "head_dim",
+    "vocab_size": "vocab_size",
+    "max_position_embeddings": "max_context_length",
+    "tie_word_embeddings": "tie_word_embeddings",
+    "moe_intermediate_size": "moe_intermediate_size",
+    "first_k_dense_replace": "first_dense_layers",
+    "kv_lora_rank": "kv_lora_rank",
+    "qk_rope_head_dim": "qk_rope_head_dim",
+    "sliding_window": "sliding_window",
+}
+_HF_EXPERT_KEYS = ("num_local_experts", "n_routed_experts", "num_experts")
+_HF_ACTIVE_EXPERT_KEYS = ("num_experts_per_tok", "num_experts_per_token")
+
+
+def architecture_from_hf_config(config: Mapping[str, Any]) -> ModelArchitecture:
+    """Architecture facts from a Hugging Face config.json (text models, or a VLM's text_config)."""
+    if isinstance(config.get("text_config"), Mapping):
+        config = {**config, **config["text_config"]}
+    facts: dict[str, Any] = {
+        field: config[key] for key, field in _HF_KEYS.items() if config.get(key) is not None
+    }
+    for key in _HF_EXPERT_KEYS:
+        if config.get(key):
+            facts["experts"] = config[key]
+            break
+    for key in _HF_ACTIVE_EXPERT_KEYS:
+        if config.get(key):
+            facts["active_experts"] = config[key]
+            break
+    if config.get("n_shared_experts"):
+        facts["shared_experts"] = config["n_shared_experts"]
+    if facts.get("kv_lora_rank"):
+        # MLA caches one latent per token and layer; the head count seen by the cache is 1.
+        facts.setdefault("kv_heads", 1)
+    if config.get("use_sliding_window") is False:  # Qwen configs carry an unused window
+        facts.pop("sliding_window", None)
+    layer_types = config.get("layer_types")
+    if facts.get("sliding_window") and "layers" in facts:
+        if isinstance(layer_types, list):
+            facts["sliding_window_layers"] = sum(t == "sliding_attention" for t in layer_types)
+        elif config.get("model_type") in ("gemma2", "gemma3_text", "gemma3"):
+            facts["sliding_window_layers"] = facts["layers"] // 2  # alternating layers
+        else:
+            facts["sliding_window_layers"] = facts["layers"]
+    quant = config.get("quantization_config")
+    if isinstance(quant, Mapping):
+        method = str(quant.get("quant_method", "")).lower()
+        native = {"fp8": "fp8", "mxfp4": "mxfp4", "awq": "int4-awq", "gptq": "int4-gptq"}
+        if method in native:
+            facts["native_dtype"] = native[method]
+    return ModelArchitecture.model_validate(facts)

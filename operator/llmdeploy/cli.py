@@ -1,0 +1,178 @@
+"""`llmdeploy` command line: every decision the operator makes, reproducible offline.
+
+Exit codes: 0 feasible, 1 nothing feasible (the plan is still printed), 2 invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+from pydantic import ValidationError
+
+from llmdeploy.api.types import LLMDeployment, format_validation_error, parse_llmdeployment
+from llmdeploy.catalog import Catalog, CatalogError, architecture_from_hf_config, load_catalog
+from llmdeploy.sizing import Plan, SpecError, plan_deployment
+
+EXIT_FEASIBLE, EXIT_INFEASIBLE, EXIT_INVALID = 0, 1, 2
+
+
+class InputError(Exception):
+    """Input the user must fix; the message names the file or field."""
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_INVALID)
+
+
+def read_manifest(path: str) -> LLMDeployment:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: malformed YAML: {exc}") from None
+    matches = [d for d in documents if isinstance(d, dict) and d.get("kind") == "LLMDeployment"]
+    if len(matches) != 1:
+        found = "no" if not matches else str(len(matches))
+        raise InputError(f"{path}: expected one LLMDeployment document, found {found}")
+    try:
+        return parse_llmdeployment(matches[0])
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc)) from None
+
+
+def _with_hf_config(resource: LLMDeployment, path: str) -> LLMDeployment:
+    """Fill spec.model.architecture from a local config.json (explicit spec values win)."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+        facts = architecture_from_hf_config(config)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--model-config {path}: {exc}") from None
+    given = resource.spec.model.architecture
+    merged = facts.model_copy(update=given.model_dump(exclude_none=True) if given else {})
+    model = resource.spec.model.model_copy(update={"architecture": merged})
+    spec = resource.spec.model_copy(update={"model": model})
+    return resource.model_copy(update={"spec": spec})
+
+
+def _catalog(paths: Sequence[str]) -> Catalog:
+    try:
+        return load_catalog(Path(p) for p in paths)
+    except CatalogError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _plan_for(args: argparse.Namespace) -> Plan:
+    resource = read_manifest(args.file)
+    if args.model_config:
+        resource = _with_hf_config(resource, args.model_config)
+    try:
+        return plan_deployment(resource.spec, _catalog(args.catalog))
+    except SpecError as exc:
+        raise InputError(str(exc)) from None
+
+
+def format_plan_table(plan: Plan) -> str:
+    lines = []
+    if plan.feasible:
+        lines.append(
+            f"PLAN  {plan.model} on {plan.engine}: {plan.gpu} x{plan.gpu_count} "
+            f"(TP {plan.tensor_parallel}, PP {plan.pipeline_parallel}), {plan.quantization} "
+            f"weights, {plan.kv_cache_dtype} KV cache, {plan.replicas} replica(s)"
+        )
+        lines.append(
+            f"  memory/GPU  weights {plan.weights_gib_per_gpu} GiB, activations "
+            f"{plan.activation_gib_per_gpu} GiB, non-torch {plan.non_torch_gib_per_gpu} GiB, "
+            f"KV {plan.kv_cache_gib_per_gpu} GiB = {plan.kv_cache_tokens} tokens "
+            f"({plan.max_concurrency} x {plan.max_context_length})"
+        )
+        lines.append(
+            f"  estimate    TTFT {plan.estimated_ttft_ms} ms, TPOT {plan.estimated_tpot_ms} ms, "
+            f"{plan.estimated_tokens_per_second} tokens/s per replica"
+        )
+        lines.append(
+            f"  cost        ${plan.cost_per_hour}/h, ${plan.cost_per_million_tokens} per 1M tokens"
+        )
+    else:
+        lines.append(f"NO FEASIBLE PLAN  {plan.model} on {plan.engine}")
+    lines.append("  why:")
+    lines.extend(f"    - {reason}" for reason in plan.reasons)
+    if plan.alternatives:
+        header = ("GPU", "GPUS", "QUANT", "TP", "PP", "KV", "TTFT", "TPOT", "$/1M", "WHY NOT")
+        rows = [header] + [
+            (
+                a.gpu,
+                str(a.gpu_count),
+                a.quantization,
+                str(a.tensor_parallel),
+                str(a.pipeline_parallel),
+                a.kv_cache_dtype,
+                "-" if a.estimated_ttft_ms is None else f"{a.estimated_ttft_ms:.0f}ms",
+                "-" if a.estimated_tpot_ms is None else f"{a.estimated_tpot_ms:.1f}ms",
+                "-" if a.cost_per_million_tokens is None else f"{a.cost_per_million_tokens:.3f}",
+                a.reason,
+            )
+            for a in plan.alternatives
+        ]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+        lines.append("  alternatives:")
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+            lines.append("    " + "  ".join([*cells, row[-1]]))
+    return "\n".join(lines) + "\n"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = _plan_for(args)
+    document: dict[str, Any] = plan.to_json_dict()
+    if args.output == "json":
+        sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    elif args.output == "yaml":
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
+    else:
+        sys.stdout.write(format_plan_table(plan))
+    return EXIT_FEASIBLE if plan.feasible else EXIT_INFEASIBLE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    plan = commands.add_parser("plan", help="size an LLMDeployment and explain the choice")
+    plan.add_argument("-f", "--file", required=True, help="LLMDeployment manifest, or - for stdin")
+    plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    plan.add_argument(
+        "--catalog",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra catalog file (gpus/models/...), overriding entries by id; repeatable",
+    )
+    plan.add_argument(
+        "--model-config",
+        metavar="CONFIG_JSON",
+        help="a Hugging Face config.json giving the model's architecture",
+    )
+    plan.set_defaults(handler=cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except InputError as exc:
+        _fail(str(exc))
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Per-GPU memory accounting, following vLLM's own (v1 `Worker.determine_available_memory`).
+
+budget = total memory x gpu_memory_utilization
+KV     = budget - weights - peak activation of a profiling step - non-torch memory
+blocks = KV // (block_size x KV bytes per token and layer x layers); tokens = blocks x block_size
+
+Everything is per rank of the worst pipeline stage: that rank bounds the replica.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from llmdeploy.catalog import Gpu, QuantFormat
+from llmdeploy.sizing.model_facts import ModelFacts
+
+GIB = float(2**30)
+BYTES_16BIT = 2.0
+# Non-torch memory: CUDA context, cuBLAS workspaces; NCCL and custom all-reduce buffers when the
+# replica spans GPUs. Fitted to vLLM's profile of Llama-3-8B at TP 2 (3.58 GiB, vllm#10511) and to
+# the ~0.5 GiB a single-GPU replica leaves unaccounted (vllm#10517).
+NON_TORCH_SINGLE_GPU_GIB = 0.5
+NON_TORCH_MULTI_GPU_BASE_GIB = 2.9
+NON_TORCH_PER_TP_RANK_GIB = 0.35
+# Profiling activations: hidden states and MLP intermediates of one step of
+# max_num_batched_tokens tokens, plus fp32 logits and probabilities of max_num_seqs samples.
+ACTIVATION_HIDDEN_COPIES = 4
+ACTIVATION_MLP_COPIES = 6
+SAMPLER_BYTES_PER_LOGIT = 8
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBreakdown:
+    budget_gib: float
+    weights_gib: float
+    activation_gib: float
+    non_torch_gib: float
+    kv_cache_gib: float
+    kv_bytes_per_token: float  # per rank, over the stage's layers, full-attention accounting
+    kv_cache_tokens: int  # per replica
+    max_concurrency: float  # requests of max_context_length the cache holds at once
+
+    @property
+    def fits(self) -> bool:
+        return self.kv_cache_gib > 0
+
+
+def stage_layers(model: ModelFacts, pipeline: int) -> int:
+    """Layers on the largest pipeline stage."""
+    return math.ceil(model.layers / pipeline)
+
+
+def weight_bytes_per_rank(model: ModelFacts, fmt: QuantFormat, tensor: int, pipeline: int) -> float:
+    """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads."""
+    embedding_in = float(model.vocab_size * model.hidden_size)
+    lm_head = model.embedding_parameters - embedding_in
+    body = model.parameters - model.embedding_parameters
+    if fmt.applies_to == "experts":
+        experts = min(model.routed_expert_parameters, body)
+        body_bytes = experts * fmt.weight_bytes + (body - experts) * BYTES_16BIT
+        linear_bytes = BYTES_16BIT  # attention projections stay 16-bit
+    else:
+        body_bytes = body * fmt.weight_bytes
+        linear_bytes = fmt.weight_bytes
+    per_rank = body_bytes / (tensor * pipeline)
+    if pipeline == 1:
+        per_rank += (embedding_in + lm_head) * BYTES_16BIT / tensor
+    else:  # first stage holds the embedding, last the lm_head (its own copy even when tied)
+        per_rank += embedding_in * BYTES_16BIT / tensor
+    # With TP > KV heads every rank keeps a whole KV head instead of a 1/TP slice of them.
+    if not model.is_mla and tensor > model.kv_heads:
+        kv_share = model.kv_projection_parameters / pipeline
+        per_rank += kv_share * linear_bytes * (1 / model.kv_heads - 1 / tensor)
+    return per_rank
+
+
+def activation_bytes(
+    model: ModelFacts, tensor: int, max_num_batched_tokens: int, max_num_seqs: int
+) -> float:
+    """Peak activation of vLLM's profiling run (a full step of batched tokens)."""
+    per_token = (
+        ACTIVATION_HIDDEN_COPIES * model.hidden_size
+        + ACTIVATION_MLP_COPIES * model.mlp_width_per_token / tensor
+    )
+    step = max_num_batched_tokens * per_token * BYTES_16BIT
+    sampler = max_num_seqs * model.vocab_size * SAMPLER_BYTES_PER_LOGIT
+    return step + sampler
+
+
+def non_torch_bytes(tensor: int, pipeline: int) -> float:
+    if tensor * pipeline == 1:
+        return NON_TORCH_SINGLE_GPU_GIB * GIB
+    return (NON_TORCH_MULTI_GPU_BASE_GIB + NON_TORCH_PER_TP_RANK_GIB * tensor) * GIB
+
+
+def kv_heads_per_rank(model: ModelFacts, tensor: int) -> int:
+    return max(1, model.kv_heads // tensor)
+
+
+def kv_bytes_per_token_layer(model: ModelFacts, tensor: int, kv_dtype_bytes: float) -> float:
+    """One token's K and V in one layer on one rank. MLA: one latent, neither x2 nor split by TP."""
+    if model.is_mla:
+        return (model.kv_lora_rank + model.qk_rope_head_dim) * kv_dtype_bytes
+    return kv_heads_per_rank(model, tensor) * model.head_dim * 2 * kv_dtype_bytes
+
+
+def request_kv_bytes(
+    model: ModelFacts, tensor: int, pipeline: int, kv_dtype_bytes: float, tokens: int, block: int
+) -> float:
+    """Cache one request of `tokens` holds on a rank; sliding-window layers keep only the window."""
+    layers = stage_layers(model, pipeline)
+    window_layers = math.ceil(model.sliding_window_layers / pipeline) if model.sliding_window else 0
+    full_layers = layers - window_layers
+    blocks = math.ceil(tokens / block)
+    window_blocks = min(blocks, math.ceil(model.sliding_window / block) + 1) if window_layers else 0
+    per_block = block * kv_bytes_per_token_layer(model, tensor, kv_dtype_bytes)
+    return per_block * (full_layers * blocks + window_layers * window_blocks)
+
+
+def kv_capacity(
+    model: ModelFacts,
+    tensor: int,
+    pipeline: int,
+    kv_dtype_bytes: float,
+    kv_bytes: float,
+    max_context_length: int,
+    block_size: int,
+) -> tuple[int, float]:
+    """(tokens the cache holds, requests of max_context_length it holds at once)."""
+    if kv_bytes <= 0:
+        return 0, 0.0
+    request = request_kv_bytes(
+        model, tensor, pipeline, kv_dtype_bytes, max_context_length, block_size
+    )
+    concurrency = kv_bytes / request
+    if model.sliding_window:
+        # Tokens of full-length requests the cache holds (vLLM's hybrid allocator).
+        return int(concurrency * max_context_length) // block_size * block_size, concurrency
+    page = (
+        block_size
+        * stage_layers(model, pipeline)
+        * kv_bytes_per_token_layer(model, tensor, kv_dtype_bytes)
+    )
+    blocks = int(kv_bytes // page)
+    return blocks * block_size, blocks * block_size / max_context_length
+
+
+def memory_breakdown(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    *,
+    tensor: int,
+    pipeline: int,
+    kv_dtype_bytes: float,
+    gpu_memory_utilization: float,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    max_context_length: int,
+    block_size: int,
+    budget_of_free_memory: bool = False,
+) -> MemoryBreakdown:
+    """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free."""
+    total = gpu.memory_gib * GIB
+    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline)
+    activation = activation_bytes(model, tensor, max_num_batched_tokens, max_num_seqs)
+    non_torch = non_torch_bytes(tensor, pipeline)
+    if budget_of_free_memory:
+        budget = total
+        kv = (total - weights - activation - non_torch) * gpu_memory_utilization
+    else:
+        budget = total * gpu_memory_utilization
+        kv = budget - weights - activation - non_torch
+    per_token = stage_layers(model, pipeline) * kv_bytes_per_token_layer(
+        model, tensor, kv_dtype_bytes
+    )
+    tokens, concurrency = kv_capacity(
+        model, tensor, pipeline, kv_dtype_bytes, kv, max_context_length, block_size
+    )
+    return MemoryBreakdown(
+        budget_gib=budget / GIB,
+        weights_gib=weights / GIB,
+        activation_gib=activation / GIB,
+        non_torch_gib=non_torch / GIB,
+        kv_cache_gib=kv / GIB,
+        kv_bytes_per_token=per_token,
+        kv_cache_tokens=tokens,
+        max_concurrency=concurrency,
+    )

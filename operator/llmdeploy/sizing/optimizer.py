@@ -1,0 +1,548 @@
+"""Enumerate GPU x count x quantization x TP x PP x KV dtype, drop the infeasible with a reason,
+and pick the cheapest configuration per token that meets the SLO.
+
+Ties go to fewer GPUs, then to higher precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from llmdeploy.api.types import (
+    KvCacheDtype,
+    LLMDeploymentSpec,
+    Precision,
+    Quantization,
+)
+from llmdeploy.catalog import Catalog, Engine, Gpu, QuantFormat
+from llmdeploy.sizing.memory import (
+    GIB,
+    MemoryBreakdown,
+    memory_breakdown,
+    request_kv_bytes,
+    weight_bytes_per_rank,
+)
+from llmdeploy.sizing.model_facts import ModelFacts, SpecError, resolve_model
+from llmdeploy.sizing.performance import Performance, estimate_performance, replicas_for_rate
+from llmdeploy.sizing.plan import Alternative, Plan
+
+PRECISION_RANK = {Precision.BF16: 0, Precision.FP8: 1, Precision.INT8: 2, Precision.INT4: 3}
+SIXTEEN_BIT = (Quantization.BF16, Quantization.FP16)
+MAX_ALTERNATIVES = 12
+
+
+@dataclass(frozen=True, slots=True)
+class SearchSpace:
+    gpus: tuple[Gpu, ...]
+    formats: tuple[QuantFormat, ...]
+    tensor: int | None  # pinned, or None for auto
+    pipeline: int | None
+    kv_dtypes: tuple[KvCacheDtype, ...]
+    max_gpus: int
+
+
+@dataclass(slots=True)
+class Candidate:
+    gpu: Gpu
+    fmt: QuantFormat
+    tensor: int
+    pipeline: int
+    kv_dtype: KvCacheDtype
+    checkpoint: str | None = None
+    infeasible: str | None = None
+    memory: MemoryBreakdown | None = None
+    performance: Performance | None = None
+    replicas: int = 1
+    cost_per_hour: float = 0.0
+    cost_per_million_tokens: float = 0.0
+    slo_miss: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gpu_count(self) -> int:
+        return self.tensor * self.pipeline
+
+    @property
+    def viable(self) -> bool:
+        return self.infeasible is None and self.slo_miss is None
+
+    def label(self) -> str:
+        layout = f"TP{self.tensor}" + (f"xPP{self.pipeline}" if self.pipeline > 1 else "")
+        kv = ", fp8 KV" if self.kv_dtype is KvCacheDtype.FP8 else ""
+        return f"{self.gpu.id} x{self.gpu_count} {self.fmt.id} {layout}{kv}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    spec: LLMDeploymentSpec
+    model: ModelFacts
+    engine: Engine
+    max_context: int
+    max_num_batched_tokens: int
+
+
+def plan_deployment(spec: LLMDeploymentSpec, catalog: Catalog) -> Plan:
+    """The plan for a spec; raises SpecError for input that names something impossible."""
+    model = resolve_model(spec.model, catalog)
+    engine = catalog.engines.get(spec.engine.name)
+    if engine is None:
+        raise SpecError("spec.engine.name", f"engine {spec.engine.name!r} is not in the catalog")
+    ctx = _Context(
+        spec=spec,
+        model=model,
+        engine=engine,
+        max_context=_max_context(spec, model),
+        max_num_batched_tokens=spec.engine.max_num_batched_tokens
+        or engine.default_max_num_batched_tokens,
+    )
+    space = _search_space(spec, catalog, engine)
+    ranked = _ranked(ctx, space)
+    viable = [c for c in ranked if c.viable]
+    if viable:
+        return _plan(ctx, viable[0], ranked)
+    return _infeasible_plan(ctx, catalog, space, ranked)
+
+
+def _max_context(spec: LLMDeploymentSpec, model: ModelFacts) -> int:
+    workload = spec.workload
+    limit = workload.max_context_length or model.max_context_length
+    if limit > model.max_context_length:
+        raise SpecError(
+            "spec.workload.maxContextLength",
+            f"{limit} exceeds the model's maximum context of {model.max_context_length} tokens",
+        )
+    if workload.input_tokens + workload.output_tokens > limit:
+        raise SpecError(
+            "spec.workload.inputTokens",
+            f"inputTokens + outputTokens ({workload.input_tokens + workload.output_tokens}) "
+            f"exceed maxContextLength {limit}",
+        )
+    return limit
+
+
+def _known_gpu(catalog: Catalog, gpu_id: str, path: str) -> Gpu:
+    gpu = catalog.gpus.get(gpu_id)
+    if gpu is None:
+        raise SpecError(path, f"unknown GPU {gpu_id!r}; known: {', '.join(sorted(catalog.gpus))}")
+    return gpu
+
+
+def _search_space(spec: LLMDeploymentSpec, catalog: Catalog, engine: Engine) -> SearchSpace:
+    placement = spec.placement
+    allowed = [
+        _known_gpu(catalog, gpu_id, f"spec.placement.allowedGpus[{i}]")
+        for i, gpu_id in enumerate(placement.allowed_gpus)
+    ]
+    if placement.gpu is not None:
+        pinned = _known_gpu(catalog, placement.gpu, "spec.placement.gpu")
+        if allowed and pinned not in allowed:
+            raise SpecError("spec.placement.gpu", f"{pinned.id!r} is not in allowedGpus")
+        gpus: tuple[Gpu, ...] = (pinned,)
+    else:
+        gpus = tuple(allowed) or tuple(catalog.gpus[g] for g in sorted(catalog.gpus))
+
+    if spec.quantization == "auto":
+        floor = PRECISION_RANK[spec.min_precision]
+        formats = tuple(
+            f
+            for q, f in sorted(catalog.quantizations.items())
+            if PRECISION_RANK[f.precision] <= floor
+            and engine.id in f.engines
+            and q is not Quantization.FP16  # same size and speed as bf16; only when pinned
+        )
+    else:
+        fmt = catalog.quantizations.get(spec.quantization)
+        if fmt is None:
+            raise SpecError("spec.quantization", f"{spec.quantization!r} is not in the catalog")
+        formats = (fmt,)
+
+    if spec.engine.kv_cache_dtype is not None:
+        kv_dtypes: tuple[KvCacheDtype, ...] = (spec.engine.kv_cache_dtype,)
+    elif (
+        engine.fp8_kv_cache and PRECISION_RANK[spec.min_precision] >= PRECISION_RANK[Precision.FP8]
+    ):
+        kv_dtypes = (KvCacheDtype.AUTO, KvCacheDtype.FP8)
+    else:
+        kv_dtypes = (KvCacheDtype.AUTO,)
+
+    parallelism = spec.parallelism
+    return SearchSpace(
+        gpus=gpus,
+        formats=formats,
+        tensor=None if parallelism.tensor == "auto" else parallelism.tensor,
+        pipeline=None if parallelism.pipeline == "auto" else parallelism.pipeline,
+        kv_dtypes=kv_dtypes,
+        max_gpus=placement.max_gpus_per_replica,
+    )
+
+
+def _layouts(space: SearchSpace, gpu: Gpu) -> list[tuple[int, int]]:
+    """(TP, PP) pairs to try: TP within a node; PP only to span nodes with full-node TP."""
+    tensors = (
+        [space.tensor] if space.tensor else [t for t in (1, 2, 4, 8, 16) if t <= gpu.gpus_per_node]
+    )
+    layouts: list[tuple[int, int]] = []
+    for tensor in tensors:
+        if space.pipeline:
+            pipelines = [space.pipeline]
+        elif tensor == gpu.gpus_per_node or space.tensor:
+            pipelines = list(range(1, 9))
+        else:
+            pipelines = [1]
+        layouts.extend(
+            (tensor, pipeline)
+            for pipeline in pipelines
+            if tensor * pipeline <= space.max_gpus or (space.tensor and space.pipeline)
+        )
+    return layouts
+
+
+def _format_unavailable(ctx: _Context, fmt: QuantFormat, gpu: Gpu) -> tuple[str | None, str | None]:
+    """(reason it cannot be used, checkpoint to load)."""
+    model, variants = ctx.model, ctx.spec.model.quantized_variants
+    if ctx.engine.id not in fmt.engines:
+        return f"{ctx.engine.display_name} does not serve {fmt.id}", None
+    if fmt.requires_fp8_hardware and not gpu.fp8:
+        return (
+            f"{gpu.id} ({gpu.architecture}) has no FP8 tensor cores; fp8 needs Ada or newer",
+            None,
+        )
+    if fmt.id in variants:
+        return None, variants[fmt.id]
+    if fmt.id == model.native_dtype:
+        return None, ctx.spec.model.name
+    if fmt.applies_to == "experts" and not model.is_moe:
+        return f"{fmt.id} applies to MoE experts and {model.id} is dense", None
+    if fmt.online and model.native_dtype in SIXTEEN_BIT:
+        return None, ctx.spec.model.name
+    if fmt.online:
+        return (
+            f"{fmt.id} cannot be made from the {model.native_dtype} checkpoint; "
+            f"add spec.model.quantizedVariants.{fmt.id}",
+            None,
+        )
+    return f"{fmt.id} needs a pre-quantized checkpoint in spec.model.quantizedVariants", None
+
+
+def _layout_unsupported(model: ModelFacts, gpu: Gpu, tensor: int, pipeline: int) -> str | None:
+    if tensor > gpu.gpus_per_node:
+        return (
+            f"tensorParallel {tensor} exceeds the {gpu.gpus_per_node} GPUs of one {gpu.id} node; "
+            "use pipeline parallelism across nodes"
+        )
+    if model.attention_heads % tensor:
+        return (
+            f"tensorParallel {tensor} does not divide the {model.attention_heads} attention heads"
+        )
+    if not model.is_mla and model.kv_heads % tensor and tensor % model.kv_heads:
+        return f"tensorParallel {tensor} and the {model.kv_heads} KV heads do not divide each other"
+    if pipeline > model.layers:
+        return f"pipelineParallel {pipeline} exceeds the {model.layers} layers"
+    return None
+
+
+def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
+    spec, model, gpu, fmt = ctx.spec, ctx.model, candidate.gpu, candidate.fmt
+    tensor, pipeline = candidate.tensor, candidate.pipeline
+    reason = _layout_unsupported(model, gpu, tensor, pipeline)
+    if reason:
+        candidate.infeasible = reason
+        return candidate
+    reason, candidate.checkpoint = _format_unavailable(ctx, fmt, gpu)
+    if reason:
+        candidate.infeasible = reason
+        return candidate
+    utilization = spec.engine.gpu_memory_utilization
+    budget = gpu.memory_gib * utilization
+    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline) / GIB
+    if weights >= budget:
+        candidate.infeasible = (
+            f"weights need {weights:.1f} GiB per GPU, more than the {budget:.1f} GiB budget "
+            f"({gpu.memory_gib:.1f} GiB x {utilization})"
+        )
+        return candidate
+    kv_bytes = 1.0 if candidate.kv_dtype is KvCacheDtype.FP8 else 2.0
+    workload = spec.workload
+    memory = memory_breakdown(
+        model,
+        gpu,
+        fmt,
+        tensor=tensor,
+        pipeline=pipeline,
+        kv_dtype_bytes=kv_bytes,
+        gpu_memory_utilization=utilization,
+        max_num_batched_tokens=ctx.max_num_batched_tokens,
+        max_num_seqs=workload.concurrency,
+        max_context_length=ctx.max_context,
+        block_size=ctx.engine.block_size,
+        budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
+    )
+    candidate.memory = memory
+    if not memory.fits:
+        candidate.infeasible = (
+            f"no room for KV cache: weights {memory.weights_gib:.1f} + activations "
+            f"{memory.activation_gib:.1f} + non-torch {memory.non_torch_gib:.1f} GiB exceed the "
+            f"{memory.budget_gib:.1f} GiB budget per GPU"
+        )
+        return candidate
+    if memory.max_concurrency < 1:
+        candidate.infeasible = (
+            f"KV cache holds {memory.kv_cache_tokens} tokens, less than one request of "
+            f"maxContextLength {ctx.max_context}"
+        )
+        return candidate
+    typical = workload.input_tokens + workload.output_tokens
+    per_request = request_kv_bytes(
+        model, tensor, pipeline, kv_bytes, typical, ctx.engine.block_size
+    )
+    holds = int(memory.kv_cache_gib * GIB // per_request)
+    if holds < workload.concurrency:
+        candidate.infeasible = (
+            f"KV cache holds {holds} concurrent requests of {typical} tokens, "
+            f"workload.concurrency is {workload.concurrency}"
+        )
+        return candidate
+    perf = estimate_performance(
+        model,
+        gpu,
+        fmt,
+        tensor=tensor,
+        pipeline=pipeline,
+        kv_dtype_bytes=kv_bytes,
+        concurrency=workload.concurrency,
+        input_tokens=workload.input_tokens,
+        output_tokens=workload.output_tokens,
+    )
+    candidate.performance = perf
+    if spec.replicas is not None:
+        candidate.replicas = spec.replicas
+    elif workload.requests_per_second is not None:
+        candidate.replicas = replicas_for_rate(workload.requests_per_second, perf.requests_per_s)
+    replica_cost = gpu.price_per_hour * candidate.gpu_count
+    candidate.cost_per_hour = replica_cost * candidate.replicas
+    candidate.cost_per_million_tokens = replica_cost / (perf.output_tokens_per_s * 3600) * 1e6
+    slo = spec.slo
+    misses = []
+    if slo.ttft_ms is not None and perf.ttft_s * 1000 > slo.ttft_ms:
+        misses.append(f"TTFT {perf.ttft_s * 1000:.0f} ms > SLO {slo.ttft_ms:g} ms")
+    if slo.tpot_ms is not None and perf.tpot_s * 1000 > slo.tpot_ms:
+        misses.append(f"TPOT {perf.tpot_s * 1000:.1f} ms > SLO {slo.tpot_ms:g} ms")
+    candidate.slo_miss = "; ".join(misses) or None
+    return candidate
+
+
+def _rank_key(ctx: _Context, c: Candidate) -> tuple[float, ...]:
+    # With a request rate the bill is what matters; without, the price of a token.
+    cost = c.cost_per_hour if ctx.spec.workload.requests_per_second else c.cost_per_million_tokens
+    return (
+        round(cost, 6),
+        c.gpu_count,
+        PRECISION_RANK[c.fmt.precision],
+        0 if c.kv_dtype is KvCacheDtype.AUTO else 1,
+        c.pipeline,
+    )
+
+
+def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
+    """All candidates: viable by rank, then SLO misses by latency, then infeasible ones."""
+    candidates = [
+        _evaluate(ctx, Candidate(gpu=gpu, fmt=fmt, tensor=t, pipeline=p, kv_dtype=kv))
+        for gpu in space.gpus
+        for fmt in space.formats
+        for t, p in _layouts(space, gpu)
+        for kv in space.kv_dtypes
+    ]
+    viable = sorted((c for c in candidates if c.viable), key=lambda c: _rank_key(ctx, c))
+    missed = sorted(
+        (c for c in candidates if c.infeasible is None and c.slo_miss is not None),
+        key=lambda c: c.performance.ttft_s + c.performance.tpot_s * 100 if c.performance else 0.0,
+    )
+    infeasible = [c for c in candidates if c.infeasible is not None]
+    return viable + missed + infeasible
+
+
+def _alternative(c: Candidate, reason: str) -> Alternative:
+    perf = c.performance
+    return Alternative(
+        gpu=c.gpu.id,
+        gpu_count=c.gpu_count,
+        tensor_parallel=c.tensor,
+        pipeline_parallel=c.pipeline,
+        quantization=c.fmt.id.value,
+        kv_cache_dtype=c.kv_dtype.value,
+        feasible=c.infeasible is None,
+        meets_slo=c.viable,
+        estimated_ttft_ms=round(perf.ttft_s * 1000, 1) if perf else None,
+        estimated_tpot_ms=round(perf.tpot_s * 1000, 2) if perf else None,
+        replicas=c.replicas if perf else None,
+        cost_per_hour=round(c.cost_per_hour, 2) if perf else None,
+        cost_per_million_tokens=round(c.cost_per_million_tokens, 3) if perf else None,
+        reason=reason,
+    )
+
+
+def _why_lost(ctx: _Context, c: Candidate, best: Candidate | None) -> str:
+    if c.infeasible:
+        return c.infeasible
+    if c.slo_miss:
+        return c.slo_miss
+    assert best is not None
+    if ctx.spec.workload.requests_per_second:
+        delta = c.cost_per_hour - best.cost_per_hour
+        if delta > 0.005:
+            return f"costs ${c.cost_per_hour:.2f}/h vs ${best.cost_per_hour:.2f}/h"
+    else:
+        delta = c.cost_per_million_tokens - best.cost_per_million_tokens
+        if delta > 0.0005:
+            pct = 100 * delta / best.cost_per_million_tokens
+            return (
+                f"costs ${c.cost_per_million_tokens:.3f} per 1M tokens vs "
+                f"${best.cost_per_million_tokens:.3f} (+{pct:.0f}%)"
+            )
+    if c.gpu_count > best.gpu_count:
+        return "same cost with more GPUs"
+    if PRECISION_RANK[c.fmt.precision] > PRECISION_RANK[best.fmt.precision]:
+        return "same cost at lower precision"
+    return "same cost; ranked lower on KV precision or pipeline depth"
+
+
+def _alternatives(
+    ctx: _Context, ranked: Sequence[Candidate], best: Candidate | None
+) -> list[Alternative]:
+    """The runners-up, then the best each other GPU could do, then why others were dropped."""
+    chosen: list[Candidate] = []
+    seen_gpus = {best.gpu.id} if best else set()
+    for c in ranked:
+        if c is best:
+            continue
+        if len(chosen) < 4 and c.infeasible is None:
+            chosen.append(c)
+            seen_gpus.add(c.gpu.id)
+    for c in ranked:
+        if c.gpu.id not in seen_gpus and c is not best:
+            chosen.append(c)
+            seen_gpus.add(c.gpu.id)
+    dropped: dict[str, Candidate] = {}
+    for c in ranked:
+        if c.infeasible and c not in chosen:
+            dropped.setdefault(c.infeasible.split(";")[0].split(",")[0][:40], c)
+    chosen.extend(list(dropped.values())[: max(0, MAX_ALTERNATIVES - len(chosen))])
+    return [_alternative(c, _why_lost(ctx, c, best)) for c in chosen[:MAX_ALTERNATIVES]]
+
+
+def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
+    memory, perf = best.memory, best.performance
+    assert memory is not None and perf is not None
+    spec = ctx.spec
+    reasons = [
+        f"{best.label()}: weights {memory.weights_gib:.1f} GiB + KV cache "
+        f"{memory.kv_cache_gib:.1f} GiB per GPU within the {memory.budget_gib:.1f} GiB budget; "
+        f"the cache holds {memory.kv_cache_tokens} tokens ({memory.max_concurrency:.1f} requests "
+        f"of {ctx.max_context})",
+        _objective(ctx, best),
+    ]
+    if spec.replicas is None and spec.workload.requests_per_second:
+        reasons.append(
+            f"{best.replicas} replica(s) for {spec.workload.requests_per_second:g} requests/s "
+            f"at {perf.requests_per_s:.2f} requests/s each"
+        )
+    return Plan(
+        feasible=True,
+        model=ctx.model.id,
+        engine=ctx.engine.id.value,
+        gpu=best.gpu.id,
+        gpu_count=best.gpu_count,
+        tensor_parallel=best.tensor,
+        pipeline_parallel=best.pipeline,
+        quantization=best.fmt.id.value,
+        kv_cache_dtype=best.kv_dtype.value,
+        max_context_length=ctx.max_context,
+        max_num_seqs=spec.workload.concurrency,
+        max_num_batched_tokens=ctx.max_num_batched_tokens,
+        gpu_memory_utilization=spec.engine.gpu_memory_utilization,
+        weights_gib_per_gpu=round(memory.weights_gib, 2),
+        activation_gib_per_gpu=round(memory.activation_gib, 2),
+        non_torch_gib_per_gpu=round(memory.non_torch_gib, 2),
+        kv_cache_gib_per_gpu=round(memory.kv_cache_gib, 2),
+        kv_cache_tokens=memory.kv_cache_tokens,
+        max_concurrency=round(memory.max_concurrency, 2),
+        estimated_ttft_ms=round(perf.ttft_s * 1000, 1),
+        estimated_tpot_ms=round(perf.tpot_s * 1000, 2),
+        estimated_tokens_per_second=round(perf.output_tokens_per_s, 1),
+        replicas=best.replicas,
+        cost_per_hour=round(best.cost_per_hour, 2),
+        cost_per_million_tokens=round(best.cost_per_million_tokens, 3),
+        checkpoint=best.checkpoint,
+        reasons=reasons,
+        alternatives=_alternatives(ctx, ranked, best),
+    )
+
+
+def _objective(ctx: _Context, best: Candidate) -> str:
+    slo = ctx.spec.slo
+    targets = []
+    if slo.ttft_ms is not None:
+        targets.append(f"TTFT <= {slo.ttft_ms:g} ms")
+    if slo.tpot_ms is not None:
+        targets.append(f"TPOT <= {slo.tpot_ms:g} ms")
+    goal = " and ".join(targets) or "no latency SLO"
+    perf = best.performance
+    assert perf is not None
+    return (
+        f"lowest cost meeting {goal}: ${best.cost_per_million_tokens:.3f} per 1M output tokens, "
+        f"${best.cost_per_hour:.2f}/h, est. TTFT {perf.ttft_s * 1000:.0f} ms, "
+        f"TPOT {perf.tpot_s * 1000:.1f} ms at concurrency {ctx.spec.workload.concurrency}"
+    )
+
+
+def _relaxations(
+    ctx: _Context, catalog: Catalog, space: SearchSpace
+) -> list[tuple[str, SearchSpace]]:
+    """Looser search spaces, each named by what the user would change."""
+    all_gpus = tuple(catalog.gpus[g] for g in sorted(catalog.gpus))
+    formats = tuple(f for f in catalog.quantizations.values() if ctx.engine.id in f.engines)
+    kv_all = (KvCacheDtype.AUTO, KvCacheDtype.FP8)
+    return [
+        (
+            "lower precision (quantization auto, minPrecision int4)",
+            replace(space, formats=formats, kv_dtypes=kv_all),
+        ),
+        (
+            "more GPUs per replica (parallelism auto, maxGpusPerReplica 64)",
+            replace(space, tensor=None, pipeline=None, max_gpus=64),
+        ),
+        ("another GPU SKU", replace(space, gpus=all_gpus, tensor=None, pipeline=None)),
+        ("any GPU, precision and size", SearchSpace(all_gpus, formats, None, None, kv_all, 64)),
+    ]
+
+
+def _infeasible_plan(
+    ctx: _Context, catalog: Catalog, space: SearchSpace, ranked: Sequence[Candidate]
+) -> Plan:
+    reasons = []
+    missed = [c for c in ranked if c.infeasible is None]
+    if missed:
+        reasons.append(
+            f"no configuration meets the SLO; closest: {missed[0].label()} ({missed[0].slo_miss})"
+        )
+    else:
+        reasons.append("no configuration fits in memory within the spec's constraints")
+        for reason in dict.fromkeys(c.infeasible for c in ranked if c.infeasible):
+            if len(reasons) >= 6:
+                break
+            reasons.append(str(reason))
+    for description, relaxed in _relaxations(ctx, catalog, space):
+        if relaxed == space:
+            continue
+        viable = [c for c in _ranked(ctx, relaxed) if c.viable]
+        if viable:
+            reasons.append(f"would fit with {description}: {viable[0].label()}")
+    return Plan(
+        feasible=False,
+        model=ctx.model.id,
+        engine=ctx.engine.id.value,
+        max_context_length=ctx.max_context,
+        reasons=reasons,
+        alternatives=_alternatives(ctx, ranked, None),
+    )

@@ -1,0 +1,141 @@
+"""Latency and throughput of one replica: a roofline with measured efficiencies.
+
+Decode is memory-bound: each step reads the rank's weights (for MoE, the experts the batch
+touches) and the batch's KV cache. Continuous batching mixes the prefill of arriving requests
+into decode steps, which is why TPOT grows with concurrency beyond what decode alone explains.
+Prefill is compute-bound. Tensor parallelism adds two all-reduces per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from llmdeploy.catalog import Gpu, QuantFormat
+from llmdeploy.sizing.memory import kv_bytes_per_token_layer, stage_layers, weight_bytes_per_rank
+from llmdeploy.sizing.model_facts import ModelFacts
+
+# Fraction of datasheet bandwidth / dense FLOPS that serving kernels reach. Calibrated on the
+# public H100 measurements in docs/benchmarks.md; see bench/sizing_accuracy.py.
+BANDWIDTH_EFFICIENCY = 0.80
+PREFILL_COMPUTE_EFFICIENCY = 0.50
+DECODE_COMPUTE_EFFICIENCY = 0.35
+# Per-step cost not in the roofline: scheduling, sampling, launch gaps between small kernels.
+STEP_OVERHEAD_S = 0.0005
+PER_LAYER_OVERHEAD_S = 0.000025
+# Request overhead before the first token: HTTP, tokenization, scheduling, detokenization.
+TTFT_OVERHEAD_S = 0.030
+ALL_REDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 15e-6, "pcie": 30e-6}
+# Pipeline stages on different nodes exchange activations over the cluster network.
+INTER_NODE_LATENCY_S = 50e-6
+INTER_NODE_BANDWIDTH_BPS = 25e9
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    ttft_s: float
+    tpot_s: float
+    output_tokens_per_s: float  # per replica at the workload's concurrency
+    requests_per_s: float  # per replica
+
+
+def _all_reduce_s(gpu: Gpu, tensor: int, message_bytes: float) -> float:
+    if tensor == 1:
+        return 0.0
+    ring = 2 * (tensor - 1) / tensor * message_bytes / (gpu.interconnect.bandwidth_gbps * 1e9)
+    return ALL_REDUCE_LATENCY_S[gpu.interconnect.kind] + ring
+
+
+def _communication_s(
+    model: ModelFacts, gpu: Gpu, tensor: int, pipeline: int, tokens: float
+) -> float:
+    """All-reduces of every layer plus pipeline hand-offs, for one step of `tokens`."""
+    message = tokens * model.hidden_size * 2
+    per_layer = 2 * _all_reduce_s(gpu, tensor, message)
+    hops = (pipeline - 1) * (INTER_NODE_LATENCY_S + message / INTER_NODE_BANDWIDTH_BPS)
+    return model.layers * per_layer + hops
+
+
+def _flops_s(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    gpus: int,
+    tokens: float,
+    context: float,
+    efficiency: float,
+) -> float:
+    """Compute time of `tokens` tokens attending to `context` tokens, spread over `gpus`."""
+    linear = 2 * model.active_parameters * tokens
+    attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
+    return (linear + attention) / gpus / (gpu.compute_tflops(fmt.compute_dtype) * 1e12 * efficiency)
+
+
+def estimate_performance(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    *,
+    tensor: int,
+    pipeline: int,
+    kv_dtype_bytes: float,
+    concurrency: int,
+    input_tokens: int,
+    output_tokens: int,
+) -> Performance:
+    gpus = tensor * pipeline
+    bandwidth = gpu.bandwidth_gbps * 1e9 * BANDWIDTH_EFFICIENCY
+    batch = concurrency
+
+    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline)
+    if model.is_moe:
+        # Expert weights are read only for experts some token of the batch routes to.
+        expert_bytes = model.routed_expert_parameters * fmt.weight_bytes / gpus
+        touched = 1 - (1 - model.active_experts / model.experts) ** batch
+        weights -= expert_bytes * (1 - touched)
+    context = input_tokens + output_tokens / 2
+    if model.sliding_window:
+        window_share = model.sliding_window_layers / model.layers
+        context = context * (1 - window_share) + min(context, model.sliding_window) * window_share
+    kv_read = (
+        batch
+        * context
+        * stage_layers(model, pipeline)
+        * kv_bytes_per_token_layer(model, tensor, kv_dtype_bytes)
+    )
+    # Stages run one after another for a token: the step time is the sum over stages.
+    memory_s = pipeline * (weights + kv_read) / bandwidth
+    decode_compute_s = _flops_s(model, gpu, fmt, gpus, batch, context, DECODE_COMPUTE_EFFICIENCY)
+    prefill_tokens_per_step = batch * input_tokens / output_tokens
+    prefill_share_s = _flops_s(
+        model, gpu, fmt, gpus, prefill_tokens_per_step, input_tokens / 2, PREFILL_COMPUTE_EFFICIENCY
+    )
+    overhead_s = STEP_OVERHEAD_S + model.layers * PER_LAYER_OVERHEAD_S
+    tpot = (
+        max(memory_s, decode_compute_s)
+        + prefill_share_s
+        + _communication_s(model, gpu, tensor, pipeline, batch + prefill_tokens_per_step)
+        + overhead_s
+    )
+
+    prefill_s = max(
+        _flops_s(model, gpu, fmt, gpus, input_tokens, input_tokens / 2, PREFILL_COMPUTE_EFFICIENCY),
+        pipeline * weights / bandwidth,
+    ) + _communication_s(model, gpu, tensor, pipeline, input_tokens)
+    # Requests arriving while others prefill wait for them (M/D/1 queue on the prefill work).
+    arrival_rate = batch / (output_tokens * tpot)
+    load = min(arrival_rate * prefill_s, 0.95)
+    queueing_s = load * prefill_s / (2 * (1 - load))
+    ttft = TTFT_OVERHEAD_S + prefill_s + queueing_s + tpot
+
+    request_s = ttft + output_tokens * tpot
+    return Performance(
+        ttft_s=ttft,
+        tpot_s=tpot,
+        output_tokens_per_s=batch / tpot,
+        requests_per_s=batch / request_s,
+    )
+
+
+def replicas_for_rate(requests_per_s: float, per_replica: float) -> int:
+    return max(1, math.ceil(requests_per_s / per_replica - 1e-9))

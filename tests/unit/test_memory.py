@@ -1,0 +1,134 @@
+"""The memory model against hand-computed values and public vLLM measurements."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmdeploy.catalog import Catalog
+from llmdeploy.sizing import resolve_model
+from llmdeploy.sizing.memory import (
+    GIB,
+    kv_bytes_per_token_layer,
+    kv_capacity,
+    memory_breakdown,
+    weight_bytes_per_rank,
+)
+
+from .conftest import make_spec
+
+
+def facts(catalog: Catalog, name: str):  # type: ignore[no-untyped-def]
+    return resolve_model(make_spec(name).model, catalog)
+
+
+def kv_per_token(catalog: Catalog, name: str, tensor: int = 1, dtype_bytes: float = 2) -> float:
+    model = facts(catalog, name)
+    return model.layers * kv_bytes_per_token_layer(model, tensor, dtype_bytes)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # layers x kv_heads x head_dim x 2 (K and V) x 2 bytes, from the published configs
+        ("meta-llama/Llama-3.1-8B-Instruct", 32 * 8 * 128 * 2 * 2),
+        ("meta-llama/Llama-3.1-70B-Instruct", 80 * 8 * 128 * 2 * 2),
+        ("meta-llama/Llama-3.1-405B-Instruct", 126 * 8 * 128 * 2 * 2),
+        ("Qwen/Qwen2.5-7B-Instruct", 28 * 4 * 128 * 2 * 2),
+        # head_dim from the config, not hidden/heads (5120/64 = 80, 2880/64 = 45, 4608/32 = 144)
+        ("Qwen/Qwen3-32B", 64 * 8 * 128 * 2 * 2),
+        ("openai/gpt-oss-120b", 36 * 8 * 64 * 2 * 2),
+        ("google/gemma-2-27b-it", 46 * 16 * 128 * 2 * 2),
+        # MLA: one 512 + 64 latent per token and layer, no factor 2
+        ("deepseek-ai/DeepSeek-V3", 61 * 576 * 2),
+    ],
+)
+def test_kv_bytes_per_token_follow_the_config(catalog: Catalog, name: str, expected: int) -> None:
+    assert kv_per_token(catalog, name) == expected
+
+
+def test_kv_splits_by_tp_until_heads_run_out_then_replicates(catalog: Catalog) -> None:
+    llama = "meta-llama/Llama-3.1-70B-Instruct"
+    assert kv_per_token(catalog, llama, tensor=8) == 80 * 1 * 128 * 2 * 2
+    qwen = "Qwen/Qwen3-235B-A22B"  # 4 KV heads: TP 8 keeps one whole head per rank
+    assert kv_per_token(catalog, qwen, tensor=4) == kv_per_token(catalog, qwen, tensor=8)
+    assert kv_per_token(catalog, qwen, tensor=8) == 94 * 1 * 128 * 2 * 2
+
+
+def test_mla_kv_does_not_shrink_with_tp(catalog: Catalog) -> None:
+    name = "deepseek-ai/DeepSeek-V3"
+    assert kv_per_token(catalog, name, tensor=8) == kv_per_token(catalog, name, tensor=1)
+
+
+def test_fp8_kv_halves_the_cache(catalog: Catalog) -> None:
+    name = "meta-llama/Llama-3.1-8B-Instruct"
+    assert kv_per_token(catalog, name, dtype_bytes=1) * 2 == kv_per_token(catalog, name)
+
+
+def test_weights_of_llama3_8b_at_tp2_match_vllm_profile(catalog: Catalog) -> None:
+    # vllm-project/vllm PR #10511: 7.48 GiB of weights per GPU for Llama-3-8B at TP 2.
+    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    weights = weight_bytes_per_rank(model, catalog.quantizations["bf16"], 2, 1) / GIB
+    assert weights == pytest.approx(7.48, rel=0.01)
+
+
+def test_fp8_keeps_embeddings_in_16_bit(catalog: Catalog) -> None:
+    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    bf16 = weight_bytes_per_rank(model, catalog.quantizations["bf16"], 1, 1)
+    fp8 = weight_bytes_per_rank(model, catalog.quantizations["fp8"], 1, 1)
+    embeddings = 2 * 128256 * 4096 * 2
+    assert fp8 == pytest.approx((bf16 - embeddings) / 2 + embeddings)
+
+
+def test_kv_tokens_on_rtx3090_within_5_percent_of_vllm_log(catalog: Catalog) -> None:
+    # vllm-project/vllm issue #10517: Llama-3.1-8B bf16, 23.58 GiB GPU, util 0.90:
+    # KV 3.81 GiB -> 1,952 blocks (31,232 tokens). vLLM's defaults then: 8192 batched tokens,
+    # 256 sequences.
+    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    memory = memory_breakdown(
+        model,
+        catalog.gpus["nvidia-rtx-3090"],
+        catalog.quantizations["bf16"],
+        tensor=1,
+        pipeline=1,
+        kv_dtype_bytes=2,
+        gpu_memory_utilization=0.9,
+        max_num_batched_tokens=8192,
+        max_num_seqs=256,
+        max_context_length=8192,
+        block_size=16,
+    )
+    assert memory.kv_cache_tokens == pytest.approx(31_232, rel=0.05)
+    assert memory.kv_cache_gib == pytest.approx(3.81, rel=0.05)
+
+
+def test_qwen3_14b_tokens_and_concurrency_from_kv_memory() -> None:
+    # LMCache/LMCache issue #1739: KV 6.51 GiB -> 42,656 tokens; 1.30x concurrency at 32,768.
+    from llmdeploy.api.types import ModelArchitecture, ModelSpec
+    from llmdeploy.catalog import load_catalog
+
+    arch = ModelArchitecture(
+        layers=40,
+        hidden_size=5120,
+        attention_heads=40,
+        kv_heads=8,
+        head_dim=128,
+        vocab_size=151936,
+        max_context_length=40960,
+        intermediate_size=17408,
+    )
+    model = resolve_model(ModelSpec(name="Qwen/Qwen3-14B", architecture=arch), load_catalog())
+    tokens, concurrency = kv_capacity(model, 1, 1, 2, 6.51 * GIB, 32_768, 16)
+    assert tokens == pytest.approx(42_656, rel=0.005)
+    assert concurrency == pytest.approx(1.30, abs=0.01)
+
+
+def test_sliding_window_layers_cap_their_cache(catalog: Catalog) -> None:
+    from llmdeploy.sizing.memory import request_kv_bytes
+
+    model = facts(catalog, "google/gemma-2-27b-it")
+    short = request_kv_bytes(model, 1, 1, 2, 4096, 16)
+    long = request_kv_bytes(model, 1, 1, 2, 8192, 16)
+    per_layer_token = kv_bytes_per_token_layer(model, 1, 2)
+    full_layers = model.layers - model.sliding_window_layers
+    # Doubling the context only grows the full-attention layers' share.
+    assert long - short == pytest.approx(full_layers * 4096 * per_layer_token, rel=0.01)
