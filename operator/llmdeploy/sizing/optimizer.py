@@ -42,7 +42,7 @@ class SearchSpace:
     max_gpus: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity, not field-by-field comparison
 class Candidate:
     gpu: Gpu
     fmt: QuantFormat
@@ -177,25 +177,24 @@ def _search_space(spec: LLMDeploymentSpec, catalog: Catalog, engine: Engine) -> 
     )
 
 
-def _layouts(space: SearchSpace, gpu: Gpu) -> list[tuple[int, int]]:
-    """(TP, PP) pairs to try: TP within a node; PP only to span nodes with full-node TP."""
+def _layouts(space: SearchSpace, gpu: Gpu) -> list[list[tuple[int, int]]]:
+    """(TP, PP) pairs to try, grouped by TP with PP ascending. TP stays within a node; PP only
+    spans nodes of full-node TP."""
     tensors = (
         [space.tensor] if space.tensor else [t for t in (1, 2, 4, 8, 16) if t <= gpu.gpus_per_node]
     )
-    layouts: list[tuple[int, int]] = []
+    groups: list[list[tuple[int, int]]] = []
     for tensor in tensors:
         if space.pipeline:
             pipelines = [space.pipeline]
         elif tensor == gpu.gpus_per_node or space.tensor:
-            pipelines = list(range(1, 9))
+            pipelines = [p for p in range(1, 9) if tensor * p <= space.max_gpus]
         else:
-            pipelines = [1]
-        layouts.extend(
-            (tensor, pipeline)
-            for pipeline in pipelines
-            if tensor * pipeline <= space.max_gpus or (space.tensor and space.pipeline)
-        )
-    return layouts
+            pipelines = [1] if tensor <= space.max_gpus else []
+        if space.tensor and space.pipeline:
+            pipelines = [space.pipeline]  # both pinned: evaluate and explain, even if too many
+        groups.append([(tensor, pipeline) for pipeline in pipelines])
+    return groups
 
 
 def _format_unavailable(ctx: _Context, fmt: QuantFormat, gpu: Gpu) -> tuple[str | None, str | None]:
@@ -242,26 +241,25 @@ def _layout_unsupported(model: ModelFacts, gpu: Gpu, tensor: int, pipeline: int)
     return None
 
 
+def _weights_exceed_budget(
+    ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, pipeline: int
+) -> str | None:
+    utilization = ctx.spec.engine.gpu_memory_utilization
+    budget = gpu.memory_gib * utilization
+    weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline) / GIB
+    if weights < budget:
+        return None
+    return (
+        f"weights need {weights:.1f} GiB per GPU, more than the {budget:.1f} GiB budget "
+        f"({gpu.memory_gib:.1f} GiB x {utilization})"
+    )
+
+
 def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
+    """Memory, performance, cost and SLO of a layout the model and format allow."""
     spec, model, gpu, fmt = ctx.spec, ctx.model, candidate.gpu, candidate.fmt
     tensor, pipeline = candidate.tensor, candidate.pipeline
-    reason = _layout_unsupported(model, gpu, tensor, pipeline)
-    if reason:
-        candidate.infeasible = reason
-        return candidate
-    reason, candidate.checkpoint = _format_unavailable(ctx, fmt, gpu)
-    if reason:
-        candidate.infeasible = reason
-        return candidate
     utilization = spec.engine.gpu_memory_utilization
-    budget = gpu.memory_gib * utilization
-    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline) / GIB
-    if weights >= budget:
-        candidate.infeasible = (
-            f"weights need {weights:.1f} GiB per GPU, more than the {budget:.1f} GiB budget "
-            f"({gpu.memory_gib:.1f} GiB x {utilization})"
-        )
-        return candidate
     kv_bytes = 1.0 if candidate.kv_dtype is KvCacheDtype.FP8 else 2.0
     workload = spec.workload
     memory = memory_breakdown(
@@ -346,13 +344,37 @@ def _rank_key(ctx: _Context, c: Candidate) -> tuple[float, ...]:
 
 def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
     """All candidates: viable by rank, then SLO misses by latency, then infeasible ones."""
-    candidates = [
-        _evaluate(ctx, Candidate(gpu=gpu, fmt=fmt, tensor=t, pipeline=p, kv_dtype=kv))
-        for gpu in space.gpus
-        for fmt in space.formats
-        for t, p in _layouts(space, gpu)
-        for kv in space.kv_dtypes
-    ]
+    candidates: list[Candidate] = []
+    for gpu in space.gpus:
+        for fmt in space.formats:
+            unavailable, checkpoint = _format_unavailable(ctx, fmt, gpu)
+            if unavailable:
+                candidates.append(
+                    Candidate(gpu, fmt, 1, 1, space.kv_dtypes[0], infeasible=unavailable)
+                )
+                continue
+            for group in _layouts(space, gpu):
+                for tensor, pipeline in group:
+                    unsupported = _layout_unsupported(ctx.model, gpu, tensor, pipeline)
+                    rejected = unsupported or _weights_exceed_budget(
+                        ctx, gpu, fmt, tensor, pipeline
+                    )
+                    if rejected:
+                        kv = space.kv_dtypes[0]
+                        candidates.append(
+                            Candidate(gpu, fmt, tensor, pipeline, kv, infeasible=rejected)
+                        )
+                        if unsupported:
+                            break
+                        continue
+                    evaluated = [
+                        _evaluate(ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint))
+                        for kv in space.kv_dtypes
+                    ]
+                    candidates.extend(evaluated)
+                    # Deeper pipelines only add GPUs and hops once the model fits.
+                    if any(c.infeasible is None for c in evaluated):
+                        break
     viable = sorted((c for c in candidates if c.viable), key=lambda c: _rank_key(ctx, c))
     missed = sorted(
         (c for c in candidates if c.infeasible is None and c.slo_miss is not None),

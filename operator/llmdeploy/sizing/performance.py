@@ -23,8 +23,11 @@ DECODE_COMPUTE_EFFICIENCY = 0.35
 # Per-step cost not in the roofline: scheduling, sampling, launch gaps between small kernels.
 STEP_OVERHEAD_S = 0.0005
 PER_LAYER_OVERHEAD_S = 0.000025
-# Request overhead before the first token: HTTP, tokenization, scheduling, detokenization.
-TTFT_OVERHEAD_S = 0.030
+# Request overhead before the first token: HTTP, tokenization, scheduling, detokenization; the
+# API server also serves every running stream each step, so a new request waits longer the
+# more streams are open (host-side work, invisible to a GPU roofline).
+TTFT_OVERHEAD_S = 0.035
+TTFT_OVERHEAD_PER_STREAM_S = 0.0012
 ALL_REDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 15e-6, "pcie": 30e-6}
 # Pipeline stages on different nodes exchange activations over the cluster network.
 INTER_NODE_LATENCY_S = 50e-6
@@ -126,7 +129,8 @@ def estimate_performance(
     arrival_rate = batch / (output_tokens * tpot)
     load = min(arrival_rate * prefill_s, 0.95)
     queueing_s = load * prefill_s / (2 * (1 - load))
-    ttft = TTFT_OVERHEAD_S + prefill_s + queueing_s + tpot
+    host_s = TTFT_OVERHEAD_S + TTFT_OVERHEAD_PER_STREAM_S * batch
+    ttft = host_s + prefill_s + queueing_s + tpot
 
     request_s = ttft + output_tokens * tpot
     return Performance(
