@@ -16,7 +16,15 @@ import yaml
 from pydantic import ValidationError
 
 from llmdeploy.api.types import LLMDeployment, format_validation_error, parse_llmdeployment
-from llmdeploy.catalog import Catalog, CatalogError, architecture_from_hf_config, load_catalog
+from llmdeploy.catalog import (
+    Catalog,
+    CatalogError,
+    ImageLock,
+    architecture_from_hf_config,
+    load_catalog,
+    load_image_lock,
+)
+from llmdeploy.render import RenderError, render_manifests, to_yaml
 from llmdeploy.sizing import Plan, SpecError, plan_deployment
 
 EXIT_FEASIBLE, EXIT_INFEASIBLE, EXIT_INVALID = 0, 1, 2
@@ -71,13 +79,24 @@ def _catalog(paths: Sequence[str]) -> Catalog:
         raise InputError(str(exc)) from None
 
 
-def _plan_for(args: argparse.Namespace) -> Plan:
+def _load(args: argparse.Namespace) -> tuple[LLMDeployment, Catalog]:
     resource = read_manifest(args.file)
     if args.model_config:
         resource = _with_hf_config(resource, args.model_config)
+    return resource, _catalog(args.catalog)
+
+
+def _plan_for(resource: LLMDeployment, catalog: Catalog) -> Plan:
     try:
-        return plan_deployment(resource.spec, _catalog(args.catalog))
+        return plan_deployment(resource.spec, catalog)
     except SpecError as exc:
+        raise InputError(str(exc)) from None
+
+
+def _image_lock(path: str | None) -> ImageLock:
+    try:
+        return load_image_lock(Path(path) if path else None)
+    except CatalogError as exc:
         raise InputError(str(exc)) from None
 
 
@@ -132,7 +151,7 @@ def format_plan_table(plan: Plan) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = _plan_for(args)
+    plan = _plan_for(*_load(args))
     document: dict[str, Any] = plan.to_json_dict()
     if args.output == "json":
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
@@ -143,25 +162,57 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_FEASIBLE if plan.feasible else EXIT_INFEASIBLE
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    plan = commands.add_parser("plan", help="size an LLMDeployment and explain the choice")
-    plan.add_argument("-f", "--file", required=True, help="LLMDeployment manifest, or - for stdin")
-    plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
-    plan.add_argument(
+def cmd_render(args: argparse.Namespace) -> int:
+    resource, catalog = _load(args)
+    plan = _plan_for(resource, catalog)
+    if not plan.feasible:
+        print("error: no feasible plan: " + "; ".join(plan.reasons), file=sys.stderr)
+        return EXIT_INFEASIBLE
+    try:
+        objects = render_manifests(resource, plan, catalog, _image_lock(args.image_lock))
+    except (SpecError, RenderError) as exc:
+        raise InputError(str(exc)) from None
+    if args.output_dir is None:
+        sys.stdout.write(to_yaml(objects))
+        return EXIT_FEASIBLE
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for index, obj in enumerate(objects):
+        filename = f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+        (out / filename).write_text(to_yaml([obj]), encoding="utf-8")
+    return EXIT_FEASIBLE
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f", "--file", required=True, help="LLMDeployment manifest, or - for stdin"
+    )
+    parser.add_argument(
         "--catalog",
         action="append",
         default=[],
         metavar="FILE",
         help="extra catalog file (gpus/models/...), overriding entries by id; repeatable",
     )
-    plan.add_argument(
+    parser.add_argument(
         "--model-config",
         metavar="CONFIG_JSON",
         help="a Hugging Face config.json giving the model's architecture",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    plan = commands.add_parser("plan", help="size an LLMDeployment and explain the choice")
+    _add_input_options(plan)
+    plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     plan.set_defaults(handler=cmd_plan)
+    render = commands.add_parser("render", help="print the Kubernetes objects for GitOps")
+    _add_input_options(render)
+    render.add_argument("--output-dir", metavar="DIR", help="write one file per object")
+    render.add_argument("--image-lock", metavar="FILE", help="replace the packaged image lock")
+    render.set_defaults(handler=cmd_render)
     return parser
 
 

@@ -158,9 +158,32 @@ class ModelArchitecture(SpecModel):
 
 class SecretKeyRef(SpecModel):
     name: str = Field(
-        min_length=1, max_length=253, description="Name of a Secret in the same namespace."
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="Name of a Secret in the same namespace.",
     )
-    key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
+    key: str = Field(
+        max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key within the Secret."
+    )
+
+
+class ModelCacheSpec(SpecModel):
+    type: Literal["emptyDir", "pvc", "hostPath"] = Field(
+        default="emptyDir",
+        description="emptyDir: per pod; pvc: a shared ReadWriteMany claim; hostPath: per node.",
+    )
+    claim_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="PersistentVolumeClaim holding the Hugging Face cache (type pvc).",
+    )
+    path: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^/[A-Za-z0-9._/-]*$",
+        description="Directory on the node (type hostPath).",
+    )
 
 
 class ModelSpec(SpecModel):
@@ -181,8 +204,17 @@ class ModelSpec(SpecModel):
     source: str | None = Field(
         default=None,
         max_length=1024,
-        pattern=r"^(hf|pvc|s3|gs)://\S+$",
-        description="Where weights come from: hf://<id> (default), pvc://<claim>/<path>, s3://, gs://.",
+        pattern=r"^(hf://[A-Za-z0-9._/-]+|pvc://[a-z0-9][-a-z0-9.]*/[A-Za-z0-9._/-]*)$",
+        description="Where weights come from: hf://<id> (default: the checkpoint) or "
+        "pvc://<claim>/<path> (weights already on a volume; no download).",
+    )
+    served_name: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Model name clients send to the OpenAI API; default: spec.model.name.",
+    )
+    cache: ModelCacheSpec = Field(
+        default_factory=ModelCacheSpec, description="Where downloaded weights are kept."
     )
     revision: str | None = Field(
         default=None,
@@ -227,6 +259,10 @@ class EngineSpec(SpecModel):
     extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=list, description="Additional engine arguments, appended verbatim."
     )
+    allow_arg_overrides: bool = Field(
+        default=False,
+        description="Let extraArgs replace flags the plan sets (TP, max length, ...).",
+    )
 
 
 class PlacementSpec(SpecModel):
@@ -236,6 +272,24 @@ class PlacementSpec(SpecModel):
     )
     max_gpus_per_replica: Annotated[int, Field(ge=1, le=256)] = Field(
         default=32, description="Upper bound on GPUs in one replica."
+    )
+    node_selector: dict[
+        Annotated[str, Field(max_length=316)], Annotated[str, Field(max_length=63)]
+    ] = Field(default_factory=dict, description="Extra node labels replicas require.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Extra taints replicas tolerate (the GPU taint is added)."
+    )
+
+
+class Toleration(SpecModel):
+    key: str | None = Field(default=None, max_length=316, description="Taint key.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Match operator.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated."
     )
 
 
@@ -276,6 +330,13 @@ class SloSpec(SpecModel):
     )
 
 
+class MonitoringSpec(SpecModel):
+    pod_monitor: bool = Field(
+        default=False,
+        description="Emit a PodMonitor (monitoring.coreos.com/v1) for engine metrics.",
+    )
+
+
 class LLMDeploymentSpec(SpecModel):
     model: ModelSpec = Field(description="The model to serve.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine settings.")
@@ -296,6 +357,9 @@ class LLMDeploymentSpec(SpecModel):
     slo: SloSpec = Field(default_factory=SloSpec, description="Latency targets.")
     replicas: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
         default=None, description="Replica count; default: from requestsPerSecond, else 1."
+    )
+    monitoring: MonitoringSpec = Field(
+        default_factory=MonitoringSpec, description="Metrics scraping."
     )
 
 

@@ -80,7 +80,9 @@ class QuantFormat(CatalogModel):
         description="Which weights take this format; the rest stay 16-bit."
     )
     compute_dtype: Literal["bf16", "fp8", "int8"]
-    online: bool = Field(description="The engine can quantize a 16-bit checkpoint at load time.")
+    online_engines: list[EngineName] = Field(
+        description="Engines that quantize a 16-bit checkpoint to this format at load time."
+    )
     requires_fp8_hardware: bool = False
     engines: list[EngineName]
     source: str | None = None
@@ -92,6 +94,7 @@ class Engine(CatalogModel):
     block_size: int = Field(ge=1, description="Tokens per KV-cache block.")
     default_max_num_batched_tokens: int = Field(ge=1)
     fp8_kv_cache: bool
+    multi_node: bool = Field(description="llmdeploy can launch a replica spanning nodes.")
     source: str | None = None
 
 
@@ -233,3 +236,38 @@ def architecture_from_hf_config(config: Mapping[str, Any]) -> ModelArchitecture:
         if method in native:
             facts["native_dtype"] = native[method]
     return ModelArchitecture.model_validate(facts)
+
+
+class PinnedImage(CatalogModel):
+    engine: EngineName
+    engine_version: str
+    cuda_version: str
+    min_driver: str = Field(description="Minimum NVIDIA driver for the CUDA version.")
+    image: str = Field(pattern=r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+    default: bool = False
+    source: str
+
+
+class ImageLock(CatalogModel):
+    images: list[PinnedImage]
+
+
+def load_image_lock(path: Path | None = None) -> ImageLock:
+    """The packaged images.lock.yaml, or a replacement file."""
+    if path is None:
+        text = (resources.files("llmdeploy.catalog") / "data" / "images.lock.yaml").read_text(
+            encoding="utf-8"
+        )
+        origin = "catalog/data/images.lock.yaml"
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CatalogError(f"{path}: cannot read: {exc.strerror}") from None
+        origin = str(path)
+    try:
+        return ImageLock.model_validate(yaml.safe_load(text))
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{origin}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        raise CatalogError(format_validation_error(exc, origin)) from None

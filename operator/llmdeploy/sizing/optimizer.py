@@ -213,9 +213,10 @@ def _format_unavailable(ctx: _Context, fmt: QuantFormat, gpu: Gpu) -> tuple[str 
         return None, ctx.spec.model.name
     if fmt.applies_to == "experts" and not model.is_moe:
         return f"{fmt.id} applies to MoE experts and {model.id} is dense", None
-    if fmt.online and model.native_dtype in SIXTEEN_BIT:
+    online = ctx.engine.id in fmt.online_engines
+    if online and model.native_dtype in SIXTEEN_BIT:
         return None, ctx.spec.model.name
-    if fmt.online:
+    if online:
         return (
             f"{fmt.id} cannot be made from the {model.native_dtype} checkpoint; "
             f"add spec.model.quantizedVariants.{fmt.id}",
@@ -224,7 +225,8 @@ def _format_unavailable(ctx: _Context, fmt: QuantFormat, gpu: Gpu) -> tuple[str 
     return f"{fmt.id} needs a pre-quantized checkpoint in spec.model.quantizedVariants", None
 
 
-def _layout_unsupported(model: ModelFacts, gpu: Gpu, tensor: int, pipeline: int) -> str | None:
+def _layout_unsupported(ctx: _Context, gpu: Gpu, tensor: int, pipeline: int) -> str | None:
+    model = ctx.model
     if tensor > gpu.gpus_per_node:
         return (
             f"tensorParallel {tensor} exceeds the {gpu.gpus_per_node} GPUs of one {gpu.id} node; "
@@ -236,6 +238,11 @@ def _layout_unsupported(model: ModelFacts, gpu: Gpu, tensor: int, pipeline: int)
         )
     if not model.is_mla and model.kv_heads % tensor and tensor % model.kv_heads:
         return f"tensorParallel {tensor} and the {model.kv_heads} KV heads do not divide each other"
+    if tensor * pipeline > gpu.gpus_per_node and not ctx.engine.multi_node:
+        return (
+            f"{ctx.engine.display_name} replicas spanning nodes are not supported yet "
+            f"({tensor * pipeline} GPUs > {gpu.gpus_per_node} per {gpu.id} node)"
+        )
     if pipeline > model.layers:
         return f"pipelineParallel {pipeline} exceeds the {model.layers} layers"
     return None
@@ -355,7 +362,7 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
                 continue
             for group in _layouts(space, gpu):
                 for tensor, pipeline in group:
-                    unsupported = _layout_unsupported(ctx.model, gpu, tensor, pipeline)
+                    unsupported = _layout_unsupported(ctx, gpu, tensor, pipeline)
                     rejected = unsupported or _weights_exceed_budget(
                         ctx, gpu, fmt, tensor, pipeline
                     )

@@ -1,0 +1,80 @@
+"""Choose the engine image: pinned by digest, and runnable on the target nodes' driver."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from llmdeploy.api.types import LLMDeploymentSpec
+from llmdeploy.catalog import ImageLock, PinnedImage
+from llmdeploy.sizing import SpecError
+
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    """`0.11.1` -> (0, 11, 1); release candidates sort below their release."""
+    numbers = [int(n) for n in re.findall(r"\d+", version)]
+    release = re.match(r"^[\d.]+", version)
+    core = [int(n) for n in release.group(0).strip(".").split(".")] if release else numbers
+    is_rc = 0 if re.search(r"rc|a|b|dev", version) else 1
+    return (*core, is_rc, *numbers[len(core) :])
+
+
+def driver_supports(driver: tuple[int, int], image: PinnedImage) -> bool:
+    major, minor = (int(p) for p in image.min_driver.split(".")[:2])
+    return driver >= (major, minor)
+
+
+def select_image(
+    spec: LLMDeploymentSpec,
+    lock: ImageLock,
+    node_drivers: Sequence[tuple[int, int]] = (),
+) -> tuple[str, PinnedImage | None]:
+    """(image reference, lock entry or None for a user override).
+
+    With the drivers of the nodes the replicas may land on, the newest engine release whose CUDA
+    all of them support; without, the lock's default for the engine.
+    """
+    engine = spec.engine
+    if engine.image:
+        if not DIGEST.search(engine.image) and not engine.allow_unpinned_image:
+            raise SpecError(
+                "spec.engine.image",
+                "must be pinned by digest (image@sha256:<64 hex>) "
+                "unless engine.allowUnpinnedImage is true",
+            )
+        return engine.image, None
+    entries = [e for e in lock.images if e.engine == engine.name]
+    if engine.version:
+        entries = [e for e in entries if e.engine_version == engine.version]
+        if not entries:
+            known = sorted({e.engine_version for e in lock.images if e.engine == engine.name})
+            raise SpecError(
+                "spec.engine.version",
+                f"no pinned {engine.name} image for version {engine.version!r}; "
+                f"pinned: {', '.join(known)}",
+            )
+    if not entries:
+        raise SpecError("spec.engine.name", f"no pinned image for {engine.name} in the lock")
+    if node_drivers:
+        oldest = min(node_drivers)
+        runnable = [e for e in entries if driver_supports(oldest, e)]
+        if not runnable:
+            raise SpecError(
+                "spec.engine",
+                f"the nodes' NVIDIA driver {oldest[0]}.{oldest[1]} is older than every pinned "
+                f"{engine.name} image needs",
+            )
+        # Newest engine first; for one engine version, the newest CUDA the driver runs.
+        return _newest(runnable).image, _newest(runnable)
+    defaults = [e for e in entries if e.default]
+    chosen = defaults[0] if defaults else _newest(entries)
+    return chosen.image, chosen
+
+
+def _newest(entries: Sequence[PinnedImage]) -> PinnedImage:
+    return max(
+        entries,
+        key=lambda e: (_version_key(e.engine_version), _version_key(e.cuda_version)),
+    )

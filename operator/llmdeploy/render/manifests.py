@@ -1,0 +1,316 @@
+"""render(resource, plan) -> Kubernetes objects. Pure and deterministic: same input, same bytes.
+
+Values are computed here; the jinja2 templates in `templates/` only lay them out, and every
+value passes through `tojson`, so no user string can add YAML structure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from llmdeploy.api.types import EngineName, LLMDeployment
+from llmdeploy.catalog import Catalog, Gpu, ImageLock
+from llmdeploy.render.engine_args import (
+    ENGINE_PORT,
+    MODEL_DIR,
+    engine_command,
+    model_reference,
+    trtllm_args,
+    trtllm_options,
+    vllm_args,
+)
+from llmdeploy.render.images import select_image
+from llmdeploy.sizing import Plan, SpecError
+
+MANAGER = "llmdeploy"
+SELECTOR_LABEL = "llmdeploy.io/deployment"
+SPEC_HASH_ANNOTATION = "llmdeploy.io/spec-hash"
+ENGINE_UID = 1000
+HOME = "/home/llmdeploy"
+RAY_PORT = 6379
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Model load: weights from the cache at a conservative 200 MB/s, plus engine start-up and
+# CUDA-graph capture; startup probes allow twice that before the kubelet restarts the pod.
+LOAD_BYTES_PER_S = 200e6
+ENGINE_START_S = 300
+
+# The leader starts the Ray head, waits for the group's workers, then runs the engine with the
+# arguments it was given ("$@"), so no user value is ever parsed by the shell.
+RAY_WAIT_FOR_GROUP = """import os, time, ray
+ray.init(address="auto")
+size = int(os.environ["LWS_GROUP_SIZE"])
+while sum(node["Alive"] for node in ray.nodes()) < size:
+    time.sleep(5)"""
+RAY_LEADER_SCRIPT = (
+    f"ray start --head --port={RAY_PORT} --disable-usage-stats && "
+    f"python3 -c '{RAY_WAIT_FOR_GROUP}' && "
+    'exec vllm serve "$@"'
+)
+RAY_WORKER_SCRIPT = (
+    f'exec ray start --address="$LWS_LEADER_ADDRESS:{RAY_PORT}" --block --disable-usage-stats'
+)
+DOWNLOAD_SCRIPT = (
+    "import sys; from huggingface_hub import snapshot_download; "
+    "snapshot_download(sys.argv[1], revision=sys.argv[2] or None)"
+)
+
+
+class RenderError(ValueError):
+    """The plan cannot be rendered (e.g. it is not feasible)."""
+
+
+def templates_dir() -> Path:
+    """`templates/` inside the installed package, or at the source tree's top level."""
+    packaged = Path(__file__).resolve().parent.parent / "templates"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "templates"
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # YAML, not HTML: quoting is done by tojson
+        keep_trailing_newline=True,
+    )
+
+
+def _render_template(name: str, values: dict[str, Any]) -> dict[str, Any]:
+    text = _environment().get_template(name).render(v=values)
+    document = yaml.safe_load(text)
+    assert isinstance(document, dict), name
+    return document
+
+
+def spec_hash(resource: LLMDeployment, plan: Plan, image: str) -> str:
+    """Changes when what runs in a pod changes; not on a replica count change."""
+    spec = resource.spec.model_dump(mode="json", by_alias=True, exclude={"replicas"})
+    layout = plan.model_dump(
+        mode="json",
+        by_alias=True,
+        include={
+            "gpu",
+            "tensor_parallel",
+            "pipeline_parallel",
+            "quantization",
+            "kv_cache_dtype",
+            "max_context_length",
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "checkpoint",
+        },
+    )
+    canonical = json.dumps({"spec": spec, "plan": layout, "image": image}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _model_cache_volume(resource: LLMDeployment) -> tuple[dict[str, Any], bool]:
+    """(volume, read-only mount). A pvc:// source mounts the weights' claim read-only."""
+    model = resource.spec.model
+    if model.source and model.source.startswith("pvc://"):
+        claim = model.source.removeprefix("pvc://").split("/", 1)[0]
+        return {
+            "name": "model-cache",
+            "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+        }, True
+    cache_spec = model.cache
+    if cache_spec.type == "pvc":
+        if not cache_spec.claim_name:
+            raise SpecError("spec.model.cache.claimName", "required when type is pvc")
+        return {
+            "name": "model-cache",
+            "persistentVolumeClaim": {"claimName": cache_spec.claim_name},
+        }, False
+    if cache_spec.type == "hostPath":
+        if not cache_spec.path:
+            raise SpecError("spec.model.cache.path", "required when type is hostPath")
+        return {
+            "name": "model-cache",
+            "hostPath": {"path": cache_spec.path, "type": "DirectoryOrCreate"},
+        }, False
+    return {"name": "model-cache", "emptyDir": {}}, False
+
+
+def _download(resource: LLMDeployment, plan: Plan) -> dict[str, Any] | None:
+    """The init step that fills the cache; the token comes from the Secret by reference."""
+    model = resource.spec.model
+    if model.source and model.source.startswith("pvc://"):
+        return None
+    env: list[dict[str, Any]] = [
+        {"name": "HF_HOME", "value": MODEL_DIR},
+        {"name": "HOME", "value": HOME},
+    ]
+    if model.token_secret_ref:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": model.token_secret_ref.name,
+                        "key": model.token_secret_ref.key,
+                    }
+                },
+            }
+        )
+    return {
+        "command": ["python3", "-c", DOWNLOAD_SCRIPT],
+        "args": [model_reference(resource.spec, plan), model.revision or ""],
+        "env": env,
+    }
+
+
+def _tolerations(resource: LLMDeployment, gpu: Gpu) -> list[dict[str, Any]]:
+    gpu_taint = {"key": gpu.resource_name, "operator": "Exists", "effect": "NoSchedule"}
+    extra = [
+        t.model_dump(by_alias=True, exclude_none=True) for t in resource.spec.placement.tolerations
+    ]
+    return [gpu_taint, *extra]
+
+
+def _resources(gpu: Gpu, gpus_per_pod: int, shm_gib: int) -> tuple[dict[str, str], dict[str, str]]:
+    memory = f"{8 + 8 * gpus_per_pod + shm_gib}Gi"  # shared memory counts against the limit
+    requests = {
+        "cpu": str(2 + 2 * gpus_per_pod),
+        "memory": memory,
+        gpu.resource_name: str(gpus_per_pod),
+    }
+    limits = {"memory": memory, gpu.resource_name: str(gpus_per_pod)}
+    return requests, limits
+
+
+def render_manifests(
+    resource: LLMDeployment,
+    plan: Plan,
+    catalog: Catalog,
+    lock: ImageLock,
+    node_drivers: Sequence[tuple[int, int]] = (),
+) -> list[dict[str, Any]]:
+    """The objects that run the plan, in apply order."""
+    if not plan.feasible or plan.gpu is None:
+        raise RenderError("the plan is not feasible: " + "; ".join(plan.reasons))
+    name = resource.metadata.name
+    if not DNS_LABEL.match(name):
+        raise SpecError("metadata.name", "must be a DNS label (a-z, 0-9, '-', at most 63)")
+    spec = resource.spec
+    gpu = catalog.gpus[plan.gpu]
+    engine = spec.engine.name
+    image, pinned = select_image(spec, lock, node_drivers)
+    tensor, pipeline = plan.tensor_parallel or 1, plan.pipeline_parallel or 1
+    multi_node = tensor * pipeline > gpu.gpus_per_node
+    gpus_per_pod = tensor if multi_node else tensor * pipeline
+    shm_gib = 1 if tensor * pipeline == 1 else 8  # NCCL uses /dev/shm between ranks
+
+    options = trtllm_options(plan) if engine is EngineName.TENSORRT_LLM else None
+    options_configmap = f"{name}-engine-options" if options else None
+    if engine is EngineName.VLLM:
+        args = vllm_args(spec, plan, multi_node=multi_node)
+    else:
+        options_file = "/etc/llmdeploy/extra-llm-api-options.yaml" if options else None
+        args = trtllm_args(spec, plan, options_file)
+
+    selector = {SELECTOR_LABEL: name}
+    labels = {
+        "app.kubernetes.io/name": engine.value,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "inference-server",
+        "app.kubernetes.io/part-of": "llmdeploy",
+        "app.kubernetes.io/managed-by": MANAGER,
+        **selector,
+    }
+    if pinned is not None:
+        labels["app.kubernetes.io/version"] = pinned.engine_version
+    digest = spec_hash(resource, plan, image)
+    weights_bytes = (plan.weights_gib_per_gpu or 0) * 2**30 * tensor * pipeline
+    startup_s = ENGINE_START_S + weights_bytes / LOAD_BYTES_PER_S
+    model_cache_volume, cache_read_only = _model_cache_volume(resource)
+    requests, limits = _resources(gpu, gpus_per_pod, shm_gib)
+    env = [
+        {"name": "HF_HOME", "value": MODEL_DIR},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},  # the init step downloaded the weights
+        {"name": "HOME", "value": HOME},
+        {"name": "XDG_CACHE_HOME", "value": f"{HOME}/.cache"},
+    ]
+    if _download(resource, plan) is None:
+        env = [e for e in env if e["name"] != "HF_HUB_OFFLINE"]
+    values: dict[str, Any] = {
+        "name": name,
+        "namespace": resource.metadata.namespace,
+        "labels": labels,
+        "annotations": {SPEC_HASH_ANNOTATION: digest},
+        "pod_annotations": {SPEC_HASH_ANNOTATION: digest},
+        "selector": selector,
+        "service_selector": selector
+        if not multi_node
+        else {**selector, "leaderworkerset.sigs.k8s.io/worker-index": "0"},
+        "pod_labels": {
+            "single": labels,
+            "leader": {**labels, "llmdeploy.io/role": "leader"},
+            "worker": {**labels, "llmdeploy.io/role": "worker"},
+        },
+        "replicas": plan.replicas if spec.replicas is None else spec.replicas,
+        "group_size": pipeline,
+        "image": image,
+        "uid": ENGINE_UID,
+        "home": HOME,
+        "model_dir": MODEL_DIR,
+        "product_label_key": "nvidia.com/gpu.product"
+        if gpu.vendor == "nvidia"
+        else "amd.com/gpu.product-name",
+        "product_labels": gpu.product_labels,
+        "node_selector": dict(sorted(spec.placement.node_selector.items())),
+        "tolerations": _tolerations(resource, gpu),
+        "download": _download(resource, plan),
+        "command": {
+            "single": engine_command(engine),
+            "leader": ["/bin/sh", "-c", RAY_LEADER_SCRIPT, "vllm-leader"],
+            "worker": ["/bin/sh", "-c", RAY_WORKER_SCRIPT],
+        },
+        "args": {"single": args, "leader": args, "worker": []},
+        "env": env,
+        "port": ENGINE_PORT,
+        "health_path": "/health",
+        "metrics_path": "/metrics" if engine is EngineName.VLLM else "/prometheus/metrics",
+        "startup_failure_threshold": max(30, math.ceil(2 * startup_s / 10)),
+        "requests": requests,
+        "limits": limits,
+        "container_security": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            # Engines JIT-compile kernels into caches across the filesystem; HOME and the cache
+            # are volumes, the image layers stay read-only to the non-root user anyway.
+            "readOnlyRootFilesystem": False,
+        },
+        "model_cache_volume": model_cache_volume,
+        "model_cache_read_only": cache_read_only,
+        "shm_size": f"{shm_gib}Gi",
+        "options_configmap": options_configmap,
+        "options_yaml": yaml.safe_dump(options, sort_keys=True) if options else "",
+    }
+    objects = []
+    if options_configmap:
+        objects.append(_render_template("configmap.yaml.j2", values))
+    workload = "leaderworkerset.yaml.j2" if multi_node else "deployment.yaml.j2"
+    objects.append(_render_template(workload, values))
+    objects.append(_render_template("service.yaml.j2", values))
+    objects.append(_render_template("poddisruptionbudget.yaml.j2", values))
+    if spec.monitoring.pod_monitor:
+        objects.append(_render_template("podmonitor.yaml.j2", values))
+    return objects
+
+
+def to_yaml(objects: Sequence[dict[str, Any]]) -> str:
+    """Multi-document YAML with sorted keys: identical input gives identical bytes."""
+    return "".join(
+        "---\n" + yaml.safe_dump(obj, sort_keys=True, default_flow_style=False, width=1000)
+        for obj in objects
+    )

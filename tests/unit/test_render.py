@@ -1,0 +1,326 @@
+"""Rendering: schema validity, plan-derived engine arguments, pinning, safety, determinism."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from llmdeploy.api.types import LLMDeployment
+from llmdeploy.catalog import Catalog, load_image_lock
+from llmdeploy.render import SPEC_HASH_ANNOTATION, render_manifests
+from llmdeploy.sizing import Plan, SpecError, plan_deployment
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+K8S_VERSION = "1.35.0"
+NOT_IN_CORE_SCHEMAS = {"LeaderWorkerSet", "PodMonitor"}
+
+
+def resource_from(body: dict[str, Any]) -> LLMDeployment:
+    return LLMDeployment.model_validate(body)
+
+
+def example(name: str) -> dict[str, Any]:
+    document = yaml.safe_load((ROOT / "examples" / f"{name}.yaml").read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+def render(body: dict[str, Any], catalog: Catalog) -> tuple[list[dict[str, Any]], Plan]:
+    resource = resource_from(body)
+    plan = plan_deployment(resource.spec, catalog)
+    assert plan.feasible, plan.reasons
+    return render_manifests(resource, plan, catalog, load_image_lock()), plan
+
+
+def engine_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    for obj in objects:
+        if obj["kind"] == "Deployment":
+            pod = obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "LeaderWorkerSet":
+            pod = obj["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
+        else:
+            continue
+        return next(c for c in pod["containers"] if c["name"] == "engine")  # type: ignore[no-any-return]
+    raise AssertionError("no workload rendered")
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def pod_templates(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    if obj["kind"] == "LeaderWorkerSet":
+        template = obj["spec"]["leaderWorkerTemplate"]
+        return [template["leaderTemplate"], template["workerTemplate"]]
+    if obj["kind"] == "Deployment":
+        return [obj["spec"]["template"]]
+    return []
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_rendered_objects_validate_against_kubernetes_schemas(path: Path, catalog: Catalog) -> None:
+    objects, _ = render(yaml.safe_load(path.read_text()), catalog)
+    for obj in objects:
+        if obj["kind"] in NOT_IN_CORE_SCHEMAS:
+            # CRD kinds: their pod templates are core PodTemplateSpecs and are checked as such.
+            for template in pod_templates(obj):
+                wrapped = {
+                    "apiVersion": "v1",
+                    "kind": "PodTemplate",
+                    "metadata": {"name": "t"},
+                    "template": template,
+                }
+                kubernetes_validate.validate(wrapped, K8S_VERSION, strict=True)
+            continue
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_a_broken_object_fails_schema_validation(catalog: Catalog) -> None:
+    objects, _ = render(example("llama-3.1-8b-l4"), catalog)
+    broken = copy.deepcopy(objects[0])
+    broken["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "http"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b-l4", "llama-3.1-70b-h100", "qwen3-30b-a3b-moe"])
+def test_vllm_args_follow_the_plan(name: str, catalog: Catalog) -> None:
+    objects, plan = render(example(name), catalog)
+    args = engine_container(objects)["args"]
+    assert flag(args, "--tensor-parallel-size") == str(plan.tensor_parallel)
+    assert flag(args, "--pipeline-parallel-size") == str(plan.pipeline_parallel)
+    assert flag(args, "--max-model-len") == str(plan.max_context_length)
+    assert float(flag(args, "--gpu-memory-utilization")) == plan.gpu_memory_utilization
+    assert flag(args, "--max-num-seqs") == str(plan.max_num_seqs)
+    assert flag(args, "--kv-cache-dtype") == plan.kv_cache_dtype
+    if plan.quantization == "fp8":
+        assert flag(args, "--quantization") == "fp8"
+    else:
+        assert "--quantization" not in args
+
+
+def test_trtllm_args_follow_the_plan(catalog: Catalog) -> None:
+    objects, plan = render(example("tensorrt-llm-llama-8b"), catalog)
+    container = engine_container(objects)
+    args = container["args"]
+    assert container["command"] == ["trtllm-serve"]
+    assert flag(args, "--tp_size") == str(plan.tensor_parallel)
+    assert flag(args, "--pp_size") == str(plan.pipeline_parallel)
+    assert flag(args, "--max_seq_len") == str(plan.max_context_length)
+    assert flag(args, "--host") == "0.0.0.0"
+    assert float(flag(args, "--kv_cache_free_gpu_memory_fraction")) == plan.gpu_memory_utilization
+    options = next(o for o in objects if o["kind"] == "ConfigMap")
+    assert yaml.safe_load(options["data"]["extra-llm-api-options.yaml"]) == {
+        "kv_cache_config": {"dtype": "fp8"}
+    }
+
+
+def test_multi_node_replica_is_a_leaderworkerset_with_ray(catalog: Catalog) -> None:
+    objects, plan = render(example("llama-3.1-405b-multinode"), catalog)
+    kinds = [o["kind"] for o in objects]
+    assert "LeaderWorkerSet" in kinds and "Deployment" not in kinds
+    lws = next(o for o in objects if o["kind"] == "LeaderWorkerSet")
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == plan.pipeline_parallel == 2
+    leader = engine_container(objects)
+    assert flag(leader["args"], "--distributed-executor-backend") == "ray"
+    assert leader["resources"]["limits"]["nvidia.com/gpu"] == str(plan.tensor_parallel)
+    service = next(o for o in objects if o["kind"] == "Service")
+    assert service["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"] == "0"
+
+
+def test_every_image_is_pinned_by_a_recorded_digest(catalog: Catalog) -> None:
+    recorded = {entry.image for entry in load_image_lock().images}
+    for path in EXAMPLES:
+        objects, _ = render(yaml.safe_load(path.read_text()), catalog)
+        for obj in objects:
+            for template in pod_templates(obj):
+                pod = template["spec"]
+                for container in pod["containers"] + pod.get("initContainers", []):
+                    assert "@sha256:" in container["image"]
+                    assert container["image"] in recorded
+
+
+def test_newest_image_the_nodes_driver_runs(catalog: Catalog) -> None:
+    from llmdeploy.render.images import select_image
+
+    spec = resource_from(example("llama-3.1-8b-l4")).spec
+    lock = load_image_lock()
+    old_driver, _ = select_image(spec, lock, [(550, 90)])
+    new_driver, _ = select_image(spec, lock, [(580, 95), (590, 48)])
+    assert ":v0.8.5@" in old_driver  # CUDA 12.4 is the newest a 550 driver runs
+    assert ":v0.24.0@" in new_driver and "cu129" not in new_driver
+    _, entry = select_image(spec, lock)
+    assert entry is not None and entry.default
+
+
+def test_unpinned_override_is_rejected_unless_allowed(catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["engine"] = {"image": "example.org/vllm:latest"}
+    with pytest.raises(SpecError) as err:
+        render(body, catalog)
+    assert err.value.field == "spec.engine.image"
+    body["spec"]["engine"]["allowUnpinnedImage"] = True
+    objects, _ = render(body, catalog)
+    assert engine_container(objects)["image"] == "example.org/vllm:latest"
+
+
+def test_secret_is_referenced_never_copied(catalog: Catalog) -> None:
+    objects, _ = render(example("llama-3.1-8b-l4"), catalog)
+    text = yaml.safe_dump(objects)
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    init = deployment["spec"]["template"]["spec"]["initContainers"][0]
+    token = next(e for e in init["env"] if e["name"] == "HF_TOKEN")
+    assert token == {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}},
+    }
+    assert "kind: Secret" not in text
+    assert all("HF_TOKEN" not in str(e) for e in engine_container(objects)["env"])
+
+
+def test_pods_are_hardened(catalog: Catalog) -> None:
+    objects, _ = render(example("llama-3.1-70b-h100"), catalog)
+    pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"] + pod["initContainers"]:
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    affinity = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    expression = affinity["nodeSelectorTerms"][0]["matchExpressions"][0]
+    assert expression["key"] == "nvidia.com/gpu.product"
+    assert "NVIDIA-H100-80GB-HBM3" in expression["values"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+
+
+INJECTIONS = [
+    "evil\nkind: Secret",
+    "a: b",
+    "{{ v.image }}",
+    "x\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: stolen}",
+    "'\"; rm -rf / #",
+    "... \n--- !!python/object:os.system",
+]
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_user_strings_cannot_inject_fields_or_objects(payload: str, catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["model"]["servedName"] = payload
+    body["spec"]["engine"] = {"extraArgs": [payload, f"--enable-lora={payload}"]}
+    body["spec"]["placement"]["nodeSelector"] = {"pool": payload[:63]}
+    objects, _ = render(body, catalog)
+    clean, _ = render(example("llama-3.1-8b-l4"), catalog)
+    assert [o["kind"] for o in objects] == [o["kind"] for o in clean]
+    args = engine_container(objects)["args"]
+    assert flag(args, "--served-model-name") == payload
+    assert args[-2:] == [payload, f"--enable-lora={payload}"]
+    # Same structure: only values differ, no key was added anywhere.
+    assert _keys(objects) == _keys(clean)
+
+
+def _keys(node: Any, prefix: str = "") -> set[str]:
+    if isinstance(node, dict):
+        out = set()
+        for key, value in node.items():
+            if key in ("nodeSelector",):
+                continue  # its keys are user data by design
+            out |= {f"{prefix}/{key}"} | _keys(value, f"{prefix}/{key}")
+        return out
+    if isinstance(node, list):
+        return set().union(*(_keys(v, prefix + "[]") for v in node)) if node else set()
+    return set()
+
+
+def test_secret_reference_must_be_a_secret_name() -> None:
+    from pydantic import ValidationError
+
+    from llmdeploy.api.types import format_validation_error
+
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["model"]["tokenSecretRef"] = {"name": "x\nkind: Secret", "key": "token"}
+    with pytest.raises(ValidationError) as err:
+        resource_from(body)
+    assert "spec.model.tokenSecretRef.name" in format_validation_error(err.value)
+
+
+def test_extra_args_cannot_override_planned_flags(catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["engine"] = {"extraArgs": ["--max_model_len=999999"]}
+    with pytest.raises(SpecError) as err:
+        render(body, catalog)
+    assert err.value.field == "spec.engine.extraArgs" and "--max-model-len" in err.value.message
+    body["spec"]["engine"]["allowArgOverrides"] = True
+    objects, _ = render(body, catalog)
+    args = engine_container(objects)["args"]
+    assert "--max-model-len" not in args and "--max_model_len=999999" in args
+
+
+def test_spec_hash_changes_with_the_pod_not_with_replicas(catalog: Catalog) -> None:
+    def spec_hash(body: dict[str, Any]) -> str:
+        objects, _ = render(body, catalog)
+        return str(objects[0]["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
+
+    body = example("llama-3.1-70b-h100")
+    base = spec_hash(body)
+    body["spec"]["replicas"] = 5
+    assert spec_hash(body) == base
+    body["spec"]["workload"]["maxContextLength"] = 16384
+    assert spec_hash(body) != base
+
+
+def test_render_cli_is_byte_for_byte_deterministic(tmp_path: Path) -> None:
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "llmdeploy.cli",
+                "render",
+                "-f",
+                str(ROOT / "examples" / "llama-3.1-70b-h100.yaml"),
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    first, second = run(), run()
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert len([d for d in yaml.safe_load_all(first.stdout)]) == 4
+    out = tmp_path / "out"
+    assert run("--output-dir", str(out)).returncode == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "00-deployment-llama-70b.yaml",
+        "01-service-llama-70b.yaml",
+        "02-poddisruptionbudget-llama-70b.yaml",
+        "03-podmonitor-llama-70b.yaml",
+    ]
+
+
+def test_render_of_infeasible_plan_exits_1(tmp_path: Path) -> None:
+    body = example("llama-3.1-405b-multinode")
+    body["spec"]["placement"] = {"gpu": "nvidia-l4", "maxGpusPerReplica": 2}
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(body))
+    result = subprocess.run(
+        [sys.executable, "-m", "llmdeploy.cli", "render", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1 and "no feasible plan" in result.stderr
+    assert result.stdout == ""
