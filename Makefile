@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build
+.PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -32,6 +32,9 @@ e2e: venv
 bench: venv
 	$(BIN)/python bench/planner_latency.py
 	$(BIN)/python bench/sizing_accuracy.py
+
+crds: venv
+	$(BIN)/llmdeploy crd > crds/llmdeployments.yaml
 
 testenv-build:
 	hack/testenv/build.sh

@@ -183,6 +183,27 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_FEASIBLE
 
 
+def cmd_crd(args: argparse.Namespace) -> int:
+    from llmdeploy.api.crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+    return EXIT_FEASIBLE
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError as SettingsError
+
+    from llmdeploy.controller.run import run_operator
+    from llmdeploy.controller.settings import OperatorSettings
+
+    try:
+        settings = OperatorSettings()
+    except SettingsError as exc:
+        raise InputError(format_validation_error(exc, "settings")) from None
+    run_operator(settings)
+    return 0
+
+
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--file", required=True, help="LLMDeployment manifest, or - for stdin"
@@ -213,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--output-dir", metavar="DIR", help="write one file per object")
     render.add_argument("--image-lock", metavar="FILE", help="replace the packaged image lock")
     render.set_defaults(handler=cmd_render)
+    crd = commands.add_parser("crd", help="print the LLMDeployment CustomResourceDefinition")
+    crd.set_defaults(handler=cmd_crd)
+    run = commands.add_parser("run", help="run the operator (settings from LLMDEPLOY_* env)")
+    run.set_defaults(handler=cmd_run)
     return parser
 
 

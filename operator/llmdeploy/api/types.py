@@ -276,9 +276,23 @@ class PlacementSpec(SpecModel):
     node_selector: dict[
         Annotated[str, Field(max_length=316)], Annotated[str, Field(max_length=63)]
     ] = Field(default_factory=dict, description="Extra node labels replicas require.")
+    pending_timeout: str = Field(
+        default="10m",
+        pattern=r"^[0-9]{1,6}(s|m|h)$",
+        description="How long replicas may wait for GPUs before CapacityAvailable turns False.",
+    )
+    fallback: bool = Field(
+        default=False,
+        description="After pendingTimeout, re-plan without the starved GPU SKU.",
+    )
     tolerations: list[Toleration] = Field(
         default_factory=list, description="Extra taints replicas tolerate (the GPU taint is added)."
     )
+
+
+def duration_seconds(text: str) -> int:
+    """`90s`, `10m`, `2h` -> seconds (the format pendingTimeout accepts)."""
+    return int(text[:-1]) * {"s": 1, "m": 60, "h": 3600}[text[-1]]
 
 
 class Toleration(SpecModel):

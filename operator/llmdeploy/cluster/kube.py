@@ -1,0 +1,254 @@
+"""The only layer that talks to the API server: inventory, server-side apply, prune, status reads.
+
+API exceptions become ClusterError here, so the controller deals in domain errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import (
+    DynamicApiError,
+    NotFoundError,
+    ResourceNotFoundError,
+)
+
+from llmdeploy.api.types import API_VERSION, KIND
+from llmdeploy.render import SELECTOR_LABEL
+from llmdeploy.sizing.inventory import GpuNode, Inventory
+
+FIELD_MANAGER = "llmdeploy"
+APPLIED_HASH = "llmdeploy.io/applied-hash"
+PRODUCT_LABELS = ("nvidia.com/gpu.product", "amd.com/gpu.product-name")
+GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
+MISSING_KIND_TTL_S = 60.0
+# Every kind the renderer may emit, so a child that is no longer desired can be pruned.
+CHILD_KINDS = (
+    ("apps/v1", "Deployment"),
+    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"),
+    ("v1", "Service"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("v1", "ConfigMap"),
+)
+
+
+class ClusterError(RuntimeError):
+    """An API call failed; `retryable` tells a transient failure from a permanent one."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadStatus:
+    exists: bool
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    up_to_date: bool = False  # the controller observed the latest generation
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPod:
+    name: str
+    since: datetime
+    message: str
+
+
+def _error(exc: Exception, action: str) -> ClusterError:
+    status = getattr(exc, "status", None)
+    body = getattr(exc, "body", None) or getattr(exc, "summary", lambda: "")()
+    try:
+        message = json.loads(body).get("message", body) if isinstance(body, str | bytes) else body
+    except ValueError:
+        message = body
+    retryable = status is None or status in (409, 429) or status >= 500
+    return ClusterError(f"{action}: {status} {message}", retryable=retryable)
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def object_hash(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Cluster:
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self.dynamic = DynamicClient(api_client)  # type: ignore[no-untyped-call]
+        # The discovery cache is not thread-safe, and a miss re-reads all of discovery: look
+        # each kind up under a lock and remember a missing kind (an absent CRD) for a while.
+        self._lock = threading.Lock()
+        self._kinds: dict[tuple[str, str], tuple[Any, float]] = {}
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        key = (api_version, kind)
+        with self._lock:
+            cached = self._kinds.get(key)
+            if cached and (
+                cached[0] is not None or time.monotonic() - cached[1] < MISSING_KIND_TTL_S
+            ):
+                return cached[0]
+            try:
+                resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                resource = None
+            self._kinds[key] = (resource, time.monotonic())
+            return resource
+
+    def _list(self, api_version: str, kind: str, **query: Any) -> list[Any]:
+        resource = self._resource(api_version, kind)
+        if resource is None:
+            return []
+        try:
+            return list(resource.get(**query).items)
+        except DynamicApiError as exc:
+            raise _error(exc, f"list {kind}") from None
+
+    def inventory(self) -> Inventory:
+        gpu_nodes = []
+        for node in self._list("v1", "Node"):
+            labels = dict(node.metadata.labels or {})
+            product = next((labels[k] for k in PRODUCT_LABELS if k in labels), None)
+            if product is None:
+                continue
+            allocatable = dict(node.status.allocatable or {})
+            gpus = next((int(allocatable[r]) for r in GPU_RESOURCES if r in allocatable), 0)
+            major = str(labels.get("nvidia.com/cuda.driver.major", ""))
+            minor = str(labels.get("nvidia.com/cuda.driver.minor", ""))
+            driver = (int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
+            gpu_nodes.append(GpuNode(str(node.metadata.name), product, gpus, driver))
+        return Inventory(tuple(sorted(gpu_nodes, key=lambda n: n.name)))
+
+    def apply(self, obj: dict[str, Any], owner: Owner) -> bool:
+        """Server-side apply with our field manager; False when the live object is current."""
+        desired = json.loads(json.dumps(obj))
+        metadata = desired["metadata"]
+        metadata["namespace"] = owner.namespace
+        metadata["ownerReferences"] = [owner.reference()]
+        digest = object_hash(desired)
+        metadata.setdefault("annotations", {})[APPLIED_HASH] = digest
+        resource = self._resource(desired["apiVersion"], desired["kind"])
+        if resource is None:
+            raise ClusterError(
+                f"{desired['kind']} ({desired['apiVersion']}) is not served by this cluster; "
+                "install its CRD",
+                retryable=True,
+            )
+        name = metadata["name"]
+        try:
+            live = resource.get(name=name, namespace=owner.namespace)
+            if (live.metadata.annotations or {}).get(APPLIED_HASH) == digest:
+                return False
+        except NotFoundError:
+            pass
+        except DynamicApiError as exc:
+            raise _error(exc, f"get {desired['kind']} {name}") from None
+        try:
+            resource.server_side_apply(
+                body=desired,
+                name=name,
+                namespace=owner.namespace,
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
+        except DynamicApiError as exc:
+            raise _error(exc, f"apply {desired['kind']} {name}") from None
+        return True
+
+    def prune(self, owner: Owner, keep: set[tuple[str, str]]) -> list[str]:
+        """Delete children of `owner` whose (kind, name) is not in `keep`."""
+        deleted = []
+        for api_version, kind in CHILD_KINDS:
+            resource = self._resource(api_version, kind)
+            if resource is None:
+                continue
+            try:
+                children = resource.get(
+                    namespace=owner.namespace, label_selector=f"{SELECTOR_LABEL}={owner.name}"
+                ).items
+            except DynamicApiError as exc:
+                raise _error(exc, f"list {kind}") from None
+            for child in children:
+                owned = any(ref.uid == owner.uid for ref in child.metadata.ownerReferences or [])
+                if owned and (kind, child.metadata.name) not in keep:
+                    try:
+                        resource.delete(name=child.metadata.name, namespace=owner.namespace)
+                    except NotFoundError:
+                        continue
+                    except DynamicApiError as exc:
+                        raise _error(exc, f"delete {kind} {child.metadata.name}") from None
+                    deleted.append(f"{kind}/{child.metadata.name}")
+        return deleted
+
+    def workload_status(self, owner: Owner, kind: str) -> WorkloadStatus:
+        api_version = dict((k, v) for v, k in CHILD_KINDS)[kind]
+        resource = self._resource(api_version, kind)
+        if resource is None:
+            return WorkloadStatus(exists=False)
+        try:
+            live = resource.get(name=owner.name, namespace=owner.namespace)
+        except NotFoundError:
+            return WorkloadStatus(exists=False)
+        except DynamicApiError as exc:
+            raise _error(exc, f"get {kind} {owner.name}") from None
+        status = live.status or {}
+        generation = live.metadata.generation or 0
+        return WorkloadStatus(
+            exists=True,
+            replicas=int(status.get("replicas") or 0),
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            updated_replicas=int(status.get("updatedReplicas") or 0),
+            up_to_date=int(status.get("observedGeneration") or 0) >= generation,
+        )
+
+    def unschedulable_pods(self, owner: Owner) -> list[PendingPod]:
+        """Pending pods the scheduler could not place, with since when."""
+        pods = self._list(
+            "v1",
+            "Pod",
+            namespace=owner.namespace,
+            label_selector=f"{SELECTOR_LABEL}={owner.name}",
+            field_selector="status.phase=Pending",
+        )
+        pending = []
+        for pod in pods:
+            for condition in pod.status.conditions or []:
+                if condition.type == "PodScheduled" and condition.reason == "Unschedulable":
+                    since = condition.lastTransitionTime or pod.metadata.creationTimestamp
+                    pending.append(
+                        PendingPod(
+                            str(pod.metadata.name),
+                            _parse_time(str(since)),
+                            str(condition.message or ""),
+                        )
+                    )
+        return pending

@@ -1,0 +1,221 @@
+"""kopf handlers: thin. Validate -> read the cluster -> pure service -> apply -> status.
+
+One reconcile serves create/update/resume and the periodic timer, so a deleted or edited child
+is repaired, status follows the workload, and starved capacity is noticed.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from llmdeploy.api.types import GROUP, VERSION, LLMDeployment, format_validation_error
+from llmdeploy.catalog import Catalog, ImageLock
+from llmdeploy.cluster.kube import Cluster, ClusterError, Owner
+from llmdeploy.controller import metrics
+from llmdeploy.controller.service import (
+    Desired,
+    capacity_condition,
+    desired_state,
+    invalid_status,
+    pending_timeout_seconds,
+    status_update,
+)
+from llmdeploy.controller.settings import OperatorSettings
+from llmdeploy.render import RenderError
+from llmdeploy.sizing import Plan, SpecError
+
+PLURAL = "llmdeployments"
+
+
+class Context:
+    """Everything the handlers share, built once at startup and kept in kopf's memo."""
+
+    def __init__(
+        self, settings: OperatorSettings, catalog: Catalog, lock: ImageLock, cluster: Cluster
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.lock = lock
+        self.cluster = cluster
+
+
+def _stored_plan(status: dict[str, Any]) -> Plan | None:
+    try:
+        return Plan.model_validate(status["plan"]) if status.get("plan") else None
+    except ValidationError:
+        return None
+
+
+def reconcile(
+    ctx: Context,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    metrics.RECONCILES.inc()
+    status: dict[str, Any] = dict(body.get("status") or {})
+    generation = int(body.metadata.get("generation") or 0)
+    now = datetime.now(UTC)
+    previous = status.get("conditions") or []
+    try:
+        resource = LLMDeployment.model_validate(dict(body))
+    except ValidationError as exc:
+        message = format_validation_error(exc)
+        _write_status(patch, status, invalid_status(generation, message, previous, now))
+        _event_once(body, status, "InvalidSpec", message, warning=True)
+        return
+    owner = Owner(body.metadata.name, body.metadata.namespace or "default", body.metadata.uid or "")
+    excluded = list(status.get("excludedGpus") or [])
+    try:
+        inventory = ctx.cluster.inventory()
+        desired = desired_state(
+            resource,
+            ctx.catalog,
+            ctx.lock,
+            inventory,
+            ctx.settings.provisionable(),
+            excluded,
+            _stored_plan(status),
+            status.get("planKey"),
+        )
+    except (SpecError, RenderError) as exc:
+        update = status_update(
+            resource,
+            generation,
+            None,
+            None,
+            None,
+            ("InvalidSpec", str(exc)),
+            previous,
+            now,
+            excluded,
+        )
+        _write_status(patch, status, update)
+        _event_once(body, status, "InvalidSpec", str(exc), warning=True)
+        return
+    except ClusterError as exc:
+        metrics.ERRORS.inc()
+        raise kopf.TemporaryError(str(exc), delay=10) from None
+
+    if desired.plan_key != status.get("planKey"):
+        metrics.DECISIONS.inc()
+        plan = desired.plan
+        if plan.feasible:
+            kopf.info(body, reason="Planned", message=_summary(plan))
+        else:
+            kopf.warn(body, reason="NoFeasiblePlan", message="; ".join(plan.reasons)[:1000])
+
+    error = None
+    workload = None
+    capacity = None
+    try:
+        _apply(ctx, body, owner, desired, logger)
+        if desired.workload_kind:
+            workload = ctx.cluster.workload_status(owner, desired.workload_kind)
+            pending = ctx.cluster.unschedulable_pods(owner)
+            capacity, starved = capacity_condition(
+                pending, now, pending_timeout_seconds(resource), generation
+            )
+            if starved is not None and resource.spec.placement.fallback and desired.plan.gpu:
+                _fall_back(body, patch, status, desired.plan.gpu, starved.message)
+                return
+    except ClusterError as exc:
+        metrics.ERRORS.inc()
+        error = ("ApplyFailed", str(exc))
+        logger.warning("reconcile failed: %s", exc)
+    update = status_update(
+        resource, generation, desired, workload, capacity, error, previous, now, excluded
+    )
+    _write_status(patch, status, update)
+    if error and error[1]:
+        raise kopf.TemporaryError(error[1], delay=15)
+
+
+def _apply(
+    ctx: Context,
+    body: kopf.Body,
+    owner: Owner,
+    desired: Desired,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    changed = [
+        f"{o['kind']}/{o['metadata']['name']}"
+        for o in desired.objects
+        if ctx.cluster.apply(o, owner)
+    ]
+    keep = {(o["kind"], o["metadata"]["name"]) for o in desired.objects}
+    pruned = ctx.cluster.prune(owner, keep)
+    if changed:
+        metrics.APPLIES.inc(len(changed))
+        kopf.info(body, reason="Applied", message=", ".join(changed))
+        logger.info("applied %s", ", ".join(changed))
+    if pruned:
+        kopf.info(body, reason="Pruned", message=", ".join(pruned))
+        logger.info("pruned %s", ", ".join(pruned))
+
+
+def _fall_back(
+    body: kopf.Body, patch: kopf.Patch, status: dict[str, Any], gpu: str, why: str
+) -> None:
+    """Drop the starved SKU and let the next reconcile plan without it."""
+    excluded = sorted({*(status.get("excludedGpus") or []), gpu})
+    patch.status["excludedGpus"] = excluded
+    patch.status["planKey"] = None
+    kopf.warn(
+        body,
+        reason="FallbackReplan",
+        message=f"{gpu} capacity did not arrive ({why}); re-planning without it",
+    )
+
+
+def _summary(plan: Plan) -> str:
+    return (
+        f"{plan.gpu} x{plan.gpu_count} {plan.quantization} TP{plan.tensor_parallel} "
+        f"PP{plan.pipeline_parallel} KV {plan.kv_cache_dtype}, {plan.replicas} replica(s), "
+        f"est. TTFT {plan.estimated_ttft_ms} ms TPOT {plan.estimated_tpot_ms} ms, "
+        f"${plan.cost_per_hour}/h"
+    )
+
+
+def _write_status(patch: kopf.Patch, current: dict[str, Any], update: dict[str, Any]) -> None:
+    """Patch only what changed: an unchanged object gets no write."""
+    for key, value in update.items():
+        if current.get(key) != value:
+            patch.status[key] = value
+
+
+def _event_once(
+    body: kopf.Body, status: dict[str, Any], reason: str, message: str, *, warning: bool
+) -> None:
+    """An event per new problem, not one per timer tick."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Planned" and condition.get("message") == message:
+            return
+    (kopf.warn if warning else kopf.info)(body, reason=reason, message=message[:1000])
+
+
+def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
+    """Bind the handlers to this operator's registry and settings."""
+
+    def on_change(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+        reconcile(ctx, body, patch, logger)
+
+    def on_timer(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+        reconcile(ctx, body, patch, logger)
+
+    for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        decorator(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")(on_change)
+    kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="refresh",
+        interval=ctx.settings.status_interval_seconds,
+        sharp=False,
+    )(on_timer)

@@ -1,0 +1,91 @@
+"""`llmdeploy run`: the operator process."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import kopf
+import prometheus_client
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from llmdeploy.catalog import load_catalog, load_image_lock
+from llmdeploy.cluster.kube import Cluster
+from llmdeploy.controller.handlers import Context, register
+from llmdeploy.controller.settings import OperatorSettings
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        extra = getattr(record, "k8s_ref", None)  # kopf's per-object loggers set it
+        if extra:
+            entry["object"] = extra
+        return json.dumps(entry, default=str)
+
+
+def _api_client() -> k8s.ApiClient:
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    return k8s.ApiClient()
+
+
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    catalog = load_catalog(settings.catalog_files)
+    lock = load_image_lock(settings.image_lock_file)
+    ctx = Context(settings, catalog, lock, Cluster(_api_client()))
+    registry = kopf.OperatorRegistry()
+    register(registry, ctx)
+    # A private registry does not get kopf's default login handlers.
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        operator = ctx.settings
+        settings.watching.server_timeout = operator.watch_server_timeout_seconds
+        settings.watching.client_timeout = operator.watch_client_timeout_seconds
+        settings.networking.request_timeout = operator.request_timeout_seconds
+        settings.posting.level = logging.INFO
+        settings.peering.name = operator.peering_name
+        settings.peering.priority = operator.priority
+        settings.peering.standalone = operator.standalone
+        settings.peering.mandatory = not operator.standalone
+        settings.persistence.finalizer = "llmdeploy.io/finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="llmdeploy.io"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="llmdeploy.io", key="last-handled-configuration"
+        )
+
+    return registry
+
+
+def run_operator(settings: OperatorSettings) -> None:
+    handler = logging.StreamHandler()
+    if settings.json_logs:
+        handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    registry = build_registry(settings)
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port)
+    kopf.run(
+        registry=registry,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=settings.standalone,
+        peering_name=settings.peering_name,
+        priority=settings.priority,
+        liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz"
+        if settings.health_port
+        else None,
+    )

@@ -1,0 +1,49 @@
+"""Operator settings, from LLMDEPLOY_* environment variables (a mounted ConfigMap sets them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LLMDEPLOY_", frozen=True)
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Namespaces to watch (comma-separated); empty: all."
+    )
+    catalog_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Catalog extension files (GPUs, models, prices)."
+    )
+    image_lock_file: Path | None = Field(default=None, description="Replacement image lock.")
+    provisionable_gpus: Annotated[list[str], NoDecode] | None = Field(
+        default=None,
+        description="SKUs a cluster autoscaler can add even with no node yet; '*' for all. "
+        "Unset: only SKUs on the cluster's nodes.",
+    )
+    status_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    peering_name: str = Field(default="llmdeploy", description="kopf peering object.")
+    standalone: bool = Field(default=False, description="Run without peering (no HA).")
+    priority: int = Field(default=0, description="Peering priority of this replica.")
+    health_port: int = Field(default=8080, ge=0, le=65535, description="/healthz port; 0 off.")
+    metrics_port: int = Field(default=9090, ge=0, le=65535, description="/metrics port; 0 off.")
+    json_logs: bool = Field(default=False, description="Log JSON lines.")
+    watch_server_timeout_seconds: int = Field(default=300, ge=10)
+    watch_client_timeout_seconds: int = Field(default=330, ge=10)
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("namespaces", "catalog_files", "provisionable_gpus", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    def provisionable(self) -> set[str] | None:
+        """None when every catalog SKU counts as provisionable."""
+        if self.provisionable_gpus is None:
+            return set()
+        return None if "*" in self.provisionable_gpus else set(self.provisionable_gpus)

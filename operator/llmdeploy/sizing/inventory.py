@@ -1,0 +1,71 @@
+"""The cluster's GPUs as the planner sees them: which SKUs exist, how many per node, drivers.
+
+Pure: the cluster layer reads nodes into an Inventory; this narrows the catalog to what the
+cluster has, plus SKUs a cluster autoscaler can provision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from llmdeploy.api.types import LLMDeploymentSpec
+from llmdeploy.catalog import Catalog
+
+
+@dataclass(frozen=True, slots=True)
+class GpuNode:
+    name: str
+    product: str  # nvidia.com/gpu.product (or the AMD product-name label)
+    allocatable_gpus: int
+    driver: tuple[int, int] | None  # nvidia.com/cuda.driver.major/minor
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    nodes: tuple[GpuNode, ...] = ()
+
+    def sku_nodes(self, catalog: Catalog, sku: str) -> list[GpuNode]:
+        products = set(catalog.gpus[sku].product_labels)
+        return [n for n in self.nodes if n.product in products]
+
+    def drivers(self, catalog: Catalog, sku: str) -> list[tuple[int, int]]:
+        return [n.driver for n in self.sku_nodes(catalog, sku) if n.driver is not None]
+
+
+def cluster_catalog(
+    catalog: Catalog, inventory: Inventory, provisionable: Collection[str] | None
+) -> Catalog:
+    """The catalog restricted to SKUs on the cluster's nodes (GPUs per node as the nodes have
+    them) plus `provisionable` SKUs; `provisionable=None` means every catalog SKU counts."""
+    if provisionable is None:
+        return catalog
+    gpus = {}
+    for sku, gpu in catalog.gpus.items():
+        nodes = inventory.sku_nodes(catalog, sku)
+        if sku in provisionable:
+            gpus[sku] = gpu
+        elif nodes:
+            per_node = max(n.allocatable_gpus for n in nodes)
+            gpus[sku] = gpu.model_copy(update={"gpus_per_node": max(1, per_node)})
+    return catalog.model_copy(update={"gpus": gpus})
+
+
+def placement_for_cluster(
+    spec: LLMDeploymentSpec, catalog: Catalog, excluded: Collection[str] = ()
+) -> tuple[LLMDeploymentSpec | None, str]:
+    """The spec with allowedGpus narrowed to the SKUs the cluster offers, minus excluded ones;
+    or None and the reason when none is left."""
+    placement = spec.placement
+    available = [g for g in sorted(catalog.gpus) if g not in excluded]
+    wanted = [placement.gpu] if placement.gpu else placement.allowed_gpus or available
+    allowed = [g for g in wanted if g in available]
+    if not allowed:
+        offered = ", ".join(available) or "none"
+        return (
+            None,
+            f"no GPU the spec allows ({', '.join(wanted)}) is on the cluster or "
+            f"provisionable; the cluster offers: {offered}",
+        )
+    narrowed = placement.model_copy(update={"allowed_gpus": allowed})
+    return spec.model_copy(update={"placement": narrowed}), ""
