@@ -92,26 +92,22 @@ def _render_template(name: str, values: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def spec_hash(resource: LLMDeployment, plan: Plan, image: str) -> str:
-    """Changes when what runs in a pod changes; not on a replica count change."""
-    spec = resource.spec.model_dump(mode="json", by_alias=True, exclude={"replicas"})
-    layout = plan.model_dump(
-        mode="json",
-        by_alias=True,
-        include={
-            "gpu",
-            "tensor_parallel",
-            "pipeline_parallel",
-            "quantization",
-            "kv_cache_dtype",
-            "max_context_length",
-            "max_num_seqs",
-            "max_num_batched_tokens",
-            "checkpoint",
-        },
-    )
-    canonical = json.dumps({"spec": spec, "plan": layout, "image": image}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+def _pod_templates(workload: dict[str, Any]) -> list[dict[str, Any]]:
+    if workload["kind"] == "LeaderWorkerSet":
+        template = workload["spec"]["leaderWorkerTemplate"]
+        return [template["leaderTemplate"], template["workerTemplate"]]
+    return [workload["spec"]["template"]]
+
+
+def _stamp_spec_hash(workload: dict[str, Any]) -> None:
+    """Annotate the workload and its pods with a digest of what runs in the pods: it changes
+    with the pod templates (and so rolls pods) and not with replicas or operator upgrades that
+    render the same pods."""
+    templates = _pod_templates(workload)
+    digest = hashlib.sha256(json.dumps(templates, sort_keys=True).encode()).hexdigest()[:16]
+    workload["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
+    for template in templates:
+        template["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
 
 
 def _model_cache_volume(resource: LLMDeployment) -> tuple[dict[str, Any], bool]:
@@ -229,7 +225,6 @@ def render_manifests(
     }
     if pinned is not None:
         labels["app.kubernetes.io/version"] = pinned.engine_version
-    digest = spec_hash(resource, plan, image)
     weights_bytes = (plan.weights_gib_per_gpu or 0) * 2**30 * tensor * pipeline
     startup_s = ENGINE_START_S + weights_bytes / LOAD_BYTES_PER_S
     model_cache_volume, cache_read_only = _model_cache_volume(resource)
@@ -246,8 +241,8 @@ def render_manifests(
         "name": name,
         "namespace": resource.metadata.namespace,
         "labels": labels,
-        "annotations": {SPEC_HASH_ANNOTATION: digest},
-        "pod_annotations": {SPEC_HASH_ANNOTATION: digest},
+        "annotations": {},
+        "pod_annotations": {},
         "selector": selector,
         "service_selector": selector
         if not multi_node
@@ -299,8 +294,11 @@ def render_manifests(
     objects = []
     if options_configmap:
         objects.append(_render_template("configmap.yaml.j2", values))
-    workload = "leaderworkerset.yaml.j2" if multi_node else "deployment.yaml.j2"
-    objects.append(_render_template(workload, values))
+    workload = _render_template(
+        "leaderworkerset.yaml.j2" if multi_node else "deployment.yaml.j2", values
+    )
+    _stamp_spec_hash(workload)
+    objects.append(workload)
     objects.append(_render_template("service.yaml.j2", values))
     objects.append(_render_template("poddisruptionbudget.yaml.j2", values))
     if spec.monitoring.pod_monitor:
