@@ -124,6 +124,26 @@ class Cluster:
             self._kinds[key] = (resource, time.monotonic())
             return resource
 
+    def ensure_cluster_peering(self, name: str) -> None:
+        """kopf needs its ClusterKopfPeering object to elect the active replica."""
+        resource = self._resource("kopf.dev/v1", "ClusterKopfPeering")
+        if resource is None:
+            raise ClusterError(
+                "the ClusterKopfPeering CRD is not installed (manifests/base/peering.yaml); "
+                "install it or set LLMDEPLOY_STANDALONE=true",
+                retryable=False,
+            )
+        body = {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": name},
+        }
+        try:
+            resource.create(body=body)
+        except DynamicApiError as exc:
+            if getattr(exc, "status", None) != 409:  # already there
+                raise _error(exc, f"create ClusterKopfPeering {name}") from None
+
     def _list(self, api_version: str, kind: str, **query: Any) -> list[Any]:
         resource = self._resource(api_version, kind)
         if resource is None:

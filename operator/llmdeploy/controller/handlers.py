@@ -114,7 +114,10 @@ def reconcile(
     workload = None
     capacity = None
     try:
-        _apply(ctx, body, owner, desired, logger)
+        # An infeasible re-plan leaves what runs untouched: never tear down serving replicas
+        # for a plan that cannot run.
+        if desired.plan.feasible:
+            _apply(ctx, body, owner, desired, logger)
         if desired.workload_kind:
             workload = ctx.cluster.workload_status(owner, desired.workload_kind)
             pending = ctx.cluster.unschedulable_pods(owner)

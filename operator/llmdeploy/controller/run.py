@@ -67,6 +67,11 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             prefix="llmdeploy.io", key="last-handled-configuration"
         )
 
+    @kopf.on.startup(registry=registry)
+    def ensure_peering(**_: Any) -> None:
+        if not ctx.settings.standalone:
+            ctx.cluster.ensure_cluster_peering(ctx.settings.peering_name)
+
     return registry
 
 

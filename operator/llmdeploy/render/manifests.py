@@ -173,6 +173,15 @@ def _tolerations(resource: LLMDeployment, gpu: Gpu) -> list[dict[str, Any]]:
     return [gpu_taint, *extra]
 
 
+def _rolling_update(replicas: int | None) -> dict[str, int]:
+    """GPUs are scarce: a surge pod needs a free GPU and, on a full cluster, waits forever.
+    Several replicas roll one down at a time instead; a single one keeps serving while its
+    successor starts (a cluster autoscaler adds the GPU if none is free)."""
+    if (replicas or 0) > 1:
+        return {"maxSurge": 0, "maxUnavailable": 1}
+    return {"maxSurge": 1, "maxUnavailable": 0}
+
+
 def _resources(gpu: Gpu, gpus_per_pod: int, shm_gib: int) -> tuple[dict[str, str], dict[str, str]]:
     memory = f"{8 + 8 * gpus_per_pod + shm_gib}Gi"  # shared memory counts against the limit
     requests = {
@@ -237,6 +246,7 @@ def render_manifests(
     ]
     if _download(resource, plan) is None:
         env = [e for e in env if e["name"] != "HF_HUB_OFFLINE"]
+    replicas = plan.replicas if spec.replicas is None else spec.replicas
     values: dict[str, Any] = {
         "name": name,
         "namespace": resource.metadata.namespace,
@@ -252,7 +262,8 @@ def render_manifests(
             "leader": {**labels, "llmdeploy.io/role": "leader"},
             "worker": {**labels, "llmdeploy.io/role": "worker"},
         },
-        "replicas": plan.replicas if spec.replicas is None else spec.replicas,
+        "replicas": replicas,
+        "rolling_update": _rolling_update(replicas),
         "group_size": pipeline,
         "image": image,
         "uid": ENGINE_UID,

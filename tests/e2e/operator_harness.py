@@ -1,0 +1,124 @@
+"""Runs the real operator (`llmdeploy run`) against the test cluster under the ServiceAccount and
+RBAC from manifests/, the way it runs in a cluster, and lets tests kill and restart it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "llmdeploy-system"
+SERVICE_ACCOUNT = "llmdeploy"
+
+
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", "--request-timeout=30s", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def install(kubeconfig: Path) -> None:
+    """CRDs, namespace, ServiceAccount and RBAC from manifests/ (not the operator Deployment:
+    there is no container runtime here, so the operator runs as a local process instead)."""
+    rendered = kubectl(kubeconfig, "kustomize", str(REPO_ROOT / "manifests"))
+    assert rendered.returncode == 0, rendered.stderr
+    documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    wanted = [d for d in documents if d["kind"] != "Deployment"]
+    applied = kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(wanted),
+    )
+    assert applied.returncode == 0, applied.stderr
+    for crd in ("llmdeployments.llmdeploy.io", "clusterkopfpeerings.kopf.dev"):
+        waited = kubectl(
+            kubeconfig, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"
+        )
+        assert waited.returncode == 0, waited.stderr
+
+
+def service_account_kubeconfig(api: client.ApiClient, admin: Path, out: Path) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token)."""
+    core = client.CoreV1Api(api)
+    token = core.create_namespaced_service_account_token(
+        SERVICE_ACCOUNT,
+        OPERATOR_NAMESPACE,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200)
+        ),
+    ).status.token
+    config: dict[str, Any] = yaml.safe_load(admin.read_text())
+    cluster = config["clusters"][0]
+    config["users"] = [{"name": SERVICE_ACCOUNT, "user": {"token": token}}]
+    config["contexts"] = [
+        {"name": SERVICE_ACCOUNT, "context": {"cluster": cluster["name"], "user": SERVICE_ACCOUNT}}
+    ]
+    config["current-context"] = SERVICE_ACCOUNT
+    out.write_text(yaml.safe_dump(config))
+    out.chmod(0o600)
+    return out
+
+
+class Operator:
+    """One `llmdeploy run` process; start/kill/stop like a pod would live and die."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path, **settings: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "LLMDEPLOY_STATUS_INTERVAL_SECONDS": "2",
+            "LLMDEPLOY_HEALTH_PORT": "0",
+            "LLMDEPLOY_METRICS_PORT": "0",
+            **self.settings,
+        }
+        log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "llmdeploy.cli", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as when a node dies."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def logs(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))
