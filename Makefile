@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds
+.PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds \
+	demo demo-down
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -35,6 +36,12 @@ bench: venv
 
 crds: venv
 	$(BIN)/llmdeploy crd > crds/llmdeployments.yaml
+
+demo: venv
+	hack/demo.sh
+
+demo-down:
+	hack/demo-down.sh
 
 testenv-build:
 	hack/testenv/build.sh

@@ -118,6 +118,7 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
             for option in options:
                 values.extend(option.get("enum", [option.get("const")]))
             node.update(type="string", enum=values)
+    node.pop("title", None)  # also the one a resolved union member brought along
     if "const" in node:
         node["enum"] = [node.pop("const")]
     if "exclusiveMinimum" in node:
