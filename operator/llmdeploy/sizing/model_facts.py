@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from llmdeploy.api.types import ModelArchitecture, ModelSpec, Quantization
 from llmdeploy.catalog import Catalog
@@ -42,6 +42,35 @@ class ModelFacts:
     sliding_window: int = 0
     sliding_window_layers: int = 0
 
+    # Derived once in __post_init__: the planner reads them for every candidate.
+    embedding_parameters: float = field(init=False)  # input embedding + lm_head (one if tied)
+    routed_expert_parameters: float = field(init=False)
+    kv_projection_parameters: float = field(init=False)  # K and V projections, all layers
+    mlp_width_per_token: int = field(init=False)  # widest MLP a token passes (dense or experts)
+
+    def __post_init__(self) -> None:
+        copies = 1 if self.tie_word_embeddings else 2
+        routed = 0.0
+        if self.is_moe:
+            moe_layers = self.layers - self.first_dense_layers
+            routed = float(
+                self.experts * 3 * self.hidden_size * self.moe_intermediate_size * moe_layers
+            )
+        kv_projection = (
+            0.0
+            if self.is_mla
+            else float(self.layers * 2 * self.hidden_size * self.kv_heads * self.head_dim)
+        )
+        moe_width = (self.active_experts + self.shared_experts) * self.moe_intermediate_size
+        derived = {
+            "embedding_parameters": float(self.vocab_size * self.hidden_size * copies),
+            "routed_expert_parameters": routed,
+            "kv_projection_parameters": kv_projection,
+            "mlp_width_per_token": max(self.intermediate_size, moe_width),
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
     @property
     def is_mla(self) -> bool:
         return self.kv_lora_rank > 0
@@ -49,32 +78,6 @@ class ModelFacts:
     @property
     def is_moe(self) -> bool:
         return self.experts > 1
-
-    @property
-    def embedding_parameters(self) -> float:
-        """Input embedding plus lm_head (one copy when tied)."""
-        copies = 1 if self.tie_word_embeddings else 2
-        return float(self.vocab_size * self.hidden_size * copies)
-
-    @property
-    def routed_expert_parameters(self) -> float:
-        if not self.is_moe:
-            return 0.0
-        moe_layers = self.layers - self.first_dense_layers
-        return float(self.experts * 3 * self.hidden_size * self.moe_intermediate_size * moe_layers)
-
-    @property
-    def kv_projection_parameters(self) -> float:
-        """K and V projection weights of all layers (replicated when TP exceeds KV heads)."""
-        if self.is_mla:
-            return 0.0
-        return float(self.layers * 2 * self.hidden_size * self.kv_heads * self.head_dim)
-
-    @property
-    def mlp_width_per_token(self) -> int:
-        """Widest MLP intermediate a token passes through (dense, or its active experts)."""
-        moe = (self.active_experts + self.shared_experts) * self.moe_intermediate_size
-        return max(self.intermediate_size, moe)
 
 
 _REQUIRED = ("layers", "hidden_size", "attention_heads", "vocab_size", "max_context_length")
