@@ -183,6 +183,58 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_FEASIBLE
 
 
+def cmd_scale_sim(args: argparse.Namespace) -> int:
+    from llmdeploy.api.types import ScalingSpec
+    from llmdeploy.autoscale.decision import default_metrics
+    from llmdeploy.autoscale.simulator import (
+        TraceError,
+        config_from_plan,
+        hpa_default_spec,
+        read_trace,
+        simulate,
+        summarize,
+    )
+
+    resource, catalog = _load(args)
+    plan = _plan_for(resource, catalog)
+    if not plan.feasible:
+        print("error: no feasible plan: " + "; ".join(plan.reasons), file=sys.stderr)
+        return EXIT_INFEASIBLE
+    try:
+        trace = read_trace(Path(args.load).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"--load {args.load}: cannot read: {exc.strerror}") from None
+    except TraceError as exc:
+        raise InputError(f"--load {args.load}: {exc}") from None
+    spec = resource.spec
+    scaling = spec.scaling or ScalingSpec()
+    if args.policy == "hpa-default":
+        scaling = hpa_default_spec(scaling)
+    metrics = scaling.metrics or default_metrics(spec.workload.concurrency)
+    start = min(
+        max(spec.replicas or scaling.min_replicas, scaling.min_replicas), scaling.max_replicas
+    )
+    config = config_from_plan(plan, spec.workload, args.cold_start, start)
+    steps = simulate(trace, scaling, metrics, config)
+    if args.output == "json":
+        sys.stdout.write(json.dumps([s.to_json() for s in steps], indent=2) + "\n")
+        return EXIT_FEASIBLE
+    summary = summarize(steps, spec.slo.ttft_ms)
+    print(f"{'T':>7} {'RPS':>7} {'READY':>5} {'DESIRED':>7} {'QUEUE':>8} {'TTFT_MS':>9}  REASON")
+    for s in steps:
+        rps = "-" if s.requests_per_second is None else f"{s.requests_per_second:g}"
+        print(
+            f"{s.t:>7g} {rps:>7} {s.ready_replicas:>5} {s.desired_replicas:>7} "
+            f"{s.queue_depth:>8.1f} {s.estimated_ttft_ms:>9.0f}  {s.reason}"
+        )
+    print(
+        f"replica-seconds {summary['replicaSeconds']:.0f}, SLO-violation seconds "
+        f"{summary['sloViolationSeconds']:.0f} (cold start {config.cold_start_s:.0f}s, "
+        f"{config.capacity_rps:.2f} requests/s per replica)"
+    )
+    return EXIT_FEASIBLE
+
+
 def cmd_crd(args: argparse.Namespace) -> int:
     from llmdeploy.api.crd import crd_yaml
 
@@ -236,6 +288,28 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(handler=cmd_render)
     crd = commands.add_parser("crd", help="print the LLMDeployment CustomResourceDefinition")
     crd.set_defaults(handler=cmd_crd)
+    sim = commands.add_parser("scale-sim", help="replay a load trace through the autoscaler")
+    _add_input_options(sim)
+    sim.add_argument(
+        "--load",
+        required=True,
+        metavar="TRACE",
+        help="CSV with columns t,requestsPerSecond (empty: metrics unavailable)",
+    )
+    sim.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    sim.add_argument(
+        "--cold-start",
+        type=float,
+        metavar="SECONDS",
+        help="model load time of a new replica (default: from the model size)",
+    )
+    sim.add_argument(
+        "--policy",
+        choices=("spec", "hpa-default"),
+        default="spec",
+        help="the spec's scaling behavior, or Kubernetes HPA's defaults",
+    )
+    sim.set_defaults(handler=cmd_scale_sim)
     run = commands.add_parser("run", help="run the operator (settings from LLMDEPLOY_* env)")
     run.set_defaults(handler=cmd_run)
     return parser

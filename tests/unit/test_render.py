@@ -324,3 +324,51 @@ def test_render_of_infeasible_plan_exits_1(tmp_path: Path) -> None:
     )
     assert result.returncode == 1 and "no feasible plan" in result.stderr
     assert result.stdout == ""
+
+
+def _with_scaling(mode: str, **scaling: Any) -> dict[str, Any]:
+    body = example("llama-3.1-8b-l4")
+    body["metadata"]["namespace"] = "team-a"
+    body["spec"]["scaling"] = {"mode": mode, "minReplicas": 1, "maxReplicas": 8, **scaling}
+    return body
+
+
+def test_hpa_mode_renders_a_valid_autoscaling_v2_hpa_on_the_scale_subresource(
+    catalog: Catalog,
+) -> None:
+    objects, _ = render(_with_scaling("hpa"), catalog)
+    hpa = objects[-1]
+    assert hpa["kind"] == "HorizontalPodAutoscaler"
+    kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "llmdeploy.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "name": "llama-8b",
+    }
+    names = [m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"]]
+    assert names == ["vllm_num_requests_running", "vllm_num_requests_waiting"]
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+
+
+def test_keda_mode_renders_prometheus_triggers(catalog: Catalog) -> None:
+    with pytest.raises(SpecError) as err:
+        render(_with_scaling("keda"), catalog)
+    assert err.value.field == "spec.scaling.prometheusUrl"
+    objects, _ = render(
+        _with_scaling(
+            "keda",
+            prometheusUrl="http://prometheus.monitoring:9090",
+            metrics=[{"type": "kvCacheUsage", "target": 0.8}, {"type": "ttftP95", "target": 500}],
+        ),
+        catalog,
+    )
+    scaled = objects[-1]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["kind"] == "ScaledObject"
+    triggers = scaled["spec"]["triggers"]
+    assert [t["metricType"] for t in triggers] == ["Value", "Value"]
+    assert 'llmdeploy_io_deployment="llama-8b"' in triggers[0]["metadata"]["query"]
+    assert "vllm:kv_cache_usage_perc" in triggers[0]["metadata"]["query"]
+    assert "histogram_quantile(0.95" in triggers[1]["metadata"]["query"]
+    assert scaled["spec"]["minReplicaCount"] == 1 and scaled["spec"]["maxReplicaCount"] == 8
+    # The HPA KEDA creates behaves like the operator's own policy.
+    assert scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleUp"]

@@ -46,6 +46,14 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "fieldPath": ".quantizedVariants",
         },
     ],
+    ("scaling",): [
+        {
+            "rule": "!has(self.minReplicas) || !has(self.maxReplicas) || "
+            "self.minReplicas <= self.maxReplicas",
+            "message": "scaling.minReplicas must not exceed scaling.maxReplicas",
+            "fieldPath": ".minReplicas",
+        },
+    ],
     ("model", "cache"): [
         {
             "rule": "!has(self.type) || self.type != 'pvc' || has(self.claimName)",

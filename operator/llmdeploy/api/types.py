@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel as _to_camel
 
 GROUP = "llmdeploy.io"
@@ -344,6 +344,93 @@ class SloSpec(SpecModel):
     )
 
 
+class ScalingMetric(SpecModel):
+    type: Literal["queueDepth", "kvCacheUsage", "runningRequests", "ttftP95", "tpotP95"] = Field(
+        description="queueDepth and runningRequests: requests per ready replica "
+        "(vllm:num_requests_waiting / _running); kvCacheUsage: fraction 0-1 "
+        "(vllm:kv_cache_usage_perc); ttftP95 / tpotP95: milliseconds from the engine's histograms."
+    )
+    target: float = Field(gt=0, le=1e7, description="Value per replica the autoscaler holds.")
+
+
+class ScalingPolicy(SpecModel):
+    type: Literal["Pods", "Percent"] = Field(description="Change by a number or a percentage.")
+    value: int = Field(ge=1, le=10_000, description="How many pods or what percent.")
+    period_seconds: int = Field(ge=1, le=1800, description="Within this many seconds.")
+
+
+class ScalingRules(SpecModel):
+    stabilization_window_seconds: int = Field(
+        ge=0, le=3600, description="Act on the most conservative recommendation of this window."
+    )
+    policies: list[ScalingPolicy] = Field(min_length=1, description="Rate limits.")
+    select_policy: Literal["Max", "Min", "Disabled"] = Field(
+        default="Max", description="Which policy applies when several do (HPA semantics)."
+    )
+
+
+def _default_scale_up() -> ScalingRules:
+    return ScalingRules(
+        stabilization_window_seconds=0,
+        policies=[
+            ScalingPolicy(type="Pods", value=4, period_seconds=60),
+            ScalingPolicy(type="Percent", value=100, period_seconds=60),
+        ],
+    )
+
+
+def _default_scale_down() -> ScalingRules:
+    return ScalingRules(
+        stabilization_window_seconds=300,
+        policies=[ScalingPolicy(type="Pods", value=1, period_seconds=60)],
+    )
+
+
+class ScalingBehavior(SpecModel):
+    scale_up: ScalingRules = Field(
+        default_factory=_default_scale_up,
+        description="Default: at once, up to 4 replicas or doubling per minute.",
+    )
+    scale_down: ScalingRules = Field(
+        default_factory=_default_scale_down,
+        description="Default: after 5 minutes of lower recommendations, 1 replica a minute.",
+    )
+
+
+class ScalingSpec(SpecModel):
+    mode: Literal["operator", "hpa", "keda"] = Field(
+        default="operator",
+        description="operator: llmdeploy scales; hpa: emit an autoscaling/v2 "
+        "HorizontalPodAutoscaler on external metrics (prometheus-adapter); keda: a ScaledObject.",
+    )
+    min_replicas: int = Field(default=1, ge=1, le=10_000, description="Lower bound.")
+    max_replicas: int = Field(default=10, ge=1, le=10_000, description="Upper bound.")
+    metrics: list[ScalingMetric] = Field(
+        default_factory=list,
+        description="Signals to scale on; default: runningRequests at 80% of the planned "
+        "concurrency and queueDepth of one full batch per replica.",
+    )
+    tolerance: float = Field(
+        default=0.1, ge=0, le=1, description="Ignore ratios within 1 +- tolerance."
+    )
+    behavior: ScalingBehavior = Field(
+        default_factory=ScalingBehavior, description="Stabilization windows and rate limits."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not exceed maxReplicas")
+        return self
+
+    prometheus_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://[^\s]+$",
+        description="Prometheus to query; default: the operator's setting.",
+    )
+
+
 class MonitoringSpec(SpecModel):
     pod_monitor: bool = Field(
         default=False,
@@ -374,6 +461,9 @@ class LLMDeploymentSpec(SpecModel):
     )
     monitoring: MonitoringSpec = Field(
         default_factory=MonitoringSpec, description="Metrics scraping."
+    )
+    scaling: ScalingSpec | None = Field(
+        default=None, description="Autoscale replicas from the engines' metrics."
     )
 
 

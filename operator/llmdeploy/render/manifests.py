@@ -19,6 +19,8 @@ import jinja2
 import yaml
 
 from llmdeploy.api.types import EngineName, LLMDeployment
+from llmdeploy.autoscale.decision import PER_REPLICA, default_metrics
+from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, query
 from llmdeploy.catalog import Catalog, Gpu, ImageLock
 from llmdeploy.render.engine_args import (
     ENGINE_PORT,
@@ -314,7 +316,58 @@ def render_manifests(
     objects.append(_render_template("poddisruptionbudget.yaml.j2", values))
     if spec.monitoring.pod_monitor:
         objects.append(_render_template("podmonitor.yaml.j2", values))
+    scaling = spec.scaling
+    if scaling is not None and scaling.mode in ("hpa", "keda"):
+        values.update(_scaling_values(resource, plan))
+        template = (
+            "horizontalpodautoscaler.yaml.j2" if scaling.mode == "hpa" else "scaledobject.yaml.j2"
+        )
+        objects.append(_render_template(template, values))
     return objects
+
+
+# prometheus-adapter exposes these external metrics (see docs/autoscaling.md for its rules).
+EXTERNAL_METRIC_NAMES = {
+    "queueDepth": "vllm_num_requests_waiting",
+    "runningRequests": "vllm_num_requests_running",
+    "kvCacheUsage": "vllm_kv_cache_usage_perc",
+    "ttftP95": "llmdeploy_ttft_p95_milliseconds",
+    "tpotP95": "llmdeploy_tpot_p95_milliseconds",
+}
+
+
+def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
+    """Values for an HPA (external metrics via prometheus-adapter) or a KEDA ScaledObject."""
+    scaling = resource.spec.scaling
+    assert scaling is not None
+    namespace = resource.metadata.namespace or "default"
+    name = resource.metadata.name
+    metrics = scaling.metrics or default_metrics(plan.max_num_seqs or 1)
+    rendered = []
+    for metric in metrics:
+        per_replica = metric.type in PER_REPLICA
+        target = f"{metric.target:g}"
+        rendered.append(
+            {
+                "type": metric.type,
+                "external_name": EXTERNAL_METRIC_NAMES[metric.type],
+                "selector": {DEPLOYMENT_LABEL: name},
+                "hpa_target": {"type": "AverageValue", "averageValue": target}
+                if per_replica
+                else {"type": "Value", "value": target},
+                "keda_metric_type": "AverageValue" if per_replica else "Value",
+                "query": query(metric.type, namespace, name),
+                "threshold": target,
+            }
+        )
+    if scaling.mode == "keda" and not scaling.prometheus_url:
+        raise SpecError("spec.scaling.prometheusUrl", "required when mode is keda")
+    return {
+        "scaling": scaling,
+        "scaling_metrics": rendered,
+        "hpa_behavior": scaling.behavior.model_dump(mode="json", by_alias=True),
+        "prometheus_url": scaling.prometheus_url,
+    }
 
 
 def to_yaml(objects: Sequence[dict[str, Any]]) -> str:

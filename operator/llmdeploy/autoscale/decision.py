@@ -1,0 +1,186 @@
+"""The autoscaling decision: pure, deterministic, with state that survives restarts.
+
+HPA semantics: per metric, desired = ceil(ready x value / target) unless within tolerance; the
+max over metrics; the most conservative recommendation of the stabilization window; rate limits
+from the policies over their periods; min/max clamp; scale-up capped by what can be scheduled.
+Replicas still loading are not capacity. Missing, stale or NaN data holds the current count:
+never scale down on data one does not have.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmdeploy.api.types import ScalingMetric, ScalingRules, ScalingSpec, to_camel
+
+# Metrics whose value is a total over ready replicas, compared per replica.
+PER_REPLICA = {"queueDepth", "runningRequests"}
+
+
+class AutoscalerState(BaseModel):
+    """What the decision remembers between runs; stored in the object's status."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    recommendations: list[tuple[float, int]] = Field(
+        default_factory=list, description="(time, recommended replicas) within the windows."
+    )
+    scale_events: list[tuple[float, int]] = Field(
+        default_factory=list, description="(time, replica change) within the policy periods."
+    )
+    last_scale_time: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One reading. `values[metric type]`: a total for per-replica metrics, else the average
+    over ready replicas; None when missing, stale or NaN."""
+
+    now: float
+    current_replicas: int
+    ready_replicas: int
+    values: dict[str, float | None]
+    schedulable_replicas: int | None = None  # how many replicas the GPUs can hold; None: any
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    desired_replicas: int
+    reason: str
+    metrics_available: bool
+    state: AutoscalerState
+    capped_by_capacity: bool = False
+
+
+def _proposal(metric: ScalingMetric, value: float, ready: int, tolerance: float) -> int | None:
+    """Replicas one metric asks for, or None when within tolerance."""
+    if metric.type in PER_REPLICA:
+        ratio = value / (metric.target * max(ready, 1))
+    else:
+        ratio = value / metric.target
+    if abs(ratio - 1) <= tolerance:
+        return None
+    return max(0, math.ceil(max(ready, 1) * ratio - 1e-9)) if ready else math.ceil(ratio)
+
+
+def _rate_limit(
+    rules: ScalingRules, events: Sequence[tuple[float, int]], now: float, current: int, up: bool
+) -> int:
+    """The furthest the policies allow from `current` in this direction."""
+    if rules.select_policy == "Disabled":
+        return current
+    limits = []
+    for policy in rules.policies:
+        changed = sum(d for t, d in events if now - t < policy.period_seconds and (d > 0) == up)
+        start = current - changed  # replicas when the period began
+        if policy.type == "Pods":
+            limit = start + policy.value if up else start - policy.value
+        elif up:
+            limit = math.ceil(start * (1 + policy.value / 100))
+        else:
+            limit = math.floor(start * (1 - policy.value / 100))
+        limits.append(limit)
+    pick = max if (rules.select_policy == "Max") == up else min
+    return int(pick(limits))
+
+
+def default_metrics(concurrency: int) -> list[ScalingMetric]:
+    """Scale before the engine queues: 80% of the planned concurrent sequences per replica."""
+    return [
+        ScalingMetric(type="runningRequests", target=max(1.0, 0.8 * concurrency)),
+        # A queue of one full batch per replica: beyond that, add replicas in proportion.
+        ScalingMetric(type="queueDepth", target=float(max(1, concurrency))),
+    ]
+
+
+def decide(
+    spec: ScalingSpec,
+    metrics: Sequence[ScalingMetric],
+    obs: Observation,
+    state: AutoscalerState,
+) -> Decision:
+    current = obs.current_replicas
+    windows = max(
+        spec.behavior.scale_up.stabilization_window_seconds,
+        spec.behavior.scale_down.stabilization_window_seconds,
+    )
+    periods = max(
+        p.period_seconds
+        for r in (spec.behavior.scale_up, spec.behavior.scale_down)
+        for p in r.policies
+    )
+    recommendations = [(t, n) for t, n in state.recommendations if obs.now - t <= windows]
+    events = [(t, d) for t, d in state.scale_events if obs.now - t <= periods]
+
+    values = [obs.values.get(m.type) for m in metrics]
+    missing = [m.type for m, v in zip(metrics, values, strict=True) if v is None or math.isnan(v)]
+    if missing:
+        held = AutoscalerState(
+            recommendations=recommendations,
+            scale_events=events,
+            last_scale_time=state.last_scale_time,
+        )
+        return Decision(
+            current, f"holding {current}: no data for {', '.join(missing)}", False, held
+        )
+
+    proposals = []
+    for metric, value in zip(metrics, values, strict=True):
+        assert value is not None
+        proposal = _proposal(metric, value, obs.ready_replicas, spec.tolerance)
+        shown = value / max(obs.ready_replicas, 1) if metric.type in PER_REPLICA else value
+        unit = " per replica" if metric.type in PER_REPLICA else ""
+        detail = f"{metric.type} {shown:.3g}{unit} vs target {metric.target:g}"
+        # Within tolerance a metric votes for the current count (HPA semantics).
+        proposals.append((current if proposal is None else proposal, detail))
+    raw, why = max(proposals)
+    if obs.ready_replicas < raw <= current:
+        # Replicas still loading are not capacity, but they are coming: do not ask again.
+        raw, why = current, f"{why}; {current - obs.ready_replicas} replica(s) still loading"
+    elif raw == current:
+        why = "metrics at target"
+    raw = min(max(raw, spec.min_replicas), spec.max_replicas)
+    recommendations.append((obs.now, raw))
+
+    up_window = [
+        n
+        for t, n in recommendations
+        if obs.now - t <= spec.behavior.scale_up.stabilization_window_seconds
+    ]
+    down_window = [
+        n
+        for t, n in recommendations
+        if obs.now - t <= spec.behavior.scale_down.stabilization_window_seconds
+    ]
+    desired = current
+    if raw > current:
+        desired = max(current, min(up_window))
+        desired = min(desired, _rate_limit(spec.behavior.scale_up, events, obs.now, current, True))
+    elif raw < current:
+        desired = min(current, max(down_window))
+        desired = max(
+            desired, _rate_limit(spec.behavior.scale_down, events, obs.now, current, False)
+        )
+        if desired < current:
+            why = f"{why}; stabilized over {spec.behavior.scale_down.stabilization_window_seconds}s"
+        else:
+            why = f"{why}; holding within the scale-down window"
+    desired = min(max(desired, spec.min_replicas), spec.max_replicas)
+    capped = False
+    schedulable = obs.schedulable_replicas
+    if desired > current and schedulable is not None and desired > schedulable:
+        capped = True
+        why = f"{why}; capped at {schedulable} by free GPUs"
+        desired = max(current, schedulable)
+    if desired != current:
+        events.append((obs.now, desired - current))
+    new_state = AutoscalerState(
+        recommendations=recommendations,
+        scale_events=events,
+        last_scale_time=obs.now if desired != current else state.last_scale_time,
+    )
+    return Decision(desired, f"{current} -> {desired}: {why}", True, new_state, capped)

@@ -1,0 +1,195 @@
+"""The autoscaling decision core and the offline simulator."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmdeploy.api.types import ScalingMetric, ScalingSpec
+from llmdeploy.autoscale.decision import AutoscalerState, Observation, decide
+from llmdeploy.autoscale.simulator import TraceError, read_trace
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNNING = [ScalingMetric(type="runningRequests", target=10)]
+
+
+def spec(**changes: object) -> ScalingSpec:
+    return ScalingSpec.model_validate({"minReplicas": 1, "maxReplicas": 20, **changes})
+
+
+def observe(
+    now: float,
+    current: int,
+    running: float | None,
+    ready: int | None = None,
+    schedulable: int | None = None,
+) -> Observation:
+    return Observation(
+        now, current, current if ready is None else ready, {"runningRequests": running}, schedulable
+    )
+
+
+def test_ratio_scales_up_to_demand() -> None:
+    decision = decide(spec(), RUNNING, observe(0, 2, 60), AutoscalerState())
+    assert decision.desired_replicas == 6 and decision.metrics_available
+
+
+def test_within_tolerance_holds() -> None:
+    decision = decide(spec(), RUNNING, observe(0, 4, 43), AutoscalerState())  # ratio 1.075
+    assert decision.desired_replicas == 4
+    assert decide(spec(), RUNNING, observe(0, 4, 46), AutoscalerState()).desired_replicas == 5
+
+
+def test_max_over_metrics_and_clamp() -> None:
+    metrics = [*RUNNING, ScalingMetric(type="kvCacheUsage", target=0.5)]
+    obs = Observation(0, 2, 2, {"runningRequests": 10, "kvCacheUsage": 0.9})
+    assert decide(spec(), metrics, obs, AutoscalerState()).desired_replicas == 4  # kv wins
+    assert decide(spec(maxReplicas=3), metrics, obs, AutoscalerState()).desired_replicas == 3
+
+
+@pytest.mark.parametrize("value", [None, math.nan])
+def test_missing_or_nan_data_holds_and_never_scales_down(value: float | None) -> None:
+    decision = decide(spec(), RUNNING, observe(0, 5, value), AutoscalerState())
+    assert decision.desired_replicas == 5
+    assert not decision.metrics_available and "no data" in decision.reason
+
+
+def test_scale_down_waits_for_the_stabilization_window() -> None:
+    s = spec()  # default: 300 s window, 1 replica a minute
+    state = AutoscalerState()
+    current = 6
+    for t in range(0, 300, 15):
+        d = decide(s, RUNNING, observe(t, current, 60 if t == 0 else 10), state)
+        state, current = d.state, d.desired_replicas
+        assert current == 6, t  # the 6 recommended at t=0 is still in the window
+    d = decide(s, RUNNING, observe(315, current, 10), state)
+    assert d.desired_replicas == 5  # window passed; rate limit: one per minute
+    d2 = decide(s, RUNNING, observe(330, d.desired_replicas, 10), d.state)
+    assert d2.desired_replicas == 5
+
+
+def test_scale_up_rate_limit() -> None:
+    s = spec(
+        behavior={
+            "scaleUp": {
+                "stabilizationWindowSeconds": 0,
+                "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
+            },
+            "scaleDown": {
+                "stabilizationWindowSeconds": 0,
+                "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+            },
+        }
+    )
+    d = decide(s, RUNNING, observe(0, 2, 200), AutoscalerState())
+    assert d.desired_replicas == 4
+    d = decide(s, RUNNING, observe(30, 4, 200, ready=4), d.state)
+    assert d.desired_replicas == 4  # 2 already added within the minute
+    d = decide(s, RUNNING, observe(61, 4, 200, ready=4), d.state)
+    assert d.desired_replicas == 6
+
+
+def test_loading_replicas_are_not_capacity_but_are_not_asked_for_twice() -> None:
+    # 4 replicas, 2 ready: demand of 4 replicas is covered by the ones loading.
+    d = decide(spec(), RUNNING, observe(0, 4, 40, ready=2), AutoscalerState())
+    assert d.desired_replicas == 4 and "still loading" in d.reason
+
+
+def test_scale_up_capped_by_schedulable_gpus() -> None:
+    d = decide(spec(), RUNNING, observe(0, 2, 100, schedulable=3), AutoscalerState())
+    assert d.desired_replicas == 3 and d.capped_by_capacity and "free GPUs" in d.reason
+
+
+def test_state_survives_a_restart_through_its_json_form() -> None:
+    d = decide(spec(), RUNNING, observe(0, 6, 60), AutoscalerState())
+    stored = json.loads(json.dumps(d.state.model_dump(mode="json", by_alias=True)))
+    restored = AutoscalerState.model_validate(stored)
+    # A restarted operator still honours the recommendation from before the restart.
+    after = decide(spec(), RUNNING, observe(100, 6, 10), restored)
+    assert after.desired_replicas == 6
+    # Without the stored window a restarted operator would scale down at once.
+    fresh = decide(spec(), RUNNING, observe(100, 6, 10), AutoscalerState())
+    assert fresh.desired_replicas == 5
+
+
+def test_trace_errors_name_the_line() -> None:
+    with pytest.raises(TraceError, match="line 3"):
+        read_trace("t,requestsPerSecond\n0,1\n0,2\n")
+    with pytest.raises(TraceError, match="line 1"):
+        read_trace("time,rps\n0,1\n")
+    assert read_trace("t,requestsPerSecond\n0,1\n15,\n")[1].requests_per_second is None
+
+
+def run_sim(trace: Path, *args: str) -> list[dict[str, object]]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmdeploy.cli",
+            "scale-sim",
+            "-f",
+            str(ROOT / "examples" / "llama-3.1-8b-l4.yaml"),
+            "--load",
+            str(trace),
+            "-o",
+            "json",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_scale_sim_step_trace(tmp_path: Path) -> None:
+    rows = ["t,requestsPerSecond"] + [
+        f"{t},{0.5 if t < 300 or t >= 1200 else 4}" for t in range(0, 2400, 15)
+    ]
+    trace = tmp_path / "step.csv"
+    trace.write_text("\n".join(rows) + "\n")
+    steps = run_sim(trace, "--cold-start", "60")
+    keys = {
+        "t",
+        "requestsPerSecond",
+        "readyReplicas",
+        "desiredReplicas",
+        "queueDepth",
+        "estimatedTtftMs",
+        "reason",
+    }
+    assert all(set(s) == keys for s in steps)
+    at = {s["t"]: s for s in steps}
+    assert at[285]["desiredReplicas"] == 1
+    # Scales up within one decision of the step, ready after the cold start.
+    assert at[300]["desiredReplicas"] > 1  # type: ignore[operator]
+    peak = max(s["desiredReplicas"] for s in steps)  # type: ignore[type-var]
+    assert at[300 + 60 + 15]["readyReplicas"] > 1  # type: ignore[operator]
+    # No flapping under steady load: at most one change of direction while the load is high
+    # (the overshoot from the backlog is given back once, after the window).
+    high = [s["desiredReplicas"] for s in steps if 300 <= s["t"] < 1200]  # type: ignore[operator]
+    moves = [b - a for a, b in itertools.pairwise(high) if b != a]  # type: ignore[operator]
+    turns = sum(1 for a, b in itertools.pairwise(moves) if (a > 0) != (b > 0))
+    assert turns <= 1, high
+    # Back to minReplicas after the load ends (window + one replica a minute).
+    assert steps[-1]["desiredReplicas"] == 1 and peak > 2  # type: ignore[operator]
+
+
+def test_scale_sim_holds_on_missing_data(tmp_path: Path) -> None:
+    rows = ["t,requestsPerSecond"] + [
+        f"{t},{'' if 600 <= t < 1500 else (4 if t < 600 else 0.1)}" for t in range(0, 1800, 15)
+    ]
+    trace = tmp_path / "gaps.csv"
+    trace.write_text("\n".join(rows) + "\n")
+    steps = run_sim(trace, "--cold-start", "60")
+    before_gap = next(s for s in steps if s["t"] == 585)["desiredReplicas"]
+    gap = [s for s in steps if 600 <= s["t"] < 1500]  # type: ignore[operator]
+    assert all(s["desiredReplicas"] == before_gap for s in gap)
+    assert all("no data" in str(s["reason"]) for s in gap)
