@@ -1,0 +1,56 @@
+"""Helpers shared by the end-to-end tests (imported by conftest.py and the test modules)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from kubernetes.client.exceptions import ApiException
+
+T = TypeVar("T")
+
+# Tolerations a pod needs to land on the simulated GPU nodes of hack/testenv/nodes.yaml.
+KWOK_TOLERATION: dict[str, str] = {
+    "key": "kwok.x-k8s.io/node",
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
+GPU_TOLERATION: dict[str, str] = {
+    "key": "nvidia.com/gpu",
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
+
+
+def wait_until(
+    probe: Callable[[], T | None],
+    *,
+    what: str,
+    timeout: float = 60.0,
+    interval: float = 0.25,
+) -> T:
+    """Calls ``probe`` until it returns something truthy and returns that value.
+
+    Raises AssertionError naming ``what`` (and the last value seen) after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}"
+            )
+        time.sleep(interval)
+
+
+def status_of(call: Callable[[], object]) -> int:
+    """Runs an API call and returns its HTTP status: 200 on success, else the error status."""
+    try:
+        call()
+    except ApiException as exc:
+        return int(exc.status or 0)
+    return 200
