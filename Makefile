@@ -1,11 +1,12 @@
 # `make test` and `make demo` do every set-up step on a fresh machine.
 PYTHON ?= python3
 VENV := .venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds \
-	demo demo-down
+	demo demo-down prometheus
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -27,8 +28,16 @@ typecheck: venv
 unit: venv
 	$(BIN)/pytest tests/unit tests/golden
 
-e2e: venv
+e2e: venv prometheus
 	$(BIN)/pytest tests/e2e
+
+# The autoscaling e2e tests run a real Prometheus: Debian's package.
+prometheus:
+	@command -v prometheus >/dev/null || { \
+	  echo "installing Debian's prometheus package"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    prometheus >/dev/null; }
 
 bench: venv
 	$(BIN)/python bench/planner_latency.py

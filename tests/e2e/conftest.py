@@ -24,6 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from .e2e_support import wait_until
+from .operator_harness import Operator, install, service_account_kubeconfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTENV = REPO_ROOT / "hack" / "testenv"
@@ -134,3 +135,21 @@ def namespace(kube_api: client.ApiClient, request: pytest.FixtureRequest) -> Ite
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+@pytest.fixture(scope="session")
+def operator(
+    kubeconfig_path: Path, kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    install(kubeconfig_path)
+    workdir = tmp_path_factory.mktemp("operator")
+    sa_kubeconfig = service_account_kubeconfig(
+        kube_api, kubeconfig_path, workdir / "operator.kubeconfig"
+    )
+    running = Operator(sa_kubeconfig, workdir)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        print(running.logs()[-5000:])

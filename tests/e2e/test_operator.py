@@ -4,7 +4,6 @@ capacity, restart, RBAC. The operator runs as `llmdeploy run` under its own Serv
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +18,10 @@ from .operator_harness import (
     REPO_ROOT,
     SERVICE_ACCOUNT,
     Operator,
-    install,
     kubectl,
-    service_account_kubeconfig,
 )
 
 GROUP, VERSION, PLURAL = "llmdeploy.io", "v1alpha1", "llmdeployments"
-
-
-@pytest.fixture(scope="session")
-def operator(
-    kubeconfig_path: Path, kube_api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Operator]:
-    install(kubeconfig_path)
-    workdir = tmp_path_factory.mktemp("operator")
-    sa_kubeconfig = service_account_kubeconfig(
-        kube_api, kubeconfig_path, workdir / "operator.kubeconfig"
-    )
-    running = Operator(sa_kubeconfig, workdir)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-        print(running.logs()[-5000:])
 
 
 def example(name: str, **changes: Any) -> dict[str, Any]:

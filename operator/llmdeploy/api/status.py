@@ -54,6 +54,11 @@ class LLMDeploymentStatus(StatusModel):
         default_factory=list,
         description="SKUs dropped after starving past pendingTimeout (placement.fallback).",
     )
+    autoscaler: dict[str, Any] | None = Field(
+        default=None,
+        description="Last autoscaling decision: metrics, desired replicas, reason, last scale "
+        "time, and the recommendation history that survives an operator restart.",
+    )
     plan: dict[str, Any] | None = Field(
         default=None, description="The sizing plan (the `llmdeploy plan -o json` contract)."
     )

@@ -144,6 +144,20 @@ class Cluster:
             if getattr(exc, "status", None) != 409:  # already there
                 raise _error(exc, f"create ClusterKopfPeering {name}") from None
 
+    def scale(self, owner: Owner, replicas: int) -> None:
+        """Write replicas through the LLMDeployment's scale subresource (as HPA would)."""
+        resource = self._resource(API_VERSION, KIND)
+        body = {"spec": {"replicas": replicas}}
+        try:
+            resource.subresources["scale"].patch(
+                body=body,
+                name=owner.name,
+                namespace=owner.namespace,
+                content_type="application/merge-patch+json",
+            )
+        except DynamicApiError as exc:
+            raise _error(exc, f"scale {KIND} {owner.name}") from None
+
     def _list(self, api_version: str, kind: str, **query: Any) -> list[Any]:
         resource = self._resource(api_version, kind)
         if resource is None:

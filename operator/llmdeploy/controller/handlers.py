@@ -7,22 +7,30 @@ is repaired, status follows the workload, and starved capacity is noticed.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
+from llmdeploy.api.status import Condition
 from llmdeploy.api.types import GROUP, VERSION, LLMDeployment, format_validation_error
+from llmdeploy.autoscale.decision import AutoscalerState, Observation, decide, default_metrics
+from llmdeploy.autoscale.prometheus import PrometheusConfig, read_metrics
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import Cluster, ClusterError, Owner
 from llmdeploy.controller import metrics
 from llmdeploy.controller.service import (
     Desired,
+    autoscaler_status,
     capacity_condition,
+    desired_replicas,
     desired_state,
     invalid_status,
+    metrics_condition,
     pending_timeout_seconds,
+    stamp_conditions,
     status_update,
 )
 from llmdeploy.controller.settings import OperatorSettings
@@ -42,6 +50,8 @@ class Context:
         self.catalog = catalog
         self.lock = lock
         self.cluster = cluster
+        # Autoscaler state between status writes, by object uid: (state, when last persisted).
+        self.autoscalers: dict[str, tuple[AutoscalerState, float]] = {}
 
 
 def _stored_plan(status: dict[str, Any]) -> Plan | None:
@@ -134,9 +144,94 @@ def reconcile(
     update = status_update(
         resource, generation, desired, workload, capacity, error, previous, now, excluded
     )
+    scaling = resource.spec.scaling
+    if (
+        scaling is not None
+        and scaling.mode == "operator"
+        and error is None
+        and desired.plan.feasible
+        and workload is not None
+        and workload.exists
+    ):
+        _autoscale(
+            ctx,
+            body,
+            owner,
+            resource,
+            desired,
+            workload.ready_replicas,
+            status,
+            update,
+            now,
+            generation,
+        )
     _write_status(patch, status, update)
     if error and error[1]:
         raise kopf.TemporaryError(error[1], delay=15)
+
+
+PERSIST_AUTOSCALER_EVERY_S = 60.0
+
+
+def _autoscale(
+    ctx: Context,
+    body: kopf.Body,
+    owner: Owner,
+    resource: LLMDeployment,
+    desired: Desired,
+    ready: int,
+    status: dict[str, Any],
+    update: dict[str, Any],
+    now: datetime,
+    generation: int,
+) -> None:
+    """Operator-mode autoscaling: read Prometheus, decide, write through /scale."""
+    scaling = resource.spec.scaling
+    assert scaling is not None
+    settings = ctx.settings
+    metrics_wanted = scaling.metrics or default_metrics(desired.plan.max_num_seqs or 1)
+    url = scaling.prometheus_url or settings.prometheus_url
+    values: dict[str, float | None] = {m.type: None for m in metrics_wanted}
+    if url:
+        config = PrometheusConfig(
+            url,
+            settings.prometheus_timeout_seconds,
+            settings.prometheus_bearer_token_file,
+            settings.prometheus_ca_file,
+            settings.prometheus_insecure_skip_verify,
+        )
+        values = read_metrics(config, metrics_wanted, owner.namespace, owner.name, now.timestamp())
+    previous = status.get("autoscaler") or {}
+    remembered = ctx.autoscalers.get(owner.uid)
+    if remembered is not None:
+        state, persisted = remembered
+    else:  # after a restart: the history stored on the object
+        state = AutoscalerState.model_validate(previous.get("state") or {})
+        persisted = now.timestamp()
+    current = desired_replicas(resource, desired.plan)
+    observation = Observation(now.timestamp(), current, ready, values)
+    decision = decide(scaling, metrics_wanted, observation, state)
+    if not url:
+        decision = replace(decision, reason=f"holding {current}: no Prometheus URL configured")
+    if decision.desired_replicas != current:
+        ctx.cluster.scale(owner, decision.desired_replicas)
+        metrics.SCALINGS.inc()
+        kopf.info(body, reason="Scaled", message=decision.reason[:1000])
+    fresh = autoscaler_status(decision, values, now, previous)
+    # The history changes every tick; persist it on a change of decision or once a minute.
+    if (
+        decision.desired_replicas != current
+        or fresh["reason"] != previous.get("reason")
+        or now.timestamp() - persisted >= PERSIST_AUTOSCALER_EVERY_S
+    ):
+        update["autoscaler"] = fresh
+        persisted = now.timestamp()
+    else:
+        update["autoscaler"] = previous
+    ctx.autoscalers[owner.uid] = (decision.state, persisted)
+    conditions = [Condition.model_validate(c) for c in update["conditions"]]
+    conditions.append(metrics_condition(decision, generation))
+    update["conditions"] = stamp_conditions(conditions, status.get("conditions") or [], now)
 
 
 def _apply(

@@ -14,6 +14,7 @@ from typing import Any
 
 from llmdeploy.api.status import Condition
 from llmdeploy.api.types import LLMDeployment, duration_seconds
+from llmdeploy.autoscale.decision import Decision
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import PendingPod, WorkloadStatus
 from llmdeploy.render import render_manifests
@@ -224,6 +225,38 @@ def invalid_status(
         "phase": "Failed",
         "conditions": _stamp([condition], previous, now),
     }
+
+
+def autoscaler_status(
+    decision: Decision,
+    values: dict[str, float | None],
+    now: datetime,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """status.autoscaler: what was seen and decided, and the state to restore after a restart."""
+    previous = previous or {}
+    scaled = decision.state.last_scale_time
+    return {
+        "metrics": {k: (None if v is None else round(v, 4)) for k, v in sorted(values.items())},
+        "desiredReplicas": decision.desired_replicas,
+        "reason": decision.reason,
+        "lastScaleTime": datetime.fromtimestamp(scaled, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if scaled is not None
+        else previous.get("lastScaleTime"),
+        "state": decision.state.model_dump(mode="json", by_alias=True),
+    }
+
+
+def metrics_condition(decision: Decision, generation: int) -> Condition:
+    if decision.metrics_available:
+        return _condition("MetricsAvailable", True, "MetricsRead", "", generation)
+    return _condition("MetricsAvailable", False, "MetricsUnavailable", decision.reason, generation)
+
+
+def stamp_conditions(
+    conditions: Sequence[Condition], previous: Sequence[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    return _stamp(list(conditions), previous, now)
 
 
 def _stamp(

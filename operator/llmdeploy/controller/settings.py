@@ -24,6 +24,15 @@ class OperatorSettings(BaseSettings):
         description="SKUs a cluster autoscaler can add even with no node yet; '*' for all. "
         "Unset: only SKUs on the cluster's nodes.",
     )
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus for operator-mode autoscaling."
+    )
+    prometheus_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    prometheus_bearer_token_file: Path | None = Field(
+        default=None, description="File with a bearer token for Prometheus."
+    )
+    prometheus_ca_file: Path | None = Field(default=None, description="CA bundle for https.")
+    prometheus_insecure_skip_verify: bool = False
     status_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     peering_name: str = Field(default="llmdeploy", description="kopf peering object.")
     standalone: bool = Field(default=False, description="Run without peering (no HA).")

@@ -1,0 +1,88 @@
+"""The Prometheus edge: read the engines' metrics for one LLMDeployment.
+
+Anything missing, stale, non-finite or unreachable becomes None, which the decision core
+treats as "hold": a dead Prometheus must never scale a fleet down.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_api_client import PrometheusConnect
+from requests import RequestException
+
+from llmdeploy.api.types import ScalingMetric
+from llmdeploy.autoscale.promql import query
+
+# A sample older than this is not a current reading.
+MAX_SAMPLE_AGE_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusConfig:
+    url: str
+    timeout_s: float = 5.0
+    bearer_token_file: Path | None = None
+    ca_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+def _client(config: PrometheusConfig) -> PrometheusConnect:
+    headers = {}
+    if config.bearer_token_file is not None:
+        token = config.bearer_token_file.read_text(encoding="utf-8").strip()
+        headers["Authorization"] = f"Bearer {token}"
+    client = PrometheusConnect(
+        url=config.url,
+        headers=headers or None,
+        disable_ssl=config.insecure_skip_verify,
+        timeout=math.ceil(config.timeout_s),
+    )
+    if config.ca_file is not None:
+        client._session.verify = str(config.ca_file)
+    return client
+
+
+def read_metrics(
+    config: PrometheusConfig,
+    metrics: Sequence[ScalingMetric],
+    namespace: str,
+    name: str,
+    now: float | None = None,
+) -> dict[str, float | None]:
+    """{metric type: value or None}; errors are folded into None per metric."""
+    now = time.time() if now is None else now
+    try:
+        client = _client(config)
+    except OSError:
+        return {m.type: None for m in metrics}
+    values: dict[str, float | None] = {}
+    for metric in metrics:
+        try:
+            result = client.custom_query(query(metric.type, namespace, name))
+        except (RequestException, ValueError, KeyError, OSError):
+            values[metric.type] = None
+            continue
+        values[metric.type] = _single_value(result, now)
+    return values
+
+
+def _single_value(result: object, now: float) -> float | None:
+    if not isinstance(result, list) or len(result) != 1:
+        return None  # no series: the engines are not scraped (or not there)
+    sample = result[0].get("value") if isinstance(result[0], dict) else None
+    if not isinstance(sample, list) or len(sample) != 2:
+        return None
+    timestamp, raw = sample
+    try:
+        value = float(raw)
+        age = now - float(timestamp)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(value) or age > MAX_SAMPLE_AGE_S:
+        return None
+    return value

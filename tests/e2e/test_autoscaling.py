@@ -1,0 +1,163 @@
+"""Operator-mode autoscaling with real parts: Prometheus scraping a vLLM-compatible endpoint,
+the operator deciding, writes through the LLMDeployment's scale subresource."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from .e2e_support import KWOK_TOLERATION, wait_until
+from .operator_harness import REPO_ROOT, Operator, kubectl
+from .prometheus_harness import Prometheus, VllmMetricsSim
+
+GROUP, VERSION, PLURAL = "llmdeploy.io", "v1alpha1", "llmdeployments"
+NAME = "scaled"
+DOWN_WINDOW_S = 20
+
+
+@pytest.fixture
+def metrics(namespace: str) -> Iterator[tuple[VllmMetricsSim, Prometheus]]:
+    sim = VllmMetricsSim()
+    prometheus = Prometheus(sim.port, {"namespace": namespace, "llmdeploy_io_deployment": NAME})
+    prometheus.start()
+    try:
+        yield sim, prometheus
+    finally:
+        prometheus.close()
+        sim.close()
+
+
+def get(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
+        GROUP, VERSION, namespace, PLURAL, NAME
+    )
+
+
+def replicas(api: client.ApiClient, namespace: str) -> int:
+    return int(get(api, namespace)["spec"].get("replicas") or 0)
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == type_:
+            return c  # type: ignore[no-any-return]
+    return None
+
+
+def deploy(kubeconfig: Path, namespace: str, prometheus_url: str) -> None:
+    body = yaml.safe_load((REPO_ROOT / "examples" / "llama-3.1-8b-l4.yaml").read_text())
+    body["metadata"]["name"] = NAME
+    body["spec"]["placement"]["tolerations"] = [KWOK_TOLERATION]
+    body["spec"]["workload"].pop("requestsPerSecond")
+    body["spec"]["replicas"] = 1
+    body["spec"]["scaling"] = {
+        "mode": "operator",
+        "minReplicas": 1,
+        "maxReplicas": 4,
+        "prometheusUrl": prometheus_url,
+        "metrics": [{"type": "runningRequests", "target": 4}],
+        "behavior": {
+            "scaleUp": {
+                "stabilizationWindowSeconds": 0,
+                "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15}],
+            },
+            "scaleDown": {
+                "stabilizationWindowSeconds": DOWN_WINDOW_S,
+                "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15}],
+            },
+        },
+    }
+    result = kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(body))
+    assert result.returncode == 0, result.stderr
+
+
+def test_scales_up_on_load_down_after_the_window_and_holds_without_metrics(
+    kubeconfig_path: Path,
+    kube_api: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    metrics: tuple[VllmMetricsSim, Prometheus],
+) -> None:
+    sim, prometheus = metrics
+    deploy(kubeconfig_path, namespace, prometheus.url)
+    wait_until(
+        lambda: condition(get(kube_api, namespace), "MetricsAvailable"),
+        what="first autoscaling decision",
+        timeout=60,
+    )
+    assert replicas(kube_api, namespace) == 1
+
+    # Load step: 12 running requests at a target of 4 per replica -> 3 replicas.
+    sim.set_load(running=12, waiting=3)
+    wait_until(lambda: replicas(kube_api, namespace) == 3, what="scale up to 3", timeout=60)
+    obj = get(kube_api, namespace)
+    autoscaler = obj["status"]["autoscaler"]
+    assert autoscaler["desiredReplicas"] == 3 and autoscaler["lastScaleTime"]
+    assert autoscaler["metrics"]["runningRequests"] == 12
+    events = (
+        client.CoreV1Api(kube_api)
+        .list_namespaced_event(namespace, field_selector=f"involvedObject.name={NAME}")
+        .items
+    )
+    assert any(e.reason == "Scaled" for e in events)
+    # The Deployment follows the LLMDeployment's replicas.
+    wait_until(
+        lambda: (
+            client.AppsV1Api(kube_api).read_namespaced_deployment(NAME, namespace).spec.replicas
+            == 3
+        ),
+        what="Deployment at 3",
+        timeout=60,
+    )
+
+    # Load gone: nothing before the window, minReplicas after it.
+    sim.set_load(running=0, waiting=0)
+    gone = time.monotonic()
+    wait_until(lambda: replicas(kube_api, namespace) == 1, what="scale down", timeout=90)
+    assert time.monotonic() - gone >= DOWN_WINDOW_S - 5
+
+    # Prometheus stopped: replicas held, MetricsAvailable=False.
+    sim.set_load(running=12, waiting=0)
+    wait_until(lambda: replicas(kube_api, namespace) == 3, what="scale up again", timeout=60)
+    prometheus.stop()
+
+    def unavailable() -> dict[str, Any] | None:
+        c = condition(get(kube_api, namespace), "MetricsAvailable")
+        return c if c and c["status"] == "False" else None
+
+    held = wait_until(unavailable, what="MetricsAvailable=False", timeout=60)
+    assert "no data" in held["message"]
+    time.sleep(DOWN_WINDOW_S + 5)
+    assert replicas(kube_api, namespace) == 3  # never scaled down on missing data
+
+
+def test_restart_mid_window_does_not_scale_down_early(
+    kubeconfig_path: Path,
+    kube_api: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    metrics: tuple[VllmMetricsSim, Prometheus],
+) -> None:
+    sim, prometheus = metrics
+    deploy(kubeconfig_path, namespace, prometheus.url)
+    sim.set_load(running=16, waiting=0)
+    wait_until(lambda: replicas(kube_api, namespace) == 4, what="scale up to 4", timeout=90)
+    sim.set_load(running=0, waiting=0)
+    time.sleep(4)  # a few low recommendations, well inside the window
+    operator.kill()
+    operator.start()
+    # The window is measured from the last high recommendation, which the restarted operator
+    # reads back from status.autoscaler: no scale-down for most of the window.
+    restarted = time.monotonic()
+    while time.monotonic() - restarted < DOWN_WINDOW_S - 10:
+        assert replicas(kube_api, namespace) == 4
+        time.sleep(1)
+    wait_until(
+        lambda: replicas(kube_api, namespace) == 1, what="scale down after window", timeout=90
+    )
