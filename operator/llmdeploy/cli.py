@@ -185,11 +185,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_scale_sim(args: argparse.Namespace) -> int:
     from llmdeploy.api.types import ScalingSpec
-    from llmdeploy.autoscale.decision import default_metrics
+    from llmdeploy.autoscale.policy import effective_scaling, hpa_default_spec
     from llmdeploy.autoscale.simulator import (
         TraceError,
         config_from_plan,
-        hpa_default_spec,
         read_trace,
         simulate,
         summarize,
@@ -210,12 +209,11 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     scaling = spec.scaling or ScalingSpec()
     if args.policy == "hpa-default":
         scaling = hpa_default_spec(scaling)
-    metrics = scaling.metrics or default_metrics(spec.workload.concurrency)
     start = min(
         max(spec.replicas or scaling.min_replicas, scaling.min_replicas), scaling.max_replicas
     )
     config = config_from_plan(plan, spec.workload, args.cold_start, start)
-    steps = simulate(trace, scaling, metrics, config)
+    steps = simulate(trace, effective_scaling(scaling, plan, config.cold_start_s), config)
     if args.output == "json":
         sys.stdout.write(json.dumps([s.to_json() for s in steps], indent=2) + "\n")
         return EXIT_FEASIBLE

@@ -96,9 +96,16 @@ def test_scales_up_on_load_down_after_the_window_and_holds_without_metrics(
     # Load step: 12 running requests at a target of 4 per replica -> 3 replicas.
     sim.set_load(running=12, waiting=3)
     wait_until(lambda: replicas(kube_api, namespace) == 3, what="scale up to 3", timeout=60)
-    obj = get(kube_api, namespace)
-    autoscaler = obj["status"]["autoscaler"]
-    assert autoscaler["desiredReplicas"] == 3 and autoscaler["lastScaleTime"]
+    # The scale write comes first; the status that explains it follows.
+    autoscaler = wait_until(
+        lambda: (
+            (get(kube_api, namespace)["status"].get("autoscaler") or {}).get("desiredReplicas") == 3
+            and get(kube_api, namespace)["status"]["autoscaler"]
+        ),
+        what="status.autoscaler",
+        timeout=30,
+    )
+    assert autoscaler["lastScaleTime"]
     assert autoscaler["metrics"]["runningRequests"] == 12
     events = (
         client.CoreV1Api(kube_api)

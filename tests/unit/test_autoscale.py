@@ -19,8 +19,25 @@ ROOT = Path(__file__).resolve().parents[2]
 RUNNING = [ScalingMetric(type="runningRequests", target=10)]
 
 
-def spec(**changes: object) -> ScalingSpec:
-    return ScalingSpec.model_validate({"minReplicas": 1, "maxReplicas": 20, **changes})
+BEHAVIOR = {
+    "scaleUp": {
+        "stabilizationWindowSeconds": 0,
+        "policies": [
+            {"type": "Pods", "value": 4, "periodSeconds": 60},
+            {"type": "Percent", "value": 100, "periodSeconds": 60},
+        ],
+    },
+    "scaleDown": {
+        "stabilizationWindowSeconds": 300,
+        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+    },
+}
+
+
+def spec(metrics: list[ScalingMetric] | None = None, **changes: object) -> ScalingSpec:
+    body = {"minReplicas": 1, "maxReplicas": 20, "behavior": BEHAVIOR, **changes}
+    scaling = ScalingSpec.model_validate(body)
+    return scaling.model_copy(update={"metrics": metrics or RUNNING})
 
 
 def observe(
@@ -36,41 +53,41 @@ def observe(
 
 
 def test_ratio_scales_up_to_demand() -> None:
-    decision = decide(spec(), RUNNING, observe(0, 2, 60), AutoscalerState())
+    decision = decide(spec(), observe(0, 2, 60), AutoscalerState())
     assert decision.desired_replicas == 6 and decision.metrics_available
 
 
 def test_within_tolerance_holds() -> None:
-    decision = decide(spec(), RUNNING, observe(0, 4, 43), AutoscalerState())  # ratio 1.075
+    decision = decide(spec(), observe(0, 4, 43), AutoscalerState())  # ratio 1.075
     assert decision.desired_replicas == 4
-    assert decide(spec(), RUNNING, observe(0, 4, 46), AutoscalerState()).desired_replicas == 5
+    assert decide(spec(), observe(0, 4, 46), AutoscalerState()).desired_replicas == 5
 
 
 def test_max_over_metrics_and_clamp() -> None:
     metrics = [*RUNNING, ScalingMetric(type="kvCacheUsage", target=0.5)]
     obs = Observation(0, 2, 2, {"runningRequests": 10, "kvCacheUsage": 0.9})
-    assert decide(spec(), metrics, obs, AutoscalerState()).desired_replicas == 4  # kv wins
-    assert decide(spec(maxReplicas=3), metrics, obs, AutoscalerState()).desired_replicas == 3
+    assert decide(spec(metrics), obs, AutoscalerState()).desired_replicas == 4  # kv wins
+    assert decide(spec(metrics, maxReplicas=3), obs, AutoscalerState()).desired_replicas == 3
 
 
 @pytest.mark.parametrize("value", [None, math.nan])
 def test_missing_or_nan_data_holds_and_never_scales_down(value: float | None) -> None:
-    decision = decide(spec(), RUNNING, observe(0, 5, value), AutoscalerState())
+    decision = decide(spec(), observe(0, 5, value), AutoscalerState())
     assert decision.desired_replicas == 5
     assert not decision.metrics_available and "no data" in decision.reason
 
 
 def test_scale_down_waits_for_the_stabilization_window() -> None:
-    s = spec()  # default: 300 s window, 1 replica a minute
+    s = spec()  # 300 s window, 1 replica a minute
     state = AutoscalerState()
     current = 6
     for t in range(0, 300, 15):
-        d = decide(s, RUNNING, observe(t, current, 60 if t == 0 else 10), state)
+        d = decide(s, observe(t, current, 60 if t == 0 else 10), state)
         state, current = d.state, d.desired_replicas
         assert current == 6, t  # the 6 recommended at t=0 is still in the window
-    d = decide(s, RUNNING, observe(315, current, 10), state)
+    d = decide(s, observe(315, current, 10), state)
     assert d.desired_replicas == 5  # window passed; rate limit: one per minute
-    d2 = decide(s, RUNNING, observe(330, d.desired_replicas, 10), d.state)
+    d2 = decide(s, observe(330, d.desired_replicas, 10), d.state)
     assert d2.desired_replicas == 5
 
 
@@ -87,34 +104,34 @@ def test_scale_up_rate_limit() -> None:
             },
         }
     )
-    d = decide(s, RUNNING, observe(0, 2, 200), AutoscalerState())
+    d = decide(s, observe(0, 2, 200), AutoscalerState())
     assert d.desired_replicas == 4
-    d = decide(s, RUNNING, observe(30, 4, 200, ready=4), d.state)
+    d = decide(s, observe(30, 4, 200, ready=4), d.state)
     assert d.desired_replicas == 4  # 2 already added within the minute
-    d = decide(s, RUNNING, observe(61, 4, 200, ready=4), d.state)
+    d = decide(s, observe(61, 4, 200, ready=4), d.state)
     assert d.desired_replicas == 6
 
 
 def test_loading_replicas_are_not_capacity_but_are_not_asked_for_twice() -> None:
     # 4 replicas, 2 ready: demand of 4 replicas is covered by the ones loading.
-    d = decide(spec(), RUNNING, observe(0, 4, 40, ready=2), AutoscalerState())
+    d = decide(spec(), observe(0, 4, 40, ready=2), AutoscalerState())
     assert d.desired_replicas == 4 and "still loading" in d.reason
 
 
 def test_scale_up_capped_by_schedulable_gpus() -> None:
-    d = decide(spec(), RUNNING, observe(0, 2, 100, schedulable=3), AutoscalerState())
+    d = decide(spec(), observe(0, 2, 100, schedulable=3), AutoscalerState())
     assert d.desired_replicas == 3 and d.capped_by_capacity and "free GPUs" in d.reason
 
 
 def test_state_survives_a_restart_through_its_json_form() -> None:
-    d = decide(spec(), RUNNING, observe(0, 6, 60), AutoscalerState())
+    d = decide(spec(), observe(0, 6, 60), AutoscalerState())
     stored = json.loads(json.dumps(d.state.model_dump(mode="json", by_alias=True)))
     restored = AutoscalerState.model_validate(stored)
     # A restarted operator still honours the recommendation from before the restart.
-    after = decide(spec(), RUNNING, observe(100, 6, 10), restored)
+    after = decide(spec(), observe(100, 6, 10), restored)
     assert after.desired_replicas == 6
     # Without the stored window a restarted operator would scale down at once.
-    fresh = decide(spec(), RUNNING, observe(100, 6, 10), AutoscalerState())
+    fresh = decide(spec(), observe(100, 6, 10), AutoscalerState())
     assert fresh.desired_replicas == 5
 
 
@@ -193,3 +210,11 @@ def test_scale_sim_holds_on_missing_data(tmp_path: Path) -> None:
     gap = [s for s in steps if 600 <= s["t"] < 1500]  # type: ignore[operator]
     assert all(s["desiredReplicas"] == before_gap for s in gap)
     assert all("no data" in str(s["reason"]) for s in gap)
+
+
+def test_default_behavior_follows_the_cold_start() -> None:
+    from llmdeploy.autoscale.policy import default_behavior
+
+    assert default_behavior(78).scale_down.stabilization_window_seconds == 156
+    assert default_behavior(10).scale_down.stabilization_window_seconds == 120  # floor
+    assert default_behavior(3000).scale_down.stabilization_window_seconds == 900  # ceiling

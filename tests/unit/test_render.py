@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from llmdeploy.api.types import LLMDeployment
+from llmdeploy.autoscale.policy import cold_start_estimate
 from llmdeploy.catalog import Catalog, load_image_lock
 from llmdeploy.render import SPEC_HASH_ANNOTATION, render_manifests
 from llmdeploy.sizing import Plan, SpecError, plan_deployment
@@ -336,7 +337,7 @@ def _with_scaling(mode: str, **scaling: Any) -> dict[str, Any]:
 def test_hpa_mode_renders_a_valid_autoscaling_v2_hpa_on_the_scale_subresource(
     catalog: Catalog,
 ) -> None:
-    objects, _ = render(_with_scaling("hpa"), catalog)
+    objects, plan = render(_with_scaling("hpa"), catalog)
     hpa = objects[-1]
     assert hpa["kind"] == "HorizontalPodAutoscaler"
     kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
@@ -347,7 +348,9 @@ def test_hpa_mode_renders_a_valid_autoscaling_v2_hpa_on_the_scale_subresource(
     }
     names = [m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"]]
     assert names == ["vllm_num_requests_running", "vllm_num_requests_waiting"]
-    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    # Derived from the plan: twice the time a replica takes to load its model.
+    window = hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
+    assert window == int(2 * cold_start_estimate(plan))
 
 
 def test_keda_mode_renders_prometheus_triggers(catalog: Catalog) -> None:

@@ -369,32 +369,9 @@ class ScalingRules(SpecModel):
     )
 
 
-def _default_scale_up() -> ScalingRules:
-    return ScalingRules(
-        stabilization_window_seconds=0,
-        policies=[
-            ScalingPolicy(type="Pods", value=4, period_seconds=60),
-            ScalingPolicy(type="Percent", value=100, period_seconds=60),
-        ],
-    )
-
-
-def _default_scale_down() -> ScalingRules:
-    return ScalingRules(
-        stabilization_window_seconds=300,
-        policies=[ScalingPolicy(type="Pods", value=1, period_seconds=60)],
-    )
-
-
 class ScalingBehavior(SpecModel):
-    scale_up: ScalingRules = Field(
-        default_factory=_default_scale_up,
-        description="Default: at once, up to 4 replicas or doubling per minute.",
-    )
-    scale_down: ScalingRules = Field(
-        default_factory=_default_scale_down,
-        description="Default: after 5 minutes of lower recommendations, 1 replica a minute.",
-    )
+    scale_up: ScalingRules = Field(description="How fast replicas are added.")
+    scale_down: ScalingRules = Field(description="How fast replicas are removed.")
 
 
 class ScalingSpec(SpecModel):
@@ -413,8 +390,11 @@ class ScalingSpec(SpecModel):
     tolerance: float = Field(
         default=0.1, ge=0, le=1, description="Ignore ratios within 1 +- tolerance."
     )
-    behavior: ScalingBehavior = Field(
-        default_factory=ScalingBehavior, description="Stabilization windows and rate limits."
+    behavior: ScalingBehavior | None = Field(
+        default=None,
+        description="Stabilization windows and rate limits (HPA semantics). Default, from the "
+        "plan: add up to 4 replicas or double every 15 s; remove after twice a replica's cold "
+        "start (model load) of lower recommendations, at least 2 minutes, at once.",
     )
 
     @model_validator(mode="after")

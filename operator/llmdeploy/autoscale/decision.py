@@ -88,30 +88,17 @@ def _rate_limit(
     return int(pick(limits))
 
 
-def default_metrics(concurrency: int) -> list[ScalingMetric]:
-    """Scale before the engine queues: 80% of the planned concurrent sequences per replica."""
-    return [
-        ScalingMetric(type="runningRequests", target=max(1.0, 0.8 * concurrency)),
-        # A queue of one full batch per replica: beyond that, add replicas in proportion.
-        ScalingMetric(type="queueDepth", target=float(max(1, concurrency))),
-    ]
-
-
-def decide(
-    spec: ScalingSpec,
-    metrics: Sequence[ScalingMetric],
-    obs: Observation,
-    state: AutoscalerState,
-) -> Decision:
+def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decision:
+    """`spec` is the effective policy (autoscale.policy.effective_scaling)."""
+    behavior, metrics = spec.behavior, spec.metrics
+    assert behavior is not None and metrics, "use effective_scaling() first"
     current = obs.current_replicas
     windows = max(
-        spec.behavior.scale_up.stabilization_window_seconds,
-        spec.behavior.scale_down.stabilization_window_seconds,
+        behavior.scale_up.stabilization_window_seconds,
+        behavior.scale_down.stabilization_window_seconds,
     )
     periods = max(
-        p.period_seconds
-        for r in (spec.behavior.scale_up, spec.behavior.scale_down)
-        for p in r.policies
+        p.period_seconds for r in (behavior.scale_up, behavior.scale_down) for p in r.policies
     )
     recommendations = [(t, n) for t, n in state.recommendations if obs.now - t <= windows]
     events = [(t, d) for t, d in state.scale_events if obs.now - t <= periods]
@@ -149,24 +136,22 @@ def decide(
     up_window = [
         n
         for t, n in recommendations
-        if obs.now - t <= spec.behavior.scale_up.stabilization_window_seconds
+        if obs.now - t <= behavior.scale_up.stabilization_window_seconds
     ]
     down_window = [
         n
         for t, n in recommendations
-        if obs.now - t <= spec.behavior.scale_down.stabilization_window_seconds
+        if obs.now - t <= behavior.scale_down.stabilization_window_seconds
     ]
     desired = current
     if raw > current:
         desired = max(current, min(up_window))
-        desired = min(desired, _rate_limit(spec.behavior.scale_up, events, obs.now, current, True))
+        desired = min(desired, _rate_limit(behavior.scale_up, events, obs.now, current, True))
     elif raw < current:
         desired = min(current, max(down_window))
-        desired = max(
-            desired, _rate_limit(spec.behavior.scale_down, events, obs.now, current, False)
-        )
+        desired = max(desired, _rate_limit(behavior.scale_down, events, obs.now, current, False))
         if desired < current:
-            why = f"{why}; stabilized over {spec.behavior.scale_down.stabilization_window_seconds}s"
+            why = f"{why}; stabilized over {behavior.scale_down.stabilization_window_seconds}s"
         else:
             why = f"{why}; holding within the scale-down window"
     desired = min(max(desired, spec.min_replicas), spec.max_replicas)

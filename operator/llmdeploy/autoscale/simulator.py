@@ -12,19 +12,11 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from llmdeploy.api.types import (
-    ScalingBehavior,
-    ScalingMetric,
-    ScalingPolicy,
-    ScalingRules,
-    ScalingSpec,
-    WorkloadSpec,
-)
+from llmdeploy.api.types import ScalingSpec, WorkloadSpec
 from llmdeploy.autoscale.decision import AutoscalerState, Observation, decide
+from llmdeploy.autoscale.policy import cold_start_estimate
 from llmdeploy.sizing import Plan
 
-ENGINE_START_S = 60.0
-STORAGE_BYTES_PER_S = 500e6
 MAX_TTFT_S = 600.0
 
 
@@ -85,30 +77,6 @@ def config_from_plan(
     )
 
 
-def cold_start_estimate(plan: Plan) -> float:
-    """Engine start plus reading the weights of one replica from storage."""
-    weights = (plan.weights_gib_per_gpu or 0) * 2**30 * (plan.gpu_count or 1)
-    return ENGINE_START_S + weights / STORAGE_BYTES_PER_S
-
-
-def hpa_default_spec(spec: ScalingSpec) -> ScalingSpec:
-    """Kubernetes HPA's default behavior (autoscaling/v2), same bounds and metrics: a baseline."""
-    behavior = ScalingBehavior(
-        scale_up=ScalingRules(
-            stabilization_window_seconds=0,
-            policies=[
-                ScalingPolicy(type="Percent", value=100, period_seconds=15),
-                ScalingPolicy(type="Pods", value=4, period_seconds=15),
-            ],
-        ),
-        scale_down=ScalingRules(
-            stabilization_window_seconds=300,
-            policies=[ScalingPolicy(type="Percent", value=100, period_seconds=15)],
-        ),
-    )
-    return spec.model_copy(update={"behavior": behavior, "tolerance": 0.1})
-
-
 @dataclass(frozen=True, slots=True)
 class SimStep:
     t: float
@@ -131,12 +99,8 @@ class SimStep:
         }
 
 
-def simulate(
-    trace: list[TracePoint],
-    spec: ScalingSpec,
-    metrics: list[ScalingMetric],
-    config: SimConfig,
-) -> list[SimStep]:
+def simulate(trace: list[TracePoint], spec: ScalingSpec, config: SimConfig) -> list[SimStep]:
+    """`spec` is the effective policy (autoscale.policy.effective_scaling)."""
     ready_at = [trace[0].t] * config.initial_replicas  # when each replica is (or was) ready
     state = AutoscalerState()
     queue = 0.0
@@ -163,12 +127,7 @@ def simulate(
                 "kvCacheUsage": running / max(ready * config.concurrency, 1),
                 "ttftP95": ttft * 1000,
             }
-        decision = decide(
-            spec,
-            metrics,
-            Observation(point.t, len(ready_at), ready, values),
-            state,
-        )
+        decision = decide(spec, Observation(point.t, len(ready_at), ready, values), state)
         state = decision.state
         change = decision.desired_replicas - len(ready_at)
         if change > 0:

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from llmdeploy.api.status import Condition
 from llmdeploy.api.types import GROUP, VERSION, LLMDeployment, format_validation_error
-from llmdeploy.autoscale.decision import AutoscalerState, Observation, decide, default_metrics
+from llmdeploy.autoscale.decision import AutoscalerState, Observation, decide
+from llmdeploy.autoscale.policy import effective_scaling
 from llmdeploy.autoscale.prometheus import PrometheusConfig, read_metrics
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import Cluster, ClusterError, Owner
@@ -186,10 +187,10 @@ def _autoscale(
     generation: int,
 ) -> None:
     """Operator-mode autoscaling: read Prometheus, decide, write through /scale."""
-    scaling = resource.spec.scaling
-    assert scaling is not None
+    assert resource.spec.scaling is not None
+    scaling = effective_scaling(resource.spec.scaling, desired.plan)
     settings = ctx.settings
-    metrics_wanted = scaling.metrics or default_metrics(desired.plan.max_num_seqs or 1)
+    metrics_wanted = scaling.metrics
     url = scaling.prometheus_url or settings.prometheus_url
     values: dict[str, float | None] = {m.type: None for m in metrics_wanted}
     if url:
@@ -210,7 +211,7 @@ def _autoscale(
         persisted = now.timestamp()
     current = desired_replicas(resource, desired.plan)
     observation = Observation(now.timestamp(), current, ready, values)
-    decision = decide(scaling, metrics_wanted, observation, state)
+    decision = decide(scaling, observation, state)
     if not url:
         decision = replace(decision, reason=f"holding {current}: no Prometheus URL configured")
     if decision.desired_replicas != current:

@@ -19,7 +19,8 @@ import jinja2
 import yaml
 
 from llmdeploy.api.types import EngineName, LLMDeployment
-from llmdeploy.autoscale.decision import PER_REPLICA, default_metrics
+from llmdeploy.autoscale.decision import PER_REPLICA
+from llmdeploy.autoscale.policy import effective_scaling
 from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, query
 from llmdeploy.catalog import Catalog, Gpu, ImageLock
 from llmdeploy.render.engine_args import (
@@ -338,13 +339,13 @@ EXTERNAL_METRIC_NAMES = {
 
 def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
     """Values for an HPA (external metrics via prometheus-adapter) or a KEDA ScaledObject."""
-    scaling = resource.spec.scaling
-    assert scaling is not None
+    assert resource.spec.scaling is not None
+    scaling = effective_scaling(resource.spec.scaling, plan)
+    assert scaling.behavior is not None
     namespace = resource.metadata.namespace or "default"
     name = resource.metadata.name
-    metrics = scaling.metrics or default_metrics(plan.max_num_seqs or 1)
     rendered = []
-    for metric in metrics:
+    for metric in scaling.metrics:
         per_replica = metric.type in PER_REPLICA
         target = f"{metric.target:g}"
         rendered.append(

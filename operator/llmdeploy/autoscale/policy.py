@@ -1,0 +1,83 @@
+"""The effective scaling policy: the spec's, completed with defaults derived from the plan."""
+
+from __future__ import annotations
+
+from llmdeploy.api.types import (
+    ScalingBehavior,
+    ScalingMetric,
+    ScalingPolicy,
+    ScalingRules,
+    ScalingSpec,
+)
+from llmdeploy.sizing import Plan
+
+ENGINE_START_S = 60.0
+STORAGE_BYTES_PER_S = 500e6
+MIN_SCALE_DOWN_WINDOW_S = 120
+MAX_SCALE_DOWN_WINDOW_S = 900
+
+
+def cold_start_estimate(plan: Plan) -> float:
+    """Engine start plus reading one replica's weights from storage."""
+    weights = (plan.weights_gib_per_gpu or 0) * 2**30 * (plan.gpu_count or 1)
+    return ENGINE_START_S + weights / STORAGE_BYTES_PER_S
+
+
+def default_metrics(concurrency: int) -> list[ScalingMetric]:
+    """Scale before the engine queues: 80% of the planned concurrent sequences per replica,
+    and a queue of more than one full batch per replica."""
+    return [
+        ScalingMetric(type="runningRequests", target=max(1.0, 0.8 * concurrency)),
+        ScalingMetric(type="queueDepth", target=float(max(1, concurrency))),
+    ]
+
+
+def default_behavior(cold_start_s: float) -> ScalingBehavior:
+    """Up as fast as Kubernetes HPA does. Down once lower recommendations have lasted twice
+    the time a replica takes to come back: keeping an idle GPU longer than that costs more
+    than reloading the model would risk."""
+    window = int(min(max(2 * cold_start_s, MIN_SCALE_DOWN_WINDOW_S), MAX_SCALE_DOWN_WINDOW_S))
+    return ScalingBehavior(
+        scale_up=ScalingRules(
+            stabilization_window_seconds=0,
+            policies=[
+                ScalingPolicy(type="Percent", value=100, period_seconds=15),
+                ScalingPolicy(type="Pods", value=4, period_seconds=15),
+            ],
+        ),
+        scale_down=ScalingRules(
+            stabilization_window_seconds=window,
+            policies=[ScalingPolicy(type="Percent", value=100, period_seconds=15)],
+        ),
+    )
+
+
+def effective_scaling(
+    scaling: ScalingSpec, plan: Plan, cold_start_s: float | None = None
+) -> ScalingSpec:
+    """The spec with metrics and behavior filled in."""
+    cold_start = cold_start_s if cold_start_s is not None else cold_start_estimate(plan)
+    return scaling.model_copy(
+        update={
+            "metrics": scaling.metrics or default_metrics(plan.max_num_seqs or 1),
+            "behavior": scaling.behavior or default_behavior(cold_start),
+        }
+    )
+
+
+def hpa_default_spec(scaling: ScalingSpec) -> ScalingSpec:
+    """Kubernetes HPA's default behavior (autoscaling/v2), same bounds and metrics: a baseline."""
+    behavior = ScalingBehavior(
+        scale_up=ScalingRules(
+            stabilization_window_seconds=0,
+            policies=[
+                ScalingPolicy(type="Percent", value=100, period_seconds=15),
+                ScalingPolicy(type="Pods", value=4, period_seconds=15),
+            ],
+        ),
+        scale_down=ScalingRules(
+            stabilization_window_seconds=300,
+            policies=[ScalingPolicy(type="Percent", value=100, period_seconds=15)],
+        ),
+    )
+    return scaling.model_copy(update={"behavior": behavior, "tolerance": 0.1})
