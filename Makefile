@@ -42,6 +42,7 @@ prometheus:
 bench: venv
 	$(BIN)/python bench/planner_latency.py
 	$(BIN)/python bench/sizing_accuracy.py
+	$(BIN)/python bench/autoscale_compare.py
 
 crds: venv
 	$(BIN)/llmdeploy crd > crds/llmdeployments.yaml
