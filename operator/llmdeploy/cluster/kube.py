@@ -30,6 +30,7 @@ APPLIED_HASH = "llmdeploy.io/applied-hash"
 PRODUCT_LABELS = ("nvidia.com/gpu.product", "amd.com/gpu.product-name")
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 MISSING_KIND_TTL_S = 60.0
+INVENTORY_TTL_S = 15.0  # nodes change slowly; one list serves every reconcile meanwhile
 # Every kind the renderer may emit, so a child that is no longer desired can be pruned.
 CHILD_KINDS = (
     ("apps/v1", "Deployment"),
@@ -108,6 +109,7 @@ class Cluster:
         # each kind up under a lock and remember a missing kind (an absent CRD) for a while.
         self._lock = threading.Lock()
         self._kinds: dict[tuple[str, str], tuple[Any, float]] = {}
+        self._inventory: tuple[Inventory, float] | None = None
 
     def _resource(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
@@ -168,6 +170,17 @@ class Cluster:
             raise _error(exc, f"list {kind}") from None
 
     def inventory(self) -> Inventory:
+        """GPU nodes, listed at most every INVENTORY_TTL_S seconds."""
+        with self._lock:
+            cached = self._inventory
+        if cached is not None and time.monotonic() - cached[1] < INVENTORY_TTL_S:
+            return cached[0]
+        inventory = self._read_inventory()
+        with self._lock:
+            self._inventory = (inventory, time.monotonic())
+        return inventory
+
+    def _read_inventory(self) -> Inventory:
         gpu_nodes = []
         for node in self._list("v1", "Node"):
             labels = dict(node.metadata.labels or {})

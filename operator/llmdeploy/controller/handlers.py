@@ -53,6 +53,9 @@ class Context:
         self.cluster = cluster
         # Autoscaler state between status writes, by object uid: (state, when last persisted).
         self.autoscalers: dict[str, tuple[AutoscalerState, float]] = {}
+        # Children applied last time, by object uid: prune only when this set changes (and
+        # once after a start), not on every reconcile.
+        self.children: dict[str, frozenset[tuple[str, str]]] = {}
 
 
 def _stored_plan(status: dict[str, Any]) -> Plan | None:
@@ -131,7 +134,11 @@ def reconcile(
             _apply(ctx, body, owner, desired, logger)
         if desired.workload_kind:
             workload = ctx.cluster.workload_status(owner, desired.workload_kind)
-            pending = ctx.cluster.unschedulable_pods(owner)
+            # Pods can only be waiting for GPUs while fewer are ready than wanted.
+            wanted = desired_replicas(resource, desired.plan)
+            pending = (
+                [] if workload.ready_replicas >= wanted else ctx.cluster.unschedulable_pods(owner)
+            )
             capacity, starved = capacity_condition(
                 pending, now, pending_timeout_seconds(resource), generation
             )
@@ -247,8 +254,9 @@ def _apply(
         for o in desired.objects
         if ctx.cluster.apply(o, owner)
     ]
-    keep = {(o["kind"], o["metadata"]["name"]) for o in desired.objects}
-    pruned = ctx.cluster.prune(owner, keep)
+    keep = frozenset((o["kind"], o["metadata"]["name"]) for o in desired.objects)
+    pruned = ctx.cluster.prune(owner, set(keep)) if ctx.children.get(owner.uid) != keep else []
+    ctx.children[owner.uid] = keep
     if changed:
         metrics.APPLIES.inc(len(changed))
         kopf.info(body, reason="Applied", message=", ".join(changed))
