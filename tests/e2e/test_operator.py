@@ -4,6 +4,7 @@ capacity, restart, RBAC. The operator runs as `llmdeploy run` under its own Serv
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -312,3 +313,27 @@ def test_operator_service_account_has_least_privilege(
         f"--as=system:serviceaccount:{OPERATOR_NAMESPACE}:{SERVICE_ACCOUNT}",
     )
     assert result.stdout.strip() == ("yes" if allowed else "no"), result.stderr
+
+
+@pytest.mark.usefixtures("operator")
+def test_unchanged_object_gets_no_writes(
+    kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str
+) -> None:
+    apply(kubeconfig_path, namespace, example("llama-3.1-8b-l4"))
+    wait_until(lambda: ready(kube_api, namespace, "llama-8b"), what="Ready", timeout=120)
+    time.sleep(3)  # let the last status and the workload's own updates land
+
+    def versions() -> tuple[str, str, str]:
+        obj = get(kube_api, namespace, "llama-8b")
+        dep = deployment(kube_api, namespace, "llama-8b")
+        service = client.CoreV1Api(kube_api).read_namespaced_service("llama-8b", namespace)
+        assert dep is not None
+        return (
+            obj["metadata"]["resourceVersion"],
+            dep.metadata.resource_version,
+            service.metadata.resource_version,
+        )
+
+    before = versions()
+    time.sleep(8)  # four timer ticks of the test operator (2 s interval)
+    assert versions() == before

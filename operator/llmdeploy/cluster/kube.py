@@ -94,6 +94,19 @@ def _error(exc: Exception, action: str) -> ClusterError:
     return ClusterError(f"{action}: {status} {message}", retryable=retryable)
 
 
+def workload_status_of(obj: dict[str, Any]) -> WorkloadStatus:
+    """A Deployment's or LeaderWorkerSet's progress, from the object itself."""
+    status = obj.get("status") or {}
+    generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    return WorkloadStatus(
+        exists=True,
+        replicas=int(status.get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        up_to_date=int(status.get("observedGeneration") or 0) >= generation,
+    )
+
+
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -267,15 +280,28 @@ class Cluster:
             return WorkloadStatus(exists=False)
         except DynamicApiError as exc:
             raise _error(exc, f"get {kind} {owner.name}") from None
-        status = live.status or {}
-        generation = live.metadata.generation or 0
-        return WorkloadStatus(
-            exists=True,
-            replicas=int(status.get("replicas") or 0),
-            ready_replicas=int(status.get("readyReplicas") or 0),
-            updated_replicas=int(status.get("updatedReplicas") or 0),
-            up_to_date=int(status.get("observedGeneration") or 0) >= generation,
-        )
+        return workload_status_of(live.to_dict())
+
+    def get_llmdeployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        resource = self._resource(API_VERSION, KIND)
+        try:
+            return dict(resource.get(name=name, namespace=namespace).to_dict())
+        except NotFoundError:
+            return None
+        except DynamicApiError as exc:
+            raise _error(exc, f"get {KIND} {name}") from None
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        resource = self._resource(API_VERSION, KIND)
+        try:
+            resource.status.patch(
+                body={"status": status},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except DynamicApiError as exc:
+            raise _error(exc, f"patch status of {KIND} {name}") from None
 
     def unschedulable_pods(self, owner: Owner) -> list[PendingPod]:
         """Pending pods the scheduler could not place, with since when."""

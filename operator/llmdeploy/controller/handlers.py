@@ -6,6 +6,7 @@ is repaired, status follows the workload, and starved capacity is noticed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -15,12 +16,19 @@ import kopf
 from pydantic import ValidationError
 
 from llmdeploy.api.status import Condition
-from llmdeploy.api.types import GROUP, VERSION, LLMDeployment, format_validation_error
+from llmdeploy.api.types import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    VERSION,
+    LLMDeployment,
+    format_validation_error,
+)
 from llmdeploy.autoscale.decision import AutoscalerState, Observation, decide
 from llmdeploy.autoscale.policy import effective_scaling
 from llmdeploy.autoscale.prometheus import PrometheusConfig, read_metrics
 from llmdeploy.catalog import Catalog, ImageLock
-from llmdeploy.cluster.kube import Cluster, ClusterError, Owner
+from llmdeploy.cluster.kube import Cluster, ClusterError, Owner, workload_status_of
 from llmdeploy.controller import metrics
 from llmdeploy.controller.service import (
     Desired,
@@ -131,7 +139,7 @@ def reconcile(
         # An infeasible re-plan leaves what runs untouched: never tear down serving replicas
         # for a plan that cannot run.
         if desired.plan.feasible:
-            _apply(ctx, body, owner, desired, logger)
+            _apply(ctx, body, owner, desired, logger, first_time=not status.get("planKey"))
         if desired.workload_kind:
             workload = ctx.cluster.workload_status(owner, desired.workload_kind)
             # Pods can only be waiting for GPUs while fewer are ready than wanted.
@@ -248,6 +256,7 @@ def _apply(
     owner: Owner,
     desired: Desired,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    first_time: bool,
 ) -> None:
     changed = [
         f"{o['kind']}/{o['metadata']['name']}"
@@ -255,7 +264,9 @@ def _apply(
         if ctx.cluster.apply(o, owner)
     ]
     keep = frozenset((o["kind"], o["metadata"]["name"]) for o in desired.objects)
-    pruned = ctx.cluster.prune(owner, set(keep)) if ctx.children.get(owner.uid) != keep else []
+    # A resource never planned before has no children to prune.
+    known = ctx.children.get(owner.uid, frozenset() if first_time else None)
+    pruned = ctx.cluster.prune(owner, set(keep)) if known != keep else []
     ctx.children[owner.uid] = keep
     if changed:
         metrics.APPLIES.inc(len(changed))
@@ -306,6 +317,48 @@ def _event_once(
     (kopf.warn if warning else kopf.info)(body, reason=reason, message=message[:1000])
 
 
+def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
+    """A child workload moved (pods became ready, a rollout finished): bring the owner's
+    status up to date now instead of at the next timer tick. Status only; no plan, no apply."""
+    owners = [
+        r
+        for r in (workload_body.get("metadata") or {}).get("ownerReferences") or []
+        if r.get("kind") == KIND and r.get("apiVersion") == API_VERSION
+    ]
+    if not owners:
+        return
+    namespace = workload_body["metadata"]["namespace"]
+    parent = ctx.cluster.get_llmdeployment(namespace, owners[0]["name"])
+    status = (parent or {}).get("status") or {}
+    plan = _stored_plan(status)
+    if parent is None or plan is None or not status.get("planKey"):
+        return  # not reconciled yet: the reconcile will write the status
+    try:
+        resource = LLMDeployment.model_validate(parent)
+    except ValidationError:
+        return
+    generation = int(parent["metadata"].get("generation") or 0)
+    previous = status.get("conditions") or []
+    capacity = next(
+        (Condition.model_validate(c) for c in previous if c.get("type") == "CapacityAvailable"),
+        None,
+    )
+    update = status_update(
+        resource,
+        generation,
+        Desired(plan, status["planKey"]),
+        workload_status_of(workload_body),
+        capacity,
+        None,
+        previous,
+        datetime.now(UTC),
+        list(status.get("excludedGpus") or []),
+    )
+    changed = {k: v for k, v in update.items() if status.get(k) != v}
+    if changed:
+        ctx.cluster.patch_status(namespace, parent["metadata"]["name"], changed)
+
+
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     """Bind the handlers to this operator's registry and settings."""
 
@@ -315,6 +368,18 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     def on_timer(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
         reconcile(ctx, body, patch, logger)
 
+    def on_workload(body: kopf.Body, **_: Any) -> None:
+        with contextlib.suppress(ClusterError):  # the timer catches up
+            refresh_from_workload(ctx, dict(body))
+
+    kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        registry=registry,
+        id="workload",
+        labels={"app.kubernetes.io/managed-by": "llmdeploy"},
+    )(on_workload)
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")(on_change)
     kopf.timer(
@@ -324,5 +389,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         registry=registry,
         id="refresh",
         interval=ctx.settings.status_interval_seconds,
+        # The create/resume handler has just reconciled: the first tick can wait.
+        initial_delay=ctx.settings.status_interval_seconds,
         sharp=False,
     )(on_timer)

@@ -55,6 +55,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         settings.watching.client_timeout = operator.watch_client_timeout_seconds
         settings.networking.request_timeout = operator.request_timeout_seconds
         settings.posting.level = logging.INFO
+        # Handlers are synchronous and wait on the API server; more threads overlap them.
+        settings.execution.max_workers = operator.workers
         settings.peering.name = operator.peering_name
         settings.peering.priority = operator.priority
         settings.peering.standalone = operator.standalone

@@ -35,6 +35,8 @@ from llmdeploy.render.engine_args import (
 from llmdeploy.render.images import select_image
 from llmdeploy.sizing import Plan, SpecError
 
+# libyaml's loader when PyYAML has it: rendering is dominated by parsing the template output.
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MANAGER = "llmdeploy"
 SELECTOR_LABEL = "llmdeploy.io/deployment"
 SPEC_HASH_ANNOTATION = "llmdeploy.io/spec-hash"
@@ -90,7 +92,7 @@ def _environment() -> jinja2.Environment:
 
 def _render_template(name: str, values: dict[str, Any]) -> dict[str, Any]:
     text = _environment().get_template(name).render(v=values)
-    document = yaml.safe_load(text)
+    document = yaml.load(text, Loader=SafeLoader)  # a safe loader (C when available)
     assert isinstance(document, dict), name
     return document
 
