@@ -375,3 +375,21 @@ def test_keda_mode_renders_prometheus_triggers(catalog: Catalog) -> None:
     assert scaled["spec"]["minReplicaCount"] == 1 and scaled["spec"]["maxReplicaCount"] == 8
     # The HPA KEDA creates behaves like the operator's own policy.
     assert scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleUp"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\U0001f999 llama",
+        "line\u2028separator",
+        "nul\u0000 and \u202e bidi",
+        "a backslash \\ud83e that is text",
+        {"k": ["\u00e9", "\U0001f999"]},
+    ],
+)
+def test_yaml_quote_round_trips_through_both_yaml_parsers(value: Any) -> None:
+    from llmdeploy.render.manifests import yaml_quote
+
+    quoted = yaml_quote(value)
+    assert yaml.load(quoted, Loader=yaml.SafeLoader) == value
+    assert yaml.load(quoted, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == value

@@ -80,14 +80,27 @@ def templates_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[3] / "templates"
 
 
+def yaml_quote(value: Any) -> str:
+    """JSON that every YAML parser reads back as the same value: non-ASCII characters as YAML
+    escapes (\\uXXXX, or \\UXXXXXXXX beyond the BMP, where JSON's surrogate pairs are not
+    YAML), so no user string can end a scalar, fold a line or add structure."""
+    text = json.dumps(value, ensure_ascii=False)
+    return "".join(
+        c if ord(c) < 0x80 else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+        for c in text
+    )
+
+
 @cache
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # YAML, not HTML: quoting is done by tojson
         keep_trailing_newline=True,
     )
+    environment.filters["tojson"] = yaml_quote
+    return environment
 
 
 def _render_template(name: str, values: dict[str, Any]) -> dict[str, Any]:
