@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
 
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.catalog import Catalog, load_image_lock
@@ -11,7 +14,8 @@ from llmdeploy.controller.service import capacity_condition, desired_state, stat
 from llmdeploy.sizing.inventory import GpuNode, Inventory, cluster_catalog
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-L4_NODES = Inventory(tuple(GpuNode(f"l4-{i}", "NVIDIA-L4", 1, (550, 90)) for i in range(4)))
+GFD = "nvidia.com/gpu.product"
+L4_NODES = Inventory(tuple(GpuNode(f"l4-{i}", {GFD: "NVIDIA-L4"}, 1, (550, 90)) for i in range(4)))
 
 
 def resource(**spec: object) -> LLMDeployment:
@@ -45,7 +49,8 @@ def test_desired_state_plans_on_the_cluster_and_picks_the_drivers_image(catalog:
 def test_stored_plan_is_reused_while_inputs_are_unchanged(catalog: Catalog) -> None:
     first = desired_state(resource(), catalog, load_image_lock(), L4_NODES, set())
     # The inventory changed (H100s appeared) but the spec did not: keep the plan, no churn.
-    more = Inventory((*L4_NODES.nodes, GpuNode("h100", "NVIDIA-H100-80GB-HBM3", 8, (570, 124))))
+    h100 = GpuNode("h100", {GFD: "NVIDIA-H100-80GB-HBM3"}, 8, (570, 124))
+    more = Inventory((*L4_NODES.nodes, h100))
     again = desired_state(
         resource(),
         catalog,
@@ -105,3 +110,34 @@ def test_status_keeps_transition_times_and_reports_readiness(catalog: Catalog) -
     assert by_type["Planned"]["lastTransitionTime"] == old["Planned"]["lastTransitionTime"]
     assert by_type["Available"]["lastTransitionTime"] != old["Available"]["lastTransitionTime"]
     assert second["selector"] == "llmdeploy.io/deployment=m"
+
+
+def test_a_cloud_label_from_a_catalog_extension_identifies_the_sku(tmp_path: Path) -> None:
+    from llmdeploy.catalog import load_catalog
+
+    extension = tmp_path / "gke.yaml"
+    extension.write_text(
+        yaml.safe_dump(
+            {
+                "gpus": [
+                    {
+                        **load_catalog().gpus["nvidia-l4"].model_dump(mode="json", by_alias=True),
+                        "nodeLabels": {"cloud.google.com/gke-accelerator": ["nvidia-l4"]},
+                    }
+                ]
+            }
+        )
+    )
+    catalog = load_catalog([extension])
+    # A node without GPU Feature Discovery labels, only the cloud's.
+    node = GpuNode("gke-l4", {"cloud.google.com/gke-accelerator": "nvidia-l4"}, 1, None)
+    inventory = Inventory((node,))
+    assert inventory.sku_nodes(catalog, "nvidia-l4") == [node]
+    desired = desired_state(resource(), catalog, load_image_lock(), inventory, set())
+    assert desired.plan.gpu == "nvidia-l4"
+    pod = next(o for o in desired.objects if o["kind"] == "Deployment")["spec"]["template"]
+    terms = pod["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    keys = [t["matchExpressions"][0]["key"] for t in terms]
+    assert keys == ["nvidia.com/gpu.product", "cloud.google.com/gke-accelerator"]

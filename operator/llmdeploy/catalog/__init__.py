@@ -51,7 +51,22 @@ class Gpu(CatalogModel):
     interconnect: Interconnect
     gpus_per_node: int = Field(ge=1, le=64)
     product_labels: list[str]
+    node_labels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Other node labels that identify this SKU, by key (a cloud's own, e.g. "
+        "GKE's accelerator label or a Karpenter instance label); any one of them matches.",
+    )
     resource_name: str
+
+    @property
+    def product_label_key(self) -> str:
+        """The GPU Feature Discovery (NVIDIA) or node labeller (AMD) product label."""
+        return "nvidia.com/gpu.product" if self.vendor == "nvidia" else "amd.com/gpu.product-name"
+
+    def selector_terms(self) -> list[tuple[str, list[str]]]:
+        """(label key, values) pairs, each of which alone identifies a node of this SKU."""
+        return [(self.product_label_key, self.product_labels), *sorted(self.node_labels.items())]
+
     price_per_hour: float = Field(ge=0)
     price_date: str
     sources: dict[str, str] = Field(default_factory=dict)

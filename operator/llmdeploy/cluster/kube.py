@@ -197,15 +197,15 @@ class Cluster:
         gpu_nodes = []
         for node in self._list("v1", "Node"):
             labels = dict(node.metadata.labels or {})
-            product = next((labels[k] for k in PRODUCT_LABELS if k in labels), None)
-            if product is None:
-                continue
             allocatable = dict(node.status.allocatable or {})
             gpus = next((int(allocatable[r]) for r in GPU_RESOURCES if r in allocatable), 0)
+            if not gpus and not any(k in labels for k in PRODUCT_LABELS):
+                continue
             major = str(labels.get("nvidia.com/cuda.driver.major", ""))
             minor = str(labels.get("nvidia.com/cuda.driver.minor", ""))
             driver = (int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
-            gpu_nodes.append(GpuNode(str(node.metadata.name), product, gpus, driver))
+            text_labels = {str(k): str(v) for k, v in labels.items()}
+            gpu_nodes.append(GpuNode(str(node.metadata.name), text_labels, gpus, driver))
         return Inventory(tuple(sorted(gpu_nodes, key=lambda n: n.name)))
 
     def apply(self, obj: dict[str, Any], owner: Owner) -> bool:

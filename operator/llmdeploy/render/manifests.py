@@ -287,10 +287,12 @@ def render_manifests(
         "uid": ENGINE_UID,
         "home": HOME,
         "model_dir": MODEL_DIR,
-        "product_label_key": "nvidia.com/gpu.product"
-        if gpu.vendor == "nvidia"
-        else "amd.com/gpu.product-name",
-        "product_labels": gpu.product_labels,
+        # One term per label that identifies the SKU: terms are ORed, so GFD's product label
+        # and a cloud's own accelerator label both work (and tell autoscalers what to add).
+        "node_selector_terms": [
+            {"matchExpressions": [{"key": key, "operator": "In", "values": values}]}
+            for key, values in gpu.selector_terms()
+        ],
         "node_selector": dict(sorted(spec.placement.node_selector.items())),
         "tolerations": _tolerations(resource, gpu),
         "download": _download(resource, plan),

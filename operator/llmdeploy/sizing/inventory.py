@@ -16,7 +16,7 @@ from llmdeploy.catalog import Catalog
 @dataclass(frozen=True, slots=True)
 class GpuNode:
     name: str
-    product: str  # nvidia.com/gpu.product (or the AMD product-name label)
+    labels: dict[str, str]  # the node's labels
     allocatable_gpus: int
     driver: tuple[int, int] | None  # nvidia.com/cuda.driver.major/minor
 
@@ -26,8 +26,8 @@ class Inventory:
     nodes: tuple[GpuNode, ...] = ()
 
     def sku_nodes(self, catalog: Catalog, sku: str) -> list[GpuNode]:
-        products = set(catalog.gpus[sku].product_labels)
-        return [n for n in self.nodes if n.product in products]
+        terms = catalog.gpus[sku].selector_terms()
+        return [n for n in self.nodes if any(n.labels.get(key) in values for key, values in terms)]
 
     def drivers(self, catalog: Catalog, sku: str) -> list[tuple[int, int]]:
         return [n.driver for n in self.sku_nodes(catalog, sku) if n.driver is not None]
