@@ -168,3 +168,36 @@ def test_restart_mid_window_does_not_scale_down_early(
     wait_until(
         lambda: replicas(kube_api, namespace) == 1, what="scale down after window", timeout=90
     )
+
+
+def test_scale_up_is_capped_by_free_gpus(
+    kubeconfig_path: Path,
+    kube_api: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    metrics: tuple[VllmMetricsSim, Prometheus],
+) -> None:
+    sim, prometheus = metrics
+    deploy(kubeconfig_path, namespace, prometheus.url)
+    patched = kubectl(
+        kubeconfig_path,
+        "-n",
+        namespace,
+        "patch",
+        "llmdep",
+        NAME,
+        "--type=merge",
+        "-p",
+        '{"spec": {"scaling": {"maxReplicas": 8}}}',
+    )
+    assert patched.returncode == 0, patched.stderr
+    sim.set_load(running=40, waiting=0)  # asks for 10, clamped to 8; the cluster has 4 L4s
+
+    def capped() -> dict[str, Any] | None:
+        autoscaler = (get(kube_api, namespace).get("status") or {}).get("autoscaler") or {}
+        return autoscaler if "by free GPUs" in str(autoscaler.get("reason")) else None
+
+    autoscaler = wait_until(capped, what="a capped decision", timeout=60)
+    assert 1 <= autoscaler["desiredReplicas"] <= 4
+    time.sleep(5)
+    assert replicas(kube_api, namespace) <= 4  # never more replicas than GPUs to run them

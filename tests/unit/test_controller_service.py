@@ -141,3 +141,18 @@ def test_a_cloud_label_from_a_catalog_extension_identifies_the_sku(tmp_path: Pat
     ]["nodeSelectorTerms"]
     keys = [t["matchExpressions"][0]["key"] for t in terms]
     assert keys == ["nvidia.com/gpu.product", "cloud.google.com/gke-accelerator"]
+
+
+def test_schedulable_replicas_count_free_gpus_unless_provisionable(catalog: Catalog) -> None:
+    from llmdeploy.sizing.inventory import schedulable_replicas
+
+    in_use = {"l4-0": 1, "l4-1": 1}  # two of the four L4s are taken, by our two pods
+    assert schedulable_replicas(catalog, L4_NODES, in_use, "nvidia-l4", 1, 1, 2, set()) == 4
+    # ... or by someone else's: only the two free ones are ours to take.
+    assert schedulable_replicas(catalog, L4_NODES, in_use, "nvidia-l4", 1, 1, 0, set()) == 2
+    assert schedulable_replicas(catalog, L4_NODES, {}, "nvidia-l4", 2, 1, 0, set()) == 0
+    # A cluster autoscaler can add L4 nodes: no cap, pending pods ask for capacity.
+    assert (
+        schedulable_replicas(catalog, L4_NODES, in_use, "nvidia-l4", 1, 1, 2, {"nvidia-l4"}) is None
+    )
+    assert schedulable_replicas(catalog, L4_NODES, in_use, "nvidia-l4", 1, 1, 2, None) is None

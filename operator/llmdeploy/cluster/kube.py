@@ -139,6 +139,30 @@ class Cluster:
             self._kinds[key] = (resource, time.monotonic())
             return resource
 
+    def gpus_in_use(self, owner: Owner) -> tuple[dict[str, int], int]:
+        """(GPUs requested by pods bound to each node, how many of them are the owner's pods).
+        Read fresh: it caps a scale-up, and a stale count would promise GPUs that are gone."""
+        usage: dict[str, int] = {}
+        owned = 0
+        for pod in self._list(
+            "v1",
+            "Pod",
+            field_selector="status.phase!=Succeeded,status.phase!=Failed,spec.nodeName!=",
+        ):
+            node = str(pod.spec.nodeName)
+            labels = dict(pod.metadata.labels or {})
+            if (
+                pod.metadata.namespace == owner.namespace
+                and labels.get(SELECTOR_LABEL) == owner.name
+            ):
+                owned += 1
+            for container in pod.spec.containers or []:
+                requests = dict((container.resources or {}).get("requests") or {})
+                for name in GPU_RESOURCES:
+                    if name in requests:
+                        usage[node] = usage.get(node, 0) + int(requests[name])
+        return usage, owned
+
     def ensure_cluster_peering(self, name: str) -> None:
         """kopf needs its ClusterKopfPeering object to elect the active replica."""
         resource = self._resource("kopf.dev/v1", "ClusterKopfPeering")

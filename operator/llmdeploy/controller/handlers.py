@@ -45,6 +45,7 @@ from llmdeploy.controller.service import (
 from llmdeploy.controller.settings import OperatorSettings
 from llmdeploy.render import RenderError
 from llmdeploy.sizing import Plan, SpecError
+from llmdeploy.sizing.inventory import schedulable_replicas
 
 PLURAL = "llmdeployments"
 
@@ -227,6 +228,24 @@ def _autoscale(
     current = desired_replicas(resource, desired.plan)
     observation = Observation(now.timestamp(), current, ready, values)
     decision = decide(scaling, observation, state)
+    if decision.desired_replicas > current:
+        # Cap a scale-up by the GPUs free now (unless an autoscaler can add nodes).
+        plan = desired.plan
+        assert plan.gpu is not None
+        multi_node = desired.workload_kind == "LeaderWorkerSet"
+        in_use, placed = ctx.cluster.gpus_in_use(owner)
+        schedulable = schedulable_replicas(
+            ctx.catalog,
+            ctx.cluster.inventory(),
+            in_use,
+            plan.gpu,
+            plan.tensor_parallel or 1 if multi_node else plan.gpu_count or 1,
+            plan.pipeline_parallel or 1 if multi_node else 1,
+            placed,
+            settings.provisionable(),
+        )
+        observation = replace(observation, schedulable_replicas=schedulable)
+        decision = decide(scaling, observation, state)
     if not url:
         decision = replace(decision, reason=f"holding {current}: no Prometheus URL configured")
     if decision.desired_replicas != current:

@@ -33,6 +33,28 @@ class Inventory:
         return [n.driver for n in self.sku_nodes(catalog, sku) if n.driver is not None]
 
 
+def schedulable_replicas(
+    catalog: Catalog,
+    inventory: Inventory,
+    gpus_in_use: dict[str, int],
+    sku: str,
+    gpus_per_pod: int,
+    pods_per_replica: int,
+    placed_pods: int,
+    provisionable: Collection[str] | None,
+) -> int | None:
+    """How many replicas fit: those whose pods hold GPUs already plus what the SKU's free GPUs
+    can take; None when a cluster autoscaler can add nodes of the SKU (then pending pods are
+    how capacity gets requested)."""
+    if provisionable is None or sku in provisionable:
+        return None
+    pods = sum(
+        max(0, node.allocatable_gpus - gpus_in_use.get(node.name, 0)) // max(gpus_per_pod, 1)
+        for node in inventory.sku_nodes(catalog, sku)
+    )
+    return (placed_pods + pods) // max(pods_per_replica, 1)
+
+
 def cluster_catalog(
     catalog: Catalog, inventory: Inventory, provisionable: Collection[str] | None
 ) -> Catalog:
