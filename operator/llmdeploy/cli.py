@@ -162,11 +162,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_FEASIBLE if plan.feasible else EXIT_INFEASIBLE
 
 
+def _report_feasibility(plan: Plan) -> bool:
+    if not plan.feasible:
+        print("error: no feasible plan: " + "; ".join(plan.reasons), file=sys.stderr)
+    return plan.feasible
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     resource, catalog = _load(args)
     plan = _plan_for(resource, catalog)
-    if not plan.feasible:
-        print("error: no feasible plan: " + "; ".join(plan.reasons), file=sys.stderr)
+    if not _report_feasibility(plan):
         return EXIT_INFEASIBLE
     try:
         objects = render_manifests(resource, plan, catalog, _image_lock(args.image_lock))
@@ -196,8 +201,7 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
 
     resource, catalog = _load(args)
     plan = _plan_for(resource, catalog)
-    if not plan.feasible:
-        print("error: no feasible plan: " + "; ".join(plan.reasons), file=sys.stderr)
+    if not _report_feasibility(plan):
         return EXIT_INFEASIBLE
     try:
         trace = read_trace(Path(args.load).read_text(encoding="utf-8"))

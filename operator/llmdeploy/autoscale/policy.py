@@ -32,24 +32,30 @@ def default_metrics(concurrency: int) -> list[ScalingMetric]:
     ]
 
 
+def _hpa_scale_up() -> ScalingRules:
+    """Kubernetes HPA's default scale-up: double or add 4 pods every 15 s, no window."""
+    return ScalingRules(
+        stabilization_window_seconds=0,
+        policies=[
+            ScalingPolicy(type="Percent", value=100, period_seconds=15),
+            ScalingPolicy(type="Pods", value=4, period_seconds=15),
+        ],
+    )
+
+
+def _scale_down_at_once(window_s: int) -> ScalingRules:
+    return ScalingRules(
+        stabilization_window_seconds=window_s,
+        policies=[ScalingPolicy(type="Percent", value=100, period_seconds=15)],
+    )
+
+
 def default_behavior(cold_start_s: float) -> ScalingBehavior:
     """Up as fast as Kubernetes HPA does. Down once lower recommendations have lasted twice
     the time a replica takes to come back: keeping an idle GPU longer than that costs more
     than reloading the model would risk."""
     window = int(min(max(2 * cold_start_s, MIN_SCALE_DOWN_WINDOW_S), MAX_SCALE_DOWN_WINDOW_S))
-    return ScalingBehavior(
-        scale_up=ScalingRules(
-            stabilization_window_seconds=0,
-            policies=[
-                ScalingPolicy(type="Percent", value=100, period_seconds=15),
-                ScalingPolicy(type="Pods", value=4, period_seconds=15),
-            ],
-        ),
-        scale_down=ScalingRules(
-            stabilization_window_seconds=window,
-            policies=[ScalingPolicy(type="Percent", value=100, period_seconds=15)],
-        ),
-    )
+    return ScalingBehavior(scale_up=_hpa_scale_up(), scale_down=_scale_down_at_once(window))
 
 
 def effective_scaling(
@@ -67,17 +73,5 @@ def effective_scaling(
 
 def hpa_default_spec(scaling: ScalingSpec) -> ScalingSpec:
     """Kubernetes HPA's default behavior (autoscaling/v2), same bounds and metrics: a baseline."""
-    behavior = ScalingBehavior(
-        scale_up=ScalingRules(
-            stabilization_window_seconds=0,
-            policies=[
-                ScalingPolicy(type="Percent", value=100, period_seconds=15),
-                ScalingPolicy(type="Pods", value=4, period_seconds=15),
-            ],
-        ),
-        scale_down=ScalingRules(
-            stabilization_window_seconds=300,
-            policies=[ScalingPolicy(type="Percent", value=100, period_seconds=15)],
-        ),
-    )
+    behavior = ScalingBehavior(scale_up=_hpa_scale_up(), scale_down=_scale_down_at_once(300))
     return scaling.model_copy(update={"behavior": behavior, "tolerance": 0.1})
