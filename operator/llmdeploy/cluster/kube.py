@@ -315,11 +315,14 @@ class Cluster:
         except DynamicApiError as exc:
             raise _error(exc, f"get {KIND} {name}") from None
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> None:
+        """Patch status only if the object is still at `resource_version` (else 409)."""
         resource = self._resource(API_VERSION, KIND)
         try:
             resource.status.patch(
-                body={"status": status},
+                body={"metadata": {"resourceVersion": resource_version}, "status": status},
                 name=name,
                 namespace=namespace,
                 content_type="application/merge-patch+json",

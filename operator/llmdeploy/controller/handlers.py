@@ -373,9 +373,14 @@ def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
         datetime.now(UTC),
         list(status.get("excludedGpus") or []),
     )
-    changed = {k: v for k, v in update.items() if status.get(k) != v}
+    # Only what the workload tells; the plan is the reconcile's. The resourceVersion
+    # precondition makes a write based on a stale read fail instead of undoing a newer status.
+    workload_fields = ("readyReplicas", "phase", "conditions")
+    changed = {k: update[k] for k in workload_fields if status.get(k) != update.get(k)}
     if changed:
-        ctx.cluster.patch_status(namespace, parent["metadata"]["name"], changed)
+        ctx.cluster.patch_status(
+            namespace, parent["metadata"]["name"], changed, parent["metadata"]["resourceVersion"]
+        )
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
