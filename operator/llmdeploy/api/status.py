@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmdeploy.api.types import to_camel
 
-ConditionType = Literal["Planned", "Progressing", "Available", "Degraded", "CapacityAvailable"]
 Phase = Literal["Pending", "Planning", "Progressing", "Ready", "Degraded", "Failed"]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
 from prometheus_api_client import PrometheusConnect
 from requests import RequestException
 
@@ -36,15 +37,16 @@ def _client(config: PrometheusConfig) -> PrometheusConnect:
     if config.bearer_token_file is not None:
         token = config.bearer_token_file.read_text(encoding="utf-8").strip()
         headers["Authorization"] = f"Bearer {token}"
-    client = PrometheusConnect(
+    session = requests.Session()
+    session.verify = not config.insecure_skip_verify
+    if session.verify and config.ca_file is not None:
+        session.verify = str(config.ca_file)
+    return PrometheusConnect(
         url=config.url,
         headers=headers or None,
-        disable_ssl=config.insecure_skip_verify,
+        session=session,
         timeout=math.ceil(config.timeout_s),
     )
-    if config.ca_file is not None:
-        client._session.verify = str(config.ca_file)
-    return client
 
 
 def read_metrics(

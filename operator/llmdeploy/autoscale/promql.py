@@ -37,8 +37,3 @@ def query(metric_type: str, namespace: str, name: str) -> str:
         old = f"rate(vllm:time_per_output_token_seconds_bucket{{{s}}}[{WINDOW}])"
         return f"1000 * histogram_quantile(0.95, sum by (le) ({new} or {old}))"
     raise ValueError(f"unknown metric type {metric_type!r}")
-
-
-def ready_replicas_query(namespace: str, name: str) -> str:
-    """Replicas whose engine reports metrics (loaded and serving)."""
-    return f"count(vllm:num_requests_running{{{selector(namespace, name)}}})"

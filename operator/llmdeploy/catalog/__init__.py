@@ -144,7 +144,7 @@ def _read_yaml(text: str, origin: str) -> Mapping[str, Any]:
         return {}
     if not isinstance(document, Mapping):
         raise CatalogError(f"{origin}: expected a mapping with keys {sorted(_SECTIONS)}")
-    unknown = set(document) - set(_SECTIONS) - {"images"}
+    unknown = set(document) - set(_SECTIONS)
     if unknown:
         raise CatalogError(f"{origin}: unknown sections {sorted(unknown)}")
     return document

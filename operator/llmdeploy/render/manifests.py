@@ -256,14 +256,14 @@ def render_manifests(
     startup_s = ENGINE_START_S + weights_bytes / LOAD_BYTES_PER_S
     model_cache_volume, cache_read_only = _model_cache_volume(resource)
     requests, limits = _resources(gpu, gpus_per_pod, shm_gib)
+    download = _download(resource, plan)
     env = [
         {"name": "HF_HOME", "value": MODEL_DIR},
-        {"name": "HF_HUB_OFFLINE", "value": "1"},  # the init step downloaded the weights
+        # The init step downloaded the weights: the engine must not reach for the hub.
+        *([{"name": "HF_HUB_OFFLINE", "value": "1"}] if download else []),
         {"name": "HOME", "value": HOME},
         {"name": "XDG_CACHE_HOME", "value": f"{HOME}/.cache"},
     ]
-    if _download(resource, plan) is None:
-        env = [e for e in env if e["name"] != "HF_HUB_OFFLINE"]
     replicas = plan.replicas if spec.replicas is None else spec.replicas
     values: dict[str, Any] = {
         "name": name,
@@ -295,7 +295,7 @@ def render_manifests(
         ],
         "node_selector": dict(sorted(spec.placement.node_selector.items())),
         "tolerations": _tolerations(resource, gpu),
-        "download": _download(resource, plan),
+        "download": download,
         "command": {
             "single": engine_command(engine),
             "leader": ["/bin/sh", "-c", RAY_LEADER_SCRIPT, "vllm-leader"],
