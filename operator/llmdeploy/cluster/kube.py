@@ -111,6 +111,13 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _revision(metadata: Any) -> str:
+    """What changes when someone edits the object: its generation where the kind has one
+    (status updates do not bump it), else its resourceVersion."""
+    generation = metadata.generation
+    return f"g{generation}" if generation else f"r{metadata.resourceVersion}"
+
+
 def object_hash(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -123,6 +130,8 @@ class Cluster:
         self._lock = threading.Lock()
         self._kinds: dict[tuple[str, str], tuple[Any, float]] = {}
         self._inventory: tuple[Inventory, float] | None = None
+        # What this process last applied, by (owner uid, kind, name): (hash, revision).
+        self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     def _resource(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
@@ -248,16 +257,26 @@ class Cluster:
                 retryable=True,
             )
         name = metadata["name"]
+        key = (owner.uid, desired["kind"], name)
+        before = None
         try:
             live = resource.get(name=name, namespace=owner.namespace)
-            if (live.metadata.annotations or {}).get(APPLIED_HASH) == digest:
+            before = live.metadata.resourceVersion
+            # Same hash and untouched since our apply: nothing to do. A hand edit of the spec
+            # (generation) or of an object without one (resourceVersion) is taken back.
+            with self._lock:
+                ours = self._applied.get(key)
+            if (live.metadata.annotations or {}).get(APPLIED_HASH) == digest and ours == (
+                digest,
+                _revision(live.metadata),
+            ):
                 return False
         except NotFoundError:
             pass
         except DynamicApiError as exc:
             raise _error(exc, f"get {desired['kind']} {name}") from None
         try:
-            resource.server_side_apply(
+            applied = resource.server_side_apply(
                 body=desired,
                 name=name,
                 namespace=owner.namespace,
@@ -266,7 +285,10 @@ class Cluster:
             )
         except DynamicApiError as exc:
             raise _error(exc, f"apply {desired['kind']} {name}") from None
-        return True
+        with self._lock:
+            self._applied[key] = (digest, _revision(applied.metadata))
+        # A no-op apply (e.g. the first one after a restart) leaves the resourceVersion alone.
+        return bool(applied.metadata.resourceVersion != before)
 
     def prune(self, owner: Owner, keep: set[tuple[str, str]]) -> list[str]:
         """Delete children of `owner` whose (kind, name) is not in `keep`."""
@@ -291,7 +313,15 @@ class Cluster:
                     except DynamicApiError as exc:
                         raise _error(exc, f"delete {kind} {child.metadata.name}") from None
                     deleted.append(f"{kind}/{child.metadata.name}")
+                    with self._lock:
+                        self._applied.pop((owner.uid, kind, str(child.metadata.name)), None)
         return deleted
+
+    def forget(self, owner_uid: str) -> None:
+        """Drop what this process remembers of an owner's children (the owner is gone)."""
+        with self._lock:
+            for key in [k for k in self._applied if k[0] == owner_uid]:
+                del self._applied[key]
 
     def workload_status(self, owner: Owner, kind: str) -> WorkloadStatus:
         api_version = dict((k, v) for v, k in CHILD_KINDS)[kind]

@@ -392,6 +392,13 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
     def on_timer(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
         reconcile(ctx, body, patch, logger)
 
+    def forget_deleted(body: kopf.Body, **_: Any) -> None:
+        # Children go by garbage collection; only this process's memory of the object is left.
+        uid = body.metadata.uid or ""
+        ctx.autoscalers.pop(uid, None)
+        ctx.children.pop(uid, None)
+        ctx.cluster.forget(uid)
+
     def on_workload(body: kopf.Body, **_: Any) -> None:
         with contextlib.suppress(ClusterError):  # the timer catches up
             refresh_from_workload(ctx, dict(body))
@@ -404,6 +411,15 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         id="workload",
         labels={"app.kubernetes.io/managed-by": "llmdeploy"},
     )(on_workload)
+    # A watch event, not a delete handler: no finalizer, deletion never waits for us.
+    kopf.on.event(
+        GROUP,
+        VERSION,
+        PLURAL,
+        registry=registry,
+        id="forget",
+        when=lambda type, **_: type == "DELETED",
+    )(forget_deleted)
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")(on_change)
     kopf.timer(
