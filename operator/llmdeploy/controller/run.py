@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import kopf
@@ -57,10 +58,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         settings.posting.level = logging.INFO
         # Handlers are synchronous and wait on the API server; more threads overlap them.
         settings.execution.max_workers = operator.workers
-        settings.peering.name = operator.peering_name
-        settings.peering.priority = operator.priority
-        settings.peering.standalone = operator.standalone
-        settings.peering.mandatory = not operator.standalone
+        # Name, priority and standalone come through kopf.run below.
+        settings.peering.lifetime = operator.peering_lifetime_seconds
         settings.persistence.finalizer = "llmdeploy.io/finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
             prefix="llmdeploy.io"
@@ -77,6 +76,15 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     return registry
 
 
+def peering_priority(settings: OperatorSettings, started: float) -> int:
+    """kopf pauses every replica when two share a priority, so replicas of one Deployment must
+    differ: unless set, the replica that started first has the highest priority and stays the
+    active one; a restarted replica queues behind it."""
+    if settings.priority is not None:
+        return settings.priority
+    return -int(started * 1_000_000)
+
+
 def run_operator(settings: OperatorSettings) -> None:
     handler = logging.StreamHandler()
     if settings.json_logs:
@@ -91,7 +99,7 @@ def run_operator(settings: OperatorSettings) -> None:
         namespaces=settings.namespaces,
         standalone=settings.standalone,
         peering_name=settings.peering_name,
-        priority=settings.priority,
+        priority=peering_priority(settings, time.time()),
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz"
         if settings.health_port
         else None,

@@ -37,7 +37,18 @@ class OperatorSettings(BaseSettings):
     workers: int = Field(default=4, ge=1, le=256, description="Concurrent reconciles.")
     peering_name: str = Field(default="llmdeploy", description="kopf peering object.")
     standalone: bool = Field(default=False, description="Run without peering (no HA).")
-    priority: int = Field(default=0, description="Peering priority of this replica.")
+    priority: int | None = Field(
+        default=None,
+        description="Peering priority of this replica; unset: the replica that started first "
+        "acts (replicas with equal priorities would all pause).",
+    )
+    peering_lifetime_seconds: int = Field(
+        default=60,
+        ge=5,
+        le=3600,
+        description="A replica that stops renewing its peering record for this long is taken "
+        "for dead, and a paused replica takes over.",
+    )
     health_port: int = Field(default=8080, ge=0, le=65535, description="/healthz port; 0 off.")
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="/metrics port; 0 off.")
     json_logs: bool = Field(default=False, description="Log JSON lines.")
