@@ -240,6 +240,18 @@ done
 # The admin kubeconfig is written last, once the API server answers: its presence plus the
 # pid files is what marks a usable control plane.
 
+# The API server keeps an audit log of the operator's own requests (its ServiceAccount only),
+# so tests and benchmarks can count what the operator asks for, request by request.
+cat >"$state_dir/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    users: ["system:serviceaccount:llmdeploy-system:llmdeploy"]
+  - level: None
+POLICY
+
 # --- processes ---------------------------------------------------------------------------
 # start <name> <args...>: runs $bin/<name> in its own session (so its pid is also its
 # process group id, which down.sh kills as a whole), logging to logs/<name>.log.
@@ -297,6 +309,11 @@ start kube-apiserver \
   --proxy-client-key-file="$pki/front-proxy-client.key" \
   --allow-privileged=true \
   --endpoint-reconciler-type=none \
+  --audit-policy-file="$state_dir/audit-policy.yaml" \
+  --audit-log-path="$state_dir/logs/audit.log" \
+  --audit-log-format=json \
+  --audit-log-maxsize=200 \
+  --audit-log-maxbackup=1 \
   --profiling=false
 wait_for "kube-apiserver /readyz" curl -sf --noproxy '*' --cacert "$pki/ca.crt" \
   --cert "$pki/admin.crt" --key "$pki/admin.key" "https://127.0.0.1:$api_port/readyz"

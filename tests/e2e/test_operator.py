@@ -21,6 +21,7 @@ from .operator_harness import (
     Operator,
     kubectl,
 )
+from .testenv_control import WRITE_VERBS, AuditLog
 
 GROUP, VERSION, PLURAL = "llmdeploy.io", "v1alpha1", "llmdeployments"
 
@@ -334,6 +335,12 @@ def test_unchanged_object_gets_no_writes(
             service.metadata.resource_version,
         )
 
+    audit = AuditLog()
+    audit.mark()
     before = versions()
     time.sleep(8)  # four timer ticks of the test operator (2 s interval)
     assert versions() == before
+    # Request by request, as the API server saw the operator: it looked, and wrote nothing.
+    seen = [r for r in audit.requests() if r.namespace == namespace]
+    assert any(r.verb == "get" for r in seen), seen
+    assert [r for r in seen if r.verb in WRITE_VERBS] == []
