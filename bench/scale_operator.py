@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -22,7 +23,13 @@ from kubernetes import client, config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.operator_harness import Operator, install, kubectl  # noqa: E402
+from tests.e2e.operator_harness import (  # noqa: E402
+    Operator,
+    install,
+    kubectl,
+    service_account_kubeconfig,
+)
+from tests.e2e.testenv_control import AuditLog  # noqa: E402
 
 PAGE = 5000
 
@@ -80,13 +87,17 @@ def main() -> None:
         kubeconfig, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(documents)
     )
     assert created.returncode == 0, created.stderr
+    workdir = Path(tempfile.mkdtemp())
+    api = config.new_client_from_config(str(kubeconfig))
     operator = Operator(
-        kubeconfig,
-        Path(tempfile.mkdtemp()),
+        service_account_kubeconfig(api, kubeconfig, workdir / "operator.kubeconfig"),
+        workdir,
         LLMDEPLOY_STANDALONE="true",
         LLMDEPLOY_STATUS_INTERVAL_SECONDS="300",
     )
     before = api_requests(kubeconfig)
+    audit = AuditLog()
+    audit.mark()
     start = time.monotonic()
     operator.start()
     assert operator.process is not None
@@ -111,6 +122,10 @@ def main() -> None:
             raise SystemExit(f"only {done}/{args.count} settled after an hour")
     elapsed = time.monotonic() - start
     requests = api_requests(kubeconfig) - before
+    own = Counter(
+        f"{r.verb} {r.resource}{'/' + r.subresource if r.subresource else ''}"
+        for r in audit.requests()
+    )
     rss, cpu_before = proc_stat(operator.process.pid)
     time.sleep(args.idle_seconds)
     rss, cpu_after = proc_stat(operator.process.pid)
@@ -129,8 +144,14 @@ def main() -> None:
     )
     print(
         f"API requests during the run: {requests:.0f} ({requests / args.count:.1f} per "
-        f"LLMDeployment, including this script's status polling)"
+        f"LLMDeployment, all clients: controller-manager, this script's polling)"
     )
+    print(
+        f"the operator's own requests (audit log): {own.total()} "
+        f"({own.total() / args.count:.1f} per LLMDeployment):"
+    )
+    for what, n in own.most_common(12):
+        print(f"  {n:7d} {what} ({n / args.count:.2f} per LLMDeployment)")
     print(
         f"operator peak RSS {rss:.0f} MB; idle CPU over {args.idle_seconds:.0f} s after "
         f"settling: {100 * idle_cpu:.1f}% of one core"
