@@ -31,13 +31,7 @@ def kubectl(
     )
 
 
-def install(kubeconfig: Path) -> None:
-    """CRDs, namespace, ServiceAccount and RBAC from manifests/ (not the operator Deployment:
-    there is no container runtime here, so the operator runs as a local process instead)."""
-    rendered = kubectl(kubeconfig, "kustomize", str(REPO_ROOT / "manifests"))
-    assert rendered.returncode == 0, rendered.stderr
-    documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
-    wanted = [d for d in documents if d["kind"] != "Deployment"]
+def apply_server_side(kubeconfig: Path, documents: list[dict[str, Any]]) -> None:
     applied = kubectl(
         kubeconfig,
         "apply",
@@ -45,9 +39,18 @@ def install(kubeconfig: Path) -> None:
         "--force-conflicts",
         "-f",
         "-",
-        stdin=yaml.safe_dump_all(wanted),
+        stdin=yaml.safe_dump_all(documents),
     )
     assert applied.returncode == 0, applied.stderr
+
+
+def install(kubeconfig: Path) -> None:
+    """CRDs, namespace, ServiceAccount and RBAC from manifests/ (not the operator Deployment:
+    there is no container runtime here, so the operator runs as a local process instead)."""
+    rendered = kubectl(kubeconfig, "kustomize", str(REPO_ROOT / "manifests"))
+    assert rendered.returncode == 0, rendered.stderr
+    documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
+    apply_server_side(kubeconfig, [d for d in documents if d["kind"] != "Deployment"])
     for crd in ("llmdeployments.llmdeploy.io", "clusterkopfpeerings.kopf.dev"):
         waited = kubectl(
             kubeconfig, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"

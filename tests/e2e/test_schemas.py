@@ -1,0 +1,380 @@
+"""Rendered objects against their real schemas, in the real API server.
+
+Every object `render_manifests` emits is sent as a server-side apply with dryRun=All and
+fieldValidation=Strict: the API server decodes it with the schema it serves (built-in kinds,
+and the CRDs of KEDA, prometheus-operator and LeaderWorkerSet at the versions pinned in
+hack/crds/versions.env), runs defaulting, validation and CEL rules, and stores nothing. An
+unknown or duplicate field is an error, not a silent prune.
+
+The third-party CRDs exist only while this module runs: they are installed labelled
+`llmdeploy.io/e2e=true` and deleted (and waited for) afterwards, so the operator tests see a
+cluster without them. Nothing here creates an LLMDeployment, so the operator, if it runs, has
+nothing to reconcile against them meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+from llmdeploy.api.types import LLMDeployment
+from llmdeploy.catalog import load_catalog, load_image_lock
+from llmdeploy.render import render_manifests, to_yaml
+from llmdeploy.render.manifests import MANAGER
+from llmdeploy.sizing import plan_deployment
+
+from .e2e_support import status_of, wait_until
+from .operator_harness import REPO_ROOT, apply_server_side, kubectl
+
+FETCH_CRDS = REPO_ROOT / "hack" / "crds" / "fetch.sh"
+E2E_LABEL = "llmdeploy.io/e2e"
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+PROMETHEUS_URL = "http://prometheus.monitoring.svc:9090"
+
+
+def example(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = yaml.safe_load((REPO_ROOT / "examples" / f"{name}.yaml").read_text())
+    return body
+
+
+def with_scaling(name: str, mode: str, **scaling: Any) -> dict[str, Any]:
+    body = example(name)
+    body["spec"]["monitoring"] = {"podMonitor": True}
+    body["spec"]["scaling"] = {"mode": mode, "minReplicas": 1, "maxReplicas": 6, **scaling}
+    return body
+
+
+# Beyond the examples: both external autoscalers, with per-replica (AverageValue) and
+# absolute (Value) metrics, and a PodMonitor, on a Deployment and on a LeaderWorkerSet.
+VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
+    "hpa-deployment": lambda: with_scaling(
+        "llama-3.1-8b-l4",
+        "hpa",
+        metrics=[
+            {"type": "runningRequests", "target": 24},
+            {"type": "kvCacheUsage", "target": 0.8},
+            {"type": "ttftP95", "target": 500},
+        ],
+    ),
+    "keda-deployment": lambda: with_scaling(
+        "llama-3.1-8b-l4",
+        "keda",
+        prometheusUrl=PROMETHEUS_URL,
+        metrics=[
+            {"type": "queueDepth", "target": 4},
+            {"type": "kvCacheUsage", "target": 0.8},
+            {"type": "tpotP95", "target": 60},
+        ],
+    ),
+    "keda-trtllm": lambda: with_scaling(
+        "tensorrt-llm-llama-8b", "keda", prometheusUrl=PROMETHEUS_URL
+    ),
+    "hpa-leaderworkerset": lambda: with_scaling("llama-3.1-405b-multinode", "hpa"),
+    "keda-leaderworkerset": lambda: with_scaling(
+        "llama-3.1-405b-multinode", "keda", prometheusUrl=PROMETHEUS_URL
+    ),
+}
+CASES: dict[str, Callable[[], dict[str, Any]]] = {
+    **{path.stem: partial(example, path.stem) for path in EXAMPLES},
+    **VARIANTS,
+}
+
+
+def rendered(body: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
+    resource = LLMDeployment.model_validate(body)
+    catalog = load_catalog()
+    plan = plan_deployment(resource.spec, catalog)
+    assert plan.feasible, plan.reasons
+    objects = render_manifests(resource, plan, catalog, load_image_lock())
+    for obj in objects:
+        obj["metadata"]["namespace"] = namespace
+    return objects
+
+
+def dry_run_apply(
+    api: client.ApiClient, dynamic: DynamicClient, obj: dict[str, Any], manifest: str = ""
+) -> None:
+    """Server-side apply that validates strictly and persists nothing; ApiException if the
+    API server rejects the object. The body is the YAML `llmdeploy render` prints for `obj`,
+    or `manifest` if given."""
+    # Discovery of a CRD that was just established can lag a moment behind its condition.
+    resource = wait_until(
+        lambda: _served(dynamic, obj["apiVersion"], obj["kind"]),
+        what=f"{obj['kind']} ({obj['apiVersion']}) in discovery",
+        timeout=30,
+    )
+    path = resource.path(name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"])
+    request = api.param_serialize(
+        "PATCH",
+        path,
+        query_params=[
+            ("dryRun", "All"),
+            ("fieldValidation", "Strict"),
+            ("fieldManager", MANAGER),
+            ("force", "true"),
+        ],
+        header_params={
+            "Content-Type": "application/apply-patch+yaml",
+            "Accept": "application/json",
+        },
+        body=manifest or to_yaml([obj]),
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*request)
+    response.read()  # type: ignore[no-untyped-call]
+    if not 200 <= response.status <= 299:
+        api.response_deserialize(response, {})  # raises ApiException with the server's message
+    # Warnings are how the API server reports what it accepted but would drop or deprecate.
+    warning = response.getheader("Warning")  # type: ignore[no-untyped-call]
+    assert not warning, f"{obj['kind']} {obj['metadata']['name']}: {warning}"
+
+
+def _served(dynamic: DynamicClient, api_version: str, kind: str) -> Any:
+    try:
+        return dynamic.resources.get(api_version=api_version, kind=kind)
+    except ResourceNotFoundError:
+        dynamic.resources.invalidate_cache()
+        return None
+
+
+@pytest.fixture(scope="module")
+def crd_dir() -> Path:
+    """The pinned upstream CRDs, fetched (once per machine) and checked by sha256."""
+    fetched = subprocess.run(
+        [str(FETCH_CRDS)], stdout=subprocess.PIPE, text=True, check=False, timeout=600
+    )
+    if fetched.returncode != 0:
+        pytest.fail(f"hack/crds/fetch.sh failed with exit code {fetched.returncode}", pytrace=False)
+    return Path(fetched.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def third_party_crds(
+    kubeconfig_path: Path, kube_api: client.ApiClient, crd_dir: Path
+) -> Iterator[list[str]]:
+    """Installs the CRDs for the module's tests and removes them afterwards. A CRD that is
+    already installed without our label belongs to someone else: it is used as it is and
+    left in place."""
+    extensions = client.ApiextensionsV1Api(kube_api)
+    ours: list[dict[str, Any]] = []
+    served: list[str] = []
+    for path in sorted(crd_dir.glob("*.yaml")):
+        crd: dict[str, Any] = yaml.safe_load(path.read_text())
+        name = crd["metadata"]["name"]
+        served.append(name)
+        try:
+            live = extensions.read_custom_resource_definition(name)
+            if ((live.metadata and live.metadata.labels) or {}).get(E2E_LABEL) != "true":
+                continue
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        crd["metadata"].setdefault("labels", {})[E2E_LABEL] = "true"
+        ours.append(crd)
+    try:
+        if ours:
+            # Server-side: the LeaderWorkerSet CRD is too large for client-side apply's
+            # last-applied annotation.
+            apply_server_side(kubeconfig_path, ours)
+        for name in served:
+            wait_until(
+                partial(_established, extensions, name),
+                what=f"CRD {name} Established",
+                timeout=60,
+            )
+        yield served
+    finally:
+        for crd in ours:
+            name = crd["metadata"]["name"]
+            kubectl(kubeconfig_path, "delete", "crd", name, "--ignore-not-found", "--wait=false")
+            wait_until(
+                partial(_gone, extensions, name),
+                what=f"CRD {name} gone",
+                timeout=60,
+            )
+
+
+def _established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
+    # Not `kubectl wait`: it fails instead of waiting while a new CRD has no conditions yet.
+    status = extensions.read_custom_resource_definition(name).status
+    conditions = (status and status.conditions) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+def _gone(extensions: client.ApiextensionsV1Api, name: str) -> bool:
+    return status_of(lambda: extensions.read_custom_resource_definition(name)) == 404
+
+
+@pytest.fixture(scope="module")
+def dynamic(kube_api: client.ApiClient, third_party_crds: list[str]) -> DynamicClient:
+    return DynamicClient(kube_api)  # type: ignore[no-untyped-call]
+
+
+# Kinds each case must have been checked with, so a renderer change that stops emitting one
+# cannot make this test pass by validating less.
+EXPECTED_KINDS = {
+    "hpa-deployment": {"Deployment", "PodMonitor", "HorizontalPodAutoscaler"},
+    "keda-deployment": {"Deployment", "PodMonitor", "ScaledObject"},
+    "keda-trtllm": {"ConfigMap", "Deployment", "PodMonitor", "ScaledObject"},
+    "hpa-leaderworkerset": {"LeaderWorkerSet", "PodMonitor", "HorizontalPodAutoscaler"},
+    "keda-leaderworkerset": {"LeaderWorkerSet", "PodMonitor", "ScaledObject"},
+    "llama-3.1-405b-multinode": {"LeaderWorkerSet"},
+    "llama-3.1-70b-h100": {"PodMonitor"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rendered_objects_pass_strict_server_side_validation(
+    case: str, kube_api: client.ApiClient, dynamic: DynamicClient, namespace: str
+) -> None:
+    objects = rendered(CASES[case](), namespace)
+    kinds = {obj["kind"] for obj in objects}
+    assert {"Service", "PodDisruptionBudget"} <= kinds
+    assert EXPECTED_KINDS.get(case, set()) <= kinds, kinds
+    for obj in objects:
+        try:
+            dry_run_apply(kube_api, dynamic, obj)
+        except ApiException as exc:
+            pytest.fail(f"{obj['kind']} {obj['metadata']['name']} rejected: {exc.body}")
+
+
+def _kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == kind)
+
+
+def _misspelled_trigger_field(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    scaled = _kind(objects, "ScaledObject")
+    trigger = scaled["spec"]["triggers"][0]
+    trigger["metricTyp"] = trigger.pop("metricType")
+    return scaled
+
+
+def _min_above_max_replicas(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    scaled = _kind(objects, "ScaledObject")
+    scaled["spec"]["minReplicaCount"] = scaled["spec"]["maxReplicaCount"] + 1
+    return scaled
+
+
+def _group_size_as_text(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    lws = _kind(objects, "LeaderWorkerSet")
+    lws["spec"]["leaderWorkerTemplate"]["size"] = "two"
+    return lws
+
+
+def _unknown_restart_policy(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    lws = _kind(objects, "LeaderWorkerSet")
+    lws["spec"]["leaderWorkerTemplate"]["restartPolicy"] = "Always"
+    return lws
+
+
+def _unknown_endpoint_field(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    monitor = _kind(objects, "PodMonitor")
+    monitor["spec"]["podMetricsEndpoints"][0]["scrapeInterval"] = "15s"
+    return monitor
+
+
+def _metric_target_without_value(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    hpa = _kind(objects, "HorizontalPodAutoscaler")
+    hpa["spec"]["metrics"][0]["external"]["target"] = {"type": "AverageValue"}
+    return hpa
+
+
+# A field the schema does not declare, or a value of the wrong type, fails while the apply
+# patch is converted to the typed object, which kube-apiserver reports as 500, not 400
+# (kubernetes/kubernetes#139253); the message says which field it is.
+NOT_IN_SCHEMA = (400, 500)
+INVALID = (422,)
+
+
+@pytest.mark.parametrize(
+    ("case", "break_object", "statuses", "message"),
+    [
+        pytest.param(
+            "keda-deployment",
+            _misspelled_trigger_field,
+            NOT_IN_SCHEMA,
+            ".spec.triggers[0].metricTyp: field not declared in schema",
+            id="scaledobject-misspelled-trigger-field",
+        ),
+        pytest.param(
+            "keda-deployment",
+            _min_above_max_replicas,
+            INVALID,
+            "minReplicaCount must be less than or equal to maxReplicaCount",
+            id="scaledobject-cel-rule",
+        ),
+        pytest.param(
+            "keda-leaderworkerset",
+            _group_size_as_text,
+            NOT_IN_SCHEMA,
+            ".spec.leaderWorkerTemplate.size: expected numeric",
+            id="leaderworkerset-wrong-type",
+        ),
+        pytest.param(
+            "keda-leaderworkerset",
+            _unknown_restart_policy,
+            INVALID,
+            'spec.leaderWorkerTemplate.restartPolicy: Unsupported value: "Always"',
+            id="leaderworkerset-enum",
+        ),
+        pytest.param(
+            "hpa-deployment",
+            _unknown_endpoint_field,
+            NOT_IN_SCHEMA,
+            ".spec.podMetricsEndpoints[0].scrapeInterval: field not declared in schema",
+            id="podmonitor-unknown-field",
+        ),
+        pytest.param(
+            "hpa-deployment",
+            _metric_target_without_value,
+            INVALID,
+            "spec.metrics[0].external.target.averageValue: Required value",
+            id="hpa-missing-target-value",
+        ),
+    ],
+)
+def test_a_broken_object_is_rejected(
+    case: str,
+    break_object: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    statuses: tuple[int, ...],
+    message: str,
+    kube_api: client.ApiClient,
+    dynamic: DynamicClient,
+    namespace: str,
+) -> None:
+    # The same case passes unbroken in the test above: only the breakage is rejected.
+    broken = break_object(rendered(CASES[case](), namespace))
+    with pytest.raises(ApiException) as rejected:
+        dry_run_apply(kube_api, dynamic, broken)
+    status = json.loads(str(rejected.value.body))
+    assert rejected.value.status in statuses, status
+    assert message in status["message"], status
+
+
+def test_a_duplicate_field_is_rejected_because_validation_is_strict(
+    kube_api: client.ApiClient, dynamic: DynamicClient, namespace: str
+) -> None:
+    # Without fieldValidation=Strict the API server would keep the last of the two values.
+    scaled = _kind(rendered(CASES["keda-deployment"](), namespace), "ScaledObject")
+    manifest = to_yaml([scaled])
+    # The first trigger's metricType line, repeated with another value at the same indent.
+    line = re.search(r"^( +)metricType: AverageValue\n", manifest, re.MULTILINE)
+    assert line, manifest
+    doubled = manifest.replace(line[0], line[0] + f"{line[1]}metricType: Value\n", 1)
+    with pytest.raises(ApiException) as rejected:
+        dry_run_apply(kube_api, dynamic, scaled, doubled)
+    status = json.loads(str(rejected.value.body))
+    assert rejected.value.status == 400, status
+    assert 'key "metricType" already set in map' in status["message"], status
