@@ -393,3 +393,33 @@ def test_yaml_quote_round_trips_through_both_yaml_parsers(value: Any) -> None:
     quoted = yaml_quote(value)
     assert yaml.load(quoted, Loader=yaml.SafeLoader) == value
     assert yaml.load(quoted, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == value
+
+
+def test_keda_scale_to_zero_idles_at_zero_and_wakes_on_activation(catalog: Catalog) -> None:
+    stz = {"idleSeconds": 600, "activationQuery": 'sum(gateway_pending{route="llama"})'}
+    objects, _ = render(
+        _with_scaling("keda", prometheusUrl="http://prometheus:9090", scaleToZero=stz), catalog
+    )
+    spec = objects[-1]["spec"]
+    assert spec["idleReplicaCount"] == 0 and spec["cooldownPeriod"] == 600
+    assert spec["minReplicaCount"] == 1  # the normal range keeps its floor
+    triggers = spec["triggers"]
+    assert [t["name"] for t in triggers] == ["runningRequests", "queueDepth", "activation"]
+    assert all(t["metadata"]["activationThreshold"] == "0" for t in triggers)
+    assert triggers[-1]["metadata"]["query"] == stz["activationQuery"]  # used as given
+    plain, _ = render(_with_scaling("keda", prometheusUrl="http://prometheus:9090"), catalog)
+    assert "idleReplicaCount" not in plain[-1]["spec"]
+    assert all("activationThreshold" not in t["metadata"] for t in plain[-1]["spec"]["triggers"])
+
+
+def test_scale_to_zero_with_mode_hpa_is_invalid_input(tmp_path: Path) -> None:
+    manifest = tmp_path / "hpa.yaml"
+    manifest.write_text(yaml.safe_dump(_with_scaling("hpa", scaleToZero={})))
+    result = subprocess.run(
+        [sys.executable, "-m", "llmdeploy.cli", "render", "-f", str(manifest)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "spec.scaling" in result.stderr and "HPAScaleToZero" in result.stderr

@@ -16,7 +16,6 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from requests import RequestException
 
-from llmdeploy.api.types import ScalingMetric
 from llmdeploy.autoscale.promql import query
 
 # A sample older than this is not a current reading.
@@ -51,25 +50,33 @@ def _client(config: PrometheusConfig) -> PrometheusConnect:
 
 def read_metrics(
     config: PrometheusConfig,
-    metrics: Sequence[ScalingMetric],
+    metric_types: Sequence[str],
     namespace: str,
     name: str,
     now: float | None = None,
 ) -> dict[str, float | None]:
     """{metric type: value or None}; errors are folded into None per metric."""
+    queries = {t: query(t, namespace, name) for t in metric_types}
+    return read_queries(config, queries, now)
+
+
+def read_queries(
+    config: PrometheusConfig, queries: dict[str, str], now: float | None = None
+) -> dict[str, float | None]:
+    """{key: value of its PromQL, or None}; a query must give one series."""
     now = time.time() if now is None else now
     try:
         client = _client(config)
     except OSError:
-        return {m.type: None for m in metrics}
+        return dict.fromkeys(queries)
     values: dict[str, float | None] = {}
-    for metric in metrics:
+    for key, promql in queries.items():
         try:
-            result = client.custom_query(query(metric.type, namespace, name))
+            result = client.custom_query(promql)
         except (RequestException, ValueError, KeyError, OSError):
-            values[metric.type] = None
+            values[key] = None
             continue
-        values[metric.type] = _single_value(result, now)
+        values[key] = _single_value(result, now)
     return values
 
 

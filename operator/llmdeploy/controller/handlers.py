@@ -24,9 +24,9 @@ from llmdeploy.api.types import (
     LLMDeployment,
     format_validation_error,
 )
-from llmdeploy.autoscale.decision import AutoscalerState, Observation, decide
+from llmdeploy.autoscale.decision import IDLE_SIGNALS, AutoscalerState, Observation, decide
 from llmdeploy.autoscale.policy import effective_scaling
-from llmdeploy.autoscale.prometheus import PrometheusConfig, read_metrics
+from llmdeploy.autoscale.prometheus import PrometheusConfig, read_metrics, read_queries
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import Cluster, ClusterError, Owner, workload_status_of
 from llmdeploy.controller import metrics
@@ -211,9 +211,14 @@ def _autoscale(
         assert resource.spec.scaling is not None
         scaling = effective_scaling(resource.spec.scaling, desired.plan)
         settings = ctx.settings
-        metrics_wanted = scaling.metrics
+        stz = scaling.scale_to_zero
+        wanted: list[str] = [m.type for m in scaling.metrics]
+        if stz is not None:  # idleness is read from these whatever the spec scales on
+            wanted += [t for t in IDLE_SIGNALS if t not in wanted]
         url = scaling.prometheus_url or settings.prometheus_url
-        values: dict[str, float | None] = {m.type: None for m in metrics_wanted}
+        values: dict[str, float | None] = dict.fromkeys(wanted)
+        activation = None
+        current = desired_replicas(resource, desired.plan)
         if url:
             config = PrometheusConfig(
                 url,
@@ -222,9 +227,12 @@ def _autoscale(
                 settings.prometheus_ca_file,
                 settings.prometheus_insecure_skip_verify,
             )
-            values = read_metrics(
-                config, metrics_wanted, owner.namespace, owner.name, now.timestamp()
-            )
+            if current > 0:
+                values = read_metrics(config, wanted, owner.namespace, owner.name, now.timestamp())
+            elif stz is not None and stz.activation_query:
+                activation = read_queries(
+                    config, {"activation": stz.activation_query}, now.timestamp()
+                )["activation"]
         previous = status.get("autoscaler") or {}
         remembered = ctx.autoscalers.get(owner.uid)
         if remembered is not None:
@@ -232,8 +240,7 @@ def _autoscale(
         else:  # after a restart: the history stored on the object
             state = AutoscalerState.model_validate(previous.get("state") or {})
             persisted = now.timestamp()
-        current = desired_replicas(resource, desired.plan)
-        observation = Observation(now.timestamp(), current, ready, values)
+        observation = Observation(now.timestamp(), current, ready, values, activation=activation)
         decision = decide(scaling, observation, state)
         if decision.desired_replicas > current:
             # Cap a scale-up by the GPUs free now (unless an autoscaler can add nodes).
@@ -265,11 +272,14 @@ def _autoscale(
                 return
             metrics.SCALINGS.inc()
             kopf.info(body, reason="Scaled", message=decision.reason[:1000])
-        fresh = autoscaler_status(decision, values, now, previous)
+        seen = values if activation is None else {**values, "activationQuery": activation}
+        fresh = autoscaler_status(decision, seen, now, previous)
         # The history changes every tick; persist it on a change of decision or once a minute.
         if (
             decision.desired_replicas != current
             or fresh["reason"] != previous.get("reason")
+            # A lost end of an idle stretch could, after a restart, send busy replicas to zero.
+            or fresh["state"].get("idleSince") != (previous.get("state") or {}).get("idleSince")
             or now.timestamp() - persisted >= PERSIST_AUTOSCALER_EVERY_S
         ):
             update["autoscaler"] = fresh

@@ -354,6 +354,9 @@ EXTERNAL_METRIC_NAMES = {
 }
 
 
+ACTIVATION_ONLY_THRESHOLD = "1000000000"
+
+
 def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
     """Values for an HPA (external metrics via prometheus-adapter) or a KEDA ScaledObject."""
     assert resource.spec.scaling is not None
@@ -380,6 +383,18 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
         )
     if scaling.mode == "keda" and not scaling.prometheus_url:
         raise SpecError("spec.scaling.prometheusUrl", "required when mode is keda")
+    stz = scaling.scale_to_zero
+    if stz is not None and stz.activation_query:
+        # Wakes the workload only: any value above 0 activates it, and a threshold no query
+        # reaches keeps it from voting for a replica count beside the engine metrics.
+        rendered.append(
+            {
+                "type": "activation",
+                "keda_metric_type": "Value",
+                "query": stz.activation_query,
+                "threshold": ACTIVATION_ONLY_THRESHOLD,
+            }
+        )
     return {
         "scaling": scaling,
         "scaling_metrics": rendered,
