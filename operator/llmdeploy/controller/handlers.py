@@ -218,6 +218,7 @@ def _autoscale(
         url = scaling.prometheus_url or settings.prometheus_url
         values: dict[str, float | None] = dict.fromkeys(wanted)
         activation = None
+        problem = None
         current = desired_replicas(resource, desired.plan)
         if url:
             config = PrometheusConfig(
@@ -228,11 +229,13 @@ def _autoscale(
                 settings.prometheus_insecure_skip_verify,
             )
             if current > 0:
-                values = read_metrics(config, wanted, owner.namespace, owner.name, now.timestamp())
+                reading = read_metrics(config, wanted, owner.namespace, owner.name, now.timestamp())
+                values, problem = reading.values, reading.problem
             elif stz is not None and stz.activation_query:
-                activation = read_queries(
+                reading = read_queries(
                     config, {"activation": stz.activation_query}, now.timestamp()
-                )["activation"]
+                )
+                activation, problem = reading.values["activation"], reading.problem
         previous = status.get("autoscaler") or {}
         remembered = ctx.autoscalers.get(owner.uid)
         if remembered is not None:
@@ -262,6 +265,8 @@ def _autoscale(
             decision = decide(scaling, observation, state)
         if not url:
             decision = replace(decision, reason=f"holding {current}: no Prometheus URL configured")
+        elif problem is not None and decision.desired_replicas == current:
+            decision = replace(decision, reason=f"{decision.reason}; Prometheus: {problem}")
         if decision.desired_replicas != current:
             # A run that read the object before another one scaled it must not scale again.
             version = str(body.metadata.get("resourceVersion") or "")
