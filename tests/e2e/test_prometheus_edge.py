@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from llmdeploy.api.types import EngineName
 from llmdeploy.autoscale.prometheus import PrometheusConfig, Reading, read_metrics
 
 from .prometheus_harness import Prometheus, VllmMetricsSim, throwaway_pki
@@ -20,7 +21,7 @@ LABELS = {"namespace": "team-a", "llmdeploy_io_deployment": "llama"}
 
 
 def read(config: PrometheusConfig) -> Reading:
-    return read_metrics(config, ["runningRequests"], "team-a", "llama")
+    return read_metrics(config, ["runningRequests"], "team-a", "llama", EngineName.VLLM)
 
 
 @pytest.fixture(scope="module")

@@ -423,3 +423,35 @@ def test_scale_to_zero_with_mode_hpa_is_invalid_input(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "spec.scaling" in result.stderr and "HPAScaleToZero" in result.stderr
+
+
+def test_autoscaling_reads_the_metric_names_of_the_engine(catalog: Catalog) -> None:
+    body = example("tensorrt-llm-llama-8b")
+    body["spec"]["scaling"] = {"mode": "hpa"}
+    objects, _ = render(body, catalog)
+    names = [m["external"]["metric"]["name"] for m in objects[-1]["spec"]["metrics"]]
+    assert names == ["trtllm_num_requests_running", "trtllm_num_requests_waiting"]
+    body["spec"]["scaling"] = {
+        "mode": "keda",
+        "prometheusUrl": "http://prometheus:9090",
+        "metrics": [{"type": "kvCacheUsage", "target": 0.8}, {"type": "tpotP95", "target": 50}],
+    }
+    objects, _ = render(body, catalog)
+    queries = [t["metadata"]["query"] for t in objects[-1]["spec"]["triggers"]]
+    assert "avg(trtllm_kv_cache_utilization{" in queries[0]
+    assert "rate(trtllm_time_per_output_token_seconds_bucket{" in queries[1]
+    assert not any("vllm:" in q for q in queries)
+
+
+@pytest.mark.parametrize("engine", ["vllm", "tensorrt-llm"])
+def test_every_metric_type_has_a_query_for_every_engine(engine: str) -> None:
+    from typing import get_args
+
+    from llmdeploy.api.types import EngineName, ScalingMetric
+    from llmdeploy.autoscale.promql import query
+
+    types = get_args(ScalingMetric.model_fields["type"].annotation)
+    prefix = {"vllm": "vllm:", "tensorrt-llm": "trtllm_"}[engine]
+    for metric_type in types:
+        promql = query(metric_type, "team-a", "llama", EngineName(engine))
+        assert prefix in promql and 'llmdeploy_io_deployment="llama"' in promql, promql

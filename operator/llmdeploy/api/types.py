@@ -346,9 +346,10 @@ class SloSpec(SpecModel):
 
 class ScalingMetric(SpecModel):
     type: Literal["queueDepth", "kvCacheUsage", "runningRequests", "ttftP95", "tpotP95"] = Field(
-        description="queueDepth and runningRequests: requests per ready replica "
-        "(vllm:num_requests_waiting / _running); kvCacheUsage: fraction 0-1 "
-        "(vllm:kv_cache_usage_perc); ttftP95 / tpotP95: milliseconds from the engine's histograms."
+        description="queueDepth and runningRequests: waiting / running requests per ready "
+        "replica; kvCacheUsage: fraction 0-1 of the KV cache in use; ttftP95 / tpotP95: "
+        "milliseconds from the engine's histograms. Metric names follow engine.name "
+        "(vllm:* or trtllm_*)."
     )
     target: float = Field(gt=0, le=1e7, description="Value per replica the autoscaler holds.")
 

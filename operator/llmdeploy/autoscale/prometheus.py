@@ -17,6 +17,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
 
+from llmdeploy.api.types import EngineName
 from llmdeploy.autoscale.promql import query
 
 # A sample older than this is not a current reading.
@@ -65,10 +66,11 @@ def read_metrics(
     metric_types: Sequence[str],
     namespace: str,
     name: str,
+    engine: EngineName,
     now: float | None = None,
 ) -> Reading:
     """{metric type: value or None}; errors are folded into None per metric."""
-    queries = {t: query(t, namespace, name) for t in metric_types}
+    queries = {t: query(t, namespace, name, engine) for t in metric_types}
     return read_queries(config, queries, now)
 
 

@@ -229,7 +229,10 @@ def _autoscale(
                 settings.prometheus_insecure_skip_verify,
             )
             if current > 0:
-                reading = read_metrics(config, wanted, owner.namespace, owner.name, now.timestamp())
+                engine = resource.spec.engine.name
+                reading = read_metrics(
+                    config, wanted, owner.namespace, owner.name, engine, now.timestamp()
+                )
                 values, problem = reading.values, reading.problem
             elif stz is not None and stz.activation_query:
                 reading = read_queries(

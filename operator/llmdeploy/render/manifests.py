@@ -21,7 +21,7 @@ import yaml
 from llmdeploy.api.types import EngineName, LLMDeployment
 from llmdeploy.autoscale.decision import PER_REPLICA
 from llmdeploy.autoscale.policy import effective_scaling
-from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, query
+from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, SOURCES, query
 from llmdeploy.catalog import Catalog, Gpu, ImageLock
 from llmdeploy.render.engine_args import (
     ENGINE_PORT,
@@ -344,16 +344,6 @@ def render_manifests(
     return objects
 
 
-# prometheus-adapter exposes these external metrics (see docs/autoscaling.md for its rules).
-EXTERNAL_METRIC_NAMES = {
-    "queueDepth": "vllm_num_requests_waiting",
-    "runningRequests": "vllm_num_requests_running",
-    "kvCacheUsage": "vllm_kv_cache_usage_perc",
-    "ttftP95": "llmdeploy_ttft_p95_milliseconds",
-    "tpotP95": "llmdeploy_tpot_p95_milliseconds",
-}
-
-
 ACTIVATION_ONLY_THRESHOLD = "1000000000"
 
 
@@ -364,6 +354,7 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
     assert scaling.behavior is not None
     namespace = resource.metadata.namespace or "default"
     name = resource.metadata.name
+    engine = resource.spec.engine.name
     rendered = []
     for metric in scaling.metrics:
         per_replica = metric.type in PER_REPLICA
@@ -371,13 +362,14 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
         rendered.append(
             {
                 "type": metric.type,
-                "external_name": EXTERNAL_METRIC_NAMES[metric.type],
+                # prometheus-adapter serves it under this name (docs/autoscaling.md, its rules)
+                "external_name": SOURCES[engine][metric.type].external_name,
                 "selector": {DEPLOYMENT_LABEL: name},
                 "hpa_target": {"type": "AverageValue", "averageValue": target}
                 if per_replica
                 else {"type": "Value", "value": target},
                 "keda_metric_type": "AverageValue" if per_replica else "Value",
-                "query": query(metric.type, namespace, name),
+                "query": query(metric.type, namespace, name, engine),
                 "threshold": target,
             }
         )
