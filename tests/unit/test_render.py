@@ -455,3 +455,19 @@ def test_every_metric_type_has_a_query_for_every_engine(engine: str) -> None:
     for metric_type in types:
         promql = query(metric_type, "team-a", "llama", EngineName(engine))
         assert prefix in promql and 'llmdeploy_io_deployment="llama"' in promql, promql
+
+
+def test_startup_probe_allows_a_safety_multiple_of_the_autoscalers_cold_start(
+    catalog: Catalog,
+) -> None:
+    from llmdeploy.render.manifests import STARTUP_PROBE_SAFETY_FACTOR
+
+    objects, plan = render(example("llama-3.1-70b-h100"), catalog)
+    probe = engine_container(objects)["startupProbe"]
+    budget = probe["failureThreshold"] * probe["periodSeconds"]
+    expected = cold_start_estimate(plan)
+    assert (
+        STARTUP_PROBE_SAFETY_FACTOR * expected
+        <= budget
+        < STARTUP_PROBE_SAFETY_FACTOR * expected + 10
+    )
