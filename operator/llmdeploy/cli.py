@@ -213,9 +213,9 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     scaling = spec.scaling or ScalingSpec()
     if args.policy == "hpa-default":
         scaling = hpa_default_spec(scaling)
-    start = min(
-        max(spec.replicas or scaling.min_replicas, scaling.min_replicas), scaling.max_replicas
-    )
+    lowest = 0 if scaling.scale_to_zero else scaling.min_replicas
+    asked = scaling.min_replicas if spec.replicas is None else spec.replicas
+    start = min(max(asked, lowest), scaling.max_replicas)
     config = config_from_plan(plan, spec.workload, args.cold_start, start)
     steps = simulate(trace, effective_scaling(scaling, plan, config.cold_start_s), config)
     if args.output == "json":

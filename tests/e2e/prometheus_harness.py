@@ -4,17 +4,25 @@ engines (totals across its replicas), labelled as the rendered PodMonitor would 
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -90,10 +98,82 @@ class VllmMetricsSim:
         self.server.server_close()
 
 
-class Prometheus:
-    """`prometheus` on a free loopback port with a generated config; start/stop at will."""
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    cert_file: Path
+    key_file: Path
+    ca_file: Path  # the throwaway CA that signed cert_file
 
-    def __init__(self, target_port: int, labels: dict[str, str]) -> None:
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def throwaway_pki(directory: Path) -> ServerTls:
+    """A CA valid for an hour and a server certificate from it for 127.0.0.1 (an IP SAN: Go's
+    TLS ignores the common name)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "llmdeploy test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    tls = ServerTls(directory / "server.crt", directory / "server.key", directory / "ca.crt")
+    tls.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    tls.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    tls.key_file.write_bytes(_pem_key(key))
+    return tls
+
+
+class Prometheus:
+    """`prometheus` on a free loopback port with a generated config; start/stop at will.
+    With `tls`, it serves https only (--web.config.file, tls_server_config)."""
+
+    def __init__(
+        self, target_port: int, labels: dict[str, str], tls: ServerTls | None = None
+    ) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed (make e2e installs Debian's package)")
@@ -110,11 +190,20 @@ class Prometheus:
             ],
         }
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.tls = tls
+        if tls is not None:
+            web = {
+                "tls_server_config": {
+                    "cert_file": str(tls.cert_file),
+                    "key_file": str(tls.key_file),
+                }
+            }
+            (self.dir / "web.yml").write_text(yaml.safe_dump(web))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         log = (self.dir / "prometheus.log").open("ab")
@@ -124,14 +213,18 @@ class Prometheus:
                 f"--config.file={self.dir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
+                *([f"--web.config.file={self.dir / 'web.yml'}"] if self.tls else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        context = ssl.create_default_context(cafile=self.tls.ca_file) if self.tls else None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                with urllib.request.urlopen(
+                    f"{self.url}/-/ready", timeout=2, context=context
+                ) as response:
                     if response.status == 200:
                         return
             except OSError:

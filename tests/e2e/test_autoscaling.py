@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from prometheus_client import Gauge
 
 from .e2e_support import KWOK_TOLERATION, wait_until
 from .operator_harness import REPO_ROOT, Operator, kubectl
@@ -50,12 +51,22 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
-def deploy(kubeconfig: Path, namespace: str, prometheus_url: str) -> None:
+def scaled_messages(api: client.ApiClient, namespace: str) -> list[str]:
+    """Messages of the Scaled events on the LLMDeployment."""
+    events = client.CoreV1Api(api).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={NAME}"
+    )
+    return [e.message or "" for e in events.items if e.reason == "Scaled"]
+
+
+def deploy(
+    kubeconfig: Path, namespace: str, prometheus_url: str, replicas: int = 1, **scaling: Any
+) -> None:
     body = yaml.safe_load((REPO_ROOT / "examples" / "llama-3.1-8b-l4.yaml").read_text())
     body["metadata"]["name"] = NAME
     body["spec"]["placement"]["tolerations"] = [KWOK_TOLERATION]
     body["spec"]["workload"].pop("requestsPerSecond")
-    body["spec"]["replicas"] = 1
+    body["spec"]["replicas"] = replicas
     body["spec"]["scaling"] = {
         "mode": "operator",
         "minReplicas": 1,
@@ -72,6 +83,7 @@ def deploy(kubeconfig: Path, namespace: str, prometheus_url: str) -> None:
                 "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15}],
             },
         },
+        **scaling,
     }
     result = kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(body))
     assert result.returncode == 0, result.stderr
@@ -107,12 +119,7 @@ def test_scales_up_on_load_down_after_the_window_and_holds_without_metrics(
     )
     assert autoscaler["lastScaleTime"]
     assert autoscaler["metrics"]["runningRequests"] == 12
-    events = (
-        client.CoreV1Api(kube_api)
-        .list_namespaced_event(namespace, field_selector=f"involvedObject.name={NAME}")
-        .items
-    )
-    assert any(e.reason == "Scaled" for e in events)
+    assert scaled_messages(kube_api, namespace)
     # The Deployment follows the LLMDeployment's replicas.
     wait_until(
         lambda: (
@@ -201,3 +208,63 @@ def test_scale_up_is_capped_by_free_gpus(
     assert 1 <= autoscaler["desiredReplicas"] <= 4
     time.sleep(5)
     assert replicas(kube_api, namespace) <= 4  # never more replicas than GPUs to run them
+
+
+def test_scale_to_zero_manual_scale_idle_period_and_activation(
+    kubeconfig_path: Path,
+    kube_api: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    metrics: tuple[VllmMetricsSim, Prometheus],
+) -> None:
+    sim, prometheus = metrics
+    # What a gateway in front of the engines would count; the activation query reads it as
+    # given, so it needs no LLMDeployment labels.
+    gateway = Gauge(
+        "gateway_waiting_requests", "Requests held at the gateway", registry=sim.registry
+    )
+    idle_s = 60
+    stz = {"idleSeconds": idle_s, "activationQuery": "sum(gateway_waiting_requests)"}
+    deploy(kubeconfig_path, namespace, prometheus.url, replicas=0, scaleToZero=stz)
+
+    # At zero: no engine metrics, and that is reported as expected, not as a failure.
+    def zero_reported() -> dict[str, Any] | None:
+        c = condition(get(kube_api, namespace), "MetricsAvailable")
+        # The first tick may come before Prometheus's first scrape: "no data", also held.
+        return c if c and "activationQuery returned 0" in c["message"] else None
+
+    reported = wait_until(zero_reported, what="MetricsAvailable=ScaledToZero", timeout=60)
+    assert reported["status"] == "Unknown" and reported["reason"] == "ScaledToZero"
+    assert replicas(kube_api, namespace) == 0
+
+    # kubectl scale is respected: idle readings start the idle period, they do not undo it.
+    scaled = kubectl(kubeconfig_path, "-n", namespace, "scale", "llmdep", NAME, "--replicas=2")
+    assert scaled.returncode == 0, scaled.stderr
+    start = time.monotonic()
+    while time.monotonic() - start < 20:
+        assert replicas(kube_api, namespace) >= 1
+        time.sleep(1)
+    wait_until(lambda: replicas(kube_api, namespace) == 0, what="scale to zero", timeout=90)
+    assert time.monotonic() - start >= idle_s
+    assert any("scaleToZero.idleSeconds" in m for m in scaled_messages(kube_api, namespace))
+
+    # Activation: the query reads above 0 -> minReplicas.
+    gateway.set(3)
+    wait_until(lambda: replicas(kube_api, namespace) == 1, what="activation", timeout=30)
+
+    def activated() -> bool:
+        messages = scaled_messages(kube_api, namespace)
+        return any("0 -> 1: activationQuery returned 3" in m for m in messages)
+
+    wait_until(activated, what="a Scaled event naming the activation", timeout=30)
+
+    # An HPA cannot go to zero: the API server refuses the combination, naming the field.
+    body = get(kube_api, namespace)
+    body["spec"]["scaling"]["mode"] = "hpa"
+    for key in ("status", "metadata"):
+        body.pop(key)
+    body["metadata"] = {"name": NAME}
+    refused = kubectl(
+        kubeconfig_path, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(body)
+    )
+    assert refused.returncode != 0 and "scaleToZero" in refused.stderr, refused.stderr

@@ -143,7 +143,9 @@ def test_trace_errors_name_the_line() -> None:
     assert read_trace("t,requestsPerSecond\n0,1\n15,\n")[1].requests_per_second is None
 
 
-def run_sim(trace: Path, *args: str) -> list[dict[str, object]]:
+def run_sim(
+    trace: Path, *args: str, manifest: Path = ROOT / "examples" / "llama-3.1-8b-l4.yaml"
+) -> list[dict[str, object]]:
     result = subprocess.run(
         [
             sys.executable,
@@ -151,7 +153,7 @@ def run_sim(trace: Path, *args: str) -> list[dict[str, object]]:
             "llmdeploy.cli",
             "scale-sim",
             "-f",
-            str(ROOT / "examples" / "llama-3.1-8b-l4.yaml"),
+            str(manifest),
             "--load",
             str(trace),
             "-o",
@@ -218,3 +220,129 @@ def test_default_behavior_follows_the_cold_start() -> None:
     assert default_behavior(78).scale_down.stabilization_window_seconds == 156
     assert default_behavior(10).scale_down.stabilization_window_seconds == 120  # floor
     assert default_behavior(3000).scale_down.stabilization_window_seconds == 900  # ceiling
+
+
+IDLE = {"idleSeconds": 600}
+
+
+def idle_obs(
+    now: float, current: int, running: float | None, waiting: float | None = 0
+) -> Observation:
+    return Observation(now, current, current, {"runningRequests": running, "queueDepth": waiting})
+
+
+def run_idle(s: ScalingSpec, readings: list[tuple[float, float | None]], current: int = 1):
+    """Feed (time, running requests) readings; returns the last decision and the replica path."""
+    state = AutoscalerState()
+    path = []
+    d = None
+    for now, running in readings:
+        d = decide(s, idle_obs(now, current, running), state)
+        state, current = d.state, d.desired_replicas
+        path.append(current)
+    assert d is not None
+    return d, path
+
+
+def test_idle_for_the_whole_period_goes_to_zero() -> None:
+    s = spec(scaleToZero=IDLE)
+    d, path = run_idle(s, [(t, 0) for t in range(0, 600, 15)])
+    assert path[-1] == 1 and "idle" in d.reason  # 585 s of idleness: not yet
+    d = decide(s, idle_obs(600, 1, 0), d.state)
+    assert d.desired_replicas == 0 and "scaleToZero.idleSeconds 600" in d.reason
+    # Without scaleToZero the same readings stay at minReplicas.
+    _, path = run_idle(spec(), [(t, 0) for t in range(0, 1200, 15)])
+    assert set(path) == {1}
+
+
+def test_a_request_restarts_the_idle_period() -> None:
+    s = spec(scaleToZero=IDLE)
+    readings = [(t, 0.0) for t in range(0, 300, 15)] + [(300, 1.0)]
+    readings += [(t, 0.0) for t in range(315, 915, 15)]  # 585 s idle after the request
+    d, path = run_idle(s, readings)
+    assert 0 not in path
+    assert decide(s, idle_obs(915, 1, 0), d.state).desired_replicas == 0
+
+
+@pytest.mark.parametrize("gap", [None, math.nan])
+def test_missing_data_never_goes_to_zero(gap: float | None) -> None:
+    s = spec(scaleToZero=IDLE)
+    # Idle readings with one missing in the middle, and then nothing but missing data.
+    readings = [(t, 0.0 if t != 300 else gap) for t in range(0, 900, 15)]
+    d, path = run_idle(s, readings)
+    assert 0 not in path  # the gap at 300 s restarted the count: 585 s idle by 885 s
+    _, path = run_idle(s, [(t, gap) for t in range(0, 3600, 15)])
+    assert set(path) == {1}
+    # A missing queue reading is missing data too, even with 0 running.
+    d = decide(s, Observation(0, 1, 1, {"runningRequests": 0, "queueDepth": None}), d.state)
+    assert d.state.idle_since is None
+
+
+def test_activation_scales_from_zero_to_min_replicas() -> None:
+    s = spec(minReplicas=2, scaleToZero={**IDLE, "activationQuery": "sum(gateway_pending)"})
+    quiet = decide(s, Observation(0, 0, 0, {}, activation=0), AutoscalerState())
+    assert quiet.desired_replicas == 0 and quiet.at_zero and not quiet.metrics_available
+    missing = decide(s, Observation(0, 0, 0, {}, activation=None), AutoscalerState())
+    assert missing.desired_replicas == 0 and "no data" in missing.reason
+    d = decide(s, Observation(15, 0, 0, {}, activation=3), quiet.state)
+    assert d.desired_replicas == 2 and "activationQuery returned 3" in d.reason
+    capped = Observation(15, 0, 0, {}, schedulable_replicas=1, activation=3)
+    assert decide(s, capped, quiet.state).desired_replicas == 1
+    # Without an activation query only a write to /scale leaves zero.
+    s = spec(scaleToZero=IDLE)
+    d = decide(s, Observation(0, 0, 0, {}, activation=5), AutoscalerState())
+    assert d.desired_replicas == 0 and "scale subresource" in d.reason
+
+
+def test_a_manual_scale_from_zero_is_not_undone() -> None:
+    s = spec(scaleToZero=IDLE)
+    at_zero = decide(s, Observation(0, 0, 0, {}), AutoscalerState()).state
+    # kubectl scale --replicas=2: loading replicas report nothing, then idle readings.
+    d = decide(s, Observation(15, 2, 0, {"runningRequests": None, "queueDepth": None}), at_zero)
+    assert d.desired_replicas == 2
+    d, path = run_idle(s, [(t, 0) for t in range(30, 600, 15)], current=2)
+    assert 0 not in path  # the idle period starts when metrics arrive, not at the old zero
+
+
+def test_restart_keeps_the_idle_timer() -> None:
+    s = spec(scaleToZero=IDLE)
+    d, _ = run_idle(s, [(t, 0) for t in range(0, 450, 15)])
+    stored = json.loads(json.dumps(d.state.model_dump(mode="json", by_alias=True)))
+    assert stored["idleSince"] == 0
+    restored = AutoscalerState.model_validate(stored)
+    assert decide(s, idle_obs(600, 1, 0), restored).desired_replicas == 0
+    # A fresh state would restart the count.
+    assert decide(s, idle_obs(600, 1, 0), AutoscalerState()).desired_replicas == 1
+
+
+def test_scale_to_zero_is_rejected_with_mode_hpa() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="HPAScaleToZero"):
+        ScalingSpec.model_validate({"mode": "hpa", "scaleToZero": {}})
+    with pytest.raises(ValidationError, match="idleSeconds"):
+        ScalingSpec.model_validate({"scaleToZero": {"idleSeconds": 10}})
+
+
+def test_scale_sim_goes_to_zero_when_idle_and_cold_starts_on_activation(tmp_path: Path) -> None:
+    import yaml
+
+    body = yaml.safe_load((ROOT / "examples" / "llama-3.1-8b-l4.yaml").read_text())
+    body["spec"]["scaling"] = {
+        "scaleToZero": {"idleSeconds": 300, "activationQuery": "sum(gateway_requests)"}
+    }
+    manifest = tmp_path / "stz.yaml"
+    manifest.write_text(yaml.safe_dump(body))
+    rows = ["t,requestsPerSecond"] + [
+        f"{t},{0.5 if t < 300 else (0 if t < 1500 else 0.5)}" for t in range(0, 2100, 15)
+    ]
+    trace = tmp_path / "idle.csv"
+    trace.write_text("\n".join(rows) + "\n")
+    at = {s["t"]: s for s in run_sim(trace, "--cold-start", "60", manifest=manifest)}
+    zero = min(t for t, s in at.items() if s["desiredReplicas"] == 0)
+    # Idle from t=300 (the first reading of no requests); zero once 300 s have passed.
+    assert 600 <= zero <= 630, zero
+    assert all(at[t]["desiredReplicas"] == 0 for t in range(int(zero), 1500, 15))
+    assert at[1500]["desiredReplicas"] >= 1  # activated by the first load
+    assert at[1500]["readyReplicas"] == 0 and at[1500]["estimatedTtftMs"] >= 60_000
+    assert at[1500 + 75]["readyReplicas"] >= 1  # ready after the 60 s cold start

@@ -394,3 +394,81 @@ def test_yaml_quote_round_trips_through_both_yaml_parsers(value: Any) -> None:
     quoted = yaml_quote(value)
     assert yaml.load(quoted, Loader=yaml.SafeLoader) == value
     assert yaml.load(quoted, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) == value
+
+
+def test_keda_scale_to_zero_idles_at_zero_and_wakes_on_activation(catalog: Catalog) -> None:
+    stz = {"idleSeconds": 600, "activationQuery": 'sum(gateway_pending{route="llama"})'}
+    objects, _ = render(
+        _with_scaling("keda", prometheusUrl="http://prometheus:9090", scaleToZero=stz), catalog
+    )
+    spec = objects[-1]["spec"]
+    assert spec["idleReplicaCount"] == 0 and spec["cooldownPeriod"] == 600
+    assert spec["minReplicaCount"] == 1  # the normal range keeps its floor
+    triggers = spec["triggers"]
+    assert [t["name"] for t in triggers] == ["runningRequests", "queueDepth", "activation"]
+    assert all(t["metadata"]["activationThreshold"] == "0" for t in triggers)
+    assert triggers[-1]["metadata"]["query"] == stz["activationQuery"]  # used as given
+    plain, _ = render(_with_scaling("keda", prometheusUrl="http://prometheus:9090"), catalog)
+    assert "idleReplicaCount" not in plain[-1]["spec"]
+    assert all("activationThreshold" not in t["metadata"] for t in plain[-1]["spec"]["triggers"])
+
+
+def test_scale_to_zero_with_mode_hpa_is_invalid_input(tmp_path: Path) -> None:
+    manifest = tmp_path / "hpa.yaml"
+    manifest.write_text(yaml.safe_dump(_with_scaling("hpa", scaleToZero={})))
+    result = subprocess.run(
+        [sys.executable, "-m", "llmdeploy.cli", "render", "-f", str(manifest)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "spec.scaling" in result.stderr and "HPAScaleToZero" in result.stderr
+
+
+def test_autoscaling_reads_the_metric_names_of_the_engine(catalog: Catalog) -> None:
+    body = example("tensorrt-llm-llama-8b")
+    body["spec"]["scaling"] = {"mode": "hpa"}
+    objects, _ = render(body, catalog)
+    names = [m["external"]["metric"]["name"] for m in objects[-1]["spec"]["metrics"]]
+    assert names == ["trtllm_num_requests_running", "trtllm_num_requests_waiting"]
+    body["spec"]["scaling"] = {
+        "mode": "keda",
+        "prometheusUrl": "http://prometheus:9090",
+        "metrics": [{"type": "kvCacheUsage", "target": 0.8}, {"type": "tpotP95", "target": 50}],
+    }
+    objects, _ = render(body, catalog)
+    queries = [t["metadata"]["query"] for t in objects[-1]["spec"]["triggers"]]
+    assert "avg(trtllm_kv_cache_utilization{" in queries[0]
+    assert "rate(trtllm_time_per_output_token_seconds_bucket{" in queries[1]
+    assert not any("vllm:" in q for q in queries)
+
+
+@pytest.mark.parametrize("engine", ["vllm", "tensorrt-llm"])
+def test_every_metric_type_has_a_query_for_every_engine(engine: str) -> None:
+    from typing import get_args
+
+    from llmdeploy.api.types import EngineName, ScalingMetric
+    from llmdeploy.autoscale.promql import query
+
+    types = get_args(ScalingMetric.model_fields["type"].annotation)
+    prefix = {"vllm": "vllm:", "tensorrt-llm": "trtllm_"}[engine]
+    for metric_type in types:
+        promql = query(metric_type, "team-a", "llama", EngineName(engine))
+        assert prefix in promql and 'llmdeploy_io_deployment="llama"' in promql, promql
+
+
+def test_startup_probe_allows_a_safety_multiple_of_the_autoscalers_cold_start(
+    catalog: Catalog,
+) -> None:
+    from llmdeploy.render.manifests import STARTUP_PROBE_SAFETY_FACTOR
+
+    objects, plan = render(example("llama-3.1-70b-h100"), catalog)
+    probe = engine_container(objects)["startupProbe"]
+    budget = probe["failureThreshold"] * probe["periodSeconds"]
+    expected = cold_start_estimate(plan)
+    assert (
+        STARTUP_PROBE_SAFETY_FACTOR * expected
+        <= budget
+        < STARTUP_PROBE_SAFETY_FACTOR * expected + 10
+    )

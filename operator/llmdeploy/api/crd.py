@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from llmdeploy.api.status import LLMDeploymentStatus
-from llmdeploy.api.types import GROUP, KIND, VERSION, LLMDeploymentSpec
+from llmdeploy.api.types import GROUP, HPA_SCALE_TO_ZERO, KIND, VERSION, LLMDeploymentSpec
 
 PLURAL = "llmdeployments"
 SINGULAR = "llmdeployment"
@@ -52,6 +52,11 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "self.minReplicas <= self.maxReplicas",
             "message": "scaling.minReplicas must not exceed scaling.maxReplicas",
             "fieldPath": ".minReplicas",
+        },
+        {
+            "rule": "!has(self.scaleToZero) || !has(self.mode) || self.mode != 'hpa'",
+            "message": f"scaling.{HPA_SCALE_TO_ZERO}",
+            "fieldPath": ".scaleToZero",
         },
     ],
     ("model", "cache"): [
@@ -139,12 +144,15 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
             node.pop("additionalProperties", None)  # the API server prunes and warns instead
             node["properties"] = {k: _structural(v) for k, v in properties.items()}
             for name, prop in node["properties"].items():
-                # Objects whose fields all have defaults default to {} so their defaults apply.
+                # Objects whose fields all have defaults default to {} so their defaults apply;
+                # not optional ones (`X | None = None`): their absence means "off".
+                optional = any(o.get("type") == "null" for o in properties[name].get("anyOf", []))
                 if (
                     prop.get("type") == "object"
                     and "properties" in prop
                     and not prop.get("required")
                     and name not in node.get("required", [])
+                    and not optional
                 ):
                     prop.setdefault("default", {})
         elif isinstance(node.get("additionalProperties"), dict):

@@ -346,9 +346,10 @@ class SloSpec(SpecModel):
 
 class ScalingMetric(SpecModel):
     type: Literal["queueDepth", "kvCacheUsage", "runningRequests", "ttftP95", "tpotP95"] = Field(
-        description="queueDepth and runningRequests: requests per ready replica "
-        "(vllm:num_requests_waiting / _running); kvCacheUsage: fraction 0-1 "
-        "(vllm:kv_cache_usage_perc); ttftP95 / tpotP95: milliseconds from the engine's histograms."
+        description="queueDepth and runningRequests: waiting / running requests per ready "
+        "replica; kvCacheUsage: fraction 0-1 of the KV cache in use; ttftP95 / tpotP95: "
+        "milliseconds from the engine's histograms. Metric names follow engine.name "
+        "(vllm:* or trtllm_*)."
     )
     target: float = Field(gt=0, le=1e7, description="Value per replica the autoscaler holds.")
 
@@ -374,6 +375,31 @@ class ScalingBehavior(SpecModel):
     scale_down: ScalingRules = Field(description="How fast replicas are removed.")
 
 
+# A HorizontalPodAutoscaler goes below one replica only with the alpha HPAScaleToZero gate.
+HPA_SCALE_TO_ZERO = (
+    "scaleToZero needs mode operator or keda: a HorizontalPodAutoscaler cannot scale to zero "
+    "without the alpha HPAScaleToZero feature gate"
+)
+
+
+class ScaleToZeroSpec(SpecModel):
+    idle_seconds: int = Field(
+        default=900,
+        ge=60,
+        le=86_400,
+        description="Scale to zero after the engines have reported no running and no waiting "
+        "requests for this long. Missing or stale metrics restart the count.",
+    )
+    activation_query: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="PromQL evaluated while at zero replicas, used as given (not scoped to "
+        "this LLMDeployment); a value above 0 scales to minReplicas. Without it, only a write "
+        "to the scale subresource (kubectl scale) brings replicas back.",
+    )
+
+
 class ScalingSpec(SpecModel):
     mode: Literal["operator", "hpa", "keda"] = Field(
         default="operator",
@@ -397,10 +423,18 @@ class ScalingSpec(SpecModel):
         "start (model load) of lower recommendations, at least 2 minutes, at once.",
     )
 
+    scale_to_zero: ScaleToZeroSpec | None = Field(
+        default=None,
+        description="Go to zero replicas after an idle period (modes operator and keda); "
+        "minReplicas still bounds the range while there is traffic.",
+    )
+
     @model_validator(mode="after")
     def _bounds(self) -> ScalingSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must not exceed maxReplicas")
+        if self.scale_to_zero is not None and self.mode == "hpa":
+            raise ValueError(HPA_SCALE_TO_ZERO)
         return self
 
     prometheus_url: str | None = Field(

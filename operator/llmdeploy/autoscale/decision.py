@@ -5,6 +5,11 @@ max over metrics; the most conservative recommendation of the stabilization wind
 from the policies over their periods; min/max clamp; scale-up capped by what can be scheduled.
 Replicas still loading are not capacity. Missing, stale or NaN data holds the current count:
 never scale down on data one does not have.
+
+Scale to zero (spec.scaleToZero) is a rule beside HPA's: engines that report no running and no
+waiting requests for the whole idle period go to zero; at zero there are no engine metrics, so
+only the activation query (or a write to /scale, which changes `current_replicas`) brings
+replicas back.
 """
 
 from __future__ import annotations
@@ -15,10 +20,18 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmdeploy.api.types import ScalingMetric, ScalingRules, ScalingSpec, to_camel
+from llmdeploy.api.types import (
+    ScaleToZeroSpec,
+    ScalingMetric,
+    ScalingRules,
+    ScalingSpec,
+    to_camel,
+)
 
 # Metrics whose value is a total over ready replicas, compared per replica.
 PER_REPLICA = {"queueDepth", "runningRequests"}
+# What "idle" is read from when scaling to zero: both must be present and 0.
+IDLE_SIGNALS = ("runningRequests", "queueDepth")
 
 
 class AutoscalerState(BaseModel):
@@ -33,6 +46,9 @@ class AutoscalerState(BaseModel):
         default_factory=list, description="(time, replica change) within the policy periods."
     )
     last_scale_time: float | None = None
+    idle_since: float | None = Field(
+        default=None, description="Since when the engines have reported no requests at all."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +61,7 @@ class Observation:
     ready_replicas: int
     values: dict[str, float | None]
     schedulable_replicas: int | None = None  # how many replicas the GPUs can hold; None: any
+    activation: float | None = None  # scaleToZero.activationQuery, read only at zero replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +71,7 @@ class Decision:
     metrics_available: bool
     state: AutoscalerState
     capped_by_capacity: bool = False
+    at_zero: bool = False  # decided at zero replicas: engine metrics cannot exist
 
 
 def _proposal(metric: ScalingMetric, value: float, ready: int, tolerance: float) -> int | None:
@@ -103,8 +121,25 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
     recommendations = [(t, n) for t, n in state.recommendations if obs.now - t <= windows]
     events = [(t, d) for t, d in state.scale_events if obs.now - t <= periods]
 
+    stz = spec.scale_to_zero
+    if stz is not None and current == 0:
+        return _from_zero(spec, stz, obs, recommendations, events, state.last_scale_time)
+    idle_since = _idle_since(spec, obs, state)
+    if stz is not None and idle_since is not None and obs.now - idle_since >= stz.idle_seconds:
+        events.append((obs.now, -current))
+        idle = f"{obs.now - idle_since:.0f}s"
+        return Decision(
+            0,
+            f"{current} -> 0: no running or waiting requests for {idle} "
+            f"(scaleToZero.idleSeconds {stz.idle_seconds})",
+            True,
+            AutoscalerState(
+                recommendations=recommendations, scale_events=events, last_scale_time=obs.now
+            ),
+        )
+
     values = [obs.values.get(m.type) for m in metrics]
-    missing = [m.type for m, v in zip(metrics, values, strict=True) if v is None or math.isnan(v)]
+    missing = [m.type for m, v in zip(metrics, values, strict=True) if _missing(v)]
     if missing:
         held = AutoscalerState(
             recommendations=recommendations,
@@ -163,9 +198,65 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
         desired = max(current, schedulable)
     if desired != current:
         events.append((obs.now, desired - current))
+    if idle_since is not None and stz is not None:
+        why = f"{why}; idle, to zero after scaleToZero.idleSeconds {stz.idle_seconds}"
     new_state = AutoscalerState(
         recommendations=recommendations,
         scale_events=events,
         last_scale_time=obs.now if desired != current else state.last_scale_time,
+        idle_since=idle_since,
     )
     return Decision(desired, f"{current} -> {desired}: {why}", True, new_state, capped)
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
+def _idle_since(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> float | None:
+    """Start of the current idle stretch, or None. Only a complete reading of zero running and
+    zero waiting requests continues it; anything missing ends it (never zero on no data)."""
+    if spec.scale_to_zero is None:
+        return None
+    wanted = {*IDLE_SIGNALS, *(m.type for m in spec.metrics)}
+    values = [obs.values.get(t) for t in sorted(wanted)]
+    if any(_missing(v) for v in values):
+        return None
+    if any(obs.values.get(t) != 0 for t in IDLE_SIGNALS):
+        return None
+    return obs.now if state.idle_since is None else state.idle_since
+
+
+def _from_zero(
+    spec: ScalingSpec,
+    stz: ScaleToZeroSpec,
+    obs: Observation,
+    recommendations: list[tuple[float, int]],
+    events: list[tuple[float, int]],
+    last_scale_time: float | None,
+) -> Decision:
+    """At zero the engines report nothing: hold unless the activation query reads above 0."""
+    activation = obs.activation
+    if stz.activation_query is None:
+        why = "no activationQuery: only a write to the scale subresource scales up"
+    elif _missing(activation):
+        why = "activationQuery returned no data"
+    elif activation is not None and activation > 0:
+        desired, capped = spec.min_replicas, False
+        why = f"activationQuery returned {activation:g}"
+        if obs.schedulable_replicas is not None and desired > obs.schedulable_replicas:
+            desired, capped = obs.schedulable_replicas, True
+            why = f"{why}; capped at {desired} by free GPUs"
+        if desired > 0:
+            events.append((obs.now, desired))
+            state = AutoscalerState(
+                recommendations=recommendations, scale_events=events, last_scale_time=obs.now
+            )
+            return Decision(desired, f"0 -> {desired}: {why}", True, state, capped, at_zero=True)
+    else:
+        why = f"activationQuery returned {activation:g}"
+    state = AutoscalerState(
+        recommendations=recommendations, scale_events=events, last_scale_time=last_scale_time
+    )
+    reason = f"holding 0 (scaled to zero, so no engine metrics): {why}"
+    return Decision(0, reason, False, state, at_zero=True)

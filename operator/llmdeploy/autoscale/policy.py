@@ -18,7 +18,9 @@ MAX_SCALE_DOWN_WINDOW_S = 900
 
 
 def cold_start_estimate(plan: Plan) -> float:
-    """Engine start plus reading one replica's weights from storage."""
+    """Expected seconds until a new replica serves: engine start plus reading its weights from
+    storage. The one estimate of model load: the autoscaler's windows and scale-sim use it as
+    is, the rendered startup probe a safety multiple of it."""
     weights = (plan.weights_gib_per_gpu or 0) * 2**30 * (plan.gpu_count or 1)
     return ENGINE_START_S + weights / STORAGE_BYTES_PER_S
 

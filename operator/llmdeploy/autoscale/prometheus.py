@@ -14,9 +14,10 @@ from pathlib import Path
 
 import requests
 from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
 
-from llmdeploy.api.types import ScalingMetric
+from llmdeploy.api.types import EngineName
 from llmdeploy.autoscale.promql import query
 
 # A sample older than this is not a current reading.
@@ -49,28 +50,55 @@ def _client(config: PrometheusConfig) -> PrometheusConnect:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    values: dict[str, float | None]
+    problem: str | None = None  # why Prometheus gave no answer (TLS, refused, bad query, ...)
+
+
+# Everything a query can raise short of a bug: transport and TLS errors, non-200 answers,
+# malformed bodies, an unreadable token or CA file.
+QUERY_ERRORS = (RequestException, PrometheusApiClientException, ValueError, KeyError, OSError)
+
+
 def read_metrics(
     config: PrometheusConfig,
-    metrics: Sequence[ScalingMetric],
+    metric_types: Sequence[str],
     namespace: str,
     name: str,
+    engine: EngineName,
     now: float | None = None,
-) -> dict[str, float | None]:
+) -> Reading:
     """{metric type: value or None}; errors are folded into None per metric."""
+    queries = {t: query(t, namespace, name, engine) for t in metric_types}
+    return read_queries(config, queries, now)
+
+
+def read_queries(
+    config: PrometheusConfig, queries: dict[str, str], now: float | None = None
+) -> Reading:
+    """{key: value of its PromQL, or None}; a query must give one series. The first error
+    is kept as the problem, so a status can say why there is no data."""
     now = time.time() if now is None else now
     try:
         client = _client(config)
-    except OSError:
-        return {m.type: None for m in metrics}
+    except OSError as exc:
+        return Reading(dict.fromkeys(queries), _describe(exc))
     values: dict[str, float | None] = {}
-    for metric in metrics:
+    problem = None
+    for key, promql in queries.items():
         try:
-            result = client.custom_query(query(metric.type, namespace, name))
-        except (RequestException, ValueError, KeyError, OSError):
-            values[metric.type] = None
+            result = client.custom_query(promql)
+        except QUERY_ERRORS as exc:
+            values[key] = None
+            problem = problem or _describe(exc)
             continue
-        values[metric.type] = _single_value(result, now)
-    return values
+        values[key] = _single_value(result, now)
+    return Reading(values, problem)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:400]
 
 
 def _single_value(result: object, now: float) -> float | None:

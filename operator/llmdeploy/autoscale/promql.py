@@ -1,17 +1,77 @@
 """PromQL for the engines' metrics, scoped to one LLMDeployment's pods (pure).
 
-Names and types are vLLM's (docs/engine-flags.md, section 1.6): gauges
-vllm:num_requests_waiting / _running, vllm:kv_cache_usage_perc (vllm:gpu_cache_usage_perc before
-v0.10), histograms vllm:time_to_first_token_seconds and vllm:inter_token_latency_seconds
-(vllm:time_per_output_token_seconds before v0.11).
+Metric names by engine, with their sources in docs/autoscaling.md ("Metrics"):
+- vLLM (docs/engine-flags.md, section 1.6): gauges vllm:num_requests_waiting / _running,
+  vllm:kv_cache_usage_perc (vllm:gpu_cache_usage_perc before v0.10), histograms
+  vllm:time_to_first_token_seconds and vllm:inter_token_latency_seconds
+  (vllm:time_per_output_token_seconds before v0.11).
+- TensorRT-LLM (tensorrt_llm/metrics/collector.py, served on /prometheus/metrics): gauges
+  trtllm_num_requests_waiting / _running, trtllm_kv_cache_utilization (used / max blocks, 0-1),
+  histograms trtllm_time_to_first_token_seconds and trtllm_time_per_output_token_seconds.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from llmdeploy.api.types import EngineName
+
 WINDOW = "2m"
-
-
 DEPLOYMENT_LABEL = "llmdeploy_io_deployment"  # the pod label llmdeploy.io/deployment, scraped
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSource:
+    promql: str  # "{s}" stands for the series selector
+    external_name: str  # what prometheus-adapter serves it as, for mode hpa
+
+
+def _p95_ms(*histograms: str) -> str:
+    """p95 in milliseconds over WINDOW; several names: whichever the engine version has."""
+    rates = " or ".join(f"rate({h}_bucket{{{{{{s}}}}}}[{WINDOW}])" for h in histograms)
+    return f"1000 * histogram_quantile(0.95, sum by (le) ({rates}))"
+
+
+SOURCES: dict[EngineName, dict[str, MetricSource]] = {
+    EngineName.VLLM: {
+        "queueDepth": MetricSource(
+            "sum(vllm:num_requests_waiting{{{s}}})", "vllm_num_requests_waiting"
+        ),
+        "runningRequests": MetricSource(
+            "sum(vllm:num_requests_running{{{s}}})", "vllm_num_requests_running"
+        ),
+        "kvCacheUsage": MetricSource(
+            "avg(vllm:kv_cache_usage_perc{{{s}}} or vllm:gpu_cache_usage_perc{{{s}}})",
+            "vllm_kv_cache_usage_perc",
+        ),
+        "ttftP95": MetricSource(
+            _p95_ms("vllm:time_to_first_token_seconds"), "llmdeploy_ttft_p95_milliseconds"
+        ),
+        "tpotP95": MetricSource(
+            _p95_ms("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+            "llmdeploy_tpot_p95_milliseconds",
+        ),
+    },
+    EngineName.TENSORRT_LLM: {
+        "queueDepth": MetricSource(
+            "sum(trtllm_num_requests_waiting{{{s}}})", "trtllm_num_requests_waiting"
+        ),
+        "runningRequests": MetricSource(
+            "sum(trtllm_num_requests_running{{{s}}})", "trtllm_num_requests_running"
+        ),
+        "kvCacheUsage": MetricSource(
+            "avg(trtllm_kv_cache_utilization{{{s}}})", "trtllm_kv_cache_utilization"
+        ),
+        "ttftP95": MetricSource(
+            _p95_ms("trtllm_time_to_first_token_seconds"),
+            "llmdeploy_trtllm_ttft_p95_milliseconds",
+        ),
+        "tpotP95": MetricSource(
+            _p95_ms("trtllm_time_per_output_token_seconds"),
+            "llmdeploy_trtllm_tpot_p95_milliseconds",
+        ),
+    },
+}
 
 
 def selector(namespace: str, name: str) -> str:
@@ -21,19 +81,8 @@ def selector(namespace: str, name: str) -> str:
     return f'namespace="{namespace}",{DEPLOYMENT_LABEL}="{name}"'
 
 
-def query(metric_type: str, namespace: str, name: str) -> str:
-    s = selector(namespace, name)
-    if metric_type == "queueDepth":
-        return f"sum(vllm:num_requests_waiting{{{s}}})"
-    if metric_type == "runningRequests":
-        return f"sum(vllm:num_requests_running{{{s}}})"
-    if metric_type == "kvCacheUsage":
-        return f"avg(vllm:kv_cache_usage_perc{{{s}}} or vllm:gpu_cache_usage_perc{{{s}}})"
-    if metric_type == "ttftP95":
-        buckets = f"vllm:time_to_first_token_seconds_bucket{{{s}}}"
-        return f"1000 * histogram_quantile(0.95, sum by (le) (rate({buckets}[{WINDOW}])))"
-    if metric_type == "tpotP95":
-        new = f"rate(vllm:inter_token_latency_seconds_bucket{{{s}}}[{WINDOW}])"
-        old = f"rate(vllm:time_per_output_token_seconds_bucket{{{s}}}[{WINDOW}])"
-        return f"1000 * histogram_quantile(0.95, sum by (le) ({new} or {old}))"
-    raise ValueError(f"unknown metric type {metric_type!r}")
+def query(metric_type: str, namespace: str, name: str, engine: EngineName = EngineName.VLLM) -> str:
+    source = SOURCES[engine].get(metric_type)
+    if source is None:
+        raise ValueError(f"{engine.value} has no metric for {metric_type!r}")
+    return source.promql.format(s=selector(namespace, name))

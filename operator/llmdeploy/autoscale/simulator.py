@@ -2,6 +2,8 @@
 
 Replicas serve the plan's estimated requests/s each once ready; new replicas take a cold start
 (model load) to become ready; work beyond capacity queues, and queueing shows up in TTFT.
+Without a ready replica there are no engine metrics (as in a cluster scaled to zero); the
+activation query of scaleToZero is modelled as the offered load, what a gateway would count.
 """
 
 from __future__ import annotations
@@ -117,17 +119,25 @@ def simulate(trace: list[TracePoint], spec: ScalingSpec, config: SimConfig) -> l
         queue = max(0.0, queue + (load - capacity) * dt)
         served = min(load + queue / max(dt, 1.0), capacity)
         running = served / config.capacity_rps * config.concurrency if capacity else 0.0
-        wait = queue / capacity if capacity else (MAX_TTFT_S if load or queue else 0.0)
+        if capacity:
+            wait = queue / capacity
+        elif load or queue:  # cold: nothing serves until the first replica is ready
+            wait = min(ready_at) - point.t if ready_at else MAX_TTFT_S
+        else:
+            wait = 0.0
         ttft = min(config.base_ttft_s + wait, MAX_TTFT_S)
         values: dict[str, float | None] = {}
-        if point.requests_per_second is not None:
+        if point.requests_per_second is not None and ready:
             values = {
                 "queueDepth": queue,
                 "runningRequests": running,
                 "kvCacheUsage": running / max(ready * config.concurrency, 1),
                 "ttftP95": ttft * 1000,
             }
-        decision = decide(spec, Observation(point.t, len(ready_at), ready, values), state)
+        observation = Observation(
+            point.t, len(ready_at), ready, values, activation=point.requests_per_second
+        )
+        decision = decide(spec, observation, state)
         state = decision.state
         change = decision.desired_replicas - len(ready_at)
         if change > 0:

@@ -192,10 +192,11 @@ class Cluster:
             if getattr(exc, "status", None) != 409:  # already there
                 raise _error(exc, f"create ClusterKopfPeering {name}") from None
 
-    def scale(self, owner: Owner, replicas: int) -> None:
-        """Write replicas through the LLMDeployment's scale subresource (as HPA would)."""
+    def scale(self, owner: Owner, replicas: int, resource_version: str) -> bool:
+        """Write replicas through the LLMDeployment's scale subresource (as HPA would), only
+        if the object is still at `resource_version`; False when it has changed since."""
         resource = self._resource(API_VERSION, KIND)
-        body = {"spec": {"replicas": replicas}}
+        body = {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}}
         try:
             resource.subresources["scale"].patch(
                 body=body,
@@ -204,7 +205,10 @@ class Cluster:
                 content_type="application/merge-patch+json",
             )
         except DynamicApiError as exc:
+            if getattr(exc, "status", None) == 409:
+                return False
             raise _error(exc, f"scale {KIND} {owner.name}") from None
+        return True
 
     def _list(self, api_version: str, kind: str, **query: Any) -> list[Any]:
         resource = self._resource(api_version, kind)

@@ -24,12 +24,13 @@ from llmdeploy.api.types import (
     LLMDeployment,
     format_validation_error,
 )
-from llmdeploy.autoscale.decision import AutoscalerState, Observation, decide
+from llmdeploy.autoscale.decision import IDLE_SIGNALS, AutoscalerState, Observation, decide
 from llmdeploy.autoscale.policy import effective_scaling
-from llmdeploy.autoscale.prometheus import PrometheusConfig, read_metrics
+from llmdeploy.autoscale.prometheus import PrometheusConfig, read_metrics, read_queries
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import Cluster, ClusterError, Owner, workload_status_of
 from llmdeploy.controller import metrics
+from llmdeploy.controller.locks import ObjectLocks
 from llmdeploy.controller.service import (
     Desired,
     autoscaler_status,
@@ -65,6 +66,8 @@ class Context:
         # Children applied last time, by object uid: prune only when this set changes (and
         # once after a start), not on every reconcile.
         self.children: dict[str, frozenset[tuple[str, str]]] = {}
+        # The timer and the change handlers can reach one object's autoscaler at once.
+        self.autoscale_locks = ObjectLocks()
 
 
 def _stored_plan(status: dict[str, Any]) -> Plan | None:
@@ -202,71 +205,106 @@ def _autoscale(
     now: datetime,
     generation: int,
 ) -> None:
-    """Operator-mode autoscaling: read Prometheus, decide, write through /scale."""
-    assert resource.spec.scaling is not None
-    scaling = effective_scaling(resource.spec.scaling, desired.plan)
-    settings = ctx.settings
-    metrics_wanted = scaling.metrics
-    url = scaling.prometheus_url or settings.prometheus_url
-    values: dict[str, float | None] = {m.type: None for m in metrics_wanted}
-    if url:
-        config = PrometheusConfig(
-            url,
-            settings.prometheus_timeout_seconds,
-            settings.prometheus_bearer_token_file,
-            settings.prometheus_ca_file,
-            settings.prometheus_insecure_skip_verify,
-        )
-        values = read_metrics(config, metrics_wanted, owner.namespace, owner.name, now.timestamp())
-    previous = status.get("autoscaler") or {}
-    remembered = ctx.autoscalers.get(owner.uid)
-    if remembered is not None:
-        state, persisted = remembered
-    else:  # after a restart: the history stored on the object
-        state = AutoscalerState.model_validate(previous.get("state") or {})
-        persisted = now.timestamp()
-    current = desired_replicas(resource, desired.plan)
-    observation = Observation(now.timestamp(), current, ready, values)
-    decision = decide(scaling, observation, state)
-    if decision.desired_replicas > current:
-        # Cap a scale-up by the GPUs free now (unless an autoscaler can add nodes).
-        plan = desired.plan
-        assert plan.gpu is not None
-        multi_node = desired.workload_kind == "LeaderWorkerSet"
-        in_use, placed = ctx.cluster.gpus_in_use(owner)
-        schedulable = schedulable_replicas(
-            ctx.catalog,
-            ctx.cluster.inventory(),
-            in_use,
-            plan.gpu,
-            plan.tensor_parallel or 1 if multi_node else plan.gpu_count or 1,
-            plan.pipeline_parallel or 1 if multi_node else 1,
-            placed,
-            settings.provisionable(),
-        )
-        observation = replace(observation, schedulable_replicas=schedulable)
+    """Operator-mode autoscaling: read Prometheus, decide, write through /scale; one run at a
+    time per object, or two runs decide from the same reading and both scale."""
+    with ctx.autoscale_locks.hold(f"{owner.namespace}/{owner.name}"):
+        assert resource.spec.scaling is not None
+        scaling = effective_scaling(resource.spec.scaling, desired.plan)
+        settings = ctx.settings
+        stz = scaling.scale_to_zero
+        wanted: list[str] = [m.type for m in scaling.metrics]
+        if stz is not None:  # idleness is read from these whatever the spec scales on
+            wanted += [t for t in IDLE_SIGNALS if t not in wanted]
+        url = scaling.prometheus_url or settings.prometheus_url
+        values: dict[str, float | None] = dict.fromkeys(wanted)
+        activation = None
+        problem = None
+        current = desired_replicas(resource, desired.plan)
+        if url:
+            config = PrometheusConfig(
+                url,
+                settings.prometheus_timeout_seconds,
+                settings.prometheus_bearer_token_file,
+                settings.prometheus_ca_file,
+                settings.prometheus_insecure_skip_verify,
+            )
+            if current > 0:
+                engine = resource.spec.engine.name
+                reading = read_metrics(
+                    config, wanted, owner.namespace, owner.name, engine, now.timestamp()
+                )
+                values, problem = reading.values, reading.problem
+            elif stz is not None and stz.activation_query:
+                reading = read_queries(
+                    config, {"activation": stz.activation_query}, now.timestamp()
+                )
+                activation, problem = reading.values["activation"], reading.problem
+        previous = status.get("autoscaler") or {}
+        remembered = ctx.autoscalers.get(owner.uid)
+        if remembered is not None:
+            state, persisted = remembered
+        else:  # after a restart: the history stored on the object
+            state = AutoscalerState.model_validate(previous.get("state") or {})
+            persisted = now.timestamp()
+        observation = Observation(now.timestamp(), current, ready, values, activation=activation)
         decision = decide(scaling, observation, state)
-    if not url:
-        decision = replace(decision, reason=f"holding {current}: no Prometheus URL configured")
-    if decision.desired_replicas != current:
-        ctx.cluster.scale(owner, decision.desired_replicas)
-        metrics.SCALINGS.inc()
-        kopf.info(body, reason="Scaled", message=decision.reason[:1000])
-    fresh = autoscaler_status(decision, values, now, previous)
-    # The history changes every tick; persist it on a change of decision or once a minute.
-    if (
-        decision.desired_replicas != current
-        or fresh["reason"] != previous.get("reason")
-        or now.timestamp() - persisted >= PERSIST_AUTOSCALER_EVERY_S
-    ):
-        update["autoscaler"] = fresh
-        persisted = now.timestamp()
-    else:
-        update["autoscaler"] = previous
-    ctx.autoscalers[owner.uid] = (decision.state, persisted)
-    conditions = [Condition.model_validate(c) for c in update["conditions"]]
-    conditions.append(metrics_condition(decision, generation))
-    update["conditions"] = stamp_conditions(conditions, status.get("conditions") or [], now)
+        if decision.desired_replicas > current:
+            # Cap a scale-up by the GPUs free now (unless an autoscaler can add nodes).
+            plan = desired.plan
+            assert plan.gpu is not None
+            multi_node = desired.workload_kind == "LeaderWorkerSet"
+            in_use, placed = ctx.cluster.gpus_in_use(owner)
+            schedulable = schedulable_replicas(
+                ctx.catalog,
+                ctx.cluster.inventory(),
+                in_use,
+                plan.gpu,
+                plan.tensor_parallel or 1 if multi_node else plan.gpu_count or 1,
+                plan.pipeline_parallel or 1 if multi_node else 1,
+                placed,
+                settings.provisionable(),
+            )
+            observation = replace(observation, schedulable_replicas=schedulable)
+            decision = decide(scaling, observation, state)
+        if not url:
+            decision = replace(decision, reason=f"holding {current}: no Prometheus URL configured")
+        elif problem is not None and decision.desired_replicas == current:
+            decision = replace(decision, reason=f"{decision.reason}; Prometheus: {problem}")
+        if decision.desired_replicas != current:
+            # A run that read the object before another one scaled it must not scale again.
+            version = str(body.metadata.get("resourceVersion") or "")
+            if not ctx.cluster.scale(owner, decision.desired_replicas, version):
+                # Changed since read: the next run decides from the new object; until then the
+                # status keeps what the run that changed it wrote.
+                _keep_autoscaler_status(status, update)
+                return
+            metrics.SCALINGS.inc()
+            kopf.info(body, reason="Scaled", message=decision.reason[:1000])
+        seen = values if activation is None else {**values, "activationQuery": activation}
+        fresh = autoscaler_status(decision, seen, now, previous)
+        # The history changes every tick; persist it on a change of decision or once a minute.
+        if (
+            decision.desired_replicas != current
+            or fresh["reason"] != previous.get("reason")
+            # A lost end of an idle stretch could, after a restart, send busy replicas to zero.
+            or fresh["state"].get("idleSince") != (previous.get("state") or {}).get("idleSince")
+            or now.timestamp() - persisted >= PERSIST_AUTOSCALER_EVERY_S
+        ):
+            update["autoscaler"] = fresh
+            persisted = now.timestamp()
+        else:
+            update["autoscaler"] = previous
+        ctx.autoscalers[owner.uid] = (decision.state, persisted)
+        conditions = [Condition.model_validate(c) for c in update["conditions"]]
+        conditions.append(metrics_condition(decision, generation))
+        update["conditions"] = stamp_conditions(conditions, status.get("conditions") or [], now)
+
+
+def _keep_autoscaler_status(status: dict[str, Any], update: dict[str, Any]) -> None:
+    if status.get("autoscaler"):
+        update["autoscaler"] = status["autoscaler"]
+    kept = [c for c in status.get("conditions") or [] if c.get("type") == "MetricsAvailable"]
+    update["conditions"] = [*update["conditions"], *kept]
 
 
 def _apply(

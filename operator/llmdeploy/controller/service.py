@@ -248,6 +248,8 @@ def autoscaler_status(
 
 
 def metrics_condition(decision: Decision, generation: int) -> Condition:
+    if decision.at_zero:  # no replicas, no engine metrics: expected, not a failure
+        return _condition("MetricsAvailable", None, "ScaledToZero", decision.reason, generation)
     if decision.metrics_available:
         return _condition("MetricsAvailable", True, "MetricsRead", "", generation)
     return _condition("MetricsAvailable", False, "MetricsUnavailable", decision.reason, generation)

@@ -20,8 +20,8 @@ import yaml
 
 from llmdeploy.api.types import EngineName, LLMDeployment
 from llmdeploy.autoscale.decision import PER_REPLICA
-from llmdeploy.autoscale.policy import effective_scaling
-from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, query
+from llmdeploy.autoscale.policy import cold_start_estimate, effective_scaling
+from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, SOURCES, query
 from llmdeploy.catalog import Catalog, Gpu, ImageLock
 from llmdeploy.render.engine_args import (
     ENGINE_PORT,
@@ -44,10 +44,11 @@ ENGINE_UID = 1000
 HOME = "/home/llmdeploy"
 RAY_PORT = 6379
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
-# Model load: weights from the cache at a conservative 200 MB/s, plus engine start-up and
-# CUDA-graph capture; startup probes allow twice that before the kubelet restarts the pod.
-LOAD_BYTES_PER_S = 200e6
-ENGINE_START_S = 300
+# The startup probe allows this multiple of the expected start (cold_start_estimate, which the
+# autoscaler plans with) before the kubelet restarts the pod: storage at 200 MB/s instead of the
+# expected 500, or a slow first CUDA-graph capture, must not end in a restart loop.
+STARTUP_PROBE_SAFETY_FACTOR = 5
+STARTUP_PROBE_PERIOD_S = 10  # periodSeconds of the startup probe in templates/_pod.yaml.j2
 
 # The leader starts the Ray head, waits for the group's workers, then runs the engine with the
 # arguments it was given ("$@"), so no user value is ever parsed by the shell.
@@ -252,8 +253,7 @@ def render_manifests(
     }
     if pinned is not None:
         labels["app.kubernetes.io/version"] = pinned.engine_version
-    weights_bytes = (plan.weights_gib_per_gpu or 0) * 2**30 * tensor * pipeline
-    startup_s = ENGINE_START_S + weights_bytes / LOAD_BYTES_PER_S
+    startup_budget_s = STARTUP_PROBE_SAFETY_FACTOR * cold_start_estimate(plan)
     model_cache_volume, cache_read_only = _model_cache_volume(resource)
     requests, limits = _resources(gpu, gpus_per_pod, shm_gib)
     download = _download(resource, plan)
@@ -306,7 +306,7 @@ def render_manifests(
         "port": ENGINE_PORT,
         "health_path": "/health",
         "metrics_path": "/metrics" if engine is EngineName.VLLM else "/prometheus/metrics",
-        "startup_failure_threshold": max(30, math.ceil(2 * startup_s / 10)),
+        "startup_failure_threshold": max(30, math.ceil(startup_budget_s / STARTUP_PROBE_PERIOD_S)),
         "requests": requests,
         "limits": limits,
         "container_security": {
@@ -344,14 +344,7 @@ def render_manifests(
     return objects
 
 
-# prometheus-adapter exposes these external metrics (see docs/autoscaling.md for its rules).
-EXTERNAL_METRIC_NAMES = {
-    "queueDepth": "vllm_num_requests_waiting",
-    "runningRequests": "vllm_num_requests_running",
-    "kvCacheUsage": "vllm_kv_cache_usage_perc",
-    "ttftP95": "llmdeploy_ttft_p95_milliseconds",
-    "tpotP95": "llmdeploy_tpot_p95_milliseconds",
-}
+ACTIVATION_ONLY_THRESHOLD = "1000000000"
 
 
 def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
@@ -361,6 +354,7 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
     assert scaling.behavior is not None
     namespace = resource.metadata.namespace or "default"
     name = resource.metadata.name
+    engine = resource.spec.engine.name
     rendered = []
     for metric in scaling.metrics:
         per_replica = metric.type in PER_REPLICA
@@ -368,18 +362,31 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
         rendered.append(
             {
                 "type": metric.type,
-                "external_name": EXTERNAL_METRIC_NAMES[metric.type],
+                # prometheus-adapter serves it under this name (docs/autoscaling.md, its rules)
+                "external_name": SOURCES[engine][metric.type].external_name,
                 "selector": {DEPLOYMENT_LABEL: name},
                 "hpa_target": {"type": "AverageValue", "averageValue": target}
                 if per_replica
                 else {"type": "Value", "value": target},
                 "keda_metric_type": "AverageValue" if per_replica else "Value",
-                "query": query(metric.type, namespace, name),
+                "query": query(metric.type, namespace, name, engine),
                 "threshold": target,
             }
         )
     if scaling.mode == "keda" and not scaling.prometheus_url:
         raise SpecError("spec.scaling.prometheusUrl", "required when mode is keda")
+    stz = scaling.scale_to_zero
+    if stz is not None and stz.activation_query:
+        # Wakes the workload only: any value above 0 activates it, and a threshold no query
+        # reaches keeps it from voting for a replica count beside the engine metrics.
+        rendered.append(
+            {
+                "type": "activation",
+                "keda_metric_type": "Value",
+                "query": stz.activation_query,
+                "threshold": ACTIVATION_ONLY_THRESHOLD,
+            }
+        )
     return {
         "scaling": scaling,
         "scaling_metrics": rendered,
