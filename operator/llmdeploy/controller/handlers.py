@@ -322,7 +322,7 @@ def _apply(
     ]
     keep = frozenset((o["kind"], o["metadata"]["name"]) for o in desired.objects)
     # A resource never planned before has no children to prune.
-    known = ctx.children.get(owner.uid, frozenset() if first_time else None)
+    known = ctx.children.get(owner.uid, keep if first_time else None)
     pruned = ctx.cluster.prune(owner, set(keep)) if known != keep else []
     ctx.children[owner.uid] = keep
     if changed:
