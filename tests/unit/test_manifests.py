@@ -1,0 +1,44 @@
+"""The operator's own install manifests: its pod is locked down and its replicas can elect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BASE = Path(__file__).resolve().parents[2] / "manifests" / "base"
+
+
+def _operator_deployment() -> dict[str, Any]:
+    documents = yaml.safe_load_all((BASE / "deployment.yaml").read_text())
+    return next(d for d in documents if d and d["kind"] == "Deployment")
+
+
+def test_operator_pod_is_non_root_read_only_and_drops_everything() -> None:
+    pod = _operator_deployment()["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert "add" not in context["capabilities"]
+        assert "limits" in container["resources"]
+
+
+def test_replicas_do_not_share_a_fixed_peering_priority() -> None:
+    # kopf pauses every replica when two share a priority: replicas > 1 must leave it unset
+    # (the start time decides, see controller/run.py).
+    deployment = _operator_deployment()
+    settings = yaml.safe_load((BASE / "settings.yaml").read_text())
+    assert deployment["spec"]["replicas"] > 1
+    env = [
+        e["name"]
+        for c in deployment["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    ]
+    assert "LLMDEPLOY_PRIORITY" not in env
+    assert "LLMDEPLOY_PRIORITY" not in (settings.get("data") or {})
