@@ -292,6 +292,7 @@ def test_operator_killed_and_restarted_loses_nothing_duplicates_nothing(
     [
         ("patch", "deployments.apps", True),
         ("create", "services", True),
+        ("patch", "networkpolicies.networking.k8s.io", True),
         ("patch", "llmdeployments.llmdeploy.io --subresource=status", True),
         ("list", "nodes", True),
         ("get", "secrets", False),

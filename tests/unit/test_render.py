@@ -472,3 +472,38 @@ def test_startup_probe_allows_a_safety_multiple_of_the_autoscalers_cold_start(
         <= budget
         < STARTUP_PROBE_SAFETY_FACTOR * expected + 10
     )
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b-l4", "llama-3.1-405b-multinode"])
+def test_network_policy_admits_the_engine_port_from_allowed_namespaces(
+    name: str, catalog: Catalog
+) -> None:
+    body = example(name)
+    assert "NetworkPolicy" not in [o["kind"] for o in render(body, catalog)[0]]  # opt-in
+    body["spec"]["networkPolicy"] = {"enabled": True, "allowedNamespaces": ["monitoring", "gw"]}
+    objects, _ = render(body, catalog)
+    policy = next(o for o in objects if o["kind"] == "NetworkPolicy")
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    name_label = body["metadata"]["name"]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"llmdeploy.io/deployment": name_label}}
+    api, *peers = policy["spec"]["ingress"]
+    port = engine_container(objects)["ports"][0]["containerPort"]
+    assert api["ports"] == [{"port": port, "protocol": "TCP"}]
+    assert api["from"] == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gw"}}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ]
+    multi_node = any(o["kind"] == "LeaderWorkerSet" for o in objects)
+    assert peers == (
+        [{"from": [{"podSelector": {"matchLabels": {"llmdeploy.io/deployment": name_label}}}]}]
+        if multi_node
+        else []
+    )
+
+
+def test_network_policy_namespaces_must_be_names() -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["networkPolicy"] = {"enabled": True, "allowedNamespaces": ["a}\n- {}"]}
+    with pytest.raises(ValueError, match="allowedNamespaces"):
+        resource_from(body)

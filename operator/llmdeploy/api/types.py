@@ -9,7 +9,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel as _to_camel
 
 GROUP = "llmdeploy.io"
@@ -452,6 +459,26 @@ class MonitoringSpec(SpecModel):
     )
 
 
+NamespaceName = Annotated[
+    str, StringConstraints(max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+
+
+class NetworkPolicySpec(SpecModel):
+    enabled: bool = Field(
+        default=False,
+        description="Emit a NetworkPolicy (networking.k8s.io/v1): the engine port admits pods "
+        "of this namespace and of allowedNamespaces only; the pods of a multi-node replica "
+        "always reach each other. Egress is left open (model download).",
+    )
+    allowed_namespaces: list[NamespaceName] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Other namespaces whose pods may call the API and scrape metrics "
+        "(e.g. the gateway's and Prometheus's).",
+    )
+
+
 class LLMDeploymentSpec(SpecModel):
     model: ModelSpec = Field(description="The model to serve.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine settings.")
@@ -475,6 +502,9 @@ class LLMDeploymentSpec(SpecModel):
     )
     monitoring: MonitoringSpec = Field(
         default_factory=MonitoringSpec, description="Metrics scraping."
+    )
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, description="Ingress isolation of the engine pods."
     )
     scaling: ScalingSpec | None = Field(
         default=None, description="Autoscale replicas from the engines' metrics."

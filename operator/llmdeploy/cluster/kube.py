@@ -38,6 +38,7 @@ CHILD_KINDS = (
     ("v1", "Service"),
     ("policy/v1", "PodDisruptionBudget"),
     ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
     ("v1", "ConfigMap"),
 )
 

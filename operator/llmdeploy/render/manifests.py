@@ -334,6 +334,10 @@ def render_manifests(
     objects.append(_render_template("poddisruptionbudget.yaml.j2", values))
     if spec.monitoring.pod_monitor:
         objects.append(_render_template("podmonitor.yaml.j2", values))
+    if spec.network_policy.enabled:
+        values["multi_node"] = multi_node
+        values["network_allowed_namespaces"] = sorted(set(spec.network_policy.allowed_namespaces))
+        objects.append(_render_template("networkpolicy.yaml.j2", values))
     scaling = spec.scaling
     if scaling is not None and scaling.mode in ("hpa", "keda"):
         values.update(_scaling_values(resource, plan))
