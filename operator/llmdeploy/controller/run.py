@@ -58,7 +58,10 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         settings.posting.level = logging.INFO
         # Handlers are synchronous and wait on the API server; more threads overlap them.
         settings.execution.max_workers = operator.workers
-        # Name, priority and standalone come through kopf.run below.
+        # The priority comes through kopf.run below; kopf.run also makes a named peering
+        # mandatory, which a standalone operator must not wait for.
+        settings.peering.standalone = operator.standalone
+        settings.peering.mandatory = not operator.standalone
         settings.peering.lifetime = operator.peering_lifetime_seconds
         settings.persistence.finalizer = "llmdeploy.io/finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
