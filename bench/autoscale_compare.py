@@ -16,7 +16,7 @@ from llmdeploy.cli import read_manifest
 from llmdeploy.sizing import plan_deployment
 
 HERE = Path(__file__).parent
-TRACES = ("step", "ramp", "spiky", "diurnal")
+TRACES = ("step", "ramp", "spiky", "diurnal", "randomwalk")  # the last one held out
 
 
 def main() -> None:

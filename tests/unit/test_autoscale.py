@@ -217,8 +217,8 @@ def test_scale_sim_holds_on_missing_data(tmp_path: Path) -> None:
 def test_default_behavior_follows_the_cold_start() -> None:
     from llmdeploy.autoscale.policy import default_behavior
 
-    assert default_behavior(78).scale_down.stabilization_window_seconds == 156
-    assert default_behavior(10).scale_down.stabilization_window_seconds == 120  # floor
+    assert default_behavior(78).scale_down.stabilization_window_seconds == 234
+    assert default_behavior(30).scale_down.stabilization_window_seconds == 120  # floor
     assert default_behavior(3000).scale_down.stabilization_window_seconds == 900  # ceiling
 
 

@@ -349,9 +349,9 @@ def test_hpa_mode_renders_a_valid_autoscaling_v2_hpa_on_the_scale_subresource(
     }
     names = [m["external"]["metric"]["name"] for m in hpa["spec"]["metrics"]]
     assert names == ["vllm_num_requests_running", "vllm_num_requests_waiting"]
-    # Derived from the plan: twice the time a replica takes to load its model.
+    # Derived from the plan: three times the time a replica takes to load its model.
     window = hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"]
-    assert window == int(2 * cold_start_estimate(plan))
+    assert window == int(3 * cold_start_estimate(plan))
 
 
 def test_keda_mode_renders_prometheus_triggers(catalog: Catalog) -> None:

@@ -418,7 +418,7 @@ class ScalingSpec(SpecModel):
     metrics: list[ScalingMetric] = Field(
         default_factory=list,
         description="Signals to scale on; default: runningRequests at 80% of the planned "
-        "concurrency and queueDepth of one full batch per replica.",
+        "concurrency and queueDepth of half a batch per replica.",
     )
     tolerance: float = Field(
         default=0.1, ge=0, le=1, description="Ignore ratios within 1 +- tolerance."
@@ -426,8 +426,8 @@ class ScalingSpec(SpecModel):
     behavior: ScalingBehavior | None = Field(
         default=None,
         description="Stabilization windows and rate limits (HPA semantics). Default, from the "
-        "plan: add up to 4 replicas or double every 15 s; remove after twice a replica's cold "
-        "start (model load) of lower recommendations, at least 2 minutes, at once.",
+        "plan: add up to 4 replicas or double every 15 s; remove after three times a replica's "
+        "cold start (model load) of lower recommendations, at least 2 minutes, at once.",
     )
 
     scale_to_zero: ScaleToZeroSpec | None = Field(
