@@ -78,6 +78,15 @@ class WorkloadStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Applied:
+    changed: bool  # False when the live object was already current
+    workload: WorkloadStatus | None  # the progress of a Deployment or LeaderWorkerSet
+
+
+WORKLOAD_KINDS = frozenset({"Deployment", "LeaderWorkerSet"})
+
+
+@dataclass(frozen=True, slots=True)
 class PendingPod:
     name: str
     since: datetime
@@ -106,6 +115,10 @@ def workload_status_of(obj: dict[str, Any]) -> WorkloadStatus:
         updated_replicas=int(status.get("updatedReplicas") or 0),
         up_to_date=int(status.get("observedGeneration") or 0) >= generation,
     )
+
+
+def _workload_of(kind: str, live: Any) -> WorkloadStatus | None:
+    return workload_status_of(live.to_dict()) if kind in WORKLOAD_KINDS else None
 
 
 def _parse_time(text: str) -> datetime:
@@ -246,8 +259,9 @@ class Cluster:
             gpu_nodes.append(GpuNode(str(node.metadata.name), text_labels, gpus, driver))
         return Inventory(tuple(sorted(gpu_nodes, key=lambda n: n.name)))
 
-    def apply(self, obj: dict[str, Any], owner: Owner) -> bool:
-        """Server-side apply with our field manager; False when the live object is current."""
+    def apply(self, obj: dict[str, Any], owner: Owner) -> Applied:
+        """Server-side apply with our field manager. A workload's progress comes with the
+        answer, read from the object just fetched or applied, so it needs no GET of its own."""
         desired = json.loads(json.dumps(obj))
         metadata = desired["metadata"]
         metadata["namespace"] = owner.namespace
@@ -262,7 +276,8 @@ class Cluster:
                 retryable=True,
             )
         name = metadata["name"]
-        key = (owner.uid, desired["kind"], name)
+        kind = desired["kind"]
+        key = (owner.uid, kind, name)
         before = None
         try:
             live = resource.get(name=name, namespace=owner.namespace)
@@ -275,7 +290,7 @@ class Cluster:
                 digest,
                 _revision(live.metadata),
             ):
-                return False
+                return Applied(False, _workload_of(kind, live))
         except NotFoundError:
             pass
         except DynamicApiError as exc:
@@ -293,7 +308,7 @@ class Cluster:
         with self._lock:
             self._applied[key] = (digest, _revision(applied.metadata))
         # A no-op apply (e.g. the first one after a restart) leaves the resourceVersion alone.
-        return bool(applied.metadata.resourceVersion != before)
+        return Applied(applied.metadata.resourceVersion != before, _workload_of(kind, applied))
 
     def prune(self, owner: Owner, keep: set[tuple[str, str]]) -> list[str]:
         """Delete children of `owner` whose (kind, name) is not in `keep`."""

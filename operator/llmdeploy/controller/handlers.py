@@ -28,7 +28,13 @@ from llmdeploy.autoscale.decision import IDLE_SIGNALS, AutoscalerState, Observat
 from llmdeploy.autoscale.policy import effective_scaling
 from llmdeploy.autoscale.prometheus import PrometheusConfig, read_metrics, read_queries
 from llmdeploy.catalog import Catalog, ImageLock
-from llmdeploy.cluster.kube import Cluster, ClusterError, Owner, workload_status_of
+from llmdeploy.cluster.kube import (
+    Cluster,
+    ClusterError,
+    Owner,
+    WorkloadStatus,
+    workload_status_of,
+)
 from llmdeploy.controller import metrics
 from llmdeploy.controller.locks import ObjectLocks
 from llmdeploy.controller.service import (
@@ -66,6 +72,9 @@ class Context:
         # Children applied last time, by object uid: prune only when this set changes (and
         # once after a start), not on every reconcile.
         self.children: dict[str, frozenset[tuple[str, str]]] = {}
+        # The workload progress each object's status last showed, by uid: a child's watch
+        # event that does not move it (most do not) needs no read of the owner.
+        self.reflected: dict[str, WorkloadStatus] = {}
         # The timer and the change handlers can reach one object's autoscaler at once.
         self.autoscale_locks = ObjectLocks()
 
@@ -143,9 +152,13 @@ def reconcile(
         # An infeasible re-plan leaves what runs untouched: never tear down serving replicas
         # for a plan that cannot run.
         if desired.plan.feasible:
-            _apply(ctx, body, owner, desired, logger, first_time=not status.get("planKey"))
+            workload = _apply(
+                ctx, body, owner, desired, logger, first_time=not status.get("planKey")
+            )
         if desired.workload_kind:
-            workload = ctx.cluster.workload_status(owner, desired.workload_kind)
+            if workload is None:
+                workload = ctx.cluster.workload_status(owner, desired.workload_kind)
+            ctx.reflected[owner.uid] = workload
             # Pods can only be waiting for GPUs while fewer are ready than wanted.
             wanted = desired_replicas(resource, desired.plan)
             pending = (
@@ -314,12 +327,15 @@ def _apply(
     desired: Desired,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     first_time: bool,
-) -> None:
-    changed = [
-        f"{o['kind']}/{o['metadata']['name']}"
-        for o in desired.objects
-        if ctx.cluster.apply(o, owner)
-    ]
+) -> WorkloadStatus | None:
+    """Apply the children, prune the ones no longer desired; the workload's progress."""
+    changed = []
+    workload = None
+    for obj in desired.objects:
+        applied = ctx.cluster.apply(obj, owner)
+        if applied.changed:
+            changed.append(f"{obj['kind']}/{obj['metadata']['name']}")
+        workload = applied.workload or workload
     keep = frozenset((o["kind"], o["metadata"]["name"]) for o in desired.objects)
     # A resource never planned before has no children to prune.
     known = ctx.children.get(owner.uid, keep if first_time else None)
@@ -332,6 +348,7 @@ def _apply(
     if pruned:
         kopf.info(body, reason="Pruned", message=", ".join(pruned))
         logger.info("pruned %s", ", ".join(pruned))
+    return workload
 
 
 def _fall_back(
@@ -384,6 +401,10 @@ def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
     ]
     if not owners:
         return
+    workload = workload_status_of(workload_body)
+    uid = str(owners[0].get("uid") or "")
+    if ctx.reflected.get(uid) == workload:
+        return
     namespace = workload_body["metadata"]["namespace"]
     parent = ctx.cluster.get_llmdeployment(namespace, owners[0]["name"])
     status = (parent or {}).get("status") or {}
@@ -404,7 +425,7 @@ def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
         resource,
         generation,
         Desired(plan, status["planKey"]),
-        workload_status_of(workload_body),
+        workload,
         capacity,
         None,
         previous,
@@ -419,6 +440,7 @@ def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
         ctx.cluster.patch_status(
             namespace, parent["metadata"]["name"], changed, parent["metadata"]["resourceVersion"]
         )
+    ctx.reflected[uid] = workload
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
@@ -435,6 +457,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         uid = body.metadata.uid or ""
         ctx.autoscalers.pop(uid, None)
         ctx.children.pop(uid, None)
+        ctx.reflected.pop(uid, None)
         ctx.cluster.forget(uid)
 
     def on_workload(body: kopf.Body, **_: Any) -> None:
@@ -449,7 +472,9 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         id="workload",
         labels={"app.kubernetes.io/managed-by": "llmdeploy"},
     )(on_workload)
-    # A watch event, not a delete handler: no finalizer, deletion never waits for us.
+    # A watch event, not a delete handler, so this adds no finalizer. (The timer below does:
+    # kopf gives every object with a timer one, so deleting an LLMDeployment waits for a
+    # running operator; see docs/reliability.md.)
     kopf.on.event(
         GROUP,
         VERSION,
