@@ -162,6 +162,10 @@ class Cluster:
             self._kinds[key] = (resource, time.monotonic())
             return resource
 
+    def _kind_gone(self, api_version: str, kind: str) -> None:
+        with self._lock:
+            self._kinds[(api_version, kind)] = (None, time.monotonic())
+
     def gpus_in_use(self, owner: Owner) -> tuple[dict[str, int], int]:
         """(GPUs requested by pods bound to each node, how many of them are the owner's pods).
         Read fresh: it caps a scale-up, and a stale count would promise GPUs that are gone."""
@@ -230,6 +234,9 @@ class Cluster:
             return []
         try:
             return list(resource.get(**query).items)
+        except NotFoundError:
+            self._kind_gone(api_version, kind)
+            return []
         except DynamicApiError as exc:
             raise _error(exc, f"list {kind}") from None
 
@@ -321,6 +328,10 @@ class Cluster:
                 children = resource.get(
                     namespace=owner.namespace, label_selector=f"{SELECTOR_LABEL}={owner.name}"
                 ).items
+            except NotFoundError:
+                # Discovery (cached, also on disk) still names a kind whose CRD is gone.
+                self._kind_gone(api_version, kind)
+                continue
             except DynamicApiError as exc:
                 raise _error(exc, f"list {kind}") from None
             for child in children:
