@@ -15,10 +15,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import yaml
-from kubernetes import client, config
+from kubernetes import client, config, watch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,7 +33,11 @@ from tests.e2e.operator_harness import (  # noqa: E402
 )
 from tests.e2e.testenv_control import AuditLog  # noqa: E402
 
-PAGE = 5000
+from llmdeploy.api.types import LLMDeployment  # noqa: E402
+from llmdeploy.catalog import load_catalog, load_image_lock  # noqa: E402
+from llmdeploy.cluster.kube import Cluster, Owner  # noqa: E402
+from llmdeploy.controller.service import desired_state  # noqa: E402
+from llmdeploy.sizing.inventory import Inventory  # noqa: E402
 
 
 def api_requests(kubeconfig: Path) -> float:
@@ -51,9 +57,108 @@ def proc_stat(pid: int) -> tuple[float, float]:
     return hwm, (int(fields[11]) + int(fields[12])) / ticks
 
 
+def _is_settled(obj: dict[str, Any]) -> bool:
+    status = obj.get("status") or {}
+    return bool(
+        status.get("phase") == "Ready"
+        and status.get("observedGeneration") == obj["metadata"]["generation"]
+    )
+
+
+def wait_until_settled(
+    custom: client.CustomObjectsApi, namespaces: set[str], count: int, deadline: float
+) -> None:
+    """Follow the LLMDeployments with one watch instead of polling: a full list of 1,000
+    objects with their plans every few seconds made this script a large share of the API
+    server's work, which is the operator's bottleneck too."""
+    settled: set[tuple[str, str]] = set()
+    version = None
+    while len(settled) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(settled)}/{count} settled after an hour")
+        if version is None:  # start, or the watch expired (410): list once more
+            listed = custom.list_cluster_custom_object("llmdeploy.io", "v1alpha1", "llmdeployments")
+            version = listed["metadata"]["resourceVersion"]
+            settled = {
+                (o["metadata"]["namespace"], o["metadata"]["name"])
+                for o in listed["items"]
+                if o["metadata"]["namespace"] in namespaces and _is_settled(o)
+            }
+            continue
+        stream = watch.Watch()
+        try:
+            for event in stream.stream(
+                custom.list_cluster_custom_object,
+                "llmdeploy.io",
+                "v1alpha1",
+                "llmdeployments",
+                resource_version=version,
+                timeout_seconds=30,
+            ):
+                obj = event["object"]
+                version = obj["metadata"]["resourceVersion"]
+                key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                if key[0] not in namespaces:
+                    continue
+                if event["type"] != "DELETED" and _is_settled(obj):
+                    settled.add(key)
+                else:
+                    settled.discard(key)
+                if len(settled) >= count:
+                    stream.stop()
+        except client.ApiException as exc:
+            if exc.status != 410:
+                raise
+            version = None
+
+
+def apply_children_directly(
+    kubeconfig: Path, operator_kubeconfig: Path, namespaces: set[str], workers: int
+) -> float:
+    """The control plane's ceiling for this load: the children the operator would apply
+    (rendered beforehand, so none of this script's CPU is timed), applied by `workers` threads
+    through the operator's own apply code, until the controller-manager has seen every
+    Deployment. No kopf, no status, no events. Returns the seconds it took."""
+    custom = client.CustomObjectsApi(config.new_client_from_config(str(kubeconfig)))
+    catalog, lock = load_catalog(), load_image_lock()
+    work = []
+    for item in custom.list_cluster_custom_object("llmdeploy.io", "v1alpha1", "llmdeployments")[
+        "items"
+    ]:
+        meta = item["metadata"]
+        if meta["namespace"] not in namespaces:
+            continue
+        resource = LLMDeployment.model_validate(item)
+        desired = desired_state(resource, catalog, lock, Inventory(()), None)
+        owner = Owner(meta["name"], meta["namespace"], meta["uid"])
+        work.extend((obj, owner) for obj in desired.objects)
+    cluster = Cluster(config.new_client_from_config(str(operator_kubeconfig)))
+    apps = client.AppsV1Api(config.new_client_from_config(str(kubeconfig)))
+    expected = sum(1 for obj, _ in work if obj["kind"] == "Deployment")
+    start = time.monotonic()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda job: cluster.apply(*job), work))
+    while True:
+        observed = sum(
+            1
+            for d in apps.list_deployment_for_all_namespaces().items
+            if d.metadata.namespace in namespaces
+            and (d.status.observed_generation or 0) >= d.metadata.generation
+        )
+        if observed >= expected:
+            return time.monotonic() - start
+        time.sleep(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--control-plane-only",
+        action="store_true",
+        help="no operator: apply the children directly, to measure the control plane's ceiling",
+    )
     parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=4, help="threads, --control-plane-only")
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--idle-seconds", type=float, default=30)
     args = parser.parse_args()
@@ -95,6 +200,17 @@ def main() -> None:
         LLMDEPLOY_STANDALONE="true",
         LLMDEPLOY_STATUS_INTERVAL_SECONDS="300",
     )
+    if args.control_plane_only:
+        took = apply_children_directly(
+            kubeconfig, operator.kubeconfig, set(namespaces), workers=args.workers
+        )
+        print(
+            f"control plane only: the children of {args.count} LLMDeployments applied and "
+            f"observed in {took:.1f} s: {args.count / took:.1f} per second"
+        )
+        for ns in namespaces:
+            kubectl(kubeconfig, "delete", "namespace", ns, "--wait=false")
+        return
     before = api_requests(kubeconfig)
     audit = AuditLog()
     audit.mark()
@@ -102,24 +218,7 @@ def main() -> None:
     operator.start()
     assert operator.process is not None
 
-    def settled() -> int:
-        items = custom.list_cluster_custom_object(
-            "llmdeploy.io", "v1alpha1", "llmdeployments", limit=PAGE
-        )["items"]
-        return sum(
-            1
-            for o in items
-            if o["metadata"]["namespace"] in namespaces
-            and (o.get("status") or {}).get("phase") == "Ready"
-            and o["status"].get("observedGeneration") == o["metadata"]["generation"]
-        )
-
-    done = 0
-    while done < args.count:
-        time.sleep(2)
-        done = settled()
-        if time.monotonic() - start > 3600:
-            raise SystemExit(f"only {done}/{args.count} settled after an hour")
+    wait_until_settled(custom, set(namespaces), args.count, start + 3600)
     elapsed = time.monotonic() - start
     requests = api_requests(kubeconfig) - before
     own = Counter(
@@ -144,7 +243,7 @@ def main() -> None:
     )
     print(
         f"API requests during the run: {requests:.0f} ({requests / args.count:.1f} per "
-        f"LLMDeployment, all clients: controller-manager, this script's polling)"
+        f"LLMDeployment, all clients: operator, controller-manager, this script's watch)"
     )
     print(
         f"the operator's own requests (audit log): {own.total()} "
