@@ -22,7 +22,7 @@ from kubernetes.dynamic.exceptions import (
 )
 
 from llmdeploy.api.types import API_VERSION, KIND
-from llmdeploy.render import SELECTOR_LABEL
+from llmdeploy.render import SELECTOR_LABEL, SPEC_HASH_ANNOTATION
 from llmdeploy.sizing.inventory import GpuNode, Inventory
 
 FIELD_MANAGER = "llmdeploy"
@@ -391,8 +391,10 @@ class Cluster:
         except DynamicApiError as exc:
             raise _error(exc, f"patch status of {KIND} {name}") from None
 
-    def unschedulable_pods(self, owner: Owner) -> list[PendingPod]:
-        """Pending pods the scheduler could not place, with since when."""
+    def unschedulable_pods(self, owner: Owner, spec_hash: str | None) -> list[PendingPod]:
+        """Pending pods of the current pod template (`spec_hash`) that the scheduler could not
+        place, with since when. A pod of the previous plan, still waiting until the rollout
+        removes it, says nothing about the GPUs the new plan needs."""
         pods = self._list(
             "v1",
             "Pod",
@@ -402,6 +404,8 @@ class Cluster:
         )
         pending = []
         for pod in pods:
+            if (pod.metadata.annotations or {}).get(SPEC_HASH_ANNOTATION) != spec_hash:
+                continue
             for condition in pod.status.conditions or []:
                 if condition.type == "PodScheduled" and condition.reason == "Unschedulable":
                     since = condition.lastTransitionTime or pod.metadata.creationTimestamp

@@ -162,7 +162,9 @@ def reconcile(
             # Pods can only be waiting for GPUs while fewer are ready than wanted.
             wanted = desired_replicas(resource, desired.plan)
             pending = (
-                [] if workload.ready_replicas >= wanted else ctx.cluster.unschedulable_pods(owner)
+                []
+                if workload.ready_replicas >= wanted
+                else ctx.cluster.unschedulable_pods(owner, desired.spec_hash)
             )
             capacity, starved = capacity_condition(
                 pending, now, pending_timeout_seconds(resource), generation

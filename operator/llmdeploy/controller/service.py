@@ -17,7 +17,7 @@ from llmdeploy.api.types import LLMDeployment, duration_seconds
 from llmdeploy.autoscale.decision import Decision
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import PendingPod, WorkloadStatus
-from llmdeploy.render import render_manifests
+from llmdeploy.render import SPEC_HASH_ANNOTATION, render_manifests
 from llmdeploy.sizing import Plan, plan_deployment
 from llmdeploy.sizing.inventory import Inventory, cluster_catalog, placement_for_cluster
 
@@ -32,6 +32,14 @@ class Desired:
     def workload_kind(self) -> str | None:
         kinds = {o["kind"] for o in self.objects} & {"Deployment", "LeaderWorkerSet"}
         return next(iter(kinds), None)
+
+    @property
+    def spec_hash(self) -> str | None:
+        """The digest of the pod templates, which every pod of this plan carries."""
+        for obj in self.objects:
+            if obj["kind"] == self.workload_kind:
+                return str(obj["metadata"].get("annotations", {}).get(SPEC_HASH_ANNOTATION))
+        return None
 
 
 def plan_key(resource: LLMDeployment, excluded: Sequence[str]) -> str:
