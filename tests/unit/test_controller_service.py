@@ -156,3 +156,16 @@ def test_schedulable_replicas_count_free_gpus_unless_provisionable(catalog: Cata
         schedulable_replicas(catalog, L4_NODES, in_use, "nvidia-l4", 1, 1, 2, {"nvidia-l4"}) is None
     )
     assert schedulable_replicas(catalog, L4_NODES, in_use, "nvidia-l4", 1, 1, 2, None) is None
+
+
+def test_spec_hash_is_what_this_plan_s_pods_carry(catalog: Catalog) -> None:
+    """Capacity is judged on pods with this hash only: a pod of the previous plan, still
+    pending while the rollout removes it, must not make a new plan look starved."""
+    short = desired_state(resource(), catalog, load_image_lock(), L4_NODES, set())
+    [workload] = [o for o in short.objects if o["kind"] == "Deployment"]
+    pods = workload["spec"]["template"]["metadata"]["annotations"]
+    assert short.spec_hash == pods["llmdeploy.io/spec-hash"]
+    longer = desired_state(
+        resource(workload={"maxContextLength": 4096}), catalog, load_image_lock(), L4_NODES, set()
+    )
+    assert longer.spec_hash != short.spec_hash
