@@ -16,7 +16,7 @@ from llmdeploy.api.status import Condition
 from llmdeploy.api.types import LLMDeployment, duration_seconds
 from llmdeploy.autoscale.decision import Decision
 from llmdeploy.catalog import Catalog, ImageLock
-from llmdeploy.cluster.kube import PendingPod, WorkloadStatus
+from llmdeploy.cluster.kube import WORKLOAD_KINDS, PendingPod, WorkloadStatus
 from llmdeploy.render import SPEC_HASH_ANNOTATION, render_manifests
 from llmdeploy.sizing import Plan, plan_deployment
 from llmdeploy.sizing.inventory import Inventory, cluster_catalog, placement_for_cluster
@@ -30,7 +30,7 @@ class Desired:
 
     @property
     def workload_kind(self) -> str | None:
-        kinds = {o["kind"] for o in self.objects} & {"Deployment", "LeaderWorkerSet"}
+        kinds = {o["kind"] for o in self.objects} & WORKLOAD_KINDS
         return next(iter(kinds), None)
 
     @property
@@ -38,7 +38,10 @@ class Desired:
         """The digest of the pod templates, which every pod of this plan carries."""
         for obj in self.objects:
             if obj["kind"] == self.workload_kind:
-                return str(obj["metadata"].get("annotations", {}).get(SPEC_HASH_ANNOTATION))
+                hashed: str | None = (
+                    obj["metadata"].get("annotations", {}).get(SPEC_HASH_ANNOTATION)
+                )
+                return hashed
         return None
 
 
