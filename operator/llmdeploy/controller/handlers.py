@@ -376,11 +376,18 @@ def _summary(plan: Plan) -> str:
     )
 
 
+# Written together or not at all: a merge patch of some of them, computed from an older read,
+# could land after a fresher refresh and leave e.g. phase Ready beside an old readyReplicas.
+WORKLOAD_FIELDS = ("readyReplicas", "phase", "conditions")
+
+
 def _write_status(patch: kopf.Patch, current: dict[str, Any], update: dict[str, Any]) -> None:
     """Patch only what changed: an unchanged object gets no write."""
-    for key, value in update.items():
-        if current.get(key) != value:
-            patch.status[key] = value
+    changed = {key for key, value in update.items() if current.get(key) != value}
+    if changed & set(WORKLOAD_FIELDS):
+        changed |= {key for key in WORKLOAD_FIELDS if key in update}
+    for key in changed:
+        patch.status[key] = update[key]
 
 
 def _event_once(
@@ -436,8 +443,7 @@ def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
     )
     # Only what the workload tells; the plan is the reconcile's. The resourceVersion
     # precondition makes a write based on a stale read fail instead of undoing a newer status.
-    workload_fields = ("readyReplicas", "phase", "conditions")
-    changed = {k: update[k] for k in workload_fields if status.get(k) != update.get(k)}
+    changed = {k: update[k] for k in WORKLOAD_FIELDS if status.get(k) != update.get(k)}
     if changed:
         ctx.cluster.patch_status(
             namespace, parent["metadata"]["name"], changed, parent["metadata"]["resourceVersion"]
