@@ -391,3 +391,46 @@ def test_unchanged_object_gets_no_writes(
     seen = [r for r in audit.requests() if r.namespace == namespace]
     assert any(r.verb == "get" for r in seen), seen
     assert [r for r in seen if r.verb in WRITE_VERBS] == []
+
+
+def test_delete_needs_no_running_operator_and_an_old_finalizer_is_removed(
+    kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    apply(kubeconfig_path, namespace, example("llama-3.1-8b-l4"))
+    obj = wait_until(lambda: ready(kube_api, namespace, "llama-8b"), what="Ready", timeout=120)
+    assert not obj["metadata"].get("finalizers")
+    # Objects of releases that used a per-object kopf timer carry kopf's finalizer.
+    old = {"metadata": {"finalizers": ["llmdeploy.io/finalizer"]}}
+    patched = kubectl(
+        kubeconfig_path,
+        *("-n", namespace, "patch", "llmdep", "llama-8b", "--type=merge"),
+        *("-p", yaml.safe_dump(old)),
+    )
+    assert patched.returncode == 0, patched.stderr
+    wait_until(
+        lambda: not get(kube_api, namespace, "llama-8b")["metadata"].get("finalizers"),
+        what="the old finalizer removed",
+        timeout=60,
+    )
+    operator.stop()
+    try:
+        deleted = kubectl(
+            kubeconfig_path, "-n", namespace, "delete", "llmdep", "llama-8b", "--wait=false"
+        )
+        assert deleted.returncode == 0, deleted.stderr
+
+        def gone() -> bool:
+            try:
+                get(kube_api, namespace, "llama-8b")
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_until(gone, what="deleted with the operator stopped", timeout=30)
+        wait_until(
+            lambda: deployment(kube_api, namespace, "llama-8b") is None,
+            what="Deployment garbage-collected",
+            timeout=120,
+        )
+    finally:
+        operator.start()

@@ -9,8 +9,9 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client as k8s
@@ -209,6 +210,54 @@ class Cluster:
         except DynamicApiError as exc:
             if getattr(exc, "status", None) != 409:  # already there
                 raise _error(exc, f"create ClusterKopfPeering {name}") from None
+
+    def peers(self, name: str, namespace: str | None) -> dict[str, Any]:
+        """The replicas kopf's peering object lists (its status); empty if there is none."""
+        kind = "KopfPeering" if namespace else "ClusterKopfPeering"
+        resource = self._resource("kopf.dev/v1", kind)
+        if resource is None:
+            return {}
+        try:
+            obj = (
+                resource.get(name=name, namespace=namespace)
+                if namespace
+                else resource.get(name=name)
+            )
+        except NotFoundError:
+            return {}
+        except DynamicApiError as exc:
+            raise _error(exc, f"get {kind} {name}") from None
+        return dict(obj.to_dict().get("status") or {})
+
+    def post_event(
+        self, involved: Mapping[str, Any], reason: str, message: str, *, warning: bool
+    ) -> None:
+        """A core/v1 Event about `involved`, as kopf posts them for its handlers."""
+        metadata = involved["metadata"]
+        now = datetime.now(UTC).isoformat()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": "llmdeploy-", "namespace": metadata["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", API_VERSION),
+                "kind": involved.get("kind", KIND),
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid"),
+            },
+            "type": "Warning" if warning else "Normal",
+            "reason": reason,
+            "message": message[:1000],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+        }
+        try:
+            self._resource("v1", "Event").create(body=event, namespace=metadata["namespace"])
+        except DynamicApiError as exc:
+            raise _error(exc, f"post event {reason}") from None
 
     def scale(self, owner: Owner, replicas: int, resource_version: str) -> bool:
         """Write replicas through the LLMDeployment's scale subresource (as HPA would), only

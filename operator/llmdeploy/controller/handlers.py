@@ -1,16 +1,18 @@
 """kopf handlers: thin. Validate -> read the cluster -> pure service -> apply -> status.
 
-One reconcile serves create/update/resume and the periodic timer, so a deleted or edited child
-is repaired, status follows the workload, and starved capacity is noticed.
+One reconcile serves create/update/resume and the periodic pass (controller/resync.py), so a
+deleted or edited child is repaired, status follows the workload, and starved capacity is
+noticed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, cast
 
 import kopf
 from pydantic import ValidationError
@@ -37,6 +39,7 @@ from llmdeploy.cluster.kube import (
 )
 from llmdeploy.controller import metrics
 from llmdeploy.controller.locks import ObjectLocks
+from llmdeploy.controller.resync import Tracked
 from llmdeploy.controller.service import (
     Desired,
     autoscaler_status,
@@ -57,6 +60,21 @@ from llmdeploy.sizing.inventory import schedulable_replicas
 PLURAL = "llmdeployments"
 
 
+class Notify(Protocol):
+    """Posts an event about an LLMDeployment: kopf's poster in kopf's handlers, a direct
+    write in the periodic pass (kopf's poster works only inside kopf's own tasks)."""
+
+    def __call__(
+        self, body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
+    ) -> None: ...
+
+
+def kopf_notify(
+    body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
+) -> None:
+    (kopf.warn if warning else kopf.info)(body, reason=reason, message=message[:1000])  # type: ignore[arg-type]
+
+
 class Context:
     """Everything the handlers share, built once at startup and kept in kopf's memo."""
 
@@ -75,8 +93,10 @@ class Context:
         # The workload progress each object's status last showed, by uid: a child's watch
         # event that does not move it (most do not) needs no read of the owner.
         self.reflected: dict[str, WorkloadStatus] = {}
-        # The timer and the change handlers can reach one object's autoscaler at once.
-        self.autoscale_locks = ObjectLocks()
+        # kopf's change handlers and the periodic pass can reach one object at once.
+        self.locks = ObjectLocks()
+        # What the watch delivered, for the periodic pass.
+        self.tracked = Tracked()
 
 
 def _stored_plan(status: dict[str, Any]) -> Plan | None:
@@ -91,6 +111,7 @@ def reconcile(
     body: kopf.Body,
     patch: kopf.Patch,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    notify: Notify = kopf_notify,
 ) -> None:
     metrics.RECONCILES.inc()
     status: dict[str, Any] = dict(body.get("status") or {})
@@ -102,7 +123,7 @@ def reconcile(
     except ValidationError as exc:
         message = format_validation_error(exc)
         _write_status(patch, status, invalid_status(generation, message, previous, now))
-        _event_once(body, status, "InvalidSpec", message, warning=True)
+        _event_once(notify, body, status, "InvalidSpec", message, warning=True)
         return
     owner = Owner(body.metadata.name, body.metadata.namespace or "default", body.metadata.uid or "")
     excluded = list(status.get("excludedGpus") or [])
@@ -131,7 +152,7 @@ def reconcile(
             excluded,
         )
         _write_status(patch, status, update)
-        _event_once(body, status, "InvalidSpec", str(exc), warning=True)
+        _event_once(notify, body, status, "InvalidSpec", str(exc), warning=True)
         return
     except ClusterError as exc:
         metrics.ERRORS.inc()
@@ -141,9 +162,9 @@ def reconcile(
         metrics.DECISIONS.inc()
         plan = desired.plan
         if plan.feasible:
-            kopf.info(body, reason="Planned", message=_summary(plan))
+            notify(body, "Planned", _summary(plan))
         else:
-            kopf.warn(body, reason="NoFeasiblePlan", message="; ".join(plan.reasons)[:1000])
+            notify(body, "NoFeasiblePlan", "; ".join(plan.reasons), warning=True)
 
     error = None
     workload = None
@@ -153,7 +174,7 @@ def reconcile(
         # for a plan that cannot run.
         if desired.plan.feasible:
             workload = _apply(
-                ctx, body, owner, desired, logger, first_time=not status.get("planKey")
+                ctx, body, owner, desired, logger, notify, first_time=not status.get("planKey")
             )
         if desired.workload_kind:
             if workload is None:
@@ -170,7 +191,7 @@ def reconcile(
                 pending, now, pending_timeout_seconds(resource), generation
             )
             if starved is not None and resource.spec.placement.fallback and desired.plan.gpu:
-                _fall_back(body, patch, status, desired.plan.gpu, starved.message)
+                _fall_back(notify, body, patch, status, desired.plan.gpu, starved.message)
                 return
     except ClusterError as exc:
         metrics.ERRORS.inc()
@@ -190,6 +211,7 @@ def reconcile(
     ):
         _autoscale(
             ctx,
+            notify,
             body,
             owner,
             resource,
@@ -210,6 +232,7 @@ PERSIST_AUTOSCALER_EVERY_S = 60.0
 
 def _autoscale(
     ctx: Context,
+    notify: Notify,
     body: kopf.Body,
     owner: Owner,
     resource: LLMDeployment,
@@ -220,99 +243,96 @@ def _autoscale(
     now: datetime,
     generation: int,
 ) -> None:
-    """Operator-mode autoscaling: read Prometheus, decide, write through /scale; one run at a
-    time per object, or two runs decide from the same reading and both scale."""
-    with ctx.autoscale_locks.hold(f"{owner.namespace}/{owner.name}"):
-        assert resource.spec.scaling is not None
-        scaling = effective_scaling(resource.spec.scaling, desired.plan)
-        settings = ctx.settings
-        stz = scaling.scale_to_zero
-        wanted: list[str] = [m.type for m in scaling.metrics]
-        if stz is not None:  # idleness is read from these whatever the spec scales on
-            wanted += [t for t in IDLE_SIGNALS if t not in wanted]
-        url = scaling.prometheus_url or settings.prometheus_url
-        values: dict[str, float | None] = dict.fromkeys(wanted)
-        activation = None
-        problem = None
-        current = desired_replicas(resource, desired.plan)
-        if url:
-            config = PrometheusConfig(
-                url,
-                settings.prometheus_timeout_seconds,
-                settings.prometheus_bearer_token_file,
-                settings.prometheus_ca_file,
-                settings.prometheus_insecure_skip_verify,
+    """Operator-mode autoscaling: read Prometheus, decide, write through /scale. The caller
+    holds the object's lock, or two runs would decide from the same reading and both scale."""
+    assert resource.spec.scaling is not None
+    scaling = effective_scaling(resource.spec.scaling, desired.plan)
+    settings = ctx.settings
+    stz = scaling.scale_to_zero
+    wanted: list[str] = [m.type for m in scaling.metrics]
+    if stz is not None:  # idleness is read from these whatever the spec scales on
+        wanted += [t for t in IDLE_SIGNALS if t not in wanted]
+    url = scaling.prometheus_url or settings.prometheus_url
+    values: dict[str, float | None] = dict.fromkeys(wanted)
+    activation = None
+    problem = None
+    current = desired_replicas(resource, desired.plan)
+    if url:
+        config = PrometheusConfig(
+            url,
+            settings.prometheus_timeout_seconds,
+            settings.prometheus_bearer_token_file,
+            settings.prometheus_ca_file,
+            settings.prometheus_insecure_skip_verify,
+        )
+        if current > 0:
+            engine = resource.spec.engine.name
+            reading = read_metrics(
+                config, wanted, owner.namespace, owner.name, engine, now.timestamp()
             )
-            if current > 0:
-                engine = resource.spec.engine.name
-                reading = read_metrics(
-                    config, wanted, owner.namespace, owner.name, engine, now.timestamp()
-                )
-                values, problem = reading.values, reading.problem
-            elif stz is not None and stz.activation_query:
-                reading = read_queries(
-                    config, {"activation": stz.activation_query}, now.timestamp()
-                )
-                activation, problem = reading.values["activation"], reading.problem
-        previous = status.get("autoscaler") or {}
-        remembered = ctx.autoscalers.get(owner.uid)
-        if remembered is not None:
-            state, persisted = remembered
-        else:  # after a restart: the history stored on the object
-            state = AutoscalerState.model_validate(previous.get("state") or {})
-            persisted = now.timestamp()
-        observation = Observation(now.timestamp(), current, ready, values, activation=activation)
+            values, problem = reading.values, reading.problem
+        elif stz is not None and stz.activation_query:
+            reading = read_queries(config, {"activation": stz.activation_query}, now.timestamp())
+            activation, problem = reading.values["activation"], reading.problem
+    previous = status.get("autoscaler") or {}
+    remembered = ctx.autoscalers.get(owner.uid)
+    if remembered is not None:
+        state, persisted = remembered
+    else:  # after a restart: the history stored on the object
+        state = AutoscalerState.model_validate(previous.get("state") or {})
+        persisted = now.timestamp()
+    observation = Observation(now.timestamp(), current, ready, values, activation=activation)
+    decision = decide(scaling, observation, state)
+    if decision.desired_replicas > current:
+        # Cap a scale-up by the GPUs free now (unless an autoscaler can add nodes).
+        plan = desired.plan
+        assert plan.gpu is not None
+        multi_node = desired.workload_kind == "LeaderWorkerSet"
+        in_use, placed = ctx.cluster.gpus_in_use(owner)
+        schedulable = schedulable_replicas(
+            ctx.catalog,
+            ctx.cluster.inventory(),
+            in_use,
+            plan.gpu,
+            plan.tensor_parallel or 1 if multi_node else plan.gpu_count or 1,
+            plan.pipeline_parallel or 1 if multi_node else 1,
+            placed,
+            settings.provisionable(),
+        )
+        observation = replace(observation, schedulable_replicas=schedulable)
         decision = decide(scaling, observation, state)
-        if decision.desired_replicas > current:
-            # Cap a scale-up by the GPUs free now (unless an autoscaler can add nodes).
-            plan = desired.plan
-            assert plan.gpu is not None
-            multi_node = desired.workload_kind == "LeaderWorkerSet"
-            in_use, placed = ctx.cluster.gpus_in_use(owner)
-            schedulable = schedulable_replicas(
-                ctx.catalog,
-                ctx.cluster.inventory(),
-                in_use,
-                plan.gpu,
-                plan.tensor_parallel or 1 if multi_node else plan.gpu_count or 1,
-                plan.pipeline_parallel or 1 if multi_node else 1,
-                placed,
-                settings.provisionable(),
-            )
-            observation = replace(observation, schedulable_replicas=schedulable)
-            decision = decide(scaling, observation, state)
-        if not url:
-            decision = replace(decision, reason=f"holding {current}: no Prometheus URL configured")
-        elif problem is not None and decision.desired_replicas == current:
-            decision = replace(decision, reason=f"{decision.reason}; Prometheus: {problem}")
-        if decision.desired_replicas != current:
-            # A run that read the object before another one scaled it must not scale again.
-            version = str(body.metadata.get("resourceVersion") or "")
-            if not ctx.cluster.scale(owner, decision.desired_replicas, version):
-                # Changed since read: the next run decides from the new object; until then the
-                # status keeps what the run that changed it wrote.
-                _keep_autoscaler_status(status, update)
-                return
-            metrics.SCALINGS.inc()
-            kopf.info(body, reason="Scaled", message=decision.reason[:1000])
-        seen = values if activation is None else {**values, "activationQuery": activation}
-        fresh = autoscaler_status(decision, seen, now, previous)
-        # The history changes every tick; persist it on a change of decision or once a minute.
-        if (
-            decision.desired_replicas != current
-            or fresh["reason"] != previous.get("reason")
-            # A lost end of an idle stretch could, after a restart, send busy replicas to zero.
-            or fresh["state"].get("idleSince") != (previous.get("state") or {}).get("idleSince")
-            or now.timestamp() - persisted >= PERSIST_AUTOSCALER_EVERY_S
-        ):
-            update["autoscaler"] = fresh
-            persisted = now.timestamp()
-        else:
-            update["autoscaler"] = previous
-        ctx.autoscalers[owner.uid] = (decision.state, persisted)
-        conditions = [Condition.model_validate(c) for c in update["conditions"]]
-        conditions.append(metrics_condition(decision, generation))
-        update["conditions"] = stamp_conditions(conditions, status.get("conditions") or [], now)
+    if not url:
+        decision = replace(decision, reason=f"holding {current}: no Prometheus URL configured")
+    elif problem is not None and decision.desired_replicas == current:
+        decision = replace(decision, reason=f"{decision.reason}; Prometheus: {problem}")
+    if decision.desired_replicas != current:
+        # A run that read the object before another one scaled it must not scale again.
+        version = str(body.metadata.get("resourceVersion") or "")
+        if not ctx.cluster.scale(owner, decision.desired_replicas, version):
+            # Changed since read: the next run decides from the new object; until then the
+            # status keeps what the run that changed it wrote.
+            _keep_autoscaler_status(status, update)
+            return
+        metrics.SCALINGS.inc()
+        notify(body, "Scaled", decision.reason)
+    seen = values if activation is None else {**values, "activationQuery": activation}
+    fresh = autoscaler_status(decision, seen, now, previous)
+    # The history changes every tick; persist it on a change of decision or once a minute.
+    if (
+        decision.desired_replicas != current
+        or fresh["reason"] != previous.get("reason")
+        # A lost end of an idle stretch could, after a restart, send busy replicas to zero.
+        or fresh["state"].get("idleSince") != (previous.get("state") or {}).get("idleSince")
+        or now.timestamp() - persisted >= PERSIST_AUTOSCALER_EVERY_S
+    ):
+        update["autoscaler"] = fresh
+        persisted = now.timestamp()
+    else:
+        update["autoscaler"] = previous
+    ctx.autoscalers[owner.uid] = (decision.state, persisted)
+    conditions = [Condition.model_validate(c) for c in update["conditions"]]
+    conditions.append(metrics_condition(decision, generation))
+    update["conditions"] = stamp_conditions(conditions, status.get("conditions") or [], now)
 
 
 def _keep_autoscaler_status(status: dict[str, Any], update: dict[str, Any]) -> None:
@@ -328,6 +348,7 @@ def _apply(
     owner: Owner,
     desired: Desired,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    notify: Notify,
     first_time: bool,
 ) -> WorkloadStatus | None:
     """Apply the children, prune the ones no longer desired; the workload's progress."""
@@ -345,25 +366,31 @@ def _apply(
     ctx.children[owner.uid] = keep
     if changed:
         metrics.APPLIES.inc(len(changed))
-        kopf.info(body, reason="Applied", message=", ".join(changed))
+        notify(body, "Applied", ", ".join(changed))
         logger.info("applied %s", ", ".join(changed))
     if pruned:
-        kopf.info(body, reason="Pruned", message=", ".join(pruned))
+        notify(body, "Pruned", ", ".join(pruned))
         logger.info("pruned %s", ", ".join(pruned))
     return workload
 
 
 def _fall_back(
-    body: kopf.Body, patch: kopf.Patch, status: dict[str, Any], gpu: str, why: str
+    notify: Notify,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    status: dict[str, Any],
+    gpu: str,
+    why: str,
 ) -> None:
     """Drop the starved SKU and let the next reconcile plan without it."""
     excluded = sorted({*(status.get("excludedGpus") or []), gpu})
     patch.status["excludedGpus"] = excluded
     patch.status["planKey"] = None
-    kopf.warn(
+    notify(
         body,
-        reason="FallbackReplan",
-        message=f"{gpu} capacity did not arrive ({why}); re-planning without it",
+        "FallbackReplan",
+        f"{gpu} capacity did not arrive ({why}); re-planning without it",
+        warning=True,
     )
 
 
@@ -391,18 +418,24 @@ def _write_status(patch: kopf.Patch, current: dict[str, Any], update: dict[str, 
 
 
 def _event_once(
-    body: kopf.Body, status: dict[str, Any], reason: str, message: str, *, warning: bool
+    notify: Notify,
+    body: kopf.Body,
+    status: dict[str, Any],
+    reason: str,
+    message: str,
+    *,
+    warning: bool,
 ) -> None:
-    """An event per new problem, not one per timer tick."""
+    """An event per new problem, not one per periodic pass."""
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Planned" and condition.get("message") == message:
             return
-    (kopf.warn if warning else kopf.info)(body, reason=reason, message=message[:1000])
+    notify(body, reason, message, warning=warning)
 
 
 def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
     """A child workload moved (pods became ready, a rollout finished): bring the owner's
-    status up to date now instead of at the next timer tick. Status only; no plan, no apply."""
+    status up to date now instead of at the next periodic pass. Status only; no plan, no apply."""
     owners = [
         r
         for r in (workload_body.get("metadata") or {}).get("ownerReferences") or []
@@ -451,25 +484,68 @@ def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
     ctx.reflected[uid] = workload
 
 
-def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
-    """Bind the handlers to this operator's registry and settings."""
-
-    def on_change(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+def reconcile_in_kopf(
+    ctx: Context, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger
+) -> None:
+    """kopf's change handlers: kopf serializes them per object, this lock against the pass."""
+    with ctx.locks.hold(body.metadata.uid or ""):
         reconcile(ctx, body, patch, logger)
 
-    def on_timer(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
-        reconcile(ctx, body, patch, logger)
 
-    def forget_deleted(body: kopf.Body, **_: Any) -> None:
-        # Children go by garbage collection; only this process's memory of the object is left.
-        uid = body.metadata.uid or ""
+def reconcile_in_pass(ctx: Context, body: dict[str, Any]) -> None:
+    """The periodic pass's reconcile of one object, outside kopf: its status patch carries the
+    resourceVersion it was computed from, so a pass working from an older body than a change
+    handler has just written loses (409) instead of undoing that write."""
+    metadata = body["metadata"]
+    uid = str(metadata.get("uid") or "")
+    logger = logging.getLogger(f"llmdeploy.pass.{metadata['namespace']}.{metadata['name']}")
+
+    def notify(
+        body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        with contextlib.suppress(ClusterError):  # an event is not worth failing a reconcile
+            ctx.cluster.post_event(body, reason, message, warning=warning)
+
+    patch = kopf.Patch()
+    with ctx.locks.hold(uid):
+        if uid not in ctx.tracked:
+            return  # deleted while the pass was on its way here
+        try:
+            reconcile(ctx, kopf.Body(cast(kopf.RawBody, body)), patch, logger, notify)
+        except kopf.TemporaryError as exc:
+            logger.warning("periodic reconcile: %s", exc)
+        status = dict(patch.get("status") or {})
+        if status:
+            with contextlib.suppress(ClusterError):  # 409: newer than this body; next pass
+                ctx.cluster.patch_status(
+                    metadata["namespace"], metadata["name"], status, metadata["resourceVersion"]
+                )
+
+
+def forget(ctx: Context, uid: str) -> None:
+    """Children go by garbage collection; only this process's memory of the object is left."""
+    ctx.tracked.gone(uid)
+    with ctx.locks.hold(uid):  # a reconcile under way would write its memories back
         ctx.autoscalers.pop(uid, None)
         ctx.children.pop(uid, None)
         ctx.reflected.pop(uid, None)
         ctx.cluster.forget(uid)
 
+
+def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
+    """Bind the handlers to this operator's registry and settings."""
+
+    def on_change(body: kopf.Body, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+        reconcile_in_kopf(ctx, body, patch, logger)
+
+    def track(body: kopf.Body, type: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            forget(ctx, body.metadata.uid or "")
+        else:
+            ctx.tracked.seen(body)
+
     def on_workload(body: kopf.Body, **_: Any) -> None:
-        with contextlib.suppress(ClusterError):  # the timer catches up
+        with contextlib.suppress(ClusterError):  # the periodic pass catches up
             refresh_from_workload(ctx, dict(body))
 
     kopf.on.event(
@@ -480,27 +556,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> None:
         id="workload",
         labels={"app.kubernetes.io/managed-by": "llmdeploy"},
     )(on_workload)
-    # A watch event, not a delete handler, so this adds no finalizer. (The timer below does:
-    # kopf gives every object with a timer one, so deleting an LLMDeployment waits for a
-    # running operator; see docs/reliability.md.)
-    kopf.on.event(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        id="forget",
-        when=lambda type, **_: type == "DELETED",
-    )(forget_deleted)
+    # Watch events, not a delete handler or a timer: neither makes kopf add a finalizer.
+    kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="track")(track)
     for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
         decorator(GROUP, VERSION, PLURAL, registry=registry, id="reconcile")(on_change)
-    kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        id="refresh",
-        interval=ctx.settings.status_interval_seconds,
-        # The create/resume handler has just reconciled: the first tick can wait.
-        initial_delay=ctx.settings.status_interval_seconds,
-        sharp=False,
-    )(on_timer)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 import prometheus_client
+from kopf._core.engines.peering import Identity  # a NewType of str that kopf.run is typed with
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from llmdeploy.catalog import load_catalog, load_image_lock
 from llmdeploy.cluster.kube import Cluster
-from llmdeploy.controller.handlers import Context, register
+from llmdeploy.controller.handlers import Context, reconcile_in_pass, register
+from llmdeploy.controller.resync import PeriodicPass, peering_allows
 from llmdeploy.controller.settings import OperatorSettings
 
 
@@ -40,12 +46,35 @@ def _api_client() -> k8s.ApiClient:
     return k8s.ApiClient()
 
 
-def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+def build_registry(
+    settings: OperatorSettings, identity: str, priority: int
+) -> kopf.OperatorRegistry:
     catalog = load_catalog(settings.catalog_files)
     lock = load_image_lock(settings.image_lock_file)
     ctx = Context(settings, catalog, lock, Cluster(_api_client()))
     registry = kopf.OperatorRegistry()
     register(registry, ctx)
+
+    def active() -> bool:
+        """Whether kopf lets this replica act: the periodic pass runs outside kopf, which
+        pauses only its own handlers when a peer outranks this replica."""
+        if settings.standalone:
+            return True
+        now = datetime.now(UTC)
+        name = settings.peering_name
+        scopes: list[str | None] = list(settings.namespaces) or [None]
+        return all(
+            peering_allows(ctx.cluster.peers(name, scope), identity, priority, now)
+            for scope in scopes
+        )
+
+    periodic = PeriodicPass(
+        ctx.tracked,
+        lambda body: reconcile_in_pass(ctx, body),
+        settings.status_interval_seconds,
+        settings.workers,
+        active,
+    )
     # A private registry does not get kopf's default login handlers.
     kopf.on.login(registry=registry)(kopf.login_via_client)
 
@@ -76,7 +105,20 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if not ctx.settings.standalone:
             ctx.cluster.ensure_cluster_peering(ctx.settings.peering_name)
 
+    @kopf.on.startup(registry=registry)
+    def start_periodic_pass(**_: Any) -> None:
+        periodic.start()
+
+    @kopf.on.cleanup(registry=registry)
+    def stop_periodic_pass(**_: Any) -> None:
+        periodic.stop()
+
     return registry
+
+
+def own_identity() -> str:
+    """This replica's name in the peering object: unique per process, and readable."""
+    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
 def peering_priority(settings: OperatorSettings, started: float) -> int:
@@ -93,7 +135,9 @@ def run_operator(settings: OperatorSettings) -> None:
     if settings.json_logs:
         handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    registry = build_registry(settings)
+    identity = own_identity()
+    priority = peering_priority(settings, time.time())
+    registry = build_registry(settings, identity, priority)
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
     kopf.run(
@@ -102,7 +146,8 @@ def run_operator(settings: OperatorSettings) -> None:
         namespaces=settings.namespaces,
         standalone=settings.standalone,
         peering_name=settings.peering_name,
-        priority=peering_priority(settings, time.time()),
+        priority=priority,
+        identity=Identity(identity),
         liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz"
         if settings.health_port
         else None,
