@@ -284,3 +284,49 @@ def test_two_replicas_one_acts_and_the_other_takes_over(
             replica.stop()
         kubectl(kubeconfig_path, "delete", "clusterkopfpeering", peering, "--ignore-not-found")
         operator.start()
+
+
+def test_a_replica_outranked_while_acting_stops_acting(
+    kubeconfig_path: Path,
+    kube_api: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    tmp_path: Path,
+) -> None:
+    # The periodic pass runs outside kopf's handlers, so kopf's pause does not stop it by
+    # itself: a replica that was acting and is then outranked must stop its pass as well.
+    operator.stop()
+    peering = f"e2e-{uuid.uuid4().hex[:6]}"
+    settings = {"LLMDEPLOY_PEERING_NAME": peering, "LLMDEPLOY_PEERING_LIFETIME_SECONDS": "10"}
+    low = Operator(operator.kubeconfig, tmp_path / "low", LLMDEPLOY_PRIORITY="1", **settings)
+    high = Operator(operator.kubeconfig, tmp_path / "high", LLMDEPLOY_PRIORITY="2", **settings)
+    for replica in (low, high):
+        replica.log_dir.mkdir()
+    try:
+        low.start()
+        _start(kubeconfig_path, kube_api, namespace)
+        high.start()
+        wait_until(
+            lambda: "periodic pass paused" in low.logs(), what="the low replica paused", timeout=60
+        )
+        paused_at = len(low.logs())
+        original = deployment(kube_api, namespace, NAME)
+        assert original is not None
+        client.AppsV1Api(kube_api).delete_namespaced_deployment(NAME, namespace)
+        wait_until(
+            lambda: (
+                (d := deployment(kube_api, namespace, NAME)) is not None
+                and d.metadata.uid != original.metadata.uid
+            ),
+            what="Deployment recreated",
+            timeout=60,
+        )
+        time.sleep(5)  # two more passes: the paused replica would have acted by now
+        assert "applied Deployment/" in high.logs()
+        assert "applied" not in low.logs()[paused_at:]
+        _no_duplicates(kube_api, namespace)
+    finally:
+        for replica in (low, high):
+            replica.stop()
+        kubectl(kubeconfig_path, "delete", "clusterkopfpeering", peering, "--ignore-not-found")
+        operator.start()

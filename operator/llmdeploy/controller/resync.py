@@ -78,6 +78,7 @@ class PeriodicPass:
         self._workers = workers
         self._active = active
         self._stop = threading.Event()
+        self._paused = False
         self._thread = threading.Thread(target=self._run, name="periodic-pass", daemon=True)
 
     def start(self) -> None:
@@ -94,10 +95,17 @@ class PeriodicPass:
 
     def run_once(self, pool: ThreadPoolExecutor) -> None:
         try:
-            if not self._active():
-                return
+            active = self._active()
         except Exception as exc:  # the peering object unreadable: act next time, not now
             log.warning("periodic pass skipped: %s", exc)
+            return
+        if active == self._paused:
+            self._paused = not active
+            log.info(
+                "periodic pass %s",
+                "paused: a peer outranks this replica" if self._paused else "resumed",
+            )
+        if not active:
             return
         for future in [pool.submit(self._one, body) for body in self._tracked.snapshot()]:
             future.result()
