@@ -3,6 +3,7 @@ workload's progress moved since the owner's status last showed it."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import yaml
 
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.catalog import Catalog
-from llmdeploy.cluster.kube import workload_status_of
+from llmdeploy.cluster.kube import ClusterError, workload_status_of
 from llmdeploy.controller import handlers
 from llmdeploy.controller.settings import OperatorSettings
 from llmdeploy.sizing import plan_deployment
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class RecordingCluster:
-    """Stands in for the API server layer: hands out one owner, records reads and writes."""
+    """Stands in for the API server layer: hands out one owner, records reads and writes, and
+    answers 409 to a write from an older resourceVersion than the owner's."""
 
     def __init__(self, owner: dict[str, Any]) -> None:
         self.owner = owner
@@ -28,13 +30,16 @@ class RecordingCluster:
 
     def get_llmdeployment(self, namespace: str, name: str) -> dict[str, Any]:
         self.reads += 1
-        return self.owner
+        return copy.deepcopy(self.owner)
 
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str
     ) -> None:
+        if resource_version != self.owner["metadata"]["resourceVersion"]:
+            raise ClusterError("patch status: 409 Conflict", retryable=True, status=409)
         self.patches.append(status)
         self.owner["status"].update(status)
+        self.owner["metadata"]["resourceVersion"] = str(int(resource_version) + 1)
 
 
 def deployment(ready: int, observed: int) -> dict[str, Any]:
@@ -61,7 +66,7 @@ def deployment(ready: int, observed: int) -> dict[str, Any]:
     }
 
 
-def test_an_event_that_does_not_move_the_workload_reads_nothing(catalog: Catalog) -> None:
+def owner(catalog: Catalog) -> dict[str, Any]:
     body = yaml.safe_load((ROOT / "examples" / "llama-3.1-8b-l4.yaml").read_text())
     body["metadata"].update(namespace="ns", uid="uid-1", generation=1, resourceVersion="7")
     body["spec"]["replicas"] = 1
@@ -73,7 +78,11 @@ def test_an_event_that_does_not_move_the_workload_reads_nothing(catalog: Catalog
         "readyReplicas": 0,
         "conditions": [],
     }
-    cluster = RecordingCluster(body)
+    return body
+
+
+def test_an_event_that_does_not_move_the_workload_reads_nothing(catalog: Catalog) -> None:
+    cluster = RecordingCluster(owner(catalog))
     ctx = handlers.Context(OperatorSettings(), catalog, None, cluster)  # type: ignore[arg-type]
     # What the reconcile saw when it applied the Deployment.
     ctx.reflected["uid-1"] = workload_status_of(deployment(ready=0, observed=1))
@@ -92,3 +101,17 @@ def test_an_event_that_does_not_move_the_workload_reads_nothing(catalog: Catalog
     handlers.refresh_from_workload(ctx, deployment(ready=0, observed=2))  # the pod failed
     assert cluster.reads == 2
     assert cluster.patches[-1]["readyReplicas"] == 0
+
+
+def test_the_owner_comes_from_the_watch_and_is_read_only_when_the_watch_is_behind(
+    catalog: Catalog,
+) -> None:
+    cluster = RecordingCluster(owner(catalog))
+    ctx = handlers.Context(OperatorSettings(), catalog, None, cluster)  # type: ignore[arg-type]
+    ctx.tracked.seen(copy.deepcopy(cluster.owner))
+    handlers.refresh_from_workload(ctx, deployment(ready=1, observed=2))
+    assert (cluster.reads, [p["readyReplicas"] for p in cluster.patches]) == (0, [1])
+
+    # The watch has not yet delivered the write above: the tracked body is one version behind.
+    handlers.refresh_from_workload(ctx, deployment(ready=0, observed=2))
+    assert (cluster.reads, [p["readyReplicas"] for p in cluster.patches]) == (1, [1, 0])

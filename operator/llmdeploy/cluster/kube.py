@@ -47,9 +47,10 @@ CHILD_KINDS = (
 class ClusterError(RuntimeError):
     """An API call failed; `retryable` tells a transient failure from a permanent one."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.status = status  # the HTTP status, when the API server answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ def _error(exc: Exception, action: str) -> ClusterError:
     except ValueError:
         message = body
     retryable = status is None or status in (409, 429) or status >= 500
-    return ClusterError(f"{action}: {status} {message}", retryable=retryable)
+    return ClusterError(f"{action}: {status} {message}", retryable=retryable, status=status)
 
 
 def workload_status_of(obj: dict[str, Any]) -> WorkloadStatus:

@@ -435,7 +435,8 @@ def _event_once(
 
 def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
     """A child workload moved (pods became ready, a rollout finished): bring the owner's
-    status up to date now instead of at the next periodic pass. Status only; no plan, no apply."""
+    status up to date now instead of at the next periodic pass. Status only; no plan, no apply.
+    The owner comes from the watch; read only if the watch has not delivered it or is behind."""
     owners = [
         r
         for r in (workload_body.get("metadata") or {}).get("ownerReferences") or []
@@ -447,8 +448,18 @@ def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
     uid = str(owners[0].get("uid") or "")
     if ctx.reflected.get(uid) == workload:
         return
-    namespace = workload_body["metadata"]["namespace"]
-    parent = ctx.cluster.get_llmdeployment(namespace, owners[0]["name"])
+    namespace, name = workload_body["metadata"]["namespace"], owners[0]["name"]
+    parent = ctx.tracked.get(uid)
+    try:
+        _reflect(ctx, parent or ctx.cluster.get_llmdeployment(namespace, name), workload)
+    except ClusterError as exc:
+        if parent is None or exc.status != 409:
+            raise
+        _reflect(ctx, ctx.cluster.get_llmdeployment(namespace, name), workload)  # watch behind
+    ctx.reflected[uid] = workload
+
+
+def _reflect(ctx: Context, parent: dict[str, Any] | None, workload: WorkloadStatus) -> None:
     status = (parent or {}).get("status") or {}
     plan = _stored_plan(status)
     if parent is None or plan is None or not status.get("planKey"):
@@ -478,10 +489,10 @@ def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
     # precondition makes a write based on a stale read fail instead of undoing a newer status.
     changed = {k: update[k] for k in WORKLOAD_FIELDS if status.get(k) != update.get(k)}
     if changed:
+        metadata = parent["metadata"]
         ctx.cluster.patch_status(
-            namespace, parent["metadata"]["name"], changed, parent["metadata"]["resourceVersion"]
+            metadata["namespace"], metadata["name"], changed, metadata["resourceVersion"]
         )
-    ctx.reflected[uid] = workload
 
 
 def reconcile_in_kopf(

@@ -36,6 +36,10 @@ class Tracked:
         with self._guard:
             self._bodies.pop(uid, None)
 
+    def get(self, uid: str) -> dict[str, Any] | None:
+        with self._guard:
+            return self._bodies.get(uid)
+
     def __contains__(self, uid: object) -> bool:
         with self._guard:
             return uid in self._bodies
