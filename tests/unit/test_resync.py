@@ -53,10 +53,22 @@ def test_one_pass_reconciles_every_tracked_object_once_and_survives_a_failure() 
         if obj["metadata"]["uid"] == "a":
             raise RuntimeError("a bug in one object's reconcile")
 
-    periodic = PeriodicPass(tracked, reconcile, 10, 2, active=lambda: True)
+    looks: list[str] = []
+    listed: list[str] = []
+
+    def look() -> str:
+        looks.append("listed")
+        return f"listing {len(looks)}"
+
+    def reconcile_with(obj: dict[str, Any], seen_children: str) -> None:
+        listed.append(seen_children)
+        reconcile(obj)
+
+    periodic = PeriodicPass(tracked, look, reconcile_with, 10, 2, active=lambda: True)
     with ThreadPoolExecutor(2) as pool:
         periodic.run_once(pool)
     assert sorted(o["metadata"]["uid"] for o in seen) == ["a", "b"]
+    assert listed == ["listing 1", "listing 1"]  # one listing per pass, shared by all
     assert (
         next(o for o in seen if o["metadata"]["uid"] == "b")["metadata"]["resourceVersion"] == "2"
     )
@@ -72,5 +84,7 @@ def test_a_paused_replica_or_an_unreadable_peering_reconciles_nothing() -> None:
 
     for active in (lambda: False, unreadable):
         with ThreadPoolExecutor(1) as pool:
-            PeriodicPass(tracked, seen.append, 10, 1, active).run_once(pool)
+            PeriodicPass(
+                tracked, lambda: None, lambda obj, _: seen.append(obj), 10, 1, active
+            ).run_once(pool)
     assert seen == []

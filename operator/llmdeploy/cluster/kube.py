@@ -89,6 +89,19 @@ WORKLOAD_KINDS = frozenset({"Deployment", "LeaderWorkerSet"})
 
 
 @dataclass(frozen=True, slots=True)
+class LiveChild:
+    """What a child looks like on the API server, as far as a reconcile needs to know."""
+
+    applied_hash: str | None
+    revision: str
+    workload: WorkloadStatus | None
+
+
+# Every child of every LLMDeployment, by (namespace, kind, name).
+Children = dict[tuple[str, str, str], LiveChild]
+
+
+@dataclass(frozen=True, slots=True)
 class PendingPod:
     name: str
     since: datetime
@@ -132,6 +145,16 @@ def _revision(metadata: Any) -> str:
     (status updates do not bump it), else its resourceVersion."""
     generation = metadata.generation
     return f"g{generation}" if generation else f"r{metadata.resourceVersion}"
+
+
+def _live_child(kind: str, obj: dict[str, Any]) -> LiveChild:
+    metadata = obj["metadata"]
+    generation = metadata.get("generation")
+    return LiveChild(
+        (metadata.get("annotations") or {}).get(APPLIED_HASH),
+        f"g{generation}" if generation else f"r{metadata.get('resourceVersion')}",
+        workload_status_of(obj) if kind in WORKLOAD_KINDS else None,
+    )
 
 
 def object_hash(obj: dict[str, Any]) -> str:
@@ -316,9 +339,36 @@ class Cluster:
             gpu_nodes.append(GpuNode(str(node.metadata.name), text_labels, gpus, driver))
         return Inventory(tuple(sorted(gpu_nodes, key=lambda n: n.name)))
 
-    def apply(self, obj: dict[str, Any], owner: Owner) -> Applied:
+    def children(self, namespaces: list[str]) -> Children | None:
+        """Every child of every LLMDeployment (in `namespaces`, or all), one list per kind, so
+        that a periodic pass checks them without a GET each. None if a list fails: the pass
+        then reads child by child."""
+        found: Children = {}
+        scopes: list[str | None] = [*namespaces] or [None]
+        for api_version, kind in CHILD_KINDS:
+            resource = self._resource(api_version, kind)
+            if resource is None:
+                continue
+            for namespace in scopes:
+                try:
+                    answer = resource.get(
+                        namespace=namespace, label_selector=SELECTOR_LABEL, serialize=False
+                    )
+                except NotFoundError:
+                    self._kind_gone(api_version, kind)
+                    break
+                except DynamicApiError:
+                    return None
+                for item in json.loads(answer.data).get("items") or []:
+                    key = (item["metadata"]["namespace"], kind, item["metadata"]["name"])
+                    found[key] = _live_child(kind, item)
+        return found
+
+    def apply(self, obj: dict[str, Any], owner: Owner, seen: Children | None = None) -> Applied:
         """Server-side apply with our field manager. A workload's progress comes with the
-        answer, read from the object just fetched or applied, so it needs no GET of its own."""
+        answer, read from the object just fetched or applied, so it needs no GET of its own.
+        `seen`: the children as a recent list found them; a child found there as we left it
+        needs no request at all."""
         desired = json.loads(json.dumps(obj))
         metadata = desired["metadata"]
         metadata["namespace"] = owner.namespace
@@ -335,14 +385,17 @@ class Cluster:
         name = metadata["name"]
         kind = desired["kind"]
         key = (owner.uid, kind, name)
+        with self._lock:
+            ours = self._applied.get(key)
+        listed = (seen or {}).get((owner.namespace, kind, name))
+        if listed and listed.applied_hash == digest and ours == (digest, listed.revision):
+            return Applied(False, listed.workload)
         before = None
         try:
             live = resource.get(name=name, namespace=owner.namespace)
             before = live.metadata.resourceVersion
             # Same hash and untouched since our apply: nothing to do. A hand edit of the spec
             # (generation) or of an object without one (resourceVersion) is taken back.
-            with self._lock:
-                ours = self._applied.get(key)
             if (live.metadata.annotations or {}).get(APPLIED_HASH) == digest and ours == (
                 digest,
                 _revision(live.metadata),

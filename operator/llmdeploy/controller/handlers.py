@@ -31,6 +31,7 @@ from llmdeploy.autoscale.policy import effective_scaling
 from llmdeploy.autoscale.prometheus import PrometheusConfig, read_metrics, read_queries
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import (
+    Children,
     Cluster,
     ClusterError,
     Owner,
@@ -112,7 +113,9 @@ def reconcile(
     patch: kopf.Patch,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     notify: Notify = kopf_notify,
+    seen: Children | None = None,
 ) -> None:
+    """`seen`: the children as the periodic pass listed them, if it did."""
     metrics.RECONCILES.inc()
     status: dict[str, Any] = dict(body.get("status") or {})
     generation = int(body.metadata.get("generation") or 0)
@@ -174,7 +177,14 @@ def reconcile(
         # for a plan that cannot run.
         if desired.plan.feasible:
             workload = _apply(
-                ctx, body, owner, desired, logger, notify, first_time=not status.get("planKey")
+                ctx,
+                body,
+                owner,
+                desired,
+                logger,
+                notify,
+                seen,
+                first_time=not status.get("planKey"),
             )
         if desired.workload_kind:
             if workload is None:
@@ -349,13 +359,14 @@ def _apply(
     desired: Desired,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     notify: Notify,
+    seen: Children | None,
     first_time: bool,
 ) -> WorkloadStatus | None:
     """Apply the children, prune the ones no longer desired; the workload's progress."""
     changed = []
     workload = None
     for obj in desired.objects:
-        applied = ctx.cluster.apply(obj, owner)
+        applied = ctx.cluster.apply(obj, owner, seen)
         if applied.changed:
             changed.append(f"{obj['kind']}/{obj['metadata']['name']}")
         workload = applied.workload or workload
@@ -503,7 +514,7 @@ def reconcile_in_kopf(
         reconcile(ctx, body, patch, logger)
 
 
-def reconcile_in_pass(ctx: Context, body: dict[str, Any]) -> None:
+def reconcile_in_pass(ctx: Context, body: dict[str, Any], seen: Children | None = None) -> None:
     """The periodic pass's reconcile of one object, outside kopf: its status patch carries the
     resourceVersion it was computed from, so a pass working from an older body than a change
     handler has just written loses (409) instead of undoing that write."""
@@ -522,7 +533,7 @@ def reconcile_in_pass(ctx: Context, body: dict[str, Any]) -> None:
         if uid not in ctx.tracked:
             return  # deleted while the pass was on its way here
         try:
-            reconcile(ctx, kopf.Body(cast(kopf.RawBody, body)), patch, logger, notify)
+            reconcile(ctx, kopf.Body(cast(kopf.RawBody, body)), patch, logger, notify, seen)
         except kopf.TemporaryError as exc:
             logger.warning("periodic reconcile: %s", exc)
         status = dict(patch.get("status") or {})

@@ -15,9 +15,10 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("llmdeploy.resync")
+Seen = TypeVar("Seen")
 
 
 class Tracked:
@@ -64,19 +65,22 @@ def peering_allows(peers: Mapping[str, Any], identity: str, priority: int, now: 
     return True
 
 
-class PeriodicPass:
+class PeriodicPass(Generic[Seen]):
     """A thread that reconciles every tracked object each `interval` seconds, `workers` at a
-    time, while `active()` says this replica is the one that acts."""
+    time, while `active()` says this replica is the one that acts. `look()` runs once per pass
+    (one list of all children, say) and every reconcile of that pass gets what it returned."""
 
     def __init__(
         self,
         tracked: Tracked,
-        reconcile: Callable[[dict[str, Any]], None],
+        look: Callable[[], Seen],
+        reconcile: Callable[[dict[str, Any], Seen], None],
         interval: float,
         workers: int,
         active: Callable[[], bool],
     ) -> None:
         self._tracked = tracked
+        self._look = look
         self._reconcile = reconcile
         self._interval = interval
         self._workers = workers
@@ -111,14 +115,16 @@ class PeriodicPass:
             )
         if not active:
             return
-        for future in [pool.submit(self._one, body) for body in self._tracked.snapshot()]:
+        bodies = self._tracked.snapshot()
+        seen = self._look()
+        for future in [pool.submit(self._one, body, seen) for body in bodies]:
             future.result()
 
-    def _one(self, body: dict[str, Any]) -> None:
+    def _one(self, body: dict[str, Any], seen: Seen) -> None:
         if self._stop.is_set():
             return
         try:
-            self._reconcile(body)
+            self._reconcile(body, seen)
         except Exception:  # one object's failure must not end the pass for the others
             log.exception("periodic reconcile of %s failed", _ref(body))
 

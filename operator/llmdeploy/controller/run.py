@@ -70,7 +70,8 @@ def build_registry(
 
     periodic = PeriodicPass(
         ctx.tracked,
-        lambda body: reconcile_in_pass(ctx, body),
+        lambda: ctx.cluster.children(settings.namespaces),
+        lambda body, seen: reconcile_in_pass(ctx, body, seen),
         settings.status_interval_seconds,
         settings.workers,
         active,

@@ -33,7 +33,13 @@ class OperatorSettings(BaseSettings):
     )
     prometheus_ca_file: Path | None = Field(default=None, description="CA bundle for https.")
     prometheus_insecure_skip_verify: bool = False
-    status_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    status_interval_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds between periodic passes over every LLMDeployment (repairs, "
+        "capacity checks, operator-mode autoscaling).",
+    )
     workers: int = Field(default=4, ge=1, le=256, description="Concurrent reconciles.")
     peering_name: str = Field(default="llmdeploy", description="kopf peering object.")
     standalone: bool = Field(default=False, description="Run without peering (no HA).")
