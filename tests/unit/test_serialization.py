@@ -89,3 +89,19 @@ def test_the_pass_skips_an_object_deleted_on_its_way(
     ctx.tracked.gone("uid-a")
     handlers.reconcile_in_pass(ctx, body("uid-a"))
     assert detector.most == 0
+
+
+def test_the_pass_leaves_a_spec_kopf_has_not_handled_to_kopf(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    detector = OverlapDetector()
+    monkeypatch.setattr(handlers, "reconcile", detector)
+    ctx = handlers.Context(OperatorSettings(), catalog, None, None)  # type: ignore[arg-type]
+    new = {**body("uid-a"), "status": {"observedGeneration": 1}}
+    new["metadata"] = {**new["metadata"], "generation": 2}
+    ctx.tracked.seen(new)
+    handlers.reconcile_in_pass(ctx, new)
+    assert detector.most == 0
+    handled = {**new, "status": {"observedGeneration": 2}}
+    handlers.reconcile_in_pass(ctx, handled)
+    assert detector.most == 1

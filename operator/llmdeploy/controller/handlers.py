@@ -528,6 +528,9 @@ def reconcile_in_pass(ctx: Context, body: dict[str, Any], seen: Children | None 
         with contextlib.suppress(ClusterError):  # an event is not worth failing a reconcile
             ctx.cluster.post_event(body, reason, message, warning=warning)
 
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != metadata.get("generation"):
+        return  # a spec kopf has not handled yet is its change handler's (which retries)
     patch = kopf.Patch()
     with ctx.locks.hold(uid):
         if uid not in ctx.tracked:
@@ -536,11 +539,11 @@ def reconcile_in_pass(ctx: Context, body: dict[str, Any], seen: Children | None 
             reconcile(ctx, kopf.Body(cast(kopf.RawBody, body)), patch, logger, notify, seen)
         except kopf.TemporaryError as exc:
             logger.warning("periodic reconcile: %s", exc)
-        status = dict(patch.get("status") or {})
-        if status:
+        changes = dict(patch.get("status") or {})
+        if changes:
             with contextlib.suppress(ClusterError):  # 409: newer than this body; next pass
                 ctx.cluster.patch_status(
-                    metadata["namespace"], metadata["name"], status, metadata["resourceVersion"]
+                    metadata["namespace"], metadata["name"], changes, metadata["resourceVersion"]
                 )
 
 
