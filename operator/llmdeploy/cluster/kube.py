@@ -364,6 +364,19 @@ class Cluster:
                     found[key] = _live_child(kind, item)
         return found
 
+    def as_applied(
+        self, owner: Owner, children: frozenset[tuple[str, str]], seen: Children
+    ) -> bool:
+        """Whether every one of `children` (kind, name) is in `seen` as this process last
+        applied it: our hash, and no edit by anyone since."""
+        with self._lock:
+            for kind, name in children:
+                listed = seen.get((owner.namespace, kind, name))
+                ours = self._applied.get((owner.uid, kind, name))
+                if listed is None or ours != (listed.applied_hash, listed.revision):
+                    return False
+        return True
+
     def apply(self, obj: dict[str, Any], owner: Owner, seen: Children | None = None) -> Applied:
         """Server-side apply with our field manager. A workload's progress comes with the
         answer, read from the object just fetched or applied, so it needs no GET of its own.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -50,13 +50,15 @@ from llmdeploy.controller.service import (
     invalid_status,
     metrics_condition,
     pending_timeout_seconds,
+    plan_key,
+    render_inputs,
     stamp_conditions,
     status_update,
 )
 from llmdeploy.controller.settings import OperatorSettings
 from llmdeploy.render import RenderError
 from llmdeploy.sizing import Plan, SpecError
-from llmdeploy.sizing.inventory import schedulable_replicas
+from llmdeploy.sizing.inventory import Inventory, schedulable_replicas
 
 PLURAL = "llmdeployments"
 
@@ -94,6 +96,8 @@ class Context:
         # The workload progress each object's status last showed, by uid: a child's watch
         # event that does not move it (most do not) needs no read of the owner.
         self.reflected: dict[str, WorkloadStatus] = {}
+        # What each object's last reconcile rendered, by uid (see Rendered).
+        self.rendered: dict[str, Rendered] = {}
         # kopf's change handlers and the periodic pass can reach one object at once.
         self.locks = ObjectLocks()
         # What the watch delivered, for the periodic pass.
@@ -132,15 +136,20 @@ def reconcile(
     excluded = list(status.get("excludedGpus") or [])
     try:
         inventory = ctx.cluster.inventory()
-        desired = desired_state(
-            resource,
-            ctx.catalog,
-            ctx.lock,
-            inventory,
-            ctx.settings.provisionable(),
-            excluded,
-            _stored_plan(status),
-            status.get("planKey"),
+        reused = _last_render_stands(ctx, owner, resource, status, generation, inventory, seen)
+        desired = (
+            reused[0]
+            if reused
+            else desired_state(
+                resource,
+                ctx.catalog,
+                ctx.lock,
+                inventory,
+                ctx.settings.provisionable(),
+                excluded,
+                _stored_plan(status),
+                status.get("planKey"),
+            )
         )
     except (SpecError, RenderError) as exc:
         update = status_update(
@@ -175,7 +184,9 @@ def reconcile(
     try:
         # An infeasible re-plan leaves what runs untouched: never tear down serving replicas
         # for a plan that cannot run.
-        if desired.plan.feasible:
+        if reused is not None:
+            workload = reused[1]
+        elif desired.plan.feasible:
             workload = _apply(
                 ctx,
                 body,
@@ -185,6 +196,13 @@ def reconcile(
                 notify,
                 seen,
                 first_time=not status.get("planKey"),
+            )
+            children = ctx.children[owner.uid]
+            ctx.rendered[owner.uid] = Rendered(
+                render_inputs(generation, desired.plan_key, desired.plan, ctx.catalog, inventory),
+                children,
+                next(((k, n) for k, n in children if k == desired.workload_kind), None),
+                desired.spec_hash,
             )
         if desired.workload_kind:
             if workload is None:
@@ -235,6 +253,45 @@ def reconcile(
     _write_status(patch, status, update)
     if error and error[1]:
         raise kopf.TemporaryError(error[1], delay=15)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """What an object's last reconcile rendered and applied, small enough to keep for every
+    object: a periodic pass that finds the same inputs and every child as that reconcile left
+    it needs neither a render nor an apply."""
+
+    inputs: tuple[Any, ...]
+    children: frozenset[tuple[str, str]]
+    workload: tuple[str, str] | None  # (kind, name)
+    spec_hash: str | None
+
+
+def _last_render_stands(
+    ctx: Context,
+    owner: Owner,
+    resource: LLMDeployment,
+    status: dict[str, Any],
+    generation: int,
+    inventory: Inventory,
+    seen: Children | None,
+) -> tuple[Desired, WorkloadStatus | None] | None:
+    memo = ctx.rendered.get(owner.uid)
+    plan = _stored_plan(status)
+    if seen is None or memo is None or plan is None or memo.workload is None:
+        return None
+    key = plan_key(resource, list(status.get("excludedGpus") or []))
+    if (
+        status.get("planKey") != key
+        or not plan.feasible
+        or memo.inputs != render_inputs(generation, key, plan, ctx.catalog, inventory)
+        or not ctx.cluster.as_applied(owner, memo.children, seen)
+    ):
+        return None
+    kind, name = memo.workload
+    return Desired(plan, key, [], kind, memo.spec_hash), seen[
+        (owner.namespace, kind, name)
+    ].workload
 
 
 PERSIST_AUTOSCALER_EVERY_S = 60.0
@@ -515,12 +572,12 @@ def reconcile_in_kopf(
 
 
 def reconcile_in_pass(ctx: Context, body: dict[str, Any], seen: Children | None = None) -> None:
-    """The periodic pass's reconcile of one object, outside kopf: its status patch carries the
-    resourceVersion it was computed from, so a pass working from an older body than a change
-    handler has just written loses (409) instead of undoing that write."""
-    metadata = body["metadata"]
-    uid = str(metadata.get("uid") or "")
-    logger = logging.getLogger(f"llmdeploy.pass.{metadata['namespace']}.{metadata['name']}")
+    """The periodic pass's reconcile of one object, outside kopf. It works from the latest body
+    the watch has delivered, read under the object's lock: the body the pass started with may
+    be older than what a change handler has applied since, and rendering from it would undo
+    that. Its status patch carries that body's resourceVersion (409 rather than undoing a newer
+    status)."""
+    uid = str(body["metadata"].get("uid") or "")
 
     def notify(
         body: Mapping[str, Any], reason: str, message: str, *, warning: bool = False
@@ -528,15 +585,17 @@ def reconcile_in_pass(ctx: Context, body: dict[str, Any], seen: Children | None 
         with contextlib.suppress(ClusterError):  # an event is not worth failing a reconcile
             ctx.cluster.post_event(body, reason, message, warning=warning)
 
-    status = body.get("status") or {}
-    if status.get("observedGeneration") != metadata.get("generation"):
-        return  # a spec kopf has not handled yet is its change handler's (which retries)
-    patch = kopf.Patch()
     with ctx.locks.hold(uid):
-        if uid not in ctx.tracked:
+        latest = ctx.tracked.get(uid)
+        if latest is None:
             return  # deleted while the pass was on its way here
+        metadata = latest["metadata"]
+        if (latest.get("status") or {}).get("observedGeneration") != metadata.get("generation"):
+            return  # a spec kopf has not handled yet is its change handler's (which retries)
+        logger = logging.getLogger(f"llmdeploy.pass.{metadata['namespace']}.{metadata['name']}")
+        patch = kopf.Patch()
         try:
-            reconcile(ctx, kopf.Body(cast(kopf.RawBody, body)), patch, logger, notify, seen)
+            reconcile(ctx, kopf.Body(cast(kopf.RawBody, latest)), patch, logger, notify, seen)
         except kopf.TemporaryError as exc:
             logger.warning("periodic reconcile: %s", exc)
         changes = dict(patch.get("status") or {})
@@ -554,6 +613,7 @@ def forget(ctx: Context, uid: str) -> None:
         ctx.autoscalers.pop(uid, None)
         ctx.children.pop(uid, None)
         ctx.reflected.pop(uid, None)
+        ctx.rendered.pop(uid, None)
         ctx.cluster.forget(uid)
 
 

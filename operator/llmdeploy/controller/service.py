@@ -27,22 +27,31 @@ class Desired:
     plan: Plan
     plan_key: str  # changes when a new plan is due (spec minus replicas, excluded GPUs)
     objects: list[dict[str, Any]] = field(default_factory=list)
+    workload_kind: str | None = None
+    spec_hash: str | None = None  # the digest of the pod template every pod of this plan carries
 
-    @property
-    def workload_kind(self) -> str | None:
-        kinds = {o["kind"] for o in self.objects} & WORKLOAD_KINDS
-        return next(iter(kinds), None)
+    @classmethod
+    def rendered(cls, plan: Plan, key: str, objects: list[dict[str, Any]]) -> Desired:
+        kind = next(iter({o["kind"] for o in objects} & WORKLOAD_KINDS), None)
+        spec_hash = next(
+            (
+                str(o["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
+                for o in objects
+                if o["kind"] == kind
+                and SPEC_HASH_ANNOTATION in o["metadata"].get("annotations", {})
+            ),
+            None,
+        )
+        return cls(plan, key, objects, kind, spec_hash)
 
-    @property
-    def spec_hash(self) -> str | None:
-        """The digest of the pod templates, which every pod of this plan carries."""
-        for obj in self.objects:
-            if obj["kind"] == self.workload_kind:
-                hashed: str | None = (
-                    obj["metadata"].get("annotations", {}).get(SPEC_HASH_ANNOTATION)
-                )
-                return hashed
-        return None
+
+def render_inputs(
+    generation: int, key: str, plan: Plan, catalog: Catalog, inventory: Inventory
+) -> tuple[Any, ...]:
+    """Everything a render depends on besides the catalog and image lock, which are fixed for
+    the process: the spec (its generation), the plan (its key) and the nodes' drivers."""
+    drivers = inventory.drivers(catalog, plan.gpu) if plan.gpu in catalog.gpus else []
+    return (generation, key, tuple(drivers))
 
 
 def plan_key(resource: LLMDeployment, excluded: Sequence[str]) -> str:
@@ -91,7 +100,7 @@ def desired_state(
     if not plan.feasible or plan.gpu is None:
         return Desired(plan, key)
     drivers = inventory.drivers(catalog, plan.gpu) if plan.gpu in catalog.gpus else []
-    return Desired(plan, key, render_manifests(resource, plan, catalog, lock, drivers))
+    return Desired.rendered(plan, key, render_manifests(resource, plan, catalog, lock, drivers))
 
 
 def desired_replicas(resource: LLMDeployment, plan: Plan) -> int:

@@ -99,6 +99,9 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # YAML, not HTML: quoting is done by tojson
         keep_trailing_newline=True,
+        # Templates ship with the package: checking each file's mtime on every render cost a
+        # third of a periodic reconcile (py-spy, 2026-12-03).
+        auto_reload=False,
     )
     environment.filters["tojson"] = yaml_quote
     return environment
