@@ -9,7 +9,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +31,7 @@ APPLIED_HASH = "llmdeploy.io/applied-hash"
 PRODUCT_LABELS = ("nvidia.com/gpu.product", "amd.com/gpu.product-name")
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 MISSING_KIND_TTL_S = 60.0
+LIST_PAGE = 250
 INVENTORY_TTL_S = 15.0  # nodes change slowly; one list serves every reconcile meanwhile
 # Every kind the renderer may emit, so a child that is no longer desired can be pruned.
 CHILD_KINDS = (
@@ -350,19 +351,36 @@ class Cluster:
             if resource is None:
                 continue
             for namespace in scopes:
+                pages = self._pages(resource, namespace)
                 try:
-                    answer = resource.get(
-                        namespace=namespace, label_selector=SELECTOR_LABEL, serialize=False
-                    )
+                    for items in pages:
+                        for item in items:
+                            key = (item["metadata"]["namespace"], kind, item["metadata"]["name"])
+                            found[key] = _live_child(kind, item)
                 except NotFoundError:
                     self._kind_gone(api_version, kind)
                     break
                 except DynamicApiError:
                     return None
-                for item in json.loads(answer.data).get("items") or []:
-                    key = (item["metadata"]["namespace"], kind, item["metadata"]["name"])
-                    found[key] = _live_child(kind, item)
         return found
+
+    def _pages(self, resource: Any, namespace: str | None) -> Iterator[list[dict[str, Any]]]:
+        """The children of one kind, LIST_PAGE at a time: a page is parsed and dropped before
+        the next, so a pass over thousands of objects holds one page, not all of them."""
+        token = None
+        while True:
+            answer = resource.get(
+                namespace=namespace,
+                label_selector=SELECTOR_LABEL,
+                limit=LIST_PAGE,
+                _continue=token,
+                serialize=False,
+            )
+            page = json.loads(answer.data)
+            yield page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
 
     def as_applied(
         self, owner: Owner, children: frozenset[tuple[str, str]], seen: Children
