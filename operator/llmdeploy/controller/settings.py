@@ -41,6 +41,12 @@ class OperatorSettings(BaseSettings):
         "capacity checks, operator-mode autoscaling).",
     )
     workers: int = Field(default=4, ge=1, le=256, description="Concurrent reconciles.")
+    api_connections: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Most connections kopf opens to the API server at once; more requests wait.",
+    )
     peering_name: str = Field(default="llmdeploy", description="kopf peering object.")
     standalone: bool = Field(default=False, description="Run without peering (no HA).")
     priority: int | None = Field(
