@@ -32,6 +32,8 @@ PRODUCT_LABELS = ("nvidia.com/gpu.product", "amd.com/gpu.product-name")
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 MISSING_KIND_TTL_S = 60.0
 LIST_PAGE = 250
+# A list answered as PartialObjectMetadataList: names, uids and labels, no spec or status.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 INVENTORY_TTL_S = 15.0  # nodes change slowly; one list serves every reconcile meanwhile
 # Every kind the renderer may emit, so a child that is no longer desired can be pruned.
 CHILD_KINDS = (
@@ -351,7 +353,7 @@ class Cluster:
             if resource is None:
                 continue
             for namespace in scopes:
-                pages = self._pages(resource, namespace)
+                pages = self._pages(resource, namespace, SELECTOR_LABEL)
                 try:
                     for items in pages:
                         for item in items:
@@ -364,17 +366,37 @@ class Cluster:
                     return None
         return found
 
-    def _pages(self, resource: Any, namespace: str | None) -> Iterator[list[dict[str, Any]]]:
-        """The children of one kind, LIST_PAGE at a time: a page is parsed and dropped before
-        the next, so a pass over thousands of objects holds one page, not all of them."""
+    def llmdeployment_uids(self, namespaces: list[str]) -> set[str] | None:
+        """The uids of the LLMDeployments that exist now (metadata only); None if unknown."""
+        resource = self._resource(API_VERSION, KIND)
+        uids: set[str] = set()
+        scopes: list[str | None] = [*namespaces] or [None]
+        try:
+            for namespace in scopes:
+                for items in self._pages(resource, namespace, None, METADATA_ONLY):
+                    uids.update(str(item["metadata"]["uid"]) for item in items)
+        except DynamicApiError:
+            return None
+        return uids
+
+    def _pages(
+        self,
+        resource: Any,
+        namespace: str | None,
+        label_selector: str | None,
+        accept: str | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """One kind, LIST_PAGE at a time: a page is parsed and dropped before the next, so a
+        pass over thousands of objects holds one page, not all of them."""
         token = None
         while True:
             answer = resource.get(
                 namespace=namespace,
-                label_selector=SELECTOR_LABEL,
+                label_selector=label_selector,
                 limit=LIST_PAGE,
                 _continue=token,
                 serialize=False,
+                header_params={"Accept": accept} if accept else {},
             )
             page = json.loads(answer.data)
             yield page.get("items") or []

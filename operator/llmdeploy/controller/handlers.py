@@ -219,7 +219,9 @@ def reconcile(
                 pending, now, pending_timeout_seconds(resource), generation
             )
             if starved is not None and resource.spec.placement.fallback and desired.plan.gpu:
-                _fall_back(notify, body, patch, status, desired.plan.gpu, starved.message)
+                _fall_back(
+                    notify, body, patch, status, desired.plan.gpu, starved.message, generation
+                )
                 return
     except ClusterError as exc:
         metrics.ERRORS.inc()
@@ -289,9 +291,9 @@ def _last_render_stands(
     ):
         return None
     kind, name = memo.workload
-    return Desired(plan, key, [], kind, memo.spec_hash), seen[
-        (owner.namespace, kind, name)
-    ].workload
+    # The watch's latest progress over the pass's list, which may be older by a whole pass.
+    workload = ctx.reflected.get(owner.uid) or seen[(owner.namespace, kind, name)].workload
+    return Desired(plan, key, [], kind, memo.spec_hash), workload
 
 
 PERSIST_AUTOSCALER_EVERY_S = 60.0
@@ -449,11 +451,15 @@ def _fall_back(
     status: dict[str, Any],
     gpu: str,
     why: str,
+    generation: int,
 ) -> None:
-    """Drop the starved SKU and let the next reconcile plan without it."""
+    """Drop the starved SKU and let the next reconcile plan without it. The generation is
+    marked handled, or the periodic pass would leave the object to kopf, which does not
+    react to a status change."""
     excluded = sorted({*(status.get("excludedGpus") or []), gpu})
     patch.status["excludedGpus"] = excluded
     patch.status["planKey"] = None
+    patch.status["observedGeneration"] = generation
     notify(
         body,
         "FallbackReplan",
@@ -519,23 +525,26 @@ def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
     namespace, name = workload_body["metadata"]["namespace"], owners[0]["name"]
     parent = ctx.tracked.get(uid)
     try:
-        _reflect(ctx, parent or ctx.cluster.get_llmdeployment(namespace, name), workload)
+        known = _reflect(ctx, parent or ctx.cluster.get_llmdeployment(namespace, name), workload)
     except ClusterError as exc:
         if parent is None or exc.status != 409:
             raise
-        _reflect(ctx, ctx.cluster.get_llmdeployment(namespace, name), workload)  # watch behind
-    ctx.reflected[uid] = workload
+        known = _reflect(ctx, ctx.cluster.get_llmdeployment(namespace, name), workload)
+    if known:  # an owner that is gone must not leave an entry behind
+        ctx.reflected[uid] = workload
 
 
-def _reflect(ctx: Context, parent: dict[str, Any] | None, workload: WorkloadStatus) -> None:
+def _reflect(ctx: Context, parent: dict[str, Any] | None, workload: WorkloadStatus) -> bool:
+    """Write the workload's progress into the owner's status; False if there is no planned
+    owner to write it to."""
     status = (parent or {}).get("status") or {}
     plan = _stored_plan(status)
     if parent is None or plan is None or not status.get("planKey"):
-        return  # not reconciled yet: the reconcile will write the status
+        return False  # not reconciled yet: the reconcile will write the status
     try:
         resource = LLMDeployment.model_validate(parent)
     except ValidationError:
-        return
+        return False
     generation = int(parent["metadata"].get("generation") or 0)
     previous = status.get("conditions") or []
     capacity = next(
@@ -561,6 +570,7 @@ def _reflect(ctx: Context, parent: dict[str, Any] | None, workload: WorkloadStat
         ctx.cluster.patch_status(
             metadata["namespace"], metadata["name"], changed, metadata["resourceVersion"]
         )
+    return True
 
 
 def reconcile_in_kopf(
@@ -590,6 +600,8 @@ def reconcile_in_pass(ctx: Context, body: dict[str, Any], seen: Children | None 
         if latest is None:
             return  # deleted while the pass was on its way here
         metadata = latest["metadata"]
+        if metadata.get("deletionTimestamp"):
+            return  # going: nothing to repair (children go by owner references)
         if (latest.get("status") or {}).get("observedGeneration") != metadata.get("generation"):
             return  # a spec kopf has not handled yet is its change handler's (which retries)
         logger = logging.getLogger(f"llmdeploy.pass.{metadata['namespace']}.{metadata['name']}")

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("llmdeploy.resync")
@@ -49,6 +49,10 @@ class Tracked:
         with self._guard:
             return list(self._bodies.values())
 
+    def clear(self) -> None:
+        with self._guard:
+            self._bodies.clear()
+
 
 def peering_allows(peers: Mapping[str, Any], identity: str, priority: int, now: datetime) -> bool:
     """kopf's own rule: a replica acts unless a live peer has a higher or the same priority
@@ -58,8 +62,12 @@ def peering_allows(peers: Mapping[str, Any], identity: str, priority: int, now: 
             continue
         lifetime = timedelta(seconds=int(info.get("lifetime") or 60))
         lastseen = info.get("lastseen")
-        if lastseen is not None and datetime.fromisoformat(str(lastseen)) + lifetime <= now:
-            continue  # dead
+        if lastseen is not None:
+            seen_at = datetime.fromisoformat(str(lastseen))
+            if seen_at.tzinfo is None:  # kopf reads a zoneless time as UTC
+                seen_at = seen_at.replace(tzinfo=UTC)
+            if seen_at + lifetime <= now:
+                continue  # dead
         if int(info.get("priority") or 0) >= priority:
             return False
     return True
@@ -67,14 +75,17 @@ def peering_allows(peers: Mapping[str, Any], identity: str, priority: int, now: 
 
 class PeriodicPass(Generic[Seen]):
     """A thread that reconciles every tracked object each `interval` seconds, `workers` at a
-    time, while `active()` says this replica is the one that acts. `look()` runs once per pass
-    (one list of all children, say) and every reconcile of that pass gets what it returned."""
+    time, while `active()` says this replica is the one that acts. `look()` runs once per pass:
+    what it sees (one list of all children, say) goes to every reconcile of that pass, with
+    the uids that still exist (None: unknown); a tracked object that no longer exists is
+    `forget`-ten (a watch restarted after a gap sends no DELETED for what went in the gap)."""
 
     def __init__(
         self,
         tracked: Tracked,
-        look: Callable[[], Seen],
+        look: Callable[[], tuple[Seen, set[str] | None]],
         reconcile: Callable[[dict[str, Any], Seen], None],
+        forget: Callable[[str], None],
         interval: float,
         workers: int,
         active: Callable[[], bool],
@@ -82,6 +93,7 @@ class PeriodicPass(Generic[Seen]):
         self._tracked = tracked
         self._look = look
         self._reconcile = reconcile
+        self._forget = forget
         self._interval = interval
         self._workers = workers
         self._active = active
@@ -99,7 +111,10 @@ class PeriodicPass(Generic[Seen]):
     def _run(self) -> None:
         with ThreadPoolExecutor(self._workers, thread_name_prefix="pass") as pool:
             while not self._stop.wait(self._interval):
-                self.run_once(pool)
+                try:
+                    self.run_once(pool)
+                except Exception:  # the API server away, say: the next pass tries again
+                    log.exception("periodic pass failed")
 
     def run_once(self, pool: ThreadPoolExecutor) -> None:
         try:
@@ -113,10 +128,19 @@ class PeriodicPass(Generic[Seen]):
                 "periodic pass %s",
                 "paused: a peer outranks this replica" if self._paused else "resumed",
             )
+            if self._paused:
+                # kopf stops its watches while paused and lists everything again when it
+                # resumes: what was tracked goes stale meanwhile.
+                self._tracked.clear()
         if not active:
             return
-        bodies = self._tracked.snapshot()
-        seen = self._look()
+        bodies = self._tracked.snapshot()  # before the look: an object made since is kept
+        seen, alive = self._look()
+        if alive is not None:
+            for body in bodies:
+                uid = str(body["metadata"].get("uid") or "")
+                if uid not in alive:
+                    self._forget(uid)
         for future in [pool.submit(self._one, body, seen) for body in bodies]:
             future.result()
 

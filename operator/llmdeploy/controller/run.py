@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import socket
 import time
 import uuid
+import warnings
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +21,8 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from llmdeploy.catalog import load_catalog, load_image_lock
-from llmdeploy.cluster.kube import Cluster
-from llmdeploy.controller.handlers import Context, reconcile_in_pass, register
+from llmdeploy.cluster.kube import Children, Cluster
+from llmdeploy.controller.handlers import Context, forget, reconcile_in_pass, register
 from llmdeploy.controller.resync import PeriodicPass, peering_allows
 from llmdeploy.controller.settings import OperatorSettings
 
@@ -69,10 +71,15 @@ def build_registry(
             for scope in scopes
         )
 
+    def look() -> tuple[Children | None, set[str] | None]:
+        namespaces = settings.namespaces
+        return ctx.cluster.children(namespaces), ctx.cluster.llmdeployment_uids(namespaces)
+
     periodic = PeriodicPass(
         ctx.tracked,
-        lambda: ctx.cluster.children(settings.namespaces),
+        look,
         lambda body, seen: reconcile_in_pass(ctx, body, seen),
+        lambda uid: forget(ctx, uid),
         settings.status_interval_seconds,
         settings.workers,
         active,
@@ -81,7 +88,11 @@ def build_registry(
     # A private registry does not get kopf's default login handlers.
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
-        return pooled(kopf.login_via_client(**kwargs), settings.api_connections)
+        # kopf's watches hold connections of the same pool for minutes: one per watched kind
+        # and scope (LLMDeployments, Deployments, peering), plus CRDs and namespaces.
+        watches = 3 * max(1, len(settings.namespaces)) + 2
+        info = await asyncio.to_thread(kopf.login_via_client, **kwargs)  # reads files
+        return pooled(info, settings.api_connections + watches)
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -128,10 +139,15 @@ def pooled(info: kopf.ConnectionInfo | None, connections: int) -> kopf.AiohttpSe
     Call from the event loop (an async login handler): the session binds to it."""
     if info is None:
         return None
+    with warnings.catch_warnings():  # kopf's own session is built the same way
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="kopf")
+        auth = info.as_aiohttp_basic_auth()
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connections, ssl=info.as_ssl_context()),
         headers=info.as_http_headers(),
-        auth=info.as_aiohttp_basic_auth(),
+        auth=auth,
+        proxy=info.proxy_url,
+        trust_env=info.trust_env,
     )
     return kopf.AiohttpSession(
         server=info.server,

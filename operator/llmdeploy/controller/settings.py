@@ -45,7 +45,8 @@ class OperatorSettings(BaseSettings):
         default=16,
         ge=1,
         le=1000,
-        description="Most connections kopf opens to the API server at once; more requests wait.",
+        description="Most connections kopf opens to the API server at once for requests, "
+        "besides its watches; more requests wait.",
     )
     peering_name: str = Field(default="llmdeploy", description="kopf peering object.")
     standalone: bool = Field(default=False, description="Run without peering (no HA).")
