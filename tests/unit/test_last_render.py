@@ -85,3 +85,17 @@ def test_a_new_generation_an_edited_child_new_drivers_or_no_listing_render_again
 
 def resource_plan(status: dict[str, Any]) -> Any:
     return handlers._stored_plan(status)
+
+
+def test_workload_progress_is_read_again_when_the_watch_and_the_list_disagree(
+    catalog: Catalog,
+) -> None:
+    ctx, resource, status, _ = setup(catalog)
+    listed = SEEN[("ns", "Deployment", "llama-8b")].workload
+    ctx.reflected[OWNER.uid] = listed
+    reused = handlers._last_render_stands(ctx, OWNER, resource, status, 3, Inventory(()), SEEN)
+    assert reused is not None and reused[1] == listed
+    # What an apply answered before the rollout was observed: the list is newer, or older.
+    ctx.reflected[OWNER.uid] = WorkloadStatus(True, 2, 0, 0)
+    reused = handlers._last_render_stands(ctx, OWNER, resource, status, 3, Inventory(()), SEEN)
+    assert reused is not None and reused[1] is None  # the reconcile reads the workload

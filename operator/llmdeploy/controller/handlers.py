@@ -291,9 +291,11 @@ def _last_render_stands(
     ):
         return None
     kind, name = memo.workload
-    # The watch's latest progress over the pass's list, which may be older by a whole pass.
-    workload = ctx.reflected.get(owner.uid) or seen[(owner.namespace, kind, name)].workload
-    return Desired(plan, key, [], kind, memo.spec_hash), workload
+    # The pass's list may be older than what the watch has since shown, or the other way
+    # round: when the two disagree, neither is trusted and the reconcile reads the workload.
+    listed = seen[(owner.namespace, kind, name)].workload
+    known = ctx.reflected.get(owner.uid)
+    return Desired(plan, key, [], kind, memo.spec_hash), listed if known in (None, listed) else None
 
 
 PERSIST_AUTOSCALER_EVERY_S = 60.0
@@ -525,10 +527,12 @@ def refresh_from_workload(ctx: Context, workload_body: dict[str, Any]) -> None:
     namespace, name = workload_body["metadata"]["namespace"], owners[0]["name"]
     parent = ctx.tracked.get(uid)
     try:
-        known = _reflect(ctx, parent or ctx.cluster.get_llmdeployment(namespace, name), workload)
+        known = parent is not None and _reflect(ctx, parent, workload)
     except ClusterError as exc:
-        if parent is None or exc.status != 409:
+        if exc.status != 409:
             raise
+        known = False
+    if not known:  # not watched yet, or the watch is behind the reconcile's status write
         known = _reflect(ctx, ctx.cluster.get_llmdeployment(namespace, name), workload)
     if known:  # an owner that is gone must not leave an entry behind
         ctx.reflected[uid] = workload
