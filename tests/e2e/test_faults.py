@@ -10,6 +10,8 @@ import copy
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +229,30 @@ def test_api_server_restart_and_frozen_etcd_converge(
     _no_duplicates(kube_api, namespace)
 
 
+@contextmanager
+def _replicas(
+    operator: Operator, kubeconfig: Path, tmp_path: Path, *extra: dict[str, str]
+) -> Iterator[tuple[str, list[Operator]]]:
+    """Operator replicas in a peering of their own (one per `extra` settings), with the shared
+    test operator stepped aside so that only they can act; stopped and cleaned up after."""
+    operator.stop()
+    peering = f"e2e-{uuid.uuid4().hex[:6]}"
+    settings = {"LLMDEPLOY_PEERING_NAME": peering, "LLMDEPLOY_PEERING_LIFETIME_SECONDS": "10"}
+    replicas = [
+        Operator(operator.kubeconfig, tmp_path / f"replica-{i}", **settings, **more)
+        for i, more in enumerate(extra)
+    ]
+    for replica in replicas:
+        replica.log_dir.mkdir()
+    try:
+        yield peering, replicas
+    finally:
+        for replica in replicas:
+            replica.stop()
+        kubectl(kubeconfig, "delete", "clusterkopfpeering", peering, "--ignore-not-found")
+        operator.start()
+
+
 def test_two_replicas_one_acts_and_the_other_takes_over(
     kubeconfig_path: Path,
     kube_api: client.ApiClient,
@@ -234,17 +260,9 @@ def test_two_replicas_one_acts_and_the_other_takes_over(
     operator: Operator,
     tmp_path: Path,
 ) -> None:
-    # Two replicas as manifests/ deploys them: same settings, no explicit priority. The shared
-    # test operator steps aside so that only these two can act.
-    operator.stop()
-    peering = f"e2e-{uuid.uuid4().hex[:6]}"
-    settings = {"LLMDEPLOY_PEERING_NAME": peering, "LLMDEPLOY_PEERING_LIFETIME_SECONDS": "10"}
-    first = Operator(operator.kubeconfig, tmp_path / "first", **settings)
-    second = Operator(operator.kubeconfig, tmp_path / "second", **settings)
-    for replica in (first, second):
-        replica.log_dir.mkdir()
-    audit = AuditLog()
-    try:
+    # Two replicas as manifests/ deploys them: same settings, no explicit priority.
+    with _replicas(operator, kubeconfig_path, tmp_path, {}, {}) as (peering, (first, second)):
+        audit = AuditLog()
         first.start()
         time.sleep(1)  # the replica that started first stays the active one
         second.start()
@@ -279,11 +297,6 @@ def test_two_replicas_one_acts_and_the_other_takes_over(
         _no_duplicates(kube_api, namespace)
         writes = [r for r in audit.requests() if r.verb in WRITE_VERBS and r.namespace == namespace]
         assert writes  # the audit log sees the replicas' writes at all
-    finally:
-        for replica in (first, second):
-            replica.stop()
-        kubectl(kubeconfig_path, "delete", "clusterkopfpeering", peering, "--ignore-not-found")
-        operator.start()
 
 
 def test_a_replica_outranked_while_acting_stops_acting(
@@ -295,14 +308,8 @@ def test_a_replica_outranked_while_acting_stops_acting(
 ) -> None:
     # The periodic pass runs outside kopf's handlers, so kopf's pause does not stop it by
     # itself: a replica that was acting and is then outranked must stop its pass as well.
-    operator.stop()
-    peering = f"e2e-{uuid.uuid4().hex[:6]}"
-    settings = {"LLMDEPLOY_PEERING_NAME": peering, "LLMDEPLOY_PEERING_LIFETIME_SECONDS": "10"}
-    low = Operator(operator.kubeconfig, tmp_path / "low", LLMDEPLOY_PRIORITY="1", **settings)
-    high = Operator(operator.kubeconfig, tmp_path / "high", LLMDEPLOY_PRIORITY="2", **settings)
-    for replica in (low, high):
-        replica.log_dir.mkdir()
-    try:
+    priorities = ({"LLMDEPLOY_PRIORITY": "1"}, {"LLMDEPLOY_PRIORITY": "2"})
+    with _replicas(operator, kubeconfig_path, tmp_path, *priorities) as (_, (low, high)):
         low.start()
         _start(kubeconfig_path, kube_api, namespace)
         high.start()
@@ -325,8 +332,3 @@ def test_a_replica_outranked_while_acting_stops_acting(
         assert "applied Deployment/" in high.logs()
         assert "applied" not in low.logs()[paused_at:]
         _no_duplicates(kube_api, namespace)
-    finally:
-        for replica in (low, high):
-            replica.stop()
-        kubectl(kubeconfig_path, "delete", "clusterkopfpeering", peering, "--ignore-not-found")
-        operator.start()
