@@ -21,6 +21,7 @@ test: lint typecheck unit e2e
 lint: venv
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy

@@ -35,8 +35,9 @@ from tests.e2e.testenv_control import AuditLog  # noqa: E402
 
 from llmdeploy.api.types import LLMDeployment  # noqa: E402
 from llmdeploy.catalog import load_catalog, load_image_lock  # noqa: E402
-from llmdeploy.cluster.kube import Cluster, Owner  # noqa: E402
-from llmdeploy.controller.service import desired_state  # noqa: E402
+from llmdeploy.cluster.kube import Cluster  # noqa: E402
+from llmdeploy.cluster.objects import Owner, prepared  # noqa: E402
+from llmdeploy.controller.decide import desired_state  # noqa: E402
 from llmdeploy.sizing.inventory import Inventory  # noqa: E402
 
 
@@ -131,7 +132,7 @@ def apply_children_directly(
         resource = LLMDeployment.model_validate(item)
         desired = desired_state(resource, catalog, lock, Inventory(()), None)
         owner = Owner(meta["name"], meta["namespace"], meta["uid"])
-        work.extend((obj, owner) for obj in desired.objects)
+        work.extend((prepared(obj, owner)[0], owner) for obj in desired.objects)
     cluster = Cluster(config.new_client_from_config(str(operator_kubeconfig)))
     apps = client.AppsV1Api(config.new_client_from_config(str(kubeconfig)))
     expected = sum(1 for obj, _ in work if obj["kind"] == "Deployment")

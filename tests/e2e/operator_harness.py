@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "llmdeploy-system"
@@ -80,6 +83,12 @@ def service_account_kubeconfig(api: client.ApiClient, admin: Path, out: Path) ->
     return out
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class Operator:
     """One `llmdeploy run` process; start/kill/stop like a pod would live and die."""
 
@@ -89,15 +98,17 @@ class Operator:
         self.settings = settings
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.metrics_port = 0
 
     def start(self) -> None:
         self.starts += 1
+        self.metrics_port = free_port()
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "LLMDEPLOY_STATUS_INTERVAL_SECONDS": "2",
             "LLMDEPLOY_HEALTH_PORT": "0",
-            "LLMDEPLOY_METRICS_PORT": "0",
+            "LLMDEPLOY_METRICS_PORT": str(self.metrics_port),
             **self.settings,
         }
         log = (self.log_dir / f"operator-{self.starts}.log").open("wb")
@@ -122,6 +133,26 @@ class Operator:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the running process's /metrics (0 when absent or not up yet)."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+            ) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    def reconciles(self) -> float:
+        return self.metric("llmdeploy_reconcile_total", result="success")
 
     def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob("*.log")))

@@ -313,9 +313,7 @@ def test_a_replica_outranked_while_acting_stops_acting(
         low.start()
         _start(kubeconfig_path, kube_api, namespace)
         high.start()
-        wait_until(
-            lambda: "periodic pass paused" in low.logs(), what="the low replica paused", timeout=60
-        )
+        wait_until(lambda: "work paused" in low.logs(), what="the low replica paused", timeout=60)
         paused_at = len(low.logs())
         original = deployment(kube_api, namespace, NAME)
         assert original is not None

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.api.types import EngineName
-from llmdeploy.autoscale.prometheus import PrometheusConfig, Reading, read_metrics
+from llmdeploy.autoscale.decision import MetricsReading
+from llmdeploy.autoscale.prometheus import PrometheusConfig, read_metrics
 
 from .prometheus_harness import Prometheus, VllmMetricsSim, throwaway_pki
 
 LABELS = {"namespace": "team-a", "llmdeploy_io_deployment": "llama"}
 
 
-def read(config: PrometheusConfig) -> Reading:
+def read(config: PrometheusConfig) -> MetricsReading:
     return read_metrics(config, ["runningRequests"], "team-a", "llama", EngineName.VLLM)
 
 

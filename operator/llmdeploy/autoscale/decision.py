@@ -65,6 +65,15 @@ class Observation:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsReading:
+    """What Prometheus answered: a value per query (None: missing, stale, NaN or
+    unreachable), and why there is no data."""
+
+    values: dict[str, float | None]
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     desired_replicas: int
     reason: str

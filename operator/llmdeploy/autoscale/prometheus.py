@@ -18,6 +18,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
 
 from llmdeploy.api.types import EngineName
+from llmdeploy.autoscale.decision import MetricsReading
 from llmdeploy.autoscale.promql import query
 
 # A sample older than this is not a current reading.
@@ -50,12 +51,6 @@ def _client(config: PrometheusConfig) -> PrometheusConnect:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    values: dict[str, float | None]
-    problem: str | None = None  # why Prometheus gave no answer (TLS, refused, bad query, ...)
-
-
 # Everything a query can raise short of a bug: transport and TLS errors, non-200 answers,
 # malformed bodies, an unreadable token or CA file.
 QUERY_ERRORS = (RequestException, PrometheusApiClientException, ValueError, KeyError, OSError)
@@ -68,7 +63,7 @@ def read_metrics(
     name: str,
     engine: EngineName,
     now: float | None = None,
-) -> Reading:
+) -> MetricsReading:
     """{metric type: value or None}; errors are folded into None per metric."""
     queries = {t: query(t, namespace, name, engine) for t in metric_types}
     return read_queries(config, queries, now)
@@ -76,14 +71,14 @@ def read_metrics(
 
 def read_queries(
     config: PrometheusConfig, queries: dict[str, str], now: float | None = None
-) -> Reading:
+) -> MetricsReading:
     """{key: value of its PromQL, or None}; a query must give one series. The first error
     is kept as the problem, so a status can say why there is no data."""
     now = time.time() if now is None else now
     try:
         client = _client(config)
     except OSError as exc:
-        return Reading(dict.fromkeys(queries), _describe(exc))
+        return MetricsReading(dict.fromkeys(queries), _describe(exc))
     values: dict[str, float | None] = {}
     problem = None
     for key, promql in queries.items():
@@ -94,7 +89,7 @@ def read_queries(
             problem = problem or _describe(exc)
             continue
         values[key] = _single_value(result, now)
-    return Reading(values, problem)
+    return MetricsReading(values, problem)
 
 
 def _describe(exc: Exception) -> str:

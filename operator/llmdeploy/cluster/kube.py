@@ -1,19 +1,23 @@
-"""The only layer that talks to the API server: inventory, server-side apply, prune, status reads.
+"""The only layer that talks to the API server: inventory, server-side apply, deletes, status,
+scale and event writes, and the lists that rebuild the watch-fed index.
 
-API exceptions become ClusterError here, so the controller deals in domain errors.
+Every request has a connect and a read timeout (`Timeouts`), so a dead peer fails a reconcile
+instead of holding it. API exceptions become ClusterError here, so the controller deals in
+domain errors.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import (
@@ -23,11 +27,20 @@ from kubernetes.dynamic.exceptions import (
 )
 
 from llmdeploy.api.types import API_VERSION, KIND
+from llmdeploy.cluster.objects import (
+    OLD_FINALIZER,
+    ChildKey,
+    LiveChild,
+    Owner,
+    PendingPod,
+    live_child,
+    owner_name,
+)
 from llmdeploy.render import SELECTOR_LABEL, SPEC_HASH_ANNOTATION
+from llmdeploy.render.kinds import CHILD_KIND_BY_NAME, CHILD_KINDS
 from llmdeploy.sizing.inventory import GpuNode, Inventory
 
 FIELD_MANAGER = "llmdeploy"
-APPLIED_HASH = "llmdeploy.io/applied-hash"
 PRODUCT_LABELS = ("nvidia.com/gpu.product", "amd.com/gpu.product-name")
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 MISSING_KIND_TTL_S = 60.0
@@ -35,80 +48,21 @@ LIST_PAGE = 250
 # A list answered as PartialObjectMetadataList: names, uids and labels, no spec or status.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 INVENTORY_TTL_S = 15.0  # nodes change slowly; one list serves every reconcile meanwhile
-# Every kind the renderer may emit, so a child that is no longer desired can be pruned.
-CHILD_KINDS = (
-    ("apps/v1", "Deployment"),
-    ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet"),
-    ("v1", "Service"),
-    ("policy/v1", "PodDisruptionBudget"),
-    ("monitoring.coreos.com/v1", "PodMonitor"),
-    ("networking.k8s.io/v1", "NetworkPolicy"),
-    ("v1", "ConfigMap"),
-)
 
 
 class ClusterError(RuntimeError):
-    """An API call failed; `retryable` tells a transient failure from a permanent one."""
+    """An API call failed. `status` is the HTTP status when the API server answered; None
+    when it did not (timeout, connection refused or reset)."""
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable
-        self.status = status  # the HTTP status, when the API server answered
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
-class Owner:
-    name: str
-    namespace: str
-    uid: str
-
-    def reference(self) -> dict[str, Any]:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class WorkloadStatus:
-    exists: bool
-    replicas: int = 0
-    ready_replicas: int = 0
-    updated_replicas: int = 0
-    up_to_date: bool = False  # the controller observed the latest generation
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    changed: bool  # False when the live object was already current
-    workload: WorkloadStatus | None  # the progress of a Deployment or LeaderWorkerSet
-
-
-WORKLOAD_KINDS = frozenset({"Deployment", "LeaderWorkerSet"})
-
-
-@dataclass(frozen=True, slots=True)
-class LiveChild:
-    """What a child looks like on the API server, as far as a reconcile needs to know."""
-
-    applied_hash: str | None
-    revision: str
-    workload: WorkloadStatus | None
-
-
-# Every child of every LLMDeployment, by (namespace, kind, name).
-Children = dict[tuple[str, str, str], LiveChild]
-
-
-@dataclass(frozen=True, slots=True)
-class PendingPod:
-    name: str
-    since: datetime
-    message: str
+class Timeouts:
+    connect_s: float = 5.0
+    read_s: float = 30.0
 
 
 def _error(exc: Exception, action: str) -> ClusterError:
@@ -118,50 +72,33 @@ def _error(exc: Exception, action: str) -> ClusterError:
         message = json.loads(body).get("message", body) if isinstance(body, str | bytes) else body
     except ValueError:
         message = body
-    retryable = status is None or status in (409, 429) or status >= 500
-    return ClusterError(f"{action}: {status} {message}", retryable=retryable, status=status)
-
-
-def workload_status_of(obj: dict[str, Any]) -> WorkloadStatus:
-    """A Deployment's or LeaderWorkerSet's progress, from the object itself."""
-    status = obj.get("status") or {}
-    generation = int((obj.get("metadata") or {}).get("generation") or 0)
-    return WorkloadStatus(
-        exists=True,
-        replicas=int(status.get("replicas") or 0),
-        ready_replicas=int(status.get("readyReplicas") or 0),
-        updated_replicas=int(status.get("updatedReplicas") or 0),
-        up_to_date=int(status.get("observedGeneration") or 0) >= generation,
-    )
-
-
-def _workload_of(kind: str, live: Any) -> WorkloadStatus | None:
-    return workload_status_of(live.to_dict()) if kind in WORKLOAD_KINDS else None
+    return ClusterError(f"{action}: {status} {message}"[:600], status=status)
 
 
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _revision(metadata: Any) -> str:
-    """What changes when someone edits the object: its generation where the kind has one
-    (status updates do not bump it), else its resourceVersion."""
-    generation = metadata.generation
-    return f"g{generation}" if generation else f"r{metadata.resourceVersion}"
+def with_timeouts(api_client: k8s.ApiClient, timeouts: Timeouts) -> k8s.ApiClient:
+    """Give every request of `api_client` that sets none a (connect, read) timeout: the client
+    waits for ever by default, and one request on a dead TCP peer would hold a worker."""
+    rest = api_client.rest_client
+    send: Callable[..., Any] = rest.request
 
+    def request(method: str, url: str, *args: Any, _request_timeout: Any = None, **kw: Any) -> Any:
+        try:
+            return send(
+                method,
+                url,
+                *args,
+                _request_timeout=_request_timeout or (timeouts.connect_s, timeouts.read_s),
+                **kw,
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # no answer: a ClusterError too
+            raise ClusterError(f"{method} {urlsplit(url).path}: {type(exc).__name__}") from None
 
-def _live_child(kind: str, obj: dict[str, Any]) -> LiveChild:
-    metadata = obj["metadata"]
-    generation = metadata.get("generation")
-    return LiveChild(
-        (metadata.get("annotations") or {}).get(APPLIED_HASH),
-        f"g{generation}" if generation else f"r{metadata.get('resourceVersion')}",
-        workload_status_of(obj) if kind in WORKLOAD_KINDS else None,
-    )
-
-
-def object_hash(obj: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    rest.request = request  # type: ignore[method-assign]
+    return api_client
 
 
 class Cluster:
@@ -172,8 +109,6 @@ class Cluster:
         self._lock = threading.Lock()
         self._kinds: dict[tuple[str, str], tuple[Any, float]] = {}
         self._inventory: tuple[Inventory, float] | None = None
-        # What this process last applied, by (owner uid, kind, name): (hash, revision).
-        self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
 
     def _resource(self, api_version: str, kind: str) -> Any:
         key = (api_version, kind)
@@ -183,12 +118,15 @@ class Cluster:
                 cached[0] is not None or time.monotonic() - cached[1] < MISSING_KIND_TTL_S
             ):
                 return cached[0]
-            try:
-                resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
-            except ResourceNotFoundError:
-                resource = None
+        try:
+            resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            resource = None
+        except Exception as exc:  # discovery itself failed (timeout, refused): not cached
+            raise ClusterError(f"discovery of {kind}: {exc}"[:600]) from None
+        with self._lock:
             self._kinds[key] = (resource, time.monotonic())
-            return resource
+        return resource
 
     def _kind_gone(self, api_version: str, kind: str) -> None:
         with self._lock:
@@ -224,8 +162,7 @@ class Cluster:
         if resource is None:
             raise ClusterError(
                 "the ClusterKopfPeering CRD is not installed (manifests/base/peering.yaml); "
-                "install it or set LLMDEPLOY_STANDALONE=true",
-                retryable=False,
+                "install it or set LLMDEPLOY_STANDALONE=true"
             )
         body = {
             "apiVersion": "kopf.dev/v1",
@@ -286,13 +223,14 @@ class Cluster:
         except DynamicApiError as exc:
             raise _error(exc, f"post event {reason}") from None
 
-    def scale(self, owner: Owner, replicas: int, resource_version: str) -> bool:
+    def scale(self, owner: Owner, replicas: int, resource_version: str) -> str | None:
         """Write replicas through the LLMDeployment's scale subresource (as HPA would), only
-        if the object is still at `resource_version`; False when it has changed since."""
+        if the object is still at `resource_version`: its new resourceVersion, or None when it
+        has changed since."""
         resource = self._resource(API_VERSION, KIND)
         body = {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}}
         try:
-            resource.subresources["scale"].patch(
+            answer = resource.subresources["scale"].patch(
                 body=body,
                 name=owner.name,
                 namespace=owner.namespace,
@@ -300,9 +238,9 @@ class Cluster:
             )
         except DynamicApiError as exc:
             if getattr(exc, "status", None) == 409:
-                return False
+                return None
             raise _error(exc, f"scale {KIND} {owner.name}") from None
-        return True
+        return str(answer.metadata.resourceVersion)
 
     def _list(self, api_version: str, kind: str, **query: Any) -> list[Any]:
         resource = self._resource(api_version, kind)
@@ -342,42 +280,46 @@ class Cluster:
             gpu_nodes.append(GpuNode(str(node.metadata.name), text_labels, gpus, driver))
         return Inventory(tuple(sorted(gpu_nodes, key=lambda n: n.name)))
 
-    def children(self, namespaces: list[str]) -> Children | None:
-        """Every child of every LLMDeployment (in `namespaces`, or all), one list per kind, so
-        that a periodic pass checks them without a GET each. None if a list fails: the pass
-        then reads child by child."""
-        found: Children = {}
+    def children(self, namespaces: list[str]) -> dict[tuple[str, str], dict[ChildKey, LiveChild]]:
+        """Every child of every LLMDeployment (in `namespaces`, or all), by owner (namespace,
+        name): one paged list per kind, to rebuild the watch-fed index after a watch gap."""
+        found: dict[tuple[str, str], dict[ChildKey, LiveChild]] = {}
         scopes: list[str | None] = [*namespaces] or [None]
-        for api_version, kind in CHILD_KINDS:
-            resource = self._resource(api_version, kind)
+        for child in CHILD_KINDS:
+            resource = self._resource(child.api_version, child.kind)
             if resource is None:
                 continue
             for namespace in scopes:
-                pages = self._pages(resource, namespace, SELECTOR_LABEL)
                 try:
-                    for items in pages:
+                    for items in self._pages(resource, namespace, SELECTOR_LABEL):
                         for item in items:
-                            key = (item["metadata"]["namespace"], kind, item["metadata"]["name"])
-                            found[key] = _live_child(kind, item)
+                            owner = owner_name(item)
+                            metadata = item["metadata"]
+                            if owner is not None:
+                                found.setdefault((metadata["namespace"], owner), {})[
+                                    (child.kind, metadata["name"])
+                                ] = live_child(child.kind, item)
                 except NotFoundError:
-                    self._kind_gone(api_version, kind)
+                    self._kind_gone(child.api_version, child.kind)
                     break
-                except DynamicApiError:
-                    return None
+                except DynamicApiError as exc:
+                    raise _error(exc, f"list {child.kind}") from None
         return found
 
-    def llmdeployment_uids(self, namespaces: list[str]) -> set[str] | None:
-        """The uids of the LLMDeployments that exist now (metadata only); None if unknown."""
+    def llmdeployment_keys(self, namespaces: list[str]) -> set[tuple[str, str]]:
+        """(namespace, name) of every LLMDeployment that exists now (metadata only)."""
         resource = self._resource(API_VERSION, KIND)
-        uids: set[str] = set()
+        keys: set[tuple[str, str]] = set()
         scopes: list[str | None] = [*namespaces] or [None]
         try:
             for namespace in scopes:
                 for items in self._pages(resource, namespace, None, METADATA_ONLY):
-                    uids.update(str(item["metadata"]["uid"]) for item in items)
-        except DynamicApiError:
-            return None
-        return uids
+                    keys.update(
+                        (str(i["metadata"]["namespace"]), str(i["metadata"]["name"])) for i in items
+                    )
+        except DynamicApiError as exc:
+            raise _error(exc, f"list {KIND}") from None
+        return keys
 
     def _pages(
         self,
@@ -404,148 +346,80 @@ class Cluster:
             if not token:
                 return
 
-    def as_applied(
-        self, owner: Owner, children: frozenset[tuple[str, str]], seen: Children
-    ) -> bool:
-        """Whether every one of `children` (kind, name) is in `seen` as this process last
-        applied it: our hash, and no edit by anyone since."""
-        with self._lock:
-            for kind, name in children:
-                listed = seen.get((owner.namespace, kind, name))
-                ours = self._applied.get((owner.uid, kind, name))
-                if listed is None or ours != (listed.applied_hash, listed.revision):
-                    return False
-        return True
-
-    def apply(self, obj: dict[str, Any], owner: Owner, seen: Children | None = None) -> Applied:
-        """Server-side apply with our field manager. A workload's progress comes with the
-        answer, read from the object just fetched or applied, so it needs no GET of its own.
-        `seen`: the children as a recent list found them; a child found there as we left it
-        needs no request at all."""
-        desired = json.loads(json.dumps(obj))
-        metadata = desired["metadata"]
-        metadata["namespace"] = owner.namespace
-        metadata["ownerReferences"] = [owner.reference()]
-        digest = object_hash(desired)
-        metadata.setdefault("annotations", {})[APPLIED_HASH] = digest
-        resource = self._resource(desired["apiVersion"], desired["kind"])
+    def apply(self, obj: dict[str, Any], owner: Owner) -> LiveChild:
+        """Server-side apply with our field manager and forced conflicts (the operator owns
+        what it renders); the child as it now is."""
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        resource = self._resource(obj["apiVersion"], kind)
         if resource is None:
             raise ClusterError(
-                f"{desired['kind']} ({desired['apiVersion']}) is not served by this cluster; "
-                "install its CRD",
-                retryable=True,
+                f"{kind} ({obj['apiVersion']}) is not served by this cluster; install its CRD"
             )
-        name = metadata["name"]
-        kind = desired["kind"]
-        key = (owner.uid, kind, name)
-        with self._lock:
-            ours = self._applied.get(key)
-        listed = (seen or {}).get((owner.namespace, kind, name))
-        if listed and listed.applied_hash == digest and ours == (digest, listed.revision):
-            return Applied(False, listed.workload)
-        before = None
-        try:
-            live = resource.get(name=name, namespace=owner.namespace)
-            before = live.metadata.resourceVersion
-            # Same hash and untouched since our apply: nothing to do. A hand edit of the spec
-            # (generation) or of an object without one (resourceVersion) is taken back.
-            if (live.metadata.annotations or {}).get(APPLIED_HASH) == digest and ours == (
-                digest,
-                _revision(live.metadata),
-            ):
-                return Applied(False, _workload_of(kind, live))
-        except NotFoundError:
-            pass
-        except DynamicApiError as exc:
-            raise _error(exc, f"get {desired['kind']} {name}") from None
         try:
             applied = resource.server_side_apply(
-                body=desired,
+                body=obj,
                 name=name,
                 namespace=owner.namespace,
                 field_manager=FIELD_MANAGER,
                 force_conflicts=True,
             )
         except DynamicApiError as exc:
-            raise _error(exc, f"apply {desired['kind']} {name}") from None
-        with self._lock:
-            self._applied[key] = (digest, _revision(applied.metadata))
-        # A no-op apply (e.g. the first one after a restart) leaves the resourceVersion alone.
-        return Applied(applied.metadata.resourceVersion != before, _workload_of(kind, applied))
+            raise _error(exc, f"apply {kind} {name}") from None
+        return live_child(kind, applied.to_dict())
 
-    def prune(self, owner: Owner, keep: set[tuple[str, str]]) -> list[str]:
-        """Delete children of `owner` whose (kind, name) is not in `keep`."""
-        deleted = []
-        for api_version, kind in CHILD_KINDS:
-            resource = self._resource(api_version, kind)
-            if resource is None:
-                continue
-            try:
-                children = resource.get(
-                    namespace=owner.namespace, label_selector=f"{SELECTOR_LABEL}={owner.name}"
-                ).items
-            except NotFoundError:
-                # Discovery (cached, also on disk) still names a kind whose CRD is gone.
-                self._kind_gone(api_version, kind)
-                continue
-            except DynamicApiError as exc:
-                raise _error(exc, f"list {kind}") from None
-            for child in children:
-                owned = any(ref.uid == owner.uid for ref in child.metadata.ownerReferences or [])
-                if owned and (kind, child.metadata.name) not in keep:
-                    try:
-                        resource.delete(name=child.metadata.name, namespace=owner.namespace)
-                    except NotFoundError:
-                        continue
-                    except DynamicApiError as exc:
-                        raise _error(exc, f"delete {kind} {child.metadata.name}") from None
-                    deleted.append(f"{kind}/{child.metadata.name}")
-                    with self._lock:
-                        self._applied.pop((owner.uid, kind, str(child.metadata.name)), None)
-        return deleted
-
-    def forget(self, owner_uid: str) -> None:
-        """Drop what this process remembers of an owner's children (the owner is gone)."""
-        with self._lock:
-            for key in [k for k in self._applied if k[0] == owner_uid]:
-                del self._applied[key]
-
-    def workload_status(self, owner: Owner, kind: str) -> WorkloadStatus:
-        api_version = dict((k, v) for v, k in CHILD_KINDS)[kind]
-        resource = self._resource(api_version, kind)
+    def delete_child(self, kind: str, name: str, namespace: str, uid: str) -> None:
+        """Delete one child, only if it is still the object the caller saw (its uid)."""
+        child = CHILD_KIND_BY_NAME[kind]
+        resource = self._resource(child.api_version, child.kind)
         if resource is None:
-            return WorkloadStatus(exists=False)
+            return
         try:
-            live = resource.get(name=owner.name, namespace=owner.namespace)
+            resource.delete(
+                name=name,
+                namespace=namespace,
+                body={"preconditions": {"uid": uid}} if uid else None,
+            )
         except NotFoundError:
-            return WorkloadStatus(exists=False)
+            return
         except DynamicApiError as exc:
-            raise _error(exc, f"get {kind} {owner.name}") from None
-        return workload_status_of(live.to_dict())
+            raise _error(exc, f"delete {child.kind} {name}") from None
 
-    def get_llmdeployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def remove_finalizer(self, namespace: str, name: str, finalizers: list[str]) -> None:
+        """Drop OLD_FINALIZER; the test operation makes the patch fail (409/422) if the list
+        changed since it was read, rather than remove someone else's finalizer."""
+        index = finalizers.index(OLD_FINALIZER)
         resource = self._resource(API_VERSION, KIND)
         try:
-            return dict(resource.get(name=name, namespace=namespace).to_dict())
-        except NotFoundError:
-            return None
+            resource.patch(
+                body=[
+                    {"op": "test", "path": f"/metadata/finalizers/{index}", "value": OLD_FINALIZER},
+                    {"op": "remove", "path": f"/metadata/finalizers/{index}"},
+                ],
+                name=name,
+                namespace=namespace,
+                content_type="application/json-patch+json",
+            )
         except DynamicApiError as exc:
-            raise _error(exc, f"get {KIND} {name}") from None
+            raise _error(exc, f"remove the old finalizer of {KIND} {name}") from None
 
     def patch_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str
-    ) -> None:
-        """Patch status only if the object is still at `resource_version` (else 409)."""
+    ) -> str | None:
+        """Patch status only if the object is still at `resource_version`: the new
+        resourceVersion, or None when the object has changed since (409)."""
         resource = self._resource(API_VERSION, KIND)
         try:
-            resource.status.patch(
+            answer = resource.status.patch(
                 body={"metadata": {"resourceVersion": resource_version}, "status": status},
                 name=name,
                 namespace=namespace,
                 content_type="application/merge-patch+json",
             )
         except DynamicApiError as exc:
+            if getattr(exc, "status", None) == 409:
+                return None
             raise _error(exc, f"patch status of {KIND} {name}") from None
+        return str(answer.metadata.resourceVersion)
 
     def unschedulable_pods(self, owner: Owner, spec_hash: str | None) -> list[PendingPod]:
         """Pending pods of the current pod template (`spec_hash`) that the scheduler could not

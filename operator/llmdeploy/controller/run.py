@@ -10,7 +10,7 @@ import socket
 import time
 import uuid
 import warnings
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -21,10 +21,11 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from llmdeploy.catalog import load_catalog, load_image_lock
-from llmdeploy.cluster.kube import Children, Cluster
-from llmdeploy.controller.handlers import Context, forget, reconcile_in_pass, register
-from llmdeploy.controller.resync import PeriodicPass, peering_allows
+from llmdeploy.cluster.kube import Cluster, Timeouts, with_timeouts
+from llmdeploy.controller.handlers import register
+from llmdeploy.controller.reconciler import Reconciler
 from llmdeploy.controller.settings import OperatorSettings
+from llmdeploy.render.kinds import CHILD_KINDS
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,12 +42,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def _api_client() -> k8s.ApiClient:
+def _api_client(settings: OperatorSettings) -> k8s.ApiClient:
     try:
         k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return k8s.ApiClient()
+    timeouts = Timeouts(settings.connect_timeout_seconds, settings.request_timeout_seconds)
+    return with_timeouts(k8s.ApiClient(), timeouts)
 
 
 def build_registry(
@@ -54,80 +56,51 @@ def build_registry(
 ) -> kopf.OperatorRegistry:
     catalog = load_catalog(settings.catalog_files)
     lock = load_image_lock(settings.image_lock_file)
-    ctx = Context(settings, catalog, lock, Cluster(_api_client()))
-    registry = kopf.OperatorRegistry()
-    register(registry, ctx)
+    cluster = Cluster(_api_client(settings))
+    scopes: list[str | None] = list(settings.namespaces) or [None]
 
-    def active() -> bool:
-        """Whether kopf lets this replica act: the periodic pass runs outside kopf, which
-        pauses only its own handlers when a peer outranks this replica."""
-        if settings.standalone:
-            return True
-        now = datetime.now(UTC)
-        name = settings.peering_name
-        scopes: list[str | None] = list(settings.namespaces) or [None]
-        return all(
-            peering_allows(ctx.cluster.peers(name, scope), identity, priority, now)
-            for scope in scopes
-        )
+    def peers() -> list[Mapping[str, Any]]:
+        return [cluster.peers(settings.peering_name, scope) for scope in scopes]
 
-    def look() -> tuple[Children | None, set[str] | None]:
-        namespaces = settings.namespaces
-        return ctx.cluster.children(namespaces), ctx.cluster.llmdeployment_uids(namespaces)
-
-    periodic = PeriodicPass(
-        ctx.tracked,
-        look,
-        lambda body, seen: reconcile_in_pass(ctx, body, seen),
-        lambda uid: forget(ctx, uid),
-        settings.status_interval_seconds,
-        settings.workers,
-        active,
+    reconciler = Reconciler(
+        settings, catalog, lock, cluster, None if settings.standalone else peers, identity, priority
     )
+    registry = kopf.OperatorRegistry()
+    register(registry, reconciler)
 
     # A private registry does not get kopf's default login handlers.
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
         # kopf's watches hold connections of the same pool for minutes: one per watched kind
-        # and scope (LLMDeployments, Deployments, peering), plus CRDs and namespaces.
-        watches = 3 * max(1, len(settings.namespaces)) + 2
+        # and scope (LLMDeployments, every child kind, peering), plus CRDs and namespaces.
+        watches = (len(CHILD_KINDS) + 2) * max(1, len(settings.namespaces)) + 2
         info = await asyncio.to_thread(kopf.login_via_client, **kwargs)  # reads files
         return pooled(info, settings.api_connections + watches)
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        operator = ctx.settings
+        operator = reconciler.settings
         settings.watching.server_timeout = operator.watch_server_timeout_seconds
         settings.watching.client_timeout = operator.watch_client_timeout_seconds
+        settings.watching.connect_timeout = operator.connect_timeout_seconds
         settings.networking.request_timeout = operator.request_timeout_seconds
+        settings.networking.connect_timeout = operator.connect_timeout_seconds
         settings.posting.level = logging.INFO
-        # Handlers are synchronous and wait on the API server; more threads overlap them.
-        settings.execution.max_workers = operator.workers
         # The priority comes through kopf.run below; kopf.run also makes a named peering
         # mandatory, which a standalone operator must not wait for.
         settings.peering.standalone = operator.standalone
         settings.peering.mandatory = not operator.standalone
         settings.peering.lifetime = operator.peering_lifetime_seconds
-        settings.persistence.finalizer = "llmdeploy.io/finalizer"
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix="llmdeploy.io"
-        )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="llmdeploy.io", key="last-handled-configuration"
-        )
 
     @kopf.on.startup(registry=registry)
-    def ensure_peering(**_: Any) -> None:
-        if not ctx.settings.standalone:
-            ctx.cluster.ensure_cluster_peering(ctx.settings.peering_name)
-
-    @kopf.on.startup(registry=registry)
-    def start_periodic_pass(**_: Any) -> None:
-        periodic.start()
+    def start(**_: Any) -> None:
+        if not reconciler.settings.standalone:
+            cluster.ensure_cluster_peering(reconciler.settings.peering_name)
+        reconciler.start()
 
     @kopf.on.cleanup(registry=registry)
-    def stop_periodic_pass(**_: Any) -> None:
-        periodic.stop()
+    def stop(**_: Any) -> None:
+        reconciler.stop()
 
     return registry
 

@@ -37,10 +37,27 @@ class OperatorSettings(BaseSettings):
         default=10.0,
         gt=0,
         le=3600,
-        description="Seconds between periodic passes over every LLMDeployment (repairs, "
-        "capacity checks, operator-mode autoscaling).",
+        description="Seconds between periodic resyncs, which enqueue every LLMDeployment "
+        "(repairs, capacity checks, the operator-mode autoscaler's tick).",
     )
-    workers: int = Field(default=4, ge=1, le=256, description="Concurrent reconciles.")
+    relist_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds between full lists that rebuild the watch-fed index (a watch "
+        "that restarts after a gap sends no event for what went in the gap).",
+    )
+    workers: int = Field(
+        default=4, ge=1, le=256, description="Work-queue workers: concurrent reconciles."
+    )
+    reconcile_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Bound of one reconcile; the rest waits for a retry."
+    )
+    stall_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Liveness fails when work is pending and no reconcile has reached the API "
+        "server for this long.",
+    )
     api_connections: int = Field(
         default=16,
         ge=1,
@@ -67,7 +84,12 @@ class OperatorSettings(BaseSettings):
     json_logs: bool = Field(default=False, description="Log JSON lines.")
     watch_server_timeout_seconds: int = Field(default=300, ge=10)
     watch_client_timeout_seconds: int = Field(default=330, ge=10)
-    request_timeout_seconds: float = Field(default=30.0, gt=0)
+    request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Read timeout of every API request, kopf's and the operator's own.",
+    )
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("namespaces", "catalog_files", "provisionable_gpus", mode="before")
     @classmethod

@@ -1,0 +1,122 @@
+"""What the operator knows of the objects on the API server, as plain data: no client here, so
+the pure decision (controller/decide.py) can take it as input."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from llmdeploy.api.types import API_VERSION, KIND
+from llmdeploy.render import SELECTOR_LABEL
+from llmdeploy.render.kinds import WORKLOAD_KINDS
+
+APPLIED_HASH = "llmdeploy.io/applied-hash"
+OLD_FINALIZER = "llmdeploy.io/finalizer"  # put on objects by releases that used a kopf timer
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadStatus:
+    exists: bool
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    up_to_date: bool = False  # the controller observed the latest generation
+
+
+@dataclass(frozen=True, slots=True)
+class LiveChild:
+    """A child as the watch last showed it, as far as a reconcile needs to know."""
+
+    uid: str
+    owner_uid: str  # of its controlling LLMDeployment; "" when it has none
+    applied_hash: str | None
+    revision: str  # what changes when someone edits it (see revision_of)
+    workload: WorkloadStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPod:
+    name: str
+    since: datetime
+    message: str
+
+
+ChildKey = tuple[str, str]  # (kind, name)
+
+
+def workload_status_of(obj: Mapping[str, Any]) -> WorkloadStatus:
+    """A Deployment's or LeaderWorkerSet's progress, from the object itself."""
+    status = obj.get("status") or {}
+    generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    return WorkloadStatus(
+        exists=True,
+        replicas=int(status.get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        up_to_date=int(status.get("observedGeneration") or 0) >= generation,
+    )
+
+
+def revision_of(metadata: Mapping[str, Any]) -> str:
+    """Its generation where the kind has one (a status update does not bump it), else its
+    resourceVersion."""
+    generation = metadata.get("generation")
+    return f"g{generation}" if generation else f"r{metadata.get('resourceVersion')}"
+
+
+def live_child(kind: str, obj: Mapping[str, Any]) -> LiveChild:
+    metadata = obj.get("metadata") or {}
+    owner = next(
+        (
+            str(ref.get("uid") or "")
+            for ref in metadata.get("ownerReferences") or []
+            if ref.get("kind") == KIND and ref.get("controller")
+        ),
+        "",
+    )
+    return LiveChild(
+        str(metadata.get("uid") or ""),
+        owner,
+        (metadata.get("annotations") or {}).get(APPLIED_HASH),
+        revision_of(metadata),
+        workload_status_of(obj) if kind in WORKLOAD_KINDS else None,
+    )
+
+
+def owner_name(obj: Mapping[str, Any]) -> str | None:
+    """The LLMDeployment a child belongs to, by the label every rendered child carries."""
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(SELECTOR_LABEL)
+
+
+def prepared(obj: Mapping[str, Any], owner: Owner) -> tuple[dict[str, Any], str]:
+    """The child as it is applied: in the owner's namespace, owned by it, and annotated with
+    the digest of everything else, which tells an unchanged child from one to apply."""
+    desired = copy.deepcopy(dict(obj))
+    metadata = desired["metadata"]
+    metadata["namespace"] = owner.namespace
+    metadata["ownerReferences"] = [owner.reference()]
+    digest = hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()[:16]
+    metadata.setdefault("annotations", {})[APPLIED_HASH] = digest
+    return desired, digest

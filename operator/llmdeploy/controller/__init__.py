@@ -1,0 +1,1 @@
+"""The controller: one work queue, observe -> decide -> act (docs/architecture.md)."""

@@ -1,0 +1,717 @@
+"""decide: what one reconcile should do, as a pure function of what observe saw.
+
+No I/O and no clients here (an import contract in `make lint` enforces it): the same snapshot
+always gives the same outcome, and unit tests drive every decision with plain data.
+
+Some observations cost a request and matter only in some states (pending pods while replicas
+are missing, Prometheus for operator-mode autoscaling, GPUs in use before a scale-up). decide
+asks for them through `Outcome.needs`; the reconcile observes them and decides again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from llmdeploy.api.status import Condition, LLMDeploymentStatus
+from llmdeploy.api.types import LLMDeployment, duration_seconds, format_validation_error
+from llmdeploy.autoscale.decision import (
+    IDLE_SIGNALS,
+    AutoscalerState,
+    Decision,
+    MetricsReading,
+    Observation,
+)
+from llmdeploy.autoscale.decision import decide as decide_replicas
+from llmdeploy.autoscale.policy import effective_scaling
+from llmdeploy.autoscale.promql import query
+from llmdeploy.catalog import Catalog, ImageLock
+from llmdeploy.cluster.objects import (
+    OLD_FINALIZER,
+    ChildKey,
+    LiveChild,
+    Owner,
+    PendingPod,
+    WorkloadStatus,
+    prepared,
+)
+from llmdeploy.render import SPEC_HASH_ANNOTATION, RenderError, render_manifests
+from llmdeploy.render.kinds import WORKLOAD_KINDS
+from llmdeploy.sizing import Plan, SpecError, plan_deployment
+from llmdeploy.sizing.inventory import (
+    Inventory,
+    cluster_catalog,
+    placement_for_cluster,
+    schedulable_replicas,
+)
+
+# The autoscaler's history changes every tick; it is persisted on a change of decision or
+# this often, which bounds what a fail-over can lose of it.
+PERSIST_AUTOSCALER_EVERY_S = 30.0
+ACTIVATION = "activationQuery"  # its key among the readings and in status.autoscaler.metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What decide needs from the operator's process: fixed while it runs."""
+
+    catalog: Catalog
+    lock: ImageLock
+    provisionable: set[str] | None
+    metrics_configured: bool  # a Prometheus endpoint is set
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    plan: Plan
+    plan_key: str  # changes when a new plan is due (spec minus replicas, excluded GPUs)
+    objects: tuple[dict[str, Any], ...] = ()
+    workload_kind: str | None = None
+    spec_hash: str | None = None  # the digest of the pod template every pod of this plan carries
+
+    @classmethod
+    def rendered(cls, plan: Plan, key: str, objects: Sequence[dict[str, Any]]) -> Desired:
+        kind = next(iter({o["kind"] for o in objects} & WORKLOAD_KINDS), None)
+        spec_hash = next(
+            (
+                str(o["metadata"]["annotations"][SPEC_HASH_ANNOTATION])
+                for o in objects
+                if o["kind"] == kind
+                and SPEC_HASH_ANNOTATION in o["metadata"].get("annotations", {})
+            ),
+            None,
+        )
+        return cls(plan, key, tuple(objects), kind, spec_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A render and the inputs it came from, kept in the object's record: an unchanged object
+    is not rendered again on every resync."""
+
+    inputs: tuple[Any, ...]
+    desired: Desired
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """The autoscaler's state between status writes, and when it was last persisted."""
+
+    state: AutoscalerState
+    persisted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    """Observations decide asks for before it can decide."""
+
+    pending_pods: bool = False
+    spec_hash: str | None = None  # of the pods whose scheduling matters: the current plan's
+    queries: tuple[tuple[str, str], ...] = ()  # (key, PromQL) to read from Prometheus
+    gpus_in_use: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.pending_pods or self.queries or self.gpus_in_use)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One object as observe saw it. Optional observations are None until asked for."""
+
+    body: Mapping[str, Any]
+    children: Mapping[ChildKey, LiveChild]
+    applied: Mapping[ChildKey, tuple[str, str]]  # what this process applied: (hash, revision)
+    inventory: Inventory
+    now: datetime
+    rendered: Rendered | None = None
+    autoscaler: Remembered | None = None
+    error: str | None = None  # why the last act failed, if it did
+    pending: tuple[PendingPod, ...] | None = None
+    metrics: MetricsReading | None = None
+    gpus_in_use: tuple[dict[str, int], int] | None = None  # (GPUs by node, the owner's pods)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    needs: Needs = field(default_factory=Needs)
+    apply: tuple[dict[str, Any], ...] = ()  # prepared children to server-side apply
+    prune: tuple[tuple[ChildKey, str], ...] = ()  # ((kind, name), uid) to delete
+    status: LLMDeploymentStatus | None = None  # the whole status the operator owns
+    events: tuple[Event, ...] = ()  # posted once the status is written
+    scale_to: int | None = None  # replicas to write through /scale
+    scale_reason: str = ""
+    remove_finalizer: bool = False
+    rendered: Rendered | None = None
+    autoscaler: Remembered | None = None
+    requeue_after_s: float | None = None  # a deadline (pending capacity) or a re-plan
+
+
+def owner_of(body: Mapping[str, Any]) -> Owner:
+    metadata = body["metadata"]
+    return Owner(metadata["name"], metadata.get("namespace") or "default", metadata["uid"])
+
+
+def plan_key(resource: LLMDeployment, excluded: Sequence[str]) -> str:
+    spec = resource.spec.model_dump(mode="json", by_alias=True, exclude={"replicas"})
+    canonical = json.dumps({"spec": spec, "excluded": sorted(excluded)}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def plan_for_cluster(
+    resource: LLMDeployment,
+    catalog: Catalog,
+    inventory: Inventory,
+    provisionable: set[str] | None,
+    excluded: Sequence[str] = (),
+) -> Plan:
+    """Plan against the GPUs the cluster has or can provision; raises SpecError."""
+    view = cluster_catalog(catalog, inventory, provisionable)
+    spec, reason = placement_for_cluster(resource.spec, view, excluded)
+    if spec is None:
+        return Plan(
+            feasible=False,
+            model=resource.spec.model.name,
+            engine=resource.spec.engine.name.value,
+            reasons=[reason],
+        )
+    return plan_deployment(spec, view)
+
+
+def desired_state(
+    resource: LLMDeployment,
+    catalog: Catalog,
+    lock: ImageLock,
+    inventory: Inventory,
+    provisionable: set[str] | None,
+    excluded: Sequence[str] = (),
+    stored_plan: Plan | None = None,
+    stored_key: str | None = None,
+) -> Desired:
+    """The plan (reused while its inputs are unchanged, so replicas do not churn when the
+    inventory moves) and the objects that run it. Raises SpecError or RenderError."""
+    key = plan_key(resource, excluded)
+    if stored_plan is not None and stored_key == key:
+        plan = stored_plan
+    else:
+        plan = plan_for_cluster(resource, catalog, inventory, provisionable, excluded)
+    if not plan.feasible or plan.gpu is None:
+        return Desired(plan, key)
+    drivers = inventory.drivers(catalog, plan.gpu) if plan.gpu in catalog.gpus else []
+    return Desired.rendered(plan, key, render_manifests(resource, plan, catalog, lock, drivers))
+
+
+def desired_replicas(resource: LLMDeployment, plan: Plan) -> int:
+    if resource.spec.replicas is not None:
+        return resource.spec.replicas
+    return plan.replicas or 0
+
+
+def _condition(
+    type_: str, ok: bool | None, reason: str, message: str, generation: int
+) -> Condition:
+    status = "Unknown" if ok is None else ("True" if ok else "False")
+    return Condition(
+        type=type_, status=status, reason=reason, message=message, observed_generation=generation
+    )
+
+
+def capacity_condition(
+    pending: Sequence[PendingPod], now: datetime, timeout_s: int, generation: int
+) -> tuple[Condition, PendingPod | None]:
+    """CapacityAvailable, and the pod that has starved past the timeout, if any."""
+    if not pending:
+        return _condition("CapacityAvailable", True, "Scheduled", "", generation), None
+    oldest = min(pending, key=lambda p: p.since)
+    waited = (now - oldest.since).total_seconds()
+    if waited < timeout_s:
+        message = f"{len(pending)} pod(s) waiting for GPUs for {waited:.0f}s: {oldest.message}"
+        return _condition(
+            "CapacityAvailable", True, "WaitingForCapacity", message, generation
+        ), None
+    message = (
+        f"{len(pending)} pod(s) unschedulable for {waited:.0f}s (> {timeout_s}s): {oldest.message}"
+    )
+    return _condition("CapacityAvailable", False, "InsufficientGPUs", message, generation), oldest
+
+
+def _stamp(
+    conditions: Sequence[Condition], previous: Sequence[Mapping[str, Any]], now: datetime
+) -> list[Condition]:
+    """lastTransitionTime kept where a condition's status did not change."""
+    before = {c.get("type"): c for c in previous}
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamped = []
+    for condition in conditions:
+        old = before.get(condition.type)
+        unchanged = old is not None and old.get("status") == condition.status
+        time = old.get("lastTransitionTime") if unchanged and old else None
+        stamped.append(condition.model_copy(update={"last_transition_time": time or stamp}))
+    return stamped
+
+
+def invalid_status(
+    generation: int,
+    message: str,
+    previous: Sequence[Mapping[str, Any]],
+    now: datetime,
+    excluded: Sequence[str] = (),
+) -> LLMDeploymentStatus:
+    """Status of a resource whose spec cannot be planned: Planned=False, phase Failed."""
+    conditions = [
+        _condition("Planned", False, "InvalidSpec", message, generation),
+        _condition("Ready", False, "InvalidSpec", message, generation),
+    ]
+    return LLMDeploymentStatus(
+        observed_generation=generation,
+        phase="Failed",
+        conditions=_stamp(conditions, previous, now),
+        excluded_gpus=list(excluded),
+    )
+
+
+def status_update(
+    resource: LLMDeployment,
+    generation: int,
+    desired: Desired,
+    workload: WorkloadStatus | None,
+    capacity: Condition | None,
+    error: str | None,
+    previous: Sequence[Mapping[str, Any]],
+    now: datetime,
+    excluded: Sequence[str] = (),
+    extra: Sequence[Condition] = (),
+) -> LLMDeploymentStatus:
+    """The whole status the operator owns, with lastTransitionTime kept where nothing changed.
+    `error`: why applying failed; `extra`: conditions of other parts (the autoscaler's)."""
+    plan = desired.plan
+    replicas = desired_replicas(resource, plan)
+    ready = workload.ready_replicas if workload else 0
+    status = LLMDeploymentStatus(
+        observed_generation=generation,
+        excluded_gpus=list(excluded),
+        plan=plan.model_dump(mode="json", by_alias=True, exclude_none=True),
+        plan_key=desired.plan_key,
+        gpu=plan.gpu,
+        gpu_count=plan.gpu_count,
+        quantization=plan.quantization,
+        tensor_parallel=plan.tensor_parallel,
+        cost_per_hour=None
+        if plan.cost_per_hour is None
+        else f"{plan.cost_per_hour / max(plan.replicas or 1, 1) * replicas:.2f}",
+        replicas=replicas if plan.feasible else 0,
+        ready_replicas=ready,
+        selector=f"llmdeploy.io/deployment={resource.metadata.name}",
+    )
+    if not plan.feasible:
+        why = "; ".join(plan.reasons)
+        conditions = [
+            _condition("Planned", False, "NoFeasiblePlan", why, generation),
+            _condition("Ready", False, "NoFeasiblePlan", why, generation),
+        ]
+        return status.model_copy(
+            update={"phase": "Failed", "conditions": _stamp(conditions, previous, now)}
+        )
+    settled = bool(
+        workload
+        and workload.exists
+        and workload.up_to_date
+        and workload.updated_replicas >= replicas
+        and ready >= replicas
+    )
+    available = ready >= replicas and (ready > 0 or replicas == 0)
+    counts = f"{ready}/{replicas} replicas ready"
+    conditions = [
+        _condition(
+            "Planned",
+            True,
+            "Planned",
+            f"{plan.gpu} x{plan.gpu_count} {plan.quantization} TP{plan.tensor_parallel} "
+            f"PP{plan.pipeline_parallel}, {replicas} replica(s), ${plan.cost_per_hour}/h",
+            generation,
+        ),
+        _condition(
+            "Progressing",
+            not settled,
+            "RolloutComplete" if settled else "RolloutInProgress",
+            counts,
+            generation,
+        ),
+        _condition(
+            "Available",
+            available,
+            "MinimumReplicasAvailable" if ready >= replicas else "ReplicasNotReady",
+            counts,
+            generation,
+        ),
+    ]
+    if capacity is not None:
+        conditions.append(capacity)
+    conditions.append(
+        _condition("Degraded", True, "ApplyFailed", error, generation)
+        if error
+        else _condition("Degraded", False, "ReconcileSucceeded", "", generation)
+    )
+    conditions.extend(extra)
+    # kstatus and Flux read Ready: serving the current generation, rollout done, no error.
+    ready_now = settled and available and not error
+    conditions.append(
+        _condition(
+            "Ready",
+            ready_now,
+            "Ready" if ready_now else ("ApplyFailed" if error else "RolloutInProgress"),
+            error or counts,
+            generation,
+        )
+    )
+    if error:
+        phase = "Degraded"
+    elif capacity is not None and capacity.status == "False":
+        phase = "Pending"
+    else:
+        phase = "Ready" if settled else "Progressing"
+    return status.model_copy(
+        update={"phase": phase, "conditions": _stamp(conditions, previous, now)}
+    )
+
+
+def autoscaler_status(
+    decision: Decision,
+    values: Mapping[str, float | None],
+    now: datetime,
+    previous: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """status.autoscaler: what was seen and decided, and the state to restore after a restart."""
+    previous = previous or {}
+    scaled = decision.state.last_scale_time
+    return {
+        "metrics": {k: (None if v is None else round(v, 4)) for k, v in sorted(values.items())},
+        "desiredReplicas": decision.desired_replicas,
+        "reason": decision.reason,
+        "lastScaleTime": datetime.fromtimestamp(scaled, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if scaled is not None
+        else previous.get("lastScaleTime"),
+        "state": decision.state.model_dump(mode="json", by_alias=True),
+    }
+
+
+def metrics_condition(decision: Decision, generation: int) -> Condition:
+    if decision.at_zero:  # no replicas, no engine metrics: expected, not a failure
+        return _condition("MetricsAvailable", None, "ScaledToZero", decision.reason, generation)
+    if decision.metrics_available:
+        return _condition("MetricsAvailable", True, "MetricsRead", "", generation)
+    return _condition("MetricsAvailable", False, "MetricsUnavailable", decision.reason, generation)
+
+
+def pending_timeout_seconds(resource: LLMDeployment) -> int:
+    return duration_seconds(resource.spec.placement.pending_timeout)
+
+
+def _render_inputs(
+    generation: int, key: str, plan: Plan, config: Config, inventory: Inventory
+) -> tuple[Any, ...]:
+    """Everything a render depends on besides the catalog and image lock, which are fixed for
+    the process: the spec (its generation), the plan (its key) and the nodes' drivers."""
+    gpu = plan.gpu
+    drivers = inventory.drivers(config.catalog, gpu) if gpu and gpu in config.catalog.gpus else []
+    return (generation, key, tuple(drivers))
+
+
+def _stored_plan(status: Mapping[str, Any]) -> Plan | None:
+    try:
+        return Plan.model_validate(status["plan"]) if status.get("plan") else None
+    except ValidationError:
+        return None
+
+
+def _summary(plan: Plan) -> str:
+    return (
+        f"{plan.gpu} x{plan.gpu_count} {plan.quantization} TP{plan.tensor_parallel} "
+        f"PP{plan.pipeline_parallel} KV {plan.kv_cache_dtype}, {plan.replicas} replica(s), "
+        f"est. TTFT {plan.estimated_ttft_ms} ms TPOT {plan.estimated_tpot_ms} ms, "
+        f"${plan.cost_per_hour}/h"
+    )
+
+
+def _planned_message(status: Mapping[str, Any]) -> str | None:
+    return next(
+        (c.get("message") for c in status.get("conditions") or [] if c.get("type") == "Planned"),
+        None,
+    )
+
+
+def decide(snap: Snapshot, config: Config) -> Outcome:
+    body = snap.body
+    status: Mapping[str, Any] = body.get("status") or {}
+    metadata = body["metadata"]
+    generation = int(metadata.get("generation") or 0)
+    previous = status.get("conditions") or []
+    excluded = list(status.get("excludedGpus") or [])
+    upgrade = OLD_FINALIZER in (metadata.get("finalizers") or [])
+
+    def invalid(message: str) -> Outcome:
+        events = (
+            () if _planned_message(status) == message else (Event("InvalidSpec", message, True),)
+        )
+        return Outcome(
+            status=invalid_status(generation, message, previous, snap.now, excluded),
+            events=events,
+            remove_finalizer=upgrade,
+        )
+
+    try:
+        resource = LLMDeployment.model_validate(dict(body))
+    except ValidationError as exc:
+        return invalid(format_validation_error(exc))
+    key = plan_key(resource, excluded)
+    stored = _stored_plan(status) if status.get("planKey") == key else None
+    memo = snap.rendered
+    try:
+        if (
+            stored is not None
+            and memo is not None
+            and memo.inputs == _render_inputs(generation, key, stored, config, snap.inventory)
+        ):
+            desired = memo.desired
+        else:
+            desired = desired_state(
+                resource,
+                config.catalog,
+                config.lock,
+                snap.inventory,
+                config.provisionable,
+                excluded,
+                stored,
+                key,
+            )
+    except (SpecError, RenderError) as exc:
+        return invalid(str(exc))
+    plan = desired.plan
+    if memo is None or memo.desired is not desired:
+        inputs = _render_inputs(generation, key, plan, config, snap.inventory)
+        memo = Rendered(inputs, desired) if plan.feasible else None
+    rendered = memo
+    events: list[Event] = []
+    if key != status.get("planKey"):
+        events.append(
+            Event("Planned", _summary(plan))
+            if plan.feasible
+            else Event("NoFeasiblePlan", "; ".join(plan.reasons), True)
+        )
+    owner = owner_of(body)
+
+    # Children. An infeasible re-plan leaves what runs untouched: never tear down serving
+    # replicas for a plan that cannot run.
+    apply: list[dict[str, Any]] = []
+    prune: list[tuple[ChildKey, str]] = []
+    if plan.feasible:
+        for obj in desired.objects:
+            child, digest = prepared(obj, owner)
+            name: ChildKey = (obj["kind"], obj["metadata"]["name"])
+            live = snap.children.get(name)
+            mine = snap.applied.get(name)
+            if live is None or live.applied_hash != digest or mine != (digest, live.revision):
+                apply.append(child)
+        wanted = {(o["kind"], o["metadata"]["name"]) for o in desired.objects}
+        prune = sorted(
+            (name, live.uid)
+            for name, live in snap.children.items()
+            if name not in wanted and live.owner_uid == owner.uid
+        )
+
+    workload_status = None
+    if desired.workload_kind:
+        live_workload = snap.children.get((desired.workload_kind, owner.name))
+        workload_status = (live_workload and live_workload.workload) or WorkloadStatus(False)
+    # Pods can only be waiting for GPUs while fewer are ready than wanted.
+    replicas = desired_replicas(resource, plan)
+    capacity = None
+    requeue = None
+    if plan.feasible and workload_status is not None and workload_status.exists:
+        if workload_status.ready_replicas < replicas:
+            if snap.pending is None:
+                needs = Needs(pending_pods=True, spec_hash=desired.spec_hash)
+                return Outcome(needs=needs, rendered=rendered)
+            timeout = pending_timeout_seconds(resource)
+            capacity, starved = capacity_condition(snap.pending, snap.now, timeout, generation)
+            if starved is not None and resource.spec.placement.fallback and plan.gpu:
+                return _fall_back(status, plan.gpu, starved.message, generation, upgrade)
+            if snap.pending and starved is None:  # the capacity deadline
+                oldest = min(p.since for p in snap.pending)
+                requeue = max(1.0, timeout - (snap.now - oldest).total_seconds())
+        else:
+            capacity, _ = capacity_condition((), snap.now, 0, generation)
+
+    extra: list[Condition] = []
+    scale_to = None
+    scale_reason = ""
+    remembered = snap.autoscaler
+    autoscaler_field = status.get("autoscaler")
+    scaling = resource.spec.scaling
+    if (
+        scaling is not None
+        and scaling.mode == "operator"
+        and snap.error is None
+        and plan.feasible
+        and workload_status is not None
+        and workload_status.exists
+    ):
+        scaled = _autoscale(snap, config, resource, desired, workload_status, status, generation)
+        if isinstance(scaled, Needs):
+            return Outcome(needs=scaled, rendered=rendered)
+        decision, remembered, autoscaler_field = scaled
+        extra.append(metrics_condition(decision, generation))
+        if decision.desired_replicas != desired_replicas(resource, plan):
+            scale_to, scale_reason = decision.desired_replicas, decision.reason
+
+    new_status = status_update(
+        resource,
+        generation,
+        desired,
+        workload_status,
+        capacity,
+        snap.error,
+        previous,
+        snap.now,
+        excluded,
+        extra,
+    ).model_copy(update={"autoscaler": autoscaler_field})
+    if snap.error and _degraded_message(status) != snap.error:
+        events.append(Event("ApplyFailed", snap.error, True))
+    return Outcome(
+        apply=tuple(apply),
+        prune=tuple(prune),
+        status=new_status,
+        events=tuple(events),
+        scale_to=scale_to,
+        scale_reason=scale_reason,
+        remove_finalizer=upgrade,
+        rendered=rendered,
+        autoscaler=remembered,
+        requeue_after_s=requeue,
+    )
+
+
+def _degraded_message(status: Mapping[str, Any]) -> str | None:
+    return next(
+        (
+            c.get("message")
+            for c in status.get("conditions") or []
+            if c.get("type") == "Degraded" and c.get("status") == "True"
+        ),
+        None,
+    )
+
+
+def _fall_back(
+    status: Mapping[str, Any], gpu: str, why: str, generation: int, upgrade: bool
+) -> Outcome:
+    """Drop the starved SKU; the reconcile that follows plans without it."""
+    excluded = sorted({*(status.get("excludedGpus") or []), gpu})
+    current = LLMDeploymentStatus.model_validate(dict(status))
+    return Outcome(
+        status=current.model_copy(
+            update={"excluded_gpus": excluded, "plan_key": None, "observed_generation": generation}
+        ),
+        events=(
+            Event(
+                "FallbackReplan",
+                f"{gpu} capacity did not arrive ({why}); re-planning without it",
+                True,
+            ),
+        ),
+        remove_finalizer=upgrade,
+        requeue_after_s=0.0,
+    )
+
+
+def _autoscale(
+    snap: Snapshot,
+    config: Config,
+    resource: LLMDeployment,
+    desired: Desired,
+    workload: WorkloadStatus,
+    status: Mapping[str, Any],
+    generation: int,
+) -> Needs | tuple[Decision, Remembered, dict[str, Any]]:
+    """Operator-mode autoscaling: the decision, the state to remember, status.autoscaler."""
+    assert resource.spec.scaling is not None
+    scaling = effective_scaling(resource.spec.scaling, desired.plan)
+    stz = scaling.scale_to_zero
+    wanted: list[str] = [m.type for m in scaling.metrics]
+    if stz is not None:  # idleness is read from these whatever the spec scales on
+        wanted += [t for t in IDLE_SIGNALS if t not in wanted]
+    current = desired_replicas(resource, desired.plan)
+    now = snap.now.timestamp()
+    reading = snap.metrics
+    if config.metrics_configured and reading is None:
+        if current > 0:
+            owner = owner_of(snap.body)
+            engine = resource.spec.engine.name
+            return Needs(
+                queries=tuple((t, query(t, owner.namespace, owner.name, engine)) for t in wanted)
+            )
+        if stz is not None and stz.activation_query:
+            return Needs(queries=((ACTIVATION, stz.activation_query),))
+    reading = reading or MetricsReading(dict.fromkeys(wanted))
+    values = {t: reading.values.get(t) for t in wanted}
+    activation = reading.values.get(ACTIVATION)
+    previous: Mapping[str, Any] = status.get("autoscaler") or {}
+    # What this process remembers since the last status write, else (after a start or a
+    # fail-over) the history stored on the object.
+    remembered = snap.autoscaler or Remembered(
+        AutoscalerState.model_validate(previous.get("state") or {}), now
+    )
+    observation = Observation(now, current, workload.ready_replicas, values, activation=activation)
+    decision = decide_replicas(scaling, observation, remembered.state)
+    if decision.desired_replicas > current:
+        # Cap a scale-up by the GPUs free now (unless an autoscaler can add nodes).
+        if snap.gpus_in_use is None:
+            return Needs(gpus_in_use=True)
+        plan = desired.plan
+        assert plan.gpu is not None
+        multi_node = desired.workload_kind == "LeaderWorkerSet"
+        in_use, placed = snap.gpus_in_use
+        schedulable = schedulable_replicas(
+            config.catalog,
+            snap.inventory,
+            in_use,
+            plan.gpu,
+            plan.tensor_parallel or 1 if multi_node else plan.gpu_count or 1,
+            plan.pipeline_parallel or 1 if multi_node else 1,
+            placed,
+            config.provisionable,
+        )
+        observation = replace(observation, schedulable_replicas=schedulable)
+        decision = decide_replicas(scaling, observation, remembered.state)
+    if not config.metrics_configured:
+        decision = replace(decision, reason=f"holding {current}: no Prometheus configured")
+    elif reading.problem is not None and decision.desired_replicas == current:
+        decision = replace(decision, reason=f"{decision.reason}; Prometheus: {reading.problem}")
+    seen = values if activation is None else {**values, ACTIVATION: activation}
+    fresh = autoscaler_status(decision, seen, snap.now, previous)
+    persisted = remembered.persisted_at
+    if (
+        decision.desired_replicas != current
+        or fresh["reason"] != previous.get("reason")
+        # A lost end of an idle stretch could, after a restart, send busy replicas to zero.
+        or fresh["state"].get("idleSince") != (previous.get("state") or {}).get("idleSince")
+        or now - persisted >= PERSIST_AUTOSCALER_EVERY_S
+        or not previous
+    ):
+        field_value, persisted = fresh, now
+    else:
+        field_value = dict(previous)
+    return decision, Remembered(decision.state, persisted), field_value

@@ -1,0 +1,141 @@
+"""What the watches have shown, and the one per-object record of this process's memory.
+
+The index holds the latest body of each LLMDeployment and, by owner, its children as their
+watch events showed them: observe reads it instead of the API server. A record holds what only
+this process knows (what it applied, its last render, the autoscaler's state since the last
+status write). Both are dropped atomically with the object, and all of them when a peer
+outranks this replica: after that, state comes from the objects and their status.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmdeploy.cluster.objects import ChildKey, LiveChild
+from llmdeploy.controller.decide import Remembered, Rendered
+
+Key = tuple[str, str]  # (namespace, name) of an LLMDeployment
+
+
+@dataclass(slots=True)
+class Record:
+    """Touched only by the worker that holds the object's key (the queue's guarantee)."""
+
+    uid: str
+    applied: dict[ChildKey, tuple[str, str]] = field(default_factory=dict)  # (hash, revision)
+    rendered: Rendered | None = None
+    autoscaler: Remembered | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    body: dict[str, Any] | None = None
+    body_sequence: int = 0
+    children: dict[ChildKey, tuple[LiveChild, int]] = field(default_factory=dict)
+    record: Record | None = None
+
+
+class Index:
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._entries: dict[Key, _Entry] = {}
+        self._sequence = 0  # orders updates, so a relist does not drop what came after it
+
+    def object_seen(self, body: Mapping[str, Any]) -> Key:
+        key = _key(body)
+        with self._guard:
+            entry = self._entries.setdefault(key, _Entry())
+            uid = body["metadata"].get("uid")
+            if entry.record is not None and entry.record.uid != uid:
+                entry.record = None  # deleted and made again under the same name
+            entry.body = dict(body)
+            self._sequence += 1
+            entry.body_sequence = self._sequence
+        return key
+
+    def object_gone(self, key: Key) -> None:
+        with self._guard:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry.body, entry.record = None, None
+                if not entry.children:
+                    del self._entries[key]
+
+    def child_seen(self, owner: Key, child: ChildKey, live: LiveChild) -> None:
+        with self._guard:
+            self._sequence += 1
+            self._entries.setdefault(owner, _Entry()).children[child] = (live, self._sequence)
+
+    def child_gone(self, owner: Key, child: ChildKey) -> None:
+        with self._guard:
+            entry = self._entries.get(owner)
+            if entry is not None:
+                entry.children.pop(child, None)
+                if entry.body is None and not entry.children:
+                    del self._entries[owner]
+
+    def begin(self, key: Key) -> tuple[dict[str, Any], dict[ChildKey, LiveChild], Record] | None:
+        """The object, its children and its record, for the worker that holds `key`; None if
+        the object is gone. Taken together, so a delete cannot leave a record behind."""
+        with self._guard:
+            entry = self._entries.get(key)
+            if entry is None or entry.body is None:
+                return None
+            uid = str(entry.body["metadata"].get("uid") or "")
+            if entry.record is None:
+                entry.record = Record(uid)
+            children = {name: live for name, (live, _) in entry.children.items()}
+            return entry.body, children, entry.record
+
+    def keys(self) -> list[Key]:
+        with self._guard:
+            return [k for k, e in self._entries.items() if e.body is not None]
+
+    def mark(self) -> int:
+        with self._guard:
+            return self._sequence
+
+    def relisted(
+        self,
+        objects: set[Key],
+        children: Mapping[Key, Mapping[ChildKey, LiveChild]],
+        since: int,
+    ) -> list[Key]:
+        """Bring the index in line with lists taken after `mark()` returned `since`: what the
+        lists lack and no watch event has shown since is dropped (a watch restarted after a
+        gap sends no DELETED for what went in the gap); what they have and the index lacks is
+        added. Returns the objects that are gone."""
+        gone = []
+        with self._guard:
+            for key, entry in list(self._entries.items()):
+                listed = children.get(key, {})
+                for name, (_, sequence) in list(entry.children.items()):
+                    if name not in listed and sequence <= since:
+                        del entry.children[name]
+                for name, live in listed.items():
+                    if name not in entry.children:
+                        self._sequence += 1
+                        entry.children[name] = (live, self._sequence)
+                if entry.body is not None and key not in objects and entry.body_sequence <= since:
+                    entry.body, entry.record = None, None
+                    gone.append(key)
+                if entry.body is None and not entry.children:
+                    del self._entries[key]
+        return gone
+
+    def clear(self) -> None:
+        """Everything: this replica was outranked, and its watches stop until it resumes."""
+        with self._guard:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._guard:
+            return sum(1 for e in self._entries.values() if e.body is not None)
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    metadata = body["metadata"]
+    return (str(metadata.get("namespace") or "default"), str(metadata["name"]))

@@ -1,0 +1,359 @@
+"""The one reconcile path: sources enqueue keys; workers observe -> decide -> act.
+
+Sources (kopf's watch events of LLMDeployments and of every child kind, the periodic resync,
+deadlines and retries) only update the index and enqueue the object's key. A worker that takes
+a key observes an immutable snapshot (the index, the inventory, and what decide asks for),
+calls the pure `decide`, and acts on its outcome with preconditions: children by server-side
+apply, prunes by uid, /scale and status by resourceVersion. It is the only writer of status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from llmdeploy.api.status import LLMDeploymentStatus
+from llmdeploy.autoscale.prometheus import PrometheusConfig, read_queries
+from llmdeploy.catalog import Catalog, ImageLock
+from llmdeploy.cluster.kube import Cluster, ClusterError
+from llmdeploy.cluster.objects import live_child, owner_name
+from llmdeploy.controller import metrics
+from llmdeploy.controller.decide import Config, Needs, Outcome, Snapshot, decide, owner_of
+from llmdeploy.controller.index import Index, Key, Record
+from llmdeploy.controller.peering import Peering
+from llmdeploy.controller.queue import WorkQueue
+from llmdeploy.controller.settings import OperatorSettings
+
+log = logging.getLogger("llmdeploy.reconcile")
+STATUS_FIELDS = frozenset(f.alias or n for n, f in LLMDeploymentStatus.model_fields.items())
+MAX_OBSERVE_ROUNDS = 3  # pending pods, Prometheus, GPUs in use: each asked for at most once
+
+
+class ConflictError(Exception):
+    """The object changed since it was read: decide again from the newer one."""
+
+
+class OverdueError(ClusterError):
+    """The reconcile ran past its bound; what is left of it waits for the retry."""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        catalog: Catalog,
+        lock: ImageLock,
+        cluster: Cluster,
+        read_peers: Callable[[], list[Mapping[str, Any]]] | None = None,
+        identity: str = "",
+        priority: int = 0,
+    ) -> None:
+        """`read_peers`: the status of kopf's peering objects; None when standalone."""
+        self.settings = settings
+        self.cluster = cluster
+        self.index = Index()
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.peering = Peering(read_peers, identity, priority, self.peering_changed)
+        self.config = Config(catalog, lock, settings.provisionable(), bool(settings.prometheus_url))
+        self.prometheus = (
+            PrometheusConfig(
+                settings.prometheus_url,
+                settings.prometheus_timeout_seconds,
+                settings.prometheus_bearer_token_file,
+                settings.prometheus_ca_file,
+                settings.prometheus_insecure_skip_verify,
+            )
+            if settings.prometheus_url
+            else None
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._relist = threading.Event()
+        self._guard = threading.Lock()
+        self._running: dict[int, float] = {}  # worker thread -> when its reconcile started
+        self._unanswered_since: float | None = None  # first of a run of unanswered reconciles
+
+    # Sources: they only update the index and enqueue.
+
+    def object_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        metadata = body["metadata"]
+        key = (str(metadata.get("namespace") or "default"), str(metadata["name"]))
+        if event_type == "DELETED":
+            self.index.object_gone(key)
+            self.queue.forget(key)
+        else:
+            self.queue.add(self.index.object_seen(body))
+
+    def child_event(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        owner = owner_name(body)
+        if owner is None:
+            return
+        metadata = body["metadata"]
+        key = (str(metadata["namespace"]), owner)
+        child = (kind, str(metadata["name"]))
+        if event_type == "DELETED":
+            self.index.child_gone(key, child)
+        else:
+            self.index.child_seen(key, child, live_child(kind, body))
+        self.queue.add(key)
+
+    def peering_changed(self, acting: bool) -> None:
+        if acting:  # kopf lists everything again as it resumes; a relist makes sure
+            self._relist.set()
+        else:
+            self.index.clear()
+
+    # Workers and the periodic resync.
+
+    def start(self) -> None:
+        for n in range(self.settings.workers):
+            self._spawn(self._work, f"worker-{n}")
+        self._spawn(self._resync, "resync")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def _resync(self) -> None:
+        last_relist = time.monotonic()
+        while not self._stop.wait(self.settings.status_interval_seconds):
+            metrics.QUEUE_DEPTH.set(self.queue.depth())
+            metrics.OBJECTS_TRACKED.set(len(self.index))
+            if not self.peering.acting():
+                continue
+            due = time.monotonic() - last_relist >= self.settings.relist_seconds
+            if due or self._relist.is_set():
+                self._relist.clear()
+                last_relist = time.monotonic()
+                try:
+                    self.relist()
+                except ClusterError as exc:
+                    log.warning("relist failed: %s", exc)
+            for key in self.index.keys():  # noqa: SIM118 (a method, not a dict's)
+                self.queue.add(key)
+
+    def relist(self) -> None:
+        """Rebuild the index from lists: what a watch gap hid is found, what went is dropped."""
+        since = self.index.mark()
+        namespaces = self.settings.namespaces
+        objects = self.cluster.llmdeployment_keys(namespaces)
+        children = self.cluster.children(namespaces)
+        for key in self.index.relisted(objects, children, since):
+            self.queue.forget(key)
+        for key in objects:
+            self.queue.add(key)
+
+    def _work(self) -> None:
+        ident = threading.get_ident()
+        while not self._stop.is_set():
+            item = self.queue.get(timeout_s=1.0)
+            if item is None:
+                continue
+            key, waited = item
+            metrics.QUEUE_WAIT_SECONDS.observe(waited)
+            if not self.peering.acting():
+                self.queue.done(key)  # a resume re-lists and enqueues everything
+                continue
+            started = time.monotonic()
+            with self._guard:
+                self._running[ident] = started
+            result, requeue = self._reconcile_one(key)
+            with self._guard:
+                del self._running[ident]
+                if result == "unreachable":
+                    self._unanswered_since = self._unanswered_since or started
+                else:
+                    self._unanswered_since = None
+            metrics.RECONCILES.labels(result).inc()
+            metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+            failed = result in ("error", "unreachable")
+            delay = self.queue.done(key, failed=failed)
+            if failed:
+                log.warning("reconcile of %s/%s failed; retry in %.1fs", *key, delay or 0)
+            elif requeue is not None:
+                self.queue.add_after(key, requeue)
+
+    def _reconcile_one(self, key: Key) -> tuple[str, float | None]:
+        try:
+            return self.reconcile(key)
+        except ConflictError:
+            return "conflict", 0.0
+        except ClusterError as exc:
+            return ("unreachable" if exc.status is None else "error"), None
+        except Exception:  # a bug: logged with its traceback, retried with backoff
+            log.exception("reconcile of %s/%s failed", *key)
+            return "error", None
+
+    def stalled(self) -> str | None:
+        """Why the queue is stalled, for liveness: a reconcile running far past its bound, or
+        work pending while no reconcile has had an answer from the API server for a while."""
+        now = time.monotonic()
+        limit = self.settings.stall_seconds
+        with self._guard:
+            oldest = min(self._running.values(), default=None)
+            unanswered = self._unanswered_since
+        if oldest is not None and now - oldest > limit + self.settings.reconcile_timeout_seconds:
+            return f"a reconcile has run for {now - oldest:.0f}s"
+        if unanswered is not None and now - unanswered > limit and self.queue.busy():
+            return f"no reconcile has reached the API server for {now - unanswered:.0f}s"
+        return None
+
+    # One reconcile.
+
+    def reconcile(self, key: Key) -> tuple[str, float | None]:
+        """observe -> decide -> act. Returns the result and when to come back, if ever."""
+        begun = self.index.begin(key)
+        if begun is None:
+            return "success", None  # deleted
+        body, children, record = begun
+        deadline = time.monotonic() + self.settings.reconcile_timeout_seconds
+        snap = Snapshot(
+            body,
+            children,
+            dict(record.applied),
+            self.cluster.inventory(),
+            datetime.now(UTC),
+            record.rendered,
+            record.autoscaler,
+        )
+        outcome = decide(snap, self.config)
+        for _ in range(MAX_OBSERVE_ROUNDS):
+            if not outcome.needs:
+                break
+            snap = self._observe(snap, outcome.needs, deadline)
+            outcome = decide(snap, self.config)
+        if outcome.needs:
+            raise RuntimeError(f"decide kept asking for more: {outcome.needs}")
+        try:
+            self._act(key, snap, record, outcome, deadline)
+        except ClusterError as exc:
+            if exc.status is not None and not isinstance(exc, OverdueError):
+                self._report_failure(snap, str(exc))
+            raise
+        invalid = outcome.status is not None and outcome.status.phase == "Failed"
+        return ("invalid" if invalid else "success"), outcome.requeue_after_s
+
+    def _observe(self, snap: Snapshot, needs: Needs, deadline: float) -> Snapshot:
+        """What decide asked for beyond the index."""
+        _check(deadline)
+        owner = owner_of(snap.body)
+        if needs.pending_pods:
+            pending = self.cluster.unschedulable_pods(owner, needs.spec_hash)
+            snap = replace(snap, pending=tuple(pending))
+        if needs.queries and self.prometheus is not None:
+            reading = read_queries(self.prometheus, dict(needs.queries), snap.now.timestamp())
+            snap = replace(snap, metrics=reading)
+        if needs.gpus_in_use:
+            snap = replace(snap, gpus_in_use=self.cluster.gpus_in_use(owner))
+        return snap
+
+    def _act(
+        self, key: Key, snap: Snapshot, record: Record, outcome: Outcome, deadline: float
+    ) -> None:
+        body = snap.body
+        owner = owner_of(body)
+        metadata = body["metadata"]
+        changed = []
+        for obj in outcome.apply:
+            _check(deadline)
+            name = (obj["kind"], obj["metadata"]["name"])
+            live = self.cluster.apply(obj, owner)
+            record.applied[name] = (live.applied_hash or "", live.revision)
+            self.index.child_seen(key, name, live)
+            before = snap.children.get(name)
+            if before is None or (before.applied_hash, before.revision) != (
+                live.applied_hash,
+                live.revision,
+            ):
+                changed.append(f"{name[0]}/{name[1]}")
+        pruned = []
+        for (kind, child_name), uid in outcome.prune:
+            _check(deadline)
+            self.cluster.delete_child(kind, child_name, owner.namespace, uid)
+            record.applied.pop((kind, child_name), None)
+            self.index.child_gone(key, (kind, child_name))
+            pruned.append(f"{kind}/{child_name}")
+        if outcome.rendered is not None:
+            record.rendered = outcome.rendered
+        version = str(metadata.get("resourceVersion") or "")
+        if outcome.scale_to is not None:
+            _check(deadline)
+            scaled = self.cluster.scale(owner, outcome.scale_to, version)
+            if scaled is None:
+                raise ConflictError
+            version = scaled
+            metrics.SCALINGS.inc()
+        if outcome.status is not None:
+            patch = status_patch(body.get("status") or {}, outcome.status)
+            if patch:
+                _check(deadline)
+                if self.cluster.patch_status(owner.namespace, owner.name, patch, version) is None:
+                    raise ConflictError
+        # Remembered only once its status is written: a fail-over finds the same history.
+        record.autoscaler = outcome.autoscaler
+        notes = [(e.reason, e.message, e.warning) for e in outcome.events]
+        if changed:
+            metrics.APPLIES.inc(len(changed))
+            notes.append(("Applied", ", ".join(changed), False))
+            log.info("%s/%s: applied %s", *key, ", ".join(changed))
+        if pruned:
+            metrics.PRUNES.inc(len(pruned))
+            notes.append(("Pruned", ", ".join(pruned), False))
+            log.info("%s/%s: pruned %s", *key, ", ".join(pruned))
+        if outcome.scale_to is not None:
+            notes.append(("Scaled", outcome.scale_reason, False))
+        if any(e.reason == "Planned" for e in outcome.events):
+            metrics.PLANS.inc()
+        for reason, message, warning in notes:
+            try:
+                self.cluster.post_event(body, reason, message, warning=warning)
+            except ClusterError as exc:  # an event is not worth failing the reconcile
+                log.warning("event %s not posted: %s", reason, exc)
+        if outcome.remove_finalizer:
+            self.cluster.remove_finalizer(
+                owner.namespace, owner.name, list(metadata.get("finalizers") or [])
+            )
+
+    def _report_failure(self, snap: Snapshot, error: str) -> None:
+        """The API server refused part of the act: say so in status (Degraded) and an event."""
+        outcome = decide(replace(snap, error=error), self.config)
+        if outcome.needs or outcome.status is None:
+            return
+        metadata = snap.body["metadata"]
+        patch = status_patch(snap.body.get("status") or {}, outcome.status)
+        try:
+            if patch:
+                self.cluster.patch_status(
+                    metadata["namespace"], metadata["name"], patch, metadata["resourceVersion"]
+                )
+            for event in outcome.events:
+                if event.reason == "ApplyFailed":
+                    self.cluster.post_event(snap.body, event.reason, event.message, warning=True)
+        except ClusterError as exc:
+            log.warning("status of the failure not written: %s", exc)
+
+
+def status_patch(current: Mapping[str, Any], status: LLMDeploymentStatus) -> dict[str, Any]:
+    """A merge patch from the status as read to the one decided: changed fields, and nulls
+    for fields the operator owns that are no longer set. Empty when nothing changed."""
+    wanted = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    patch: dict[str, Any] = {k: v for k, v in wanted.items() if current.get(k) != v}
+    patch.update({k: None for k in current if k in STATUS_FIELDS and k not in wanted})
+    return patch
+
+
+def _check(deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise OverdueError("the reconcile ran past its bound (LLMDEPLOY_RECONCILE_TIMEOUT_SECONDS)")
