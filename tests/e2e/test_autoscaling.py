@@ -3,6 +3,7 @@ the operator deciding, writes through the LLMDeployment's scale subresource."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +21,19 @@ from .prometheus_harness import Prometheus, VllmMetricsSim
 GROUP, VERSION, PLURAL = "llmdeploy.io", "v1alpha1", "llmdeployments"
 NAME = "scaled"
 DOWN_WINDOW_S = 30
+ENDPOINTS, ENDPOINT = "LLMDEPLOY_PROMETHEUS_ENDPOINTS", "e2e"
 
 
 @pytest.fixture
-def metrics(namespace: str) -> Iterator[tuple[VllmMetricsSim, Prometheus]]:
+def metrics(namespace: str, operator: Operator) -> Iterator[tuple[VllmMetricsSim, Prometheus]]:
+    """A Prometheus for this test, allowed in the operator's settings as endpoint `e2e` (an
+    object can name no free URL): the operator restarts with it."""
     sim = VllmMetricsSim()
     prometheus = Prometheus(sim.port, {"namespace": namespace, "llmdeploy_io_deployment": NAME})
     prometheus.start()
+    operator.stop()
+    operator.settings[ENDPOINTS] = json.dumps({ENDPOINT: {"url": prometheus.url}})
+    operator.start()
     try:
         yield sim, prometheus
     finally:
@@ -59,9 +66,7 @@ def scaled_messages(api: client.ApiClient, namespace: str) -> list[str]:
     return [e.message or "" for e in events.items if e.reason == "Scaled"]
 
 
-def deploy(
-    kubeconfig: Path, namespace: str, prometheus_url: str, replicas: int = 1, **scaling: Any
-) -> None:
+def deploy(kubeconfig: Path, namespace: str, replicas: int = 1, **scaling: Any) -> None:
     body = yaml.safe_load((REPO_ROOT / "examples" / "llama-3.1-8b-l4.yaml").read_text())
     body["metadata"]["name"] = NAME
     body["spec"]["placement"]["tolerations"] = [KWOK_TOLERATION]
@@ -71,7 +76,7 @@ def deploy(
         "mode": "operator",
         "minReplicas": 1,
         "maxReplicas": 4,
-        "prometheusUrl": prometheus_url,
+        "prometheus": ENDPOINT,
         "metrics": [{"type": "runningRequests", "target": 4}],
         "behavior": {
             "scaleUp": {
@@ -97,7 +102,7 @@ def test_scales_up_on_load_down_after_the_window_and_holds_without_metrics(
     metrics: tuple[VllmMetricsSim, Prometheus],
 ) -> None:
     sim, prometheus = metrics
-    deploy(kubeconfig_path, namespace, prometheus.url)
+    deploy(kubeconfig_path, namespace)
     wait_until(
         lambda: condition(get(kube_api, namespace), "MetricsAvailable"),
         what="first autoscaling decision",
@@ -158,8 +163,8 @@ def test_restart_mid_window_does_not_scale_down_early(
     operator: Operator,
     metrics: tuple[VllmMetricsSim, Prometheus],
 ) -> None:
-    sim, prometheus = metrics
-    deploy(kubeconfig_path, namespace, prometheus.url)
+    sim, _prometheus = metrics
+    deploy(kubeconfig_path, namespace)
     sim.set_load(running=16, waiting=0)
     wait_until(lambda: replicas(kube_api, namespace) == 4, what="scale up to 4", timeout=90)
     sim.set_load(running=0, waiting=0)
@@ -184,8 +189,8 @@ def test_scale_up_is_capped_by_free_gpus(
     operator: Operator,
     metrics: tuple[VllmMetricsSim, Prometheus],
 ) -> None:
-    sim, prometheus = metrics
-    deploy(kubeconfig_path, namespace, prometheus.url)
+    sim, _prometheus = metrics
+    deploy(kubeconfig_path, namespace)
     patched = kubectl(
         kubeconfig_path,
         "-n",
@@ -217,21 +222,21 @@ def test_scale_to_zero_manual_scale_idle_period_and_activation(
     operator: Operator,
     metrics: tuple[VllmMetricsSim, Prometheus],
 ) -> None:
-    sim, prometheus = metrics
-    # What a gateway in front of the engines would count; the activation query reads it as
-    # given, so it needs no LLMDeployment labels.
+    sim, _prometheus = metrics
+    # What a gateway in front of the engines would count; the activation metric is read within
+    # the object's namespace (Prometheus's target labels put it there).
     gateway = Gauge(
         "gateway_waiting_requests", "Requests held at the gateway", registry=sim.registry
     )
     idle_s = 60
-    stz = {"idleSeconds": idle_s, "activationQuery": "sum(gateway_waiting_requests)"}
-    deploy(kubeconfig_path, namespace, prometheus.url, replicas=0, scaleToZero=stz)
+    stz = {"idleSeconds": idle_s, "activationMetric": {"name": "gateway_waiting_requests"}}
+    deploy(kubeconfig_path, namespace, replicas=0, scaleToZero=stz)
 
     # At zero: no engine metrics, and that is reported as expected, not as a failure.
     def zero_reported() -> dict[str, Any] | None:
         c = condition(get(kube_api, namespace), "MetricsAvailable")
         # The first tick may come before Prometheus's first scrape: "no data", also held.
-        return c if c and "activationQuery returned 0" in c["message"] else None
+        return c if c and "activation metric returned 0" in c["message"] else None
 
     reported = wait_until(zero_reported, what="MetricsAvailable=ScaledToZero", timeout=60)
     assert reported["status"] == "Unknown" and reported["reason"] == "ScaledToZero"
@@ -254,7 +259,7 @@ def test_scale_to_zero_manual_scale_idle_period_and_activation(
 
     def activated() -> bool:
         messages = scaled_messages(kube_api, namespace)
-        return any("0 -> 1: activationQuery returned 3" in m for m in messages)
+        return any("0 -> 1: the activation metric returned 3" in m for m in messages)
 
     wait_until(activated, what="a Scaled event naming the activation", timeout=30)
 

@@ -279,13 +279,13 @@ def test_missing_data_never_goes_to_zero(gap: float | None) -> None:
 
 
 def test_activation_scales_from_zero_to_min_replicas() -> None:
-    s = spec(minReplicas=2, scaleToZero={**IDLE, "activationQuery": "sum(gateway_pending)"})
+    s = spec(minReplicas=2, scaleToZero={**IDLE, "activationMetric": {"name": "gateway_pending"}})
     quiet = decide(s, Observation(0, 0, 0, {}, activation=0), AutoscalerState())
     assert quiet.desired_replicas == 0 and quiet.at_zero and not quiet.metrics_available
     missing = decide(s, Observation(0, 0, 0, {}, activation=None), AutoscalerState())
     assert missing.desired_replicas == 0 and "no data" in missing.reason
     d = decide(s, Observation(15, 0, 0, {}, activation=3), quiet.state)
-    assert d.desired_replicas == 2 and "activationQuery returned 3" in d.reason
+    assert d.desired_replicas == 2 and "the activation metric returned 3" in d.reason
     capped = Observation(15, 0, 0, {}, schedulable_replicas=1, activation=3)
     assert decide(s, capped, quiet.state).desired_replicas == 1
     # Without an activation query only a write to /scale leaves zero.
@@ -329,7 +329,7 @@ def test_scale_sim_goes_to_zero_when_idle_and_cold_starts_on_activation(tmp_path
 
     body = yaml.safe_load((ROOT / "examples" / "llama-3.1-8b-l4.yaml").read_text())
     body["spec"]["scaling"] = {
-        "scaleToZero": {"idleSeconds": 300, "activationQuery": "sum(gateway_requests)"}
+        "scaleToZero": {"idleSeconds": 300, "activationMetric": {"name": "gateway_requests"}}
     }
     manifest = tmp_path / "stz.yaml"
     manifest.write_text(yaml.safe_dump(body))

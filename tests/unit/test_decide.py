@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.autoscale.decision import AutoscalerState, MetricsReading
@@ -189,7 +191,7 @@ LOCK = load_image_lock()
 
 
 def config(catalog: Catalog, prometheus: bool = True) -> Config:
-    return Config(catalog, LOCK, set(), prometheus)
+    return Config(catalog, LOCK, set(), frozenset({"default"} if prometheus else ()))
 
 
 def body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
@@ -408,3 +410,30 @@ def test_the_finalizer_of_an_old_release_goes(catalog: Catalog) -> None:
     b = body()
     b["metadata"]["finalizers"] = ["llmdeploy.io/finalizer"]
     assert decide(Snapshot(b, {}, {}, L4_NODES, NOW), config(catalog)).remove_finalizer
+
+
+def test_the_autoscaler_reads_only_an_endpoint_the_operator_allows(catalog: Catalog) -> None:
+    snap, _ = settled(catalog, body(replicas=2, scaling=scaling(prometheus="team-a")))
+    allowed = Config(catalog, LOCK, set(), frozenset({"default", "team-a"}))
+    assert decide(snap, allowed).needs.prometheus == "team-a"
+    unknown = complete(snap, config(catalog))  # only "default" is allowed
+    assert unknown.scale_to is None
+    assert "no Prometheus endpoint named team-a" in str(unknown.status.autoscaler)  # type: ignore[union-attr]
+
+
+def test_the_activation_metric_is_scoped_to_the_object_s_namespace(catalog: Catalog) -> None:
+    activation = {"name": "gateway_waiting", "labels": {"namespace": "kube-system", "r": 'x"}'}}
+    stz = {"idleSeconds": 300, "activationMetric": activation}
+    snap, _ = settled(catalog, body(replicas=0, scaling=scaling(scaleToZero=stz)))
+    [(key, promql)] = decide(snap, config(catalog)).needs.queries
+    assert key == "activation"
+    assert promql == 'sum(gateway_waiting{namespace="ns",r="x\\"}"})'
+    woken = complete(snap, config(catalog), metrics=MetricsReading({"activation": 3.0}))
+    assert woken.scale_to == 1
+
+
+def test_free_urls_and_promql_are_refused_in_operator_mode() -> None:
+    for bad in ({"prometheusUrl": "http://evil:9090"}, {"scaleToZero": {"activationQuery": "up"}}):
+        b = body(scaling=scaling(**bad))
+        with pytest.raises(ValidationError, match="mode keda only"):
+            LLMDeployment.model_validate(b)

@@ -12,7 +12,15 @@ from typing import Any
 import yaml
 
 from llmdeploy.api.status import LLMDeploymentStatus
-from llmdeploy.api.types import GROUP, HPA_SCALE_TO_ZERO, KIND, VERSION, LLMDeploymentSpec
+from llmdeploy.api.types import (
+    GROUP,
+    HPA_SCALE_TO_ZERO,
+    KIND,
+    OPERATOR_ACTIVATION_QUERY,
+    OPERATOR_PROMETHEUS_URL,
+    VERSION,
+    LLMDeploymentSpec,
+)
 
 PLURAL = "llmdeployments"
 SINGULAR = "llmdeployment"
@@ -37,6 +45,14 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "fieldPath": ".workload.maxContextLength",
         },
     ],
+    ("scaling", "scaleToZero", "activationMetric"): [
+        {
+            "rule": "!has(self.labels) || "
+            "self.labels.all(k, k.matches('^[a-zA-Z_][a-zA-Z0-9_]{0,99}$'))",
+            "message": "activationMetric.labels keys must be Prometheus label names",
+            "fieldPath": ".labels",
+        },
+    ],
     ("model",): [
         {
             "rule": "!has(self.quantizedVariants) || self.quantizedVariants.all(k, k in "
@@ -57,6 +73,19 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "rule": "!has(self.scaleToZero) || !has(self.mode) || self.mode != 'hpa'",
             "message": f"scaling.{HPA_SCALE_TO_ZERO}",
             "fieldPath": ".scaleToZero",
+        },
+        # A free URL or PromQL would run with the operator's credentials (mode is operator
+        # when unset).
+        {
+            "rule": "(has(self.mode) && self.mode != 'operator') || !has(self.prometheusUrl)",
+            "message": f"scaling.{OPERATOR_PROMETHEUS_URL}",
+            "fieldPath": ".prometheusUrl",
+        },
+        {
+            "rule": "(has(self.mode) && self.mode != 'operator') || !has(self.scaleToZero) || "
+            "!has(self.scaleToZero.activationQuery)",
+            "message": f"scaling.{OPERATOR_ACTIVATION_QUERY}",
+            "fieldPath": ".scaleToZero.activationQuery",
         },
     ],
     ("model", "cache"): [

@@ -6,6 +6,7 @@ Every spec model forbids unknown fields so a typo is reported with its path, not
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel as _to_camel
@@ -383,10 +385,40 @@ class ScalingBehavior(SpecModel):
 
 
 # A HorizontalPodAutoscaler goes below one replica only with the alpha HPAScaleToZero gate.
+PROMETHEUS_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,99}")
+OPERATOR_PROMETHEUS_URL = (
+    "prometheusUrl is for mode keda only: in mode operator the operator queries only the "
+    "endpoints its settings allow; name one with scaling.prometheus"
+)
+OPERATOR_ACTIVATION_QUERY = (
+    "scaleToZero.activationQuery is for mode keda only: the operator runs no tenant PromQL; "
+    "use scaleToZero.activationMetric"
+)
 HPA_SCALE_TO_ZERO = (
     "scaleToZero needs mode operator or keda: a HorizontalPodAutoscaler cannot scale to zero "
     "without the alpha HPAScaleToZero feature gate"
 )
+
+
+class ActivationMetric(SpecModel):
+    name: str = Field(
+        pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        max_length=200,
+        description="Prometheus metric name, e.g. a gateway's waiting requests.",
+    )
+    labels: dict[str, Annotated[str, StringConstraints(max_length=256)]] = Field(
+        default_factory=dict,
+        max_length=8,
+        description="Exact label matches besides namespace, which is always this object's.",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name in labels:
+            if not PROMETHEUS_LABEL.fullmatch(name):
+                raise ValueError(f"{name!r} is not a Prometheus label name")
+        return labels
 
 
 class ScaleToZeroSpec(SpecModel):
@@ -397,13 +429,18 @@ class ScaleToZeroSpec(SpecModel):
         description="Scale to zero after the engines have reported no running and no waiting "
         "requests for this long. Missing or stale metrics restart the count.",
     )
+    activation_metric: ActivationMetric | None = Field(
+        default=None,
+        description="A metric read while at zero replicas, always within this object's "
+        "namespace: a sum above 0 scales to minReplicas. Without it, only a write to the scale "
+        "subresource (kubectl scale) brings replicas back.",
+    )
     activation_query: str | None = Field(
         default=None,
         min_length=1,
         max_length=4096,
-        description="PromQL evaluated while at zero replicas, used as given (not scoped to "
-        "this LLMDeployment); a value above 0 scales to minReplicas. Without it, only a write "
-        "to the scale subresource (kubectl scale) brings replicas back.",
+        description="mode keda only: PromQL for KEDA's activation trigger, which KEDA runs "
+        "with its own credentials. The operator never runs a tenant's PromQL.",
     )
 
 
@@ -442,13 +479,25 @@ class ScalingSpec(SpecModel):
             raise ValueError("minReplicas must not exceed maxReplicas")
         if self.scale_to_zero is not None and self.mode == "hpa":
             raise ValueError(HPA_SCALE_TO_ZERO)
+        if self.mode == "operator" and self.prometheus_url is not None:
+            raise ValueError(OPERATOR_PROMETHEUS_URL)
+        stz = self.scale_to_zero
+        if self.mode == "operator" and stz is not None and stz.activation_query is not None:
+            raise ValueError(OPERATOR_ACTIVATION_QUERY)
         return self
 
+    prometheus: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="mode operator: the name of a Prometheus endpoint the operator's settings "
+        "allow (LLMDEPLOY_PROMETHEUS_ENDPOINTS); default: the operator's default endpoint.",
+    )
     prometheus_url: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://[^\s]+$",
-        description="Prometheus to query; default: the operator's setting.",
+        pattern=r"^https?://[^\s#?]+$",
+        description="mode keda only: the Prometheus KEDA queries, with KEDA's credentials. "
+        "In mode operator, name an allowed endpoint with `prometheus` instead.",
     )
 
 

@@ -61,7 +61,7 @@ class Observation:
     ready_replicas: int
     values: dict[str, float | None]
     schedulable_replicas: int | None = None  # how many replicas the GPUs can hold; None: any
-    activation: float | None = None  # scaleToZero.activationQuery, read only at zero replicas
+    activation: float | None = None  # scaleToZero's activation metric, read only at zero
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,13 +246,13 @@ def _from_zero(
 ) -> Decision:
     """At zero the engines report nothing: hold unless the activation query reads above 0."""
     activation = obs.activation
-    if stz.activation_query is None:
-        why = "no activationQuery: only a write to the scale subresource scales up"
+    if stz.activation_metric is None and stz.activation_query is None:
+        why = "no activation metric: only a write to the scale subresource scales up"
     elif _missing(activation):
-        why = "activationQuery returned no data"
+        why = "the activation metric returned no data"
     elif activation is not None and activation > 0:
         desired, capped = spec.min_replicas, False
-        why = f"activationQuery returned {activation:g}"
+        why = f"the activation metric returned {activation:g}"
         if obs.schedulable_replicas is not None and desired > obs.schedulable_replicas:
             desired, capped = obs.schedulable_replicas, True
             why = f"{why}; capped at {desired} by free GPUs"
@@ -263,7 +263,7 @@ def _from_zero(
             )
             return Decision(desired, f"0 -> {desired}: {why}", True, state, capped, at_zero=True)
     else:
-        why = f"activationQuery returned {activation:g}"
+        why = f"the activation metric returned {activation:g}"
     state = AutoscalerState(
         recommendations=recommendations, scale_events=events, last_scale_time=last_scale_time
     )

@@ -7,15 +7,18 @@ treats as "hold": a dead Prometheus must never scale a fleet down.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
+from urllib3.util.retry import Retry
 
 from llmdeploy.api.types import EngineName
 from llmdeploy.autoscale.decision import MetricsReading
@@ -34,12 +37,47 @@ class PrometheusConfig:
     insecure_skip_verify: bool = False
 
 
+# Bytes of one answer at most: a vector of one series is a few hundred.
+MAX_ANSWER_BYTES = 1 << 20
+READ_CHUNK = 65536
+
+
+class DeadlineSession(requests.Session):
+    """A session whose every request, retries included, ends within `deadline_s`: requests'
+    own timeout bounds each socket read, so a server that sends a byte every few seconds
+    would hold a reconcile for ever. The body is read one socket read at a time against the
+    deadline, and no more than MAX_ANSWER_BYTES of it."""
+
+    def __init__(self, deadline_s: float) -> None:
+        super().__init__()
+        self.deadline_s = deadline_s
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        deadline = time.monotonic() + self.deadline_s
+        kwargs.update(stream=True, timeout=(self.deadline_s, self.deadline_s))
+        response = super().request(method, url, *args, **kwargs)
+        body = bytearray()
+        try:
+            while chunk := response.raw.read1(READ_CHUNK, decode_content=True):
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise requests.Timeout(f"no whole answer within {self.deadline_s:g}s")
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise ValueError(f"an answer larger than {MAX_ANSWER_BYTES} bytes")
+        finally:
+            response.close()
+        response._content = bytes(body)
+        return response
+
+
 def _client(config: PrometheusConfig) -> PrometheusConnect:
     headers = {}
     if config.bearer_token_file is not None:
         token = config.bearer_token_file.read_text(encoding="utf-8").strip()
+        if not token or any(c.isspace() for c in token):
+            raise ValueError("the bearer token file holds no single token")
         headers["Authorization"] = f"Bearer {token}"
-    session = requests.Session()
+    session = DeadlineSession(config.timeout_s)
     session.verify = not config.insecure_skip_verify
     if session.verify and config.ca_file is not None:
         session.verify = str(config.ca_file)
@@ -47,7 +85,8 @@ def _client(config: PrometheusConfig) -> PrometheusConnect:
         url=config.url,
         headers=headers or None,
         session=session,
-        timeout=math.ceil(config.timeout_s),
+        # One retry of a refused connection or a 5xx, within the same deadline.
+        retry=Retry(total=1, read=0, backoff_factor=0.1, status_forcelist=(502, 503, 504)),
     )
 
 
@@ -77,7 +116,7 @@ def read_queries(
     now = time.time() if now is None else now
     try:
         client = _client(config)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         return MetricsReading(dict.fromkeys(queries), _describe(exc))
     values: dict[str, float | None] = {}
     problem = None
@@ -93,7 +132,22 @@ def read_queries(
 
 
 def _describe(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"[:400]
+    """What failed, in words of our own: nothing the server sent (a body, a header) and no
+    exception text, which can quote them, reaches status, events or logs."""
+    if isinstance(exc, PrometheusApiClientException):
+        status = re.match(r"HTTP Status Code (\d{3})", str(exc))
+        return f"HTTP {status.group(1)}" if status else "an unexpected answer"
+    if isinstance(exc, requests.exceptions.SSLError):
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return "TLS: certificate verification failed (CERTIFICATE_VERIFY_FAILED)"
+        return "TLS handshake failed"
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed"
+    if isinstance(exc, OSError) and not isinstance(exc, RequestException):
+        return "the token or CA file could not be read"
+    return f"a malformed answer ({type(exc).__name__})"
 
 
 def _single_value(result: object, now: float) -> float | None:

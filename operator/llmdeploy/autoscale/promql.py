@@ -12,9 +12,10 @@ Metric names by engine, with their sources in docs/autoscaling.md ("Metrics"):
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
-from llmdeploy.api.types import EngineName
+from llmdeploy.api.types import ActivationMetric, EngineName
 
 WINDOW = "2m"
 DEPLOYMENT_LABEL = "llmdeploy_io_deployment"  # the pod label llmdeploy.io/deployment, scraped
@@ -86,3 +87,12 @@ def query(metric_type: str, namespace: str, name: str, engine: EngineName = Engi
     if source is None:
         raise ValueError(f"{engine.value} has no metric for {metric_type!r}")
     return source.promql.format(s=selector(namespace, name))
+
+
+def activation_query(metric: ActivationMetric, namespace: str) -> str:
+    """The activation metric's sum within `namespace`: the namespace matcher is always this
+    object's (a user label named namespace cannot widen it), and values are quoted as PromQL
+    strings (Go syntax, which JSON's escapes are a subset of)."""
+    labels = {**metric.labels, "namespace": namespace}
+    matchers = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
+    return f"sum({metric.name}{{{matchers}}})"

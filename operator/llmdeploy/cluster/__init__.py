@@ -1,1 +1,1 @@
-"""The one place that talks to the API server (kube.py) and the plain data it yields (objects.py)."""
+"""The API server: the one module that talks to it (kube.py) and the plain data it yields."""

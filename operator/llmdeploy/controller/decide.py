@@ -30,7 +30,7 @@ from llmdeploy.autoscale.decision import (
 )
 from llmdeploy.autoscale.decision import decide as decide_replicas
 from llmdeploy.autoscale.policy import effective_scaling
-from llmdeploy.autoscale.promql import query
+from llmdeploy.autoscale.promql import activation_query, query
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.objects import (
     OLD_FINALIZER,
@@ -54,7 +54,8 @@ from llmdeploy.sizing.inventory import (
 # The autoscaler's history changes every tick; it is persisted on a change of decision or
 # this often, which bounds what a fail-over can lose of it.
 PERSIST_AUTOSCALER_EVERY_S = 30.0
-ACTIVATION = "activationQuery"  # its key among the readings and in status.autoscaler.metrics
+ACTIVATION = "activation"  # its key among the readings and in status.autoscaler.metrics
+DEFAULT_PROMETHEUS = "default"  # the endpoint of the operator's flat prometheus_* settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class Config:
     catalog: Catalog
     lock: ImageLock
     provisionable: set[str] | None
-    metrics_configured: bool  # a Prometheus endpoint is set
+    prometheus: frozenset[str]  # the endpoints the operator's settings allow, by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class Needs:
     pending_pods: bool = False
     spec_hash: str | None = None  # of the pods whose scheduling matters: the current plan's
     queries: tuple[tuple[str, str], ...] = ()  # (key, PromQL) to read from Prometheus
+    prometheus: str = DEFAULT_PROMETHEUS  # the endpoint to read them from
     gpus_in_use: bool = False
 
     def __bool__(self) -> bool:
@@ -656,15 +658,17 @@ def _autoscale(
     current = desired_replicas(resource, desired.plan)
     now = snap.now.timestamp()
     reading = snap.metrics
-    if config.metrics_configured and reading is None:
+    endpoint = scaling.prometheus or DEFAULT_PROMETHEUS
+    known = endpoint in config.prometheus
+    if known and reading is None:
+        owner = owner_of(snap.body)
         if current > 0:
-            owner = owner_of(snap.body)
             engine = resource.spec.engine.name
-            return Needs(
-                queries=tuple((t, query(t, owner.namespace, owner.name, engine)) for t in wanted)
-            )
-        if stz is not None and stz.activation_query:
-            return Needs(queries=((ACTIVATION, stz.activation_query),))
+            queries = tuple((t, query(t, owner.namespace, owner.name, engine)) for t in wanted)
+            return Needs(queries=queries, prometheus=endpoint)
+        if stz is not None and stz.activation_metric is not None:
+            promql = activation_query(stz.activation_metric, owner.namespace)
+            return Needs(queries=((ACTIVATION, promql),), prometheus=endpoint)
     reading = reading or MetricsReading(dict.fromkeys(wanted))
     values = {t: reading.values.get(t) for t in wanted}
     activation = reading.values.get(ACTIVATION)
@@ -696,8 +700,13 @@ def _autoscale(
         )
         observation = replace(observation, schedulable_replicas=schedulable)
         decision = decide_replicas(scaling, observation, remembered.state)
-    if not config.metrics_configured:
-        decision = replace(decision, reason=f"holding {current}: no Prometheus configured")
+    if not known:
+        why = (
+            f"no Prometheus endpoint named {endpoint} in the operator's settings"
+            if scaling.prometheus
+            else "no Prometheus configured"
+        )
+        decision = replace(decision, reason=f"holding {current}: {why}")
     elif reading.problem is not None and decision.desired_replicas == current:
         decision = replace(decision, reason=f"{decision.reason}; Prometheus: {reading.problem}")
     seen = values if activation is None else {**values, ACTIVATION: activation}

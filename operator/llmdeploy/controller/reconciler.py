@@ -59,18 +59,17 @@ class Reconciler:
         self.index = Index()
         self.queue: WorkQueue[Key] = WorkQueue()
         self.peering = Peering(read_peers, identity, priority, self.peering_changed)
-        self.config = Config(catalog, lock, settings.provisionable(), bool(settings.prometheus_url))
-        self.prometheus = (
-            PrometheusConfig(
-                settings.prometheus_url,
+        self.prometheus = {
+            name: PrometheusConfig(
+                e.url,
                 settings.prometheus_timeout_seconds,
-                settings.prometheus_bearer_token_file,
-                settings.prometheus_ca_file,
-                settings.prometheus_insecure_skip_verify,
+                e.bearer_token_file,
+                e.ca_file,
+                e.insecure_skip_verify,
             )
-            if settings.prometheus_url
-            else None
-        )
+            for name, e in settings.prometheus().items()
+        }
+        self.config = Config(catalog, lock, settings.provisionable(), frozenset(self.prometheus))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._relist = threading.Event()
@@ -252,8 +251,9 @@ class Reconciler:
         if needs.pending_pods:
             pending = self.cluster.unschedulable_pods(owner, needs.spec_hash)
             snap = replace(snap, pending=tuple(pending))
-        if needs.queries and self.prometheus is not None:
-            reading = read_queries(self.prometheus, dict(needs.queries), snap.now.timestamp())
+        if needs.queries:
+            endpoint = self.prometheus[needs.prometheus]
+            reading = read_queries(endpoint, dict(needs.queries), snap.now.timestamp())
             snap = replace(snap, metrics=reading)
         if needs.gpus_in_use:
             snap = replace(snap, gpus_in_use=self.cluster.gpus_in_use(owner))

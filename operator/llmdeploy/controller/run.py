@@ -85,7 +85,8 @@ def build_registry(
         settings.watching.connect_timeout = operator.connect_timeout_seconds
         settings.networking.request_timeout = operator.request_timeout_seconds
         settings.networking.connect_timeout = operator.connect_timeout_seconds
-        settings.posting.level = logging.INFO
+        # Events are the reconciler's own; kopf would post one per handled watch event.
+        settings.posting.enabled = False
         # The priority comes through kopf.run below; kopf.run also makes a named peering
         # mandatory, which a standalone operator must not wait for.
         settings.peering.standalone = operator.standalone
@@ -149,6 +150,8 @@ def run_operator(settings: OperatorSettings) -> None:
     if settings.json_logs:
         handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # kopf logs every handled watch event at INFO ("Handler ... succeeded"): thousands a minute.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     identity = own_identity()
     priority = peering_priority(settings, time.time())
     registry = build_registry(settings, identity, priority)

@@ -5,8 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_PROMETHEUS = "default"
+
+
+class PrometheusEndpoint(BaseModel):
+    """A Prometheus the operator may query, with the credentials that belong to it alone."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s#?@]+$", max_length=2048)
+    bearer_token_file: Path | None = None
+    ca_file: Path | None = None
+    insecure_skip_verify: bool = False
 
 
 class OperatorSettings(BaseSettings):
@@ -25,9 +39,22 @@ class OperatorSettings(BaseSettings):
         "Unset: only SKUs on the cluster's nodes.",
     )
     prometheus_url: str | None = Field(
-        default=None, description="Prometheus for operator-mode autoscaling."
+        default=None,
+        pattern=r"^https?://[^\s#?@]+$",
+        description="The default Prometheus for operator-mode autoscaling.",
     )
-    prometheus_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    prometheus_endpoints: dict[
+        Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")],
+        PrometheusEndpoint,
+    ] = Field(
+        default_factory=dict,
+        description="More Prometheus endpoints objects may name in spec.scaling.prometheus, "
+        'as JSON: {"team-a": {"url": "https://...", "bearerTokenFile": "/var/run/..."}}. '
+        "Objects can name no other; the flat prometheus_* settings are the one named default.",
+    )
+    prometheus_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Deadline of one query, retries included."
+    )
     prometheus_bearer_token_file: Path | None = Field(
         default=None, description="File with a bearer token for Prometheus."
     )
@@ -97,6 +124,18 @@ class OperatorSettings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    def prometheus(self) -> dict[str, PrometheusEndpoint]:
+        """Every endpoint an object may name, the default included."""
+        endpoints = dict(self.prometheus_endpoints)
+        if self.prometheus_url:
+            endpoints[DEFAULT_PROMETHEUS] = PrometheusEndpoint(
+                url=self.prometheus_url,
+                bearer_token_file=self.prometheus_bearer_token_file,
+                ca_file=self.prometheus_ca_file,
+                insecure_skip_verify=self.prometheus_insecure_skip_verify,
+            )
+        return endpoints
 
     def provisionable(self) -> set[str] | None:
         """None when every catalog SKU counts as provisionable."""

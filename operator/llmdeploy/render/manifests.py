@@ -21,7 +21,7 @@ import yaml
 from llmdeploy.api.types import EngineName, LLMDeployment
 from llmdeploy.autoscale.decision import PER_REPLICA
 from llmdeploy.autoscale.policy import cold_start_estimate, effective_scaling
-from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, SOURCES, query
+from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, SOURCES, activation_query, query
 from llmdeploy.catalog import Catalog, Gpu, ImageLock
 from llmdeploy.render.engine_args import (
     ENGINE_PORT,
@@ -383,14 +383,19 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
     if scaling.mode == "keda" and not scaling.prometheus_url:
         raise SpecError("spec.scaling.prometheusUrl", "required when mode is keda")
     stz = scaling.scale_to_zero
-    if stz is not None and stz.activation_query:
+    activation = None
+    if stz is not None:
+        activation = stz.activation_query or (
+            stz.activation_metric and activation_query(stz.activation_metric, namespace)
+        )
+    if activation:
         # Wakes the workload only: any value above 0 activates it, and a threshold no query
         # reaches keeps it from voting for a replica count beside the engine metrics.
         rendered.append(
             {
                 "type": "activation",
                 "keda_metric_type": "Value",
-                "query": stz.activation_query,
+                "query": activation,
                 "threshold": ACTIVATION_ONLY_THRESHOLD,
             }
         )
