@@ -306,6 +306,7 @@ def test_render_cli_is_byte_for_byte_deterministic(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run("--output-dir", str(out)).returncode == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        ".llmdeploy-rendered",
         "00-deployment-llama-70b.yaml",
         "01-service-llama-70b.yaml",
         "02-poddisruptionbudget-llama-70b.yaml",

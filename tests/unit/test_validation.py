@@ -26,6 +26,7 @@ from llmdeploy.catalog import (
 )
 from llmdeploy.documents import load_yaml_documents
 from llmdeploy.sizing import SpecError, plan_deployment
+from tests.unit.conftest import write_image_lock
 
 CONTRADICTIONS = [
     ({"hiddenSize": 64, "attentionHeads": 128}, "attentionHeads must divide hiddenSize"),
@@ -203,20 +204,8 @@ def test_catalog_model_rows_follow_the_architecture_rules(tmp_path: Path) -> Non
     [("engineVersion", "1..2"), ("engineVersion", "latest"), ("minDriver", "abc")],
 )
 def test_malformed_image_lock_versions_are_refused(tmp_path: Path, field: str, value: str) -> None:
-    entry = {
-        "engine": "vllm",
-        "engineVersion": "0.8.5",
-        "cudaVersion": "12.8",
-        "minDriver": "570.26",
-        "image": "vllm/vllm-openai@sha256:" + "0" * 64,
-        "default": True,
-        "source": "test",
-        field: value,
-    }
-    path = tmp_path / "lock.yaml"
-    path.write_text(yaml.safe_dump({"images": [entry]}))
     with pytest.raises(CatalogError, match=field):
-        load_image_lock(path)
+        load_image_lock(write_image_lock(tmp_path / "lock.yaml", **{field: value}))
 
 
 @pytest.mark.parametrize(
