@@ -33,7 +33,7 @@ from llmdeploy.catalog import (
 )
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
 from llmdeploy.output_dir import write_rendered
-from llmdeploy.render import RenderError, render_manifests, to_yaml
+from llmdeploy.render import HostAccess, RenderError, render_manifests, to_yaml
 from llmdeploy.sizing import Plan, SpecError, plan_deployment
 
 EXIT_FEASIBLE, EXIT_INFEASIBLE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
@@ -159,7 +159,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     if not _report_feasibility(plan):
         return EXIT_INFEASIBLE
     lock = load_image_lock(Path(args.image_lock) if args.image_lock else None)
-    objects = render_manifests(resource, plan, catalog, lock)
+    try:
+        access = HostAccess(
+            allowed_host_path_prefixes=tuple(args.allow_host_path_prefix),
+            allow_control_plane_nodes=args.allow_control_plane_nodes,
+        )
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, "--allow-host-path-prefix")) from None
+    objects = render_manifests(resource, plan, catalog, lock, host_access=access)
     if args.output_dir is None:
         sys.stdout.write(to_yaml(objects))
         return EXIT_FEASIBLE
@@ -285,6 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(render)
     render.add_argument("--output-dir", metavar="DIR", help="write one file per object")
     render.add_argument("--image-lock", metavar="FILE", help="replace the packaged image lock")
+    render.add_argument(
+        "--allow-host-path-prefix",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="node directory a hostPath model cache may be in (default: hostPath is refused); "
+        "repeatable",
+    )
+    render.add_argument(
+        "--allow-control-plane-nodes",
+        action="store_true",
+        help="let placement select or tolerate control-plane nodes",
+    )
     render.set_defaults(handler=cmd_render)
     crd = commands.add_parser("crd", help="print the LLMDeployment CustomResourceDefinition")
     crd.set_defaults(handler=cmd_crd)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import posixpath
 import re
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
-from llmdeploy.api.types import EngineName, LLMDeployment
+from llmdeploy.api.types import DNS_LABEL_PATTERN, EngineName, LLMDeployment
 from llmdeploy.autoscale.decision import PER_REPLICA
 from llmdeploy.autoscale.policy import cold_start_estimate, effective_scaling
 from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, SOURCES, query
@@ -43,7 +45,7 @@ SPEC_HASH_ANNOTATION = "llmdeploy.io/spec-hash"
 ENGINE_UID = 1000
 HOME = "/home/llmdeploy"
 RAY_PORT = 6379
-DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(DNS_LABEL_PATTERN)  # fullmatch: `$` alone lets "name\n" through
 # The startup probe allows this multiple of the expected start (cold_start_estimate, which the
 # autoscaler plans with) before the kubelet restarts the pod: storage at 200 MB/s instead of the
 # expected 500, or a slow first CUDA-graph capture, must not end in a restart loop.
@@ -75,6 +77,59 @@ class RenderError(ValueError):
     """The plan cannot be rendered (e.g. it is not feasible)."""
 
 
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
+class HostAccess(BaseModel):
+    """What the operator's settings let an LLMDeployment reach beyond its namespace; by default
+    nothing. A hostPath volume reads and writes the node's files (`/` is all of them), and a
+    pod on a control-plane node sits beside the API server and etcd."""
+
+    model_config = ConfigDict(frozen=True)
+    allowed_host_path_prefixes: tuple[Annotated[str, Field(pattern=r"^/")], ...] = Field(
+        default=(), description="Node directories model.cache.hostPath may be in; empty: none."
+    )
+    allow_control_plane_nodes: bool = Field(
+        default=False,
+        description="Let placement select or tolerate control-plane nodes.",
+    )
+
+
+NO_HOST_ACCESS = HostAccess()
+
+
+def _check_host_path(path: str, access: HostAccess) -> str:
+    """The normalized path, if it lies within an allowed prefix."""
+    normalized = posixpath.normpath(path)
+    allowed = access.allowed_host_path_prefixes
+    roots = [posixpath.normpath(prefix) for prefix in allowed]
+    inside = any(normalized == r or normalized.startswith(r.rstrip("/") + "/") for r in roots)
+    if ".." in path.split("/") or not inside:  # `..` could climb out of a prefix
+        where = ", ".join(allowed) if allowed else "none: hostPath is off"
+        raise SpecError(
+            "spec.model.cache.path",
+            f"{path!r} is not within a directory the operator allows ({where}); "
+            "use cache type emptyDir or pvc",
+        )
+    return normalized
+
+
+def _check_node_access(resource: LLMDeployment, access: HostAccess) -> None:
+    if access.allow_control_plane_nodes:
+        return
+    placement = resource.spec.placement
+    refusal = "targets control-plane nodes, which the operator does not allow"
+    for key in placement.node_selector:
+        if key in CONTROL_PLANE_LABELS:
+            raise SpecError("spec.placement.nodeSelector", f"{key} {refusal}")
+    for index, toleration in enumerate(placement.tolerations):
+        # A toleration without a key and with Exists tolerates every taint, theirs included.
+        if toleration.key in CONTROL_PLANE_LABELS or (
+            toleration.key is None and toleration.operator == "Exists"
+        ):
+            raise SpecError(f"spec.placement.tolerations[{index}]", refusal)
+
+
 def templates_dir() -> Path:
     """`templates/` inside the installed package, or at the source tree's top level."""
     packaged = Path(__file__).resolve().parent.parent / "templates"
@@ -82,12 +137,14 @@ def templates_dir() -> Path:
 
 
 def yaml_quote(value: Any) -> str:
-    """JSON that every YAML parser reads back as the same value: non-ASCII characters as YAML
-    escapes (\\uXXXX, or \\UXXXXXXXX beyond the BMP, where JSON's surrogate pairs are not
-    YAML), so no user string can end a scalar, fold a line or add structure."""
+    """JSON that every YAML parser reads back as the same value: DEL and every non-ASCII
+    character as YAML escapes (\\uXXXX, or \\UXXXXXXXX beyond the BMP, where JSON's surrogate
+    pairs are not YAML), so no user string can end a scalar, fold a line or add structure, and
+    no control character (JSON escapes those below 0x20; YAML refuses DEL and C1 raw) breaks
+    the parse."""
     text = json.dumps(value, ensure_ascii=False)
     return "".join(
-        c if ord(c) < 0x80 else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+        c if ord(c) < 0x7F else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
         for c in text
     )
 
@@ -132,7 +189,7 @@ def _stamp_spec_hash(workload: dict[str, Any]) -> None:
         template["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
 
 
-def _model_cache_volume(resource: LLMDeployment) -> tuple[dict[str, Any], bool]:
+def _model_cache_volume(resource: LLMDeployment, access: HostAccess) -> tuple[dict[str, Any], bool]:
     """(volume, read-only mount). A pvc:// source mounts the weights' claim read-only."""
     model = resource.spec.model
     if model.source and model.source.startswith("pvc://"):
@@ -152,9 +209,10 @@ def _model_cache_volume(resource: LLMDeployment) -> tuple[dict[str, Any], bool]:
     if cache_spec.type == "hostPath":
         if not cache_spec.path:
             raise SpecError("spec.model.cache.path", "required when type is hostPath")
+        path = _check_host_path(cache_spec.path, access)
         return {
             "name": "model-cache",
-            "hostPath": {"path": cache_spec.path, "type": "DirectoryOrCreate"},
+            "hostPath": {"path": path, "type": "DirectoryOrCreate"},
         }, False
     return {"name": "model-cache", "emptyDir": {}}, False
 
@@ -221,13 +279,17 @@ def render_manifests(
     catalog: Catalog,
     lock: ImageLock,
     node_drivers: Sequence[tuple[int, int]] = (),
+    *,
+    host_access: HostAccess = NO_HOST_ACCESS,
 ) -> list[dict[str, Any]]:
-    """The objects that run the plan, in apply order."""
+    """The objects that run the plan, in apply order. `host_access` comes from the operator's
+    settings (or the CLI's flags): what may reach beyond the namespace."""
     if not plan.feasible or plan.gpu is None:
         raise RenderError("the plan is not feasible: " + "; ".join(plan.reasons))
     name = resource.metadata.name
-    if not DNS_LABEL.match(name):
+    if not DNS_LABEL.fullmatch(name):
         raise SpecError("metadata.name", "must be a DNS label (a-z, 0-9, '-', at most 63)")
+    _check_node_access(resource, host_access)
     spec = resource.spec
     gpu = catalog.gpus[plan.gpu]
     engine = spec.engine.name
@@ -257,7 +319,7 @@ def render_manifests(
     if pinned is not None:
         labels["app.kubernetes.io/version"] = pinned.engine_version
     startup_budget_s = STARTUP_PROBE_SAFETY_FACTOR * cold_start_estimate(plan)
-    model_cache_volume, cache_read_only = _model_cache_volume(resource)
+    model_cache_volume, cache_read_only = _model_cache_volume(resource, host_access)
     requests, limits = _resources(gpu, gpus_per_pod, shm_gib)
     download = _download(resource, plan)
     env = [
