@@ -178,14 +178,90 @@ def test_secret_is_referenced_never_copied(catalog: Catalog) -> None:
     objects, _ = render(example("llama-3.1-8b-l4"), catalog)
     text = yaml.safe_dump(objects)
     deployment = next(o for o in objects if o["kind"] == "Deployment")
-    init = deployment["spec"]["template"]["spec"]["initContainers"][0]
-    token = next(e for e in init["env"] if e["name"] == "HF_TOKEN")
-    assert token == {
-        "name": "HF_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}},
+    pod = deployment["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    # A file of the Secret's volume, read by huggingface_hub; no environment variable holds it.
+    assert {"name": "HF_TOKEN_PATH", "value": "/var/run/llmdeploy/hf-token/token"} in init["env"]
+    assert all("secretKeyRef" not in str(e) for e in init["env"])
+    volume = next(v for v in pod["volumes"] if v["name"] == "hf-token")
+    assert volume["secret"] == {
+        "secretName": "hf-token",
+        "items": [{"key": "token", "path": "token"}],
+        "defaultMode": 0o440,
+    }
+    mount = next(m for m in init["volumeMounts"] if m["name"] == "hf-token")
+    assert mount == {
+        "name": "hf-token",
+        "mountPath": "/var/run/llmdeploy/hf-token",
+        "readOnly": True,
     }
     assert "kind: Secret" not in text
-    assert all("HF_TOKEN" not in str(e) for e in engine_container(objects)["env"])
+    engine = engine_container(objects)
+    assert all("HF_TOKEN" not in str(e) for e in engine["env"])
+    assert all(m["name"] != "hf-token" for m in engine["volumeMounts"])
+
+
+def _pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_root_filesystem_is_read_only_with_writable_volumes(catalog: Catalog) -> None:
+    objects, _ = render(example("llama-3.1-8b-l4"), catalog)
+    pod = _pod(objects)
+    for container in pod["containers"] + pod["initContainers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["workingDir"] == "/home/llmdeploy"
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/tmp", "/home/llmdeploy", "/models"} <= mounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "10Gi"}
+    assert volumes["home"]["emptyDir"] == {"sizeLimit": "10Gi"}
+
+
+def test_model_cache_and_ephemeral_storage_follow_the_weights(catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["quantization"] = "bf16"  # stored as loaded
+    objects, plan = render(body, catalog)
+    pod = _pod(objects)
+    checkpoint = (plan.weights_gib_per_gpu or 0) * (plan.gpu_count or 1)
+    cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    limit = int(cache["emptyDir"]["sizeLimit"].removesuffix("Gi"))
+    assert 2 * checkpoint < limit < 2 * checkpoint + 10  # room for a second copy, no more
+    resources = engine_container(objects)["resources"]
+    requested = int(resources["requests"]["ephemeral-storage"].removesuffix("Gi"))
+    assert checkpoint < requested < checkpoint + 4
+    # The pod's bound is its containers' limits: every emptyDir on disk fits under it.
+    assert resources["limits"]["ephemeral-storage"] == f"{limit + 10 + 10 + 2}Gi"
+
+
+def test_a_bf16_checkpoint_quantized_at_load_is_sized_as_stored(catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["quantization"] = "fp8"
+    objects, plan = render(body, catalog)
+    assert plan.quantization == "fp8" and plan.checkpoint == body["spec"]["model"]["name"]
+    stored = 2 * (plan.weights_gib_per_gpu or 0) * (plan.gpu_count or 1)  # bf16 on disk
+    requested = engine_container(objects)["resources"]["requests"]["ephemeral-storage"]
+    assert int(requested.removesuffix("Gi")) >= stored
+
+
+def test_a_volume_cache_is_not_counted_as_ephemeral(catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["model"]["cache"] = {"type": "pvc", "claimName": "models"}
+    objects, _ = render(body, catalog)
+    resources = engine_container(objects)["resources"]
+    assert resources["requests"]["ephemeral-storage"] == "2Gi"
+    assert resources["limits"]["ephemeral-storage"] == "22Gi"
+
+
+def test_readiness_and_liveness_probes_differ(catalog: Catalog) -> None:
+    objects, _ = render(example("llama-3.1-8b-l4"), catalog)
+    engine = engine_container(objects)
+    readiness, liveness = engine["readinessProbe"], engine["livenessProbe"]
+    assert readiness["httpGet"]["path"] == "/health" and readiness["timeoutSeconds"] >= 5
+    assert liveness["timeoutSeconds"] > readiness["timeoutSeconds"]
+    tolerated = liveness["periodSeconds"] * liveness["failureThreshold"]
+    assert tolerated > readiness["periodSeconds"] * readiness["failureThreshold"]
+    assert engine["startupProbe"]["timeoutSeconds"] >= 5
 
 
 def test_pods_are_hardened(catalog: Catalog) -> None:

@@ -35,7 +35,7 @@ from llmdeploy.render.engine_args import (
     vllm_args,
 )
 from llmdeploy.render.images import select_image
-from llmdeploy.sizing import Plan, SpecError
+from llmdeploy.sizing import Plan, SpecError, resolve_model
 
 # libyaml's loader when PyYAML has it: rendering is dominated by parsing the template output.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -51,6 +51,16 @@ DNS_LABEL = re.compile(DNS_LABEL_PATTERN)  # fullmatch: `$` alone lets "name\n" 
 # expected 500, or a slow first CUDA-graph capture, must not end in a restart loop.
 STARTUP_PROBE_SAFETY_FACTOR = 5
 STARTUP_PROBE_PERIOD_S = 10  # periodSeconds of the startup probe in templates/_pod.yaml.j2
+# The root filesystem is read-only; these emptyDirs are where engines may write besides the
+# model cache, and their limits keep a runaway cache from filling the node's disk.
+HOME_LIMIT_GIB = 10  # HOME: Triton, torch.compile, FlashInfer and vLLM caches, usage stats
+TMP_LIMIT_GIB = 10  # /tmp: Ray's session files, torch inductor's scratch
+LOGS_GIB = 2  # container logs, which count against ephemeral storage too
+# A repository may hold a second copy of the weights (Meta's original/, Mistral's
+# consolidated.safetensors), which the download fetches too; plus tokenizer and config files.
+CHECKPOINT_COPIES = 2
+CHECKPOINT_EXTRA_GIB = 8
+HF_TOKEN_DIR = "/var/run/llmdeploy/hf-token"
 
 # The leader starts the Ray head, waits for the group's workers, then runs the engine with the
 # arguments it was given ("$@"), so no user value is ever parsed by the shell.
@@ -217,8 +227,40 @@ def _model_cache_volume(resource: LLMDeployment, access: HostAccess) -> tuple[di
     return {"name": "model-cache", "emptyDir": {}}, False
 
 
+def _checkpoint_gib(resource: LLMDeployment, plan: Plan, catalog: Catalog) -> float:
+    """What the download fetches: the plan's weights over all its GPUs (more than the
+    checkpoint, since ranks repeat embeddings and KV heads), in the checkpoint's own format
+    when the engine converts the native checkpoint at load (bf16 on disk for fp8 in memory)."""
+    loaded = (plan.weights_gib_per_gpu or 0.0) * (plan.gpu_count or 1)
+    planned = catalog.quantizations.get(plan.quantization)  # type: ignore[call-overload]
+    if plan.checkpoint != resource.spec.model.name or planned is None:
+        return loaded  # a pre-quantized variant, stored as it is loaded
+    native = catalog.quantizations.get(resolve_model(resource.spec.model, catalog).native_dtype)
+    ratio = native.weight_bytes / planned.weight_bytes if native else 1.0
+    return loaded * max(1.0, ratio)
+
+
+def _ephemeral_storage(
+    checkpoint_gib: float, cache_in_pod: bool
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(the model-cache emptyDir's sizeLimit, the engine's requests, its limits). emptyDirs
+    count against the pod's ephemeral storage, whose bound is its containers' limits: the
+    request is what the checkpoint takes (so the scheduler picks a node with that much disk),
+    the limit every emptyDir's."""
+    cache_limit = math.ceil(CHECKPOINT_COPIES * checkpoint_gib + CHECKPOINT_EXTRA_GIB)
+    expected = math.ceil(checkpoint_gib) if cache_in_pod else 0
+    in_pod_limit = cache_limit if cache_in_pod else 0
+    return (
+        f"{cache_limit}Gi",
+        {"ephemeral-storage": f"{expected + LOGS_GIB}Gi"},
+        {"ephemeral-storage": f"{in_pod_limit + HOME_LIMIT_GIB + TMP_LIMIT_GIB + LOGS_GIB}Gi"},
+    )
+
+
 def _download(resource: LLMDeployment, plan: Plan) -> dict[str, Any] | None:
-    """The init step that fills the cache; the token comes from the Secret by reference."""
+    """The init step that fills the cache. The token is a file of the Secret's volume
+    (huggingface_hub reads HF_TOKEN_PATH), never an environment variable, which crash dumps,
+    `/proc/<pid>/environ` and child processes would carry."""
     model = resource.spec.model
     if model.source and model.source.startswith("pvc://"):
         return None
@@ -226,22 +268,23 @@ def _download(resource: LLMDeployment, plan: Plan) -> dict[str, Any] | None:
         {"name": "HF_HOME", "value": MODEL_DIR},
         {"name": "HOME", "value": HOME},
     ]
+    token_volume = None
     if model.token_secret_ref:
-        env.append(
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": model.token_secret_ref.name,
-                        "key": model.token_secret_ref.key,
-                    }
-                },
-            }
-        )
+        env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/token"})
+        token_volume = {
+            "name": "hf-token",
+            "secret": {
+                "secretName": model.token_secret_ref.name,
+                "items": [{"key": model.token_secret_ref.key, "path": "token"}],
+                "defaultMode": 0o440,  # readable by the pod's fsGroup, the engine's UID
+            },
+        }
     return {
         "command": ["python3", "-c", DOWNLOAD_SCRIPT],
         "args": [model_reference(resource.spec, plan), model.revision or ""],
         "env": env,
+        "token_volume": token_volume,
+        "token_dir": HF_TOKEN_DIR,
     }
 
 
@@ -320,7 +363,15 @@ def render_manifests(
         labels["app.kubernetes.io/version"] = pinned.engine_version
     startup_budget_s = STARTUP_PROBE_SAFETY_FACTOR * cold_start_estimate(plan)
     model_cache_volume, cache_read_only = _model_cache_volume(resource, host_access)
+    cache_in_pod = "emptyDir" in model_cache_volume
+    cache_limit, disk_requests, disk_limits = _ephemeral_storage(
+        _checkpoint_gib(resource, plan, catalog), cache_in_pod
+    )
+    if cache_in_pod:
+        model_cache_volume["emptyDir"]["sizeLimit"] = cache_limit
     requests, limits = _resources(gpu, gpus_per_pod, shm_gib)
+    requests.update(disk_requests)
+    limits.update(disk_limits)
     download = _download(resource, plan)
     env = [
         {"name": "HF_HOME", "value": MODEL_DIR},
@@ -377,10 +428,12 @@ def render_manifests(
         "container_security": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
-            # Engines JIT-compile kernels into caches across the filesystem; HOME and the cache
-            # are volumes, the image layers stay read-only to the non-root user anyway.
-            "readOnlyRootFilesystem": False,
+            # Engines write only to volumes: the model cache, HOME (which holds XDG_CACHE_HOME)
+            # and /tmp; the working directory is HOME.
+            "readOnlyRootFilesystem": True,
         },
+        "home_size": f"{HOME_LIMIT_GIB}Gi",
+        "tmp_size": f"{TMP_LIMIT_GIB}Gi",
         "model_cache_volume": model_cache_volume,
         "model_cache_read_only": cache_read_only,
         "shm_size": f"{shm_gib}Gi",
