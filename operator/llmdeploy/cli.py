@@ -1,53 +1,54 @@
 """`llmdeploy` command line: every decision the operator makes, reproducible offline.
 
-Exit codes: 0 feasible, 1 nothing feasible (the plan is still printed), 2 invalid input.
+Exit codes: 0 feasible, 1 nothing feasible (the plan is still printed), 2 invalid input,
+3 internal error. Errors are one line on stderr; --debug shows an internal error's traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from llmdeploy.api.types import LLMDeployment, format_validation_error, parse_llmdeployment
+from llmdeploy.api.types import (
+    MAX_REQUESTS_PER_SECOND,
+    LLMDeployment,
+    ModelArchitecture,
+    format_validation_error,
+    parse_llmdeployment,
+)
 from llmdeploy.catalog import (
     Catalog,
-    CatalogError,
-    ImageLock,
     architecture_from_hf_config,
     load_catalog,
     load_image_lock,
 )
-from llmdeploy.render import RenderError, render_manifests, to_yaml
+from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
+from llmdeploy.output_dir import write_rendered
+from llmdeploy.render import HostAccess, RenderError, render_manifests, to_yaml
 from llmdeploy.sizing import Plan, SpecError, plan_deployment
 
-EXIT_FEASIBLE, EXIT_INFEASIBLE, EXIT_INVALID = 0, 1, 2
+EXIT_FEASIBLE, EXIT_INFEASIBLE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
+MAX_COLD_START_S = 86_400.0
+MAX_TRACE_T = 1e9  # seconds: three decades of trace
 
 
 class InputError(Exception):
     """Input the user must fix; the message names the file or field."""
 
 
-def _fail(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(EXIT_INVALID)
-
-
 def read_manifest(path: str) -> LLMDeployment:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: malformed YAML: {exc}") from None
+    origin = "stdin" if path == "-" else path
+    text = decode(sys.stdin.buffer.read(), origin) if path == "-" else read_text(Path(path))
+    documents = [d for d in load_yaml_documents(text, origin) if d is not None]
     matches = [d for d in documents if isinstance(d, dict) and d.get("kind") == "LLMDeployment"]
     if len(matches) != 1:
         found = "no" if not matches else str(len(matches))
@@ -60,44 +61,27 @@ def read_manifest(path: str) -> LLMDeployment:
 
 def _with_hf_config(resource: LLMDeployment, path: str) -> LLMDeployment:
     """Fill spec.model.architecture from a local config.json (explicit spec values win)."""
+    config = load_json(read_text(Path(path)), path)
     try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
         facts = architecture_from_hf_config(config)
-    except (OSError, ValueError) as exc:
+        given = resource.spec.model.architecture
+        update = given.model_dump(exclude_none=True) if given else {}
+        # Validated again: the spec's facts must agree with the file's they complete.
+        merged = ModelArchitecture.model_validate({**facts.model_dump(exclude_none=True), **update})
+    except ValidationError as exc:
+        raise InputError(f"--model-config {path}: {format_validation_error(exc)}") from None
+    except ValueError as exc:
         raise InputError(f"--model-config {path}: {exc}") from None
-    given = resource.spec.model.architecture
-    merged = facts.model_copy(update=given.model_dump(exclude_none=True) if given else {})
     model = resource.spec.model.model_copy(update={"architecture": merged})
     spec = resource.spec.model_copy(update={"model": model})
     return resource.model_copy(update={"spec": spec})
-
-
-def _catalog(paths: Sequence[str]) -> Catalog:
-    try:
-        return load_catalog(Path(p) for p in paths)
-    except CatalogError as exc:
-        raise InputError(str(exc)) from None
 
 
 def _load(args: argparse.Namespace) -> tuple[LLMDeployment, Catalog]:
     resource = read_manifest(args.file)
     if args.model_config:
         resource = _with_hf_config(resource, args.model_config)
-    return resource, _catalog(args.catalog)
-
-
-def _plan_for(resource: LLMDeployment, catalog: Catalog) -> Plan:
-    try:
-        return plan_deployment(resource.spec, catalog)
-    except SpecError as exc:
-        raise InputError(str(exc)) from None
-
-
-def _image_lock(path: str | None) -> ImageLock:
-    try:
-        return load_image_lock(Path(path) if path else None)
-    except CatalogError as exc:
-        raise InputError(str(exc)) from None
+    return resource, load_catalog(Path(p) for p in args.catalog)
 
 
 def format_plan_table(plan: Plan) -> str:
@@ -151,7 +135,8 @@ def format_plan_table(plan: Plan) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    plan = _plan_for(*_load(args))
+    resource, catalog = _load(args)
+    plan = plan_deployment(resource.spec, catalog)
     document: dict[str, Any] = plan.to_json_dict()
     if args.output == "json":
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
@@ -170,21 +155,29 @@ def _report_feasibility(plan: Plan) -> bool:
 
 def cmd_render(args: argparse.Namespace) -> int:
     resource, catalog = _load(args)
-    plan = _plan_for(resource, catalog)
+    plan = plan_deployment(resource.spec, catalog)
     if not _report_feasibility(plan):
         return EXIT_INFEASIBLE
+    lock = load_image_lock(Path(args.image_lock) if args.image_lock else None)
     try:
-        objects = render_manifests(resource, plan, catalog, _image_lock(args.image_lock))
-    except (SpecError, RenderError) as exc:
-        raise InputError(str(exc)) from None
+        access = HostAccess(
+            allowed_host_path_prefixes=tuple(args.allow_host_path_prefix),
+            allow_control_plane_nodes=args.allow_control_plane_nodes,
+        )
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, "--allow-host-path-prefix")) from None
+    objects = render_manifests(resource, plan, catalog, lock, host_access=access)
     if args.output_dir is None:
         sys.stdout.write(to_yaml(objects))
         return EXIT_FEASIBLE
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for index, obj in enumerate(objects):
-        filename = f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
-        (out / filename).write_text(to_yaml([obj]), encoding="utf-8")
+    files = {
+        f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml": to_yaml([obj])
+        for index, obj in enumerate(objects)
+    }
+    try:
+        write_rendered(Path(args.output_dir), files)
+    except OSError as exc:
+        raise InputError(f"--output-dir {args.output_dir}: {exc}") from None
     return EXIT_FEASIBLE
 
 
@@ -199,16 +192,25 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
         summarize,
     )
 
+    cold_start = args.cold_start
+    if cold_start is not None and not 0 <= cold_start <= MAX_COLD_START_S:  # NaN fails too
+        raise InputError(f"--cold-start: must be 0 to {MAX_COLD_START_S:g} seconds")
     resource, catalog = _load(args)
-    plan = _plan_for(resource, catalog)
+    plan = plan_deployment(resource.spec, catalog)
     if not _report_feasibility(plan):
         return EXIT_INFEASIBLE
     try:
-        trace = read_trace(Path(args.load).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"--load {args.load}: cannot read: {exc.strerror}") from None
-    except TraceError as exc:
+        trace = read_trace(read_text(Path(args.load)))
+    except (TraceError, csv.Error) as exc:  # csv.Error: a field over its size limit
         raise InputError(f"--load {args.load}: {exc}") from None
+    for point in trace:
+        # Bounded like the spec's requestsPerSecond, so the queue stays finite.
+        rate = point.requests_per_second or 0.0
+        if abs(point.t) > MAX_TRACE_T or rate > MAX_REQUESTS_PER_SECOND:
+            raise InputError(
+                f"--load {args.load}: t must be within +-{MAX_TRACE_T:g} s and "
+                f"requestsPerSecond at most {MAX_REQUESTS_PER_SECOND:g} (t={point.t:g})"
+            )
     spec = resource.spec
     scaling = spec.scaling or ScalingSpec()
     if args.policy == "hpa-default":
@@ -216,7 +218,7 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     lowest = 0 if scaling.scale_to_zero else scaling.min_replicas
     asked = scaling.min_replicas if spec.replicas is None else spec.replicas
     start = min(max(asked, lowest), scaling.max_replicas)
-    config = config_from_plan(plan, spec.workload, args.cold_start, start)
+    config = config_from_plan(plan, spec.workload, cold_start, start)
     steps = simulate(trace, effective_scaling(scaling, plan, config.cold_start_s), config)
     if args.output == "json":
         sys.stdout.write(json.dumps([s.to_json() for s in steps], indent=2) + "\n")
@@ -278,6 +280,9 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an internal error"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     plan = commands.add_parser("plan", help="size an LLMDeployment and explain the choice")
     _add_input_options(plan)
@@ -287,6 +292,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_input_options(render)
     render.add_argument("--output-dir", metavar="DIR", help="write one file per object")
     render.add_argument("--image-lock", metavar="FILE", help="replace the packaged image lock")
+    render.add_argument(
+        "--allow-host-path-prefix",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="node directory a hostPath model cache may be in (default: hostPath is refused); "
+        "repeatable",
+    )
+    render.add_argument(
+        "--allow-control-plane-nodes",
+        action="store_true",
+        help="let placement select or tolerate control-plane nodes",
+    )
     render.set_defaults(handler=cmd_render)
     crd = commands.add_parser("crd", help="print the LLMDeployment CustomResourceDefinition")
     crd.set_defaults(handler=cmd_crd)
@@ -317,12 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(message: str, code: int) -> int:
+    print("error: " + " ".join(message.split()), file=sys.stderr)  # one line, always
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
-    except InputError as exc:
-        _fail(str(exc))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except (InputError, DocumentError, SpecError, RenderError) as exc:
+        return _error(str(exc), EXIT_INVALID)
+    except BrokenPipeError:
+        # Whatever read stdout stopped; the interpreter's final flush must not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _error("output closed before it was all written (broken pipe)", EXIT_INTERNAL)
+    except Exception as exc:
+        if args.debug:
+            raise
+        return _error(
+            f"internal error: {type(exc).__name__}: {exc} (--debug shows the traceback)",
+            EXIT_INTERNAL,
+        )
     return code
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+
+from llmdeploy import cli
+from tests.unit.conftest import write_image_lock
 
 PLAN_KEYS = {
     "feasible",
@@ -76,8 +81,6 @@ def test_table_shows_choice_and_alternatives(tmp_path: Path) -> None:
 
 
 def test_yaml_output(tmp_path: Path) -> None:
-    import yaml
-
     result = run_plan(tmp_path, manifest(), "-o", "yaml")
     assert result.returncode == 0
     assert yaml.safe_load(result.stdout)["feasible"] is True
@@ -151,3 +154,215 @@ def test_hf_config_json_gives_the_architecture(tmp_path: Path) -> None:
     # 14.8e9 estimated parameters x 2 bytes per TP rank, on whatever was chosen
     assert plan["model"] == "acme/Qwen3-14B-finetune"
     assert plan["weightsGiBPerGpu"] > 0
+
+
+# Every bad input below exits 2 (3 for an internal failure) with one line on stderr.
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "llama-3.1-8b-l4.yaml"
+
+
+def run_cli(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "llmdeploy.cli", *args],
+        input=stdin,
+        capture_output=True,
+        check=False,
+        env=env,
+    )
+    return subprocess.CompletedProcess(
+        result.args,
+        result.returncode,
+        result.stdout.decode("utf-8", "replace"),
+        result.stderr.decode("utf-8", "replace"),
+    )
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], words: str, code: int = 2) -> None:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_non_utf8_file_and_stdin_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(manifest().encode() + b"# caf\xe9\n")
+    assert_refused(run_cli("plan", "-f", str(path)), "not UTF-8")
+    assert_refused(run_cli("plan", "-f", "-", stdin=b"kind: \xff\xfe"), "stdin: not UTF-8")
+
+
+def test_deep_nesting_exits_2(tmp_path: Path) -> None:
+    text = manifest().replace("metadata: {name: demo}", "metadata: {name: demo, x: " + "[" * 500)
+    text = text.replace("\nspec:", "]" * 500 + "}\nspec:", 1)
+    assert_refused(run_plan(tmp_path, text), "nested too deeply")
+
+
+def test_integer_beyond_4300_digits_exits_2(tmp_path: Path) -> None:
+    result = run_plan(tmp_path, manifest(extra="  replicas: " + "9" * 5000))
+    assert_refused(result, "digits")
+
+
+def test_strict_types_offline(tmp_path: Path) -> None:
+    result = run_plan(tmp_path, manifest(extra="  workload: {concurrency: true}"))
+    assert_refused(result, "spec.workload.concurrency: Input should be a valid integer")
+
+
+def test_unknown_quantization_lists_the_formats(tmp_path: Path) -> None:
+    result = run_plan(tmp_path, manifest(extra="  quantization: fp9"))
+    assert_refused(result, "spec.quantization: Input should be 'auto' or 'bf16', 'fp16'")
+
+
+def test_nonsense_architecture_exits_2(tmp_path: Path) -> None:
+    extra = "  model: {name: acme/x, architecture: {hiddenSize: 64, attentionHeads: 128}}"
+    text = manifest().replace("  model: {name: meta-llama/Llama-3.1-8B-Instruct}\n", "") + extra
+    assert_refused(run_plan(tmp_path, text), "attentionHeads must divide hiddenSize")
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        (b"[1, 2]", "expected a JSON object, found list"),
+        (b'{"num_hidden_layers": "32"}', "layers: Input should be a valid integer"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"vocab_size": ' + b"9" * 5000 + b"}", "malformed JSON"),
+        (b"{\xff}", "not UTF-8"),
+    ],
+)
+def test_bad_model_config_exits_2(tmp_path: Path, config: bytes, words: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(config)
+    result = run_plan(tmp_path, manifest("acme/x"), "--model-config", str(path))
+    assert_refused(result, words)
+
+
+def test_model_config_contradicting_the_spec_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"num_attention_heads": 32, "hidden_size": 4096}))
+    text = manifest("acme/x", "    architecture: {kvHeads: 64}").replace(
+        "  model: {name: acme/x}\n", "  model:\n    name: acme/x\n"
+    )
+    result = run_plan(tmp_path, text, "--model-config", str(path))
+    assert_refused(result, "kvHeads must divide attentionHeads")
+
+
+def test_missing_catalog_exits_2(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.yaml")
+    assert_refused(run_plan(tmp_path, manifest(), "--catalog", missing), "cannot read")
+    env = {**os.environ, "LLMDEPLOY_CATALOG_FILES": missing}
+    assert_refused(run_cli("run", env=env), "missing.yaml: cannot read")
+
+
+def test_malformed_image_lock_version_exits_2(tmp_path: Path) -> None:
+    lock = write_image_lock(tmp_path / "lock.yaml", engineVersion="0..8")
+    result = run_cli("render", "-f", str(EXAMPLE), "--image-lock", str(lock))
+    assert_refused(result, "engineVersion")
+
+
+@pytest.mark.parametrize("cold_start", ["nan", "-5", "inf", "1e12"])
+def test_scale_sim_refuses_bad_cold_starts(tmp_path: Path, cold_start: str) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text("t,requestsPerSecond\n0,1\n60,2\n")
+    result = run_cli(
+        "scale-sim", "-f", str(EXAMPLE), "--load", str(trace), f"--cold-start={cold_start}"
+    )
+    assert_refused(result, "--cold-start")
+
+
+@pytest.mark.parametrize(
+    ("rows", "words"),
+    [
+        ("0,1e300\n", "requestsPerSecond at most"),
+        ("0,nan\n", "finite"),
+        ("1e300,1\n", "t must be within"),
+        ("0," + "1" * 200_000 + "\n", "field larger than field limit"),
+        ("0,\x001\n", "must be numbers"),
+    ],
+)
+def test_scale_sim_refuses_bad_traces(tmp_path: Path, rows: str, words: str) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text("t,requestsPerSecond\n" + rows)
+    assert_refused(run_cli("scale-sim", "-f", str(EXAMPLE), "--load", str(trace)), words)
+
+
+def test_broken_pipe_is_one_line(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmdeploy.cli", "render", "-f", str(EXAMPLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader is gone before the first write
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    result = subprocess.CompletedProcess(process.args, process.wait(), "", stderr)
+    assert_refused(result, "broken pipe", code=3)
+
+
+def test_internal_error_exits_3_without_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("planner\nbroke")
+
+    monkeypatch.setattr(cli, "plan_deployment", broken)
+    assert cli.main(["plan", "-f", str(EXAMPLE)]) == 3
+    assert capsys.readouterr().err == (
+        "error: internal error: RuntimeError: planner broke (--debug shows the traceback)\n"
+    )
+    with pytest.raises(RuntimeError):
+        cli.main(["--debug", "plan", "-f", str(EXAMPLE)])
+
+
+def render_into(out: Path, example: Path = EXAMPLE) -> subprocess.CompletedProcess[str]:
+    return run_cli("render", "-f", str(example), "--output-dir", str(out))
+
+
+def test_output_dir_replaces_links_instead_of_following_them(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    outside = tmp_path / "precious"
+    outside.write_text("keep me\n")
+    (out / "00-deployment-llama-8b.yaml").symlink_to(outside)
+    result = render_into(out)
+    assert result.returncode == 0, result.stderr
+    assert outside.read_text() == "keep me\n"
+    written = out / "00-deployment-llama-8b.yaml"
+    assert not written.is_symlink() and "kind: Deployment" in written.read_text()
+
+
+def test_output_dir_that_is_a_link_or_a_file_exits_2(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    assert_refused(render_into(tmp_path / "link"), "symbolic link")
+    assert list(real.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    assert_refused(render_into(tmp_path / "file"), "--output-dir")
+
+
+def test_output_dir_removes_its_own_stale_files_and_nothing_else(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["spec"]["monitoring"] = {"podMonitor": True}
+    with_monitor = tmp_path / "with-monitor.yaml"
+    with_monitor.write_text(yaml.safe_dump(body))
+    assert render_into(out, with_monitor).returncode == 0
+    before = {p.name for p in out.iterdir()}
+    assert "03-podmonitor-llama-8b.yaml" in before
+    (out / "kustomization.yaml").write_text("resources: []\n")
+    (out / "09-deployment-other.yaml").write_text("mine\n")  # looks rendered, is not listed
+    (out / ".llmdeploy-rendered").write_text(
+        (out / ".llmdeploy-rendered").read_text() + "../precious\n"
+    )
+    assert render_into(out).returncode == 0
+    after = {p.name for p in out.iterdir()}
+    assert "03-podmonitor-llama-8b.yaml" not in after
+    assert {"kustomization.yaml", "09-deployment-other.yaml"} <= after
+    index = (out / ".llmdeploy-rendered").read_text().split()
+    assert sorted(index) == sorted(
+        after - {"kustomization.yaml", "09-deployment-other.yaml", ".llmdeploy-rendered"}
+    )

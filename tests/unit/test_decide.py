@@ -24,6 +24,7 @@ from llmdeploy.controller.decide import (
     desired_state,
     status_update,
 )
+from llmdeploy.render import HostAccess
 from llmdeploy.sizing.inventory import GpuNode, Inventory, cluster_catalog
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -188,10 +189,11 @@ def test_spec_hash_is_what_this_plan_s_pods_carry(catalog: Catalog) -> None:
 # decide() as a whole: a snapshot in, an outcome out, no I/O.
 
 LOCK = load_image_lock()
+NO_HOST = HostAccess()
 
 
 def config(catalog: Catalog, prometheus: bool = True) -> Config:
-    return Config(catalog, LOCK, set(), frozenset({"default"} if prometheus else ()))
+    return Config(catalog, LOCK, set(), frozenset({"default"} if prometheus else ()), NO_HOST)
 
 
 def body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
@@ -414,7 +416,7 @@ def test_the_finalizer_of_an_old_release_goes(catalog: Catalog) -> None:
 
 def test_the_autoscaler_reads_only_an_endpoint_the_operator_allows(catalog: Catalog) -> None:
     snap, _ = settled(catalog, body(replicas=2, scaling=scaling(prometheus="team-a")))
-    allowed = Config(catalog, LOCK, set(), frozenset({"default", "team-a"}))
+    allowed = Config(catalog, LOCK, set(), frozenset({"default", "team-a"}), NO_HOST)
     assert decide(snap, allowed).needs.prometheus == "team-a"
     unknown = complete(snap, config(catalog))  # only "default" is allowed
     assert unknown.scale_to is None
@@ -437,3 +439,14 @@ def test_free_urls_and_promql_are_refused_in_operator_mode() -> None:
         b = body(scaling=scaling(**bad))
         with pytest.raises(ValidationError, match="mode keda only"):
             LLMDeployment.model_validate(b)
+
+
+def test_host_path_is_refused_unless_the_operator_allows_its_prefix(catalog: Catalog) -> None:
+    model = {"name": "meta-llama/Llama-3.1-8B-Instruct", "cache": {"type": "hostPath", "path": "/"}}
+    b = body(model=model)
+    refused = decide(Snapshot(b, {}, {}, L4_NODES, NOW), config(catalog))
+    assert refused.apply == () and [e.reason for e in refused.events] == ["InvalidSpec"]
+    b["spec"]["model"]["cache"]["path"] = "/var/cache/models"
+    prefixes = HostAccess(allowed_host_path_prefixes=("/var/cache",))
+    allowed = replace(config(catalog), host_access=prefixes)
+    assert decide(Snapshot(b, {}, {}, L4_NODES, NOW), allowed).apply

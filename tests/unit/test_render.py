@@ -15,7 +15,7 @@ import yaml
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.autoscale.policy import cold_start_estimate
 from llmdeploy.catalog import Catalog, load_image_lock
-from llmdeploy.render import SPEC_HASH_ANNOTATION, render_manifests
+from llmdeploy.render import SPEC_HASH_ANNOTATION, HostAccess, render_manifests
 from llmdeploy.sizing import Plan, SpecError, plan_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -178,14 +178,90 @@ def test_secret_is_referenced_never_copied(catalog: Catalog) -> None:
     objects, _ = render(example("llama-3.1-8b-l4"), catalog)
     text = yaml.safe_dump(objects)
     deployment = next(o for o in objects if o["kind"] == "Deployment")
-    init = deployment["spec"]["template"]["spec"]["initContainers"][0]
-    token = next(e for e in init["env"] if e["name"] == "HF_TOKEN")
-    assert token == {
-        "name": "HF_TOKEN",
-        "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}},
+    pod = deployment["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    # A file of the Secret's volume, read by huggingface_hub; no environment variable holds it.
+    assert {"name": "HF_TOKEN_PATH", "value": "/var/run/llmdeploy/hf-token/token"} in init["env"]
+    assert all("secretKeyRef" not in str(e) for e in init["env"])
+    volume = next(v for v in pod["volumes"] if v["name"] == "hf-token")
+    assert volume["secret"] == {
+        "secretName": "hf-token",
+        "items": [{"key": "token", "path": "token"}],
+        "defaultMode": 0o440,
+    }
+    mount = next(m for m in init["volumeMounts"] if m["name"] == "hf-token")
+    assert mount == {
+        "name": "hf-token",
+        "mountPath": "/var/run/llmdeploy/hf-token",
+        "readOnly": True,
     }
     assert "kind: Secret" not in text
-    assert all("HF_TOKEN" not in str(e) for e in engine_container(objects)["env"])
+    engine = engine_container(objects)
+    assert all("HF_TOKEN" not in str(e) for e in engine["env"])
+    assert all(m["name"] != "hf-token" for m in engine["volumeMounts"])
+
+
+def _pod(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_root_filesystem_is_read_only_with_writable_volumes(catalog: Catalog) -> None:
+    objects, _ = render(example("llama-3.1-8b-l4"), catalog)
+    pod = _pod(objects)
+    for container in pod["containers"] + pod["initContainers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["workingDir"] == "/home/llmdeploy"
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/tmp", "/home/llmdeploy", "/models"} <= mounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "10Gi"}
+    assert volumes["home"]["emptyDir"] == {"sizeLimit": "10Gi"}
+
+
+def test_model_cache_and_ephemeral_storage_follow_the_weights(catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["quantization"] = "bf16"  # stored as loaded
+    objects, plan = render(body, catalog)
+    pod = _pod(objects)
+    checkpoint = (plan.weights_gib_per_gpu or 0) * (plan.gpu_count or 1)
+    cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    limit = int(cache["emptyDir"]["sizeLimit"].removesuffix("Gi"))
+    assert 2 * checkpoint < limit < 2 * checkpoint + 10  # room for a second copy, no more
+    resources = engine_container(objects)["resources"]
+    requested = int(resources["requests"]["ephemeral-storage"].removesuffix("Gi"))
+    assert checkpoint < requested < checkpoint + 4
+    # The pod's bound is its containers' limits: every emptyDir on disk fits under it.
+    assert resources["limits"]["ephemeral-storage"] == f"{limit + 10 + 10 + 2}Gi"
+
+
+def test_a_bf16_checkpoint_quantized_at_load_is_sized_as_stored(catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["quantization"] = "fp8"
+    objects, plan = render(body, catalog)
+    assert plan.quantization == "fp8" and plan.checkpoint == body["spec"]["model"]["name"]
+    stored = 2 * (plan.weights_gib_per_gpu or 0) * (plan.gpu_count or 1)  # bf16 on disk
+    requested = engine_container(objects)["resources"]["requests"]["ephemeral-storage"]
+    assert int(requested.removesuffix("Gi")) >= stored
+
+
+def test_a_volume_cache_is_not_counted_as_ephemeral(catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["model"]["cache"] = {"type": "pvc", "claimName": "models"}
+    objects, _ = render(body, catalog)
+    resources = engine_container(objects)["resources"]
+    assert resources["requests"]["ephemeral-storage"] == "2Gi"
+    assert resources["limits"]["ephemeral-storage"] == "22Gi"
+
+
+def test_readiness_and_liveness_probes_differ(catalog: Catalog) -> None:
+    objects, _ = render(example("llama-3.1-8b-l4"), catalog)
+    engine = engine_container(objects)
+    readiness, liveness = engine["readinessProbe"], engine["livenessProbe"]
+    assert readiness["httpGet"]["path"] == "/health" and readiness["timeoutSeconds"] >= 5
+    assert liveness["timeoutSeconds"] > readiness["timeoutSeconds"]
+    tolerated = liveness["periodSeconds"] * liveness["failureThreshold"]
+    assert tolerated > readiness["periodSeconds"] * readiness["failureThreshold"]
+    assert engine["startupProbe"]["timeoutSeconds"] >= 5
 
 
 def test_pods_are_hardened(catalog: Catalog) -> None:
@@ -213,6 +289,7 @@ INJECTIONS = [
     "x\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: stolen}",
     "'\"; rm -rf / #",
     "... \n--- !!python/object:os.system",
+    "del \x7f, C1 \x85 \x9f, BOM \ufeff, noncharacter \ufffe",
 ]
 
 
@@ -220,14 +297,23 @@ INJECTIONS = [
 def test_user_strings_cannot_inject_fields_or_objects(payload: str, catalog: Catalog) -> None:
     body = example("llama-3.1-8b-l4")
     body["spec"]["model"]["servedName"] = payload
-    body["spec"]["engine"] = {"extraArgs": [payload, f"--enable-lora={payload}"]}
-    body["spec"]["placement"]["nodeSelector"] = {"pool": payload[:63]}
+    body["spec"]["engine"] = {
+        "extraArgs": [payload, f"--enable-lora={payload}"],
+        "image": payload,
+        "allowUnpinnedImage": True,
+    }
+    body["spec"]["placement"]["nodeSelector"] = {payload[:316]: payload[:63]}
+    body["spec"]["placement"]["tolerations"] = [{"key": payload[:316], "value": payload[:63]}]
     objects, _ = render(body, catalog)
-    clean, _ = render(example("llama-3.1-8b-l4"), catalog)
+    clean_body = example("llama-3.1-8b-l4")
+    clean_body["spec"]["placement"]["tolerations"] = [{"key": "k", "value": "v"}]
+    clean_body["spec"]["engine"] = {"image": "vllm", "allowUnpinnedImage": True}
+    clean, _ = render(clean_body, catalog)
     assert [o["kind"] for o in objects] == [o["kind"] for o in clean]
     args = engine_container(objects)["args"]
     assert flag(args, "--served-model-name") == payload
     assert args[-2:] == [payload, f"--enable-lora={payload}"]
+    assert engine_container(objects)["image"] == payload
     # Same structure: only values differ, no key was added anywhere.
     assert _keys(objects) == _keys(clean)
 
@@ -269,6 +355,120 @@ def test_extra_args_cannot_override_planned_flags(catalog: Catalog) -> None:
     assert "--max-model-len" not in args and "--max_model_len=999999" in args
 
 
+@pytest.mark.parametrize(
+    "extra", [["-tp", "8"], ["-tp=8"], ["-pp", "2"], ["-q", "fp8"], ["--tensor_parallel_size=2"]]
+)
+def test_short_and_underscore_flags_clash_too(extra: list[str], catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["quantization"] = "fp8"
+    body["spec"]["placement"] = {"gpu": "nvidia-l4"}
+    body["spec"]["engine"] = {"extraArgs": extra}
+    with pytest.raises(SpecError, match="is set by the plan") as err:
+        render(body, catalog)
+    assert err.value.field == "spec.engine.extraArgs"
+
+
+def test_a_digest_with_a_trailing_newline_is_no_pin(catalog: Catalog) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["engine"] = {"image": "vllm/vllm-openai@sha256:" + "0" * 64 + "\n"}
+    with pytest.raises(SpecError, match="pinned by digest"):
+        render(body, catalog)
+
+
+def test_render_checks_the_whole_name(catalog: Catalog) -> None:
+    resource = resource_from(example("llama-3.1-8b-l4"))
+    resource = resource.model_copy(
+        update={"metadata": resource.metadata.model_copy(update={"name": "t1\n"})}
+    )
+    plan = plan_deployment(resource.spec, catalog)
+    with pytest.raises(SpecError, match="DNS label"):
+        render_manifests(resource, plan, catalog, load_image_lock())
+
+
+def _with_host_path(path: str) -> dict[str, Any]:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["model"]["cache"] = {"type": "hostPath", "path": path}
+    return body
+
+
+def test_host_path_is_refused_by_default(catalog: Catalog) -> None:
+    with pytest.raises(SpecError, match="hostPath is off") as err:
+        render(_with_host_path("/"), catalog)
+    assert err.value.field == "spec.model.cache.path"
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/var/cache/llm", True),
+        ("/var/cache/llm/models", True),
+        ("/var/cache/llm/./models", True),
+        ("/var/cache/llmx", False),
+        ("/var/cache/llm/../../etc", False),
+        ("/", False),
+    ],
+)
+def test_host_path_within_an_allowed_prefix(path: str, allowed: bool, catalog: Catalog) -> None:
+    resource = resource_from(_with_host_path(path))
+    plan = plan_deployment(resource.spec, catalog)
+    access = HostAccess(allowed_host_path_prefixes=("/var/cache/llm/",))
+    if not allowed:
+        with pytest.raises(SpecError, match="/var/cache/llm/"):
+            render_manifests(resource, plan, catalog, load_image_lock(), host_access=access)
+        return
+    objects = render_manifests(resource, plan, catalog, load_image_lock(), host_access=access)
+    pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert volume["hostPath"]["path"].startswith("/var/cache/llm")
+    assert "/./" not in volume["hostPath"]["path"]
+
+
+@pytest.mark.parametrize(
+    ("placement", "field"),
+    [
+        ({"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}, "nodeSelector"),
+        ({"nodeSelector": {"node-role.kubernetes.io/master": ""}}, "nodeSelector"),
+        (
+            {
+                "tolerations": [
+                    {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}
+                ]
+            },
+            "tolerations[0]",
+        ),
+        ({"tolerations": [{"key": "a"}, {"operator": "Exists"}]}, "tolerations[1]"),
+    ],
+)
+def test_control_plane_nodes_are_refused_unless_allowed(
+    placement: dict[str, Any], field: str, catalog: Catalog
+) -> None:
+    body = example("llama-3.1-8b-l4")
+    body["spec"]["placement"].update(placement)
+    with pytest.raises(SpecError, match="control-plane") as err:
+        render(body, catalog)
+    assert err.value.field == f"spec.placement.{field}"
+    resource = resource_from(body)
+    plan = plan_deployment(resource.spec, catalog)
+    access = HostAccess(allow_control_plane_nodes=True)
+    assert render_manifests(resource, plan, catalog, load_image_lock(), host_access=access)
+
+
+def test_render_cli_passes_host_access(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(_with_host_path("/var/cache/llm")))
+    command = [sys.executable, "-m", "llmdeploy.cli", "render", "-f", str(path)]
+    refused = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert refused.returncode == 2 and "hostPath is off" in refused.stderr
+    allowed = subprocess.run(
+        [*command, "--allow-host-path-prefix", "/var/cache"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "path: /var/cache/llm" in allowed.stdout
+
+
 def test_spec_hash_changes_with_the_pod_not_with_replicas(catalog: Catalog) -> None:
     def spec_hash(body: dict[str, Any]) -> str:
         objects, _ = render(body, catalog)
@@ -306,6 +506,7 @@ def test_render_cli_is_byte_for_byte_deterministic(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run("--output-dir", str(out)).returncode == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        ".llmdeploy-rendered",
         "00-deployment-llama-70b.yaml",
         "01-service-llama-70b.yaml",
         "02-poddisruptionbudget-llama-70b.yaml",

@@ -13,6 +13,8 @@ import yaml
 
 from llmdeploy.api.status import LLMDeploymentStatus
 from llmdeploy.api.types import (
+    ARCHITECTURE_RULES,
+    DNS_LABEL_PATTERN,
     GROUP,
     HPA_SCALE_TO_ZERO,
     KIND,
@@ -88,6 +90,7 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "fieldPath": ".scaleToZero.activationQuery",
         },
     ],
+    ("model", "architecture"): [rule.cel() for rule in ARCHITECTURE_RULES],
     ("model", "cache"): [
         {
             "rule": "!has(self.type) || self.type != 'pvc' || has(self.claimName)",
@@ -101,7 +104,7 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
 }
 ROOT_RULES = [
     {
-        "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$')",
+        "rule": f"self.metadata.name.matches('{DNS_LABEL_PATTERN}')",
         "message": "metadata.name must be a DNS label of at most 63 characters: it names the "
         "Service and the workload",
     }

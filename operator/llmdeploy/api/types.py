@@ -7,6 +7,7 @@ Every spec model forbids unknown fields so a typo is reported with its path, not
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -14,17 +15,23 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel as _to_camel
+from pydantic_core import PydanticCustomError
 
 GROUP = "llmdeploy.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "LLMDeployment"
+# metadata.name names the Service and the workload, so it must be a DNS label. Patterns here are
+# matched by pydantic's Rust engine and by CEL's RE2, where `$` ends the text; Python's `re`
+# also lets `$` match before a final newline, so Python code uses `fullmatch` on this pattern.
+DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 def to_camel(name: str) -> str:
@@ -36,8 +43,12 @@ _TYPE_TAGS = {"int", "str", "float", "bool", "dict", "list"}
 
 
 def format_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """One clause per field: `spec.workload.concurrency: Input should be ...`."""
-    lines: dict[str, str] = {}
+    """One clause per field: `spec.workload.concurrency: Input should be ...`.
+
+    The members of a union each report at the same path; their messages are joined, so
+    `quantization: fp9` hears every accepted value, not only the first member's `'auto'`.
+    """
+    lines: dict[str, list[str]] = {}
     for item in error.errors():
         parts: list[str] = [prefix] if prefix else []
         for part in item["loc"]:
@@ -48,18 +59,34 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
             else:
                 parts.append(str(part))
         path = ".".join(parts) or "(document)"
-        lines.setdefault(path, item["msg"])
-    return "; ".join(f"{path}: {msg}" for path, msg in lines.items())
+        messages = lines.setdefault(path, [])
+        if item["msg"] not in messages:
+            messages.append(item["msg"])
+    return "; ".join(f"{path}: {_either(messages)}" for path, messages in lines.items())
+
+
+def _either(messages: list[str]) -> str:
+    """`Input should be 'auto'` + `Input should be 'bf16' or 'fp8'` -> one sentence."""
+    lead = "Input should be "
+    rest = [m.removeprefix(lead) if m.startswith(lead) else m for m in messages[1:]]
+    return " or ".join([messages[0], *rest])
 
 
 class SpecModel(BaseModel):
-    """Base of every spec model: camelCase on the wire, unknown fields rejected."""
+    """Base of every spec model: camelCase on the wire, unknown fields rejected.
+
+    Strict like the API server's schema check, so the CLI accepts what admission accepts:
+    `true` is no integer and `"16"` no number. Enums (see `Lax`) still take their string values,
+    which is how they arrive in YAML and JSON. Infinity and NaN are no numbers either.
+    """
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        strict=True,
+        allow_inf_nan=False,
     )
 
 
@@ -94,7 +121,13 @@ class Precision(StrEnum):
     INT4 = "int4"
 
 
+# In strict mode an enum field wants an enum instance; documents carry the value as a string.
+LaxEngineName = Annotated[EngineName, Strict(False)]
+LaxQuantization = Annotated[Quantization, Strict(False)]
+LaxKvCacheDtype = Annotated[KvCacheDtype, Strict(False)]
+LaxPrecision = Annotated[Precision, Strict(False)]
 Auto = Literal["auto"]
+MAX_REQUESTS_PER_SECOND = 1e7
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
 SmallCount = Annotated[int, Field(ge=1, le=4096)]
 Dimension = Annotated[int, Field(ge=1, le=10_000_000)]
@@ -134,7 +167,7 @@ class ModelArchitecture(SpecModel):
     tie_word_embeddings: bool | None = Field(
         default=None, description="Whether lm_head shares the input embedding's weights."
     )
-    native_dtype: Quantization | None = Field(
+    native_dtype: LaxQuantization | None = Field(
         default=None, description="Format of the published checkpoint's linear weights."
     )
     experts: SmallCount | None = Field(default=None, description="Routed experts (MoE).")
@@ -163,6 +196,63 @@ class ModelArchitecture(SpecModel):
     sliding_window_layers: Annotated[int, Field(ge=0, le=4096)] | None = Field(
         default=None, description="How many layers use the sliding window."
     )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelArchitecture:
+        broken = [rule.message for rule in ARCHITECTURE_RULES if not rule.holds(self)]
+        if broken:
+            raise PydanticCustomError("architecture", "; ".join(broken))
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """`left` divides, or does not exceed, `right`; checked when both are given and `unless`
+    is not. One row yields both the pydantic check and the CRD's CEL rule (api/crd.py)."""
+
+    left: str
+    relation: Literal["divides", "at most"]
+    right: str
+    unless: str | None = None
+
+    def holds(self, facts: BaseModel) -> bool:
+        left, right = getattr(facts, self.left), getattr(facts, self.right)
+        if left is None or right is None:
+            return True
+        if self.unless is not None and getattr(facts, self.unless) is not None:
+            return True
+        return bool(right % left == 0 if self.relation == "divides" else left <= right)
+
+    @property
+    def message(self) -> str:
+        verb = "must divide" if self.relation == "divides" else "must not exceed"
+        unless = f" unless {to_camel(self.unless)} is given" if self.unless else ""
+        return f"{to_camel(self.left)} {verb} {to_camel(self.right)}{unless}"
+
+    def cel(self) -> dict[str, str]:
+        left, right = f"self.{to_camel(self.left)}", f"self.{to_camel(self.right)}"
+        guards = [f"!has({left})", f"!has({right})"]
+        if self.unless:
+            guards.append(f"has(self.{to_camel(self.unless)})")
+        test = f"{right} % {left} == 0" if self.relation == "divides" else f"{left} <= {right}"
+        return {
+            "rule": " || ".join([*guards, test]),
+            "message": self.message,
+            "fieldPath": f".{to_camel(self.left)}",
+        }
+
+
+# Facts that contradict each other make the sizing math divide by zero or go negative.
+ARCHITECTURE_RULES = (
+    # headDim defaults to hiddenSize / attentionHeads.
+    Relation("attention_heads", "divides", "hidden_size", unless="head_dim"),
+    # Grouped-query attention: each KV head serves a whole group of query heads, so kvHeads
+    # divides attentionHeads (and so does not exceed it).
+    Relation("kv_heads", "divides", "attention_heads"),
+    Relation("active_experts", "at most", "experts"),
+    Relation("sliding_window_layers", "at most", "layers"),
+    Relation("first_dense_layers", "at most", "layers"),
+)
 
 
 class SecretKeyRef(SpecModel):
@@ -204,11 +294,11 @@ class ModelSpec(SpecModel):
     architecture: ModelArchitecture | None = Field(
         default=None, description="Overrides or completes the catalog's architecture facts."
     )
-    quantized_variants: dict[Quantization, Annotated[str, Field(min_length=1, max_length=256)]] = (
-        Field(
-            default_factory=dict,
-            description="Pre-quantized checkpoints by format, e.g. int4-awq: org/Model-AWQ.",
-        )
+    quantized_variants: dict[
+        LaxQuantization, Annotated[str, Field(min_length=1, max_length=256)]
+    ] = Field(
+        default_factory=dict,
+        description="Pre-quantized checkpoints by format, e.g. int4-awq: org/Model-AWQ.",
     )
     source: str | None = Field(
         default=None,
@@ -237,7 +327,7 @@ class ModelSpec(SpecModel):
 
 
 class EngineSpec(SpecModel):
-    name: EngineName = Field(default=EngineName.VLLM, description="Inference engine.")
+    name: LaxEngineName = Field(default=EngineName.VLLM, description="Inference engine.")
     version: str | None = Field(
         default=None,
         max_length=64,
@@ -258,7 +348,7 @@ class EngineSpec(SpecModel):
         le=0.99,
         description="Fraction of GPU memory the engine may use (vLLM gpu_memory_utilization).",
     )
-    kv_cache_dtype: KvCacheDtype | None = Field(
+    kv_cache_dtype: LaxKvCacheDtype | None = Field(
         default=None,
         description="KV cache precision; unset: the planner chooses; auto: the model dtype.",
     )
@@ -339,7 +429,7 @@ class WorkloadSpec(SpecModel):
     output_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
         default=256, description="Output length of a typical request."
     )
-    requests_per_second: Annotated[float, Field(gt=0, le=1e7)] | None = Field(
+    requests_per_second: Annotated[float, Field(gt=0, le=MAX_REQUESTS_PER_SECOND)] | None = Field(
         default=None, description="Total request rate to serve; sets the replica count."
     )
 
@@ -534,10 +624,10 @@ class LLMDeploymentSpec(SpecModel):
     placement: PlacementSpec = Field(
         default_factory=PlacementSpec, description="Where replicas may run."
     )
-    quantization: Literal["auto"] | Quantization = Field(
+    quantization: Auto | LaxQuantization = Field(
         default="auto", description="Weight format, or auto to let the planner choose."
     )
-    min_precision: Precision = Field(
+    min_precision: LaxPrecision = Field(
         default=Precision.INT4,
         description="Lowest precision auto may choose; bf16 forbids lowering precision.",
     )
@@ -563,8 +653,13 @@ class LLMDeploymentSpec(SpecModel):
 class ObjectMeta(BaseModel):
     """The part of metadata llmdeploy reads; the rest is kept as is."""
 
-    model_config = ConfigDict(extra="allow")
-    name: str = Field(default="llmdeployment", min_length=1, max_length=253)
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str = Field(
+        default="llmdeployment",
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="A DNS label: it names the Service and the workload.",
+    )
     namespace: str | None = Field(default=None, max_length=63)
 
 

@@ -9,34 +9,37 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from llmdeploy.api.types import (
-    EngineName,
+    LaxEngineName,
+    LaxPrecision,
+    LaxQuantization,
     ModelArchitecture,
-    Precision,
-    Quantization,
+    SpecModel,
     format_validation_error,
-    to_camel,
 )
+from llmdeploy.documents import DocumentError, load_yaml_documents, read_text
+
+# Hardware figures: finite, and bounded on both sides so that no product or quotient of them in
+# the sizing math overflows to infinity or divides by zero.
+Measure = Annotated[float, Field(ge=1e-3, le=1e9)]
+VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*([-+.]?[A-Za-z0-9]+)*$"
 
 
-class CatalogError(ValueError):
+class CatalogError(DocumentError):
     """A catalog file or entry is malformed; the message names the file and field."""
 
 
-class CatalogModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
+class CatalogModel(SpecModel):
+    """Checked like a spec: strict types, finite numbers, unknown fields refused."""
 
 
 class Interconnect(CatalogModel):
     kind: Literal["nvlink", "pcie", "infinity-fabric"]
-    bandwidth_gbps: float = Field(gt=0, description="Per-GPU unidirectional GB/s for all-reduce.")
+    bandwidth_gbps: Measure = Field(description="Per-GPU unidirectional GB/s for all-reduce.")
 
 
 class Gpu(CatalogModel):
@@ -44,9 +47,11 @@ class Gpu(CatalogModel):
     vendor: Literal["nvidia", "amd"]
     display_name: str
     architecture: str
-    memory_gib: float = Field(gt=0, description="Total memory as CUDA reports it, GiB.")
-    bandwidth_gbps: float = Field(gt=0, description="Memory bandwidth, GB/s.")
-    tflops: dict[Literal["bf16", "fp8", "int8"], float]
+    memory_gib: Measure = Field(description="Total memory as CUDA reports it, GiB.")
+    bandwidth_gbps: Measure = Field(description="Memory bandwidth, GB/s.")
+    tflops: dict[Literal["bf16", "fp8", "int8"], Measure] = Field(
+        description="Dense TFLOPS by compute dtype; bf16 is required (the fallback)."
+    )
     fp8: bool
     interconnect: Interconnect
     gpus_per_node: int = Field(ge=1, le=64)
@@ -67,9 +72,16 @@ class Gpu(CatalogModel):
         """(label key, values) pairs, each of which alone identifies a node of this SKU."""
         return [(self.product_label_key, self.product_labels), *sorted(self.node_labels.items())]
 
-    price_per_hour: float = Field(ge=0)
+    # Zero is a price: GPUs already owned cost nothing more per hour.
+    price_per_hour: Annotated[float, Field(ge=0, le=1e6)]
     price_date: str
     sources: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _has_bf16(self) -> Gpu:
+        if "bf16" not in self.tflops:
+            raise ValueError("tflops needs bf16, the fallback for other compute dtypes")
+        return self
 
     def compute_tflops(self, dtype: str) -> float:
         """Dense tensor throughput for a compute dtype, falling back to bf16."""
@@ -77,9 +89,6 @@ class Gpu(CatalogModel):
 
 
 class ModelEntry(ModelArchitecture):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
     id: str
     aliases: list[str] = Field(default_factory=list)
     family: str | None = None
@@ -88,26 +97,28 @@ class ModelEntry(ModelArchitecture):
 
 
 class QuantFormat(CatalogModel):
-    id: Quantization
-    precision: Precision = Field(description="Quality tier, for minPrecision.")
-    weight_bytes: float = Field(gt=0, description="Bytes per quantized parameter, scales included.")
+    id: LaxQuantization
+    precision: LaxPrecision = Field(description="Quality tier, for minPrecision.")
+    weight_bytes: Annotated[float, Field(ge=0.01, le=16)] = Field(
+        description="Bytes per quantized parameter, scales included."
+    )
     applies_to: Literal["linear", "experts"] = Field(
         description="Which weights take this format; the rest stay 16-bit."
     )
     compute_dtype: Literal["bf16", "fp8", "int8"]
-    online_engines: list[EngineName] = Field(
+    online_engines: list[LaxEngineName] = Field(
         description="Engines that quantize a 16-bit checkpoint to this format at load time."
     )
     requires_fp8_hardware: bool = False
-    engines: list[EngineName]
+    engines: list[LaxEngineName]
     source: str | None = None
 
 
 class Engine(CatalogModel):
-    id: EngineName
+    id: LaxEngineName
     display_name: str
-    block_size: int = Field(ge=1, description="Tokens per KV-cache block.")
-    default_max_num_batched_tokens: int = Field(ge=1)
+    block_size: int = Field(ge=1, le=4096, description="Tokens per KV-cache block.")
+    default_max_num_batched_tokens: int = Field(ge=1, le=1_048_576)
     fp8_kv_cache: bool
     multi_node: bool = Field(description="llmdeploy can launch a replica spanning nodes.")
     source: str | None = None
@@ -116,8 +127,8 @@ class Engine(CatalogModel):
 class Catalog(CatalogModel):
     gpus: dict[str, Gpu]
     models: dict[str, ModelEntry]
-    quantizations: dict[Quantization, QuantFormat]
-    engines: dict[EngineName, Engine]
+    quantizations: dict[LaxQuantization, QuantFormat]
+    engines: dict[LaxEngineName, Engine]
 
     def find_model(self, name: str) -> ModelEntry | None:
         key = name.lower()
@@ -135,11 +146,19 @@ _SECTIONS: dict[str, type[Gpu] | type[ModelEntry] | type[QuantFormat] | type[Eng
 }
 
 
-def _read_yaml(text: str, origin: str) -> Mapping[str, Any]:
+def _one_document(text: str, origin: str) -> Any:
+    """The file's YAML document; None when it is empty."""
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{origin}: not valid YAML: {exc}") from None
+        documents = [d for d in load_yaml_documents(text, origin) if d is not None]
+    except DocumentError as exc:
+        raise CatalogError(str(exc)) from None
+    if len(documents) > 1:
+        raise CatalogError(f"{origin}: expected one YAML document, found {len(documents)}")
+    return documents[0] if documents else None
+
+
+def _read_yaml(text: str, origin: str) -> Mapping[str, Any]:
+    document = _one_document(text, origin)
     if document is None:
         return {}
     if not isinstance(document, Mapping):
@@ -173,12 +192,15 @@ def load_catalog(extensions: Iterable[Path] = ()) -> Catalog:
     for origin, text in _packaged_documents():
         _merge(rows, _read_yaml(text, origin), origin)
     for path in extensions:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CatalogError(f"{path}: cannot read: {exc.strerror}") from None
-        _merge(rows, _read_yaml(text, str(path)), str(path))
+        _merge(rows, _read_yaml(_read_file(Path(path)), str(path)), str(path))
     return _validate(rows)
+
+
+def _read_file(path: Path) -> str:
+    try:
+        return read_text(path)
+    except DocumentError as exc:
+        raise CatalogError(str(exc)) from None
 
 
 def _validate(rows: dict[str, dict[str, Any]]) -> Catalog:
@@ -214,8 +236,14 @@ _HF_EXPERT_KEYS = ("num_local_experts", "n_routed_experts", "num_experts")
 _HF_ACTIVE_EXPERT_KEYS = ("num_experts_per_tok", "num_experts_per_token")
 
 
-def architecture_from_hf_config(config: Mapping[str, Any]) -> ModelArchitecture:
-    """Architecture facts from a Hugging Face config.json (text models, or a VLM's text_config)."""
+def architecture_from_hf_config(config: object) -> ModelArchitecture:
+    """Architecture facts from a Hugging Face config.json (text models, or a VLM's text_config).
+
+    Checked as strictly as a spec: a layer count written as "32" is refused, not converted.
+    Raises ValueError (pydantic's ValidationError for a bad field).
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"expected a JSON object, found {type(config).__name__}")
     if isinstance(config.get("text_config"), Mapping):
         config = {**config, **config["text_config"]}
     facts: dict[str, Any] = {
@@ -236,28 +264,36 @@ def architecture_from_hf_config(config: Mapping[str, Any]) -> ModelArchitecture:
         facts.setdefault("kv_heads", 1)
     if config.get("use_sliding_window") is False:  # Qwen configs carry an unused window
         facts.pop("sliding_window", None)
-    layer_types = config.get("layer_types")
-    if facts.get("sliding_window") and "layers" in facts:
-        if isinstance(layer_types, list):
-            facts["sliding_window_layers"] = sum(t == "sliding_attention" for t in layer_types)
-        elif config.get("model_type") in ("gemma2", "gemma3_text", "gemma3"):
-            facts["sliding_window_layers"] = facts["layers"] // 2  # alternating layers
-        else:
-            facts["sliding_window_layers"] = facts["layers"]
     quant = config.get("quantization_config")
     if isinstance(quant, Mapping):
         method = str(quant.get("quant_method", "")).lower()
         native = {"fp8": "fp8", "mxfp4": "mxfp4", "awq": "int4-awq", "gptq": "int4-gptq"}
         if method in native:
             facts["native_dtype"] = native[method]
-    return ModelArchitecture.model_validate(facts)
+    # Validated before the window's layers are counted from it.
+    checked = ModelArchitecture.model_validate(facts)
+    if not (checked.sliding_window and checked.layers):
+        return checked
+    layer_types = config.get("layer_types")
+    if isinstance(layer_types, list):
+        window_layers = sum(t == "sliding_attention" for t in layer_types)
+    elif config.get("model_type") in ("gemma2", "gemma3_text", "gemma3"):
+        window_layers = checked.layers // 2  # alternating layers
+    else:
+        window_layers = checked.layers
+    return ModelArchitecture.model_validate({**facts, "sliding_window_layers": window_layers})
 
 
 class PinnedImage(CatalogModel):
-    engine: EngineName
-    engine_version: str
-    cuda_version: str
-    min_driver: str = Field(description="Minimum NVIDIA driver for the CUDA version.")
+    engine: LaxEngineName
+    # Ordered by their numbers (render/images.py), so they must start with some.
+    engine_version: str = Field(max_length=64, pattern=VERSION_PATTERN)
+    cuda_version: str = Field(max_length=64, pattern=VERSION_PATTERN)
+    min_driver: str = Field(
+        max_length=64,
+        pattern=r"^[0-9]+\.[0-9]+(\.[0-9]+)*$",
+        description="Minimum NVIDIA driver for the CUDA version.",
+    )
     image: str = Field(pattern=r"^[^@\s]+@sha256:[0-9a-f]{64}$")
     default: bool = False
     source: str
@@ -275,14 +311,9 @@ def load_image_lock(path: Path | None = None) -> ImageLock:
         )
         origin = "catalog/data/images.lock.yaml"
     else:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CatalogError(f"{path}: cannot read: {exc.strerror}") from None
+        text = _read_file(path)
         origin = str(path)
     try:
-        return ImageLock.model_validate(yaml.safe_load(text))
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{origin}: not valid YAML: {exc}") from None
+        return ImageLock.model_validate(_one_document(text, origin))
     except ValidationError as exc:
         raise CatalogError(format_validation_error(exc, origin)) from None

@@ -41,7 +41,13 @@ from llmdeploy.cluster.objects import (
     WorkloadStatus,
     prepared,
 )
-from llmdeploy.render import SPEC_HASH_ANNOTATION, RenderError, render_manifests
+from llmdeploy.render import (
+    NO_HOST_ACCESS,
+    SPEC_HASH_ANNOTATION,
+    HostAccess,
+    RenderError,
+    render_manifests,
+)
 from llmdeploy.render.kinds import WORKLOAD_KINDS
 from llmdeploy.sizing import Plan, SpecError, plan_deployment
 from llmdeploy.sizing.inventory import (
@@ -66,6 +72,7 @@ class Config:
     lock: ImageLock
     provisionable: set[str] | None
     prometheus: frozenset[str]  # the endpoints the operator's settings allow, by name
+    host_access: HostAccess  # what objects may reach beyond their namespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +208,7 @@ def desired_state(
     excluded: Sequence[str] = (),
     stored_plan: Plan | None = None,
     stored_key: str | None = None,
+    host_access: HostAccess = NO_HOST_ACCESS,
 ) -> Desired:
     """The plan (reused while its inputs are unchanged, so replicas do not churn when the
     inventory moves) and the objects that run it. Raises SpecError or RenderError."""
@@ -212,7 +220,8 @@ def desired_state(
     if not plan.feasible or plan.gpu is None:
         return Desired(plan, key)
     drivers = inventory.drivers(catalog, plan.gpu) if plan.gpu in catalog.gpus else []
-    return Desired.rendered(plan, key, render_manifests(resource, plan, catalog, lock, drivers))
+    objects = render_manifests(resource, plan, catalog, lock, drivers, host_access=host_access)
+    return Desired.rendered(plan, key, objects)
 
 
 def desired_replicas(resource: LLMDeployment, plan: Plan) -> int:
@@ -497,6 +506,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
                 excluded,
                 stored,
                 key,
+                config.host_access,
             )
     except (SpecError, RenderError) as exc:
         return invalid(str(exc))

@@ -69,7 +69,13 @@ class Reconciler:
             )
             for name, e in settings.prometheus().items()
         }
-        self.config = Config(catalog, lock, settings.provisionable(), frozenset(self.prometheus))
+        self.config = Config(
+            catalog,
+            lock,
+            settings.provisionable(),
+            frozenset(self.prometheus),
+            settings.host_access(),
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._relist = threading.Event()

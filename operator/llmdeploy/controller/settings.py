@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from llmdeploy.render import HostAccess
+
 DEFAULT_PROMETHEUS = "default"
 
 
@@ -60,6 +62,14 @@ class OperatorSettings(BaseSettings):
     )
     prometheus_ca_file: Path | None = Field(default=None, description="CA bundle for https.")
     prometheus_insecure_skip_verify: bool = False
+    allowed_host_path_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Node directories an LLMDeployment's model.cache.hostPath may be in "
+        "(comma-separated); empty: hostPath is refused.",
+    )
+    allow_control_plane_nodes: bool = Field(
+        default=False, description="Let placement select or tolerate control-plane nodes."
+    )
     status_interval_seconds: float = Field(
         default=10.0,
         gt=0,
@@ -118,7 +128,13 @@ class OperatorSettings(BaseSettings):
     )
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
 
-    @field_validator("namespaces", "catalog_files", "provisionable_gpus", mode="before")
+    @field_validator(
+        "namespaces",
+        "catalog_files",
+        "provisionable_gpus",
+        "allowed_host_path_prefixes",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -136,6 +152,12 @@ class OperatorSettings(BaseSettings):
                 insecure_skip_verify=self.prometheus_insecure_skip_verify,
             )
         return endpoints
+
+    def host_access(self) -> HostAccess:
+        return HostAccess(
+            allowed_host_path_prefixes=tuple(self.allowed_host_path_prefixes),
+            allow_control_plane_nodes=self.allow_control_plane_nodes,
+        )
 
     def provisionable(self) -> set[str] | None:
         """None when every catalog SKU counts as provisionable."""

@@ -15,15 +15,25 @@ ENGINE_PORT = 8000
 MODEL_DIR = "/models"
 
 
+# vLLM's short spellings of flags the plan sets (docs/engine-flags.md).
+SHORT_FLAGS = {
+    "-tp": "--tensor-parallel-size",
+    "-pp": "--pipeline-parallel-size",
+    "-q": "--quantization",
+}
+
+
 def _flag_name(arg: str) -> str:
-    """`--max_model_len=4` -> `--max-model-len` (vLLM accepts both spellings)."""
-    return arg.split("=", 1)[0].replace("_", "-")
+    """`--max_model_len=4` -> `--max-model-len` (vLLM accepts both spellings), `-tp=8` ->
+    `--tensor-parallel-size`."""
+    name = arg.split("=", 1)[0].replace("_", "-")
+    return SHORT_FLAGS.get(name, name)
 
 
 def _merge_extra_args(planned: list[tuple[str, str | None]], spec: LLMDeploymentSpec) -> list[str]:
     """Planned flags, then the user's extra args; a clash is an error unless allowed."""
     extra = spec.engine.extra_args
-    given = {_flag_name(a) for a in extra if a.startswith("--")}
+    given = {_flag_name(a) for a in extra if a.startswith("-")}
     args: list[str] = []
     for flag, value in planned:
         if _flag_name(flag) in given:

@@ -9,7 +9,7 @@ from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import ImageLock, PinnedImage
 from llmdeploy.sizing import SpecError
 
-DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\Z")  # \Z: `$` would accept a final newline
 
 
 def _version_key(version: str) -> tuple[int, ...]:

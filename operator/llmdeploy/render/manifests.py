@@ -9,16 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import posixpath
 import re
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jinja2
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
-from llmdeploy.api.types import EngineName, LLMDeployment
+from llmdeploy.api.types import DNS_LABEL_PATTERN, EngineName, LLMDeployment
 from llmdeploy.autoscale.decision import PER_REPLICA
 from llmdeploy.autoscale.policy import cold_start_estimate, effective_scaling
 from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, SOURCES, activation_query, query
@@ -33,7 +35,7 @@ from llmdeploy.render.engine_args import (
     vllm_args,
 )
 from llmdeploy.render.images import select_image
-from llmdeploy.sizing import Plan, SpecError
+from llmdeploy.sizing import Plan, SpecError, resolve_model
 
 # libyaml's loader when PyYAML has it: rendering is dominated by parsing the template output.
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -43,12 +45,22 @@ SPEC_HASH_ANNOTATION = "llmdeploy.io/spec-hash"
 ENGINE_UID = 1000
 HOME = "/home/llmdeploy"
 RAY_PORT = 6379
-DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(DNS_LABEL_PATTERN)  # fullmatch: `$` alone lets "name\n" through
 # The startup probe allows this multiple of the expected start (cold_start_estimate, which the
 # autoscaler plans with) before the kubelet restarts the pod: storage at 200 MB/s instead of the
 # expected 500, or a slow first CUDA-graph capture, must not end in a restart loop.
 STARTUP_PROBE_SAFETY_FACTOR = 5
 STARTUP_PROBE_PERIOD_S = 10  # periodSeconds of the startup probe in templates/_pod.yaml.j2
+# The root filesystem is read-only; these emptyDirs are where engines may write besides the
+# model cache, and their limits keep a runaway cache from filling the node's disk.
+HOME_LIMIT_GIB = 10  # HOME: Triton, torch.compile, FlashInfer and vLLM caches, usage stats
+TMP_LIMIT_GIB = 10  # /tmp: Ray's session files, torch inductor's scratch
+LOGS_GIB = 2  # container logs, which count against ephemeral storage too
+# A repository may hold a second copy of the weights (Meta's original/, Mistral's
+# consolidated.safetensors), which the download fetches too; plus tokenizer and config files.
+CHECKPOINT_COPIES = 2
+CHECKPOINT_EXTRA_GIB = 8
+HF_TOKEN_DIR = "/var/run/llmdeploy/hf-token"
 
 # The leader starts the Ray head, waits for the group's workers, then runs the engine with the
 # arguments it was given ("$@"), so no user value is ever parsed by the shell.
@@ -75,6 +87,59 @@ class RenderError(ValueError):
     """The plan cannot be rendered (e.g. it is not feasible)."""
 
 
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
+class HostAccess(BaseModel):
+    """What the operator's settings let an LLMDeployment reach beyond its namespace; by default
+    nothing. A hostPath volume reads and writes the node's files (`/` is all of them), and a
+    pod on a control-plane node sits beside the API server and etcd."""
+
+    model_config = ConfigDict(frozen=True)
+    allowed_host_path_prefixes: tuple[Annotated[str, Field(pattern=r"^/")], ...] = Field(
+        default=(), description="Node directories model.cache.hostPath may be in; empty: none."
+    )
+    allow_control_plane_nodes: bool = Field(
+        default=False,
+        description="Let placement select or tolerate control-plane nodes.",
+    )
+
+
+NO_HOST_ACCESS = HostAccess()
+
+
+def _check_host_path(path: str, access: HostAccess) -> str:
+    """The normalized path, if it lies within an allowed prefix."""
+    normalized = posixpath.normpath(path)
+    allowed = access.allowed_host_path_prefixes
+    roots = [posixpath.normpath(prefix) for prefix in allowed]
+    inside = any(normalized == r or normalized.startswith(r.rstrip("/") + "/") for r in roots)
+    if ".." in path.split("/") or not inside:  # `..` could climb out of a prefix
+        where = ", ".join(allowed) if allowed else "none: hostPath is off"
+        raise SpecError(
+            "spec.model.cache.path",
+            f"{path!r} is not within a directory the operator allows ({where}); "
+            "use cache type emptyDir or pvc",
+        )
+    return normalized
+
+
+def _check_node_access(resource: LLMDeployment, access: HostAccess) -> None:
+    if access.allow_control_plane_nodes:
+        return
+    placement = resource.spec.placement
+    refusal = "targets control-plane nodes, which the operator does not allow"
+    for key in placement.node_selector:
+        if key in CONTROL_PLANE_LABELS:
+            raise SpecError("spec.placement.nodeSelector", f"{key} {refusal}")
+    for index, toleration in enumerate(placement.tolerations):
+        # A toleration without a key and with Exists tolerates every taint, theirs included.
+        if toleration.key in CONTROL_PLANE_LABELS or (
+            toleration.key is None and toleration.operator == "Exists"
+        ):
+            raise SpecError(f"spec.placement.tolerations[{index}]", refusal)
+
+
 def templates_dir() -> Path:
     """`templates/` inside the installed package, or at the source tree's top level."""
     packaged = Path(__file__).resolve().parent.parent / "templates"
@@ -82,12 +147,14 @@ def templates_dir() -> Path:
 
 
 def yaml_quote(value: Any) -> str:
-    """JSON that every YAML parser reads back as the same value: non-ASCII characters as YAML
-    escapes (\\uXXXX, or \\UXXXXXXXX beyond the BMP, where JSON's surrogate pairs are not
-    YAML), so no user string can end a scalar, fold a line or add structure."""
+    """JSON that every YAML parser reads back as the same value: DEL and every non-ASCII
+    character as YAML escapes (\\uXXXX, or \\UXXXXXXXX beyond the BMP, where JSON's surrogate
+    pairs are not YAML), so no user string can end a scalar, fold a line or add structure, and
+    no control character (JSON escapes those below 0x20; YAML refuses DEL and C1 raw) breaks
+    the parse."""
     text = json.dumps(value, ensure_ascii=False)
     return "".join(
-        c if ord(c) < 0x80 else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+        c if ord(c) < 0x7F else (f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
         for c in text
     )
 
@@ -132,7 +199,7 @@ def _stamp_spec_hash(workload: dict[str, Any]) -> None:
         template["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
 
 
-def _model_cache_volume(resource: LLMDeployment) -> tuple[dict[str, Any], bool]:
+def _model_cache_volume(resource: LLMDeployment, access: HostAccess) -> tuple[dict[str, Any], bool]:
     """(volume, read-only mount). A pvc:// source mounts the weights' claim read-only."""
     model = resource.spec.model
     if model.source and model.source.startswith("pvc://"):
@@ -152,15 +219,48 @@ def _model_cache_volume(resource: LLMDeployment) -> tuple[dict[str, Any], bool]:
     if cache_spec.type == "hostPath":
         if not cache_spec.path:
             raise SpecError("spec.model.cache.path", "required when type is hostPath")
+        path = _check_host_path(cache_spec.path, access)
         return {
             "name": "model-cache",
-            "hostPath": {"path": cache_spec.path, "type": "DirectoryOrCreate"},
+            "hostPath": {"path": path, "type": "DirectoryOrCreate"},
         }, False
     return {"name": "model-cache", "emptyDir": {}}, False
 
 
+def _checkpoint_gib(resource: LLMDeployment, plan: Plan, catalog: Catalog) -> float:
+    """What the download fetches: the plan's weights over all its GPUs (more than the
+    checkpoint, since ranks repeat embeddings and KV heads), in the checkpoint's own format
+    when the engine converts the native checkpoint at load (bf16 on disk for fp8 in memory)."""
+    loaded = (plan.weights_gib_per_gpu or 0.0) * (plan.gpu_count or 1)
+    planned = catalog.quantizations.get(plan.quantization)  # type: ignore[call-overload]
+    if plan.checkpoint != resource.spec.model.name or planned is None:
+        return loaded  # a pre-quantized variant, stored as it is loaded
+    native = catalog.quantizations.get(resolve_model(resource.spec.model, catalog).native_dtype)
+    ratio = native.weight_bytes / planned.weight_bytes if native else 1.0
+    return loaded * max(1.0, ratio)
+
+
+def _ephemeral_storage(
+    checkpoint_gib: float, cache_in_pod: bool
+) -> tuple[str, dict[str, str], dict[str, str]]:
+    """(the model-cache emptyDir's sizeLimit, the engine's requests, its limits). emptyDirs
+    count against the pod's ephemeral storage, whose bound is its containers' limits: the
+    request is what the checkpoint takes (so the scheduler picks a node with that much disk),
+    the limit every emptyDir's."""
+    cache_limit = math.ceil(CHECKPOINT_COPIES * checkpoint_gib + CHECKPOINT_EXTRA_GIB)
+    expected = math.ceil(checkpoint_gib) if cache_in_pod else 0
+    in_pod_limit = cache_limit if cache_in_pod else 0
+    return (
+        f"{cache_limit}Gi",
+        {"ephemeral-storage": f"{expected + LOGS_GIB}Gi"},
+        {"ephemeral-storage": f"{in_pod_limit + HOME_LIMIT_GIB + TMP_LIMIT_GIB + LOGS_GIB}Gi"},
+    )
+
+
 def _download(resource: LLMDeployment, plan: Plan) -> dict[str, Any] | None:
-    """The init step that fills the cache; the token comes from the Secret by reference."""
+    """The init step that fills the cache. The token is a file of the Secret's volume
+    (huggingface_hub reads HF_TOKEN_PATH), never an environment variable, which crash dumps,
+    `/proc/<pid>/environ` and child processes would carry."""
     model = resource.spec.model
     if model.source and model.source.startswith("pvc://"):
         return None
@@ -168,22 +268,23 @@ def _download(resource: LLMDeployment, plan: Plan) -> dict[str, Any] | None:
         {"name": "HF_HOME", "value": MODEL_DIR},
         {"name": "HOME", "value": HOME},
     ]
+    token_volume = None
     if model.token_secret_ref:
-        env.append(
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": model.token_secret_ref.name,
-                        "key": model.token_secret_ref.key,
-                    }
-                },
-            }
-        )
+        env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/token"})
+        token_volume = {
+            "name": "hf-token",
+            "secret": {
+                "secretName": model.token_secret_ref.name,
+                "items": [{"key": model.token_secret_ref.key, "path": "token"}],
+                "defaultMode": 0o440,  # readable by the pod's fsGroup, the engine's UID
+            },
+        }
     return {
         "command": ["python3", "-c", DOWNLOAD_SCRIPT],
         "args": [model_reference(resource.spec, plan), model.revision or ""],
         "env": env,
+        "token_volume": token_volume,
+        "token_dir": HF_TOKEN_DIR,
     }
 
 
@@ -221,13 +322,17 @@ def render_manifests(
     catalog: Catalog,
     lock: ImageLock,
     node_drivers: Sequence[tuple[int, int]] = (),
+    *,
+    host_access: HostAccess = NO_HOST_ACCESS,
 ) -> list[dict[str, Any]]:
-    """The objects that run the plan, in apply order."""
+    """The objects that run the plan, in apply order. `host_access` comes from the operator's
+    settings (or the CLI's flags): what may reach beyond the namespace."""
     if not plan.feasible or plan.gpu is None:
         raise RenderError("the plan is not feasible: " + "; ".join(plan.reasons))
     name = resource.metadata.name
-    if not DNS_LABEL.match(name):
+    if not DNS_LABEL.fullmatch(name):
         raise SpecError("metadata.name", "must be a DNS label (a-z, 0-9, '-', at most 63)")
+    _check_node_access(resource, host_access)
     spec = resource.spec
     gpu = catalog.gpus[plan.gpu]
     engine = spec.engine.name
@@ -257,8 +362,16 @@ def render_manifests(
     if pinned is not None:
         labels["app.kubernetes.io/version"] = pinned.engine_version
     startup_budget_s = STARTUP_PROBE_SAFETY_FACTOR * cold_start_estimate(plan)
-    model_cache_volume, cache_read_only = _model_cache_volume(resource)
+    model_cache_volume, cache_read_only = _model_cache_volume(resource, host_access)
+    cache_in_pod = "emptyDir" in model_cache_volume
+    cache_limit, disk_requests, disk_limits = _ephemeral_storage(
+        _checkpoint_gib(resource, plan, catalog), cache_in_pod
+    )
+    if cache_in_pod:
+        model_cache_volume["emptyDir"]["sizeLimit"] = cache_limit
     requests, limits = _resources(gpu, gpus_per_pod, shm_gib)
+    requests.update(disk_requests)
+    limits.update(disk_limits)
     download = _download(resource, plan)
     env = [
         {"name": "HF_HOME", "value": MODEL_DIR},
@@ -315,10 +428,12 @@ def render_manifests(
         "container_security": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
-            # Engines JIT-compile kernels into caches across the filesystem; HOME and the cache
-            # are volumes, the image layers stay read-only to the non-root user anyway.
-            "readOnlyRootFilesystem": False,
+            # Engines write only to volumes: the model cache, HOME (which holds XDG_CACHE_HOME)
+            # and /tmp; the working directory is HOME.
+            "readOnlyRootFilesystem": True,
         },
+        "home_size": f"{HOME_LIMIT_GIB}Gi",
+        "tmp_size": f"{TMP_LIMIT_GIB}Gi",
         "model_cache_volume": model_cache_volume,
         "model_cache_read_only": cache_read_only,
         "shm_size": f"{shm_gib}Gi",

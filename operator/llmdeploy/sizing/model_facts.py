@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from llmdeploy.api.types import ModelArchitecture, ModelSpec, Quantization
+from pydantic import ValidationError
+
+from llmdeploy.api.types import (
+    ModelArchitecture,
+    ModelSpec,
+    Quantization,
+    format_validation_error,
+)
 from llmdeploy.catalog import Catalog
 
 
@@ -114,7 +121,13 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ModelFacts:
         )
     if spec.architecture is not None:
         facts.update(spec.architecture.model_dump(exclude_none=True))
-    a = ModelArchitecture.model_validate(facts)
+    try:  # the spec's facts may contradict the catalog's they complete
+        a = ModelArchitecture.model_validate(facts)
+    except ValidationError as exc:
+        where = "with the catalog's facts" if entry is not None else ""
+        raise SpecError(
+            "spec.model.architecture", f"{format_validation_error(exc)} {where}".strip()
+        ) from None
     missing = [name for name in _REQUIRED if getattr(a, name) is None]
     if missing:
         names = ", ".join(ModelArchitecture.model_fields[name].alias or name for name in missing)
@@ -160,6 +173,15 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ModelFacts:
             else 0
         ),
     )
+    # The embeddings and routed experts are part of the parameters; a count below theirs would
+    # leave a negative remainder of weights.
+    implied = model.embedding_parameters + model.routed_expert_parameters
+    if parameters < implied:
+        raise SpecError(
+            "spec.model.architecture.parameters",
+            f"{parameters:.4g} is fewer than the {implied:.4g} parameters of the embeddings "
+            f"and routed experts alone",
+        )
     active = a.active_parameters
     if active is None:
         routed = model.routed_expert_parameters

@@ -424,11 +424,10 @@ def _why_lost(ctx: _Context, c: Candidate, best: Candidate | None) -> str:
     else:
         delta = c.cost_per_million_tokens - best.cost_per_million_tokens
         if delta > 0.0005:
-            pct = 100 * delta / best.cost_per_million_tokens
-            return (
-                f"costs ${c.cost_per_million_tokens:.3f} per 1M tokens vs "
-                f"${best.cost_per_million_tokens:.3f} (+{pct:.0f}%)"
-            )
+            # A catalog price may be 0 (GPUs already owned): no percentage of nothing.
+            base = best.cost_per_million_tokens
+            more = f" (+{100 * delta / base:.0f}%)" if base > 0 else ""
+            return f"costs ${c.cost_per_million_tokens:.3f} per 1M tokens vs ${base:.3f}{more}"
     if c.gpu_count > best.gpu_count:
         return "same cost with more GPUs"
     if PRECISION_RANK[c.fmt.precision] > PRECISION_RANK[best.fmt.precision]:

@@ -1,10 +1,19 @@
-"""The plan: the sizing engine's decision and its JSON contract (read by external tools)."""
+"""The plan: the sizing engine's decision and its JSON contract (read by external tools).
+
+Sizes, times and costs are finite and non-negative by type: a plan that is not fails as an
+internal error where it is made, instead of reaching status or JSON as NaN or a negative size.
+"""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmdeploy.api.types import to_camel
+
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Number = Annotated[int, Field(ge=0)]
 
 
 class PlanModel(BaseModel):
@@ -18,18 +27,18 @@ class Alternative(PlanModel):
     """A configuration the optimizer considered and did not choose, with the reason."""
 
     gpu: str
-    gpu_count: int
-    tensor_parallel: int
-    pipeline_parallel: int
+    gpu_count: Number
+    tensor_parallel: Number
+    pipeline_parallel: Number
     quantization: str
     kv_cache_dtype: str
     feasible: bool
     meets_slo: bool
-    estimated_ttft_ms: float | None = None
-    estimated_tpot_ms: float | None = None
-    replicas: int | None = None
-    cost_per_hour: float | None = None
-    cost_per_million_tokens: float | None = None
+    estimated_ttft_ms: Amount | None = None
+    estimated_tpot_ms: Amount | None = None
+    replicas: Number | None = None
+    cost_per_hour: Amount | None = None
+    cost_per_million_tokens: Amount | None = None
     reason: str
 
 
@@ -38,29 +47,29 @@ class Plan(PlanModel):
     model: str
     engine: str
     gpu: str | None = None
-    gpu_count: int | None = Field(default=None, description="GPUs per replica.")
-    tensor_parallel: int | None = None
-    pipeline_parallel: int | None = None
+    gpu_count: Number | None = Field(default=None, description="GPUs per replica.")
+    tensor_parallel: Number | None = None
+    pipeline_parallel: Number | None = None
     quantization: str | None = None
     kv_cache_dtype: str | None = None
-    max_context_length: int | None = None
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
-    gpu_memory_utilization: float | None = None
-    weights_gib_per_gpu: float | None = None
-    activation_gib_per_gpu: float | None = None
-    non_torch_gib_per_gpu: float | None = None
-    kv_cache_gib_per_gpu: float | None = None
-    kv_cache_tokens: int | None = Field(default=None, description="Per replica.")
-    max_concurrency: float | None = Field(
+    max_context_length: Number | None = None
+    max_num_seqs: Number | None = None
+    max_num_batched_tokens: Number | None = None
+    gpu_memory_utilization: Amount | None = None
+    weights_gib_per_gpu: Amount | None = None
+    activation_gib_per_gpu: Amount | None = None
+    non_torch_gib_per_gpu: Amount | None = None
+    kv_cache_gib_per_gpu: Amount | None = None
+    kv_cache_tokens: Number | None = Field(default=None, description="Per replica.")
+    max_concurrency: Amount | None = Field(
         default=None, description="Requests of maxContextLength the KV cache holds at once."
     )
-    estimated_ttft_ms: float | None = None
-    estimated_tpot_ms: float | None = None
-    estimated_tokens_per_second: float | None = Field(default=None, description="Per replica.")
-    replicas: int | None = None
-    cost_per_hour: float | None = Field(default=None, description="All replicas, USD.")
-    cost_per_million_tokens: float | None = Field(default=None, description="Output tokens, USD.")
+    estimated_ttft_ms: Amount | None = None
+    estimated_tpot_ms: Amount | None = None
+    estimated_tokens_per_second: Amount | None = Field(default=None, description="Per replica.")
+    replicas: Number | None = None
+    cost_per_hour: Amount | None = Field(default=None, description="All replicas, USD.")
+    cost_per_million_tokens: Amount | None = Field(default=None, description="Output tokens, USD.")
     checkpoint: str | None = Field(default=None, description="Checkpoint the engine loads.")
     reasons: list[str] = Field(default_factory=list)
     alternatives: list[Alternative] = Field(default_factory=list)
