@@ -236,3 +236,17 @@ def test_a_dead_peer_times_out_backs_off_reports_the_stall_and_recovers(
 
     wait_until(converged, what="the edit made while dead planned and Ready", timeout=180)
     _no_duplicates(kube_api, namespace)
+
+
+def test_a_free_prometheus_url_or_promql_is_refused_at_admission(
+    kubeconfig_path: Path, namespace: str
+) -> None:
+    """In mode operator the operator would query it with its own credentials."""
+    body = example("llama-3.1-8b-l4")
+    for scaling, field in (
+        ({"prometheusUrl": "http://127.0.0.1:1/#"}, "prometheusUrl"),
+        ({"scaleToZero": {"activationQuery": 'up{namespace="kube-system"}'}}, "activationQuery"),
+    ):
+        refused = apply(kubeconfig_path, namespace, _scaling(body, mode="operator", **scaling))
+        assert refused.returncode != 0 and field in refused.stderr, refused.stderr
+        assert "mode keda only" in refused.stderr

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmdeploy.api.types import to_camel
 
-Phase = Literal["Pending", "Planning", "Progressing", "Ready", "Degraded", "Failed"]
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
 
 
 class StatusModel(BaseModel):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests import RequestException
 from urllib3.util.retry import Retry
 
-from llmdeploy.api.types import EngineName
 from llmdeploy.autoscale.decision import MetricsReading
-from llmdeploy.autoscale.promql import query
 
 # A sample older than this is not a current reading.
 MAX_SAMPLE_AGE_S = 120.0
@@ -93,19 +90,6 @@ def _client(config: PrometheusConfig) -> PrometheusConnect:
 # Everything a query can raise short of a bug: transport and TLS errors, non-200 answers,
 # malformed bodies, an unreadable token or CA file.
 QUERY_ERRORS = (RequestException, PrometheusApiClientException, ValueError, KeyError, OSError)
-
-
-def read_metrics(
-    config: PrometheusConfig,
-    metric_types: Sequence[str],
-    namespace: str,
-    name: str,
-    engine: EngineName,
-    now: float | None = None,
-) -> MetricsReading:
-    """{metric type: value or None}; errors are folded into None per metric."""
-    queries = {t: query(t, namespace, name, engine) for t in metric_types}
-    return read_queries(config, queries, now)
 
 
 def read_queries(

@@ -7,7 +7,7 @@ Ties go to fewer GPUs, then to higher precision.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from llmdeploy.api.types import (
     KvCacheDtype,
@@ -57,7 +57,6 @@ class Candidate:
     cost_per_hour: float = 0.0
     cost_per_million_tokens: float = 0.0
     slo_miss: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def gpu_count(self) -> int:
