@@ -150,7 +150,7 @@ class DeadPeerProxy:
                 if not data:
                     break
                 target.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # the other direction closed the sockets
             pass
         finally:
             for end in (source, target):

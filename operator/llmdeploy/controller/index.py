@@ -28,6 +28,9 @@ class Record:
     applied: dict[ChildKey, tuple[str, str]] = field(default_factory=dict)  # (hash, revision)
     rendered: Rendered | None = None
     autoscaler: Remembered | None = None
+    # The inputs of the last reconcile that wrote nothing and depended on no clock: while they
+    # are unchanged, decide would give the same no-op again.
+    settled: tuple[Any, ...] | None = None
 
 
 @dataclass(slots=True)

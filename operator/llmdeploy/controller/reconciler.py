@@ -223,30 +223,40 @@ class Reconciler:
         if begun is None:
             return "success", None  # deleted
         body, children, record = begun
+        inventory = self.cluster.inventory()
+        # decide is pure: inputs equal to those of a reconcile that changed nothing and asked
+        # for no time-dependent observation give the same no-op (a settled resync costs this).
+        seen = (body["metadata"].get("resourceVersion"), children, dict(record.applied), inventory)
+        if record.settled == seen:
+            return "success", None
+        record.settled = None
         deadline = time.monotonic() + self.settings.reconcile_timeout_seconds
         snap = Snapshot(
             body,
             children,
             dict(record.applied),
-            self.cluster.inventory(),
+            inventory,
             datetime.now(UTC),
             record.rendered,
             record.autoscaler,
         )
         outcome = decide(snap, self.config)
-        for _ in range(MAX_OBSERVE_ROUNDS):
-            if not outcome.needs:
-                break
+        rounds = 0
+        while outcome.needs:
+            rounds += 1
+            if rounds > MAX_OBSERVE_ROUNDS:
+                raise RuntimeError(f"decide kept asking for more: {outcome.needs}")
             snap = self._observe(snap, outcome.needs, deadline)
             outcome = decide(snap, self.config)
-        if outcome.needs:
-            raise RuntimeError(f"decide kept asking for more: {outcome.needs}")
         try:
-            self._act(key, snap, record, outcome, deadline)
+            wrote = self._act(key, snap, record, outcome, deadline)
         except ClusterError as exc:
             if exc.status is not None and not isinstance(exc, OverdueError):
                 self._report_failure(snap, str(exc))
             raise
+        timeless = rounds == 0 and outcome.autoscaler is None and outcome.requeue_after_s is None
+        if timeless and not wrote:
+            record.settled = seen
         invalid = outcome.status is not None and outcome.status.phase == "Failed"
         return ("invalid" if invalid else "success"), outcome.requeue_after_s
 
@@ -267,7 +277,8 @@ class Reconciler:
 
     def _act(
         self, key: Key, snap: Snapshot, record: Record, outcome: Outcome, deadline: float
-    ) -> None:
+    ) -> bool:
+        """Whether it wrote anything."""
         body = snap.body
         owner = owner_of(body)
         metadata = body["metadata"]
@@ -301,12 +312,11 @@ class Reconciler:
                 raise ConflictError
             version = scaled
             metrics.SCALINGS.inc()
-        if outcome.status is not None:
-            patch = status_patch(body.get("status") or {}, outcome.status)
-            if patch:
-                _check(deadline)
-                if self.cluster.patch_status(owner.namespace, owner.name, patch, version) is None:
-                    raise ConflictError
+        patch = status_patch(body.get("status") or {}, outcome.status) if outcome.status else {}
+        if patch:
+            _check(deadline)
+            if self.cluster.patch_status(owner.namespace, owner.name, patch, version) is None:
+                raise ConflictError
         # Remembered only once its status is written: a fail-over finds the same history.
         record.autoscaler = outcome.autoscaler
         notes = [(e.reason, e.message, e.warning) for e in outcome.events]
@@ -331,6 +341,7 @@ class Reconciler:
             self.cluster.remove_finalizer(
                 owner.namespace, owner.name, list(metadata.get("finalizers") or [])
             )
+        return bool(outcome.apply or outcome.prune or notes or patch or outcome.remove_finalizer)
 
     def _report_failure(self, snap: Snapshot, error: str) -> None:
         """The API server refused part of the act: say so in status (Degraded) and an event."""
