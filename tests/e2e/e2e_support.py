@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -45,6 +46,15 @@ def wait_until(
                 f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}"
             )
         time.sleep(interval)
+
+
+def healthy(port: int) -> bool:
+    """Whether an operator's /healthz on `port` answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
 
 
 def status_of(call: Callable[[], object]) -> int:

@@ -8,7 +8,6 @@ import copy
 import select
 import socket
 import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from .e2e_support import wait_until
+from .e2e_support import healthy, wait_until
 from .operator_harness import Operator, free_port
 from .test_faults import _no_duplicates
 from .test_operator import GROUP, PLURAL, VERSION, apply, deployment, example, ready
@@ -195,14 +194,6 @@ def proxied_operator(
         operator.start()
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
-
-
 def test_a_dead_peer_times_out_backs_off_reports_the_stall_and_recovers(
     kubeconfig_path: Path,
     kube_api: client.ApiClient,
@@ -211,7 +202,7 @@ def test_a_dead_peer_times_out_backs_off_reports_the_stall_and_recovers(
 ) -> None:
     running, proxy = proxied_operator
     port = int(running.settings["LLMDEPLOY_HEALTH_PORT"])
-    wait_until(lambda: _healthy(port), what="healthy at start", timeout=60)
+    wait_until(lambda: healthy(port), what="healthy at start", timeout=60)
     body = example("llama-3.1-8b-l4")
     assert apply(kubeconfig_path, namespace, body).returncode == 0
     wait_until(lambda: ready(kube_api, namespace, NAME), what="Ready", timeout=120)
@@ -225,10 +216,10 @@ def test_a_dead_peer_times_out_backs_off_reports_the_stall_and_recovers(
         what="reconciles timing out and backing off",
         timeout=90,
     )
-    wait_until(lambda: not _healthy(port), what="liveness reporting the stall", timeout=60)
+    wait_until(lambda: not healthy(port), what="liveness reporting the stall", timeout=60)
 
     proxy.alive.set()
-    wait_until(lambda: _healthy(port), what="liveness recovered", timeout=90)
+    wait_until(lambda: healthy(port), what="liveness recovered", timeout=90)
 
     def converged() -> bool:
         obj = ready(kube_api, namespace, NAME)

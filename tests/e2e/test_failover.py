@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from pathlib import Path
 
 from kubernetes import client
 
-from .e2e_support import wait_until
+from .e2e_support import healthy, wait_until
 from .operator_harness import Operator, free_port
 from .prometheus_harness import Prometheus, VllmMetricsSim
 from .test_autoscaling import DOWN_WINDOW_S, ENDPOINT, ENDPOINTS, NAME, deploy, replicas
@@ -101,14 +100,6 @@ def test_fail_over_and_fail_back_inside_a_scale_down_window(
         sim.close()
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
-
-
 def test_api_server_frozen_for_a_minute_mid_reconcile(
     kubeconfig_path: Path,
     kube_api: client.ApiClient,
@@ -130,7 +121,7 @@ def test_api_server_frozen_for_a_minute_mid_reconcile(
     )
     frozen_operator.start()
     try:
-        wait_until(lambda: _healthy(health), what="healthy", timeout=60)
+        wait_until(lambda: healthy(health), what="healthy", timeout=60)
         assert apply(kubeconfig_path, namespace, example("llama-3.1-8b-l4")).returncode == 0
         custom = client.CustomObjectsApi(kube_api)
         wait_until(lambda: ready(kube_api, namespace, "llama-8b"), what="Ready", timeout=120)
@@ -140,10 +131,10 @@ def test_api_server_frozen_for_a_minute_mid_reconcile(
         with frozen("kube-apiserver"):
             start = time.monotonic()
             while time.monotonic() - start < 60:
-                stalled = stalled or not _healthy(health)
+                stalled = stalled or not healthy(health)
                 time.sleep(2)
         assert stalled, "liveness never reported the frozen API server"
-        wait_until(lambda: _healthy(health), what="liveness recovered", timeout=120)
+        wait_until(lambda: healthy(health), what="liveness recovered", timeout=120)
 
         def converged() -> bool:
             obj = ready(kube_api, namespace, "llama-8b")
