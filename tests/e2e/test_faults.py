@@ -263,9 +263,6 @@ def test_two_replicas_one_acts_and_the_other_takes_over(
     # Two replicas as manifests/ deploys them: same settings, no explicit priority.
     with _replicas(operator, kubeconfig_path, tmp_path, {}, {}) as (peering, (first, second)):
         audit = AuditLog()
-        first.start()
-        time.sleep(1)  # the replica that started first stays the active one
-        second.start()
 
         def peers() -> int:
             try:
@@ -278,6 +275,11 @@ def test_two_replicas_one_acts_and_the_other_takes_over(
                 raise
             return len(obj.get("status") or {})
 
+        # The replica that started first stays the active one: the second starts once the
+        # first has joined the peering.
+        first.start()
+        wait_until(lambda: peers() == 1, what="the first replica in the peering", timeout=60)
+        second.start()
         wait_until(lambda: peers() == 2, what="both replicas in the peering", timeout=60)
         audit.mark()
         body = _start(kubeconfig_path, kube_api, namespace)
@@ -326,7 +328,9 @@ def test_a_replica_outranked_while_acting_stops_acting(
             what="Deployment recreated",
             timeout=60,
         )
-        time.sleep(5)  # two more passes: the paused replica would have acted by now
+        # Two more resyncs of the acting replica: the paused one would have acted by now.
+        done = high.reconciles()
+        wait_until(lambda: high.reconciles() >= done + 2, what="two more resyncs", timeout=60)
         assert "applied Deployment/" in high.logs()
         assert "applied" not in low.logs()[paused_at:]
         _no_duplicates(kube_api, namespace)
