@@ -61,11 +61,14 @@ def install(kubeconfig: Path) -> None:
         assert waited.returncode == 0, waited.stderr
 
 
-def service_account_kubeconfig(api: client.ApiClient, admin: Path, out: Path) -> Path:
-    """A kubeconfig that authenticates as the operator's ServiceAccount (a bound token)."""
+def service_account_kubeconfig(
+    api: client.ApiClient, admin: Path, out: Path, account: str = SERVICE_ACCOUNT
+) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount of the operator's namespace (the
+    operator's own unless `account` is given) with a bound token."""
     core = client.CoreV1Api(api)
     token = core.create_namespaced_service_account_token(
-        SERVICE_ACCOUNT,
+        account,
         OPERATOR_NAMESPACE,
         client.AuthenticationV1TokenRequest(
             spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200)
@@ -73,11 +76,11 @@ def service_account_kubeconfig(api: client.ApiClient, admin: Path, out: Path) ->
     ).status.token
     config: dict[str, Any] = yaml.safe_load(admin.read_text())
     cluster = config["clusters"][0]
-    config["users"] = [{"name": SERVICE_ACCOUNT, "user": {"token": token}}]
+    config["users"] = [{"name": account, "user": {"token": token}}]
     config["contexts"] = [
-        {"name": SERVICE_ACCOUNT, "context": {"cluster": cluster["name"], "user": SERVICE_ACCOUNT}}
+        {"name": account, "context": {"cluster": cluster["name"], "user": account}}
     ]
-    config["current-context"] = SERVICE_ACCOUNT
+    config["current-context"] = account
     out.write_text(yaml.safe_dump(config))
     out.chmod(0o600)
     return out

@@ -231,15 +231,20 @@ def test_api_server_restart_and_frozen_etcd_converge(
 
 @contextmanager
 def _replicas(
-    operator: Operator, kubeconfig: Path, tmp_path: Path, *extra: dict[str, str]
+    operator: Operator,
+    kubeconfig: Path,
+    tmp_path: Path,
+    *extra: dict[str, str],
+    identity: Path | None = None,
 ) -> Iterator[tuple[str, list[Operator]]]:
-    """Operator replicas in a peering of their own (one per `extra` settings), with the shared
-    test operator stepped aside so that only they can act; stopped and cleaned up after."""
+    """Operator replicas in a peering of their own (one per `extra` settings), as the shared
+    test operator's ServiceAccount unless `identity` names another kubeconfig, with the shared
+    operator stepped aside so that only they can act; stopped and cleaned up after."""
     operator.stop()
     peering = f"e2e-{uuid.uuid4().hex[:6]}"
     settings = {"LLMDEPLOY_PEERING_NAME": peering, "LLMDEPLOY_PEERING_LIFETIME_SECONDS": "10"}
     replicas = [
-        Operator(operator.kubeconfig, tmp_path / f"replica-{i}", **settings, **more)
+        Operator(identity or operator.kubeconfig, tmp_path / f"replica-{i}", **settings, **more)
         for i, more in enumerate(extra)
     ]
     for replica in replicas:

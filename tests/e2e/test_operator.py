@@ -345,6 +345,9 @@ def test_operator_killed_while_reconciling_many_loses_nothing_duplicates_nothing
         ("delete", "nodes", False),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),
         ("delete", "llmdeployments.llmdeploy.io", False),
+        ("update", "deployments.apps", False),
+        ("delete", "horizontalpodautoscalers.autoscaling", True),
+        ("list", "namespaces", True),
     ],
 )
 def test_operator_service_account_has_least_privilege(

@@ -29,16 +29,8 @@ def test_operator_pod_is_non_root_read_only_and_drops_everything() -> None:
         assert "limits" in container["resources"]
 
 
-def test_replicas_do_not_share_a_fixed_peering_priority() -> None:
-    # kopf pauses every replica when two share a priority: replicas > 1 must leave it unset
-    # (the start time decides, see controller/run.py).
+def test_the_operator_runs_two_replicas_that_elect_one() -> None:
     deployment = _operator_deployment()
-    settings = yaml.safe_load((BASE / "settings.yaml").read_text())
     assert deployment["spec"]["replicas"] > 1
-    env = [
-        e["name"]
-        for c in deployment["spec"]["template"]["spec"]["containers"]
-        for e in c.get("env", [])
-    ]
-    assert "LLMDEPLOY_PRIORITY" not in env
-    assert "LLMDEPLOY_PRIORITY" not in (settings.get("data") or {})
+    env = deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    assert "LLMDEPLOY_STANDALONE" not in {e["name"] for e in env}

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmdeploy.controller.peering import Peering, peering_allows
+from llmdeploy.controller.run import peering_priority
+from llmdeploy.controller.settings import PRIORITY_BOUND, OperatorSettings
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -54,3 +56,18 @@ def test_a_change_is_reported_once_and_an_unreadable_peering_changes_nothing() -
 
 def test_standalone_always_acts() -> None:
     assert Peering(None, "me", 0, lambda _: None).acting()
+
+
+def test_replicas_never_share_a_priority_whatever_the_setting() -> None:
+    # kopf pauses every replica when two share a priority; a rank in the shared ConfigMap
+    # must not do that: the start time orders replicas of one rank, the first ranking higher.
+    for rank in (0, 5, -PRIORITY_BOUND, PRIORITY_BOUND):
+        settings = OperatorSettings(priority=rank)
+        first = peering_priority(settings, 1_800_000_000.0)
+        second = peering_priority(settings, 1_800_000_000.5)
+        assert first > second
+        assert -(2**63) < second < first < 2**63  # kopf stores it as a JSON integer
+    # A higher rank outranks an earlier start.
+    early_low = peering_priority(OperatorSettings(priority=1), 1_000_000_000.0)
+    late_high = peering_priority(OperatorSettings(priority=2), 4_000_000_000.0)
+    assert late_high > early_low

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -132,16 +132,21 @@ class Cluster:
         with self._lock:
             self._kinds[(api_version, kind)] = (None, time.monotonic())
 
-    def gpus_in_use(self, owner: Owner) -> tuple[dict[str, int], int]:
+    def gpus_in_use(self, owner: Owner, namespaces: Sequence[str]) -> tuple[dict[str, int], int]:
         """(GPUs requested by pods bound to each node, how many of them are the owner's pods).
-        Read fresh: it caps a scale-up, and a stale count would promise GPUs that are gone."""
+        Read fresh: it caps a scale-up, and a stale count would promise GPUs that are gone.
+        An operator confined to `namespaces` may not list other namespaces' pods: it counts its
+        own, and GPUs taken by others show up as pods the scheduler cannot place."""
         usage: dict[str, int] = {}
         owned = 0
-        for pod in self._list(
-            "v1",
-            "Pod",
-            field_selector="status.phase!=Succeeded,status.phase!=Failed,spec.nodeName!=",
-        ):
+        bound = "status.phase!=Succeeded,status.phase!=Failed,spec.nodeName!="
+        scopes: Sequence[str | None] = list(namespaces) or [None]
+        pods = [
+            pod
+            for scope in scopes
+            for pod in self._list("v1", "Pod", namespace=scope, field_selector=bound)
+        ]
+        for pod in pods:
             node = str(pod.spec.nodeName)
             labels = dict(pod.metadata.labels or {})
             if (
@@ -156,24 +161,26 @@ class Cluster:
                         usage[node] = usage.get(node, 0) + int(requests[name])
         return usage, owned
 
-    def ensure_cluster_peering(self, name: str) -> None:
-        """kopf needs its ClusterKopfPeering object to elect the active replica."""
-        resource = self._resource("kopf.dev/v1", "ClusterKopfPeering")
+    def ensure_peering(self, name: str, namespaces: Sequence[str]) -> None:
+        """kopf elects the active replica through a peering object it does not create: a
+        ClusterKopfPeering for a cluster-wide operator, a KopfPeering in each watched namespace
+        for one confined to `namespaces`."""
+        kind = "KopfPeering" if namespaces else "ClusterKopfPeering"
+        resource = self._resource("kopf.dev/v1", kind)
         if resource is None:
             raise ClusterError(
-                "the ClusterKopfPeering CRD is not installed (manifests/base/peering.yaml); "
+                f"the {kind} CRD is not installed (manifests/base/peering.yaml); "
                 "install it or set LLMDEPLOY_STANDALONE=true"
             )
-        body = {
-            "apiVersion": "kopf.dev/v1",
-            "kind": "ClusterKopfPeering",
-            "metadata": {"name": name},
-        }
-        try:
-            resource.create(body=body)
-        except DynamicApiError as exc:
-            if getattr(exc, "status", None) != 409:  # already there
-                raise _error(exc, f"create ClusterKopfPeering {name}") from None
+        scopes: Sequence[str | None] = list(namespaces) or [None]
+        for scope in scopes:
+            metadata = {"name": name} | ({"namespace": scope} if scope else {})
+            body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": metadata}
+            try:
+                resource.create(body=body, namespace=scope)
+            except DynamicApiError as exc:
+                if getattr(exc, "status", None) != 409:  # already there
+                    raise _error(exc, f"create {kind} {name}") from None
 
     def peers(self, name: str, namespace: str | None) -> dict[str, Any]:
         """The replicas kopf's peering object lists (its status); empty if there is none."""

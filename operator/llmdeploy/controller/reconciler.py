@@ -272,7 +272,9 @@ class Reconciler:
             reading = read_queries(endpoint, dict(needs.queries), snap.now.timestamp())
             snap = replace(snap, metrics=reading)
         if needs.gpus_in_use:
-            snap = replace(snap, gpus_in_use=self.cluster.gpus_in_use(owner))
+            snap = replace(
+                snap, gpus_in_use=self.cluster.gpus_in_use(owner, self.settings.namespaces)
+            )
         return snap
 
     def _act(

@@ -96,7 +96,7 @@ def build_registry(
     @kopf.on.startup(registry=registry)
     def start(**_: Any) -> None:
         if not reconciler.settings.standalone:
-            cluster.ensure_cluster_peering(reconciler.settings.peering_name)
+            cluster.ensure_peering(reconciler.settings.peering_name, reconciler.settings.namespaces)
         reconciler.start()
 
     @kopf.on.cleanup(registry=registry)
@@ -137,12 +137,10 @@ def own_identity() -> str:
 
 
 def peering_priority(settings: OperatorSettings, started: float) -> int:
-    """kopf pauses every replica when two share a priority, so replicas of one Deployment must
-    differ: unless set, the replica that started first has the highest priority and stays the
-    active one; a restarted replica queues behind it."""
-    if settings.priority is not None:
-        return settings.priority
-    return -int(started * 1_000_000)
+    """kopf pauses every replica when two share a priority, so no setting can give two replicas
+    the same one: the configured rank comes first, then the start time (in milliseconds), the
+    replica that started first ranking higher, so a restarted replica queues behind it."""
+    return settings.priority * 10**13 - int(started * 1000)
 
 
 def run_operator(settings: OperatorSettings) -> None:

@@ -25,6 +25,11 @@ class PrometheusEndpoint(BaseModel):
     insecure_skip_verify: bool = False
 
 
+# kopf pauses every replica when two share a peering priority, so the rank is combined with the
+# start time (peering_priority in run.py); this bound keeps the product inside an int64.
+PRIORITY_BOUND = 900_000
+
+
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMDEPLOY_", frozen=True)
 
@@ -104,10 +109,12 @@ class OperatorSettings(BaseSettings):
     )
     peering_name: str = Field(default="llmdeploy", description="kopf peering object.")
     standalone: bool = Field(default=False, description="Run without peering (no HA).")
-    priority: int | None = Field(
-        default=None,
-        description="Peering priority of this replica; unset: the replica that started first "
-        "acts (replicas with equal priorities would all pause).",
+    priority: int = Field(
+        default=0,
+        ge=-PRIORITY_BOUND,
+        le=PRIORITY_BOUND,
+        description="Peering rank of this replica: the highest acts. Replicas of the same rank "
+        "(a shared setting included) are ordered by start time, the first acting.",
     )
     peering_lifetime_seconds: int = Field(
         default=60,
