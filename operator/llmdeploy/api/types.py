@@ -140,6 +140,12 @@ class ModelArchitecture(SpecModel):
     in the catalog can still be sized.
     """
 
+    model_type: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9_]+$",
+        description="model_type of the config (e.g. gemma2): engines refuse some dtypes by it.",
+    )
     parameters: Annotated[float, Field(gt=0, le=1e13)] | None = Field(
         default=None, description="Total parameter count (all experts included)."
     )
