@@ -417,3 +417,30 @@ def test_cli_exits_2_naming_extra_args(tmp_path: Path, engine: dict[str, Any]) -
     assert result.returncode == 2, result.stdout
     assert "spec.engine.extraArgs" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_model_type_from_a_config_drives_the_refusal(catalog: Catalog, lock: ImageLock) -> None:
+    from llmdeploy.catalog import architecture_from_hf_config
+
+    config = {
+        "model_type": "gemma2",
+        "num_hidden_layers": 26,
+        "hidden_size": 2304,
+        "intermediate_size": 9216,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "vocab_size": 256000,
+        "max_position_embeddings": 8192,
+    }
+    facts = architecture_from_hf_config(config)
+    assert facts.model_type == "gemma2"
+    architecture = facts.model_dump(mode="json", by_alias=True, exclude_none=True)
+    spec = {
+        "model": {"name": "example/gemma-2-2b-finetune", "architecture": architecture},
+        "quantization": "fp16",
+    }
+    plan = plan_deployment(LLMDeploymentSpec.model_validate(spec), catalog, lock)
+    assert not plan.feasible and any("gemma2" in r for r in plan.reasons)
+    spec["quantization"] = "bf16"
+    assert plan_deployment(LLMDeploymentSpec.model_validate(spec), catalog, lock).feasible
