@@ -444,3 +444,22 @@ def test_model_type_from_a_config_drives_the_refusal(catalog: Catalog, lock: Ima
     assert not plan.feasible and any("gemma2" in r for r in plan.reasons)
     spec["quantization"] = "bf16"
     assert plan_deployment(LLMDeploymentSpec.model_validate(spec), catalog, lock).feasible
+
+
+def test_tensorrt_llm_refuses_a_served_name_it_cannot_set(
+    catalog: Catalog, lock: ImageLock
+) -> None:
+    spec = {
+        "model": {"name": LLAMA_8B, "servedName": "llama"},
+        "engine": TRT,
+        "placement": {"gpu": "nvidia-l40s"},
+    }
+    res = resource(spec)
+    with pytest.raises(SpecError) as err:
+        render_manifests(res, plan_deployment(res.spec, catalog, lock), catalog, lock)
+    assert err.value.field == "spec.model.servedName"
+    assert LLAMA_8B in err.value.message
+    # The name it answers under anyway is accepted.
+    spec["model"]["servedName"] = LLAMA_8B
+    _, objects = plan_and_render(spec, catalog, lock)
+    assert engine_container(objects)["args"][0] == LLAMA_8B

@@ -202,6 +202,12 @@ def trtllm_args(spec: LLMDeploymentSpec, plan: Plan, options_file: str) -> list[
     """trtllm-serve 1.0.0 has no served-model-name option: the API answers under the model
     argument, which is spec.model.name unless a quantized variant or a source replaces it
     (docs/engine-flags.md)."""
+    model = model_reference(spec, plan)
+    if spec.model.served_name and spec.model.served_name != model:
+        raise SpecError(
+            "spec.model.servedName",
+            f"trtllm-serve has no served-model-name option; the API answers under {model!r}",
+        )
     planned: list[tuple[str, str | None]] = [
         ("--host", "0.0.0.0"),  # trtllm-serve binds localhost by default
         ("--port", str(ENGINE_PORT)),
@@ -213,10 +219,7 @@ def trtllm_args(spec: LLMDeploymentSpec, plan: Plan, options_file: str) -> list[
         ("--max_num_tokens", str(plan.max_num_batched_tokens)),
         ("--extra_llm_api_options", options_file),
     ]
-    return [
-        model_reference(spec, plan),
-        *_merge_extra_args(planned, spec, set_elsewhere=TRTLLM_OPTION_FLAGS),
-    ]
+    return [model, *_merge_extra_args(planned, spec, set_elsewhere=TRTLLM_OPTION_FLAGS)]
 
 
 def trtllm_options(spec: LLMDeploymentSpec, plan: Plan) -> dict[str, object]:
