@@ -27,6 +27,7 @@ from llmdeploy.api.types import (
 )
 from llmdeploy.catalog import (
     Catalog,
+    ImageLock,
     architecture_from_hf_config,
     load_catalog,
     load_image_lock,
@@ -77,11 +78,12 @@ def _with_hf_config(resource: LLMDeployment, path: str) -> LLMDeployment:
     return resource.model_copy(update={"spec": spec})
 
 
-def _load(args: argparse.Namespace) -> tuple[LLMDeployment, Catalog]:
+def _load(args: argparse.Namespace) -> tuple[LLMDeployment, Catalog, ImageLock]:
     resource = read_manifest(args.file)
     if args.model_config:
         resource = _with_hf_config(resource, args.model_config)
-    return resource, load_catalog(Path(p) for p in args.catalog)
+    lock = load_image_lock(Path(args.image_lock) if args.image_lock else None)
+    return resource, load_catalog(Path(p) for p in args.catalog), lock
 
 
 def format_plan_table(plan: Plan) -> str:
@@ -135,8 +137,8 @@ def format_plan_table(plan: Plan) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    resource, catalog = _load(args)
-    plan = plan_deployment(resource.spec, catalog)
+    resource, catalog, lock = _load(args)
+    plan = plan_deployment(resource.spec, catalog, lock)
     document: dict[str, Any] = plan.to_json_dict()
     if args.output == "json":
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
@@ -154,11 +156,10 @@ def _report_feasibility(plan: Plan) -> bool:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    resource, catalog = _load(args)
-    plan = plan_deployment(resource.spec, catalog)
+    resource, catalog, lock = _load(args)
+    plan = plan_deployment(resource.spec, catalog, lock)
     if not _report_feasibility(plan):
         return EXIT_INFEASIBLE
-    lock = load_image_lock(Path(args.image_lock) if args.image_lock else None)
     try:
         access = HostAccess(
             allowed_host_path_prefixes=tuple(args.allow_host_path_prefix),
@@ -195,8 +196,8 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     cold_start = args.cold_start
     if cold_start is not None and not 0 <= cold_start <= MAX_COLD_START_S:  # NaN fails too
         raise InputError(f"--cold-start: must be 0 to {MAX_COLD_START_S:g} seconds")
-    resource, catalog = _load(args)
-    plan = plan_deployment(resource.spec, catalog)
+    resource, catalog, lock = _load(args)
+    plan = plan_deployment(resource.spec, catalog, lock)
     if not _report_feasibility(plan):
         return EXIT_INFEASIBLE
     try:
@@ -276,6 +277,7 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         metavar="CONFIG_JSON",
         help="a Hugging Face config.json giving the model's architecture",
     )
+    parser.add_argument("--image-lock", metavar="FILE", help="replace the packaged image lock")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,7 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
     render = commands.add_parser("render", help="print the Kubernetes objects for GitOps")
     _add_input_options(render)
     render.add_argument("--output-dir", metavar="DIR", help="write one file per object")
-    render.add_argument("--image-lock", metavar="FILE", help="replace the packaged image lock")
     render.add_argument(
         "--allow-host-path-prefix",
         action="append",

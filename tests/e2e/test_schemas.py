@@ -94,10 +94,10 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
 
 def rendered(body: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
     resource = LLMDeployment.model_validate(body)
-    catalog = load_catalog()
-    plan = plan_deployment(resource.spec, catalog)
+    catalog, lock = load_catalog(), load_image_lock()
+    plan = plan_deployment(resource.spec, catalog, lock)
     assert plan.feasible, plan.reasons
-    objects = render_manifests(resource, plan, catalog, load_image_lock())
+    objects = render_manifests(resource, plan, catalog, lock)
     for obj in objects:
         obj["metadata"]["namespace"] = namespace
     return objects

@@ -35,3 +35,11 @@ def write_image_lock(path: Path, **override: object) -> Path:
     }
     path.write_text(yaml.safe_dump({"images": [entry]}))
     return path
+
+
+def engine_options(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rendered TensorRT-LLM options file (--extra_llm_api_options), parsed."""
+    configmap = next(o for o in objects if o["kind"] == "ConfigMap")
+    options = yaml.safe_load(configmap["data"]["extra-llm-api-options.yaml"])
+    assert isinstance(options, dict)
+    return options

@@ -17,6 +17,7 @@ from llmdeploy.autoscale.policy import cold_start_estimate
 from llmdeploy.catalog import Catalog, load_image_lock
 from llmdeploy.render import SPEC_HASH_ANNOTATION, HostAccess, render_manifests
 from llmdeploy.sizing import Plan, SpecError, plan_deployment
+from tests.unit.conftest import engine_options
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -36,9 +37,10 @@ def example(name: str) -> dict[str, Any]:
 
 def render(body: dict[str, Any], catalog: Catalog) -> tuple[list[dict[str, Any]], Plan]:
     resource = resource_from(body)
-    plan = plan_deployment(resource.spec, catalog)
+    lock = load_image_lock()
+    plan = plan_deployment(resource.spec, catalog, lock)
     assert plan.feasible, plan.reasons
-    return render_manifests(resource, plan, catalog, load_image_lock()), plan
+    return render_manifests(resource, plan, catalog, lock), plan
 
 
 def engine_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -118,11 +120,15 @@ def test_trtllm_args_follow_the_plan(catalog: Catalog) -> None:
     assert flag(args, "--pp_size") == str(plan.pipeline_parallel)
     assert flag(args, "--max_seq_len") == str(plan.max_context_length)
     assert flag(args, "--host") == "0.0.0.0"
-    assert float(flag(args, "--kv_cache_free_gpu_memory_fraction")) == plan.gpu_memory_utilization
-    options = next(o for o in objects if o["kind"] == "ConfigMap")
-    assert yaml.safe_load(options["data"]["extra-llm-api-options.yaml"]) == {
-        "kv_cache_config": {"dtype": "fp8"}
+    assert flag(args, "--max_num_tokens") == str(plan.max_num_batched_tokens)
+    # The fraction is set in the options file only: its kv_cache_config replaces the flag's.
+    assert "--kv_cache_free_gpu_memory_fraction" not in args
+    options = engine_options(objects)
+    assert options["kv_cache_config"] == {
+        "dtype": "fp8",
+        "free_gpu_memory_fraction": plan.gpu_memory_utilization,
     }
+    assert options["dtype"] == "bfloat16"
 
 
 def test_multi_node_replica_is_a_leaderworkerset_with_ray(catalog: Catalog) -> None:

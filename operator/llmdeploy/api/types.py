@@ -140,6 +140,12 @@ class ModelArchitecture(SpecModel):
     in the catalog can still be sized.
     """
 
+    model_type: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9_]+$",
+        description="model_type of the config (e.g. gemma2): engines refuse some dtypes by it.",
+    )
     parameters: Annotated[float, Field(gt=0, le=1e13)] | None = Field(
         default=None, description="Total parameter count (all experts included)."
     )
@@ -356,11 +362,14 @@ class EngineSpec(SpecModel):
         default=None, description="Token budget of one engine step; default 8192."
     )
     extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(
-        default_factory=list, description="Additional engine arguments, appended verbatim."
+        default_factory=list,
+        description="Additional engine arguments, appended verbatim; a flag the engine "
+        "release removed is refused.",
     )
     allow_arg_overrides: bool = Field(
         default=False,
-        description="Let extraArgs replace flags the plan sets (TP, max length, ...).",
+        description="Let extraArgs replace flags the plan sets (TP, max length, ...); the pods "
+        "then request the GPUs of the overridden TP x PP.",
     )
 
 

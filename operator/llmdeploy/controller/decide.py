@@ -185,8 +185,10 @@ def plan_for_cluster(
     inventory: Inventory,
     provisionable: set[str] | None,
     excluded: Sequence[str] = (),
+    lock: ImageLock | None = None,
 ) -> Plan:
-    """Plan against the GPUs the cluster has or can provision; raises SpecError."""
+    """Plan against the GPUs the cluster has or can provision, and the images the lock pins
+    for their platforms; raises SpecError."""
     view = cluster_catalog(catalog, inventory, provisionable)
     spec, reason = placement_for_cluster(resource.spec, view, excluded)
     if spec is None:
@@ -196,7 +198,7 @@ def plan_for_cluster(
             engine=resource.spec.engine.name.value,
             reasons=[reason],
         )
-    return plan_deployment(spec, view)
+    return plan_deployment(spec, view, lock)
 
 
 def desired_state(
@@ -216,7 +218,7 @@ def desired_state(
     if stored_plan is not None and stored_key == key:
         plan = stored_plan
     else:
-        plan = plan_for_cluster(resource, catalog, inventory, provisionable, excluded)
+        plan = plan_for_cluster(resource, catalog, inventory, provisionable, excluded, lock)
     if not plan.feasible or plan.gpu is None:
         return Desired(plan, key)
     drivers = inventory.drivers(catalog, plan.gpu) if plan.gpu in catalog.gpus else []

@@ -28,6 +28,8 @@ from llmdeploy.catalog import Catalog, Gpu, ImageLock
 from llmdeploy.render.engine_args import (
     ENGINE_PORT,
     MODEL_DIR,
+    check_extra_args,
+    effective_parallelism,
     engine_command,
     model_reference,
     trtllm_args,
@@ -61,6 +63,7 @@ LOGS_GIB = 2  # container logs, which count against ephemeral storage too
 CHECKPOINT_COPIES = 2
 CHECKPOINT_EXTRA_GIB = 8
 HF_TOKEN_DIR = "/var/run/llmdeploy/hf-token"
+OPTIONS_FILE = "/etc/llmdeploy/extra-llm-api-options.yaml"
 
 # The leader starts the Ray head, waits for the group's workers, then runs the engine with the
 # arguments it was given ("$@"), so no user value is ever parsed by the shell.
@@ -188,12 +191,15 @@ def _pod_templates(workload: dict[str, Any]) -> list[dict[str, Any]]:
     return [workload["spec"]["template"]]
 
 
-def _stamp_spec_hash(workload: dict[str, Any]) -> None:
+def _stamp_spec_hash(workload: dict[str, Any], engine_options: str) -> None:
     """Annotate the workload and its pods with a digest of what runs in the pods: it changes
-    with the pod templates (and so rolls pods) and not with replicas or operator upgrades that
-    render the same pods."""
+    with the pod templates and the engine's options file (the pods read it only at start), and
+    so rolls pods, and not with replicas or operator upgrades that render the same pods."""
     templates = _pod_templates(workload)
-    digest = hashlib.sha256(json.dumps(templates, sort_keys=True).encode()).hexdigest()[:16]
+    content = (
+        {"templates": templates, "engineOptions": engine_options} if engine_options else templates
+    )
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     workload["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
     for template in templates:
         template["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
@@ -336,19 +342,23 @@ def render_manifests(
     spec = resource.spec
     gpu = catalog.gpus[plan.gpu]
     engine = spec.engine.name
-    image, pinned = select_image(spec, lock, node_drivers)
-    tensor, pipeline = plan.tensor_parallel or 1, plan.pipeline_parallel or 1
+    # An image of the GPU's platform only: CUDA for nvidia.com/gpu, ROCm for amd.com/gpu.
+    image, pinned = select_image(spec, lock, node_drivers, gpu.platform)
+    check_extra_args(
+        spec, catalog.engines[engine], pinned.engine_version if pinned else spec.engine.version
+    )
+    tensor, pipeline = effective_parallelism(spec, plan)
     multi_node = tensor * pipeline > gpu.gpus_per_node
     gpus_per_pod = tensor if multi_node else tensor * pipeline
     shm_gib = 1 if tensor * pipeline == 1 else 8  # NCCL uses /dev/shm between ranks
 
-    options = trtllm_options(plan) if engine is EngineName.TENSORRT_LLM else None
+    options = trtllm_options(spec, plan) if engine is EngineName.TENSORRT_LLM else None
     options_configmap = f"{name}-engine-options" if options else None
     if engine is EngineName.VLLM:
-        args = vllm_args(spec, plan, multi_node=multi_node)
+        native = resolve_model(spec.model, catalog).native_dtype
+        args = vllm_args(spec, plan, multi_node=multi_node, native=native)
     else:
-        options_file = "/etc/llmdeploy/extra-llm-api-options.yaml" if options else None
-        args = trtllm_args(spec, plan, options_file)
+        args = trtllm_args(spec, plan, OPTIONS_FILE)
 
     selector = {SELECTOR_LABEL: name}
     labels = {
@@ -446,7 +456,7 @@ def render_manifests(
     workload = _render_template(
         "leaderworkerset.yaml.j2" if multi_node else "deployment.yaml.j2", values
     )
-    _stamp_spec_hash(workload)
+    _stamp_spec_hash(workload, values["options_yaml"])
     objects.append(workload)
     objects.append(_render_template("service.yaml.j2", values))
     objects.append(_render_template("poddisruptionbudget.yaml.j2", values))

@@ -48,6 +48,7 @@ class ModelFacts:
     qk_rope_head_dim: int = 0
     sliding_window: int = 0
     sliding_window_layers: int = 0
+    model_type: str | None = None  # Hugging Face model_type, for engines' dtype refusals
 
     # Derived once in __post_init__: the planner reads them for every candidate.
     embedding_parameters: float = field(init=False)  # input embedding + lm_head (one if tied)
@@ -147,6 +148,7 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ModelFacts:
     sliding_window = a.sliding_window or 0
     model = ModelFacts(
         id=entry.id if entry is not None else spec.name,
+        model_type=a.model_type,
         parameters=parameters,
         active_parameters=parameters,
         layers=a.layers,
