@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds \
-	demo demo-down prometheus
+	demo demo-down prometheus lint-manifests
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -25,6 +25,11 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+# checkov and kube-score on the rendered examples and the install; not part of `make test`
+# (it downloads both linters, pinned, on first use). Findings: docs/reliability.md.
+lint-manifests: venv
+	hack/lint-manifests.sh
 
 unit: venv
 	$(BIN)/pytest tests/unit tests/golden

@@ -224,6 +224,25 @@ def test_root_filesystem_is_read_only_with_writable_volumes(catalog: Catalog) ->
     assert volumes["home"]["emptyDir"] == {"sizeLimit": "10Gi"}
 
 
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_engine_container_has_a_high_uid_a_user_name_and_bounded_disk(
+    path: Path, catalog: Catalog
+) -> None:
+    objects, _ = render(yaml.safe_load(path.read_text()), catalog)
+    pods = [t["spec"] for obj in objects for t in pod_templates(obj)]
+    assert pods
+    for pod in pods:
+        # Above the UIDs node images give their accounts (1000 is often the admin user).
+        assert pod["securityContext"]["runAsUser"] >= 10000
+        assert pod["securityContext"]["runAsGroup"] >= 10000
+        for container in pod["containers"] + pod.get("initContainers", []):
+            # The image has no passwd entry for the UID: getpass.getuser() reads USER.
+            assert {"name": "USER", "value": "llmdeploy"} in container["env"]
+            resources = container["resources"]
+            assert "ephemeral-storage" in resources["requests"], container["name"]
+            assert "ephemeral-storage" in resources["limits"], container["name"]
+
+
 def test_model_cache_and_ephemeral_storage_follow_the_weights(catalog: Catalog) -> None:
     body = example("llama-3.1-8b-l4")
     body["spec"]["quantization"] = "bf16"  # stored as loaded

@@ -44,7 +44,12 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MANAGER = "llmdeploy"
 SELECTOR_LABEL = "llmdeploy.io/deployment"
 SPEC_HASH_ANNOTATION = "llmdeploy.io/spec-hash"
-ENGINE_UID = 1000
+# No account on the node has this UID (cloud node images give 1000 to their admin user), so
+# a process that escaped the container would own nothing there. The images have no passwd
+# entry for it either: USER names it for getpass.getuser(), which torch's inductor cache
+# calls and which raises for a UID without one (pytorch/pytorch#140765).
+ENGINE_UID = 10001
+ENGINE_USER = "llmdeploy"
 HOME = "/home/llmdeploy"
 RAY_PORT = 6379
 DNS_LABEL = re.compile(DNS_LABEL_PATTERN)  # fullmatch: `$` alone lets "name\n" through
@@ -273,6 +278,7 @@ def _download(resource: LLMDeployment, plan: Plan) -> dict[str, Any] | None:
     env: list[dict[str, Any]] = [
         {"name": "HF_HOME", "value": MODEL_DIR},
         {"name": "HOME", "value": HOME},
+        {"name": "USER", "value": ENGINE_USER},
     ]
     token_volume = None
     if model.token_secret_ref:
@@ -291,6 +297,9 @@ def _download(resource: LLMDeployment, plan: Plan) -> dict[str, Any] | None:
         "env": env,
         "token_volume": token_volume,
         "token_dir": HF_TOKEN_DIR,
+        # The container's own writes are its logs (its root filesystem is read-only); the
+        # download lands in the model cache, bounded by its sizeLimit and the pod's limit.
+        "disk": f"{LOGS_GIB}Gi",
     }
 
 
@@ -388,6 +397,7 @@ def render_manifests(
         # The init step downloaded the weights: the engine must not reach for the hub.
         *([{"name": "HF_HUB_OFFLINE", "value": "1"}] if download else []),
         {"name": "HOME", "value": HOME},
+        {"name": "USER", "value": ENGINE_USER},
         {"name": "XDG_CACHE_HOME", "value": f"{HOME}/.cache"},
     ]
     replicas = plan.replicas if spec.replicas is None else spec.replicas
