@@ -444,3 +444,36 @@ def test_delete_needs_no_running_operator_and_an_old_finalizer_is_removed(
         )
     finally:
         operator.start()
+
+
+def test_a_same_named_object_made_by_hand_is_not_taken_over(
+    kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    # Someone who may create LLMDeployments (and not Services) must not be able to rewrite a
+    # Service of that name through the operator's rights.
+    body = example("llama-3.1-8b-l4")
+    name = body["metadata"]["name"]
+    core = client.CoreV1Api(kube_api)
+    theirs = client.V1Service(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1ServiceSpec(
+            selector={"app": "someone-else"}, ports=[client.V1ServicePort(port=8000)]
+        ),
+    )
+    core.create_namespaced_service(namespace, theirs)
+    assert apply(kubeconfig_path, namespace, body).returncode == 0
+
+    def refused() -> dict[str, Any] | None:
+        c = condition(get(kube_api, namespace, name), "Degraded")
+        return c if c and c["status"] == "True" else None
+
+    degraded = wait_until(refused, what="Degraded", timeout=60)
+    assert f"Service {name} already exists" in degraded["message"], degraded
+    service = core.read_namespaced_service(name, namespace)
+    assert service.spec.selector == {"app": "someone-else"}
+    assert not service.metadata.owner_references
+    # Once the other Service is gone, the operator makes its own.
+    core.delete_namespaced_service(name, namespace)
+    wait_until(lambda: ready(kube_api, namespace, name), what="Ready", timeout=120)
+    service = core.read_namespaced_service(name, namespace)
+    assert service.spec.selector != {"app": "someone-else"}

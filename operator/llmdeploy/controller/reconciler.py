@@ -288,7 +288,11 @@ class Reconciler:
         for obj in outcome.apply:
             _check(deadline)
             name = (obj["kind"], obj["metadata"]["name"])
-            live = self.cluster.apply(obj, owner)
+            known = snap.children.get(name)
+            # Forced only onto what is already this object's: a same-named object a tenant
+            # made by hand is refused, not taken over.
+            ours = known is not None and known.owner_uid == owner.uid
+            live = self.cluster.apply(obj, owner, take_over=ours)
             record.applied[name] = (live.applied_hash or "", live.revision)
             self.index.child_seen(key, name, live)
             before = snap.children.get(name)
