@@ -81,8 +81,7 @@ class _Context:
     max_num_batched_tokens: int
 
 
-def plan_deployment(spec: LLMDeploymentSpec, catalog: Catalog) -> Plan:
-    """The plan for a spec; raises SpecError for input that names something impossible."""
+def _search(spec: LLMDeploymentSpec, catalog: Catalog) -> tuple[_Context, SearchSpace]:
     model = resolve_model(spec.model, catalog)
     engine = catalog.engines.get(spec.engine.name)
     if engine is None:
@@ -95,12 +94,27 @@ def plan_deployment(spec: LLMDeploymentSpec, catalog: Catalog) -> Plan:
         max_num_batched_tokens=spec.engine.max_num_batched_tokens
         or engine.default_max_num_batched_tokens,
     )
-    space = _search_space(spec, catalog, engine)
+    return ctx, _search_space(spec, catalog, engine)
+
+
+def plan_deployment(spec: LLMDeploymentSpec, catalog: Catalog) -> Plan:
+    """The plan for a spec; raises SpecError for input that names something impossible."""
+    ctx, space = _search(spec, catalog)
     ranked = _ranked(ctx, space)
     viable = [c for c in ranked if c.viable]
     if viable:
         return _plan(ctx, viable[0], ranked)
     return _infeasible_plan(ctx, catalog, space, ranked)
+
+
+def feasible_alternatives(spec: LLMDeploymentSpec, catalog: Catalog) -> list[Alternative]:
+    """Every configuration that fits, with its estimates: those meeting the SLO by rank (the
+    first is the plan's choice, reason "chosen"), then those missing it. `plan` shows a few
+    of them; `plan --plot` draws them all."""
+    ctx, space = _search(spec, catalog)
+    fits = [c for c in _ranked(ctx, space) if c.infeasible is None]
+    best = fits[0] if fits and fits[0].viable else None
+    return [_alternative(c, "chosen" if c is best else _why_lost(ctx, c, best)) for c in fits]
 
 
 def _max_context(spec: LLMDeploymentSpec, model: ModelFacts) -> int:
