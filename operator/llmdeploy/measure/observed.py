@@ -143,7 +143,7 @@ def observe(
     if requests is None:
         few = no_requests
     elif requests < min_requests:
-        few = f"{requests:g} requests finished in the window, fewer than {min_requests}"
+        few = f"{requests:.4g} requests finished in the window, fewer than {min_requests}"
     else:
         few = ""
     counted = requests if not few else None
