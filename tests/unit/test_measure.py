@@ -236,6 +236,14 @@ def test_a_missing_gauge_is_unknown_with_the_reason(catalog: Catalog) -> None:
     assert seen.unknown["costPerMillionOutputTokens"] == "no serving engine (no series)"
 
 
+def test_no_engine_all_window_long_claims_no_cost(catalog: Catalog) -> None:
+    seen = measure(catalog, {**HEALTHY, "replicas": vector(0)})
+    assert seen.replicas == 0
+    unseen = "no engine served in the window (scaled to zero, or not scraped)"
+    assert seen.unknown["costPerHour"] == unseen
+    assert seen.unknown["costPerMillionOutputTokens"] == unseen
+
+
 def test_a_plan_without_a_priced_gpu_has_no_cost(catalog: Catalog) -> None:
     answers = {key: answer(value) for key, value in HEALTHY.items()}
     seen = observe(

@@ -187,11 +187,15 @@ def observe(
         put("cost_per_million_output_tokens", None, no_price)
     else:
         per_hour = None
-        if replicas is not None:
+        # No engine all window long: scaled to zero, or never scraped; which, only the
+        # cluster knows, so the cost is not claimed to be zero.
+        unseen = "no engine served in the window (scaled to zero, or not scraped)"
+        no_replicas = unknown.get("replicas") or (unseen if replicas == 0 else "")
+        if replicas is not None and replicas > 0:
             per_hour = price.usd_per_gpu_hour * price.gpus_per_replica * replicas
-        put("cost_per_hour", per_hour, unknown.get("replicas", ""))
+        put("cost_per_hour", per_hour, no_replicas)
         per_million: float | None = None
-        why = unknown.get("replicas") or unknown.get("outputTokensPerSecond") or ""
+        why = no_replicas or unknown.get("outputTokensPerSecond") or ""
         if per_hour is not None and tokens_per_s is not None:
             if tokens_per_s > 0:
                 per_million = per_hour / (tokens_per_s * 3600) * 1e6
