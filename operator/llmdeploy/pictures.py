@@ -117,7 +117,7 @@ def plan_picture(
                     axes.annotate(
                         text,
                         spot,
-                        xytext=(6, 4),
+                        xytext=(4, 9),
                         textcoords="offset points",
                         fontsize=7.5,
                         color="#333333",
