@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,17 @@ def test_plot_into_a_missing_directory_is_an_input_error(
     target = tmp_path / "missing" / "plan.svg"
     assert cli.main(["plan", "-f", str(EXAMPLE), "--plot", str(target)]) == cli.EXIT_INVALID
     assert f"--plot {target}: No such file or directory" in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator image installs no plot extra: --plot is then an input error, and the
+    rest of the command line works without matplotlib."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    monkeypatch.delitem(sys.modules, "llmdeploy.pictures", raising=False)
+    target = tmp_path / "plan.svg"
+    assert cli.main(["plan", "-f", str(EXAMPLE), "--plot", str(target)]) == cli.EXIT_INVALID
+    assert "--plot needs matplotlib: pip install 'llmdeploy[plot]'" in capsys.readouterr().err
+    assert not target.exists()
+    assert cli.main(["plan", "-f", str(EXAMPLE)]) == cli.EXIT_FEASIBLE
