@@ -1,18 +1,23 @@
 """`llmdeploy` command line: every decision the operator makes, reproducible offline.
 
 Exit codes: 0 feasible, 1 nothing feasible (the plan is still printed), 2 invalid input,
-3 internal error. Errors are one line on stderr; --debug shows an internal error's traceback.
+3 internal error. `report`: 0 SLO met (or none set), 1 SLO missed, 4 not enough data to tell
+(the report is printed in each case). Errors are one line on stderr; --debug shows an internal
+error's traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -20,6 +25,7 @@ from pydantic import ValidationError
 
 from llmdeploy.api.types import (
     MAX_REQUESTS_PER_SECOND,
+    EngineName,
     LLMDeployment,
     ModelArchitecture,
     format_validation_error,
@@ -33,13 +39,20 @@ from llmdeploy.catalog import (
     load_image_lock,
 )
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
+from llmdeploy.measure.observed import observe
+from llmdeploy.measure.queries import WindowError, measurement_queries, window_seconds
+from llmdeploy.measure.report import build_report, format_report
+from llmdeploy.measure.results import RESULTS_FORMAT, SavedResults, readings, series
 from llmdeploy.output_dir import write_rendered
 from llmdeploy.render import HostAccess, RenderError, render_manifests, to_yaml
-from llmdeploy.sizing import Plan, SpecError, plan_deployment
+from llmdeploy.sizing import Plan, SpecError, feasible_alternatives, plan_deployment
 
 EXIT_FEASIBLE, EXIT_INFEASIBLE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_UNMEASURED = 4  # report: SLOMet is Unknown
 MAX_COLD_START_S = 86_400.0
 MAX_TRACE_T = 1e9  # seconds: three decades of trace
+DEFAULT_SINCE = "24h"
+MAX_TIMEOUT_S = 600.0
 
 
 class InputError(Exception):
@@ -136,9 +149,35 @@ def format_plan_table(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plot_path(path: str) -> Path:
+    if Path(path).suffix.lower() not in (".svg", ".png"):
+        raise InputError(f"--plot {path}: the file name must end in .svg or .png")
+    return Path(path)
+
+
+def _save_picture(path: Path, draw: Callable[[Path], None]) -> None:
+    try:
+        draw(path)
+    except OSError as exc:
+        raise InputError(f"--plot {path}: {exc.strerror or exc}") from None
+
+
+def _pictures() -> ModuleType:
+    try:
+        return importlib.import_module("llmdeploy.pictures")
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("matplotlib"):
+            raise
+        raise InputError("--plot needs matplotlib: pip install 'llmdeploy[plot]'") from None
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     resource, catalog, lock = _load(args)
     plan = plan_deployment(resource.spec, catalog, lock)
+    if args.plot:
+        path, pictures = _plot_path(args.plot), _pictures()
+        alternatives = feasible_alternatives(resource.spec, catalog, lock)
+        _save_picture(path, lambda p: pictures.plan_picture(resource, plan, alternatives, p))
     document: dict[str, Any] = plan.to_json_dict()
     if args.output == "json":
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
@@ -240,6 +279,125 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     return EXIT_FEASIBLE
 
 
+def _results_file(path: str, namespace: str, name: str) -> Path:
+    """A file, or a directory holding NAMESPACE_NAME.json (DNS labels have no underscore)."""
+    given = Path(path)
+    return given / f"{namespace}_{name}.json" if given.is_dir() else given
+
+
+def _saved_results(path: Path) -> SavedResults:
+    document = load_json(read_text(path), str(path))
+    try:
+        return SavedResults.model_validate(document)
+    except ValidationError as exc:
+        raise InputError(f"{path}: {format_validation_error(exc)}") from None
+
+
+def _write_results(path: Path, saved: SavedResults) -> None:
+    text = json.dumps(saved.model_dump(mode="json", by_alias=True), indent=1) + "\n"
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--save-results {path}: {exc.strerror or exc}") from None
+
+
+def _plan_file(path: str) -> Plan:
+    """A plan as `plan -o json` writes it, or the operator's status.plan."""
+    documents = [d for d in load_yaml_documents(read_text(Path(path)), path) if d is not None]
+    if len(documents) != 1:
+        raise InputError(f"--plan {path}: expected one plan document, found {len(documents)}")
+    try:
+        return Plan.model_validate(documents[0])
+    except ValidationError as exc:
+        raise InputError(f"--plan {path}: {format_validation_error(exc)}") from None
+
+
+def _measure(
+    args: argparse.Namespace, namespace: str, name: str, engine: EngineName
+) -> SavedResults:
+    """Saved results from --from-results, or fresh ones from --prometheus."""
+    if args.from_results is not None:
+        if args.since is not None or args.save_results is not None:
+            raise InputError("--since and --save-results go with --prometheus, not --from-results")
+        path = _results_file(args.from_results, namespace, name)
+        saved = _saved_results(path)
+        if (saved.namespace, saved.name, saved.engine) != (namespace, name, engine):
+            raise InputError(
+                f"--from-results {path}: results of {saved.namespace}/{saved.name} "
+                f"({saved.engine.value}), not of {namespace}/{name} ({engine.value})"
+            )
+        return saved
+    from llmdeploy.autoscale.prometheus import PrometheusConfig
+    from llmdeploy.measure.prometheus import collect
+
+    if not args.prometheus.startswith(("http://", "https://")):
+        raise InputError(f"--prometheus {args.prometheus}: not an http:// or https:// URL")
+    if not 0 < args.timeout <= MAX_TIMEOUT_S:
+        raise InputError(f"--timeout: must be above 0 and at most {MAX_TIMEOUT_S:g} seconds")
+    window = args.since or DEFAULT_SINCE
+    try:
+        window_s = window_seconds(window)
+    except WindowError as exc:
+        raise InputError(f"--since: {exc}") from None
+    config = PrometheusConfig(
+        url=args.prometheus.rstrip("/"),
+        timeout_s=args.timeout,
+        bearer_token_file=Path(args.bearer_token_file) if args.bearer_token_file else None,
+        ca_file=Path(args.ca_file) if args.ca_file else None,
+    )
+    queries = measurement_queries(namespace, name, engine, window_s, with_series=True)
+    end = float(int(time.time()))
+    instant, series = collect(config, queries, end)
+    saved = SavedResults(
+        format=RESULTS_FORMAT,
+        namespace=namespace,
+        name=name,
+        engine=engine,
+        window=window,
+        end=end,
+        step_seconds=queries.step_s,
+        instant=instant,
+        series=series,
+    )
+    if args.save_results is not None:
+        _write_results(_results_file(args.save_results, namespace, name), saved)
+    return saved
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    resource, catalog, lock = _load(args)
+    plot = _plot_path(args.plot) if args.plot else None
+    pictures = _pictures() if plot else None  # before asking Prometheus anything
+    namespace = args.namespace or resource.metadata.namespace or "default"
+    name = resource.metadata.name
+    spec = resource.spec
+    plan = _plan_file(args.plan) if args.plan else plan_deployment(spec, catalog, lock)
+    saved = _measure(args, namespace, name, spec.engine.name)
+    window_s = window_seconds(saved.window)
+    missing = measurement_queries(namespace, name, saved.engine, window_s).missing
+    observed = observe(
+        readings(saved.instant, missing),
+        plan=plan,
+        catalog=catalog,
+        slo=spec.slo,
+        window_s=window_s,
+        end=saved.end,
+    )
+    report = build_report(namespace, name, spec, plan, observed)
+    if args.output == "json":
+        sys.stdout.write(json.dumps(report.to_json_dict(), indent=2) + "\n")
+    elif args.output == "yaml":
+        sys.stdout.write(yaml.safe_dump(report.to_json_dict(), sort_keys=False))
+    else:
+        sys.stdout.write(format_report(report))
+    if plot is not None and pictures is not None:
+        points = series(saved.series)
+        _save_picture(plot, lambda p: pictures.report_picture(report, points, saved.end, p))
+    return {"True": EXIT_FEASIBLE, "False": EXIT_INFEASIBLE}.get(
+        report.slo_met.status, EXIT_UNMEASURED
+    )
+
+
 def cmd_crd(args: argparse.Namespace) -> int:
     from llmdeploy.api.crd import crd_yaml
 
@@ -289,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="size an LLMDeployment and explain the choice")
     _add_input_options(plan)
     plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    plan.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw cost vs predicted latency of every configuration that fits (.svg, .png)",
+    )
     plan.set_defaults(handler=cmd_plan)
     render = commands.add_parser("render", help="print the Kubernetes objects for GitOps")
     _add_input_options(render)
@@ -331,6 +494,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="the spec's scaling behavior, or Kubernetes HPA's defaults",
     )
     sim.set_defaults(handler=cmd_scale_sim)
+    report = commands.add_parser(
+        "report", help="planned vs measured latency, traffic and cost, from Prometheus"
+    )
+    _add_input_options(report)
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prometheus", metavar="URL", help="query this Prometheus")
+    source.add_argument(
+        "--from-results",
+        metavar="PATH",
+        help="saved query results (a file, or a directory with NAMESPACE_NAME.json)",
+    )
+    report.add_argument(
+        "--since",
+        metavar="DURATION",
+        help=f"window to measure, e.g. 1h, 7d (default {DEFAULT_SINCE})",
+    )
+    report.add_argument(
+        "--save-results", metavar="PATH", help="also write the query results (file or directory)"
+    )
+    report.add_argument(
+        "--namespace", help="the deployment's namespace (default: the manifest's, else default)"
+    )
+    report.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="the plan in force, as `plan -o json` or status.plan (default: plan the manifest)",
+    )
+    report.add_argument("--bearer-token-file", metavar="FILE", help="token for Prometheus")
+    report.add_argument("--ca-file", metavar="FILE", help="CA bundle for an https Prometheus")
+    report.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS", help="per query (default 30)"
+    )
+    report.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    report.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw latency over time against the SLO and the prediction, and the cost per "
+        "1M output tokens (.svg, .png)",
+    )
+    report.set_defaults(handler=cmd_report)
     run = commands.add_parser("run", help="run the operator (settings from LLMDEPLOY_* env)")
     run.set_defaults(handler=cmd_run)
     return parser

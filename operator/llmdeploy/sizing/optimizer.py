@@ -93,14 +93,9 @@ class _Context:
         return self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
 
 
-def plan_deployment(
-    spec: LLMDeploymentSpec, catalog: Catalog, images: ImageLock | None = None
-) -> Plan:
-    """The plan for a spec; raises SpecError for input that names something impossible.
-
-    With the image lock, a GPU is only a candidate where an image of the engine (at the
-    pinned version) exists for its platform, and release-dependent facts (KV block size,
-    refused dtypes) follow the release that would run there."""
+def _search(
+    spec: LLMDeploymentSpec, catalog: Catalog, images: ImageLock | None
+) -> tuple[_Context, SearchSpace]:
     model = resolve_model(spec.model, catalog)
     engine = catalog.engines.get(spec.engine.name)
     if engine is None:
@@ -114,12 +109,35 @@ def plan_deployment(
         or engine.default_max_num_batched_tokens,
         images=images,
     )
-    space = _search_space(spec, catalog, engine)
+    return ctx, _search_space(spec, catalog, engine)
+
+
+def plan_deployment(
+    spec: LLMDeploymentSpec, catalog: Catalog, images: ImageLock | None = None
+) -> Plan:
+    """The plan for a spec; raises SpecError for input that names something impossible.
+
+    With the image lock, a GPU is only a candidate where an image of the engine (at the
+    pinned version) exists for its platform, and release-dependent facts (KV block size,
+    refused dtypes) follow the release that would run there."""
+    ctx, space = _search(spec, catalog, images)
     ranked = _ranked(ctx, space)
     viable = [c for c in ranked if c.viable]
     if viable:
         return _plan(ctx, viable[0], ranked)
     return _infeasible_plan(ctx, catalog, space, ranked)
+
+
+def feasible_alternatives(
+    spec: LLMDeploymentSpec, catalog: Catalog, images: ImageLock | None = None
+) -> list[Alternative]:
+    """Every configuration that fits, with its estimates: those meeting the SLO by rank (the
+    first is the plan's choice, reason "chosen"), then those missing it. `plan` shows a few
+    of them; `plan --plot` draws them all."""
+    ctx, space = _search(spec, catalog, images)
+    fits = [c for c in _ranked(ctx, space) if c.infeasible is None]
+    best = fits[0] if fits and fits[0].viable else None
+    return [_alternative(c, "chosen" if c is best else _why_lost(ctx, c, best)) for c in fits]
 
 
 def _max_context(spec: LLMDeploymentSpec, model: ModelFacts) -> int:
