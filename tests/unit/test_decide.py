@@ -26,10 +26,9 @@ from llmdeploy.controller.decide import (
 )
 from llmdeploy.render import HostAccess
 from llmdeploy.sizing.inventory import GpuNode, Inventory, cluster_catalog
+from tests.unit.conftest import GFD, L4_NODES, body
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-GFD = "nvidia.com/gpu.product"
-L4_NODES = Inventory(tuple(GpuNode(f"l4-{i}", {GFD: "NVIDIA-L4"}, 1, (550, 90)) for i in range(4)))
 
 
 def resource(**spec: object) -> LLMDeployment:
@@ -194,22 +193,6 @@ NO_HOST = HostAccess()
 
 def config(catalog: Catalog, prometheus: bool = True) -> Config:
     return Config(catalog, LOCK, set(), frozenset({"default"} if prometheus else ()), NO_HOST)
-
-
-def body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "llmdeploy.io/v1alpha1",
-        "kind": "LLMDeployment",
-        "metadata": {
-            "name": "m",
-            "namespace": "ns",
-            "uid": "u1",
-            "generation": 1,
-            "resourceVersion": "7",
-        },
-        "spec": {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct"}, **spec},
-        "status": status or {},
-    }
 
 
 def settled(

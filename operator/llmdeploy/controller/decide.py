@@ -629,6 +629,32 @@ def _degraded_message(status: Mapping[str, Any]) -> str | None:
     )
 
 
+def reconcile_error(
+    status: Mapping[str, Any], generation: int, message: str, now: datetime
+) -> tuple[dict[str, Any], tuple[Event, ...]]:
+    """A reconcile that raised what the operator does not expect (a bug): the status patch that
+    says so (Degraded=True and Ready=False, reason ReconcileError; every other condition and
+    field as it was, for the plan may still run) and a Warning event once per distinct failure,
+    not once per retry. The next reconcile that succeeds writes Degraded=False again."""
+    previous = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]
+    failing = _stamp(
+        [
+            _condition("Degraded", True, "ReconcileError", message, generation),
+            _condition("Ready", False, "ReconcileError", message, generation),
+        ],
+        previous,
+        now,
+    )
+    conditions = [
+        *(c for c in previous if c.get("type") not in ("Degraded", "Ready")),
+        *(c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in failing),
+    ]
+    wanted = {"phase": "Degraded", "conditions": conditions}
+    patch = {k: v for k, v in wanted.items() if status.get(k) != v}
+    told = _degraded_message(status) == message
+    return patch, () if told else (Event("ReconcileError", message, True),)
+
+
 def _fall_back(
     status: Mapping[str, Any], gpu: str, why: str, generation: int, upgrade: bool
 ) -> Outcome:
