@@ -382,6 +382,21 @@ def test_history_from_status_wins_after_a_fail_over(catalog: Catalog) -> None:
     assert complete(forgotten, config(catalog), metrics=idle).scale_to == 1
 
 
+@pytest.mark.parametrize(
+    "state", [{"recommendations": "garbage"}, {"idleSince": "yesterday"}, "x", [1, 2]]
+)
+def test_an_unreadable_autoscaler_history_starts_afresh(catalog: Catalog, state: object) -> None:
+    """Like a first start: a status edited by hand or written by another release must not
+    stop the object's reconciles."""
+    snap, _ = settled(catalog, body(replicas=4, scaling=scaling()))
+    status = {**snap.body["status"], "autoscaler": {"state": state}}
+    garbled = replace(snap, body={**snap.body, "status": status}, autoscaler=None)
+    outcome = complete(garbled, config(catalog), metrics=MetricsReading({"queueDepth": 0.0}))
+    assert outcome.status is not None and outcome.status.autoscaler is not None
+    assert outcome.status.autoscaler["state"]["recommendations"]  # a history of its own now
+    assert outcome.scale_to == 1  # no history holds the scale-down, as when there was none
+
+
 def test_an_apply_failure_is_degraded_and_not_ready(catalog: Catalog) -> None:
     snap, _ = settled(catalog, body())
     outcome = decide(replace(snap, error="apply Service m: 403 forbidden"), config(catalog))

@@ -449,6 +449,16 @@ def _stored_plan(status: Mapping[str, Any]) -> Plan | None:
         return None
 
 
+def _stored_state(stored: object) -> AutoscalerState:
+    """The autoscaler's persisted history; a fresh one, as on a first start, when it cannot be
+    read (status written by hand or by another release): one garbled field must not stop the
+    object's reconciles."""
+    try:
+        return AutoscalerState.model_validate(stored or {})
+    except ValidationError:
+        return AutoscalerState()
+
+
 def _summary(plan: Plan) -> str:
     return (
         f"{plan.gpu} x{plan.gpu_count} {plan.quantization} TP{plan.tensor_parallel} "
@@ -710,12 +720,12 @@ def _autoscale(
     reading = reading or MetricsReading(dict.fromkeys(wanted))
     values = {t: reading.values.get(t) for t in wanted}
     activation = reading.values.get(ACTIVATION)
-    previous: Mapping[str, Any] = status.get("autoscaler") or {}
+    autoscaler = status.get("autoscaler")
+    previous: Mapping[str, Any] = autoscaler if isinstance(autoscaler, Mapping) else {}
     # What this process remembers since the last status write, else (after a start or a
     # fail-over) the history stored on the object.
-    remembered = snap.autoscaler or Remembered(
-        AutoscalerState.model_validate(previous.get("state") or {}), now
-    )
+    stored = previous.get("state")
+    remembered = snap.autoscaler or Remembered(_stored_state(stored), now)
     observation = Observation(now, current, workload.ready_replicas, values, activation=activation)
     decision = decide_replicas(scaling, observation, remembered.state)
     if decision.desired_replicas > current:
@@ -754,7 +764,8 @@ def _autoscale(
         decision.desired_replicas != current
         or fresh["reason"] != previous.get("reason")
         # A lost end of an idle stretch could, after a restart, send busy replicas to zero.
-        or fresh["state"].get("idleSince") != (previous.get("state") or {}).get("idleSince")
+        or fresh["state"].get("idleSince")
+        != (stored.get("idleSince") if isinstance(stored, Mapping) else None)
         or now - persisted >= PERSIST_AUTOSCALER_EVERY_S
         or not previous
     ):
