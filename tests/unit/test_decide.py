@@ -23,6 +23,7 @@ from llmdeploy.controller.decide import (
     decide,
     desired_state,
     status_update,
+    stored_exclusions,
 )
 from llmdeploy.render import HostAccess
 from llmdeploy.sizing.inventory import GpuNode, Inventory, cluster_catalog
@@ -325,6 +326,62 @@ def test_starved_capacity_waits_until_the_deadline_then_falls_back(catalog: Cata
     assert starved.status.excluded_gpus == ["nvidia-l4"] and starved.status.plan_key is None
     assert [e.reason for e in starved.events] == ["FallbackReplan"]
     assert starved.apply == () and starved.requeue_after_s == 0
+
+
+def test_a_fallback_records_when_and_the_sku_is_tried_again_after_the_ttl(
+    catalog: Catalog,
+) -> None:
+    cfg = replace(config(catalog), excluded_gpu_ttl_s=3600)
+    b = body(placement={"pendingTimeout": "5m", "fallback": True})
+    snap, first = settled(catalog, b, ready=0)
+    old = (PendingPod("p", NOW - timedelta(seconds=301), "0/4 nodes have GPUs"),)
+    starved = complete(snap, cfg, pending=old)
+    assert starved.status is not None
+    stored = starved.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert stored["excludedGpus"] == ["nvidia-l4"]
+    assert stored["gpuExclusions"] == [{"gpu": "nvidia-l4", "excludedAt": "2026-11-22T12:00:00Z"}]
+
+    def at(later: timedelta) -> Outcome:
+        return complete(replace(snap, body={**b, "status": stored}, now=NOW + later), cfg)
+
+    # Within the TTL: planned without it (here nothing else is left), and back at its end.
+    within = at(timedelta(minutes=20))
+    assert within.status is not None and within.status.excluded_gpus == ["nvidia-l4"]
+    assert within.status.plan is not None and not within.status.plan["feasible"]
+    assert within.requeue_after_s == 40 * 60
+    assert "ExclusionExpired" not in [e.reason for e in within.events]
+    # Past it: planned with it again, which says so.
+    expired = at(timedelta(hours=1))
+    assert expired.status is not None
+    assert expired.status.excluded_gpus == [] and expired.status.gpu_exclusions is None
+    assert expired.status.plan_key == first.status.plan_key  # type: ignore[union-attr]
+    assert expired.status.gpu == "nvidia-l4"
+    reasons = [e.reason for e in expired.events]
+    assert reasons == ["ExclusionExpired", "Planned"]
+    assert "nvidia-l4 was excluded at 2026-11-22T12:00:00Z" in expired.events[0].message
+    assert expired.requeue_after_s is None
+
+
+def test_an_exclusion_without_a_time_counts_from_when_it_is_first_seen(catalog: Catalog) -> None:
+    """An older release wrote excludedGpus alone: the TTL starts now, and status records it."""
+    b = body({"excludedGpus": ["nvidia-h100-80gb"]})
+    outcome = decide(Snapshot(b, {}, {}, L4_NODES, NOW), config(catalog))
+    assert outcome.status is not None and outcome.status.gpu_exclusions is not None
+    [exclusion] = outcome.status.gpu_exclusions
+    assert (exclusion.gpu, exclusion.excluded_at) == ("nvidia-h100-80gb", "2026-11-22T12:00:00Z")
+    assert outcome.status.excluded_gpus == ["nvidia-h100-80gb"]
+    assert outcome.requeue_after_s == 3600
+    assert stored_exclusions(
+        {
+            "excludedGpus": ["a", "b"],
+            "gpuExclusions": [
+                {"gpu": "a", "excludedAt": "2026-11-22T11:00:00Z"},
+                {"gpu": "b", "excludedAt": "not a time"},
+                {"gpu": "c", "excludedAt": "2026-11-22T11:00:00Z"},  # no longer excluded
+            ],
+        },
+        NOW,
+    ) == {"a": NOW - timedelta(hours=1), "b": NOW}
 
 
 def scaling(**extra: Any) -> dict[str, Any]:

@@ -87,6 +87,7 @@ class Reconciler:
             settings.provisionable(),
             frozenset(self.prometheus),
             settings.host_access(),
+            settings.excluded_gpu_ttl_seconds,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
