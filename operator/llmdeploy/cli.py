@@ -27,7 +27,6 @@ from llmdeploy.api.types import (
     MAX_REQUESTS_PER_SECOND,
     EngineName,
     LLMDeployment,
-    ModelArchitecture,
     format_validation_error,
     parse_llmdeployment,
 )
@@ -59,6 +58,10 @@ class InputError(Exception):
     """Input the user must fix; the message names the file or field."""
 
 
+class SetupError(Exception):
+    """What the command needs around it is missing (exit 3): the message says what."""
+
+
 def read_manifest(path: str) -> LLMDeployment:
     origin = "stdin" if path == "-" else path
     text = decode(sys.stdin.buffer.read(), origin) if path == "-" else read_text(Path(path))
@@ -77,13 +80,7 @@ def _with_hf_config(resource: LLMDeployment, path: str) -> LLMDeployment:
     """Fill spec.model.architecture from a local config.json (explicit spec values win)."""
     config = load_json(read_text(Path(path)), path)
     try:
-        facts = architecture_from_hf_config(config)
-        given = resource.spec.model.architecture
-        update = given.model_dump(exclude_none=True) if given else {}
-        # Validated again: the spec's facts must agree with the file's they complete.
-        merged = ModelArchitecture.model_validate({**facts.model_dump(exclude_none=True), **update})
-    except ValidationError as exc:
-        raise InputError(f"--model-config {path}: {format_validation_error(exc)}") from None
+        merged = architecture_from_hf_config(config, resource.spec.model.architecture)
     except ValueError as exc:
         raise InputError(f"--model-config {path}: {exc}") from None
     model = resource.spec.model.model_copy(update={"architecture": merged})
@@ -408,14 +405,17 @@ def cmd_crd(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError as SettingsError
 
-    from llmdeploy.controller.run import run_operator
+    from llmdeploy.controller.run import NoClusterError, run_operator
     from llmdeploy.controller.settings import OperatorSettings
 
     try:
         settings = OperatorSettings()
     except SettingsError as exc:
         raise InputError(format_validation_error(exc, "settings")) from None
-    run_operator(settings)
+    try:
+        run_operator(settings)
+    except NoClusterError as exc:
+        raise SetupError(str(exc)) from None
     return 0
 
 
@@ -439,12 +439,18 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__)
+    # No abbreviated long flags: `--out` is no `--output`, and a flag added later cannot
+    # change what an abbreviation in someone's script means.
+    parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__, allow_abbrev=False)
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an internal error"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    plan = commands.add_parser("plan", help="size an LLMDeployment and explain the choice")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, allow_abbrev=False)
+
+    plan = command("plan", help="size an LLMDeployment and explain the choice")
     _add_input_options(plan)
     plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
     plan.add_argument(
@@ -453,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also draw cost vs predicted latency of every configuration that fits (.svg, .png)",
     )
     plan.set_defaults(handler=cmd_plan)
-    render = commands.add_parser("render", help="print the Kubernetes objects for GitOps")
+    render = command("render", help="print the Kubernetes objects for GitOps")
     _add_input_options(render)
     render.add_argument("--output-dir", metavar="DIR", help="write one file per object")
     render.add_argument(
@@ -470,9 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="let placement select or tolerate control-plane nodes",
     )
     render.set_defaults(handler=cmd_render)
-    crd = commands.add_parser("crd", help="print the LLMDeployment CustomResourceDefinition")
+    crd = command("crd", help="print the LLMDeployment CustomResourceDefinition")
     crd.set_defaults(handler=cmd_crd)
-    sim = commands.add_parser("scale-sim", help="replay a load trace through the autoscaler")
+    sim = command("scale-sim", help="replay a load trace through the autoscaler")
     _add_input_options(sim)
     sim.add_argument(
         "--load",
@@ -494,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the spec's scaling behavior, or Kubernetes HPA's defaults",
     )
     sim.set_defaults(handler=cmd_scale_sim)
-    report = commands.add_parser(
+    report = command(
         "report", help="planned vs measured latency, traffic and cost, from Prometheus"
     )
     _add_input_options(report)
@@ -534,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         "1M output tokens (.svg, .png)",
     )
     report.set_defaults(handler=cmd_report)
-    run = commands.add_parser("run", help="run the operator (settings from LLMDEPLOY_* env)")
+    run = command("run", help="run the operator (settings from LLMDEPLOY_* env)")
     run.set_defaults(handler=cmd_run)
     return parser
 
@@ -551,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except (InputError, DocumentError, SpecError, RenderError) as exc:
         return _error(str(exc), EXIT_INVALID)
+    except SetupError as exc:
+        return _error(str(exc), EXIT_INTERNAL)
     except BrokenPipeError:
         # Whatever read stdout stopped; the interpreter's final flush must not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -146,7 +146,8 @@ def operator(
     sa_kubeconfig = service_account_kubeconfig(
         kube_api, kubeconfig_path, workdir / "operator.kubeconfig"
     )
-    running = Operator(sa_kubeconfig, workdir)
+    # A short excluded-GPU TTL, so the fallback test sees a starved SKU tried again.
+    running = Operator(sa_kubeconfig, workdir, LLMDEPLOY_EXCLUDED_GPU_TTL_SECONDS="15")
     running.start()
     try:
         yield running

@@ -8,8 +8,11 @@ import yaml
 
 from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, load_catalog
+from llmdeploy.sizing.inventory import GpuNode, Inventory
 
 DATA = Path(__file__).parent / "data"
+GFD = "nvidia.com/gpu.product"
+L4_NODES = Inventory(tuple(GpuNode(f"l4-{i}", {GFD: "NVIDIA-L4"}, 1, (550, 90)) for i in range(4)))
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +46,20 @@ def engine_options(objects: list[dict[str, Any]]) -> dict[str, Any]:
     options = yaml.safe_load(configmap["data"]["extra-llm-api-options.yaml"])
     assert isinstance(options, dict)
     return options
+
+
+def body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """An LLMDeployment as the watch shows it: generation 1, resourceVersion 7."""
+    return {
+        "apiVersion": "llmdeploy.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {
+            "name": "m",
+            "namespace": "ns",
+            "uid": "u1",
+            "generation": 1,
+            "resourceVersion": "7",
+        },
+        "spec": {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct"}, **spec},
+        "status": status or {},
+    }

@@ -213,8 +213,9 @@ def openapi_schema() -> dict[str, Any]:
     status_json = LLMDeploymentStatus.model_json_schema(by_alias=True)
     status = _structural(_resolve(status_json, status_json.get("$defs", {})))
     status.pop("$defs", None)
-    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
-    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    for listed, key in (("conditions", "type"), ("gpuExclusions", "gpu")):
+        status["properties"][listed]["x-kubernetes-list-type"] = "map"
+        status["properties"][listed]["x-kubernetes-list-map-keys"] = [key]
     status["properties"]["conditions"]["items"]["required"] = ["type", "status", "reason"]
     return {
         "type": "object",

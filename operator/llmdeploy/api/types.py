@@ -7,6 +7,7 @@ Every spec model forbids unknown fields so a typo is reported with its path, not
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -129,6 +130,7 @@ LaxPrecision = Annotated[Precision, Strict(False)]
 Auto = Literal["auto"]
 MAX_REQUESTS_PER_SECOND = 1e7
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
+ARCHITECTURE_ERROR = "architecture"  # pydantic's error type for facts that contradict
 SmallCount = Annotated[int, Field(ge=1, le=4096)]
 Dimension = Annotated[int, Field(ge=1, le=10_000_000)]
 
@@ -207,7 +209,7 @@ class ModelArchitecture(SpecModel):
     def _consistent(self) -> ModelArchitecture:
         broken = [rule.message for rule in ARCHITECTURE_RULES if not rule.holds(self)]
         if broken:
-            raise PydanticCustomError("architecture", "; ".join(broken))
+            raise PydanticCustomError(ARCHITECTURE_ERROR, "; ".join(broken))
         return self
 
 
@@ -231,9 +233,13 @@ class Relation:
 
     @property
     def message(self) -> str:
+        return self.told_with(to_camel)
+
+    def told_with(self, name: Callable[[str], str]) -> str:
+        """The rule in the words of whoever wrote the facts: `name` maps a field to them."""
         verb = "must divide" if self.relation == "divides" else "must not exceed"
-        unless = f" unless {to_camel(self.unless)} is given" if self.unless else ""
-        return f"{to_camel(self.left)} {verb} {to_camel(self.right)}{unless}"
+        unless = f" unless {name(self.unless)} is given" if self.unless else ""
+        return f"{name(self.left)} {verb} {name(self.right)}{unless}"
 
     def cel(self) -> dict[str, str]:
         left, right = f"self.{to_camel(self.left)}", f"self.{to_camel(self.right)}"
@@ -259,6 +265,15 @@ ARCHITECTURE_RULES = (
     Relation("sliding_window_layers", "at most", "layers"),
     Relation("first_dense_layers", "at most", "layers"),
 )
+
+
+def broken_architecture_rules(
+    facts: Mapping[str, Any], name: Callable[[str], str] = to_camel
+) -> list[str]:
+    """The rules that `facts` (field -> value, each field valid on its own) break, told with
+    `name`'s words for the fields."""
+    view = ModelArchitecture.model_construct(**facts)
+    return [rule.told_with(name) for rule in ARCHITECTURE_RULES if not rule.holds(view)]
 
 
 class SecretKeyRef(SpecModel):

@@ -15,12 +15,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from llmdeploy.api.types import (
+    ARCHITECTURE_ERROR,
     LaxEngineName,
     LaxPrecision,
     LaxQuantization,
     ModelArchitecture,
     SpecModel,
+    broken_architecture_rules,
     format_validation_error,
+    to_camel,
 )
 from llmdeploy.documents import DocumentError, load_yaml_documents, read_text
 
@@ -344,35 +347,42 @@ _HF_KEYS: dict[str, str] = {
     "qk_rope_head_dim": "qk_rope_head_dim",
     "sliding_window": "sliding_window",
 }
-_HF_EXPERT_KEYS = ("num_local_experts", "n_routed_experts", "num_experts")
-_HF_ACTIVE_EXPERT_KEYS = ("num_experts_per_tok", "num_experts_per_token")
+# Facts with several spellings across model families: the first one a config sets, wins.
+_HF_CHOICES: dict[str, tuple[str, ...]] = {
+    "experts": ("num_local_experts", "n_routed_experts", "num_experts"),
+    "active_experts": ("num_experts_per_tok", "num_experts_per_token"),
+    "shared_experts": ("n_shared_experts",),
+}
+# What a fact the config did not write would be called in one (in an error about it).
+_HF_NAMES = {
+    **{field: key for key, field in _HF_KEYS.items()},
+    **{field: keys[0] for field, keys in _HF_CHOICES.items()},
+    "sliding_window_layers": "num_hidden_layers",
+}
 
 
-def architecture_from_hf_config(config: object) -> ModelArchitecture:
-    """Architecture facts from a Hugging Face config.json (text models, or a VLM's text_config).
+def architecture_from_hf_config(
+    config: object, given: ModelArchitecture | None = None
+) -> ModelArchitecture:
+    """Architecture facts from a Hugging Face config.json (text models, or a VLM's text_config),
+    completed by `given` (a spec's facts, which win).
 
     Checked as strictly as a spec: a layer count written as "32" is refused, not converted.
-    Raises ValueError (pydantic's ValidationError for a bad field).
+    Raises ValueError whose message names each fact as it was written: the config.json key
+    (`num_key_value_heads`), or the spec's field for a fact of `given`.
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"expected a JSON object, found {type(config).__name__}")
     if isinstance(config.get("text_config"), Mapping):
         config = {**config, **config["text_config"]}
-    facts: dict[str, Any] = {
-        field: config[key] for key, field in _HF_KEYS.items() if config.get(key) is not None
-    }
+    written = {field: key for key, field in _HF_KEYS.items() if config.get(key) is not None}
+    for field, keys in _HF_CHOICES.items():
+        key = next((k for k in keys if config.get(k)), None)
+        if key is not None:
+            written[field] = key
+    facts: dict[str, Any] = {field: config[key] for field, key in written.items()}
     if isinstance(config.get("model_type"), str):
         facts["model_type"] = config["model_type"]
-    for key in _HF_EXPERT_KEYS:
-        if config.get(key):
-            facts["experts"] = config[key]
-            break
-    for key in _HF_ACTIVE_EXPERT_KEYS:
-        if config.get(key):
-            facts["active_experts"] = config[key]
-            break
-    if config.get("n_shared_experts"):
-        facts["shared_experts"] = config["n_shared_experts"]
     if facts.get("kv_lora_rank"):
         # MLA caches one latent per token and layer; the head count seen by the cache is 1.
         facts.setdefault("kv_heads", 1)
@@ -384,18 +394,40 @@ def architecture_from_hf_config(config: object) -> ModelArchitecture:
         native = {"fp8": "fp8", "mxfp4": "mxfp4", "awq": "int4-awq", "gptq": "int4-gptq"}
         if method in native:
             facts["native_dtype"] = native[method]
+            written["native_dtype"] = "quantization_config.quant_method"
     # Validated before the window's layers are counted from it.
-    checked = ModelArchitecture.model_validate(facts)
-    if not (checked.sliding_window and checked.layers):
-        return checked
-    layer_types = config.get("layer_types")
-    if isinstance(layer_types, list):
-        window_layers = sum(t == "sliding_attention" for t in layer_types)
-    elif config.get("model_type") in ("gemma2", "gemma3_text", "gemma3"):
-        window_layers = checked.layers // 2  # alternating layers
-    else:
-        window_layers = checked.layers
-    return ModelArchitecture.model_validate({**facts, "sliding_window_layers": window_layers})
+    checked = _hf_validated(facts, written)
+    if checked.sliding_window and checked.layers:
+        layer_types = config.get("layer_types")
+        if isinstance(layer_types, list):
+            facts["sliding_window_layers"] = sum(t == "sliding_attention" for t in layer_types)
+            written["sliding_window_layers"] = "the sliding_attention entries of layer_types"
+        elif config.get("model_type") in ("gemma2", "gemma3_text", "gemma3"):
+            facts["sliding_window_layers"] = checked.layers // 2  # alternating layers
+        else:
+            facts["sliding_window_layers"] = checked.layers
+    if given is not None:
+        spec = given.model_dump(exclude_none=True)
+        facts.update(spec)
+        written.update({field: f"spec.model.architecture.{to_camel(field)}" for field in spec})
+    return _hf_validated(facts, written)
+
+
+def _hf_validated(facts: dict[str, Any], written: Mapping[str, str]) -> ModelArchitecture:
+    def name(field: str) -> str:
+        return written.get(field) or _HF_NAMES.get(field, field)
+
+    try:
+        return ModelArchitecture.model_validate(facts)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            if error["type"] == ARCHITECTURE_ERROR:
+                problems.extend(broken_architecture_rules(facts, name))
+            else:
+                field = str(error["loc"][0]) if error["loc"] else ""
+                problems.append(f"{name(field)}: {error['msg']}")
+        raise ValueError("; ".join(problems)) from None
 
 
 class PinnedImage(CatalogModel):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from llmdeploy.controller.decide import EXCLUDED_GPU_TTL_S
 from llmdeploy.render import HostAccess
 
 DEFAULT_PROMETHEUS = "default"
@@ -74,6 +75,12 @@ class OperatorSettings(BaseSettings):
     )
     allow_control_plane_nodes: bool = Field(
         default=False, description="Let placement select or tolerate control-plane nodes."
+    )
+    excluded_gpu_ttl_seconds: float = Field(
+        default=EXCLUDED_GPU_TTL_S,
+        gt=0,
+        description="How long a SKU that placement.fallback dropped (status.excludedGpus) "
+        "stays excluded; then the plan is made again and the SKU tried again.",
     )
     status_interval_seconds: float = Field(
         default=10.0,

@@ -10,7 +10,9 @@ from llmdeploy.api.types import (
     ModelArchitecture,
     ModelSpec,
     Quantization,
+    broken_architecture_rules,
     format_validation_error,
+    to_camel,
 )
 from llmdeploy.catalog import Catalog
 
@@ -120,14 +122,18 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ModelFacts:
         facts.update(
             entry.model_dump(exclude_none=True, include=set(ModelArchitecture.model_fields))
         )
-    if spec.architecture is not None:
-        facts.update(spec.architecture.model_dump(exclude_none=True))
+    given = spec.architecture.model_dump(exclude_none=True) if spec.architecture else {}
+    facts.update(given)
     try:  # the spec's facts may contradict the catalog's they complete
         a = ModelArchitecture.model_validate(facts)
     except ValidationError as exc:
-        where = "with the catalog's facts" if entry is not None else ""
+
+        def name(fact: str) -> str:
+            return to_camel(fact) if fact in given else f"the catalog's {to_camel(fact)}"
+
+        broken = broken_architecture_rules(facts, name)
         raise SpecError(
-            "spec.model.architecture", f"{format_validation_error(exc)} {where}".strip()
+            "spec.model.architecture", "; ".join(broken) or format_validation_error(exc)
         ) from None
     missing = [name for name in _REQUIRED if getattr(a, name) is None]
     if missing:
