@@ -21,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from llmdeploy.api.types import (
     MAX_REQUESTS_PER_SECOND,
@@ -37,13 +37,21 @@ from llmdeploy.catalog import (
     load_catalog,
     load_image_lock,
 )
+from llmdeploy.controller.settings import PrometheusEndpoint
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
 from llmdeploy.measure.observed import observe
 from llmdeploy.measure.queries import WindowError, measurement_queries, window_seconds
 from llmdeploy.measure.report import build_report, format_report
 from llmdeploy.measure.results import RESULTS_FORMAT, SavedResults, readings, series
 from llmdeploy.output_dir import write_rendered
-from llmdeploy.render import HostAccess, RenderError, render_manifests, to_yaml
+from llmdeploy.render import (
+    DEFAULT_PROMETHEUS,
+    HostAccess,
+    PrometheusTarget,
+    RenderError,
+    render_manifests,
+    to_yaml,
+)
 from llmdeploy.sizing import Plan, SpecError, feasible_alternatives, plan_deployment
 
 EXIT_FEASIBLE, EXIT_INFEASIBLE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
@@ -52,6 +60,8 @@ MAX_COLD_START_S = 86_400.0
 MAX_TRACE_T = 1e9  # seconds: three decades of trace
 DEFAULT_SINCE = "24h"
 MAX_TIMEOUT_S = 600.0
+
+ENDPOINTS = TypeAdapter(dict[str, PrometheusEndpoint])
 
 
 class InputError(Exception):
@@ -191,6 +201,20 @@ def _report_feasibility(plan: Plan) -> bool:
     return plan.feasible
 
 
+def _prometheus_targets(args: argparse.Namespace) -> dict[str, PrometheusTarget]:
+    """The Prometheus endpoints objects may name, given as the operator's settings give them
+    (LLMDEPLOY_PROMETHEUS_URL, LLMDEPLOY_PROMETHEUS_ENDPOINTS)."""
+    endpoints: dict[str, PrometheusEndpoint] = {}
+    try:
+        if args.prometheus_endpoints:
+            endpoints.update(ENDPOINTS.validate_json(args.prometheus_endpoints))
+        if args.prometheus_url:
+            endpoints[DEFAULT_PROMETHEUS] = PrometheusEndpoint(url=args.prometheus_url)
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, "--prometheus-endpoints")) from None
+    return {name: endpoint.target() for name, endpoint in endpoints.items()}
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     resource, catalog, lock = _load(args)
     plan = plan_deployment(resource.spec, catalog, lock)
@@ -203,7 +227,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "--allow-host-path-prefix")) from None
-    objects = render_manifests(resource, plan, catalog, lock, host_access=access)
+    objects = render_manifests(
+        resource, plan, catalog, lock, host_access=access, prometheus=_prometheus_targets(args)
+    )
     if args.output_dir is None:
         sys.stdout.write(to_yaml(objects))
         return EXIT_FEASIBLE
@@ -474,6 +500,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-control-plane-nodes",
         action="store_true",
         help="let placement select or tolerate control-plane nodes",
+    )
+    render.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="the Prometheus endpoint named default (the operator's LLMDEPLOY_PROMETHEUS_URL)",
+    )
+    render.add_argument(
+        "--prometheus-endpoints",
+        metavar="JSON",
+        help="named Prometheus endpoints (the operator's LLMDEPLOY_PROMETHEUS_ENDPOINTS)",
     )
     render.set_defaults(handler=cmd_render)
     crd = command("crd", help="print the LLMDeployment CustomResourceDefinition")

@@ -25,7 +25,7 @@ from llmdeploy.controller.decide import (
     status_update,
     stored_exclusions,
 )
-from llmdeploy.render import HostAccess
+from llmdeploy.render import HostAccess, PrometheusTarget
 from llmdeploy.sizing.inventory import GpuNode, Inventory, cluster_catalog
 from tests.unit.conftest import GFD, L4_NODES, body
 
@@ -193,7 +193,8 @@ NO_HOST = HostAccess()
 
 
 def config(catalog: Catalog, prometheus: bool = True) -> Config:
-    return Config(catalog, LOCK, set(), frozenset({"default"} if prometheus else ()), NO_HOST)
+    endpoints = {"default": PrometheusTarget(url="http://prometheus:9090")} if prometheus else {}
+    return Config(catalog, LOCK, set(), endpoints, NO_HOST)
 
 
 def settled(
@@ -471,7 +472,8 @@ def test_the_finalizer_of_an_old_release_goes(catalog: Catalog) -> None:
 
 def test_the_autoscaler_reads_only_an_endpoint_the_operator_allows(catalog: Catalog) -> None:
     snap, _ = settled(catalog, body(replicas=2, scaling=scaling(prometheus="team-a")))
-    allowed = Config(catalog, LOCK, set(), frozenset({"default", "team-a"}), NO_HOST)
+    targets = {name: PrometheusTarget(url=f"http://{name}:9090") for name in ("default", "team-a")}
+    allowed = Config(catalog, LOCK, set(), targets, NO_HOST)
     assert decide(snap, allowed).needs.prometheus == "team-a"
     unknown = complete(snap, config(catalog))  # only "default" is allowed
     assert unknown.scale_to is None
@@ -489,11 +491,12 @@ def test_the_activation_metric_is_scoped_to_the_object_s_namespace(catalog: Cata
     assert woken.scale_to == 1
 
 
-def test_free_urls_and_promql_are_refused_in_operator_mode() -> None:
+def test_free_urls_and_promql_are_refused_in_every_mode() -> None:
     for bad in ({"prometheusUrl": "http://evil:9090"}, {"scaleToZero": {"activationQuery": "up"}}):
-        b = body(scaling=scaling(**bad))
-        with pytest.raises(ValidationError, match="mode keda only"):
-            LLMDeployment.model_validate(b)
+        for mode in ("operator", "keda"):
+            b = body(scaling=scaling(mode=mode, **bad))
+            with pytest.raises(ValidationError, match="is not accepted"):
+                LLMDeployment.model_validate(b)
 
 
 def test_host_path_is_refused_unless_the_operator_allows_its_prefix(catalog: Catalog) -> None:

@@ -500,13 +500,15 @@ class ScalingBehavior(SpecModel):
 
 # A HorizontalPodAutoscaler goes below one replica only with the alpha HPAScaleToZero gate.
 PROMETHEUS_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,99}")
-OPERATOR_PROMETHEUS_URL = (
-    "prometheusUrl is for mode keda only: in mode operator the operator queries only the "
-    "endpoints its settings allow; name one with scaling.prometheus"
+# Both were accepted for mode keda until KEDA, too, was found to query whatever a tenant named.
+# The fields stay in the schema so that an old manifest is refused, not silently pruned.
+PROMETHEUS_URL_REFUSED = (
+    "prometheusUrl is not accepted: the operator and KEDA query only the Prometheus endpoints "
+    "the operator's settings allow; name one with scaling.prometheus"
 )
-OPERATOR_ACTIVATION_QUERY = (
-    "scaleToZero.activationQuery is for mode keda only: the operator runs no tenant PromQL; "
-    "use scaleToZero.activationMetric"
+ACTIVATION_QUERY_REFUSED = (
+    "scaleToZero.activationQuery is not accepted: no tenant PromQL runs, in mode operator or "
+    "keda; use scaleToZero.activationMetric"
 )
 HPA_SCALE_TO_ZERO = (
     "scaleToZero needs mode operator or keda: a HorizontalPodAutoscaler cannot scale to zero "
@@ -551,10 +553,8 @@ class ScaleToZeroSpec(SpecModel):
     )
     activation_query: str | None = Field(
         default=None,
-        min_length=1,
         max_length=4096,
-        description="mode keda only: PromQL for KEDA's activation trigger, which KEDA runs "
-        "with its own credentials. The operator never runs a tenant's PromQL.",
+        description="Not accepted (use activationMetric): no tenant PromQL runs.",
     )
 
 
@@ -593,25 +593,23 @@ class ScalingSpec(SpecModel):
             raise ValueError("minReplicas must not exceed maxReplicas")
         if self.scale_to_zero is not None and self.mode == "hpa":
             raise ValueError(HPA_SCALE_TO_ZERO)
-        if self.mode == "operator" and self.prometheus_url is not None:
-            raise ValueError(OPERATOR_PROMETHEUS_URL)
-        stz = self.scale_to_zero
-        if self.mode == "operator" and stz is not None and stz.activation_query is not None:
-            raise ValueError(OPERATOR_ACTIVATION_QUERY)
+        if self.prometheus_url is not None:
+            raise ValueError(PROMETHEUS_URL_REFUSED)
+        if self.scale_to_zero is not None and self.scale_to_zero.activation_query is not None:
+            raise ValueError(ACTIVATION_QUERY_REFUSED)
         return self
 
     prometheus: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
-        description="mode operator: the name of a Prometheus endpoint the operator's settings "
-        "allow (LLMDEPLOY_PROMETHEUS_ENDPOINTS); default: the operator's default endpoint.",
+        description="modes operator and keda: the name of a Prometheus endpoint the "
+        "operator's settings allow (LLMDEPLOY_PROMETHEUS_ENDPOINTS), which the operator or "
+        "KEDA queries; default: the operator's default endpoint (LLMDEPLOY_PROMETHEUS_URL).",
     )
     prometheus_url: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://[^\s#?]+$",
-        description="mode keda only: the Prometheus KEDA queries, with KEDA's credentials. "
-        "In mode operator, name an allowed endpoint with `prometheus` instead.",
+        description="Not accepted: name an allowed endpoint with `prometheus` instead.",
     )
 
 

@@ -42,9 +42,11 @@ from llmdeploy.cluster.objects import (
     prepared,
 )
 from llmdeploy.render import (
+    DEFAULT_PROMETHEUS,
     NO_HOST_ACCESS,
     SPEC_HASH_ANNOTATION,
     HostAccess,
+    PrometheusTarget,
     RenderError,
     render_manifests,
 )
@@ -61,7 +63,6 @@ from llmdeploy.sizing.inventory import (
 # this often, which bounds what a fail-over can lose of it.
 PERSIST_AUTOSCALER_EVERY_S = 30.0
 ACTIVATION = "activation"  # its key among the readings and in status.autoscaler.metrics
-DEFAULT_PROMETHEUS = "default"  # the endpoint of the operator's flat prometheus_* settings
 EXCLUDED_GPU_TTL_S = 3600.0  # a stock-out seldom lasts longer; then the SKU is tried again
 
 
@@ -72,7 +73,7 @@ class Config:
     catalog: Catalog
     lock: ImageLock
     provisionable: set[str] | None
-    prometheus: frozenset[str]  # the endpoints the operator's settings allow, by name
+    prometheus: Mapping[str, PrometheusTarget]  # the endpoints the settings allow, by name
     host_access: HostAccess  # what objects may reach beyond their namespace
     excluded_gpu_ttl_s: float = EXCLUDED_GPU_TTL_S  # how long a starved SKU stays excluded
 
@@ -213,6 +214,7 @@ def desired_state(
     stored_plan: Plan | None = None,
     stored_key: str | None = None,
     host_access: HostAccess = NO_HOST_ACCESS,
+    prometheus: Mapping[str, PrometheusTarget] | None = None,
 ) -> Desired:
     """The plan (reused while its inputs are unchanged, so replicas do not churn when the
     inventory moves) and the objects that run it. Raises SpecError or RenderError."""
@@ -224,7 +226,9 @@ def desired_state(
     if not plan.feasible or plan.gpu is None:
         return Desired(plan, key)
     drivers = inventory.drivers(catalog, plan.gpu) if plan.gpu in catalog.gpus else []
-    objects = render_manifests(resource, plan, catalog, lock, drivers, host_access=host_access)
+    objects = render_manifests(
+        resource, plan, catalog, lock, drivers, host_access=host_access, prometheus=prometheus
+    )
     return Desired.rendered(plan, key, objects)
 
 
@@ -551,6 +555,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
                 stored,
                 key,
                 config.host_access,
+                config.prometheus,
             )
     except (SpecError, RenderError) as exc:
         return invalid(str(exc))

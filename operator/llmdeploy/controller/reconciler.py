@@ -85,7 +85,7 @@ class Reconciler:
             catalog,
             lock,
             settings.provisionable(),
-            frozenset(self.prometheus),
+            settings.prometheus_targets(),
             settings.host_access(),
             settings.excluded_gpu_ttl_seconds,
         )

@@ -11,7 +11,7 @@ import json
 import math
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -114,6 +114,27 @@ class HostAccess(BaseModel):
 
 
 NO_HOST_ACCESS = HostAccess()
+
+DEFAULT_PROMETHEUS = "default"  # the endpoint of the operator's flat prometheus_* settings
+
+
+class PrometheusTarget(BaseModel):
+    """A Prometheus endpoint of the operator's settings as KEDA sees it: its address and,
+    where it needs credentials, the ClusterTriggerAuthentication the cluster admin made for it
+    (KEDA's own Secret references; the operator's token never leaves the operator)."""
+
+    model_config = ConfigDict(frozen=True)
+    url: str = Field(pattern=r"^https?://[^\s#?@]+$", max_length=2048)
+    keda_authentication: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        description="Name of a ClusterTriggerAuthentication for KEDA's queries.",
+    )
+    keda_auth_modes: str | None = Field(
+        default=None,
+        pattern=r"^(bearer|basic|tls|custom)(,(bearer|basic|tls|custom))*$",
+        description="KEDA's authModes for that endpoint, e.g. bearer or tls.",
+    )
 
 
 def _check_host_path(path: str, access: HostAccess) -> str:
@@ -339,9 +360,11 @@ def render_manifests(
     node_drivers: Sequence[tuple[int, int]] = (),
     *,
     host_access: HostAccess = NO_HOST_ACCESS,
+    prometheus: Mapping[str, PrometheusTarget] | None = None,
 ) -> list[dict[str, Any]]:
-    """The objects that run the plan, in apply order. `host_access` comes from the operator's
-    settings (or the CLI's flags): what may reach beyond the namespace."""
+    """The objects that run the plan, in apply order. `host_access` and `prometheus` (the
+    endpoints an object may name for KEDA) come from the operator's settings, or the CLI's
+    flags: what may reach beyond the namespace."""
     if not plan.feasible or plan.gpu is None:
         raise RenderError("the plan is not feasible: " + "; ".join(plan.reasons))
     name = resource.metadata.name
@@ -478,7 +501,7 @@ def render_manifests(
         objects.append(_render_template("networkpolicy.yaml.j2", values))
     scaling = spec.scaling
     if scaling is not None and scaling.mode in ("hpa", "keda"):
-        values.update(_scaling_values(resource, plan))
+        values.update(_scaling_values(resource, plan, prometheus or {}))
         template = (
             "horizontalpodautoscaler.yaml.j2" if scaling.mode == "hpa" else "scaledobject.yaml.j2"
         )
@@ -489,7 +512,9 @@ def render_manifests(
 ACTIVATION_ONLY_THRESHOLD = "1000000000"
 
 
-def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
+def _scaling_values(
+    resource: LLMDeployment, plan: Plan, prometheus: Mapping[str, PrometheusTarget]
+) -> dict[str, Any]:
     """Values for an HPA (external metrics via prometheus-adapter) or a KEDA ScaledObject."""
     assert resource.spec.scaling is not None
     scaling = effective_scaling(resource.spec.scaling, plan)
@@ -515,14 +540,20 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
                 "threshold": target,
             }
         )
-    if scaling.mode == "keda" and not scaling.prometheus_url:
-        raise SpecError("spec.scaling.prometheusUrl", "required when mode is keda")
+    keda_prometheus = None
+    if scaling.mode == "keda":
+        endpoint = scaling.prometheus or DEFAULT_PROMETHEUS
+        keda_prometheus = prometheus.get(endpoint)
+        if keda_prometheus is None:
+            raise SpecError(
+                "spec.scaling.prometheus",
+                f"no Prometheus endpoint named {endpoint} in the operator's settings "
+                "(LLMDEPLOY_PROMETHEUS_URL, LLMDEPLOY_PROMETHEUS_ENDPOINTS)",
+            )
     stz = scaling.scale_to_zero
     activation = None
-    if stz is not None:
-        activation = stz.activation_query or (
-            stz.activation_metric and activation_query(stz.activation_metric, namespace)
-        )
+    if stz is not None and stz.activation_metric is not None:
+        activation = activation_query(stz.activation_metric, namespace)
     if activation:
         # Wakes the workload only: any value above 0 activates it, and a threshold no query
         # reaches keeps it from voting for a replica count beside the engine metrics.
@@ -538,7 +569,7 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
         "scaling": scaling,
         "scaling_metrics": rendered,
         "hpa_behavior": scaling.behavior.model_dump(mode="json", by_alias=True),
-        "prometheus_url": scaling.prometheus_url,
+        "prometheus": keda_prometheus,
     }
 
 
