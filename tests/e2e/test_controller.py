@@ -129,7 +129,8 @@ class DeadPeerProxy:
         self._stop = threading.Event()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         self._server.settimeout(0.2)
@@ -162,6 +163,7 @@ class DeadPeerProxy:
 
     def close(self) -> None:
         self._stop.set()
+        self._acceptor.join(timeout=5)  # out of accept() before its socket goes
         self._server.close()
 
 
