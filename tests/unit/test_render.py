@@ -619,6 +619,23 @@ def test_keda_mode_renders_prometheus_triggers(catalog: Catalog) -> None:
     assert all("authenticationRef" not in t and "authModes" not in t["metadata"] for t in triggers)
 
 
+def test_latency_targets_in_milliseconds_become_thresholds_in_seconds(catalog: Catalog) -> None:
+    # Queries and external metrics answer in seconds, as Prometheus and the engines do; the
+    # spec's targets stay in milliseconds, like spec.slo.
+    metrics = [{"type": "ttftP95", "target": 500}, {"type": "tpotP95", "target": 40}]
+    hpa, _ = render(_with_scaling("hpa", metrics=metrics), catalog)
+    external = [m["external"] for m in hpa[-1]["spec"]["metrics"]]
+    assert [e["metric"]["name"] for e in external] == [
+        "llmdeploy_ttft_p95_seconds",
+        "llmdeploy_tpot_p95_seconds",
+    ]
+    assert [e["target"]["value"] for e in external] == ["0.5", "0.04"]
+    keda, _ = render(_with_scaling("keda", metrics=metrics), catalog)
+    triggers = keda[-1]["spec"]["triggers"]
+    assert [t["metadata"]["threshold"] for t in triggers] == ["0.5", "0.04"]
+    assert all(t["metadata"]["query"].startswith("histogram_quantile(0.95") for t in triggers)
+
+
 def test_keda_queries_a_named_endpoint_with_the_credentials_the_admin_gave_keda(
     catalog: Catalog,
 ) -> None:

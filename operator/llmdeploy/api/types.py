@@ -471,7 +471,8 @@ class ScalingMetric(SpecModel):
     type: Literal["queueDepth", "kvCacheUsage", "runningRequests", "ttftP95", "tpotP95"] = Field(
         description="queueDepth and runningRequests: waiting / running requests per ready "
         "replica; kvCacheUsage: fraction 0-1 of the KV cache in use; ttftP95 / tpotP95: "
-        "milliseconds from the engine's histograms. Metric names follow engine.name "
+        "target in milliseconds (like spec.slo), read from the engine's histograms in seconds. "
+        "Metric names follow engine.name "
         "(vllm:* or trtllm_*)."
     )
     target: float = Field(gt=0, le=1e7, description="Value per replica the autoscaler holds.")

@@ -23,7 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmdeploy.api.types import DNS_LABEL_PATTERN, EngineName, LLMDeployment
 from llmdeploy.autoscale.decision import PER_REPLICA
 from llmdeploy.autoscale.policy import cold_start_estimate, effective_scaling
-from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, SOURCES, activation_query, query
+from llmdeploy.autoscale.promql import (
+    DEPLOYMENT_LABEL,
+    SOURCES,
+    activation_query,
+    query,
+    query_target,
+)
 from llmdeploy.catalog import Catalog, Gpu, ImageLock
 from llmdeploy.render.engine_args import (
     ENGINE_PORT,
@@ -525,7 +531,7 @@ def _scaling_values(
     rendered = []
     for metric in scaling.metrics:
         per_replica = metric.type in PER_REPLICA
-        target = f"{metric.target:g}"
+        target = f"{query_target(metric.type, metric.target):g}"
         rendered.append(
             {
                 "type": metric.type,
