@@ -236,6 +236,7 @@ def test_a_dead_peer_times_out_backs_off_reports_the_stall_and_recovers(
     _no_duplicates(kube_api, namespace)
 
 
+@pytest.mark.usefixtures("third_party_crds")
 def test_a_free_prometheus_url_or_promql_is_refused_at_admission(
     kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str, operator: Operator
 ) -> None:
@@ -288,6 +289,22 @@ def test_a_free_prometheus_url_or_promql_is_refused_at_admission(
 
         said = wait_until(reported, what="MetricsAvailable naming the endpoint", timeout=60)
         assert said["status"] != "True" and "no Prometheus endpoint named" in said["message"]
+        # In mode keda the name must resolve before a ScaledObject can be rendered at all.
+        keda = _scaling(body, mode="keda", prometheus="attacker")
+        assert apply(kubeconfig_path, namespace, keda).returncode == 0
+
+        def invalid() -> dict[str, Any] | None:
+            obj = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, NAME
+            )
+            status = obj.get("status") or {}
+            found = [c for c in status.get("conditions") or [] if c["type"] == "Planned"]
+            current = status.get("observedGeneration") == obj["metadata"]["generation"]
+            return found[0] if current and found and found[0]["reason"] == "InvalidSpec" else None
+
+        refused = wait_until(invalid, what="InvalidSpec for the unknown endpoint", timeout=60)
+        assert "spec.scaling.prometheus" in refused["message"]
+        assert _children(kube_api, namespace, "ScaledObject") == []
     finally:
         stop.set()
         thread.join(timeout=5)

@@ -468,31 +468,49 @@ def test_delete_needs_no_running_operator_and_an_old_finalizer_is_removed(
 def test_a_same_named_object_made_by_hand_is_not_taken_over(
     kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str, operator: Operator
 ) -> None:
-    # Someone who may create LLMDeployments (and not Services) must not be able to rewrite a
-    # Service of that name through the operator's rights.
+    # Someone who may create LLMDeployments (and not Services or PDBs) must not be able to
+    # rewrite, adopt or have garbage-collected an object of that name through the operator's
+    # rights: not a Service whose selector would conflict, nor a PDB whose every field equals
+    # what the operator would set (an apply without force would adopt that one silently).
     body = example("llama-3.1-8b-l4")
     name = body["metadata"]["name"]
-    core = client.CoreV1Api(kube_api)
-    theirs = client.V1Service(
+    core, policy = client.CoreV1Api(kube_api), client.PolicyV1Api(kube_api)
+    service = client.V1Service(
         metadata=client.V1ObjectMeta(name=name),
         spec=client.V1ServiceSpec(
             selector={"app": "someone-else"}, ports=[client.V1ServicePort(port=8000)]
         ),
     )
-    core.create_namespaced_service(namespace, theirs)
+    budget = client.V1PodDisruptionBudget(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodDisruptionBudgetSpec(
+            max_unavailable=1,
+            selector=client.V1LabelSelector(match_labels={"llmdeploy.io/deployment": name}),
+        ),
+    )
+    core.create_namespaced_service(namespace, service)
+    policy.create_namespaced_pod_disruption_budget(namespace, budget)
     assert apply(kubeconfig_path, namespace, body).returncode == 0
 
-    def refused() -> dict[str, Any] | None:
+    def refused(kind: str) -> dict[str, Any] | None:
         c = condition(get(kube_api, namespace, name), "Degraded")
-        return c if c and c["status"] == "True" else None
+        return c if c and f"{kind} {name} already exists" in c["message"] else None
 
-    degraded = wait_until(refused, what="Degraded", timeout=60)
-    assert f"Service {name} already exists" in degraded["message"], degraded
-    service = core.read_namespaced_service(name, namespace)
-    assert service.spec.selector == {"app": "someone-else"}
-    assert not service.metadata.owner_references
-    # Once the other Service is gone, the operator makes its own.
+    degraded = wait_until(
+        lambda: refused("Service"), what="Degraded naming the Service", timeout=60
+    )
+    assert degraded["status"] == "True"
+    theirs = core.read_namespaced_service(name, namespace)
+    assert theirs.spec.selector == {"app": "someone-else"}
+    assert not theirs.metadata.owner_references
+    # Once the Service is gone the operator makes its own, and stops at the PDB.
     core.delete_namespaced_service(name, namespace)
+    wait_until(lambda: refused("PodDisruptionBudget"), what="Degraded naming the PDB", timeout=60)
+    kept = policy.read_namespaced_pod_disruption_budget(name, namespace)
+    assert not kept.metadata.owner_references
+    assert not (kept.metadata.labels or {})  # none of the operator's labels either
+    assert core.read_namespaced_service(name, namespace).spec.selector != {"app": "someone-else"}
+    policy.delete_namespaced_pod_disruption_budget(name, namespace)
     wait_until(lambda: ready(kube_api, namespace, name), what="Ready", timeout=120)
-    service = core.read_namespaced_service(name, namespace)
-    assert service.spec.selector != {"app": "someone-else"}
+    owners = policy.read_namespaced_pod_disruption_budget(name, namespace).metadata.owner_references
+    assert [o.kind for o in owners] == ["LLMDeployment"]

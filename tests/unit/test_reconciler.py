@@ -31,6 +31,8 @@ class Cluster:
         self.body = body()
         self.patches: list[tuple[dict[str, Any], str]] = []
         self.events: list[tuple[str, str, bool]] = []
+        self.live: dict[tuple[str, str], str] = {}  # objects already there: their controller
+        self.applied: list[tuple[str, str, bool]] = []
 
     def inventory(self) -> Inventory:
         return L4_NODES
@@ -52,7 +54,11 @@ class Cluster:
     ) -> None:
         self.events.append((reason, message, warning))
 
+    def controller_of(self, obj: Mapping[str, Any], namespace: str) -> str | None:
+        return self.live.get((obj["kind"], obj["metadata"]["name"]))
+
     def apply(self, obj: dict[str, Any], owner: Owner, *, take_over: bool) -> LiveChild:
+        self.applied.append((obj["kind"], obj["metadata"]["name"], take_over))
         metadata = {**obj["metadata"], "uid": f"uid-{obj['kind']}", "resourceVersion": "1"}
         return live_child(obj["kind"], {**obj, "metadata": metadata})
 
@@ -179,3 +185,27 @@ def test_the_message_names_the_class_and_the_operator_s_frame_never_the_text() -
     assert message.startswith("unexpected AttributeError in llmdeploy.controller.decide.plan_key")
     assert "secret" not in message and "NoneType" not in message
     assert unexpected(ValueError("from nowhere")).startswith("unexpected ValueError: a bug")
+
+
+def test_only_the_objects_own_children_are_applied_and_forced(
+    reconciler: Reconciler, cluster: Cluster
+) -> None:
+    # The Deployment is there already and this object's (the index has not seen it yet, as
+    # after a restart): forced, so a hand edit is repaired. The Service was made by someone
+    # else: refused before any write to it, and said so.
+    cluster.live[("Deployment", "m")] = "u1"
+    cluster.live[("Service", "m")] = ""
+    assert reconciler._reconcile_one(KEY)[0] == "error"
+    assert cluster.applied == [("Deployment", "m", True)]
+    degraded = conditions(cluster)["Degraded"]
+    assert degraded["status"] == "True" and degraded["reason"] == "ApplyFailed"
+    assert degraded["message"].startswith("Service m already exists and is not this")
+    assert [e[0] for e in cluster.events if e[2]] == ["ApplyFailed"]
+
+    # Gone: created, without force, and the rest follows.
+    del cluster.live[("Service", "m")]
+    watched(reconciler, cluster)
+    cluster.applied.clear()
+    assert reconciler._reconcile_one(KEY)[0] == "success"
+    assert ("Service", "m", False) in cluster.applied
+    assert ("PodDisruptionBudget", "m", False) in cluster.applied

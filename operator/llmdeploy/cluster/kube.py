@@ -75,6 +75,14 @@ def _error(exc: Exception, action: str) -> ClusterError:
     return ClusterError(f"{action}: {status} {message}"[:600], status=status)
 
 
+def not_ours(kind: str, name: str) -> ClusterError:
+    return ClusterError(
+        f"{kind} {name} already exists and is not this LLMDeployment's: llmdeploy does not "
+        "take over objects it did not create; delete or rename it",
+        status=409,
+    )
+
+
 def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -179,7 +187,12 @@ class Cluster:
             try:
                 resource.create(body=body, namespace=scope)
             except DynamicApiError as exc:
-                if getattr(exc, "status", None) != 409:  # already there
+                status = getattr(exc, "status", None)
+                if status == 404 and scope:
+                    raise ClusterError(
+                        f"namespace {scope} (LLMDEPLOY_NAMESPACES) does not exist", status=404
+                    ) from None
+                if status != 409:  # already there
                     raise _error(exc, f"create {kind} {name}") from None
 
     def peers(self, name: str, namespace: str | None) -> dict[str, Any]:
@@ -353,11 +366,26 @@ class Cluster:
             if not token:
                 return
 
+    def controller_of(self, obj: Mapping[str, Any], namespace: str) -> str | None:
+        """Who controls the live object of `obj`'s kind and name: the uid of its controlling
+        LLMDeployment, "" for an object with no such controller, None when there is none."""
+        resource = self._resource(obj["apiVersion"], obj["kind"])
+        if resource is None:
+            return None
+        name = obj["metadata"]["name"]
+        try:
+            live = resource.get(name=name, namespace=namespace)
+        except NotFoundError:
+            return None
+        except DynamicApiError as exc:
+            raise _error(exc, f"get {obj['kind']} {name}") from None
+        return live_child(obj["kind"], live.to_dict()).owner_uid
+
     def apply(self, obj: dict[str, Any], owner: Owner, *, take_over: bool) -> LiveChild:
         """Server-side apply with our field manager; the child as it now is. `take_over`
         forces conflicts: for a child that is already the owner's, whose fields a hand edit
-        took. Otherwise someone else's object of that name is left alone: a conflict is
-        refused, never forced."""
+        took. Otherwise a conflict is refused, never forced (the caller has checked that no
+        one else's object of that name exists)."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         resource = self._resource(obj["apiVersion"], kind)
         if resource is None:
@@ -374,12 +402,7 @@ class Cluster:
             )
         except DynamicApiError as exc:
             if getattr(exc, "status", None) == 409 and not take_over:
-                raise ClusterError(
-                    f"{kind} {name} already exists and is not this LLMDeployment's (other "
-                    "managers own fields it would set); llmdeploy does not take over objects "
-                    "it did not create: delete or rename it",
-                    status=409,
-                ) from None
+                raise not_ours(kind, name) from None  # made by someone else since we looked
             raise _error(exc, f"apply {kind} {name}") from None
         return live_child(kind, applied.to_dict())
 

@@ -22,7 +22,7 @@ from typing import Any
 from llmdeploy.api.status import LLMDeploymentStatus
 from llmdeploy.autoscale.prometheus import PrometheusConfig, read_queries
 from llmdeploy.catalog import Catalog, ImageLock
-from llmdeploy.cluster.kube import Cluster, ClusterError
+from llmdeploy.cluster.kube import Cluster, ClusterError, not_ours
 from llmdeploy.cluster.objects import live_child, owner_name
 from llmdeploy.controller import metrics
 from llmdeploy.controller.decide import (
@@ -306,9 +306,15 @@ class Reconciler:
             _check(deadline)
             name = (obj["kind"], obj["metadata"]["name"])
             known = snap.children.get(name)
-            # Forced only onto what is already this object's: a same-named object a tenant
-            # made by hand is refused, not taken over.
             ours = known is not None and known.owner_uid == owner.uid
+            if not ours:
+                # Not known as this object's (new, or the index has not seen it yet): a
+                # same-named object someone else made is refused, not adopted; an apply
+                # without force would adopt one whose fields happen not to conflict.
+                controller = self.cluster.controller_of(obj, owner.namespace)
+                if controller is not None and controller != owner.uid:
+                    raise not_ours(*name)
+                ours = controller == owner.uid
             live = self.cluster.apply(obj, owner, take_over=ours)
             record.applied[name] = (live.applied_hash or "", live.revision)
             self.index.child_seen(key, name, live)

@@ -148,9 +148,9 @@ def own_identity() -> str:
 
 def peering_priority(settings: OperatorSettings, started: float) -> int:
     """kopf pauses every replica when two share a priority, so no setting can give two replicas
-    the same one: the configured rank comes first, then the start time (in milliseconds), the
+    the same one: the configured rank comes first, then the start time (in microseconds), the
     replica that started first ranking higher, so a restarted replica queues behind it."""
-    return settings.priority * 10**13 - int(started * 1000)
+    return settings.priority * 10**16 - int(started * 1_000_000)
 
 
 def run_operator(settings: OperatorSettings) -> None:

@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmdeploy.controller.decide import EXCLUDED_GPU_TTL_S
 from llmdeploy.render import DEFAULT_PROMETHEUS, HostAccess, PrometheusTarget
+from llmdeploy.render.manifests import KEDA_AUTH_MODES
+
+DNS_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 class PrometheusEndpoint(BaseModel):
@@ -30,17 +33,12 @@ class PrometheusEndpoint(BaseModel):
     ca_file: Path | None = None
     insecure_skip_verify: bool = False
     # For objects in mode keda: KEDA queries the same endpoint with credentials of its own.
-    keda_authentication: str | None = None
-    keda_auth_modes: str | None = None
-
-    @model_validator(mode="after")
-    def _keda_fields(self) -> PrometheusEndpoint:
-        self.target()  # KEDA's fields are checked where they are read
-        return self
+    keda_authentication: str | None = Field(default=None, pattern=DNS_NAME)
+    keda_auth_modes: str | None = Field(default=None, pattern=KEDA_AUTH_MODES)
 
     def target(self) -> PrometheusTarget:
-        """The endpoint as KEDA sees it (no credentials of the operator's)."""
-        return PrometheusTarget(
+        """The endpoint as KEDA sees it (no credentials of the operator's); checked here."""
+        return PrometheusTarget.model_construct(
             url=self.url,
             keda_authentication=self.keda_authentication,
             keda_auth_modes=self.keda_auth_modes,
@@ -48,15 +46,18 @@ class PrometheusEndpoint(BaseModel):
 
 
 # kopf pauses every replica when two share a peering priority, so the rank is combined with the
-# start time (peering_priority in run.py); this bound keeps the product inside an int64.
-PRIORITY_BOUND = 900_000
+# start time in microseconds (peering_priority in run.py); this bound keeps it inside an int64.
+PRIORITY_BOUND = 900
 
 
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMDEPLOY_", frozen=True)
 
-    namespaces: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Namespaces to watch (comma-separated); empty: all."
+    namespaces: Annotated[
+        list[Annotated[str, StringConstraints(pattern=DNS_NAME, max_length=63)]], NoDecode
+    ] = Field(
+        default_factory=list,
+        description="Namespaces to watch (comma-separated names); empty: all.",
     )
     catalog_files: Annotated[list[Path], NoDecode] = Field(
         default_factory=list, description="Catalog extension files (GPUs, models, prices)."
@@ -89,6 +90,15 @@ class OperatorSettings(BaseSettings):
     )
     prometheus_ca_file: Path | None = Field(default=None, description="CA bundle for https.")
     prometheus_insecure_skip_verify: bool = False
+    prometheus_keda_authentication: str | None = Field(
+        default=None,
+        pattern=DNS_NAME,
+        description="For objects in mode keda: the ClusterTriggerAuthentication KEDA uses "
+        "with the default endpoint.",
+    )
+    prometheus_keda_auth_modes: str | None = Field(
+        default=None, pattern=KEDA_AUTH_MODES, description="KEDA's authModes for it."
+    )
     allowed_host_path_prefixes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Node directories an LLMDeployment's model.cache.hostPath may be in "
@@ -185,8 +195,19 @@ class OperatorSettings(BaseSettings):
                 bearer_token_file=self.prometheus_bearer_token_file,
                 ca_file=self.prometheus_ca_file,
                 insecure_skip_verify=self.prometheus_insecure_skip_verify,
+                keda_authentication=self.prometheus_keda_authentication,
+                keda_auth_modes=self.prometheus_keda_auth_modes,
             )
         return endpoints
+
+    @model_validator(mode="after")
+    def _one_default(self) -> OperatorSettings:
+        if self.prometheus_url and DEFAULT_PROMETHEUS in self.prometheus_endpoints:
+            raise ValueError(
+                f'prometheus_endpoints names "{DEFAULT_PROMETHEUS}", which prometheus_url '
+                "already is: set one of them"
+            )
+        return self
 
     def prometheus_targets(self) -> dict[str, PrometheusTarget]:
         """Every endpoint an object may name, as the renderer needs it for KEDA."""

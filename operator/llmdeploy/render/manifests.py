@@ -122,6 +122,7 @@ class HostAccess(BaseModel):
 NO_HOST_ACCESS = HostAccess()
 
 DEFAULT_PROMETHEUS = "default"  # the endpoint of the operator's flat prometheus_* settings
+KEDA_AUTH_MODES = r"^(bearer|basic|tls|custom)(,(bearer|basic|tls|custom))*$"
 
 
 class PrometheusTarget(BaseModel):
@@ -138,7 +139,7 @@ class PrometheusTarget(BaseModel):
     )
     keda_auth_modes: str | None = Field(
         default=None,
-        pattern=r"^(bearer|basic|tls|custom)(,(bearer|basic|tls|custom))*$",
+        pattern=KEDA_AUTH_MODES,
         description="KEDA's authModes for that endpoint, e.g. bearer or tls.",
     )
 
