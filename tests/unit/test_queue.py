@@ -51,6 +51,22 @@ def test_failures_back_off_exponentially_and_a_success_resets() -> None:
     assert queue.done("a", failed=True) == 0.01
 
 
+def test_a_periodic_pass_leaves_a_failing_key_to_its_backoff() -> None:
+    queue: WorkQueue[str] = WorkQueue(base_delay_s=60)
+    queue.add("a")
+    take(queue)
+    assert queue.done("a", failed=True) == 60
+    queue.resync("a")
+    queue.resync("b")
+    assert take(queue) == "b"
+    assert queue.get(timeout_s=0.05) is None  # "a" waits for its retry, not for the pass
+    queue.add("a")  # an event (a spec change) is seen at once
+    assert take(queue) == "a"
+    queue.done("a")
+    queue.resync("a")  # succeeded: back in the passes
+    assert take(queue) == "a"
+
+
 def test_a_delayed_key_comes_when_due() -> None:
     queue: WorkQueue[str] = WorkQueue()
     queue.add_after("later", 0.2)

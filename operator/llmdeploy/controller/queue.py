@@ -40,6 +40,15 @@ class WorkQueue(Generic[Key]):
                 self._ready.append(key)
                 self._cond.notify()
 
+    def resync(self, key: Key) -> None:
+        """Add `key` for a periodic pass, unless it is backing off after a failure: its retry
+        is already due, and a pass must not turn a persistent error into a reconcile per
+        interval. Events still add it at once (a fix to the spec is seen without delay)."""
+        with self._cond:
+            if key in self._failures:
+                return
+        self.add(key)
+
     def add_after(self, key: Key, delay_s: float) -> None:
         if delay_s <= 0:
             self.add(key)

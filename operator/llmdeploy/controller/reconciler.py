@@ -160,7 +160,7 @@ class Reconciler:
                 except ClusterError as exc:
                     log.warning("relist failed: %s", exc)
             for key in self.index.keys():  # noqa: SIM118 (a method, not a dict's)
-                self.queue.add(key)
+                self.queue.resync(key)
 
     def relist(self) -> None:
         """Rebuild the index from lists: what a watch gap hid is found, what went is dropped."""
