@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds \
-	demo demo-down prometheus
+	demo demo-down prometheus helm chart image
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -26,10 +26,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv
+unit: venv helm
 	$(BIN)/pytest tests/unit tests/golden
 
-e2e: venv prometheus
+e2e: venv prometheus helm
 	$(BIN)/pytest tests/e2e
 
 # The autoscaling e2e tests run a real Prometheus: Debian's package.
@@ -47,6 +47,19 @@ bench: venv
 
 crds: venv
 	$(BIN)/llmdeploy crd > crds/llmdeployments.yaml
+
+# helm v4, built from the Go module proxy into ~/.cache/llmdeploy-helm/<version>/ once.
+helm:
+	@hack/helm.sh >/dev/null
+
+# The chart as an OCI-ready package in dist/ (pushing it: charts/llmdeploy/README.md).
+chart: helm
+	hack/helm.sh -- lint charts/llmdeploy
+	hack/helm.sh -- package charts/llmdeploy --destination dist
+
+# The operator image (Dockerfile), with a container engine; prints how to pin its digest.
+image:
+	hack/image.sh
 
 demo: venv
 	hack/demo.sh
