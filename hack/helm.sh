@@ -9,26 +9,11 @@ here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/helm/versions.env"
 
 cache_root="${LLMDEPLOY_HELM_CACHE:-$HOME/.cache/llmdeploy-helm}"
-bin="$cache_root/$HELM_VERSION/helm"
-log() { echo "[helm build] $*" >&2; }
-
-if [[ ! -x "$bin" ]]; then
-  command -v go >/dev/null 2>&1 || { log "error: 'go' is not on PATH; install Go >= 1.25 to build helm"; exit 1; }
-  mkdir -p "$(dirname "$bin")"
-  export CGO_ENABLED=0 GOFLAGS=-mod=mod
-  start=$SECONDS
-  log "building helm $HELM_VERSION into $bin with $(go version)"
-  if ! (cd "$here/helm/module" && go mod download >&2); then
-    log "error: cannot download Go modules; is the Go module proxy (GOPROXY=$(go env GOPROXY)) reachable?"
-    exit 1
-  fi
-  # helm prints this version (`helm version`); without it, it says only its minor release.
-  ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}"
-  ldflags+=" -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
-  (cd "$here/helm/module" && go build -trimpath -ldflags "$ldflags" -o "$bin.tmp" helm.sh/helm/v4/cmd/helm)
-  mv "$bin.tmp" "$bin"
-  log "done in $((SECONDS - start))s"
-fi
+# helm prints this version (`helm version`); without it, it says only its minor release.
+ldflags="-X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}"
+ldflags+=" -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+bin="$("$here/go-build-cached.sh" "$here/helm/module" helm.sh/helm/v4/cmd/helm \
+  "$cache_root/$HELM_VERSION/helm" "$ldflags")"
 
 if [[ "${1:-}" == "--" ]]; then
   shift
