@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds \
-	demo demo-down prometheus helm chart image
+	demo demo-down prometheus helm kstatus chart image
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -26,10 +26,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv helm
+unit: venv helm kstatus
 	$(BIN)/pytest tests/unit tests/golden
 
-e2e: venv prometheus helm
+e2e: venv prometheus helm kstatus
 	$(BIN)/pytest tests/e2e
 
 # The autoscaling e2e tests run a real Prometheus: Debian's package.
@@ -51,6 +51,10 @@ crds: venv
 # helm v4, built from the Go module proxy into ~/.cache/llmdeploy-helm/<version>/ once.
 helm:
 	@hack/helm.sh >/dev/null
+
+# kstatus-check (hack/kstatus): the kstatus library Flux uses, built once into a cache.
+kstatus:
+	@hack/kstatus.sh >/dev/null
 
 # The chart as an OCI-ready package in dist/ (pushing it: charts/llmdeploy/README.md).
 chart: helm
