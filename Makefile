@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds \
-	demo demo-down prometheus helm kstatus chart image
+	demo demo-down prometheus helm kstatus chart image docs
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -47,6 +47,10 @@ bench: venv
 
 crds: venv
 	$(BIN)/llmdeploy crd > crds/llmdeployments.yaml
+
+# Generated docs (tests/unit/test_docs.py fails when they are stale).
+docs: venv
+	$(BIN)/python -m llmdeploy.controller.settings > docs/settings.md
 
 # helm v4, built from the Go module proxy into ~/.cache/llmdeploy-helm/<version>/ once.
 helm:
