@@ -9,12 +9,12 @@ import yaml
 from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, load_catalog
 
-DATA = Path(__file__).parent / "data"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
-    return load_catalog([DATA / "rtx3090.yaml"])
+    return load_catalog([EXAMPLES / "catalog-extension.yaml"])
 
 
 def make_spec(model: str = "meta-llama/Llama-3.1-8B-Instruct", **spec: Any) -> LLMDeploymentSpec:
