@@ -14,7 +14,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
-    return load_catalog([EXAMPLES / "catalog-extension.yaml"])
+    return load_catalog([EXAMPLES / "catalog" / "extension.yaml"])
 
 
 def make_spec(model: str = "meta-llama/Llama-3.1-8B-Instruct", **spec: Any) -> LLMDeploymentSpec:

@@ -23,7 +23,7 @@ def test_the_settings_table_lists_every_setting_with_a_description() -> None:
 
 
 def test_the_catalog_extension_example_adds_a_gpu_and_a_model(catalog: Catalog) -> None:
-    # The `catalog` fixture is the packaged catalog extended by examples/catalog-extension.yaml.
+    # The `catalog` fixture is the packaged catalog extended by examples/catalog/extension.yaml.
     assert "nvidia-rtx-3090" in catalog.gpus
     model = catalog.find_model("support-agent-8b")
     assert model is not None and model.id == "example-org/llama-3.1-8b-support-agent"
