@@ -6,13 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds \
-	demo demo-down prometheus helm kstatus chart image docs
+	demo demo-down prometheus lint-manifests helm kstatus chart image docs
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,plot]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -25,6 +25,11 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+# checkov and kube-score on the rendered examples and the install; not part of `make test`
+# (it downloads both linters, pinned, on first use). Findings: docs/reliability.md.
+lint-manifests: venv
+	hack/lint-manifests.sh
 
 unit: venv helm kstatus
 	$(BIN)/pytest tests/unit tests/golden

@@ -138,7 +138,7 @@ def apply_children_directly(
     expected = sum(1 for obj, _ in work if obj["kind"] == "Deployment")
     start = time.monotonic()
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda job: cluster.apply(*job), work))
+        list(pool.map(lambda job: cluster.apply(*job, take_over=False), work))
     while True:
         observed = sum(
             1

@@ -1,48 +1,75 @@
 """`llmdeploy` command line: every decision the operator makes, reproducible offline.
 
 Exit codes: 0 feasible, 1 nothing feasible (the plan is still printed), 2 invalid input,
-3 internal error. Errors are one line on stderr; --debug shows an internal error's traceback.
+3 internal error. `report`: 0 SLO met (or none set), 1 SLO missed, 4 not enough data to tell
+(the report is printed in each case). Errors are one line on stderr; --debug shows an internal
+error's traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from llmdeploy.api.types import (
     MAX_REQUESTS_PER_SECOND,
+    EngineName,
     LLMDeployment,
-    ModelArchitecture,
     format_validation_error,
     parse_llmdeployment,
 )
 from llmdeploy.catalog import (
     Catalog,
+    ImageLock,
     architecture_from_hf_config,
     load_catalog,
     load_image_lock,
 )
+from llmdeploy.controller.settings import PrometheusEndpoint
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
+from llmdeploy.measure.observed import observe
+from llmdeploy.measure.queries import WindowError, measurement_queries, window_seconds
+from llmdeploy.measure.report import build_report, format_report
+from llmdeploy.measure.results import RESULTS_FORMAT, SavedResults, readings, series
 from llmdeploy.output_dir import write_rendered
-from llmdeploy.render import HostAccess, RenderError, render_manifests, to_yaml
-from llmdeploy.sizing import Plan, SpecError, plan_deployment
+from llmdeploy.render import (
+    DEFAULT_PROMETHEUS,
+    HostAccess,
+    PrometheusTarget,
+    RenderError,
+    render_manifests,
+    to_yaml,
+)
+from llmdeploy.sizing import Plan, SpecError, feasible_alternatives, plan_deployment
 
 EXIT_FEASIBLE, EXIT_INFEASIBLE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_UNMEASURED = 4  # report: SLOMet is Unknown
 MAX_COLD_START_S = 86_400.0
 MAX_TRACE_T = 1e9  # seconds: three decades of trace
+DEFAULT_SINCE = "24h"
+MAX_TIMEOUT_S = 600.0
+
+ENDPOINTS = TypeAdapter(dict[str, PrometheusEndpoint])
 
 
 class InputError(Exception):
     """Input the user must fix; the message names the file or field."""
+
+
+class SetupError(Exception):
+    """What the command needs around it is missing (exit 3): the message says what."""
 
 
 def read_manifest(path: str) -> LLMDeployment:
@@ -63,13 +90,7 @@ def _with_hf_config(resource: LLMDeployment, path: str) -> LLMDeployment:
     """Fill spec.model.architecture from a local config.json (explicit spec values win)."""
     config = load_json(read_text(Path(path)), path)
     try:
-        facts = architecture_from_hf_config(config)
-        given = resource.spec.model.architecture
-        update = given.model_dump(exclude_none=True) if given else {}
-        # Validated again: the spec's facts must agree with the file's they complete.
-        merged = ModelArchitecture.model_validate({**facts.model_dump(exclude_none=True), **update})
-    except ValidationError as exc:
-        raise InputError(f"--model-config {path}: {format_validation_error(exc)}") from None
+        merged = architecture_from_hf_config(config, resource.spec.model.architecture)
     except ValueError as exc:
         raise InputError(f"--model-config {path}: {exc}") from None
     model = resource.spec.model.model_copy(update={"architecture": merged})
@@ -77,11 +98,12 @@ def _with_hf_config(resource: LLMDeployment, path: str) -> LLMDeployment:
     return resource.model_copy(update={"spec": spec})
 
 
-def _load(args: argparse.Namespace) -> tuple[LLMDeployment, Catalog]:
+def _load(args: argparse.Namespace) -> tuple[LLMDeployment, Catalog, ImageLock]:
     resource = read_manifest(args.file)
     if args.model_config:
         resource = _with_hf_config(resource, args.model_config)
-    return resource, load_catalog(Path(p) for p in args.catalog)
+    lock = load_image_lock(Path(args.image_lock) if args.image_lock else None)
+    return resource, load_catalog(Path(p) for p in args.catalog), lock
 
 
 def format_plan_table(plan: Plan) -> str:
@@ -134,9 +156,35 @@ def format_plan_table(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _plot_path(path: str) -> Path:
+    if Path(path).suffix.lower() not in (".svg", ".png"):
+        raise InputError(f"--plot {path}: the file name must end in .svg or .png")
+    return Path(path)
+
+
+def _save_picture(path: Path, draw: Callable[[Path], None]) -> None:
+    try:
+        draw(path)
+    except OSError as exc:
+        raise InputError(f"--plot {path}: {exc.strerror or exc}") from None
+
+
+def _pictures() -> ModuleType:
+    try:
+        return importlib.import_module("llmdeploy.pictures")
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("matplotlib"):
+            raise
+        raise InputError("--plot needs matplotlib: pip install 'llmdeploy[plot]'") from None
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    resource, catalog = _load(args)
-    plan = plan_deployment(resource.spec, catalog)
+    resource, catalog, lock = _load(args)
+    plan = plan_deployment(resource.spec, catalog, lock)
+    if args.plot:
+        path, pictures = _plot_path(args.plot), _pictures()
+        alternatives = feasible_alternatives(resource.spec, catalog, lock)
+        _save_picture(path, lambda p: pictures.plan_picture(resource, plan, alternatives, p))
     document: dict[str, Any] = plan.to_json_dict()
     if args.output == "json":
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
@@ -153,12 +201,25 @@ def _report_feasibility(plan: Plan) -> bool:
     return plan.feasible
 
 
+def _prometheus_targets(args: argparse.Namespace) -> dict[str, PrometheusTarget]:
+    """The Prometheus endpoints objects may name, given as the operator's settings give them
+    (LLMDEPLOY_PROMETHEUS_URL, LLMDEPLOY_PROMETHEUS_ENDPOINTS)."""
+    endpoints: dict[str, PrometheusEndpoint] = {}
+    try:
+        if args.prometheus_endpoints:
+            endpoints.update(ENDPOINTS.validate_json(args.prometheus_endpoints))
+        if args.prometheus_url:
+            endpoints[DEFAULT_PROMETHEUS] = PrometheusEndpoint(url=args.prometheus_url)
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, "--prometheus-endpoints")) from None
+    return {name: endpoint.target() for name, endpoint in endpoints.items()}
+
+
 def cmd_render(args: argparse.Namespace) -> int:
-    resource, catalog = _load(args)
-    plan = plan_deployment(resource.spec, catalog)
+    resource, catalog, lock = _load(args)
+    plan = plan_deployment(resource.spec, catalog, lock)
     if not _report_feasibility(plan):
         return EXIT_INFEASIBLE
-    lock = load_image_lock(Path(args.image_lock) if args.image_lock else None)
     try:
         access = HostAccess(
             allowed_host_path_prefixes=tuple(args.allow_host_path_prefix),
@@ -166,7 +227,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "--allow-host-path-prefix")) from None
-    objects = render_manifests(resource, plan, catalog, lock, host_access=access)
+    objects = render_manifests(
+        resource, plan, catalog, lock, host_access=access, prometheus=_prometheus_targets(args)
+    )
     if args.output_dir is None:
         sys.stdout.write(to_yaml(objects))
         return EXIT_FEASIBLE
@@ -195,8 +258,8 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     cold_start = args.cold_start
     if cold_start is not None and not 0 <= cold_start <= MAX_COLD_START_S:  # NaN fails too
         raise InputError(f"--cold-start: must be 0 to {MAX_COLD_START_S:g} seconds")
-    resource, catalog = _load(args)
-    plan = plan_deployment(resource.spec, catalog)
+    resource, catalog, lock = _load(args)
+    plan = plan_deployment(resource.spec, catalog, lock)
     if not _report_feasibility(plan):
         return EXIT_INFEASIBLE
     try:
@@ -239,6 +302,125 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     return EXIT_FEASIBLE
 
 
+def _results_file(path: str, namespace: str, name: str) -> Path:
+    """A file, or a directory holding NAMESPACE_NAME.json (DNS labels have no underscore)."""
+    given = Path(path)
+    return given / f"{namespace}_{name}.json" if given.is_dir() else given
+
+
+def _saved_results(path: Path) -> SavedResults:
+    document = load_json(read_text(path), str(path))
+    try:
+        return SavedResults.model_validate(document)
+    except ValidationError as exc:
+        raise InputError(f"{path}: {format_validation_error(exc)}") from None
+
+
+def _write_results(path: Path, saved: SavedResults) -> None:
+    text = json.dumps(saved.model_dump(mode="json", by_alias=True), indent=1) + "\n"
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--save-results {path}: {exc.strerror or exc}") from None
+
+
+def _plan_file(path: str) -> Plan:
+    """A plan as `plan -o json` writes it, or the operator's status.plan."""
+    documents = [d for d in load_yaml_documents(read_text(Path(path)), path) if d is not None]
+    if len(documents) != 1:
+        raise InputError(f"--plan {path}: expected one plan document, found {len(documents)}")
+    try:
+        return Plan.model_validate(documents[0])
+    except ValidationError as exc:
+        raise InputError(f"--plan {path}: {format_validation_error(exc)}") from None
+
+
+def _measure(
+    args: argparse.Namespace, namespace: str, name: str, engine: EngineName
+) -> SavedResults:
+    """Saved results from --from-results, or fresh ones from --prometheus."""
+    if args.from_results is not None:
+        if args.since is not None or args.save_results is not None:
+            raise InputError("--since and --save-results go with --prometheus, not --from-results")
+        path = _results_file(args.from_results, namespace, name)
+        saved = _saved_results(path)
+        if (saved.namespace, saved.name, saved.engine) != (namespace, name, engine):
+            raise InputError(
+                f"--from-results {path}: results of {saved.namespace}/{saved.name} "
+                f"({saved.engine.value}), not of {namespace}/{name} ({engine.value})"
+            )
+        return saved
+    from llmdeploy.autoscale.prometheus import PrometheusConfig
+    from llmdeploy.measure.prometheus import collect
+
+    if not args.prometheus.startswith(("http://", "https://")):
+        raise InputError(f"--prometheus {args.prometheus}: not an http:// or https:// URL")
+    if not 0 < args.timeout <= MAX_TIMEOUT_S:
+        raise InputError(f"--timeout: must be above 0 and at most {MAX_TIMEOUT_S:g} seconds")
+    window = args.since or DEFAULT_SINCE
+    try:
+        window_s = window_seconds(window)
+    except WindowError as exc:
+        raise InputError(f"--since: {exc}") from None
+    config = PrometheusConfig(
+        url=args.prometheus.rstrip("/"),
+        timeout_s=args.timeout,
+        bearer_token_file=Path(args.bearer_token_file) if args.bearer_token_file else None,
+        ca_file=Path(args.ca_file) if args.ca_file else None,
+    )
+    queries = measurement_queries(namespace, name, engine, window_s, with_series=True)
+    end = float(int(time.time()))
+    instant, series = collect(config, queries, end)
+    saved = SavedResults(
+        format=RESULTS_FORMAT,
+        namespace=namespace,
+        name=name,
+        engine=engine,
+        window=window,
+        end=end,
+        step_seconds=queries.step_s,
+        instant=instant,
+        series=series,
+    )
+    if args.save_results is not None:
+        _write_results(_results_file(args.save_results, namespace, name), saved)
+    return saved
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    resource, catalog, lock = _load(args)
+    plot = _plot_path(args.plot) if args.plot else None
+    pictures = _pictures() if plot else None  # before asking Prometheus anything
+    namespace = args.namespace or resource.metadata.namespace or "default"
+    name = resource.metadata.name
+    spec = resource.spec
+    plan = _plan_file(args.plan) if args.plan else plan_deployment(spec, catalog, lock)
+    saved = _measure(args, namespace, name, spec.engine.name)
+    window_s = window_seconds(saved.window)
+    missing = measurement_queries(namespace, name, saved.engine, window_s).missing
+    observed = observe(
+        readings(saved.instant, missing),
+        plan=plan,
+        catalog=catalog,
+        slo=spec.slo,
+        window_s=window_s,
+        end=saved.end,
+    )
+    report = build_report(namespace, name, spec, plan, observed)
+    if args.output == "json":
+        sys.stdout.write(json.dumps(report.to_json_dict(), indent=2) + "\n")
+    elif args.output == "yaml":
+        sys.stdout.write(yaml.safe_dump(report.to_json_dict(), sort_keys=False))
+    else:
+        sys.stdout.write(format_report(report))
+    if plot is not None and pictures is not None:
+        points = series(saved.series)
+        _save_picture(plot, lambda p: pictures.report_picture(report, points, saved.end, p))
+    return {"True": EXIT_FEASIBLE, "False": EXIT_INFEASIBLE}.get(
+        report.slo_met.status, EXIT_UNMEASURED
+    )
+
+
 def cmd_crd(args: argparse.Namespace) -> int:
     from llmdeploy.api.crd import crd_yaml
 
@@ -249,14 +431,17 @@ def cmd_crd(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError as SettingsError
 
-    from llmdeploy.controller.run import run_operator
+    from llmdeploy.controller.run import NoClusterError, run_operator
     from llmdeploy.controller.settings import OperatorSettings
 
     try:
         settings = OperatorSettings()
     except SettingsError as exc:
         raise InputError(format_validation_error(exc, "settings")) from None
-    run_operator(settings)
+    try:
+        run_operator(settings)
+    except NoClusterError as exc:
+        raise SetupError(str(exc)) from None
     return 0
 
 
@@ -276,22 +461,33 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         metavar="CONFIG_JSON",
         help="a Hugging Face config.json giving the model's architecture",
     )
+    parser.add_argument("--image-lock", metavar="FILE", help="replace the packaged image lock")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__)
+    # No abbreviated long flags: `--out` is no `--output`, and a flag added later cannot
+    # change what an abbreviation in someone's script means.
+    parser = argparse.ArgumentParser(prog="llmdeploy", description=__doc__, allow_abbrev=False)
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an internal error"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    plan = commands.add_parser("plan", help="size an LLMDeployment and explain the choice")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, allow_abbrev=False)
+
+    plan = command("plan", help="size an LLMDeployment and explain the choice")
     _add_input_options(plan)
     plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    plan.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw cost vs predicted latency of every configuration that fits (.svg, .png)",
+    )
     plan.set_defaults(handler=cmd_plan)
-    render = commands.add_parser("render", help="print the Kubernetes objects for GitOps")
+    render = command("render", help="print the Kubernetes objects for GitOps")
     _add_input_options(render)
     render.add_argument("--output-dir", metavar="DIR", help="write one file per object")
-    render.add_argument("--image-lock", metavar="FILE", help="replace the packaged image lock")
     render.add_argument(
         "--allow-host-path-prefix",
         action="append",
@@ -305,10 +501,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let placement select or tolerate control-plane nodes",
     )
+    render.add_argument(
+        "--prometheus-url",
+        metavar="URL",
+        help="the Prometheus endpoint named default (the operator's LLMDEPLOY_PROMETHEUS_URL)",
+    )
+    render.add_argument(
+        "--prometheus-endpoints",
+        metavar="JSON",
+        help="named Prometheus endpoints (the operator's LLMDEPLOY_PROMETHEUS_ENDPOINTS)",
+    )
     render.set_defaults(handler=cmd_render)
-    crd = commands.add_parser("crd", help="print the LLMDeployment CustomResourceDefinition")
+    crd = command("crd", help="print the LLMDeployment CustomResourceDefinition")
     crd.set_defaults(handler=cmd_crd)
-    sim = commands.add_parser("scale-sim", help="replay a load trace through the autoscaler")
+    sim = command("scale-sim", help="replay a load trace through the autoscaler")
     _add_input_options(sim)
     sim.add_argument(
         "--load",
@@ -330,7 +536,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="the spec's scaling behavior, or Kubernetes HPA's defaults",
     )
     sim.set_defaults(handler=cmd_scale_sim)
-    run = commands.add_parser("run", help="run the operator (settings from LLMDEPLOY_* env)")
+    report = command(
+        "report", help="planned vs measured latency, traffic and cost, from Prometheus"
+    )
+    _add_input_options(report)
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prometheus", metavar="URL", help="query this Prometheus")
+    source.add_argument(
+        "--from-results",
+        metavar="PATH",
+        help="saved query results (a file, or a directory with NAMESPACE_NAME.json)",
+    )
+    report.add_argument(
+        "--since",
+        metavar="DURATION",
+        help=f"window to measure, e.g. 1h, 7d (default {DEFAULT_SINCE})",
+    )
+    report.add_argument(
+        "--save-results", metavar="PATH", help="also write the query results (file or directory)"
+    )
+    report.add_argument(
+        "--namespace", help="the deployment's namespace (default: the manifest's, else default)"
+    )
+    report.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="the plan in force, as `plan -o json` or status.plan (default: plan the manifest)",
+    )
+    report.add_argument("--bearer-token-file", metavar="FILE", help="token for Prometheus")
+    report.add_argument("--ca-file", metavar="FILE", help="CA bundle for an https Prometheus")
+    report.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS", help="per query (default 30)"
+    )
+    report.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    report.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="also draw latency over time against the SLO and the prediction, and the cost per "
+        "1M output tokens (.svg, .png)",
+    )
+    report.set_defaults(handler=cmd_report)
+    run = command("run", help="run the operator (settings from LLMDEPLOY_* env)")
     run.set_defaults(handler=cmd_run)
     return parser
 
@@ -347,6 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except (InputError, DocumentError, SpecError, RenderError) as exc:
         return _error(str(exc), EXIT_INVALID)
+    except SetupError as exc:
+        return _error(str(exc), EXIT_INTERNAL)
     except BrokenPipeError:
         # Whatever read stdout stopped; the interpreter's final flush must not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -12,6 +12,7 @@ have nodes like those in hack/testenv/nodes.yaml for the GPU tests to pass.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -24,7 +25,13 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from .e2e_support import wait_until
-from .operator_harness import Operator, install, service_account_kubeconfig
+from .operator_harness import (
+    KEDA_ENDPOINT,
+    KEDA_PROMETHEUS,
+    Operator,
+    install,
+    service_account_kubeconfig,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTENV = REPO_ROOT / "hack" / "testenv"
@@ -146,7 +153,14 @@ def operator(
     sa_kubeconfig = service_account_kubeconfig(
         kube_api, kubeconfig_path, workdir / "operator.kubeconfig"
     )
-    running = Operator(sa_kubeconfig, workdir)
+    # A short excluded-GPU TTL, so the fallback test sees a starved SKU tried again; an
+    # endpoint objects in mode keda may name (nothing listens there: KEDA is not running).
+    running = Operator(
+        sa_kubeconfig,
+        workdir,
+        LLMDEPLOY_EXCLUDED_GPU_TTL_SECONDS="15",
+        LLMDEPLOY_PROMETHEUS_ENDPOINTS=json.dumps({KEDA_ENDPOINT: {"url": KEDA_PROMETHEUS}}),
+    )
     running.start()
     try:
         yield running

@@ -19,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "llmdeploy-system"
 SERVICE_ACCOUNT = "llmdeploy"
+# The Prometheus endpoint the shared test operator allows for objects in mode keda.
+KEDA_ENDPOINT, KEDA_PROMETHEUS = "cluster", "http://prometheus.monitoring.svc:9090"
 
 
 def kubectl(

@@ -26,10 +26,18 @@ from cryptography.x509.oid import NameOID
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
     Gauge,
     Histogram,
     generate_latest,
 )
+
+MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+# vLLM's bucket bounds (vllm/v1/metrics/loggers.py): inter-token latency, and 1-2-5 token
+# counts up to max_model_len (8192 here).
+INTER_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
+                       2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
+TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 
 def free_port() -> int:
@@ -65,6 +73,41 @@ class VllmMetricsSim:
             registry=self.registry,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        # Request-level metrics (measure/queries.py), all at zero until finish() records some.
+        self.requests = Counter(
+            "vllm:request_success",
+            "Finished requests",
+            ["model_name", "finished_reason"],
+            registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "vllm:prompt_tokens", "Prefill tokens", ["model_name"], registry=self.registry
+        )
+        self.generation_tokens = Counter(
+            "vllm:generation_tokens", "Generated tokens", ["model_name"], registry=self.registry
+        )
+        self.inter_token = Histogram(
+            "vllm:inter_token_latency_seconds",
+            "Inter-token latency",
+            ["model_name"],
+            registry=self.registry,
+            buckets=INTER_TOKEN_BUCKETS,
+        )
+        self.request_prompt_tokens = Histogram(
+            "vllm:request_prompt_tokens",
+            "Prompt tokens per request",
+            ["model_name"],
+            registry=self.registry,
+            buckets=TOKEN_BUCKETS,
+        )
+        self.request_generation_tokens = Histogram(
+            "vllm:request_generation_tokens",
+            "Generated tokens per request",
+            ["model_name"],
+            registry=self.registry,
+            buckets=TOKEN_BUCKETS,
+        )
+        self.finish(0, ttft_s=0, gap_s=0, input_tokens=0, output_tokens=0)
         registry = self.registry
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,10 +131,31 @@ class VllmMetricsSim:
         self.set_load(running=0, waiting=0)
 
     def set_load(self, running: float, waiting: float, kv_usage: float | None = None) -> None:
-        model = "meta-llama/Llama-3.1-8B-Instruct"
-        self.running.labels(model).set(running)
-        self.waiting.labels(model).set(waiting)
-        self.kv_usage.labels(model).set(kv_usage if kv_usage is not None else min(1, running / 32))
+        self.running.labels(MODEL).set(running)
+        self.waiting.labels(MODEL).set(waiting)
+        self.kv_usage.labels(MODEL).set(kv_usage if kv_usage is not None else min(1, running / 32))
+
+    def finish(
+        self, count: int, *, ttft_s: float, gap_s: float, input_tokens: int, output_tokens: int
+    ) -> None:
+        """Record `count` finished requests alike, as vLLM does when each one ends (count 0
+        creates the series at zero, so that a later increase is seen whole)."""
+        self.requests.labels(MODEL, "stop").inc(count)
+        self.prompt_tokens.labels(MODEL).inc(count * input_tokens)
+        self.generation_tokens.labels(MODEL).inc(count * output_tokens)
+        series = (
+            self.ttft.labels(MODEL),
+            self.inter_token.labels(MODEL),
+            self.request_prompt_tokens.labels(MODEL),
+            self.request_generation_tokens.labels(MODEL),
+        )
+        for _ in range(count):
+            ttft, gaps, prompt, generation = series
+            ttft.observe(ttft_s)
+            for _ in range(output_tokens - 1):
+                gaps.observe(gap_s)
+            prompt.observe(input_tokens)
+            generation.observe(output_tokens)
 
     def close(self) -> None:
         self.server.shutdown()

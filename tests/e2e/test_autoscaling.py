@@ -32,7 +32,8 @@ def metrics(namespace: str, operator: Operator) -> Iterator[tuple[VllmMetricsSim
     prometheus = Prometheus(sim.port, {"namespace": namespace, "llmdeploy_io_deployment": NAME})
     prometheus.start()
     operator.stop()
-    operator.settings[ENDPOINTS] = json.dumps({ENDPOINT: {"url": prometheus.url}})
+    endpoints = json.loads(operator.settings.get(ENDPOINTS) or "{}")
+    operator.settings[ENDPOINTS] = json.dumps({**endpoints, ENDPOINT: {"url": prometheus.url}})
     operator.start()
     try:
         yield sim, prometheus

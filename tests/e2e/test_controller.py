@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client
 
 from .e2e_support import healthy, wait_until
-from .operator_harness import Operator, free_port
+from .operator_harness import KEDA_ENDPOINT, KEDA_PROMETHEUS, Operator, free_port
 from .test_faults import _no_duplicates
 from .test_operator import GROUP, PLURAL, VERSION, apply, deployment, example, ready
 from .test_schemas import crd_dir, third_party_crds  # noqa: F401 (fixtures)
@@ -58,7 +58,7 @@ def test_hpa_and_keda_modes_through_the_operator_and_back(
         what="the HPA",
         timeout=120,
     )
-    keda = _scaling(body, mode="keda", prometheusUrl="http://prometheus.monitoring:9090")
+    keda = _scaling(body, mode="keda", prometheus=KEDA_ENDPOINT)
     assert apply(kubeconfig_path, namespace, keda).returncode == 0
     wait_until(
         lambda: (
@@ -68,6 +68,11 @@ def test_hpa_and_keda_modes_through_the_operator_and_back(
         what="the ScaledObject, and the HPA pruned",
         timeout=120,
     )
+    scaled = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        "keda.sh", "v1alpha1", namespace, "scaledobjects", NAME
+    )
+    addresses = {t["metadata"]["serverAddress"] for t in scaled["spec"]["triggers"]}
+    assert addresses == {KEDA_PROMETHEUS}  # the endpoint the operator's settings give
     assert apply(kubeconfig_path, namespace, _scaling(body, mode="operator")).returncode == 0
     wait_until(
         lambda: _children(kube_api, namespace, "ScaledObject") == [],
@@ -124,7 +129,8 @@ class DeadPeerProxy:
         self._stop = threading.Event()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._server.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
         self._server.settimeout(0.2)
@@ -157,6 +163,7 @@ class DeadPeerProxy:
 
     def close(self) -> None:
         self._stop.set()
+        self._acceptor.join(timeout=5)  # out of accept() before its socket goes
         self._server.close()
 
 
@@ -230,14 +237,59 @@ def test_a_dead_peer_times_out_backs_off_reports_the_stall_and_recovers(
 
 
 def test_a_free_prometheus_url_or_promql_is_refused_at_admission(
-    kubeconfig_path: Path, namespace: str
+    kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str, operator: Operator
 ) -> None:
-    """In mode operator the operator would query it with its own credentials."""
+    """The operator would query it with its own credentials, KEDA from its own position: a
+    URL or PromQL is refused at admission in every mode, and a name the settings do not hold
+    is a condition; the loopback "attacker" never hears from either."""
+    heard: list[bytes] = []
+    attacker = socket.create_server(("127.0.0.1", 0))
+    attacker.settimeout(0.2)
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = attacker.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                heard.append(conn.recv(65536))
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{attacker.getsockname()[1]}"
     body = example("llama-3.1-8b-l4")
-    for scaling, field in (
-        ({"prometheusUrl": "http://127.0.0.1:1/#"}, "prometheusUrl"),
-        ({"scaleToZero": {"activationQuery": 'up{namespace="kube-system"}'}}, "activationQuery"),
-    ):
-        refused = apply(kubeconfig_path, namespace, _scaling(body, mode="operator", **scaling))
-        assert refused.returncode != 0 and field in refused.stderr, refused.stderr
-        assert "mode keda only" in refused.stderr
+    try:
+        for mode in ("operator", "keda"):
+            for scaling, field in (
+                ({"prometheusUrl": f"{url}/#"}, "prometheusUrl"),
+                ({"prometheusUrl": url}, "prometheusUrl"),
+                (
+                    {"scaleToZero": {"activationQuery": 'up{namespace="kube-system"}'}},
+                    "activationQuery",
+                ),
+            ):
+                refused = apply(kubeconfig_path, namespace, _scaling(body, mode=mode, **scaling))
+                assert refused.returncode != 0 and field in refused.stderr, refused.stderr
+                assert "is not accepted" in refused.stderr
+        # A name is all an object can give; one the settings lack is said so in status.
+        named = _scaling(body, mode="operator", prometheus="attacker")
+        assert apply(kubeconfig_path, namespace, named).returncode == 0
+
+        def reported() -> dict[str, Any] | None:
+            obj = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, NAME
+            )
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            found = [c for c in conditions if c["type"] == "MetricsAvailable"]
+            return found[0] if found and "attacker" in found[0]["message"] else None
+
+        said = wait_until(reported, what="MetricsAvailable naming the endpoint", timeout=60)
+        assert said["status"] != "True" and "no Prometheus endpoint named" in said["message"]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        attacker.close()
+    assert heard == []

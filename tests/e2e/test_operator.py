@@ -261,13 +261,32 @@ def test_fallback_replans_without_the_starved_gpu(
             obj if first in status.get("excludedGpus", []) and status.get("gpu") == other else None
         )
 
-    wait_until(fell_back, what=f"{first} excluded and re-planned on {other}", timeout=120)
-    events = (
-        client.CoreV1Api(kube_api)
-        .list_namespaced_event(namespace, field_selector="involvedObject.name=fallback")
-        .items
-    )
-    assert any(e.reason == "FallbackReplan" for e in events)
+    obj = wait_until(fell_back, what=f"{first} excluded and re-planned on {other}", timeout=120)
+    times = {e["gpu"]: e["excludedAt"] for e in obj["status"]["gpuExclusions"]}
+    assert times[first].endswith("Z")  # when: its TTL runs from there, across restarts
+
+    def events() -> dict[str, list[str]]:
+        listed = client.CoreV1Api(kube_api).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=fallback"
+        )
+        found: dict[str, list[str]] = {}
+        for e in listed.items:
+            found.setdefault(e.reason, []).append(e.message)
+        return found
+
+    assert "FallbackReplan" in events()
+
+    # The session's operator lets an exclusion expire after 15 s: the SKU is planned with
+    # again (an event says so), starves again and is dropped again. (Here the other SKU
+    # starves too, three 8-GPU replicas fit on neither, and expires in its turn.)
+    def tried_again() -> dict[str, list[str]] | None:
+        found = events()
+        dropped = [m for m in found.get("FallbackReplan", []) if m.startswith(f"{first} ")]
+        expired = [m for m in found.get("ExclusionExpired", []) if m.startswith(f"{first} ")]
+        return found if len(dropped) >= 2 and expired else None
+
+    found = wait_until(tried_again, what=f"{first} tried again and dropped again", timeout=120)
+    assert sum(m.startswith(f"{first} x8") for m in found["Planned"]) >= 2
     kubectl(kubeconfig_path, "-n", namespace, "delete", "llmdep", "fallback", "--wait=false")
 
 
@@ -453,3 +472,36 @@ def test_delete_needs_no_running_operator_and_an_old_finalizer_is_removed(
         )
     finally:
         operator.start()
+
+
+def test_a_same_named_object_made_by_hand_is_not_taken_over(
+    kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    # Someone who may create LLMDeployments (and not Services) must not be able to rewrite a
+    # Service of that name through the operator's rights.
+    body = example("llama-3.1-8b-l4")
+    name = body["metadata"]["name"]
+    core = client.CoreV1Api(kube_api)
+    theirs = client.V1Service(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1ServiceSpec(
+            selector={"app": "someone-else"}, ports=[client.V1ServicePort(port=8000)]
+        ),
+    )
+    core.create_namespaced_service(namespace, theirs)
+    assert apply(kubeconfig_path, namespace, body).returncode == 0
+
+    def refused() -> dict[str, Any] | None:
+        c = condition(get(kube_api, namespace, name), "Degraded")
+        return c if c and c["status"] == "True" else None
+
+    degraded = wait_until(refused, what="Degraded", timeout=60)
+    assert f"Service {name} already exists" in degraded["message"], degraded
+    service = core.read_namespaced_service(name, namespace)
+    assert service.spec.selector == {"app": "someone-else"}
+    assert not service.metadata.owner_references
+    # Once the other Service is gone, the operator makes its own.
+    core.delete_namespaced_service(name, namespace)
+    wait_until(lambda: ready(kube_api, namespace, name), what="Ready", timeout=120)
+    service = core.read_namespaced_service(name, namespace)
+    assert service.spec.selector != {"app": "someone-else"}

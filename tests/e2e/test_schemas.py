@@ -31,7 +31,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.catalog import load_catalog, load_image_lock
-from llmdeploy.render import render_manifests, to_yaml
+from llmdeploy.render import PrometheusTarget, render_manifests, to_yaml
 from llmdeploy.render.manifests import MANAGER
 from llmdeploy.sizing import plan_deployment
 
@@ -41,7 +41,14 @@ from .operator_harness import REPO_ROOT, apply_server_side, kubectl
 FETCH_CRDS = REPO_ROOT / "hack" / "crds" / "fetch.sh"
 E2E_LABEL = "llmdeploy.io/e2e"
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
-PROMETHEUS_URL = "http://prometheus.monitoring.svc:9090"
+# The operator's endpoints as KEDA sees them; "team-a" with credentials KEDA holds (the
+# strict server-side check covers authenticationRef and authModes against KEDA's CRD).
+PROMETHEUS = {
+    "default": PrometheusTarget(url="http://prometheus.monitoring.svc:9090"),
+    "team-a": PrometheusTarget(
+        url="https://prom-a.team-a.svc:9090", keda_authentication="prom-a", keda_auth_modes="bearer"
+    ),
+}
 
 
 def example(name: str) -> dict[str, Any]:
@@ -71,20 +78,15 @@ VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
     "keda-deployment": lambda: with_scaling(
         "llama-3.1-8b-l4",
         "keda",
-        prometheusUrl=PROMETHEUS_URL,
         metrics=[
             {"type": "queueDepth", "target": 4},
             {"type": "kvCacheUsage", "target": 0.8},
             {"type": "tpotP95", "target": 60},
         ],
     ),
-    "keda-trtllm": lambda: with_scaling(
-        "tensorrt-llm-llama-8b", "keda", prometheusUrl=PROMETHEUS_URL
-    ),
+    "keda-trtllm": lambda: with_scaling("tensorrt-llm-llama-8b", "keda", prometheus="team-a"),
     "hpa-leaderworkerset": lambda: with_scaling("llama-3.1-405b-multinode", "hpa"),
-    "keda-leaderworkerset": lambda: with_scaling(
-        "llama-3.1-405b-multinode", "keda", prometheusUrl=PROMETHEUS_URL
-    ),
+    "keda-leaderworkerset": lambda: with_scaling("llama-3.1-405b-multinode", "keda"),
 }
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
     **{path.stem: partial(example, path.stem) for path in EXAMPLES},
@@ -94,10 +96,10 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
 
 def rendered(body: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
     resource = LLMDeployment.model_validate(body)
-    catalog = load_catalog()
-    plan = plan_deployment(resource.spec, catalog)
+    catalog, lock = load_catalog(), load_image_lock()
+    plan = plan_deployment(resource.spec, catalog, lock)
     assert plan.feasible, plan.reasons
-    objects = render_manifests(resource, plan, catalog, load_image_lock())
+    objects = render_manifests(resource, plan, catalog, lock, prometheus=PROMETHEUS)
     for obj in objects:
         obj["metadata"]["namespace"] = namespace
     return objects

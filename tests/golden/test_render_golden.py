@@ -22,9 +22,9 @@ EXPECTED = Path(__file__).parent / "expected"
 
 def render_example(path: Path) -> str:
     resource = read_manifest(str(path))
-    catalog = load_catalog()
-    plan = plan_deployment(resource.spec, catalog)
-    return to_yaml(render_manifests(resource, plan, catalog, load_image_lock()))
+    catalog, lock = load_catalog(), load_image_lock()
+    plan = plan_deployment(resource.spec, catalog, lock)
+    return to_yaml(render_manifests(resource, plan, catalog, lock))
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)

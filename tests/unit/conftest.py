@@ -8,8 +8,11 @@ import yaml
 
 from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, load_catalog
+from llmdeploy.sizing.inventory import GpuNode, Inventory
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+GFD = "nvidia.com/gpu.product"
+L4_NODES = Inventory(tuple(GpuNode(f"l4-{i}", {GFD: "NVIDIA-L4"}, 1, (550, 90)) for i in range(4)))
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +38,28 @@ def write_image_lock(path: Path, **override: object) -> Path:
     }
     path.write_text(yaml.safe_dump({"images": [entry]}))
     return path
+
+
+def engine_options(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rendered TensorRT-LLM options file (--extra_llm_api_options), parsed."""
+    configmap = next(o for o in objects if o["kind"] == "ConfigMap")
+    options = yaml.safe_load(configmap["data"]["extra-llm-api-options.yaml"])
+    assert isinstance(options, dict)
+    return options
+
+
+def body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """An LLMDeployment as the watch shows it: generation 1, resourceVersion 7."""
+    return {
+        "apiVersion": "llmdeploy.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {
+            "name": "m",
+            "namespace": "ns",
+            "uid": "u1",
+            "generation": 1,
+            "resourceVersion": "7",
+        },
+        "spec": {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct"}, **spec},
+        "status": status or {},
+    }

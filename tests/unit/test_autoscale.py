@@ -70,6 +70,16 @@ def test_max_over_metrics_and_clamp() -> None:
     assert decide(spec(metrics, maxReplicas=3), obs, AutoscalerState()).desired_replicas == 3
 
 
+def test_latency_reads_in_seconds_against_a_target_in_milliseconds() -> None:
+    # The query answers in seconds (Prometheus's base unit); the spec's target is 500 ms.
+    metrics = [ScalingMetric(type="ttftP95", target=500)]
+    slow = decide(spec(metrics), Observation(0, 2, 2, {"ttftP95": 1.0}), AutoscalerState())
+    assert slow.desired_replicas == 4  # twice the target: twice the replicas
+    assert "ttftP95 1000 vs target 500" in slow.reason
+    on_target = decide(spec(metrics), Observation(0, 2, 2, {"ttftP95": 0.52}), AutoscalerState())
+    assert on_target.desired_replicas == 2  # within tolerance
+
+
 @pytest.mark.parametrize("value", [None, math.nan])
 def test_missing_or_nan_data_holds_and_never_scales_down(value: float | None) -> None:
     decision = decide(spec(), observe(0, 5, value), AutoscalerState())

@@ -245,7 +245,75 @@ def test_model_config_contradicting_the_spec_exits_2(tmp_path: Path) -> None:
         "  model: {name: acme/x}\n", "  model:\n    name: acme/x\n"
     )
     result = run_plan(tmp_path, text, "--model-config", str(path))
-    assert_refused(result, "kvHeads must divide attentionHeads")
+    # Each fact is named where the user wrote it: the spec's field, the config.json's key.
+    assert_refused(result, "spec.model.architecture.kvHeads must divide num_attention_heads")
+
+
+@pytest.mark.parametrize(
+    ("config", "words"),
+    [
+        (
+            {"num_attention_heads": 32, "num_key_value_heads": 64, "hidden_size": 4096},
+            "num_key_value_heads must divide num_attention_heads",
+        ),
+        (
+            {"num_attention_heads": 30, "hidden_size": 4096},
+            "num_attention_heads must divide hidden_size unless head_dim is given",
+        ),
+        (
+            {"n_routed_experts": 4, "num_experts_per_tok": 8},
+            "num_experts_per_tok must not exceed n_routed_experts",
+        ),
+        (
+            {"num_hidden_layers": 4, "first_k_dense_replace": 8},
+            "first_k_dense_replace must not exceed num_hidden_layers",
+        ),
+        ({"num_hidden_layers": 0}, "num_hidden_layers: Input should be greater than or equal"),
+        ({"max_position_embeddings": 2.5}, "max_position_embeddings: Input should be a valid"),
+        (
+            {
+                "num_hidden_layers": 2,
+                "sliding_window": 64,
+                "layer_types": ["sliding_attention"] * 3,
+            },
+            "the sliding_attention entries of layer_types must not exceed num_hidden_layers",
+        ),
+    ],
+)
+def test_model_config_errors_name_the_config_json_keys(
+    tmp_path: Path, config: dict[str, object], words: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    result = run_plan(tmp_path, manifest("acme/x"), "--model-config", str(path))
+    assert_refused(result, f"--model-config {path}: {words}")
+    ours = ("kvHeads", "attentionHeads", "hiddenSize", " layers", "activeExperts", "DenseLayers")
+    assert not any(name in result.stderr for name in ours), result.stderr
+
+
+def test_abbreviated_long_flags_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "llmd.yaml"
+    path.write_text(manifest())
+    for abbreviated, args in (
+        ("--out", ("plan", "-f", str(path), "--out", "json")),  # of --output
+        ("--model", ("plan", "-f", str(path), "--model", "c.json")),  # of --model-config
+        ("--deb", ("--deb", "plan", "-f", str(path))),  # of --debug
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 2 and result.stdout == "", args
+        assert f"unrecognized arguments: {abbreviated}" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert run_cli("plan", "-f", str(path), "--output", "json").returncode == 0
+
+
+def test_run_outside_a_cluster_without_a_kubeconfig_exits_3(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("KUBERNETES_")
+    }
+    env.update(HOME=str(tmp_path), LLMDEPLOY_METRICS_PORT="0", LLMDEPLOY_HEALTH_PORT="0")
+    result = run_cli("run", env=env)
+    assert_refused(result, "no Kubernetes API server to connect to: not running in a cluster", 3)
+    assert "internal error" not in result.stderr
 
 
 def test_missing_catalog_exits_2(tmp_path: Path) -> None:

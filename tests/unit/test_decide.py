@@ -23,13 +23,13 @@ from llmdeploy.controller.decide import (
     decide,
     desired_state,
     status_update,
+    stored_exclusions,
 )
-from llmdeploy.render import HostAccess
+from llmdeploy.render import HostAccess, PrometheusTarget
 from llmdeploy.sizing.inventory import GpuNode, Inventory, cluster_catalog
+from tests.unit.conftest import GFD, L4_NODES, body
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-GFD = "nvidia.com/gpu.product"
-L4_NODES = Inventory(tuple(GpuNode(f"l4-{i}", {GFD: "NVIDIA-L4"}, 1, (550, 90)) for i in range(4)))
 
 
 def resource(**spec: object) -> LLMDeployment:
@@ -193,23 +193,8 @@ NO_HOST = HostAccess()
 
 
 def config(catalog: Catalog, prometheus: bool = True) -> Config:
-    return Config(catalog, LOCK, set(), frozenset({"default"} if prometheus else ()), NO_HOST)
-
-
-def body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "llmdeploy.io/v1alpha1",
-        "kind": "LLMDeployment",
-        "metadata": {
-            "name": "m",
-            "namespace": "ns",
-            "uid": "u1",
-            "generation": 1,
-            "resourceVersion": "7",
-        },
-        "spec": {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct"}, **spec},
-        "status": status or {},
-    }
+    endpoints = {"default": PrometheusTarget(url="http://prometheus:9090")} if prometheus else {}
+    return Config(catalog, LOCK, set(), endpoints, NO_HOST)
 
 
 def settled(
@@ -344,6 +329,62 @@ def test_starved_capacity_waits_until_the_deadline_then_falls_back(catalog: Cata
     assert starved.apply == () and starved.requeue_after_s == 0
 
 
+def test_a_fallback_records_when_and_the_sku_is_tried_again_after_the_ttl(
+    catalog: Catalog,
+) -> None:
+    cfg = replace(config(catalog), excluded_gpu_ttl_s=3600)
+    b = body(placement={"pendingTimeout": "5m", "fallback": True})
+    snap, first = settled(catalog, b, ready=0)
+    old = (PendingPod("p", NOW - timedelta(seconds=301), "0/4 nodes have GPUs"),)
+    starved = complete(snap, cfg, pending=old)
+    assert starved.status is not None
+    stored = starved.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert stored["excludedGpus"] == ["nvidia-l4"]
+    assert stored["gpuExclusions"] == [{"gpu": "nvidia-l4", "excludedAt": "2026-11-22T12:00:00Z"}]
+
+    def at(later: timedelta) -> Outcome:
+        return complete(replace(snap, body={**b, "status": stored}, now=NOW + later), cfg)
+
+    # Within the TTL: planned without it (here nothing else is left), and back at its end.
+    within = at(timedelta(minutes=20))
+    assert within.status is not None and within.status.excluded_gpus == ["nvidia-l4"]
+    assert within.status.plan is not None and not within.status.plan["feasible"]
+    assert within.requeue_after_s == 40 * 60
+    assert "ExclusionExpired" not in [e.reason for e in within.events]
+    # Past it: planned with it again, which says so.
+    expired = at(timedelta(hours=1))
+    assert expired.status is not None
+    assert expired.status.excluded_gpus == [] and expired.status.gpu_exclusions is None
+    assert expired.status.plan_key == first.status.plan_key  # type: ignore[union-attr]
+    assert expired.status.gpu == "nvidia-l4"
+    reasons = [e.reason for e in expired.events]
+    assert reasons == ["ExclusionExpired", "Planned"]
+    assert "nvidia-l4 was excluded at 2026-11-22T12:00:00Z" in expired.events[0].message
+    assert expired.requeue_after_s is None
+
+
+def test_an_exclusion_without_a_time_counts_from_when_it_is_first_seen(catalog: Catalog) -> None:
+    """An older release wrote excludedGpus alone: the TTL starts now, and status records it."""
+    b = body({"excludedGpus": ["nvidia-h100-80gb"]})
+    outcome = decide(Snapshot(b, {}, {}, L4_NODES, NOW), config(catalog))
+    assert outcome.status is not None and outcome.status.gpu_exclusions is not None
+    [exclusion] = outcome.status.gpu_exclusions
+    assert (exclusion.gpu, exclusion.excluded_at) == ("nvidia-h100-80gb", "2026-11-22T12:00:00Z")
+    assert outcome.status.excluded_gpus == ["nvidia-h100-80gb"]
+    assert outcome.requeue_after_s == 3600
+    assert stored_exclusions(
+        {
+            "excludedGpus": ["a", "b"],
+            "gpuExclusions": [
+                {"gpu": "a", "excludedAt": "2026-11-22T11:00:00Z"},
+                {"gpu": "b", "excludedAt": "not a time"},
+                {"gpu": "c", "excludedAt": "2026-11-22T11:00:00Z"},  # no longer excluded
+            ],
+        },
+        NOW,
+    ) == {"a": NOW - timedelta(hours=1), "b": NOW}
+
+
 def scaling(**extra: Any) -> dict[str, Any]:
     return {
         "mode": "operator",
@@ -399,6 +440,21 @@ def test_history_from_status_wins_after_a_fail_over(catalog: Catalog) -> None:
     assert complete(forgotten, config(catalog), metrics=idle).scale_to == 1
 
 
+@pytest.mark.parametrize(
+    "state", [{"recommendations": "garbage"}, {"idleSince": "yesterday"}, "x", [1, 2]]
+)
+def test_an_unreadable_autoscaler_history_starts_afresh(catalog: Catalog, state: object) -> None:
+    """Like a first start: a status edited by hand or written by another release must not
+    stop the object's reconciles."""
+    snap, _ = settled(catalog, body(replicas=4, scaling=scaling()))
+    status = {**snap.body["status"], "autoscaler": {"state": state}}
+    garbled = replace(snap, body={**snap.body, "status": status}, autoscaler=None)
+    outcome = complete(garbled, config(catalog), metrics=MetricsReading({"queueDepth": 0.0}))
+    assert outcome.status is not None and outcome.status.autoscaler is not None
+    assert outcome.status.autoscaler["state"]["recommendations"]  # a history of its own now
+    assert outcome.scale_to == 1  # no history holds the scale-down, as when there was none
+
+
 def test_an_apply_failure_is_degraded_and_not_ready(catalog: Catalog) -> None:
     snap, _ = settled(catalog, body())
     outcome = decide(replace(snap, error="apply Service m: 403 forbidden"), config(catalog))
@@ -416,7 +472,8 @@ def test_the_finalizer_of_an_old_release_goes(catalog: Catalog) -> None:
 
 def test_the_autoscaler_reads_only_an_endpoint_the_operator_allows(catalog: Catalog) -> None:
     snap, _ = settled(catalog, body(replicas=2, scaling=scaling(prometheus="team-a")))
-    allowed = Config(catalog, LOCK, set(), frozenset({"default", "team-a"}), NO_HOST)
+    targets = {name: PrometheusTarget(url=f"http://{name}:9090") for name in ("default", "team-a")}
+    allowed = Config(catalog, LOCK, set(), targets, NO_HOST)
     assert decide(snap, allowed).needs.prometheus == "team-a"
     unknown = complete(snap, config(catalog))  # only "default" is allowed
     assert unknown.scale_to is None
@@ -434,11 +491,12 @@ def test_the_activation_metric_is_scoped_to_the_object_s_namespace(catalog: Cata
     assert woken.scale_to == 1
 
 
-def test_free_urls_and_promql_are_refused_in_operator_mode() -> None:
+def test_free_urls_and_promql_are_refused_in_every_mode() -> None:
     for bad in ({"prometheusUrl": "http://evil:9090"}, {"scaleToZero": {"activationQuery": "up"}}):
-        b = body(scaling=scaling(**bad))
-        with pytest.raises(ValidationError, match="mode keda only"):
-            LLMDeployment.model_validate(b)
+        for mode in ("operator", "keda"):
+            b = body(scaling=scaling(mode=mode, **bad))
+            with pytest.raises(ValidationError, match="is not accepted"):
+                LLMDeployment.model_validate(b)
 
 
 def test_host_path_is_refused_unless_the_operator_allows_its_prefix(catalog: Catalog) -> None:

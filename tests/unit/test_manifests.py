@@ -27,6 +27,24 @@ def test_operator_pod_is_non_root_read_only_and_drops_everything() -> None:
         assert context["capabilities"]["drop"] == ["ALL"]
         assert "add" not in context["capabilities"]
         assert "limits" in container["resources"]
+        assert "ephemeral-storage" in container["resources"]["limits"]
+    for volume in pod["volumes"]:
+        if "emptyDir" in volume:
+            assert "sizeLimit" in volume["emptyDir"], volume["name"]
+
+
+def test_a_drain_or_a_node_failure_leaves_a_replica() -> None:
+    deployment = _operator_deployment()
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    budget = yaml.safe_load((BASE / "poddisruptionbudget.yaml").read_text())
+    assert budget["spec"]["selector"]["matchLabels"] == labels
+    assert budget["spec"]["maxUnavailable"] < deployment["spec"]["replicas"]
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    assert "poddisruptionbudget.yaml" in kustomization["resources"]
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == labels
 
 
 def test_the_operator_runs_two_replicas_that_elect_one() -> None:

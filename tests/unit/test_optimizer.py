@@ -6,7 +6,7 @@ import pytest
 
 from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog
-from llmdeploy.sizing import SpecError, plan_deployment
+from llmdeploy.sizing import SpecError, feasible_alternatives, plan_deployment
 
 from .conftest import make_spec
 
@@ -163,3 +163,31 @@ def test_unknown_model_without_architecture_is_a_spec_error(catalog: Catalog) ->
 def test_plan_is_deterministic(catalog: Catalog) -> None:
     spec = make_spec(LLAMA_70B, workload={"requestsPerSecond": 3})
     assert plan_deployment(spec, catalog) == plan_deployment(spec, catalog)
+
+
+def test_feasible_alternatives_are_every_fitting_configuration(catalog: Catalog) -> None:
+    spec = make_spec(
+        placement={"allowedGpus": ["nvidia-l4", "nvidia-a10g"]},
+        workload={"maxContextLength": 8192, "requestsPerSecond": 2},
+        slo={"ttftMs": 1500, "tpotMs": 60},
+    )
+    plan = plan_deployment(spec, catalog)
+    every = feasible_alternatives(spec, catalog)
+    chosen = every[0]
+    assert chosen.reason == "chosen"
+    assert (chosen.gpu, chosen.gpu_count, chosen.quantization, chosen.kv_cache_dtype) == (
+        plan.gpu,
+        plan.gpu_count,
+        plan.quantization,
+        plan.kv_cache_dtype,
+    )
+    assert all(a.feasible and a.estimated_ttft_ms is not None for a in every)
+    # More than the plan lists: it keeps a few runners-up and one per GPU.
+    listed = [a for a in plan.alternatives if a.feasible]
+    assert len(every) > len(listed) + 1
+    # Those that meet the SLO come first, cheapest first.
+    meeting = [a for a in every if a.meets_slo]
+    assert every[: len(meeting)] == meeting
+    costs = [a.cost_per_hour or 0.0 for a in meeting]
+    assert costs == sorted(costs)
+    assert any(not a.meets_slo for a in every)  # bf16 on one L4 misses TPOT 60 ms

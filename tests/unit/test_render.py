@@ -15,8 +15,9 @@ import yaml
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.autoscale.policy import cold_start_estimate
 from llmdeploy.catalog import Catalog, load_image_lock
-from llmdeploy.render import SPEC_HASH_ANNOTATION, HostAccess, render_manifests
+from llmdeploy.render import SPEC_HASH_ANNOTATION, HostAccess, PrometheusTarget, render_manifests
 from llmdeploy.sizing import Plan, SpecError, plan_deployment
+from tests.unit.conftest import engine_options
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -34,11 +35,22 @@ def example(name: str) -> dict[str, Any]:
     return document
 
 
+# The operator's Prometheus endpoints as KEDA sees them: "default" open, "team-a" behind
+# credentials KEDA holds in a ClusterTriggerAuthentication.
+PROMETHEUS = {
+    "default": PrometheusTarget(url="http://prometheus.monitoring:9090"),
+    "team-a": PrometheusTarget(
+        url="https://prom-a.team-a:9090", keda_authentication="prom-a", keda_auth_modes="bearer"
+    ),
+}
+
+
 def render(body: dict[str, Any], catalog: Catalog) -> tuple[list[dict[str, Any]], Plan]:
     resource = resource_from(body)
-    plan = plan_deployment(resource.spec, catalog)
+    lock = load_image_lock()
+    plan = plan_deployment(resource.spec, catalog, lock)
     assert plan.feasible, plan.reasons
-    return render_manifests(resource, plan, catalog, load_image_lock()), plan
+    return render_manifests(resource, plan, catalog, lock, prometheus=PROMETHEUS), plan
 
 
 def engine_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -118,11 +130,15 @@ def test_trtllm_args_follow_the_plan(catalog: Catalog) -> None:
     assert flag(args, "--pp_size") == str(plan.pipeline_parallel)
     assert flag(args, "--max_seq_len") == str(plan.max_context_length)
     assert flag(args, "--host") == "0.0.0.0"
-    assert float(flag(args, "--kv_cache_free_gpu_memory_fraction")) == plan.gpu_memory_utilization
-    options = next(o for o in objects if o["kind"] == "ConfigMap")
-    assert yaml.safe_load(options["data"]["extra-llm-api-options.yaml"]) == {
-        "kv_cache_config": {"dtype": "fp8"}
+    assert flag(args, "--max_num_tokens") == str(plan.max_num_batched_tokens)
+    # The fraction is set in the options file only: its kv_cache_config replaces the flag's.
+    assert "--kv_cache_free_gpu_memory_fraction" not in args
+    options = engine_options(objects)
+    assert options["kv_cache_config"] == {
+        "dtype": "fp8",
+        "free_gpu_memory_fraction": plan.gpu_memory_utilization,
     }
+    assert options["dtype"] == "bfloat16"
 
 
 def test_multi_node_replica_is_a_leaderworkerset_with_ray(catalog: Catalog) -> None:
@@ -216,6 +232,25 @@ def test_root_filesystem_is_read_only_with_writable_volumes(catalog: Catalog) ->
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "10Gi"}
     assert volumes["home"]["emptyDir"] == {"sizeLimit": "10Gi"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_engine_container_has_a_high_uid_a_user_name_and_bounded_disk(
+    path: Path, catalog: Catalog
+) -> None:
+    objects, _ = render(yaml.safe_load(path.read_text()), catalog)
+    pods = [t["spec"] for obj in objects for t in pod_templates(obj)]
+    assert pods
+    for pod in pods:
+        # Above the UIDs node images give their accounts (1000 is often the admin user).
+        assert pod["securityContext"]["runAsUser"] >= 10000
+        assert pod["securityContext"]["runAsGroup"] >= 10000
+        for container in pod["containers"] + pod.get("initContainers", []):
+            # The image has no passwd entry for the UID: getpass.getuser() reads USER.
+            assert {"name": "USER", "value": "llmdeploy"} in container["env"]
+            resources = container["resources"]
+            assert "ephemeral-storage" in resources["requests"], container["name"]
+            assert "ephemeral-storage" in resources["limits"], container["name"]
 
 
 def test_model_cache_and_ephemeral_storage_follow_the_weights(catalog: Catalog) -> None:
@@ -557,12 +592,12 @@ def test_hpa_mode_renders_a_valid_autoscaling_v2_hpa_on_the_scale_subresource(
 
 def test_keda_mode_renders_prometheus_triggers(catalog: Catalog) -> None:
     with pytest.raises(SpecError) as err:
-        render(_with_scaling("keda"), catalog)
-    assert err.value.field == "spec.scaling.prometheusUrl"
+        render(_with_scaling("keda", prometheus="elsewhere"), catalog)
+    assert err.value.field == "spec.scaling.prometheus"
+    assert "no Prometheus endpoint named elsewhere" in str(err.value)
     objects, _ = render(
         _with_scaling(
             "keda",
-            prometheusUrl="http://prometheus.monitoring:9090",
             metrics=[{"type": "kvCacheUsage", "target": 0.8}, {"type": "ttftP95", "target": 500}],
         ),
         catalog,
@@ -577,6 +612,41 @@ def test_keda_mode_renders_prometheus_triggers(catalog: Catalog) -> None:
     assert scaled["spec"]["minReplicaCount"] == 1 and scaled["spec"]["maxReplicaCount"] == 8
     # The HPA KEDA creates behaves like the operator's own policy.
     assert scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleUp"]
+    # The default endpoint's address, and no credentials: that endpoint needs none.
+    assert {t["metadata"]["serverAddress"] for t in triggers} == {
+        "http://prometheus.monitoring:9090"
+    }
+    assert all("authenticationRef" not in t and "authModes" not in t["metadata"] for t in triggers)
+
+
+def test_latency_targets_in_milliseconds_become_thresholds_in_seconds(catalog: Catalog) -> None:
+    # Queries and external metrics answer in seconds, as Prometheus and the engines do; the
+    # spec's targets stay in milliseconds, like spec.slo.
+    metrics = [{"type": "ttftP95", "target": 500}, {"type": "tpotP95", "target": 40}]
+    hpa, _ = render(_with_scaling("hpa", metrics=metrics), catalog)
+    external = [m["external"] for m in hpa[-1]["spec"]["metrics"]]
+    assert [e["metric"]["name"] for e in external] == [
+        "llmdeploy_ttft_p95_seconds",
+        "llmdeploy_tpot_p95_seconds",
+    ]
+    assert [e["target"]["value"] for e in external] == ["0.5", "0.04"]
+    keda, _ = render(_with_scaling("keda", metrics=metrics), catalog)
+    triggers = keda[-1]["spec"]["triggers"]
+    assert [t["metadata"]["threshold"] for t in triggers] == ["0.5", "0.04"]
+    assert all(t["metadata"]["query"].startswith("histogram_quantile(0.95") for t in triggers)
+
+
+def test_keda_queries_a_named_endpoint_with_the_credentials_the_admin_gave_keda(
+    catalog: Catalog,
+) -> None:
+    objects, _ = render(_with_scaling("keda", prometheus="team-a"), catalog)
+    for trigger in objects[-1]["spec"]["triggers"]:
+        assert trigger["metadata"]["serverAddress"] == "https://prom-a.team-a:9090"
+        assert trigger["metadata"]["authModes"] == "bearer"
+        assert trigger["authenticationRef"] == {
+            "kind": "ClusterTriggerAuthentication",
+            "name": "prom-a",
+        }
 
 
 @pytest.mark.parametrize(
@@ -598,18 +668,17 @@ def test_yaml_quote_round_trips_through_both_yaml_parsers(value: Any) -> None:
 
 
 def test_keda_scale_to_zero_idles_at_zero_and_wakes_on_activation(catalog: Catalog) -> None:
-    stz = {"idleSeconds": 600, "activationQuery": 'sum(gateway_pending{route="llama"})'}
-    objects, _ = render(
-        _with_scaling("keda", prometheusUrl="http://prometheus:9090", scaleToZero=stz), catalog
-    )
+    stz = {"idleSeconds": 600, "activationMetric": {"name": "gateway_pending"}}
+    objects, _ = render(_with_scaling("keda", scaleToZero=stz), catalog)
     spec = objects[-1]["spec"]
     assert spec["idleReplicaCount"] == 0 and spec["cooldownPeriod"] == 600
     assert spec["minReplicaCount"] == 1  # the normal range keeps its floor
     triggers = spec["triggers"]
     assert [t["name"] for t in triggers] == ["runningRequests", "queueDepth", "activation"]
     assert all(t["metadata"]["activationThreshold"] == "0" for t in triggers)
-    assert triggers[-1]["metadata"]["query"] == stz["activationQuery"]  # used as given
-    plain, _ = render(_with_scaling("keda", prometheusUrl="http://prometheus:9090"), catalog)
+    # Read within the object's own namespace, whatever labels the spec adds.
+    assert triggers[-1]["metadata"]["query"] == 'sum(gateway_pending{namespace="team-a"})'
+    plain, _ = render(_with_scaling("keda"), catalog)
     assert "idleReplicaCount" not in plain[-1]["spec"]
     assert all("activationThreshold" not in t["metadata"] for t in plain[-1]["spec"]["triggers"])
 
@@ -627,6 +696,26 @@ def test_scale_to_zero_with_mode_hpa_is_invalid_input(tmp_path: Path) -> None:
     assert "spec.scaling" in result.stderr and "HPAScaleToZero" in result.stderr
 
 
+def test_render_offline_takes_the_operators_prometheus_endpoints(tmp_path: Path) -> None:
+    manifest = tmp_path / "keda.yaml"
+    manifest.write_text(yaml.safe_dump(_with_scaling("keda", prometheus="team-a")))
+
+    def cli(*flags: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "llmdeploy.cli", "render", "-f", str(manifest), *flags]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    missing = cli("--prometheus-url", "http://prometheus:9090")
+    assert missing.returncode == 2
+    assert "spec.scaling.prometheus: no Prometheus endpoint named team-a" in missing.stderr
+    endpoints = '{"team-a": {"url": "https://prom-a:9090", "kedaAuthentication": "prom-a"}}'
+    rendered = cli("--prometheus-endpoints", endpoints)
+    assert rendered.returncode == 0, rendered.stderr
+    scaled = list(yaml.safe_load_all(rendered.stdout))[-1]
+    assert scaled["spec"]["triggers"][0]["metadata"]["serverAddress"] == "https://prom-a:9090"
+    bad = cli("--prometheus-endpoints", '{"team-a": {"url": "http://x/#"}}')
+    assert bad.returncode == 2 and "--prometheus-endpoints" in bad.stderr
+
+
 def test_autoscaling_reads_the_metric_names_of_the_engine(catalog: Catalog) -> None:
     body = example("tensorrt-llm-llama-8b")
     body["spec"]["scaling"] = {"mode": "hpa"}
@@ -635,7 +724,6 @@ def test_autoscaling_reads_the_metric_names_of_the_engine(catalog: Catalog) -> N
     assert names == ["trtllm_num_requests_running", "trtllm_num_requests_waiting"]
     body["spec"]["scaling"] = {
         "mode": "keda",
-        "prometheusUrl": "http://prometheus:9090",
         "metrics": [{"type": "kvCacheUsage", "target": 0.8}, {"type": "tpotP95", "target": 50}],
     }
     objects, _ = render(body, catalog)

@@ -67,7 +67,7 @@ def test_spec_facts_contradicting_the_catalog_are_a_spec_error(catalog: Catalog)
     with pytest.raises(SpecError) as caught:
         plan_deployment(spec, catalog)
     assert caught.value.field == "spec.model.architecture"
-    assert "kvHeads must divide attentionHeads" in caught.value.message
+    assert caught.value.message == "kvHeads must divide the catalog's attentionHeads"
 
 
 def test_parameters_below_the_embeddings_are_a_spec_error(catalog: Catalog) -> None:

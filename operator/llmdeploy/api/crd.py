@@ -13,13 +13,13 @@ import yaml
 
 from llmdeploy.api.status import LLMDeploymentStatus
 from llmdeploy.api.types import (
+    ACTIVATION_QUERY_REFUSED,
     ARCHITECTURE_RULES,
     DNS_LABEL_PATTERN,
     GROUP,
     HPA_SCALE_TO_ZERO,
     KIND,
-    OPERATOR_ACTIVATION_QUERY,
-    OPERATOR_PROMETHEUS_URL,
+    PROMETHEUS_URL_REFUSED,
     VERSION,
     LLMDeploymentSpec,
 )
@@ -76,17 +76,15 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "message": f"scaling.{HPA_SCALE_TO_ZERO}",
             "fieldPath": ".scaleToZero",
         },
-        # A free URL or PromQL would run with the operator's credentials (mode is operator
-        # when unset).
+        # A free URL or PromQL would be queried from the operator's or KEDA's position.
         {
-            "rule": "(has(self.mode) && self.mode != 'operator') || !has(self.prometheusUrl)",
-            "message": f"scaling.{OPERATOR_PROMETHEUS_URL}",
+            "rule": "!has(self.prometheusUrl)",
+            "message": f"scaling.{PROMETHEUS_URL_REFUSED}",
             "fieldPath": ".prometheusUrl",
         },
         {
-            "rule": "(has(self.mode) && self.mode != 'operator') || !has(self.scaleToZero) || "
-            "!has(self.scaleToZero.activationQuery)",
-            "message": f"scaling.{OPERATOR_ACTIVATION_QUERY}",
+            "rule": "!has(self.scaleToZero) || !has(self.scaleToZero.activationQuery)",
+            "message": f"scaling.{ACTIVATION_QUERY_REFUSED}",
             "fieldPath": ".scaleToZero.activationQuery",
         },
     ],
@@ -213,8 +211,9 @@ def openapi_schema() -> dict[str, Any]:
     status_json = LLMDeploymentStatus.model_json_schema(by_alias=True)
     status = _structural(_resolve(status_json, status_json.get("$defs", {})))
     status.pop("$defs", None)
-    status["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
-    status["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
+    for listed, key in (("conditions", "type"), ("gpuExclusions", "gpu")):
+        status["properties"][listed]["x-kubernetes-list-type"] = "map"
+        status["properties"][listed]["x-kubernetes-list-map-keys"] = [key]
     status["properties"]["conditions"]["items"]["required"] = ["type", "status", "reason"]
     return {
         "type": "object",

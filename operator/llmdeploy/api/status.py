@@ -31,6 +31,11 @@ class Condition(StatusModel):
     )
 
 
+class GpuExclusion(StatusModel):
+    gpu: str = Field(description="The SKU excluded.")
+    excluded_at: str = Field(description="When its capacity was given up on (RFC 3339).")
+
+
 class LLMDeploymentStatus(StatusModel):
     phase: Phase | None = Field(default=None, description="Summary of the conditions.")
     observed_generation: int | None = Field(
@@ -54,7 +59,12 @@ class LLMDeploymentStatus(StatusModel):
     )
     excluded_gpus: list[str] = Field(
         default_factory=list,
-        description="SKUs dropped after starving past pendingTimeout (placement.fallback).",
+        description="SKUs dropped after starving past pendingTimeout (placement.fallback); "
+        "each is tried again once the operator's excluded-GPU TTL has passed.",
+    )
+    gpu_exclusions: list[GpuExclusion] | None = Field(
+        default=None,
+        description="When each SKU of excludedGpus was excluded, which starts its TTL.",
     )
     autoscaler: dict[str, Any] | None = Field(
         default=None,

@@ -7,6 +7,7 @@ Every spec model forbids unknown fields so a typo is reported with its path, not
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -129,6 +130,7 @@ LaxPrecision = Annotated[Precision, Strict(False)]
 Auto = Literal["auto"]
 MAX_REQUESTS_PER_SECOND = 1e7
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
+ARCHITECTURE_ERROR = "architecture"  # pydantic's error type for facts that contradict
 SmallCount = Annotated[int, Field(ge=1, le=4096)]
 Dimension = Annotated[int, Field(ge=1, le=10_000_000)]
 
@@ -140,6 +142,12 @@ class ModelArchitecture(SpecModel):
     in the catalog can still be sized.
     """
 
+    model_type: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9_]+$",
+        description="model_type of the config (e.g. gemma2): engines refuse some dtypes by it.",
+    )
     parameters: Annotated[float, Field(gt=0, le=1e13)] | None = Field(
         default=None, description="Total parameter count (all experts included)."
     )
@@ -201,7 +209,7 @@ class ModelArchitecture(SpecModel):
     def _consistent(self) -> ModelArchitecture:
         broken = [rule.message for rule in ARCHITECTURE_RULES if not rule.holds(self)]
         if broken:
-            raise PydanticCustomError("architecture", "; ".join(broken))
+            raise PydanticCustomError(ARCHITECTURE_ERROR, "; ".join(broken))
         return self
 
 
@@ -225,9 +233,13 @@ class Relation:
 
     @property
     def message(self) -> str:
+        return self.told_with(to_camel)
+
+    def told_with(self, name: Callable[[str], str]) -> str:
+        """The rule in the words of whoever wrote the facts: `name` maps a field to them."""
         verb = "must divide" if self.relation == "divides" else "must not exceed"
-        unless = f" unless {to_camel(self.unless)} is given" if self.unless else ""
-        return f"{to_camel(self.left)} {verb} {to_camel(self.right)}{unless}"
+        unless = f" unless {name(self.unless)} is given" if self.unless else ""
+        return f"{name(self.left)} {verb} {name(self.right)}{unless}"
 
     def cel(self) -> dict[str, str]:
         left, right = f"self.{to_camel(self.left)}", f"self.{to_camel(self.right)}"
@@ -253,6 +265,15 @@ ARCHITECTURE_RULES = (
     Relation("sliding_window_layers", "at most", "layers"),
     Relation("first_dense_layers", "at most", "layers"),
 )
+
+
+def broken_architecture_rules(
+    facts: Mapping[str, Any], name: Callable[[str], str] = to_camel
+) -> list[str]:
+    """The rules that `facts` (field -> value, each field valid on its own) break, told with
+    `name`'s words for the fields."""
+    view = ModelArchitecture.model_construct(**facts)
+    return [rule.told_with(name) for rule in ARCHITECTURE_RULES if not rule.holds(view)]
 
 
 class SecretKeyRef(SpecModel):
@@ -356,11 +377,14 @@ class EngineSpec(SpecModel):
         default=None, description="Token budget of one engine step; default 8192."
     )
     extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(
-        default_factory=list, description="Additional engine arguments, appended verbatim."
+        default_factory=list,
+        description="Additional engine arguments, appended verbatim; a flag the engine "
+        "release removed is refused.",
     )
     allow_arg_overrides: bool = Field(
         default=False,
-        description="Let extraArgs replace flags the plan sets (TP, max length, ...).",
+        description="Let extraArgs replace flags the plan sets (TP, max length, ...); the pods "
+        "then request the GPUs of the overridden TP x PP.",
     )
 
 
@@ -447,7 +471,8 @@ class ScalingMetric(SpecModel):
     type: Literal["queueDepth", "kvCacheUsage", "runningRequests", "ttftP95", "tpotP95"] = Field(
         description="queueDepth and runningRequests: waiting / running requests per ready "
         "replica; kvCacheUsage: fraction 0-1 of the KV cache in use; ttftP95 / tpotP95: "
-        "milliseconds from the engine's histograms. Metric names follow engine.name "
+        "target in milliseconds (like spec.slo), read from the engine's histograms in seconds. "
+        "Metric names follow engine.name "
         "(vllm:* or trtllm_*)."
     )
     target: float = Field(gt=0, le=1e7, description="Value per replica the autoscaler holds.")
@@ -476,13 +501,15 @@ class ScalingBehavior(SpecModel):
 
 # A HorizontalPodAutoscaler goes below one replica only with the alpha HPAScaleToZero gate.
 PROMETHEUS_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,99}")
-OPERATOR_PROMETHEUS_URL = (
-    "prometheusUrl is for mode keda only: in mode operator the operator queries only the "
-    "endpoints its settings allow; name one with scaling.prometheus"
+# Both were accepted for mode keda until KEDA, too, was found to query whatever a tenant named.
+# The fields stay in the schema so that an old manifest is refused, not silently pruned.
+PROMETHEUS_URL_REFUSED = (
+    "prometheusUrl is not accepted: the operator and KEDA query only the Prometheus endpoints "
+    "the operator's settings allow; name one with scaling.prometheus"
 )
-OPERATOR_ACTIVATION_QUERY = (
-    "scaleToZero.activationQuery is for mode keda only: the operator runs no tenant PromQL; "
-    "use scaleToZero.activationMetric"
+ACTIVATION_QUERY_REFUSED = (
+    "scaleToZero.activationQuery is not accepted: no tenant PromQL runs, in mode operator or "
+    "keda; use scaleToZero.activationMetric"
 )
 HPA_SCALE_TO_ZERO = (
     "scaleToZero needs mode operator or keda: a HorizontalPodAutoscaler cannot scale to zero "
@@ -527,10 +554,8 @@ class ScaleToZeroSpec(SpecModel):
     )
     activation_query: str | None = Field(
         default=None,
-        min_length=1,
         max_length=4096,
-        description="mode keda only: PromQL for KEDA's activation trigger, which KEDA runs "
-        "with its own credentials. The operator never runs a tenant's PromQL.",
+        description="Not accepted (use activationMetric): no tenant PromQL runs.",
     )
 
 
@@ -569,25 +594,23 @@ class ScalingSpec(SpecModel):
             raise ValueError("minReplicas must not exceed maxReplicas")
         if self.scale_to_zero is not None and self.mode == "hpa":
             raise ValueError(HPA_SCALE_TO_ZERO)
-        if self.mode == "operator" and self.prometheus_url is not None:
-            raise ValueError(OPERATOR_PROMETHEUS_URL)
-        stz = self.scale_to_zero
-        if self.mode == "operator" and stz is not None and stz.activation_query is not None:
-            raise ValueError(OPERATOR_ACTIVATION_QUERY)
+        if self.prometheus_url is not None:
+            raise ValueError(PROMETHEUS_URL_REFUSED)
+        if self.scale_to_zero is not None and self.scale_to_zero.activation_query is not None:
+            raise ValueError(ACTIVATION_QUERY_REFUSED)
         return self
 
     prometheus: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
-        description="mode operator: the name of a Prometheus endpoint the operator's settings "
-        "allow (LLMDEPLOY_PROMETHEUS_ENDPOINTS); default: the operator's default endpoint.",
+        description="modes operator and keda: the name of a Prometheus endpoint the "
+        "operator's settings allow (LLMDEPLOY_PROMETHEUS_ENDPOINTS), which the operator or "
+        "KEDA queries; default: the operator's default endpoint (LLMDEPLOY_PROMETHEUS_URL).",
     )
     prometheus_url: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://[^\s#?]+$",
-        description="mode keda only: the Prometheus KEDA queries, with KEDA's credentials. "
-        "In mode operator, name an allowed endpoint with `prometheus` instead.",
+        description="Not accepted: name an allowed endpoint with `prometheus` instead.",
     )
 
 

@@ -27,6 +27,7 @@ from llmdeploy.api.types import (
     ScalingSpec,
     to_camel,
 )
+from llmdeploy.autoscale.promql import in_spec_units, query_target
 
 # Metrics whose value is a total over ready replicas, compared per replica.
 PER_REPLICA = {"queueDepth", "runningRequests"}
@@ -85,10 +86,8 @@ class Decision:
 
 def _proposal(metric: ScalingMetric, value: float, ready: int, tolerance: float) -> int | None:
     """Replicas one metric asks for, or None when within tolerance."""
-    if metric.type in PER_REPLICA:
-        ratio = value / (metric.target * max(ready, 1))
-    else:
-        ratio = value / metric.target
+    target = query_target(metric.type, metric.target)
+    ratio = value / (target * max(ready, 1)) if metric.type in PER_REPLICA else value / target
     if abs(ratio - 1) <= tolerance:
         return None
     return max(0, math.ceil(max(ready, 1) * ratio - 1e-9)) if ready else math.ceil(ratio)
@@ -163,9 +162,13 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
     for metric, value in zip(metrics, values, strict=True):
         assert value is not None
         proposal = _proposal(metric, value, obs.ready_replicas, spec.tolerance)
-        shown = value / max(obs.ready_replicas, 1) if metric.type in PER_REPLICA else value
+        shown = (
+            value / max(obs.ready_replicas, 1)
+            if metric.type in PER_REPLICA
+            else in_spec_units(metric.type, value)
+        )
         unit = " per replica" if metric.type in PER_REPLICA else ""
-        detail = f"{metric.type} {shown:.3g}{unit} vs target {metric.target:g}"
+        detail = f"{metric.type} {shown:.4g}{unit} vs target {metric.target:g}"
         # Within tolerance a metric votes for the current count (HPA semantics).
         proposals.append((current if proposal is None else proposal, detail))
     raw, why = max(proposals)

@@ -67,7 +67,7 @@ class DeadlineSession(requests.Session):
         return response
 
 
-def _client(config: PrometheusConfig) -> PrometheusConnect:
+def client_for(config: PrometheusConfig) -> PrometheusConnect:
     headers = {}
     if config.bearer_token_file is not None:
         token = config.bearer_token_file.read_text(encoding="utf-8").strip()
@@ -99,9 +99,9 @@ def read_queries(
     is kept as the problem, so a status can say why there is no data."""
     now = time.time() if now is None else now
     try:
-        client = _client(config)
+        client = client_for(config)
     except (OSError, ValueError) as exc:
-        return MetricsReading(dict.fromkeys(queries), _describe(exc))
+        return MetricsReading(dict.fromkeys(queries), describe_error(exc))
     values: dict[str, float | None] = {}
     problem = None
     for key, promql in queries.items():
@@ -109,13 +109,13 @@ def read_queries(
             result = client.custom_query(promql)
         except QUERY_ERRORS as exc:
             values[key] = None
-            problem = problem or _describe(exc)
+            problem = problem or describe_error(exc)
             continue
         values[key] = _single_value(result, now)
     return MetricsReading(values, problem)
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     """What failed, in words of our own: nothing the server sent (a body, a header) and no
     exception text, which can quote them, reaches status, events or logs."""
     if isinstance(exc, PrometheusApiClientException):

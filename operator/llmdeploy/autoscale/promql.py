@@ -27,10 +27,25 @@ class MetricSource:
     external_name: str  # what prometheus-adapter serves it as, for mode hpa
 
 
-def _p95_ms(*histograms: str) -> str:
-    """p95 in milliseconds over WINDOW; several names: whichever the engine version has."""
+def _p95(*histograms: str) -> str:
+    """p95 in seconds over WINDOW; several names: whichever the engine version has."""
     rates = " or ".join(f"rate({h}_bucket{{{{{{s}}}}}}[{WINDOW}])" for h in histograms)
-    return f"1000 * histogram_quantile(0.95, sum by (le) ({rates}))"
+    return f"histogram_quantile(0.95, sum by (le) ({rates}))"
+
+
+# Queries answer in base units (seconds), as Prometheus and the engines do; spec targets for
+# latency are milliseconds, like spec.slo.
+SPEC_UNITS_PER_QUERY_UNIT = {"ttftP95": 1000.0, "tpotP95": 1000.0}
+
+
+def query_target(metric_type: str, target: float) -> float:
+    """A spec target in the units its query answers in."""
+    return target / SPEC_UNITS_PER_QUERY_UNIT.get(metric_type, 1.0)
+
+
+def in_spec_units(metric_type: str, value: float) -> float:
+    """A query's answer in the units the spec's target is written in."""
+    return value * SPEC_UNITS_PER_QUERY_UNIT.get(metric_type, 1.0)
 
 
 SOURCES: dict[EngineName, dict[str, MetricSource]] = {
@@ -46,11 +61,11 @@ SOURCES: dict[EngineName, dict[str, MetricSource]] = {
             "vllm_kv_cache_usage_perc",
         ),
         "ttftP95": MetricSource(
-            _p95_ms("vllm:time_to_first_token_seconds"), "llmdeploy_ttft_p95_milliseconds"
+            _p95("vllm:time_to_first_token_seconds"), "llmdeploy_ttft_p95_seconds"
         ),
         "tpotP95": MetricSource(
-            _p95_ms("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
-            "llmdeploy_tpot_p95_milliseconds",
+            _p95("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+            "llmdeploy_tpot_p95_seconds",
         ),
     },
     EngineName.TENSORRT_LLM: {
@@ -64,12 +79,12 @@ SOURCES: dict[EngineName, dict[str, MetricSource]] = {
             "avg(trtllm_kv_cache_utilization{{{s}}})", "trtllm_kv_cache_utilization"
         ),
         "ttftP95": MetricSource(
-            _p95_ms("trtllm_time_to_first_token_seconds"),
-            "llmdeploy_trtllm_ttft_p95_milliseconds",
+            _p95("trtllm_time_to_first_token_seconds"),
+            "llmdeploy_trtllm_ttft_p95_seconds",
         ),
         "tpotP95": MetricSource(
-            _p95_ms("trtllm_time_per_output_token_seconds"),
-            "llmdeploy_trtllm_tpot_p95_milliseconds",
+            _p95("trtllm_time_per_output_token_seconds"),
+            "llmdeploy_trtllm_tpot_p95_seconds",
         ),
     },
 }

@@ -132,7 +132,7 @@ def simulate(trace: list[TracePoint], spec: ScalingSpec, config: SimConfig) -> l
                 "queueDepth": queue,
                 "runningRequests": running,
                 "kvCacheUsage": running / max(ready * config.concurrency, 1),
-                "ttftP95": ttft * 1000,
+                "ttftP95": ttft,  # seconds, as the query answers
             }
         observation = Observation(
             point.t, len(ready_at), ready, values, activation=point.requests_per_second

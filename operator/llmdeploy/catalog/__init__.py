@@ -6,6 +6,7 @@ with their own files (operator settings or `llmdeploy plan --catalog FILE`) with
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -14,12 +15,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from llmdeploy.api.types import (
+    ARCHITECTURE_ERROR,
     LaxEngineName,
     LaxPrecision,
     LaxQuantization,
     ModelArchitecture,
     SpecModel,
+    broken_architecture_rules,
     format_validation_error,
+    to_camel,
 )
 from llmdeploy.documents import DocumentError, load_yaml_documents, read_text
 
@@ -27,6 +31,30 @@ from llmdeploy.documents import DocumentError, load_yaml_documents, read_text
 # the sizing math overflows to infinity or divides by zero.
 Measure = Annotated[float, Field(ge=1e-3, le=1e9)]
 VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*([-+.]?[A-Za-z0-9]+)*$"
+Vendor = Literal["nvidia", "amd"]
+Platform = Literal["cuda", "rocm"]
+# The software stack a vendor's GPUs run engine images on.
+PLATFORM_OF_VENDOR: dict[str, Platform] = {"nvidia": "cuda", "amd": "rocm"}
+Version = Annotated[str, Field(max_length=64, pattern=VERSION_PATTERN)]
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """`0.11.1` -> (0, 11, 1, 1); release candidates sort below their release."""
+    numbers = [int(n) for n in re.findall(r"\d+", version)]
+    release = re.match(r"^[\d.]+", version)
+    core = [int(n) for n in release.group(0).strip(".").split(".")] if release else numbers
+    is_rc = 0 if re.search(r"rc|a|b|dev", version) else 1
+    return (*core, is_rc, *numbers[len(core) :])
+
+
+def version_within(version: str | None, since: str | None, until: str | None) -> bool:
+    """Whether `version` lies in [since, until]; an unknown version lies in every range."""
+    if version is None:
+        return True
+    key = version_key(version)
+    return (since is None or key >= version_key(since)) and (
+        until is None or key <= version_key(until)
+    )
 
 
 class CatalogError(DocumentError):
@@ -44,7 +72,7 @@ class Interconnect(CatalogModel):
 
 class Gpu(CatalogModel):
     id: str
-    vendor: Literal["nvidia", "amd"]
+    vendor: Vendor
     display_name: str
     architecture: str
     memory_gib: Measure = Field(description="Total memory as CUDA reports it, GiB.")
@@ -67,6 +95,10 @@ class Gpu(CatalogModel):
     def product_label_key(self) -> str:
         """The GPU Feature Discovery (NVIDIA) or node labeller (AMD) product label."""
         return "nvidia.com/gpu.product" if self.vendor == "nvidia" else "amd.com/gpu.product-name"
+
+    @property
+    def platform(self) -> Platform:
+        return PLATFORM_OF_VENDOR[self.vendor]
 
     def selector_terms(self) -> list[tuple[str, list[str]]]:
         """(label key, values) pairs, each of which alone identifies a node of this SKU."""
@@ -114,14 +146,97 @@ class QuantFormat(CatalogModel):
     source: str | None = None
 
 
+class VersionRange(CatalogModel):
+    """Engine releases a fact was read in: [since, until], open where left out."""
+
+    since: Version | None = None
+    until: Version | None = None
+
+    def covers(self, version: str | None) -> bool:
+        return version_within(version, self.since, self.until)
+
+
+class BlockSizeRule(VersionRange):
+    """A KV-cache block size the engine forces for MLA models on some GPU architectures."""
+
+    architectures: list[str] = Field(min_length=1)
+    block_size: int = Field(ge=1, le=4096)
+    source: str
+
+
+class DtypeRefusal(VersionRange):
+    """A weight dtype the engine refuses for some model types (Hugging Face model_type)."""
+
+    quantization: LaxQuantization
+    model_types: list[str] = Field(min_length=1)
+    reason: str
+    source: str
+
+
+class RemovedFlag(CatalogModel):
+    """A command-line flag the engine no longer accepts from `removed_in` on; `last_seen_in` is
+    the newest release checked that still had it (releases between were not checked)."""
+
+    flag: str = Field(pattern=r"^--?[A-Za-z0-9][-_A-Za-z0-9]*$")
+    removed_in: Version
+    last_seen_in: Version
+
+
 class Engine(CatalogModel):
     id: LaxEngineName
     display_name: str
+    vendors: list[Vendor] = Field(
+        min_length=1, description="GPU vendors the engine's images run on (CUDA or ROCm)."
+    )
     block_size: int = Field(ge=1, le=4096, description="Tokens per KV-cache block.")
+    mla_block_sizes: list[BlockSizeRule] = Field(
+        default_factory=list, description="Block sizes forced for MLA models, by release."
+    )
     default_max_num_batched_tokens: int = Field(ge=1, le=1_048_576)
-    fp8_kv_cache: bool
+    fp8_kv_cache_architectures: list[str] = Field(
+        default_factory=list, description="GPU architectures the engine keeps an FP8 KV cache on."
+    )
+    dtype_refusals: list[DtypeRefusal] = Field(default_factory=list)
+    removed_flags: list[RemovedFlag] = Field(default_factory=list)
+    removed_flags_source: str | None = None
     multi_node: bool = Field(description="llmdeploy can launch a replica spanning nodes.")
     source: str | None = None
+
+    def block_size_for(self, gpu: Gpu, mla: bool, version: str | None) -> int:
+        """Tokens per KV block on this GPU; an unknown release takes the engine's default."""
+        if mla and version is not None:
+            for rule in self.mla_block_sizes:
+                if gpu.architecture in rule.architectures and rule.covers(version):
+                    return rule.block_size
+        return self.block_size
+
+    def refusal(
+        self, quantization: str, model_type: str | None, version: str | None
+    ) -> DtypeRefusal | None:
+        """Why the engine refuses this dtype for the model type; an unknown release refuses
+        whatever any release refuses, so the planner never proposes it."""
+        for rule in self.dtype_refusals:
+            if (
+                rule.quantization == quantization
+                and model_type in rule.model_types
+                and rule.covers(version)
+            ):
+                return rule
+        return None
+
+    def removed_flag(self, flag: str, version: str) -> RemovedFlag | None:
+        for entry in self.removed_flags:
+            if _same_flag(entry.flag, flag) and version_key(version) >= version_key(
+                entry.removed_in
+            ):
+                return entry
+        return None
+
+
+def _same_flag(a: str, b: str) -> bool:
+    """`--swap_space` and `--swap-space` name one flag (both engines accept either spelling
+    where they normalise, and llmdeploy must not let a spelling slip past the check)."""
+    return a.replace("_", "-") == b.replace("_", "-")
 
 
 class Catalog(CatalogModel):
@@ -232,33 +347,42 @@ _HF_KEYS: dict[str, str] = {
     "qk_rope_head_dim": "qk_rope_head_dim",
     "sliding_window": "sliding_window",
 }
-_HF_EXPERT_KEYS = ("num_local_experts", "n_routed_experts", "num_experts")
-_HF_ACTIVE_EXPERT_KEYS = ("num_experts_per_tok", "num_experts_per_token")
+# Facts with several spellings across model families: the first one a config sets, wins.
+_HF_CHOICES: dict[str, tuple[str, ...]] = {
+    "experts": ("num_local_experts", "n_routed_experts", "num_experts"),
+    "active_experts": ("num_experts_per_tok", "num_experts_per_token"),
+    "shared_experts": ("n_shared_experts",),
+}
+# What a fact the config did not write would be called in one (in an error about it).
+_HF_NAMES = {
+    **{field: key for key, field in _HF_KEYS.items()},
+    **{field: keys[0] for field, keys in _HF_CHOICES.items()},
+    "sliding_window_layers": "num_hidden_layers",
+}
 
 
-def architecture_from_hf_config(config: object) -> ModelArchitecture:
-    """Architecture facts from a Hugging Face config.json (text models, or a VLM's text_config).
+def architecture_from_hf_config(
+    config: object, given: ModelArchitecture | None = None
+) -> ModelArchitecture:
+    """Architecture facts from a Hugging Face config.json (text models, or a VLM's text_config),
+    completed by `given` (a spec's facts, which win).
 
     Checked as strictly as a spec: a layer count written as "32" is refused, not converted.
-    Raises ValueError (pydantic's ValidationError for a bad field).
+    Raises ValueError whose message names each fact as it was written: the config.json key
+    (`num_key_value_heads`), or the spec's field for a fact of `given`.
     """
     if not isinstance(config, Mapping):
         raise ValueError(f"expected a JSON object, found {type(config).__name__}")
     if isinstance(config.get("text_config"), Mapping):
         config = {**config, **config["text_config"]}
-    facts: dict[str, Any] = {
-        field: config[key] for key, field in _HF_KEYS.items() if config.get(key) is not None
-    }
-    for key in _HF_EXPERT_KEYS:
-        if config.get(key):
-            facts["experts"] = config[key]
-            break
-    for key in _HF_ACTIVE_EXPERT_KEYS:
-        if config.get(key):
-            facts["active_experts"] = config[key]
-            break
-    if config.get("n_shared_experts"):
-        facts["shared_experts"] = config["n_shared_experts"]
+    written = {field: key for key, field in _HF_KEYS.items() if config.get(key) is not None}
+    for field, keys in _HF_CHOICES.items():
+        key = next((k for k in keys if config.get(k)), None)
+        if key is not None:
+            written[field] = key
+    facts: dict[str, Any] = {field: config[key] for field, key in written.items()}
+    if isinstance(config.get("model_type"), str):
+        facts["model_type"] = config["model_type"]
     if facts.get("kv_lora_rank"):
         # MLA caches one latent per token and layer; the head count seen by the cache is 1.
         facts.setdefault("kv_heads", 1)
@@ -270,37 +394,97 @@ def architecture_from_hf_config(config: object) -> ModelArchitecture:
         native = {"fp8": "fp8", "mxfp4": "mxfp4", "awq": "int4-awq", "gptq": "int4-gptq"}
         if method in native:
             facts["native_dtype"] = native[method]
+            written["native_dtype"] = "quantization_config.quant_method"
     # Validated before the window's layers are counted from it.
-    checked = ModelArchitecture.model_validate(facts)
-    if not (checked.sliding_window and checked.layers):
-        return checked
-    layer_types = config.get("layer_types")
-    if isinstance(layer_types, list):
-        window_layers = sum(t == "sliding_attention" for t in layer_types)
-    elif config.get("model_type") in ("gemma2", "gemma3_text", "gemma3"):
-        window_layers = checked.layers // 2  # alternating layers
-    else:
-        window_layers = checked.layers
-    return ModelArchitecture.model_validate({**facts, "sliding_window_layers": window_layers})
+    checked = _hf_validated(facts, written)
+    if checked.sliding_window and checked.layers:
+        layer_types = config.get("layer_types")
+        if isinstance(layer_types, list):
+            facts["sliding_window_layers"] = sum(t == "sliding_attention" for t in layer_types)
+            written["sliding_window_layers"] = "the sliding_attention entries of layer_types"
+        elif config.get("model_type") in ("gemma2", "gemma3_text", "gemma3"):
+            facts["sliding_window_layers"] = checked.layers // 2  # alternating layers
+        else:
+            facts["sliding_window_layers"] = checked.layers
+    if given is not None:
+        spec = given.model_dump(exclude_none=True)
+        facts.update(spec)
+        written.update({field: f"spec.model.architecture.{to_camel(field)}" for field in spec})
+    return _hf_validated(facts, written)
+
+
+def _hf_validated(facts: dict[str, Any], written: Mapping[str, str]) -> ModelArchitecture:
+    def name(field: str) -> str:
+        return written.get(field) or _HF_NAMES.get(field, field)
+
+    try:
+        return ModelArchitecture.model_validate(facts)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            if error["type"] == ARCHITECTURE_ERROR:
+                problems.extend(broken_architecture_rules(facts, name))
+            else:
+                field = str(error["loc"][0]) if error["loc"] else ""
+                problems.append(f"{name(field)}: {error['msg']}")
+        raise ValueError("; ".join(problems)) from None
 
 
 class PinnedImage(CatalogModel):
     engine: LaxEngineName
-    # Ordered by their numbers (render/images.py), so they must start with some.
-    engine_version: str = Field(max_length=64, pattern=VERSION_PATTERN)
-    cuda_version: str = Field(max_length=64, pattern=VERSION_PATTERN)
-    min_driver: str = Field(
+    # Ordered by their numbers (version_key), so they must start with some.
+    engine_version: Version
+    platform: Platform = Field(default="cuda", description="cuda: NVIDIA GPUs; rocm: AMD GPUs.")
+    cuda_version: Version | None = None
+    min_driver: str | None = Field(
+        default=None,
         max_length=64,
         pattern=r"^[0-9]+\.[0-9]+(\.[0-9]+)*$",
         description="Minimum NVIDIA driver for the CUDA version.",
     )
+    rocm_version: Version | None = None
     image: str = Field(pattern=r"^[^@\s]+@sha256:[0-9a-f]{64}$")
     default: bool = False
     source: str
 
+    @model_validator(mode="after")
+    def _platform_facts(self) -> PinnedImage:
+        if self.platform == "cuda" and (self.cuda_version is None or self.min_driver is None):
+            raise ValueError("a cuda image needs cudaVersion and minDriver")
+        if self.platform == "rocm" and self.rocm_version is None:
+            raise ValueError("a rocm image needs rocmVersion")
+        if self.platform == "rocm" and (self.cuda_version or self.min_driver):
+            raise ValueError("a rocm image has no cudaVersion or minDriver")
+        return self
+
 
 class ImageLock(CatalogModel):
     images: list[PinnedImage]
+
+    def default_version(self, engine: str, platform: Platform) -> str | None:
+        """The release the lock runs by default for an engine on a platform."""
+        entries = [e for e in self.images if e.engine == engine and e.platform == platform]
+        defaults = [e for e in entries if e.default] or entries
+        if not defaults:
+            return None
+        return max(defaults, key=lambda e: version_key(e.engine_version)).engine_version
+
+    def versions(self, engine: str, platform: Platform) -> list[str]:
+        found = {
+            e.engine_version for e in self.images if e.engine == engine and e.platform == platform
+        }
+        return sorted(found, key=version_key)
+
+    @model_validator(mode="after")
+    def _one_default(self) -> ImageLock:
+        seen: set[tuple[str, str]] = set()
+        for entry in self.images:
+            key = (entry.engine.value, entry.platform)
+            if entry.default and key in seen:
+                raise ValueError(f"more than one default image for {key[0]} on {key[1]}")
+            if entry.default:
+                seen.add(key)
+        return self
 
 
 def load_image_lock(path: Path | None = None) -> ImageLock:

@@ -354,9 +354,11 @@ class Cluster:
             if not token:
                 return
 
-    def apply(self, obj: dict[str, Any], owner: Owner) -> LiveChild:
-        """Server-side apply with our field manager and forced conflicts (the operator owns
-        what it renders); the child as it now is."""
+    def apply(self, obj: dict[str, Any], owner: Owner, *, take_over: bool) -> LiveChild:
+        """Server-side apply with our field manager; the child as it now is. `take_over`
+        forces conflicts: for a child that is already the owner's, whose fields a hand edit
+        took. Otherwise someone else's object of that name is left alone: a conflict is
+        refused, never forced."""
         kind, name = obj["kind"], obj["metadata"]["name"]
         resource = self._resource(obj["apiVersion"], kind)
         if resource is None:
@@ -369,9 +371,16 @@ class Cluster:
                 name=name,
                 namespace=owner.namespace,
                 field_manager=FIELD_MANAGER,
-                force_conflicts=True,
+                force_conflicts=take_over,
             )
         except DynamicApiError as exc:
+            if getattr(exc, "status", None) == 409 and not take_over:
+                raise ClusterError(
+                    f"{kind} {name} already exists and is not this LLMDeployment's (other "
+                    "managers own fields it would set); llmdeploy does not take over objects "
+                    "it did not create: delete or rename it",
+                    status=409,
+                ) from None
             raise _error(exc, f"apply {kind} {name}") from None
         return live_child(kind, applied.to_dict())
 

@@ -14,12 +14,12 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
-from llmdeploy.api.status import Condition, LLMDeploymentStatus
+from llmdeploy.api.status import Condition, GpuExclusion, LLMDeploymentStatus
 from llmdeploy.api.types import LLMDeployment, duration_seconds, format_validation_error
 from llmdeploy.autoscale.decision import (
     IDLE_SIGNALS,
@@ -42,9 +42,11 @@ from llmdeploy.cluster.objects import (
     prepared,
 )
 from llmdeploy.render import (
+    DEFAULT_PROMETHEUS,
     NO_HOST_ACCESS,
     SPEC_HASH_ANNOTATION,
     HostAccess,
+    PrometheusTarget,
     RenderError,
     render_manifests,
 )
@@ -61,7 +63,7 @@ from llmdeploy.sizing.inventory import (
 # this often, which bounds what a fail-over can lose of it.
 PERSIST_AUTOSCALER_EVERY_S = 30.0
 ACTIVATION = "activation"  # its key among the readings and in status.autoscaler.metrics
-DEFAULT_PROMETHEUS = "default"  # the endpoint of the operator's flat prometheus_* settings
+EXCLUDED_GPU_TTL_S = 3600.0  # a stock-out seldom lasts longer; then the SKU is tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +73,9 @@ class Config:
     catalog: Catalog
     lock: ImageLock
     provisionable: set[str] | None
-    prometheus: frozenset[str]  # the endpoints the operator's settings allow, by name
+    prometheus: Mapping[str, PrometheusTarget]  # the endpoints the settings allow, by name
     host_access: HostAccess  # what objects may reach beyond their namespace
+    excluded_gpu_ttl_s: float = EXCLUDED_GPU_TTL_S  # how long a starved SKU stays excluded
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +188,10 @@ def plan_for_cluster(
     inventory: Inventory,
     provisionable: set[str] | None,
     excluded: Sequence[str] = (),
+    lock: ImageLock | None = None,
 ) -> Plan:
-    """Plan against the GPUs the cluster has or can provision; raises SpecError."""
+    """Plan against the GPUs the cluster has or can provision, and the images the lock pins
+    for their platforms; raises SpecError."""
     view = cluster_catalog(catalog, inventory, provisionable)
     spec, reason = placement_for_cluster(resource.spec, view, excluded)
     if spec is None:
@@ -196,7 +201,7 @@ def plan_for_cluster(
             engine=resource.spec.engine.name.value,
             reasons=[reason],
         )
-    return plan_deployment(spec, view)
+    return plan_deployment(spec, view, lock)
 
 
 def desired_state(
@@ -209,6 +214,7 @@ def desired_state(
     stored_plan: Plan | None = None,
     stored_key: str | None = None,
     host_access: HostAccess = NO_HOST_ACCESS,
+    prometheus: Mapping[str, PrometheusTarget] | None = None,
 ) -> Desired:
     """The plan (reused while its inputs are unchanged, so replicas do not churn when the
     inventory moves) and the objects that run it. Raises SpecError or RenderError."""
@@ -216,11 +222,13 @@ def desired_state(
     if stored_plan is not None and stored_key == key:
         plan = stored_plan
     else:
-        plan = plan_for_cluster(resource, catalog, inventory, provisionable, excluded)
+        plan = plan_for_cluster(resource, catalog, inventory, provisionable, excluded, lock)
     if not plan.feasible or plan.gpu is None:
         return Desired(plan, key)
     drivers = inventory.drivers(catalog, plan.gpu) if plan.gpu in catalog.gpus else []
-    objects = render_manifests(resource, plan, catalog, lock, drivers, host_access=host_access)
+    objects = render_manifests(
+        resource, plan, catalog, lock, drivers, host_access=host_access, prometheus=prometheus
+    )
     return Desired.rendered(plan, key, objects)
 
 
@@ -258,12 +266,41 @@ def capacity_condition(
     return _condition("CapacityAvailable", False, "InsufficientGPUs", message, generation), oldest
 
 
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stored_exclusions(status: Mapping[str, Any], now: datetime) -> dict[str, datetime]:
+    """Each SKU of status.excludedGpus and when it was excluded, from status.gpuExclusions.
+    One with no readable time there (written by an older release, or by hand) counts from
+    `now`: its TTL starts when this operator first sees it."""
+    times: dict[str, datetime] = {}
+    for entry in status.get("gpuExclusions") or []:
+        try:
+            at = datetime.fromisoformat(str(entry["excludedAt"]))
+        except (TypeError, KeyError, ValueError):
+            continue
+        times[str(entry.get("gpu"))] = at if at.tzinfo else at.replace(tzinfo=UTC)
+    return {str(gpu): times.get(str(gpu), now) for gpu in status.get("excludedGpus") or []}
+
+
+def _exclusion_fields(excluded: Mapping[str, datetime]) -> dict[str, Any]:
+    """status.excludedGpus (the plan's input) and status.gpuExclusions (when, for the TTL)."""
+    return {
+        "excluded_gpus": sorted(excluded),
+        "gpu_exclusions": [
+            GpuExclusion(gpu=gpu, excluded_at=_rfc3339(at)) for gpu, at in sorted(excluded.items())
+        ]
+        or None,
+    }
+
+
 def _stamp(
     conditions: Sequence[Condition], previous: Sequence[Mapping[str, Any]], now: datetime
 ) -> list[Condition]:
     """lastTransitionTime kept where a condition's status did not change."""
     before = {c.get("type"): c for c in previous}
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = _rfc3339(now)
     stamped = []
     for condition in conditions:
         old = before.get(condition.type)
@@ -278,7 +315,7 @@ def invalid_status(
     message: str,
     previous: Sequence[Mapping[str, Any]],
     now: datetime,
-    excluded: Sequence[str] = (),
+    excluded: Mapping[str, datetime] | None = None,
 ) -> LLMDeploymentStatus:
     """Status of a resource whose spec cannot be planned: Planned=False, phase Failed."""
     conditions = [
@@ -291,7 +328,7 @@ def invalid_status(
         observed_generation=generation,
         phase="Failed",
         conditions=_stamp(conditions, previous, now),
-        excluded_gpus=list(excluded),
+        **_exclusion_fields(excluded or {}),
     )
 
 
@@ -304,7 +341,7 @@ def status_update(
     error: str | None,
     previous: Sequence[Mapping[str, Any]],
     now: datetime,
-    excluded: Sequence[str] = (),
+    excluded: Mapping[str, datetime] | None = None,
     extra: Sequence[Condition] = (),
 ) -> LLMDeploymentStatus:
     """The whole status the operator owns, with lastTransitionTime kept where nothing changed.
@@ -314,7 +351,7 @@ def status_update(
     ready = workload.ready_replicas if workload else 0
     status = LLMDeploymentStatus(
         observed_generation=generation,
-        excluded_gpus=list(excluded),
+        **_exclusion_fields(excluded or {}),
         plan=plan.model_dump(mode="json", by_alias=True, exclude_none=True),
         plan_key=desired.plan_key,
         gpu=plan.gpu,
@@ -450,6 +487,16 @@ def _stored_plan(status: Mapping[str, Any]) -> Plan | None:
         return None
 
 
+def _stored_state(stored: object) -> AutoscalerState:
+    """The autoscaler's persisted history; a fresh one, as on a first start, when it cannot be
+    read (status written by hand or by another release): one garbled field must not stop the
+    object's reconciles."""
+    try:
+        return AutoscalerState.model_validate(stored or {})
+    except ValidationError:
+        return AutoscalerState()
+
+
 def _summary(plan: Plan) -> str:
     return (
         f"{plan.gpu} x{plan.gpu_count} {plan.quantization} TP{plan.tensor_parallel} "
@@ -472,7 +519,8 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
     metadata = body["metadata"]
     generation = int(metadata.get("generation") or 0)
     previous = status.get("conditions") or []
-    excluded = list(status.get("excludedGpus") or [])
+    excluded_at, expired, next_expiry = _live_exclusions(status, snap.now, config)
+    excluded = sorted(excluded_at)
     upgrade = OLD_FINALIZER in (metadata.get("finalizers") or [])
 
     def invalid(message: str) -> Outcome:
@@ -480,8 +528,8 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
             () if _planned_message(status) == message else (Event("InvalidSpec", message, True),)
         )
         return Outcome(
-            status=invalid_status(generation, message, previous, snap.now, excluded),
-            events=events,
+            status=invalid_status(generation, message, previous, snap.now, excluded_at),
+            events=(*expired, *events),
             remove_finalizer=upgrade,
         )
 
@@ -510,6 +558,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
                 stored,
                 key,
                 config.host_access,
+                config.prometheus,
             )
     except (SpecError, RenderError) as exc:
         return invalid(str(exc))
@@ -518,7 +567,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
         inputs = _render_inputs(generation, key, plan, config, snap.inventory)
         memo = Rendered(inputs, desired) if plan.feasible else None
     rendered = memo
-    events: list[Event] = []
+    events: list[Event] = list(expired)
     if key != status.get("planKey"):
         events.append(
             Event("Planned", _summary(plan))
@@ -562,7 +611,10 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
             timeout = pending_timeout_seconds(resource)
             capacity, starved = capacity_condition(snap.pending, snap.now, timeout, generation)
             if starved is not None and resource.spec.placement.fallback and plan.gpu:
-                return _fall_back(status, plan.gpu, starved.message, generation, upgrade)
+                excluded_at[plan.gpu] = snap.now
+                return _fall_back(
+                    status, excluded_at, expired, plan.gpu, starved.message, generation, upgrade
+                )
             if snap.pending and starved is None:  # the capacity deadline
                 oldest = min(p.since for p in snap.pending)
                 requeue = max(1.0, timeout - (snap.now - oldest).total_seconds())
@@ -600,9 +652,11 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
         snap.error,
         previous,
         snap.now,
-        excluded,
+        excluded_at,
         extra,
     ).model_copy(update={"autoscaler": autoscaler_field})
+    if next_expiry is not None:  # a deadline of its own, like the capacity's
+        requeue = next_expiry if requeue is None else min(requeue, next_expiry)
     if snap.error and _degraded_message(status) != snap.error:
         events.append(Event("ApplyFailed", snap.error, True))
     return Outcome(
@@ -630,17 +684,49 @@ def _degraded_message(status: Mapping[str, Any]) -> str | None:
     )
 
 
+def reconcile_error(
+    status: Mapping[str, Any], generation: int, message: str, now: datetime
+) -> tuple[dict[str, Any], tuple[Event, ...]]:
+    """A reconcile that raised what the operator does not expect (a bug): the status patch that
+    says so (Degraded=True and Ready=False, reason ReconcileError; every other condition and
+    field as it was, for the plan may still run) and a Warning event once per distinct failure,
+    not once per retry. The next reconcile that succeeds writes Degraded=False again."""
+    previous = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]
+    failing = _stamp(
+        [
+            _condition("Degraded", True, "ReconcileError", message, generation),
+            _condition("Ready", False, "ReconcileError", message, generation),
+        ],
+        previous,
+        now,
+    )
+    conditions = [
+        *(c for c in previous if c.get("type") not in ("Degraded", "Ready")),
+        *(c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in failing),
+    ]
+    wanted = {"phase": "Degraded", "conditions": conditions}
+    patch = {k: v for k, v in wanted.items() if status.get(k) != v}
+    told = _degraded_message(status) == message
+    return patch, () if told else (Event("ReconcileError", message, True),)
+
+
 def _fall_back(
-    status: Mapping[str, Any], gpu: str, why: str, generation: int, upgrade: bool
+    status: Mapping[str, Any],
+    excluded: Mapping[str, datetime],
+    expired: Sequence[Event],
+    gpu: str,
+    why: str,
+    generation: int,
+    upgrade: bool,
 ) -> Outcome:
-    """Drop the starved SKU; the reconcile that follows plans without it."""
-    excluded = sorted({*(status.get("excludedGpus") or []), gpu})
+    """Drop the starved SKU (`excluded` has it, since now); the reconcile that follows plans
+    without it."""
     current = LLMDeploymentStatus.model_validate(dict(status))
+    update = {**_exclusion_fields(excluded), "plan_key": None, "observed_generation": generation}
     return Outcome(
-        status=current.model_copy(
-            update={"excluded_gpus": excluded, "plan_key": None, "observed_generation": generation}
-        ),
+        status=current.model_copy(update=update),
         events=(
+            *expired,
             Event(
                 "FallbackReplan",
                 f"{gpu} capacity did not arrive ({why}); re-planning without it",
@@ -650,6 +736,30 @@ def _fall_back(
         remove_finalizer=upgrade,
         requeue_after_s=0.0,
     )
+
+
+def _live_exclusions(
+    status: Mapping[str, Any], now: datetime, config: Config
+) -> tuple[dict[str, datetime], tuple[Event, ...], float | None]:
+    """The exclusions still within the TTL, an event for each that ran out (its SKU is planned
+    with again), and the seconds until the next one runs out."""
+    ttl = timedelta(seconds=config.excluded_gpu_ttl_s)
+    live: dict[str, datetime] = {}
+    expired = []
+    for gpu, at in stored_exclusions(status, now).items():
+        if now - at < ttl:
+            live[gpu] = at
+        else:
+            expired.append(
+                Event(
+                    "ExclusionExpired",
+                    f"{gpu} was excluded at {_rfc3339(at)}, more than "
+                    f"{config.excluded_gpu_ttl_s:g}s ago (LLMDEPLOY_EXCLUDED_GPU_TTL_SECONDS); "
+                    "planning with it again",
+                )
+            )
+    next_expiry = min(((at + ttl - now).total_seconds() for at in live.values()), default=None)
+    return live, tuple(expired), None if next_expiry is None else max(1.0, next_expiry)
 
 
 def _autoscale(
@@ -685,12 +795,12 @@ def _autoscale(
     reading = reading or MetricsReading(dict.fromkeys(wanted))
     values = {t: reading.values.get(t) for t in wanted}
     activation = reading.values.get(ACTIVATION)
-    previous: Mapping[str, Any] = status.get("autoscaler") or {}
+    autoscaler = status.get("autoscaler")
+    previous: Mapping[str, Any] = autoscaler if isinstance(autoscaler, Mapping) else {}
     # What this process remembers since the last status write, else (after a start or a
     # fail-over) the history stored on the object.
-    remembered = snap.autoscaler or Remembered(
-        AutoscalerState.model_validate(previous.get("state") or {}), now
-    )
+    stored = previous.get("state")
+    remembered = snap.autoscaler or Remembered(_stored_state(stored), now)
     observation = Observation(now, current, workload.ready_replicas, values, activation=activation)
     decision = decide_replicas(scaling, observation, remembered.state)
     if decision.desired_replicas > current:
@@ -729,7 +839,8 @@ def _autoscale(
         decision.desired_replicas != current
         or fresh["reason"] != previous.get("reason")
         # A lost end of an idle stretch could, after a restart, send busy replicas to zero.
-        or fresh["state"].get("idleSince") != (previous.get("state") or {}).get("idleSince")
+        or fresh["state"].get("idleSince")
+        != (stored.get("idleSince") if isinstance(stored, Mapping) else None)
         or now - persisted >= PERSIST_AUTOSCALER_EVERY_S
         or not previous
     ):

@@ -7,7 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 RECONCILES = Counter(
     "llmdeploy_reconcile",
     "Reconciles by result: success, conflict (re-queued), error (the API server refused), "
-    "unreachable (no answer in time), invalid (the spec cannot be planned)",
+    "unreachable (no answer in time), invalid (the spec cannot be planned), exception (a bug: "
+    "the object's status says ReconcileError)",
     ["result"],
 )
 RECONCILE_SECONDS = Histogram(

@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from llmdeploy.api.status import LLMDeploymentStatus
@@ -23,7 +25,16 @@ from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import Cluster, ClusterError
 from llmdeploy.cluster.objects import live_child, owner_name
 from llmdeploy.controller import metrics
-from llmdeploy.controller.decide import Config, Needs, Outcome, Snapshot, decide, owner_of
+from llmdeploy.controller.decide import (
+    Config,
+    Event,
+    Needs,
+    Outcome,
+    Snapshot,
+    decide,
+    owner_of,
+    reconcile_error,
+)
 from llmdeploy.controller.index import Index, Key, Record
 from llmdeploy.controller.peering import Peering
 from llmdeploy.controller.queue import WorkQueue
@@ -31,6 +42,7 @@ from llmdeploy.controller.settings import OperatorSettings
 
 log = logging.getLogger("llmdeploy.reconcile")
 STATUS_FIELDS = frozenset(f.alias or n for n, f in LLMDeploymentStatus.model_fields.items())
+PACKAGE = Path(__file__).resolve().parents[1]  # llmdeploy/, whose frames locate a bug
 MAX_OBSERVE_ROUNDS = 3  # pending pods, Prometheus, GPUs in use: each asked for at most once
 
 
@@ -73,8 +85,9 @@ class Reconciler:
             catalog,
             lock,
             settings.provisionable(),
-            frozenset(self.prometheus),
+            settings.prometheus_targets(),
             settings.host_access(),
+            settings.excluded_gpu_ttl_seconds,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -183,7 +196,7 @@ class Reconciler:
                     self._unanswered_since = None
             metrics.RECONCILES.labels(result).inc()
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-            failed = result in ("error", "unreachable")
+            failed = result in ("error", "unreachable", "exception")
             delay = self.queue.done(key, failed=failed)
             if failed:
                 log.warning("reconcile of %s/%s failed; retry in %.1fs", *key, delay or 0)
@@ -197,9 +210,13 @@ class Reconciler:
             return "conflict", 0.0
         except ClusterError as exc:
             return ("unreachable" if exc.status is None else "error"), None
-        except Exception:  # a bug: logged with its traceback, retried with backoff
+        except Exception as exc:  # a bug: said in status and an event, retried with backoff
             log.exception("reconcile of %s/%s failed", *key)
-            return "error", None
+            try:
+                self._report_unexpected(key, exc)
+            except Exception:  # the report's own failure must not end the worker
+                log.exception("the failure of %s/%s was not reported", *key)
+            return "exception", None
 
     def stalled(self) -> str | None:
         """Why the queue is stalled, for liveness: a reconcile running far past its bound, or
@@ -288,7 +305,11 @@ class Reconciler:
         for obj in outcome.apply:
             _check(deadline)
             name = (obj["kind"], obj["metadata"]["name"])
-            live = self.cluster.apply(obj, owner)
+            known = snap.children.get(name)
+            # Forced only onto what is already this object's: a same-named object a tenant
+            # made by hand is refused, not taken over.
+            ours = known is not None and known.owner_uid == owner.uid
+            live = self.cluster.apply(obj, owner, take_over=ours)
             record.applied[name] = (live.applied_hash or "", live.revision)
             self.index.child_seen(key, name, live)
             before = snap.children.get(name)
@@ -350,18 +371,61 @@ class Reconciler:
         outcome = decide(replace(snap, error=error), self.config)
         if outcome.needs or outcome.status is None:
             return
-        metadata = snap.body["metadata"]
         patch = status_patch(snap.body.get("status") or {}, outcome.status)
+        events = [e for e in outcome.events if e.reason == "ApplyFailed"]
+        self._write_failure(snap.body, patch, events)
+
+    def _report_unexpected(self, key: Key, exc: Exception) -> None:
+        """A bug: Degraded=True with reason ReconcileError, on the object as the index has it."""
+        begun = self.index.begin(key)
+        if begun is None:
+            return
+        body = begun[0]
+        generation = int(body["metadata"].get("generation") or 0)
+        status = body.get("status") or {}
+        patch, events = reconcile_error(status, generation, unexpected(exc), datetime.now(UTC))
+        self._write_failure(body, patch, events)
+
+    def _write_failure(
+        self, body: Mapping[str, Any], patch: dict[str, Any], events: Sequence[Event]
+    ) -> None:
+        """Status and events of a failed reconcile, under the act's precondition (the
+        resourceVersion read), so they never overwrite a newer write. Events only once the
+        status says the same: a retry that finds it written posts none again. A failure to
+        write is logged; the retry's backoff holds either way."""
+        metadata = body["metadata"]
         try:
             if patch:
-                self.cluster.patch_status(
-                    metadata["namespace"], metadata["name"], patch, metadata["resourceVersion"]
+                version = str(metadata.get("resourceVersion") or "")
+                written = self.cluster.patch_status(
+                    metadata["namespace"], metadata["name"], patch, version
                 )
-            for event in outcome.events:
-                if event.reason == "ApplyFailed":
-                    self.cluster.post_event(snap.body, event.reason, event.message, warning=True)
+                if written is None:
+                    return  # changed meanwhile: the retry decides from the newer object
+            for event in events:
+                self.cluster.post_event(body, event.reason, event.message, warning=event.warning)
         except ClusterError as exc:
             log.warning("status of the failure not written: %s", exc)
+
+
+def unexpected(exc: BaseException) -> str:
+    """What a bug was, in the operator's words: the exception's class and the place in the
+    operator's code it came from. Never the exception's text, which may quote a server's
+    answer or an input."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if Path(frame.filename).is_relative_to(PACKAGE)
+    ]
+    where = ""
+    if frames:
+        last = frames[-1]
+        module = Path(last.filename).relative_to(PACKAGE.parent).with_suffix("")
+        where = f" in {'.'.join(module.parts)}.{last.name} (line {last.lineno})"
+    return (
+        f"unexpected {type(exc).__name__}{where}: a bug in the operator, whose log has the "
+        "details; retried with backoff"
+    )
 
 
 def status_patch(current: Mapping[str, Any], status: LLMDeploymentStatus) -> dict[str, Any]:

@@ -42,11 +42,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class NoClusterError(Exception):
+    """Neither a cluster's service account nor a kubeconfig says where the API server is."""
+
+
 def _api_client(settings: OperatorSettings) -> k8s.ApiClient:
     try:
         k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
-        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+        try:
+            k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException as exc:
+            raise NoClusterError(
+                "no Kubernetes API server to connect to: not running in a cluster, and no "
+                f"usable kubeconfig (KUBECONFIG or ~/.kube/config): {exc}"
+            ) from None
     timeouts = Timeouts(settings.connect_timeout_seconds, settings.request_timeout_seconds)
     return with_timeouts(k8s.ApiClient(), timeouts)
 

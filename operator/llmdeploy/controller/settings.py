@@ -7,13 +7,19 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from llmdeploy.render import HostAccess
-
-DEFAULT_PROMETHEUS = "default"
+from llmdeploy.controller.decide import EXCLUDED_GPU_TTL_S
+from llmdeploy.render import DEFAULT_PROMETHEUS, HostAccess, PrometheusTarget
 
 
 class PrometheusEndpoint(BaseModel):
@@ -25,6 +31,22 @@ class PrometheusEndpoint(BaseModel):
     bearer_token_file: Path | None = None
     ca_file: Path | None = None
     insecure_skip_verify: bool = False
+    # For objects in mode keda: KEDA queries the same endpoint with credentials of its own.
+    keda_authentication: str | None = None
+    keda_auth_modes: str | None = None
+
+    @model_validator(mode="after")
+    def _keda_fields(self) -> PrometheusEndpoint:
+        self.target()  # KEDA's fields are checked where they are read
+        return self
+
+    def target(self) -> PrometheusTarget:
+        """The endpoint as KEDA sees it (no credentials of the operator's)."""
+        return PrometheusTarget(
+            url=self.url,
+            keda_authentication=self.keda_authentication,
+            keda_auth_modes=self.keda_auth_modes,
+        )
 
 
 # kopf pauses every replica when two share a peering priority, so the rank is combined with the
@@ -78,6 +100,12 @@ class OperatorSettings(BaseSettings):
     )
     allow_control_plane_nodes: bool = Field(
         default=False, description="Let placement select or tolerate control-plane nodes."
+    )
+    excluded_gpu_ttl_seconds: float = Field(
+        default=EXCLUDED_GPU_TTL_S,
+        gt=0,
+        description="How long a SKU that placement.fallback dropped (status.excludedGpus) "
+        "stays excluded; then the plan is made again and the SKU tried again.",
     )
     status_interval_seconds: float = Field(
         default=10.0,
@@ -169,6 +197,10 @@ class OperatorSettings(BaseSettings):
                 insecure_skip_verify=self.prometheus_insecure_skip_verify,
             )
         return endpoints
+
+    def prometheus_targets(self) -> dict[str, PrometheusTarget]:
+        """Every endpoint an object may name, as the renderer needs it for KEDA."""
+        return {name: endpoint.target() for name, endpoint in self.prometheus().items()}
 
     def host_access(self) -> HostAccess:
         return HostAccess(

@@ -1,20 +1,24 @@
 """Pure rendering: (LLMDeployment, Plan) -> Kubernetes objects, for the operator and GitOps."""
 
 from llmdeploy.render.manifests import (
+    DEFAULT_PROMETHEUS,
     NO_HOST_ACCESS,
     SELECTOR_LABEL,
     SPEC_HASH_ANNOTATION,
     HostAccess,
+    PrometheusTarget,
     RenderError,
     render_manifests,
     to_yaml,
 )
 
 __all__ = [
+    "DEFAULT_PROMETHEUS",
     "NO_HOST_ACCESS",
     "SELECTOR_LABEL",
     "SPEC_HASH_ANNOTATION",
     "HostAccess",
+    "PrometheusTarget",
     "RenderError",
     "render_manifests",
     "to_yaml",

@@ -1,4 +1,5 @@
-"""Choose the engine image: pinned by digest, and runnable on the target nodes' driver."""
+"""Choose the engine image: pinned by digest, built for the GPU's platform (CUDA for NVIDIA,
+ROCm for AMD), and runnable on the target nodes' driver."""
 
 from __future__ import annotations
 
@@ -6,22 +7,16 @@ import re
 from collections.abc import Sequence
 
 from llmdeploy.api.types import LLMDeploymentSpec
-from llmdeploy.catalog import ImageLock, PinnedImage
+from llmdeploy.catalog import ImageLock, PinnedImage, Platform, version_key
 from llmdeploy.sizing import SpecError
 
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\Z")  # \Z: `$` would accept a final newline
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    """`0.11.1` -> (0, 11, 1); release candidates sort below their release."""
-    numbers = [int(n) for n in re.findall(r"\d+", version)]
-    release = re.match(r"^[\d.]+", version)
-    core = [int(n) for n in release.group(0).strip(".").split(".")] if release else numbers
-    is_rc = 0 if re.search(r"rc|a|b|dev", version) else 1
-    return (*core, is_rc, *numbers[len(core) :])
+PLATFORM_NAMES = {"cuda": "CUDA (NVIDIA GPUs)", "rocm": "ROCm (AMD GPUs)"}
 
 
 def driver_supports(driver: tuple[int, int], image: PinnedImage) -> bool:
+    if image.min_driver is None:  # ROCm: no NVIDIA driver floor
+        return True
     major, minor = (int(p) for p in image.min_driver.split(".")[:2])
     return driver >= (major, minor)
 
@@ -30,11 +25,13 @@ def select_image(
     spec: LLMDeploymentSpec,
     lock: ImageLock,
     node_drivers: Sequence[tuple[int, int]] = (),
+    platform: Platform = "cuda",
 ) -> tuple[str, PinnedImage | None]:
     """(image reference, lock entry or None for a user override).
 
-    With the drivers of the nodes the replicas may land on, the newest engine release whose CUDA
-    all of them support; without, the lock's default for the engine.
+    Only images of `platform`. With the NVIDIA drivers of the nodes the replicas may land on,
+    the newest engine release whose CUDA all of them support; without, the lock's default for
+    the engine on that platform.
     """
     engine = spec.engine
     if engine.image:
@@ -45,19 +42,20 @@ def select_image(
                 "unless engine.allowUnpinnedImage is true",
             )
         return engine.image, None
-    entries = [e for e in lock.images if e.engine == engine.name]
+    entries = [e for e in lock.images if e.engine == engine.name and e.platform == platform]
+    where = PLATFORM_NAMES[platform]
     if engine.version:
         entries = [e for e in entries if e.engine_version == engine.version]
         if not entries:
-            known = sorted({e.engine_version for e in lock.images if e.engine == engine.name})
+            known = lock.versions(engine.name, platform)
             raise SpecError(
                 "spec.engine.version",
-                f"no pinned {engine.name} image for version {engine.version!r}; "
-                f"pinned: {', '.join(known)}",
+                f"no pinned {engine.name} image for version {engine.version!r} on {where}; "
+                f"pinned: {', '.join(known) or 'none'}",
             )
     if not entries:
-        raise SpecError("spec.engine.name", f"no pinned image for {engine.name} in the lock")
-    if node_drivers:
+        raise SpecError("spec.engine.name", f"no pinned image for {engine.name} on {where}")
+    if node_drivers and platform == "cuda":
         oldest = min(node_drivers)
         runnable = [e for e in entries if driver_supports(oldest, e)]
         if not runnable:
@@ -76,5 +74,5 @@ def select_image(
 def _newest(entries: Sequence[PinnedImage]) -> PinnedImage:
     return max(
         entries,
-        key=lambda e: (_version_key(e.engine_version), _version_key(e.cuda_version)),
+        key=lambda e: (version_key(e.engine_version), version_key(e.cuda_version or "0")),
     )

@@ -11,7 +11,7 @@ import json
 import math
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,11 +23,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmdeploy.api.types import DNS_LABEL_PATTERN, EngineName, LLMDeployment
 from llmdeploy.autoscale.decision import PER_REPLICA
 from llmdeploy.autoscale.policy import cold_start_estimate, effective_scaling
-from llmdeploy.autoscale.promql import DEPLOYMENT_LABEL, SOURCES, activation_query, query
+from llmdeploy.autoscale.promql import (
+    DEPLOYMENT_LABEL,
+    SOURCES,
+    activation_query,
+    query,
+    query_target,
+)
 from llmdeploy.catalog import Catalog, Gpu, ImageLock
 from llmdeploy.render.engine_args import (
     ENGINE_PORT,
     MODEL_DIR,
+    check_extra_args,
+    effective_parallelism,
     engine_command,
     model_reference,
     trtllm_args,
@@ -42,7 +50,12 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MANAGER = "llmdeploy"
 SELECTOR_LABEL = "llmdeploy.io/deployment"
 SPEC_HASH_ANNOTATION = "llmdeploy.io/spec-hash"
-ENGINE_UID = 1000
+# No account on the node has this UID (cloud node images give 1000 to their admin user), so
+# a process that escaped the container would own nothing there. The images have no passwd
+# entry for it either: USER names it for getpass.getuser(), which torch's inductor cache
+# calls and which raises for a UID without one (pytorch/pytorch#140765).
+ENGINE_UID = 10001
+ENGINE_USER = "llmdeploy"
 HOME = "/home/llmdeploy"
 RAY_PORT = 6379
 DNS_LABEL = re.compile(DNS_LABEL_PATTERN)  # fullmatch: `$` alone lets "name\n" through
@@ -61,6 +74,7 @@ LOGS_GIB = 2  # container logs, which count against ephemeral storage too
 CHECKPOINT_COPIES = 2
 CHECKPOINT_EXTRA_GIB = 8
 HF_TOKEN_DIR = "/var/run/llmdeploy/hf-token"
+OPTIONS_FILE = "/etc/llmdeploy/extra-llm-api-options.yaml"
 
 # The leader starts the Ray head, waits for the group's workers, then runs the engine with the
 # arguments it was given ("$@"), so no user value is ever parsed by the shell.
@@ -106,6 +120,27 @@ class HostAccess(BaseModel):
 
 
 NO_HOST_ACCESS = HostAccess()
+
+DEFAULT_PROMETHEUS = "default"  # the endpoint of the operator's flat prometheus_* settings
+
+
+class PrometheusTarget(BaseModel):
+    """A Prometheus endpoint of the operator's settings as KEDA sees it: its address and,
+    where it needs credentials, the ClusterTriggerAuthentication the cluster admin made for it
+    (KEDA's own Secret references; the operator's token never leaves the operator)."""
+
+    model_config = ConfigDict(frozen=True)
+    url: str = Field(pattern=r"^https?://[^\s#?@]+$", max_length=2048)
+    keda_authentication: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        description="Name of a ClusterTriggerAuthentication for KEDA's queries.",
+    )
+    keda_auth_modes: str | None = Field(
+        default=None,
+        pattern=r"^(bearer|basic|tls|custom)(,(bearer|basic|tls|custom))*$",
+        description="KEDA's authModes for that endpoint, e.g. bearer or tls.",
+    )
 
 
 def _check_host_path(path: str, access: HostAccess) -> str:
@@ -188,12 +223,15 @@ def _pod_templates(workload: dict[str, Any]) -> list[dict[str, Any]]:
     return [workload["spec"]["template"]]
 
 
-def _stamp_spec_hash(workload: dict[str, Any]) -> None:
+def _stamp_spec_hash(workload: dict[str, Any], engine_options: str) -> None:
     """Annotate the workload and its pods with a digest of what runs in the pods: it changes
-    with the pod templates (and so rolls pods) and not with replicas or operator upgrades that
-    render the same pods."""
+    with the pod templates and the engine's options file (the pods read it only at start), and
+    so rolls pods, and not with replicas or operator upgrades that render the same pods."""
     templates = _pod_templates(workload)
-    digest = hashlib.sha256(json.dumps(templates, sort_keys=True).encode()).hexdigest()[:16]
+    content = (
+        {"templates": templates, "engineOptions": engine_options} if engine_options else templates
+    )
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     workload["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
     for template in templates:
         template["metadata"].setdefault("annotations", {})[SPEC_HASH_ANNOTATION] = digest
@@ -267,6 +305,7 @@ def _download(resource: LLMDeployment, plan: Plan) -> dict[str, Any] | None:
     env: list[dict[str, Any]] = [
         {"name": "HF_HOME", "value": MODEL_DIR},
         {"name": "HOME", "value": HOME},
+        {"name": "USER", "value": ENGINE_USER},
     ]
     token_volume = None
     if model.token_secret_ref:
@@ -285,6 +324,9 @@ def _download(resource: LLMDeployment, plan: Plan) -> dict[str, Any] | None:
         "env": env,
         "token_volume": token_volume,
         "token_dir": HF_TOKEN_DIR,
+        # The container's own writes are its logs (its root filesystem is read-only); the
+        # download lands in the model cache, bounded by its sizeLimit and the pod's limit.
+        "disk": f"{LOGS_GIB}Gi",
     }
 
 
@@ -324,9 +366,11 @@ def render_manifests(
     node_drivers: Sequence[tuple[int, int]] = (),
     *,
     host_access: HostAccess = NO_HOST_ACCESS,
+    prometheus: Mapping[str, PrometheusTarget] | None = None,
 ) -> list[dict[str, Any]]:
-    """The objects that run the plan, in apply order. `host_access` comes from the operator's
-    settings (or the CLI's flags): what may reach beyond the namespace."""
+    """The objects that run the plan, in apply order. `host_access` and `prometheus` (the
+    endpoints an object may name for KEDA) come from the operator's settings, or the CLI's
+    flags: what may reach beyond the namespace."""
     if not plan.feasible or plan.gpu is None:
         raise RenderError("the plan is not feasible: " + "; ".join(plan.reasons))
     name = resource.metadata.name
@@ -336,19 +380,23 @@ def render_manifests(
     spec = resource.spec
     gpu = catalog.gpus[plan.gpu]
     engine = spec.engine.name
-    image, pinned = select_image(spec, lock, node_drivers)
-    tensor, pipeline = plan.tensor_parallel or 1, plan.pipeline_parallel or 1
+    # An image of the GPU's platform only: CUDA for nvidia.com/gpu, ROCm for amd.com/gpu.
+    image, pinned = select_image(spec, lock, node_drivers, gpu.platform)
+    check_extra_args(
+        spec, catalog.engines[engine], pinned.engine_version if pinned else spec.engine.version
+    )
+    tensor, pipeline = effective_parallelism(spec, plan)
     multi_node = tensor * pipeline > gpu.gpus_per_node
     gpus_per_pod = tensor if multi_node else tensor * pipeline
     shm_gib = 1 if tensor * pipeline == 1 else 8  # NCCL uses /dev/shm between ranks
 
-    options = trtllm_options(plan) if engine is EngineName.TENSORRT_LLM else None
+    options = trtllm_options(spec, plan) if engine is EngineName.TENSORRT_LLM else None
     options_configmap = f"{name}-engine-options" if options else None
     if engine is EngineName.VLLM:
-        args = vllm_args(spec, plan, multi_node=multi_node)
+        native = resolve_model(spec.model, catalog).native_dtype
+        args = vllm_args(spec, plan, multi_node=multi_node, native=native)
     else:
-        options_file = "/etc/llmdeploy/extra-llm-api-options.yaml" if options else None
-        args = trtllm_args(spec, plan, options_file)
+        args = trtllm_args(spec, plan, OPTIONS_FILE)
 
     selector = {SELECTOR_LABEL: name}
     labels = {
@@ -378,6 +426,7 @@ def render_manifests(
         # The init step downloaded the weights: the engine must not reach for the hub.
         *([{"name": "HF_HUB_OFFLINE", "value": "1"}] if download else []),
         {"name": "HOME", "value": HOME},
+        {"name": "USER", "value": ENGINE_USER},
         {"name": "XDG_CACHE_HOME", "value": f"{HOME}/.cache"},
     ]
     replicas = plan.replicas if spec.replicas is None else spec.replicas
@@ -446,7 +495,7 @@ def render_manifests(
     workload = _render_template(
         "leaderworkerset.yaml.j2" if multi_node else "deployment.yaml.j2", values
     )
-    _stamp_spec_hash(workload)
+    _stamp_spec_hash(workload, values["options_yaml"])
     objects.append(workload)
     objects.append(_render_template("service.yaml.j2", values))
     objects.append(_render_template("poddisruptionbudget.yaml.j2", values))
@@ -458,7 +507,7 @@ def render_manifests(
         objects.append(_render_template("networkpolicy.yaml.j2", values))
     scaling = spec.scaling
     if scaling is not None and scaling.mode in ("hpa", "keda"):
-        values.update(_scaling_values(resource, plan))
+        values.update(_scaling_values(resource, plan, prometheus or {}))
         template = (
             "horizontalpodautoscaler.yaml.j2" if scaling.mode == "hpa" else "scaledobject.yaml.j2"
         )
@@ -469,7 +518,9 @@ def render_manifests(
 ACTIVATION_ONLY_THRESHOLD = "1000000000"
 
 
-def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
+def _scaling_values(
+    resource: LLMDeployment, plan: Plan, prometheus: Mapping[str, PrometheusTarget]
+) -> dict[str, Any]:
     """Values for an HPA (external metrics via prometheus-adapter) or a KEDA ScaledObject."""
     assert resource.spec.scaling is not None
     scaling = effective_scaling(resource.spec.scaling, plan)
@@ -480,7 +531,7 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
     rendered = []
     for metric in scaling.metrics:
         per_replica = metric.type in PER_REPLICA
-        target = f"{metric.target:g}"
+        target = f"{query_target(metric.type, metric.target):g}"
         rendered.append(
             {
                 "type": metric.type,
@@ -495,14 +546,20 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
                 "threshold": target,
             }
         )
-    if scaling.mode == "keda" and not scaling.prometheus_url:
-        raise SpecError("spec.scaling.prometheusUrl", "required when mode is keda")
+    keda_prometheus = None
+    if scaling.mode == "keda":
+        endpoint = scaling.prometheus or DEFAULT_PROMETHEUS
+        keda_prometheus = prometheus.get(endpoint)
+        if keda_prometheus is None:
+            raise SpecError(
+                "spec.scaling.prometheus",
+                f"no Prometheus endpoint named {endpoint} in the operator's settings "
+                "(LLMDEPLOY_PROMETHEUS_URL, LLMDEPLOY_PROMETHEUS_ENDPOINTS)",
+            )
     stz = scaling.scale_to_zero
     activation = None
-    if stz is not None:
-        activation = stz.activation_query or (
-            stz.activation_metric and activation_query(stz.activation_metric, namespace)
-        )
+    if stz is not None and stz.activation_metric is not None:
+        activation = activation_query(stz.activation_metric, namespace)
     if activation:
         # Wakes the workload only: any value above 0 activates it, and a threshold no query
         # reaches keeps it from voting for a replica count beside the engine metrics.
@@ -518,7 +575,7 @@ def _scaling_values(resource: LLMDeployment, plan: Plan) -> dict[str, Any]:
         "scaling": scaling,
         "scaling_metrics": rendered,
         "hpa_behavior": scaling.behavior.model_dump(mode="json", by_alias=True),
-        "prometheus_url": scaling.prometheus_url,
+        "prometheus": keda_prometheus,
     }
 
 

@@ -10,7 +10,9 @@ from llmdeploy.api.types import (
     ModelArchitecture,
     ModelSpec,
     Quantization,
+    broken_architecture_rules,
     format_validation_error,
+    to_camel,
 )
 from llmdeploy.catalog import Catalog
 
@@ -48,6 +50,7 @@ class ModelFacts:
     qk_rope_head_dim: int = 0
     sliding_window: int = 0
     sliding_window_layers: int = 0
+    model_type: str | None = None  # Hugging Face model_type, for engines' dtype refusals
 
     # Derived once in __post_init__: the planner reads them for every candidate.
     embedding_parameters: float = field(init=False)  # input embedding + lm_head (one if tied)
@@ -119,14 +122,18 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ModelFacts:
         facts.update(
             entry.model_dump(exclude_none=True, include=set(ModelArchitecture.model_fields))
         )
-    if spec.architecture is not None:
-        facts.update(spec.architecture.model_dump(exclude_none=True))
+    given = spec.architecture.model_dump(exclude_none=True) if spec.architecture else {}
+    facts.update(given)
     try:  # the spec's facts may contradict the catalog's they complete
         a = ModelArchitecture.model_validate(facts)
     except ValidationError as exc:
-        where = "with the catalog's facts" if entry is not None else ""
+
+        def name(fact: str) -> str:
+            return to_camel(fact) if fact in given else f"the catalog's {to_camel(fact)}"
+
+        broken = broken_architecture_rules(facts, name)
         raise SpecError(
-            "spec.model.architecture", f"{format_validation_error(exc)} {where}".strip()
+            "spec.model.architecture", "; ".join(broken) or format_validation_error(exc)
         ) from None
     missing = [name for name in _REQUIRED if getattr(a, name) is None]
     if missing:
@@ -147,6 +154,7 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ModelFacts:
     sliding_window = a.sliding_window or 0
     model = ModelFacts(
         id=entry.id if entry is not None else spec.name,
+        model_type=a.model_type,
         parameters=parameters,
         active_parameters=parameters,
         layers=a.layers,

@@ -15,7 +15,7 @@ from llmdeploy.api.types import (
     Precision,
     Quantization,
 )
-from llmdeploy.catalog import Catalog, Engine, Gpu, QuantFormat
+from llmdeploy.catalog import Catalog, Engine, Gpu, ImageLock, QuantFormat
 from llmdeploy.sizing.memory import (
     GIB,
     MemoryBreakdown,
@@ -79,10 +79,23 @@ class _Context:
     engine: Engine
     max_context: int
     max_num_batched_tokens: int
+    images: ImageLock | None
+
+    def engine_version(self, gpu: Gpu) -> str | None:
+        """The release that would run on this GPU: the pinned one, else the lock's default for
+        the GPU's platform; None when unknown (an image override without a version)."""
+        engine = self.spec.engine
+        if engine.version or engine.image or self.images is None:
+            return engine.version
+        return self.images.default_version(self.engine.id.value, gpu.platform)
+
+    def block_size(self, gpu: Gpu) -> int:
+        return self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
 
 
-def plan_deployment(spec: LLMDeploymentSpec, catalog: Catalog) -> Plan:
-    """The plan for a spec; raises SpecError for input that names something impossible."""
+def _search(
+    spec: LLMDeploymentSpec, catalog: Catalog, images: ImageLock | None
+) -> tuple[_Context, SearchSpace]:
     model = resolve_model(spec.model, catalog)
     engine = catalog.engines.get(spec.engine.name)
     if engine is None:
@@ -94,13 +107,37 @@ def plan_deployment(spec: LLMDeploymentSpec, catalog: Catalog) -> Plan:
         max_context=_max_context(spec, model),
         max_num_batched_tokens=spec.engine.max_num_batched_tokens
         or engine.default_max_num_batched_tokens,
+        images=images,
     )
-    space = _search_space(spec, catalog, engine)
+    return ctx, _search_space(spec, catalog, engine)
+
+
+def plan_deployment(
+    spec: LLMDeploymentSpec, catalog: Catalog, images: ImageLock | None = None
+) -> Plan:
+    """The plan for a spec; raises SpecError for input that names something impossible.
+
+    With the image lock, a GPU is only a candidate where an image of the engine (at the
+    pinned version) exists for its platform, and release-dependent facts (KV block size,
+    refused dtypes) follow the release that would run there."""
+    ctx, space = _search(spec, catalog, images)
     ranked = _ranked(ctx, space)
     viable = [c for c in ranked if c.viable]
     if viable:
         return _plan(ctx, viable[0], ranked)
     return _infeasible_plan(ctx, catalog, space, ranked)
+
+
+def feasible_alternatives(
+    spec: LLMDeploymentSpec, catalog: Catalog, images: ImageLock | None = None
+) -> list[Alternative]:
+    """Every configuration that fits, with its estimates: those meeting the SLO by rank (the
+    first is the plan's choice, reason "chosen"), then those missing it. `plan` shows a few
+    of them; `plan --plot` draws them all."""
+    ctx, space = _search(spec, catalog, images)
+    fits = [c for c in _ranked(ctx, space) if c.infeasible is None]
+    best = fits[0] if fits and fits[0].viable else None
+    return [_alternative(c, "chosen" if c is best else _why_lost(ctx, c, best)) for c in fits]
 
 
 def _max_context(spec: LLMDeploymentSpec, model: ModelFacts) -> int:
@@ -159,7 +196,8 @@ def _search_space(spec: LLMDeploymentSpec, catalog: Catalog, engine: Engine) -> 
     if spec.engine.kv_cache_dtype is not None:
         kv_dtypes: tuple[KvCacheDtype, ...] = (spec.engine.kv_cache_dtype,)
     elif (
-        engine.fp8_kv_cache and PRECISION_RANK[spec.min_precision] >= PRECISION_RANK[Precision.FP8]
+        engine.fp8_kv_cache_architectures
+        and PRECISION_RANK[spec.min_precision] >= PRECISION_RANK[Precision.FP8]
     ):
         kv_dtypes = (KvCacheDtype.AUTO, KvCacheDtype.FP8)
     else:
@@ -196,11 +234,53 @@ def _layouts(space: SearchSpace, gpu: Gpu) -> list[list[tuple[int, int]]]:
     return groups
 
 
+def _gpu_unavailable(ctx: _Context, gpu: Gpu) -> str | None:
+    """Why the engine cannot run on this GPU at all: a vendor it has no build for, or no
+    pinned image of the engine (at the pinned version) for the GPU's platform."""
+    engine = ctx.engine
+    if gpu.vendor not in engine.vendors:
+        vendors = " and ".join(v.upper() for v in engine.vendors)
+        return (
+            f"{engine.display_name} runs on {vendors} GPUs only; "
+            f"{gpu.id} is an {gpu.vendor.upper()} GPU"
+        )
+    if ctx.images is None or ctx.spec.engine.image:
+        return None
+    versions = ctx.images.versions(engine.id.value, gpu.platform)
+    wanted = ctx.spec.engine.version
+    if versions and (wanted is None or wanted in versions):
+        return None
+    platform = "ROCm" if gpu.platform == "rocm" else "CUDA"
+    release = f" {wanted}" if wanted else ""
+    known = f"; {platform} releases pinned: {', '.join(versions)}" if versions else ""
+    return (
+        f"no pinned {platform} image of {engine.display_name}{release} for {gpu.id}"
+        f" (image lock){known}"
+    )
+
+
+def _kv_dtypes(ctx: _Context, space: SearchSpace, gpu: Gpu) -> tuple[tuple[KvCacheDtype, ...], str]:
+    """The KV dtypes to try on this GPU, and why none is left (FP8 KV where the engine has no
+    FP8 KV cache on the GPU's architecture)."""
+    if gpu.architecture in ctx.engine.fp8_kv_cache_architectures:
+        return space.kv_dtypes, ""
+    kept = tuple(kv for kv in space.kv_dtypes if kv is not KvCacheDtype.FP8)
+    reason = (
+        f"{ctx.engine.display_name} has no FP8 KV cache on {gpu.architecture} ({gpu.id})"
+        if not kept
+        else ""
+    )
+    return kept, reason
+
+
 def _format_unavailable(ctx: _Context, fmt: QuantFormat, gpu: Gpu) -> tuple[str | None, str | None]:
     """(reason it cannot be used, checkpoint to load)."""
     model, variants = ctx.model, ctx.spec.model.quantized_variants
     if ctx.engine.id not in fmt.engines:
         return f"{ctx.engine.display_name} does not serve {fmt.id}", None
+    refusal = ctx.engine.refusal(fmt.id.value, model.model_type, ctx.engine_version(gpu))
+    if refusal is not None:
+        return f"{fmt.id}: {refusal.reason} ({model.id} is {model.model_type})", None
     if fmt.requires_fp8_hardware and not gpu.fp8:
         return (
             f"{gpu.id} ({gpu.architecture}) has no FP8 tensor cores; fp8 needs Ada or newer",
@@ -279,7 +359,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         max_num_batched_tokens=ctx.max_num_batched_tokens,
         max_num_seqs=workload.concurrency,
         max_context_length=ctx.max_context,
-        block_size=ctx.engine.block_size,
+        block_size=ctx.block_size(gpu),
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
     )
     candidate.memory = memory
@@ -297,9 +377,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         )
         return candidate
     typical = workload.input_tokens + workload.output_tokens
-    per_request = request_kv_bytes(
-        model, tensor, pipeline, kv_bytes, typical, ctx.engine.block_size
-    )
+    per_request = request_kv_bytes(model, tensor, pipeline, kv_bytes, typical, ctx.block_size(gpu))
     holds = int(memory.kv_cache_gib * GIB // per_request)
     if holds < workload.concurrency:
         candidate.infeasible = (
@@ -352,12 +430,16 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
     """All candidates: viable by rank, then SLO misses by latency, then infeasible ones."""
     candidates: list[Candidate] = []
     for gpu in space.gpus:
+        kv_dtypes, no_kv = _kv_dtypes(ctx, space, gpu)
+        rejected_gpu = _gpu_unavailable(ctx, gpu) or no_kv
+        if rejected_gpu:
+            kv = space.kv_dtypes[0]
+            candidates.append(Candidate(gpu, space.formats[0], 1, 1, kv, infeasible=rejected_gpu))
+            continue
         for fmt in space.formats:
             unavailable, checkpoint = _format_unavailable(ctx, fmt, gpu)
             if unavailable:
-                candidates.append(
-                    Candidate(gpu, fmt, 1, 1, space.kv_dtypes[0], infeasible=unavailable)
-                )
+                candidates.append(Candidate(gpu, fmt, 1, 1, kv_dtypes[0], infeasible=unavailable))
                 continue
             for group in _layouts(space, gpu):
                 for tensor, pipeline in group:
@@ -366,7 +448,7 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
                         ctx, gpu, fmt, tensor, pipeline
                     )
                     if rejected:
-                        kv = space.kv_dtypes[0]
+                        kv = kv_dtypes[0]
                         candidates.append(
                             Candidate(gpu, fmt, tensor, pipeline, kv, infeasible=rejected)
                         )
@@ -375,7 +457,7 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
                         continue
                     evaluated = [
                         _evaluate(ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint))
-                        for kv in space.kv_dtypes
+                        for kv in kv_dtypes
                     ]
                     candidates.extend(evaluated)
                     # Deeper pipelines only add GPUs and hops once the model fits.
@@ -554,7 +636,7 @@ def _infeasible_plan(
             f"no configuration meets the SLO; closest: {missed[0].label()} ({missed[0].slo_miss})"
         )
     else:
-        reasons.append("no configuration fits in memory within the spec's constraints")
+        reasons.append("no configuration is feasible within the spec's constraints")
         for reason in dict.fromkeys(c.infeasible for c in ranked if c.infeasible):
             if len(reasons) >= 6:
                 break

@@ -1,0 +1,346 @@
+"""What a deployment did over a window, beside what was planned (pure).
+
+`observe` turns query readings into `Observed`: every figure is a measurement or None with the
+reason in `unknown`; nothing is estimated to fill a gap. `slo_met` and `plan_drift` judge an
+`Observed` against the spec: True, False or Unknown, with the numbers in the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmdeploy.api.types import SloSpec, WorkloadSpec, to_camel
+from llmdeploy.catalog import Catalog
+from llmdeploy.measure.histogram import Histogram, quantile, share_within
+from llmdeploy.measure.queries import (
+    INPUT_TOKENS,
+    INPUT_TOKENS_TOTAL,
+    KV_CACHE_USAGE,
+    OUTPUT_TOKENS,
+    OUTPUT_TOKENS_TOTAL,
+    REPLICAS,
+    REQUESTS,
+    TPOT,
+    TTFT,
+)
+from llmdeploy.measure.results import Readings
+from llmdeploy.sizing import Plan
+
+# A percentile, a mean length or an SLO share rests on at least this many finished requests.
+MIN_REQUESTS = 20
+# SLOMet: this share of requests (of gaps between tokens, for TPOT) within the target.
+SLO_SHARE = 0.95
+# PlanDrift: measured rate and lengths within planned x (1 +- this).
+DRIFT_TOLERANCE = 0.25
+SIGNIFICANT_DIGITS = 6
+
+Status = Literal["True", "False", "Unknown"]
+
+
+class MeasureModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    def to_json_dict(self) -> dict[str, object]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Price(MeasureModel):
+    """The catalog price realized costs are computed from."""
+
+    gpu: str
+    gpus_per_replica: int
+    usd_per_gpu_hour: float
+    date: str = Field(description="The catalog's priceDate.")
+    source: str | None = Field(default=None, description="The catalog's sources.price.")
+
+
+class Observed(MeasureModel):
+    """Measured over `windowSeconds` up to `end`; a field that is None is Unknown, and
+    `unknown` says why (by the field's camelCase name)."""
+
+    window_seconds: int
+    end: str = Field(description="End of the window, RFC 3339 (UTC).")
+    requests: float | None = Field(default=None, description="Requests finished in the window.")
+    requests_per_second: float | None = None
+    input_tokens_mean: float | None = Field(
+        default=None, description="Prompt tokens per request: the counters' ratio (exact)."
+    )
+    input_tokens_p50: float | None = Field(
+        default=None, description="Median prompt length from the engine's 1-2-5 buckets."
+    )
+    output_tokens_mean: float | None = None
+    output_tokens_p50: float | None = None
+    ttft_p50_seconds: float | None = None
+    ttft_p95_seconds: float | None = None
+    tpot_p50_seconds: float | None = None
+    tpot_p95_seconds: float | None = None
+    ttft_within_slo: float | None = Field(
+        default=None, description="Share of requests whose TTFT met spec.slo.ttftMs."
+    )
+    tpot_within_slo: float | None = Field(
+        default=None, description="Share of gaps between tokens within spec.slo.tpotMs."
+    )
+    output_tokens_per_second: float | None = None
+    kv_cache_usage: float | None = Field(default=None, description="Average, 0-1.")
+    replicas: float | None = Field(default=None, description="Serving replicas, on average.")
+    cost_per_hour: float | None = Field(
+        default=None, description="USD per hour of the serving replicas, on average."
+    )
+    cost_per_million_output_tokens: float | None = Field(
+        default=None, description="USD: cost per hour over output tokens per hour."
+    )
+    price: Price | None = None
+    unknown: dict[str, str] = Field(default_factory=dict)
+
+
+class Verdict(MeasureModel):
+    """A condition's status, CamelCase reason and message."""
+
+    status: Status
+    reason: str
+    message: str
+
+
+def _significant(value: float) -> float:
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
+
+
+def rfc3339(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def observe(
+    readings: Readings,
+    *,
+    plan: Plan,
+    catalog: Catalog,
+    slo: SloSpec,
+    window_s: int,
+    end: float,
+    min_requests: int = MIN_REQUESTS,
+) -> Observed:
+    """The deployment's figures from its readings (queries.measurement_queries' `instant`)."""
+    figures: dict[str, float | None] = {}
+    unknown: dict[str, str] = {}
+
+    def put(name: str, value: float | None, why: str) -> None:
+        if value is None:
+            unknown[to_camel(name)] = why
+        figures[name] = None if value is None else _significant(value)
+
+    def missing(key: str, what: str) -> str:
+        return f"no {what} ({readings.why.get(key, 'no data')})"
+
+    requests = readings.values.get(REQUESTS)
+    no_requests = missing(REQUESTS, "request counter")
+    put("requests", requests, no_requests)
+    put("requests_per_second", None if requests is None else requests / window_s, no_requests)
+    if requests is None:
+        few = no_requests
+    elif requests < min_requests:
+        few = f"{requests:.4g} requests finished in the window, fewer than {min_requests}"
+    else:
+        few = ""
+    counted = requests if not few else None
+
+    for name, total_key, histogram_key, what in (
+        ("input", INPUT_TOKENS_TOTAL, INPUT_TOKENS, "prompt token"),
+        ("output", OUTPUT_TOKENS_TOTAL, OUTPUT_TOKENS, "generated token"),
+    ):
+        total = readings.values.get(total_key)
+        mean = None if total is None or counted is None else total / counted
+        put(f"{name}_tokens_mean", mean, few or missing(total_key, f"{what} counter"))
+        p50, why = _from_histogram(
+            readings, histogram_key, f"{what} histogram", few, partial(quantile, q=0.5), "p50"
+        )
+        put(f"{name}_tokens_p50", p50, why)
+
+    for name, key, target_ms in (("ttft", TTFT, slo.ttft_ms), ("tpot", TPOT, slo.tpot_ms)):
+        what = f"{name.upper()} histogram"
+        for q in (0.5, 0.95):
+            percentile = f"p{round(q * 100)}"
+            value, why = _from_histogram(
+                readings, key, what, few, partial(quantile, q=q), percentile
+            )
+            put(f"{name}_{percentile}_seconds", value, why)
+        if target_ms is not None:
+            within = partial(share_within, limit=target_ms / 1000)
+            share, why = _from_histogram(readings, key, what, few, within, "the target")
+            put(f"{name}_within_slo", share, why)
+
+    output_total = readings.values.get(OUTPUT_TOKENS_TOTAL)
+    tokens_per_s = None if output_total is None else output_total / window_s
+    put("output_tokens_per_second", tokens_per_s, missing(OUTPUT_TOKENS_TOTAL, "token counter"))
+    put("kv_cache_usage", readings.values.get(KV_CACHE_USAGE), missing(KV_CACHE_USAGE, "gauge"))
+    replicas = readings.values.get(REPLICAS)
+    put("replicas", replicas, missing(REPLICAS, "serving engine"))
+
+    price = _price(plan, catalog)
+    if price is None:
+        no_price = "the plan names no GPU with a catalog price"
+        put("cost_per_hour", None, no_price)
+        put("cost_per_million_output_tokens", None, no_price)
+    else:
+        per_hour = None
+        # No engine all window long: scaled to zero, or never scraped; which, only the
+        # cluster knows, so the cost is not claimed to be zero.
+        unseen = "no engine served in the window (scaled to zero, or not scraped)"
+        no_replicas = unknown.get("replicas") or (unseen if replicas == 0 else "")
+        if replicas is not None and replicas > 0:
+            per_hour = price.usd_per_gpu_hour * price.gpus_per_replica * replicas
+        put("cost_per_hour", per_hour, no_replicas)
+        per_million: float | None = None
+        why = no_replicas or unknown.get("outputTokensPerSecond") or ""
+        if per_hour is not None and tokens_per_s is not None:
+            if tokens_per_s > 0:
+                per_million = per_hour / (tokens_per_s * 3600) * 1e6
+            else:
+                why = "no output tokens in the window"
+        put("cost_per_million_output_tokens", per_million, why)
+    return Observed(
+        window_seconds=window_s,
+        end=rfc3339(end),
+        price=price,
+        unknown=unknown,
+        **figures,
+    )
+
+
+def _from_histogram(
+    readings: Readings,
+    key: str,
+    what: str,
+    few: str,
+    compute: Callable[[Histogram], float | None],
+    beyond: str,
+) -> tuple[float | None, str]:
+    """`compute` of the histogram at `key`, or None and why: no histogram, too few requests,
+    or (`beyond`) an answer past the last finite bucket."""
+    histogram = readings.histograms.get(key)
+    if histogram is None:
+        return None, f"no {what} ({readings.why.get(key, 'no data')})"
+    if few:
+        return None, few
+    value = compute(histogram)
+    if value is None:
+        last = histogram.buckets[-2][0] if len(histogram.buckets) > 1 else 0.0
+        return None, f"{beyond} lies above the {what}'s last bucket ({last:g})"
+    return value, ""
+
+
+def _price(plan: Plan, catalog: Catalog) -> Price | None:
+    gpu = catalog.gpus.get(plan.gpu or "")
+    if gpu is None or not plan.feasible or plan.gpu_count is None:
+        return None
+    return Price(
+        gpu=gpu.id,
+        gpus_per_replica=plan.gpu_count,
+        usd_per_gpu_hour=gpu.price_per_hour,
+        date=gpu.price_date,
+        source=gpu.sources.get("price"),
+    )
+
+
+def percent(share: float) -> str:
+    return f"{100 * share:.1f}%"
+
+
+def milliseconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    return f"{seconds * 1000:.0f} ms" if seconds >= 1 / 100 else f"{seconds * 1000:.3g} ms"
+
+
+def slo_met(observed: Observed, slo: SloSpec, share: float = SLO_SHARE) -> Verdict:
+    """True when at least `share` of requests met every target of spec.slo (of the gaps
+    between tokens, for TPOT), False when one target was missed, Unknown when that cannot be
+    told from the data."""
+    targets = [
+        ("TTFT", "ttftWithinSlo", slo.ttft_ms, observed.ttft_within_slo, observed.ttft_p95_seconds),
+        ("TPOT", "tpotWithinSlo", slo.tpot_ms, observed.tpot_within_slo, observed.tpot_p95_seconds),
+    ]
+    parts: list[str] = []
+    statuses: list[Status] = []
+    for label, field, target_ms, within, p95 in targets:
+        if target_ms is None:
+            continue
+        goal = f"{label} {target_ms:g} ms"
+        if within is None:
+            parts.append(f"{goal}: unknown, {observed.unknown.get(field, 'no data')}")
+            statuses.append("Unknown")
+        elif within >= share:
+            parts.append(f"{goal}: met by {percent(within)} (p95 {milliseconds(p95)})")
+            statuses.append("True")
+        else:
+            parts.append(
+                f"{goal}: met by {percent(within)}, under {percent(share)} "
+                f"(p95 {milliseconds(p95)})"
+            )
+            statuses.append("False")
+    if not statuses:
+        return Verdict(status="True", reason="NoTarget", message="spec.slo sets no target")
+    message = "; ".join(parts)
+    if "False" in statuses:
+        return Verdict(status="False", reason="TargetMissed", message=message)
+    if "Unknown" in statuses:
+        return Verdict(status="Unknown", reason="NotMeasured", message=message)
+    return Verdict(status="True", reason="TargetsMet", message=message)
+
+
+def plan_drift(
+    observed: Observed, workload: WorkloadSpec, tolerance: float = DRIFT_TOLERANCE
+) -> Verdict:
+    """True when the measured request rate (if one was planned) or mean input or output
+    length lies outside the planned value x (1 +- tolerance); False when all lie within;
+    Unknown when one is not known and none lies outside."""
+    dimensions: list[tuple[str, str, float | None, float]] = [
+        (
+            "input tokens/request",
+            "inputTokensMean",
+            observed.input_tokens_mean,
+            workload.input_tokens,
+        ),
+        (
+            "output tokens/request",
+            "outputTokensMean",
+            observed.output_tokens_mean,
+            workload.output_tokens,
+        ),
+    ]
+    if workload.requests_per_second is not None:
+        dimensions.insert(
+            0,
+            (
+                "requests/s",
+                "requestsPerSecond",
+                observed.requests_per_second,
+                workload.requests_per_second,
+            ),
+        )
+    outside: list[str] = []
+    within: list[str] = []
+    unknown: list[str] = []
+    for label, field, measured, planned in dimensions:
+        if measured is None:
+            unknown.append(f"{label} unknown ({observed.unknown.get(field, 'no data')})")
+            continue
+        change = measured / planned - 1
+        text = f"{label} {measured:.4g} vs {planned:g} planned ({change:+.0%})"
+        (outside if abs(change) > tolerance + 1e-12 else within).append(text)
+    band = f"+-{tolerance:.0%}"
+    if outside:
+        return Verdict(
+            status="True",
+            reason="WorkloadDrifted",
+            message=f"outside {band}: " + "; ".join(outside + within + unknown),
+        )
+    if unknown:
+        return Verdict(status="Unknown", reason="NotMeasured", message="; ".join(within + unknown))
+    return Verdict(
+        status="False", reason="WithinPlan", message=f"within {band}: " + "; ".join(within)
+    )

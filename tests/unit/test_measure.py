@@ -1,0 +1,385 @@
+"""The measurement core: histogram arithmetic, query answers, Observed, SLOMet and PlanDrift,
+with every expected value computed by hand in the comments."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from llmdeploy.api.types import EngineName, SloSpec, WorkloadSpec
+from llmdeploy.catalog import Catalog
+from llmdeploy.measure.histogram import histogram_from_buckets, quantile, share_within
+from llmdeploy.measure.observed import Observed, observe, plan_drift, slo_met
+from llmdeploy.measure.queries import (
+    WindowError,
+    measurement_queries,
+    window_seconds,
+)
+from llmdeploy.measure.results import QueryResult, readings, series
+from llmdeploy.measure.timeline import timeline
+from llmdeploy.sizing import Plan
+
+END = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+HOUR = 3600
+INF = math.inf
+
+
+def vector(value: float | str) -> list[dict[str, Any]]:
+    """An instant query's `data.result` of one series, as Prometheus sends it."""
+    return [{"metric": {}, "value": [END, str(value)]}]
+
+
+def buckets(counts: dict[float, float]) -> list[dict[str, Any]]:
+    return [
+        {"metric": {"le": "+Inf" if le == INF else f"{le:g}"}, "value": [END, str(count)]}
+        for le, count in counts.items()
+    ]
+
+
+def answer(result: list[dict[str, Any]]) -> QueryResult:
+    return QueryResult(promql="(test)", result=result)
+
+
+# One hour of a deployment of 1.5 replicas (on average) of 2 RTX 3090s at $0.30 per GPU-hour.
+TTFT = {0.1: 720, 0.5: 4320, 1: 6480, 2.5: 7200, INF: 7200}
+TPOT = {0.02: 100_000, 0.05: 900_000, 0.1: 1_000_000, INF: 1_000_000}
+HEALTHY = {
+    "requests": vector(7200),  # 2 requests/s
+    "inputTokensTotal": vector(7_372_800),  # 1024 per request
+    "outputTokensTotal": vector(1_843_200),  # 256 per request, 512 per second
+    "kvCacheUsage": vector(0.4),
+    "replicas": vector(1.5),
+    "ttft": buckets(TTFT),
+    "tpot": buckets(TPOT),
+    "inputTokens": buckets({500: 0, 1000: 0, 2000: 7200, INF: 7200}),
+    "outputTokens": buckets({100: 0, 200: 0, 500: 7200, INF: 7200}),
+}
+PLAN = Plan(
+    feasible=True,
+    model="meta-llama/Llama-3.1-8B-Instruct",
+    engine="vllm",
+    gpu="nvidia-rtx-3090",
+    gpu_count=2,
+    quantization="bf16",
+    estimated_ttft_ms=400.0,
+    estimated_tpot_ms=30.0,
+    estimated_tokens_per_second=800.0,
+    replicas=2,
+    cost_per_hour=1.2,
+    cost_per_million_tokens=0.208,
+)
+
+
+def measure(
+    catalog: Catalog,
+    results: dict[str, list[dict[str, Any]]],
+    slo: SloSpec | None = None,
+    **errors: str,
+) -> Observed:
+    answers = {key: answer(value) for key, value in results.items()}
+    answers.update({key: QueryResult(promql="(test)", error=why) for key, why in errors.items()})
+    return observe(
+        readings(answers),
+        plan=PLAN,
+        catalog=catalog,
+        slo=slo or SloSpec(ttft_ms=500, tpot_ms=60),
+        window_s=HOUR,
+        end=END,
+    )
+
+
+# --- histograms ---------------------------------------------------------------------------
+
+
+def test_quantile_interpolates_within_the_bucket_as_prometheus_does() -> None:
+    h = histogram_from_buckets([(0.1, 10), (0.5, 60), (1.0, 90), (INF, 100)])
+    assert h is not None
+    # rank 50 falls in (0.1, 0.5], which holds 50 of which 40 are needed: 0.1 + 0.4 * 40/50
+    assert quantile(h, 0.5) == pytest.approx(0.42)
+    # rank 5 in the first bucket, interpolated from 0: 0.1 * 5/10
+    assert quantile(h, 0.05) == pytest.approx(0.05)
+    # rank 90 is exactly the top of (0.5, 1]
+    assert quantile(h, 0.9) == pytest.approx(1.0)
+    # rank 95 lies among the 10 observations above 1: only "more than 1" is known
+    assert quantile(h, 0.95) is None
+
+
+def test_share_within_a_limit() -> None:
+    h = histogram_from_buckets([(0.1, 10), (0.5, 60), (1.0, 90), (INF, 100)])
+    assert h is not None
+    # 10 below 0.1, and half of the 50 in (0.1, 0.5] below 0.3: 35 of 100
+    assert share_within(h, 0.3) == pytest.approx(0.35)
+    assert share_within(h, 1.0) == pytest.approx(0.9)
+    # 10 observations lie above 1 and it is not known which side of 2 they are on
+    assert share_within(h, 2.0) is None
+    full = histogram_from_buckets([(1.0, 4), (INF, 4)])
+    assert full is not None and share_within(full, 5.0) == 1.0
+
+
+def test_histogram_buckets_are_checked_and_made_monotonic() -> None:
+    assert histogram_from_buckets([(0.1, 1), (0.5, 2)]) is None  # no +Inf bucket
+    assert histogram_from_buckets([]) is None
+    assert histogram_from_buckets([(0.1, -1), (INF, 2)]) is None
+    # increase() extrapolates buckets one by one: 9.9 after 10 is raised to 10
+    h = histogram_from_buckets([(INF, 20), (0.5, 9.9), (0.1, 10)])
+    assert h is not None and h.buckets == ((0.1, 10), (0.5, 10), (INF, 20))
+    empty = histogram_from_buckets([(0.1, 0), (INF, 0)])
+    assert empty is not None and quantile(empty, 0.5) is None and share_within(empty, 1) is None
+
+
+# --- query answers ------------------------------------------------------------------------
+
+
+def test_readings_of_prometheus_answers() -> None:
+    got = readings(
+        {
+            "requests": answer(vector(12)),
+            "kvCacheUsage": answer(vector("NaN")),
+            "replicas": answer([]),
+            "outputTokensTotal": answer(vector(1) + vector(2)),
+            "ttft": answer(buckets({0.5: 3, INF: 4})),
+            "tpot": QueryResult(promql="x", error="timed out"),
+        },
+        {"inputTokens": "no such histogram"},
+    )
+    assert got.values["requests"] == 12
+    assert got.values["kvCacheUsage"] is None and got.why["kvCacheUsage"] == "not a number (NaN)"
+    assert got.values["replicas"] is None and got.why["replicas"] == "no series"
+    assert got.why["outputTokensTotal"] == "2 series where one was expected"
+    ttft = got.histograms["ttft"]
+    assert ttft is not None and ttft.count == 4
+    assert got.histograms["tpot"] is None and got.why["tpot"] == "timed out"
+    assert got.why["inputTokens"] == "no such histogram"
+
+
+# --- Observed -----------------------------------------------------------------------------
+
+
+def test_observed_from_an_hour_of_a_healthy_deployment(catalog: Catalog) -> None:
+    seen = measure(catalog, HEALTHY)
+    assert seen.unknown == {}
+    assert seen.end == "2026-01-01T00:00:00Z"
+    assert seen.requests_per_second == 2.0  # 7200 / 3600
+    assert seen.input_tokens_mean == 1024.0  # 7,372,800 / 7200
+    assert seen.output_tokens_mean == 256.0
+    assert seen.input_tokens_p50 == 1500.0  # 1000 + 1000 * 3600/7200
+    assert seen.output_tokens_p50 == 350.0  # 200 + 300 * 3600/7200
+    # TTFT p50: rank 3600 in (0.1, 0.5] holding 3600: 0.1 + 0.4 * 2880/3600
+    assert seen.ttft_p50_seconds == pytest.approx(0.42)
+    # TTFT p95: rank 6840 in (1, 2.5] holding 720: 1 + 1.5 * 360/720
+    assert seen.ttft_p95_seconds == pytest.approx(1.75)
+    # TPOT p50: rank 500,000 in (0.02, 0.05] holding 800,000: 0.02 + 0.03 * 400,000/800,000
+    assert seen.tpot_p50_seconds == pytest.approx(0.035)
+    # TPOT p95: rank 950,000 in (0.05, 0.1] holding 100,000: 0.05 + 0.05 * 50,000/100,000
+    assert seen.tpot_p95_seconds == pytest.approx(0.075)
+    assert seen.ttft_within_slo == pytest.approx(0.6)  # 4320 of 7200 within 0.5 s
+    # 900,000 + 100,000 * (0.06 - 0.05) / 0.05 = 920,000 of 1,000,000 within 60 ms
+    assert seen.tpot_within_slo == pytest.approx(0.92)
+    assert seen.output_tokens_per_second == 512.0
+    assert seen.kv_cache_usage == 0.4
+    assert seen.replicas == 1.5
+    assert seen.cost_per_hour == pytest.approx(0.9)  # $0.30 x 2 GPUs x 1.5 replicas
+    # $0.90 / (512 tokens/s x 3600 s) x 1e6
+    assert seen.cost_per_million_output_tokens == pytest.approx(0.48828125)
+    assert seen.price is not None
+    assert (seen.price.gpu, seen.price.usd_per_gpu_hour, seen.price.date) == (
+        "nvidia-rtx-3090",
+        0.3,
+        "2026-11",
+    )
+
+
+def test_too_few_requests_leave_the_percentiles_and_means_unknown(catalog: Catalog) -> None:
+    seen = measure(catalog, {**HEALTHY, "requests": vector(5)})
+    assert seen.requests_per_second == pytest.approx(5 / 3600)
+    few = "5 requests finished in the window, fewer than 20"
+    for field in (
+        "ttftP50Seconds",
+        "ttftP95Seconds",
+        "tpotP95Seconds",
+        "inputTokensMean",
+        "outputTokensP50",
+        "ttftWithinSlo",
+    ):
+        assert seen.unknown[field] == few
+    assert seen.ttft_p95_seconds is None and seen.input_tokens_mean is None
+    # Throughput and cost need no sample of requests.
+    assert seen.cost_per_million_output_tokens == pytest.approx(0.48828125)
+
+
+def test_an_unreachable_prometheus_makes_everything_unknown(catalog: Catalog) -> None:
+    seen = measure(catalog, {}, **dict.fromkeys(HEALTHY, "connection failed"))
+    figures = seen.model_dump(exclude={"window_seconds", "end", "price", "unknown"})
+    assert set(figures.values()) == {None}
+    assert all("connection failed" in why for why in seen.unknown.values())
+    assert "costPerMillionOutputTokens" in seen.unknown
+    assert slo_met(seen, SloSpec(ttft_ms=500)).status == "Unknown"
+    verdict = plan_drift(seen, WorkloadSpec(requests_per_second=2))
+    assert verdict.status == "Unknown"
+    assert "requests/s unknown (no request counter (connection failed))" in verdict.message
+
+
+def test_no_output_tokens_means_no_cost_per_token(catalog: Catalog) -> None:
+    seen = measure(catalog, {**HEALTHY, "outputTokensTotal": vector(0)})
+    assert seen.cost_per_hour == pytest.approx(0.9)  # the replicas still cost
+    assert seen.cost_per_million_output_tokens is None
+    assert seen.unknown["costPerMillionOutputTokens"] == "no output tokens in the window"
+
+
+def test_a_missing_gauge_is_unknown_with_the_reason(catalog: Catalog) -> None:
+    seen = measure(catalog, {**HEALTHY, "kvCacheUsage": vector("NaN"), "replicas": []})
+    assert seen.unknown["kvCacheUsage"] == "no gauge (not a number (NaN))"
+    assert seen.unknown["replicas"] == "no serving engine (no series)"
+    assert seen.cost_per_hour is None and seen.cost_per_million_output_tokens is None
+    assert seen.unknown["costPerMillionOutputTokens"] == "no serving engine (no series)"
+
+
+def test_no_engine_all_window_long_claims_no_cost(catalog: Catalog) -> None:
+    seen = measure(catalog, {**HEALTHY, "replicas": vector(0)})
+    assert seen.replicas == 0
+    unseen = "no engine served in the window (scaled to zero, or not scraped)"
+    assert seen.unknown["costPerHour"] == unseen
+    assert seen.unknown["costPerMillionOutputTokens"] == unseen
+
+
+def test_a_plan_without_a_priced_gpu_has_no_cost(catalog: Catalog) -> None:
+    answers = {key: answer(value) for key, value in HEALTHY.items()}
+    seen = observe(
+        readings(answers),
+        plan=Plan(feasible=False, model="m", engine="vllm"),
+        catalog=catalog,
+        slo=SloSpec(),
+        window_s=HOUR,
+        end=END,
+    )
+    assert seen.price is None and seen.cost_per_hour is None
+    assert seen.unknown["costPerHour"] == "the plan names no GPU with a catalog price"
+    assert "ttftWithinSlo" not in seen.unknown  # no target, nothing to be unknown about
+
+
+def test_tensorrt_llm_publishes_no_token_histograms() -> None:
+    queries = measurement_queries("prod", "llm", EngineName.TENSORRT_LLM, HOUR)
+    assert set(queries.missing) == {"inputTokens", "outputTokens"}
+    assert "inputTokens" not in queries.instant
+    got = readings({}, queries.missing)
+    assert got.why["inputTokens"] == "tensorrt-llm publishes no per-request token histogram"
+
+
+def test_queries_select_the_deployment_and_the_window() -> None:
+    queries = measurement_queries("prod", "llm", EngineName.VLLM, 2 * HOUR, with_series=True)
+    scope = 'namespace="prod",llmdeploy_io_deployment="llm"'
+    for promql in [*queries.instant.values(), *queries.series.values()]:
+        assert scope in promql
+    assert "[7200s]" in queries.instant["requests"]
+    # Both TPOT names: the current one first, the one vLLM used up to 0.11 second.
+    tpot = queries.instant["tpot"]
+    assert tpot.index("vllm:inter_token_latency_seconds_bucket") < tpot.index(
+        "vllm:time_per_output_token_seconds_bucket"
+    )
+    assert queries.step_s == 60  # 7200 s in 120 steps
+    assert measurement_queries("prod", "llm", EngineName.VLLM, HOUR).series == {}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("24h", 86_400)])
+def test_window_seconds(text: str, seconds: int) -> None:
+    assert window_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["0h", "1w", "24", "91d", "-1h", "1.5h", "24h\n"])
+def test_window_seconds_refuses(text: str) -> None:
+    with pytest.raises(WindowError):
+        window_seconds(text)
+
+
+# --- SLOMet and PlanDrift -----------------------------------------------------------------
+
+
+def test_slo_met_holds_the_numbers(catalog: Catalog) -> None:
+    seen = measure(catalog, HEALTHY, SloSpec(ttft_ms=500, tpot_ms=60))
+    missed = slo_met(seen, SloSpec(ttft_ms=500, tpot_ms=60))
+    assert (missed.status, missed.reason) == ("False", "TargetMissed")
+    assert missed.message == (
+        "TTFT 500 ms: met by 60.0%, under 95.0% (p95 1750 ms); "
+        "TPOT 60 ms: met by 92.0%, under 95.0% (p95 75 ms)"
+    )
+    loose = SloSpec(ttft_ms=2500, tpot_ms=100)
+    met = slo_met(measure(catalog, HEALTHY, loose), loose)
+    assert (met.status, met.reason) == ("True", "TargetsMet")
+    assert "TTFT 2500 ms: met by 100.0%" in met.message
+    # A laxer share: 92% of gaps within 60 ms is enough for 90%.
+    tpot_only = SloSpec(tpot_ms=60)
+    assert slo_met(measure(catalog, HEALTHY, tpot_only), tpot_only, share=0.9).status == "True"
+
+
+def test_slo_without_targets_is_met(catalog: Catalog) -> None:
+    verdict = slo_met(measure(catalog, HEALTHY), SloSpec())
+    assert (verdict.status, verdict.reason) == ("True", "NoTarget")
+
+
+def test_one_missed_target_outweighs_an_unknown_one(catalog: Catalog) -> None:
+    slo = SloSpec(ttft_ms=500, tpot_ms=60)
+    seen = measure(catalog, {k: v for k, v in HEALTHY.items() if k != "tpot"}, slo)
+    verdict = slo_met(seen, slo)
+    assert verdict.status == "False"
+    assert "TPOT 60 ms: unknown, no TPOT histogram (no data)" in verdict.message
+
+
+def test_plan_drift(catalog: Catalog) -> None:
+    seen = measure(catalog, HEALTHY)
+    planned = WorkloadSpec(requests_per_second=2, input_tokens=1024, output_tokens=256)
+    within = plan_drift(seen, planned)
+    assert (within.status, within.reason) == ("False", "WithinPlan")
+    # Twice the planned prompt length: +100%.
+    doubled = plan_drift(seen, WorkloadSpec(input_tokens=512, output_tokens=256))
+    assert (doubled.status, doubled.reason) == ("True", "WorkloadDrifted")
+    assert doubled.message.startswith(
+        "outside +-25%: input tokens/request 1024 vs 512 planned (+100%)"
+    )
+    # 2 requests/s where 2.5 were planned is -20%: within 25%, outside 10%.
+    slower = WorkloadSpec(requests_per_second=2.5, input_tokens=1024, output_tokens=256)
+    assert plan_drift(seen, slower).status == "False"
+    assert plan_drift(seen, slower, tolerance=0.1).status == "True"
+
+
+def test_plan_drift_without_traffic(catalog: Catalog) -> None:
+    """No requests at all: the rate is known (0) and far from plan; the lengths are not."""
+    idle = {**HEALTHY, "requests": vector(0), "inputTokensTotal": vector(0)}
+    verdict = plan_drift(measure(catalog, idle), WorkloadSpec(requests_per_second=2))
+    assert verdict.status == "True"
+    assert "requests/s 0 vs 2 planned (-100%)" in verdict.message
+
+
+# --- over time ----------------------------------------------------------------------------
+
+
+def test_timeline_points(catalog: Catalog) -> None:
+    def matrix(counts: dict[float, list[float]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "metric": {"le": "+Inf" if le == INF else f"{le:g}"},
+                "values": [[END - 60 * (len(v) - i), str(c)] for i, c in enumerate(v)],
+            }
+            for le, v in counts.items()
+        ]
+
+    points = series(
+        {
+            # Two steps: 10 requests (p95 in (0.5, 1]), then 2 (too few for a point).
+            "ttft": answer(matrix({0.5: [5, 1], 1: [10, 2], INF: [10, 2]})),
+            "outputTokensRate": answer(
+                [{"metric": {}, "values": [[END - 120, "100"], [END - 60, "0"]]}]
+            ),
+            "replicas": answer([{"metric": {}, "values": [[END - 120, "2"], [END - 60, "2"]]}]),
+        }
+    )
+    seen = measure(catalog, HEALTHY)
+    steps = timeline(points, seen.price)
+    assert [p.t for p in steps] == [END - 120]
+    (first,) = steps
+    # rank 9.5 in (0.5, 1] holding 5: 0.5 + 0.5 * 4.5/5
+    assert first.ttft_p95_s == pytest.approx(0.95)
+    # $0.30 x 2 GPUs x 2 replicas / (100 tokens/s x 3600) x 1e6
+    assert first.cost_per_million_output_tokens == pytest.approx(1.2 / 360_000 * 1e6)
+    assert first.tpot_p95_s is None

@@ -1,0 +1,181 @@
+"""A reconcile that raises what the operator does not expect (a bug): a ReconcileError condition
+and one Warning event per distinct failure, the retry's backoff, and the condition cleared by
+the next reconcile that succeeds. The cluster is a stand-in that keeps one object and its
+status the way the API server would (merge patches under a resourceVersion precondition)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from llmdeploy.catalog import Catalog, load_image_lock
+from llmdeploy.cluster.objects import LiveChild, Owner, live_child
+from llmdeploy.controller import reconciler as reconciler_module
+from llmdeploy.controller.reconciler import Reconciler, unexpected
+from llmdeploy.controller.settings import OperatorSettings
+from llmdeploy.sizing.inventory import Inventory
+from tests.unit.conftest import L4_NODES, body
+
+KEY = ("ns", "m")
+
+
+class Cluster:
+    """The one LLMDeployment `m` and what was written about it."""
+
+    def __init__(self) -> None:
+        self.body = body()
+        self.patches: list[tuple[dict[str, Any], str]] = []
+        self.events: list[tuple[str, str, bool]] = []
+
+    def inventory(self) -> Inventory:
+        return L4_NODES
+
+    def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> str | None:
+        self.patches.append((status, resource_version))
+        metadata = self.body["metadata"]
+        if resource_version != metadata["resourceVersion"]:
+            return None
+        merged = {**self.body["status"], **status}
+        self.body["status"] = {k: v for k, v in merged.items() if v is not None}
+        metadata["resourceVersion"] = str(int(metadata["resourceVersion"]) + 1)
+        return str(metadata["resourceVersion"])
+
+    def post_event(
+        self, involved: Mapping[str, Any], reason: str, message: str, *, warning: bool
+    ) -> None:
+        self.events.append((reason, message, warning))
+
+    def apply(self, obj: dict[str, Any], owner: Owner, *, take_over: bool) -> LiveChild:
+        metadata = {**obj["metadata"], "uid": f"uid-{obj['kind']}", "resourceVersion": "1"}
+        return live_child(obj["kind"], {**obj, "metadata": metadata})
+
+    def unschedulable_pods(self, owner: Owner, spec_hash: str | None) -> list[Any]:
+        return []
+
+
+@pytest.fixture
+def cluster() -> Cluster:
+    return Cluster()
+
+
+@pytest.fixture
+def reconciler(catalog: Catalog, cluster: Cluster) -> Reconciler:
+    settings = OperatorSettings(standalone=True, workers=1, status_interval_seconds=3600)
+    made = Reconciler(settings, catalog, load_image_lock(), cluster)  # type: ignore[arg-type]
+    made.object_event("ADDED", copy.deepcopy(cluster.body))
+    return made
+
+
+def watched(reconciler: Reconciler, cluster: Cluster) -> None:
+    """The watch brings the object as it now is."""
+    reconciler.object_event("MODIFIED", copy.deepcopy(cluster.body))
+
+
+def conditions(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in cluster.body["status"].get("conditions") or []}
+
+
+def broken(message: str, error: type[Exception] = ZeroDivisionError) -> Any:
+    def decide(*_: Any) -> Any:
+        raise error(message)
+
+    return decide
+
+
+def test_a_bug_is_a_condition_and_one_event_then_cleared_by_a_success(
+    reconciler: Reconciler, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert reconciler._reconcile_one(KEY)[0] == "success"  # planned and Ready=False (rolling)
+    watched(reconciler, cluster)
+    planned = conditions(cluster)["Planned"]
+    cluster.patches.clear()
+    cluster.events.clear()
+
+    monkeypatch.setattr(reconciler_module, "decide", broken("token=hf_secret in the answer"))
+    assert reconciler._reconcile_one(KEY)[0] == "exception"
+    [(patch, version)] = cluster.patches
+    assert version == "8"  # the precondition: the resourceVersion the reconcile read
+    assert set(patch) == {"phase", "conditions"}  # nothing else the operator owns is touched
+    found = conditions(cluster)
+    assert found["Degraded"]["status"] == "True" and found["Degraded"]["reason"] == "ReconcileError"
+    assert found["Ready"]["status"] == "False" and found["Ready"]["reason"] == "ReconcileError"
+    assert found["Planned"] == planned and cluster.body["status"]["phase"] == "Degraded"
+    [(reason, message, warning)] = cluster.events
+    assert reason == "ReconcileError" and warning
+    assert message == found["Degraded"]["message"]
+    assert "ZeroDivisionError" in message and "hf_secret" not in message
+    assert "test_reconciler.decide" not in message  # located in the operator's code only
+
+    # Retries of the same failure write and post nothing more.
+    watched(reconciler, cluster)
+    for _ in range(3):
+        assert reconciler._reconcile_one(KEY)[0] == "exception"
+    assert len(cluster.patches) == 1 and len(cluster.events) == 1
+
+    # Another failure is told once more.
+    monkeypatch.setattr(reconciler_module, "decide", broken("missing", KeyError))
+    assert reconciler._reconcile_one(KEY)[0] == "exception"
+    assert [e[0] for e in cluster.events] == ["ReconcileError"] * 2
+    assert "KeyError" in cluster.events[-1][1]
+    watched(reconciler, cluster)
+
+    monkeypatch.undo()
+    assert reconciler._reconcile_one(KEY)[0] == "success"
+    found = conditions(cluster)
+    assert found["Degraded"]["status"] == "False" and found["Degraded"]["reason"] != (
+        "ReconcileError"
+    )
+    assert found["Ready"]["reason"] != "ReconcileError"
+    assert cluster.body["status"]["phase"] == "Progressing"
+
+
+def test_a_status_that_changed_meanwhile_is_not_overwritten_and_nothing_is_posted(
+    reconciler: Reconciler, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster.body["metadata"]["resourceVersion"] = "9"  # someone wrote after the watch's event
+    monkeypatch.setattr(reconciler_module, "decide", broken("x"))
+    assert reconciler._reconcile_one(KEY)[0] == "exception"
+    assert [version for _, version in cluster.patches] == ["7"]
+    assert cluster.body["status"] == {} and cluster.events == []
+
+
+def test_a_bug_backs_off_like_any_failure(
+    reconciler: Reconciler,
+    cluster: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(reconciler_module, "decide", broken("x"))
+    caplog.set_level(logging.WARNING, "llmdeploy.reconcile")
+    worker = threading.Thread(target=reconciler._work)
+    reconciler.queue.add(KEY)
+    worker.start()
+    try:
+        for _ in range(200):
+            if "retry in" in caplog.text:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        reconciler._stop.set()
+        worker.join(timeout=5)
+    assert "reconcile of ns/m failed; retry in 0.5s" in caplog.text
+    assert "ZeroDivisionError" in caplog.text  # the log has the traceback
+
+
+def test_the_message_names_the_class_and_the_operator_s_frame_never_the_text() -> None:
+    from llmdeploy.controller import decide
+
+    try:
+        decide.plan_key(None, ["secret"])  # type: ignore[arg-type]
+    except AttributeError as exc:
+        message = unexpected(exc)
+    assert message.startswith("unexpected AttributeError in llmdeploy.controller.decide.plan_key")
+    assert "secret" not in message and "NoneType" not in message
+    assert unexpected(ValueError("from nowhere")).startswith("unexpected ValueError: a bug")
