@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds \
-	demo demo-down prometheus lint-manifests
+	demo demo-down prometheus lint-manifests helm kstatus chart image docs
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -31,10 +31,10 @@ typecheck: venv
 lint-manifests: venv
 	hack/lint-manifests.sh
 
-unit: venv
+unit: venv helm kstatus
 	$(BIN)/pytest tests/unit tests/golden
 
-e2e: venv prometheus
+e2e: venv prometheus helm kstatus
 	$(BIN)/pytest tests/e2e
 
 # The autoscaling e2e tests run a real Prometheus: Debian's package.
@@ -52,6 +52,27 @@ bench: venv
 
 crds: venv
 	$(BIN)/llmdeploy crd > crds/llmdeployments.yaml
+
+# Generated docs (tests/unit/test_docs.py fails when they are stale).
+docs: venv
+	$(BIN)/python -m llmdeploy.controller.settings > docs/settings.md
+
+# helm v4, built from the Go module proxy into ~/.cache/llmdeploy-helm/<version>/ once.
+helm:
+	@hack/helm.sh >/dev/null
+
+# kstatus-check (hack/kstatus): the kstatus library Flux uses, built once into a cache.
+kstatus:
+	@hack/kstatus.sh >/dev/null
+
+# The chart as an OCI-ready package in dist/ (pushing it: charts/llmdeploy/README.md).
+chart: helm
+	hack/helm.sh -- lint charts/llmdeploy
+	hack/helm.sh -- package charts/llmdeploy --destination dist
+
+# The operator image (Dockerfile), with a container engine; prints how to pin its digest.
+image:
+	hack/image.sh
 
 demo: venv
 	hack/demo.sh

@@ -14,11 +14,16 @@ export KUBECONFIG="$kubeconfig"
 echo "== cluster: $KUBECONFIG"
 kubectl get nodes -L nvidia.com/gpu.product,nvidia.com/gpu.count
 
-echo "== installing the CRD, RBAC and peering from manifests/ (the operator runs locally)"
+echo "== installing the CRDs and RBAC from manifests/ (the operator runs locally)"
 kubectl kustomize manifests \
   | .venv/bin/python -c 'import sys, yaml; docs = [d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] != "Deployment"]; print(yaml.safe_dump_all(docs))' \
   | kubectl apply --server-side --force-conflicts -f - >/dev/null
-kubectl wait --for=condition=Established crd/llmdeployments.llmdeploy.io --timeout=60s >/dev/null
+# kopf's shared peering CRDs: created where absent, an existing copy left alone (README.md).
+if ! out="$(kubectl create -k manifests/kopf-peering-crds 2>&1)"; then
+  if grep -v -e AlreadyExists -e ' created$' <<<"$out" | grep -q .; then echo "$out" >&2; exit 1; fi
+fi
+kubectl wait --for=condition=Established crd/llmdeployments.llmdeploy.io \
+  crd/clusterkopfpeerings.kopf.dev --timeout=60s >/dev/null
 
 if [[ -f "$state/operator.pid" ]] && kill -0 "$(cat "$state/operator.pid")" 2>/dev/null; then
   echo "== operator already running (pid $(cat "$state/operator.pid"))"

@@ -56,11 +56,20 @@ def install(kubeconfig: Path) -> None:
     assert rendered.returncode == 0, rendered.stderr
     documents = [d for d in yaml.safe_load_all(rendered.stdout) if d]
     apply_server_side(kubeconfig, [d for d in documents if d["kind"] != "Deployment"])
+    create_kopf_peering_crds(kubeconfig)
     for crd in ("llmdeployments.llmdeploy.io", "clusterkopfpeerings.kopf.dev"):
         waited = kubectl(
             kubeconfig, "wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s"
         )
         assert waited.returncode == 0, waited.stderr
+
+
+def create_kopf_peering_crds(kubeconfig: Path) -> None:
+    """kopf's shared CRDs as the README installs them: created where absent, an existing copy
+    (another operator's, or an earlier test's) left untouched."""
+    created = kubectl(kubeconfig, "create", "-k", str(REPO_ROOT / "manifests/kopf-peering-crds"))
+    refused = [line for line in created.stderr.splitlines() if line.strip()]
+    assert all("AlreadyExists" in line for line in refused), created.stderr
 
 
 def service_account_kubeconfig(

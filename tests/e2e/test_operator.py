@@ -12,6 +12,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from tests.gitops_checks import argocd_health, capture, kstatus
+
 from .e2e_support import KWOK_TOLERATION, wait_until
 from .operator_harness import (
     OPERATOR_NAMESPACE,
@@ -198,6 +200,10 @@ def test_infeasible_spec_gets_a_false_condition_not_a_crash(
     assert planned and planned["status"] == "False" and planned["reason"] == "NoFeasiblePlan"
     assert "would fit with" in planned["message"]
     assert deployment(kube_api, namespace, "too-big") is None
+    # GitOps tools see a failure, not a rollout that never ends (docs/gitops.md).
+    capture("no-feasible-plan", obj)
+    assert argocd_health(obj)[0] == "Degraded"
+    assert kstatus([obj])[0] == ("Failed", planned["message"])
 
 
 @pytest.mark.usefixtures("operator")
@@ -221,6 +227,9 @@ def test_starved_capacity_sets_condition(
     assert capacity and capacity["reason"] == "InsufficientGPUs"
     assert "Insufficient nvidia.com/gpu" in capacity["message"]
     assert obj["status"]["phase"] == "Pending"
+    capture("starved", obj)
+    assert argocd_health(obj)[0] == "Degraded"
+    assert kstatus([obj])[0][0] == "InProgress"  # Ready=False: kstatus waits (docs/gitops.md)
     kubectl(kubeconfig_path, "-n", namespace, "delete", "llmdep", "llama-70b", "--wait=false")
 
 

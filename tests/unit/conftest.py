@@ -10,14 +10,14 @@ from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, load_catalog
 from llmdeploy.sizing.inventory import GpuNode, Inventory
 
-DATA = Path(__file__).parent / "data"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GFD = "nvidia.com/gpu.product"
 L4_NODES = Inventory(tuple(GpuNode(f"l4-{i}", {GFD: "NVIDIA-L4"}, 1, (550, 90)) for i in range(4)))
 
 
 @pytest.fixture(scope="session")
 def catalog() -> Catalog:
-    return load_catalog([DATA / "rtx3090.yaml"])
+    return load_catalog([EXAMPLES / "catalog" / "extension.yaml"])
 
 
 def make_spec(model: str = "meta-llama/Llama-3.1-8B-Instruct", **spec: Any) -> LLMDeploymentSpec:

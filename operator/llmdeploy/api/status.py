@@ -16,7 +16,10 @@ class StatusModel(BaseModel):
 
 
 class Condition(StatusModel):
-    type: str = Field(description="Planned, Progressing, Available, Degraded or CapacityAvailable.")
+    type: str = Field(
+        description="Planned, Progressing, Available, Degraded, CapacityAvailable, Ready or "
+        "Stalled (the spec cannot be planned: invalid, or no feasible plan)."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
     reason: str = Field(description="CamelCase reason for the last transition.")
     message: str = Field(default="", description="Human-readable detail.")

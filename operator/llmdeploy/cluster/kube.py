@@ -177,8 +177,9 @@ class Cluster:
         resource = self._resource("kopf.dev/v1", kind)
         if resource is None:
             raise ClusterError(
-                f"the {kind} CRD is not installed (manifests/base/peering.yaml); "
-                "install it or set LLMDEPLOY_STANDALONE=true"
+                f"the {kind} CRD is not installed: create it (kubectl create -k "
+                "manifests/kopf-peering-crds, or the chart's kopfPeeringCRDs.install) or set "
+                "LLMDEPLOY_STANDALONE=true"
             )
         scopes: Sequence[str | None] = list(namespaces) or [None]
         for scope in scopes:

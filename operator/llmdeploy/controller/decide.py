@@ -321,6 +321,8 @@ def invalid_status(
     conditions = [
         _condition("Planned", False, "InvalidSpec", message, generation),
         _condition("Ready", False, "InvalidSpec", message, generation),
+        # kstatus (Flux, kpt, Config Sync) reads Stalled=True as Failed, not as in progress.
+        _condition("Stalled", True, "InvalidSpec", message, generation),
     ]
     return LLMDeploymentStatus(
         observed_generation=generation,
@@ -368,6 +370,7 @@ def status_update(
         conditions = [
             _condition("Planned", False, "NoFeasiblePlan", why, generation),
             _condition("Ready", False, "NoFeasiblePlan", why, generation),
+            _condition("Stalled", True, "NoFeasiblePlan", why, generation),
         ]
         return status.model_copy(
             update={"phase": "Failed", "conditions": _stamp(conditions, previous, now)}

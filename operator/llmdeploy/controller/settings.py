@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -89,7 +91,9 @@ class OperatorSettings(BaseSettings):
         default=None, description="File with a bearer token for Prometheus."
     )
     prometheus_ca_file: Path | None = Field(default=None, description="CA bundle for https.")
-    prometheus_insecure_skip_verify: bool = False
+    prometheus_insecure_skip_verify: bool = Field(
+        default=False, description="Skip TLS verification of the default Prometheus."
+    )
     prometheus_keda_authentication: str | None = Field(
         default=None,
         pattern=DNS_NAME,
@@ -164,14 +168,20 @@ class OperatorSettings(BaseSettings):
     health_port: int = Field(default=8080, ge=0, le=65535, description="/healthz port; 0 off.")
     metrics_port: int = Field(default=9090, ge=0, le=65535, description="/metrics port; 0 off.")
     json_logs: bool = Field(default=False, description="Log JSON lines.")
-    watch_server_timeout_seconds: int = Field(default=300, ge=10)
-    watch_client_timeout_seconds: int = Field(default=330, ge=10)
+    watch_server_timeout_seconds: int = Field(
+        default=300, ge=10, description="The API server ends each watch after this long."
+    )
+    watch_client_timeout_seconds: int = Field(
+        default=330, ge=10, description="A watch silent for this long is dropped and restarted."
+    )
     request_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
         description="Read timeout of every API request, kopf's and the operator's own.",
     )
-    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Connect timeout of every API request."
+    )
 
     @field_validator(
         "namespaces",
@@ -224,3 +234,45 @@ class OperatorSettings(BaseSettings):
         if self.provisionable_gpus is None:
             return set()
         return None if "*" in self.provisionable_gpus else set(self.provisionable_gpus)
+
+
+def _kind(annotation: Any) -> str:
+    text = str(annotation)
+    if "list[" in text:
+        return "comma-separated list"
+    if "dict[" in text:
+        return "JSON object"
+    for name, kind in (("bool", "boolean"), ("int", "integer"), ("float", "number")):
+        if text in {name, f"<class '{name}'>"}:
+            return kind
+    return "path" if "Path" in text else "string"
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: every setting of OperatorSettings (tests/unit/test_docs.py keeps the
+    file in step; `make docs` writes it)."""
+    lines = [
+        "# Operator settings",
+        "",
+        "<!-- Generated from OperatorSettings (operator/llmdeploy/controller/settings.py) by",
+        "     `make docs`; tests/unit/test_docs.py fails when this file is stale. -->",
+        "",
+        "Each setting is an environment variable of the operator, set in the `llmdeploy-settings`",
+        "ConfigMap (`manifests/base/settings.yaml`, or the chart's `settings` value). A value that",
+        "does not parse stops the operator at start with the variable's name and the reason.",
+        "",
+        "| variable | type | default | what it does |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, field in OperatorSettings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "unset" if default is None or default in ([], {}) else f"`{json.dumps(default)}`"
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(
+            f"| `LLMDEPLOY_{name.upper()}` | {_kind(field.annotation)} | {shown} | {description} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(settings_markdown())
