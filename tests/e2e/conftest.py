@@ -18,18 +18,23 @@ import re
 import subprocess
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from .e2e_support import wait_until
+from .e2e_support import status_of, wait_until
 from .operator_harness import (
     KEDA_ENDPOINT,
     KEDA_PROMETHEUS,
     Operator,
+    apply_server_side,
     install,
+    kubectl,
     service_account_kubeconfig,
 )
 
@@ -167,3 +172,77 @@ def operator(
     finally:
         running.stop()
         print(running.logs()[-5000:])
+
+
+FETCH_CRDS = REPO_ROOT / "hack" / "crds" / "fetch.sh"
+E2E_LABEL = "llmdeploy.io/e2e"
+
+
+@pytest.fixture(scope="session")
+def crd_dir() -> Path:
+    """The pinned upstream CRDs, fetched (once per machine) and checked by sha256."""
+    fetched = subprocess.run(
+        [str(FETCH_CRDS)], stdout=subprocess.PIPE, text=True, check=False, timeout=600
+    )
+    if fetched.returncode != 0:
+        pytest.fail(f"hack/crds/fetch.sh failed with exit code {fetched.returncode}", pytrace=False)
+    return Path(fetched.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def third_party_crds(
+    kubeconfig_path: Path, kube_api: client.ApiClient, crd_dir: Path
+) -> Iterator[list[str]]:
+    """Installs the pinned CRDs (KEDA, LeaderWorkerSet, PodMonitor) once for the session and
+    removes them at its end: removed mid-session they would stop the shared operator, since
+    kopf stops an operator whose watch of a kind meets a 404 (by design: a pod restarts). A
+    CRD that is already installed without our label belongs to someone else: it is used as it
+    is and left in place."""
+    extensions = client.ApiextensionsV1Api(kube_api)
+    ours: list[dict[str, Any]] = []
+    served: list[str] = []
+    for path in sorted(crd_dir.glob("*.yaml")):
+        crd: dict[str, Any] = yaml.safe_load(path.read_text())
+        name = crd["metadata"]["name"]
+        served.append(name)
+        try:
+            live = extensions.read_custom_resource_definition(name)
+            if ((live.metadata and live.metadata.labels) or {}).get(E2E_LABEL) != "true":
+                continue
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        crd["metadata"].setdefault("labels", {})[E2E_LABEL] = "true"
+        ours.append(crd)
+    try:
+        if ours:
+            # Server-side: the LeaderWorkerSet CRD is too large for client-side apply's
+            # last-applied annotation.
+            apply_server_side(kubeconfig_path, ours)
+        for name in served:
+            wait_until(
+                partial(_established, extensions, name),
+                what=f"CRD {name} Established",
+                timeout=60,
+            )
+        yield served
+    finally:
+        for crd in ours:
+            name = crd["metadata"]["name"]
+            kubectl(kubeconfig_path, "delete", "crd", name, "--ignore-not-found", "--wait=false")
+            wait_until(
+                partial(_gone, extensions, name),
+                what=f"CRD {name} gone",
+                timeout=60,
+            )
+
+
+def _established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
+    # Not `kubectl wait`: it fails instead of waiting while a new CRD has no conditions yet.
+    status = extensions.read_custom_resource_definition(name).status
+    conditions = (status and status.conditions) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+def _gone(extensions: client.ApiextensionsV1Api, name: str) -> bool:
+    return status_of(lambda: extensions.read_custom_resource_definition(name)) == 404

@@ -21,7 +21,6 @@ from .e2e_support import healthy, wait_until
 from .operator_harness import KEDA_ENDPOINT, KEDA_PROMETHEUS, Operator, free_port
 from .test_faults import _no_duplicates
 from .test_operator import GROUP, PLURAL, VERSION, apply, deployment, example, ready
-from .test_schemas import crd_dir, third_party_crds  # noqa: F401 (fixtures)
 from .testenv_control import AuditLog
 
 NAME = "llama-8b"

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,11 +33,9 @@ from llmdeploy.render import PrometheusTarget, render_manifests, to_yaml
 from llmdeploy.render.manifests import MANAGER
 from llmdeploy.sizing import plan_deployment
 
-from .e2e_support import status_of, wait_until
-from .operator_harness import REPO_ROOT, apply_server_side, kubectl
+from .e2e_support import wait_until
+from .operator_harness import REPO_ROOT
 
-FETCH_CRDS = REPO_ROOT / "hack" / "crds" / "fetch.sh"
-E2E_LABEL = "llmdeploy.io/e2e"
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
 # The operator's endpoints as KEDA sees them; "team-a" with credentials KEDA holds (the
 # strict server-side check covers authenticationRef and authModes against KEDA's CRD).
@@ -149,74 +145,6 @@ def _served(dynamic: DynamicClient, api_version: str, kind: str) -> Any:
     except ResourceNotFoundError:
         dynamic.resources.invalidate_cache()
         return None
-
-
-@pytest.fixture(scope="module")
-def crd_dir() -> Path:
-    """The pinned upstream CRDs, fetched (once per machine) and checked by sha256."""
-    fetched = subprocess.run(
-        [str(FETCH_CRDS)], stdout=subprocess.PIPE, text=True, check=False, timeout=600
-    )
-    if fetched.returncode != 0:
-        pytest.fail(f"hack/crds/fetch.sh failed with exit code {fetched.returncode}", pytrace=False)
-    return Path(fetched.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
-def third_party_crds(
-    kubeconfig_path: Path, kube_api: client.ApiClient, crd_dir: Path
-) -> Iterator[list[str]]:
-    """Installs the CRDs for the module's tests and removes them afterwards. A CRD that is
-    already installed without our label belongs to someone else: it is used as it is and
-    left in place."""
-    extensions = client.ApiextensionsV1Api(kube_api)
-    ours: list[dict[str, Any]] = []
-    served: list[str] = []
-    for path in sorted(crd_dir.glob("*.yaml")):
-        crd: dict[str, Any] = yaml.safe_load(path.read_text())
-        name = crd["metadata"]["name"]
-        served.append(name)
-        try:
-            live = extensions.read_custom_resource_definition(name)
-            if ((live.metadata and live.metadata.labels) or {}).get(E2E_LABEL) != "true":
-                continue
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-        crd["metadata"].setdefault("labels", {})[E2E_LABEL] = "true"
-        ours.append(crd)
-    try:
-        if ours:
-            # Server-side: the LeaderWorkerSet CRD is too large for client-side apply's
-            # last-applied annotation.
-            apply_server_side(kubeconfig_path, ours)
-        for name in served:
-            wait_until(
-                partial(_established, extensions, name),
-                what=f"CRD {name} Established",
-                timeout=60,
-            )
-        yield served
-    finally:
-        for crd in ours:
-            name = crd["metadata"]["name"]
-            kubectl(kubeconfig_path, "delete", "crd", name, "--ignore-not-found", "--wait=false")
-            wait_until(
-                partial(_gone, extensions, name),
-                what=f"CRD {name} gone",
-                timeout=60,
-            )
-
-
-def _established(extensions: client.ApiextensionsV1Api, name: str) -> bool:
-    # Not `kubectl wait`: it fails instead of waiting while a new CRD has no conditions yet.
-    status = extensions.read_custom_resource_definition(name).status
-    conditions = (status and status.conditions) or []
-    return any(c.type == "Established" and c.status == "True" for c in conditions)
-
-
-def _gone(extensions: client.ApiextensionsV1Api, name: str) -> bool:
-    return status_of(lambda: extensions.read_custom_resource_definition(name)) == 404
 
 
 @pytest.fixture(scope="module")

@@ -54,6 +54,7 @@ class LiveChild:
     applied_hash: str | None
     revision: str  # what changes when someone edits it (see revision_of)
     workload: WorkloadStatus | None
+    resource_version: str = ""  # orders two sightings of one object (see Index.child_seen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,7 @@ def live_child(kind: str, obj: Mapping[str, Any]) -> LiveChild:
         (metadata.get("annotations") or {}).get(APPLIED_HASH),
         revision_of(metadata),
         workload_status_of(obj) if kind in WORKLOAD_KINDS else None,
+        str(metadata.get("resourceVersion") or ""),
     )
 
 

@@ -69,8 +69,12 @@ class Index:
 
     def child_seen(self, owner: Key, child: ChildKey, live: LiveChild) -> None:
         with self._guard:
+            children = self._entries.setdefault(owner, _Entry()).children
+            known = children.get(child)
+            if known is not None and _older(live, known[0]):
+                return  # an apply's answer after the watch brought a later state of it
             self._sequence += 1
-            self._entries.setdefault(owner, _Entry()).children[child] = (live, self._sequence)
+            children[child] = (live, self._sequence)
 
     def child_gone(self, owner: Key, child: ChildKey) -> None:
         with self._guard:
@@ -109,8 +113,8 @@ class Index:
     ) -> list[Key]:
         """Bring the index in line with lists taken after `mark()` returned `since`: what the
         lists lack and no watch event has shown since is dropped (a watch restarted after a
-        gap sends no DELETED for what went in the gap); what they have and the index lacks is
-        added. Returns the objects that are gone."""
+        gap sends no DELETED for what went in the gap); what they have and the index lacks, or
+        holds in an earlier state, is taken. Returns the objects that are gone."""
         gone = []
         with self._guard:
             for key, entry in list(self._entries.items()):
@@ -119,7 +123,8 @@ class Index:
                     if name not in listed and sequence <= since:
                         del entry.children[name]
                 for name, live in listed.items():
-                    if name not in entry.children:
+                    known = entry.children.get(name)
+                    if known is None or _older(known[0], live):  # missing, or stale
                         self._sequence += 1
                         entry.children[name] = (live, self._sequence)
                 if entry.body is not None and key not in objects and entry.body_sequence <= since:
@@ -142,3 +147,11 @@ class Index:
 def _key(body: Mapping[str, Any]) -> Key:
     metadata = body["metadata"]
     return (str(metadata.get("namespace") or "default"), str(metadata["name"]))
+
+
+def _older(seen: LiveChild, known: LiveChild) -> bool:
+    """Whether `seen` is an earlier state of the same object than `known`. resourceVersions
+    are opaque, but every API server stores etcd revisions in them: compared only when both
+    are numbers, and only within one object (the same uid)."""
+    a, b = seen.resource_version, known.resource_version
+    return seen.uid == known.uid and a.isdigit() and b.isdigit() and int(a) < int(b)
