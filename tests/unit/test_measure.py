@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from llmdeploy.api.status import Observed
 from llmdeploy.api.types import EngineName, SloSpec, WorkloadSpec
 from llmdeploy.catalog import Catalog
 from llmdeploy.measure.histogram import histogram_from_buckets, quantile, share_within
-from llmdeploy.measure.observed import Observed, observe, plan_drift, slo_met
+from llmdeploy.measure.observed import observe, plan_drift, slo_met
 from llmdeploy.measure.queries import (
     WindowError,
     measurement_queries,

@@ -179,3 +179,59 @@ def test_the_message_names_the_class_and_the_operator_s_frame_never_the_text() -
     assert message.startswith("unexpected AttributeError in llmdeploy.controller.decide.plan_key")
     assert "secret" not in message and "NoneType" not in message
     assert unexpected(ValueError("from nowhere")).startswith("unexpected ValueError: a bug")
+
+
+def test_a_settled_object_is_measured_again_when_due_and_not_decided_before(
+    catalog: Catalog, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settled skip holds until the next measurement is due, then the object is decided
+    (and measured) again. Prometheus is a stand-in that answers nothing."""
+    measured: list[float] = []
+
+    def collect(config: Any, queries: Any, end: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        measured.append(end)
+        return {}, {}
+
+    decided: list[int] = []
+    real_decide = reconciler_module.decide
+
+    def counting(snap: Any, config: Any) -> Any:
+        decided.append(1)
+        return real_decide(snap, config)
+
+    def serving(obj: dict[str, Any], owner: Owner, *, take_over: bool) -> LiveChild:
+        # Every replica ready at once, so no pending pods are asked for.
+        n = obj["spec"].get("replicas", 0)
+        status = {"replicas": n, "readyReplicas": n, "updatedReplicas": n}
+        metadata = {**obj["metadata"], "uid": f"uid-{obj['kind']}", "resourceVersion": "1"}
+        return live_child(obj["kind"], {**obj, "metadata": metadata, "status": status})
+
+    monkeypatch.setattr(cluster, "apply", serving)
+    monkeypatch.setattr(reconciler_module, "collect", collect)
+    monkeypatch.setattr(reconciler_module, "decide", counting)
+    settings = OperatorSettings(
+        standalone=True,
+        workers=1,
+        status_interval_seconds=3600,
+        prometheus_url="http://127.0.0.1:9",
+        measure_interval_seconds=2,  # status.observed.end is in whole seconds
+    )
+    made = Reconciler(settings, catalog, load_image_lock(), cluster)  # type: ignore[arg-type]
+    cluster.body["spec"]["slo"] = {"ttftMs": 500}
+    made.object_event("ADDED", copy.deepcopy(cluster.body))
+    made.reconcile(KEY)  # planned and applied: the workload exists from now on
+    watched(made, cluster)
+    made.reconcile(KEY)  # measured
+    assert len(measured) == 1 and "observed" in cluster.body["status"]
+    assert conditions(cluster)["SLOMet"]["status"] == "Unknown"  # no data: never a guess
+    watched(made, cluster)
+    writes = len(cluster.patches)
+    result, requeue = made.reconcile(KEY)  # nothing to do until the next measurement
+    assert result == "success" and requeue is not None and 0 < requeue <= 2
+    assert len(cluster.patches) == writes
+    before = len(decided)
+    made.reconcile(KEY)  # a resync meanwhile: settled, not decided again
+    assert len(decided) == before and len(measured) == 1
+    threading.Event().wait(requeue + 0.05)  # the requeue comes back no earlier than this
+    made.reconcile(KEY)
+    assert len(measured) == 2

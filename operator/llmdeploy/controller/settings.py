@@ -9,7 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from llmdeploy.controller.decide import EXCLUDED_GPU_TTL_S
+from llmdeploy.controller.decide import (
+    EXCLUDED_GPU_TTL_S,
+    MEASURE_INTERVAL_S,
+    MEASURE_WINDOW,
+)
+from llmdeploy.measure.queries import WindowError, window_seconds
 from llmdeploy.render import HostAccess
 
 DEFAULT_PROMETHEUS = "default"
@@ -49,7 +54,7 @@ class OperatorSettings(BaseSettings):
     prometheus_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^\s#?@]+$",
-        description="The default Prometheus for operator-mode autoscaling.",
+        description="The default Prometheus, for operator-mode autoscaling and measurements.",
     )
     prometheus_endpoints: dict[
         Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")],
@@ -68,6 +73,18 @@ class OperatorSettings(BaseSettings):
     )
     prometheus_ca_file: Path | None = Field(default=None, description="CA bundle for https.")
     prometheus_insecure_skip_verify: bool = False
+    measure_interval_seconds: float = Field(
+        default=MEASURE_INTERVAL_S,
+        ge=1,
+        le=86_400,
+        description="Seconds between measurements of each LLMDeployment from its Prometheus "
+        "endpoint (status.observed, SLOMet, PlanDrift).",
+    )
+    measure_window: str = Field(
+        default=MEASURE_WINDOW,
+        description="The window each measurement covers, up to its time: a whole number of "
+        "s, m, h or d, e.g. 10m.",
+    )
     allowed_host_path_prefixes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Node directories an LLMDeployment's model.cache.hostPath may be in "
@@ -154,6 +171,18 @@ class OperatorSettings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("measure_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        try:
+            window_seconds(value)
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def measure_window_seconds(self) -> int:
+        return window_seconds(self.measure_window)
 
     def prometheus(self) -> dict[str, PrometheusEndpoint]:
         """Every endpoint an object may name, the default included."""
