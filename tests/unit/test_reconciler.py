@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from llmdeploy.api.status import LLMDeploymentStatus, Observed
 from llmdeploy.catalog import Catalog, load_image_lock
 from llmdeploy.cluster.objects import LiveChild, Owner, live_child
 from llmdeploy.controller import reconciler as reconciler_module
-from llmdeploy.controller.reconciler import Reconciler, unexpected
+from llmdeploy.controller.reconciler import Reconciler, status_patch, unexpected
 from llmdeploy.controller.settings import OperatorSettings
 from llmdeploy.sizing.inventory import Inventory
 from tests.unit.conftest import L4_NODES, body
@@ -42,8 +43,7 @@ class Cluster:
         metadata = self.body["metadata"]
         if resource_version != metadata["resourceVersion"]:
             return None
-        merged = {**self.body["status"], **status}
-        self.body["status"] = {k: v for k, v in merged.items() if v is not None}
+        self.body["status"] = merged(self.body["status"], status)
         metadata["resourceVersion"] = str(int(metadata["resourceVersion"]) + 1)
         return str(metadata["resourceVersion"])
 
@@ -58,6 +58,19 @@ class Cluster:
 
     def unschedulable_pods(self, owner: Owner, spec_hash: str | None) -> list[Any]:
         return []
+
+
+def merged(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) applied, as the API server does."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
 
 
 @pytest.fixture
@@ -235,3 +248,24 @@ def test_a_settled_object_is_measured_again_when_due_and_not_decided_before(
     threading.Event().wait(requeue + 0.05)  # the requeue comes back no earlier than this
     made.reconcile(KEY)
     assert len(measured) == 2
+
+
+def test_a_status_patch_removes_what_a_nested_field_no_longer_has() -> None:
+    """A merge patch merges objects: a figure status.observed no longer has is sent as null,
+    or the API server would keep the old one beside the new Unknown."""
+    current = {
+        "phase": "Ready",
+        "conditions": [],
+        "excludedGpus": [],
+        "observed": {"windowSeconds": 20, "end": "t1", "requests": 5.0, "unknown": {}},
+    }
+    unknown = {"requests": "no request counter (connection failed)"}
+    status = LLMDeploymentStatus(
+        phase="Ready", observed=Observed(window_seconds=20, end="t2", unknown=unknown)
+    )
+    patch = status_patch(current, status)
+    assert patch == {"observed": {"end": "t2", "requests": None, "unknown": unknown}}
+    assert merged(current, patch) == status.model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    assert status_patch(merged(current, patch), status) == {}

@@ -447,8 +447,24 @@ def status_patch(current: Mapping[str, Any], status: LLMDeploymentStatus) -> dic
     """A merge patch from the status as read to the one decided: changed fields, and nulls
     for fields the operator owns that are no longer set. Empty when nothing changed."""
     wanted = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    patch: dict[str, Any] = {k: v for k, v in wanted.items() if current.get(k) != v}
+    patch = _merge_patch(current, wanted)
     patch.update({k: None for k in current if k in STATUS_FIELDS and k not in wanted})
+    return patch
+
+
+def _merge_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) of `wanted`'s keys: a merge patch merges objects, so a
+    key an object field (status.observed, say) no longer has must be sent as null."""
+    patch: dict[str, Any] = {}
+    for key, value in wanted.items():
+        old = current.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = _merge_patch(old, value)
+            nested.update({k: None for k in old if k not in value})
+            if nested:
+                patch[key] = nested
+        elif old != value:
+            patch[key] = value
     return patch
 
 
