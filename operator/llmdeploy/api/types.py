@@ -603,8 +603,9 @@ class ScalingSpec(SpecModel):
     prometheus: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
-        description="mode operator: the name of a Prometheus endpoint the operator's settings "
-        "allow (LLMDEPLOY_PROMETHEUS_ENDPOINTS); default: the operator's default endpoint.",
+        description="The name of a Prometheus endpoint the operator's settings allow "
+        "(LLMDEPLOY_PROMETHEUS_ENDPOINTS), read by mode operator's autoscaling and, in every "
+        "mode, by the measurements (status.observed); default: the operator's default endpoint.",
     )
     prometheus_url: str | None = Field(
         default=None,
