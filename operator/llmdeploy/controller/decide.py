@@ -5,8 +5,8 @@ always gives the same outcome, and unit tests drive every decision with plain da
 
 Some observations cost a request and matter only in some states (pending pods while replicas
 are missing, Prometheus for operator-mode autoscaling and for a measurement that is due, GPUs in
-use before a scale-up). decide
-asks for them through `Outcome.needs`; the reconcile observes them and decides again.
+use before a scale-up). decide asks for them through `Outcome.needs`; the reconcile observes
+them and decides again.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from llmdeploy.cluster.objects import (
     prepared,
 )
 from llmdeploy.measure.observed import Verdict, observe, plan_drift, slo_met
-from llmdeploy.measure.queries import MeasurementQueries, measurement_queries
+from llmdeploy.measure.queries import MeasurementQueries, measurement_queries, window_seconds
 from llmdeploy.measure.results import Readings
 from llmdeploy.render import (
     NO_HOST_ACCESS,
@@ -70,6 +70,7 @@ DEFAULT_PROMETHEUS = "default"  # the endpoint of the operator's flat prometheus
 EXCLUDED_GPU_TTL_S = 3600.0  # a stock-out seldom lasts longer; then the SKU is tried again
 MEASURE_INTERVAL_S = 60.0  # status.observed is this old at most (plus a resync)
 MEASURE_WINDOW = "10m"
+MEASURE_WINDOW_S = window_seconds(MEASURE_WINDOW)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ class Config:
     host_access: HostAccess  # what objects may reach beyond their namespace
     excluded_gpu_ttl_s: float = EXCLUDED_GPU_TTL_S  # how long a starved SKU stays excluded
     measure_interval_s: float = MEASURE_INTERVAL_S  # between two measurements of an object
-    measure_window_s: int = 600  # what one measurement covers, up to its time
+    measure_window_s: int = MEASURE_WINDOW_S  # what one measurement covers, up to its time
 
 
 @dataclass(frozen=True, slots=True)
