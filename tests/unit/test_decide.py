@@ -25,9 +25,11 @@ from llmdeploy.controller.decide import (
     status_update,
     stored_exclusions,
 )
+from llmdeploy.measure.results import QueryResult, Readings, readings
 from llmdeploy.render import HostAccess, PrometheusTarget
 from llmdeploy.sizing.inventory import GpuNode, Inventory, cluster_catalog
 from tests.unit.conftest import GFD, L4_NODES, body
+from tests.unit.test_measure import HEALTHY, INF, answer, buckets, vector
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -190,6 +192,8 @@ def test_spec_hash_is_what_this_plan_s_pods_carry(catalog: Catalog) -> None:
 
 LOCK = load_image_lock()
 NO_HOST = HostAccess()
+NO_DATA = Readings({}, {})
+MEASURED = ("SLOMet", "PlanDrift")
 
 
 def config(catalog: Catalog, prometheus: bool = True) -> Config:
@@ -205,7 +209,7 @@ def settled(
 ) -> tuple[Snapshot, Outcome]:
     """A first decide, then the snapshot of what its act left: status written, every child
     applied by this process and seen by the watch, `ready` replicas serving."""
-    first = decide(Snapshot(b, {}, {}, L4_NODES, NOW), config(catalog))
+    first = complete(Snapshot(b, {}, {}, L4_NODES, NOW), config(catalog))
     assert first.status is not None
     status = first.status.model_dump(mode="json", by_alias=True, exclude_none=True)
     replicas = status["replicas"] if ready is None else ready
@@ -224,15 +228,30 @@ def settled(
     snap = Snapshot(
         {**b, "status": status}, children, applied, L4_NODES, NOW, first.rendered, **extra
     )
+    # Once the workload exists, a measurement (with no data here) is due; its act writes
+    # status.observed and the conditions judged from it.
+    measured = complete(snap, config(catalog), metrics=MetricsReading({}))
+    if measured.status is not None and measured.status.observed is not None:
+        written = measured.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        judged = {c["type"]: c for c in written["conditions"] if c["type"] in MEASURED}
+        kept = [c for c in status["conditions"] if c["type"] not in MEASURED]
+        status = {
+            **status,
+            "observed": written["observed"],
+            "conditions": [*kept, *judged.values()],
+        }
+        snap = replace(snap, body={**b, "status": status})
     return snap, first
 
 
 def complete(snap: Snapshot, cfg: Config, **observed: Any) -> Outcome:
     """Answer decide's needs from `observed` the way the reconcile would observe them."""
     outcome = decide(snap, cfg)
-    for _ in range(3):
+    for _ in range(4):
         if not outcome.needs:
             return outcome
+        if outcome.needs.measure is not None:
+            snap = replace(snap, measured=observed.get("measured", NO_DATA))
         if outcome.needs.pending_pods:
             snap = replace(snap, pending=observed.get("pending", ()))
         if outcome.needs.queries:
@@ -249,7 +268,7 @@ def conditions(outcome: Outcome) -> dict[str, Any]:
 
 
 def test_a_new_object_is_planned_applied_and_announced(catalog: Catalog) -> None:
-    outcome = decide(Snapshot(body(), {}, {}, L4_NODES, NOW), config(catalog))
+    outcome = decide(Snapshot(body(), {}, {}, L4_NODES, NOW), config(catalog, prometheus=False))
     assert not outcome.needs
     assert {o["kind"] for o in outcome.apply} == {"Deployment", "Service", "PodDisruptionBudget"}
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u1" for o in outcome.apply)
@@ -318,7 +337,8 @@ def test_starved_capacity_waits_until_the_deadline_then_falls_back(catalog: Cata
     outcome = decide(snap, config(catalog))
     assert outcome.needs.pending_pods and outcome.needs.spec_hash is not None
     young = (PendingPod("p", NOW - timedelta(seconds=60), "0/4 nodes have GPUs"),)
-    waiting = complete(snap, config(catalog), pending=young)
+    hourly = replace(config(catalog), measure_interval_s=3600)  # the next measurement is later
+    waiting = complete(snap, hourly, pending=young)
     assert conditions(waiting)["CapacityAvailable"].reason == "WaitingForCapacity"
     assert waiting.requeue_after_s == 240  # the deadline is a source of its own
     old = (PendingPod("p", NOW - timedelta(seconds=301), "0/4 nodes have GPUs"),)
@@ -360,7 +380,7 @@ def test_a_fallback_records_when_and_the_sku_is_tried_again_after_the_ttl(
     reasons = [e.reason for e in expired.events]
     assert reasons == ["ExclusionExpired", "Planned"]
     assert "nvidia-l4 was excluded at 2026-11-22T12:00:00Z" in expired.events[0].message
-    assert expired.requeue_after_s is None
+    assert expired.requeue_after_s == 60  # the next measurement's; no exclusion is left
 
 
 def test_an_exclusion_without_a_time_counts_from_when_it_is_first_seen(catalog: Catalog) -> None:
@@ -508,3 +528,153 @@ def test_host_path_is_refused_unless_the_operator_allows_its_prefix(catalog: Cat
     prefixes = HostAccess(allowed_host_path_prefixes=("/var/cache",))
     allowed = replace(config(catalog), host_access=prefixes)
     assert decide(Snapshot(b, {}, {}, L4_NODES, NOW), allowed).apply
+
+
+# Measurement: status.observed on the operator's interval, SLOMet and PlanDrift.
+
+# HEALTHY: 7200 requests of 1024 + 256 tokens, every TTFT under 2.5 s and every gap between
+# tokens under 0.1 s; in the operator's 10-minute window, 12 requests/s. SLOW: the same
+# traffic, 90% of first tokens over 2.5 s.
+MEASURED_SPEC: dict[str, Any] = {
+    "slo": {"ttftMs": 2500, "tpotMs": 100},
+    "workload": {"inputTokens": 1024, "outputTokens": 256, "requestsPerSecond": 12},
+}
+SLOW = {**HEALTHY, "ttft": buckets({1: 0, 2.5: 720, 5: 7200, INF: 7200})}
+STOPPED = dict.fromkeys(HEALTHY, "connection failed")  # the client's words
+
+
+def measured_by(results: dict[str, Any], errors: dict[str, str] | None = None) -> Readings:
+    answers = {key: answer(result) for key, result in results.items()}
+    answers.update(
+        {key: QueryResult(promql="(test)", error=e) for key, e in (errors or {}).items()}
+    )
+    return readings(answers)
+
+
+def after(snap: Snapshot, outcome: Outcome, seconds: float) -> Snapshot:
+    """The snapshot `seconds` later of what the outcome's act left: its status written."""
+    assert outcome.status is not None
+    status = outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    body = {**snap.body, "status": status}
+    return replace(snap, body=body, now=snap.now + timedelta(seconds=seconds))
+
+
+def test_a_measurement_is_due_once_an_interval_old(catalog: Catalog) -> None:
+    snap, _ = settled(catalog, body(**MEASURED_SPEC))
+    assert snap.body["status"]["observed"]["end"] == "2026-11-22T12:00:00Z"
+    soon = decide(replace(snap, now=NOW + timedelta(seconds=25)), config(catalog))
+    assert not soon.needs and soon.requeue_after_s == 35  # back when the next one is due
+    assert soon.status is not None and soon.status.observed is not None
+    assert soon.status.observed.to_json_dict() == snap.body["status"]["observed"]  # reused
+    assert soon.events == ()
+    due = decide(replace(snap, now=NOW + timedelta(seconds=60)), config(catalog))
+    assert due.needs.measure is not None and due.needs.prometheus == "default"
+    assert due.needs.measure.window_s == 600
+    assert 'namespace="ns"' in due.needs.measure.instant["requests"]
+    # A changed spec (its SLO, say) is measured again at once.
+    metadata = {**snap.body["metadata"], "generation": 2}
+    changed = replace(snap, body={**snap.body, "metadata": metadata})
+    assert decide(changed, config(catalog)).needs.measure is not None
+
+
+def test_the_measurement_reads_the_endpoint_the_spec_names(catalog: Catalog) -> None:
+    b = body(replicas=2, scaling=scaling(prometheus="team-a"), **MEASURED_SPEC)
+    targets = {name: PrometheusTarget(url=f"http://{name}:9090") for name in ("default", "team-a")}
+    allowed = Config(catalog, LOCK, set(), targets, NO_HOST)
+    first = complete(Snapshot(b, {}, {}, L4_NODES, NOW), allowed)
+    snap = after(Snapshot(b, {}, {}, L4_NODES, NOW), first, 0)
+    children = {
+        (o["kind"], o["metadata"]["name"]): LiveChild(
+            "c",
+            "u1",
+            o["metadata"]["annotations"]["llmdeploy.io/applied-hash"],
+            "g1",
+            WorkloadStatus(True, 2, 2, 2, True) if o["kind"] == "Deployment" else None,
+        )
+        for o in first.apply
+    }
+    needs = decide(replace(snap, children=children), allowed).needs
+    assert needs.measure is not None and needs.prometheus == "team-a"
+
+
+def test_without_prometheus_nothing_is_measured_and_the_object_stays_settled(
+    catalog: Catalog,
+) -> None:
+    b = body(**MEASURED_SPEC)
+    unset = config(catalog, prometheus=False)
+    first = decide(Snapshot(b, {}, {}, L4_NODES, NOW), unset)
+    snap, _ = settled(catalog, b)
+    snap = after(snap, decide(snap, unset), 0)
+    outcome = decide(snap, unset)
+    assert not outcome.needs and outcome.requeue_after_s is None  # no clock to come back on
+    assert outcome.status is not None and outcome.status.observed is None
+    slo = conditions(outcome)["SLOMet"]
+    assert (slo.status, slo.reason) == ("Unknown", "NoPrometheus")
+    assert "LLMDEPLOY_PROMETHEUS_URL" in slo.message
+    assert conditions(outcome)["PlanDrift"].status == "Unknown"
+    assert [e.reason for e in first.events] == ["Planned"]  # Unknown from the start: no event
+    assert outcome.events == ()
+
+
+def test_missing_or_partial_data_is_unknown_never_a_guess(catalog: Catalog) -> None:
+    snap, _ = settled(catalog, body(**MEASURED_SPEC))  # measured with no data at all
+    observed = snap.body["status"]["observed"]
+    assert "ttftP95Seconds" not in observed and "no data" in observed["unknown"]["ttftP95Seconds"]
+    judged = {c["type"]: c for c in snap.body["status"]["conditions"]}
+    assert judged["SLOMet"]["status"] == "Unknown" and judged["PlanDrift"]["status"] == "Unknown"
+    later = replace(snap, now=NOW + timedelta(seconds=60))
+    # TTFT within its target, TPOT's histogram missing: not True.
+    partial = {k: v for k, v in HEALTHY.items() if k != "tpot"}
+    outcome = decide(replace(later, measured=measured_by(partial)), config(catalog))
+    slo = conditions(outcome)["SLOMet"]
+    assert (slo.status, slo.reason) == ("Unknown", "NotMeasured")
+    assert "TPOT 100 ms: unknown" in slo.message and "TTFT 2500 ms: met by 100.0%" in slo.message
+    assert conditions(outcome)["PlanDrift"].status == "False"  # the workload is known
+
+
+def test_slo_and_drift_transitions_post_one_event_each_and_ready_is_untouched(
+    catalog: Catalog,
+) -> None:
+    snap, _ = settled(catalog, body(**MEASURED_SPEC))
+
+    def measure(at: Snapshot, readings_: Readings) -> Outcome:
+        outcome = decide(replace(at, measured=readings_), config(catalog))
+        assert not outcome.needs and outcome.status is not None
+        assert conditions(outcome)["Ready"].status == "True"  # SLOMet does not change Ready
+        return outcome
+
+    slow = measure(replace(snap, now=NOW + timedelta(seconds=60)), measured_by(SLOW))
+    slo = conditions(slow)["SLOMet"]
+    assert (slo.status, slo.reason) == ("False", "TargetMissed")
+    assert "TTFT 2500 ms: met by 10.0%, under 95.0%" in slo.message
+    assert [(e.reason, e.warning) for e in slow.events] == [("SLOMet", True), ("PlanDrift", False)]
+    assert slow.events[0].message.startswith("SLOMet=False (TargetMissed): TTFT 2500 ms")
+    assert slow.status is not None and slow.status.observed is not None
+    assert slow.status.observed.end == "2026-11-22T12:01:00Z"
+    assert slow.status.observed.ttft_p95_seconds is not None
+    assert slow.status.observed.ttft_p95_seconds > 2.5
+
+    # Refreshed with the same verdicts: new numbers, no event.
+    again = measure(after(snap, slow, 120), measured_by(SLOW))
+    assert again.events == ()
+    assert conditions(again)["SLOMet"].status == "False"
+
+    met = measure(after(snap, again, 180), measured_by(HEALTHY))
+    assert [(e.reason, e.warning) for e in met.events] == [("SLOMet", False)]
+    assert conditions(met)["SLOMet"].reason == "TargetsMet"
+
+    longer = {**HEALTHY, "inputTokensTotal": vector(2 * 7_372_800)}
+    drifted = measure(after(snap, met, 240), measured_by(longer))
+    assert [(e.reason, e.warning) for e in drifted.events] == [("PlanDrift", True)]
+    drift = conditions(drifted)["PlanDrift"]
+    assert (drift.status, drift.reason) == ("True", "WorkloadDrifted")
+    assert "input tokens/request 2048 vs 1024 planned (+100%)" in drift.message
+
+    # Prometheus stopped: every figure Unknown, both conditions Unknown, each said once.
+    stopped = measure(after(snap, drifted, 300), measured_by({}, STOPPED))
+    assert stopped.status is not None and stopped.status.observed is not None
+    figures = stopped.status.observed.to_json_dict()
+    assert set(figures) == {"windowSeconds", "end", "price", "unknown"}
+    assert "connection failed" in figures["unknown"]["requests"]  # type: ignore[index]
+    assert [c.status for c in (conditions(stopped)[t] for t in MEASURED)] == ["Unknown"] * 2
+    assert [e.reason for e in stopped.events] == ["SLOMet", "PlanDrift"]

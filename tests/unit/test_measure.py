@@ -4,14 +4,19 @@ with every expected value computed by hand in the comments."""
 from __future__ import annotations
 
 import math
+import socket
+import threading
 from typing import Any
 
 import pytest
 
+from llmdeploy.api.status import Observed
 from llmdeploy.api.types import EngineName, SloSpec, WorkloadSpec
+from llmdeploy.autoscale.prometheus import PrometheusConfig
 from llmdeploy.catalog import Catalog
 from llmdeploy.measure.histogram import histogram_from_buckets, quantile, share_within
-from llmdeploy.measure.observed import Observed, observe, plan_drift, slo_met
+from llmdeploy.measure.observed import observe, plan_drift, slo_met
+from llmdeploy.measure.prometheus import collect
 from llmdeploy.measure.queries import (
     WindowError,
     measurement_queries,
@@ -383,3 +388,37 @@ def test_timeline_points(catalog: Catalog) -> None:
     # $0.30 x 2 GPUs x 2 replicas / (100 tokens/s x 3600) x 1e6
     assert first.cost_per_million_output_tokens == pytest.approx(1.2 / 360_000 * 1e6)
     assert first.tpot_p95_s is None
+
+
+def test_a_prometheus_that_does_not_answer_is_asked_once_not_once_per_query() -> None:
+    """A listener that accepts and never answers: the first query times out, the others say
+    the same without asking (else a reconcile waits a deadline per query)."""
+    accepted: list[socket.socket] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        server.settimeout(0.1)
+        done = threading.Event()
+
+        def accept() -> None:
+            while not done.is_set():
+                try:
+                    accepted.append(server.accept()[0])
+                except TimeoutError:
+                    continue
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        port = server.getsockname()[1]
+        queries = measurement_queries("ns", "m", EngineName.VLLM, HOUR)
+        try:
+            instant, _ = collect(PrometheusConfig(f"http://127.0.0.1:{port}", 0.3), queries, END)
+        finally:
+            done.set()
+            thread.join(timeout=5)
+            for connection in accepted:
+                connection.close()
+    assert set(instant) == set(queries.instant)
+    # (urllib3 gives up the read as a failed connection: the retry policy allows no reads.)
+    assert {answer.error for answer in instant.values()} == {"connection failed"}
+    assert len(accepted) == 1

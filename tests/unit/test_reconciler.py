@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from llmdeploy.api.status import LLMDeploymentStatus, Observed
 from llmdeploy.catalog import Catalog, load_image_lock
 from llmdeploy.cluster.objects import LiveChild, Owner, live_child
 from llmdeploy.controller import reconciler as reconciler_module
-from llmdeploy.controller.reconciler import Reconciler, unexpected
+from llmdeploy.controller.reconciler import Reconciler, status_patch, unexpected
 from llmdeploy.controller.settings import OperatorSettings
 from llmdeploy.sizing.inventory import Inventory
 from tests.unit.conftest import L4_NODES, body
@@ -44,8 +45,7 @@ class Cluster:
         metadata = self.body["metadata"]
         if resource_version != metadata["resourceVersion"]:
             return None
-        merged = {**self.body["status"], **status}
-        self.body["status"] = {k: v for k, v in merged.items() if v is not None}
+        self.body["status"] = merged(self.body["status"], status)
         metadata["resourceVersion"] = str(int(metadata["resourceVersion"]) + 1)
         return str(metadata["resourceVersion"])
 
@@ -64,6 +64,19 @@ class Cluster:
 
     def unschedulable_pods(self, owner: Owner, spec_hash: str | None) -> list[Any]:
         return []
+
+
+def merged(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch (RFC 7386) applied, as the API server does."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
 
 
 @pytest.fixture
@@ -209,3 +222,80 @@ def test_only_the_objects_own_children_are_applied_and_forced(
     assert reconciler._reconcile_one(KEY)[0] == "success"
     assert ("Service", "m", False) in cluster.applied
     assert ("PodDisruptionBudget", "m", False) in cluster.applied
+
+
+def test_a_settled_object_is_measured_again_when_due_and_not_decided_before(
+    catalog: Catalog, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settled skip holds until the next measurement is due, then the object is decided
+    (and measured) again. Prometheus is a stand-in that answers nothing."""
+    measured: list[float] = []
+
+    def collect(config: Any, queries: Any, end: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        measured.append(end)
+        return {}, {}
+
+    decided: list[int] = []
+    real_decide = reconciler_module.decide
+
+    def counting(snap: Any, config: Any) -> Any:
+        decided.append(1)
+        return real_decide(snap, config)
+
+    def serving(obj: dict[str, Any], owner: Owner, *, take_over: bool) -> LiveChild:
+        # Every replica ready at once, so no pending pods are asked for.
+        n = obj["spec"].get("replicas", 0)
+        status = {"replicas": n, "readyReplicas": n, "updatedReplicas": n}
+        metadata = {**obj["metadata"], "uid": f"uid-{obj['kind']}", "resourceVersion": "1"}
+        return live_child(obj["kind"], {**obj, "metadata": metadata, "status": status})
+
+    monkeypatch.setattr(cluster, "apply", serving)
+    monkeypatch.setattr(reconciler_module, "collect", collect)
+    monkeypatch.setattr(reconciler_module, "decide", counting)
+    settings = OperatorSettings(
+        standalone=True,
+        workers=1,
+        status_interval_seconds=3600,
+        prometheus_url="http://127.0.0.1:9",
+        measure_interval_seconds=2,  # status.observed.end is in whole seconds
+    )
+    made = Reconciler(settings, catalog, load_image_lock(), cluster)  # type: ignore[arg-type]
+    cluster.body["spec"]["slo"] = {"ttftMs": 500}
+    made.object_event("ADDED", copy.deepcopy(cluster.body))
+    made.reconcile(KEY)  # planned and applied: the workload exists from now on
+    watched(made, cluster)
+    made.reconcile(KEY)  # measured
+    assert len(measured) == 1 and "observed" in cluster.body["status"]
+    assert conditions(cluster)["SLOMet"]["status"] == "Unknown"  # no data: never a guess
+    watched(made, cluster)
+    writes = len(cluster.patches)
+    result, requeue = made.reconcile(KEY)  # nothing to do until the next measurement
+    assert result == "success" and requeue is not None and 0 < requeue <= 2
+    assert len(cluster.patches) == writes
+    before = len(decided)
+    made.reconcile(KEY)  # a resync meanwhile: settled, not decided again
+    assert len(decided) == before and len(measured) == 1
+    threading.Event().wait(requeue + 0.05)  # the requeue comes back no earlier than this
+    made.reconcile(KEY)
+    assert len(measured) == 2
+
+
+def test_a_status_patch_removes_what_a_nested_field_no_longer_has() -> None:
+    """A merge patch merges objects: a figure status.observed no longer has is sent as null,
+    or the API server would keep the old one beside the new Unknown."""
+    current = {
+        "phase": "Ready",
+        "conditions": [],
+        "excludedGpus": [],
+        "observed": {"windowSeconds": 20, "end": "t1", "requests": 5.0, "unknown": {}},
+    }
+    unknown = {"requests": "no request counter (connection failed)"}
+    status = LLMDeploymentStatus(
+        phase="Ready", observed=Observed(window_seconds=20, end="t2", unknown=unknown)
+    )
+    patch = status_patch(current, status)
+    assert patch == {"observed": {"end": "t2", "requests": None, "unknown": unknown}}
+    assert merged(current, patch) == status.model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    )
+    assert status_patch(merged(current, patch), status) == {}

@@ -17,8 +17,9 @@ class StatusModel(BaseModel):
 
 class Condition(StatusModel):
     type: str = Field(
-        description="Planned, Progressing, Available, Degraded, CapacityAvailable, Ready or "
-        "Stalled (the spec cannot be planned: invalid, or no feasible plan)."
+        description="Planned, Progressing, Available, CapacityAvailable, Degraded, "
+        "MetricsAvailable, SLOMet, PlanDrift, Ready or Stalled (the spec cannot be planned: "
+        "invalid, or no feasible plan)."
     )
     status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
     reason: str = Field(description="CamelCase reason for the last transition.")
@@ -34,6 +35,74 @@ class Condition(StatusModel):
 class GpuExclusion(StatusModel):
     gpu: str = Field(description="The SKU excluded.")
     excluded_at: str = Field(description="When its capacity was given up on (RFC 3339).")
+
+
+class MeasuredModel(BaseModel):
+    """What the operator and `llmdeploy report` measured (measure/observed.py computes it)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    def to_json_dict(self) -> dict[str, object]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Price(MeasuredModel):
+    """The catalog price realized costs are computed from."""
+
+    gpu: str
+    gpus_per_replica: int
+    usd_per_gpu_hour: float
+    date: str = Field(description="The catalog's priceDate.")
+    source: str | None = Field(default=None, description="The catalog's sources.price.")
+
+
+class Observed(MeasuredModel):
+    """Measured over `windowSeconds` up to `end`; a field that is None is Unknown, and
+    `unknown` says why (by the field's camelCase name)."""
+
+    window_seconds: int = Field(description="Length of the window.")
+    end: str = Field(description="End of the window, RFC 3339 (UTC).")
+    requests: float | None = Field(default=None, description="Requests finished in the window.")
+    requests_per_second: float | None = Field(
+        default=None, description="Requests finished per second."
+    )
+    input_tokens_mean: float | None = Field(
+        default=None, description="Prompt tokens per request: the counters' ratio (exact)."
+    )
+    input_tokens_p50: float | None = Field(
+        default=None, description="Median prompt length from the engine's 1-2-5 buckets."
+    )
+    output_tokens_mean: float | None = Field(
+        default=None, description="Generated tokens per request: the counters' ratio."
+    )
+    output_tokens_p50: float | None = Field(
+        default=None, description="Median generated length from the engine's buckets."
+    )
+    ttft_p50_seconds: float | None = Field(default=None, description="Time to first token, median.")
+    ttft_p95_seconds: float | None = Field(default=None, description="Time to first token, p95.")
+    tpot_p50_seconds: float | None = Field(default=None, description="Time between tokens, median.")
+    tpot_p95_seconds: float | None = Field(default=None, description="Time between tokens, p95.")
+    ttft_within_slo: float | None = Field(
+        default=None, description="Share of requests whose TTFT met spec.slo.ttftMs."
+    )
+    tpot_within_slo: float | None = Field(
+        default=None, description="Share of gaps between tokens within spec.slo.tpotMs."
+    )
+    output_tokens_per_second: float | None = Field(
+        default=None, description="Generated tokens per second, all replicas."
+    )
+    kv_cache_usage: float | None = Field(default=None, description="Average, 0-1.")
+    replicas: float | None = Field(default=None, description="Serving replicas, on average.")
+    cost_per_hour: float | None = Field(
+        default=None, description="USD per hour of the serving replicas, on average."
+    )
+    cost_per_million_output_tokens: float | None = Field(
+        default=None, description="USD: cost per hour over output tokens per hour."
+    )
+    price: Price | None = None
+    unknown: dict[str, str] = Field(
+        default_factory=dict, description="Why each absent figure is Unknown, by its name."
+    )
 
 
 class LLMDeploymentStatus(StatusModel):
@@ -73,4 +142,10 @@ class LLMDeploymentStatus(StatusModel):
     )
     plan: dict[str, Any] | None = Field(
         default=None, description="The sizing plan (the `llmdeploy plan -o json` contract)."
+    )
+    observed: Observed | None = Field(
+        default=None,
+        description="What the engines' metrics in Prometheus say, over the operator's "
+        "measurement window up to `end`; refreshed every measurement interval. A figure "
+        "that is absent is Unknown, and `unknown` says why (docs/measure.md).",
     )

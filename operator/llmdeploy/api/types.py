@@ -603,9 +603,10 @@ class ScalingSpec(SpecModel):
     prometheus: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
-        description="modes operator and keda: the name of a Prometheus endpoint the "
-        "operator's settings allow (LLMDEPLOY_PROMETHEUS_ENDPOINTS), which the operator or "
-        "KEDA queries; default: the operator's default endpoint (LLMDEPLOY_PROMETHEUS_URL).",
+        description="The name of a Prometheus endpoint the operator's settings allow "
+        "(LLMDEPLOY_PROMETHEUS_ENDPOINTS): queried by the operator's autoscaling (mode "
+        "operator) or by KEDA (mode keda), and in every mode by the measurements "
+        "(status.observed); default: the operator's default endpoint (LLMDEPLOY_PROMETHEUS_URL).",
     )
     prometheus_url: str | None = Field(
         default=None,

@@ -90,6 +90,8 @@ def client_for(config: PrometheusConfig) -> PrometheusConnect:
 # Everything a query can raise short of a bug: transport and TLS errors, non-200 answers,
 # malformed bodies, an unreadable token or CA file.
 QUERY_ERRORS = (RequestException, PrometheusApiClientException, ValueError, KeyError, OSError)
+# Of those, the ones that say Prometheus is not answering at all (not one query's problem).
+UNREACHABLE = (requests.ConnectionError, requests.Timeout)
 
 
 def read_queries(

@@ -4,14 +4,16 @@ No I/O and no clients here (an import contract in `make lint` enforces it): the 
 always gives the same outcome, and unit tests drive every decision with plain data.
 
 Some observations cost a request and matter only in some states (pending pods while replicas
-are missing, Prometheus for operator-mode autoscaling, GPUs in use before a scale-up). decide
-asks for them through `Outcome.needs`; the reconcile observes them and decides again.
+are missing, Prometheus for operator-mode autoscaling and for a measurement that is due, GPUs in
+use before a scale-up). decide asks for them through `Outcome.needs`; the reconcile observes
+them and decides again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmdeploy.api.status import Condition, GpuExclusion, LLMDeploymentStatus
+from llmdeploy.api.status import Condition, GpuExclusion, LLMDeploymentStatus, Observed
 from llmdeploy.api.types import LLMDeployment, duration_seconds, format_validation_error
 from llmdeploy.autoscale.decision import (
     IDLE_SIGNALS,
@@ -41,6 +43,9 @@ from llmdeploy.cluster.objects import (
     WorkloadStatus,
     prepared,
 )
+from llmdeploy.measure.observed import Verdict, observe, plan_drift, slo_met
+from llmdeploy.measure.queries import MeasurementQueries, measurement_queries, window_seconds
+from llmdeploy.measure.results import Readings
 from llmdeploy.render import (
     DEFAULT_PROMETHEUS,
     NO_HOST_ACCESS,
@@ -64,6 +69,9 @@ from llmdeploy.sizing.inventory import (
 PERSIST_AUTOSCALER_EVERY_S = 30.0
 ACTIVATION = "activation"  # its key among the readings and in status.autoscaler.metrics
 EXCLUDED_GPU_TTL_S = 3600.0  # a stock-out seldom lasts longer; then the SKU is tried again
+MEASURE_INTERVAL_S = 60.0  # status.observed is this old at most (plus a resync)
+MEASURE_WINDOW = "10m"
+MEASURE_WINDOW_S = window_seconds(MEASURE_WINDOW)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,8 @@ class Config:
     prometheus: Mapping[str, PrometheusTarget]  # the endpoints the settings allow, by name
     host_access: HostAccess  # what objects may reach beyond their namespace
     excluded_gpu_ttl_s: float = EXCLUDED_GPU_TTL_S  # how long a starved SKU stays excluded
+    measure_interval_s: float = MEASURE_INTERVAL_S  # between two measurements of an object
+    measure_window_s: int = MEASURE_WINDOW_S  # what one measurement covers, up to its time
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,11 +135,12 @@ class Needs:
     pending_pods: bool = False
     spec_hash: str | None = None  # of the pods whose scheduling matters: the current plan's
     queries: tuple[tuple[str, str], ...] = ()  # (key, PromQL) to read from Prometheus
+    measure: MeasurementQueries | None = None  # a measurement for status.observed
     prometheus: str = DEFAULT_PROMETHEUS  # the endpoint to read them from
     gpus_in_use: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.pending_pods or self.queries or self.gpus_in_use)
+        return bool(self.pending_pods or self.queries or self.measure or self.gpus_in_use)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +158,7 @@ class Snapshot:
     pending: tuple[PendingPod, ...] | None = None
     metrics: MetricsReading | None = None
     gpus_in_use: tuple[dict[str, int], int] | None = None  # (GPUs by node, the owner's pods)
+    measured: Readings | None = None  # the measurement's readings, taken at `now`
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +180,8 @@ class Outcome:
     remove_finalizer: bool = False
     rendered: Rendered | None = None
     autoscaler: Remembered | None = None
-    requeue_after_s: float | None = None  # a deadline (pending capacity) or a re-plan
+    # A deadline (pending capacity, an exclusion's expiry, the next measurement) or a re-plan.
+    requeue_after_s: float | None = None
 
 
 def owner_of(body: Mapping[str, Any]) -> Owner:
@@ -622,6 +635,20 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
             capacity, _ = capacity_condition((), snap.now, 0, generation)
 
     extra: list[Condition] = []
+    observed = None
+    if plan.feasible:
+        serving = workload_status is not None and workload_status.exists
+        measured = _measurement(snap, config, resource, plan, status, generation, serving)
+        if isinstance(measured, Needs):
+            return Outcome(needs=measured, rendered=rendered)
+        observed, verdicts, due_in = measured
+        for type_, verdict in verdicts:
+            extra.append(_condition_of(type_, verdict, generation))
+            event = _transition_event(type_, verdict, previous)
+            if event is not None:
+                events.append(event)
+        if due_in is not None:
+            requeue = due_in if requeue is None else min(requeue, due_in)
     scale_to = None
     scale_reason = ""
     remembered = snap.autoscaler
@@ -654,7 +681,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
         snap.now,
         excluded_at,
         extra,
-    ).model_copy(update={"autoscaler": autoscaler_field})
+    ).model_copy(update={"autoscaler": autoscaler_field, "observed": observed})
     if next_expiry is not None:  # a deadline of its own, like the capacity's
         requeue = next_expiry if requeue is None else min(requeue, next_expiry)
     if snap.error and _degraded_message(status) != snap.error:
@@ -848,3 +875,105 @@ def _autoscale(
     else:
         field_value = dict(previous)
     return decision, Remembered(decision.state, persisted), field_value
+
+
+# The status of a measured condition whose transition to it is a Warning event.
+WARN_ON = {"SLOMet": "False", "PlanDrift": "True"}
+
+
+def _measurement(
+    snap: Snapshot,
+    config: Config,
+    resource: LLMDeployment,
+    plan: Plan,
+    status: Mapping[str, Any],
+    generation: int,
+    serving: bool,
+) -> Needs | tuple[Observed | None, list[tuple[str, Verdict]], float | None]:
+    """status.observed, the SLOMet and PlanDrift verdicts, and the seconds until the next
+    measurement is due; or the measurement to take first. A measurement is due when status
+    has none, or it is an interval old, or the spec changed since (the SLO it was judged
+    against may have); otherwise the one in status is reused. Nothing is measured before the
+    workload exists."""
+    scaling = resource.spec.scaling
+    endpoint = (scaling.prometheus if scaling else None) or DEFAULT_PROMETHEUS
+
+    def unknown(reason: str, why: str) -> list[tuple[str, Verdict]]:
+        verdict = Verdict(status="Unknown", reason=reason, message=f"not measured: {why}")
+        return [("SLOMet", verdict), ("PlanDrift", verdict)]
+
+    if endpoint not in config.prometheus:
+        why = (
+            f"no Prometheus endpoint named {endpoint} in the operator's settings"
+            if endpoint != DEFAULT_PROMETHEUS
+            else "no Prometheus configured (LLMDEPLOY_PROMETHEUS_URL)"
+        )
+        return None, unknown("NoPrometheus", why), None
+    if not serving:
+        return None, unknown("NotDeployed", "the engines' workload does not exist yet"), None
+    now = snap.now.timestamp()
+    if snap.measured is not None:
+        observed = observe(
+            snap.measured,
+            plan=plan,
+            catalog=config.catalog,
+            slo=resource.spec.slo,
+            window_s=config.measure_window_s,
+            end=now,
+        )
+        age = 0.0
+    else:
+        stored = _stored_observed(status)
+        end = None if stored is None else _timestamp(stored.end)
+        age = math.inf if end is None else now - end
+        fresh = 0 <= age < config.measure_interval_s
+        if stored is None or not fresh or status.get("observedGeneration") != generation:
+            owner = owner_of(snap.body)
+            queries = measurement_queries(
+                owner.namespace, owner.name, resource.spec.engine.name, config.measure_window_s
+            )
+            return Needs(measure=queries, prometheus=endpoint)
+        observed = stored
+    verdicts = [
+        ("SLOMet", slo_met(observed, resource.spec.slo)),
+        ("PlanDrift", plan_drift(observed, resource.spec.workload)),
+    ]
+    return observed, verdicts, max(1.0, math.ceil(config.measure_interval_s - age))
+
+
+def _stored_observed(status: Mapping[str, Any]) -> Observed | None:
+    """status.observed as written; None (measure again) when it cannot be read."""
+    try:
+        return Observed.model_validate(status.get("observed"))
+    except ValidationError:
+        return None
+
+
+def _timestamp(text: str) -> float | None:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+
+def _condition_of(type_: str, verdict: Verdict, generation: int) -> Condition:
+    return Condition(
+        type=type_,
+        status=verdict.status,
+        reason=verdict.reason,
+        message=verdict.message,
+        observed_generation=generation,
+    )
+
+
+def _transition_event(
+    type_: str, verdict: Verdict, previous: Sequence[Mapping[str, Any]]
+) -> Event | None:
+    """An event when the condition's status changes (a condition not yet in status counts as
+    Unknown): not on every refresh of its numbers."""
+    before = next((c.get("status") for c in previous if c.get("type") == type_), "Unknown")
+    if before == verdict.status:
+        return None
+    message = f"{type_}={verdict.status} ({verdict.reason}): {verdict.message}"
+    return Event(type_, message, WARN_ON[type_] == verdict.status)

@@ -28,9 +28,10 @@ class Record:
     applied: dict[ChildKey, tuple[str, str]] = field(default_factory=dict)  # (hash, revision)
     rendered: Rendered | None = None
     autoscaler: Remembered | None = None
-    # The inputs of the last reconcile that wrote nothing and depended on no clock: while they
-    # are unchanged, decide would give the same no-op again.
-    settled: tuple[Any, ...] | None = None
+    # The inputs of the last reconcile that wrote nothing and observed nothing beyond the
+    # index, and until when (time.monotonic) it holds: its next deadline, if any. While they
+    # are unchanged and the deadline is ahead, decide would give the same no-op again.
+    settled: tuple[tuple[Any, ...], float] | None = None
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ apply, prunes by uid, /scale and status by resourceVersion. It is the only write
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import traceback
@@ -39,11 +40,15 @@ from llmdeploy.controller.index import Index, Key, Record
 from llmdeploy.controller.peering import Peering
 from llmdeploy.controller.queue import WorkQueue
 from llmdeploy.controller.settings import OperatorSettings
+from llmdeploy.measure.prometheus import collect
+from llmdeploy.measure.results import readings
 
 log = logging.getLogger("llmdeploy.reconcile")
 STATUS_FIELDS = frozenset(f.alias or n for n, f in LLMDeploymentStatus.model_fields.items())
 PACKAGE = Path(__file__).resolve().parents[1]  # llmdeploy/, whose frames locate a bug
-MAX_OBSERVE_ROUNDS = 3  # pending pods, Prometheus, GPUs in use: each asked for at most once
+# Pending pods, a measurement, the autoscaler's Prometheus readings, GPUs in use: each asked
+# for at most once.
+MAX_OBSERVE_ROUNDS = 4
 
 
 class ConflictError(Exception):
@@ -88,6 +93,8 @@ class Reconciler:
             settings.prometheus_targets(),
             settings.host_access(),
             settings.excluded_gpu_ttl_seconds,
+            settings.measure_interval_seconds,
+            settings.measure_window_seconds(),
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -242,10 +249,13 @@ class Reconciler:
         body, children, record = begun
         inventory = self.cluster.inventory()
         # decide is pure: inputs equal to those of a reconcile that changed nothing and asked
-        # for no time-dependent observation give the same no-op (a settled resync costs this).
+        # for no time-dependent observation give the same no-op until its next deadline (a
+        # settled resync costs this).
         seen = (body["metadata"].get("resourceVersion"), children, dict(record.applied), inventory)
-        if record.settled == seen:
-            return "success", None
+        if record.settled is not None:
+            inputs, until = record.settled
+            if inputs == seen and time.monotonic() < until:
+                return "success", None
         record.settled = None
         deadline = time.monotonic() + self.settings.reconcile_timeout_seconds
         snap = Snapshot(
@@ -271,9 +281,10 @@ class Reconciler:
             if exc.status is not None and not isinstance(exc, OverdueError):
                 self._report_failure(snap, str(exc))
             raise
-        timeless = rounds == 0 and outcome.autoscaler is None and outcome.requeue_after_s is None
-        if timeless and not wrote:
-            record.settled = seen
+        if rounds == 0 and outcome.autoscaler is None and not wrote:
+            # Until its deadline, if any: the requeue below comes back no earlier than that.
+            wait = outcome.requeue_after_s
+            record.settled = (seen, math.inf if wait is None else time.monotonic() + wait)
         invalid = outcome.status is not None and outcome.status.phase == "Failed"
         return ("invalid" if invalid else "success"), outcome.requeue_after_s
 
@@ -288,6 +299,10 @@ class Reconciler:
             endpoint = self.prometheus[needs.prometheus]
             reading = read_queries(endpoint, dict(needs.queries), snap.now.timestamp())
             snap = replace(snap, metrics=reading)
+        if needs.measure is not None:
+            endpoint = self.prometheus[needs.prometheus]
+            instant, _ = collect(endpoint, needs.measure, snap.now.timestamp())
+            snap = replace(snap, measured=readings(instant, needs.measure.missing))
         if needs.gpus_in_use:
             snap = replace(
                 snap, gpus_in_use=self.cluster.gpus_in_use(owner, self.settings.namespaces)
@@ -438,8 +453,24 @@ def status_patch(current: Mapping[str, Any], status: LLMDeploymentStatus) -> dic
     """A merge patch from the status as read to the one decided: changed fields, and nulls
     for fields the operator owns that are no longer set. Empty when nothing changed."""
     wanted = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    patch: dict[str, Any] = {k: v for k, v in wanted.items() if current.get(k) != v}
+    patch = _merge_patch(current, wanted)
     patch.update({k: None for k in current if k in STATUS_FIELDS and k not in wanted})
+    return patch
+
+
+def _merge_patch(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) of `wanted`'s keys: a merge patch merges objects, so a
+    key an object field (status.observed, say) no longer has must be sent as null."""
+    patch: dict[str, Any] = {}
+    for key, value in wanted.items():
+        old = current.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = _merge_patch(old, value)
+            nested.update({k: None for k in old if k not in value})
+            if nested:
+                patch[key] = nested
+        elif old != value:
+            patch[key] = value
     return patch
 
 

@@ -18,7 +18,12 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from llmdeploy.controller.decide import EXCLUDED_GPU_TTL_S
+from llmdeploy.controller.decide import (
+    EXCLUDED_GPU_TTL_S,
+    MEASURE_INTERVAL_S,
+    MEASURE_WINDOW,
+)
+from llmdeploy.measure.queries import WindowError, window_seconds
 from llmdeploy.render import DEFAULT_PROMETHEUS, HostAccess, PrometheusTarget
 from llmdeploy.render.manifests import KEDA_AUTH_MODES
 
@@ -73,7 +78,7 @@ class OperatorSettings(BaseSettings):
     prometheus_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^\s#?@]+$",
-        description="The default Prometheus for operator-mode autoscaling.",
+        description="The default Prometheus, for operator-mode autoscaling and measurements.",
     )
     prometheus_endpoints: dict[
         Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")],
@@ -102,6 +107,18 @@ class OperatorSettings(BaseSettings):
     )
     prometheus_keda_auth_modes: str | None = Field(
         default=None, pattern=KEDA_AUTH_MODES, description="KEDA's authModes for it."
+    )
+    measure_interval_seconds: float = Field(
+        default=MEASURE_INTERVAL_S,
+        ge=1,
+        le=86_400,
+        description="Seconds between measurements of each LLMDeployment from its Prometheus "
+        "endpoint (status.observed, SLOMet, PlanDrift).",
+    )
+    measure_window: str = Field(
+        default=MEASURE_WINDOW,
+        description="The window each measurement covers, up to its time: a whole number of "
+        "s, m, h or d, e.g. 10m.",
     )
     allowed_host_path_prefixes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -195,6 +212,18 @@ class OperatorSettings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("measure_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        try:
+            window_seconds(value)
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    def measure_window_seconds(self) -> int:
+        return window_seconds(self.measure_window)
 
     def prometheus(self) -> dict[str, PrometheusEndpoint]:
         """Every endpoint an object may name, the default included."""

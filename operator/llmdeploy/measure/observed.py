@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from llmdeploy.api.status import MeasuredModel as MeasureModel
+from llmdeploy.api.status import Observed, Price
 from llmdeploy.api.types import SloSpec, WorkloadSpec, to_camel
 from llmdeploy.catalog import Catalog
 from llmdeploy.measure.histogram import Histogram, quantile, share_within
@@ -40,62 +40,6 @@ DRIFT_TOLERANCE = 0.25
 SIGNIFICANT_DIGITS = 6
 
 Status = Literal["True", "False", "Unknown"]
-
-
-class MeasureModel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
-
-    def to_json_dict(self) -> dict[str, object]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-class Price(MeasureModel):
-    """The catalog price realized costs are computed from."""
-
-    gpu: str
-    gpus_per_replica: int
-    usd_per_gpu_hour: float
-    date: str = Field(description="The catalog's priceDate.")
-    source: str | None = Field(default=None, description="The catalog's sources.price.")
-
-
-class Observed(MeasureModel):
-    """Measured over `windowSeconds` up to `end`; a field that is None is Unknown, and
-    `unknown` says why (by the field's camelCase name)."""
-
-    window_seconds: int
-    end: str = Field(description="End of the window, RFC 3339 (UTC).")
-    requests: float | None = Field(default=None, description="Requests finished in the window.")
-    requests_per_second: float | None = None
-    input_tokens_mean: float | None = Field(
-        default=None, description="Prompt tokens per request: the counters' ratio (exact)."
-    )
-    input_tokens_p50: float | None = Field(
-        default=None, description="Median prompt length from the engine's 1-2-5 buckets."
-    )
-    output_tokens_mean: float | None = None
-    output_tokens_p50: float | None = None
-    ttft_p50_seconds: float | None = None
-    ttft_p95_seconds: float | None = None
-    tpot_p50_seconds: float | None = None
-    tpot_p95_seconds: float | None = None
-    ttft_within_slo: float | None = Field(
-        default=None, description="Share of requests whose TTFT met spec.slo.ttftMs."
-    )
-    tpot_within_slo: float | None = Field(
-        default=None, description="Share of gaps between tokens within spec.slo.tpotMs."
-    )
-    output_tokens_per_second: float | None = None
-    kv_cache_usage: float | None = Field(default=None, description="Average, 0-1.")
-    replicas: float | None = Field(default=None, description="Serving replicas, on average.")
-    cost_per_hour: float | None = Field(
-        default=None, description="USD per hour of the serving replicas, on average."
-    )
-    cost_per_million_output_tokens: float | None = Field(
-        default=None, description="USD: cost per hour over output tokens per hour."
-    )
-    price: Price | None = None
-    unknown: dict[str, str] = Field(default_factory=dict)
 
 
 class Verdict(MeasureModel):

@@ -12,6 +12,7 @@ from functools import partial
 
 from llmdeploy.autoscale.prometheus import (
     QUERY_ERRORS,
+    UNREACHABLE,
     PrometheusConfig,
     client_for,
     describe_error,
@@ -24,7 +25,9 @@ def collect(
     config: PrometheusConfig, queries: MeasurementQueries, end: float
 ) -> tuple[dict[str, QueryResult], dict[str, QueryResult]]:
     """(instant results at `end`, range results over the window up to `end`). A query that
-    fails carries the reason in `error`; an unreachable Prometheus fails them all."""
+    fails carries the reason in `error`; an unreachable Prometheus fails them all, and once
+    one query found it so the rest are not asked: a Prometheus that times out would otherwise
+    hold a reconcile for a deadline per query."""
     instant: dict[str, QueryResult] = {}
     series: dict[str, QueryResult] = {}
     try:
@@ -37,19 +40,25 @@ def collect(
     start = datetime.fromtimestamp(end - queries.window_s, UTC)
     stop = datetime.fromtimestamp(end, UTC)
     at = {"time": f"{end:.3f}"}
+    unreachable: list[str] = []  # why Prometheus did not answer, once a query found it so
+
+    def answer(promql: str, ask: Callable[[], object]) -> QueryResult:
+        if unreachable:
+            return QueryResult(promql=promql, error=unreachable[0])
+        try:
+            result = ask()
+        except QUERY_ERRORS as exc:
+            why = describe_error(exc)
+            if isinstance(exc, UNREACHABLE):
+                unreachable.append(why)
+            return QueryResult(promql=promql, error=why)
+        if not isinstance(result, list):
+            return QueryResult(promql=promql, error="a malformed answer")
+        return QueryResult(promql=promql, result=result)
+
     for key, promql in queries.instant.items():
-        instant[key] = _answer(promql, partial(client.custom_query, promql, params=at))
+        instant[key] = answer(promql, partial(client.custom_query, promql, params=at))
     step = f"{queries.step_s}s"
     for key, promql in queries.series.items():
-        series[key] = _answer(promql, partial(client.custom_query_range, promql, start, stop, step))
+        series[key] = answer(promql, partial(client.custom_query_range, promql, start, stop, step))
     return instant, series
-
-
-def _answer(promql: str, ask: Callable[[], object]) -> QueryResult:
-    try:
-        result = ask()
-    except QUERY_ERRORS as exc:
-        return QueryResult(promql=promql, error=describe_error(exc))
-    if not isinstance(result, list):
-        return QueryResult(promql=promql, error="a malformed answer")
-    return QueryResult(promql=promql, result=result)

@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 from pydantic import Field
 
+from llmdeploy.api.status import MeasuredModel as MeasureModel
+from llmdeploy.api.status import Observed
 from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.measure.observed import (
     DRIFT_TOLERANCE,
     SLO_SHARE,
-    MeasureModel,
-    Observed,
     Verdict,
     milliseconds,
     percent,

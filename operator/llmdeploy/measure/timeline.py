@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmdeploy.api.status import Price
 from llmdeploy.measure.histogram import quantile
-from llmdeploy.measure.observed import Price
 from llmdeploy.measure.queries import OUTPUT_TOKENS_RATE, REPLICAS, TPOT, TTFT
 from llmdeploy.measure.results import Series
 
