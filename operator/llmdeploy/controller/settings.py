@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmdeploy.render import HostAccess
+from llmdeploy.sizing.inventory import provisionable_skus
 
 DEFAULT_PROMETHEUS = "default"
 
@@ -168,6 +169,4 @@ class OperatorSettings(BaseSettings):
 
     def provisionable(self) -> set[str] | None:
         """None when every catalog SKU counts as provisionable."""
-        if self.provisionable_gpus is None:
-            return set()
-        return None if "*" in self.provisionable_gpus else set(self.provisionable_gpus)
+        return provisionable_skus(self.provisionable_gpus)
