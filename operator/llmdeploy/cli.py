@@ -101,7 +101,10 @@ class Cluster:
     def __init__(self, args: argparse.Namespace, catalog: Catalog) -> None:
         self.inventory = Inventory()
         path = args.inventory
-        if path is not None:
+        if args.from_cluster:
+            path = "the current kubeconfig's cluster"
+            self.inventory = inventory_from_nodes(_cluster_nodes())
+        elif path is not None:
             if path == "-" and args.file == "-":
                 raise InputError("--inventory: stdin is already the manifest (-f -)")
             origin = "stdin" if path == "-" else path
@@ -120,7 +123,7 @@ class Cluster:
                     f"--provisionable: unknown GPU {unknown[0]!r}; "
                     f"known: {', '.join(sorted(catalog.gpus))}"
                 )
-        if path is None and names is None:
+        if path is None and names is None:  # neither nodes nor autoscaler SKUs given
             self.provisionable: set[str] | None = None
             self.scope = (
                 "planned for an unconstrained catalog (no --inventory): every catalog GPU "
@@ -142,6 +145,25 @@ class Cluster:
 
     def plan(self, resource: LLMDeployment, catalog: Catalog, lock: ImageLock) -> Plan:
         return plan_for_cluster(resource, catalog, self.inventory, self.provisionable, lock=lock)
+
+
+def _cluster_nodes() -> list[dict[str, Any]]:
+    """The nodes of the current kubeconfig's cluster (`--from-cluster`), as JSON objects."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        # KUBECONFIG as it is now (the library reads it once, at import).
+        api = config.new_client_from_config(os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+        nodes = client.CoreV1Api(api).list_node(_request_timeout=(10, 60)).items
+    except ConfigException as exc:
+        raise InputError(f"--from-cluster: no usable kubeconfig: {exc}") from None
+    except client.ApiException as exc:
+        raise InputError(f"--from-cluster: list nodes: {exc.status} {exc.reason}") from None
+    except HTTPError as exc:
+        raise InputError(f"--from-cluster: the API server did not answer: {exc}") from None
+    return [api.sanitize_for_serialization(node) for node in nodes]
 
 
 def _note(args: argparse.Namespace, message: str) -> None:
@@ -353,12 +375,18 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         help="a Hugging Face config.json giving the model's architecture",
     )
     parser.add_argument("--image-lock", metavar="FILE", help="replace the packaged image lock")
-    parser.add_argument(
+    nodes = parser.add_mutually_exclusive_group()
+    nodes.add_argument(
         "--inventory",
         metavar="FILE",
         help="the cluster's nodes as `kubectl get nodes -o yaml` prints them (or Node "
         "documents), - for stdin: plan for their GPUs and drivers as the operator does "
         "(default: an unconstrained catalog)",
+    )
+    nodes.add_argument(
+        "--from-cluster",
+        action="store_true",
+        help="read the nodes from the current kubeconfig's cluster instead of --inventory",
     )
     parser.add_argument(
         "--provisionable",

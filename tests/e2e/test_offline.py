@@ -102,6 +102,7 @@ def test_every_example_renders_offline_as_the_operator_applies_it(
     namespace: str,
     operator: Operator,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The session's operator may have started before this module installed the LeaderWorkerSet
     # and PodMonitor CRDs, and then looks for them again only after a minute.
@@ -130,6 +131,9 @@ def test_every_example_renders_offline_as_the_operator_applies_it(
         assert "planned for the cluster" in planned.stderr
         rendered = cli("render", "-f", str(manifest), "--inventory", str(inventory))
         plan = json.loads(planned.stdout)
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig_path))
+        direct = cli("plan", "-f", str(manifest), "--from-cluster", "-o", "json")
+        assert direct.stdout == planned.stdout, f"{name}: --from-cluster: {direct.stderr}"
         assert rendered.returncode == (0 if plan["feasible"] else 1), rendered.stderr
         offline[name] = (plan, [d for d in yaml.safe_load_all(rendered.stdout) if d])
     # Not vacuous: the examples bring every kind a plan without autoscaling renders.

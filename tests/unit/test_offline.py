@@ -156,3 +156,15 @@ def test_the_plan_is_sized_for_the_release_the_nodes_drivers_run() -> None:
     assert not too_old.feasible
     why = " ".join(too_old.reasons)
     assert "nvidia-l4 nodes' NVIDIA driver 535.104 is older than every pinned vLLM" in why
+
+
+def test_from_cluster_without_a_kubeconfig_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    example = str(ROOT / "examples" / "llama-3.1-8b-l4.yaml")
+    code, _, err = run(capsys, "plan", "-f", example, "--from-cluster")
+    assert code == 2 and err.startswith("error: --from-cluster: no usable kubeconfig")
+    with pytest.raises(SystemExit) as exited:  # one source of nodes
+        cli.main(["plan", "-f", example, "--from-cluster", "--inventory", str(NODES)])
+    assert exited.value.code == 2
