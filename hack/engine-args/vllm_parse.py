@@ -23,7 +23,20 @@ PLATFORM = sys.argv[1]
 for kernels in ("vllm._C", "vllm._rocm_C"):
     sys.modules.setdefault(kernels, types.ModuleType(kernels))
 if PLATFORM == "rocm":
+    import torch
     from vllm.platforms.rocm import RocmPlatform as Pinned
+
+    # The ROCm platform reads the device (its GCN architecture) while it builds defaults;
+    # the device is the MI300X the AMD plans run on (gfx942, 192 GiB).
+    mi300x = types.SimpleNamespace(
+        gcnArchName="gfx942:sramecc+:xnack-",
+        name="AMD Instinct MI300X",
+        total_memory=192 * 2**30,
+        major=9,
+        minor=4,
+    )
+    torch.cuda.get_device_properties = lambda device=None: mi300x
+    torch.cuda.get_device_capability = lambda device=None: (9, 4)
 else:
     from vllm.platforms.cuda import CudaPlatform as Pinned
 vllm.platforms._current_platform = Pinned()
