@@ -37,10 +37,10 @@ for version in "${versions[@]}"; do
   fi
   echo "== vllm $version" >&2
   # Outside the repository: the release's own modules, nothing of llmdeploy's.
-  for platform in cuda rocm; do
-    grep -q "\"platform\": \"$platform\"" "$cases" || continue
-    (cd "$cache" && "$venv/bin/python" "$root/hack/engine-args/vllm_parse.py" "$platform" <"$cases") ||
-      status=1
+  .venv/bin/python hack/engine-args/cases.py skipped "$cases" | sed "s/^SKIP /SKIP vllm $version /"
+  mapfile -t gpus < <(.venv/bin/python hack/engine-args/cases.py gpus "$cases")
+  for gpu in "${gpus[@]}"; do
+    (cd "$cache" && "$venv/bin/python" "$root/hack/engine-args/vllm_parse.py" "$gpu" <"$cases") || status=1
   done
   rm -f "$cases"
   if [[ "${KEEP:-0}" != 1 ]]; then rm -rf "$venv"; fi

@@ -2,7 +2,9 @@
 
 `versions` prints the vLLM releases the image lock pins; `cases VERSION` prints, as JSON, the
 `vllm serve` arguments of every example (the golden renders) and of specs that force each
-option the planner and renderer can emit, each pinned to VERSION (spec.engine.version).
+option the planner and renderer can emit, each pinned to VERSION (spec.engine.version), with
+the GPU planned and the values the engine must hold; `gpus FILE` the GPUs of a cases file and
+`skipped FILE` its cases that could not be rendered.
 """
 
 from __future__ import annotations
@@ -139,9 +141,17 @@ def cases(version: str) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["versions"]:
+    command, *rest = sys.argv[1:] or [""]
+    if command == "versions" and not rest:
         print("\n".join(vllm_versions()))
-    elif len(sys.argv) == 3 and sys.argv[1] == "cases":
-        print(json.dumps(cases(sys.argv[2]), indent=1))
+    elif command == "cases" and len(rest) == 1:
+        print(json.dumps(cases(rest[0]), indent=1))
+    elif command in ("gpus", "skipped") and len(rest) == 1:
+        found = json.loads(Path(rest[0]).read_text())
+        if command == "gpus":
+            print("\n".join(sorted({c["gpu"] for c in found if "gpu" in c})))
+        else:
+            for case in (c for c in found if "skipped" in c):
+                print(f"SKIP {case['case']}: not renderable: {case['skipped']}")
     else:
-        sys.exit("usage: cases.py versions | cases VERSION")
+        sys.exit("usage: cases.py versions | cases VERSION | gpus FILE | skipped FILE")

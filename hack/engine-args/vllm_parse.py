@@ -1,12 +1,8 @@
 """Run by a venv that has one vLLM release installed (and not llmdeploy): parse each rendered
 `vllm serve` command line with that release's own CLI parser, as `vllm serve` does, validate
 it as the serve subcommand does, and build its AsyncEngineArgs. Reads the cases (JSON) on
-stdin and takes those of one platform (argument: cuda or rocm, the image the pod runs);
-prints one line per case; exits 1 if any case fails.
-
-There is no GPU here, so vLLM's platform detection finds none; the platform the pod's image
-is built for is set instead, before anything reads it (defaults such as the device type come
-from it)."""
+stdin and takes those planned on one GPU (the argument, a catalog id); prints one line per
+case; exits 1 if any case fails."""
 
 from __future__ import annotations
 
@@ -15,28 +11,44 @@ import sys
 import traceback
 import types
 
+import torch
 import vllm.platforms
 
-PLATFORM = sys.argv[1]
-# The compiled kernels load the NVIDIA driver's libcuda, absent without a GPU; the parser
-# does not run a kernel, so the platform module gets an empty stand-in for them.
+GPU = sys.argv[1]
+PLATFORM = "rocm" if GPU.startswith("amd-") else "cuda"
+# The device each catalog GPU shows torch: vLLM reads it while it imports and builds defaults.
+DEVICES = {
+    "nvidia-l4": ("NVIDIA L4", (8, 9), 23034),
+    "nvidia-a10g": ("NVIDIA A10G", (8, 6), 23028),
+    "nvidia-l40s": ("NVIDIA L40S", (8, 9), 46068),
+    "nvidia-a100-40gb": ("NVIDIA A100-SXM4-40GB", (8, 0), 40960),
+    "nvidia-a100-80gb": ("NVIDIA A100-SXM4-80GB", (8, 0), 81920),
+    "nvidia-h100-80gb": ("NVIDIA H100 80GB HBM3", (9, 0), 81559),
+    "nvidia-h200-141gb": ("NVIDIA H200", (9, 0), 143771),
+    "nvidia-b200-180gb": ("NVIDIA B200", (10, 0), 183359),
+    "amd-mi300x-192gb": ("AMD Instinct MI300X", (9, 4), 196592),
+}
+name, capability, mib = DEVICES[GPU]
+device = types.SimpleNamespace(
+    name=name,
+    major=capability[0],
+    minor=capability[1],
+    total_memory=mib * 2**20,
+    gcnArchName="gfx942:sramecc+:xnack-",  # read on ROCm only
+    multi_processor_count=0,
+)
+# No GPU here: the compiled kernels load the driver's libcuda, and torch finds no device. The
+# parser runs no kernel, so the kernel modules get an empty stand-in, torch answers with the
+# pod's device, and vLLM's platform is the pod image's (CUDA, or ROCm for AMD) before
+# anything reads it.
 for kernels in ("vllm._C", "vllm._rocm_C"):
     sys.modules.setdefault(kernels, types.ModuleType(kernels))
-if PLATFORM == "rocm":
-    import torch
-    from vllm.platforms.rocm import RocmPlatform as Pinned
+torch.cuda.get_device_properties = lambda device_id=None: device
+torch.cuda.get_device_capability = lambda device_id=None: capability
+torch.cuda.get_device_name = lambda device_id=None: name
 
-    # The ROCm platform reads the device (its GCN architecture) while it builds defaults;
-    # the device is the MI300X the AMD plans run on (gfx942, 192 GiB).
-    mi300x = types.SimpleNamespace(
-        gcnArchName="gfx942:sramecc+:xnack-",
-        name="AMD Instinct MI300X",
-        total_memory=192 * 2**30,
-        major=9,
-        minor=4,
-    )
-    torch.cuda.get_device_properties = lambda device=None: mi300x
-    torch.cuda.get_device_capability = lambda device=None: (9, 4)
+if PLATFORM == "rocm":
+    from vllm.platforms.rocm import RocmPlatform as Pinned
 else:
     from vllm.platforms.cuda import CudaPlatform as Pinned
 vllm.platforms._current_platform = Pinned()
@@ -79,20 +91,17 @@ def main() -> int:
     failed = 0
     for case in json.load(sys.stdin):
         name = case["case"]
-        if case.get("platform", PLATFORM) != PLATFORM:
-            continue
-        if "skipped" in case:
-            print(f"SKIP vllm {__version__} {name}: not renderable: {case['skipped']}")
+        if case.get("gpu") != GPU:
             continue
         try:
             summary = check(case["args"], case["expect"])
         except BaseException as exc:  # argparse exits with SystemExit on a bad argument
             failed += 1
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            print(f"FAIL vllm {__version__} ({PLATFORM}) {name} ({case['gpu']}): {detail}")
+            print(f"FAIL vllm {__version__} {name} ({case['gpu']}): {detail}")
             print(f"     args: {' '.join(case['args'])}")
             continue
-        print(f"OK   vllm {__version__} ({PLATFORM}) {name} ({case['gpu']}): {summary}")
+        print(f"OK   vllm {__version__} {name} ({case['gpu']}): {summary}")
     return 1 if failed else 0
 
 
