@@ -6,10 +6,14 @@ case; exits 1 if any case fails."""
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import sys
 import traceback
 import types
+from typing import Any
 
 import torch
 import vllm.platforms
@@ -41,8 +45,27 @@ device = types.SimpleNamespace(
 # parser runs no kernel, so the kernel modules get an empty stand-in, torch answers with the
 # pod's device, and vLLM's platform is the pod image's (CUDA, or ROCm for AMD) before
 # anything reads it.
-for kernels in ("vllm._C", "vllm._rocm_C"):
-    sys.modules.setdefault(kernels, types.ModuleType(kernels))
+
+
+class KernelStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """An empty module for each of vLLM's compiled extensions (vllm._C, _moe_C, ...)."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if not name.startswith("vllm."):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or not str(spec.origin).endswith(".so"):
+            return None
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec: Any) -> types.ModuleType:
+        return types.ModuleType(spec.name)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        pass
+
+
+sys.meta_path.insert(0, KernelStandIn())
 torch.cuda.get_device_properties = lambda device_id=None: device
 torch.cuda.get_device_capability = lambda device_id=None: capability
 torch.cuda.get_device_name = lambda device_id=None: name
@@ -55,7 +78,21 @@ vllm.platforms._current_platform = Pinned()
 
 from vllm import __version__  # noqa: E402
 from vllm.engine.arg_utils import AsyncEngineArgs  # noqa: E402
-from vllm.entrypoints.cli.serve import ServeSubcommand  # noqa: E402
+from vllm.entrypoints.openai.cli_args import (  # noqa: E402
+    make_arg_parser,
+    validate_parsed_serve_args,
+)
+
+try:
+    from vllm.entrypoints.cli.serve import ServeSubcommand
+
+    PARSER = "the serve subcommand"
+except (AttributeError, RuntimeError) as exc:
+    # The cli package imports every subcommand; from 0.11.1 one of them asks a compiled
+    # kernel at import time, which needs a GPU. The serve parser is then built from the
+    # function the serve subcommand builds it with.
+    ServeSubcommand = None
+    PARSER = f"make_arg_parser ({type(exc).__name__} importing the cli package)"
 
 try:  # moved in 0.11.1
     from vllm.utils.argparse_utils import FlexibleArgumentParser
@@ -68,10 +105,17 @@ def check(args: list[str], expect: dict[str, object]) -> str:
     # vllm/entrypoints/cli/main.py does before it serves.
     top = FlexibleArgumentParser(description="vLLM CLI")
     subparsers = top.add_subparsers(required=False, dest="subparser")
-    serve = ServeSubcommand()
-    serve.subparser_init(subparsers)
-    parsed = top.parse_args(["serve", *args])
-    serve.validate(parsed)
+    if ServeSubcommand is not None:
+        serve = ServeSubcommand()
+        serve.subparser_init(subparsers)
+        parsed = top.parse_args(["serve", *args])
+        serve.validate(parsed)
+    else:
+        serve_parser = subparsers.add_parser("serve")
+        serve_parser.add_argument("model_tag", type=str, nargs="?")
+        make_arg_parser(serve_parser)
+        parsed = top.parse_args(["serve", *args])
+        validate_parsed_serve_args(parsed)
     if getattr(parsed, "model_tag", None) is not None:
         parsed.model = parsed.model_tag
     engine = AsyncEngineArgs.from_cli_args(parsed)
@@ -89,6 +133,7 @@ def check(args: list[str], expect: dict[str, object]) -> str:
 
 def main() -> int:
     failed = 0
+    print(f"     vllm {__version__} on {GPU}: parsed by {PARSER}")
     for case in json.load(sys.stdin):
         name = case["case"]
         if case.get("gpu") != GPU:
