@@ -125,6 +125,7 @@ def cases(version: str) -> list[dict[str, Any]]:
         platform = catalog.gpus[plan.gpu].platform if plan.gpu else "cuda"
         # What the release's EngineArgs must hold: the plan's values.
         expect = {
+            "model": args[0],
             "tensor_parallel_size": plan.tensor_parallel,
             "pipeline_parallel_size": plan.pipeline_parallel,
             "max_model_len": plan.max_context_length,

@@ -112,8 +112,9 @@ def check(args: list[str], expect: dict[str, object]) -> str:
         serve.validate(parsed)
     else:
         serve_parser = subparsers.add_parser("serve")
-        serve_parser.add_argument("model_tag", type=str, nargs="?")
         make_arg_parser(serve_parser)
+        if not any(a.dest == "model_tag" for a in serve_parser._actions):
+            serve_parser.add_argument("model_tag", type=str, nargs="?")  # as serve adds it
         parsed = top.parse_args(["serve", *args])
         validate_parsed_serve_args(parsed)
     if getattr(parsed, "model_tag", None) is not None:
