@@ -47,8 +47,13 @@ name="$(.venv/bin/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.arg
 kubectl -n "$namespace" wait "llmdeployment/$name" --for=jsonpath='{.status.phase}'=Ready --timeout=180s >/dev/null
 
 echo
-echo "== the plan behind it (llmdeploy plan -f $example)"
-.venv/bin/llmdeploy plan -f "$example" || true
+echo "== the plan behind it (status.plan of llmdeployment/$name, as the operator made it)"
+kubectl -n "$namespace" get "llmdeployment/$name" -o json | .venv/bin/python -c '
+import json, sys
+from llmdeploy.cli import format_plan_table
+from llmdeploy.sizing import Plan
+print(format_plan_table(Plan.model_validate(json.load(sys.stdin)["status"]["plan"])), end="")'
+echo "   offline, the same plan: kubectl get nodes -o yaml | llmdeploy plan -f $example --inventory -"
 echo
 echo "== kubectl get pods (scheduled by the real scheduler onto simulated GPU nodes)"
 kubectl -n "$namespace" get pods -o wide

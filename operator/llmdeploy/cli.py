@@ -37,6 +37,7 @@ from llmdeploy.catalog import (
     load_catalog,
     load_image_lock,
 )
+from llmdeploy.controller.decide import desired_state, plan_for_cluster
 from llmdeploy.controller.settings import PrometheusEndpoint
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
 from llmdeploy.measure.observed import observe
@@ -49,10 +50,16 @@ from llmdeploy.render import (
     HostAccess,
     PrometheusTarget,
     RenderError,
-    render_manifests,
     to_yaml,
 )
 from llmdeploy.sizing import Plan, SpecError, feasible_alternatives, plan_deployment
+from llmdeploy.sizing.inventory import (
+    Inventory,
+    NodeError,
+    inventory_from_nodes,
+    node_documents,
+    provisionable_skus,
+)
 
 EXIT_FEASIBLE, EXIT_INFEASIBLE, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_UNMEASURED = 4  # report: SLOMet is Unknown
@@ -106,11 +113,90 @@ def _load(args: argparse.Namespace) -> tuple[LLMDeployment, Catalog, ImageLock]:
     return resource, load_catalog(Path(p) for p in args.catalog), lock
 
 
+class Cluster:
+    """What the operator plans against, from --inventory and --provisionable: its nodes and
+    the SKUs a cluster autoscaler can add (None: every catalog SKU, unconstrained)."""
+
+    def __init__(self, args: argparse.Namespace, catalog: Catalog) -> None:
+        self.inventory = Inventory()
+        path = args.inventory
+        if args.from_cluster:
+            path = "the current kubeconfig's cluster"
+            self.inventory = inventory_from_nodes(_cluster_nodes())
+        elif path is not None:
+            if path == "-" and args.file == "-":
+                raise InputError("--inventory: stdin is already the manifest (-f -)")
+            origin = "stdin" if path == "-" else path
+            raw = sys.stdin.buffer.read() if path == "-" else None
+            text = decode(raw, origin) if raw is not None else read_text(Path(path))
+            try:
+                nodes = node_documents(load_yaml_documents(text, origin))
+                self.inventory = inventory_from_nodes(nodes)
+            except NodeError as exc:
+                raise InputError(f"--inventory {origin}: {exc}") from None
+        names = None if args.provisionable is None else args.provisionable.split(",")
+        if names is not None:
+            unknown = [n.strip() for n in names if n.strip() not in {*catalog.gpus, "*", ""}]
+            if unknown:
+                raise InputError(
+                    f"--provisionable: unknown GPU {unknown[0]!r}; "
+                    f"known: {', '.join(sorted(catalog.gpus))}"
+                )
+        if path is None and names is None:  # neither nodes nor autoscaler SKUs given
+            self.provisionable: set[str] | None = None
+            self.scope = (
+                "planned for an unconstrained catalog (no --inventory): every catalog GPU "
+                "counts as available and each engine's default image as the one that runs"
+            )
+        else:
+            # As the operator does with LLMDEPLOY_PROVISIONABLE_GPUS (unset: none).
+            self.provisionable = provisionable_skus(names)
+            skus = sorted({sku for sku in catalog.gpus if self.inventory.sku_nodes(catalog, sku)})
+            extra = (
+                "every catalog GPU"
+                if self.provisionable is None
+                else ", ".join(sorted(self.provisionable)) or "none"
+            )
+            self.scope = (
+                f"planned for the cluster: {len(self.inventory.nodes)} GPU node(s) of "
+                f"{', '.join(skus) or 'no catalog SKU'}; provisionable: {extra}"
+            )
+
+    def plan(self, resource: LLMDeployment, catalog: Catalog, lock: ImageLock) -> Plan:
+        return plan_for_cluster(resource, catalog, self.inventory, self.provisionable, lock=lock)
+
+
+def _cluster_nodes() -> list[dict[str, Any]]:
+    """The nodes of the current kubeconfig's cluster (`--from-cluster`), as JSON objects."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        # KUBECONFIG as it is now (the library reads it once, at import).
+        api = config.new_client_from_config(os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+        nodes = client.CoreV1Api(api).list_node(_request_timeout=(10, 60)).items
+    except ConfigException as exc:
+        raise InputError(f"--from-cluster: no usable kubeconfig: {exc}") from None
+    except client.ApiException as exc:
+        raise InputError(f"--from-cluster: list nodes: {exc.status} {exc.reason}") from None
+    except HTTPError as exc:
+        raise InputError(f"--from-cluster: the API server did not answer: {exc}") from None
+    return [api.sanitize_for_serialization(node) for node in nodes]
+
+
+def _note(args: argparse.Namespace, message: str) -> None:
+    """A line for stderr once stdout is written (errors stay one line)."""
+    args.note = message
+
+
 def format_plan_table(plan: Plan) -> str:
     lines = []
     if plan.feasible:
         lines.append(
-            f"PLAN  {plan.model} on {plan.engine}: {plan.gpu} x{plan.gpu_count} "
+            f"PLAN  {plan.model} on {plan.engine}"
+            f"{f' {plan.engine_version}' if plan.engine_version else ''}: "
+            f"{plan.gpu} x{plan.gpu_count} "
             f"(TP {plan.tensor_parallel}, PP {plan.pipeline_parallel}), {plan.quantization} "
             f"weights, {plan.kv_cache_dtype} KV cache, {plan.replicas} replica(s)"
         )
@@ -180,24 +266,27 @@ def _pictures() -> ModuleType:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     resource, catalog, lock = _load(args)
-    plan = plan_deployment(resource.spec, catalog, lock)
+    cluster = Cluster(args, catalog)
+    plan = cluster.plan(resource, catalog, lock)
     if args.plot:
         path, pictures = _plot_path(args.plot), _pictures()
         alternatives = feasible_alternatives(resource.spec, catalog, lock)
         _save_picture(path, lambda p: pictures.plan_picture(resource, plan, alternatives, p))
     document: dict[str, Any] = plan.to_json_dict()
     if args.output == "json":
+        _note(args, cluster.scope)
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
     elif args.output == "yaml":
+        _note(args, cluster.scope)
         sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
     else:
-        sys.stdout.write(format_plan_table(plan))
+        sys.stdout.write(f"SCOPE {cluster.scope}\n" + format_plan_table(plan))
     return EXIT_FEASIBLE if plan.feasible else EXIT_INFEASIBLE
 
 
-def _report_feasibility(plan: Plan) -> bool:
+def _report_feasibility(plan: Plan, scope: str) -> bool:
     if not plan.feasible:
-        print("error: no feasible plan: " + "; ".join(plan.reasons), file=sys.stderr)
+        print(f"error: no feasible plan ({scope}): " + "; ".join(plan.reasons), file=sys.stderr)
     return plan.feasible
 
 
@@ -217,9 +306,7 @@ def _prometheus_targets(args: argparse.Namespace) -> dict[str, PrometheusTarget]
 
 def cmd_render(args: argparse.Namespace) -> int:
     resource, catalog, lock = _load(args)
-    plan = plan_deployment(resource.spec, catalog, lock)
-    if not _report_feasibility(plan):
-        return EXIT_INFEASIBLE
+    cluster = Cluster(args, catalog)
     try:
         access = HostAccess(
             allowed_host_path_prefixes=tuple(args.allow_host_path_prefix),
@@ -227,9 +314,20 @@ def cmd_render(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "--allow-host-path-prefix")) from None
-    objects = render_manifests(
-        resource, plan, catalog, lock, host_access=access, prometheus=_prometheus_targets(args)
+    # The operator's own decision: the same plan and the same objects it applies.
+    desired = desired_state(
+        resource,
+        catalog,
+        lock,
+        cluster.inventory,
+        cluster.provisionable,
+        host_access=access,
+        prometheus=_prometheus_targets(args),
     )
+    if not _report_feasibility(desired.plan, cluster.scope):
+        return EXIT_INFEASIBLE
+    objects = list(desired.objects)
+    _note(args, cluster.scope)
     if args.output_dir is None:
         sys.stdout.write(to_yaml(objects))
         return EXIT_FEASIBLE
@@ -259,8 +357,9 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     if cold_start is not None and not 0 <= cold_start <= MAX_COLD_START_S:  # NaN fails too
         raise InputError(f"--cold-start: must be 0 to {MAX_COLD_START_S:g} seconds")
     resource, catalog, lock = _load(args)
-    plan = plan_deployment(resource.spec, catalog, lock)
-    if not _report_feasibility(plan):
+    cluster = Cluster(args, catalog)
+    plan = cluster.plan(resource, catalog, lock)
+    if not _report_feasibility(plan, cluster.scope):
         return EXIT_INFEASIBLE
     try:
         trace = read_trace(read_text(Path(args.load)))
@@ -283,6 +382,7 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     start = min(max(asked, lowest), scaling.max_replicas)
     config = config_from_plan(plan, spec.workload, cold_start, start)
     steps = simulate(trace, effective_scaling(scaling, plan, config.cold_start_s), config)
+    _note(args, cluster.scope)
     if args.output == "json":
         sys.stdout.write(json.dumps([s.to_json() for s in steps], indent=2) + "\n")
         return EXIT_FEASIBLE
@@ -462,6 +562,25 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
         help="a Hugging Face config.json giving the model's architecture",
     )
     parser.add_argument("--image-lock", metavar="FILE", help="replace the packaged image lock")
+    nodes = parser.add_mutually_exclusive_group()
+    nodes.add_argument(
+        "--inventory",
+        metavar="FILE",
+        help="the cluster's nodes as `kubectl get nodes -o yaml` prints them (or Node "
+        "documents), - for stdin: plan for their GPUs and drivers as the operator does "
+        "(default: an unconstrained catalog)",
+    )
+    nodes.add_argument(
+        "--from-cluster",
+        action="store_true",
+        help="read the nodes from the current kubeconfig's cluster instead of --inventory",
+    )
+    parser.add_argument(
+        "--provisionable",
+        metavar="SKU,...",
+        help="GPUs a cluster autoscaler can add, '*' for all: the operator's "
+        "LLMDEPLOY_PROVISIONABLE_GPUS (with --inventory, default none)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -591,6 +710,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        if getattr(args, "note", None):
+            print(f"note: {args.note}", file=sys.stderr)
     except (InputError, DocumentError, SpecError, RenderError) as exc:
         return _error(str(exc), EXIT_INVALID)
     except SetupError as exc:

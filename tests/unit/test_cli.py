@@ -76,7 +76,10 @@ def test_json_contract(tmp_path: Path) -> None:
 def test_table_shows_choice_and_alternatives(tmp_path: Path) -> None:
     result = run_plan(tmp_path, manifest())
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("PLAN")
+    scope, plan = result.stdout.splitlines()[:2]
+    assert scope.startswith("SCOPE planned for an unconstrained catalog") and plan.startswith(
+        "PLAN"
+    )
     assert "WHY NOT" in result.stdout
 
 
@@ -372,10 +375,10 @@ def test_broken_pipe_is_one_line(tmp_path: Path) -> None:
 def test_internal_error_exits_3_without_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def broken(*_: object) -> None:
+    def broken(*_: object, **__: object) -> None:
         raise RuntimeError("planner\nbroke")
 
-    monkeypatch.setattr(cli, "plan_deployment", broken)
+    monkeypatch.setattr(cli, "plan_for_cluster", broken)
     assert cli.main(["plan", "-f", str(EXAMPLE)]) == 3
     assert capsys.readouterr().err == (
         "error: internal error: RuntimeError: planner broke (--debug shows the traceback)\n"

@@ -7,7 +7,7 @@ with their own files (operator settings or `llmdeploy plan --catalog FILE`) with
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -457,17 +457,49 @@ class PinnedImage(CatalogModel):
             raise ValueError("a rocm image has no cudaVersion or minDriver")
         return self
 
+    def runs_on(self, driver: tuple[int, int]) -> bool:
+        """Whether an NVIDIA driver (major, minor) runs this image's CUDA."""
+        if self.min_driver is None:  # ROCm: no NVIDIA driver floor
+            return True
+        major, minor = (int(p) for p in self.min_driver.split(".")[:2])
+        return driver >= (major, minor)
+
 
 class ImageLock(CatalogModel):
     images: list[PinnedImage]
 
-    def default_version(self, engine: str, platform: Platform) -> str | None:
-        """The release the lock runs by default for an engine on a platform."""
-        entries = [e for e in self.images if e.engine == engine and e.platform == platform]
-        defaults = [e for e in entries if e.default] or entries
-        if not defaults:
+    def entries(self, engine: str, platform: Platform, version: str | None) -> list[PinnedImage]:
+        return [
+            e
+            for e in self.images
+            if e.engine == engine
+            and e.platform == platform
+            and (version is None or e.engine_version == version)
+        ]
+
+    def choose(
+        self,
+        engine: str,
+        platform: Platform,
+        version: str | None = None,
+        drivers: Sequence[tuple[int, int]] = (),
+    ) -> PinnedImage | None:
+        """The image that runs: with the NVIDIA drivers of the nodes the replicas may land
+        on, the newest release whose CUDA all of them run (for one release, its newest CUDA);
+        without, the default (or newest) entry. None when no entry fits. The planner sizes for
+        this release and the renderer pins it, so both follow one choice."""
+        entries = self.entries(engine, platform, version)
+        if drivers and platform == "cuda":
+            oldest = min(drivers)
+            entries = [e for e in entries if e.runs_on(oldest)]
+        else:
+            entries = [e for e in entries if e.default] or entries
+        if not entries:
             return None
-        return max(defaults, key=lambda e: version_key(e.engine_version)).engine_version
+        return max(
+            entries,
+            key=lambda e: (version_key(e.engine_version), version_key(e.cuda_version or "0")),
+        )
 
     def versions(self, engine: str, platform: Platform) -> list[str]:
         found = {

@@ -38,11 +38,9 @@ from llmdeploy.cluster.objects import (
 )
 from llmdeploy.render import SELECTOR_LABEL, SPEC_HASH_ANNOTATION
 from llmdeploy.render.kinds import CHILD_KIND_BY_NAME, CHILD_KINDS
-from llmdeploy.sizing.inventory import GpuNode, Inventory
+from llmdeploy.sizing.inventory import GPU_RESOURCES, Inventory, inventory_from_nodes
 
 FIELD_MANAGER = "llmdeploy"
-PRODUCT_LABELS = ("nvidia.com/gpu.product", "amd.com/gpu.product-name")
-GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
 MISSING_KIND_TTL_S = 60.0
 LIST_PAGE = 250
 # A list answered as PartialObjectMetadataList: names, uids and labels, no spec or status.
@@ -287,19 +285,8 @@ class Cluster:
         return inventory
 
     def _read_inventory(self) -> Inventory:
-        gpu_nodes = []
-        for node in self._list("v1", "Node"):
-            labels = dict(node.metadata.labels or {})
-            allocatable = dict(node.status.allocatable or {})
-            gpus = next((int(allocatable[r]) for r in GPU_RESOURCES if r in allocatable), 0)
-            if not gpus and not any(k in labels for k in PRODUCT_LABELS):
-                continue
-            major = str(labels.get("nvidia.com/cuda.driver.major", ""))
-            minor = str(labels.get("nvidia.com/cuda.driver.minor", ""))
-            driver = (int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
-            text_labels = {str(k): str(v) for k, v in labels.items()}
-            gpu_nodes.append(GpuNode(str(node.metadata.name), text_labels, gpus, driver))
-        return Inventory(tuple(sorted(gpu_nodes, key=lambda n: n.name)))
+        # The same reading `llmdeploy plan/render --inventory` does of a node list.
+        return inventory_from_nodes(node.to_dict() for node in self._list("v1", "Node"))
 
     def children(self, namespaces: list[str]) -> dict[tuple[str, str], dict[ChildKey, LiveChild]]:
         """Every child of every LLMDeployment (in `namespaces`, or all), by owner (namespace,

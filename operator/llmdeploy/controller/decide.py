@@ -63,6 +63,7 @@ from llmdeploy.sizing.inventory import (
     placement_for_cluster,
     schedulable_replicas,
 )
+from llmdeploy.sizing.optimizer import placement_gpus
 
 # The autoscaler's history changes every tick; it is persisted on a change of decision or
 # this often, which bounds what a fail-over can lose of it.
@@ -204,7 +205,9 @@ def plan_for_cluster(
     lock: ImageLock | None = None,
 ) -> Plan:
     """Plan against the GPUs the cluster has or can provision, and the images the lock pins
-    for their platforms; raises SpecError."""
+    for their platforms and the nodes' drivers; raises SpecError. `llmdeploy plan/render`
+    call this too, with the nodes of --inventory."""
+    placement_gpus(resource.spec, catalog)  # an unknown SKU is invalid input, not infeasible
     view = cluster_catalog(catalog, inventory, provisionable)
     spec, reason = placement_for_cluster(resource.spec, view, excluded)
     if spec is None:
@@ -214,7 +217,7 @@ def plan_for_cluster(
             engine=resource.spec.engine.name.value,
             reasons=[reason],
         )
-    return plan_deployment(spec, view, lock)
+    return plan_deployment(spec, view, lock, inventory.drivers_by_sku(view))
 
 
 def desired_state(

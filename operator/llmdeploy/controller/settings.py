@@ -26,6 +26,7 @@ from llmdeploy.controller.decide import (
 from llmdeploy.measure.queries import WindowError, window_seconds
 from llmdeploy.render import DEFAULT_PROMETHEUS, HostAccess, PrometheusTarget
 from llmdeploy.render.manifests import KEDA_AUTH_MODES
+from llmdeploy.sizing.inventory import provisionable_skus
 
 DNS_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
@@ -260,9 +261,7 @@ class OperatorSettings(BaseSettings):
 
     def provisionable(self) -> set[str] | None:
         """None when every catalog SKU counts as provisionable."""
-        if self.provisionable_gpus is None:
-            return set()
-        return None if "*" in self.provisionable_gpus else set(self.provisionable_gpus)
+        return provisionable_skus(self.provisionable_gpus)
 
 
 def _kind(annotation: Any) -> str:

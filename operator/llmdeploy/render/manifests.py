@@ -382,7 +382,7 @@ def render_manifests(
     gpu = catalog.gpus[plan.gpu]
     engine = spec.engine.name
     # An image of the GPU's platform only: CUDA for nvidia.com/gpu, ROCm for amd.com/gpu.
-    image, pinned = select_image(spec, lock, node_drivers, gpu.platform)
+    image, pinned = select_image(spec, lock, node_drivers, gpu.platform, plan.engine_version)
     check_extra_args(
         spec, catalog.engines[engine], pinned.engine_version if pinned else spec.engine.version
     )

@@ -6,7 +6,7 @@ Ties go to fewer GPUs, then to higher precision.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from llmdeploy.api.types import (
@@ -80,21 +80,29 @@ class _Context:
     max_context: int
     max_num_batched_tokens: int
     images: ImageLock | None
+    drivers: Mapping[str, Sequence[tuple[int, int]]]  # the NVIDIA drivers of each SKU's nodes
 
     def engine_version(self, gpu: Gpu) -> str | None:
-        """The release that would run on this GPU: the pinned one, else the lock's default for
-        the GPU's platform; None when unknown (an image override without a version)."""
+        """The release that would run on this GPU: the one the renderer will pin (the image
+        lock's choice for the GPU's platform and its nodes' drivers); None when unknown (an
+        image override without a version)."""
         engine = self.spec.engine
-        if engine.version or engine.image or self.images is None:
+        if engine.image or self.images is None:
             return engine.version
-        return self.images.default_version(self.engine.id.value, gpu.platform)
+        chosen = self.images.choose(
+            self.engine.id.value, gpu.platform, engine.version, self.drivers.get(gpu.id, ())
+        )
+        return chosen.engine_version if chosen else engine.version
 
     def block_size(self, gpu: Gpu) -> int:
         return self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
 
 
 def _search(
-    spec: LLMDeploymentSpec, catalog: Catalog, images: ImageLock | None
+    spec: LLMDeploymentSpec,
+    catalog: Catalog,
+    images: ImageLock | None,
+    drivers: Mapping[str, Sequence[tuple[int, int]]] | None,
 ) -> tuple[_Context, SearchSpace]:
     model = resolve_model(spec.model, catalog)
     engine = catalog.engines.get(spec.engine.name)
@@ -108,19 +116,24 @@ def _search(
         max_num_batched_tokens=spec.engine.max_num_batched_tokens
         or engine.default_max_num_batched_tokens,
         images=images,
+        drivers=drivers or {},
     )
     return ctx, _search_space(spec, catalog, engine)
 
 
 def plan_deployment(
-    spec: LLMDeploymentSpec, catalog: Catalog, images: ImageLock | None = None
+    spec: LLMDeploymentSpec,
+    catalog: Catalog,
+    images: ImageLock | None = None,
+    drivers: Mapping[str, Sequence[tuple[int, int]]] | None = None,
 ) -> Plan:
     """The plan for a spec; raises SpecError for input that names something impossible.
 
     With the image lock, a GPU is only a candidate where an image of the engine (at the
-    pinned version) exists for its platform, and release-dependent facts (KV block size,
-    refused dtypes) follow the release that would run there."""
-    ctx, space = _search(spec, catalog, images)
+    pinned version) exists for its platform and runs on its nodes' NVIDIA `drivers` (by SKU;
+    none known: the lock's default), and release-dependent facts (KV block size, refused
+    dtypes) follow the release that will run there; the plan names it."""
+    ctx, space = _search(spec, catalog, images, drivers)
     ranked = _ranked(ctx, space)
     viable = [c for c in ranked if c.viable]
     if viable:
@@ -129,12 +142,15 @@ def plan_deployment(
 
 
 def feasible_alternatives(
-    spec: LLMDeploymentSpec, catalog: Catalog, images: ImageLock | None = None
+    spec: LLMDeploymentSpec,
+    catalog: Catalog,
+    images: ImageLock | None = None,
+    drivers: Mapping[str, Sequence[tuple[int, int]]] | None = None,
 ) -> list[Alternative]:
     """Every configuration that fits, with its estimates: those meeting the SLO by rank (the
     first is the plan's choice, reason "chosen"), then those missing it. `plan` shows a few
     of them; `plan --plot` draws them all."""
-    ctx, space = _search(spec, catalog, images)
+    ctx, space = _search(spec, catalog, images, drivers)
     fits = [c for c in _ranked(ctx, space) if c.infeasible is None]
     best = fits[0] if fits and fits[0].viable else None
     return [_alternative(c, "chosen" if c is best else _why_lost(ctx, c, best)) for c in fits]
@@ -164,7 +180,9 @@ def _known_gpu(catalog: Catalog, gpu_id: str, path: str) -> Gpu:
     return gpu
 
 
-def _search_space(spec: LLMDeploymentSpec, catalog: Catalog, engine: Engine) -> SearchSpace:
+def placement_gpus(spec: LLMDeploymentSpec, catalog: Catalog) -> tuple[Gpu, ...]:
+    """The GPUs the spec's placement allows; SpecError for a name the catalog does not know
+    (checked against the whole catalog before it is narrowed to a cluster's)."""
     placement = spec.placement
     allowed = [
         _known_gpu(catalog, gpu_id, f"spec.placement.allowedGpus[{i}]")
@@ -174,9 +192,13 @@ def _search_space(spec: LLMDeploymentSpec, catalog: Catalog, engine: Engine) -> 
         pinned = _known_gpu(catalog, placement.gpu, "spec.placement.gpu")
         if allowed and pinned not in allowed:
             raise SpecError("spec.placement.gpu", f"{pinned.id!r} is not in allowedGpus")
-        gpus: tuple[Gpu, ...] = (pinned,)
-    else:
-        gpus = tuple(allowed) or tuple(catalog.gpus[g] for g in sorted(catalog.gpus))
+        return (pinned,)
+    return tuple(allowed) or tuple(catalog.gpus[g] for g in sorted(catalog.gpus))
+
+
+def _search_space(spec: LLMDeploymentSpec, catalog: Catalog, engine: Engine) -> SearchSpace:
+    placement = spec.placement
+    gpus = placement_gpus(spec, catalog)
 
     if spec.quantization == "auto":
         floor = PRECISION_RANK[spec.min_precision]
@@ -248,10 +270,16 @@ def _gpu_unavailable(ctx: _Context, gpu: Gpu) -> str | None:
         return None
     versions = ctx.images.versions(engine.id.value, gpu.platform)
     wanted = ctx.spec.engine.version
-    if versions and (wanted is None or wanted in versions):
-        return None
     platform = "ROCm" if gpu.platform == "rocm" else "CUDA"
     release = f" {wanted}" if wanted else ""
+    if versions and (wanted is None or wanted in versions):
+        oldest = min(ctx.drivers.get(gpu.id, ()), default=None)
+        if oldest is None or ctx.images.choose(engine.id.value, gpu.platform, wanted, [oldest]):
+            return None
+        return (
+            f"the {gpu.id} nodes' NVIDIA driver {oldest[0]}.{oldest[1]} is older than every "
+            f"pinned {engine.display_name}{release} image needs (image lock)"
+        )
     known = f"; {platform} releases pinned: {', '.join(versions)}" if versions else ""
     return (
         f"no pinned {platform} image of {engine.display_name}{release} for {gpu.id}"
@@ -278,9 +306,11 @@ def _format_unavailable(ctx: _Context, fmt: QuantFormat, gpu: Gpu) -> tuple[str 
     model, variants = ctx.model, ctx.spec.model.quantized_variants
     if ctx.engine.id not in fmt.engines:
         return f"{ctx.engine.display_name} does not serve {fmt.id}", None
-    refusal = ctx.engine.refusal(fmt.id.value, model.model_type, ctx.engine_version(gpu))
+    version = ctx.engine_version(gpu)
+    refusal = ctx.engine.refusal(fmt.id.value, model.model_type, version)
     if refusal is not None:
-        return f"{fmt.id}: {refusal.reason} ({model.id} is {model.model_type})", None
+        release = f", {ctx.engine.display_name} {version} on {gpu.id}" if version else ""
+        return f"{fmt.id}: {refusal.reason} ({model.id} is {model.model_type}{release})", None
     if fmt.requires_fp8_hardware and not gpu.fp8:
         return (
             f"{gpu.id} ({gpu.architecture}) has no FP8 tensor cores; fp8 needs Ada or newer",
@@ -560,6 +590,7 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         feasible=True,
         model=ctx.model.id,
         engine=ctx.engine.id.value,
+        engine_version=ctx.engine_version(best.gpu),
         gpu=best.gpu.id,
         gpu_count=best.gpu_count,
         tensor_parallel=best.tensor,

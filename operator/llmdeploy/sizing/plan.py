@@ -46,6 +46,9 @@ class Plan(PlanModel):
     feasible: bool
     model: str
     engine: str
+    engine_version: str | None = Field(
+        default=None, description="The engine release sized for: the image the renderer pins."
+    )
     gpu: str | None = None
     gpu_count: Number | None = Field(default=None, description="GPUs per replica.")
     tensor_parallel: Number | None = None
