@@ -25,7 +25,6 @@ from llmdeploy.render.kinds import CHILD_KINDS
 from .e2e_support import wait_until
 from .operator_harness import REPO_ROOT, Operator, kubectl
 from .test_operator import example, get
-from .test_schemas import crd_dir, third_party_crds  # noqa: F401 (fixtures)
 
 EXAMPLES = sorted(p.stem for p in (REPO_ROOT / "examples").glob("*.yaml"))
 
@@ -104,8 +103,8 @@ def test_every_example_renders_offline_as_the_operator_applies_it(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The session's operator may have started before this module installed the LeaderWorkerSet
-    # and PodMonitor CRDs, and then looks for them again only after a minute.
+    # The session's operator may have started before the LeaderWorkerSet and PodMonitor CRDs
+    # were installed, and then looks for them again only after a minute.
     operator.stop()
     operator.start()
     nodes = kubectl(kubeconfig_path, "get", "nodes", "-o", "yaml")
