@@ -38,7 +38,7 @@ from llmdeploy.catalog import (
     load_image_lock,
 )
 from llmdeploy.controller.decide import desired_state, plan_for_cluster
-from llmdeploy.controller.settings import PrometheusEndpoint
+from llmdeploy.controller.settings import PrometheusEndpoint, with_default
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
 from llmdeploy.measure.observed import observe
 from llmdeploy.measure.queries import WindowError, measurement_queries, window_seconds
@@ -46,7 +46,6 @@ from llmdeploy.measure.report import build_report, format_report
 from llmdeploy.measure.results import RESULTS_FORMAT, SavedResults, readings, series
 from llmdeploy.output_dir import write_rendered
 from llmdeploy.render import (
-    DEFAULT_PROMETHEUS,
     HostAccess,
     PrometheusTarget,
     RenderError,
@@ -293,14 +292,14 @@ def _report_feasibility(plan: Plan, scope: str) -> bool:
 def _prometheus_targets(args: argparse.Namespace) -> dict[str, PrometheusTarget]:
     """The Prometheus endpoints objects may name, given as the operator's settings give them
     (LLMDEPLOY_PROMETHEUS_URL, LLMDEPLOY_PROMETHEUS_ENDPOINTS)."""
-    endpoints: dict[str, PrometheusEndpoint] = {}
     try:
-        if args.prometheus_endpoints:
-            endpoints.update(ENDPOINTS.validate_json(args.prometheus_endpoints))
-        if args.prometheus_url:
-            endpoints[DEFAULT_PROMETHEUS] = PrometheusEndpoint(url=args.prometheus_url)
+        named = ENDPOINTS.validate_json(args.prometheus_endpoints or "{}")
+        default = PrometheusEndpoint(url=args.prometheus_url) if args.prometheus_url else None
+        endpoints = with_default(named, default)
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "--prometheus-endpoints")) from None
+    except ValueError as exc:
+        raise InputError(f"--prometheus-url, --prometheus-endpoints: {exc}") from None
     return {name: endpoint.target() for name, endpoint in endpoints.items()}
 
 

@@ -33,6 +33,8 @@ KIND = "LLMDeployment"
 # matched by pydantic's Rust engine and by CEL's RE2, where `$` ends the text; Python's `re`
 # also lets `$` match before a final newline, so Python code uses `fullmatch` on this pattern.
 DNS_LABEL_PATTERN = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+# An RFC 1123 label: the names of settings' endpoints and of cluster objects they refer to.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 def to_camel(name: str) -> str:
@@ -602,7 +604,7 @@ class ScalingSpec(SpecModel):
 
     prometheus: str | None = Field(
         default=None,
-        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        pattern=NAME_PATTERN,
         description="The name of a Prometheus endpoint the operator's settings allow "
         "(LLMDEPLOY_PROMETHEUS_ENDPOINTS): queried by the operator's autoscaling (mode "
         "operator) or by KEDA (mode keda), and in every mode by the measurements "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from llmdeploy.api.types import NAME_PATTERN
 from llmdeploy.controller.decide import (
     EXCLUDED_GPU_TTL_S,
     MEASURE_INTERVAL_S,
@@ -25,10 +27,8 @@ from llmdeploy.controller.decide import (
 )
 from llmdeploy.measure.queries import WindowError, window_seconds
 from llmdeploy.render import DEFAULT_PROMETHEUS, HostAccess, PrometheusTarget
-from llmdeploy.render.manifests import KEDA_AUTH_MODES
+from llmdeploy.render.manifests import KEDA_AUTH_MODES, PROMETHEUS_URL_PATTERN
 from llmdeploy.sizing.inventory import provisionable_skus
-
-DNS_NAME = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 
 class PrometheusEndpoint(BaseModel):
@@ -36,12 +36,12 @@ class PrometheusEndpoint(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    url: str = Field(pattern=r"^https?://[^\s#?@]+$", max_length=2048)
+    url: str = Field(pattern=PROMETHEUS_URL_PATTERN, max_length=2048)
     bearer_token_file: Path | None = None
     ca_file: Path | None = None
     insecure_skip_verify: bool = False
     # For objects in mode keda: KEDA queries the same endpoint with credentials of its own.
-    keda_authentication: str | None = Field(default=None, pattern=DNS_NAME)
+    keda_authentication: str | None = Field(default=None, pattern=NAME_PATTERN)
     keda_auth_modes: str | None = Field(default=None, pattern=KEDA_AUTH_MODES)
 
     def target(self) -> PrometheusTarget:
@@ -53,6 +53,20 @@ class PrometheusEndpoint(BaseModel):
         )
 
 
+def with_default(
+    named: Mapping[str, PrometheusEndpoint], default: PrometheusEndpoint | None
+) -> dict[str, PrometheusEndpoint]:
+    """The named endpoints and the flat default (prometheus_url), which may not both name it."""
+    if default is None:
+        return dict(named)
+    if DEFAULT_PROMETHEUS in named:
+        raise ValueError(
+            f'prometheus_endpoints names "{DEFAULT_PROMETHEUS}", which prometheus_url already '
+            "is: set one of them"
+        )
+    return {**named, DEFAULT_PROMETHEUS: default}
+
+
 # kopf pauses every replica when two share a peering priority, so the rank is combined with the
 # start time in microseconds (peering_priority in run.py); this bound keeps it inside an int64.
 PRIORITY_BOUND = 900
@@ -62,7 +76,7 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMDEPLOY_", frozen=True)
 
     namespaces: Annotated[
-        list[Annotated[str, StringConstraints(pattern=DNS_NAME, max_length=63)]], NoDecode
+        list[Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]], NoDecode
     ] = Field(
         default_factory=list,
         description="Namespaces to watch (comma-separated names); empty: all.",
@@ -78,11 +92,11 @@ class OperatorSettings(BaseSettings):
     )
     prometheus_url: str | None = Field(
         default=None,
-        pattern=r"^https?://[^\s#?@]+$",
+        pattern=PROMETHEUS_URL_PATTERN,
         description="The default Prometheus, for operator-mode autoscaling and measurements.",
     )
     prometheus_endpoints: dict[
-        Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")],
+        Annotated[str, StringConstraints(pattern=NAME_PATTERN)],
         PrometheusEndpoint,
     ] = Field(
         default_factory=dict,
@@ -102,7 +116,7 @@ class OperatorSettings(BaseSettings):
     )
     prometheus_keda_authentication: str | None = Field(
         default=None,
-        pattern=DNS_NAME,
+        pattern=NAME_PATTERN,
         description="For objects in mode keda: the ClusterTriggerAuthentication KEDA uses "
         "with the default endpoint.",
     )
@@ -228,9 +242,9 @@ class OperatorSettings(BaseSettings):
 
     def prometheus(self) -> dict[str, PrometheusEndpoint]:
         """Every endpoint an object may name, the default included."""
-        endpoints = dict(self.prometheus_endpoints)
+        default = None
         if self.prometheus_url:
-            endpoints[DEFAULT_PROMETHEUS] = PrometheusEndpoint(
+            default = PrometheusEndpoint(
                 url=self.prometheus_url,
                 bearer_token_file=self.prometheus_bearer_token_file,
                 ca_file=self.prometheus_ca_file,
@@ -238,15 +252,11 @@ class OperatorSettings(BaseSettings):
                 keda_authentication=self.prometheus_keda_authentication,
                 keda_auth_modes=self.prometheus_keda_auth_modes,
             )
-        return endpoints
+        return with_default(self.prometheus_endpoints, default)
 
     @model_validator(mode="after")
     def _one_default(self) -> OperatorSettings:
-        if self.prometheus_url and DEFAULT_PROMETHEUS in self.prometheus_endpoints:
-            raise ValueError(
-                f'prometheus_endpoints names "{DEFAULT_PROMETHEUS}", which prometheus_url '
-                "already is: set one of them"
-            )
+        self.prometheus()  # raises when both name the default
         return self
 
     def prometheus_targets(self) -> dict[str, PrometheusTarget]:

@@ -20,7 +20,7 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmdeploy.api.types import DNS_LABEL_PATTERN, EngineName, LLMDeployment
+from llmdeploy.api.types import DNS_LABEL_PATTERN, NAME_PATTERN, EngineName, LLMDeployment
 from llmdeploy.autoscale.decision import PER_REPLICA
 from llmdeploy.autoscale.policy import cold_start_estimate, effective_scaling
 from llmdeploy.autoscale.promql import (
@@ -123,6 +123,8 @@ NO_HOST_ACCESS = HostAccess()
 
 DEFAULT_PROMETHEUS = "default"  # the endpoint of the operator's flat prometheus_* settings
 KEDA_AUTH_MODES = r"^(bearer|basic|tls|custom)(,(bearer|basic|tls|custom))*$"
+# No query, fragment or userinfo: a URL cannot carry a path or credentials in by the back door.
+PROMETHEUS_URL_PATTERN = r"^https?://[^\s#?@]+$"
 
 
 class PrometheusTarget(BaseModel):
@@ -131,10 +133,10 @@ class PrometheusTarget(BaseModel):
     (KEDA's own Secret references; the operator's token never leaves the operator)."""
 
     model_config = ConfigDict(frozen=True)
-    url: str = Field(pattern=r"^https?://[^\s#?@]+$", max_length=2048)
+    url: str = Field(pattern=PROMETHEUS_URL_PATTERN, max_length=2048)
     keda_authentication: str | None = Field(
         default=None,
-        pattern=DNS_LABEL_PATTERN,
+        pattern=NAME_PATTERN,
         description="Name of a ClusterTriggerAuthentication for KEDA's queries.",
     )
     keda_auth_modes: str | None = Field(
