@@ -53,6 +53,7 @@ from llmdeploy.render import (
     HostAccess,
     PrometheusTarget,
     RenderError,
+    prometheus_endpoint,
     render_manifests,
 )
 from llmdeploy.render.kinds import WORKLOAD_KINDS
@@ -811,7 +812,7 @@ def _autoscale(
     current = desired_replicas(resource, desired.plan)
     now = snap.now.timestamp()
     reading = snap.metrics
-    endpoint = scaling.prometheus or DEFAULT_PROMETHEUS
+    endpoint = prometheus_endpoint(scaling)
     known = endpoint in config.prometheus
     if known and reading is None:
         owner = owner_of(snap.body)
@@ -899,7 +900,7 @@ def _measurement(
     against may have); otherwise the one in status is reused. Nothing is measured before the
     workload exists."""
     scaling = resource.spec.scaling
-    endpoint = (scaling.prometheus if scaling else None) or DEFAULT_PROMETHEUS
+    endpoint = prometheus_endpoint(scaling)
 
     def unknown(reason: str, why: str) -> list[tuple[str, Verdict]]:
         verdict = Verdict(status="Unknown", reason=reason, message=f"not measured: {why}")

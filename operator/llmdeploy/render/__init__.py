@@ -8,6 +8,7 @@ from llmdeploy.render.manifests import (
     HostAccess,
     PrometheusTarget,
     RenderError,
+    prometheus_endpoint,
     render_manifests,
     to_yaml,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "HostAccess",
     "PrometheusTarget",
     "RenderError",
+    "prometheus_endpoint",
     "render_manifests",
     "to_yaml",
 ]

@@ -20,7 +20,13 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmdeploy.api.types import DNS_LABEL_PATTERN, NAME_PATTERN, EngineName, LLMDeployment
+from llmdeploy.api.types import (
+    DNS_LABEL_PATTERN,
+    NAME_PATTERN,
+    EngineName,
+    LLMDeployment,
+    ScalingSpec,
+)
 from llmdeploy.autoscale.decision import PER_REPLICA
 from llmdeploy.autoscale.policy import cold_start_estimate, effective_scaling
 from llmdeploy.autoscale.promql import (
@@ -122,6 +128,13 @@ class HostAccess(BaseModel):
 NO_HOST_ACCESS = HostAccess()
 
 DEFAULT_PROMETHEUS = "default"  # the endpoint of the operator's flat prometheus_* settings
+
+
+def prometheus_endpoint(scaling: ScalingSpec | None) -> str:
+    """The name of the Prometheus endpoint an object reads (autoscaling, KEDA, measurements)."""
+    return (scaling.prometheus if scaling else None) or DEFAULT_PROMETHEUS
+
+
 KEDA_AUTH_MODES = r"^(bearer|basic|tls|custom)(,(bearer|basic|tls|custom))*$"
 # No query, fragment or userinfo: a URL cannot carry a path or credentials in by the back door.
 PROMETHEUS_URL_PATTERN = r"^https?://[^\s#?@]+$"
@@ -551,7 +564,7 @@ def _scaling_values(
         )
     keda_prometheus = None
     if scaling.mode == "keda":
-        endpoint = scaling.prometheus or DEFAULT_PROMETHEUS
+        endpoint = prometheus_endpoint(scaling)
         keda_prometheus = prometheus.get(endpoint)
         if keda_prometheus is None:
             raise SpecError(
