@@ -112,7 +112,7 @@ def _load(args: argparse.Namespace) -> tuple[LLMDeployment, Catalog, ImageLock]:
     return resource, load_catalog(Path(p) for p in args.catalog), lock
 
 
-class Cluster:
+class ClusterView:
     """What the operator plans against, from --inventory and --provisionable: its nodes and
     the SKUs a cluster autoscaler can add (None: every catalog SKU, unconstrained)."""
 
@@ -265,21 +265,21 @@ def _pictures() -> ModuleType:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     resource, catalog, lock = _load(args)
-    cluster = Cluster(args, catalog)
-    plan = cluster.plan(resource, catalog, lock)
+    view = ClusterView(args, catalog)
+    plan = view.plan(resource, catalog, lock)
     if args.plot:
         path, pictures = _plot_path(args.plot), _pictures()
         alternatives = feasible_alternatives(resource.spec, catalog, lock)
         _save_picture(path, lambda p: pictures.plan_picture(resource, plan, alternatives, p))
     document: dict[str, Any] = plan.to_json_dict()
     if args.output == "json":
-        _note(args, cluster.scope)
+        _note(args, view.scope)
         sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
     elif args.output == "yaml":
-        _note(args, cluster.scope)
+        _note(args, view.scope)
         sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
     else:
-        sys.stdout.write(f"SCOPE {cluster.scope}\n" + format_plan_table(plan))
+        sys.stdout.write(f"SCOPE {view.scope}\n" + format_plan_table(plan))
     return EXIT_FEASIBLE if plan.feasible else EXIT_INFEASIBLE
 
 
@@ -305,7 +305,7 @@ def _prometheus_targets(args: argparse.Namespace) -> dict[str, PrometheusTarget]
 
 def cmd_render(args: argparse.Namespace) -> int:
     resource, catalog, lock = _load(args)
-    cluster = Cluster(args, catalog)
+    view = ClusterView(args, catalog)
     try:
         access = HostAccess(
             allowed_host_path_prefixes=tuple(args.allow_host_path_prefix),
@@ -318,15 +318,15 @@ def cmd_render(args: argparse.Namespace) -> int:
         resource,
         catalog,
         lock,
-        cluster.inventory,
-        cluster.provisionable,
+        view.inventory,
+        view.provisionable,
         host_access=access,
         prometheus=_prometheus_targets(args),
     )
-    if not _report_feasibility(desired.plan, cluster.scope):
+    if not _report_feasibility(desired.plan, view.scope):
         return EXIT_INFEASIBLE
     objects = list(desired.objects)
-    _note(args, cluster.scope)
+    _note(args, view.scope)
     if args.output_dir is None:
         sys.stdout.write(to_yaml(objects))
         return EXIT_FEASIBLE
@@ -356,9 +356,9 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     if cold_start is not None and not 0 <= cold_start <= MAX_COLD_START_S:  # NaN fails too
         raise InputError(f"--cold-start: must be 0 to {MAX_COLD_START_S:g} seconds")
     resource, catalog, lock = _load(args)
-    cluster = Cluster(args, catalog)
-    plan = cluster.plan(resource, catalog, lock)
-    if not _report_feasibility(plan, cluster.scope):
+    view = ClusterView(args, catalog)
+    plan = view.plan(resource, catalog, lock)
+    if not _report_feasibility(plan, view.scope):
         return EXIT_INFEASIBLE
     try:
         trace = read_trace(read_text(Path(args.load)))
@@ -381,7 +381,7 @@ def cmd_scale_sim(args: argparse.Namespace) -> int:
     start = min(max(asked, lowest), scaling.max_replicas)
     config = config_from_plan(plan, spec.workload, cold_start, start)
     steps = simulate(trace, effective_scaling(scaling, plan, config.cold_start_s), config)
-    _note(args, cluster.scope)
+    _note(args, view.scope)
     if args.output == "json":
         sys.stdout.write(json.dumps([s.to_json() for s in steps], indent=2) + "\n")
         return EXIT_FEASIBLE
