@@ -274,7 +274,8 @@ def test_fallback_replans_without_the_starved_gpu(
             found.setdefault(e.reason, []).append(e.message)
         return found
 
-    assert "FallbackReplan" in events()
+    # Events are posted after the status write that fell_back saw.
+    wait_until(lambda: "FallbackReplan" in events(), what="the FallbackReplan event", timeout=30)
 
     # The session's operator lets an exclusion expire after 15 s: the SKU is planned with
     # again (an event says so), starves again and is dropped again. (Here the other SKU
