@@ -125,7 +125,8 @@ def test_scales_up_on_load_down_after_the_window_and_holds_without_metrics(
     )
     assert autoscaler["lastScaleTime"]
     assert autoscaler["metrics"]["runningRequests"] == 12
-    assert scaled_messages(kube_api, namespace)
+    # Events are posted after the status write seen above.
+    wait_until(lambda: scaled_messages(kube_api, namespace), what="a Scaled event", timeout=30)
     # The Deployment follows the LLMDeployment's replicas.
     wait_until(
         lambda: (
@@ -252,7 +253,11 @@ def test_scale_to_zero_manual_scale_idle_period_and_activation(
         time.sleep(1)
     wait_until(lambda: replicas(kube_api, namespace) == 0, what="scale to zero", timeout=90)
     assert time.monotonic() - start >= idle_s
-    assert any("scaleToZero.idleSeconds" in m for m in scaled_messages(kube_api, namespace))
+    wait_until(
+        lambda: any("scaleToZero.idleSeconds" in m for m in scaled_messages(kube_api, namespace)),
+        what="a Scaled event naming scaleToZero.idleSeconds",
+        timeout=30,
+    )
 
     # Activation: the query reads above 0 -> minReplicas.
     gateway.set(3)
