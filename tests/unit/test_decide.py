@@ -349,6 +349,41 @@ def test_starved_capacity_waits_until_the_deadline_then_falls_back(catalog: Cata
     assert starved.apply == () and starved.requeue_after_s == 0
 
 
+def test_no_capacity_verdict_before_the_workload_s_controller_has_acted(catalog: Catalog) -> None:
+    """A workload its controller has not yet seen at this generation has no pods to judge:
+    no pending pods are asked for, a new object gets no CapacityAvailable (and so its status
+    need not be written again between the apply and the rollout), a known one keeps its own."""
+    snap, _ = settled(catalog, body(), ready=0)
+    unseen = {
+        name: replace(live, workload=replace(live.workload, up_to_date=False))
+        if live.workload
+        else live
+        for name, live in snap.children.items()
+    }
+    fresh = dict(
+        snap.body,
+        status={
+            **snap.body["status"],
+            "conditions": [
+                c for c in snap.body["status"]["conditions"] if c["type"] != "CapacityAvailable"
+            ],
+        },
+    )
+    outcome = decide(replace(snap, body=fresh, children=unseen), config(catalog))
+    assert not outcome.needs.pending_pods
+    assert "CapacityAvailable" not in conditions(outcome)
+
+    waiting = complete(
+        snap, config(catalog), pending=(PendingPod("p", NOW, "0/4 nodes have GPUs"),)
+    )
+    assert waiting.status is not None
+    judged = waiting.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    stored = replace(snap, body={**snap.body, "status": judged}, children=unseen)
+    kept = decide(stored, config(catalog))
+    assert not kept.needs.pending_pods
+    assert conditions(kept)["CapacityAvailable"].reason == "WaitingForCapacity"
+
+
 def test_a_fallback_records_when_and_the_sku_is_tried_again_after_the_ttl(
     catalog: Catalog,
 ) -> None:

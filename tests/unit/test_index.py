@@ -4,7 +4,7 @@ the same object does not replace it, and a relist refreshes what is stale."""
 from __future__ import annotations
 
 from llmdeploy.cluster.objects import LiveChild, WorkloadStatus
-from llmdeploy.controller.index import Index
+from llmdeploy.controller.index import Index, Names
 
 KEY = ("ns", "m")
 CHILD = ("Deployment", "m")
@@ -48,3 +48,24 @@ def test_a_relist_refreshes_a_stale_child() -> None:
     since = index.mark()
     index.relisted({KEY}, {KEY: {CHILD: seen("101", ready=1)}}, since)
     assert workload(index) == seen("101", ready=1).workload
+
+
+def test_names_answer_only_once_relisted_and_a_stale_list_brings_no_name_back() -> None:
+    names = Names()
+    service, budget = ("ns", "Service", "m"), ("ns", "PodDisruptionBudget", "m")
+    names.seen(service, "")
+    assert names.holder(service) == (False, None)  # no relist yet: it cannot say
+    since = names.mark()
+    names.gone(service)  # the watch: deleted while the list was on its way
+    names.seen(budget, "u1")  # the watch: made while the list was on its way
+    names.relisted({service: "", ("ns", "Deployment", "m"): "u1"}, since)
+    assert names.holder(service) == (True, None)
+    assert names.holder(budget) == (True, "u1")
+    assert names.holder(("ns", "Deployment", "m")) == (True, "u1")
+    assert names.holder(("other", "Deployment", "m")) == (True, None)
+
+    # The next relist drops what neither it nor a later event shows.
+    names.relisted({}, names.mark())
+    assert names.holder(budget) == (True, None)
+    names.clear()  # outranked: its watches stop
+    assert names.holder(budget) == (False, None)

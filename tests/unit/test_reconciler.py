@@ -34,6 +34,7 @@ class Cluster:
         self.events: list[tuple[str, str, bool]] = []
         self.live: dict[tuple[str, str], str] = {}  # objects already there: their controller
         self.applied: list[tuple[str, str, bool]] = []
+        self.asked: list[tuple[str, str]] = []  # controller_of calls
 
     def inventory(self) -> Inventory:
         return L4_NODES
@@ -55,6 +56,7 @@ class Cluster:
         self.events.append((reason, message, warning))
 
     def controller_of(self, obj: Mapping[str, Any], namespace: str) -> str | None:
+        self.asked.append((obj["kind"], obj["metadata"]["name"]))
         return self.live.get((obj["kind"], obj["metadata"]["name"]))
 
     def apply(self, obj: dict[str, Any], owner: Owner, *, take_over: bool) -> LiveChild:
@@ -222,6 +224,33 @@ def test_only_the_objects_own_children_are_applied_and_forced(
     assert reconciler._reconcile_one(KEY)[0] == "success"
     assert ("Service", "m", False) in cluster.applied
     assert ("PodDisruptionBudget", "m", False) in cluster.applied
+
+
+def test_once_relisted_a_name_is_looked_up_in_memory_not_asked_for(
+    reconciler: Reconciler, cluster: Cluster
+) -> None:
+    # The relist found a Service of that name that no LLMDeployment controls: refused without
+    # a request; the Deployment's name is free: made without force, nothing asked.
+    reconciler.names.relisted({("ns", "Service", "m"): ""}, reconciler.names.mark())
+    assert reconciler._reconcile_one(KEY)[0] == "error"
+    assert cluster.asked == []
+    assert cluster.applied == [("Deployment", "m", False)]
+    assert conditions(cluster)["Degraded"]["message"].startswith("Service m already exists")
+
+    # Its watch says it went: the rest is made, still without asking.
+    reconciler.child_event("Service", "DELETED", {"metadata": {"namespace": "ns", "name": "m"}})
+    watched(reconciler, cluster)
+    cluster.applied.clear()
+    assert reconciler._reconcile_one(KEY)[0] == "success"
+    assert cluster.asked == []
+    assert ("Service", "m", False) in cluster.applied
+
+
+def test_a_new_plan_and_its_applies_are_one_event(reconciler: Reconciler, cluster: Cluster) -> None:
+    reconciler.names.relisted({}, reconciler.names.mark())
+    assert reconciler._reconcile_one(KEY)[0] == "success"
+    assert [e[0] for e in cluster.events] == ["Planned"]
+    assert cluster.events[0][1].endswith("; applied Deployment/m, Service/m, PodDisruptionBudget/m")
 
 
 def test_a_settled_object_is_measured_again_when_due_and_not_decided_before(

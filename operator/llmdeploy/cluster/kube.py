@@ -292,6 +292,31 @@ class Cluster:
         """Every child of every LLMDeployment (in `namespaces`, or all), by owner (namespace,
         name): one paged list per kind, to rebuild the watch-fed index after a watch gap."""
         found: dict[tuple[str, str], dict[ChildKey, LiveChild]] = {}
+        for kind, item in self._every_child_kind(namespaces, SELECTOR_LABEL):
+            owner = owner_name(item)
+            metadata = item["metadata"]
+            if owner is not None:
+                found.setdefault((metadata["namespace"], owner), {})[(kind, metadata["name"])] = (
+                    live_child(kind, item)
+                )
+        return found
+
+    def names(self, namespaces: list[str]) -> dict[tuple[str, str, str], str]:
+        """(namespace, kind, name) of every object of a child kind (in `namespaces`, or all),
+        ours or not, and the uid of the LLMDeployment that controls it ("" for none): one
+        paged metadata-only list per kind."""
+        return {
+            (str(item["metadata"]["namespace"]), kind, str(item["metadata"]["name"])): live_child(
+                kind, item
+            ).owner_uid
+            for kind, item in self._every_child_kind(namespaces, None, METADATA_ONLY)
+        }
+
+    def _every_child_kind(
+        self, namespaces: list[str], label_selector: str | None, accept: str | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(kind, object) of every child kind's objects in `namespaces` (or all), a page at a
+        time; a kind whose CRD went is skipped."""
         scopes: list[str | None] = [*namespaces] or [None]
         for child in CHILD_KINDS:
             resource = self._resource(child.api_version, child.kind)
@@ -299,20 +324,13 @@ class Cluster:
                 continue
             for namespace in scopes:
                 try:
-                    for items in self._pages(resource, namespace, SELECTOR_LABEL):
-                        for item in items:
-                            owner = owner_name(item)
-                            metadata = item["metadata"]
-                            if owner is not None:
-                                found.setdefault((metadata["namespace"], owner), {})[
-                                    (child.kind, metadata["name"])
-                                ] = live_child(child.kind, item)
+                    for items in self._pages(resource, namespace, label_selector, accept):
+                        yield from ((child.kind, item) for item in items)
                 except NotFoundError:
                     self._kind_gone(child.api_version, child.kind)
                     break
                 except DynamicApiError as exc:
                     raise _error(exc, f"list {child.kind}") from None
-        return found
 
     def llmdeployment_keys(self, namespaces: list[str]) -> set[tuple[str, str]]:
         """(namespace, name) of every LLMDeployment that exists now (metadata only)."""

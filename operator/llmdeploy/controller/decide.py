@@ -621,7 +621,18 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
     capacity = None
     requeue = None
     if plan.feasible and workload_status is not None and workload_status.exists:
-        if workload_status.ready_replicas < replicas:
+        if not workload_status.up_to_date:
+            # Its controller has not acted on this generation yet: no pods of it to judge,
+            # so the last verdict stands (and a new workload gets none) until it has.
+            capacity = next(
+                (
+                    Condition.model_validate(c)
+                    for c in status.get("conditions") or []
+                    if c.get("type") == "CapacityAvailable"
+                ),
+                None,
+            )
+        elif workload_status.ready_replicas < replicas:
             if snap.pending is None:
                 needs = Needs(pending_pods=True, spec_hash=desired.spec_hash)
                 return Outcome(needs=needs, rendered=rendered)

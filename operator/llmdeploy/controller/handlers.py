@@ -16,7 +16,6 @@ from llmdeploy.controller.reconciler import Reconciler
 from llmdeploy.render.kinds import CHILD_KINDS
 
 PLURAL = "llmdeployments"
-MANAGED = {"app.kubernetes.io/managed-by": "llmdeploy"}
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
@@ -32,7 +31,6 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
             child.plural,
             registry=registry,
             id=f"child-{child.kind}",
-            labels=MANAGED,
         )(_child_handler(reconciler, child.kind))
 
     @kopf.on.probe(registry=registry, id="queue")

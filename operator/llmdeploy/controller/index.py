@@ -18,6 +18,7 @@ from llmdeploy.cluster.objects import ChildKey, LiveChild
 from llmdeploy.controller.decide import Remembered, Rendered
 
 Key = tuple[str, str]  # (namespace, name) of an LLMDeployment
+NameKey = tuple[str, str, str]  # (namespace, kind, name) of any object of a child kind
 
 
 @dataclass(slots=True)
@@ -156,3 +157,62 @@ def _older(seen: LiveChild, known: LiveChild) -> bool:
     are numbers, and only within one object (the same uid)."""
     a, b = seen.resource_version, known.resource_version
     return seen.uid == known.uid and a.isdigit() and b.isdigit() and int(a) < int(b)
+
+
+class Names:
+    """Who holds each name of every child kind in the watched namespaces, ours or not: the
+    controlling LLMDeployment's uid, or "" for an object no LLMDeployment controls. A child
+    about to be made for the first time is looked up here instead of asking the API server,
+    so a same-named object someone else made is refused, never adopted (docs/security.md).
+
+    kopf already receives every object of these kinds (it filters labels in the client), so
+    keeping their names costs memory for the names only. The map answers only once a relist
+    has filled it since the last clear: before that, `holder` says it does not know.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        # None: seen deleted, kept until a relist taken later than the deletion has passed,
+        # so that a list answered before the deletion cannot bring the name back.
+        self._holders: dict[NameKey, tuple[str | None, int]] = {}
+        self._sequence = 0
+        self._synced = False
+
+    def seen(self, name: NameKey, controller: str) -> None:
+        with self._guard:
+            self._sequence += 1
+            self._holders[name] = (controller, self._sequence)
+
+    def gone(self, name: NameKey) -> None:
+        with self._guard:
+            self._sequence += 1
+            self._holders[name] = (None, self._sequence)
+
+    def holder(self, name: NameKey) -> tuple[bool, str | None]:
+        """(known, holder): whether the map can answer, and who holds the name (None: no one)."""
+        with self._guard:
+            if not self._synced:
+                return False, None
+            return True, self._holders.get(name, (None, 0))[0]
+
+    def mark(self) -> int:
+        with self._guard:
+            return self._sequence
+
+    def relisted(self, listed: Mapping[NameKey, str], since: int) -> None:
+        """Take lists that began after `mark()` returned `since`; what an event showed after
+        that mark stays as the event showed it."""
+        with self._guard:
+            for name, (_, sequence) in list(self._holders.items()):
+                if sequence <= since:
+                    del self._holders[name]
+            for name, controller in listed.items():
+                if name not in self._holders:
+                    self._sequence += 1
+                    self._holders[name] = (controller, self._sequence)
+            self._synced = True
+
+    def clear(self) -> None:
+        with self._guard:
+            self._holders.clear()
+            self._synced = False

@@ -36,7 +36,7 @@ from llmdeploy.controller.decide import (
     owner_of,
     reconcile_error,
 )
-from llmdeploy.controller.index import Index, Key, Record
+from llmdeploy.controller.index import Index, Key, Names, Record
 from llmdeploy.controller.peering import Peering
 from llmdeploy.controller.queue import WorkQueue
 from llmdeploy.controller.settings import OperatorSettings
@@ -74,6 +74,7 @@ class Reconciler:
         self.settings = settings
         self.cluster = cluster
         self.index = Index()
+        self.names = Names()
         self.queue: WorkQueue[Key] = WorkQueue()
         self.peering = Peering(read_peers, identity, priority, self.peering_changed)
         self.prometheus = {
@@ -115,16 +116,23 @@ class Reconciler:
             self.queue.add(self.index.object_seen(body))
 
     def child_event(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Any object of a child kind: its name is noted; an LLMDeployment's child is indexed
+        under its owner, which is queued."""
+        metadata = body["metadata"]
+        namespace, child = str(metadata["namespace"]), (kind, str(metadata["name"]))
+        live = live_child(kind, body)
+        if event_type == "DELETED":
+            self.names.gone((namespace, *child))
+        else:
+            self.names.seen((namespace, *child), live.owner_uid)
         owner = owner_name(body)
         if owner is None:
             return
-        metadata = body["metadata"]
-        key = (str(metadata["namespace"]), owner)
-        child = (kind, str(metadata["name"]))
+        key = (namespace, owner)
         if event_type == "DELETED":
             self.index.child_gone(key, child)
         else:
-            self.index.child_seen(key, child, live_child(kind, body))
+            self.index.child_seen(key, child, live)
         self.queue.add(key)
 
     def peering_changed(self, acting: bool) -> None:
@@ -132,6 +140,7 @@ class Reconciler:
             self._relist.set()
         else:
             self.index.clear()
+            self.names.clear()
 
     # Workers and the periodic resync.
 
@@ -152,29 +161,32 @@ class Reconciler:
         thread.start()
 
     def _resync(self) -> None:
-        last_relist = time.monotonic()
-        while not self._stop.wait(self.settings.status_interval_seconds):
+        # The first relist comes at once: until one has, a new child's name is asked for.
+        last_relist = -math.inf
+        while True:
             metrics.QUEUE_DEPTH.set(self.queue.depth())
             metrics.OBJECTS_TRACKED.set(len(self.index))
-            if not self.peering.acting():
-                continue
-            due = time.monotonic() - last_relist >= self.settings.relist_seconds
-            if due or self._relist.is_set():
-                self._relist.clear()
-                last_relist = time.monotonic()
-                try:
-                    self.relist()
-                except ClusterError as exc:
-                    log.warning("relist failed: %s", exc)
-            for key in self.index.keys():  # noqa: SIM118 (a method, not a dict's)
-                self.queue.resync(key)
+            if self.peering.acting():
+                due = time.monotonic() - last_relist >= self.settings.relist_seconds
+                if due or self._relist.is_set():
+                    self._relist.clear()
+                    last_relist = time.monotonic()
+                    try:
+                        self.relist()
+                    except ClusterError as exc:
+                        log.warning("relist failed: %s", exc)
+                for key in self.index.keys():  # noqa: SIM118 (a method, not a dict's)
+                    self.queue.resync(key)
+            if self._stop.wait(self.settings.status_interval_seconds):
+                return
 
     def relist(self) -> None:
         """Rebuild the index from lists: what a watch gap hid is found, what went is dropped."""
-        since = self.index.mark()
+        since, names_since = self.index.mark(), self.names.mark()
         namespaces = self.settings.namespaces
         objects = self.cluster.llmdeployment_keys(namespaces)
         children = self.cluster.children(namespaces)
+        self.names.relisted(self.cluster.names(namespaces), names_since)
         for key in self.index.relisted(objects, children, since):
             self.queue.forget(key)
         for key in objects:
@@ -320,19 +332,20 @@ class Reconciler:
         for obj in outcome.apply:
             _check(deadline)
             name = (obj["kind"], obj["metadata"]["name"])
-            known = snap.children.get(name)
-            ours = known is not None and known.owner_uid == owner.uid
-            if not ours:
-                # Not known as this object's (new, or the index has not seen it yet): a
-                # same-named object someone else made is refused, not adopted; an apply
-                # without force would adopt one whose fields happen not to conflict.
-                controller = self.cluster.controller_of(obj, owner.namespace)
-                if controller is not None and controller != owner.uid:
-                    raise not_ours(*name)
-                ours = controller == owner.uid
-            live = self.cluster.apply(obj, owner, take_over=ours)
+            # A same-named object someone else made is refused, not adopted: an apply without
+            # force would adopt one whose fields happen not to conflict.
+            child = snap.children.get(name)
+            known, holder = True, child.owner_uid if child is not None else None
+            if holder != owner.uid:
+                known, holder = self.names.holder((owner.namespace, *name))
+            if not known:  # no relist yet since this replica began acting: ask
+                holder = self.cluster.controller_of(obj, owner.namespace)
+            if holder is not None and holder != owner.uid:
+                raise not_ours(*name)
+            live = self.cluster.apply(obj, owner, take_over=holder == owner.uid)
             record.applied[name] = (live.applied_hash or "", live.revision)
             self.index.child_seen(key, name, live)
+            self.names.seen((owner.namespace, *name), live.owner_uid)
             before = snap.children.get(name)
             if before is None or (before.applied_hash, before.revision) != (
                 live.applied_hash,
@@ -345,6 +358,7 @@ class Reconciler:
             self.cluster.delete_child(kind, child_name, owner.namespace, uid)
             record.applied.pop((kind, child_name), None)
             self.index.child_gone(key, (kind, child_name))
+            self.names.gone((owner.namespace, kind, child_name))
             pruned.append(f"{kind}/{child_name}")
         if outcome.rendered is not None:
             record.rendered = outcome.rendered
@@ -366,8 +380,15 @@ class Reconciler:
         notes = [(e.reason, e.message, e.warning) for e in outcome.events]
         if changed:
             metrics.APPLIES.inc(len(changed))
-            notes.append(("Applied", ", ".join(changed), False))
-            log.info("%s/%s: applied %s", *key, ", ".join(changed))
+            applied = ", ".join(changed)
+            log.info("%s/%s: applied %s", *key, applied)
+            # A new plan and the applies it made are one event, not two.
+            planned = [n for n, note in enumerate(notes) if note[0] == "Planned"]
+            if planned:
+                reason, message, warning = notes[planned[0]]
+                notes[planned[0]] = (reason, f"{message}; applied {applied}", warning)
+            else:
+                notes.append(("Applied", applied, False))
         if pruned:
             metrics.PRUNES.inc(len(pruned))
             notes.append(("Pruned", ", ".join(pruned), False))
