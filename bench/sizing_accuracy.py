@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import (
+    constants,
     load_kv,
     load_latency,
     load_split,
@@ -73,8 +74,17 @@ def collect() -> tuple[dict[str, dict[str, list[float]]], list[str], dict[str, l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", action="store_true", help="also print every row")
+    parser.add_argument(
+        "--fitted", action="store_true", help="with the constants fit_constants.py derives"
+    )
     args = parser.parse_args()
-    errors, lines, refusals = collect()
+    if args.fitted:
+        from fit_constants import fit
+
+        with constants(fit()):
+            errors, lines, refusals = collect()
+    else:
+        errors, lines, refusals = collect()
     for s in SETS:
         title = "fit set (in-sample)" if s == "fit" else "held-out set"
         print(f"### {title}\n")
