@@ -1,0 +1,327 @@
+"""The public measurement corpus (bench/data) and the sizing model's predictions for its rows.
+
+A row is re-planned with the planner's own functions. A parameter the source does not give is
+replaced by what the engine that made the row would have used (`engine_defaults`):
+gpu_memory_utilization 0.9, max_model_len the model's context, and the scheduler defaults of
+the row's engine generation and GPU class.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from llmdeploy.api.types import ModelSpec
+from llmdeploy.catalog import Catalog, Gpu
+from llmdeploy.sizing import memory, performance, resolve_model
+from llmdeploy.sizing.memory import GIB, memory_breakdown, weight_bytes_per_rank
+from llmdeploy.sizing.model_facts import ModelFacts
+from llmdeploy.sizing.performance import estimate_performance
+
+DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_UTILIZATION = 0.9
+BLOCK_SIZE = 16
+
+
+def engine_defaults(generation: str, gpu: Gpu, max_model_len: int) -> tuple[int, int]:
+    """vLLM's (max_num_batched_tokens, max_num_seqs) when the command line sets neither.
+
+    V1 (the API server): 8192 and 1024 on GPUs of >= 70 GiB other than the A100, else 2048 and
+    256 (vLLM tests/engine/test_arg_utils.py test_defaults_with_usage_context; the A100 logs of
+    dennislee22/vLLM-benchmarking show max_num_batched_tokens=2048). V0 without chunked
+    prefill: a step of max(max_model_len, 2048) tokens and 256 sequences (vllm/config.py
+    SchedulerConfig; vllm#10517's profile peak grows with max_model_len).
+    """
+    if generation == "v0":
+        return max(max_model_len, 2048), 256
+    if gpu.memory_gib >= 70 and "a100" not in gpu.id:
+        return 8192, 1024
+    return 2048, 256
+
+
+def held_out_by_rule(row_id: str) -> bool:
+    """The split rule of bench/data/README.md, fixed before any fitting."""
+    return int(hashlib.sha256(row_id.encode()).hexdigest()[:8], 16) % 3 == 0
+
+
+def _float(text: str) -> float | None:
+    return float(text) if text.strip() else None
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.strip() else None
+
+
+@dataclass(frozen=True)
+class KvRow:
+    id: str
+    source: str  # repository + reference
+    plan_model: str
+    gpu: str
+    gpu_memory_gib: float | None
+    tensor: int
+    pipeline: int
+    quantization: str
+    kv_dtype: str
+    engine_version: str
+    engine_generation: str  # v0 / v1 from the log lines' format; empty when unknown
+    gpu_memory_utilization: float | None
+    max_model_len: int | None
+    max_num_batched_tokens: int | None
+    max_num_seqs: int | None
+    outcome: str
+    weights_gib: float | None
+    kv_gib: float | None
+    kv_tokens: int | None
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    id: str
+    source: str
+    plan_model: str
+    gpu: str
+    tensor: int
+    pipeline: int
+    quantization: str
+    kv_dtype: str
+    engine_version: str
+    concurrency: int
+    load: str
+    input_tokens: int
+    output_tokens: int
+    ttft_ms: float
+    tpot_ms: float
+    ttft_valid: bool  # false where the source shows prefill was skipped (prefix-cache hits)
+
+    @property
+    def ttft_comparable(self) -> bool:
+        """TTFT of a burst includes the queue of the whole burst: the planner models steady load."""
+        return self.ttft_valid and (self.load == "fixed" or self.concurrency == 1)
+
+
+def _read(name: str) -> list[dict[str, str]]:
+    with (DATA / name).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_split() -> dict[str, str]:
+    return {r["id"]: r["set"] for r in _read("split.csv")}
+
+
+def load_kv() -> list[KvRow]:
+    return [
+        KvRow(
+            id=r["id"],
+            source=f"{r['repository']} {r['reference']}",
+            plan_model=r["plan_model"],
+            gpu=r["gpu"],
+            gpu_memory_gib=_float(r["gpu_memory_gib"]),
+            tensor=int(r["tensor"]),
+            pipeline=int(r["pipeline"]),
+            quantization=r["quantization"],
+            kv_dtype=r["kv_dtype"],
+            engine_version=r["engine_version"],
+            engine_generation=r["engine_generation"],
+            gpu_memory_utilization=_float(r["gpu_memory_utilization"]),
+            max_model_len=_int(r["max_model_len"]),
+            max_num_batched_tokens=_int(r["max_num_batched_tokens"]),
+            max_num_seqs=_int(r["max_num_seqs"]),
+            outcome=r["outcome"],
+            weights_gib=_float(r["weights_gib"]),
+            kv_gib=_float(r["kv_gib"]),
+            kv_tokens=_int(r["kv_tokens"]),
+        )
+        for r in _read("kv_memory.csv")
+    ]
+
+
+def load_latency() -> list[LatencyRow]:
+    return [
+        LatencyRow(
+            id=r["id"],
+            source=f"{r['repository']} {r['reference']}",
+            plan_model=r["plan_model"],
+            gpu=r["gpu"],
+            tensor=int(r["tensor"]),
+            pipeline=int(r["pipeline"]),
+            quantization=r["quantization"],
+            kv_dtype=r["kv_dtype"],
+            engine_version=r["engine_version"],
+            concurrency=int(r["concurrency"]),
+            load=r["load"],
+            input_tokens=int(r["input_tokens"]),
+            output_tokens=int(r["output_tokens"]),
+            ttft_ms=float(r["ttft_ms"]),
+            tpot_ms=float(r["tpot_ms"]),
+            ttft_valid=r["ttft_valid"] == "yes",
+        )
+        for r in _read("latency.csv")
+    ]
+
+
+def _gpu(catalog: Catalog, sku: str, memory_gib: float | None) -> Gpu:
+    """The catalog SKU; a SKU it lacks stands in as another with the log's memory (only the
+    memory model reads it)."""
+    gpu = catalog.gpus.get(sku) or catalog.gpus["nvidia-h100-80gb"].model_copy(update={"id": sku})
+    if memory_gib is not None:
+        gpu = gpu.model_copy(update={"memory_gib": memory_gib})
+    return gpu
+
+
+_MODELS: dict[tuple[int, str], ModelFacts] = {}
+
+
+def _model(catalog: Catalog, name: str) -> ModelFacts:
+    """Resolved once per catalog: the fit re-plans every row many times."""
+    key = (id(catalog), name)
+    if key not in _MODELS:
+        _MODELS[key] = resolve_model(ModelSpec(name=name), catalog)
+    return _MODELS[key]
+
+
+def _kv_bytes(kv_dtype: str) -> float:
+    return 1.0 if kv_dtype.startswith("fp8") else 2.0
+
+
+@dataclass(frozen=True)
+class KvPrediction:
+    weights_gib: float
+    kv_gib: float
+    kv_tokens: int
+    budget_gib: float
+    refused: bool
+
+
+def scheduler(row: KvRow, catalog: Catalog) -> tuple[int, int, int]:
+    """(max_model_len, max_num_batched_tokens, max_num_seqs) the row's engine ran with."""
+    model = _model(catalog, row.plan_model)
+    context = row.max_model_len or model.max_context_length
+    gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
+    batched, seqs = engine_defaults(row.engine_generation or "v1", gpu, context)
+    return context, row.max_num_batched_tokens or batched, row.max_num_seqs or seqs
+
+
+def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
+    model = _model(catalog, row.plan_model)
+    fmt = catalog.quantizations[row.quantization]
+    context, batched, seqs = scheduler(row, catalog)
+    m = memory_breakdown(
+        model,
+        _gpu(catalog, row.gpu, row.gpu_memory_gib),
+        fmt,
+        tensor=row.tensor,
+        pipeline=row.pipeline,
+        kv_dtype_bytes=_kv_bytes(row.kv_dtype),
+        gpu_memory_utilization=row.gpu_memory_utilization or DEFAULT_UTILIZATION,
+        max_num_batched_tokens=batched,
+        max_num_seqs=seqs,
+        max_context_length=context,
+        block_size=BLOCK_SIZE,
+    )
+    refused = not m.fits or m.max_concurrency < 1
+    return KvPrediction(m.weights_gib, m.kv_cache_gib, m.kv_cache_tokens, m.budget_gib, refused)
+
+
+def predict_weights_gib(row: KvRow, catalog: Catalog) -> float:
+    model = _model(catalog, row.plan_model)
+    fmt = catalog.quantizations[row.quantization]
+    return weight_bytes_per_rank(model, fmt, row.tensor, row.pipeline) / GIB
+
+
+def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
+    """(TTFT ms, TPOT ms)."""
+    model = _model(catalog, row.plan_model)
+    perf = estimate_performance(
+        model,
+        catalog.gpus[row.gpu],
+        catalog.quantizations[row.quantization],
+        tensor=row.tensor,
+        pipeline=row.pipeline,
+        kv_dtype_bytes=_kv_bytes(row.kv_dtype),
+        concurrency=row.concurrency,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+    )
+    return perf.ttft_s * 1000, perf.tpot_s * 1000
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    return (predicted - measured) / abs(measured)
+
+
+@dataclass(frozen=True)
+class Summary:
+    rows: int
+    median: float  # of |error|
+    p90: float
+    max: float
+    within_10: float  # share of rows within +-10%
+
+
+def summarize(errors: list[float]) -> Summary | None:
+    if not errors:
+        return None
+    absolute = sorted(abs(e) for e in errors)
+
+    def quantile(q: float) -> float:  # linear interpolation between closest ranks
+        position = q * (len(absolute) - 1)
+        low, high = math.floor(position), math.ceil(position)
+        return absolute[low] + (absolute[high] - absolute[low]) * (position - low)
+
+    within = sum(1 for e in absolute if e <= 0.10) / len(absolute)
+    return Summary(len(absolute), quantile(0.5), quantile(0.9), absolute[-1], within)
+
+
+# The constants bench/fit_constants.py re-derives, by module.
+FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
+    "memory": (
+        memory,
+        (
+            "NON_TORCH_SINGLE_GPU_GIB",
+            "NON_TORCH_MULTI_GPU_BASE_GIB",
+            "NON_TORCH_PER_TP_RANK_GIB",
+            "ACTIVATION_HIDDEN_COPIES",
+            "ACTIVATION_MLP_COPIES",
+            "SAMPLER_BYTES_PER_LOGIT",
+        ),
+    ),
+    "performance": (
+        performance,
+        (
+            "BANDWIDTH_EFFICIENCY",
+            "PREFILL_COMPUTE_EFFICIENCY",
+            "DECODE_COMPUTE_EFFICIENCY",
+            "STEP_OVERHEAD_S",
+            "PER_LAYER_OVERHEAD_S",
+            "TTFT_OVERHEAD_S",
+            "TTFT_OVERHEAD_PER_STREAM_S",
+        ),
+    ),
+}
+
+
+def current_constants() -> dict[str, float]:
+    return {
+        name: float(getattr(module, name)) for module, names in FITTED.values() for name in names
+    }
+
+
+@contextmanager
+def constants(values: dict[str, float]) -> Iterator[None]:
+    """The sizing modules with `values` in place of their constants, restored after."""
+    saved = current_constants()
+    owner = {name: module for module, names in FITTED.values() for name in names}
+    try:
+        for name, value in values.items():
+            setattr(owner[name], name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(owner[name], name, value)

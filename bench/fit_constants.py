@@ -1,0 +1,191 @@
+"""Re-derive every fitted constant of the sizing model from the corpus's fit set only.
+
+Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory is logged:
+- for each activation shape on a small grid (hidden-state copies, MLP copies, sampler bytes
+  per logit), the non-torch memory each row implies is budget - weights - activation - KV
+  (the logged weights where the row has them);
+- NON_TORCH_SINGLE_GPU_GIB is the median of that over single-GPU rows, the multi-GPU base and
+  per-TP-rank terms a least-squares line over the multi-GPU rows (never below zero);
+- the activation shape kept is the one whose constants re-plan the rows with the smallest mean
+  absolute KV error in GiB (first on the grid among equals).
+
+Performance (performance.py), from the fit rows of latency.csv: coordinate descent over a grid
+of each constant, from a fixed start, minimising mean |TPOT error| (all rows) plus mean |TTFT
+error| (rows whose TTFT is comparable), until a sweep changes nothing.
+
+Run: .venv/bin/python bench/fit_constants.py   (prints the constants; --check compares them
+with the code and exits 1 on a difference)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from itertools import product
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import (
+    DEFAULT_UTILIZATION,
+    KvRow,
+    LatencyRow,
+    _gpu,
+    _model,
+    constants,
+    current_constants,
+    load_kv,
+    load_latency,
+    load_split,
+    predict_kv,
+    predict_latency,
+    predict_weights_gib,
+    relative_error,
+    scheduler,
+)
+from llmdeploy.catalog import Catalog, load_catalog
+from llmdeploy.sizing.memory import GIB, activation_bytes
+
+HIDDEN_COPIES = (2, 4, 6, 8)
+MLP_COPIES = (2, 4, 6, 8)
+SAMPLER_BYTES = (4, 8, 12, 16)
+
+
+def _grid(start: float, stop: float, step: float) -> tuple[float, ...]:
+    count = round((stop - start) / step)
+    return tuple(round(start + i * step, 9) for i in range(count + 1))
+
+
+# Grid and starting point of each performance constant (the start does not read the code).
+PERFORMANCE_GRID: dict[str, tuple[tuple[float, ...], float]] = {
+    "BANDWIDTH_EFFICIENCY": (_grid(0.5, 0.95, 0.05), 0.7),
+    "PREFILL_COMPUTE_EFFICIENCY": (_grid(0.3, 0.8, 0.05), 0.5),
+    "DECODE_COMPUTE_EFFICIENCY": (_grid(0.2, 0.6, 0.05), 0.4),
+    "STEP_OVERHEAD_S": (_grid(0.0, 0.003, 0.00025), 0.001),
+    "PER_LAYER_OVERHEAD_S": (_grid(0.0, 0.0001, 0.000005), 0.00005),
+    "TTFT_OVERHEAD_S": (_grid(0.0, 0.08, 0.005), 0.04),
+    "TTFT_OVERHEAD_PER_STREAM_S": (_grid(0.0, 0.003, 0.0002), 0.001),
+}
+
+
+def _fit_rows(rows: list[KvRow] | list[LatencyRow]) -> list[str]:
+    split = load_split()
+    return [r.id for r in rows if split[r.id] == "fit"]
+
+
+def _implied_non_torch(row: KvRow, catalog: Catalog) -> float:
+    """GiB the row leaves to non-torch memory under the activation constants in place."""
+    assert row.kv_gib is not None
+    model = _model(catalog, row.plan_model)
+    _, batched, seqs = scheduler(row, catalog)
+    gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
+    budget = gpu.memory_gib * (row.gpu_memory_utilization or DEFAULT_UTILIZATION)
+    weights = row.weights_gib if row.weights_gib is not None else predict_weights_gib(row, catalog)
+    activation = activation_bytes(model, row.tensor, batched, seqs) / GIB
+    return budget - weights - activation - row.kv_gib
+
+
+def _least_squares(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(intercept, slope); a flat line through the median when x does not vary."""
+    if len(set(xs)) < 2:
+        return statistics.median(ys), 0.0
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum(
+        (x - mx) ** 2 for x in xs
+    )
+    return my - slope * mx, slope
+
+
+def fit_memory(catalog: Catalog) -> dict[str, float]:
+    fit = set(_fit_rows(load_kv()))
+    rows = [
+        r
+        for r in load_kv()
+        if r.id in fit and r.outcome in ("ran", "refused") and r.kv_gib is not None
+    ]
+    best: tuple[float, dict[str, float]] | None = None
+    for hidden, mlp, sampler in product(HIDDEN_COPIES, MLP_COPIES, SAMPLER_BYTES):
+        shape = {
+            "ACTIVATION_HIDDEN_COPIES": float(hidden),
+            "ACTIVATION_MLP_COPIES": float(mlp),
+            "SAMPLER_BYTES_PER_LOGIT": float(sampler),
+        }
+        with constants(shape):
+            single = [_implied_non_torch(r, catalog) for r in rows if r.tensor * r.pipeline == 1]
+            multi = [
+                (float(r.tensor), _implied_non_torch(r, catalog))
+                for r in rows
+                if r.tensor * r.pipeline > 1
+            ]
+        base, per_rank = _least_squares([x for x, _ in multi], [y for _, y in multi])
+        values = {
+            **shape,
+            "NON_TORCH_SINGLE_GPU_GIB": round(max(0.0, statistics.median(single)), 2),
+            "NON_TORCH_MULTI_GPU_BASE_GIB": round(max(0.0, base), 2),
+            "NON_TORCH_PER_TP_RANK_GIB": round(max(0.0, per_rank), 2),
+        }
+        with constants(values):
+            score = statistics.fmean(
+                abs(predict_kv(r, catalog).kv_gib - (r.kv_gib or 0.0)) for r in rows
+            )
+        if best is None or score < best[0] - 1e-12:
+            best = (score, values)
+    assert best is not None
+    return best[1]
+
+
+def _latency_score(rows: list[LatencyRow], catalog: Catalog, values: dict[str, float]) -> float:
+    with constants(values):
+        predicted = [predict_latency(r, catalog) for r in rows]
+    tpot = statistics.fmean(
+        abs(relative_error(p[1], r.tpot_ms)) for p, r in zip(predicted, rows, strict=True)
+    )
+    ttft_errors = [
+        abs(relative_error(p[0], r.ttft_ms))
+        for p, r in zip(predicted, rows, strict=True)
+        if r.ttft_comparable
+    ]
+    return tpot + (statistics.fmean(ttft_errors) if ttft_errors else 0.0)
+
+
+def fit_performance(catalog: Catalog) -> dict[str, float]:
+    fit = set(_fit_rows(load_latency()))
+    rows = [r for r in load_latency() if r.id in fit]
+    values = {name: start for name, (_, start) in PERFORMANCE_GRID.items()}
+    score = _latency_score(rows, catalog, values)
+    for _ in range(30):
+        changed = False
+        for name, (grid, _) in PERFORMANCE_GRID.items():
+            for candidate in grid:
+                trial = {**values, name: candidate}
+                trial_score = _latency_score(rows, catalog, trial)
+                if trial_score < score - 1e-12:
+                    values, score, changed = trial, trial_score, True
+        if not changed:
+            break
+    return values
+
+
+def fit() -> dict[str, float]:
+    catalog = load_catalog()
+    return {**fit_memory(catalog), **fit_performance(catalog)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="compare with the code's constants")
+    args = parser.parse_args()
+    fitted = fit()
+    code = current_constants()
+    differ = False
+    for name, value in fitted.items():
+        mark = "" if abs(code[name] - value) < 1e-9 else f"   # code has {code[name]!r}"
+        differ |= bool(mark)
+        print(f"{name} = {value!r}{mark}")
+    if args.check and differ:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

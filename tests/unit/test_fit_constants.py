@@ -1,0 +1,69 @@
+"""The corpus of bench/data, its fixed split and bench/fit_constants.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import corpus
+import fit_constants
+from llmdeploy.catalog import load_catalog
+
+
+def test_split_follows_the_committed_rule() -> None:
+    split = corpus.load_split()
+    ids = [r.id for r in corpus.load_kv()] + [r.id for r in corpus.load_latency()]
+    assert sorted(split) == sorted(ids)
+    for row_id in ids:
+        assert split[row_id] == ("held-out" if corpus.held_out_by_rule(row_id) else "fit"), row_id
+
+
+def test_every_row_can_be_replanned() -> None:
+    catalog = load_catalog()
+    for row in corpus.load_kv():
+        assert row.plan_model and row.quantization in catalog.quantizations, row.id
+        assert row.gpu in catalog.gpus or row.gpu_memory_gib is not None, row.id
+        assert corpus.predict_weights_gib(row, catalog) > 0, row.id
+    for lrow in corpus.load_latency():
+        ttft, tpot = corpus.predict_latency(lrow, catalog)
+        assert ttft > 0 and tpot > 0, lrow.id
+
+
+def test_the_fit_reads_no_held_out_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Doubling every held-out measurement leaves the fitted constants as they were."""
+    before = fit_constants.fit()
+    split = corpus.load_split()
+    kv, latency = corpus.load_kv(), corpus.load_latency()
+
+    def doubled_kv() -> list[corpus.KvRow]:
+        return [
+            dataclasses.replace(r, kv_gib=2 * r.kv_gib)
+            if split[r.id] == "held-out" and r.kv_gib is not None
+            else r
+            for r in kv
+        ]
+
+    def doubled_latency() -> list[corpus.LatencyRow]:
+        return [
+            dataclasses.replace(r, ttft_ms=2 * r.ttft_ms, tpot_ms=2 * r.tpot_ms)
+            if split[r.id] == "held-out"
+            else r
+            for r in latency
+        ]
+
+    monkeypatch.setattr(fit_constants, "load_kv", doubled_kv)
+    monkeypatch.setattr(fit_constants, "load_latency", doubled_latency)
+    assert fit_constants.fit() == before
+    assert any(split[r.id] == "held-out" for r in kv)  # the test changed something
+
+
+def test_constants_are_restored_after_a_trial() -> None:
+    before = corpus.current_constants()
+    with corpus.constants({name: 0.0 for name in before}):
+        assert set(corpus.current_constants().values()) == {0.0}
+    assert corpus.current_constants() == before
