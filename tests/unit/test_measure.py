@@ -58,6 +58,8 @@ HEALTHY = {
     "replicas": vector(1.5),
     "ttft": buckets(TTFT),
     "tpot": buckets(TPOT),
+    "ttftSum": vector(3240),  # a mean TTFT of 0.45 s over 7200 requests
+    "tpotSum": vector(40_000),  # a mean gap of 40 ms over 1,000,000 gaps
     "inputTokens": buckets({500: 0, 1000: 0, 2000: 7200, INF: 7200}),
     "outputTokens": buckets({100: 0, 200: 0, 500: 7200, INF: 7200}),
 }
@@ -179,6 +181,8 @@ def test_observed_from_an_hour_of_a_healthy_deployment(catalog: Catalog) -> None
     assert seen.tpot_p50_seconds == pytest.approx(0.035)
     # TPOT p95: rank 950,000 in (0.05, 0.1] holding 100,000: 0.05 + 0.05 * 50,000/100,000
     assert seen.tpot_p95_seconds == pytest.approx(0.075)
+    assert seen.ttft_mean_seconds == pytest.approx(0.45)  # 3240 / 7200
+    assert seen.tpot_mean_seconds == pytest.approx(0.04)  # 40,000 / 1,000,000
     assert seen.ttft_within_slo == pytest.approx(0.6)  # 4320 of 7200 within 0.5 s
     # 900,000 + 100,000 * (0.06 - 0.05) / 0.05 = 920,000 of 1,000,000 within 60 ms
     assert seen.tpot_within_slo == pytest.approx(0.92)

@@ -78,6 +78,12 @@ class Observed(MeasuredModel):
     output_tokens_p50: float | None = Field(
         default=None, description="Median generated length from the engine's buckets."
     )
+    ttft_mean_seconds: float | None = Field(
+        default=None, description="Time to first token, mean: the histogram's sum over count."
+    )
+    tpot_mean_seconds: float | None = Field(
+        default=None, description="Time between tokens, mean: the histogram's sum over count."
+    )
     ttft_p50_seconds: float | None = Field(default=None, description="Time to first token, median.")
     ttft_p95_seconds: float | None = Field(default=None, description="Time to first token, p95.")
     tpot_p50_seconds: float | None = Field(default=None, description="Time between tokens, median.")
@@ -103,6 +109,47 @@ class Observed(MeasuredModel):
     unknown: dict[str, str] = Field(
         default_factory=dict, description="Why each absent figure is Unknown, by its name."
     )
+
+
+class Calibration(MeasuredModel):
+    """Measured over predicted latency of the running plan, smoothed over measurements."""
+
+    ttft_ratio: float = Field(description="Mean TTFT measured / predicted at the measured load.")
+    tpot_ratio: float = Field(description="Mean TPOT measured / predicted at the measured load.")
+    measurements: int = Field(description="Measurements folded in.")
+    end: str = Field(description="End of the last measurement folded in, RFC 3339 (UTC).")
+
+
+class RecommendationBasis(MeasuredModel):
+    """The measurement a recommendation was made for: it stands while they stay close."""
+
+    requests_per_second: float
+    input_tokens: float
+    output_tokens: float
+    ttft_ratio: float = 1.0
+    tpot_ratio: float = 1.0
+
+
+class Recommendation(MeasuredModel):
+    """The plan llmdeploy would choose now for the measured workload; never applied by itself."""
+
+    feasible: bool
+    summary: str = Field(description="The layout, or why none fits.")
+    gpu: str | None = None
+    gpu_count: int | None = None
+    quantization: str | None = None
+    tensor_parallel: int | None = None
+    pipeline_parallel: int | None = None
+    replicas: int | None = None
+    cost_per_hour: float | None = Field(default=None, description="USD, all replicas.")
+    cost_per_hour_change: float | None = Field(
+        default=None, description="USD per hour against the running plan (negative: cheaper)."
+    )
+    estimated_ttft_ms: float | None = None
+    estimated_tpot_ms: float | None = None
+    same_as_running: bool = Field(description="The running plan's layout and replicas.")
+    basis: RecommendationBasis
+    since: str = Field(description="When it was made, RFC 3339 (UTC).")
 
 
 class LLMDeploymentStatus(StatusModel):
@@ -142,6 +189,16 @@ class LLMDeploymentStatus(StatusModel):
     )
     plan: dict[str, Any] | None = Field(
         default=None, description="The sizing plan (the `llmdeploy plan -o json` contract)."
+    )
+    calibration: Calibration | None = Field(
+        default=None,
+        description="Measured/predicted latency of the running plan (spec.planning.calibration).",
+    )
+    recommendation: Recommendation | None = Field(
+        default=None,
+        description="The plan llmdeploy would choose now for the measured workload and "
+        "calibration, and its cost against the running one; absent without a full "
+        "measurement. Nothing is applied by it.",
     )
     observed: Observed | None = Field(
         default=None,

@@ -629,6 +629,15 @@ NamespaceName = Annotated[
 ]
 
 
+class PlanningSpec(SpecModel):
+    calibration: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: measured/predicted TTFT and TPOT ratios (status.calibration) scale "
+        "the latency estimates of this object's next plan and of status.recommendation; off: "
+        "the catalog's model alone.",
+    )
+
+
 class NetworkPolicySpec(SpecModel):
     enabled: bool = Field(
         default=False,
@@ -673,6 +682,9 @@ class LLMDeploymentSpec(SpecModel):
     )
     scaling: ScalingSpec | None = Field(
         default=None, description="Autoscale replicas from the engines' metrics."
+    )
+    planning: PlanningSpec = Field(
+        default_factory=PlanningSpec, description="How measurements feed the next plan."
     )
 
 

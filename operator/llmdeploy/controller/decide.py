@@ -21,7 +21,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmdeploy.api.status import Condition, GpuExclusion, LLMDeploymentStatus, Observed
+from llmdeploy.api.status import (
+    Calibration,
+    Condition,
+    GpuExclusion,
+    LLMDeploymentStatus,
+    Observed,
+    Recommendation,
+    RecommendationBasis,
+)
 from llmdeploy.api.types import LLMDeployment, duration_seconds, format_validation_error
 from llmdeploy.autoscale.decision import (
     IDLE_SIGNALS,
@@ -43,7 +51,8 @@ from llmdeploy.cluster.objects import (
     WorkloadStatus,
     prepared,
 )
-from llmdeploy.measure.observed import Verdict, observe, plan_drift, slo_met
+from llmdeploy.measure.calibration import fold, latency_calibration, measured_load
+from llmdeploy.measure.observed import DRIFT_TOLERANCE, Verdict, observe, plan_drift, slo_met
 from llmdeploy.measure.queries import MeasurementQueries, measurement_queries, window_seconds
 from llmdeploy.measure.results import Readings
 from llmdeploy.render import (
@@ -57,7 +66,13 @@ from llmdeploy.render import (
     render_manifests,
 )
 from llmdeploy.render.kinds import WORKLOAD_KINDS
-from llmdeploy.sizing import Plan, SpecError, plan_deployment
+from llmdeploy.sizing import (
+    LatencyCalibration,
+    Plan,
+    SpecError,
+    performance_at,
+    plan_deployment,
+)
 from llmdeploy.sizing.inventory import (
     Inventory,
     cluster_catalog,
@@ -204,10 +219,11 @@ def plan_for_cluster(
     provisionable: set[str] | None,
     excluded: Sequence[str] = (),
     lock: ImageLock | None = None,
+    calibration: LatencyCalibration | None = None,
 ) -> Plan:
     """Plan against the GPUs the cluster has or can provision, and the images the lock pins
     for their platforms and the nodes' drivers; raises SpecError. `llmdeploy plan/render`
-    call this too, with the nodes of --inventory."""
+    call this too, with the nodes of --inventory (and --calibration)."""
     placement_gpus(resource.spec, catalog)  # an unknown SKU is invalid input, not infeasible
     view = cluster_catalog(catalog, inventory, provisionable)
     spec, reason = placement_for_cluster(resource.spec, view, excluded)
@@ -218,7 +234,7 @@ def plan_for_cluster(
             engine=resource.spec.engine.name.value,
             reasons=[reason],
         )
-    return plan_deployment(spec, view, lock, inventory.drivers_by_sku(view))
+    return plan_deployment(spec, view, lock, inventory.drivers_by_sku(view), calibration)
 
 
 def desired_state(
@@ -232,14 +248,18 @@ def desired_state(
     stored_key: str | None = None,
     host_access: HostAccess = NO_HOST_ACCESS,
     prometheus: Mapping[str, PrometheusTarget] | None = None,
+    calibration: LatencyCalibration | None = None,
 ) -> Desired:
     """The plan (reused while its inputs are unchanged, so replicas do not churn when the
-    inventory moves) and the objects that run it. Raises SpecError or RenderError."""
+    inventory moves, nor when the calibration does) and the objects that run it. Raises
+    SpecError or RenderError."""
     key = plan_key(resource, excluded)
     if stored_plan is not None and stored_key == key:
         plan = stored_plan
     else:
-        plan = plan_for_cluster(resource, catalog, inventory, provisionable, excluded, lock)
+        plan = plan_for_cluster(
+            resource, catalog, inventory, provisionable, excluded, lock, calibration
+        )
     if not plan.feasible or plan.gpu is None:
         return Desired(plan, key)
     drivers = inventory.drivers(catalog, plan.gpu) if plan.gpu in catalog.gpus else []
@@ -576,6 +596,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
                 key,
                 config.host_access,
                 config.prometheus,
+                latency_calibration(_stored_calibration(resource, status)),
             )
     except (SpecError, RenderError) as exc:
         return invalid(str(exc))
@@ -651,6 +672,8 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
 
     extra: list[Condition] = []
     observed = None
+    calibration = _stored_calibration(resource, status)
+    recommendation = None
     if plan.feasible:
         serving = workload_status is not None and workload_status.exists
         measured = _measurement(snap, config, resource, plan, status, generation, serving)
@@ -662,6 +685,11 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
             event = _transition_event(type_, verdict, previous)
             if event is not None:
                 events.append(event)
+        calibration, recommendation, recommended = _learned(
+            snap, config, resource, plan, status, observed, excluded
+        )
+        if recommended is not None:
+            events.append(recommended)
         if due_in is not None:
             requeue = due_in if requeue is None else min(requeue, due_in)
     scale_to = None
@@ -696,7 +724,14 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
         snap.now,
         excluded_at,
         extra,
-    ).model_copy(update={"autoscaler": autoscaler_field, "observed": observed})
+    ).model_copy(
+        update={
+            "autoscaler": autoscaler_field,
+            "observed": observed,
+            "calibration": calibration,
+            "recommendation": recommendation,
+        }
+    )
     if next_expiry is not None:  # a deadline of its own, like the capacity's
         requeue = next_expiry if requeue is None else min(requeue, next_expiry)
     if snap.error and _degraded_message(status) != snap.error:
@@ -954,6 +989,193 @@ def _measurement(
         ("PlanDrift", plan_drift(observed, resource.spec.workload)),
     ]
     return observed, verdicts, max(1.0, math.ceil(config.measure_interval_s - age))
+
+
+def _stored_calibration(resource: LLMDeployment, status: Mapping[str, Any]) -> Calibration | None:
+    if resource.spec.planning.calibration == "off":
+        return None
+    try:
+        return Calibration.model_validate(status.get("calibration"))
+    except ValidationError:
+        return None
+
+
+# A recommendation stands while the measured ratios stay this close to those it was made for
+# (and the workload within DRIFT_TOLERANCE): noise does not make it flap.
+RATIO_TOLERANCE = 0.10
+
+
+def _learned(
+    snap: Snapshot,
+    config: Config,
+    resource: LLMDeployment,
+    plan: Plan,
+    status: Mapping[str, Any],
+    observed: Observed | None,
+    excluded: Sequence[str],
+) -> tuple[Calibration | None, Recommendation | None, Event | None]:
+    """status.calibration and status.recommendation after this measurement, and the event of
+    a new recommendation. Only a new, full measurement changes them; without one (no
+    Prometheus, partial data) nothing is recommended."""
+    calibration = _stored_calibration(resource, status)
+    basis = _basis(observed, calibration)
+    if observed is None or basis is None:
+        return calibration, None, None
+    try:
+        stored = Recommendation.model_validate(status.get("recommendation"))
+    except ValidationError:
+        stored = None
+    if snap.measured is None:  # the measurement in status, reused
+        return calibration, stored, None
+    load = measured_load(observed)
+    if resource.spec.planning.calibration == "auto" and load is not None:
+        concurrency, inputs, outputs = load
+        predicted = performance_at(
+            resource.spec,
+            config.catalog,
+            plan,
+            concurrency=concurrency,
+            input_tokens=inputs,
+            output_tokens=outputs,
+        )
+        if predicted is not None:
+            calibration = fold(calibration, observed, predicted)
+            basis = _basis(observed, calibration)
+            assert basis is not None
+    if stored is not None and _close(stored.basis, basis):
+        return calibration, stored, None
+    made = _recommend(snap, config, resource, plan, basis, calibration, excluded)
+    if stored is not None and _layout(stored) == _layout(made):
+        return calibration, made, None
+    if stored is None and made.same_as_running:
+        return calibration, made, None
+    return calibration, made, Event("Recommended", _recommended_message(made))
+
+
+def _basis(
+    observed: Observed | None, calibration: Calibration | None
+) -> RecommendationBasis | None:
+    if observed is None:
+        return None
+    rate, inputs, outputs = (
+        observed.requests_per_second,
+        observed.input_tokens_mean,
+        observed.output_tokens_mean,
+    )
+    if rate is None or inputs is None or outputs is None or rate <= 0:
+        return None
+    return RecommendationBasis(
+        requests_per_second=rate,
+        input_tokens=inputs,
+        output_tokens=outputs,
+        ttft_ratio=calibration.ttft_ratio if calibration else 1.0,
+        tpot_ratio=calibration.tpot_ratio if calibration else 1.0,
+    )
+
+
+def _close(made_for: RecommendationBasis, now: RecommendationBasis) -> bool:
+    def within(a: float, b: float, tolerance: float) -> bool:
+        return abs(b / a - 1) <= tolerance if a > 0 else b == a
+
+    return (
+        within(made_for.requests_per_second, now.requests_per_second, DRIFT_TOLERANCE)
+        and within(made_for.input_tokens, now.input_tokens, DRIFT_TOLERANCE)
+        and within(made_for.output_tokens, now.output_tokens, DRIFT_TOLERANCE)
+        and within(made_for.ttft_ratio, now.ttft_ratio, RATIO_TOLERANCE)
+        and within(made_for.tpot_ratio, now.tpot_ratio, RATIO_TOLERANCE)
+    )
+
+
+def _layout(r: Recommendation) -> tuple[Any, ...]:
+    return (
+        r.feasible,
+        r.gpu,
+        r.gpu_count,
+        r.quantization,
+        r.tensor_parallel,
+        r.pipeline_parallel,
+        r.replicas,
+    )
+
+
+def _recommend(
+    snap: Snapshot,
+    config: Config,
+    resource: LLMDeployment,
+    running: Plan,
+    basis: RecommendationBasis,
+    calibration: Calibration | None,
+    excluded: Sequence[str],
+) -> Recommendation:
+    """The plan for the measured workload, with the calibration, against the running one."""
+    workload = resource.spec.workload.model_copy(
+        update={
+            "requests_per_second": round(basis.requests_per_second, 3),
+            "input_tokens": max(1, round(basis.input_tokens)),
+            "output_tokens": max(1, round(basis.output_tokens)),
+        }
+    )
+    spec = resource.spec.model_copy(update={"workload": workload, "replicas": None})
+    since = _rfc3339(snap.now)
+    try:
+        plan = plan_for_cluster(
+            resource.model_copy(update={"spec": spec}),
+            config.catalog,
+            snap.inventory,
+            config.provisionable,
+            excluded,
+            config.lock,
+            latency_calibration(calibration),
+        )
+    except SpecError as exc:
+        plan = Plan(feasible=False, model=running.model, engine=running.engine, reasons=[str(exc)])
+    if not plan.feasible:
+        return Recommendation(
+            feasible=False,
+            summary="no plan fits the measured workload: " + "; ".join(plan.reasons),
+            same_as_running=False,
+            basis=basis,
+            since=since,
+        )
+    replicas = desired_replicas(resource, running)
+    running_cost = (running.cost_per_hour or 0.0) / max(running.replicas or 1, 1) * replicas
+    same = (
+        (plan.gpu, plan.gpu_count, plan.quantization, plan.tensor_parallel)
+        == (running.gpu, running.gpu_count, running.quantization, running.tensor_parallel)
+        and plan.pipeline_parallel == running.pipeline_parallel
+        and plan.replicas == replicas
+    )
+    return Recommendation(
+        feasible=True,
+        summary=_summary(plan),
+        gpu=plan.gpu,
+        gpu_count=plan.gpu_count,
+        quantization=plan.quantization,
+        tensor_parallel=plan.tensor_parallel,
+        pipeline_parallel=plan.pipeline_parallel,
+        replicas=plan.replicas,
+        cost_per_hour=plan.cost_per_hour,
+        cost_per_hour_change=round((plan.cost_per_hour or 0.0) - running_cost, 2),
+        estimated_ttft_ms=plan.estimated_ttft_ms,
+        estimated_tpot_ms=plan.estimated_tpot_ms,
+        same_as_running=same,
+        basis=basis,
+        since=since,
+    )
+
+
+def _recommended_message(r: Recommendation) -> str:
+    b = r.basis
+    measured = (
+        f"measured {b.requests_per_second:.3g} requests/s of {b.input_tokens:.0f}+"
+        f"{b.output_tokens:.0f} tokens, latency x{b.ttft_ratio:.2f} TTFT x{b.tpot_ratio:.2f} "
+        "TPOT of the model's"
+    )
+    if not r.feasible:
+        return f"{r.summary} ({measured})"
+    if r.same_as_running:
+        return f"keep the running plan: {r.summary} ({measured})"
+    return f"{r.summary}, {r.cost_per_hour_change:+.2f} $/h against the running plan ({measured})"
 
 
 def _stored_observed(status: Mapping[str, Any]) -> Observed | None:

@@ -26,7 +26,9 @@ from llmdeploy.measure.queries import (
     REPLICAS,
     REQUESTS,
     TPOT,
+    TPOT_SUM,
     TTFT,
+    TTFT_SUM,
 )
 from llmdeploy.measure.results import Readings
 from llmdeploy.sizing import Plan
@@ -112,6 +114,15 @@ def observe(
                 readings, key, what, few, partial(quantile, q=q), percentile
             )
             put(f"{name}_{percentile}_seconds", value, why)
+        sum_key = TTFT_SUM if key == TTFT else TPOT_SUM
+        total = readings.values.get(sum_key)
+        if total is None:
+            put(f"{name}_mean_seconds", None, missing(sum_key, f"{name.upper()} sum"))
+        else:
+            mean, why = _from_histogram(
+                readings, key, what, few, partial(_mean, total=total), "the mean"
+            )
+            put(f"{name}_mean_seconds", mean, why or "no observations")
         if target_ms is not None:
             within = partial(share_within, limit=target_ms / 1000)
             share, why = _from_histogram(readings, key, what, few, within, "the target")
@@ -175,6 +186,10 @@ def _from_histogram(
         last = histogram.buckets[-2][0] if len(histogram.buckets) > 1 else 0.0
         return None, f"{beyond} lies above the {what}'s last bucket ({last:g})"
     return value, ""
+
+
+def _mean(histogram: Histogram, total: float) -> float | None:
+    return total / histogram.count if histogram.count > 0 else None
 
 
 def _price(plan: Plan, catalog: Catalog) -> Price | None:

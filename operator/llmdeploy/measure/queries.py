@@ -44,6 +44,9 @@ OUTPUT_TOKENS_TOTAL = "outputTokensTotal"
 # ...time averages over it...
 KV_CACHE_USAGE = "kvCacheUsage"
 REPLICAS = "replicas"
+# ...the latency histograms' sums over it (a mean is a sum over the histogram's count)...
+TTFT_SUM = "ttftSum"
+TPOT_SUM = "tpotSum"
 # ...and histograms: observations per bucket over it.
 TTFT = "ttft"
 TPOT = "tpot"
@@ -131,6 +134,12 @@ def _increase_by_le(histograms: tuple[str, ...], sel: str, seconds: int) -> str:
     return f"sum by (le) ({inner})"
 
 
+def _increase_of_sum(histograms: tuple[str, ...], sel: str, seconds: int) -> str:
+    """The histogram's sum of observations over `seconds`, whichever name the version has."""
+    inner = " or ".join(f"increase({h}_sum{{{sel}}}[{_range(seconds)}])" for h in histograms)
+    return f"sum({inner})"
+
+
 def _replicas_now(metrics: EngineMetrics, sel: str) -> str:
     # One series per engine process; `instance` (pod address) counts each pod once.
     return f"count(count by (instance) ({metrics.running}{{{sel}}})) or vector(0)"
@@ -158,6 +167,8 @@ def measurement_queries(
         REPLICAS: f"avg_over_time(({_replicas_now(metrics, sel)})[{span}:{resolution}])",
         TTFT: _increase_by_le(metrics.ttft, sel, window_s),
         TPOT: _increase_by_le(metrics.tpot, sel, window_s),
+        TTFT_SUM: _increase_of_sum(metrics.ttft, sel, window_s),
+        TPOT_SUM: _increase_of_sum(metrics.tpot, sel, window_s),
     }
     missing = {}
     for key, histogram in (

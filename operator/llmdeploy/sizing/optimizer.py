@@ -24,7 +24,12 @@ from llmdeploy.sizing.memory import (
     weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import ModelFacts, SpecError, resolve_model
-from llmdeploy.sizing.performance import Performance, estimate_performance, replicas_for_rate
+from llmdeploy.sizing.performance import (
+    LatencyCalibration,
+    Performance,
+    estimate_performance,
+    replicas_for_rate,
+)
 from llmdeploy.sizing.plan import Alternative, Plan
 
 PRECISION_RANK = {Precision.BF16: 0, Precision.FP8: 1, Precision.INT8: 2, Precision.INT4: 3}
@@ -81,6 +86,7 @@ class _Context:
     max_num_batched_tokens: int
     images: ImageLock | None
     drivers: Mapping[str, Sequence[tuple[int, int]]]  # the NVIDIA drivers of each SKU's nodes
+    calibration: LatencyCalibration | None = None
 
     def engine_version(self, gpu: Gpu) -> str | None:
         """The release that would run on this GPU: the one the renderer will pin (the image
@@ -103,6 +109,7 @@ def _search(
     catalog: Catalog,
     images: ImageLock | None,
     drivers: Mapping[str, Sequence[tuple[int, int]]] | None,
+    calibration: LatencyCalibration | None = None,
 ) -> tuple[_Context, SearchSpace]:
     model = resolve_model(spec.model, catalog)
     engine = catalog.engines.get(spec.engine.name)
@@ -117,6 +124,7 @@ def _search(
         or engine.default_max_num_batched_tokens,
         images=images,
         drivers=drivers or {},
+        calibration=calibration,
     )
     return ctx, _search_space(spec, catalog, engine)
 
@@ -126,14 +134,17 @@ def plan_deployment(
     catalog: Catalog,
     images: ImageLock | None = None,
     drivers: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+    calibration: LatencyCalibration | None = None,
 ) -> Plan:
     """The plan for a spec; raises SpecError for input that names something impossible.
 
     With the image lock, a GPU is only a candidate where an image of the engine (at the
     pinned version) exists for its platform and runs on its nodes' NVIDIA `drivers` (by SKU;
     none known: the lock's default), and release-dependent facts (KV block size, refused
-    dtypes) follow the release that will run there; the plan names it."""
-    ctx, space = _search(spec, catalog, images, drivers)
+    dtypes) follow the release that will run there; the plan names it. With a
+    `calibration`, every latency estimate is scaled by it (and so are the SLO checks and the
+    replica count)."""
+    ctx, space = _search(spec, catalog, images, drivers, calibration)
     ranked = _ranked(ctx, space)
     viable = [c for c in ranked if c.viable]
     if viable:
@@ -146,11 +157,12 @@ def feasible_alternatives(
     catalog: Catalog,
     images: ImageLock | None = None,
     drivers: Mapping[str, Sequence[tuple[int, int]]] | None = None,
+    calibration: LatencyCalibration | None = None,
 ) -> list[Alternative]:
     """Every configuration that fits, with its estimates: those meeting the SLO by rank (the
     first is the plan's choice, reason "chosen"), then those missing it. `plan` shows a few
     of them; `plan --plot` draws them all."""
-    ctx, space = _search(spec, catalog, images, drivers)
+    ctx, space = _search(spec, catalog, images, drivers, calibration)
     fits = [c for c in _ranked(ctx, space) if c.infeasible is None]
     best = fits[0] if fits and fits[0].viable else None
     return [_alternative(c, "chosen" if c is best else _why_lost(ctx, c, best)) for c in fits]
@@ -426,6 +438,8 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         input_tokens=workload.input_tokens,
         output_tokens=workload.output_tokens,
     )
+    if ctx.calibration is not None:
+        perf = ctx.calibration.apply(perf)
     candidate.performance = perf
     if spec.replicas is not None:
         candidate.replicas = spec.replicas
@@ -614,6 +628,8 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         cost_per_hour=round(best.cost_per_hour, 2),
         cost_per_million_tokens=round(best.cost_per_million_tokens, 3),
         checkpoint=best.checkpoint,
+        ttft_calibration=ctx.calibration and ctx.calibration.ttft,
+        tpot_calibration=ctx.calibration and ctx.calibration.tpot,
         reasons=reasons,
         alternatives=_alternatives(ctx, ranked, best),
     )
@@ -685,4 +701,36 @@ def _infeasible_plan(
         max_context_length=ctx.max_context,
         reasons=reasons,
         alternatives=_alternatives(ctx, ranked, None),
+    )
+
+
+def performance_at(
+    spec: LLMDeploymentSpec,
+    catalog: Catalog,
+    plan: Plan,
+    *,
+    concurrency: int,
+    input_tokens: int,
+    output_tokens: int,
+) -> Performance | None:
+    """What the model predicts for a feasible plan's layout at another load (uncalibrated):
+    what a measurement at that load is compared with. None when the plan names a GPU or
+    format the catalog lacks."""
+    gpu = catalog.gpus.get(plan.gpu or "")
+    try:
+        fmt = catalog.quantizations.get(Quantization(plan.quantization or ""))
+    except ValueError:
+        fmt = None
+    if not plan.feasible or gpu is None or fmt is None or not plan.tensor_parallel:
+        return None
+    return estimate_performance(
+        resolve_model(spec.model, catalog),
+        gpu,
+        fmt,
+        tensor=plan.tensor_parallel,
+        pipeline=plan.pipeline_parallel or 1,
+        kv_dtype_bytes=1.0 if plan.kv_cache_dtype == KvCacheDtype.FP8.value else 2.0,
+        concurrency=max(1, concurrency),
+        input_tokens=max(1, input_tokens),
+        output_tokens=max(1, output_tokens),
     )

@@ -42,6 +42,23 @@ class Performance:
     requests_per_s: float  # per replica
 
 
+@dataclass(frozen=True, slots=True)
+class LatencyCalibration:
+    """Measured over predicted latency of a running plan (status.calibration)."""
+
+    ttft: float = 1.0
+    tpot: float = 1.0
+
+    def apply(self, perf: Performance) -> Performance:
+        # Decode time dominates a replica's throughput: it scales with 1 / TPOT.
+        return Performance(
+            ttft_s=perf.ttft_s * self.ttft,
+            tpot_s=perf.tpot_s * self.tpot,
+            output_tokens_per_s=perf.output_tokens_per_s / self.tpot,
+            requests_per_s=perf.requests_per_s / self.tpot,
+        )
+
+
 def _all_reduce_s(gpu: Gpu, tensor: int, message_bytes: float) -> float:
     if tensor == 1:
         return 0.0

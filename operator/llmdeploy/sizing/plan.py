@@ -74,5 +74,11 @@ class Plan(PlanModel):
     cost_per_hour: Amount | None = Field(default=None, description="All replicas, USD.")
     cost_per_million_tokens: Amount | None = Field(default=None, description="Output tokens, USD.")
     checkpoint: str | None = Field(default=None, description="Checkpoint the engine loads.")
+    ttft_calibration: Amount | None = Field(
+        default=None, description="Measured/predicted TTFT the estimates were scaled by."
+    )
+    tpot_calibration: Amount | None = Field(
+        default=None, description="Measured/predicted TPOT the estimates were scaled by."
+    )
     reasons: list[str] = Field(default_factory=list)
     alternatives: list[Alternative] = Field(default_factory=list)
