@@ -5,8 +5,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds \
-	demo demo-down prometheus lint-manifests helm kstatus chart image docs
+.PHONY: test lint typecheck unit e2e rules-test bench venv clean testenv testenv-down testenv-build \
+	crds demo demo-down prometheus lint-manifests helm kstatus chart image docs monitoring
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-test: lint typecheck unit e2e
+test: lint typecheck rules-test unit e2e
 
 lint: venv
 	$(BIN)/ruff check operator tests bench
@@ -36,6 +36,12 @@ unit: venv helm kstatus
 
 e2e: venv prometheus helm kstatus
 	$(BIN)/pytest tests/e2e
+
+# The alert and recording rules (manifests/monitoring/rules) checked and unit-tested by promtool,
+# which Debian's prometheus package ships.
+rules-test: prometheus
+	promtool check rules manifests/monitoring/rules/rules.yaml
+	promtool test rules tests/rules/*.yaml
 
 # The autoscaling e2e tests run a real Prometheus: Debian's package.
 prometheus:
