@@ -59,6 +59,11 @@ bench: venv
 crds: venv
 	$(BIN)/llmdeploy crd > crds/llmdeployments.yaml
 
+# The PrometheusRule (from rules.yaml) and the Grafana dashboard of manifests/monitoring
+# (tests/unit/test_monitoring.py fails when they are stale).
+monitoring: venv
+	$(BIN)/python -m llmdeploy.monitoring
+
 # Generated docs (tests/unit/test_docs.py fails when they are stale).
 docs: venv
 	$(BIN)/python -m llmdeploy.controller.settings > docs/settings.md
