@@ -112,6 +112,22 @@ def test_a_deleted_object_leaves_no_series(reconciler: Reconciler, cluster: Clus
         assert samples(gauge._name) == {}, gauge._name
 
 
+def test_an_update_that_raced_the_deletion_is_dropped_at_the_next_resync(
+    reconciler: Reconciler, cluster: Cluster
+) -> None:
+    reconciler._reconcile_one(KEY)
+    metrics.DEPLOYMENTS.retain(reconciler.index.keys)  # a live object keeps its series
+    assert samples("llmdeploy_plan_replicas")
+    written = LLMDeploymentStatus.model_validate(cluster.body["status"])
+    reconciler.object_event("DELETED", copy.deepcopy(cluster.body))
+    # A worker that read the object before the deletion writes its gauges after it.
+    metrics.DEPLOYMENTS.update(*KEY, cluster.body, written)
+    assert samples("llmdeploy_plan_replicas")
+    metrics.DEPLOYMENTS.retain(reconciler.index.keys)  # what each resync does
+    assert samples("llmdeploy_plan_replicas") == {}
+    assert samples("llmdeploy_plan_drift") == {}
+
+
 def test_an_object_a_relist_no_longer_finds_leaves_no_series(
     reconciler: Reconciler, cluster: Cluster
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,6 +191,14 @@ class DeploymentMetrics:
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
             self._remove((namespace, name))
+
+    def retain(self, live: Callable[[], Iterable[tuple[str, str]]]) -> None:
+        """Drop the series of objects `live()` (read under the lock that updates take) no
+        longer has: an update that raced the object's deletion leaves none for long."""
+        with self._lock:
+            keep = set(live())
+            for key in [k for k in self._exported if k not in keep]:
+                self._remove(key)
 
     def clear(self) -> None:
         with self._lock:

@@ -168,6 +168,7 @@ class Reconciler:
         while True:
             metrics.QUEUE_DEPTH.set(self.queue.depth())
             metrics.OBJECTS_TRACKED.set(len(self.index))
+            metrics.DEPLOYMENTS.retain(self.index.keys)
             if self.peering.acting():
                 due = time.monotonic() - last_relist >= self.settings.relist_seconds
                 if due or self._relist.is_set():
