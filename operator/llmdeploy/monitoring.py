@@ -274,7 +274,7 @@ def _variable(name: str, label: str, query: str) -> dict[str, Any]:
         "type": "query",
         "datasource": DATASOURCE,
         "definition": query,
-        "query": {"query": query, "refId": name},
+        "query": query,
         "refresh": 2,
         "sort": 1,
         "includeAll": False,
