@@ -134,6 +134,7 @@ def test_an_object_a_relist_no_longer_finds_leaves_no_series(
     reconciler._reconcile_one(KEY)
     cluster.llmdeployment_keys = lambda namespaces: set()  # type: ignore[attr-defined]
     cluster.children = lambda namespaces: {}  # type: ignore[attr-defined]
+    cluster.names = lambda namespaces: {}  # type: ignore[attr-defined]
     reconciler.relist()
     assert samples("llmdeploy_plan_replicas") == {}
     assert samples("llmdeploy_slo_met") == {}
