@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import shutil
 import socket
 import ssl
@@ -13,10 +14,12 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -236,22 +239,46 @@ class Prometheus:
     With `tls`, it serves https only (--web.config.file, tls_server_config)."""
 
     def __init__(
-        self, target_port: int, labels: dict[str, str], tls: ServerTls | None = None
+        self,
+        target_port: int,
+        labels: dict[str, str],
+        tls: ServerTls | None = None,
+        *,
+        operator_port: int | None = None,
+        rule_files: tuple[Path, ...] = (),
     ) -> None:
+        """`operator_port`: also scrape an operator's metrics, with honor_labels as the
+        PodMonitor of manifests/monitoring does; `rule_files`: rules to evaluate."""
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed (make e2e installs Debian's package)")
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="llmdeploy-prometheus-"))
         self.port = free_port()
+        scrapes: list[dict[str, object]] = [
+            {
+                "job_name": "vllm",
+                "static_configs": [{"targets": [f"127.0.0.1:{target_port}"], "labels": labels}],
+            }
+        ]
+        if operator_port is not None:
+            scrapes.append(
+                {
+                    "job_name": "llmdeploy",
+                    "honor_labels": True,
+                    # The target labels the Prometheus Operator gives the operator's pod.
+                    "static_configs": [
+                        {
+                            "targets": [f"127.0.0.1:{operator_port}"],
+                            "labels": {"namespace": "llmdeploy-system", "pod": "llmdeploy-0"},
+                        }
+                    ],
+                }
+            )
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {
-                    "job_name": "vllm",
-                    "static_configs": [{"targets": [f"127.0.0.1:{target_port}"], "labels": labels}],
-                }
-            ],
+            "scrape_configs": scrapes,
+            "rule_files": [str(path) for path in rule_files],
         }
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.tls = tls
@@ -303,3 +330,11 @@ class Prometheus:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The `data.result` of an instant query through the HTTP API (plain http)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]  # type: ignore[no-any-return]
