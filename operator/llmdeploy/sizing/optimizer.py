@@ -307,7 +307,7 @@ def _no_metrics(ctx: _Context, gpu: Gpu) -> str | None:
     engine = ctx.engine
     return (
         f"{engine.display_name} {version}, the pinned release for {gpu.id}, serves no "
-        f"Prometheus metrics, which {' and '.join(readers)} read; releases that do: "
+        f"Prometheus metrics ({' and '.join(readers)} read them); releases that do: "
         f"{engine.releases_with_metrics()} (spec.engine.version)"
     )
 
