@@ -5,8 +5,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: test lint typecheck unit e2e bench venv clean testenv testenv-down testenv-build crds \
-	demo demo-down prometheus lint-manifests helm kstatus chart image docs
+.PHONY: test lint typecheck unit e2e rules-test bench venv clean testenv testenv-down testenv-build \
+	crds demo demo-down prometheus lint-manifests helm kstatus chart image docs monitoring
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-test: lint typecheck unit e2e
+test: lint typecheck rules-test unit e2e
 
 lint: venv
 	$(BIN)/ruff check operator tests bench
@@ -37,6 +37,12 @@ unit: venv helm kstatus
 e2e: venv prometheus helm kstatus
 	$(BIN)/pytest tests/e2e
 
+# The alert and recording rules (manifests/monitoring/rules) checked and unit-tested by promtool,
+# which Debian's prometheus package ships.
+rules-test: prometheus
+	promtool check rules manifests/monitoring/rules/rules.yaml
+	promtool test rules tests/rules/*.yaml
+
 # The autoscaling e2e tests run a real Prometheus: Debian's package.
 prometheus:
 	@command -v prometheus >/dev/null || { \
@@ -52,6 +58,11 @@ bench: venv
 
 crds: venv
 	$(BIN)/llmdeploy crd > crds/llmdeployments.yaml
+
+# The PrometheusRule (from rules.yaml) and the Grafana dashboard of manifests/monitoring
+# (tests/unit/test_monitoring.py fails when they are stale).
+monitoring: venv
+	$(BIN)/python -m llmdeploy.monitoring
 
 # Generated docs (tests/unit/test_docs.py fails when they are stale).
 docs: venv

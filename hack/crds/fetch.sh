@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fetches the CRDs of the third-party kinds llmdeploy renders (KEDA ScaledObject, PodMonitor,
-# LeaderWorkerSet) from the Go module proxy at the versions in versions.env, checks each file
-# against hack/crds/sha256sums, and prints the directory holding them on stdout.
+# Fetches the CRDs of the third-party kinds llmdeploy renders or ships (KEDA ScaledObject,
+# PodMonitor, LeaderWorkerSet, PrometheusRule) from the Go module proxy at the versions in
+# versions.env, checks each file against hack/crds/sha256sums, and prints the directory holding
+# them on stdout.
 # The files are upstream content: they live in a cache outside the repo, never in git.
 # A warm cache is only re-verified. `fetch.sh --record` rewrites sha256sums from what it
 # fetched (after a version bump; review the diff).
@@ -24,6 +25,7 @@ crds=(
   "github.com/kedacore/keda/v2 $KEDA_VERSION config/crd/bases/keda.sh_scaledobjects.yaml"
   "sigs.k8s.io/lws $LWS_VERSION config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml"
   "github.com/prometheus-operator/prometheus-operator $PROMETHEUS_OPERATOR_VERSION example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml"
+  "github.com/prometheus-operator/prometheus-operator $PROMETHEUS_OPERATOR_VERSION example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"
 )
 
 log() { echo "[crds] $*" >&2; }

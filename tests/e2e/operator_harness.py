@@ -116,7 +116,8 @@ class Operator:
 
     def start(self) -> None:
         self.starts += 1
-        self.metrics_port = free_port()
+        # A port the settings name is kept across restarts (a Prometheus scrapes it).
+        self.metrics_port = int(self.settings.get("LLMDEPLOY_METRICS_PORT") or free_port())
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -150,20 +151,23 @@ class Operator:
 
     def metric(self, name: str, **labels: str) -> float:
         """A sample of the running process's /metrics (0 when absent or not up yet)."""
+        return next(iter(self.samples(name, **labels)), 0.0)
+
+    def samples(self, name: str, **labels: str) -> list[float]:
+        """The samples of `name` whose labels include `labels` (none when not up yet)."""
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
             ) as answer:
                 text = answer.read().decode()
         except OSError:
-            return 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    return float(sample.value)
-        return 0.0
+            return []
+        return [
+            float(sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        ]
 
     def reconciles(self) -> float:
         return self.metric("llmdeploy_reconcile_total", result="success")

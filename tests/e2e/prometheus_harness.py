@@ -1,11 +1,13 @@
-"""A real Prometheus (Debian's package) scraping a vLLM-compatible metrics endpoint that the
-test drives. The endpoint exposes vLLM's metric names and types for one LLMDeployment's
-engines (totals across its replicas), labelled as the rendered PodMonitor would label them."""
+"""A real Prometheus (Debian's package) scraping engine-compatible metrics endpoints that the
+test drives. Each endpoint exposes one engine's metric names, types and path for one
+LLMDeployment's engines (totals across its replicas), labelled as the rendered PodMonitor would
+label them: vLLM's on /metrics, TensorRT-LLM's on /prometheus/metrics."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import shutil
 import socket
 import ssl
@@ -13,10 +15,12 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import yaml
 from cryptography import x509
@@ -46,8 +50,51 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class EngineSim(Protocol):
+    """An engine's simulated metrics endpoint: 127.0.0.1:`port`, at `PATH` only."""
+
+    PATH: ClassVar[str]
+    port: int
+
+    def close(self) -> None: ...
+
+
+class MetricsServer:
+    """Serves a registry on 127.0.0.1 at `path` only (404 elsewhere), in the classic text
+    format as both engines do: names keep their colons (prometheus_client's OpenMetrics
+    negotiation would rewrite them)."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] != path:
+                    self.send_error(404)
+                    return
+                body = generate_latest(registry)
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.path = path
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class VllmMetricsSim:
-    """`vllm:*` gauges and histograms whose values the test sets."""
+    """`vllm:*` gauges and histograms whose values the test sets, on /metrics."""
+
+    PATH = "/metrics"
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -108,26 +155,8 @@ class VllmMetricsSim:
             buckets=TOKEN_BUCKETS,
         )
         self.finish(0, ttft_s=0, gap_s=0, input_tokens=0, output_tokens=0)
-        registry = self.registry
-
-        class Handler(BaseHTTPRequestHandler):
-            # Always the classic text format, as vLLM's /metrics serves it: names keep their
-            # colons (prometheus_client's OpenMetrics negotiation would rewrite them).
-            def do_GET(self) -> None:
-                body = generate_latest(registry)
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.endpoint = MetricsServer(self.registry, self.PATH)
+        self.port = self.endpoint.port
         self.set_load(running=0, waiting=0)
 
     def set_load(self, running: float, waiting: float, kv_usage: float | None = None) -> None:
@@ -158,8 +187,58 @@ class VllmMetricsSim:
             generation.observe(output_tokens)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.endpoint.close()
+
+
+# TensorRT-LLM's MetricsCollector (tensorrt_llm/metrics/collector.py): every series carries
+# model_name and engine_type; its default bucket bounds for TTFT and TPOT.
+TRTLLM_LABELS = ["model_name", "engine_type"]
+TRTLLM_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0,
+                       2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
+
+
+class TrtllmMetricsSim:
+    """What trtllm-serve serves on /prometheus/metrics (return_perf_metrics and
+    enable_iter_perf_stats on): the `trtllm_*` iteration gauges whose values the test sets, and
+    the per-request counters and histograms at zero."""
+
+    PATH = "/prometheus/metrics"
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = (MODEL, "trtllm")
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, TRTLLM_LABELS, registry=self.registry)
+
+        self.running = gauge("trtllm_num_requests_running", "Number of active requests")
+        self.waiting = gauge("trtllm_num_requests_waiting", "Number of queued requests")
+        self.kv_usage = gauge("trtllm_kv_cache_utilization", "KV cache utilization")
+        Counter(
+            "trtllm_request_success",
+            "Count of successfully processed requests.",
+            [*TRTLLM_LABELS, "finished_reason"],
+            registry=self.registry,
+        ).labels(*labels, "stop")
+        for name in ("trtllm_prompt_tokens", "trtllm_generation_tokens"):
+            Counter(name, "Tokens", TRTLLM_LABELS, registry=self.registry).labels(*labels)
+        for name, buckets in (
+            ("trtllm_time_to_first_token_seconds", TRTLLM_TTFT_BUCKETS),
+            ("trtllm_time_per_output_token_seconds", INTER_TOKEN_BUCKETS),
+        ):
+            Histogram(name, "Latency", TRTLLM_LABELS, registry=self.registry, buckets=buckets)
+        self.labels = labels
+        self.endpoint = MetricsServer(self.registry, self.PATH)
+        self.port = self.endpoint.port
+        self.set_load(running=0, waiting=0)
+
+    def set_load(self, running: float, waiting: float) -> None:
+        self.running.labels(*self.labels).set(running)
+        self.waiting.labels(*self.labels).set(waiting)
+        self.kv_usage.labels(*self.labels).set(min(1, running / 32))
+
+    def close(self) -> None:
+        self.endpoint.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,22 +315,48 @@ class Prometheus:
     With `tls`, it serves https only (--web.config.file, tls_server_config)."""
 
     def __init__(
-        self, target_port: int, labels: dict[str, str], tls: ServerTls | None = None
+        self,
+        target_port: int,
+        labels: dict[str, str],
+        tls: ServerTls | None = None,
+        metrics_path: str = "/metrics",
+        *,
+        operator_port: int | None = None,
+        rule_files: tuple[Path, ...] = (),
     ) -> None:
+        """`operator_port`: also scrape an operator's metrics, with honor_labels as the
+        PodMonitor of manifests/monitoring does; `rule_files`: rules to evaluate."""
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed (make e2e installs Debian's package)")
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="llmdeploy-prometheus-"))
         self.port = free_port()
+        scrapes: list[dict[str, object]] = [
+            {
+                "job_name": "engine",
+                "metrics_path": metrics_path,
+                "static_configs": [{"targets": [f"127.0.0.1:{target_port}"], "labels": labels}],
+            }
+        ]
+        if operator_port is not None:
+            scrapes.append(
+                {
+                    "job_name": "llmdeploy",
+                    "honor_labels": True,
+                    # The target labels the Prometheus Operator gives the operator's pod.
+                    "static_configs": [
+                        {
+                            "targets": [f"127.0.0.1:{operator_port}"],
+                            "labels": {"namespace": "llmdeploy-system", "pod": "llmdeploy-0"},
+                        }
+                    ],
+                }
+            )
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [
-                {
-                    "job_name": "vllm",
-                    "static_configs": [{"targets": [f"127.0.0.1:{target_port}"], "labels": labels}],
-                }
-            ],
+            "scrape_configs": scrapes,
+            "rule_files": [str(path) for path in rule_files],
         }
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.tls = tls
@@ -303,3 +408,11 @@ class Prometheus:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """The `data.result` of an instant query through the HTTP API (plain http)."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", answer
+        return answer["data"]["result"]  # type: ignore[no-any-return]

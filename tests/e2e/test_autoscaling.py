@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from prometheus_client import Gauge
 
 from .e2e_support import KWOK_TOLERATION, wait_until
 from .operator_harness import REPO_ROOT, Operator, kubectl
-from .prometheus_harness import Prometheus, VllmMetricsSim
+from .prometheus_harness import EngineSim, Prometheus, VllmMetricsSim
 
 GROUP, VERSION, PLURAL = "llmdeploy.io", "v1alpha1", "llmdeployments"
 NAME = "scaled"
@@ -24,22 +25,29 @@ DOWN_WINDOW_S = 30
 ENDPOINTS, ENDPOINT = "LLMDEPLOY_PROMETHEUS_ENDPOINTS", "e2e"
 
 
-@pytest.fixture
-def metrics(namespace: str, operator: Operator) -> Iterator[tuple[VllmMetricsSim, Prometheus]]:
-    """A Prometheus for this test, allowed in the operator's settings as endpoint `e2e` (an
-    object can name no free URL): the operator restarts with it."""
-    sim = VllmMetricsSim()
-    prometheus = Prometheus(sim.port, {"namespace": namespace, "llmdeploy_io_deployment": NAME})
+@contextmanager
+def scraped(sim: EngineSim, namespace: str, operator: Operator) -> Iterator[Prometheus]:
+    """A Prometheus scraping `sim` on its engine's path, allowed in the operator's settings as
+    endpoint `e2e` (an object can name no free URL): the operator restarts with it."""
+    labels = {"namespace": namespace, "llmdeploy_io_deployment": NAME}
+    prometheus = Prometheus(sim.port, labels, metrics_path=sim.PATH)
     prometheus.start()
     operator.stop()
     endpoints = json.loads(operator.settings.get(ENDPOINTS) or "{}")
     operator.settings[ENDPOINTS] = json.dumps({**endpoints, ENDPOINT: {"url": prometheus.url}})
     operator.start()
     try:
-        yield sim, prometheus
+        yield prometheus
     finally:
         prometheus.close()
         sim.close()
+
+
+@pytest.fixture
+def metrics(namespace: str, operator: Operator) -> Iterator[tuple[VllmMetricsSim, Prometheus]]:
+    sim = VllmMetricsSim()
+    with scraped(sim, namespace, operator) as prometheus:
+        yield sim, prometheus
 
 
 def get(api: client.ApiClient, namespace: str) -> dict[str, Any]:
@@ -67,13 +75,37 @@ def scaled_messages(api: client.ApiClient, namespace: str) -> list[str]:
     return [e.message or "" for e in events.items if e.reason == "Scaled"]
 
 
-def deploy(kubeconfig: Path, namespace: str, replicas: int = 1, **scaling: Any) -> None:
-    body = yaml.safe_load((REPO_ROOT / "examples" / "llama-3.1-8b-l4.yaml").read_text())
-    body["metadata"]["name"] = NAME
-    body["spec"]["placement"]["tolerations"] = [KWOK_TOLERATION]
-    body["spec"]["workload"].pop("requestsPerSecond")
-    body["spec"]["replicas"] = replicas
-    body["spec"]["scaling"] = {
+def first_decision(api: client.ApiClient, namespace: str) -> None:
+    wait_until(
+        lambda: condition(get(api, namespace), "MetricsAvailable"),
+        what="first autoscaling decision",
+        timeout=60,
+    )
+    assert replicas(api, namespace) == 1
+
+
+def decided(api: client.ApiClient, namespace: str, desired: int) -> dict[str, Any]:
+    """status.autoscaler once it shows `desired`: the scale write comes first, the status that
+    explains it follows."""
+    return wait_until(  # type: ignore[no-any-return]
+        lambda: (
+            (get(api, namespace)["status"].get("autoscaler") or {}).get("desiredReplicas")
+            == desired
+            and get(api, namespace)["status"]["autoscaler"]
+        ),
+        what="status.autoscaler",
+        timeout=30,
+    )
+
+
+def apply(kubeconfig: Path, namespace: str, body: dict[str, Any]) -> None:
+    result = kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(body))
+    assert result.returncode == 0, result.stderr
+
+
+def scaling_spec(**scaling: Any) -> dict[str, Any]:
+    """Operator mode on runningRequests (4 per replica), 1 to 4 replicas, up at once."""
+    return {
         "mode": "operator",
         "minReplicas": 1,
         "maxReplicas": 4,
@@ -91,8 +123,16 @@ def deploy(kubeconfig: Path, namespace: str, replicas: int = 1, **scaling: Any) 
         },
         **scaling,
     }
-    result = kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(body))
-    assert result.returncode == 0, result.stderr
+
+
+def deploy(kubeconfig: Path, namespace: str, replicas: int = 1, **scaling: Any) -> None:
+    body = yaml.safe_load((REPO_ROOT / "examples" / "llama-3.1-8b-l4.yaml").read_text())
+    body["metadata"]["name"] = NAME
+    body["spec"]["placement"]["tolerations"] = [KWOK_TOLERATION]
+    body["spec"]["workload"].pop("requestsPerSecond")
+    body["spec"]["replicas"] = replicas
+    body["spec"]["scaling"] = scaling_spec(**scaling)
+    apply(kubeconfig, namespace, body)
 
 
 def test_scales_up_on_load_down_after_the_window_and_holds_without_metrics(
@@ -104,25 +144,12 @@ def test_scales_up_on_load_down_after_the_window_and_holds_without_metrics(
 ) -> None:
     sim, prometheus = metrics
     deploy(kubeconfig_path, namespace)
-    wait_until(
-        lambda: condition(get(kube_api, namespace), "MetricsAvailable"),
-        what="first autoscaling decision",
-        timeout=60,
-    )
-    assert replicas(kube_api, namespace) == 1
+    first_decision(kube_api, namespace)
 
     # Load step: 12 running requests at a target of 4 per replica -> 3 replicas.
     sim.set_load(running=12, waiting=3)
     wait_until(lambda: replicas(kube_api, namespace) == 3, what="scale up to 3", timeout=60)
-    # The scale write comes first; the status that explains it follows.
-    autoscaler = wait_until(
-        lambda: (
-            (get(kube_api, namespace)["status"].get("autoscaler") or {}).get("desiredReplicas") == 3
-            and get(kube_api, namespace)["status"]["autoscaler"]
-        ),
-        what="status.autoscaler",
-        timeout=30,
-    )
+    autoscaler = decided(kube_api, namespace, 3)
     assert autoscaler["lastScaleTime"]
     assert autoscaler["metrics"]["runningRequests"] == 12
     # Events are posted after the status write seen above.

@@ -1,6 +1,8 @@
 """The operator measures: status.observed, SLOMet and PlanDrift from a real Prometheus scraping
 a simulated vLLM engine that serves steady traffic, on a short measurement interval and window.
-Latency above the SLO, then within it, then Prometheus stopped."""
+Latency above the SLO, then within it, then Prometheus stopped. The same Prometheus scrapes the
+operator's per-LLMDeployment gauges and evaluates manifests/monitoring/rules, and every panel
+of the Grafana dashboard finds data in it."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import pytest
 import yaml
 from kubernetes import client
 
+from llmdeploy import monitoring
+
 from .e2e_support import KWOK_TOLERATION, wait_until
-from .operator_harness import REPO_ROOT, Operator, kubectl
+from .operator_harness import REPO_ROOT, Operator, free_port, kubectl
 from .prometheus_harness import Prometheus, VllmMetricsSim
 
 GROUP, VERSION, PLURAL = "llmdeploy.io", "v1alpha1", "llmdeployments"
@@ -30,9 +34,9 @@ SLOW_TTFT_S, FAST_TTFT_S, GAP_S = 3.0, 0.3, 0.04
 class Traffic:
     """Two requests finish every second, with the TTFT the test sets (a thread)."""
 
-    def __init__(self, sim: VllmMetricsSim) -> None:
+    def __init__(self, sim: VllmMetricsSim, ttft_s: float) -> None:
         self.sim = sim
-        self.ttft_s = SLOW_TTFT_S
+        self.ttft_s = ttft_s
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -49,14 +53,28 @@ class Traffic:
 
 
 @pytest.fixture
-def served(namespace: str, operator: Operator) -> Iterator[tuple[Traffic, Prometheus]]:
-    """A Prometheus scraping the engine, as the operator's default endpoint; the operator
-    restarts with it and a short measurement interval, and again without them at the end."""
+def served(
+    namespace: str, operator: Operator, request: pytest.FixtureRequest
+) -> Iterator[tuple[Traffic, Prometheus]]:
+    """A Prometheus scraping the engine and the operator, with llmdeploy's rules, as the
+    operator's default endpoint; the operator restarts with it and a short measurement
+    interval, and again without them at the end. The traffic's TTFT starts at the test's
+    parameter, if any, else above the SLO."""
     sim = VllmMetricsSim()
-    prometheus = Prometheus(sim.port, {"namespace": namespace, "llmdeploy_io_deployment": NAME})
+    metrics_port = free_port()
+    prometheus = Prometheus(
+        sim.port,
+        {"namespace": namespace, "llmdeploy_io_deployment": NAME},
+        operator_port=metrics_port,
+        rule_files=(REPO_ROOT / monitoring.RULES,),
+    )
     prometheus.start()
-    traffic = Traffic(sim)
-    changed = {**SETTINGS, "LLMDEPLOY_PROMETHEUS_URL": prometheus.url}
+    traffic = Traffic(sim, getattr(request, "param", SLOW_TTFT_S))
+    changed = {
+        **SETTINGS,
+        "LLMDEPLOY_PROMETHEUS_URL": prometheus.url,
+        "LLMDEPLOY_METRICS_PORT": str(metrics_port),
+    }
     operator.stop()
     operator.settings.update(changed)
     operator.start()
@@ -176,3 +194,90 @@ def test_slo_met_follows_the_measured_latency_and_prometheus_going_away(
     assert (unknown["status"], unknown["reason"]) == ("Unknown", "NotMeasured")
     assert condition(kube_api, namespace, "PlanDrift")["status"] == "Unknown"
     told(kube_api, namespace, "SLOMet", {"SLOMet=Unknown"})
+
+
+def panel_queries(namespace: str) -> list[tuple[str, str]]:
+    """Each panel's queries and each variable's, as Grafana sends them for this deployment."""
+    dashboard = monitoring.dashboard()
+    chosen = {"$namespace": namespace, "$deployment": NAME}
+
+    def substituted(text: str) -> str:
+        for variable, value in chosen.items():
+            text = text.replace(variable, value)
+        return text
+
+    found = [
+        (panel["title"], substituted(target["expr"]))
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+    ]
+    # label_values(METRIC{...}, LABEL) is a query of METRIC's series.
+    for variable in dashboard["templating"]["list"]:
+        if "definition" in variable:
+            inside = variable["definition"].removeprefix("label_values(").rsplit(",", 1)[0]
+            found.append((f"variable {variable['name']}", substituted(inside)))
+    return found
+
+
+@pytest.mark.parametrize("served", [FAST_TTFT_S], indirect=True)
+def test_the_operator_s_gauges_feed_the_rules_and_every_dashboard_panel(
+    kubeconfig_path: Path,
+    kube_api: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    served: tuple[Traffic, Prometheus],
+) -> None:
+    _, prometheus = served
+    deploy(kubeconfig_path, namespace)
+    turns(kube_api, namespace, "SLOMet", "True")
+    turns(kube_api, namespace, "PlanDrift", "False")
+
+    # The operator's gauges, labelled by the plan, say what status says.
+    written = status(kube_api, namespace)
+    plan = written["plan"]
+    labels = {
+        "namespace": namespace,
+        "llmdeployment": NAME,
+        "gpu": written["gpu"],
+        "quantization": written["quantization"],
+        "engine": "vllm",
+    }
+    assert operator.samples("llmdeploy_plan_replicas", **labels) == [1.0]
+    assert operator.samples("llmdeploy_plan_cost_per_hour_usd", **labels) == [
+        float(written["costPerHour"])
+    ]
+    assert operator.samples("llmdeploy_plan_ttft_seconds", **labels) == [
+        plan["estimatedTtftMs"] / 1000
+    ]
+    assert operator.samples("llmdeploy_slo_ttft_seconds", **labels) == [1.5]
+    # One series per status of each condition, 1 for the status it has (set just after the
+    # status write the test saw).
+    for gauge, now in (("llmdeploy_slo_met", "True"), ("llmdeploy_plan_drift", "False")):
+        wait_until(
+            lambda g=gauge, n=now: operator.samples(g, status=n, **labels) == [1.0],
+            what=f"{gauge} {now}",
+            timeout=10,
+        )
+        others = {"True", "False", "Unknown"} - {now}
+        assert [operator.samples(gauge, status=s, **labels) for s in sorted(others)] == [[0.0]] * 2
+
+    # Every query of the dashboard answers through the Prometheus HTTP API, with a number.
+    def answered(promql: str) -> list[float]:
+        values = [float(r["value"][1]) for r in prometheus.query(promql)]
+        return [v for v in values if v == v]  # NaN: no requests in the window
+
+    for title, promql in panel_queries(namespace):
+        wait_until(lambda q=promql: answered(q), what=f"data for {title}: {promql}", timeout=60)
+    # The rules join engine and operator series: every TTFT (0.3 s) is within the 1.5 s SLO.
+    attainment = f'llmdeploy:ttft_slo_attainment:ratio_rate5m{{namespace="{namespace}"}}'
+    assert answered(attainment) == [1.0]
+
+    # Deleted: no series of it is left on the operator's /metrics.
+    deleted = kubectl(kubeconfig_path, "-n", namespace, "delete", "llmdeployment", NAME)
+    assert deleted.returncode == 0, deleted.stderr
+    for gauge in ("llmdeploy_plan_replicas", "llmdeploy_slo_met", "llmdeploy_slo_ttft_seconds"):
+        wait_until(
+            lambda g=gauge: not operator.samples(g, namespace=namespace),
+            what=f"{gauge} of the deleted deployment gone",
+            timeout=30,
+        )

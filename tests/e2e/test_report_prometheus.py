@@ -12,11 +12,8 @@ import json
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,13 +27,6 @@ WINDOW_S = 20
 REQUESTS = 100
 
 
-def instant(prometheus: Prometheus, promql: str) -> list[Any]:
-    url = f"{prometheus.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(url, timeout=5) as response:
-        result: list[Any] = json.load(response)["data"]["result"]
-    return result
-
-
 @pytest.fixture(scope="module")
 def served() -> Iterator[Prometheus]:
     """Prometheus has seen the engine idle for longer than the window, then 100 requests of
@@ -47,7 +37,7 @@ def served() -> Iterator[Prometheus]:
     prometheus.start()
     try:
         wait_until(
-            lambda: instant(prometheus, 'vllm:request_success_total{namespace="team-a"}'),
+            lambda: prometheus.query('vllm:request_success_total{namespace="team-a"}'),
             what="the first scrape of the engine",
         )
         time.sleep(WINDOW_S + 5)  # a window's worth of scrapes of the idle engine
@@ -55,7 +45,7 @@ def served() -> Iterator[Prometheus]:
         wait_until(
             lambda: [
                 r
-                for r in instant(prometheus, "vllm:request_success_total")
+                for r in prometheus.query("vllm:request_success_total")
                 if r["value"][1] == str(REQUESTS)
             ],
             what="a scrape of the finished requests",

@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
+from llmdeploy import monitoring
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.catalog import load_catalog, load_image_lock
 from llmdeploy.render import PrometheusTarget, render_manifests, to_yaml
@@ -176,6 +177,23 @@ def test_rendered_objects_pass_strict_server_side_validation(
     for obj in objects:
         try:
             dry_run_apply(kube_api, dynamic, obj)
+        except ApiException as exc:
+            pytest.fail(f"{obj['kind']} {obj['metadata']['name']} rejected: {exc.body}")
+
+
+def test_the_monitoring_components_pass_strict_server_side_validation(
+    kube_api: client.ApiClient, dynamic: DynamicClient, namespace: str
+) -> None:
+    """The operator's PodMonitor and the PrometheusRule of manifests/monitoring as shipped."""
+    objects = [
+        yaml.safe_load((REPO_ROOT / path).read_text())
+        for path in ("manifests/monitoring/podmonitor.yaml", monitoring.PROMETHEUS_RULE)
+    ]
+    assert [o["kind"] for o in objects] == ["PodMonitor", "PrometheusRule"]
+    for obj in objects:
+        obj["metadata"]["namespace"] = namespace
+        try:
+            dry_run_apply(kube_api, dynamic, obj, manifest=yaml.safe_dump(obj))
         except ApiException as exc:
             pytest.fail(f"{obj['kind']} {obj['metadata']['name']} rejected: {exc.body}")
 

@@ -153,6 +153,22 @@ def test_monitoring_is_the_monitoring_component(helm: str, tmp_path: Path) -> No
     assert len(of_kind(ours, "PodMonitor")) == 1
 
 
+def test_rules_and_dashboard_are_their_components(helm: str, tmp_path: Path) -> None:
+    ours = chart(
+        helm,
+        "monitoring.rules.enabled=true",
+        "monitoring.dashboard.enabled=true",
+        "kopfPeeringCRDs.install=false",
+    )
+    components = ["monitoring/rules", "monitoring/dashboard"]
+    assert_same(ours, overlay(tmp_path, components, [], []))
+    (rule,) = of_kind(ours, "PrometheusRule")
+    assert [g["name"] for g in rule["spec"]["groups"]] == ["llmdeploy.rules", "llmdeploy.alerts"]
+    (dashboard,) = [o for o in of_kind(ours, "ConfigMap") if "llmdeploy.json" in o["data"]]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert not of_kind(chart(helm, "kopfPeeringCRDs.install=false"), "PrometheusRule")
+
+
 def test_values_reach_the_objects(helm: str) -> None:
     digest = "sha256:" + "ab" * 32
     ours = chart(

@@ -205,11 +205,12 @@ def settled(
     catalog: Catalog,
     b: dict[str, Any],
     ready: int | None = None,
+    nodes: Inventory = L4_NODES,
     **extra: Any,
 ) -> tuple[Snapshot, Outcome]:
     """A first decide, then the snapshot of what its act left: status written, every child
     applied by this process and seen by the watch, `ready` replicas serving."""
-    first = complete(Snapshot(b, {}, {}, L4_NODES, NOW), config(catalog))
+    first = complete(Snapshot(b, {}, {}, nodes, NOW), config(catalog))
     assert first.status is not None
     status = first.status.model_dump(mode="json", by_alias=True, exclude_none=True)
     replicas = status["replicas"] if ready is None else ready
@@ -225,9 +226,7 @@ def settled(
         )
         children[name] = LiveChild(f"uid-{name[0]}", "u1", digest, "g1", workload)
         applied[name] = (digest, "g1")
-    snap = Snapshot(
-        {**b, "status": status}, children, applied, L4_NODES, NOW, first.rendered, **extra
-    )
+    snap = Snapshot({**b, "status": status}, children, applied, nodes, NOW, first.rendered, **extra)
     # Once the workload exists, a measurement (with no data here) is due; its act writes
     # status.observed and the conditions judged from it.
     measured = complete(snap, config(catalog), metrics=MetricsReading({}))
@@ -649,6 +648,20 @@ def test_without_prometheus_nothing_is_measured_and_the_object_stays_settled(
     assert conditions(outcome)["PlanDrift"].status == "Unknown"
     assert [e.reason for e in first.events] == ["Planned"]  # Unknown from the start: no event
     assert outcome.events == ()
+
+
+def test_a_release_without_metrics_is_not_measured_and_says_why(catalog: Catalog) -> None:
+    # TensorRT-LLM on nodes whose driver runs the lock's 1.0.0, which serves no metrics.
+    nodes = Inventory(tuple(GpuNode(f"l4-{i}", {GFD: "NVIDIA-L4"}, 1, (575, 57)) for i in range(4)))
+    spec = {**MEASURED_SPEC, "workload": {**MEASURED_SPEC["workload"], "maxContextLength": 8192}}
+    snap, first = settled(catalog, body(engine={"name": "tensorrt-llm"}, **spec), nodes=nodes)
+    assert first.status is not None and first.status.plan is not None
+    assert first.status.plan["engineVersion"] == "1.0.0"
+    outcome = decide(replace(snap, now=NOW + timedelta(seconds=600)), config(catalog))
+    assert not outcome.needs  # nothing asked of Prometheus
+    slo = conditions(outcome)["SLOMet"]
+    assert (slo.status, slo.reason) == ("Unknown", "NoEngineMetrics")
+    assert "TensorRT-LLM 1.0.0 serves no Prometheus metrics" in slo.message
 
 
 def test_missing_or_partial_data_is_unknown_never_a_guess(catalog: Catalog) -> None:

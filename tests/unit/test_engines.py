@@ -229,6 +229,106 @@ def test_options_change_rolls_the_pods(catalog: Catalog, lock: ImageLock) -> Non
     assert spec_hash(0.8) != spec_hash(0.85)
 
 
+# --- TensorRT-LLM metrics ------------------------------------------------------------------------
+
+SCALED = {"mode": "operator", "minReplicas": 1, "maxReplicas": 4}
+METRICS_OPTIONS = {"return_perf_metrics": True, "enable_iter_perf_stats": True}
+
+
+def podmonitor_path(objects: list[dict[str, Any]]) -> str:
+    monitor = next(o for o in objects if o["kind"] == "PodMonitor")
+    return str(monitor["spec"]["podMetricsEndpoints"][0]["path"])
+
+
+def test_tensorrt_llm_1_0_serves_no_metrics_and_1_3_does(catalog: Catalog) -> None:
+    engine = catalog.engines["tensorrt-llm"]
+    assert engine.metrics_for("1.0.0") is None
+    endpoint = engine.metrics_for("1.3.0rc20")
+    assert endpoint is not None and endpoint.path == "/prometheus/metrics"
+    assert endpoint.options == METRICS_OPTIONS
+
+
+@pytest.mark.parametrize(
+    "reader", [{"scaling": SCALED}, {"monitoring": {"podMonitor": True}}], ids=["scaling", "pm"]
+)
+def test_what_reads_metrics_gets_a_release_that_serves_them(
+    reader: dict[str, Any], catalog: Catalog, lock: ImageLock
+) -> None:
+    spec = spec_of(engine=TRT, placement={"gpu": "nvidia-h100-80gb"}, **reader)
+    plan, objects = plan_and_render(spec, catalog, lock)
+    assert plan.engine_version == "1.3.0rc20"
+    assert ":1.3.0rc20@" in engine_container(objects)["image"]
+    options = engine_options(objects)
+    assert {k: options.get(k) for k in METRICS_OPTIONS} == METRICS_OPTIONS
+    # The lock's default (1.0.0) stays the choice when nothing reads metrics, with no options
+    # it would not know.
+    plain, plain_objects = plan_and_render(
+        spec_of(engine=TRT, placement={"gpu": "nvidia-h100-80gb"}), catalog, lock
+    )
+    assert plain.engine_version == "1.0.0"
+    assert not set(METRICS_OPTIONS) & set(engine_options(plain_objects))
+
+
+def test_podmonitor_scrapes_the_engines_own_path(catalog: Catalog, lock: ImageLock) -> None:
+    monitored = {"podMonitor": True}
+    _, trt = plan_and_render(
+        spec_of(engine=TRT, placement={"gpu": "nvidia-h100-80gb"}, monitoring=monitored),
+        catalog,
+        lock,
+    )
+    _, vllm = plan_and_render(
+        spec_of(placement={"gpu": "nvidia-h100-80gb"}, monitoring=monitored), catalog, lock
+    )
+    assert podmonitor_path(trt) == "/prometheus/metrics"
+    assert podmonitor_path(vllm) == "/metrics"
+
+
+def test_autoscaling_a_release_without_metrics_is_refused_with_the_release(
+    catalog: Catalog, lock: ImageLock
+) -> None:
+    pinned = spec_of(
+        engine={**TRT, "version": "1.0.0"}, placement={"gpu": "nvidia-h100-80gb"}, scaling=SCALED
+    )
+    plan = plan_deployment(resource(pinned).spec, catalog, lock)
+    assert not plan.feasible
+    said = " ".join(plan.reasons)
+    assert "TensorRT-LLM 1.0.0" in said and "serves no Prometheus metrics" in said
+    assert "spec.scaling" in said and "1.3.0rc20 and newer" in said
+    # Nodes whose driver runs 1.0.0 only (575 < 590): the same reason, for those nodes.
+    unpinned = spec_of(engine=TRT, placement={"gpu": "nvidia-h100-80gb"}, scaling=SCALED)
+    old_nodes = plan_deployment(
+        resource(unpinned).spec, catalog, lock, {"nvidia-h100-80gb": [(575, 57)]}
+    )
+    assert not old_nodes.feasible
+    assert "TensorRT-LLM 1.0.0" in " ".join(old_nodes.reasons)
+    new_nodes = plan_deployment(
+        resource(unpinned).spec, catalog, lock, {"nvidia-h100-80gb": [(590, 48)]}
+    )
+    assert new_nodes.feasible and new_nodes.engine_version == "1.3.0rc20"
+
+
+def test_an_image_override_of_a_release_without_metrics_is_refused(
+    catalog: Catalog, lock: ImageLock
+) -> None:
+    engine = {
+        **TRT,
+        "version": "1.0.0",
+        "image": "example.invalid/trtllm@sha256:" + "1" * 64,
+    }
+    monitored = spec_of(
+        engine=engine, placement={"gpu": "nvidia-h100-80gb"}, monitoring={"podMonitor": True}
+    )
+    refused = plan_deployment(resource(monitored).spec, catalog, lock)
+    assert not refused.feasible
+    assert "spec.monitoring.podMonitor" in " ".join(refused.reasons)
+    # The renderer holds a plan made without the PodMonitor to the same rule.
+    plan = plan_deployment(resource({**monitored, "monitoring": {}}).spec, catalog, lock)
+    with pytest.raises(SpecError) as err:
+        render_manifests(resource(monitored), plan, catalog, lock)
+    assert err.value.field == "spec.monitoring.podMonitor"
+    assert "TensorRT-LLM 1.0.0 serves no Prometheus metrics" in str(err.value)
+
+
 # --- vLLM ---------------------------------------------------------------------------------------
 
 

@@ -687,6 +687,13 @@ class LLMDeploymentSpec(SpecModel):
         default_factory=PlanningSpec, description="How measurements feed the next plan."
     )
 
+    def metrics_readers(self) -> list[str]:
+        """The fields that read the engines' Prometheus metrics: they need a release that
+        serves them."""
+        wanted = (("spec.scaling", self.scaling is not None),
+                  ("spec.monitoring.podMonitor", self.monitoring.pod_monitor))  # fmt: skip
+        return [field for field, on in wanted if on]
+
 
 class ObjectMeta(BaseModel):
     """The part of metadata llmdeploy reads; the rest is kept as is."""

@@ -1,13 +1,11 @@
 """PromQL for the engines' metrics, scoped to one LLMDeployment's pods (pure).
 
-Metric names by engine, with their sources in docs/autoscaling.md ("Metrics"):
-- vLLM (docs/engine-flags.md, section 1.6): gauges vllm:num_requests_waiting / _running,
-  vllm:kv_cache_usage_perc (vllm:gpu_cache_usage_perc before v0.10), histograms
-  vllm:time_to_first_token_seconds and vllm:inter_token_latency_seconds
-  (vllm:time_per_output_token_seconds before v0.11).
-- TensorRT-LLM (tensorrt_llm/metrics/collector.py, served on /prometheus/metrics): gauges
-  trtllm_num_requests_waiting / _running, trtllm_kv_cache_utilization (used / max blocks, 0-1),
-  histograms trtllm_time_to_first_token_seconds and trtllm_time_per_output_token_seconds.
+`ENGINE_METRICS` is the one table of the engines' metric names, read by the autoscaler's
+queries here and by the measurements (measure/queries.py). Where and from which release each
+engine serves them is in the catalog (engines.yaml, `metrics`). Sources:
+- vLLM, `vllm/v1/metrics/loggers.py` (docs/engine-flags.md, section 1.6).
+- TensorRT-LLM, `tensorrt_llm/metrics/collector.py` (docs/engine-flags.md, sections 2.2-2.3):
+  every series carries the labels model_name and engine_type.
 """
 
 from __future__ import annotations
@@ -48,45 +46,76 @@ def in_spec_units(metric_type: str, value: float) -> float:
     return value * SPEC_UNITS_PER_QUERY_UNIT.get(metric_type, 1.0)
 
 
+@dataclass(frozen=True, slots=True)
+class EngineMetrics:
+    """One engine's metric names as scraped (counters with their `_total`); where a name
+    changed between releases, the current one first and `or` picks whichever exists."""
+
+    waiting: str  # gauge: requests queued
+    running: str  # gauge: requests in the running batch; every serving process publishes it
+    kv_cache_usage: tuple[str, ...]  # gauges 0-1
+    ttft: tuple[str, ...]  # histograms in seconds
+    tpot: tuple[str, ...]
+    requests: str  # counter of finished requests
+    input_tokens_total: str  # counters of prompt and generated tokens
+    output_tokens_total: str
+    input_tokens: str | None  # per-request token histograms, where the engine has them
+    output_tokens: str | None
+    latency_external_prefix: str  # prometheus-adapter's names of the latency p95s (mode hpa)
+
+
+ENGINE_METRICS: dict[EngineName, EngineMetrics] = {
+    EngineName.VLLM: EngineMetrics(
+        waiting="vllm:num_requests_waiting",
+        running="vllm:num_requests_running",
+        # vllm:gpu_cache_usage_perc before v0.10
+        kv_cache_usage=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        ttft=("vllm:time_to_first_token_seconds",),
+        # vllm:time_per_output_token_seconds up to v0.11
+        tpot=("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+        requests="vllm:request_success_total",
+        input_tokens_total="vllm:prompt_tokens_total",
+        output_tokens_total="vllm:generation_tokens_total",
+        input_tokens="vllm:request_prompt_tokens",
+        output_tokens="vllm:request_generation_tokens",
+        latency_external_prefix="llmdeploy",
+    ),
+    # Gauges set from iteration stats (enable_iter_perf_stats): trtllm_kv_cache_utilization is
+    # usedNumBlocks / maxNumBlocks, 0-1. No per-request token histograms.
+    EngineName.TENSORRT_LLM: EngineMetrics(
+        waiting="trtllm_num_requests_waiting",
+        running="trtllm_num_requests_running",
+        kv_cache_usage=("trtllm_kv_cache_utilization",),
+        ttft=("trtllm_time_to_first_token_seconds",),
+        tpot=("trtllm_time_per_output_token_seconds",),
+        requests="trtllm_request_success_total",
+        input_tokens_total="trtllm_prompt_tokens_total",
+        output_tokens_total="trtllm_generation_tokens_total",
+        input_tokens=None,
+        output_tokens=None,
+        latency_external_prefix="llmdeploy_trtllm",
+    ),
+}
+
+
+def _external(name: str) -> str:
+    """A scraped name as prometheus-adapter serves it (no colons in external metric names)."""
+    return name.replace(":", "_")
+
+
+def _sources(m: EngineMetrics) -> dict[str, MetricSource]:
+    kv = " or ".join(f"{g}{{{{{{s}}}}}}" for g in m.kv_cache_usage)
+    return {
+        "queueDepth": MetricSource(f"sum({m.waiting}{{{{{{s}}}}}})", _external(m.waiting)),
+        "runningRequests": MetricSource(f"sum({m.running}{{{{{{s}}}}}})", _external(m.running)),
+        "kvCacheUsage": MetricSource(f"avg({kv})", _external(m.kv_cache_usage[0])),
+        "ttftP95": MetricSource(_p95(*m.ttft), f"{m.latency_external_prefix}_ttft_p95_seconds"),
+        "tpotP95": MetricSource(_p95(*m.tpot), f"{m.latency_external_prefix}_tpot_p95_seconds"),
+    }
+
+
 SOURCES: dict[EngineName, dict[str, MetricSource]] = {
-    EngineName.VLLM: {
-        "queueDepth": MetricSource(
-            "sum(vllm:num_requests_waiting{{{s}}})", "vllm_num_requests_waiting"
-        ),
-        "runningRequests": MetricSource(
-            "sum(vllm:num_requests_running{{{s}}})", "vllm_num_requests_running"
-        ),
-        "kvCacheUsage": MetricSource(
-            "avg(vllm:kv_cache_usage_perc{{{s}}} or vllm:gpu_cache_usage_perc{{{s}}})",
-            "vllm_kv_cache_usage_perc",
-        ),
-        "ttftP95": MetricSource(
-            _p95("vllm:time_to_first_token_seconds"), "llmdeploy_ttft_p95_seconds"
-        ),
-        "tpotP95": MetricSource(
-            _p95("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
-            "llmdeploy_tpot_p95_seconds",
-        ),
-    },
-    EngineName.TENSORRT_LLM: {
-        "queueDepth": MetricSource(
-            "sum(trtllm_num_requests_waiting{{{s}}})", "trtllm_num_requests_waiting"
-        ),
-        "runningRequests": MetricSource(
-            "sum(trtllm_num_requests_running{{{s}}})", "trtllm_num_requests_running"
-        ),
-        "kvCacheUsage": MetricSource(
-            "avg(trtllm_kv_cache_utilization{{{s}}})", "trtllm_kv_cache_utilization"
-        ),
-        "ttftP95": MetricSource(
-            _p95("trtllm_time_to_first_token_seconds"),
-            "llmdeploy_trtllm_ttft_p95_seconds",
-        ),
-        "tpotP95": MetricSource(
-            _p95("trtllm_time_per_output_token_seconds"),
-            "llmdeploy_trtllm_tpot_p95_seconds",
-        ),
-    },
+    engine: _sources(metrics) for engine, metrics in ENGINE_METRICS.items()
 }
 
 

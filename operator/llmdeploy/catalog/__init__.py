@@ -182,6 +182,15 @@ class RemovedFlag(CatalogModel):
     last_seen_in: Version
 
 
+class MetricsEndpoint(VersionRange):
+    """Where releases of an engine serve Prometheus metrics, and the LLM API options (the
+    engine's options file) that turn them on; a release no entry covers serves none."""
+
+    path: str = Field(pattern=r"^/[A-Za-z0-9/_.-]*$", max_length=128)
+    options: dict[str, bool] = Field(default_factory=dict)
+    source: str
+
+
 class Engine(CatalogModel):
     id: LaxEngineName
     display_name: str
@@ -200,7 +209,25 @@ class Engine(CatalogModel):
     removed_flags: list[RemovedFlag] = Field(default_factory=list)
     removed_flags_source: str | None = None
     multi_node: bool = Field(description="llmdeploy can launch a replica spanning nodes.")
+    metrics: list[MetricsEndpoint] = Field(
+        default_factory=list,
+        description="Prometheus endpoints by release; a release none covers serves no metrics.",
+    )
     source: str | None = None
+
+    def metrics_for(self, version: str | None) -> MetricsEndpoint | None:
+        """The release's Prometheus endpoint, None where it serves none. An unknown release
+        (an image override without engine.version) is taken to be a current one."""
+        for endpoint in self.metrics:
+            if endpoint.covers(version):
+                return endpoint
+        return None
+
+    def releases_with_metrics(self) -> str:
+        """`1.3.0rc20 and newer`, for reasons that say which releases do serve metrics."""
+        ranges = [f"{e.since or 'any'}{f' to {e.until}' if e.until else ' and newer'}"
+                  for e in self.metrics]  # fmt: skip
+        return " or ".join(ranges) or "none"
 
     def block_size_for(self, gpu: Gpu, mla: bool, version: str | None) -> int:
         """Tokens per KV block on this GPU; an unknown release takes the engine's default."""

@@ -959,6 +959,10 @@ def _measurement(
             else "no Prometheus configured (LLMDEPLOY_PROMETHEUS_URL)"
         )
         return None, unknown("NoPrometheus", why), None
+    engine = config.catalog.engines[resource.spec.engine.name]
+    if engine.metrics_for(plan.engine_version) is None:
+        why = f"{engine.display_name} {plan.engine_version} serves no Prometheus metrics"
+        return None, unknown("NoEngineMetrics", why), None
     if not serving:
         return None, unknown("NotDeployed", "the engines' workload does not exist yet"), None
     now = snap.now.timestamp()

@@ -112,6 +112,7 @@ class Reconciler:
         if event_type == "DELETED":
             self.index.object_gone(key)
             self.queue.forget(key)
+            metrics.DEPLOYMENTS.forget(*key)
         else:
             self.queue.add(self.index.object_seen(body))
 
@@ -141,6 +142,7 @@ class Reconciler:
         else:
             self.index.clear()
             self.names.clear()
+            metrics.DEPLOYMENTS.clear()
 
     # Workers and the periodic resync.
 
@@ -166,6 +168,7 @@ class Reconciler:
         while True:
             metrics.QUEUE_DEPTH.set(self.queue.depth())
             metrics.OBJECTS_TRACKED.set(len(self.index))
+            metrics.DEPLOYMENTS.retain(self.index.keys)
             if self.peering.acting():
                 due = time.monotonic() - last_relist >= self.settings.relist_seconds
                 if due or self._relist.is_set():
@@ -189,6 +192,7 @@ class Reconciler:
         self.names.relisted(self.cluster.names(namespaces), names_since)
         for key in self.index.relisted(objects, children, since):
             self.queue.forget(key)
+            metrics.DEPLOYMENTS.forget(*key)
         for key in objects:
             self.queue.add(key)
 
@@ -375,6 +379,8 @@ class Reconciler:
             _check(deadline)
             if self.cluster.patch_status(owner.namespace, owner.name, patch, version) is None:
                 raise ConflictError
+        if outcome.status is not None:
+            metrics.DEPLOYMENTS.update(*key, body, outcome.status)
         # Remembered only once its status is written: a fail-over finds the same history.
         record.autoscaler = outcome.autoscaler
         notes = [(e.reason, e.message, e.warning) for e in outcome.events]

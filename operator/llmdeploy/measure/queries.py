@@ -7,18 +7,8 @@ is a ratio of two totals of the same window; histograms come back by bucket (`le
 percentiles are computed here (measure/histogram.py), not with histogram_quantile, so that too
 few samples or a percentile beyond the last bucket can be told apart from a value.
 
-Metric names (the counters carry `_total` on the wire):
-- vLLM, `vllm/v1/metrics/loggers.py` (docs/engine-flags.md, section 1.6): counters
-  vllm:request_success, vllm:prompt_tokens, vllm:generation_tokens; gauges
-  vllm:num_requests_running, vllm:kv_cache_usage_perc (vllm:gpu_cache_usage_perc before about
-  v0.12); histograms vllm:time_to_first_token_seconds, vllm:inter_token_latency_seconds
-  (vllm:time_per_output_token_seconds up to v0.11), vllm:request_prompt_tokens and
-  vllm:request_generation_tokens (buckets 1, 2, 5, 10, 20, 50, ... up to max_model_len).
-- TensorRT-LLM, `tensorrt_llm/metrics/collector.py` (docs/engine-flags.md, section 2.3):
-  trtllm_request_success_total, trtllm_prompt_tokens_total, trtllm_generation_tokens_total,
-  trtllm_num_requests_running, trtllm_kv_cache_utilization, and the histograms
-  trtllm_time_to_first_token_seconds and trtllm_time_per_output_token_seconds. It publishes no
-  per-request token histogram, so its token p50s stay Unknown.
+Metric names: `autoscale.promql.ENGINE_METRICS`, the one table of them. TensorRT-LLM publishes
+no per-request token histogram, so its token p50s stay Unknown.
 """
 
 from __future__ import annotations
@@ -27,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from llmdeploy.api.types import EngineName
-from llmdeploy.autoscale.promql import selector
+from llmdeploy.autoscale.promql import ENGINE_METRICS, EngineMetrics, selector
 
 # `--since` and the operator's window: a whole number of s, m, h or d.
 WINDOW = re.compile(r"[1-9][0-9]{0,5}[smhd]")
@@ -69,45 +59,6 @@ def window_seconds(text: str) -> int:
     if seconds > MAX_WINDOW_S:
         raise WindowError(f"{text!r} is longer than 90 days")
     return seconds
-
-
-@dataclass(frozen=True, slots=True)
-class EngineMetrics:
-    requests: str  # counter of finished requests
-    input_tokens_total: str  # counters of prompt and generated tokens
-    output_tokens_total: str
-    running: str  # gauge every serving engine process publishes: counts replicas
-    kv_cache_usage: tuple[str, ...]  # gauges 0-1, the current name first
-    ttft: tuple[str, ...]  # histograms in seconds, the current name first
-    tpot: tuple[str, ...]
-    input_tokens: str | None  # per-request token histograms, where the engine has them
-    output_tokens: str | None
-
-
-ENGINE_METRICS: dict[EngineName, EngineMetrics] = {
-    EngineName.VLLM: EngineMetrics(
-        requests="vllm:request_success_total",
-        input_tokens_total="vllm:prompt_tokens_total",
-        output_tokens_total="vllm:generation_tokens_total",
-        running="vllm:num_requests_running",
-        kv_cache_usage=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
-        ttft=("vllm:time_to_first_token_seconds",),
-        tpot=("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
-        input_tokens="vllm:request_prompt_tokens",
-        output_tokens="vllm:request_generation_tokens",
-    ),
-    EngineName.TENSORRT_LLM: EngineMetrics(
-        requests="trtllm_request_success_total",
-        input_tokens_total="trtllm_prompt_tokens_total",
-        output_tokens_total="trtllm_generation_tokens_total",
-        running="trtllm_num_requests_running",
-        kv_cache_usage=("trtllm_kv_cache_utilization",),
-        ttft=("trtllm_time_to_first_token_seconds",),
-        tpot=("trtllm_time_per_output_token_seconds",),
-        input_tokens=None,
-        output_tokens=None,
-    ),
-}
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ on are always passed explicitly, because engine defaults change between releases
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from llmdeploy.api.types import EngineName, LLMDeploymentSpec, Quantization
 from llmdeploy.catalog import Engine
@@ -222,18 +222,26 @@ def trtllm_args(spec: LLMDeploymentSpec, plan: Plan, options_file: str) -> list[
     return [model, *_merge_extra_args(planned, spec, set_elsewhere=TRTLLM_OPTION_FLAGS)]
 
 
-def trtllm_options(spec: LLMDeploymentSpec, plan: Plan) -> dict[str, object]:
+def trtllm_options(
+    spec: LLMDeploymentSpec, plan: Plan, metrics_options: Mapping[str, bool]
+) -> dict[str, object]:
     """The --extra_llm_api_options document (LlmArgs fields), for settings without a flag.
 
     trtllm-serve merges this file over the arguments its flags built, one top-level key at a
     time, so kv_cache_config here replaces the one the memory-fraction flag built: the
     fraction lives here, beside the KV dtype. Chunked prefill lets a prompt longer than
-    max_num_tokens through in several steps, up to max_seq_len.
+    max_num_tokens through in several steps, up to max_seq_len. `metrics_options` turn on the
+    release's Prometheus metrics (catalog, engines.yaml `metrics`), which the measurements
+    read even without autoscaling.
     """
     kv_cache: dict[str, object] = {"free_gpu_memory_fraction": plan.gpu_memory_utilization}
     if plan.kv_cache_dtype == "fp8":
         kv_cache["dtype"] = "fp8"
-    options: dict[str, object] = {"enable_chunked_prefill": True, "kv_cache_config": kv_cache}
+    options: dict[str, object] = {
+        "enable_chunked_prefill": True,
+        "kv_cache_config": kv_cache,
+        **metrics_options,
+    }
     if plan.quantization in SIXTEEN_BIT_DTYPES:
         options["dtype"] = SIXTEEN_BIT_DTYPES[plan.quantization]
     revision = _revision(spec)

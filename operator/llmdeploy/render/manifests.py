@@ -25,6 +25,7 @@ from llmdeploy.api.types import (
     NAME_PATTERN,
     EngineName,
     LLMDeployment,
+    LLMDeploymentSpec,
     ScalingSpec,
 )
 from llmdeploy.autoscale.decision import PER_REPLICA
@@ -36,7 +37,7 @@ from llmdeploy.autoscale.promql import (
     query,
     query_target,
 )
-from llmdeploy.catalog import Catalog, Gpu, ImageLock
+from llmdeploy.catalog import Catalog, Engine, Gpu, ImageLock, MetricsEndpoint
 from llmdeploy.render.engine_args import (
     ENGINE_PORT,
     MODEL_DIR,
@@ -374,6 +375,23 @@ def _resources(gpu: Gpu, gpus_per_pod: int, shm_gib: int) -> tuple[dict[str, str
     return requests, limits
 
 
+def _metrics_endpoint(
+    spec: LLMDeploymentSpec, engine: Engine, version: str | None
+) -> MetricsEndpoint | None:
+    """Where the release serves Prometheus metrics; refused where something reads them from a
+    release that has none (the planner picks releases that have them; this holds a pinned
+    image or version to the same rule)."""
+    endpoint = engine.metrics_for(version)
+    readers = spec.metrics_readers()
+    if endpoint is None and readers:
+        raise SpecError(
+            readers[0],
+            f"{engine.display_name} {version} serves no Prometheus metrics; releases that do: "
+            f"{engine.releases_with_metrics()} (spec.engine.version)",
+        )
+    return endpoint
+
+
 def render_manifests(
     resource: LLMDeployment,
     plan: Plan,
@@ -398,15 +416,19 @@ def render_manifests(
     engine = spec.engine.name
     # An image of the GPU's platform only: CUDA for nvidia.com/gpu, ROCm for amd.com/gpu.
     image, pinned = select_image(spec, lock, node_drivers, gpu.platform, plan.engine_version)
-    check_extra_args(
-        spec, catalog.engines[engine], pinned.engine_version if pinned else spec.engine.version
-    )
+    version = pinned.engine_version if pinned else spec.engine.version
+    check_extra_args(spec, catalog.engines[engine], version)
+    metrics = _metrics_endpoint(spec, catalog.engines[engine], version)
     tensor, pipeline = effective_parallelism(spec, plan)
     multi_node = tensor * pipeline > gpu.gpus_per_node
     gpus_per_pod = tensor if multi_node else tensor * pipeline
     shm_gib = 1 if tensor * pipeline == 1 else 8  # NCCL uses /dev/shm between ranks
 
-    options = trtllm_options(spec, plan) if engine is EngineName.TENSORRT_LLM else None
+    options = (
+        trtllm_options(spec, plan, metrics.options if metrics else {})
+        if engine is EngineName.TENSORRT_LLM
+        else None
+    )
     options_configmap = f"{name}-engine-options" if options else None
     if engine is EngineName.VLLM:
         native = resolve_model(spec.model, catalog).native_dtype
@@ -486,7 +508,7 @@ def render_manifests(
         "env": env,
         "port": ENGINE_PORT,
         "health_path": "/health",
-        "metrics_path": "/metrics" if engine is EngineName.VLLM else "/prometheus/metrics",
+        "metrics_path": metrics.path if metrics else None,
         "startup_failure_threshold": max(30, math.ceil(startup_budget_s / STARTUP_PROBE_PERIOD_S)),
         "requests": requests,
         "limits": limits,

@@ -95,10 +95,20 @@ class _Context:
         engine = self.spec.engine
         if engine.image or self.images is None:
             return engine.version
-        chosen = self.images.choose(
-            self.engine.id.value, gpu.platform, engine.version, self.drivers.get(gpu.id, ())
-        )
-        return chosen.engine_version if chosen else engine.version
+        engine_id, drivers = self.engine.id.value, self.drivers.get(gpu.id, ())
+        chosen = self.images.choose(engine_id, gpu.platform, engine.version, drivers)
+        usual = chosen.engine_version if chosen else engine.version
+        if engine.version is not None or not self.spec.metrics_readers():
+            return usual
+        if self.engine.metrics_for(usual) is not None:
+            return usual
+        # Autoscaling or a PodMonitor reads metrics the lock's usual release does not serve:
+        # the newest pinned release that serves them and runs on the nodes.
+        for version in reversed(self.images.versions(engine_id, gpu.platform)):
+            serving = self.images.choose(engine_id, gpu.platform, version, drivers)
+            if serving and self.engine.metrics_for(version) is not None:
+                return serving.engine_version
+        return usual
 
     def block_size(self, gpu: Gpu) -> int:
         return self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
@@ -279,7 +289,7 @@ def _gpu_unavailable(ctx: _Context, gpu: Gpu) -> str | None:
             f"{gpu.id} is an {gpu.vendor.upper()} GPU"
         )
     if ctx.images is None or ctx.spec.engine.image:
-        return None
+        return _no_metrics(ctx, gpu)
     versions = ctx.images.versions(engine.id.value, gpu.platform)
     wanted = ctx.spec.engine.version
     platform = "ROCm" if gpu.platform == "rocm" else "CUDA"
@@ -287,7 +297,7 @@ def _gpu_unavailable(ctx: _Context, gpu: Gpu) -> str | None:
     if versions and (wanted is None or wanted in versions):
         oldest = min(ctx.drivers.get(gpu.id, ()), default=None)
         if oldest is None or ctx.images.choose(engine.id.value, gpu.platform, wanted, [oldest]):
-            return None
+            return _no_metrics(ctx, gpu)
         return (
             f"the {gpu.id} nodes' NVIDIA driver {oldest[0]}.{oldest[1]} is older than every "
             f"pinned {engine.display_name}{release} image needs (image lock)"
@@ -296,6 +306,21 @@ def _gpu_unavailable(ctx: _Context, gpu: Gpu) -> str | None:
     return (
         f"no pinned {platform} image of {engine.display_name}{release} for {gpu.id}"
         f" (image lock){known}"
+    )
+
+
+def _no_metrics(ctx: _Context, gpu: Gpu) -> str | None:
+    """Why the release that would run here cannot serve what reads its metrics: autoscaling
+    on a release without them would never act, and a PodMonitor would scrape nothing."""
+    readers = ctx.spec.metrics_readers()
+    version = ctx.engine_version(gpu)
+    if not readers or ctx.engine.metrics_for(version) is not None:
+        return None
+    engine = ctx.engine
+    return (
+        f"{engine.display_name} {version}, the pinned release for {gpu.id}, serves no "
+        f"Prometheus metrics ({' and '.join(readers)} read them); releases that do: "
+        f"{engine.releases_with_metrics()} (spec.engine.version)"
     )
 
 

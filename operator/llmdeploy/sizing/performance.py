@@ -158,5 +158,13 @@ def estimate_performance(
     )
 
 
+def request_rate(
+    output_tokens_per_s: float, ttft_s: float, tpot_s: float, output_tokens: int
+) -> float:
+    """Requests/s of one replica from a plan's rounded estimates: `estimate_performance`'s
+    batch / (TTFT + output tokens x TPOT), its batch being tokens/s x TPOT."""
+    return output_tokens_per_s * tpot_s / (ttft_s + output_tokens * tpot_s)
+
+
 def replicas_for_rate(requests_per_s: float, per_replica: float) -> int:
     return max(1, math.ceil(requests_per_s / per_replica - 1e-9))
