@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from llmdeploy.api.status import Calibration
 from llmdeploy.api.types import (
     MAX_REQUESTS_PER_SECOND,
     EngineName,
@@ -40,6 +41,7 @@ from llmdeploy.catalog import (
 from llmdeploy.controller.decide import desired_state, plan_for_cluster
 from llmdeploy.controller.settings import PrometheusEndpoint, with_default
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
+from llmdeploy.measure.calibration import latency_calibration
 from llmdeploy.measure.observed import observe
 from llmdeploy.measure.queries import WindowError, measurement_queries, window_seconds
 from llmdeploy.measure.report import build_report, format_report
@@ -51,7 +53,13 @@ from llmdeploy.render import (
     RenderError,
     to_yaml,
 )
-from llmdeploy.sizing import Plan, SpecError, feasible_alternatives, plan_deployment
+from llmdeploy.sizing import (
+    LatencyCalibration,
+    Plan,
+    SpecError,
+    feasible_alternatives,
+    plan_deployment,
+)
 from llmdeploy.sizing.inventory import (
     Inventory,
     NodeError,
@@ -161,8 +169,39 @@ class ClusterView:
                 f"{', '.join(skus) or 'no catalog SKU'}; provisionable: {extra}"
             )
 
-    def plan(self, resource: LLMDeployment, catalog: Catalog, lock: ImageLock) -> Plan:
-        return plan_for_cluster(resource, catalog, self.inventory, self.provisionable, lock=lock)
+    def plan(
+        self,
+        resource: LLMDeployment,
+        catalog: Catalog,
+        lock: ImageLock,
+        calibration: LatencyCalibration | None = None,
+    ) -> Plan:
+        return plan_for_cluster(
+            resource,
+            catalog,
+            self.inventory,
+            self.provisionable,
+            lock=lock,
+            calibration=calibration,
+        )
+
+
+def _calibration(path: str | None) -> LatencyCalibration | None:
+    """--calibration: an LLMDeployment or its status as the operator wrote it (its
+    status.calibration), or the calibration mapping alone."""
+    if path is None:
+        return None
+    documents = load_yaml_documents(read_text(Path(path)), path)
+    if len(documents) != 1 or not isinstance(documents[0], dict):
+        raise InputError(f"--calibration {path}: expected one mapping")
+    found: Any = documents[0]
+    for key in ("status", "calibration"):
+        if isinstance(found, dict) and key in found:
+            found = found[key]
+    try:
+        return latency_calibration(Calibration.model_validate(found))
+    except ValidationError as exc:
+        raise InputError(format_validation_error(exc, "--calibration")) from None
 
 
 def _cluster_nodes() -> list[dict[str, Any]]:
@@ -209,6 +248,11 @@ def format_plan_table(plan: Plan) -> str:
             f"  estimate    TTFT {plan.estimated_ttft_ms} ms, TPOT {plan.estimated_tpot_ms} ms, "
             f"{plan.estimated_tokens_per_second} tokens/s per replica"
         )
+        if plan.ttft_calibration is not None:
+            lines.append(
+                f"  calibrated  x{plan.ttft_calibration} TTFT, x{plan.tpot_calibration} TPOT "
+                "(measured/predicted of the running deployment)"
+            )
         lines.append(
             f"  cost        ${plan.cost_per_hour}/h, ${plan.cost_per_million_tokens} per 1M tokens"
         )
@@ -266,10 +310,11 @@ def _pictures() -> ModuleType:
 def cmd_plan(args: argparse.Namespace) -> int:
     resource, catalog, lock = _load(args)
     view = ClusterView(args, catalog)
-    plan = view.plan(resource, catalog, lock)
+    calibration = _calibration(args.calibration)
+    plan = view.plan(resource, catalog, lock, calibration)
     if args.plot:
         path, pictures = _plot_path(args.plot), _pictures()
-        alternatives = feasible_alternatives(resource.spec, catalog, lock)
+        alternatives = feasible_alternatives(resource.spec, catalog, lock, calibration=calibration)
         _save_picture(path, lambda p: pictures.plan_picture(resource, plan, alternatives, p))
     document: dict[str, Any] = plan.to_json_dict()
     if args.output == "json":
@@ -601,6 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot",
         metavar="FILE",
         help="also draw cost vs predicted latency of every configuration that fits (.svg, .png)",
+    )
+    plan.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="scale latency estimates by a measured calibration: an LLMDeployment or status "
+        "with status.calibration (kubectl get -o yaml), or {ttftRatio, tpotRatio, ...}",
     )
     plan.set_defaults(handler=cmd_plan)
     render = command("render", help="print the Kubernetes objects for GitOps")

@@ -437,3 +437,26 @@ def test_output_dir_removes_its_own_stale_files_and_nothing_else(tmp_path: Path)
     assert sorted(index) == sorted(
         after - {"kustomization.yaml", "09-deployment-other.yaml", ".llmdeploy-rendered"}
     )
+
+
+def test_a_calibration_from_an_objects_status_scales_the_estimates(tmp_path: Path) -> None:
+    plain = json.loads(run_plan(tmp_path, manifest(), "-o", "json").stdout)
+    status = tmp_path / "status.yaml"
+    status.write_text(
+        yaml.safe_dump(
+            {"status": {"calibration": {"ttftRatio": 1.5, "tpotRatio": 1.25, "measurements": 3}}}
+        )
+    )
+    result = run_plan(tmp_path, manifest(), "-o", "json", "--calibration", str(status))
+    assert result.returncode == 0, result.stderr
+    calibrated = json.loads(result.stdout)
+    assert (calibrated["ttftCalibration"], calibrated["tpotCalibration"]) == (1.5, 1.25)
+    assert plain.get("ttftCalibration") is None
+    if calibrated["gpu"] == plain["gpu"] and calibrated["quantization"] == plain["quantization"]:
+        assert calibrated["estimatedTpotMs"] > plain["estimatedTpotMs"]
+    table = run_plan(tmp_path, manifest(), "--calibration", str(status)).stdout
+    assert "calibrated  x1.5 TTFT, x1.25 TPOT" in table
+
+    status.write_text("calibration: {ttftRatio: fast}\n")
+    refused = run_plan(tmp_path, manifest(), "--calibration", str(status))
+    assert refused.returncode == 2 and "--calibration.ttftRatio" in refused.stderr

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from llmdeploy.api.status import Observed
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.autoscale.decision import AutoscalerState, MetricsReading
 from llmdeploy.catalog import Catalog, load_image_lock
@@ -25,8 +26,10 @@ from llmdeploy.controller.decide import (
     status_update,
     stored_exclusions,
 )
+from llmdeploy.measure.calibration import RATIO_BOUNDS, SMOOTHING, fold, measured_load
 from llmdeploy.measure.results import QueryResult, Readings, readings
 from llmdeploy.render import HostAccess, PrometheusTarget
+from llmdeploy.sizing import LatencyCalibration, Performance, Plan, performance_at, plan_deployment
 from llmdeploy.sizing.inventory import GpuNode, Inventory, cluster_catalog
 from tests.unit.conftest import GFD, L4_NODES, body
 from tests.unit.test_measure import HEALTHY, INF, answer, buckets, vector
@@ -732,3 +735,118 @@ def test_slo_and_drift_transitions_post_one_event_each_and_ready_is_untouched(
     assert [c.status for c in (conditions(stopped)[t] for t in MEASURED)] == ["Unknown"] * 2
     assert [e.reason for e in stopped.events] == ["SLOMet", "PlanDrift"]  # nothing recommended
     assert stopped.status.recommendation is None
+
+
+# Calibration and recommendation: HEALTHY's means are TTFT 0.45 s and a gap of 40 ms.
+
+
+def sample_of(catalog: Catalog, snap: Snapshot, outcome: Outcome) -> tuple[float, float]:
+    """The bounded measured/predicted ratios of one HEALTHY measurement, the way the
+    calibration takes them: at the load Little's law gives (12 requests/s, 1.5 replicas)."""
+    assert outcome.status is not None and outcome.status.observed is not None
+    concurrency, inputs, outputs = measured_load(outcome.status.observed)  # type: ignore[misc]
+    assert (inputs, outputs) == (1024, 256)
+    assert concurrency == round(12 * (0.45 + 255 * 0.04) / 1.5)
+    predicted = performance_at(
+        LLMDeployment.model_validate(dict(snap.body)).spec,
+        catalog,
+        Plan.model_validate(snap.body["status"]["plan"]),
+        concurrency=concurrency,
+        input_tokens=inputs,
+        output_tokens=outputs,
+    )
+    assert predicted is not None
+    low, high = RATIO_BOUNDS
+    return (
+        min(max(0.45 / predicted.ttft_s, low), high),
+        min(max(0.04 / predicted.tpot_s, low), high),
+    )
+
+
+def test_measurements_calibrate_and_the_recommendation_stands_until_the_workload_moves(
+    catalog: Catalog,
+) -> None:
+    snap, _ = settled(catalog, body(**MEASURED_SPEC))
+    first = decide(
+        replace(snap, now=NOW + timedelta(seconds=60), measured=measured_by(HEALTHY)),
+        config(catalog),
+    )
+    assert first.status is not None and first.status.calibration is not None
+    ttft, tpot = sample_of(catalog, snap, first)
+    calibrated = first.status.calibration
+    assert (calibrated.ttft_ratio, calibrated.tpot_ratio) == (round(ttft, 4), round(tpot, 4))
+    assert calibrated.measurements == 1
+    made = first.status.recommendation
+    assert made is not None and made.feasible
+    assert made.basis.ttft_ratio == calibrated.ttft_ratio  # made with the calibration
+    assert made.basis.requests_per_second == 12 and made.basis.input_tokens == 1024
+
+    # The same traffic again: smoothed towards the same samples, the recommendation kept.
+    next_one = replace(after(snap, first, 120), measured=measured_by(HEALTHY))
+    again = decide(next_one, config(catalog))
+    assert again.status is not None and again.status.calibration is not None
+    assert again.status.calibration.measurements == 2
+    assert again.status.calibration.ttft_ratio == pytest.approx(ttft, abs=1e-3)
+    assert again.status.recommendation == made
+    assert "Recommended" not in [e.reason for e in again.events]
+
+    # Twice the prompt: the workload left the recommendation's band; a new one, and an event
+    # when its layout differs.
+    longer = {**HEALTHY, "inputTokensTotal": vector(2 * 7_372_800)}
+    later = replace(after(snap, again, 180), measured=measured_by(longer))
+    drifted = decide(later, config(catalog))
+    assert drifted.status is not None and drifted.status.recommendation is not None
+    remade = drifted.status.recommendation
+    assert remade.basis.input_tokens == 2048 and remade.since != made.since
+    if (remade.gpu, remade.gpu_count, remade.replicas) != (made.gpu, made.gpu_count, made.replicas):
+        assert [e.reason for e in drifted.events].count("Recommended") == 1
+
+    # Prometheus stopped: nothing recommended from stale data; the calibration stays.
+    stopped = decide(
+        replace(after(snap, drifted, 240), measured=measured_by({}, STOPPED)), config(catalog)
+    )
+    assert stopped.status is not None and stopped.status.recommendation is None
+    assert stopped.status.calibration == drifted.status.calibration
+
+
+def test_calibration_off_keeps_none_and_the_plan_uses_only_the_model(catalog: Catalog) -> None:
+    spec = {**MEASURED_SPEC, "planning": {"calibration": "off"}}
+    snap, _ = settled(catalog, body(**spec))
+    outcome = decide(
+        replace(snap, now=NOW + timedelta(seconds=60), measured=measured_by(HEALTHY)),
+        config(catalog),
+    )
+    assert outcome.status is not None and outcome.status.calibration is None
+    assert outcome.status.recommendation is not None
+    assert outcome.status.recommendation.basis.ttft_ratio == 1.0
+
+
+def test_a_calibration_scales_the_estimates_the_slo_and_the_replicas(catalog: Catalog) -> None:
+    spec = LLMDeployment.model_validate(body(**MEASURED_SPEC)).spec
+    plain = plan_deployment(spec, catalog)
+    slower = plan_deployment(spec, catalog, calibration=LatencyCalibration(ttft=1.5, tpot=2.0))
+    assert slower.tpot_calibration == 2.0 and plain.tpot_calibration is None
+    same = (slower.gpu, slower.quantization, slower.tensor_parallel) == (
+        plain.gpu,
+        plain.quantization,
+        plain.tensor_parallel,
+    )
+    if same:  # the same layout: its estimates scale, and it needs more replicas for the rate
+        assert slower.estimated_tpot_ms == pytest.approx(2 * (plain.estimated_tpot_ms or 0), 0.01)
+        assert (slower.replicas or 0) > (plain.replicas or 0)
+    assert (slower.cost_per_hour or 0) > (plain.cost_per_hour or 0)
+
+
+def test_fold_smooths_bounded_samples() -> None:
+    observed = Observed(
+        window_seconds=60, end="2026-11-22T12:00:00Z", ttft_mean_seconds=1.3, tpot_mean_seconds=0.13
+    )
+    predicted = Performance(ttft_s=1.0, tpot_s=0.1, output_tokens_per_s=1, requests_per_s=1)
+    first = fold(None, observed, predicted)
+    assert first is not None and (first.ttft_ratio, first.tpot_ratio) == (1.3, 1.3)
+    wild = observed.model_copy(update={"ttft_mean_seconds": 50.0})
+    second = fold(first, wild, predicted)
+    assert second is not None and second.measurements == 2
+    assert second.ttft_ratio == pytest.approx(1.3 + SMOOTHING * (RATIO_BOUNDS[1] - 1.3))
+    unknown = observed.model_copy(update={"ttft_mean_seconds": None})
+    assert fold(second, unknown, predicted) is second

@@ -116,8 +116,10 @@ class Calibration(MeasuredModel):
 
     ttft_ratio: float = Field(description="Mean TTFT measured / predicted at the measured load.")
     tpot_ratio: float = Field(description="Mean TPOT measured / predicted at the measured load.")
-    measurements: int = Field(description="Measurements folded in.")
-    end: str = Field(description="End of the last measurement folded in, RFC 3339 (UTC).")
+    measurements: int = Field(default=0, description="Measurements folded in.")
+    end: str | None = Field(
+        default=None, description="End of the last measurement folded in, RFC 3339 (UTC)."
+    )
 
 
 class RecommendationBasis(MeasuredModel):
