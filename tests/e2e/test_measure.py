@@ -32,11 +32,14 @@ SLOW_TTFT_S, FAST_TTFT_S, GAP_S = 3.0, 0.3, 0.04
 
 
 class Traffic:
-    """Two requests finish every second, with the TTFT the test sets (a thread)."""
+    """Two requests finish every second, with the TTFT, gap between tokens and prompt length
+    the test sets (a thread)."""
 
     def __init__(self, sim: VllmMetricsSim, ttft_s: float) -> None:
         self.sim = sim
         self.ttft_s = ttft_s
+        self.gap_s = GAP_S
+        self.input_tokens = 1024
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -44,7 +47,11 @@ class Traffic:
     def _run(self) -> None:
         while not self.stopped.wait(1.0):
             self.sim.finish(
-                2, ttft_s=self.ttft_s, gap_s=GAP_S, input_tokens=1024, output_tokens=256
+                2,
+                ttft_s=self.ttft_s,
+                gap_s=self.gap_s,
+                input_tokens=self.input_tokens,
+                output_tokens=256,
             )
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -794,16 +795,24 @@ def test_measurements_calibrate_and_the_recommendation_stands_until_the_workload
     # when its layout differs.
     longer = {**HEALTHY, "inputTokensTotal": vector(2 * 7_372_800)}
     later = replace(after(snap, again, 180), measured=measured_by(longer))
-    drifted = decide(later, config(catalog))
+    moving = decide(later, config(catalog))
+    assert moving.status is not None and moving.status.recommendation is not None
+    # Smoothed, one measurement moves 30% of the way (1331 tokens): within the 35% band.
+    assert moving.status.recommendation.measured.input_tokens == 1331.2
+    assert moving.status.recommendation.since == made.since
+    drifted = decide(
+        replace(after(snap, moving, 240), measured=measured_by(longer)), config(catalog)
+    )
     assert drifted.status is not None and drifted.status.recommendation is not None
     remade = drifted.status.recommendation
+    # Out of it at the second (1546): made for what is measured now.
     assert remade.basis.input_tokens == 2048 and remade.since != made.since
     if (remade.gpu, remade.gpu_count, remade.replicas) != (made.gpu, made.gpu_count, made.replicas):
         assert [e.reason for e in drifted.events].count("Recommended") == 1
 
     # Prometheus stopped: nothing recommended from stale data; the calibration stays.
     stopped = decide(
-        replace(after(snap, drifted, 240), measured=measured_by({}, STOPPED)), config(catalog)
+        replace(after(snap, drifted, 300), measured=measured_by({}, STOPPED)), config(catalog)
     )
     assert stopped.status is not None and stopped.status.recommendation is None
     assert stopped.status.calibration == drifted.status.calibration
@@ -850,3 +859,42 @@ def test_fold_smooths_bounded_samples() -> None:
     assert second.ttft_ratio == pytest.approx(1.3 + SMOOTHING * (RATIO_BOUNDS[1] - 1.3))
     unknown = observed.model_copy(update={"ttft_mean_seconds": None})
     assert fold(second, unknown, predicted) is second
+
+
+def test_thirty_noisy_minutes_change_the_recommendation_at_most_once(catalog: Catalog) -> None:
+    """A measurement every 30 s for 30 minutes of steady traffic with noise: request rate and
+    lengths +-15%, mean latencies +-10% (seeded). The first recommendation is made, then it
+    stands: the smoothed workload stays within its 35% band and the smoothed ratios within
+    25%."""
+    rng = random.Random(7)
+    snap, _ = settled(catalog, body(**MEASURED_SPEC))
+    outcome = None
+    made: list[str] = []
+    announced = 0
+    for n in range(1, 61):
+        rate, inputs, outputs = (rng.uniform(0.85, 1.15) for _ in range(3))
+        ttft, tpot = (rng.uniform(0.9, 1.1) for _ in range(2))
+        noisy = {
+            **HEALTHY,
+            "requests": vector(7200 * rate),
+            "inputTokensTotal": vector(7_372_800 * rate * inputs),
+            "outputTokensTotal": vector(1_843_200 * rate * outputs),
+            "ttftSum": vector(3240 * ttft),
+            "tpotSum": vector(40_000 * tpot),
+        }
+        at = snap if outcome is None else after(snap, outcome, 30 * n)
+        outcome = decide(
+            replace(at, now=NOW + timedelta(seconds=30 * n), measured=measured_by(noisy)),
+            config(catalog),
+        )
+        assert outcome.status is not None and outcome.status.recommendation is not None
+        since = outcome.status.recommendation.since
+        if not made or made[-1] != since:
+            made.append(since)
+        announced += sum(e.reason == "Recommended" for e in outcome.events)
+    assert outcome is not None and outcome.status is not None
+    assert outcome.status.calibration is not None
+    assert outcome.status.calibration.measurements == 60
+    # The first recommendation, and at most one change (the calibration settling from its
+    # first sample): each announced at most once.
+    assert len(made) <= 2 and announced <= len(made)

@@ -150,7 +150,11 @@ class Recommendation(MeasuredModel):
     estimated_ttft_ms: float | None = None
     estimated_tpot_ms: float | None = None
     same_as_running: bool = Field(description="The running plan's layout and replicas.")
-    basis: RecommendationBasis
+    basis: RecommendationBasis = Field(description="The measurement it was made for.")
+    measured: RecommendationBasis = Field(
+        description="The measurements since, smoothed: a new recommendation is made when they "
+        "leave the basis's band (workload +-35%, latency ratios +-25%)."
+    )
     since: str = Field(description="When it was made, RFC 3339 (UTC).")
 
 

@@ -51,8 +51,8 @@ from llmdeploy.cluster.objects import (
     WorkloadStatus,
     prepared,
 )
-from llmdeploy.measure.calibration import fold, latency_calibration, measured_load
-from llmdeploy.measure.observed import DRIFT_TOLERANCE, Verdict, observe, plan_drift, slo_met
+from llmdeploy.measure.calibration import SMOOTHING, fold, latency_calibration, measured_load
+from llmdeploy.measure.observed import Verdict, observe, plan_drift, slo_met
 from llmdeploy.measure.queries import MeasurementQueries, measurement_queries, window_seconds
 from llmdeploy.measure.results import Readings
 from llmdeploy.render import (
@@ -1004,9 +1004,11 @@ def _stored_calibration(resource: LLMDeployment, status: Mapping[str, Any]) -> C
         return None
 
 
-# A recommendation stands while the measured ratios stay this close to those it was made for
-# (and the workload within DRIFT_TOLERANCE): noise does not make it flap.
-RATIO_TOLERANCE = 0.10
+# A recommendation stands while the smoothed measurement stays this close to the one it was
+# made for: wider than PlanDrift's band, so that noise around a measurement made at one of its
+# extremes does not make it flap (tests/unit/test_decide.py, thirty noisy minutes).
+WORKLOAD_BAND = 0.35
+RATIO_BAND = 0.25
 
 
 def _learned(
@@ -1046,8 +1048,12 @@ def _learned(
             calibration = fold(calibration, observed, predicted)
             basis = _basis(observed, calibration)
             assert basis is not None
-    if stored is not None and _close(stored.basis, basis):
-        return calibration, stored, None
+    if stored is not None:
+        # Noise moves the smoothed measurement little; a lasting change moves it out of the
+        # band at once, and the new recommendation is for what is measured now.
+        smoothed = _smoothed(stored.measured, basis)
+        if _close(stored.basis, smoothed):
+            return calibration, stored.model_copy(update={"measured": smoothed}), None
     made = _recommend(snap, config, resource, plan, basis, calibration, excluded)
     if stored is not None and _layout(stored) == _layout(made):
         return calibration, made, None
@@ -1077,16 +1083,31 @@ def _basis(
     )
 
 
+def _smoothed(before: RecommendationBasis, sample: RecommendationBasis) -> RecommendationBasis:
+    """The measured workload smoothed as the calibration is (its ratios are already)."""
+
+    def towards(a: float, b: float) -> float:
+        return round(a + SMOOTHING * (b - a), 4)
+
+    return sample.model_copy(
+        update={
+            "requests_per_second": towards(before.requests_per_second, sample.requests_per_second),
+            "input_tokens": towards(before.input_tokens, sample.input_tokens),
+            "output_tokens": towards(before.output_tokens, sample.output_tokens),
+        }
+    )
+
+
 def _close(made_for: RecommendationBasis, now: RecommendationBasis) -> bool:
     def within(a: float, b: float, tolerance: float) -> bool:
         return abs(b / a - 1) <= tolerance if a > 0 else b == a
 
     return (
-        within(made_for.requests_per_second, now.requests_per_second, DRIFT_TOLERANCE)
-        and within(made_for.input_tokens, now.input_tokens, DRIFT_TOLERANCE)
-        and within(made_for.output_tokens, now.output_tokens, DRIFT_TOLERANCE)
-        and within(made_for.ttft_ratio, now.ttft_ratio, RATIO_TOLERANCE)
-        and within(made_for.tpot_ratio, now.tpot_ratio, RATIO_TOLERANCE)
+        within(made_for.requests_per_second, now.requests_per_second, WORKLOAD_BAND)
+        and within(made_for.input_tokens, now.input_tokens, WORKLOAD_BAND)
+        and within(made_for.output_tokens, now.output_tokens, WORKLOAD_BAND)
+        and within(made_for.ttft_ratio, now.ttft_ratio, RATIO_BAND)
+        and within(made_for.tpot_ratio, now.tpot_ratio, RATIO_BAND)
     )
 
 
@@ -1139,6 +1160,7 @@ def _recommend(
             summary="no plan fits the measured workload: " + "; ".join(plan.reasons),
             same_as_running=False,
             basis=basis,
+            measured=basis,
             since=since,
         )
     replicas = desired_replicas(resource, running)
@@ -1164,6 +1186,7 @@ def _recommend(
         estimated_tpot_ms=plan.estimated_tpot_ms,
         same_as_running=same,
         basis=basis,
+        measured=basis,
         since=since,
     )
 
