@@ -13,21 +13,27 @@ import math
 from dataclasses import dataclass
 
 from llmdeploy.catalog import Gpu, QuantFormat
+from llmdeploy.sizing.engine_memory import EngineMemory
 from llmdeploy.sizing.model_facts import ModelFacts
 
 GIB = float(2**30)
 BYTES_16BIT = 2.0
-# Non-torch memory: CUDA context, cuBLAS workspaces; NCCL and custom all-reduce buffers when the
-# replica spans GPUs. Fitted to vLLM's profile of Llama-3-8B at TP 2 (3.58 GiB, vllm#10511) and to
-# the ~0.5 GiB a single-GPU replica leaves unaccounted (vllm#10517).
-NON_TORCH_SINGLE_GPU_GIB = 0.5
+# Non-torch memory where the engine counts it from the process start (engine_memory.py): the
+# CUDA context, cuBLAS workspaces, NCCL and custom all-reduce buffers. Single GPU: fitted
+# (bench/fit_constants.py). Multi-GPU: vLLM's profile of Llama-3-8B at TP 2 (3.58 GiB,
+# vllm#10511), the only such log; no fit-set row re-derives it.
+NON_TORCH_SINGLE_GPU_GIB = 0.0
 NON_TORCH_MULTI_GPU_BASE_GIB = 2.9
 NON_TORCH_PER_TP_RANK_GIB = 0.35
+# Where vLLM counts only the increase since its snapshot after device initialisation (V1 from
+# 0.10): what the profiling step and the communicators' later buffers add. Fitted.
+NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.0
+NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB = 0.16
+NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB = 0.0
 # Profiling activations: hidden states and MLP intermediates of one step of
-# max_num_batched_tokens tokens, plus fp32 logits and probabilities of max_num_seqs samples.
-ACTIVATION_HIDDEN_COPIES = 4
-ACTIVATION_MLP_COPIES = 6
-SAMPLER_BYTES_PER_LOGIT = 8
+# max_num_batched_tokens tokens (fitted copies of each).
+ACTIVATION_HIDDEN_COPIES = 2
+ACTIVATION_MLP_COPIES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +82,33 @@ def weight_bytes_per_rank(model: ModelFacts, fmt: QuantFormat, tensor: int, pipe
 
 
 def activation_bytes(
-    model: ModelFacts, tensor: int, max_num_batched_tokens: int, max_num_seqs: int
+    model: ModelFacts,
+    tensor: int,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    rules: EngineMemory,
 ) -> float:
-    """Peak activation of vLLM's profiling run (a full step of batched tokens)."""
+    """Peak torch memory of vLLM's profiling run: the forward step of max_num_batched_tokens
+    tokens, or the dummy sampler step after it (one row of full-vocabulary logits per request,
+    min(max_num_seqs, tokens) of them, next to the step's output hidden states), whichever is
+    larger (v1/worker/gpu_model_runner.py profile_run: the step's activations are freed before
+    the sampler runs)."""
     per_token = (
         ACTIVATION_HIDDEN_COPIES * model.hidden_size
         + ACTIVATION_MLP_COPIES * model.mlp_width_per_token / tensor
     )
     step = max_num_batched_tokens * per_token * BYTES_16BIT
-    sampler = max_num_seqs * model.vocab_size * SAMPLER_BYTES_PER_LOGIT
-    return step + sampler
+    requests = min(max_num_seqs, max_num_batched_tokens)
+    sampler = requests * model.vocab_size * rules.sampler_bytes_per_logit
+    return max(step, sampler + max_num_batched_tokens * model.hidden_size * BYTES_16BIT)
 
 
-def non_torch_bytes(tensor: int, pipeline: int) -> float:
+def non_torch_bytes(tensor: int, pipeline: int, rules: EngineMemory) -> float:
+    if not rules.non_torch_since_start:
+        if tensor * pipeline == 1:
+            return NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB * GIB
+        per_rank = NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB * tensor
+        return (NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB + per_rank) * GIB
     if tensor * pipeline == 1:
         return NON_TORCH_SINGLE_GPU_GIB * GIB
     return (NON_TORCH_MULTI_GPU_BASE_GIB + NON_TORCH_PER_TP_RANK_GIB * tensor) * GIB
@@ -159,13 +179,14 @@ def memory_breakdown(
     max_num_seqs: int,
     max_context_length: int,
     block_size: int,
+    rules: EngineMemory,
     budget_of_free_memory: bool = False,
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free."""
     total = gpu.memory_gib * GIB
     weights = weight_bytes_per_rank(model, fmt, tensor, pipeline)
-    activation = activation_bytes(model, tensor, max_num_batched_tokens, max_num_seqs)
-    non_torch = non_torch_bytes(tensor, pipeline)
+    activation = activation_bytes(model, tensor, max_num_batched_tokens, max_num_seqs, rules)
+    non_torch = non_torch_bytes(tensor, pipeline, rules)
     if budget_of_free_memory:
         budget = total
         kv = (total - weights - activation - non_torch) * gpu_memory_utilization

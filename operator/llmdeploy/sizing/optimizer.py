@@ -16,6 +16,7 @@ from llmdeploy.api.types import (
     Quantization,
 )
 from llmdeploy.catalog import Catalog, Engine, Gpu, ImageLock, QuantFormat
+from llmdeploy.sizing.engine_memory import engine_memory
 from llmdeploy.sizing.memory import (
     GIB,
     MemoryBreakdown,
@@ -390,6 +391,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         max_num_seqs=workload.concurrency,
         max_context_length=ctx.max_context,
         block_size=ctx.block_size(gpu),
+        rules=engine_memory(ctx.engine.id.value, ctx.engine_version(gpu), gpu),
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
     )
     candidate.memory = memory
