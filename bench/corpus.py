@@ -215,11 +215,17 @@ def scheduler(row: KvRow, catalog: Catalog) -> tuple[int, int, int]:
 
 def rules(row: KvRow, catalog: Catalog) -> EngineMemory:
     """The accounting of the release that made the row (a V1 row of unknown release as the
-    newest read), with the sampler its log names."""
+    newest read), with the sampler and MoE kernel its log names."""
     generation: Generation = "v0" if row.engine_generation == "v0" else "v1"
     flashinfer = {"flashinfer": True, "pytorch": False}.get(row.sampler)
     gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
-    return vllm_memory(row.engine_version or None, gpu, generation, flashinfer=flashinfer)
+    return vllm_memory(
+        row.engine_version or None,
+        gpu,
+        generation,
+        flashinfer=flashinfer,
+        mxfp4_backend=row.moe_backend or None,
+    )
 
 
 def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
@@ -247,7 +253,7 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
 def predict_weights_gib(row: KvRow, catalog: Catalog) -> float:
     model = _model(catalog, row.plan_model)
     fmt = catalog.quantizations[row.quantization]
-    return weight_bytes_per_rank(model, fmt, row.tensor, row.pipeline) / GIB
+    return weight_bytes_per_rank(model, fmt, row.tensor, row.pipeline, rules(row, catalog)) / GIB
 
 
 def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:

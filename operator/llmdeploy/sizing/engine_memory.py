@@ -31,6 +31,28 @@ SAMPLER_BYTES_TENSORRT_LLM = 8.0
 
 
 @dataclass(frozen=True, slots=True)
+class Mxfp4Layout:
+    """How vLLM lays out MXFP4 expert weights for its MoE kernel (model_executor/layers/
+    quantization/mxfp4.py create_weights and process_weights_after_loading, read in 0.10.2,
+    0.11.0 and 0.14.0)."""
+
+    backend: str
+    intermediate_align: int  # each rank's expert intermediate size is rounded up to this
+    hidden_align: int
+    # Triton: the swizzled scales are new tensors and the checkpoint's stay registered.
+    scales_kept_twice: bool
+
+
+# Marlin: "n % 256 == 0 and k % 128 == 0" for both expert matmuls (checked on
+# dennislee22/vLLM-benchmarking's gpt-oss-120b TP 4 A100 log and vllm#23278's H100 log).
+MARLIN = Mxfp4Layout("marlin", 128, 256, scales_kept_twice=False)
+TRITON = Mxfp4Layout("triton", 64, 1, scales_kept_twice=True)
+TRITON_ROCM = Mxfp4Layout("triton", 256, 256, scales_kept_twice=True)
+FLASHINFER_SM100 = Mxfp4Layout("flashinfer", 256, 256, scales_kept_twice=False)
+MXFP4_BACKENDS = {"marlin": MARLIN, "triton": TRITON, "flashinfer": FLASHINFER_SM100}
+
+
+@dataclass(frozen=True, slots=True)
 class EngineMemory:
     """What of the engine's accounting the memory model follows for one release and GPU."""
 
@@ -38,6 +60,7 @@ class EngineMemory:
     # vLLM's snapshot after device (and, from 0.11, distributed) initialisation.
     non_torch_since_start: bool
     sampler_bytes_per_logit: float
+    mxfp4: Mxfp4Layout
 
 
 def _at_least(version: str | None, release: str) -> bool:
@@ -54,16 +77,31 @@ def flashinfer_sampler(version: str | None, gpu: Gpu) -> bool:
     return not _at_least(version, "0.11.1") or _at_least(version, "0.24.0")
 
 
+def mxfp4_layout(version: str | None, gpu: Gpu) -> Mxfp4Layout:
+    """vLLM's MXFP4 MoE backend (mxfp4.py get_mxfp4_backend) without opt-in variables:
+    Marlin below SM 9.0; on Hopper Triton where the triton_kernels package is there (an
+    optional package up to 0.11.x, vendored as vllm/third_party/triton_kernels from 0.12.0),
+    else Marlin; FlashInfer on Blackwell; Triton on ROCm."""
+    if gpu.platform == "rocm":
+        return TRITON_ROCM
+    if gpu.architecture == "blackwell":
+        return FLASHINFER_SM100
+    if gpu.architecture == "hopper" and _at_least(version, "0.12.0"):
+        return TRITON
+    return MARLIN
+
+
 def vllm_memory(
     version: str | None,
     gpu: Gpu,
     generation: Generation | None = None,
     *,
     flashinfer: bool | None = None,
+    mxfp4_backend: str | None = None,
 ) -> EngineMemory:
     """vLLM's accounting at `version` on `gpu`. `generation` v0: the V0 engine (before 0.10 a
-    release could run either). `flashinfer` overrides the default where a log says which
-    sampler ran.
+    release could run either). `flashinfer` and `mxfp4_backend` override the defaults where a
+    log says which sampler or MoE kernel ran.
 
     Non-torch memory: V0 and V1 up to 0.8.5 (v1/worker/gpu_worker.py determine_available_memory)
     count all device memory torch did not allocate; from 0.10.2 `init_device` takes a
@@ -76,6 +114,7 @@ def vllm_memory(
     return EngineMemory(
         non_torch_since_start=v0 or not _at_least(version, "0.10"),
         sampler_bytes_per_logit=SAMPLER_BYTES_FLASHINFER if flashinfer else SAMPLER_BYTES_PYTORCH,
+        mxfp4=MXFP4_BACKENDS[mxfp4_backend] if mxfp4_backend else mxfp4_layout(version, gpu),
     )
 
 
@@ -83,6 +122,4 @@ def engine_memory(engine: str, version: str | None, gpu: Gpu) -> EngineMemory:
     """The rules for a plan: vLLM's by release; TensorRT-LLM's as vLLM's were before V1."""
     if engine == "vllm":
         return vllm_memory(version, gpu)
-    return EngineMemory(
-        non_torch_since_start=True, sampler_bytes_per_logit=SAMPLER_BYTES_TENSORRT_LLM
-    )
+    return EngineMemory(True, SAMPLER_BYTES_TENSORRT_LLM, mxfp4_layout(version, gpu))

@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat
-from llmdeploy.sizing.engine_memory import EngineMemory
+from llmdeploy.sizing.engine_memory import EngineMemory, Mxfp4Layout
 from llmdeploy.sizing.model_facts import ModelFacts
 
 GIB = float(2**30)
@@ -34,6 +35,9 @@ NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB = 0.0
 # max_num_batched_tokens tokens (fitted copies of each).
 ACTIVATION_HIDDEN_COPIES = 2
 ACTIVATION_MLP_COPIES = 4
+# OCP MX FP4: 4-bit elements, one 8-bit scale per block of 32.
+MXFP4_ELEMENT_BYTES = 0.5
+MXFP4_SCALE_BYTES = 1 / 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +61,19 @@ def stage_layers(model: ModelFacts, pipeline: int) -> int:
     return math.ceil(model.layers / pipeline)
 
 
-def weight_bytes_per_rank(model: ModelFacts, fmt: QuantFormat, tensor: int, pipeline: int) -> float:
-    """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads."""
+def weight_bytes_per_rank(
+    model: ModelFacts,
+    fmt: QuantFormat,
+    tensor: int,
+    pipeline: int,
+    rules: EngineMemory | None = None,
+) -> float:
+    """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads;
+    with `rules`, MXFP4 experts as the engine lays them out (else as the checkpoint holds them)."""
     embedding_in = float(model.vocab_size * model.hidden_size)
     lm_head = model.embedding_parameters - embedding_in
     body = model.parameters - model.embedding_parameters
+    experts = 0.0
     if fmt.applies_to == "experts":
         experts = min(model.routed_expert_parameters, body)
         body_bytes = experts * fmt.weight_bytes + (body - experts) * BYTES_16BIT
@@ -70,6 +82,9 @@ def weight_bytes_per_rank(model: ModelFacts, fmt: QuantFormat, tensor: int, pipe
         body_bytes = body * fmt.weight_bytes
         linear_bytes = fmt.weight_bytes
     per_rank = body_bytes / (tensor * pipeline)
+    if rules is not None and fmt.id == Quantization.MXFP4 and experts:
+        per_rank += _mxfp4_layout_bytes(model, tensor, pipeline, rules.mxfp4)
+        per_rank -= experts * fmt.weight_bytes / (tensor * pipeline)
     if pipeline == 1:
         per_rank += (embedding_in + lm_head) * BYTES_16BIT / tensor
     else:  # first stage holds the embedding, last the lm_head (its own copy even when tied)
@@ -79,6 +94,27 @@ def weight_bytes_per_rank(model: ModelFacts, fmt: QuantFormat, tensor: int, pipe
         kv_share = model.kv_projection_parameters / pipeline
         per_rank += kv_share * linear_bytes * (1 / model.kv_heads - 1 / tensor)
     return per_rank
+
+
+def _mxfp4_layout_bytes(
+    model: ModelFacts, tensor: int, pipeline: int, layout: Mxfp4Layout
+) -> float:
+    """One rank's MXFP4 experts as vLLM allocates them: each expert's gate/up and down matmuls
+    with the rank's intermediate slice and the hidden size rounded up to the kernel's
+    alignment; 4-bit elements plus one 8-bit scale per 32 (twice where the scales are kept
+    twice)."""
+    intermediate = _round_up(
+        math.ceil(model.moe_intermediate_size / tensor), layout.intermediate_align
+    )
+    hidden = _round_up(model.hidden_size, layout.hidden_align)
+    layers = (model.layers - model.first_dense_layers) / pipeline
+    elements = model.experts * layers * 3 * intermediate * hidden
+    scales = 2 if layout.scales_kept_twice else 1
+    return elements * (MXFP4_ELEMENT_BYTES + scales * MXFP4_SCALE_BYTES)
+
+
+def _round_up(value: int, alignment: int) -> int:
+    return -(-value // alignment) * alignment
 
 
 def activation_bytes(
@@ -184,7 +220,7 @@ def memory_breakdown(
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free."""
     total = gpu.memory_gib * GIB
-    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline)
+    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline, rules)
     activation = activation_bytes(model, tensor, max_num_batched_tokens, max_num_seqs, rules)
     non_torch = non_torch_bytes(tensor, pipeline, rules)
     if budget_of_free_memory:

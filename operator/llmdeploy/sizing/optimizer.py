@@ -363,7 +363,8 @@ def _weights_exceed_budget(
 ) -> str | None:
     utilization = ctx.spec.engine.gpu_memory_utilization
     budget = gpu.memory_gib * utilization
-    weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline) / GIB
+    rules = engine_memory(ctx.engine.id.value, ctx.engine_version(gpu), gpu)
+    weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline, rules) / GIB
     if weights < budget:
         return None
     return (
