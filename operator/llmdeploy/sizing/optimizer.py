@@ -31,6 +31,9 @@ from llmdeploy.sizing.plan import Alternative, Plan
 PRECISION_RANK = {Precision.BF16: 0, Precision.FP8: 1, Precision.INT8: 2, Precision.INT4: 3}
 SIXTEEN_BIT = (Quantization.BF16, Quantization.FP16)
 MAX_ALTERNATIVES = 12
+# Relative error of the KV-cache estimate the plan warns within: the +-10% band issue 14 holds
+# the held-out corpus to (bench/sizing_accuracy.py; docs/benchmarks.md has the current figures).
+KV_ESTIMATE_BAND = 0.10
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,17 +399,25 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
     )
     candidate.memory = memory
+    # vLLM refuses to start without room for one request of max_model_len
+    # (v1/core/kv_cache_utils.py check_enough_kv_cache_memory, 0.10.2 to 0.14.0).
+    engine = ctx.engine.display_name
     if not memory.fits:
         candidate.infeasible = (
-            f"no room for KV cache: weights {memory.weights_gib:.1f} + activations "
-            f"{memory.activation_gib:.1f} + non-torch {memory.non_torch_gib:.1f} GiB exceed the "
-            f"{memory.budget_gib:.1f} GiB budget per GPU"
+            f"{engine} would refuse to start: no room for KV cache: weights "
+            f"{memory.weights_gib:.1f} + activations {memory.activation_gib:.1f} + non-torch "
+            f"{memory.non_torch_gib:.1f} GiB exceed the {memory.budget_gib:.1f} GiB budget per GPU"
         )
         return candidate
     if memory.max_concurrency < 1:
         candidate.infeasible = (
-            f"KV cache holds {memory.kv_cache_tokens} tokens, less than one request of "
-            f"maxContextLength {ctx.max_context}"
+            f"{engine} would refuse to start: KV cache holds {memory.kv_cache_tokens} tokens, "
+            f"less than one request of maxContextLength {ctx.max_context}"
+            + (
+                ", but within the estimate's error band: it may start"
+                if _near_limit(memory)
+                else ""
+            )
         )
         return candidate
     typical = workload.input_tokens + workload.output_tokens
@@ -445,6 +456,12 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         misses.append(f"TPOT {perf.tpot_s * 1000:.1f} ms > SLO {slo.tpot_ms:g} ms")
     candidate.slo_miss = "; ".join(misses) or None
     return candidate
+
+
+def _near_limit(memory: MemoryBreakdown) -> bool:
+    """Whether the cache holds one request of maxContextLength give or take the KV
+    estimate's error band."""
+    return abs(memory.max_concurrency - 1) <= KV_ESTIMATE_BAND
 
 
 def _rank_key(ctx: _Context, c: Candidate) -> tuple[float, ...]:
@@ -584,6 +601,12 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         f"of {ctx.max_context})",
         _objective(ctx, best),
     ]
+    if _near_limit(memory):
+        reasons.append(
+            f"the KV cache estimate is within its error band (+-{KV_ESTIMATE_BAND:.0%}) of one "
+            f"request of maxContextLength {ctx.max_context}: {ctx.engine.display_name} may "
+            "refuse to start; lower maxContextLength or raise gpuMemoryUtilization for margin"
+        )
     if spec.replicas is None and spec.workload.requests_per_second:
         reasons.append(
             f"{best.replicas} replica(s) for {spec.workload.requests_per_second:g} requests/s "
@@ -671,7 +694,9 @@ def _infeasible_plan(
         )
     else:
         reasons.append("no configuration is feasible within the spec's constraints")
-        for reason in dict.fromkeys(c.infeasible for c in ranked if c.infeasible):
+        # Configurations that got as far as the memory model first: theirs is the nearest miss.
+        infeasible = sorted((c for c in ranked if c.infeasible), key=lambda c: c.memory is None)
+        for reason in dict.fromkeys(c.infeasible for c in infeasible):
             if len(reasons) >= 6:
                 break
             reasons.append(str(reason))
