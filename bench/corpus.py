@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 from llmdeploy.api.types import ModelSpec
-from llmdeploy.catalog import Catalog, Gpu
+from llmdeploy.catalog import Catalog, Gpu, Interconnect
 from llmdeploy.sizing import memory, performance, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, Generation, vllm_memory
 from llmdeploy.sizing.memory import GIB, memory_breakdown, weight_bytes_per_rank
@@ -28,6 +28,8 @@ from llmdeploy.sizing.performance import estimate_performance
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_UTILIZATION = 0.9
 BLOCK_SIZE = 16
+# All-reduce without GPU peer-to-peer: over PCIe Gen4 x16 (the catalog's convention, gpus.yaml).
+PCIE_GEN4 = Interconnect(kind="pcie", bandwidth_gbps=32)
 
 
 def engine_defaults(generation: str, gpu: Gpu, max_model_len: int) -> tuple[int, int]:
@@ -92,6 +94,7 @@ class LatencyRow:
     gpu: str
     tensor: int
     pipeline: int
+    interconnect: str  # "pcie" where the run's log shows no GPU peer-to-peer; else the SKU's
     quantization: str
     kv_dtype: str
     engine_version: str
@@ -156,6 +159,7 @@ def load_latency() -> list[LatencyRow]:
             gpu=r["gpu"],
             tensor=int(r["tensor"]),
             pipeline=int(r["pipeline"]),
+            interconnect=r["interconnect"],
             quantization=r["quantization"],
             kv_dtype=r["kv_dtype"],
             engine_version=r["engine_version"],
@@ -259,9 +263,12 @@ def predict_weights_gib(row: KvRow, catalog: Catalog) -> float:
 def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
     """(TTFT ms, TPOT ms)."""
     model = _model(catalog, row.plan_model)
+    gpu = catalog.gpus[row.gpu]
+    if row.interconnect == "pcie":
+        gpu = gpu.model_copy(update={"interconnect": PCIE_GEN4})
     perf = estimate_performance(
         model,
-        catalog.gpus[row.gpu],
+        gpu,
         catalog.quantizations[row.quantization],
         tensor=row.tensor,
         pipeline=row.pipeline,
