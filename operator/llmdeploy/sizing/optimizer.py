@@ -7,7 +7,7 @@ Ties go to fewer GPUs, then to higher precision.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from llmdeploy.api.types import (
     KvCacheDtype,
@@ -16,7 +16,7 @@ from llmdeploy.api.types import (
     Quantization,
 )
 from llmdeploy.catalog import Catalog, Engine, Gpu, ImageLock, QuantFormat
-from llmdeploy.sizing.engine_memory import engine_memory
+from llmdeploy.sizing.engine_memory import EngineMemory, engine_memory
 from llmdeploy.sizing.memory import (
     GIB,
     MemoryBreakdown,
@@ -85,6 +85,7 @@ class _Context:
     max_num_batched_tokens: int
     images: ImageLock | None
     drivers: Mapping[str, Sequence[tuple[int, int]]]  # the NVIDIA drivers of each SKU's nodes
+    rules_by_gpu: dict[str, EngineMemory] = field(default_factory=dict)
 
     def engine_version(self, gpu: Gpu) -> str | None:
         """The release that would run on this GPU: the one the renderer will pin (the image
@@ -100,6 +101,15 @@ class _Context:
 
     def block_size(self, gpu: Gpu) -> int:
         return self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
+
+    def memory_rules(self, gpu: Gpu) -> EngineMemory:
+        """The engine's accounting for the release that would run on this GPU (once per GPU:
+        every candidate on it asks)."""
+        rules = self.rules_by_gpu.get(gpu.id)
+        if rules is None:
+            rules = engine_memory(self.engine.id.value, self.engine_version(gpu), gpu)
+            self.rules_by_gpu[gpu.id] = rules
+        return rules
 
 
 def _search(
@@ -366,7 +376,7 @@ def _weights_exceed_budget(
 ) -> str | None:
     utilization = ctx.spec.engine.gpu_memory_utilization
     budget = gpu.memory_gib * utilization
-    rules = engine_memory(ctx.engine.id.value, ctx.engine_version(gpu), gpu)
+    rules = ctx.memory_rules(gpu)
     weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline, rules) / GIB
     if weights < budget:
         return None
@@ -395,7 +405,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         max_num_seqs=workload.concurrency,
         max_context_length=ctx.max_context,
         block_size=ctx.block_size(gpu),
-        rules=engine_memory(ctx.engine.id.value, ctx.engine_version(gpu), gpu),
+        rules=ctx.memory_rules(gpu),
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
     )
     candidate.memory = memory
