@@ -183,23 +183,25 @@ def kv_capacity(
     max_context_length: int,
     block_size: int,
 ) -> tuple[int, float]:
-    """(tokens the cache holds, requests of max_context_length it holds at once)."""
+    """(tokens the cache holds as vLLM counts them, requests of max_context_length it holds at
+    once). With sliding-window layers vLLM's hybrid allocator shares each block-sized page
+    between one layer of every group and reports the pages over the groups as tokens
+    (v1/core/kv_cache_utils.py get_kv_cache_config, 0.11.0): the count of a cache without
+    windows; the windows show in the number of requests it holds."""
     if kv_bytes <= 0:
         return 0, 0.0
-    request = request_kv_bytes(
-        model, tensor, pipeline, kv_dtype_bytes, max_context_length, block_size
-    )
-    concurrency = kv_bytes / request
-    if model.sliding_window:
-        # Tokens of full-length requests the cache holds (vLLM's hybrid allocator).
-        return int(concurrency * max_context_length) // block_size * block_size, concurrency
     page = (
         block_size
         * stage_layers(model, pipeline)
         * kv_bytes_per_token_layer(model, tensor, kv_dtype_bytes)
     )
-    blocks = int(kv_bytes // page)
-    return blocks * block_size, blocks * block_size / max_context_length
+    tokens = int(kv_bytes // page) * block_size
+    if model.sliding_window:
+        request = request_kv_bytes(
+            model, tensor, pipeline, kv_dtype_bytes, max_context_length, block_size
+        )
+        return tokens, kv_bytes / request
+    return tokens, tokens / max_context_length
 
 
 def memory_breakdown(
