@@ -194,3 +194,15 @@ def test_non_torch_memory_by_accounting_era(catalog: Catalog) -> None:
     # vllm#10511's 3.58 GiB at TP 2 against a few hundred MiB since the snapshot.
     assert since_start / GIB == pytest.approx(3.6, abs=0.05)
     assert snapshot / GIB < 0.5
+
+
+def test_tensorrt_llm_keeps_the_mxfp4_checkpoints_layout(catalog: Catalog) -> None:
+    from llmdeploy.sizing.engine_memory import engine_memory
+
+    model = facts(catalog, "openai/gpt-oss-120b")
+    mxfp4 = catalog.quantizations["mxfp4"]
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+    rules = engine_memory("tensorrt-llm", "1.0.0", h100)
+    assert weight_bytes_per_rank(model, mxfp4, 1, 1, rules) == pytest.approx(
+        weight_bytes_per_rank(model, mxfp4, 1, 1)
+    )

@@ -49,6 +49,8 @@ MARLIN = Mxfp4Layout("marlin", 128, 256, scales_kept_twice=False)
 TRITON = Mxfp4Layout("triton", 64, 1, scales_kept_twice=True)
 TRITON_ROCM = Mxfp4Layout("triton", 256, 256, scales_kept_twice=True)
 FLASHINFER_SM100 = Mxfp4Layout("flashinfer", 256, 256, scales_kept_twice=False)
+# Where the engine's layout was not read (TensorRT-LLM): the checkpoint's own.
+CHECKPOINT = Mxfp4Layout("checkpoint", 1, 1, scales_kept_twice=False)
 MXFP4_BACKENDS = {"marlin": MARLIN, "triton": TRITON, "flashinfer": FLASHINFER_SM100}
 
 
@@ -119,7 +121,9 @@ def vllm_memory(
 
 
 def engine_memory(engine: str, version: str | None, gpu: Gpu) -> EngineMemory:
-    """The rules for a plan: vLLM's by release; TensorRT-LLM's as vLLM's were before V1."""
+    """The rules for a plan: vLLM's by release. TensorRT-LLM's are not read in its source:
+    non-torch memory from the process start, vLLM's former sampler figure, MXFP4 experts as the
+    checkpoint holds them."""
     if engine == "vllm":
         return vllm_memory(version, gpu)
-    return EngineMemory(True, SAMPLER_BYTES_TENSORRT_LLM, mxfp4_layout(version, gpu))
+    return EngineMemory(True, SAMPLER_BYTES_TENSORRT_LLM, CHECKPOINT)
