@@ -18,8 +18,9 @@ from pathlib import Path
 from types import ModuleType
 
 from llmdeploy.api.types import ModelSpec
-from llmdeploy.catalog import Catalog, Gpu
+from llmdeploy.catalog import Catalog, Gpu, Interconnect
 from llmdeploy.sizing import memory, performance, resolve_model
+from llmdeploy.sizing.engine_memory import EngineMemory, Generation, vllm_memory
 from llmdeploy.sizing.memory import GIB, memory_breakdown, weight_bytes_per_rank
 from llmdeploy.sizing.model_facts import ModelFacts
 from llmdeploy.sizing.performance import estimate_performance
@@ -27,6 +28,8 @@ from llmdeploy.sizing.performance import estimate_performance
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_UTILIZATION = 0.9
 BLOCK_SIZE = 16
+# All-reduce without GPU peer-to-peer: over PCIe Gen4 x16 (the catalog's convention, gpus.yaml).
+PCIE_GEN4 = Interconnect(kind="pcie", bandwidth_gbps=32)
 
 
 def engine_defaults(generation: str, gpu: Gpu, max_model_len: int) -> tuple[int, int]:
@@ -71,6 +74,8 @@ class KvRow:
     kv_dtype: str
     engine_version: str
     engine_generation: str  # v0 / v1 from the log lines' format; empty when unknown
+    sampler: str  # flashinfer / pytorch where the log says; empty when it does not
+    moe_backend: str  # MXFP4 MoE kernel where the log says (marlin, triton); else empty
     gpu_memory_utilization: float | None
     max_model_len: int | None
     max_num_batched_tokens: int | None
@@ -89,6 +94,7 @@ class LatencyRow:
     gpu: str
     tensor: int
     pipeline: int
+    interconnect: str  # "pcie" where the run's log shows no GPU peer-to-peer; else the SKU's
     quantization: str
     kv_dtype: str
     engine_version: str
@@ -129,6 +135,8 @@ def load_kv() -> list[KvRow]:
             kv_dtype=r["kv_dtype"],
             engine_version=r["engine_version"],
             engine_generation=r["engine_generation"],
+            sampler=r["sampler"],
+            moe_backend=r["moe_backend"],
             gpu_memory_utilization=_float(r["gpu_memory_utilization"]),
             max_model_len=_int(r["max_model_len"]),
             max_num_batched_tokens=_int(r["max_num_batched_tokens"]),
@@ -151,6 +159,7 @@ def load_latency() -> list[LatencyRow]:
             gpu=r["gpu"],
             tensor=int(r["tensor"]),
             pipeline=int(r["pipeline"]),
+            interconnect=r["interconnect"],
             quantization=r["quantization"],
             kv_dtype=r["kv_dtype"],
             engine_version=r["engine_version"],
@@ -208,6 +217,21 @@ def scheduler(row: KvRow, catalog: Catalog) -> tuple[int, int, int]:
     return context, row.max_num_batched_tokens or batched, row.max_num_seqs or seqs
 
 
+def rules(row: KvRow, catalog: Catalog) -> EngineMemory:
+    """The accounting of the release that made the row (a V1 row of unknown release as the
+    newest read), with the sampler and MoE kernel its log names."""
+    generation: Generation = "v0" if row.engine_generation == "v0" else "v1"
+    flashinfer = {"flashinfer": True, "pytorch": False}.get(row.sampler)
+    gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
+    return vllm_memory(
+        row.engine_version or None,
+        gpu,
+        generation,
+        flashinfer=flashinfer,
+        mxfp4_backend=row.moe_backend or None,
+    )
+
+
 def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
     model = _model(catalog, row.plan_model)
     fmt = catalog.quantizations[row.quantization]
@@ -224,6 +248,7 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
         max_num_seqs=seqs,
         max_context_length=context,
         block_size=BLOCK_SIZE,
+        rules=rules(row, catalog),
     )
     refused = not m.fits or m.max_concurrency < 1
     return KvPrediction(m.weights_gib, m.kv_cache_gib, m.kv_cache_tokens, m.budget_gib, refused)
@@ -232,15 +257,18 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
 def predict_weights_gib(row: KvRow, catalog: Catalog) -> float:
     model = _model(catalog, row.plan_model)
     fmt = catalog.quantizations[row.quantization]
-    return weight_bytes_per_rank(model, fmt, row.tensor, row.pipeline) / GIB
+    return weight_bytes_per_rank(model, fmt, row.tensor, row.pipeline, rules(row, catalog)) / GIB
 
 
 def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
     """(TTFT ms, TPOT ms)."""
     model = _model(catalog, row.plan_model)
+    gpu = catalog.gpus[row.gpu]
+    if row.interconnect == "pcie":
+        gpu = gpu.model_copy(update={"interconnect": PCIE_GEN4})
     perf = estimate_performance(
         model,
-        catalog.gpus[row.gpu],
+        gpu,
         catalog.quantizations[row.quantization],
         tensor=row.tensor,
         pipeline=row.pipeline,
@@ -285,11 +313,11 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
         memory,
         (
             "NON_TORCH_SINGLE_GPU_GIB",
-            "NON_TORCH_MULTI_GPU_BASE_GIB",
-            "NON_TORCH_PER_TP_RANK_GIB",
+            "NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB",
+            "NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB",
+            "NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB",
             "ACTIVATION_HIDDEN_COPIES",
             "ACTIVATION_MLP_COPIES",
-            "SAMPLER_BYTES_PER_LOGIT",
         ),
     ),
     "performance": (

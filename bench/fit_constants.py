@@ -1,11 +1,13 @@
 """Re-derive every fitted constant of the sizing model from the corpus's fit set only.
 
 Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory is logged:
-- for each activation shape on a small grid (hidden-state copies, MLP copies, sampler bytes
-  per logit), the non-torch memory each row implies is budget - weights - activation - KV
-  (the logged weights where the row has them);
-- NON_TORCH_SINGLE_GPU_GIB is the median of that over single-GPU rows, the multi-GPU base and
-  per-TP-rank terms a least-squares line over the multi-GPU rows (never below zero);
+- for each activation shape on a small grid (hidden-state copies, MLP copies; the sampler's
+  bytes per logit are read in vLLM's source, engine_memory.py), the non-torch memory each
+  row implies is budget - weights - activation - KV (the logged weights where it has them);
+- by the accounting era of the row's release (operator/llmdeploy/sizing/engine_memory.py):
+  NON_TORCH_SINGLE_GPU_GIB is the median over since-start single-GPU rows; the snapshot era's
+  single-GPU term the median over its single-GPU rows, its multi-GPU base and per-TP-rank
+  terms a least-squares line over its multi-GPU rows (never below zero);
 - the activation shape kept is the one whose constants re-plan the rows with the smallest mean
   absolute KV error in GiB (first on the grid among equals).
 
@@ -42,6 +44,7 @@ from corpus import (
     predict_latency,
     predict_weights_gib,
     relative_error,
+    rules,
     scheduler,
 )
 from llmdeploy.catalog import Catalog, load_catalog
@@ -49,7 +52,6 @@ from llmdeploy.sizing.memory import GIB, activation_bytes
 
 HIDDEN_COPIES = (2, 4, 6, 8)
 MLP_COPIES = (2, 4, 6, 8)
-SAMPLER_BYTES = (4, 8, 12, 16)
 
 
 def _grid(start: float, stop: float, step: float) -> tuple[float, ...]:
@@ -82,7 +84,7 @@ def _implied_non_torch(row: KvRow, catalog: Catalog) -> float:
     gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
     budget = gpu.memory_gib * (row.gpu_memory_utilization or DEFAULT_UTILIZATION)
     weights = row.weights_gib if row.weights_gib is not None else predict_weights_gib(row, catalog)
-    activation = activation_bytes(model, row.tensor, batched, seqs) / GIB
+    activation = activation_bytes(model, row.tensor, batched, seqs, rules(row, catalog)) / GIB
     return budget - weights - activation - row.kv_gib
 
 
@@ -105,26 +107,12 @@ def fit_memory(catalog: Catalog) -> dict[str, float]:
         if r.id in fit and r.outcome in ("ran", "refused") and r.kv_gib is not None
     ]
     best: tuple[float, dict[str, float]] | None = None
-    for hidden, mlp, sampler in product(HIDDEN_COPIES, MLP_COPIES, SAMPLER_BYTES):
+    for hidden, mlp in product(HIDDEN_COPIES, MLP_COPIES):
         shape = {
             "ACTIVATION_HIDDEN_COPIES": float(hidden),
             "ACTIVATION_MLP_COPIES": float(mlp),
-            "SAMPLER_BYTES_PER_LOGIT": float(sampler),
         }
-        with constants(shape):
-            single = [_implied_non_torch(r, catalog) for r in rows if r.tensor * r.pipeline == 1]
-            multi = [
-                (float(r.tensor), _implied_non_torch(r, catalog))
-                for r in rows
-                if r.tensor * r.pipeline > 1
-            ]
-        base, per_rank = _least_squares([x for x, _ in multi], [y for _, y in multi])
-        values = {
-            **shape,
-            "NON_TORCH_SINGLE_GPU_GIB": round(max(0.0, statistics.median(single)), 2),
-            "NON_TORCH_MULTI_GPU_BASE_GIB": round(max(0.0, base), 2),
-            "NON_TORCH_PER_TP_RANK_GIB": round(max(0.0, per_rank), 2),
-        }
+        values = {**shape, **_fit_non_torch(rows, catalog, shape)}
         with constants(values):
             score = statistics.fmean(
                 abs(predict_kv(r, catalog).kv_gib - (r.kv_gib or 0.0)) for r in rows
@@ -133,6 +121,40 @@ def fit_memory(catalog: Catalog) -> dict[str, float]:
             best = (score, values)
     assert best is not None
     return best[1]
+
+
+def _fit_non_torch(
+    rows: list[KvRow], catalog: Catalog, shape: dict[str, float]
+) -> dict[str, float]:
+    """Non-torch terms by accounting era (engine_memory.py): the median over single-GPU rows,
+    a least-squares line in TP over multi-GPU rows (never below zero). Since-start multi-GPU
+    memory has no fit row (memory.py keeps vllm#10511's figure). A V1 row counts only where
+    its log names the sampler: at H100 defaults the two samplers' peaks differ by up to 4.6
+    GiB, which would otherwise be booked as non-torch memory."""
+    with constants(shape):
+        implied = [
+            (r, _implied_non_torch(r, catalog))
+            for r in rows
+            if r.sampler or rules(r, catalog).non_torch_since_start
+        ]
+    since_start = [y for r, y in implied if rules(r, catalog).non_torch_since_start]
+    single = [
+        y
+        for r, y in implied
+        if not rules(r, catalog).non_torch_since_start and r.tensor * r.pipeline == 1
+    ]
+    multi = [
+        (float(r.tensor), y)
+        for r, y in implied
+        if not rules(r, catalog).non_torch_since_start and r.tensor * r.pipeline > 1
+    ]
+    base, per_rank = _least_squares([x for x, _ in multi], [y for _, y in multi])
+    return {
+        "NON_TORCH_SINGLE_GPU_GIB": round(max(0.0, statistics.median(since_start)), 2),
+        "NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB": round(max(0.0, statistics.median(single)), 2),
+        "NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB": round(max(0.0, base), 2),
+        "NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB": round(max(0.0, per_rank), 2),
+    }
 
 
 def _latency_score(rows: list[LatencyRow], catalog: Catalog, values: dict[str, float]) -> float:

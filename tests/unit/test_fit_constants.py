@@ -67,3 +67,12 @@ def test_constants_are_restored_after_a_trial() -> None:
     with corpus.constants({name: 0.0 for name in before}):
         assert set(corpus.current_constants().values()) == {0.0}
     assert corpus.current_constants() == before
+
+
+def test_the_codes_memory_constants_are_the_fits() -> None:
+    """memory.py carries what fit_constants.py derives from the fit set (issue 14, deliverable
+    4). performance.py's constants are not the fit's yet: docs/benchmarks.md says why."""
+    fitted = fit_constants.fit_memory(load_catalog())
+    code = corpus.current_constants()
+    assert fitted == {name: code[name] for name in fitted}
+    assert set(fitted) == set(corpus.FITTED["memory"][1])

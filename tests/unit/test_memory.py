@@ -6,6 +6,7 @@ import pytest
 
 from llmdeploy.catalog import Catalog
 from llmdeploy.sizing import resolve_model
+from llmdeploy.sizing.engine_memory import vllm_memory
 from llmdeploy.sizing.memory import (
     GIB,
     kv_bytes_per_token_layer,
@@ -80,22 +81,25 @@ def test_fp8_keeps_embeddings_in_16_bit(catalog: Catalog) -> None:
 
 
 def test_kv_tokens_on_rtx3090_within_5_percent_of_vllm_log(catalog: Catalog) -> None:
-    # vllm-project/vllm issue #10517: Llama-3.1-8B bf16, 23.58 GiB GPU, util 0.90:
-    # KV 3.81 GiB -> 1,952 blocks (31,232 tokens). vLLM's defaults then: 8192 batched tokens,
-    # 256 sequences.
+    # vllm-project/vllm issue #10517: Llama-3.1-8B bf16, 23.58 GiB GPU, util 0.90, V0 engine,
+    # max_model_len 20000: KV 3.81 GiB -> 1,952 blocks (31,232 tokens). V0 without chunked
+    # prefill profiles a step of max_model_len tokens and 256 sequences. (A fit-set row of
+    # bench/data: in-sample.)
     model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    gpu = catalog.gpus["nvidia-rtx-3090"]
     memory = memory_breakdown(
         model,
-        catalog.gpus["nvidia-rtx-3090"],
+        gpu,
         catalog.quantizations["bf16"],
         tensor=1,
         pipeline=1,
         kv_dtype_bytes=2,
         gpu_memory_utilization=0.9,
-        max_num_batched_tokens=8192,
+        max_num_batched_tokens=20_000,
         max_num_seqs=256,
-        max_context_length=8192,
+        max_context_length=20_000,
         block_size=16,
+        rules=vllm_memory(None, gpu, "v0"),
     )
     assert memory.kv_cache_tokens == pytest.approx(31_232, rel=0.05)
     assert memory.kv_cache_gib == pytest.approx(3.81, rel=0.05)
@@ -132,3 +136,73 @@ def test_sliding_window_layers_cap_their_cache(catalog: Catalog) -> None:
     full_layers = model.layers - model.sliding_window_layers
     # Doubling the context only grows the full-attention layers' share.
     assert long - short == pytest.approx(full_layers * 4096 * per_layer_token, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "version", "tensor", "logged"),
+    [
+        # dennislee22/vLLM-benchmarking log/vllm-120B-4gpuA10080GB-0.8GRAM-diff-nodes.log:
+        # "Model loading took 17.2217 GiB" per rank, Marlin MoE (SM 8.0).
+        ("nvidia-a100-80gb", "0.10.1.1", 4, 17.2217),
+        # vllm-project/vllm#23278: one H100, Marlin (triton_kernels not installed before 0.12).
+        ("nvidia-h100-80gb", "0.10.1.1", 1, 65.9651),
+        # vllm-project/vllm#33155: one H100, vLLM 0.14.1, "Using Triton backend": 64.38 GiB.
+        ("nvidia-h100-80gb", "0.14.1", 1, 64.38),
+    ],
+)
+def test_mxfp4_experts_as_vllm_lays_them_out(
+    catalog: Catalog, gpu: str, version: str, tensor: int, logged: float
+) -> None:
+    model = facts(catalog, "openai/gpt-oss-120b")
+    mxfp4 = catalog.quantizations["mxfp4"]
+    rules = vllm_memory(version, catalog.gpus[gpu])
+    laid_out = weight_bytes_per_rank(model, mxfp4, tensor, 1, rules) / GIB
+    assert laid_out == pytest.approx(logged, rel=0.01)
+    # The checkpoint's own size is 3-12% below: padding and kept scales are real memory.
+    assert weight_bytes_per_rank(model, mxfp4, tensor, 1) / GIB < 0.97 * logged
+
+
+def test_mxfp4_backend_follows_gpu_and_release(catalog: Catalog) -> None:
+    def backend(gpu: str, version: str | None) -> str:
+        return vllm_memory(version, catalog.gpus[gpu]).mxfp4.backend
+
+    assert backend("nvidia-a100-80gb", "0.14.0") == "marlin"  # below SM 9.0
+    assert backend("nvidia-l4", None) == "marlin"
+    assert backend("nvidia-h100-80gb", "0.11.0") == "marlin"  # no vendored triton_kernels
+    assert backend("nvidia-h100-80gb", "0.12.0") == "triton"
+    assert backend("nvidia-b200-180gb", "0.11.0") == "flashinfer"
+    assert backend("amd-mi300x-192gb", "0.11.2") == "triton"
+
+
+def test_sampler_peak_follows_release_and_platform(catalog: Catalog) -> None:
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+    flashinfer = {"0.10.2": True, "0.11.0": True, "0.11.1": False, "0.14.0": False, "0.24.0": True}
+    for version, expected in flashinfer.items():
+        assert vllm_memory(version, h100).sampler_bytes_per_logit == (14.0 if expected else 38.0)
+    assert vllm_memory("0.11.0", catalog.gpus["amd-mi300x-192gb"]).sampler_bytes_per_logit == 38.0
+    assert vllm_memory(None, h100, "v0").sampler_bytes_per_logit == 38.0  # V0: opt-in only
+
+
+def test_non_torch_memory_by_accounting_era(catalog: Catalog) -> None:
+    from llmdeploy.sizing.memory import non_torch_bytes
+
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+    since_start = non_torch_bytes(2, 1, vllm_memory("0.8.5", h100))
+    snapshot = non_torch_bytes(2, 1, vllm_memory("0.11.0", h100))
+    assert vllm_memory("0.8.5", h100).non_torch_since_start
+    assert not vllm_memory("0.10.2", h100).non_torch_since_start
+    # vllm#10511's 3.58 GiB at TP 2 against a few hundred MiB since the snapshot.
+    assert since_start / GIB == pytest.approx(3.6, abs=0.05)
+    assert snapshot / GIB < 0.5
+
+
+def test_tensorrt_llm_keeps_the_mxfp4_checkpoints_layout(catalog: Catalog) -> None:
+    from llmdeploy.sizing.engine_memory import engine_memory
+
+    model = facts(catalog, "openai/gpt-oss-120b")
+    mxfp4 = catalog.quantizations["mxfp4"]
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+    rules = engine_memory("tensorrt-llm", "1.0.0", h100)
+    assert weight_bytes_per_rank(model, mxfp4, 1, 1, rules) == pytest.approx(
+        weight_bytes_per_rank(model, mxfp4, 1, 1)
+    )

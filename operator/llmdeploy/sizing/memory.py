@@ -12,22 +12,32 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat
+from llmdeploy.sizing.engine_memory import EngineMemory, Mxfp4Layout
 from llmdeploy.sizing.model_facts import ModelFacts
 
 GIB = float(2**30)
 BYTES_16BIT = 2.0
-# Non-torch memory: CUDA context, cuBLAS workspaces; NCCL and custom all-reduce buffers when the
-# replica spans GPUs. Fitted to vLLM's profile of Llama-3-8B at TP 2 (3.58 GiB, vllm#10511) and to
-# the ~0.5 GiB a single-GPU replica leaves unaccounted (vllm#10517).
-NON_TORCH_SINGLE_GPU_GIB = 0.5
+# Non-torch memory where the engine counts it from the process start (engine_memory.py): the
+# CUDA context, cuBLAS workspaces, NCCL and custom all-reduce buffers. Single GPU: fitted
+# (bench/fit_constants.py). Multi-GPU: vLLM's profile of Llama-3-8B at TP 2 (3.58 GiB,
+# vllm#10511), the only such log; no fit-set row re-derives it.
+NON_TORCH_SINGLE_GPU_GIB = 0.0
 NON_TORCH_MULTI_GPU_BASE_GIB = 2.9
 NON_TORCH_PER_TP_RANK_GIB = 0.35
+# Where vLLM counts only the increase since its snapshot after device initialisation (V1 from
+# 0.10): what the profiling step and the communicators' later buffers add. Fitted.
+NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.0
+NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB = 0.16
+NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB = 0.0
 # Profiling activations: hidden states and MLP intermediates of one step of
-# max_num_batched_tokens tokens, plus fp32 logits and probabilities of max_num_seqs samples.
-ACTIVATION_HIDDEN_COPIES = 4
-ACTIVATION_MLP_COPIES = 6
-SAMPLER_BYTES_PER_LOGIT = 8
+# max_num_batched_tokens tokens (fitted copies of each).
+ACTIVATION_HIDDEN_COPIES = 2
+ACTIVATION_MLP_COPIES = 4
+# OCP MX FP4: 4-bit elements, one 8-bit scale per block of 32.
+MXFP4_ELEMENT_BYTES = 0.5
+MXFP4_SCALE_BYTES = 1 / 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +61,19 @@ def stage_layers(model: ModelFacts, pipeline: int) -> int:
     return math.ceil(model.layers / pipeline)
 
 
-def weight_bytes_per_rank(model: ModelFacts, fmt: QuantFormat, tensor: int, pipeline: int) -> float:
-    """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads."""
+def weight_bytes_per_rank(
+    model: ModelFacts,
+    fmt: QuantFormat,
+    tensor: int,
+    pipeline: int,
+    rules: EngineMemory | None = None,
+) -> float:
+    """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads;
+    with `rules`, MXFP4 experts as the engine lays them out (else as the checkpoint holds them)."""
     embedding_in = float(model.vocab_size * model.hidden_size)
     lm_head = model.embedding_parameters - embedding_in
     body = model.parameters - model.embedding_parameters
+    experts = 0.0
     if fmt.applies_to == "experts":
         experts = min(model.routed_expert_parameters, body)
         body_bytes = experts * fmt.weight_bytes + (body - experts) * BYTES_16BIT
@@ -64,6 +82,9 @@ def weight_bytes_per_rank(model: ModelFacts, fmt: QuantFormat, tensor: int, pipe
         body_bytes = body * fmt.weight_bytes
         linear_bytes = fmt.weight_bytes
     per_rank = body_bytes / (tensor * pipeline)
+    if rules is not None and fmt.id == Quantization.MXFP4 and experts:
+        per_rank += _mxfp4_layout_bytes(model, tensor, pipeline, rules.mxfp4)
+        per_rank -= experts * fmt.weight_bytes / (tensor * pipeline)
     if pipeline == 1:
         per_rank += (embedding_in + lm_head) * BYTES_16BIT / tensor
     else:  # first stage holds the embedding, last the lm_head (its own copy even when tied)
@@ -75,20 +96,55 @@ def weight_bytes_per_rank(model: ModelFacts, fmt: QuantFormat, tensor: int, pipe
     return per_rank
 
 
-def activation_bytes(
-    model: ModelFacts, tensor: int, max_num_batched_tokens: int, max_num_seqs: int
+def _mxfp4_layout_bytes(
+    model: ModelFacts, tensor: int, pipeline: int, layout: Mxfp4Layout
 ) -> float:
-    """Peak activation of vLLM's profiling run (a full step of batched tokens)."""
+    """One rank's MXFP4 experts as vLLM allocates them: each expert's gate/up and down matmuls
+    with the rank's intermediate slice and the hidden size rounded up to the kernel's
+    alignment; 4-bit elements plus one 8-bit scale per 32 (twice where the scales are kept
+    twice)."""
+    intermediate = _round_up(
+        math.ceil(model.moe_intermediate_size / tensor), layout.intermediate_align
+    )
+    hidden = _round_up(model.hidden_size, layout.hidden_align)
+    layers = (model.layers - model.first_dense_layers) / pipeline
+    elements = model.experts * layers * 3 * intermediate * hidden
+    scales = 2 if layout.scales_kept_twice else 1
+    return elements * (MXFP4_ELEMENT_BYTES + scales * MXFP4_SCALE_BYTES)
+
+
+def _round_up(value: int, alignment: int) -> int:
+    return -(-value // alignment) * alignment
+
+
+def activation_bytes(
+    model: ModelFacts,
+    tensor: int,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+    rules: EngineMemory,
+) -> float:
+    """Peak torch memory of vLLM's profiling run: the forward step of max_num_batched_tokens
+    tokens, or the dummy sampler step after it (one row of full-vocabulary logits per request,
+    min(max_num_seqs, tokens) of them, next to the step's output hidden states), whichever is
+    larger (v1/worker/gpu_model_runner.py profile_run: the step's activations are freed before
+    the sampler runs)."""
     per_token = (
         ACTIVATION_HIDDEN_COPIES * model.hidden_size
         + ACTIVATION_MLP_COPIES * model.mlp_width_per_token / tensor
     )
     step = max_num_batched_tokens * per_token * BYTES_16BIT
-    sampler = max_num_seqs * model.vocab_size * SAMPLER_BYTES_PER_LOGIT
-    return step + sampler
+    requests = min(max_num_seqs, max_num_batched_tokens)
+    sampler = requests * model.vocab_size * rules.sampler_bytes_per_logit
+    return max(step, sampler + max_num_batched_tokens * model.hidden_size * BYTES_16BIT)
 
 
-def non_torch_bytes(tensor: int, pipeline: int) -> float:
+def non_torch_bytes(tensor: int, pipeline: int, rules: EngineMemory) -> float:
+    if not rules.non_torch_since_start:
+        if tensor * pipeline == 1:
+            return NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB * GIB
+        per_rank = NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB * tensor
+        return (NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB + per_rank) * GIB
     if tensor * pipeline == 1:
         return NON_TORCH_SINGLE_GPU_GIB * GIB
     return (NON_TORCH_MULTI_GPU_BASE_GIB + NON_TORCH_PER_TP_RANK_GIB * tensor) * GIB
@@ -127,23 +183,25 @@ def kv_capacity(
     max_context_length: int,
     block_size: int,
 ) -> tuple[int, float]:
-    """(tokens the cache holds, requests of max_context_length it holds at once)."""
+    """(tokens the cache holds as vLLM counts them, requests of max_context_length it holds at
+    once). With sliding-window layers vLLM's hybrid allocator shares each block-sized page
+    between one layer of every group and reports the pages over the groups as tokens
+    (v1/core/kv_cache_utils.py get_kv_cache_config, 0.11.0): the count of a cache without
+    windows; the windows show in the number of requests it holds."""
     if kv_bytes <= 0:
         return 0, 0.0
-    request = request_kv_bytes(
-        model, tensor, pipeline, kv_dtype_bytes, max_context_length, block_size
-    )
-    concurrency = kv_bytes / request
-    if model.sliding_window:
-        # Tokens of full-length requests the cache holds (vLLM's hybrid allocator).
-        return int(concurrency * max_context_length) // block_size * block_size, concurrency
     page = (
         block_size
         * stage_layers(model, pipeline)
         * kv_bytes_per_token_layer(model, tensor, kv_dtype_bytes)
     )
-    blocks = int(kv_bytes // page)
-    return blocks * block_size, blocks * block_size / max_context_length
+    tokens = int(kv_bytes // page) * block_size
+    if model.sliding_window:
+        request = request_kv_bytes(
+            model, tensor, pipeline, kv_dtype_bytes, max_context_length, block_size
+        )
+        return tokens, kv_bytes / request
+    return tokens, tokens / max_context_length
 
 
 def memory_breakdown(
@@ -159,13 +217,14 @@ def memory_breakdown(
     max_num_seqs: int,
     max_context_length: int,
     block_size: int,
+    rules: EngineMemory,
     budget_of_free_memory: bool = False,
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free."""
     total = gpu.memory_gib * GIB
-    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline)
-    activation = activation_bytes(model, tensor, max_num_batched_tokens, max_num_seqs)
-    non_torch = non_torch_bytes(tensor, pipeline)
+    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline, rules)
+    activation = activation_bytes(model, tensor, max_num_batched_tokens, max_num_seqs, rules)
+    non_torch = non_torch_bytes(tensor, pipeline, rules)
     if budget_of_free_memory:
         budget = total
         kv = (total - weights - activation - non_torch) * gpu_memory_utilization

@@ -7,7 +7,7 @@ Ties go to fewer GPUs, then to higher precision.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from llmdeploy.api.types import (
     KvCacheDtype,
@@ -16,6 +16,7 @@ from llmdeploy.api.types import (
     Quantization,
 )
 from llmdeploy.catalog import Catalog, Engine, Gpu, ImageLock, QuantFormat
+from llmdeploy.sizing.engine_memory import EngineMemory, engine_memory
 from llmdeploy.sizing.memory import (
     GIB,
     MemoryBreakdown,
@@ -35,6 +36,9 @@ from llmdeploy.sizing.plan import Alternative, Plan
 PRECISION_RANK = {Precision.BF16: 0, Precision.FP8: 1, Precision.INT8: 2, Precision.INT4: 3}
 SIXTEEN_BIT = (Quantization.BF16, Quantization.FP16)
 MAX_ALTERNATIVES = 12
+# Relative error of the KV-cache estimate the plan warns within: the +-10% band issue 14 holds
+# the held-out corpus to (bench/sizing_accuracy.py; docs/benchmarks.md has the current figures).
+KV_ESTIMATE_BAND = 0.10
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,7 @@ class _Context:
     images: ImageLock | None
     drivers: Mapping[str, Sequence[tuple[int, int]]]  # the NVIDIA drivers of each SKU's nodes
     calibration: LatencyCalibration | None = None
+    rules_by_gpu: dict[str, EngineMemory] = field(default_factory=dict)
 
     def engine_version(self, gpu: Gpu) -> str | None:
         """The release that would run on this GPU: the one the renderer will pin (the image
@@ -112,6 +117,15 @@ class _Context:
 
     def block_size(self, gpu: Gpu) -> int:
         return self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
+
+    def memory_rules(self, gpu: Gpu) -> EngineMemory:
+        """The engine's accounting for the release that would run on this GPU (once per GPU:
+        every candidate on it asks)."""
+        rules = self.rules_by_gpu.get(gpu.id)
+        if rules is None:
+            rules = engine_memory(self.engine.id.value, self.engine_version(gpu), gpu)
+            self.rules_by_gpu[gpu.id] = rules
+        return rules
 
 
 def _search(
@@ -399,7 +413,8 @@ def _weights_exceed_budget(
 ) -> str | None:
     utilization = ctx.spec.engine.gpu_memory_utilization
     budget = gpu.memory_gib * utilization
-    weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline) / GIB
+    rules = ctx.memory_rules(gpu)
+    weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline, rules) / GIB
     if weights < budget:
         return None
     return (
@@ -427,20 +442,29 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         max_num_seqs=workload.concurrency,
         max_context_length=ctx.max_context,
         block_size=ctx.block_size(gpu),
+        rules=ctx.memory_rules(gpu),
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
     )
     candidate.memory = memory
+    # vLLM refuses to start without room for one request of max_model_len
+    # (v1/core/kv_cache_utils.py check_enough_kv_cache_memory, 0.10.2 to 0.14.0).
+    engine = ctx.engine.display_name
     if not memory.fits:
         candidate.infeasible = (
-            f"no room for KV cache: weights {memory.weights_gib:.1f} + activations "
-            f"{memory.activation_gib:.1f} + non-torch {memory.non_torch_gib:.1f} GiB exceed the "
-            f"{memory.budget_gib:.1f} GiB budget per GPU"
+            f"{engine} would refuse to start: no room for KV cache: weights "
+            f"{memory.weights_gib:.1f} + activations {memory.activation_gib:.1f} + non-torch "
+            f"{memory.non_torch_gib:.1f} GiB exceed the {memory.budget_gib:.1f} GiB budget per GPU"
         )
         return candidate
     if memory.max_concurrency < 1:
         candidate.infeasible = (
-            f"KV cache holds {memory.kv_cache_tokens} tokens, less than one request of "
-            f"maxContextLength {ctx.max_context}"
+            f"{engine} would refuse to start: KV cache holds {memory.kv_cache_tokens} tokens, "
+            f"less than one request of maxContextLength {ctx.max_context}"
+            + (
+                ", but within the estimate's error band: it may start"
+                if _near_limit(memory)
+                else ""
+            )
         )
         return candidate
     typical = workload.input_tokens + workload.output_tokens
@@ -481,6 +505,12 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         misses.append(f"TPOT {perf.tpot_s * 1000:.1f} ms > SLO {slo.tpot_ms:g} ms")
     candidate.slo_miss = "; ".join(misses) or None
     return candidate
+
+
+def _near_limit(memory: MemoryBreakdown) -> bool:
+    """Whether the cache holds one request of maxContextLength give or take the KV
+    estimate's error band."""
+    return abs(memory.max_concurrency - 1) <= KV_ESTIMATE_BAND
 
 
 def _rank_key(ctx: _Context, c: Candidate) -> tuple[float, ...]:
@@ -620,6 +650,12 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         f"of {ctx.max_context})",
         _objective(ctx, best),
     ]
+    if _near_limit(memory):
+        reasons.append(
+            f"the KV cache estimate is within its error band (+-{KV_ESTIMATE_BAND:.0%}) of one "
+            f"request of maxContextLength {ctx.max_context}: {ctx.engine.display_name} may "
+            "refuse to start; lower maxContextLength or raise gpuMemoryUtilization for margin"
+        )
     if spec.replicas is None and spec.workload.requests_per_second:
         reasons.append(
             f"{best.replicas} replica(s) for {spec.workload.requests_per_second:g} requests/s "
@@ -709,7 +745,9 @@ def _infeasible_plan(
         )
     else:
         reasons.append("no configuration is feasible within the spec's constraints")
-        for reason in dict.fromkeys(c.infeasible for c in ranked if c.infeasible):
+        # Configurations that got as far as the memory model first: theirs is the nearest miss.
+        infeasible = sorted((c for c in ranked if c.infeasible), key=lambda c: c.memory is None)
+        for reason in dict.fromkeys(c.infeasible for c in infeasible):
             if len(reasons) >= 6:
                 break
             reasons.append(str(reason))

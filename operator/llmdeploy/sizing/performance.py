@@ -24,8 +24,8 @@ DECODE_COMPUTE_EFFICIENCY = 0.35
 STEP_OVERHEAD_S = 0.0005
 PER_LAYER_OVERHEAD_S = 0.000025
 # Request overhead before the first token: HTTP, tokenization, scheduling, detokenization; the
-# API server also serves every running stream each step, so a new request waits longer the
-# more streams are open (host-side work, invisible to a GPU roofline).
+# API server also serves every other running stream each step, so a new request waits longer
+# the more streams are open (host-side work, invisible to a GPU roofline).
 TTFT_OVERHEAD_S = 0.035
 TTFT_OVERHEAD_PER_STREAM_S = 0.0012
 ALL_REDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 15e-6, "pcie": 30e-6}
@@ -142,12 +142,15 @@ def estimate_performance(
         _flops_s(model, gpu, fmt, gpus, input_tokens, input_tokens / 2, PREFILL_COMPUTE_EFFICIENCY),
         pipeline * weights / bandwidth,
     ) + _communication_s(model, gpu, tensor, pipeline, input_tokens)
-    # Requests arriving while others prefill wait for them (M/D/1 queue on the prefill work).
-    arrival_rate = batch / (output_tokens * tpot)
+    # A new request competes only with the other streams: it waits for their prefills (M/D/1
+    # queue on the prefill work they bring), the API server serves them each step, and its
+    # prefill shares a step with their decodes. A lone request (concurrency 1) has none of that.
+    others = batch - 1
+    arrival_rate = others / (output_tokens * tpot)
     load = min(arrival_rate * prefill_s, 0.95)
     queueing_s = load * prefill_s / (2 * (1 - load))
-    host_s = TTFT_OVERHEAD_S + TTFT_OVERHEAD_PER_STREAM_S * batch
-    ttft = host_s + prefill_s + queueing_s + tpot
+    host_s = TTFT_OVERHEAD_S + TTFT_OVERHEAD_PER_STREAM_S * others
+    ttft = host_s + prefill_s + queueing_s + min(others, 1) * tpot
 
     request_s = ttft + output_tokens * tpot
     return Performance(

@@ -63,7 +63,11 @@ class Plan(PlanModel):
     activation_gib_per_gpu: Amount | None = None
     non_torch_gib_per_gpu: Amount | None = None
     kv_cache_gib_per_gpu: Amount | None = None
-    kv_cache_tokens: Number | None = Field(default=None, description="Per replica.")
+    kv_cache_tokens: Number | None = Field(
+        default=None,
+        description="Per replica, as vLLM's 'GPU KV cache size' counts them (sliding-window "
+        "layers not discounted: maxConcurrency says how many requests fit).",
+    )
     max_concurrency: Amount | None = Field(
         default=None, description="Requests of maxContextLength the KV cache holds at once."
     )

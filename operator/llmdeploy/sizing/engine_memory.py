@@ -1,0 +1,129 @@
+"""The parts of an engine's memory accounting that change between its releases.
+
+Each rule names the vLLM source it was read in (released wheels, Python sources) or the public
+log it was checked against. A release between two read ones is assumed to behave like the
+older; an unknown release (an image override without a version) like the newest read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from llmdeploy.catalog import Gpu, version_key
+
+Generation = Literal["v0", "v1"]
+
+# Bytes per logit at the peak of the profiling run's dummy sampler step, one row of logits per
+# request of the step (vllm/v1/worker/gpu_model_runner.py profile_run -> _dummy_sampler_run,
+# top-k vocab-1 and top-p 0.9; read in 0.8.5 to 0.14.0):
+# - FlashInfer: model-dtype logits (2) + the sampler's fp32 copy (4, v1/sample/sampler.py) +
+#   flashinfer's top_k_top_p_sampling_from_logits: masked logits (4) and probabilities (4).
+# - PyTorch (apply_top_k_top_p, v1/sample/ops/topk_topp_sampler.py): 2 + 4, the sorted values
+#   (4) and int64 indices (8), torch.sort's int64 index input (8) and its radix sort's
+#   alternate key/value buffers (12). Checked on dennislee22/vLLM-benchmarking's 0.10.1.1
+#   logs: the A100 run whose log says "FlashInfer is not available" leaves 0.9 GiB less for
+#   the cache at 256 x 152064 logits than the runs that use it (24 bytes per logit).
+SAMPLER_BYTES_FLASHINFER = 14.0
+SAMPLER_BYTES_PYTORCH = 38.0
+# TensorRT-LLM's profiling is not modelled from its source: the figure vLLM's had before.
+SAMPLER_BYTES_TENSORRT_LLM = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class Mxfp4Layout:
+    """How vLLM lays out MXFP4 expert weights for its MoE kernel (model_executor/layers/
+    quantization/mxfp4.py create_weights and process_weights_after_loading, read in 0.10.2,
+    0.11.0 and 0.14.0)."""
+
+    backend: str
+    intermediate_align: int  # each rank's expert intermediate size is rounded up to this
+    hidden_align: int
+    # Triton: the swizzled scales are new tensors and the checkpoint's stay registered.
+    scales_kept_twice: bool
+
+
+# Marlin: "n % 256 == 0 and k % 128 == 0" for both expert matmuls (checked on
+# dennislee22/vLLM-benchmarking's gpt-oss-120b TP 4 A100 log and vllm#23278's H100 log).
+MARLIN = Mxfp4Layout("marlin", 128, 256, scales_kept_twice=False)
+TRITON = Mxfp4Layout("triton", 64, 1, scales_kept_twice=True)
+TRITON_ROCM = Mxfp4Layout("triton", 256, 256, scales_kept_twice=True)
+FLASHINFER_SM100 = Mxfp4Layout("flashinfer", 256, 256, scales_kept_twice=False)
+# Where the engine's layout was not read (TensorRT-LLM): the checkpoint's own.
+CHECKPOINT = Mxfp4Layout("checkpoint", 1, 1, scales_kept_twice=False)
+MXFP4_BACKENDS = {"marlin": MARLIN, "triton": TRITON, "flashinfer": FLASHINFER_SM100}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineMemory:
+    """What of the engine's accounting the memory model follows for one release and GPU."""
+
+    # Non-torch memory counted from the process start (CUDA context, NCCL) rather than from
+    # vLLM's snapshot after device (and, from 0.11, distributed) initialisation.
+    non_torch_since_start: bool
+    sampler_bytes_per_logit: float
+    mxfp4: Mxfp4Layout
+
+
+def _at_least(version: str | None, release: str) -> bool:
+    return version is None or version_key(version) >= version_key(release)
+
+
+def flashinfer_sampler(version: str | None, gpu: Gpu) -> bool:
+    """Whether vLLM V1 samples with FlashInfer by default (topk_topp_sampler.py): on CUDA with
+    FlashInfer installed (the vllm-openai images; 5 of the 6 dennislee22 0.10.1.1 logs say
+    "Using FlashInfer") up to 0.11.0, opt-in from 0.11.1 to 0.14.0, the default again in
+    0.24.0 (envs.py VLLM_USE_FLASHINFER_SAMPLER). V0 used it only on request."""
+    if gpu.platform != "cuda":
+        return False
+    return not _at_least(version, "0.11.1") or _at_least(version, "0.24.0")
+
+
+def mxfp4_layout(version: str | None, gpu: Gpu) -> Mxfp4Layout:
+    """vLLM's MXFP4 MoE backend (mxfp4.py get_mxfp4_backend) without opt-in variables:
+    Marlin below SM 9.0; on Hopper Triton where the triton_kernels package is there (an
+    optional package up to 0.11.x, vendored as vllm/third_party/triton_kernels from 0.12.0),
+    else Marlin; FlashInfer on Blackwell; Triton on ROCm."""
+    if gpu.platform == "rocm":
+        return TRITON_ROCM
+    if gpu.architecture == "blackwell":
+        return FLASHINFER_SM100
+    if gpu.architecture == "hopper" and _at_least(version, "0.12.0"):
+        return TRITON
+    return MARLIN
+
+
+def vllm_memory(
+    version: str | None,
+    gpu: Gpu,
+    generation: Generation | None = None,
+    *,
+    flashinfer: bool | None = None,
+    mxfp4_backend: str | None = None,
+) -> EngineMemory:
+    """vLLM's accounting at `version` on `gpu`. `generation` v0: the V0 engine (before 0.10 a
+    release could run either). `flashinfer` and `mxfp4_backend` override the defaults where a
+    log says which sampler or MoE kernel ran.
+
+    Non-torch memory: V0 and V1 up to 0.8.5 (v1/worker/gpu_worker.py determine_available_memory)
+    count all device memory torch did not allocate; from 0.10.2 `init_device` takes a
+    MemorySnapshot after the CUDA context (0.11.0: also after NCCL's initialisation) and
+    `memory_profiling` (vllm/utils) books only the non-torch increase since it.
+    """
+    v0 = generation == "v0"
+    if flashinfer is None:
+        flashinfer = not v0 and flashinfer_sampler(version, gpu)
+    return EngineMemory(
+        non_torch_since_start=v0 or not _at_least(version, "0.10"),
+        sampler_bytes_per_logit=SAMPLER_BYTES_FLASHINFER if flashinfer else SAMPLER_BYTES_PYTORCH,
+        mxfp4=MXFP4_BACKENDS[mxfp4_backend] if mxfp4_backend else mxfp4_layout(version, gpu),
+    )
+
+
+def engine_memory(engine: str, version: str | None, gpu: Gpu) -> EngineMemory:
+    """The rules for a plan: vLLM's by release. TensorRT-LLM's are not read in its source:
+    non-torch memory from the process start, vLLM's former sampler figure, MXFP4 experts as the
+    checkpoint holds them."""
+    if engine == "vllm":
+        return vllm_memory(version, gpu)
+    return EngineMemory(True, SAMPLER_BYTES_TENSORRT_LLM, CHECKPOINT)

@@ -1,0 +1,51 @@
+"""Configurations the engine would refuse at startup, and plans near that limit."""
+
+from __future__ import annotations
+
+from llmdeploy.catalog import Catalog, load_image_lock
+from llmdeploy.sizing import plan_deployment
+from llmdeploy.sizing.plan import Plan
+
+from .conftest import make_spec
+
+
+def gpt_oss_on_one_h100(catalog: Catalog, utilization: float, context: int = 131072) -> Plan:
+    """vllm-project/vllm#23278 and #27508: gpt-oss-120b on one H100 at its full context."""
+    spec = make_spec(
+        "openai/gpt-oss-120b",
+        placement={"gpu": "nvidia-h100-80gb"},
+        parallelism={"tensor": 1, "pipeline": 1},
+        engine={"kvCacheDtype": "auto", "gpuMemoryUtilization": utilization},
+        workload={
+            "maxContextLength": context,
+            "inputTokens": 1000,
+            "outputTokens": 200,
+            "concurrency": 1,
+        },
+    )
+    return plan_deployment(spec, catalog, load_image_lock())
+
+
+def test_no_room_for_one_request_is_infeasible_with_the_engines_reason(catalog: Catalog) -> None:
+    plan = gpt_oss_on_one_h100(catalog, 0.85)
+    assert not plan.feasible
+    assert plan.reasons[1].startswith("vLLM would refuse to start: KV cache holds")
+    assert "less than one request of maxContextLength 131072" in plan.reasons[1]
+
+
+def test_a_plan_within_the_error_band_of_the_limit_says_so(catalog: Catalog) -> None:
+    near = gpt_oss_on_one_h100(catalog, 0.9)
+    assert near.feasible
+    assert near.max_concurrency is not None and 1 <= near.max_concurrency <= 1.1
+    assert any("within its error band" in r and "may refuse" in r for r in near.reasons)
+    # With room for several requests the warning is gone.
+    roomy = gpt_oss_on_one_h100(catalog, 0.9, context=32768)
+    assert roomy.feasible
+    assert not any("error band" in r for r in roomy.reasons)
+
+
+def test_a_refusal_within_the_error_band_says_it_may_start(catalog: Catalog) -> None:
+    plan = gpt_oss_on_one_h100(catalog, 0.895)
+    assert not plan.feasible
+    refusal = next(r for r in plan.reasons if "would refuse" in r)
+    assert refusal.endswith("but within the estimate's error band: it may start")
