@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 from prometheus_client import REGISTRY
 
-from llmdeploy.api.status import Condition, LLMDeploymentStatus
+from llmdeploy.api.status import Calibration, Condition, LLMDeploymentStatus, Recommendation
 from llmdeploy.controller import metrics
 from llmdeploy.controller.reconciler import Reconciler
 from tests.unit import test_reconciler
@@ -208,3 +208,35 @@ def test_a_new_plan_moves_the_series_to_its_labels_and_drops_what_it_lacks() -> 
     )
     assert samples("llmdeploy_plan_replica_cost_per_hour_usd") == {}
     assert one("llmdeploy_plan_replicas") == 2
+
+
+def test_calibration_and_recommendation_are_gauges_while_status_has_them() -> None:
+    deployment = body(workload={"outputTokens": 100}, slo={"ttftMs": 500})
+    plain = status_of("nvidia-l4", "True")
+    metrics.DEPLOYMENTS.update("ns", "m", deployment, plain)
+    assert samples("llmdeploy_calibration_ttft_ratio") == {}
+    measured = plain.model_copy(
+        update={
+            "calibration": Calibration(ttft_ratio=1.3, tpot_ratio=1.25, measurements=4),
+            "recommendation": Recommendation.model_validate(
+                {
+                    "feasible": True,
+                    "summary": "nvidia-l4 x1",
+                    "costPerHourChange": -0.8,
+                    "sameAsRunning": False,
+                    "basis": BASIS,
+                    "measured": BASIS,
+                    "since": "2026-12-05T20:00:00Z",
+                }
+            ),
+        }
+    )
+    metrics.DEPLOYMENTS.update("ns", "m", deployment, measured)
+    assert one("llmdeploy_calibration_ttft_ratio") == 1.3
+    assert one("llmdeploy_calibration_tpot_ratio") == 1.25
+    assert one("llmdeploy_recommendation_cost_per_hour_change_usd") == -0.8
+    metrics.DEPLOYMENTS.update("ns", "m", deployment, plain)  # Prometheus gone: withdrawn
+    assert samples("llmdeploy_recommendation_cost_per_hour_change_usd") == {}
+
+
+BASIS = {"requestsPerSecond": 2, "inputTokens": 1024, "outputTokens": 256}

@@ -87,6 +87,21 @@ PLAN_GAUGES = {
     "slo_tpot_seconds": Gauge(
         "llmdeploy_slo_tpot_seconds", "Target time per output token (spec.slo)", DEPLOYMENT_LABELS
     ),
+    "ttft_calibration": Gauge(
+        "llmdeploy_calibration_ttft_ratio",
+        "Measured / predicted mean TTFT, smoothed (status.calibration)",
+        DEPLOYMENT_LABELS,
+    ),
+    "tpot_calibration": Gauge(
+        "llmdeploy_calibration_tpot_ratio",
+        "Measured / predicted mean TPOT, smoothed (status.calibration)",
+        DEPLOYMENT_LABELS,
+    ),
+    "recommended_cost_change": Gauge(
+        "llmdeploy_recommendation_cost_per_hour_change_usd",
+        "USD per hour of status.recommendation against the running plan (negative: cheaper)",
+        DEPLOYMENT_LABELS,
+    ),
 }
 CONDITION_GAUGES = {
     "SLOMet": Gauge(
@@ -150,6 +165,11 @@ def deployment_series(
         "slo_ttft_seconds": None if spec.slo.ttft_ms is None else spec.slo.ttft_ms / 1000,
         "slo_tpot_seconds": None if spec.slo.tpot_ms is None else spec.slo.tpot_ms / 1000,
     }
+    if status.calibration is not None:
+        values["ttft_calibration"] = status.calibration.ttft_ratio
+        values["tpot_calibration"] = status.calibration.tpot_ratio
+    if status.recommendation is not None:
+        values["recommended_cost_change"] = status.recommendation.cost_per_hour_change
     if tokens is not None and ttft is not None and tpot is not None and tpot > 0:
         per_replica = request_rate(tokens, ttft / 1000, tpot / 1000, spec.workload.output_tokens)
         values["capacity_requests_per_second"] = per_replica * replicas
