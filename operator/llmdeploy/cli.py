@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,10 +39,15 @@ from llmdeploy.catalog import (
     load_catalog,
     load_image_lock,
 )
-from llmdeploy.controller.decide import desired_state, plan_for_cluster
+from llmdeploy.controller.decide import (
+    desired_state,
+    plan_for_cluster,
+    recommend,
+    recommendation_basis,
+)
 from llmdeploy.controller.settings import PrometheusEndpoint, with_default
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
-from llmdeploy.measure.calibration import latency_calibration
+from llmdeploy.measure.calibration import calibrated, latency_calibration
 from llmdeploy.measure.observed import observe
 from llmdeploy.measure.queries import WindowError, measurement_queries, window_seconds
 from llmdeploy.measure.report import build_report, format_report
@@ -550,7 +556,33 @@ def cmd_report(args: argparse.Namespace) -> int:
         window_s=window_s,
         end=saved.end,
     )
-    report = build_report(namespace, name, spec, plan, observed)
+    calibration = None
+    if spec.planning.calibration == "auto" and plan.feasible:
+        calibration = calibrated(None, observed, spec, plan, catalog)
+    basis = recommendation_basis(observed, calibration) if plan.feasible else None
+    recommendation = None
+    if basis is not None:  # planned as `plan` does without --inventory: any catalog GPU
+        recommendation = recommend(
+            resource,
+            plan,
+            basis,
+            calibration,
+            catalog=catalog,
+            inventory=Inventory(),
+            provisionable=None,
+            excluded=(),
+            lock=lock,
+            now=datetime.fromtimestamp(saved.end, UTC),
+        )
+    report = build_report(
+        namespace,
+        name,
+        spec,
+        plan,
+        observed,
+        calibration=calibration,
+        recommendation=recommendation,
+    )
     if args.output == "json":
         sys.stdout.write(json.dumps(report.to_json_dict(), indent=2) + "\n")
     elif args.output == "yaml":

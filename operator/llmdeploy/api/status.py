@@ -157,6 +157,21 @@ class Recommendation(MeasuredModel):
     )
     since: str = Field(description="When it was made, RFC 3339 (UTC).")
 
+    def describe(self) -> str:
+        """One line for an Event and `llmdeploy report`."""
+        b = self.basis
+        measured = (
+            f"measured {b.requests_per_second:.3g} requests/s of {b.input_tokens:.0f}+"
+            f"{b.output_tokens:.0f} tokens, latency x{b.ttft_ratio:.2f} TTFT "
+            f"x{b.tpot_ratio:.2f} TPOT of the model's"
+        )
+        if not self.feasible:
+            return f"{self.summary} ({measured})"
+        if self.same_as_running:
+            return f"keep the running plan: {self.summary} ({measured})"
+        change = self.cost_per_hour_change or 0.0
+        return f"{self.summary}, {change:+.2f} $/h against the running plan ({measured})"
+
 
 class LLMDeploymentStatus(StatusModel):
     phase: Phase | None = Field(default=None, description="Summary of the conditions.")

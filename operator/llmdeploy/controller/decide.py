@@ -51,7 +51,7 @@ from llmdeploy.cluster.objects import (
     WorkloadStatus,
     prepared,
 )
-from llmdeploy.measure.calibration import SMOOTHING, fold, latency_calibration, measured_load
+from llmdeploy.measure.calibration import SMOOTHING, calibrated, latency_calibration
 from llmdeploy.measure.observed import Verdict, observe, plan_drift, slo_met
 from llmdeploy.measure.queries import MeasurementQueries, measurement_queries, window_seconds
 from llmdeploy.measure.results import Readings
@@ -70,7 +70,6 @@ from llmdeploy.sizing import (
     LatencyCalibration,
     Plan,
     SpecError,
-    performance_at,
     plan_deployment,
 )
 from llmdeploy.sizing.inventory import (
@@ -1024,7 +1023,7 @@ def _learned(
     a new recommendation. Only a new, full measurement changes them; without one (no
     Prometheus, partial data) nothing is recommended."""
     calibration = _stored_calibration(resource, status)
-    basis = _basis(observed, calibration)
+    basis = recommendation_basis(observed, calibration)
     if observed is None or basis is None:
         return calibration, None, None
     try:
@@ -1033,38 +1032,40 @@ def _learned(
         stored = None
     if snap.measured is None:  # the measurement in status, reused
         return calibration, stored, None
-    load = measured_load(observed)
-    if resource.spec.planning.calibration == "auto" and load is not None:
-        concurrency, inputs, outputs = load
-        predicted = performance_at(
-            resource.spec,
-            config.catalog,
-            plan,
-            concurrency=concurrency,
-            input_tokens=inputs,
-            output_tokens=outputs,
-        )
-        if predicted is not None:
-            calibration = fold(calibration, observed, predicted)
-            basis = _basis(observed, calibration)
-            assert basis is not None
+    if resource.spec.planning.calibration == "auto":
+        calibration = calibrated(calibration, observed, resource.spec, plan, config.catalog)
+        basis = recommendation_basis(observed, calibration)
+        assert basis is not None
     if stored is not None:
         # Noise moves the smoothed measurement little; a lasting change moves it out of the
         # band at once, and the new recommendation is for what is measured now.
         smoothed = _smoothed(stored.measured, basis)
         if _close(stored.basis, smoothed):
             return calibration, stored.model_copy(update={"measured": smoothed}), None
-    made = _recommend(snap, config, resource, plan, basis, calibration, excluded)
+    made = recommend(
+        resource,
+        plan,
+        basis,
+        calibration,
+        catalog=config.catalog,
+        inventory=snap.inventory,
+        provisionable=config.provisionable,
+        excluded=excluded,
+        lock=config.lock,
+        now=snap.now,
+    )
     if stored is not None and _layout(stored) == _layout(made):
         return calibration, made, None
     if stored is None and made.same_as_running:
         return calibration, made, None
-    return calibration, made, Event("Recommended", _recommended_message(made))
+    return calibration, made, Event("Recommended", made.describe())
 
 
-def _basis(
+def recommendation_basis(
     observed: Observed | None, calibration: Calibration | None
 ) -> RecommendationBasis | None:
+    """What a recommendation is made for: a measurement's workload and the calibration; None
+    when the measurement lacks one of its figures."""
     if observed is None:
         return None
     rate, inputs, outputs = (
@@ -1123,16 +1124,21 @@ def _layout(r: Recommendation) -> tuple[Any, ...]:
     )
 
 
-def _recommend(
-    snap: Snapshot,
-    config: Config,
+def recommend(
     resource: LLMDeployment,
     running: Plan,
     basis: RecommendationBasis,
     calibration: Calibration | None,
+    *,
+    catalog: Catalog,
+    inventory: Inventory,
+    provisionable: set[str] | None,
     excluded: Sequence[str],
+    lock: ImageLock,
+    now: datetime,
 ) -> Recommendation:
-    """The plan for the measured workload, with the calibration, against the running one."""
+    """The plan for the measured workload, with the calibration, against the running one
+    (the operator's status.recommendation and `llmdeploy report`'s)."""
     workload = resource.spec.workload.model_copy(
         update={
             "requests_per_second": round(basis.requests_per_second, 3),
@@ -1141,15 +1147,15 @@ def _recommend(
         }
     )
     spec = resource.spec.model_copy(update={"workload": workload, "replicas": None})
-    since = _rfc3339(snap.now)
+    since = _rfc3339(now)
     try:
         plan = plan_for_cluster(
             resource.model_copy(update={"spec": spec}),
-            config.catalog,
-            snap.inventory,
-            config.provisionable,
+            catalog,
+            inventory,
+            provisionable,
             excluded,
-            config.lock,
+            lock,
             latency_calibration(calibration),
         )
     except SpecError as exc:
@@ -1189,20 +1195,6 @@ def _recommend(
         measured=basis,
         since=since,
     )
-
-
-def _recommended_message(r: Recommendation) -> str:
-    b = r.basis
-    measured = (
-        f"measured {b.requests_per_second:.3g} requests/s of {b.input_tokens:.0f}+"
-        f"{b.output_tokens:.0f} tokens, latency x{b.ttft_ratio:.2f} TTFT x{b.tpot_ratio:.2f} "
-        "TPOT of the model's"
-    )
-    if not r.feasible:
-        return f"{r.summary} ({measured})"
-    if r.same_as_running:
-        return f"keep the running plan: {r.summary} ({measured})"
-    return f"{r.summary}, {r.cost_per_hour_change:+.2f} $/h against the running plan ({measured})"
 
 
 def _stored_observed(status: Mapping[str, Any]) -> Observed | None:

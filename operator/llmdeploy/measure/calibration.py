@@ -10,7 +10,9 @@ they carry over to its next plan, where new samples keep correcting them.
 from __future__ import annotations
 
 from llmdeploy.api.status import Calibration, Observed
-from llmdeploy.sizing import LatencyCalibration, Performance
+from llmdeploy.api.types import LLMDeploymentSpec
+from llmdeploy.catalog import Catalog
+from llmdeploy.sizing import LatencyCalibration, Performance, Plan, performance_at
 
 # A ratio outside these bounds says the measurement or the model is broken, not slow.
 RATIO_BOUNDS = (0.5, 2.0)
@@ -64,3 +66,26 @@ def latency_calibration(calibration: Calibration | None) -> LatencyCalibration |
     if calibration is None:
         return None
     return LatencyCalibration(ttft=calibration.ttft_ratio, tpot=calibration.tpot_ratio)
+
+
+def calibrated(
+    previous: Calibration | None,
+    observed: Observed,
+    spec: LLMDeploymentSpec,
+    plan: Plan,
+    catalog: Catalog,
+) -> Calibration | None:
+    """`previous` with the sample of this measurement of `plan`'s layout, if it gives one."""
+    load = measured_load(observed)
+    if load is None:
+        return previous
+    concurrency, inputs, outputs = load
+    predicted = performance_at(
+        spec,
+        catalog,
+        plan,
+        concurrency=concurrency,
+        input_tokens=inputs,
+        output_tokens=outputs,
+    )
+    return previous if predicted is None else fold(previous, observed, predicted)

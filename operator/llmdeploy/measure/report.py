@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from pydantic import Field
 
+from llmdeploy.api.status import Calibration, Observed, Recommendation
 from llmdeploy.api.status import MeasuredModel as MeasureModel
-from llmdeploy.api.status import Observed
 from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.measure.observed import (
     DRIFT_TOLERANCE,
@@ -52,6 +52,10 @@ class Report(MeasureModel):
     observed: Observed
     slo_met: Verdict
     plan_drift: Verdict
+    calibration: Calibration | None = Field(
+        default=None, description="This window's measured/predicted latency (unsmoothed)."
+    )
+    recommendation: Recommendation | None = None
 
 
 def _ms(value: float | None) -> float | None:
@@ -88,6 +92,8 @@ def build_report(
     *,
     slo_share: float = SLO_SHARE,
     drift_tolerance: float = DRIFT_TOLERANCE,
+    calibration: Calibration | None = None,
+    recommendation: Recommendation | None = None,
 ) -> Report:
     return Report(
         namespace=namespace,
@@ -100,6 +106,8 @@ def build_report(
         observed=observed,
         slo_met=slo_met(observed, spec.slo, slo_share),
         plan_drift=plan_drift(observed, spec.workload, drift_tolerance),
+        calibration=calibration,
+        recommendation=recommendation,
     )
 
 
@@ -189,6 +197,14 @@ def format_report(report: Report) -> str:
         lines += [f"    {', '.join(names)}: {why}" for why, names in unknown.items()]
     for name, verdict in (("SLOMet", report.slo_met), ("PlanDrift", report.plan_drift)):
         lines.append(f"  {name} {verdict.status} ({verdict.reason}): {verdict.message}")
+    if report.calibration is not None:
+        lines.append(
+            f"  calibration: x{report.calibration.ttft_ratio:.2f} TTFT, "
+            f"x{report.calibration.tpot_ratio:.2f} TPOT (measured/predicted mean at the "
+            "measured load, this window)"
+        )
+    if report.recommendation is not None:
+        lines.append(f"  recommendation: {report.recommendation.describe()}")
     price = observed.price
     if price is not None:
         source = f" ({price.source})" if price.source else ""
