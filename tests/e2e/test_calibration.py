@@ -4,9 +4,11 @@ the planned prompt length, then Prometheus stopped."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client
 
@@ -17,7 +19,7 @@ from llmdeploy.sizing import Plan, performance_at
 from .e2e_support import wait_until
 from .operator_harness import REPO_ROOT, Operator
 from .prometheus_harness import Prometheus
-from .test_measure import Traffic, deploy, events, served, status, turns
+from .test_measure import FAST_TTFT_S, Traffic, deploy, events, served, status, turns
 
 __all__ = ["served"]  # the fixture, shared with test_measure
 SLOWER = 1.3  # the engine against the model
@@ -109,3 +111,38 @@ def test_calibration_converges_drift_brings_a_recommendation_and_stale_data_none
         timeout=60,
     )
     assert status(kube_api, namespace)["calibration"]["measurements"] >= calibration["measurements"]
+
+
+@pytest.mark.parametrize("served", [FAST_TTFT_S], indirect=True)
+def test_noisy_steady_traffic_changes_the_recommendation_at_most_once(
+    kubeconfig_path: Path,
+    kube_api: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    served: tuple[Traffic, Prometheus],
+) -> None:
+    """Thirty measurements of steady traffic whose latency and prompt length vary by +-15%
+    from second to second (30 minutes at a measurement a minute, here one every 2 s): the
+    first recommendation, and at most one change of it."""
+    traffic, _ = served
+    traffic.noise = 0.15
+    deploy(kubeconfig_path, namespace)
+    wait_until(
+        lambda: status(kube_api, namespace).get("recommendation"),
+        what="a first recommendation",
+        timeout=90,
+    )
+    made: list[str] = []
+    ends: set[str] = set()
+    deadline = time.monotonic() + 120
+    while len(ends) < 30 and time.monotonic() < deadline:
+        now = status(kube_api, namespace)
+        ends.add(now["observed"]["end"])
+        since = (now.get("recommendation") or {}).get("since", "none")
+        if not made or made[-1] != since:
+            made.append(since)
+        time.sleep(0.5)
+    assert len(ends) >= 20, f"only {len(ends)} measurements"
+    assert "none" not in made  # every measurement was full: never withdrawn
+    assert len(made) <= 2, made
+    assert len(events(kube_api, namespace, "Recommended")) <= len(made)

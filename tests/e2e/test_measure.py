@@ -6,6 +6,7 @@ of the Grafana dashboard finds data in it."""
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,17 +41,20 @@ class Traffic:
         self.ttft_s = ttft_s
         self.gap_s = GAP_S
         self.input_tokens = 1024
+        self.noise = 0.0  # each second's figures drawn within +-noise of the set ones
+        self.random = random.Random(5)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while not self.stopped.wait(1.0):
+            ttft, gap, prompt = (1 + self.random.uniform(-self.noise, self.noise) for _ in range(3))
             self.sim.finish(
                 2,
-                ttft_s=self.ttft_s,
-                gap_s=self.gap_s,
-                input_tokens=self.input_tokens,
+                ttft_s=self.ttft_s * ttft,
+                gap_s=self.gap_s * gap,
+                input_tokens=round(self.input_tokens * prompt),
                 output_tokens=256,
             )
 

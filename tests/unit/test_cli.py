@@ -460,3 +460,6 @@ def test_a_calibration_from_an_objects_status_scales_the_estimates(tmp_path: Pat
     status.write_text("calibration: {ttftRatio: fast}\n")
     refused = run_plan(tmp_path, manifest(), "--calibration", str(status))
     assert refused.returncode == 2 and "--calibration.ttftRatio" in refused.stderr
+    status.write_text("{ttftRatio: 1, tpotRatio: 0}\n")  # would divide by zero
+    refused = run_plan(tmp_path, manifest(), "--calibration", str(status))
+    assert refused.returncode == 2 and "--calibration.tpotRatio" in refused.stderr

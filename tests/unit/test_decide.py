@@ -16,7 +16,7 @@ from llmdeploy.api.status import Observed
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.autoscale.decision import AutoscalerState, MetricsReading
 from llmdeploy.catalog import Catalog, load_image_lock
-from llmdeploy.cluster.objects import LiveChild, PendingPod, WorkloadStatus
+from llmdeploy.cluster.objects import LiveChild, PendingPod, WorkloadStatus, workload_status_of
 from llmdeploy.controller.decide import (
     Config,
     Outcome,
@@ -24,6 +24,7 @@ from llmdeploy.controller.decide import (
     capacity_condition,
     decide,
     desired_state,
+    plan_key,
     status_update,
     stored_exclusions,
 )
@@ -768,8 +769,18 @@ def test_measurements_calibrate_and_the_recommendation_stands_until_the_workload
     catalog: Catalog,
 ) -> None:
     snap, _ = settled(catalog, body(**MEASURED_SPEC))
-    first = decide(
+    snap = after(snap, decide(snap, config(catalog)), 0)  # rolled out at NOW
+    assert ready(snap)
+    # A window that began before the rollout finished (at NOW) measured another layout, or
+    # cold starts: no sample. One that began after it gives one.
+    early = decide(
         replace(snap, now=NOW + timedelta(seconds=60), measured=measured_by(HEALTHY)),
+        config(catalog),
+    )
+    assert early.status is not None and early.status.calibration is None
+    assert early.status.recommendation is not None  # the workload is measured all the same
+    first = decide(
+        replace(snap, now=NOW + timedelta(seconds=660), measured=measured_by(HEALTHY)),
         config(catalog),
     )
     assert first.status is not None and first.status.calibration is not None
@@ -783,7 +794,7 @@ def test_measurements_calibrate_and_the_recommendation_stands_until_the_workload
     assert made.basis.requests_per_second == 12 and made.basis.input_tokens == 1024
 
     # The same traffic again: smoothed towards the same samples, the recommendation kept.
-    next_one = replace(after(snap, first, 120), measured=measured_by(HEALTHY))
+    next_one = replace(after(snap, first, 720), measured=measured_by(HEALTHY))
     again = decide(next_one, config(catalog))
     assert again.status is not None and again.status.calibration is not None
     assert again.status.calibration.measurements == 2
@@ -794,14 +805,14 @@ def test_measurements_calibrate_and_the_recommendation_stands_until_the_workload
     # Twice the prompt: the workload left the recommendation's band; a new one, and an event
     # when its layout differs.
     longer = {**HEALTHY, "inputTokensTotal": vector(2 * 7_372_800)}
-    later = replace(after(snap, again, 180), measured=measured_by(longer))
+    later = replace(after(snap, again, 780), measured=measured_by(longer))
     moving = decide(later, config(catalog))
     assert moving.status is not None and moving.status.recommendation is not None
     # Smoothed, one measurement moves 30% of the way (1331 tokens): within the 35% band.
     assert moving.status.recommendation.measured.input_tokens == 1331.2
     assert moving.status.recommendation.since == made.since
     drifted = decide(
-        replace(after(snap, moving, 240), measured=measured_by(longer)), config(catalog)
+        replace(after(snap, moving, 840), measured=measured_by(longer)), config(catalog)
     )
     assert drifted.status is not None and drifted.status.recommendation is not None
     remade = drifted.status.recommendation
@@ -812,7 +823,7 @@ def test_measurements_calibrate_and_the_recommendation_stands_until_the_workload
 
     # Prometheus stopped: nothing recommended from stale data; the calibration stays.
     stopped = decide(
-        replace(after(snap, drifted, 300), measured=measured_by({}, STOPPED)), config(catalog)
+        replace(after(snap, drifted, 900), measured=measured_by({}, STOPPED)), config(catalog)
     )
     assert stopped.status is not None and stopped.status.recommendation is None
     assert stopped.status.calibration == drifted.status.calibration
@@ -868,6 +879,8 @@ def test_thirty_noisy_minutes_change_the_recommendation_at_most_once(catalog: Ca
     25%."""
     rng = random.Random(7)
     snap, _ = settled(catalog, body(**MEASURED_SPEC))
+    snap = after(snap, decide(snap, config(catalog)), 0)  # rolled out at NOW
+    assert ready(snap)
     outcome = None
     made: list[str] = []
     announced = 0
@@ -882,9 +895,9 @@ def test_thirty_noisy_minutes_change_the_recommendation_at_most_once(catalog: Ca
             "ttftSum": vector(3240 * ttft),
             "tpotSum": vector(40_000 * tpot),
         }
-        at = snap if outcome is None else after(snap, outcome, 30 * n)
+        at = snap if outcome is None else after(snap, outcome, 600 + 30 * n)
         outcome = decide(
-            replace(at, now=NOW + timedelta(seconds=30 * n), measured=measured_by(noisy)),
+            replace(at, now=NOW + timedelta(seconds=600 + 30 * n), measured=measured_by(noisy)),
             config(catalog),
         )
         assert outcome.status is not None and outcome.status.recommendation is not None
@@ -898,3 +911,68 @@ def test_thirty_noisy_minutes_change_the_recommendation_at_most_once(catalog: Ca
     # The first recommendation, and at most one change (the calibration settling from its
     # first sample): each announced at most once.
     assert len(made) <= 2 and announced <= len(made)
+
+
+def test_a_leaderworkerset_is_current_once_its_controller_wrote_conditions() -> None:
+    """LeaderWorkerSet v0.8 has no status.observedGeneration (its status: conditions,
+    readyReplicas, updatedReplicas, replicas, hpaPodSelector); a Deployment has."""
+    lws = {
+        "metadata": {"generation": 3},
+        "status": {
+            "conditions": [{"type": "Available", "status": "True"}],
+            "readyReplicas": 2,
+            "updatedReplicas": 2,
+            "replicas": 2,
+            "hpaPodSelector": "leaderworkerset.sigs.k8s.io/name=m",
+        },
+    }
+    assert workload_status_of(lws) == WorkloadStatus(True, 2, 2, 2, True)
+    assert not workload_status_of({"metadata": {"generation": 1}}).up_to_date  # just made
+    old = {"metadata": {"generation": 2}, "status": {"observedGeneration": 1, "replicas": 1}}
+    assert not workload_status_of(old).up_to_date
+
+
+def ready(snap: Snapshot) -> bool:
+    """The stored status says the rollout is complete."""
+    found = {c["type"]: c["status"] for c in snap.body["status"]["conditions"]}
+    return found["Progressing"] == "False"
+
+
+def test_the_plan_key_ignores_how_measurements_feed_planning(catalog: Catalog) -> None:
+    plain = LLMDeployment.model_validate(body(**MEASURED_SPEC))
+    off = LLMDeployment.model_validate(body(**MEASURED_SPEC, planning={"calibration": "off"}))
+    # An upgrade that added spec.planning must not re-plan every object, nor a switch of it.
+    assert plan_key(plain, []) == plan_key(off, [])
+
+
+def test_a_kept_recommendation_is_compared_with_the_plan_running_now(catalog: Catalog) -> None:
+    snap, _ = settled(catalog, body(**MEASURED_SPEC))
+    snap = after(snap, decide(snap, config(catalog)), 0)
+    outcome = decide(
+        replace(snap, now=NOW + timedelta(seconds=660), measured=measured_by(HEALTHY)),
+        config(catalog),
+    )
+    assert outcome.status is not None and outcome.status.recommendation is not None
+    made = outcome.status.recommendation
+    assert made.feasible and made.replicas is not None
+    # The user takes its replica count (spec.replicas: no new plan); its layout unchanged.
+    taken = body(
+        outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        **MEASURED_SPEC,
+        replicas=made.replicas,
+    )
+    later = replace(
+        snap, body=taken, now=NOW + timedelta(seconds=720), measured=measured_by(HEALTHY)
+    )
+    kept = decide(later, config(catalog))
+    assert kept.status is not None and kept.status.recommendation is not None
+    assert kept.status.recommendation.since == made.since
+    plan = Plan.model_validate(kept.status.plan)
+    same_layout = (made.gpu, made.quantization, made.tensor_parallel) == (
+        plan.gpu,
+        plan.quantization,
+        plan.tensor_parallel,
+    )
+    assert kept.status.recommendation.same_as_running == same_layout
+    if same_layout:
+        assert kept.status.recommendation.cost_per_hour_change == 0

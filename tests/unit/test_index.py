@@ -69,3 +69,11 @@ def test_names_answer_only_once_relisted_and_a_stale_list_brings_no_name_back() 
     assert names.holder(budget) == (True, None)
     names.clear()  # outranked: its watches stop
     assert names.holder(budget) == (False, None)
+
+
+def test_a_relist_begun_before_a_clear_is_void() -> None:
+    names = Names()
+    since = names.mark()
+    names.clear()  # outranked while the lists were on their way
+    names.relisted({("ns", "Service", "m"): ""}, since)
+    assert names.holder(("ns", "Service", "m")) == (False, None)  # still asks

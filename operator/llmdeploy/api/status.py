@@ -114,8 +114,16 @@ class Observed(MeasuredModel):
 class Calibration(MeasuredModel):
     """Measured over predicted latency of the running plan, smoothed over measurements."""
 
-    ttft_ratio: float = Field(description="Mean TTFT measured / predicted at the measured load.")
-    tpot_ratio: float = Field(description="Mean TPOT measured / predicted at the measured load.")
+    ttft_ratio: float = Field(
+        gt=0,
+        allow_inf_nan=False,
+        description="Mean TTFT measured / predicted at the measured load.",
+    )
+    tpot_ratio: float = Field(
+        gt=0,
+        allow_inf_nan=False,
+        description="Mean TPOT measured / predicted at the measured load.",
+    )
     measurements: int = Field(default=0, description="Measurements folded in.")
     end: str | None = Field(
         default=None, description="End of the last measurement folded in, RFC 3339 (UTC)."

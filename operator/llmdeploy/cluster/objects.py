@@ -71,12 +71,18 @@ def workload_status_of(obj: Mapping[str, Any]) -> WorkloadStatus:
     """A Deployment's or LeaderWorkerSet's progress, from the object itself."""
     status = obj.get("status") or {}
     generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    if "observedGeneration" in status:
+        up_to_date = int(status["observedGeneration"] or 0) >= generation
+    else:
+        # A LeaderWorkerSet (v0.8) publishes no observedGeneration: its controller has acted
+        # once it has written conditions, and updatedReplicas follows the latest revision.
+        up_to_date = bool(status.get("conditions"))
     return WorkloadStatus(
         exists=True,
         replicas=int(status.get("replicas") or 0),
         ready_replicas=int(status.get("readyReplicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
-        up_to_date=int(status.get("observedGeneration") or 0) >= generation,
+        up_to_date=up_to_date,
     )
 
 

@@ -206,7 +206,9 @@ def owner_of(body: Mapping[str, Any]) -> Owner:
 
 
 def plan_key(resource: LLMDeployment, excluded: Sequence[str]) -> str:
-    spec = resource.spec.model_dump(mode="json", by_alias=True, exclude={"replicas"})
+    # Not replicas (the autoscaler's), nor planning: how measurements feed the next plan does
+    # not make one (and an operator upgrade that added the field re-plans nothing).
+    spec = resource.spec.model_dump(mode="json", by_alias=True, exclude={"replicas", "planning"})
     canonical = json.dumps({"spec": spec, "excluded": sorted(excluded)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -1030,12 +1032,14 @@ def _learned(
         stored = Recommendation.model_validate(status.get("recommendation"))
     except ValidationError:
         stored = None
+    replicas = desired_replicas(resource, plan)
+    if stored is not None:
+        stored = _against(stored, plan, replicas)  # the running plan may have changed since
     if snap.measured is None:  # the measurement in status, reused
         return calibration, stored, None
-    if resource.spec.planning.calibration == "auto":
+    if resource.spec.planning.calibration == "auto" and _rolled_out_before(status, observed):
         calibration = calibrated(calibration, observed, resource.spec, plan, config.catalog)
-        basis = recommendation_basis(observed, calibration)
-        assert basis is not None
+        basis = recommendation_basis(observed, calibration) or basis
     if stored is not None:
         # Noise moves the smoothed measurement little; a lasting change moves it out of the
         # band at once, and the new recommendation is for what is measured now.
@@ -1082,6 +1086,38 @@ def recommendation_basis(
         ttft_ratio=calibration.ttft_ratio if calibration else 1.0,
         tpot_ratio=calibration.tpot_ratio if calibration else 1.0,
     )
+
+
+def _rolled_out_before(status: Mapping[str, Any], observed: Observed) -> bool:
+    """Whether the running layout finished rolling out before the measurement's window
+    began: only then is every latency in it the layout the plan predicts for (not the one
+    before a change, nor a rollout's cold starts)."""
+    progressing = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), None
+    )
+    if progressing is None or progressing.get("status") != "False":
+        return False
+    done, end = (
+        _timestamp(str(progressing.get("lastTransitionTime") or "")),
+        _timestamp(observed.end),
+    )
+    return done is not None and end is not None and done <= end - observed.window_seconds
+
+
+def _against(r: Recommendation, running: Plan, replicas: int) -> Recommendation:
+    """`r`'s comparison with the plan running now, at the replicas wanted now."""
+    if not r.feasible:
+        return r
+    running_cost = (running.cost_per_hour or 0.0) / max(running.replicas or 1, 1) * replicas
+    same = (r.gpu, r.gpu_count, r.quantization, r.tensor_parallel, r.pipeline_parallel) == (
+        running.gpu,
+        running.gpu_count,
+        running.quantization,
+        running.tensor_parallel,
+        running.pipeline_parallel,
+    ) and r.replicas == replicas
+    change = round((r.cost_per_hour or 0.0) - running_cost, 2)
+    return r.model_copy(update={"same_as_running": same, "cost_per_hour_change": change})
 
 
 def _smoothed(before: RecommendationBasis, sample: RecommendationBasis) -> RecommendationBasis:
@@ -1169,15 +1205,7 @@ def recommend(
             measured=basis,
             since=since,
         )
-    replicas = desired_replicas(resource, running)
-    running_cost = (running.cost_per_hour or 0.0) / max(running.replicas or 1, 1) * replicas
-    same = (
-        (plan.gpu, plan.gpu_count, plan.quantization, plan.tensor_parallel)
-        == (running.gpu, running.gpu_count, running.quantization, running.tensor_parallel)
-        and plan.pipeline_parallel == running.pipeline_parallel
-        and plan.replicas == replicas
-    )
-    return Recommendation(
+    made = Recommendation(
         feasible=True,
         summary=_summary(plan),
         gpu=plan.gpu,
@@ -1187,14 +1215,14 @@ def recommend(
         pipeline_parallel=plan.pipeline_parallel,
         replicas=plan.replicas,
         cost_per_hour=plan.cost_per_hour,
-        cost_per_hour_change=round((plan.cost_per_hour or 0.0) - running_cost, 2),
         estimated_ttft_ms=plan.estimated_ttft_ms,
         estimated_tpot_ms=plan.estimated_tpot_ms,
-        same_as_running=same,
+        same_as_running=False,
         basis=basis,
         measured=basis,
         since=since,
     )
+    return _against(made, running, desired_replicas(resource, running))
 
 
 def _stored_observed(status: Mapping[str, Any]) -> Observed | None:

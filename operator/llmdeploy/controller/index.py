@@ -176,6 +176,7 @@ class Names:
         # so that a list answered before the deletion cannot bring the name back.
         self._holders: dict[NameKey, tuple[str | None, int]] = {}
         self._sequence = 0
+        self._epoch = 0  # a clear begins a new one: a relist begun before it is void
         self._synced = False
 
     def seen(self, name: NameKey, controller: str) -> None:
@@ -195,16 +196,19 @@ class Names:
                 return False, None
             return True, self._holders.get(name, (None, 0))[0]
 
-    def mark(self) -> int:
+    def mark(self) -> tuple[int, int]:
         with self._guard:
-            return self._sequence
+            return self._epoch, self._sequence
 
-    def relisted(self, listed: Mapping[NameKey, str], since: int) -> None:
+    def relisted(self, listed: Mapping[NameKey, str], since: tuple[int, int]) -> None:
         """Take lists that began after `mark()` returned `since`; what an event showed after
-        that mark stays as the event showed it."""
+        that mark stays as the event showed it. Lists begun before a clear are dropped."""
+        epoch, since_sequence = since
         with self._guard:
+            if epoch != self._epoch:
+                return
             for name, (_, sequence) in list(self._holders.items()):
-                if sequence <= since:
+                if sequence <= since_sequence:
                     del self._holders[name]
             for name, controller in listed.items():
                 if name not in self._holders:
@@ -215,4 +219,5 @@ class Names:
     def clear(self) -> None:
         with self._guard:
             self._holders.clear()
+            self._epoch += 1
             self._synced = False

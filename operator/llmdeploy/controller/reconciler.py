@@ -138,6 +138,7 @@ class Reconciler:
 
     def peering_changed(self, acting: bool) -> None:
         if acting:  # kopf lists everything again as it resumes; a relist makes sure
+            self.names.clear()  # what the paused watches missed: asked for until then
             self._relist.set()
         else:
             self.index.clear()

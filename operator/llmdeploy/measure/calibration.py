@@ -63,9 +63,12 @@ def fold(
 
 
 def latency_calibration(calibration: Calibration | None) -> LatencyCalibration | None:
+    """What a plan is scaled by: within the bounds whatever the status or a file says."""
     if calibration is None:
         return None
-    return LatencyCalibration(ttft=calibration.ttft_ratio, tpot=calibration.tpot_ratio)
+    return LatencyCalibration(
+        ttft=_bounded(calibration.ttft_ratio), tpot=_bounded(calibration.tpot_ratio)
+    )
 
 
 def calibrated(
