@@ -17,9 +17,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from llmdeploy.api.status import (
     Calibration,
@@ -270,6 +270,11 @@ def desired_state(
     return Desired.rendered(plan, key, objects)
 
 
+def cost_at(plan: Plan, replicas: int) -> float:
+    """USD per hour of `replicas` replicas of the plan's layout."""
+    return (plan.cost_per_hour or 0.0) / max(plan.replicas or 1, 1) * replicas
+
+
 def desired_replicas(resource: LLMDeployment, plan: Plan) -> int:
     if resource.spec.replicas is not None:
         return resource.spec.replicas
@@ -396,9 +401,7 @@ def status_update(
         gpu_count=plan.gpu_count,
         quantization=plan.quantization,
         tensor_parallel=plan.tensor_parallel,
-        cost_per_hour=None
-        if plan.cost_per_hour is None
-        else f"{plan.cost_per_hour / max(plan.replicas or 1, 1) * replicas:.2f}",
+        cost_per_hour=None if plan.cost_per_hour is None else f"{cost_at(plan, replicas):.2f}",
         replicas=replicas if plan.feasible else 0,
         ready_replicas=ready,
         selector=f"llmdeploy.io/deployment={resource.metadata.name}",
@@ -518,9 +521,16 @@ def _render_inputs(
     return (generation, key, tuple(drivers))
 
 
-def _stored_plan(status: Mapping[str, Any]) -> Plan | None:
+Stored = TypeVar("Stored", bound=BaseModel)
+
+
+def _stored(model: type[Stored], value: object) -> Stored | None:
+    """A status field as written; None (decide it afresh) when absent or unreadable (written
+    by hand, or by another release)."""
+    if not value:
+        return None
     try:
-        return Plan.model_validate(status["plan"]) if status.get("plan") else None
+        return model.model_validate(value)
     except ValidationError:
         return None
 
@@ -576,7 +586,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
     except ValidationError as exc:
         return invalid(format_validation_error(exc))
     key = plan_key(resource, excluded)
-    stored = _stored_plan(status) if status.get("planKey") == key else None
+    stored = _stored(Plan, status.get("plan")) if status.get("planKey") == key else None
     memo = snap.rendered
     try:
         if (
@@ -978,7 +988,7 @@ def _measurement(
         )
         age = 0.0
     else:
-        stored = _stored_observed(status)
+        stored = _stored(Observed, status.get("observed"))
         end = None if stored is None else _timestamp(stored.end)
         age = math.inf if end is None else now - end
         fresh = 0 <= age < config.measure_interval_s
@@ -999,10 +1009,7 @@ def _measurement(
 def _stored_calibration(resource: LLMDeployment, status: Mapping[str, Any]) -> Calibration | None:
     if resource.spec.planning.calibration == "off":
         return None
-    try:
-        return Calibration.model_validate(status.get("calibration"))
-    except ValidationError:
-        return None
+    return _stored(Calibration, status.get("calibration"))
 
 
 # A recommendation stands while the smoothed measurement stays this close to the one it was
@@ -1028,13 +1035,9 @@ def _learned(
     basis = recommendation_basis(observed, calibration)
     if observed is None or basis is None:
         return calibration, None, None
-    try:
-        stored = Recommendation.model_validate(status.get("recommendation"))
-    except ValidationError:
-        stored = None
-    replicas = desired_replicas(resource, plan)
-    if stored is not None:
-        stored = _against(stored, plan, replicas)  # the running plan may have changed since
+    stored = _stored(Recommendation, status.get("recommendation"))
+    if stored is not None:  # the running plan may have changed since
+        stored = _against(stored, plan, desired_replicas(resource, plan))
     if snap.measured is None:  # the measurement in status, reused
         return calibration, stored, None
     if resource.spec.planning.calibration == "auto" and _rolled_out_before(status, observed):
@@ -1108,15 +1111,8 @@ def _against(r: Recommendation, running: Plan, replicas: int) -> Recommendation:
     """`r`'s comparison with the plan running now, at the replicas wanted now."""
     if not r.feasible:
         return r
-    running_cost = (running.cost_per_hour or 0.0) / max(running.replicas or 1, 1) * replicas
-    same = (r.gpu, r.gpu_count, r.quantization, r.tensor_parallel, r.pipeline_parallel) == (
-        running.gpu,
-        running.gpu_count,
-        running.quantization,
-        running.tensor_parallel,
-        running.pipeline_parallel,
-    ) and r.replicas == replicas
-    change = round((r.cost_per_hour or 0.0) - running_cost, 2)
+    same = _layout(r) == _layout(running, replicas)
+    change = round((r.cost_per_hour or 0.0) - cost_at(running, replicas), 2)
     return r.model_copy(update={"same_as_running": same, "cost_per_hour_change": change})
 
 
@@ -1148,15 +1144,15 @@ def _close(made_for: RecommendationBasis, now: RecommendationBasis) -> bool:
     )
 
 
-def _layout(r: Recommendation) -> tuple[Any, ...]:
+def _layout(r: Recommendation | Plan, replicas: int | None = None) -> tuple[Any, ...]:
+    """What runs: SKU, GPUs, format, parallelism and replicas (a plan's, or `replicas`)."""
     return (
-        r.feasible,
         r.gpu,
         r.gpu_count,
         r.quantization,
         r.tensor_parallel,
         r.pipeline_parallel,
-        r.replicas,
+        r.replicas if replicas is None else replicas,
     )
 
 
@@ -1223,14 +1219,6 @@ def recommend(
         since=since,
     )
     return _against(made, running, desired_replicas(resource, running))
-
-
-def _stored_observed(status: Mapping[str, Any]) -> Observed | None:
-    """status.observed as written; None (measure again) when it cannot be read."""
-    try:
-        return Observed.model_validate(status.get("observed"))
-    except ValidationError:
-        return None
 
 
 def _timestamp(text: str) -> float | None:

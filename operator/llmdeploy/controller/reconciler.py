@@ -24,7 +24,7 @@ from llmdeploy.api.status import LLMDeploymentStatus
 from llmdeploy.autoscale.prometheus import PrometheusConfig, read_queries
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import Cluster, ClusterError, not_ours
-from llmdeploy.cluster.objects import live_child, owner_name
+from llmdeploy.cluster.objects import Owner, live_child, owner_name
 from llmdeploy.controller import metrics
 from llmdeploy.controller.decide import (
     Config,
@@ -339,12 +339,7 @@ class Reconciler:
             name = (obj["kind"], obj["metadata"]["name"])
             # A same-named object someone else made is refused, not adopted: an apply without
             # force would adopt one whose fields happen not to conflict.
-            child = snap.children.get(name)
-            known, holder = True, child.owner_uid if child is not None else None
-            if holder != owner.uid:
-                known, holder = self.names.holder((owner.namespace, *name))
-            if not known:  # no relist yet since this replica began acting: ask
-                holder = self.cluster.controller_of(obj, owner.namespace)
+            holder = self._holder(snap, owner, obj)
             if holder is not None and holder != owner.uid:
                 raise not_ours(*name)
             live = self.cluster.apply(obj, owner, take_over=holder == owner.uid)
@@ -414,6 +409,18 @@ class Reconciler:
                 owner.namespace, owner.name, list(metadata.get("finalizers") or [])
             )
         return bool(outcome.apply or outcome.prune or notes or patch or outcome.remove_finalizer)
+
+    def _holder(self, snap: Snapshot, owner: Owner, obj: Mapping[str, Any]) -> str | None:
+        """Who holds the name of a child about to be applied: the uid of its controlling
+        LLMDeployment, "" for an object no LLMDeployment controls, None for no object. The
+        index knows this object's own children; the names map the rest, once a relist has
+        filled it; before that, the API server is asked."""
+        name = (obj["kind"], obj["metadata"]["name"])
+        child = snap.children.get(name)
+        if child is not None and child.owner_uid == owner.uid:
+            return owner.uid
+        known, holder = self.names.holder((owner.namespace, *name))
+        return holder if known else self.cluster.controller_of(obj, owner.namespace)
 
     def _report_failure(self, snap: Snapshot, error: str) -> None:
         """The API server refused part of the act: say so in status (Degraded) and an event."""

@@ -26,10 +26,10 @@ def measured_load(observed: Observed) -> tuple[int, int, int] | None:
     rate, replicas = observed.requests_per_second, observed.replicas
     ttft, tpot = observed.ttft_mean_seconds, observed.tpot_mean_seconds
     inputs, outputs = observed.input_tokens_mean, observed.output_tokens_mean
-    if None in (rate, replicas, ttft, tpot, inputs, outputs) or not replicas:
+    if rate is None or not replicas or ttft is None or tpot is None:
         return None
-    assert rate is not None and ttft is not None and tpot is not None
-    assert inputs is not None and outputs is not None and replicas is not None
+    if inputs is None or outputs is None:
+        return None
     in_engine_s = ttft + max(outputs - 1, 0) * tpot
     return max(1, round(rate * in_engine_s / replicas)), round(inputs), round(outputs)
 

@@ -423,12 +423,17 @@ def _weights_exceed_budget(
     )
 
 
+def _kv_bytes(dtype: str | None) -> float:
+    """Bytes per KV-cache element: fp8 or the model's 16-bit dtype."""
+    return 1.0 if dtype == KvCacheDtype.FP8 else 2.0
+
+
 def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
     """Memory, performance, cost and SLO of a layout the model and format allow."""
     spec, model, gpu, fmt = ctx.spec, ctx.model, candidate.gpu, candidate.fmt
     tensor, pipeline = candidate.tensor, candidate.pipeline
     utilization = spec.engine.gpu_memory_utilization
-    kv_bytes = 1.0 if candidate.kv_dtype is KvCacheDtype.FP8 else 2.0
+    kv_bytes = _kv_bytes(candidate.kv_dtype)
     workload = spec.workload
     memory = memory_breakdown(
         model,
@@ -792,7 +797,7 @@ def performance_at(
         fmt,
         tensor=plan.tensor_parallel,
         pipeline=plan.pipeline_parallel or 1,
-        kv_dtype_bytes=1.0 if plan.kv_cache_dtype == KvCacheDtype.FP8.value else 2.0,
+        kv_dtype_bytes=_kv_bytes(plan.kv_cache_dtype),
         concurrency=max(1, concurrency),
         input_tokens=max(1, input_tokens),
         output_tokens=max(1, output_tokens),
