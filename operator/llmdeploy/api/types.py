@@ -653,6 +653,47 @@ class NetworkPolicySpec(SpecModel):
     )
 
 
+class PilotGates(SpecModel):
+    slo: bool = Field(
+        default=True,
+        description="The candidate's measured TTFT and TPOT meet spec.slo (SLOMet); a breach "
+        "rolls it back at once.",
+    )
+    cost_per_token: bool = Field(
+        default=True,
+        description="The candidate's measured cost per 1M output tokens is not worse than the "
+        "current generation's by more than costTolerancePercent.",
+    )
+
+
+class PilotSpec(SpecModel):
+    traffic_percent: Annotated[int, Field(ge=1, le=50)] = Field(
+        default=10,
+        description="Share of traffic the candidate gets while piloting: HTTPRoute weights "
+        "with spec.routing.httpRoute, else approximated by its share of the replicas.",
+    )
+    duration: str = Field(
+        default="15m",
+        pattern=r"^[0-9]{1,6}(s|m|h)$",
+        description="How long the gates must hold, from the candidate's first ready replica, "
+        "before it is promoted.",
+    )
+    gates: PilotGates = Field(default_factory=PilotGates, description="What must hold.")
+    cost_tolerance_percent: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
+        default=5, description="How much worse the candidate's cost per token may be."
+    )
+
+
+class RolloutSpec(SpecModel):
+    strategy: Literal["Rolling", "Pilot"] = Field(
+        default="Rolling",
+        description="Rolling: a new plan replaces the running one in place. Pilot: it runs "
+        "beside it on a share of the traffic, is measured, then promoted or rolled back "
+        "(docs/rollouts.md).",
+    )
+    pilot: PilotSpec = Field(default_factory=PilotSpec, description="The pilot's settings.")
+
+
 class LLMDeploymentSpec(SpecModel):
     model: ModelSpec = Field(description="The model to serve.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine settings.")
@@ -685,6 +726,9 @@ class LLMDeploymentSpec(SpecModel):
     )
     planning: PlanningSpec = Field(
         default_factory=PlanningSpec, description="How measurements feed the next plan."
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec, description="How a new plan replaces the running one."
     )
 
     def metrics_readers(self) -> list[str]:

@@ -66,6 +66,24 @@ class PendingPod:
 
 ChildKey = tuple[str, str]  # (kind, name)
 
+# A pod restarted this often has crashed, not hiccupped: vLLM exits when it cannot allocate
+# the KV cache, and the kubelet restarts it with a growing back-off.
+CRASH_RESTARTS = 3
+
+
+def crash_of(pod: Mapping[str, Any]) -> str | None:
+    """How a pod's engine keeps failing, or None. Only reasons and exit codes: a container's
+    termination message is the tenant's text and stays out of status."""
+    name = (pod.get("metadata") or {}).get("name", "")
+    for c in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (c.get("state") or {}).get("waiting") or {}
+        last = (c.get("lastState") or {}).get("terminated") or {}
+        restarts = int(c.get("restartCount") or 0)
+        if waiting.get("reason") == "CrashLoopBackOff" or restarts >= CRASH_RESTARTS:
+            how = f"{last.get('reason', 'exited')}, exit code {last.get('exitCode', '?')}"
+            return f"pod {name}: container {c.get('name')} restarted {restarts} times ({how})"
+    return None
+
 
 def workload_status_of(obj: Mapping[str, Any]) -> WorkloadStatus:
     """A Deployment's or LeaderWorkerSet's progress, from the object itself."""

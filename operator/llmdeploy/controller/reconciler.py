@@ -324,6 +324,16 @@ class Reconciler:
             snap = replace(
                 snap, gpus_in_use=self.cluster.gpus_in_use(owner, self.settings.namespaces)
             )
+        if needs.crashes_of is not None:
+            snap = replace(snap, crash=self.cluster.crashed_pod(owner, needs.crashes_of))
+        if needs.generations:
+            endpoint = self.prometheus[needs.prometheus]
+            measured = {}
+            for generation, queries in needs.generations:
+                _check(deadline)
+                instant, _ = collect(endpoint, queries, snap.now.timestamp())
+                measured[generation] = readings(instant, queries.missing)
+            snap = replace(snap, generations_measured=measured)
         return snap
 
     def _act(

@@ -56,6 +56,9 @@ from llmdeploy.sizing import Plan, SpecError, resolve_model
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MANAGER = "llmdeploy"
 SELECTOR_LABEL = "llmdeploy.io/deployment"
+# Which generation (workload) of an LLMDeployment a pod belongs to, when there can be two: a
+# pilot's candidate beside the current one (docs/rollouts.md). The first workload has none.
+GENERATION_LABEL = "llmdeploy.io/generation"
 SPEC_HASH_ANNOTATION = "llmdeploy.io/spec-hash"
 # No account on the node has this UID (cloud node images give 1000 to their admin user), so
 # a process that escaped the container would own nothing there. The images have no passwd
@@ -401,16 +404,25 @@ def render_manifests(
     *,
     host_access: HostAccess = NO_HOST_ACCESS,
     prometheus: Mapping[str, PrometheusTarget] | None = None,
+    generation: str = "",
 ) -> list[dict[str, Any]]:
     """The objects that run the plan, in apply order. `host_access` and `prometheus` (the
     endpoints an object may name for KEDA) come from the operator's settings, or the CLI's
-    flags: what may reach beyond the namespace."""
+    flags: what may reach beyond the namespace. `generation`: the workload's id when it is not
+    the first one (workload_name)."""
     if not plan.feasible or plan.gpu is None:
         raise RenderError("the plan is not feasible: " + "; ".join(plan.reasons))
     name = resource.metadata.name
     if not DNS_LABEL.fullmatch(name):
         raise SpecError("metadata.name", "must be a DNS label (a-z, 0-9, '-', at most 63)")
     _check_node_access(resource, host_access)
+    workload = workload_name(name, generation)
+    if not DNS_LABEL.fullmatch(workload):
+        raise SpecError(
+            "metadata.name",
+            f"at most {62 - len(generation)} characters: a pilot's workload is named "
+            f"<name>-<generation> ({workload!r})",
+        )
     spec = resource.spec
     gpu = catalog.gpus[plan.gpu]
     engine = spec.engine.name
@@ -429,7 +441,7 @@ def render_manifests(
         if engine is EngineName.TENSORRT_LLM
         else None
     )
-    options_configmap = f"{name}-engine-options" if options else None
+    options_configmap = f"{workload}-engine-options" if options else None
     if engine is EngineName.VLLM:
         native = resolve_model(spec.model, catalog).native_dtype
         args = vllm_args(spec, plan, multi_node=multi_node, native=native)
@@ -447,6 +459,10 @@ def render_manifests(
     }
     if pinned is not None:
         labels["app.kubernetes.io/version"] = pinned.engine_version
+    # A later generation's workload selects its own pods only; the Service, the PodMonitor and
+    # the scale subresource select every generation's by the deployment label.
+    workload_selector = {**selector, GENERATION_LABEL: generation} if generation else selector
+    pod_labels = {**labels, **workload_selector}
     startup_budget_s = STARTUP_PROBE_SAFETY_FACTOR * cold_start_estimate(plan)
     model_cache_volume, cache_read_only = _model_cache_volume(resource, host_access)
     cache_in_pod = "emptyDir" in model_cache_volume
@@ -470,18 +486,20 @@ def render_manifests(
     replicas = plan.replicas if spec.replicas is None else spec.replicas
     values: dict[str, Any] = {
         "name": name,
+        "workload_name": workload,
         "namespace": resource.metadata.namespace,
         "labels": labels,
         "annotations": {},
         "pod_annotations": {},
         "selector": selector,
+        "workload_selector": workload_selector,
         "service_selector": selector
         if not multi_node
         else {**selector, "leaderworkerset.sigs.k8s.io/worker-index": "0"},
         "pod_labels": {
-            "single": labels,
-            "leader": {**labels, "llmdeploy.io/role": "leader"},
-            "worker": {**labels, "llmdeploy.io/role": "worker"},
+            "single": pod_labels,
+            "leader": {**pod_labels, "llmdeploy.io/role": "leader"},
+            "worker": {**pod_labels, "llmdeploy.io/role": "worker"},
         },
         "replicas": replicas,
         "rolling_update": _rolling_update(replicas),
@@ -530,11 +548,11 @@ def render_manifests(
     objects = []
     if options_configmap:
         objects.append(_render_template("configmap.yaml.j2", values))
-    workload = _render_template(
+    workload_object = _render_template(
         "leaderworkerset.yaml.j2" if multi_node else "deployment.yaml.j2", values
     )
-    _stamp_spec_hash(workload, values["options_yaml"])
-    objects.append(workload)
+    _stamp_spec_hash(workload_object, values["options_yaml"])
+    objects.append(workload_object)
     objects.append(_render_template("service.yaml.j2", values))
     objects.append(_render_template("poddisruptionbudget.yaml.j2", values))
     if spec.monitoring.pod_monitor:
@@ -551,6 +569,11 @@ def render_manifests(
         )
         objects.append(_render_template(template, values))
     return objects
+
+
+def workload_name(name: str, generation: str = "") -> str:
+    """The workload (and engine-options ConfigMap prefix) of one generation."""
+    return f"{name}-{generation}" if generation else name
 
 
 ACTIVATION_ONLY_THRESHOLD = "1000000000"
