@@ -103,7 +103,8 @@ EXCLUDED_GPU_TTL_S = 3600.0  # a stock-out seldom lasts longer; then the SKU is 
 MEASURE_INTERVAL_S = 60.0  # status.observed is this old at most (plus a resync)
 MEASURE_WINDOW = "10m"
 MEASURE_WINDOW_S = window_seconds(MEASURE_WINDOW)
-PILOT_MIN_WINDOW_S = 60  # a pilot's first measurement covers at least this much serving
+# A pilot's first measurement covers at least this much serving (or a whole window).
+PILOT_MIN_WINDOW_S = 60
 MAX_FAILED_PLANS = 10  # rolled-back plans remembered in status.rollout.failed
 
 
@@ -1446,8 +1447,9 @@ def _pilot_measurements(
     age = now - ends[0] if ends and ends[0] is not None else math.inf
     if 0 <= age < config.measure_interval_s:
         return stored, max(1.0, math.ceil(config.measure_interval_s - age))
-    if served_s < PILOT_MIN_WINDOW_S:
-        return stored, max(1.0, math.ceil(PILOT_MIN_WINDOW_S - served_s))
+    least = min(PILOT_MIN_WINDOW_S, config.measure_window_s)
+    if served_s < least:
+        return stored, max(1.0, math.ceil(least - served_s))
     window = int(min(config.measure_window_s, served_s))
     owner = owner_of(snap.body)
     engine = resource.spec.engine.name
