@@ -1,9 +1,9 @@
 """`llmdeploy` command line: every decision the operator makes, reproducible offline.
 
 Exit codes: 0 feasible, 1 nothing feasible (the plan is still printed), 2 invalid input,
-3 internal error. `report`: 0 SLO met (or none set), 1 SLO missed, 4 not enough data to tell
-(the report is printed in each case). Errors are one line on stderr; --debug shows an internal
-error's traceback.
+3 internal error; `plan --diff` exits 1 when NEW is not feasible. `report`: 0 SLO met (or none
+set), 1 SLO missed, 4 not enough data to tell (the report is printed in each case). Errors are
+one line on stderr; --debug shows an internal error's traceback.
 """
 
 from __future__ import annotations
