@@ -147,8 +147,9 @@ def test_a_good_candidate_is_piloted_survives_a_restart_and_is_promoted(
         operator.start()
         with lowest_serving(kube_api, namespace) as seen:
             promoted = wait_until(
-                lambda: (r := rollout(kube_api, namespace))["current"]["workload"] == workload
-                and r,
+                lambda: (
+                    (r := rollout(kube_api, namespace))["current"]["workload"] == workload and r
+                ),
                 what="the candidate promoted",
                 timeout=180,
             )
@@ -197,9 +198,10 @@ def test_a_slow_candidate_is_rolled_back_and_not_retried_unchanged(
     generation, workload = candidate["generation"], candidate["workload"]
     with candidate_engine(prometheus, namespace, generation, SLOW_TTFT_S, per_second=2):
         degraded = wait_until(
-            lambda: (c := condition(kube_api, namespace, "Degraded")).get("reason")
-            == "PilotRolledBack"
-            and c,
+            lambda: (
+                (c := condition(kube_api, namespace, "Degraded")).get("reason") == "PilotRolledBack"
+                and c
+            ),
             what="the pilot rolled back",
             timeout=120,
         )

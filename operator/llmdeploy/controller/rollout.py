@@ -8,13 +8,13 @@ it was: every step here is a function of that status, the spec, and what was obs
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
 from llmdeploy.api.status import Candidate, GenerationMeasurement, RolloutPhase, RolloutStatus
 from llmdeploy.api.types import PilotSpec, duration_seconds
+from llmdeploy.sizing.diff import candidate_replicas
 
 GENERATION_LENGTH = 8  # hex digits of the plan key that name a generation
 OVERRIDE_ANNOTATION = "llmdeploy.io/pilot"  # "promote/<generation>" or "abort/<generation>"
@@ -31,8 +31,9 @@ def generation_of(plan_key: str) -> str:
 
 
 def pilot_replicas(current_replicas: int, percent: int) -> int:
-    """Replicas of the candidate while piloting: its share of the current count, at least one."""
-    return max(1, math.ceil(current_replicas * percent / 100))
+    """Replicas of the candidate while piloting: its share of the current count, at least one
+    (the rule `llmdeploy plan --diff` prices the overlap with)."""
+    return candidate_replicas(percent, current_replicas)
 
 
 def traffic_share(percent: int, current: int, candidate: int, weighted: bool) -> int:
