@@ -575,14 +575,17 @@ def _settled_rollout(
     serving: str,
     key: str,
 ) -> RolloutStatus | None:
-    """status.rollout when no pilot runs: the serving generation (and the plans rolled back,
-    which stay remembered). Absent for an object that never piloted."""
-    if rollout is None and resource.spec.rollout.strategy != "Pilot":
-        return None
+    """status.rollout when no pilot runs: the serving generation, with the last pilot's
+    outcome and measurements and the plans rolled back, which stay remembered. Absent for an
+    object that never piloted."""
     current = Generation(
         generation=serving, workload=workload_name(owner.name, serving), plan_key=key
     )
-    return RolloutStatus(current=current, failed=rollout.failed if rollout else [])
+    if rollout is None:
+        return RolloutStatus(current=current) if resource.spec.rollout.strategy == "Pilot" else None
+    return rollout.model_copy(
+        update={"current": current, "candidate": None, "phase": "Stable", "traffic_percent": 0}
+    )
 
 
 Stored = TypeVar("Stored", bound=BaseModel)
@@ -1494,13 +1497,14 @@ def _pilot(
         return None
     owner = owner_of(body)
     current = rollout.current if rollout else Generation(workload=owner.name, plan_key=running_key)
-    live_current = _workload_of(snap, current.workload)
-    if live_current is None:
-        return None
-    current_kind, current_status = live_current
     in_pilot = rollout is not None and rollout.candidate is not None
-    if current_status.ready_replicas == 0 and not in_pilot:
+    if not in_pilot and not status.get("readyReplicas"):
         return None  # nothing serves: nothing to protect
+    # Status says what serves; the watch may not have shown its workload yet (a restart).
+    current_kind, current_status = _workload_of(snap, current.workload) or (
+        "Deployment",
+        WorkloadStatus(True, ready_replicas=int(status.get("readyReplicas") or 0)),
+    )
     generation = int(body["metadata"].get("generation") or 0)
     previous = status.get("conditions") or []
     rollout = rollout or RolloutStatus(current=current)
