@@ -662,15 +662,17 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError as SettingsError
+    from pydantic_settings import SettingsError
 
     from llmdeploy.controller.run import NoClusterError, run_operator
     from llmdeploy.controller.settings import OperatorSettings
 
     try:
         settings = OperatorSettings()
-    except SettingsError as exc:
+    except ValidationError as exc:
         raise InputError(format_validation_error(exc, "settings")) from None
+    except SettingsError as exc:  # a JSON setting that does not parse; names the field
+        raise InputError(f"settings: {exc}") from None
     try:
         run_operator(settings)
     except NoClusterError as exc:
