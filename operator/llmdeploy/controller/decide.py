@@ -51,6 +51,7 @@ from llmdeploy.cluster.objects import (
     WorkloadStatus,
     prepared,
 )
+from llmdeploy.controller.routing import routable
 from llmdeploy.measure.calibration import SMOOTHING, calibrated, latency_calibration
 from llmdeploy.measure.observed import Verdict, observe, plan_drift, slo_met
 from llmdeploy.measure.queries import MeasurementQueries, measurement_queries, window_seconds
@@ -175,6 +176,7 @@ class Snapshot:
     metrics: MetricsReading | None = None
     gpus_in_use: tuple[dict[str, int], int] | None = None  # (GPUs by node, the owner's pods)
     measured: Readings | None = None  # the measurement's readings, taken at `now`
+    endpoint_picker: bool | None = None  # whether spec.routing's picker Service exists
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +209,11 @@ def owner_of(body: Mapping[str, Any]) -> Owner:
 
 def plan_key(resource: LLMDeployment, excluded: Sequence[str]) -> str:
     # Not replicas (the autoscaler's), nor planning: how measurements feed the next plan does
-    # not make one (and an operator upgrade that added the field re-plans nothing).
-    spec = resource.spec.model_dump(mode="json", by_alias=True, exclude={"replicas", "planning"})
+    # not make one (and an operator upgrade that added the field re-plans nothing), nor
+    # routing, which changes rendered objects only.
+    spec = resource.spec.model_dump(
+        mode="json", by_alias=True, exclude={"replicas", "planning", "routing"}
+    )
     canonical = json.dumps({"spec": spec, "excluded": sorted(excluded)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -701,6 +706,13 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
         )
         if recommended is not None:
             events.append(recommended)
+        unapplied = {(c["kind"], c["metadata"]["name"]) for c in apply}
+        routed = routable(resource, owner.namespace, snap.children, unapplied, snap.endpoint_picker)
+        if routed is not None:
+            extra.append(_condition_of("Routable", routed, generation))
+            event = _transition_event("Routable", routed, previous)
+            if event is not None:
+                events.append(event)
         if due_in is not None:
             requeue = due_in if requeue is None else min(requeue, due_in)
     scale_to = None
@@ -939,7 +951,7 @@ def _autoscale(
 
 
 # The status of a measured condition whose transition to it is a Warning event.
-WARN_ON = {"SLOMet": "False", "PlanDrift": "True"}
+WARN_ON = {"SLOMet": "False", "PlanDrift": "True", "Routable": "False"}
 
 
 def _measurement(
