@@ -14,6 +14,7 @@ from llmdeploy.api.types import LLMDeploymentSpec, format_validation_error
 from llmdeploy.catalog import Catalog
 from llmdeploy.cluster.objects import LiveChild, route_parents_of
 from llmdeploy.controller.decide import decide, plan_key
+from llmdeploy.controller.index import Index
 from llmdeploy.render import RenderError, render_manifests
 from llmdeploy.render.manifests import ENGINE_PORT
 from tests.unit.conftest import body
@@ -305,3 +306,25 @@ def test_a_pool_without_a_route_is_routable_once_applied_with_its_picker(
 def test_no_routing_no_routable(catalog: Catalog) -> None:
     snap, _ = settled(catalog, body())
     assert "Routable" not in conditions(decide(snap, config(catalog)))
+
+
+def test_a_picker_service_event_finds_the_objects_that_name_it() -> None:
+    index = Index()
+    for name, service in (("a", "my-epp"), ("b", "other-epp"), ("c", None)):
+        spec: dict[str, Any] = {"model": {"name": "m"}}
+        if service is not None:
+            spec["routing"] = {"inferencePool": {"endpointPicker": {"service": service}}}
+        index.object_seen(
+            {"metadata": {"namespace": "ns", "name": name, "uid": name}, "spec": spec}
+        )
+    index.object_seen(
+        {
+            "metadata": {"namespace": "elsewhere", "name": "d", "uid": "d"},
+            "spec": spec_with(inferencePool=POOL),
+        }
+    )
+    assert index.picker_users("ns", "my-epp") == [("ns", "a")]
+    assert index.picker_users("ns", "nobody") == []
+    assert index.picker_users("elsewhere", "my-epp") == [("elsewhere", "d")]
+    index.object_seen({"metadata": {"namespace": "ns", "name": "e", "uid": "e"}, "spec": "garbled"})
+    assert index.picker_users("ns", "my-epp") == [("ns", "a")]

@@ -51,13 +51,14 @@ def routable(
     wanted: list[ChildKey] = [("InferencePool", name)]
     if routing.http_route is not None:
         wanted.append(("HTTPRoute", name))
-    pending = [f"{kind}/{child}" for kind, child in wanted if (kind, child) not in children]
-    pending += [f"{kind}/{child}" for kind, child in wanted if (kind, child) in unapplied]
+    pending = sorted(
+        f"{kind}/{child}"
+        for kind, child in wanted
+        if (kind, child) not in children or (kind, child) in unapplied
+    )
     if pending:
         return Verdict(
-            status="Unknown",
-            reason="Applying",
-            message=f"{', '.join(sorted(set(pending)))} not applied yet",
+            status="Unknown", reason="Applying", message=f"{', '.join(pending)} not applied yet"
         )
     if picker_found is None:
         return Verdict(
