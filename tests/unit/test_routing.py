@@ -15,10 +15,13 @@ from llmdeploy.catalog import Catalog
 from llmdeploy.cluster.objects import LiveChild, route_parents_of
 from llmdeploy.controller.decide import decide, plan_key
 from llmdeploy.controller.index import Index
+from llmdeploy.controller.reconciler import Reconciler
+from llmdeploy.controller.settings import OperatorSettings
 from llmdeploy.render import RenderError, render_manifests
 from llmdeploy.render.manifests import ENGINE_PORT
 from tests.unit.conftest import body
 from tests.unit.test_decide import LOCK, conditions, config, resource, settled
+from tests.unit.test_reconciler import Cluster as FakeCluster
 from tests.unit.test_render import example, pod_templates, render, resource_from
 
 POOL = {"endpointPicker": {"service": "my-epp", "port": 9002}}
@@ -328,3 +331,33 @@ def test_a_picker_service_event_finds_the_objects_that_name_it() -> None:
     assert index.picker_users("elsewhere", "my-epp") == [("elsewhere", "d")]
     index.object_seen({"metadata": {"namespace": "ns", "name": "e", "uid": "e"}, "spec": "garbled"})
     assert index.picker_users("ns", "my-epp") == [("ns", "a")]
+
+
+def test_the_reconcile_learns_of_the_picker_from_the_names_map_or_asks(
+    catalog: Catalog,
+) -> None:
+    cluster = FakeCluster()
+    cluster.body = body(routing={"inferencePool": POOL})
+    settings = OperatorSettings(standalone=True, workers=1, status_interval_seconds=3600)
+    made = Reconciler(settings, catalog, LOCK, cluster)  # type: ignore[arg-type]
+    made.object_event("ADDED", cluster.body)
+    # Before any relist the names map cannot answer: the API server is asked.
+    assert made._reconcile_one(("ns", "m"))[0] == "success"
+    assert ("Service", "my-epp") in cluster.asked
+    routable = {c["type"]: c for c in cluster.body["status"]["conditions"]}["Routable"]
+    assert routable["reason"] == "EndpointPickerNotFound"
+    # Once relisted, the map answers; the picker's Service appearing queues the object.
+    made.names.relisted({}, made.names.mark())
+    while made.queue.get(timeout_s=0) is not None:
+        made.queue.done(("ns", "m"))
+    service = {"metadata": {"namespace": "ns", "name": "my-epp", "uid": "s1"}}
+    made.child_event("Service", "ADDED", service)
+    assert made.queue.get(timeout_s=0) is not None
+    made.queue.done(("ns", "m"))
+    cluster.asked.clear()
+    made.object_event("MODIFIED", cluster.body)
+    assert made._reconcile_one(("ns", "m"))[0] == "success"
+    assert ("Service", "my-epp") not in cluster.asked
+    routable = {c["type"]: c for c in cluster.body["status"]["conditions"]}["Routable"]
+    # The first reconcile applied the pool (its answer is in the index): routable now.
+    assert (routable["status"], routable["reason"]) == ("True", "Routable")
