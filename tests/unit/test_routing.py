@@ -304,6 +304,10 @@ def test_a_pool_without_a_route_is_routable_once_applied_with_its_picker(
     applying, outcome = routable_after(catalog, picker=True, route=False, children=children)
     assert (applying.status, applying.reason) == ("Unknown", "Applying")
     assert [o["kind"] for o in outcome.apply] == ["InferencePool"]
+    refused = "InferencePool (inference.networking.k8s.io/v1) is not served by this cluster"
+    failed, _ = routable_after(catalog, picker=True, route=False, children=children, error=refused)
+    assert (failed.status, failed.reason) == ("False", "ApplyFailed")
+    assert failed.message == f"InferencePool/m not applied: {refused}"
 
 
 def test_no_routing_no_routable(catalog: Catalog) -> None:

@@ -707,7 +707,9 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
         if recommended is not None:
             events.append(recommended)
         unapplied = {(c["kind"], c["metadata"]["name"]) for c in apply}
-        routed = routable(resource, owner.namespace, snap.children, unapplied, snap.endpoint_picker)
+        routed = routable(
+            resource, owner.namespace, snap.children, unapplied, snap.endpoint_picker, snap.error
+        )
         if routed is not None:
             extra.append(_condition_of("Routable", routed, generation))
             event = _transition_event("Routable", routed, previous)

@@ -33,9 +33,11 @@ def routable(
     children: Mapping[ChildKey, LiveChild],
     unapplied: Collection[ChildKey],
     picker_found: bool | None,
+    error: str | None = None,
 ) -> Verdict | None:
     """The Routable verdict. `unapplied`: the children this reconcile (re)applies, which are
-    not yet as rendered; `picker_found`: whether the picker's Service exists (None: unknown)."""
+    not yet as rendered; `picker_found`: whether the picker's Service exists (None: unknown);
+    `error`: why the last apply failed, if it did."""
     routing = resource.spec.routing
     if routing is None or routing.inference_pool is None:
         return None
@@ -56,6 +58,12 @@ def routable(
         for kind, child in wanted
         if (kind, child) not in children or (kind, child) in unapplied
     )
+    if pending and error:  # e.g. the cluster does not serve the InferencePool CRD
+        return Verdict(
+            status="False",
+            reason="ApplyFailed",
+            message=f"{', '.join(pending)} not applied: {error}",
+        )
     if pending:
         return Verdict(
             status="Unknown", reason="Applying", message=f"{', '.join(pending)} not applied yet"
