@@ -694,6 +694,89 @@ class RolloutSpec(SpecModel):
     pilot: PilotSpec = Field(default_factory=PilotSpec, description="The pilot's settings.")
 
 
+# An RFC 1123 subdomain, as Gateway API names its objects' sectionName (and as a Gateway's
+# name must be to exist at all).
+SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# HTTPRoute hostnames (Gateway API v1's pattern): a DNS name, or one with a leading wildcard.
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A PathPrefix value: absolute, of URL path characters without percent-encoding, no empty or
+# all-dot segment (the HTTPRoute CRD's CEL rules refuse `//`, `/./`, `/../`, `%2f` and `#`).
+_PATH_CHARS = "A-Za-z0-9_~!$&'()*+,;=:@-"
+_SEGMENT = rf"[.{_PATH_CHARS}]*[{_PATH_CHARS}][.{_PATH_CHARS}]*"  # not all dots
+PATH_PREFIX_PATTERN = rf"^/({_SEGMENT}(/{_SEGMENT})*/?)?$"
+HTTP_ROUTE_NEEDS_POOL = "httpRoute needs inferencePool: the route's backend is the pool"
+
+
+class EndpointPickerSpec(SpecModel):
+    service: str = Field(
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Name of the endpoint picker's (EPP) Service in this namespace.",
+    )
+    port: int = Field(ge=1, le=65535, description="The picker's gRPC (ext-proc) port.")
+    failure_mode: Literal["FailOpen", "FailClose"] | None = Field(
+        default=None,
+        description="What the gateway does when the picker does not answer: FailOpen sends "
+        "the request to any endpoint of the pool; FailClose (the InferencePool's default) "
+        "refuses it.",
+    )
+
+
+class InferencePoolSpec(SpecModel):
+    endpoint_picker: EndpointPickerSpec = Field(
+        description="The endpoint picker that chooses an engine pod for each request."
+    )
+
+
+class GatewayRefSpec(SpecModel):
+    name: str = Field(max_length=253, pattern=SUBDOMAIN_PATTERN, description="Gateway name.")
+    namespace: NamespaceName | None = Field(
+        default=None, description="The Gateway's namespace; default: this object's."
+    )
+    section_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=SUBDOMAIN_PATTERN,
+        description="One listener of the Gateway; default: every listener that admits it.",
+    )
+
+
+class HTTPRouteSpec(SpecModel):
+    gateway: GatewayRefSpec = Field(description="The Gateway the route attaches to.")
+    hostnames: list[Annotated[str, StringConstraints(max_length=253, pattern=HOSTNAME_PATTERN)]] = (
+        Field(
+            default_factory=list,
+            max_length=16,
+            description="Host names the route answers; empty: every host the listener does.",
+        )
+    )
+    path_prefix: str = Field(
+        default="/",
+        max_length=1024,
+        pattern=PATH_PREFIX_PATTERN,
+        description="Requests whose path begins with this go to the InferencePool.",
+    )
+
+
+class RoutingSpec(SpecModel):
+    inference_pool: InferencePoolSpec | None = Field(
+        default=None,
+        description="Render an InferencePool (inference.networking.k8s.io/v1) of the engine "
+        "pods (the leaders of a multi-node replica) behind the given endpoint picker.",
+    )
+    http_route: HTTPRouteSpec | None = Field(
+        default=None,
+        description="Render an HTTPRoute (gateway.networking.k8s.io/v1) that sends a Gateway's "
+        "traffic to the InferencePool; needs inferencePool.",
+    )
+
+    @model_validator(mode="after")
+    def _route_needs_pool(self) -> RoutingSpec:
+        if self.http_route is not None and self.inference_pool is None:
+            raise ValueError(HTTP_ROUTE_NEEDS_POOL)
+        return self
+
+
 class LLMDeploymentSpec(SpecModel):
     model: ModelSpec = Field(description="The model to serve.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine settings.")
@@ -729,6 +812,10 @@ class LLMDeploymentSpec(SpecModel):
     )
     rollout: RolloutSpec = Field(
         default_factory=RolloutSpec, description="How a new plan replaces the running one."
+    )
+    routing: RoutingSpec | None = Field(
+        default=None,
+        description="Traffic entry through the Gateway API Inference Extension (docs/routing.md).",
     )
 
     def metrics_readers(self) -> list[str]:

@@ -65,6 +65,7 @@ from llmdeploy.controller.rollout import (
     step,
     traffic_share,
 )
+from llmdeploy.controller.routing import routable
 from llmdeploy.measure.calibration import SMOOTHING, calibrated, latency_calibration
 from llmdeploy.measure.observed import Verdict, observe, plan_drift, slo_met
 from llmdeploy.measure.queries import MeasurementQueries, measurement_queries, window_seconds
@@ -205,6 +206,7 @@ class Snapshot:
     measured: Readings | None = None  # the measurement's readings, taken at `now`
     crash: str | None = None  # Needs.crashes_of's answer: how a pod crashes, "" for none
     generations_measured: Mapping[str, Readings] | None = None  # by generation, at `now`
+    endpoint_picker: bool | None = None  # whether spec.routing's picker Service exists
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +238,11 @@ def owner_of(body: Mapping[str, Any]) -> Owner:
 
 
 def plan_key(resource: LLMDeployment, excluded: Sequence[str]) -> str:
-    # Not replicas (the autoscaler's), nor planning or rollout: how measurements feed the next
-    # plan and how it goes out do not make one (and an operator upgrade that added either
-    # field re-plans nothing).
+    # Not replicas (the autoscaler's), nor planning, rollout or routing: how measurements feed
+    # the next plan, how it goes out and how traffic reaches it do not make one (and an
+    # operator upgrade that added such a field re-plans nothing).
     spec = resource.spec.model_dump(
-        mode="json", by_alias=True, exclude={"replicas", "planning", "rollout"}
+        mode="json", by_alias=True, exclude={"replicas", "planning", "rollout", "routing"}
     )
     canonical = json.dumps({"spec": spec, "excluded": sorted(excluded)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -781,6 +783,15 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
         )
         if recommended is not None:
             events.append(recommended)
+        unapplied = {(c["kind"], c["metadata"]["name"]) for c in apply}
+        routed = routable(
+            resource, owner.namespace, snap.children, unapplied, snap.endpoint_picker, snap.error
+        )
+        if routed is not None:
+            extra.append(_condition_of("Routable", routed, generation))
+            event = _transition_event("Routable", routed, previous)
+            if event is not None:
+                events.append(event)
         if due_in is not None:
             requeue = due_in if requeue is None else min(requeue, due_in)
     scale_to = None
@@ -1020,7 +1031,7 @@ def _autoscale(
 
 
 # The status of a measured condition whose transition to it is a Warning event.
-WARN_ON = {"SLOMet": "False", "PlanDrift": "True"}
+WARN_ON = {"SLOMet": "False", "PlanDrift": "True", "Routable": "False"}
 
 
 def _measurement(
