@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from kubernetes import client
 
@@ -25,12 +26,22 @@ __all__ = ["served"]  # the fixture, shared with test_measure
 REPLICAS = 2
 
 
-def deploy(kubeconfig: Path, namespace: str, **pilot: Any) -> None:
+ROUTING = {
+    "inferencePool": {"endpointPicker": {"service": "picker", "port": 9002}},
+    "httpRoute": {"gateway": {"name": "inference-gateway"}},
+}
+POOLS = ("inference.networking.k8s.io", "v1", "inferencepools")
+ROUTES = ("gateway.networking.k8s.io", "v1", "httproutes")
+
+
+def deploy(kubeconfig: Path, namespace: str, routing: bool = False, **pilot: Any) -> None:
     body = yaml.safe_load((REPO_ROOT / "examples" / "llama-3.1-8b-l4.yaml").read_text())
     body["metadata"]["name"] = NAME
     body["spec"]["placement"] = {"gpu": "nvidia-l4", "tolerations": [KWOK_TOLERATION]}
     body["spec"]["replicas"] = REPLICAS
     body["spec"]["rollout"] = {"strategy": "Pilot", "pilot": {"duration": "20s", **pilot}}
+    if routing:
+        body["spec"]["routing"] = ROUTING
     result = kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(body))
     assert result.returncode == 0, result.stderr
 
@@ -90,6 +101,27 @@ def candidate_engine(
         sim.close()
 
 
+def weights(api: client.ApiClient, namespace: str) -> list[tuple[str, int]]:
+    route = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        *ROUTES[:2], namespace, ROUTES[2], NAME
+    )
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    return [(r["name"], r["weight"]) for r in refs]
+
+
+def pool_selectors(api: client.ApiClient, namespace: str) -> dict[str, dict[str, str]]:
+    listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        *POOLS[:2], namespace, POOLS[2]
+    )
+    return {p["metadata"]["name"]: p["spec"]["selector"]["matchLabels"] for p in listed["items"]}
+
+
+def selected(api: client.ApiClient, namespace: str, labels: dict[str, str]) -> set[str]:
+    chosen = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=chosen)
+    return {p.metadata.name for p in pods.items}
+
+
 def rollout(api: client.ApiClient, namespace: str) -> dict[str, Any]:
     return status(api, namespace).get("rollout") or {}
 
@@ -100,6 +132,7 @@ def candidate_started(api: client.ApiClient, namespace: str) -> dict[str, Any]:
     )
 
 
+@pytest.mark.usefixtures("third_party_crds")
 def test_a_good_candidate_is_piloted_survives_a_restart_and_is_promoted(
     kubeconfig_path: Path,
     kube_api: client.ApiClient,
@@ -109,13 +142,14 @@ def test_a_good_candidate_is_piloted_survives_a_restart_and_is_promoted(
 ) -> None:
     traffic, prometheus = served
     traffic.ttft_s = FAST_TTFT_S
-    deploy(kubeconfig_path, namespace)
+    deploy(kubeconfig_path, namespace, routing=True)
     wait_until(
         lambda: condition(kube_api, namespace, "Ready").get("status") == "True",
         what="Ready",
         timeout=90,
     )
     assert rollout(kube_api, namespace)["current"]["workload"] == NAME
+    assert weights(kube_api, namespace) == [(NAME, 100)]
 
     move_to(kubeconfig_path, namespace, "nvidia-l40s")
     candidate = candidate_started(kube_api, namespace)
@@ -135,6 +169,20 @@ def test_a_good_candidate_is_piloted_survives_a_restart_and_is_promoted(
         namespace, label_selector=f"llmdeploy.io/generation={generation}"
     )
     assert {p.metadata.labels["llmdeploy.io/deployment"] for p in pods.items} == {NAME}
+    # The route gives the candidate's own pool its share; the shared pool holds every
+    # generation's pods, the candidate's exactly the candidate's.
+    wait_until(
+        lambda: weights(kube_api, namespace) == [(NAME, 90), (workload, 10)],
+        what="the route's pilot weights",
+        timeout=30,
+    )
+    pools = pool_selectors(kube_api, namespace)
+    candidate_pods = {p.metadata.name for p in pods.items}
+    assert selected(kube_api, namespace, pools[workload]) == candidate_pods
+    every = selected(kube_api, namespace, {"llmdeploy.io/deployment": NAME})
+    assert selected(kube_api, namespace, pools[NAME]) == every and len(every) == REPLICAS + 1
+    shared_by_replicas = 1 / (REPLICAS + 1)
+    assert rollout(kube_api, namespace)["trafficPercent"] == round(10 + 90 * shared_by_replicas)
 
     # The faster SKU serves more per replica: a lower cost per token than the L4s, SLO met.
     with candidate_engine(prometheus, namespace, generation, FAST_TTFT_S, per_second=6):
@@ -176,6 +224,15 @@ def test_a_good_candidate_is_piloted_survives_a_restart_and_is_promoted(
     )
     reasons = {e.reason for e in events(kube_api, namespace, "Promoted")}
     assert reasons == {"Promoted"}
+    # All traffic back through the shared pool, which now holds the new generation only.
+    wait_until(
+        lambda: (
+            weights(kube_api, namespace) == [(NAME, 100)]
+            and set(pool_selectors(kube_api, namespace)) == {NAME}
+        ),
+        what="the route and pools after the promotion",
+        timeout=30,
+    )
 
 
 def test_a_slow_candidate_is_rolled_back_and_not_retried_unchanged(

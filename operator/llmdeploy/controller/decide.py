@@ -107,6 +107,8 @@ MEASURE_WINDOW_S = window_seconds(MEASURE_WINDOW)
 # A pilot's first measurement covers at least this much serving (or a whole window).
 PILOT_MIN_WINDOW_S = 60
 MAX_FAILED_PLANS = 10  # rolled-back plans remembered in status.rollout.failed
+# The kinds a pilot's generation has of its own; everything else is shared by the generations.
+GENERATION_KINDS = WORKLOAD_KINDS | {"ConfigMap", "InferencePool"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -1373,14 +1375,13 @@ def _changed(
 def _other_generations(
     snap: Snapshot, owner: Owner, keep: Sequence[str]
 ) -> list[tuple[ChildKey, str]]:
-    """This object's workloads and engine-options ConfigMaps of generations not in `keep`."""
-    names = {n for w in keep for n in (w, f"{w}-engine-options")}
+    """This object's workloads, engine-options ConfigMaps and InferencePools of generations not
+    in `keep` (the shared pool, named after the object, stays)."""
+    names = {owner.name, *(n for w in keep for n in (w, f"{w}-engine-options"))}
     return sorted(
         (key, live.uid)
         for key, live in snap.children.items()
-        if (key[0] in WORKLOAD_KINDS or key[0] == "ConfigMap")
-        and key[1] not in names
-        and live.owner_uid == owner.uid
+        if key[0] in GENERATION_KINDS and key[1] not in names and live.owner_uid == owner.uid
     )
 
 
@@ -1522,7 +1523,8 @@ def _pilot(
     pilot_spec = resource.spec.rollout.pilot
     replicas = desired_replicas(resource, running)
     events: list[Event] = list(expired)
-    weighted = False  # HTTPRoute weights: with spec.routing.httpRoute (issue 17, routing)
+    routing = resource.spec.routing
+    weighted = routing is not None and routing.http_route is not None
 
     def outcome(
         rolled: RolloutStatus,
@@ -1645,6 +1647,28 @@ def _pilot(
     except (SpecError, RenderError):
         return None  # the in-place path says what is invalid
     objects = [o for o in rendered if o["kind"] in WORKLOAD_KINDS or o["kind"] == "ConfigMap"]
+
+    def routed(percent: int, pilot: Candidate) -> list[dict[str, Any]]:
+        """With spec.routing.httpRoute: the candidate's own InferencePool and the route that
+        gives it `percent` of the requests (0: the route back to the shared pool alone)."""
+        if not weighted:
+            return []
+        backends = [(owner.name, 100 - percent), (pilot.workload, percent)]
+        pooled = render_manifests(
+            resource,
+            candidate_plan,
+            config.catalog,
+            config.lock,
+            drivers,
+            host_access=config.host_access,
+            prometheus=config.prometheus,
+            generation=pilot.generation,
+            route_backends=backends if percent else None,
+            generation_pool=bool(percent),
+        )
+        wanted = ("InferencePool", "HTTPRoute") if percent else ("HTTPRoute",)
+        return [o for o in pooled if o["kind"] in wanted]
+
     kind = next(o["kind"] for o in objects if o["kind"] in WORKLOAD_KINDS)
     live = snap.children.get((kind, candidate.workload))
     workload = (live and live.workload) or WorkloadStatus(False)
@@ -1692,6 +1716,7 @@ def _pilot(
         return outcome(
             rolled,
             [_condition("Degraded", True, "PilotRolledBack", why, generation)],
+            apply=_changed(routed(0, candidate), snap, owner),
             prune=_other_generations(snap, owner, [current.workload]),
         )
     if next_step.verdict == "switch":
@@ -1722,12 +1747,8 @@ def _pilot(
             obj["spec"]["replicas"] = candidate.replicas
     if next_step.verdict == "promote":
         events.append(Event("PilotPromoting", next_step.message))
-    share = traffic_share(
-        pilot_spec.traffic_percent if next_step.phase == "Piloting" else PROMOTING_PERCENT,
-        replicas,
-        candidate.replicas,
-        weighted,
-    )
+    percent = pilot_spec.traffic_percent if next_step.phase == "Piloting" else PROMOTING_PERCENT
+    share = traffic_share(percent, replicas, candidate.replicas, weighted)
     piloting = rollout.model_copy(
         update={
             "phase": next_step.phase, "candidate": candidate, "traffic_percent": share,
@@ -1744,7 +1765,7 @@ def _pilot(
     return outcome(
         piloting,
         [_condition("Progressing", True, f"Pilot{next_step.phase}", message, generation)],
-        apply=_changed(objects, snap, owner),
+        apply=_changed([*objects, *routed(percent, candidate)], snap, owner),
         prune=_other_generations(snap, owner, [current.workload, candidate.workload]),
         requeue=requeue,
     )

@@ -37,13 +37,15 @@ def pilot_replicas(current_replicas: int, percent: int) -> int:
 
 
 def traffic_share(percent: int, current: int, candidate: int, weighted: bool) -> int:
-    """The candidate's share of requests, in percent: the route's weight when a Gateway splits
-    by weight, else its share of the replicas behind the shared Service (an approximation: the
-    Service balances connections, not load)."""
-    if weighted:
-        return percent
+    """The candidate's share of requests, in percent, as far as llmdeploy can tell: its share
+    of the replicas behind the shared Service and InferencePool (an approximation: they
+    balance connections or load, not replica counts); with an HTTPRoute, its own pool's
+    weight plus that share of the rest, which the shared pool still sends it."""
     total = current + candidate
-    return round(100 * candidate / total) if total else 0
+    by_replicas = candidate / total if total else 0.0
+    if weighted:
+        return round(percent + (100 - percent) * by_replicas)
+    return round(100 * by_replicas)
 
 
 @dataclass(frozen=True, slots=True)

@@ -423,13 +423,15 @@ def render_manifests(
     prometheus: Mapping[str, PrometheusTarget] | None = None,
     generation: str = "",
     route_backends: Sequence[tuple[str, int]] | None = None,
+    generation_pool: bool = False,
 ) -> list[dict[str, Any]]:
     """The objects that run the plan, in apply order. `host_access` and `prometheus` (the
     endpoints an object may name for KEDA) come from the operator's settings, or the CLI's
     flags: what may reach beyond the namespace. `generation`: the workload's id when it is not
     the first one (workload_name). `route_backends`: the HTTPRoute's backends as
     (InferencePool name, weight), in this order; default: this object's own pool, [(name,
-    100)]. A pilot passes two generations' pools and their shares."""
+    100)]. A pilot passes two generations' pools and their shares, and `generation_pool`:
+    the InferencePool is the candidate's own (named and selected by its generation)."""
     if not plan.feasible or plan.gpu is None:
         raise RenderError("the plan is not feasible: " + "; ".join(plan.reasons))
     name = resource.metadata.name
@@ -598,7 +600,11 @@ def render_manifests(
         # The pool holds the pods that answer requests: a multi-node replica's leader only.
         pool_selector = {**selector, ROLE_LABEL: "leader"} if multi_node else selector
         values.update(_routing_values(spec.routing, name, pool_selector, route_backends))
-        objects.append(_render_template("inferencepool.yaml.j2", values))
+        pool = _render_template("inferencepool.yaml.j2", values)
+        if generation_pool:  # a pilot's candidate: its own pods, by the route's weight
+            pool["metadata"]["name"] = workload
+            pool["spec"]["selector"]["matchLabels"][GENERATION_LABEL] = generation
+        objects.append(pool)
         if values["route"] is not None:
             objects.append(_render_template("httproute.yaml.j2", values))
     return objects
