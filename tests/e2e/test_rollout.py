@@ -1,8 +1,10 @@
 """Pilot rollouts on the local control plane, measured through a real Prometheus: each
 generation of engines is a simulated vLLM endpoint of its own, scraped with the labels a
 PodMonitor copies from its pods (llmdeploy_io_generation for the candidate). A good candidate
-on another SKU is piloted, survives a SIGKILL of the operator, and is promoted with the
-serving replicas never below the spec's; a slow one is rolled back and not retried."""
+on another SKU is piloted behind an HTTPRoute's weights, survives a SIGKILL of the operator,
+and is promoted with the serving replicas never below the spec's; a slow one is rolled back
+and not retried. Without Prometheus: a crash-looping candidate is rolled back, and one promoted
+by the override annotation leaves an object that writes nothing once settled."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .e2e_support import KWOK_TOLERATION, wait_until
 from .operator_harness import REPO_ROOT, Operator, kubectl
 from .prometheus_harness import Prometheus, VllmMetricsSim
 from .test_measure import FAST_TTFT_S, NAME, SLOW_TTFT_S, Traffic, condition, events, served, status
+from .testenv_control import WRITE_VERBS, AuditLog
 
 __all__ = ["served"]  # the fixture, shared with test_measure
 REPLICAS = 2
@@ -282,3 +285,133 @@ def test_a_slow_candidate_is_rolled_back_and_not_retried_unchanged(
     assert len(events(kube_api, namespace, "PilotStarted")) == 1
     assert status(kube_api, namespace)["gpu"] == "nvidia-l4"
     assert ready_replicas(kube_api, namespace)[NAME] == REPLICAS
+
+
+# Without Prometheus: the override, the steady state, and a candidate that crashes.
+
+
+def crash(api: client.ApiClient, namespace: str, pod: str) -> None:
+    """What the kubelet reports of an engine that exits when it cannot allocate its KV cache,
+    restarted with a back-off (the simulated nodes run no containers)."""
+    status = {
+        "status": {
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [
+                {
+                    "name": "engine",
+                    "image": "engine",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {
+                        "terminated": {
+                            "reason": "Error",
+                            "exitCode": 1,
+                            "startedAt": "2026-12-05T00:00:00Z",
+                            "finishedAt": "2026-12-05T00:00:01Z",
+                        }
+                    },
+                }
+            ],
+        }
+    }
+    client.CoreV1Api(api).patch_namespaced_pod_status(pod, namespace, status)
+
+
+def piloting(kubeconfig: Path, api: client.ApiClient, namespace: str) -> tuple[str, str, set[str]]:
+    """A Pilot object serving, then moved to another SKU: the candidate's generation, workload
+    and pods, once its replica is ready."""
+    deploy(kubeconfig, namespace, duration="10m")
+    wait_until(
+        lambda: condition(api, namespace, "Ready").get("status") == "True",
+        what="Ready",
+        timeout=90,
+    )
+    move_to(kubeconfig, namespace, "nvidia-l40s")
+    candidate = candidate_started(api, namespace)
+    wait_until(
+        lambda: ready_replicas(api, namespace).get(candidate["workload"]) == 1,
+        what="the candidate's replica ready",
+        timeout=60,
+    )
+    generation = candidate["generation"]
+    pods = selected(api, namespace, {"llmdeploy.io/generation": generation})
+    return generation, candidate["workload"], pods
+
+
+def test_a_crash_looping_candidate_is_rolled_back(
+    kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    _, workload, pods = piloting(kubeconfig_path, kube_api, namespace)
+    [pod] = pods
+    crash(kube_api, namespace, pod)
+    degraded = wait_until(
+        lambda: (
+            (c := condition(kube_api, namespace, "Degraded")).get("reason") == "PilotRolledBack"
+            and c
+        ),
+        what="the crash-looping candidate rolled back",
+        timeout=60,
+    )
+    assert "CrashLoop" in degraded["message"] and f"pod {pod}" in degraded["message"]
+    assert "restarted 3 times (Error, exit code 1)" in degraded["message"]
+    wait_until(
+        lambda: workload not in ready_replicas(kube_api, namespace),
+        what="the candidate removed",
+        timeout=60,
+    )
+    assert ready_replicas(kube_api, namespace) == {NAME: REPLICAS}
+    assert [f["reason"] for f in rollout(kube_api, namespace)["failed"]] == ["CrashLoop"]
+
+
+def test_a_promote_override_switches_and_a_settled_pilot_object_writes_nothing(
+    kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    generation, workload, _ = piloting(kubeconfig_path, kube_api, namespace)
+    # Nothing measured (no Prometheus): the gates wait, and the override decides.
+    assert rollout(kube_api, namespace)["phase"] == "Piloting"
+    stale = kubectl(
+        kubeconfig_path, "-n", namespace, "annotate", "llmdeployment", NAME,
+        "llmdeploy.io/pilot=promote/00000000",
+    )  # fmt: skip
+    assert stale.returncode == 0, stale.stderr
+    time.sleep(3)  # an override naming another generation is ignored
+    assert rollout(kube_api, namespace)["phase"] == "Piloting"
+    promote = kubectl(
+        kubeconfig_path, "-n", namespace, "annotate", "--overwrite", "llmdeployment", NAME,
+        f"llmdeploy.io/pilot=promote/{generation}",
+    )  # fmt: skip
+    assert promote.returncode == 0, promote.stderr
+    wait_until(
+        lambda: ready_replicas(kube_api, namespace) == {workload: REPLICAS},
+        what="the candidate promoted and the old generation removed",
+        timeout=90,
+    )
+    wait_until(
+        lambda: condition(kube_api, namespace, "Ready").get("status") == "True",
+        what="Ready on the new generation",
+        timeout=60,
+    )
+    assert rollout(kube_api, namespace)["current"]["workload"] == workload
+
+    def versions() -> tuple[str, ...]:
+        obj = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+            "llmdeploy.io", "v1alpha1", namespace, "llmdeployments", NAME
+        )
+        deployment = client.AppsV1Api(kube_api).read_namespaced_deployment(workload, namespace)
+        return obj["metadata"]["resourceVersion"], deployment.metadata.resource_version
+
+    def settled() -> tuple[str, ...] | None:
+        first, start = versions(), operator.reconciles()
+        wait_until(lambda: operator.reconciles() >= start + 2, what="two reconciles", timeout=30)
+        return first if versions() == first else None
+
+    before = wait_until(settled, what="the last writes landed", timeout=60)
+    audit = AuditLog()
+    audit.mark()
+    start = operator.reconciles()
+    wait_until(lambda: operator.reconciles() >= start + 4, what="four more resyncs", timeout=60)
+    assert versions() == before
+    writes = [r for r in audit.requests() if r.namespace == namespace and r.verb in WRITE_VERBS]
+    assert writes == []
