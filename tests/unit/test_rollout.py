@@ -9,7 +9,7 @@ from typing import Any
 from llmdeploy.api.status import Candidate, Generation, GenerationMeasurement, RolloutStatus
 from llmdeploy.api.types import PilotSpec
 from llmdeploy.catalog import Catalog
-from llmdeploy.cluster.objects import LiveChild, WorkloadStatus, crash_of
+from llmdeploy.cluster.objects import LiveChild, PendingPod, WorkloadStatus, crash_of
 from llmdeploy.controller.decide import Outcome, Snapshot, decide
 from llmdeploy.controller.rollout import (
     CandidateHealth,
@@ -165,13 +165,20 @@ PILOT = {"replicas": 4, "rollout": {"strategy": "Pilot", "pilot": {"duration": "
 
 
 def answered(
-    snap: Snapshot, cfg: Any, crash: str = "", measured: Readings | None = None
+    snap: Snapshot,
+    cfg: Any,
+    crash: str = "",
+    measured: Readings | None = None,
+    pending: tuple[PendingPod, ...] = (),
 ) -> Outcome:
-    """decide, with its needs answered: no crash, and `measured` for every generation."""
+    """decide, with its needs answered: no crash, `pending` pods waiting for GPUs, and
+    `measured` for every generation."""
     outcome = decide(snap, cfg)
-    for _ in range(3):
+    for _ in range(4):
         if not outcome.needs:
             return outcome
+        if outcome.needs.pending_pods:
+            snap = replace(snap, pending=pending)
         if outcome.needs.crashes_of is not None:
             snap = replace(snap, crash=crash)
         if outcome.needs.measure is not None:
@@ -186,27 +193,32 @@ def answered(
 
 
 def written(snap: Snapshot, outcome: Outcome, minutes: float = 0) -> Snapshot:
-    """What the act left: status written, children applied, pruned children gone."""
+    """What the act left: status written, children applied (by this process, a workload
+    keeping its ready replicas), pruned children gone."""
     assert outcome.status is not None
     status = outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True)
     children = dict(snap.children)
+    applied = dict(snap.applied)
     for key, _ in outcome.prune:
         children.pop(key)
     for obj in outcome.apply:
         key = (obj["kind"], obj["metadata"]["name"])
         digest = obj["metadata"]["annotations"]["llmdeploy.io/applied-hash"]
-        workload = (
-            WorkloadStatus(True, obj["spec"]["replicas"], 0, 0, True)
-            if obj["kind"] == "Deployment"
-            else None
-        )
+        workload = None
+        if obj["kind"] == "Deployment":
+            before = children.get(key)
+            ready_now = before.workload.ready_replicas if before and before.workload else 0
+            workload = WorkloadStatus(True, obj["spec"]["replicas"], ready_now, ready_now, True)
         children[key] = LiveChild(f"uid-{key[1]}", "u1", digest, "g2", workload)
+        applied[key] = (digest, "g2")
     return replace(
         snap,
         body={**snap.body, "status": status},
         children=children,
+        applied=applied,
         now=snap.now + timedelta(minutes=minutes),
         crash=None,
+        pending=None,
         generations_measured=None,
     )
 
@@ -330,3 +342,30 @@ def test_rolling_objects_go_out_in_place(catalog: Catalog) -> None:
     )
     outcome = answered(changed, cfg)
     assert [o["metadata"]["name"] for o in outcome.apply if o["kind"] == "Deployment"] == ["m"]
+
+
+def test_a_candidate_on_a_full_cluster_waits_then_goes_on_with_what_it_got(
+    catalog: Catalog,
+) -> None:
+    cfg = config(catalog)
+    spec = {**PILOT, "replicas": 20, "placement": {"pendingTimeout": "5m"}}
+    snap = serving_now(catalog, spec)
+    changed = replace(
+        snap, body=body(snap.body["status"], **{**spec, "workload": {"maxContextLength": 4096}})
+    )
+    started = answered(changed, cfg)
+    [candidate] = started.apply
+    name = candidate["metadata"]["name"]
+    assert candidate["spec"]["replicas"] == 2
+    snap = ready(written(changed, started, 1), name, 1)
+    waiting = PendingPod("p2", snap.now, "0/9 nodes: Insufficient nvidia.com/gpu")
+    early = answered(snap, cfg, pending=(waiting,))
+    assert conditions(early)["CapacityAvailable"].status == "True"  # within the timeout
+    assert early.requeue_after_s is not None and early.requeue_after_s <= 300
+    late = answered(replace(snap, now=snap.now + timedelta(minutes=6)), cfg, pending=(waiting,))
+    capacity = conditions(late)["CapacityAvailable"]
+    assert capacity.status == "False" and capacity.message.startswith(f"candidate {name}: ")
+    assert late.status is not None and late.status.rollout is not None
+    pilot = late.status.rollout.candidate
+    assert pilot is not None and pilot.replicas == 1 and pilot.serving_since  # what it got
+    assert conditions(late)["Ready"].status == "True"  # the current generation serves on

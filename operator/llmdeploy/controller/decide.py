@@ -1536,6 +1536,7 @@ def _pilot(
         plan_key: str = running_key,
         workload: WorkloadStatus = current_status,
         kind: str = current_kind,
+        capacity: Condition | None = None,
     ) -> Outcome:
         serving = Desired(plan, plan_key, workload_kind=kind)
         carried = _kept_conditions(status, ("CapacityAvailable",))
@@ -1544,7 +1545,7 @@ def _pilot(
             generation,
             serving,
             workload,
-            carried[0] if carried else None,
+            capacity or (carried[0] if carried else None),
             snap.error,
             previous,
             snap.now,
@@ -1674,6 +1675,28 @@ def _pilot(
     workload = (live and live.workload) or WorkloadStatus(False)
     if workload.exists and snap.crash is None:
         return Outcome(needs=Needs(crashes_of=candidate.generation))
+    capacity = None
+    capacity_due = None
+    if workload.exists and workload.up_to_date and workload.ready_replicas < candidate.replicas:
+        # The candidate waits for GPUs beside the serving generation, which goes on serving.
+        if snap.pending is None:
+            spec_hash = next(
+                o["metadata"]["annotations"].get(SPEC_HASH_ANNOTATION)
+                for o in objects
+                if o["kind"] in WORKLOAD_KINDS
+            )
+            return Outcome(needs=Needs(pending_pods=True, spec_hash=spec_hash))
+        timeout = pending_timeout_seconds(resource)
+        capacity, starved = capacity_condition(snap.pending, snap.now, timeout, generation)
+        capacity = capacity.model_copy(
+            update={"message": f"candidate {candidate.workload}: {capacity.message}".rstrip(": ")}
+        )
+        if starved is not None and workload.ready_replicas and candidate.serving_since is None:
+            # A full cluster: the pilot goes on with the replicas it got.
+            candidate = candidate.model_copy(update={"replicas": workload.ready_replicas})
+        elif snap.pending and starved is None:
+            oldest = min(p.since for p in snap.pending)
+            capacity_due = max(1.0, timeout - (snap.now - oldest).total_seconds())
     if (
         candidate.serving_since is None
         and workload.exists
@@ -1762,10 +1785,13 @@ def _pilot(
             snap.now.timestamp() - (_timestamp(candidate.serving_since) or 0.0)
         )
         requeue = max(1.0, left) if requeue is None else min(requeue, max(1.0, left))
+    if capacity_due is not None:
+        requeue = capacity_due if requeue is None else min(requeue, capacity_due)
     return outcome(
         piloting,
         [_condition("Progressing", True, f"Pilot{next_step.phase}", message, generation)],
         apply=_changed([*objects, *routed(percent, candidate)], snap, owner),
         prune=_other_generations(snap, owner, [current.workload, candidate.workload]),
         requeue=requeue,
+        capacity=capacity,
     )
