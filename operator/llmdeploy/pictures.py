@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,65 @@ def _nan(values: Sequence[float | None]) -> list[float]:
 
 def _ms(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else v * 1000 for v in values]
+
+
+@dataclass(frozen=True, slots=True)
+class PilotFrame:
+    """One minute of a pilot, as its status.rollout and the two generations' measurements
+    showed it."""
+
+    minute: int
+    phase: str
+    traffic_percent: int  # the candidate's share
+    candidate_ttft_s: float | None
+    current_ttft_s: float | None
+    candidate_cost: float | None  # USD per 1M output tokens
+    current_cost: float | None
+    decision: str  # the Event of that minute, if any
+
+
+def pilot_picture(
+    pilots: Sequence[tuple[str, Sequence[PilotFrame]]], slo_ttft_s: float, path: Path
+) -> None:
+    """Pilots side by side: the candidate's share of the traffic, both generations' TTFT
+    against the SLO and their cost per 1M output tokens, with the decisions marked."""
+    with rc_context(STYLE):
+        figure = Figure(figsize=(11, 7), layout="constrained")
+        grid = figure.subplots(3, len(pilots), sharex=True, squeeze=False)
+        for column, (title, frames) in enumerate(pilots):
+            share, ttft, cost = (grid[row][column] for row in range(3))
+            minutes = [f.minute for f in frames]
+            share.step(minutes, [f.traffic_percent for f in frames], where="post",
+                       color=COLOURS[0], linewidth=1.6)  # fmt: skip
+            share.set_ylim(0, 105)
+            share.set_title(f"pilot {title}")
+            ttft.plot(minutes, _nan([f.current_ttft_s for f in frames]), color=COLOURS[1],
+                      linewidth=1.4, label="current (L4)")  # fmt: skip
+            ttft.plot(minutes, _nan([f.candidate_ttft_s for f in frames]), color=COLOURS[2],
+                      linewidth=1.6, label="candidate (L40S)")  # fmt: skip
+            ttft.axhline(slo_ttft_s, color=SLO_COLOUR, linestyle="--", linewidth=1.2, label="SLO")
+            ttft.set_ylim(bottom=0)
+            cost.plot(minutes, _nan([f.current_cost for f in frames]), color=COLOURS[1],
+                      linewidth=1.4, label="current (L4)")  # fmt: skip
+            cost.plot(minutes, _nan([f.candidate_cost for f in frames]), color=COLOURS[2],
+                      linewidth=1.6, label="candidate (L40S)")  # fmt: skip
+            cost.set_ylim(bottom=0)
+            cost.set_xlabel("minutes since the re-plan")
+            for frame in frames:
+                if frame.decision:
+                    for axes in (share, ttft, cost):
+                        axes.axvline(frame.minute, color=PREDICTED_COLOUR, linestyle=":",
+                                     linewidth=1.0)  # fmt: skip
+                    share.annotate(frame.decision, (frame.minute, 102), fontsize=7,
+                                   rotation=90, va="top", ha="right")  # fmt: skip
+            if column == 0:
+                share.set_ylabel("candidate's traffic (%)")
+                ttft.set_ylabel("TTFT p95 (s)")
+                cost.set_ylabel("USD per 1M output tokens")
+        grid[1][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+        figure.suptitle(
+            "Pilot rollouts behind an HTTPRoute: 10% of the traffic until the gates held for "
+            "15 minutes, then 50%, then all;\nan SLO breach rolls back at once (simulated "
+            "measurements, the operator's decisions)"
+        )
+        _save(figure, path)

@@ -53,8 +53,9 @@ def serving(minutes: float) -> Candidate:
 def test_the_pilot_gets_its_share_of_replicas_and_traffic() -> None:
     assert pilot_replicas(4, 10) == 1 and pilot_replicas(20, 10) == 2 and pilot_replicas(0, 10) == 1
     assert traffic_share(10, 9, 1, weighted=False) == 10
-    # The route's weight, plus what the shared pool (which holds every generation) sends it.
-    assert traffic_share(10, 9, 1, weighted=True) == 19
+    assert traffic_share(10, 9, 1, weighted=True) == 10
+    # The route's weight, plus what the shared pool sends it while it holds every generation.
+    assert traffic_share(10, 9, 1, weighted=True, shared=True) == 19
     assert traffic_share(10, 1, 1, weighted=False) == 50  # the approximation, reported as is
 
 
@@ -369,3 +370,60 @@ def test_a_candidate_on_a_full_cluster_waits_then_goes_on_with_what_it_got(
     pilot = late.status.rollout.candidate
     assert pilot is not None and pilot.replicas == 1 and pilot.serving_since  # what it got
     assert conditions(late)["Ready"].status == "True"  # the current generation serves on
+
+
+ROUTED = {
+    **PILOT,
+    "routing": {
+        "inferencePool": {"endpointPicker": {"service": "picker", "port": 9002}},
+        "httpRoute": {"gateway": {"name": "gw"}},
+    },
+}
+
+
+def promoted_by_override(snap: Snapshot, cfg: Any, spec: dict[str, Any]) -> tuple[Snapshot, str]:
+    """A re-plan to `spec`, piloted and promoted by the annotation, settled after the switch."""
+    changed = replace(snap, body=body(snap.body["status"], **spec))
+    started = answered(changed, cfg)
+    name = next(o["metadata"]["name"] for o in started.apply if o["kind"] == "Deployment")
+    snap = ready(written(changed, started, 1), name, 1)
+    metadata = {
+        **snap.body["metadata"],
+        "annotations": {"llmdeploy.io/pilot": f"promote/{name[2:]}"},
+    }
+    snap = replace(snap, body={**snap.body, "metadata": metadata})
+    snap = ready(written(snap, answered(snap, cfg), 1), name, 4)  # promoting, then all ready
+    snap = written(snap, answered(snap, cfg), 1)  # the switch
+    return written(snap, answered(snap, cfg)), name  # the old generation pruned
+
+
+def test_a_second_pilot_behind_a_route_gets_exactly_its_weight(catalog: Catalog) -> None:
+    cfg = config(catalog)
+    snap = serving_now(catalog, ROUTED)
+    snap, first = promoted_by_override(
+        snap, cfg, {**ROUTED, "workload": {"maxContextLength": 4096}}
+    )
+    assert ("Deployment", "m") not in snap.children and ("Deployment", first) in snap.children
+    changed = replace(
+        snap, body=body(snap.body["status"], **{**ROUTED, "workload": {"maxContextLength": 2048}})
+    )
+    started = answered(changed, cfg)
+    second = next(o["metadata"]["name"] for o in started.apply if o["kind"] == "Deployment")
+    # No weight for the candidate's pool before it has a ready pod: the route stays as it was.
+    assert [o["kind"] for o in started.apply] == ["Deployment"]
+    assert started.status is not None and started.status.rollout is not None
+    assert started.status.rollout.traffic_percent == 0
+    serving = answered(ready(written(changed, started, 1), second, 1), cfg)
+    pools = {
+        o["metadata"]["name"]: o["spec"]["selector"]["matchLabels"]
+        for o in serving.apply
+        if o["kind"] == "InferencePool"
+    }
+    # The shared pool holds the current generation only while the pilot runs: exact weights.
+    assert pools["m"]["llmdeploy.io/generation"] == first[2:]
+    assert pools[second]["llmdeploy.io/generation"] == second[2:]
+    [route] = [o for o in serving.apply if o["kind"] == "HTTPRoute"]
+    refs = [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]]
+    assert refs == [("m", 90), (second, 10)]
+    assert serving.status is not None and serving.status.rollout is not None
+    assert serving.status.rollout.traffic_percent == 10

@@ -11,6 +11,7 @@ them and decides again.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -72,6 +73,7 @@ from llmdeploy.measure.queries import MeasurementQueries, measurement_queries, w
 from llmdeploy.measure.results import Readings
 from llmdeploy.render import (
     DEFAULT_PROMETHEUS,
+    GENERATION_LABEL,
     NO_HOST_ACCESS,
     SPEC_HASH_ANNOTATION,
     HostAccess,
@@ -1651,10 +1653,14 @@ def _pilot(
 
     def routed(percent: int, pilot: Candidate) -> list[dict[str, Any]]:
         """With spec.routing.httpRoute: the candidate's own InferencePool and the route that
-        gives it `percent` of the requests (0: the route back to the shared pool alone)."""
+        gives it `percent` of the requests, and the shared pool narrowed to the current
+        generation where its pods carry one (0: the route and the shared pool as they are
+        without a pilot)."""
         if not weighted:
             return []
-        backends = [(owner.name, 100 - percent), (pilot.workload, percent)]
+        shared = next(o for o in rendered if o["kind"] == "InferencePool")
+        if not percent:
+            return [shared, next(o for o in rendered if o["kind"] == "HTTPRoute")]
         pooled = render_manifests(
             resource,
             candidate_plan,
@@ -1664,11 +1670,15 @@ def _pilot(
             host_access=config.host_access,
             prometheus=config.prometheus,
             generation=pilot.generation,
-            route_backends=backends if percent else None,
-            generation_pool=bool(percent),
+            route_backends=[(owner.name, 100 - percent), (pilot.workload, percent)],
+            generation_pool=True,
         )
-        wanted = ("InferencePool", "HTTPRoute") if percent else ("HTTPRoute",)
-        return [o for o in pooled if o["kind"] in wanted]
+        objects = [o for o in pooled if o["kind"] in ("InferencePool", "HTTPRoute")]
+        if current.generation:  # the first workload's pods have no label to tell them apart
+            narrowed = copy.deepcopy(shared)
+            narrowed["spec"]["selector"]["matchLabels"][GENERATION_LABEL] = current.generation
+            objects.append(narrowed)
+        return objects
 
     kind = next(o["kind"] for o in objects if o["kind"] in WORKLOAD_KINDS)
     live = snap.children.get((kind, candidate.workload))
@@ -1771,7 +1781,15 @@ def _pilot(
     if next_step.verdict == "promote":
         events.append(Event("PilotPromoting", next_step.message))
     percent = pilot_spec.traffic_percent if next_step.phase == "Piloting" else PROMOTING_PERCENT
-    share = traffic_share(percent, replicas, candidate.replicas, weighted)
+    if candidate.serving_since is None:
+        percent = 0  # no route weight for a pool with no ready pod: its requests would fail
+    share = (
+        traffic_share(
+            percent, replicas, candidate.replicas, weighted, shared=not current.generation
+        )
+        if candidate.serving_since is not None
+        else 0
+    )
     piloting = rollout.model_copy(
         update={
             "phase": next_step.phase, "candidate": candidate, "traffic_percent": share,

@@ -36,15 +36,19 @@ def pilot_replicas(current_replicas: int, percent: int) -> int:
     return candidate_replicas(percent, current_replicas)
 
 
-def traffic_share(percent: int, current: int, candidate: int, weighted: bool) -> int:
-    """The candidate's share of requests, in percent, as far as llmdeploy can tell: its share
-    of the replicas behind the shared Service and InferencePool (an approximation: they
-    balance connections or load, not replica counts); with an HTTPRoute, its own pool's
-    weight plus that share of the rest, which the shared pool still sends it."""
+def traffic_share(
+    percent: int, current: int, candidate: int, weighted: bool, shared: bool = False
+) -> int:
+    """The candidate's share of requests, in percent, as far as llmdeploy can tell. With an
+    HTTPRoute, its pool's weight, plus (`shared`: the shared pool still holds its pods, which
+    happens while the current generation is the first workload, whose pods carry no
+    generation label) its share of the replicas in the rest. Without one, its share of the
+    replicas behind the shared Service and pool: an approximation, for they balance
+    connections or load, not replica counts."""
     total = current + candidate
     by_replicas = candidate / total if total else 0.0
     if weighted:
-        return round(percent + (100 - percent) * by_replicas)
+        return round(percent + (100 - percent) * by_replicas) if shared else percent
     return round(100 * by_replicas)
 
 
