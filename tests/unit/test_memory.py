@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from llmdeploy.catalog import Catalog
+from llmdeploy.catalog import Catalog, Gpu
 from llmdeploy.sizing import resolve_model
-from llmdeploy.sizing.engine_memory import vllm_memory
+from llmdeploy.sizing.engine_memory import EngineMemory, vllm_memory
 from llmdeploy.sizing.memory import (
     GIB,
+    MemoryBreakdown,
     kv_bytes_per_token_layer,
     kv_capacity,
     memory_breakdown,
@@ -20,6 +21,27 @@ from .conftest import make_spec
 
 def facts(catalog: Catalog, name: str):  # type: ignore[no-untyped-def]
     return resolve_model(make_spec(name).model, catalog)
+
+
+def llama_8b_on_one_gpu(
+    catalog: Catalog, gpu: Gpu, rules: EngineMemory, *, batched: int
+) -> MemoryBreakdown:
+    """Llama-3.1-8B bf16 on one GPU at utilization 0.9, 256 sequences, steps and context of
+    `batched` tokens."""
+    return memory_breakdown(
+        facts(catalog, "meta-llama/Llama-3.1-8B-Instruct"),
+        gpu,
+        catalog.quantizations["bf16"],
+        tensor=1,
+        pipeline=1,
+        kv_dtype_bytes=2,
+        gpu_memory_utilization=0.9,
+        max_num_batched_tokens=batched,
+        max_num_seqs=256,
+        max_context_length=batched,
+        block_size=16,
+        rules=rules,
+    )
 
 
 def kv_per_token(catalog: Catalog, name: str, tensor: int = 1, dtype_bytes: float = 2) -> float:
@@ -85,22 +107,8 @@ def test_kv_tokens_on_rtx3090_within_5_percent_of_vllm_log(catalog: Catalog) -> 
     # max_model_len 20000: KV 3.81 GiB -> 1,952 blocks (31,232 tokens). V0 without chunked
     # prefill profiles a step of max_model_len tokens and 256 sequences. (A fit-set row of
     # bench/data: in-sample.)
-    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
     gpu = catalog.gpus["nvidia-rtx-3090"]
-    memory = memory_breakdown(
-        model,
-        gpu,
-        catalog.quantizations["bf16"],
-        tensor=1,
-        pipeline=1,
-        kv_dtype_bytes=2,
-        gpu_memory_utilization=0.9,
-        max_num_batched_tokens=20_000,
-        max_num_seqs=256,
-        max_context_length=20_000,
-        block_size=16,
-        rules=vllm_memory(None, gpu, "v0"),
-    )
+    memory = llama_8b_on_one_gpu(catalog, gpu, vllm_memory(None, gpu, "v0"), batched=20_000)
     assert memory.kv_cache_tokens == pytest.approx(31_232, rel=0.05)
     assert memory.kv_cache_gib == pytest.approx(3.81, rel=0.05)
 
@@ -206,3 +214,27 @@ def test_tensorrt_llm_keeps_the_mxfp4_checkpoints_layout(catalog: Catalog) -> No
     assert weight_bytes_per_rank(model, mxfp4, 1, 1, rules) == pytest.approx(
         weight_bytes_per_rank(model, mxfp4, 1, 1)
     )
+
+
+def test_cuda_graphs_inside_the_budget_from_0_21_on_cuda(catalog: Catalog) -> None:
+    from llmdeploy.sizing.engine_memory import CUDA_GRAPH_GIB, CUDA_GRAPH_LOGGED_GIB, engine_memory
+
+    h100, mi300x = catalog.gpus["nvidia-h100-80gb"], catalog.gpus["amd-mi300x-192gb"]
+    # gpu_worker.py: subtracted from 0.21.0 (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1), on CUDA.
+    inside_from = {"0.14.0": False, "0.20.0": False, "0.21.0": True, "0.24.0": True}
+    for version, inside in inside_from.items():
+        assert vllm_memory(version, h100).cuda_graph_gib == (CUDA_GRAPH_GIB if inside else 0.0)
+    assert vllm_memory(None, h100).cuda_graph_gib == CUDA_GRAPH_GIB  # unknown: the newest read
+    assert vllm_memory(None, h100, "v0").cuda_graph_gib == 0.0
+    assert vllm_memory("0.24.0", mi300x).cuda_graph_gib == 0.0  # ROCm skips the estimate
+    assert engine_memory("tensorrt-llm", "1.3.0rc20", h100).cuda_graph_gib == 0.0
+    # The deduction is the median of the cited logs, within their range.
+    logged = CUDA_GRAPH_LOGGED_GIB.values()
+    assert min(logged) < CUDA_GRAPH_GIB < max(logged)
+
+    def kv_gib(version: str) -> float:
+        rules = vllm_memory(version, h100, flashinfer=True)
+        return llama_8b_on_one_gpu(catalog, h100, rules, batched=8192).kv_cache_gib
+
+    # Same sampler and non-torch era: the KV budget differs by the graphs alone.
+    assert kv_gib("0.11.0") - kv_gib("0.24.0") == pytest.approx(CUDA_GRAPH_GIB)

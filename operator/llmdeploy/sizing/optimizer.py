@@ -458,7 +458,9 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         candidate.infeasible = (
             f"{engine} would refuse to start: no room for KV cache: weights "
             f"{memory.weights_gib:.1f} + activations {memory.activation_gib:.1f} + non-torch "
-            f"{memory.non_torch_gib:.1f} GiB exceed the {memory.budget_gib:.1f} GiB budget per GPU"
+            f"{memory.non_torch_gib:.1f}"
+            + (f" + CUDA graphs {memory.cuda_graph_gib:.1f}" if memory.cuda_graph_gib else "")
+            + f" GiB exceed the {memory.budget_gib:.1f} GiB budget per GPU"
         )
         return candidate
     if memory.max_concurrency < 1:
