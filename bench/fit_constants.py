@@ -82,7 +82,7 @@ def _implied_non_torch(row: KvRow, catalog: Catalog) -> float:
     model = _model(catalog, row.plan_model)
     _, batched, seqs = scheduler(row, catalog)
     gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
-    budget = gpu.memory_gib * (row.gpu_memory_utilization or DEFAULT_UTILIZATION)
+    budget = gpu.visible_memory_gib * (row.gpu_memory_utilization or DEFAULT_UTILIZATION)
     weights = row.weights_gib if row.weights_gib is not None else predict_weights_gib(row, catalog)
     activation = activation_bytes(model, row.tensor, batched, seqs, rules(row, catalog)) / GIB
     return budget - weights - activation - row.kv_gib

@@ -238,3 +238,20 @@ def test_cuda_graphs_inside_the_budget_from_0_21_on_cuda(catalog: Catalog) -> No
 
     # Same sampler and non-torch era: the KV budget differs by the graphs alone.
     assert kv_gib("0.11.0") - kv_gib("0.24.0") == pytest.approx(CUDA_GRAPH_GIB)
+
+
+def test_budget_starts_from_the_cited_cuda_visible_total(catalog: Catalog) -> None:
+    l4, a10g = catalog.gpus["nvidia-l4"], catalog.gpus["nvidia-a10g"]
+    # pytorch/pytorch#175666: vLLM on an L4 sees 22.05 GiB; GFD / nvidia-smi say 22.49.
+    assert l4.cuda_visible_memory_gib == 22.05 and l4.memory_gib == 22.49
+    budget = llama_8b_on_one_gpu(catalog, l4, vllm_memory("0.11.0", l4), batched=2048).budget_gib
+    assert budget == pytest.approx(22.05 * 0.9)
+    # Without a cited figure the catalog's memoryGiB stands.
+    assert a10g.cuda_visible_memory_gib is None
+    rules = vllm_memory("0.11.0", a10g)
+    assert llama_8b_on_one_gpu(catalog, a10g, rules, batched=2048).budget_gib == pytest.approx(
+        a10g.memory_gib * 0.9
+    )
+    # Every cited figure is at most the catalog's total (CUDA never shows more than the card).
+    for gpu in catalog.gpus.values():
+        assert gpu.visible_memory_gib <= gpu.memory_gib

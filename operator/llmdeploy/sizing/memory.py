@@ -1,6 +1,6 @@
 """Per-GPU memory accounting, following vLLM's own (v1 `Worker.determine_available_memory`).
 
-budget = total memory x gpu_memory_utilization
+budget = total memory (as torch.cuda.mem_get_info reports it) x gpu_memory_utilization
 KV     = budget - weights - peak activation of a profiling step - non-torch memory
          - CUDA graphs (from the releases that profile them inside the budget, engine_memory.py)
 blocks = KV // (block_size x KV bytes per token and layer x layers); tokens = blocks x block_size
@@ -223,7 +223,7 @@ def memory_breakdown(
     budget_of_free_memory: bool = False,
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free."""
-    total = gpu.memory_gib * GIB
+    total = gpu.visible_memory_gib * GIB
     weights = weight_bytes_per_rank(model, fmt, tensor, pipeline, rules)
     activation = activation_bytes(model, tensor, max_num_batched_tokens, max_num_seqs, rules)
     non_torch = non_torch_bytes(tensor, pipeline, rules)

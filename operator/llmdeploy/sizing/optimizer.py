@@ -412,14 +412,14 @@ def _weights_exceed_budget(
     ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, pipeline: int
 ) -> str | None:
     utilization = ctx.spec.engine.gpu_memory_utilization
-    budget = gpu.memory_gib * utilization
+    budget = gpu.visible_memory_gib * utilization
     rules = ctx.memory_rules(gpu)
     weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline, rules) / GIB
     if weights < budget:
         return None
     return (
         f"weights need {weights:.1f} GiB per GPU, more than the {budget:.1f} GiB budget "
-        f"({gpu.memory_gib:.1f} GiB x {utilization})"
+        f"({gpu.visible_memory_gib:.1f} GiB x {utilization})"
     )
 
 
