@@ -23,22 +23,31 @@ def facts(catalog: Catalog, name: str):  # type: ignore[no-untyped-def]
     return resolve_model(make_spec(name).model, catalog)
 
 
-def llama_8b_on_one_gpu(
-    catalog: Catalog, gpu: Gpu, rules: EngineMemory, *, batched: int
+def on_one_gpu(
+    catalog: Catalog,
+    gpu: Gpu,
+    rules: EngineMemory,
+    *,
+    batched: int,
+    model: str = "meta-llama/Llama-3.1-8B-Instruct",
+    quantization: str = "bf16",
+    utilization: float = 0.9,
+    seqs: int = 256,
+    context: int | None = None,
 ) -> MemoryBreakdown:
-    """Llama-3.1-8B bf16 on one GPU at utilization 0.9, 256 sequences, steps and context of
-    `batched` tokens."""
+    """One rank of `model` on one GPU, steps of `batched` tokens (and a context of as many
+    unless given), 16-bit KV in blocks of 16."""
     return memory_breakdown(
-        facts(catalog, "meta-llama/Llama-3.1-8B-Instruct"),
+        facts(catalog, model),
         gpu,
-        catalog.quantizations["bf16"],
+        catalog.quantizations[quantization],
         tensor=1,
         pipeline=1,
         kv_dtype_bytes=2,
-        gpu_memory_utilization=0.9,
+        gpu_memory_utilization=utilization,
         max_num_batched_tokens=batched,
-        max_num_seqs=256,
-        max_context_length=batched,
+        max_num_seqs=seqs,
+        max_context_length=context or batched,
         block_size=16,
         rules=rules,
     )
@@ -108,7 +117,7 @@ def test_kv_tokens_on_rtx3090_within_5_percent_of_vllm_log(catalog: Catalog) -> 
     # prefill profiles a step of max_model_len tokens and 256 sequences. (A fit-set row of
     # bench/data: in-sample.)
     gpu = catalog.gpus["nvidia-rtx-3090"]
-    memory = llama_8b_on_one_gpu(catalog, gpu, vllm_memory(None, gpu, "v0"), batched=20_000)
+    memory = on_one_gpu(catalog, gpu, vllm_memory(None, gpu, "v0"), batched=20_000)
     assert memory.kv_cache_tokens == pytest.approx(31_232, rel=0.05)
     assert memory.kv_cache_gib == pytest.approx(3.81, rel=0.05)
 
@@ -234,7 +243,7 @@ def test_cuda_graphs_inside_the_budget_from_0_21_on_cuda(catalog: Catalog) -> No
 
     def kv_gib(version: str) -> float:
         rules = vllm_memory(version, h100, flashinfer=True)
-        return llama_8b_on_one_gpu(catalog, h100, rules, batched=8192).kv_cache_gib
+        return on_one_gpu(catalog, h100, rules, batched=8192).kv_cache_gib
 
     # Same sampler and non-torch era: the KV budget differs by the graphs alone.
     assert kv_gib("0.11.0") - kv_gib("0.24.0") == pytest.approx(CUDA_GRAPH_GIB)
@@ -244,14 +253,43 @@ def test_budget_starts_from_the_cited_cuda_visible_total(catalog: Catalog) -> No
     l4, a10g = catalog.gpus["nvidia-l4"], catalog.gpus["nvidia-a10g"]
     # pytorch/pytorch#175666: vLLM on an L4 sees 22.05 GiB; GFD / nvidia-smi say 22.49.
     assert l4.cuda_visible_memory_gib == 22.05 and l4.memory_gib == 22.49
-    budget = llama_8b_on_one_gpu(catalog, l4, vllm_memory("0.11.0", l4), batched=2048).budget_gib
+    budget = on_one_gpu(catalog, l4, vllm_memory("0.11.0", l4), batched=2048).budget_gib
     assert budget == pytest.approx(22.05 * 0.9)
     # Without a cited figure the catalog's memoryGiB stands.
     assert a10g.cuda_visible_memory_gib is None
     rules = vllm_memory("0.11.0", a10g)
-    assert llama_8b_on_one_gpu(catalog, a10g, rules, batched=2048).budget_gib == pytest.approx(
+    assert on_one_gpu(catalog, a10g, rules, batched=2048).budget_gib == pytest.approx(
         a10g.memory_gib * 0.9
     )
     # Every cited figure is at most the catalog's total (CUDA never shows more than the card).
     for gpu in catalog.gpus.values():
         assert gpu.visible_memory_gib <= gpu.memory_gib
+
+
+def test_gpt_oss_120b_on_one_h100_is_refused_as_vllm_27508_logged(catalog: Catalog) -> None:
+    # vllm-project/vllm issue #27508 (comment of 2025-10-31): gpt-oss-120b on one H100,
+    # --gpu-memory-utilization 0.95 --max-num-batched-tokens 1024, model default context
+    # 131072: "Available KV cache memory: 1.71 GiB", then refused. Its log lines
+    # (gpu_worker.py:298, core.py:708) are 0.11.0's; vLLM ran from site-packages of a conda
+    # env, a pip install, where FlashInfer is an optional extra of the 0.11.0 wheel: PyTorch's
+    # sampler, and Marlin MXFP4 (no triton_kernels before 0.12.0).
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+
+    def memory(flashinfer: bool) -> MemoryBreakdown:
+        return on_one_gpu(
+            catalog,
+            h100,
+            vllm_memory("0.11.0", h100, flashinfer=flashinfer),
+            model="openai/gpt-oss-120b",
+            quantization="mxfp4",
+            utilization=0.95,
+            batched=1024,
+            seqs=1024,  # the 0.11.0 default on a GPU of >= 70 GiB
+            context=131_072,
+        )
+
+    pip_install = memory(flashinfer=False)
+    assert pip_install.kv_cache_gib == pytest.approx(1.71, rel=0.25)
+    assert pip_install.max_concurrency < 1  # refused, as logged
+    # The sampler is the difference: 1024 rows of 201,088 logits at 38 against 14 bytes.
+    assert memory(flashinfer=True).kv_cache_gib - pip_install.kv_cache_gib > 4
