@@ -37,15 +37,19 @@ SAMPLER_BYTES_TENSORRT_LLM = 8.0
 # log line says "default since v0.21.0"). Only on CUDA: ROCm skips the estimate. Before 0.21.0
 # the graphs were captured after the KV cache was sized, outside the budget.
 CUDA_GRAPH_BUDGET_SINCE = "0.21.0"
-# The estimate is a measurement at startup (first capture plus the extra of each further graph),
-# not a formula of the model: per-rank figures public logs print, and the median of them is
-# what a plan deducts. Range 0.17 to 4.4 GiB: a plan's KV can be off by more than this.
+# The estimate is a measurement at startup (the first capture plus the extra of each further
+# graph), not a formula of the model. A plan deducts the median of the per-rank figures public
+# logs print ("Estimated CUDA graph memory", printed before 0.21 too when the variable was set;
+# one captured pool, vllm#21489): 0.17 to 4.4 GiB over seven logs, so a plan's KV can be off
+# by more than the deduction.
 CUDA_GRAPH_LOGGED_GIB: dict[str, float] = {
     "gpustack/runner PR #251 (vLLM 0.27.1, TP 2)": 0.36,
     "noonghunna/club-3090 issue #127 (RTX 3090, TP 4)": 0.17,
     "wtdcode/vllm-backport issue #34 (RTX 3090, PP 2 x TP 4)": 0.58,
     "vllm-project/vllm PR #21489 (gemma-3-4b, one 178 GiB GPU, captured pool)": 0.65,
     "vllm-project/vllm PR #37296 (MXFP4 Marlin MoE, TP 2, rank 0)": 4.38,
+    "vllm-project/vllm issue #39610 (FP8 MoE on A100, TP 4)": 0.67,
+    "vllm-project/vllm PR #30515 (comment of 2026-03-08, hybrid Mamba model)": 0.26,
 }
 CUDA_GRAPH_GIB = statistics.median(CUDA_GRAPH_LOGGED_GIB.values())
 
