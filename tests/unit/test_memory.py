@@ -15,6 +15,7 @@ from llmdeploy.sizing.memory import (
     memory_breakdown,
     weight_bytes_per_rank,
 )
+from llmdeploy.sizing.plan import Plan
 
 from .conftest import make_spec
 
@@ -293,3 +294,31 @@ def test_gpt_oss_120b_on_one_h100_is_refused_as_vllm_27508_logged(catalog: Catal
     assert pip_install.max_concurrency < 1  # refused, as logged
     # The sampler is the difference: 1024 rows of 201,088 logits at 38 against 14 bytes.
     assert memory(flashinfer=True).kv_cache_gib - pip_install.kv_cache_gib > 4
+
+
+def test_a_plan_names_the_cuda_graphs_its_release_books(catalog: Catalog) -> None:
+    from llmdeploy.catalog import load_image_lock
+    from llmdeploy.sizing import plan_deployment
+
+    def plan(version: str) -> Plan:
+        spec = make_spec(
+            engine={"version": version},
+            placement={"gpu": "nvidia-l4"},
+            workload={"maxContextLength": 8192, "concurrency": 8},
+        )
+        return plan_deployment(spec, catalog, load_image_lock())
+
+    old, new = plan("0.11.0"), plan("0.24.0")
+    assert old.cuda_graph_gib_per_gpu is None
+    assert new.cuda_graph_gib_per_gpu == pytest.approx(0.58)
+    # The parts add up to the budget: L4's 22.05 GiB to CUDA x 0.9.
+    parts = [
+        new.weights_gib_per_gpu,
+        new.activation_gib_per_gpu,
+        new.non_torch_gib_per_gpu,
+        new.cuda_graph_gib_per_gpu,
+        new.kv_cache_gib_per_gpu,
+    ]
+    assert sum(p or 0.0 for p in parts) == pytest.approx(22.05 * 0.9, abs=0.03)
+    assert old.kv_cache_gib_per_gpu and new.kv_cache_gib_per_gpu
+    assert old.kv_cache_gib_per_gpu - new.kv_cache_gib_per_gpu == pytest.approx(0.58, abs=0.01)

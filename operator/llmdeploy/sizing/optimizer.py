@@ -686,6 +686,7 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         weights_gib_per_gpu=round(memory.weights_gib, 2),
         activation_gib_per_gpu=round(memory.activation_gib, 2),
         non_torch_gib_per_gpu=round(memory.non_torch_gib, 2),
+        cuda_graph_gib_per_gpu=round(memory.cuda_graph_gib, 2) or None,
         kv_cache_gib_per_gpu=round(memory.kv_cache_gib, 2),
         kv_cache_tokens=memory.kv_cache_tokens,
         max_concurrency=round(memory.max_concurrency, 2),
