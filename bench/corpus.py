@@ -229,6 +229,7 @@ def rules(row: KvRow, catalog: Catalog) -> EngineMemory:
         generation,
         flashinfer=flashinfer,
         mxfp4_backend=row.moe_backend or None,
+        model_type=_model(catalog, row.plan_model).model_type,
     )
 
 

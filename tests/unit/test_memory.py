@@ -241,10 +241,21 @@ def test_cuda_graphs_inside_the_budget_from_0_21_on_cuda(catalog: Catalog) -> No
     # The deduction is the median of the cited logs, within their range.
     logged = CUDA_GRAPH_LOGGED_GIB.values()
     assert min(logged) < CUDA_GRAPH_GIB < max(logged)
+    # 0.24.0 serves Llama, Mistral, Qwen3 (...) with the V2 model runner, which estimates none.
+    for model_type, inside in {
+        "llama": False,
+        "qwen3": False,
+        "qwen2": True,
+        "gpt_oss": True,
+    }.items():
+        rules = vllm_memory("0.24.0", h100, model_type=model_type)
+        assert rules.cuda_graph_gib == (CUDA_GRAPH_GIB if inside else 0.0)
+    assert vllm_memory("0.21.0", h100, model_type="llama").cuda_graph_gib == CUDA_GRAPH_GIB
 
     def kv_gib(version: str) -> float:
-        rules = vllm_memory(version, h100, flashinfer=True)
-        return on_one_gpu(catalog, h100, rules, batched=8192).kv_cache_gib
+        rules = vllm_memory(version, h100, flashinfer=True, model_type="qwen2")
+        memory = on_one_gpu(catalog, h100, rules, batched=8192, model="Qwen/Qwen2.5-7B-Instruct")
+        return memory.kv_cache_gib
 
     # Same sampler and non-torch era: the KV budget differs by the graphs alone.
     assert kv_gib("0.11.0") - kv_gib("0.24.0") == pytest.approx(CUDA_GRAPH_GIB)
@@ -300,8 +311,9 @@ def test_a_plan_names_the_cuda_graphs_its_release_books(catalog: Catalog) -> Non
     from llmdeploy.catalog import load_image_lock
     from llmdeploy.sizing import plan_deployment
 
-    def plan(version: str) -> Plan:
+    def plan(version: str, model: str = "Qwen/Qwen2.5-7B-Instruct") -> Plan:
         spec = make_spec(
+            model,
             engine={"version": version},
             placement={"gpu": "nvidia-l4"},
             workload={"maxContextLength": 8192, "concurrency": 8},
@@ -311,6 +323,8 @@ def test_a_plan_names_the_cuda_graphs_its_release_books(catalog: Catalog) -> Non
     old, new = plan("0.11.0"), plan("0.24.0")
     assert old.cuda_graph_gib_per_gpu is None
     assert new.cuda_graph_gib_per_gpu == pytest.approx(0.58)
+    # Llama runs 0.24.0's V2 model runner: no graphs in the budget.
+    assert plan("0.24.0", "meta-llama/Llama-3.1-8B-Instruct").cuda_graph_gib_per_gpu is None
     # The parts add up to the budget: L4's 22.05 GiB to CUDA x 0.9.
     parts = [
         new.weights_gib_per_gpu,

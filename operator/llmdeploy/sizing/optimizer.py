@@ -123,7 +123,8 @@ class _Context:
         every candidate on it asks)."""
         rules = self.rules_by_gpu.get(gpu.id)
         if rules is None:
-            rules = engine_memory(self.engine.id.value, self.engine_version(gpu), gpu)
+            version = self.engine_version(gpu)
+            rules = engine_memory(self.engine.id.value, version, gpu, self.model.model_type)
             self.rules_by_gpu[gpu.id] = rules
         return rules
 
