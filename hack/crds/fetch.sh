@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the CRDs of the third-party kinds llmdeploy renders or ships (KEDA ScaledObject,
-# PodMonitor, LeaderWorkerSet, PrometheusRule) from the Go module proxy at the versions in
+# PodMonitor, LeaderWorkerSet, PrometheusRule, InferencePool, HTTPRoute of the standard
+# channel) from the Go module proxy at the versions in
 # versions.env, checks each file against hack/crds/sha256sums, and prints the directory holding
 # them on stdout.
 # The files are upstream content: they live in a cache outside the repo, never in git.
@@ -19,13 +20,15 @@ case "${1:-}" in
 esac
 
 cache_root="${LLMDEPLOY_CRDS_CACHE:-$HOME/.cache/llmdeploy-crds}"
-dir="$cache_root/keda-${KEDA_VERSION}_lws-${LWS_VERSION}_prometheus-operator-${PROMETHEUS_OPERATOR_VERSION}"
+dir="$cache_root/keda-${KEDA_VERSION}_lws-${LWS_VERSION}_prometheus-operator-${PROMETHEUS_OPERATOR_VERSION}_gie-${GATEWAY_API_INFERENCE_EXTENSION_VERSION}_gateway-api-${GATEWAY_API_VERSION}"
 # "module version path-in-module": the smallest module of each project that ships the CRD.
 crds=(
   "github.com/kedacore/keda/v2 $KEDA_VERSION config/crd/bases/keda.sh_scaledobjects.yaml"
   "sigs.k8s.io/lws $LWS_VERSION config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml"
   "github.com/prometheus-operator/prometheus-operator $PROMETHEUS_OPERATOR_VERSION example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml"
   "github.com/prometheus-operator/prometheus-operator $PROMETHEUS_OPERATOR_VERSION example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"
+  "sigs.k8s.io/gateway-api-inference-extension $GATEWAY_API_INFERENCE_EXTENSION_VERSION config/crd/bases/inference.networking.k8s.io_inferencepools.yaml"
+  "sigs.k8s.io/gateway-api $GATEWAY_API_VERSION config/crd/standard/gateway.networking.k8s.io_httproutes.yaml"
 )
 
 log() { echo "[crds] $*" >&2; }

@@ -1,9 +1,9 @@
 """`llmdeploy` command line: every decision the operator makes, reproducible offline.
 
 Exit codes: 0 feasible, 1 nothing feasible (the plan is still printed), 2 invalid input,
-3 internal error. `report`: 0 SLO met (or none set), 1 SLO missed, 4 not enough data to tell
-(the report is printed in each case). Errors are one line on stderr; --debug shows an internal
-error's traceback.
+3 internal error; `plan --diff` exits 1 when NEW is not feasible. `report`: 0 SLO met (or none
+set), 1 SLO missed, 4 not enough data to tell (the report is printed in each case). Errors are
+one line on stderr; --debug shows an internal error's traceback.
 """
 
 from __future__ import annotations
@@ -66,6 +66,14 @@ from llmdeploy.sizing import (
     feasible_alternatives,
     plan_deployment,
 )
+from llmdeploy.sizing.diff import (
+    DEFAULT_PILOT_PERCENT,
+    DiffInputError,
+    Side,
+    diff_plans,
+    format_diff,
+    side,
+)
 from llmdeploy.sizing.inventory import (
     Inventory,
     NodeError,
@@ -92,10 +100,15 @@ class SetupError(Exception):
     """What the command needs around it is missing (exit 3): the message says what."""
 
 
-def read_manifest(path: str) -> LLMDeployment:
+def _documents(path: str) -> tuple[str, list[Any]]:
+    """The file's (or stdin's, for -) name for messages, and its YAML documents but empty ones."""
     origin = "stdin" if path == "-" else path
     text = decode(sys.stdin.buffer.read(), origin) if path == "-" else read_text(Path(path))
-    documents = [d for d in load_yaml_documents(text, origin) if d is not None]
+    return origin, [d for d in load_yaml_documents(text, origin) if d is not None]
+
+
+def read_manifest(path: str) -> LLMDeployment:
+    _, documents = _documents(path)
     matches = [d for d in documents if isinstance(d, dict) and d.get("kind") == "LLMDeployment"]
     if len(matches) != 1:
         found = "no" if not matches else str(len(matches))
@@ -234,6 +247,16 @@ def _note(args: argparse.Namespace, message: str) -> None:
     args.note = message
 
 
+def _write(output: str, document: dict[str, Any], table: str) -> None:
+    """`-o json|yaml|table`: the document in the order its model gives, or the table."""
+    if output == "json":
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    elif output == "yaml":
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
+    else:
+        sys.stdout.write(table)
+
+
 def format_plan_table(plan: Plan) -> str:
     lines = []
     if plan.feasible:
@@ -318,7 +341,52 @@ def _pictures() -> ModuleType:
         raise InputError("--plot needs matplotlib: pip install 'llmdeploy[plot]'") from None
 
 
+def _diff_side(path: str) -> Side:
+    origin, documents = _documents(path)
+    if len(documents) != 1:
+        raise InputError(f"{origin}: expected one document, found {len(documents)}")
+    try:
+        return side(documents[0], origin)
+    except DiffInputError as exc:
+        raise InputError(str(exc)) from None
+
+
+# What plans a manifest, and so means nothing to --diff (which compares two plans).
+PLANNING_OPTIONS = {
+    "file": "-f",
+    "model_config": "--model-config",
+    "image_lock": "--image-lock",
+    "inventory": "--inventory",
+    "from_cluster": "--from-cluster",
+    "provisionable": "--provisionable",
+    "catalog": "--catalog",
+    "plot": "--plot",
+    "calibration": "--calibration",
+}
+
+
+def cmd_plan_diff(args: argparse.Namespace) -> int:
+    given = [flag for key, flag in PLANNING_OPTIONS.items() if getattr(args, key)]
+    if given:
+        raise InputError(f"{given[0]}: --diff compares two plans and plans nothing itself")
+    old_path, new_path = args.diff
+    if old_path == new_path == "-":
+        raise InputError("--diff: stdin can be only one of OLD and NEW")
+    percent = DEFAULT_PILOT_PERCENT if args.pilot_percent is None else args.pilot_percent
+    if not 1 <= percent <= 100:
+        raise InputError(f"--pilot-percent: must be 1 to 100, not {percent}")
+    diff = diff_plans(_diff_side(old_path), _diff_side(new_path), percent)
+    _write(args.output, diff.to_json_dict(), format_diff(diff))
+    return EXIT_FEASIBLE if diff.new.plan.feasible else EXIT_INFEASIBLE
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.diff is not None:
+        return cmd_plan_diff(args)
+    if args.pilot_percent is not None:
+        raise InputError("--pilot-percent goes with --diff")
+    if args.file is None:
+        raise InputError("plan: give -f FILE (a manifest to plan) or --diff OLD NEW")
     resource, catalog, lock = _load(args)
     view = ClusterView(args, catalog)
     calibration = _calibration(args.calibration)
@@ -327,15 +395,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         path, pictures = _plot_path(args.plot), _pictures()
         alternatives = feasible_alternatives(resource.spec, catalog, lock, calibration=calibration)
         _save_picture(path, lambda p: pictures.plan_picture(resource, plan, alternatives, p))
-    document: dict[str, Any] = plan.to_json_dict()
-    if args.output == "json":
+    if args.output != "table":  # the table says it first
         _note(args, view.scope)
-        sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
-    elif args.output == "yaml":
-        _note(args, view.scope)
-        sys.stdout.write(yaml.safe_dump(document, sort_keys=False))
-    else:
-        sys.stdout.write(f"SCOPE {view.scope}\n" + format_plan_table(plan))
+    _write(args.output, plan.to_json_dict(), f"SCOPE {view.scope}\n" + format_plan_table(plan))
     return EXIT_FEASIBLE if plan.feasible else EXIT_INFEASIBLE
 
 
@@ -588,12 +650,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         calibration=calibration,
         recommendation=recommendation,
     )
-    if args.output == "json":
-        sys.stdout.write(json.dumps(report.to_json_dict(), indent=2) + "\n")
-    elif args.output == "yaml":
-        sys.stdout.write(yaml.safe_dump(report.to_json_dict(), sort_keys=False))
-    else:
-        sys.stdout.write(format_report(report))
+    _write(args.output, report.to_json_dict(), format_report(report))
     if plot is not None and pictures is not None:
         points = series(saved.series)
         _save_picture(plot, lambda p: pictures.report_picture(report, points, saved.end, p))
@@ -610,15 +667,17 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError as SettingsError
+    from pydantic_settings import SettingsError
 
     from llmdeploy.controller.run import NoClusterError, run_operator
     from llmdeploy.controller.settings import OperatorSettings
 
     try:
         settings = OperatorSettings()
-    except SettingsError as exc:
+    except ValidationError as exc:
         raise InputError(format_validation_error(exc, "settings")) from None
+    except SettingsError as exc:  # a JSON setting that does not parse; names the field
+        raise InputError(f"settings: {exc}") from None
     try:
         run_operator(settings)
     except NoClusterError as exc:
@@ -626,9 +685,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_input_options(parser: argparse.ArgumentParser) -> None:
+def _add_input_options(parser: argparse.ArgumentParser, file_required: bool = True) -> None:
     parser.add_argument(
-        "-f", "--file", required=True, help="LLMDeployment manifest, or - for stdin"
+        "-f", "--file", required=file_required, help="LLMDeployment manifest, or - for stdin"
     )
     parser.add_argument(
         "--catalog",
@@ -677,8 +736,22 @@ def build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, allow_abbrev=False)
 
     plan = command("plan", help="size an LLMDeployment and explain the choice")
-    _add_input_options(plan)
+    _add_input_options(plan, file_required=False)  # or --diff
     plan.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    plan.add_argument(
+        "--diff",
+        nargs=2,
+        metavar=("OLD", "NEW"),
+        help="compare two plans instead: each a plan (`plan -o json|yaml`) or an LLMDeployment "
+        "with status.plan (kubectl get -o yaml), - for stdin; with the $/h of piloting NEW",
+    )
+    plan.add_argument(
+        "--pilot-percent",
+        type=int,
+        metavar="P",
+        help=f"with --diff: the pilot's share of traffic, which sizes the candidate at "
+        f"max(1, ceil(P%% of NEW's replicas)) (default {DEFAULT_PILOT_PERCENT})",
+    )
     plan.add_argument(
         "--plot",
         metavar="FILE",

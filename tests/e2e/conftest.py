@@ -193,11 +193,11 @@ def crd_dir() -> Path:
 def third_party_crds(
     kubeconfig_path: Path, kube_api: client.ApiClient, crd_dir: Path
 ) -> Iterator[list[str]]:
-    """Installs the pinned CRDs (KEDA, LeaderWorkerSet, PodMonitor, PrometheusRule) once for
-    the session and removes them at its end: removed mid-session they would stop the shared
-    operator, since kopf stops an operator whose watch of a kind meets a 404 (by design: a pod
-    restarts). A CRD that is already installed without our label belongs to someone else: it
-    is used as it is and left in place."""
+    """Installs the pinned CRDs (KEDA, LeaderWorkerSet, PodMonitor, PrometheusRule,
+    InferencePool, HTTPRoute) once for the session and removes them at its end: removed
+    mid-session they would stop the shared operator, since kopf stops an operator whose watch of a
+    kind meets a 404 (by design: a pod restarts). A CRD that is already installed without our
+    label belongs to someone else: it is used as it is and left in place."""
     extensions = client.ApiextensionsV1Api(kube_api)
     ours: list[dict[str, Any]] = []
     served: list[str] = []

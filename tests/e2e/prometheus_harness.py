@@ -332,12 +332,20 @@ class Prometheus:
         self.binary = binary
         self.dir = Path(tempfile.mkdtemp(prefix="llmdeploy-prometheus-"))
         self.port = free_port()
+        self.targets_file = self.dir / "targets.json"
+        self.targets_file.write_text("[]")
         scrapes: list[dict[str, object]] = [
             {
                 "job_name": "engine",
                 "metrics_path": metrics_path,
                 "static_configs": [{"targets": [f"127.0.0.1:{target_port}"], "labels": labels}],
-            }
+            },
+            {
+                # More engines while it runs (add_target): a pilot's second generation.
+                "job_name": "engines",
+                "metrics_path": metrics_path,
+                "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
+            },
         ]
         if operator_port is not None:
             scrapes.append(
@@ -399,6 +407,14 @@ class Prometheus:
             except OSError:
                 time.sleep(0.5)
         raise RuntimeError(f"prometheus did not become ready; see {self.dir / 'prometheus.log'}")
+
+    def add_target(self, port: int, labels: dict[str, str]) -> None:
+        """Scrape one more engine, with these target labels, from now on."""
+        targets = json.loads(self.targets_file.read_text())
+        targets.append({"targets": [f"127.0.0.1:{port}"], "labels": labels})
+        staged = self.targets_file.with_suffix(".tmp")
+        staged.write_text(json.dumps(targets))
+        staged.replace(self.targets_file)  # whole: discovery never reads half a file
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -33,11 +33,12 @@ SLOW_TTFT_S, FAST_TTFT_S, GAP_S = 3.0, 0.3, 0.04
 
 
 class Traffic:
-    """Two requests finish every second, with the TTFT, gap between tokens and prompt length
-    the test sets (a thread)."""
+    """Requests finish every second (two by default), with the TTFT, gap between tokens and
+    prompt length the test sets (a thread)."""
 
-    def __init__(self, sim: VllmMetricsSim, ttft_s: float) -> None:
+    def __init__(self, sim: VllmMetricsSim, ttft_s: float, per_second: int = 2) -> None:
         self.sim = sim
+        self.per_second = per_second
         self.ttft_s = ttft_s
         self.gap_s = GAP_S
         self.input_tokens = 1024
@@ -51,7 +52,7 @@ class Traffic:
         while not self.stopped.wait(1.0):
             ttft, gap, prompt = (1 + self.random.uniform(-self.noise, self.noise) for _ in range(3))
             self.sim.finish(
-                2,
+                self.per_second,
                 ttft_s=self.ttft_s * ttft,
                 gap_s=self.gap_s * gap,
                 input_tokens=round(self.input_tokens * prompt),

@@ -2,7 +2,8 @@
 
 Every object `render_manifests` emits is sent as a server-side apply with dryRun=All and
 fieldValidation=Strict: the API server decodes it with the schema it serves (built-in kinds,
-and the CRDs of KEDA, prometheus-operator and LeaderWorkerSet at the versions pinned in
+and the CRDs of KEDA, prometheus-operator, LeaderWorkerSet, the Gateway API Inference
+Extension's InferencePool and Gateway API's HTTPRoute at the versions pinned in
 hack/crds/versions.env), runs defaulting, validation and CEL rules, and stores nothing. An
 unknown or duplicate field is an error, not a silent prune.
 
@@ -60,6 +61,21 @@ def with_scaling(name: str, mode: str, **scaling: Any) -> dict[str, Any]:
     return body
 
 
+def with_routing(name: str) -> dict[str, Any]:
+    body = example(name)
+    body["spec"]["routing"] = {
+        "inferencePool": {
+            "endpointPicker": {"service": "epp", "port": 9002, "failureMode": "FailOpen"}
+        },
+        "httpRoute": {
+            "gateway": {"name": "gw", "namespace": "gateways", "sectionName": "https"},
+            "hostnames": ["llm.example.com", "*.llm.example.com"],
+            "pathPrefix": "/v1/",
+        },
+    }
+    return body
+
+
 # Beyond the examples: both external autoscalers, with per-replica (AverageValue) and
 # absolute (Value) metrics, and a PodMonitor, on a Deployment and on a LeaderWorkerSet.
 VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
@@ -84,6 +100,9 @@ VARIANTS: dict[str, Callable[[], dict[str, Any]]] = {
     "keda-trtllm": lambda: with_scaling("tensorrt-llm-llama-8b", "keda", prometheus="team-a"),
     "hpa-leaderworkerset": lambda: with_scaling("llama-3.1-405b-multinode", "hpa"),
     "keda-leaderworkerset": lambda: with_scaling("llama-3.1-405b-multinode", "keda"),
+    # Every field of spec.routing set, on the leaders of a LeaderWorkerSet and on trtllm-serve.
+    "routing-leaderworkerset": lambda: with_routing("llama-3.1-405b-multinode"),
+    "routing-trtllm": lambda: with_routing("tensorrt-llm-llama-8b"),
 }
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
     **{path.stem: partial(example, path.stem) for path in EXAMPLES},
@@ -163,6 +182,9 @@ EXPECTED_KINDS = {
     "keda-leaderworkerset": {"LeaderWorkerSet", "PodMonitor", "ScaledObject"},
     "llama-3.1-405b-multinode": {"LeaderWorkerSet"},
     "llama-3.1-70b-h100": {"PodMonitor"},
+    "llama-3.1-8b-routing": {"Deployment", "InferencePool", "HTTPRoute"},
+    "routing-leaderworkerset": {"LeaderWorkerSet", "InferencePool", "HTTPRoute"},
+    "routing-trtllm": {"ConfigMap", "Deployment", "InferencePool", "HTTPRoute"},
 }
 
 
@@ -239,6 +261,25 @@ def _metric_target_without_value(objects: list[dict[str, Any]]) -> dict[str, Any
     return hpa
 
 
+def _duplicate_target_port(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pool = _kind(objects, "InferencePool")
+    pool["spec"]["targetPorts"] *= 2
+    return pool
+
+
+def _picker_without_port(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pool = _kind(objects, "InferencePool")
+    del pool["spec"]["endpointPickerRef"]["port"]
+    return pool
+
+
+def _backend_as_a_service_without_port(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    route = _kind(objects, "HTTPRoute")
+    backend = route["spec"]["rules"][0]["backendRefs"][0]
+    backend.update(group="", kind="Service")
+    return route
+
+
 # A field the schema does not declare, or a value of the wrong type, fails while the apply
 # patch is converted to the typed object, which kube-apiserver reports as 500, not 400
 # (kubernetes/kubernetes#139253); the message says which field it is.
@@ -290,6 +331,27 @@ INVALID = (422,)
             INVALID,
             "spec.metrics[0].external.target.averageValue: Required value",
             id="hpa-missing-target-value",
+        ),
+        pytest.param(
+            "llama-3.1-8b-routing",
+            _duplicate_target_port,
+            INVALID,
+            "port number must be unique",
+            id="inferencepool-cel-rule",
+        ),
+        pytest.param(
+            "routing-leaderworkerset",
+            _picker_without_port,
+            INVALID,
+            "port is required when kind is 'Service'",
+            id="inferencepool-picker-port",
+        ),
+        pytest.param(
+            "llama-3.1-8b-routing",
+            _backend_as_a_service_without_port,
+            INVALID,
+            "Must have port for Service reference",
+            id="httproute-cel-rule",
         ),
     ],
 )

@@ -319,6 +319,13 @@ def test_run_outside_a_cluster_without_a_kubeconfig_exits_3(tmp_path: Path) -> N
     assert "internal error" not in result.stderr
 
 
+def test_a_setting_that_is_not_json_exits_2(tmp_path: Path) -> None:
+    env = {**os.environ, "LLMDEPLOY_PROMETHEUS_ENDPOINTS": '{"team-a": '}
+    result = run_cli("run", env=env)
+    assert_refused(result, 'settings: error parsing value for field "prometheus_endpoints"')
+    assert "internal error" not in result.stderr
+
+
 def test_missing_catalog_exits_2(tmp_path: Path) -> None:
     missing = str(tmp_path / "missing.yaml")
     assert_refused(run_plan(tmp_path, manifest(), "--catalog", missing), "cannot read")

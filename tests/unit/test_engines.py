@@ -432,6 +432,10 @@ def test_removed_flag_is_invalid_input(extra: list[str], catalog: Catalog, lock:
         ["--quantization", "fp8"],
         ["--max_model_len", "4096"],
         ["--gpu-memory-utilization=0.5"],
+        # vLLM's argparse takes an unambiguous prefix of a long option for the option.
+        ["--tensor-parallel", "2"],
+        ["--gpu-mem=0.5"],
+        ["--max_model", "4096"],
     ],
 )
 def test_overriding_flag_needs_allow_arg_overrides(
@@ -454,6 +458,7 @@ def test_overriding_flag_needs_allow_arg_overrides(
         (["--tensor-parallel-size", "2"], "2"),
         (["-tp=4", "-pp", "2"], "8"),
         (["--pipeline_parallel_size=2"], "2"),
+        (["--tensor-parallel", "4"], "4"),
     ],
 )
 def test_allowed_override_sets_the_gpu_request(
@@ -467,6 +472,16 @@ def test_allowed_override_sets_the_gpu_request(
     assert plan.gpu_count == 1
     limits = engine_container(objects)["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == gpus
+
+
+def test_a_flag_that_only_begins_like_a_planned_one_is_no_clash(
+    catalog: Catalog, lock: ImageLock
+) -> None:
+    # --max-num-seqs is planned; this is another flag, not a prefix of it.
+    extra = ["--max-num-partial-prefills", "2"]
+    spec = spec_of(engine={"extraArgs": extra}, placement={"gpu": "nvidia-h100-80gb"})
+    _, objects = plan_and_render(spec, catalog, lock)
+    assert engine_container(objects)["args"][-2:] == extra
 
 
 def test_override_with_a_bad_size_is_invalid_input(catalog: Catalog, lock: ImageLock) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llmdeploy.api.status import Observed
 from llmdeploy.api.types import EngineName, SloSpec, WorkloadSpec
-from llmdeploy.autoscale.prometheus import PrometheusConfig
+from llmdeploy.autoscale.prometheus import PrometheusConfig, read_queries
 from llmdeploy.catalog import Catalog
 from llmdeploy.measure.histogram import histogram_from_buckets, quantile, share_within
 from llmdeploy.measure.observed import observe, plan_drift, slo_met
@@ -426,3 +427,18 @@ def test_a_prometheus_that_does_not_answer_is_asked_once_not_once_per_query() ->
     # (urllib3 gives up the read as a failed connection: the retry policy allows no reads.)
     assert {answer.error for answer in instant.values()} == {"connection failed"}
     assert len(accepted) == 1
+
+
+def test_a_token_file_with_two_words_says_so_and_quotes_neither(tmp_path: Path) -> None:
+    """A token file whose token has a newline in it: nothing is asked, and the reason names
+    the file's problem without the secret (it once reached status)."""
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\nhalf-two\n")
+    config = PrometheusConfig("http://127.0.0.1:9", 0.3, bearer_token_file=token_file)
+    queries = measurement_queries("ns", "m", EngineName.VLLM, HOUR)
+    instant, series = collect(config, queries, END)
+    reasons = {answer.error for answer in [*instant.values(), *series.values()]}
+    assert reasons == {"the bearer token file holds no single token"}
+    reading = read_queries(config, {"runningRequests": "up"})
+    assert reading.problem == "the bearer token file holds no single token"
+    assert reading.values == {"runningRequests": None}

@@ -22,7 +22,7 @@ from tests.unit.conftest import engine_options
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 K8S_VERSION = "1.35.0"
-NOT_IN_CORE_SCHEMAS = {"LeaderWorkerSet", "PodMonitor"}
+NOT_IN_CORE_SCHEMAS = {"LeaderWorkerSet", "PodMonitor", "InferencePool", "HTTPRoute"}
 
 
 def resource_from(body: dict[str, Any]) -> LLMDeployment:

@@ -18,6 +18,7 @@ from llmdeploy.api.types import (
     DNS_LABEL_PATTERN,
     GROUP,
     HPA_SCALE_TO_ZERO,
+    HTTP_ROUTE_NEEDS_POOL,
     KIND,
     PROMETHEUS_URL_REFUSED,
     VERSION,
@@ -86,6 +87,13 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "rule": "!has(self.scaleToZero) || !has(self.scaleToZero.activationQuery)",
             "message": f"scaling.{ACTIVATION_QUERY_REFUSED}",
             "fieldPath": ".scaleToZero.activationQuery",
+        },
+    ],
+    ("routing",): [
+        {
+            "rule": "!has(self.httpRoute) || has(self.inferencePool)",
+            "message": f"routing.{HTTP_ROUTE_NEEDS_POOL}",
+            "fieldPath": ".httpRoute",
         },
     ],
     ("model", "architecture"): [rule.cel() for rule in ARCHITECTURE_RULES],

@@ -181,6 +181,68 @@ class Recommendation(MeasuredModel):
         return f"{self.summary}, {change:+.2f} $/h against the running plan ({measured})"
 
 
+RolloutPhase = Literal["Stable", "Piloting", "Promoting", "RolledBack"]
+
+
+class Generation(StatusModel):
+    """One generation of engines: a workload running one plan."""
+
+    generation: str = Field(
+        default="", description="Its id (the plan key's head); '' for the first workload."
+    )
+    workload: str = Field(description="The Deployment or LeaderWorkerSet that runs it.")
+    plan_key: str | None = Field(default=None, description="The plan's key.")
+
+
+class Candidate(Generation):
+    plan: dict[str, Any] = Field(description="The candidate's plan.")
+    replicas: int = Field(description="Its replicas while piloting.")
+    started_at: str = Field(description="When it was created (RFC 3339).")
+    serving_since: str | None = Field(
+        default=None, description="When its replicas were all ready: the duration counts from."
+    )
+
+
+class GenerationMeasurement(StatusModel):
+    """What one generation's own series said over the pilot's window."""
+
+    generation: str
+    end: str = Field(description="End of the window (RFC 3339).")
+    window_seconds: int
+    requests: float | None = None
+    ttft_within_slo: float | None = Field(default=None, description="Share, 0-1.")
+    tpot_within_slo: float | None = Field(default=None, description="Share, 0-1.")
+    ttft_mean_seconds: float | None = None
+    tpot_mean_seconds: float | None = None
+    cost_per_million_output_tokens: float | None = Field(default=None, description="USD.")
+    slo_met: Literal["True", "False", "Unknown"] = "Unknown"
+    slo_message: str = ""
+
+
+class FailedPlan(StatusModel):
+    plan_key: str = Field(description="A plan that was rolled back: not tried again unchanged.")
+    reason: str
+    message: str = ""
+    at: str = Field(description="When (RFC 3339).")
+
+
+class RolloutStatus(StatusModel):
+    """spec.rollout.strategy Pilot: which generations serve, and what decided."""
+
+    phase: RolloutPhase = "Stable"
+    current: Generation = Field(description="The generation serving the plan in status.plan.")
+    candidate: Candidate | None = Field(default=None, description="The plan being piloted.")
+    traffic_percent: int = Field(
+        default=0, description="The candidate's share of the traffic (see docs/rollouts.md)."
+    )
+    reason: str = ""
+    message: str = ""
+    measurements: list[GenerationMeasurement] = Field(
+        default_factory=list, description="The last measurement of each serving generation."
+    )
+    failed: list[FailedPlan] = Field(default_factory=list, description="Rolled-back plans.")
+
+
 class LLMDeploymentStatus(StatusModel):
     phase: Phase | None = Field(default=None, description="Summary of the conditions.")
     observed_generation: int | None = Field(
@@ -228,6 +290,9 @@ class LLMDeploymentStatus(StatusModel):
         description="The plan llmdeploy would choose now for the measured workload and "
         "calibration, and its cost against the running one; absent without a full "
         "measurement. Nothing is applied by it.",
+    )
+    rollout: RolloutStatus | None = Field(
+        default=None, description="Pilot rollouts: the generations and the pilot's state."
     )
     observed: Observed | None = Field(
         default=None,

@@ -653,6 +653,130 @@ class NetworkPolicySpec(SpecModel):
     )
 
 
+class PilotGates(SpecModel):
+    slo: bool = Field(
+        default=True,
+        description="The candidate's measured TTFT and TPOT meet spec.slo (SLOMet); a breach "
+        "rolls it back at once.",
+    )
+    cost_per_token: bool = Field(
+        default=True,
+        description="The candidate's measured cost per 1M output tokens is not worse than the "
+        "current generation's by more than costTolerancePercent.",
+    )
+
+
+class PilotSpec(SpecModel):
+    traffic_percent: Annotated[int, Field(ge=1, le=50)] = Field(
+        default=10,
+        description="Share of traffic the candidate gets while piloting: HTTPRoute weights "
+        "with spec.routing.httpRoute, else approximated by its share of the replicas.",
+    )
+    duration: str = Field(
+        default="15m",
+        pattern=r"^[0-9]{1,6}(s|m|h)$",
+        description="How long the gates must hold, from the candidate's first ready replica, "
+        "before it is promoted.",
+    )
+    gates: PilotGates = Field(default_factory=PilotGates, description="What must hold.")
+    cost_tolerance_percent: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = Field(
+        default=5, description="How much worse the candidate's cost per token may be."
+    )
+
+
+class RolloutSpec(SpecModel):
+    strategy: Literal["Rolling", "Pilot"] = Field(
+        default="Rolling",
+        description="Rolling: a new plan replaces the running one in place. Pilot: it runs "
+        "beside it on a share of the traffic, is measured, then promoted or rolled back "
+        "(docs/rollouts.md).",
+    )
+    pilot: PilotSpec = Field(default_factory=PilotSpec, description="The pilot's settings.")
+
+
+# An RFC 1123 subdomain, as Gateway API names its objects' sectionName (and as a Gateway's
+# name must be to exist at all).
+SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# HTTPRoute hostnames (Gateway API v1's pattern): a DNS name, or one with a leading wildcard.
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A PathPrefix value: absolute, of URL path characters without percent-encoding, no empty or
+# all-dot segment (the HTTPRoute CRD's CEL rules refuse `//`, `/./`, `/../`, `%2f` and `#`).
+_PATH_CHARS = "A-Za-z0-9_~!$&'()*+,;=:@-"
+_SEGMENT = rf"[.{_PATH_CHARS}]*[{_PATH_CHARS}][.{_PATH_CHARS}]*"  # not all dots
+PATH_PREFIX_PATTERN = rf"^/({_SEGMENT}(/{_SEGMENT})*/?)?$"
+HTTP_ROUTE_NEEDS_POOL = "httpRoute needs inferencePool: the route's backend is the pool"
+
+
+class EndpointPickerSpec(SpecModel):
+    service: str = Field(
+        max_length=63,
+        pattern=DNS_LABEL_PATTERN,
+        description="Name of the endpoint picker's (EPP) Service in this namespace.",
+    )
+    port: int = Field(ge=1, le=65535, description="The picker's gRPC (ext-proc) port.")
+    failure_mode: Literal["FailOpen", "FailClose"] | None = Field(
+        default=None,
+        description="What the gateway does when the picker does not answer: FailOpen sends "
+        "the request to any endpoint of the pool; FailClose (the InferencePool's default) "
+        "refuses it.",
+    )
+
+
+class InferencePoolSpec(SpecModel):
+    endpoint_picker: EndpointPickerSpec = Field(
+        description="The endpoint picker that chooses an engine pod for each request."
+    )
+
+
+class GatewayRefSpec(SpecModel):
+    name: str = Field(max_length=253, pattern=SUBDOMAIN_PATTERN, description="Gateway name.")
+    namespace: NamespaceName | None = Field(
+        default=None, description="The Gateway's namespace; default: this object's."
+    )
+    section_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=SUBDOMAIN_PATTERN,
+        description="One listener of the Gateway; default: every listener that admits it.",
+    )
+
+
+class HTTPRouteSpec(SpecModel):
+    gateway: GatewayRefSpec = Field(description="The Gateway the route attaches to.")
+    hostnames: list[Annotated[str, StringConstraints(max_length=253, pattern=HOSTNAME_PATTERN)]] = (
+        Field(
+            default_factory=list,
+            max_length=16,
+            description="Host names the route answers; empty: every host the listener does.",
+        )
+    )
+    path_prefix: str = Field(
+        default="/",
+        max_length=1024,
+        pattern=PATH_PREFIX_PATTERN,
+        description="Requests whose path begins with this go to the InferencePool.",
+    )
+
+
+class RoutingSpec(SpecModel):
+    inference_pool: InferencePoolSpec | None = Field(
+        default=None,
+        description="Render an InferencePool (inference.networking.k8s.io/v1) of the engine "
+        "pods (the leaders of a multi-node replica) behind the given endpoint picker.",
+    )
+    http_route: HTTPRouteSpec | None = Field(
+        default=None,
+        description="Render an HTTPRoute (gateway.networking.k8s.io/v1) that sends a Gateway's "
+        "traffic to the InferencePool; needs inferencePool.",
+    )
+
+    @model_validator(mode="after")
+    def _route_needs_pool(self) -> RoutingSpec:
+        if self.http_route is not None and self.inference_pool is None:
+            raise ValueError(HTTP_ROUTE_NEEDS_POOL)
+        return self
+
+
 class LLMDeploymentSpec(SpecModel):
     model: ModelSpec = Field(description="The model to serve.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine settings.")
@@ -685,6 +809,13 @@ class LLMDeploymentSpec(SpecModel):
     )
     planning: PlanningSpec = Field(
         default_factory=PlanningSpec, description="How measurements feed the next plan."
+    )
+    rollout: RolloutSpec = Field(
+        default_factory=RolloutSpec, description="How a new plan replaces the running one."
+    )
+    routing: RoutingSpec | None = Field(
+        default=None,
+        description="Traffic entry through the Gateway API Inference Extension (docs/routing.md).",
     )
 
     def metrics_readers(self) -> list[str]:

@@ -67,12 +67,17 @@ class DeadlineSession(requests.Session):
         return response
 
 
+class TokenFileError(ValueError):
+    """The bearer token file is empty or holds more than one word (never quoted: a token
+    with a newline in it is still a secret)."""
+
+
 def client_for(config: PrometheusConfig) -> PrometheusConnect:
     headers = {}
     if config.bearer_token_file is not None:
         token = config.bearer_token_file.read_text(encoding="utf-8").strip()
         if not token or any(c.isspace() for c in token):
-            raise ValueError("the bearer token file holds no single token")
+            raise TokenFileError("the bearer token file holds no single token")
         headers["Authorization"] = f"Bearer {token}"
     session = DeadlineSession(config.timeout_s)
     session.verify = not config.insecure_skip_verify
@@ -120,6 +125,8 @@ def read_queries(
 def describe_error(exc: Exception) -> str:
     """What failed, in words of our own: nothing the server sent (a body, a header) and no
     exception text, which can quote them, reaches status, events or logs."""
+    if isinstance(exc, TokenFileError):
+        return str(exc)
     if isinstance(exc, PrometheusApiClientException):
         status = re.match(r"HTTP Status Code (\d{3})", str(exc))
         return f"HTTP {status.group(1)}" if status else "an unexpected answer"

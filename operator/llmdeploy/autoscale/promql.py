@@ -17,6 +17,7 @@ from llmdeploy.api.types import ActivationMetric, EngineName
 
 WINDOW = "2m"
 DEPLOYMENT_LABEL = "llmdeploy_io_deployment"  # the pod label llmdeploy.io/deployment, scraped
+GENERATION_LABEL = "llmdeploy_io_generation"  # the pod label llmdeploy.io/generation, scraped
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +120,13 @@ SOURCES: dict[EngineName, dict[str, MetricSource]] = {
 }
 
 
-def selector(namespace: str, name: str) -> str:
-    """Series of one LLMDeployment's engines. The rendered PodMonitor copies the pod label
-    llmdeploy.io/deployment onto every series; namespace and name are DNS labels, validated at
-    admission, so they cannot break out of the quotes."""
-    return f'namespace="{namespace}",{DEPLOYMENT_LABEL}="{name}"'
+def selector(namespace: str, name: str, generation: str | None = None) -> str:
+    """Series of one LLMDeployment's engines, or of one generation of them (the first has no
+    generation label: "" matches series without it). The rendered PodMonitor copies the pod
+    labels onto every series; namespace, name and generation are DNS labels or hex, validated
+    before, so they cannot break out of the quotes."""
+    scope = f'namespace="{namespace}",{DEPLOYMENT_LABEL}="{name}"'
+    return scope if generation is None else f'{scope},{GENERATION_LABEL}="{generation}"'
 
 
 def query(metric_type: str, namespace: str, name: str, engine: EngineName = EngineName.VLLM) -> str:

@@ -33,10 +33,11 @@ from llmdeploy.cluster.objects import (
     LiveChild,
     Owner,
     PendingPod,
+    crash_of,
     live_child,
     owner_name,
 )
-from llmdeploy.render import SELECTOR_LABEL, SPEC_HASH_ANNOTATION
+from llmdeploy.render import GENERATION_LABEL, SELECTOR_LABEL, SPEC_HASH_ANNOTATION
 from llmdeploy.render.kinds import CHILD_KIND_BY_NAME, CHILD_KINDS
 from llmdeploy.sizing.inventory import GPU_RESOURCES, Inventory, inventory_from_nodes
 
@@ -463,6 +464,17 @@ class Cluster:
                 return None
             raise _error(exc, f"patch status of {KIND} {name}") from None
         return str(answer.metadata.resourceVersion)
+
+    def crashed_pod(self, owner: Owner, generation: str) -> str:
+        """How one pod of a generation keeps crashing, or "" when none does."""
+        pods = self._list(
+            "v1",
+            "Pod",
+            namespace=owner.namespace,
+            label_selector=f"{SELECTOR_LABEL}={owner.name},{GENERATION_LABEL}={generation}",
+        )
+        crashes = (crash_of(pod.to_dict()) for pod in pods)
+        return next((c for c in crashes if c), "")
 
     def unschedulable_pods(self, owner: Owner, spec_hash: str | None) -> list[PendingPod]:
         """Pending pods of the current pod template (`spec_hash`) that the scheduler could not

@@ -46,6 +46,20 @@ class WorkloadStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteParent:
+    """A gateway controller's verdict on an HTTPRoute for one parent (status.parents[]): its
+    Accepted and ResolvedRefs conditions as (type, status, reason, message), those written for
+    the route's current generation only."""
+
+    gateway: str  # namespace/name of the parent Gateway
+    controller: str
+    conditions: tuple[tuple[str, str, str, str], ...]
+
+
+ROUTE_CONDITIONS = ("Accepted", "ResolvedRefs")
+
+
+@dataclass(frozen=True, slots=True)
 class LiveChild:
     """A child as the watch last showed it, as far as a reconcile needs to know."""
 
@@ -55,6 +69,7 @@ class LiveChild:
     revision: str  # what changes when someone edits it (see revision_of)
     workload: WorkloadStatus | None
     resource_version: str = ""  # orders two sightings of one object (see Index.child_seen)
+    route_parents: tuple[RouteParent, ...] = ()  # an HTTPRoute's gateways' verdicts
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +80,24 @@ class PendingPod:
 
 
 ChildKey = tuple[str, str]  # (kind, name)
+
+# A pod restarted this often has crashed, not hiccupped: vLLM exits when it cannot allocate
+# the KV cache, and the kubelet restarts it with a growing back-off.
+CRASH_RESTARTS = 3
+
+
+def crash_of(pod: Mapping[str, Any]) -> str | None:
+    """How a pod's engine keeps failing, or None. Only reasons and exit codes: a container's
+    termination message is the tenant's text and stays out of status."""
+    name = (pod.get("metadata") or {}).get("name", "")
+    for c in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (c.get("state") or {}).get("waiting") or {}
+        last = (c.get("lastState") or {}).get("terminated") or {}
+        restarts = int(c.get("restartCount") or 0)
+        if waiting.get("reason") == "CrashLoopBackOff" or restarts >= CRASH_RESTARTS:
+            how = f"{last.get('reason', 'exited')}, exit code {last.get('exitCode', '?')}"
+            return f"pod {name}: container {c.get('name')} restarted {restarts} times ({how})"
+    return None
 
 
 def workload_status_of(obj: Mapping[str, Any]) -> WorkloadStatus:
@@ -110,7 +143,34 @@ def live_child(kind: str, obj: Mapping[str, Any]) -> LiveChild:
         revision_of(metadata),
         workload_status_of(obj) if kind in WORKLOAD_KINDS else None,
         str(metadata.get("resourceVersion") or ""),
+        route_parents_of(obj) if kind == "HTTPRoute" else (),
     )
+
+
+def route_parents_of(obj: Mapping[str, Any]) -> tuple[RouteParent, ...]:
+    """The Gateways' verdicts in an HTTPRoute's status. A condition written for an earlier
+    generation of the route says nothing about this one and is left out."""
+    metadata = obj.get("metadata") or {}
+    generation = int(metadata.get("generation") or 0)
+    parents = []
+    for parent in (obj.get("status") or {}).get("parents") or []:
+        ref = parent.get("parentRef") or {}
+        if ref.get("kind", "Gateway") != "Gateway" or not ref.get("name"):
+            continue
+        conditions = tuple(
+            (
+                str(c.get("type")),
+                str(c.get("status")),
+                str(c.get("reason") or ""),
+                str(c.get("message") or ""),
+            )
+            for c in parent.get("conditions") or []
+            if c.get("type") in ROUTE_CONDITIONS
+            and int(c.get("observedGeneration") or generation) >= generation
+        )
+        gateway = f"{ref.get('namespace') or metadata.get('namespace')}/{ref['name']}"
+        parents.append(RouteParent(gateway, str(parent.get("controllerName") or ""), conditions))
+    return tuple(parents)
 
 
 def owner_name(obj: Mapping[str, Any]) -> str | None:

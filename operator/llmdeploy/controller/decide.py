@@ -23,12 +23,17 @@ from pydantic import BaseModel, ValidationError
 
 from llmdeploy.api.status import (
     Calibration,
+    Candidate,
     Condition,
+    FailedPlan,
+    Generation,
+    GenerationMeasurement,
     GpuExclusion,
     LLMDeploymentStatus,
     Observed,
     Recommendation,
     RecommendationBasis,
+    RolloutStatus,
 )
 from llmdeploy.api.types import LLMDeployment, duration_seconds, format_validation_error
 from llmdeploy.autoscale.decision import (
@@ -51,6 +56,16 @@ from llmdeploy.cluster.objects import (
     WorkloadStatus,
     prepared,
 )
+from llmdeploy.controller.rollout import (
+    PROMOTING_PERCENT,
+    CandidateHealth,
+    generation_of,
+    override,
+    pilot_replicas,
+    step,
+    traffic_share,
+)
+from llmdeploy.controller.routing import routable
 from llmdeploy.measure.calibration import SMOOTHING, calibrated, latency_calibration
 from llmdeploy.measure.observed import Verdict, observe, plan_drift, slo_met
 from llmdeploy.measure.queries import MeasurementQueries, measurement_queries, window_seconds
@@ -64,6 +79,7 @@ from llmdeploy.render import (
     RenderError,
     prometheus_endpoint,
     render_manifests,
+    workload_name,
 )
 from llmdeploy.render.kinds import WORKLOAD_KINDS
 from llmdeploy.sizing import (
@@ -88,6 +104,9 @@ EXCLUDED_GPU_TTL_S = 3600.0  # a stock-out seldom lasts longer; then the SKU is 
 MEASURE_INTERVAL_S = 60.0  # status.observed is this old at most (plus a resync)
 MEASURE_WINDOW = "10m"
 MEASURE_WINDOW_S = window_seconds(MEASURE_WINDOW)
+# A pilot's first measurement covers at least this much serving (or a whole window).
+PILOT_MIN_WINDOW_S = 60
+MAX_FAILED_PLANS = 10  # rolled-back plans remembered in status.rollout.failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +173,19 @@ class Needs:
     measure: MeasurementQueries | None = None  # a measurement for status.observed
     prometheus: str = DEFAULT_PROMETHEUS  # the endpoint to read them from
     gpus_in_use: bool = False
+    crashes_of: str | None = None  # a pilot's candidate generation: does a pod of it crash?
+    # A pilot's measurement of each generation from its own series: (generation, queries).
+    generations: tuple[tuple[str, MeasurementQueries], ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.pending_pods or self.queries or self.measure or self.gpus_in_use)
+        return bool(
+            self.pending_pods
+            or self.queries
+            or self.measure
+            or self.gpus_in_use
+            or self.crashes_of is not None
+            or self.generations
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +204,9 @@ class Snapshot:
     metrics: MetricsReading | None = None
     gpus_in_use: tuple[dict[str, int], int] | None = None  # (GPUs by node, the owner's pods)
     measured: Readings | None = None  # the measurement's readings, taken at `now`
+    crash: str | None = None  # Needs.crashes_of's answer: how a pod crashes, "" for none
+    generations_measured: Mapping[str, Readings] | None = None  # by generation, at `now`
+    endpoint_picker: bool | None = None  # whether spec.routing's picker Service exists
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +238,12 @@ def owner_of(body: Mapping[str, Any]) -> Owner:
 
 
 def plan_key(resource: LLMDeployment, excluded: Sequence[str]) -> str:
-    # Not replicas (the autoscaler's), nor planning: how measurements feed the next plan does
-    # not make one (and an operator upgrade that added the field re-plans nothing).
-    spec = resource.spec.model_dump(mode="json", by_alias=True, exclude={"replicas", "planning"})
+    # Not replicas (the autoscaler's), nor planning, rollout or routing: how measurements feed
+    # the next plan, how it goes out and how traffic reaches it do not make one (and an
+    # operator upgrade that added such a field re-plans nothing).
+    spec = resource.spec.model_dump(
+        mode="json", by_alias=True, exclude={"replicas", "planning", "rollout", "routing"}
+    )
     canonical = json.dumps({"spec": spec, "excluded": sorted(excluded)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -250,6 +285,7 @@ def desired_state(
     host_access: HostAccess = NO_HOST_ACCESS,
     prometheus: Mapping[str, PrometheusTarget] | None = None,
     calibration: LatencyCalibration | None = None,
+    serving: str = "",
 ) -> Desired:
     """The plan (reused while its inputs are unchanged, so replicas do not churn when the
     inventory moves, nor when the calibration does) and the objects that run it. Raises
@@ -265,7 +301,14 @@ def desired_state(
         return Desired(plan, key)
     drivers = inventory.drivers(catalog, plan.gpu) if plan.gpu in catalog.gpus else []
     objects = render_manifests(
-        resource, plan, catalog, lock, drivers, host_access=host_access, prometheus=prometheus
+        resource,
+        plan,
+        catalog,
+        lock,
+        drivers,
+        host_access=host_access,
+        prometheus=prometheus,
+        generation=serving,
     )
     return Desired.rendered(plan, key, objects)
 
@@ -512,13 +555,39 @@ def pending_timeout_seconds(resource: LLMDeployment) -> int:
 
 
 def _render_inputs(
-    generation: int, key: str, plan: Plan, config: Config, inventory: Inventory
+    generation: int,
+    key: str,
+    plan: Plan,
+    config: Config,
+    inventory: Inventory,
+    serving: str,
 ) -> tuple[Any, ...]:
     """Everything a render depends on besides the catalog and image lock, which are fixed for
-    the process: the spec (its generation), the plan (its key) and the nodes' drivers."""
+    the process: the spec (its generation), the plan (its key), the nodes' drivers and the
+    serving workload's generation."""
     gpu = plan.gpu
     drivers = inventory.drivers(config.catalog, gpu) if gpu and gpu in config.catalog.gpus else []
-    return (generation, key, tuple(drivers))
+    return (generation, key, tuple(drivers), serving)
+
+
+def _settled_rollout(
+    resource: LLMDeployment,
+    rollout: RolloutStatus | None,
+    owner: Owner,
+    serving: str,
+    key: str,
+) -> RolloutStatus | None:
+    """status.rollout when no pilot runs: the serving generation, with the last pilot's
+    outcome and measurements and the plans rolled back, which stay remembered. Absent for an
+    object that never piloted."""
+    current = Generation(
+        generation=serving, workload=workload_name(owner.name, serving), plan_key=key
+    )
+    if rollout is None:
+        return RolloutStatus(current=current) if resource.spec.rollout.strategy == "Pilot" else None
+    return rollout.model_copy(
+        update={"current": current, "candidate": None, "phase": "Stable", "traffic_percent": 0}
+    )
 
 
 Stored = TypeVar("Stored", bound=BaseModel)
@@ -586,13 +655,23 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
     except ValidationError as exc:
         return invalid(format_validation_error(exc))
     key = plan_key(resource, excluded)
+    rollout = _stored(RolloutStatus, status.get("rollout"))
+    if resource.spec.rollout.strategy == "Pilot":
+        piloted = _pilot(
+            snap, config, resource, key, excluded, excluded_at, expired, rollout, upgrade
+        )
+        if piloted is not None:
+            return piloted
+    # Which workload serves: a pilot promoted earlier named it after its generation.
+    serving = rollout.current.generation if rollout else ""
     stored = _stored(Plan, status.get("plan")) if status.get("planKey") == key else None
     memo = snap.rendered
     try:
         if (
             stored is not None
             and memo is not None
-            and memo.inputs == _render_inputs(generation, key, stored, config, snap.inventory)
+            and memo.inputs
+            == _render_inputs(generation, key, stored, config, snap.inventory, serving)
         ):
             desired = memo.desired
         else:
@@ -608,12 +687,13 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
                 config.host_access,
                 config.prometheus,
                 latency_calibration(_stored_calibration(resource, status)),
+                serving,
             )
     except (SpecError, RenderError) as exc:
         return invalid(str(exc))
     plan = desired.plan
     if memo is None or memo.desired is not desired:
-        inputs = _render_inputs(generation, key, plan, config, snap.inventory)
+        inputs = _render_inputs(generation, key, plan, config, snap.inventory, serving)
         memo = Rendered(inputs, desired) if plan.feasible else None
     rendered = memo
     events: list[Event] = list(expired)
@@ -646,7 +726,9 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
 
     workload_status = None
     if desired.workload_kind:
-        live_workload = snap.children.get((desired.workload_kind, owner.name))
+        live_workload = snap.children.get(
+            (desired.workload_kind, workload_name(owner.name, serving))
+        )
         workload_status = (live_workload and live_workload.workload) or WorkloadStatus(False)
     # Pods can only be waiting for GPUs while fewer are ready than wanted.
     replicas = desired_replicas(resource, plan)
@@ -686,8 +768,8 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
     calibration = _stored_calibration(resource, status)
     recommendation = None
     if plan.feasible:
-        serving = workload_status is not None and workload_status.exists
-        measured = _measurement(snap, config, resource, plan, status, generation, serving)
+        deployed = workload_status is not None and workload_status.exists
+        measured = _measurement(snap, config, resource, plan, status, generation, deployed)
         if isinstance(measured, Needs):
             return Outcome(needs=measured, rendered=rendered)
         observed, verdicts, due_in = measured
@@ -701,6 +783,15 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
         )
         if recommended is not None:
             events.append(recommended)
+        unapplied = {(c["kind"], c["metadata"]["name"]) for c in apply}
+        routed = routable(
+            resource, owner.namespace, snap.children, unapplied, snap.endpoint_picker, snap.error
+        )
+        if routed is not None:
+            extra.append(_condition_of("Routable", routed, generation))
+            event = _transition_event("Routable", routed, previous)
+            if event is not None:
+                events.append(event)
         if due_in is not None:
             requeue = due_in if requeue is None else min(requeue, due_in)
     scale_to = None
@@ -741,6 +832,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
             "observed": observed,
             "calibration": calibration,
             "recommendation": recommendation,
+            "rollout": _settled_rollout(resource, rollout, owner, serving, key),
         }
     )
     if next_expiry is not None:  # a deadline of its own, like the capacity's
@@ -939,7 +1031,7 @@ def _autoscale(
 
 
 # The status of a measured condition whose transition to it is a Warning event.
-WARN_ON = {"SLOMet": "False", "PlanDrift": "True"}
+WARN_ON = {"SLOMet": "False", "PlanDrift": "True", "Routable": "False"}
 
 
 def _measurement(
@@ -1249,3 +1341,410 @@ def _transition_event(
         return None
     message = f"{type_}={verdict.status} ({verdict.reason}): {verdict.message}"
     return Event(type_, message, WARN_ON[type_] == verdict.status)
+
+
+# --- Pilot rollouts (spec.rollout.strategy Pilot; controller/rollout.py has the steps) ---
+
+
+def _workload_of(snap: Snapshot, name: str) -> tuple[str, WorkloadStatus] | None:
+    """The live workload of that name, with its kind."""
+    for kind in sorted(WORKLOAD_KINDS):
+        live = snap.children.get((kind, name))
+        if live is not None and live.workload is not None:
+            return kind, live.workload
+    return None
+
+
+def _changed(
+    objects: Sequence[dict[str, Any]], snap: Snapshot, owner: Owner
+) -> list[dict[str, Any]]:
+    """The prepared objects that differ from what runs, or that someone else changed since."""
+    apply = []
+    for obj in objects:
+        child, digest = prepared(obj, owner)
+        name: ChildKey = (obj["kind"], obj["metadata"]["name"])
+        live = snap.children.get(name)
+        mine = snap.applied.get(name)
+        if live is None or live.applied_hash != digest or mine != (digest, live.revision):
+            apply.append(child)
+    return apply
+
+
+def _other_generations(
+    snap: Snapshot, owner: Owner, keep: Sequence[str]
+) -> list[tuple[ChildKey, str]]:
+    """This object's workloads and engine-options ConfigMaps of generations not in `keep`."""
+    names = {n for w in keep for n in (w, f"{w}-engine-options")}
+    return sorted(
+        (key, live.uid)
+        for key, live in snap.children.items()
+        if (key[0] in WORKLOAD_KINDS or key[0] == "ConfigMap")
+        and key[1] not in names
+        and live.owner_uid == owner.uid
+    )
+
+
+def _kept_conditions(status: Mapping[str, Any], types: Sequence[str]) -> list[Condition]:
+    return [
+        Condition.model_validate(c)
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping) and c.get("type") in types
+    ]
+
+
+def _replace_conditions(
+    new: LLMDeploymentStatus,
+    conditions: Sequence[Condition],
+    previous: Sequence[Mapping[str, Any]],
+    now: datetime,
+) -> LLMDeploymentStatus:
+    replaced = {c.type for c in conditions}
+    kept = [c for c in new.conditions if c.type not in replaced]
+    return new.model_copy(update={"conditions": [*kept, *_stamp(conditions, previous, now)]})
+
+
+def _generation_measurement(
+    generation: str,
+    measured: Readings,
+    plan: Plan,
+    config: Config,
+    resource: LLMDeployment,
+    window_s: int,
+    now: datetime,
+) -> GenerationMeasurement:
+    observed = observe(
+        measured,
+        plan=plan,
+        catalog=config.catalog,
+        slo=resource.spec.slo,
+        window_s=window_s,
+        end=now.timestamp(),
+    )
+    verdict = slo_met(observed, resource.spec.slo)
+    return GenerationMeasurement(
+        generation=generation,
+        end=observed.end,
+        window_seconds=window_s,
+        requests=observed.requests,
+        ttft_within_slo=observed.ttft_within_slo,
+        tpot_within_slo=observed.tpot_within_slo,
+        ttft_mean_seconds=observed.ttft_mean_seconds,
+        tpot_mean_seconds=observed.tpot_mean_seconds,
+        cost_per_million_output_tokens=observed.cost_per_million_output_tokens,
+        slo_met=verdict.status,
+        slo_message=verdict.message,
+    )
+
+
+def _pilot_measurements(
+    snap: Snapshot,
+    config: Config,
+    resource: LLMDeployment,
+    rollout: RolloutStatus,
+    candidate: Candidate,
+    running: Plan,
+) -> Needs | tuple[list[GenerationMeasurement], float | None]:
+    """Each serving generation's measurement from its own series since the candidate served
+    (the stored one while it is fresh), and the seconds until the next is due; or the queries
+    to run first."""
+    stored = [
+        m
+        for m in rollout.measurements
+        if m.generation in (candidate.generation, rollout.current.generation)
+    ]
+    endpoint = prometheus_endpoint(resource.spec.scaling)
+    if candidate.serving_since is None or endpoint not in config.prometheus:
+        return stored, None
+    now = snap.now.timestamp()
+    served_s = now - (_timestamp(candidate.serving_since) or now)
+    ends = [_timestamp(m.end) for m in stored if m.generation == candidate.generation]
+    age = now - ends[0] if ends and ends[0] is not None else math.inf
+    if 0 <= age < config.measure_interval_s:
+        return stored, max(1.0, math.ceil(config.measure_interval_s - age))
+    least = min(PILOT_MIN_WINDOW_S, config.measure_window_s)
+    if served_s < least:
+        return stored, max(1.0, math.ceil(least - served_s))
+    window = int(min(config.measure_window_s, served_s))
+    owner = owner_of(snap.body)
+    engine = resource.spec.engine.name
+    if snap.generations_measured is None:
+        asked = tuple(
+            (g, measurement_queries(owner.namespace, owner.name, engine, window, generation=g))
+            for g in (candidate.generation, rollout.current.generation)
+        )
+        return Needs(generations=asked, prometheus=endpoint)
+    plans = {
+        candidate.generation: Plan.model_validate(candidate.plan),
+        rollout.current.generation: running,
+    }
+    fresh = [
+        _generation_measurement(g, r, plans[g], config, resource, window, snap.now)
+        for g, r in sorted(snap.generations_measured.items())
+        if g in plans
+    ]
+    return fresh, config.measure_interval_s
+
+
+def _pilot(
+    snap: Snapshot,
+    config: Config,
+    resource: LLMDeployment,
+    key: str,
+    excluded: Sequence[str],
+    excluded_at: Mapping[str, datetime],
+    expired: Sequence[Event],
+    rollout: RolloutStatus | None,
+    upgrade: bool,
+) -> Outcome | None:
+    """A new plan under spec.rollout.strategy Pilot while the current one serves: run it as a
+    second generation on a share of the traffic, measure both, and promote or roll it back.
+    None when there is nothing to pilot against (first plan, nothing serving, the plan is
+    the running one): the plan then goes out in place."""
+    body = snap.body
+    status: Mapping[str, Any] = body.get("status") or {}
+    running = _stored(Plan, status.get("plan"))
+    running_key = status.get("planKey")
+    if running is None or not running.feasible or not running_key or key == running_key:
+        return None
+    owner = owner_of(body)
+    current = rollout.current if rollout else Generation(workload=owner.name, plan_key=running_key)
+    in_pilot = rollout is not None and rollout.candidate is not None
+    if not in_pilot and not status.get("readyReplicas"):
+        return None  # nothing serves: nothing to protect
+    # Status says what serves; the watch may not have shown its workload yet (a restart).
+    current_kind, current_status = _workload_of(snap, current.workload) or (
+        "Deployment",
+        WorkloadStatus(True, ready_replicas=int(status.get("readyReplicas") or 0)),
+    )
+    generation = int(body["metadata"].get("generation") or 0)
+    previous = status.get("conditions") or []
+    rollout = rollout or RolloutStatus(current=current)
+    pilot_spec = resource.spec.rollout.pilot
+    replicas = desired_replicas(resource, running)
+    events: list[Event] = list(expired)
+    weighted = False  # HTTPRoute weights: with spec.routing.httpRoute (issue 17, routing)
+
+    def outcome(
+        rolled: RolloutStatus,
+        conditions: Sequence[Condition],
+        apply: Sequence[dict[str, Any]] = (),
+        prune: Sequence[tuple[ChildKey, str]] = (),
+        requeue: float | None = None,
+        plan: Plan = running,
+        plan_key: str = running_key,
+        workload: WorkloadStatus = current_status,
+        kind: str = current_kind,
+    ) -> Outcome:
+        serving = Desired(plan, plan_key, workload_kind=kind)
+        carried = _kept_conditions(status, ("CapacityAvailable",))
+        new_status = status_update(
+            resource,
+            generation,
+            serving,
+            workload,
+            carried[0] if carried else None,
+            snap.error,
+            previous,
+            snap.now,
+            excluded_at,
+            _kept_conditions(status, ("SLOMet", "PlanDrift", "MetricsAvailable")),
+        )
+        new_status = _replace_conditions(new_status, conditions, previous, snap.now)
+        new_status = new_status.model_copy(
+            update={
+                "rollout": rolled,
+                "autoscaler": status.get("autoscaler"),
+                "observed": _stored(Observed, status.get("observed")),
+                "calibration": _stored(Calibration, status.get("calibration")),
+                "recommendation": _stored(Recommendation, status.get("recommendation")),
+            }
+        )
+        return Outcome(
+            apply=tuple(apply),
+            prune=tuple(prune),
+            status=new_status,
+            events=tuple(events),
+            remove_finalizer=upgrade,
+            requeue_after_s=requeue,
+        )
+
+    failed = next((f for f in rollout.failed if f.plan_key == key), None)
+    if failed is not None:  # rolled back: not tried again until the spec changes
+        why = (
+            f"plan {key} was rolled back ({failed.reason}: {failed.message}); "
+            f"still serving {current.workload}"
+        )
+        frozen = rollout.model_copy(
+            update={"phase": "RolledBack", "candidate": None, "traffic_percent": 0,
+                    "reason": failed.reason, "message": why}
+        )  # fmt: skip
+        return outcome(
+            frozen,
+            [_condition("Degraded", True, "PilotRolledBack", why, generation)],
+            prune=_other_generations(snap, owner, [current.workload]),
+        )
+    candidate = (
+        rollout.candidate if rollout.candidate and rollout.candidate.plan_key == key else None
+    )
+    if candidate is None:
+        try:
+            plan = plan_for_cluster(
+                resource,
+                config.catalog,
+                snap.inventory,
+                config.provisionable,
+                excluded,
+                config.lock,
+                latency_calibration(_stored_calibration(resource, status)),
+            )
+        except SpecError:
+            return None  # the in-place path says what is invalid
+        if not plan.feasible:
+            why = "; ".join(plan.reasons)
+            if _planned_message(status) != why:
+                events.append(Event("NoFeasiblePlan", why, True))
+            return outcome(
+                rollout.model_copy(
+                    update={"candidate": None, "phase": "Stable", "traffic_percent": 0}
+                ),
+                [_condition("Planned", False, "NoFeasiblePlan", why, generation)],
+                prune=_other_generations(snap, owner, [current.workload]),
+            )
+        gen = generation_of(key)
+        candidate = Candidate(
+            generation=gen,
+            workload=workload_name(owner.name, gen),
+            plan_key=key,
+            plan=plan.model_dump(mode="json", by_alias=True, exclude_none=True),
+            replicas=pilot_replicas(replicas, pilot_spec.traffic_percent),
+            started_at=_rfc3339(snap.now),
+        )
+        rollout = rollout.model_copy(update={"phase": "Piloting", "measurements": []})
+        events.append(
+            Event(
+                "PilotStarted",
+                f"{_summary(plan)} as {candidate.workload}, beside {current.workload}",
+            )
+        )
+    candidate_plan = Plan.model_validate(candidate.plan)
+    gpu = candidate_plan.gpu
+    drivers = (
+        snap.inventory.drivers(config.catalog, gpu) if gpu and gpu in config.catalog.gpus else []
+    )
+    try:
+        rendered = render_manifests(
+            resource,
+            candidate_plan,
+            config.catalog,
+            config.lock,
+            drivers,
+            host_access=config.host_access,
+            prometheus=config.prometheus,
+            generation=candidate.generation,
+        )
+    except (SpecError, RenderError):
+        return None  # the in-place path says what is invalid
+    objects = [o for o in rendered if o["kind"] in WORKLOAD_KINDS or o["kind"] == "ConfigMap"]
+    kind = next(o["kind"] for o in objects if o["kind"] in WORKLOAD_KINDS)
+    live = snap.children.get((kind, candidate.workload))
+    workload = (live and live.workload) or WorkloadStatus(False)
+    if workload.exists and snap.crash is None:
+        return Outcome(needs=Needs(crashes_of=candidate.generation))
+    if (
+        candidate.serving_since is None
+        and workload.exists
+        and workload.ready_replicas >= candidate.replicas
+    ):
+        candidate = candidate.model_copy(update={"serving_since": _rfc3339(snap.now)})
+    measured = _pilot_measurements(snap, config, resource, rollout, candidate, running)
+    if isinstance(measured, Needs):
+        return Outcome(needs=measured)
+    measurements, due_in = measured
+    by_generation = {m.generation: m for m in measurements}
+    annotations = dict(body["metadata"].get("annotations") or {})
+    health = CandidateHealth(
+        ready=workload.ready_replicas if workload.exists else 0, crash=snap.crash or None
+    )
+    next_step = step(
+        rollout,
+        candidate,
+        pilot_spec,
+        replicas,
+        health,
+        by_generation.get(candidate.generation),
+        by_generation.get(rollout.current.generation),
+        override(annotations, candidate),
+        snap.now,
+    )
+    if next_step.verdict == "rollback":
+        failure = FailedPlan(
+            plan_key=key, reason=next_step.reason, message=next_step.message, at=_rfc3339(snap.now)
+        )
+        why = f"{candidate.workload} rolled back: {next_step.reason}: {next_step.message}"
+        events.append(Event("PilotRolledBack", why, True))
+        rolled = rollout.model_copy(
+            update={
+                "phase": "RolledBack", "candidate": None, "traffic_percent": 0,
+                "reason": next_step.reason, "message": why, "measurements": measurements,
+                "failed": [*rollout.failed, failure][-MAX_FAILED_PLANS:],
+            }
+        )  # fmt: skip
+        return outcome(
+            rolled,
+            [_condition("Degraded", True, "PilotRolledBack", why, generation)],
+            prune=_other_generations(snap, owner, [current.workload]),
+        )
+    if next_step.verdict == "switch":
+        promoted = Generation(
+            generation=candidate.generation, workload=candidate.workload, plan_key=key
+        )
+        events.append(
+            Event(
+                "Promoted", f"{candidate.workload} serves all traffic; removing {current.workload}"
+            )
+        )
+        switched = RolloutStatus(
+            current=promoted, reason="Promoted", message=f"{candidate.workload} promoted",
+            measurements=measurements, failed=rollout.failed,
+        )  # fmt: skip
+        return outcome(
+            switched,
+            [],
+            requeue=0.0,
+            plan=candidate_plan,
+            plan_key=key,
+            workload=workload,
+            kind=kind,
+        )
+    candidate = candidate.model_copy(update={"replicas": next_step.candidate_replicas})
+    for obj in objects:
+        if obj["kind"] in WORKLOAD_KINDS:
+            obj["spec"]["replicas"] = candidate.replicas
+    if next_step.verdict == "promote":
+        events.append(Event("PilotPromoting", next_step.message))
+    share = traffic_share(
+        pilot_spec.traffic_percent if next_step.phase == "Piloting" else PROMOTING_PERCENT,
+        replicas,
+        candidate.replicas,
+        weighted,
+    )
+    piloting = rollout.model_copy(
+        update={
+            "phase": next_step.phase, "candidate": candidate, "traffic_percent": share,
+            "reason": next_step.reason, "message": next_step.message, "measurements": measurements,
+        }
+    )  # fmt: skip
+    message = f"{candidate.workload}: {next_step.reason}; {next_step.message}"
+    requeue = due_in
+    if candidate.serving_since is not None and next_step.phase == "Piloting":
+        left = duration_seconds(pilot_spec.duration) - (
+            snap.now.timestamp() - (_timestamp(candidate.serving_since) or 0.0)
+        )
+        requeue = max(1.0, left) if requeue is None else min(requeue, max(1.0, left))
+    return outcome(
+        piloting,
+        [_condition("Progressing", True, f"Pilot{next_step.phase}", message, generation)],
+        apply=_changed(objects, snap, owner),
+        prune=_other_generations(snap, owner, [current.workload, candidate.workload]),
+        requeue=requeue,
+    )

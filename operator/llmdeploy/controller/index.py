@@ -16,6 +16,7 @@ from typing import Any
 
 from llmdeploy.cluster.objects import ChildKey, LiveChild
 from llmdeploy.controller.decide import Remembered, Rendered
+from llmdeploy.controller.routing import endpoint_picker_of
 
 Key = tuple[str, str]  # (namespace, name) of an LLMDeployment
 NameKey = tuple[str, str, str]  # (namespace, kind, name) of any object of a child kind
@@ -98,6 +99,18 @@ class Index:
                 entry.record = Record(uid)
             children = {name: live for name, (live, _) in entry.children.items()}
             return entry.body, children, entry.record
+
+    def picker_users(self, namespace: str, service: str) -> list[Key]:
+        """The LLMDeployments of `namespace` whose spec.routing names `service` as their
+        endpoint picker."""
+        with self._guard:
+            return [
+                key
+                for key, entry in self._entries.items()
+                if key[0] == namespace
+                and entry.body is not None
+                and endpoint_picker_of(entry.body) == service
+            ]
 
     def keys(self) -> list[Key]:
         with self._guard:

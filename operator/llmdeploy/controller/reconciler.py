@@ -39,6 +39,7 @@ from llmdeploy.controller.decide import (
 from llmdeploy.controller.index import Index, Key, Names, Record
 from llmdeploy.controller.peering import Peering
 from llmdeploy.controller.queue import WorkQueue
+from llmdeploy.controller.routing import endpoint_picker_of
 from llmdeploy.controller.settings import OperatorSettings
 from llmdeploy.measure.prometheus import collect
 from llmdeploy.measure.results import readings
@@ -126,6 +127,9 @@ class Reconciler:
             self.names.gone((namespace, *child))
         else:
             self.names.seen((namespace, *child), live.owner_uid)
+        if kind == "Service":  # an endpoint picker came or went: Routable may change
+            for user in self.index.picker_users(namespace, child[1]):
+                self.queue.add(user)
         owner = owner_name(body)
         if owner is None:
             return
@@ -265,10 +269,17 @@ class Reconciler:
             return "success", None  # deleted
         body, children, record = begun
         inventory = self.cluster.inventory()
+        picker = self._endpoint_picker(body)
         # decide is pure: inputs equal to those of a reconcile that changed nothing and asked
         # for no time-dependent observation give the same no-op until its next deadline (a
         # settled resync costs this).
-        seen = (body["metadata"].get("resourceVersion"), children, dict(record.applied), inventory)
+        seen = (
+            body["metadata"].get("resourceVersion"),
+            children,
+            dict(record.applied),
+            inventory,
+            picker,
+        )
         if record.settled is not None:
             inputs, until = record.settled
             if inputs == seen and time.monotonic() < until:
@@ -283,6 +294,7 @@ class Reconciler:
             datetime.now(UTC),
             record.rendered,
             record.autoscaler,
+            endpoint_picker=picker,
         )
         outcome = decide(snap, self.config)
         rounds = 0
@@ -324,6 +336,16 @@ class Reconciler:
             snap = replace(
                 snap, gpus_in_use=self.cluster.gpus_in_use(owner, self.settings.namespaces)
             )
+        if needs.crashes_of is not None:
+            snap = replace(snap, crash=self.cluster.crashed_pod(owner, needs.crashes_of))
+        if needs.generations:
+            endpoint = self.prometheus[needs.prometheus]
+            measured = {}
+            for generation, queries in needs.generations:
+                _check(deadline)
+                instant, _ = collect(endpoint, queries, snap.now.timestamp())
+                measured[generation] = readings(instant, queries.missing)
+            snap = replace(snap, generations_measured=measured)
         return snap
 
     def _act(
@@ -409,6 +431,20 @@ class Reconciler:
                 owner.namespace, owner.name, list(metadata.get("finalizers") or [])
             )
         return bool(outcome.apply or outcome.prune or notes or patch or outcome.remove_finalizer)
+
+    def _endpoint_picker(self, body: Mapping[str, Any]) -> bool | None:
+        """Whether the Service spec.routing names as the endpoint picker exists (None: none
+        named). The names map knows, once a relist has filled it; before that, the API
+        server is asked."""
+        service = endpoint_picker_of(body)
+        if service is None:
+            return None
+        namespace = str(body["metadata"].get("namespace") or "default")
+        known, holder = self.names.holder((namespace, "Service", service))
+        if known:
+            return holder is not None
+        probe = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": service}}
+        return self.cluster.controller_of(probe, namespace) is not None
 
     def _holder(self, snap: Snapshot, owner: Owner, obj: Mapping[str, Any]) -> str | None:
         """Who holds the name of a child about to be applied: the uid of its controlling

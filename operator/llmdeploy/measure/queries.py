@@ -103,9 +103,10 @@ def measurement_queries(
     window_s: int,
     *,
     with_series: bool = False,
+    generation: str | None = None,
 ) -> MeasurementQueries:
     metrics = ENGINE_METRICS[engine]
-    sel = selector(namespace, name)
+    sel = selector(namespace, name, generation)
     span = _range(window_s)
     # Averages of gauges sample every `resolution`: about 500 points over the window.
     resolution = _range(max(1, window_s // 500))

@@ -2,6 +2,7 @@
 
 from llmdeploy.render.manifests import (
     DEFAULT_PROMETHEUS,
+    GENERATION_LABEL,
     NO_HOST_ACCESS,
     SELECTOR_LABEL,
     SPEC_HASH_ANNOTATION,
@@ -11,10 +12,12 @@ from llmdeploy.render.manifests import (
     prometheus_endpoint,
     render_manifests,
     to_yaml,
+    workload_name,
 )
 
 __all__ = [
     "DEFAULT_PROMETHEUS",
+    "GENERATION_LABEL",
     "NO_HOST_ACCESS",
     "SELECTOR_LABEL",
     "SPEC_HASH_ANNOTATION",
@@ -24,4 +27,5 @@ __all__ = [
     "prometheus_endpoint",
     "render_manifests",
     "to_yaml",
+    "workload_name",
 ]

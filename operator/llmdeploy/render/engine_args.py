@@ -47,12 +47,27 @@ def _flag_name(arg: str, engine: EngineName) -> str:
     return ALIASES[engine].get(name, name)
 
 
+def _names(given: str, flag: str, engine: EngineName) -> bool:
+    """Whether `given` (as _flag_name spells it) sets `flag` as the engine reads its command
+    line: vLLM's parser is Python's argparse, which takes an unambiguous prefix of a long
+    option for the option (`--tensor-parallel 8`, `--gpu-mem 0.99`); trtllm-serve's click
+    takes whole names only."""
+    if given == flag:
+        return True
+    return engine is EngineName.VLLM and len(given) > 2 and flag.startswith(given)
+
+
 def _given_flags(spec: LLMDeploymentSpec) -> list[str]:
     return [
         _flag_name(a, spec.engine.name)
         for a in spec.engine.extra_args
         if a.startswith("-") and len(a) > 1
     ]
+
+
+def _is_given(flag: str, given: Sequence[str], engine: EngineName) -> bool:
+    name = _flag_name(flag, engine)
+    return any(_names(g, name, engine) for g in given)
 
 
 def check_extra_args(spec: LLMDeploymentSpec, engine: Engine, version: str | None) -> None:
@@ -82,13 +97,13 @@ def _merge_extra_args(
     `set_elsewhere`: flags whose value the plan sets in a file, which extraArgs may not touch
     either."""
     engine = spec.engine.name
-    given = set(_given_flags(spec))
+    given = _given_flags(spec)
     for flag in set_elsewhere:
-        if _flag_name(flag, engine) in given and not spec.engine.allow_arg_overrides:
+        if _is_given(flag, given, engine) and not spec.engine.allow_arg_overrides:
             raise SpecError(EXTRA_ARGS, f"{flag} is set by the plan in the engine's options file")
     args: list[str] = []
     for flag, value in planned:
-        if _flag_name(flag, engine) in given:
+        if _is_given(flag, given, engine):
             if not spec.engine.allow_arg_overrides:
                 raise SpecError(
                     EXTRA_ARGS,
@@ -103,9 +118,10 @@ def _merge_extra_args(
 
 def _override_value(spec: LLMDeploymentSpec, names: Sequence[str]) -> str | None:
     """The value extraArgs give a flag (`--flag value` or `--flag=value`), last one winning."""
-    extra, found = spec.engine.extra_args, None
+    extra, engine, found = spec.engine.extra_args, spec.engine.name, None
     for index, arg in enumerate(extra):
-        if not arg.startswith("-") or _flag_name(arg, spec.engine.name) not in names:
+        given = [_flag_name(arg, engine)]
+        if not arg.startswith("-") or not any(_is_given(n, given, engine) for n in names):
             continue
         if "=" in arg:
             found = arg.split("=", 1)[1]

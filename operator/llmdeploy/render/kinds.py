@@ -31,6 +31,8 @@ CHILD_KINDS = (
     ChildKind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     ChildKind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
+    ChildKind("inference.networking.k8s.io/v1", "InferencePool", "inferencepools"),
+    ChildKind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
 )
 CHILD_KIND_BY_NAME = {k.kind: k for k in CHILD_KINDS}
 WORKLOAD_KINDS = frozenset({"Deployment", "LeaderWorkerSet"})

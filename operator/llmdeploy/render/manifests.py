@@ -26,6 +26,7 @@ from llmdeploy.api.types import (
     EngineName,
     LLMDeployment,
     LLMDeploymentSpec,
+    RoutingSpec,
     ScalingSpec,
 )
 from llmdeploy.autoscale.decision import PER_REPLICA
@@ -56,6 +57,9 @@ from llmdeploy.sizing import Plan, SpecError, resolve_model
 SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MANAGER = "llmdeploy"
 SELECTOR_LABEL = "llmdeploy.io/deployment"
+# Which generation (workload) of an LLMDeployment a pod belongs to, when there can be two: a
+# pilot's candidate beside the current one (docs/rollouts.md). The first workload has none.
+GENERATION_LABEL = "llmdeploy.io/generation"
 SPEC_HASH_ANNOTATION = "llmdeploy.io/spec-hash"
 # No account on the node has this UID (cloud node images give 1000 to their admin user), so
 # a process that escaped the container would own nothing there. The images have no passwd
@@ -102,6 +106,22 @@ DOWNLOAD_SCRIPT = (
     "import sys; from huggingface_hub import snapshot_download; "
     "snapshot_download(sys.argv[1], revision=sys.argv[2] or None)"
 )
+
+
+# The pod label llm-d's endpoint picker reads to know an engine's metric names, and the key it
+# falls back to, the Gateway API Inference Extension's from before the picker moved to llm-d
+# (llm-d/llm-d-router, pkg/epp/framework/plugins/datalayer/extractor/metrics: README.md and
+# getEngineTypeFromEndpoint in extractor.go). "vllm" and "trtllm-serve" are its built-in engine
+# types for the two engines (trtllm-serve is the server llmdeploy runs; "triton-tensorrt-llm"
+# is TensorRT-LLM behind Triton, whose metric names differ).
+ENGINE_TYPE_LABEL = "llm-d.ai/engine-type"
+LEGACY_ENGINE_TYPE_LABEL = "inference.networking.k8s.io/engine-type"
+ENGINE_TYPES = {EngineName.VLLM: "vllm", EngineName.TENSORRT_LLM: "trtllm-serve"}
+ROLE_LABEL = "llmdeploy.io/role"
+INFERENCE_POOL_GROUP = "inference.networking.k8s.io"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+MAX_ROUTE_WEIGHT = 1_000_000  # HTTPRoute v1's bound on a backendRef's weight
+MAX_ROUTE_BACKENDS = 16  # and on the backendRefs of one rule
 
 
 class RenderError(ValueError):
@@ -401,16 +421,28 @@ def render_manifests(
     *,
     host_access: HostAccess = NO_HOST_ACCESS,
     prometheus: Mapping[str, PrometheusTarget] | None = None,
+    generation: str = "",
+    route_backends: Sequence[tuple[str, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """The objects that run the plan, in apply order. `host_access` and `prometheus` (the
     endpoints an object may name for KEDA) come from the operator's settings, or the CLI's
-    flags: what may reach beyond the namespace."""
+    flags: what may reach beyond the namespace. `generation`: the workload's id when it is not
+    the first one (workload_name). `route_backends`: the HTTPRoute's backends as
+    (InferencePool name, weight), in this order; default: this object's own pool, [(name,
+    100)]. A pilot passes two generations' pools and their shares."""
     if not plan.feasible or plan.gpu is None:
         raise RenderError("the plan is not feasible: " + "; ".join(plan.reasons))
     name = resource.metadata.name
     if not DNS_LABEL.fullmatch(name):
         raise SpecError("metadata.name", "must be a DNS label (a-z, 0-9, '-', at most 63)")
     _check_node_access(resource, host_access)
+    workload = workload_name(name, generation)
+    if not DNS_LABEL.fullmatch(workload):
+        raise SpecError(
+            "metadata.name",
+            f"at most {62 - len(generation)} characters: a pilot's workload is named "
+            f"<name>-<generation> ({workload!r})",
+        )
     spec = resource.spec
     gpu = catalog.gpus[plan.gpu]
     engine = spec.engine.name
@@ -429,7 +461,7 @@ def render_manifests(
         if engine is EngineName.TENSORRT_LLM
         else None
     )
-    options_configmap = f"{name}-engine-options" if options else None
+    options_configmap = f"{workload}-engine-options" if options else None
     if engine is EngineName.VLLM:
         native = resolve_model(spec.model, catalog).native_dtype
         args = vllm_args(spec, plan, multi_node=multi_node, native=native)
@@ -447,6 +479,16 @@ def render_manifests(
     }
     if pinned is not None:
         labels["app.kubernetes.io/version"] = pinned.engine_version
+    # A later generation's workload selects its own pods only; the Service, the PodMonitor and
+    # the scale subresource select every generation's by the deployment label.
+    workload_selector = {**selector, GENERATION_LABEL: generation} if generation else selector
+    engine_type = ENGINE_TYPES[engine]
+    pod_labels = {
+        **labels,
+        ENGINE_TYPE_LABEL: engine_type,
+        LEGACY_ENGINE_TYPE_LABEL: engine_type,
+        **workload_selector,
+    }
     startup_budget_s = STARTUP_PROBE_SAFETY_FACTOR * cold_start_estimate(plan)
     model_cache_volume, cache_read_only = _model_cache_volume(resource, host_access)
     cache_in_pod = "emptyDir" in model_cache_volume
@@ -470,18 +512,20 @@ def render_manifests(
     replicas = plan.replicas if spec.replicas is None else spec.replicas
     values: dict[str, Any] = {
         "name": name,
+        "workload_name": workload,
         "namespace": resource.metadata.namespace,
         "labels": labels,
         "annotations": {},
         "pod_annotations": {},
         "selector": selector,
+        "workload_selector": workload_selector,
         "service_selector": selector
         if not multi_node
         else {**selector, "leaderworkerset.sigs.k8s.io/worker-index": "0"},
         "pod_labels": {
-            "single": labels,
-            "leader": {**labels, "llmdeploy.io/role": "leader"},
-            "worker": {**labels, "llmdeploy.io/role": "worker"},
+            "single": pod_labels,
+            "leader": {**pod_labels, ROLE_LABEL: "leader"},
+            "worker": {**pod_labels, ROLE_LABEL: "worker"},
         },
         "replicas": replicas,
         "rolling_update": _rolling_update(replicas),
@@ -530,11 +574,11 @@ def render_manifests(
     objects = []
     if options_configmap:
         objects.append(_render_template("configmap.yaml.j2", values))
-    workload = _render_template(
+    workload_object = _render_template(
         "leaderworkerset.yaml.j2" if multi_node else "deployment.yaml.j2", values
     )
-    _stamp_spec_hash(workload, values["options_yaml"])
-    objects.append(workload)
+    _stamp_spec_hash(workload_object, values["options_yaml"])
+    objects.append(workload_object)
     objects.append(_render_template("service.yaml.j2", values))
     objects.append(_render_template("poddisruptionbudget.yaml.j2", values))
     if spec.monitoring.pod_monitor:
@@ -550,7 +594,78 @@ def render_manifests(
             "horizontalpodautoscaler.yaml.j2" if scaling.mode == "hpa" else "scaledobject.yaml.j2"
         )
         objects.append(_render_template(template, values))
+    if spec.routing is not None and spec.routing.inference_pool is not None:
+        # The pool holds the pods that answer requests: a multi-node replica's leader only.
+        pool_selector = {**selector, ROLE_LABEL: "leader"} if multi_node else selector
+        values.update(_routing_values(spec.routing, name, pool_selector, route_backends))
+        objects.append(_render_template("inferencepool.yaml.j2", values))
+        if values["route"] is not None:
+            objects.append(_render_template("httproute.yaml.j2", values))
     return objects
+
+
+def workload_name(name: str, generation: str = "") -> str:
+    """The workload (and engine-options ConfigMap prefix) of one generation."""
+    return f"{name}-{generation}" if generation else name
+
+
+def _routing_values(
+    routing: RoutingSpec,
+    name: str,
+    selector: Mapping[str, str],
+    backends: Sequence[tuple[str, int]] | None,
+) -> dict[str, Any]:
+    """Values for the InferencePool and, if wanted, the HTTPRoute."""
+    assert routing.inference_pool is not None
+    picker = routing.inference_pool.endpoint_picker
+    picker_ref: dict[str, Any] = {
+        "kind": "Service",
+        "name": picker.service,
+        "port": {"number": picker.port},
+    }
+    if picker.failure_mode is not None:
+        picker_ref["failureMode"] = picker.failure_mode
+    pool = {
+        "selector": dict(selector),
+        "target_ports": [{"number": ENGINE_PORT}],
+        "endpoint_picker_ref": picker_ref,
+    }
+    route = None
+    if routing.http_route is not None:
+        gateway = routing.http_route.gateway
+        parent = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gateway.name}
+        if gateway.namespace is not None:
+            parent["namespace"] = gateway.namespace
+        if gateway.section_name is not None:
+            parent["sectionName"] = gateway.section_name
+        route = {
+            "parent_ref": parent,
+            "hostnames": list(routing.http_route.hostnames),
+            "path_prefix": routing.http_route.path_prefix,
+            "backend_refs": route_backend_refs([(name, 100)] if backends is None else backends),
+        }
+    return {"pool": pool, "route": route}
+
+
+def route_backend_refs(backends: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
+    """An HTTPRoute rule's backendRefs: each (InferencePool name, weight) in order. Raises
+    RenderError for what the HTTPRoute CRD would refuse, or a route that sends nothing."""
+    names = [pool for pool, _ in backends]
+    if not 1 <= len(backends) <= MAX_ROUTE_BACKENDS or len(set(names)) != len(names):
+        raise RenderError(
+            f"route backends must be 1 to {MAX_ROUTE_BACKENDS} distinct pools: {names}"
+        )
+    for pool, weight in backends:
+        if not DNS_LABEL.fullmatch(pool):
+            raise RenderError(f"route backend {pool!r} is not a DNS label")
+        if isinstance(weight, bool) or not 0 <= weight <= MAX_ROUTE_WEIGHT:
+            raise RenderError(f"route backend {pool}: weight {weight} not in 0..{MAX_ROUTE_WEIGHT}")
+    if sum(weight for _, weight in backends) == 0:
+        raise RenderError(f"route backends {names} all have weight 0: no traffic would pass")
+    return [
+        {"group": INFERENCE_POOL_GROUP, "kind": "InferencePool", "name": pool, "weight": weight}
+        for pool, weight in backends
+    ]
 
 
 ACTIVATION_ONLY_THRESHOLD = "1000000000"

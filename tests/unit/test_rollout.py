@@ -1,0 +1,331 @@
+"""Pilot rollouts: the steps (controller/rollout.py) and decide's pilot path, with plain data."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from llmdeploy.api.status import Candidate, Generation, GenerationMeasurement, RolloutStatus
+from llmdeploy.api.types import PilotSpec
+from llmdeploy.catalog import Catalog
+from llmdeploy.cluster.objects import LiveChild, WorkloadStatus, crash_of
+from llmdeploy.controller.decide import Outcome, Snapshot, decide
+from llmdeploy.controller.rollout import (
+    CandidateHealth,
+    override,
+    pilot_replicas,
+    step,
+    traffic_share,
+)
+from llmdeploy.measure.results import Readings
+from tests.unit.conftest import body
+from tests.unit.test_decide import HEALTHY, NOW, conditions, config, measured_by, settled
+
+CANDIDATE = Candidate(
+    generation="abcd1234",
+    workload="m-abcd1234",
+    plan_key="abcd1234ffff0000",
+    plan={},
+    replicas=1,
+    started_at="2026-11-22T12:00:00Z",
+)
+PILOTING = RolloutStatus(phase="Piloting", current=Generation(workload="m"), candidate=CANDIDATE)
+SPEC = PilotSpec(duration="15m")
+
+
+def measurement(slo: str = "True", cost: float | None = 10.0, gen: str = "abcd1234") -> Any:
+    return GenerationMeasurement(
+        generation=gen,
+        end="2026-11-22T12:20:00Z",
+        window_seconds=600,
+        slo_met=slo,  # type: ignore[arg-type]
+        slo_message=f"slo {slo}",
+        cost_per_million_output_tokens=cost,
+    )
+
+
+def serving(minutes: float) -> Candidate:
+    since = NOW - timedelta(minutes=minutes)
+    return CANDIDATE.model_copy(update={"serving_since": since.strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+
+def test_the_pilot_gets_its_share_of_replicas_and_traffic() -> None:
+    assert pilot_replicas(4, 10) == 1 and pilot_replicas(20, 10) == 2 and pilot_replicas(0, 10) == 1
+    assert traffic_share(10, 9, 1, weighted=True) == 10
+    assert traffic_share(10, 9, 1, weighted=False) == 10
+    assert traffic_share(10, 1, 1, weighted=False) == 50  # the approximation, reported as is
+
+
+def test_a_candidate_is_measured_for_the_duration_then_promoted_then_switched() -> None:
+    health = CandidateHealth(ready=1)
+    starting = step(PILOTING, CANDIDATE, SPEC, 4, health, None, None, None, NOW)
+    assert (starting.verdict, starting.reason, starting.candidate_replicas) == (
+        "wait",
+        "Starting",
+        1,
+    )
+    early = step(PILOTING, serving(5), SPEC, 4, health, measurement(), measurement(), None, NOW)
+    assert early.verdict == "wait" and early.reason == "Measuring"
+    later = step(PILOTING, serving(5), SPEC, 4, health, measurement(), measurement(), None, NOW)
+    assert later == early  # no clock in the message: no status write per reconcile
+    done = step(PILOTING, serving(16), SPEC, 4, health, measurement(), measurement(), None, NOW)
+    assert (done.verdict, done.phase, done.candidate_replicas) == ("promote", "Promoting", 4)
+    promoting = PILOTING.model_copy(update={"phase": "Promoting"})
+    half = step(promoting, serving(17), SPEC, 4, CandidateHealth(ready=3), None, None, None, NOW)
+    assert half.verdict == "wait" and half.phase == "Promoting"
+    full = step(promoting, serving(18), SPEC, 4, CandidateHealth(ready=4), None, None, None, NOW)
+    assert full.verdict == "switch"
+
+
+def test_an_slo_breach_a_crash_or_an_abort_rolls_back_at_once() -> None:
+    health = CandidateHealth(ready=1)
+    slow = step(PILOTING, serving(2), SPEC, 4, health, measurement("False"), None, None, NOW)
+    assert (slow.verdict, slow.reason, slow.message) == ("rollback", "SLOBreach", "slo False")
+    crash = CandidateHealth(ready=0, crash="pod x: container engine restarted 3 times")
+    crashed = step(PILOTING, CANDIDATE, SPEC, 4, crash, None, None, None, NOW)
+    assert crashed.verdict == "rollback" and crashed.reason == "CrashLoop"
+    aborted = step(PILOTING, serving(2), SPEC, 4, health, None, None, "abort", NOW)
+    assert aborted.verdict == "rollback" and aborted.reason == "ManualAbort"
+    promoted = step(PILOTING, CANDIDATE, SPEC, 4, health, None, None, "promote", NOW)
+    assert promoted.verdict == "promote"
+
+
+def test_the_cost_gate_rolls_back_a_dearer_candidate_and_waits_without_data() -> None:
+    health = CandidateHealth(ready=1)
+    within = step(
+        PILOTING,
+        serving(16),
+        SPEC,
+        4,
+        health,
+        measurement(cost=10.4),
+        measurement(cost=10),
+        None,
+        NOW,
+    )
+    assert within.verdict == "promote"
+    dear = step(
+        PILOTING,
+        serving(16),
+        SPEC,
+        4,
+        health,
+        measurement(cost=10.6),
+        measurement(cost=10),
+        None,
+        NOW,
+    )
+    assert dear.verdict == "rollback" and dear.reason == "CostPerTokenWorse"
+    unknown = step(
+        PILOTING, serving(16), SPEC, 4, health, measurement(cost=None), measurement(), None, NOW
+    )
+    assert unknown.verdict == "wait" and unknown.reason == "WaitingForMeasurements"
+    no_slo_yet = step(
+        PILOTING, serving(16), SPEC, 4, health, measurement("Unknown"), None, None, NOW
+    )
+    assert no_slo_yet.verdict == "wait"
+    off = SPEC.model_copy(update={"gates": SPEC.gates.model_copy(update={"cost_per_token": False})})
+    assert step(
+        PILOTING, serving(16), off, 4, health, measurement(cost=None), None, None, NOW
+    ).verdict == ("promote")
+
+
+def test_an_override_names_its_candidate() -> None:
+    assert override({"llmdeploy.io/pilot": "promote/abcd1234"}, CANDIDATE) == "promote"
+    assert override({"llmdeploy.io/pilot": "abort/abcd1234"}, CANDIDATE) == "abort"
+    assert override({"llmdeploy.io/pilot": "promote/00000000"}, CANDIDATE) is None  # an old one
+    assert override({"llmdeploy.io/pilot": "maybe/abcd1234"}, CANDIDATE) is None
+
+
+def test_a_pod_that_keeps_restarting_is_a_crash_told_without_its_message() -> None:
+    pod = {
+        "metadata": {"name": "m-abcd1234-x"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "engine",
+                    "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "secret"}},
+                    "lastState": {"terminated": {"reason": "Error", "exitCode": 1, "message": "x"}},
+                }
+            ]
+        },
+    }
+    told = crash_of(pod)
+    assert told is not None and "Error, exit code 1" in told and "secret" not in told
+    pod["status"]["containerStatuses"][0]["state"] = {"running": {}}
+    assert crash_of(pod) is None  # two restarts and running: not yet a crash loop
+
+
+# --- decide's pilot path ---
+
+PILOT = {"replicas": 4, "rollout": {"strategy": "Pilot", "pilot": {"duration": "10m"}}}
+
+
+def answered(
+    snap: Snapshot, cfg: Any, crash: str = "", measured: Readings | None = None
+) -> Outcome:
+    """decide, with its needs answered: no crash, and `measured` for every generation."""
+    outcome = decide(snap, cfg)
+    for _ in range(3):
+        if not outcome.needs:
+            return outcome
+        if outcome.needs.crashes_of is not None:
+            snap = replace(snap, crash=crash)
+        if outcome.needs.measure is not None:
+            snap = replace(snap, measured=measured or Readings({}, {}))
+        if outcome.needs.generations:
+            data = measured or Readings({}, {})
+            snap = replace(
+                snap, generations_measured={g: data for g, _ in outcome.needs.generations}
+            )
+        outcome = decide(snap, cfg)
+    raise AssertionError(f"still needs {outcome.needs}")
+
+
+def written(snap: Snapshot, outcome: Outcome, minutes: float = 0) -> Snapshot:
+    """What the act left: status written, children applied, pruned children gone."""
+    assert outcome.status is not None
+    status = outcome.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    children = dict(snap.children)
+    for key, _ in outcome.prune:
+        children.pop(key)
+    for obj in outcome.apply:
+        key = (obj["kind"], obj["metadata"]["name"])
+        digest = obj["metadata"]["annotations"]["llmdeploy.io/applied-hash"]
+        workload = (
+            WorkloadStatus(True, obj["spec"]["replicas"], 0, 0, True)
+            if obj["kind"] == "Deployment"
+            else None
+        )
+        children[key] = LiveChild(f"uid-{key[1]}", "u1", digest, "g2", workload)
+    return replace(
+        snap,
+        body={**snap.body, "status": status},
+        children=children,
+        now=snap.now + timedelta(minutes=minutes),
+        crash=None,
+        generations_measured=None,
+    )
+
+
+def ready(snap: Snapshot, name: str, count: int) -> Snapshot:
+    key = ("Deployment", name)
+    live = snap.children[key]
+    assert live.workload is not None
+    workload = replace(live.workload, ready_replicas=count, updated_replicas=count)
+    return replace(snap, children={**snap.children, key: replace(live, workload=workload)})
+
+
+def serving_now(catalog: Catalog, spec: dict[str, Any]) -> Snapshot:
+    """A settled object whose status says its replicas are ready."""
+    snap, _ = settled(catalog, body(**spec))
+    return written(snap, answered(snap, config(catalog)))
+
+
+def test_a_changed_plan_is_piloted_measured_promoted_and_the_old_generation_removed(
+    catalog: Catalog,
+) -> None:
+    cfg = config(catalog)
+    snap = serving_now(catalog, PILOT)
+    assert snap.body["status"]["rollout"]["current"] == {
+        "generation": "",
+        "workload": "m",
+        "planKey": snap.body["status"]["planKey"],
+    }
+    running_key = snap.body["status"]["planKey"]
+    changed = replace(
+        snap, body=body(snap.body["status"], **PILOT, workload={"maxContextLength": 4096})
+    )
+    started = answered(changed, cfg)
+    assert [e.reason for e in started.events] == ["PilotStarted"]
+    assert started.prune == ()  # the current generation keeps serving
+    # A restarted operator whose watches have not shown the children yet pilots all the same:
+    # status says what serves.
+    restarted = answered(replace(changed, children={}, applied={}), cfg)
+    assert [o["metadata"]["name"] for o in restarted.apply] == [
+        o["metadata"]["name"] for o in started.apply
+    ]
+    [candidate] = started.apply
+    name = candidate["metadata"]["name"]
+    assert name.startswith("m-") and candidate["spec"]["replicas"] == 1
+    labels = candidate["spec"]["template"]["metadata"]["labels"]
+    assert (
+        labels["llmdeploy.io/generation"] == name[2:] and labels["llmdeploy.io/deployment"] == "m"
+    )
+    assert candidate["spec"]["selector"]["matchLabels"]["llmdeploy.io/generation"] == name[2:]
+    assert started.status is not None and started.status.plan_key == running_key  # still serving
+    assert conditions(started)["Progressing"].reason == "PilotPiloting"
+    assert conditions(started)["Ready"].status == "True"
+
+    snap = ready(written(changed, started, 1), name, 1)
+    up = answered(snap, cfg)
+    assert up.status is not None and up.status.rollout is not None
+    assert up.status.rollout.candidate is not None and up.status.rollout.candidate.serving_since
+
+    # Ten minutes of the candidate meeting the SLO at the current generation's cost per token.
+    snap = written(snap, up, 11)
+    due = decide(replace(snap, crash=""), cfg)
+    assert [g for g, _ in due.needs.generations] == [name[2:], ""]
+    assert 'llmdeploy_io_generation=""' in due.needs.generations[1][1].instant["requests"]
+    promoting = answered(snap, cfg, measured=measured_by(HEALTHY))
+    assert promoting.status is not None and promoting.status.rollout is not None
+    assert promoting.status.rollout.phase == "Promoting", promoting.status.rollout.message
+    assert [o["spec"]["replicas"] for o in promoting.apply] == [4]
+    assert [e.reason for e in promoting.events] == ["PilotPromoting"]
+
+    snap = ready(written(snap, promoting, 1), name, 4)
+    switched = answered(snap, cfg, measured=measured_by(HEALTHY))
+    assert [e.reason for e in switched.events] == ["Promoted"]
+    assert switched.status is not None and switched.status.plan_key != running_key
+    assert switched.requeue_after_s == 0.0
+
+    snap = written(snap, switched)
+    settled_again = answered(snap, cfg, measured=measured_by(HEALTHY))
+    assert ("Deployment", "m") in [key for key, _ in settled_again.prune]  # the old generation
+    assert settled_again.status is not None and settled_again.status.rollout is not None
+    assert settled_again.status.rollout.current.workload == name
+
+
+def test_a_breaching_candidate_is_rolled_back_and_not_retried_unchanged(catalog: Catalog) -> None:
+    cfg = config(catalog)
+    snap = serving_now(catalog, PILOT)
+    spec = {**PILOT, "workload": {"maxContextLength": 4096}, "slo": {"ttftMs": 500}}
+    changed = replace(snap, body=body(snap.body["status"], **spec))
+    started = answered(changed, cfg)
+    name = started.apply[0]["metadata"]["name"]
+    snap = written(changed, started, 1)
+    snap = written(snap, answered(ready(snap, name, 1), cfg), 2)  # serving since
+    snap = ready(snap, name, 1)
+    breach = answered(snap, cfg, measured=measured_by(HEALTHY))  # 60% within 500 ms
+    assert [e.reason for e in breach.events] == ["PilotRolledBack"]
+    assert breach.events[0].warning and "SLOBreach" in breach.events[0].message
+    assert ("Deployment", name) in [key for key, _ in breach.prune]
+    assert conditions(breach)["Degraded"].reason == "PilotRolledBack"
+    assert breach.status is not None and breach.status.rollout is not None
+    assert [f.reason for f in breach.status.rollout.failed] == ["SLOBreach"]
+
+    again = answered(written(snap, breach, 5), cfg)
+    assert again.apply == () and again.events == ()  # not retried, told once
+    assert conditions(again)["Degraded"].status == "True"
+    # A new spec is a new plan: piloted again.
+    newer = body(
+        again.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if again.status
+        else {},
+        **{**spec, "slo": {"ttftMs": 5000}},
+    )
+    retried = answered(replace(written(snap, breach, 5), body=newer), cfg)
+    assert [e.reason for e in retried.events] == ["PilotStarted"]
+
+
+def test_rolling_objects_go_out_in_place(catalog: Catalog) -> None:
+    cfg = config(catalog)
+    snap = serving_now(catalog, {"replicas": 4})
+    assert "rollout" not in snap.body["status"]
+    changed = replace(
+        snap, body=body(snap.body["status"], replicas=4, workload={"maxContextLength": 4096})
+    )
+    outcome = answered(changed, cfg)
+    assert [o["metadata"]["name"] for o in outcome.apply if o["kind"] == "Deployment"] == ["m"]
