@@ -180,7 +180,7 @@ def _gpu(catalog: Catalog, sku: str, memory_gib: float | None) -> Gpu:
     memory model reads it)."""
     gpu = catalog.gpus.get(sku) or catalog.gpus["nvidia-h100-80gb"].model_copy(update={"id": sku})
     if memory_gib is not None:
-        gpu = gpu.model_copy(update={"memory_gib": memory_gib})
+        gpu = gpu.model_copy(update={"memory_gib": memory_gib, "cuda_visible_memory_gib": None})
     return gpu
 
 
@@ -229,6 +229,7 @@ def rules(row: KvRow, catalog: Catalog) -> EngineMemory:
         generation,
         flashinfer=flashinfer,
         mxfp4_backend=row.moe_backend or None,
+        model_type=_model(catalog, row.plan_model).model_type,
     )
 
 

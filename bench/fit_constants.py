@@ -77,15 +77,17 @@ def _fit_rows(rows: list[KvRow] | list[LatencyRow]) -> list[str]:
 
 
 def _implied_non_torch(row: KvRow, catalog: Catalog) -> float:
-    """GiB the row leaves to non-torch memory under the activation constants in place."""
+    """GiB the row leaves to non-torch memory under the activation constants in place (after
+    the CUDA graphs its release books inside the budget)."""
     assert row.kv_gib is not None
     model = _model(catalog, row.plan_model)
     _, batched, seqs = scheduler(row, catalog)
     gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
-    budget = gpu.memory_gib * (row.gpu_memory_utilization or DEFAULT_UTILIZATION)
+    budget = gpu.visible_memory_gib * (row.gpu_memory_utilization or DEFAULT_UTILIZATION)
     weights = row.weights_gib if row.weights_gib is not None else predict_weights_gib(row, catalog)
-    activation = activation_bytes(model, row.tensor, batched, seqs, rules(row, catalog)) / GIB
-    return budget - weights - activation - row.kv_gib
+    row_rules = rules(row, catalog)
+    activation = activation_bytes(model, row.tensor, batched, seqs, row_rules) / GIB
+    return budget - weights - activation - row_rules.cuda_graph_gib - row.kv_gib
 
 
 def _least_squares(xs: list[float], ys: list[float]) -> tuple[float, float]:
