@@ -13,7 +13,10 @@ Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory 
 
 Performance (performance.py), from the fit rows of latency.csv: coordinate descent over a grid
 of each constant, from a fixed start, minimising mean |TPOT error| (all rows) plus mean |TTFT
-error| (rows whose TTFT is comparable), until a sweep changes nothing.
+error| (rows whose TTFT is comparable), until a sweep changes nothing. First the shared
+constants on every fit row (the per-GPU tables empty); then, with those fixed, each GPU's
+bandwidth, prefill and decode efficiencies (`*_BY_GPU`) on that GPU's fit rows whose
+all-reduce had peer-to-peer, starting from the shared values.
 
 Run: .venv/bin/python bench/fit_constants.py   (prints the constants; --check compares them
 with the code and exits 1 on a difference)
