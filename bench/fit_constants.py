@@ -241,7 +241,9 @@ def main() -> None:
     fitted = fit()
     code = current_constants()
     differ = False
-    differ |= bool(set(code) - set(fitted))
+    for name in sorted(set(code) - set(fitted)):
+        differ = True
+        print(f"{name}   # in the code, not fitted: {code[name]!r}")
     for name, value in fitted.items():
         known = name in code
         mark = (
