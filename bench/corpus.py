@@ -308,7 +308,8 @@ def summarize(errors: list[float]) -> Summary | None:
     return Summary(len(absolute), quantile(0.5), quantile(0.9), absolute[-1], within)
 
 
-# The constants bench/fit_constants.py re-derives, by module.
+# The constants bench/fit_constants.py re-derives, by module. A `dict` constant (per GPU SKU)
+# is one constant per key, named `NAME[key]`.
 FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
     "memory": (
         memory,
@@ -331,26 +332,54 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
             "PER_LAYER_OVERHEAD_S",
             "TTFT_OVERHEAD_S",
             "TTFT_OVERHEAD_PER_STREAM_S",
+            "BANDWIDTH_EFFICIENCY_BY_GPU",
+            "PREFILL_COMPUTE_EFFICIENCY_BY_GPU",
+            "DECODE_COMPUTE_EFFICIENCY_BY_GPU",
         ),
     ),
 }
 
 
 def current_constants() -> dict[str, float]:
-    return {
-        name: float(getattr(module, name)) for module, names in FITTED.values() for name in names
-    }
+    values: dict[str, float] = {}
+    for module, names in FITTED.values():
+        for name in names:
+            value = getattr(module, name)
+            if isinstance(value, dict):
+                values.update({f"{name}[{key}]": float(v) for key, v in value.items()})
+            else:
+                values[name] = float(value)
+    return values
+
+
+def _owner(name: str) -> ModuleType:
+    base = name.split("[", 1)[0]
+    return next(module for module, names in FITTED.values() if base in names)
 
 
 @contextmanager
 def constants(values: dict[str, float]) -> Iterator[None]:
-    """The sizing modules with `values` in place of their constants, restored after."""
-    saved = current_constants()
-    owner = {name: module for module, names in FITTED.values() for name in names}
+    """The sizing modules with `values` in place of their constants, restored after; a
+    `NAME[key]` value sets one key of a per-GPU table."""
+    saved = {
+        (module, name): (dict(v) if isinstance(v := getattr(module, name), dict) else v)
+        for module, names in FITTED.values()
+        for name in names
+    }
     try:
         for name, value in values.items():
-            setattr(owner[name], name, value)
+            module = _owner(name)
+            if "[" in name:
+                base, key = name[:-1].split("[", 1)
+                getattr(module, base)[key] = value
+            else:
+                setattr(module, name, value)
         yield
     finally:
-        for name, value in saved.items():
-            setattr(owner[name], name, value)
+        for (module, name), value in saved.items():
+            if isinstance(value, dict):
+                table = getattr(module, name)
+                table.clear()
+                table.update(value)
+            else:
+                setattr(module, name, value)

@@ -13,7 +13,10 @@ Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory 
 
 Performance (performance.py), from the fit rows of latency.csv: coordinate descent over a grid
 of each constant, from a fixed start, minimising mean |TPOT error| (all rows) plus mean |TTFT
-error| (rows whose TTFT is comparable), until a sweep changes nothing.
+error| (rows whose TTFT is comparable), until a sweep changes nothing. First the shared
+constants on every fit row (the per-GPU tables empty); then, with those fixed, each GPU's
+bandwidth, prefill and decode efficiencies (`*_BY_GPU`) on that GPU's fit rows whose
+all-reduce had peer-to-peer, starting from the shared values.
 
 Run: .venv/bin/python bench/fit_constants.py   (prints the constants; --check compares them
 with the code and exits 1 on a difference)
@@ -48,6 +51,7 @@ from corpus import (
     scheduler,
 )
 from llmdeploy.catalog import Catalog, load_catalog
+from llmdeploy.sizing import performance
 from llmdeploy.sizing.memory import GIB, activation_bytes
 
 HIDDEN_COPIES = (2, 4, 6, 8)
@@ -69,6 +73,10 @@ PERFORMANCE_GRID: dict[str, tuple[tuple[float, ...], float]] = {
     "TTFT_OVERHEAD_S": (_grid(0.0, 0.08, 0.005), 0.04),
     "TTFT_OVERHEAD_PER_STREAM_S": (_grid(0.0, 0.003, 0.0002), 0.001),
 }
+
+
+# Fitted per GPU SKU on top of the shared value (performance.py `*_BY_GPU`).
+PER_GPU = ("BANDWIDTH_EFFICIENCY", "PREFILL_COMPUTE_EFFICIENCY", "DECODE_COMPUTE_EFFICIENCY")
 
 
 def _fit_rows(rows: list[KvRow] | list[LatencyRow]) -> list[str]:
@@ -173,14 +181,17 @@ def _latency_score(rows: list[LatencyRow], catalog: Catalog, values: dict[str, f
     return tpot + (statistics.fmean(ttft_errors) if ttft_errors else 0.0)
 
 
-def fit_performance(catalog: Catalog) -> dict[str, float]:
-    fit = set(_fit_rows(load_latency()))
-    rows = [r for r in load_latency() if r.id in fit]
-    values = {name: start for name, (_, start) in PERFORMANCE_GRID.items()}
+def _descend(
+    rows: list[LatencyRow],
+    catalog: Catalog,
+    values: dict[str, float],
+    grids: dict[str, tuple[float, ...]],
+) -> dict[str, float]:
+    """Coordinate descent over `grids` from `values` until a sweep changes nothing."""
     score = _latency_score(rows, catalog, values)
     for _ in range(30):
         changed = False
-        for name, (grid, _) in PERFORMANCE_GRID.items():
+        for name, grid in grids.items():
             for candidate in grid:
                 trial = {**values, name: candidate}
                 trial_score = _latency_score(rows, catalog, trial)
@@ -188,6 +199,35 @@ def fit_performance(catalog: Catalog) -> dict[str, float]:
                     values, score, changed = trial, trial_score, True
         if not changed:
             break
+    return values
+
+
+def fit_performance(catalog: Catalog) -> dict[str, float]:
+    """The shared constants on every fit row; then, with those fixed, each GPU's three
+    efficiencies on that GPU's fit rows. Rows whose all-reduce ran without GPU peer-to-peer
+    (`interconnect` pcie) stay out of the per-GPU step: their error is the interconnect's."""
+    with constants({}):  # restores the per-GPU tables emptied here: the fit starts without them
+        for name in PER_GPU:
+            getattr(performance, f"{name}_BY_GPU").clear()
+        return _fit_performance(catalog)
+
+
+def _fit_performance(catalog: Catalog) -> dict[str, float]:
+    fit = set(_fit_rows(load_latency()))
+    rows = [r for r in load_latency() if r.id in fit]
+    values = _descend(
+        rows,
+        catalog,
+        {name: start for name, (_, start) in PERFORMANCE_GRID.items()},
+        {name: grid for name, (grid, _) in PERFORMANCE_GRID.items()},
+    )
+    for gpu in sorted({r.gpu for r in rows}):
+        own = [r for r in rows if r.gpu == gpu and not r.interconnect]
+        if not own:
+            continue
+        grids = {f"{name}_BY_GPU[{gpu}]": PERFORMANCE_GRID[name][0] for name in PER_GPU}
+        start = {f"{name}_BY_GPU[{gpu}]": values[name] for name in PER_GPU}
+        values = _descend(own, catalog, {**values, **start}, grids)
     return values
 
 
@@ -203,8 +243,18 @@ def main() -> None:
     fitted = fit()
     code = current_constants()
     differ = False
+    for name in sorted(set(code) - set(fitted)):
+        differ = True
+        print(f"{name}   # in the code, not fitted: {code[name]!r}")
     for name, value in fitted.items():
-        mark = "" if abs(code[name] - value) < 1e-9 else f"   # code has {code[name]!r}"
+        known = name in code
+        mark = (
+            ""
+            if known and abs(code[name] - value) < 1e-9
+            else f"   # code has {code[name]!r}"
+            if known
+            else "   # not in the code"
+        )
         differ |= bool(mark)
         print(f"{name} = {value!r}{mark}")
     if args.check and differ:

@@ -71,8 +71,31 @@ def test_constants_are_restored_after_a_trial() -> None:
 
 def test_the_codes_memory_constants_are_the_fits() -> None:
     """memory.py carries what fit_constants.py derives from the fit set (issue 14, deliverable
-    4). performance.py's constants are not the fit's yet: docs/benchmarks.md says why."""
+    4)."""
     fitted = fit_constants.fit_memory(load_catalog())
     code = corpus.current_constants()
     assert fitted == {name: code[name] for name in fitted}
     assert set(fitted) == set(corpus.FITTED["memory"][1])
+
+
+def test_the_codes_performance_constants_are_the_fits() -> None:
+    """performance.py carries what fit_constants.py derives from the fit set, the per-GPU
+    efficiencies included, and no per-GPU value the fit does not produce."""
+    fitted = fit_constants.fit_performance(load_catalog())
+    code = corpus.current_constants()
+    performance_names = [
+        name for name in code if name.split("[", 1)[0] in corpus.FITTED["performance"][1]
+    ]
+    assert fitted == {name: code[name] for name in performance_names}
+
+
+def test_a_per_gpu_efficiency_is_used_for_its_gpu_only() -> None:
+    catalog = load_catalog()
+    rows = corpus.load_latency()
+    h100 = next(r for r in rows if r.gpu == "nvidia-h100-80gb")
+    a100 = next(r for r in rows if r.gpu == "nvidia-a100-80gb")
+    before = (corpus.predict_latency(h100, catalog), corpus.predict_latency(a100, catalog))
+    with corpus.constants({"BANDWIDTH_EFFICIENCY_BY_GPU[nvidia-h100-80gb]": 0.4}):
+        assert corpus.predict_latency(h100, catalog)[1] > before[0][1]
+        assert corpus.predict_latency(a100, catalog) == before[1]
+    assert (corpus.predict_latency(h100, catalog), corpus.predict_latency(a100, catalog)) == before
