@@ -1,6 +1,8 @@
 """Re-derive every fitted constant of the sizing model from the corpus's fit set only.
 
-Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory is logged:
+Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory is logged and
+whose release the model follows (corpus.py `memory_modelled`: not the unread releases 0.15 to
+0.23, whose rows are reported apart by sizing_accuracy.py):
 - for each activation shape on a small grid (hidden-state copies, MLP copies; the sampler's
   bytes per logit are read in vLLM's source, engine_memory.py), the non-torch memory each
   row implies is budget - weights - activation - KV (the logged weights where it has them);
@@ -43,6 +45,7 @@ from corpus import (
     load_kv,
     load_latency,
     load_split,
+    memory_modelled,
     predict_kv,
     predict_latency,
     predict_weights_gib,
@@ -114,7 +117,10 @@ def fit_memory(catalog: Catalog) -> dict[str, float]:
     rows = [
         r
         for r in load_kv()
-        if r.id in fit and r.outcome in ("ran", "refused") and r.kv_gib is not None
+        if r.id in fit
+        and r.outcome in ("ran", "refused")
+        and r.kv_gib is not None
+        and memory_modelled(r)
     ]
     best: tuple[float, dict[str, float]] | None = None
     for hidden, mlp in product(HIDDEN_COPIES, MLP_COPIES):
@@ -147,7 +153,11 @@ def _fit_non_torch(
             for r in rows
             if r.sampler or rules(r, catalog).non_torch_since_start
         ]
-    since_start = [y for r, y in implied if rules(r, catalog).non_torch_since_start]
+    since_start = [
+        y
+        for r, y in implied
+        if rules(r, catalog).non_torch_since_start and r.tensor * r.pipeline == 1
+    ]
     single = [
         y
         for r, y in implied

@@ -99,3 +99,38 @@ def test_a_per_gpu_efficiency_is_used_for_its_gpu_only() -> None:
         assert corpus.predict_latency(h100, catalog)[1] > before[0][1]
         assert corpus.predict_latency(a100, catalog) == before[1]
     assert (corpus.predict_latency(h100, catalog), corpus.predict_latency(a100, catalog)) == before
+
+
+def test_rows_of_unread_releases_stay_out_of_the_memory_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A release between the read ones (0.15 to 0.23) is not followed: its rows, however far
+    off, leave the memory constants alone; a row of a read release moves them."""
+    kv = corpus.load_kv()
+    by_version = {r.engine_version: r for r in kv if r.engine_version}
+    assert not corpus.memory_modelled(by_version["0.19.0"])
+    assert corpus.memory_modelled(by_version["0.14.1"])
+    assert corpus.memory_modelled(by_version["0.10.1.1"])
+    assert corpus.memory_modelled(dataclasses.replace(by_version["0.19.0"], engine_version=""))
+    assert corpus.memory_modelled(
+        dataclasses.replace(by_version["0.19.0"], engine_version="0.24.0")
+    )
+    catalog = load_catalog()
+    before = fit_constants.fit_memory(catalog)
+    split = corpus.load_split()
+
+    def shifted(unread: bool) -> list[corpus.KvRow]:
+        return [
+            dataclasses.replace(r, kv_gib=r.kv_gib - 3.0)
+            if split[r.id] == "fit"
+            and r.kv_gib is not None
+            and r.sampler
+            and corpus.memory_modelled(r) != unread
+            else r
+            for r in kv
+        ]
+
+    monkeypatch.setattr(fit_constants, "load_kv", lambda: shifted(unread=True))
+    assert fit_constants.fit_memory(catalog) == before
+    monkeypatch.setattr(fit_constants, "load_kv", lambda: shifted(unread=False))
+    assert fit_constants.fit_memory(catalog) != before
