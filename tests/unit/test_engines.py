@@ -374,7 +374,8 @@ def test_mla_kv_estimate_uses_the_release_block_size(
     def tokens(version: str) -> int:
         spec = {
             "model": {"name": "deepseek-ai/DeepSeek-V3"},
-            "engine": {"version": version},
+            # A budget whose 16-token count is not a multiple of 64, so the two differ.
+            "engine": {"version": version, "gpuMemoryUtilization": 0.89},
             "placement": {"gpu": "nvidia-h200-141gb"},
             "workload": {"maxContextLength": 8192, "concurrency": 4},
         }

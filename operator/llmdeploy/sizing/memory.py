@@ -29,8 +29,8 @@ NON_TORCH_MULTI_GPU_BASE_GIB = 2.9
 NON_TORCH_PER_TP_RANK_GIB = 0.35
 # Where vLLM counts only the increase since its snapshot after device initialisation (V1 from
 # 0.10): what the profiling step and the communicators' later buffers add. Fitted.
-NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.0
-NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB = 0.16
+NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.18
+NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB = 0.39
 NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB = 0.0
 # Profiling activations: hidden states and MLP intermediates of one step of
 # max_num_batched_tokens tokens (fitted copies of each).
