@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 from llmdeploy.api.types import ModelSpec
-from llmdeploy.catalog import Catalog, Gpu, Interconnect
+from llmdeploy.catalog import Catalog, Gpu, Interconnect, version_key
 from llmdeploy.sizing import memory, performance, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, Generation, vllm_memory
 from llmdeploy.sizing.memory import GIB, memory_breakdown, weight_bytes_per_rank
@@ -46,6 +46,24 @@ def engine_defaults(generation: str, gpu: Gpu, max_model_len: int) -> tuple[int,
     if gpu.memory_gib >= 70 and "a100" not in gpu.id:
         return 8192, 1024
     return 2048, 256
+
+
+# vLLM releases whose memory profiling the model has not read: after the last one read before
+# 0.24.0 (0.14.x; engine_memory.py, catalog engines.yaml) and before 0.24.0. The image lock
+# pins none of them, so no plan uses them. Their corpus rows (llm-d-planner's 0.19.0 H100 logs,
+# one 0.19.0 A100 log) leave 0.6-5.4 GiB more for the KV cache than the read releases' sampler
+# peak allows, more the larger the vocabulary: the profiled peak changed in between, and a
+# non-torch term fitted through them would be negative.
+UNREAD_RELEASES = ("0.15", "0.24.0")
+
+
+def memory_modelled(row: KvRow) -> bool:
+    """Whether the memory model follows the row's release (an unknown one counts as the newest
+    read): rows of UNREAD_RELEASES are reported apart and never fitted."""
+    if not row.engine_version or row.engine_generation == "v0":
+        return True
+    low, high = (version_key(v) for v in UNREAD_RELEASES)
+    return not low <= version_key(row.engine_version) < high
 
 
 def held_out_by_rule(row_id: str) -> bool:
@@ -180,7 +198,7 @@ def _gpu(catalog: Catalog, sku: str, memory_gib: float | None) -> Gpu:
     memory model reads it)."""
     gpu = catalog.gpus.get(sku) or catalog.gpus["nvidia-h100-80gb"].model_copy(update={"id": sku})
     if memory_gib is not None:
-        gpu = gpu.model_copy(update={"memory_gib": memory_gib})
+        gpu = gpu.model_copy(update={"memory_gib": memory_gib, "cuda_visible_memory_gib": None})
     return gpu
 
 
@@ -229,6 +247,7 @@ def rules(row: KvRow, catalog: Catalog) -> EngineMemory:
         generation,
         flashinfer=flashinfer,
         mxfp4_backend=row.moe_backend or None,
+        model_type=_model(catalog, row.plan_model).model_type,
     )
 
 
@@ -307,7 +326,8 @@ def summarize(errors: list[float]) -> Summary | None:
     return Summary(len(absolute), quantile(0.5), quantile(0.9), absolute[-1], within)
 
 
-# The constants bench/fit_constants.py re-derives, by module.
+# The constants bench/fit_constants.py re-derives, by module. A `dict` constant (per GPU SKU)
+# is one constant per key, named `NAME[key]`.
 FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
     "memory": (
         memory,
@@ -330,26 +350,54 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
             "PER_LAYER_OVERHEAD_S",
             "TTFT_OVERHEAD_S",
             "TTFT_OVERHEAD_PER_STREAM_S",
+            "BANDWIDTH_EFFICIENCY_BY_GPU",
+            "PREFILL_COMPUTE_EFFICIENCY_BY_GPU",
+            "DECODE_COMPUTE_EFFICIENCY_BY_GPU",
         ),
     ),
 }
 
 
 def current_constants() -> dict[str, float]:
-    return {
-        name: float(getattr(module, name)) for module, names in FITTED.values() for name in names
-    }
+    values: dict[str, float] = {}
+    for module, names in FITTED.values():
+        for name in names:
+            value = getattr(module, name)
+            if isinstance(value, dict):
+                values.update({f"{name}[{key}]": float(v) for key, v in value.items()})
+            else:
+                values[name] = float(value)
+    return values
+
+
+def _owner(name: str) -> ModuleType:
+    base = name.split("[", 1)[0]
+    return next(module for module, names in FITTED.values() if base in names)
 
 
 @contextmanager
 def constants(values: dict[str, float]) -> Iterator[None]:
-    """The sizing modules with `values` in place of their constants, restored after."""
-    saved = current_constants()
-    owner = {name: module for module, names in FITTED.values() for name in names}
+    """The sizing modules with `values` in place of their constants, restored after; a
+    `NAME[key]` value sets one key of a per-GPU table."""
+    saved = {
+        (module, name): (dict(v) if isinstance(v := getattr(module, name), dict) else v)
+        for module, names in FITTED.values()
+        for name in names
+    }
     try:
         for name, value in values.items():
-            setattr(owner[name], name, value)
+            module = _owner(name)
+            if "[" in name:
+                base, key = name[:-1].split("[", 1)
+                getattr(module, base)[key] = value
+            else:
+                setattr(module, name, value)
         yield
     finally:
-        for name, value in saved.items():
-            setattr(owner[name], name, value)
+        for (module, name), value in saved.items():
+            if isinstance(value, dict):
+                table = getattr(module, name)
+                table.clear()
+                table.update(value)
+            else:
+                setattr(module, name, value)

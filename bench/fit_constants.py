@@ -1,6 +1,8 @@
 """Re-derive every fitted constant of the sizing model from the corpus's fit set only.
 
-Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory is logged:
+Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory is logged and
+whose release the model follows (corpus.py `memory_modelled`: not the unread releases 0.15 to
+0.23, whose rows are reported apart by sizing_accuracy.py):
 - for each activation shape on a small grid (hidden-state copies, MLP copies; the sampler's
   bytes per logit are read in vLLM's source, engine_memory.py), the non-torch memory each
   row implies is budget - weights - activation - KV (the logged weights where it has them);
@@ -13,7 +15,10 @@ Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory 
 
 Performance (performance.py), from the fit rows of latency.csv: coordinate descent over a grid
 of each constant, from a fixed start, minimising mean |TPOT error| (all rows) plus mean |TTFT
-error| (rows whose TTFT is comparable), until a sweep changes nothing.
+error| (rows whose TTFT is comparable), until a sweep changes nothing. First the shared
+constants on every fit row (the per-GPU tables empty); then, with those fixed, each GPU's
+bandwidth, prefill and decode efficiencies (`*_BY_GPU`) on that GPU's fit rows whose
+all-reduce had peer-to-peer, starting from the shared values.
 
 Run: .venv/bin/python bench/fit_constants.py   (prints the constants; --check compares them
 with the code and exits 1 on a difference)
@@ -40,6 +45,7 @@ from corpus import (
     load_kv,
     load_latency,
     load_split,
+    memory_modelled,
     predict_kv,
     predict_latency,
     predict_weights_gib,
@@ -48,6 +54,7 @@ from corpus import (
     scheduler,
 )
 from llmdeploy.catalog import Catalog, load_catalog
+from llmdeploy.sizing import performance
 from llmdeploy.sizing.memory import GIB, activation_bytes
 
 HIDDEN_COPIES = (2, 4, 6, 8)
@@ -71,21 +78,27 @@ PERFORMANCE_GRID: dict[str, tuple[tuple[float, ...], float]] = {
 }
 
 
+# Fitted per GPU SKU on top of the shared value (performance.py `*_BY_GPU`).
+PER_GPU = ("BANDWIDTH_EFFICIENCY", "PREFILL_COMPUTE_EFFICIENCY", "DECODE_COMPUTE_EFFICIENCY")
+
+
 def _fit_rows(rows: list[KvRow] | list[LatencyRow]) -> list[str]:
     split = load_split()
     return [r.id for r in rows if split[r.id] == "fit"]
 
 
 def _implied_non_torch(row: KvRow, catalog: Catalog) -> float:
-    """GiB the row leaves to non-torch memory under the activation constants in place."""
+    """GiB the row leaves to non-torch memory under the activation constants in place (after
+    the CUDA graphs its release books inside the budget)."""
     assert row.kv_gib is not None
     model = _model(catalog, row.plan_model)
     _, batched, seqs = scheduler(row, catalog)
     gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
-    budget = gpu.memory_gib * (row.gpu_memory_utilization or DEFAULT_UTILIZATION)
+    budget = gpu.visible_memory_gib * (row.gpu_memory_utilization or DEFAULT_UTILIZATION)
     weights = row.weights_gib if row.weights_gib is not None else predict_weights_gib(row, catalog)
-    activation = activation_bytes(model, row.tensor, batched, seqs, rules(row, catalog)) / GIB
-    return budget - weights - activation - row.kv_gib
+    row_rules = rules(row, catalog)
+    activation = activation_bytes(model, row.tensor, batched, seqs, row_rules) / GIB
+    return budget - weights - activation - row_rules.cuda_graph_gib - row.kv_gib
 
 
 def _least_squares(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -104,7 +117,10 @@ def fit_memory(catalog: Catalog) -> dict[str, float]:
     rows = [
         r
         for r in load_kv()
-        if r.id in fit and r.outcome in ("ran", "refused") and r.kv_gib is not None
+        if r.id in fit
+        and r.outcome in ("ran", "refused")
+        and r.kv_gib is not None
+        and memory_modelled(r)
     ]
     best: tuple[float, dict[str, float]] | None = None
     for hidden, mlp in product(HIDDEN_COPIES, MLP_COPIES):
@@ -137,7 +153,11 @@ def _fit_non_torch(
             for r in rows
             if r.sampler or rules(r, catalog).non_torch_since_start
         ]
-    since_start = [y for r, y in implied if rules(r, catalog).non_torch_since_start]
+    since_start = [
+        y
+        for r, y in implied
+        if rules(r, catalog).non_torch_since_start and r.tensor * r.pipeline == 1
+    ]
     single = [
         y
         for r, y in implied
@@ -171,14 +191,17 @@ def _latency_score(rows: list[LatencyRow], catalog: Catalog, values: dict[str, f
     return tpot + (statistics.fmean(ttft_errors) if ttft_errors else 0.0)
 
 
-def fit_performance(catalog: Catalog) -> dict[str, float]:
-    fit = set(_fit_rows(load_latency()))
-    rows = [r for r in load_latency() if r.id in fit]
-    values = {name: start for name, (_, start) in PERFORMANCE_GRID.items()}
+def _descend(
+    rows: list[LatencyRow],
+    catalog: Catalog,
+    values: dict[str, float],
+    grids: dict[str, tuple[float, ...]],
+) -> dict[str, float]:
+    """Coordinate descent over `grids` from `values` until a sweep changes nothing."""
     score = _latency_score(rows, catalog, values)
     for _ in range(30):
         changed = False
-        for name, (grid, _) in PERFORMANCE_GRID.items():
+        for name, grid in grids.items():
             for candidate in grid:
                 trial = {**values, name: candidate}
                 trial_score = _latency_score(rows, catalog, trial)
@@ -186,6 +209,35 @@ def fit_performance(catalog: Catalog) -> dict[str, float]:
                     values, score, changed = trial, trial_score, True
         if not changed:
             break
+    return values
+
+
+def fit_performance(catalog: Catalog) -> dict[str, float]:
+    """The shared constants on every fit row; then, with those fixed, each GPU's three
+    efficiencies on that GPU's fit rows. Rows whose all-reduce ran without GPU peer-to-peer
+    (`interconnect` pcie) stay out of the per-GPU step: their error is the interconnect's."""
+    with constants({}):  # restores the per-GPU tables emptied here: the fit starts without them
+        for name in PER_GPU:
+            getattr(performance, f"{name}_BY_GPU").clear()
+        return _fit_performance(catalog)
+
+
+def _fit_performance(catalog: Catalog) -> dict[str, float]:
+    fit = set(_fit_rows(load_latency()))
+    rows = [r for r in load_latency() if r.id in fit]
+    values = _descend(
+        rows,
+        catalog,
+        {name: start for name, (_, start) in PERFORMANCE_GRID.items()},
+        {name: grid for name, (grid, _) in PERFORMANCE_GRID.items()},
+    )
+    for gpu in sorted({r.gpu for r in rows}):
+        own = [r for r in rows if r.gpu == gpu and not r.interconnect]
+        if not own:
+            continue
+        grids = {f"{name}_BY_GPU[{gpu}]": PERFORMANCE_GRID[name][0] for name in PER_GPU}
+        start = {f"{name}_BY_GPU[{gpu}]": values[name] for name in PER_GPU}
+        values = _descend(own, catalog, {**values, **start}, grids)
     return values
 
 
@@ -201,8 +253,18 @@ def main() -> None:
     fitted = fit()
     code = current_constants()
     differ = False
+    for name in sorted(set(code) - set(fitted)):
+        differ = True
+        print(f"{name}   # in the code, not fitted: {code[name]!r}")
     for name, value in fitted.items():
-        mark = "" if abs(code[name] - value) < 1e-9 else f"   # code has {code[name]!r}"
+        known = name in code
+        mark = (
+            ""
+            if known and abs(code[name] - value) < 1e-9
+            else f"   # code has {code[name]!r}"
+            if known
+            else "   # not in the code"
+        )
         differ |= bool(mark)
         print(f"{name} = {value!r}{mark}")
     if args.check and differ:

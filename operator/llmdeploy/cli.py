@@ -270,7 +270,12 @@ def format_plan_table(plan: Plan) -> str:
         lines.append(
             f"  memory/GPU  weights {plan.weights_gib_per_gpu} GiB, activations "
             f"{plan.activation_gib_per_gpu} GiB, non-torch {plan.non_torch_gib_per_gpu} GiB, "
-            f"KV {plan.kv_cache_gib_per_gpu} GiB = {plan.kv_cache_tokens} tokens "
+            + (
+                f"CUDA graphs {plan.cuda_graph_gib_per_gpu} GiB, "
+                if plan.cuda_graph_gib_per_gpu
+                else ""
+            )
+            + f"KV {plan.kv_cache_gib_per_gpu} GiB = {plan.kv_cache_tokens} tokens "
             f"({plan.max_concurrency} x {plan.max_context_length})"
         )
         lines.append(

@@ -180,7 +180,7 @@ def run_sim(
 
 def test_scale_sim_step_trace(tmp_path: Path) -> None:
     rows = ["t,requestsPerSecond"] + [
-        f"{t},{0.5 if t < 300 or t >= 1200 else 4}" for t in range(0, 2400, 15)
+        f"{t},{0.4 if t < 300 or t >= 1200 else 4}" for t in range(0, 2400, 15)
     ]
     trace = tmp_path / "step.csv"
     trace.write_text("\n".join(rows) + "\n")

@@ -71,8 +71,66 @@ def test_constants_are_restored_after_a_trial() -> None:
 
 def test_the_codes_memory_constants_are_the_fits() -> None:
     """memory.py carries what fit_constants.py derives from the fit set (issue 14, deliverable
-    4). performance.py's constants are not the fit's yet: docs/benchmarks.md says why."""
+    4)."""
     fitted = fit_constants.fit_memory(load_catalog())
     code = corpus.current_constants()
     assert fitted == {name: code[name] for name in fitted}
     assert set(fitted) == set(corpus.FITTED["memory"][1])
+
+
+def test_the_codes_performance_constants_are_the_fits() -> None:
+    """performance.py carries what fit_constants.py derives from the fit set, the per-GPU
+    efficiencies included, and no per-GPU value the fit does not produce."""
+    fitted = fit_constants.fit_performance(load_catalog())
+    code = corpus.current_constants()
+    performance_names = [
+        name for name in code if name.split("[", 1)[0] in corpus.FITTED["performance"][1]
+    ]
+    assert fitted == {name: code[name] for name in performance_names}
+
+
+def test_a_per_gpu_efficiency_is_used_for_its_gpu_only() -> None:
+    catalog = load_catalog()
+    rows = corpus.load_latency()
+    h100 = next(r for r in rows if r.gpu == "nvidia-h100-80gb")
+    a100 = next(r for r in rows if r.gpu == "nvidia-a100-80gb")
+    before = (corpus.predict_latency(h100, catalog), corpus.predict_latency(a100, catalog))
+    with corpus.constants({"BANDWIDTH_EFFICIENCY_BY_GPU[nvidia-h100-80gb]": 0.4}):
+        assert corpus.predict_latency(h100, catalog)[1] > before[0][1]
+        assert corpus.predict_latency(a100, catalog) == before[1]
+    assert (corpus.predict_latency(h100, catalog), corpus.predict_latency(a100, catalog)) == before
+
+
+def test_rows_of_unread_releases_stay_out_of_the_memory_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A release between the read ones (0.15 to 0.23) is not followed: its rows, however far
+    off, leave the memory constants alone; a row of a read release moves them."""
+    kv = corpus.load_kv()
+    by_version = {r.engine_version: r for r in kv if r.engine_version}
+    assert not corpus.memory_modelled(by_version["0.19.0"])
+    assert corpus.memory_modelled(by_version["0.14.1"])
+    assert corpus.memory_modelled(by_version["0.10.1.1"])
+    assert corpus.memory_modelled(dataclasses.replace(by_version["0.19.0"], engine_version=""))
+    assert corpus.memory_modelled(
+        dataclasses.replace(by_version["0.19.0"], engine_version="0.24.0")
+    )
+    catalog = load_catalog()
+    before = fit_constants.fit_memory(catalog)
+    split = corpus.load_split()
+
+    def shifted(unread: bool) -> list[corpus.KvRow]:
+        return [
+            dataclasses.replace(r, kv_gib=r.kv_gib - 3.0)
+            if split[r.id] == "fit"
+            and r.kv_gib is not None
+            and r.sampler
+            and corpus.memory_modelled(r) != unread
+            else r
+            for r in kv
+        ]
+
+    monkeypatch.setattr(fit_constants, "load_kv", lambda: shifted(unread=True))
+    assert fit_constants.fit_memory(catalog) == before
+    monkeypatch.setattr(fit_constants, "load_kv", lambda: shifted(unread=False))
+    assert fit_constants.fit_memory(catalog) != before

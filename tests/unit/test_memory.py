@@ -4,22 +4,54 @@ from __future__ import annotations
 
 import pytest
 
-from llmdeploy.catalog import Catalog
+from llmdeploy.catalog import Catalog, Gpu
 from llmdeploy.sizing import resolve_model
-from llmdeploy.sizing.engine_memory import vllm_memory
+from llmdeploy.sizing.engine_memory import EngineMemory, vllm_memory
 from llmdeploy.sizing.memory import (
     GIB,
+    MemoryBreakdown,
     kv_bytes_per_token_layer,
     kv_capacity,
     memory_breakdown,
     weight_bytes_per_rank,
 )
+from llmdeploy.sizing.plan import Plan
 
 from .conftest import make_spec
 
 
 def facts(catalog: Catalog, name: str):  # type: ignore[no-untyped-def]
     return resolve_model(make_spec(name).model, catalog)
+
+
+def on_one_gpu(
+    catalog: Catalog,
+    gpu: Gpu,
+    rules: EngineMemory,
+    *,
+    batched: int,
+    model: str = "meta-llama/Llama-3.1-8B-Instruct",
+    quantization: str = "bf16",
+    utilization: float = 0.9,
+    seqs: int = 256,
+    context: int | None = None,
+) -> MemoryBreakdown:
+    """One rank of `model` on one GPU, steps of `batched` tokens (and a context of as many
+    unless given), 16-bit KV in blocks of 16."""
+    return memory_breakdown(
+        facts(catalog, model),
+        gpu,
+        catalog.quantizations[quantization],
+        tensor=1,
+        pipeline=1,
+        kv_dtype_bytes=2,
+        gpu_memory_utilization=utilization,
+        max_num_batched_tokens=batched,
+        max_num_seqs=seqs,
+        max_context_length=context or batched,
+        block_size=16,
+        rules=rules,
+    )
 
 
 def kv_per_token(catalog: Catalog, name: str, tensor: int = 1, dtype_bytes: float = 2) -> float:
@@ -85,22 +117,8 @@ def test_kv_tokens_on_rtx3090_within_5_percent_of_vllm_log(catalog: Catalog) -> 
     # max_model_len 20000: KV 3.81 GiB -> 1,952 blocks (31,232 tokens). V0 without chunked
     # prefill profiles a step of max_model_len tokens and 256 sequences. (A fit-set row of
     # bench/data: in-sample.)
-    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
     gpu = catalog.gpus["nvidia-rtx-3090"]
-    memory = memory_breakdown(
-        model,
-        gpu,
-        catalog.quantizations["bf16"],
-        tensor=1,
-        pipeline=1,
-        kv_dtype_bytes=2,
-        gpu_memory_utilization=0.9,
-        max_num_batched_tokens=20_000,
-        max_num_seqs=256,
-        max_context_length=20_000,
-        block_size=16,
-        rules=vllm_memory(None, gpu, "v0"),
-    )
+    memory = on_one_gpu(catalog, gpu, vllm_memory(None, gpu, "v0"), batched=20_000)
     assert memory.kv_cache_tokens == pytest.approx(31_232, rel=0.05)
     assert memory.kv_cache_gib == pytest.approx(3.81, rel=0.05)
 
@@ -206,3 +224,115 @@ def test_tensorrt_llm_keeps_the_mxfp4_checkpoints_layout(catalog: Catalog) -> No
     assert weight_bytes_per_rank(model, mxfp4, 1, 1, rules) == pytest.approx(
         weight_bytes_per_rank(model, mxfp4, 1, 1)
     )
+
+
+def test_cuda_graphs_inside_the_budget_from_0_21_on_cuda(catalog: Catalog) -> None:
+    from llmdeploy.sizing.engine_memory import CUDA_GRAPH_GIB, CUDA_GRAPH_LOGGED_GIB, engine_memory
+
+    h100, mi300x = catalog.gpus["nvidia-h100-80gb"], catalog.gpus["amd-mi300x-192gb"]
+    # gpu_worker.py: subtracted from 0.21.0 (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1), on CUDA.
+    inside_from = {"0.14.0": False, "0.20.0": False, "0.21.0": True, "0.24.0": True}
+    for version, inside in inside_from.items():
+        assert vllm_memory(version, h100).cuda_graph_gib == (CUDA_GRAPH_GIB if inside else 0.0)
+    assert vllm_memory(None, h100).cuda_graph_gib == CUDA_GRAPH_GIB  # unknown: the newest read
+    assert vllm_memory(None, h100, "v0").cuda_graph_gib == 0.0
+    assert vllm_memory("0.24.0", mi300x).cuda_graph_gib == 0.0  # ROCm skips the estimate
+    assert engine_memory("tensorrt-llm", "1.3.0rc20", h100).cuda_graph_gib == 0.0
+    # The deduction is the median of the cited logs, within their range.
+    logged = CUDA_GRAPH_LOGGED_GIB.values()
+    assert min(logged) < CUDA_GRAPH_GIB < max(logged)
+    # 0.24.0 serves Llama, Mistral, Qwen3 (...) with the V2 model runner, which estimates none.
+    for model_type, inside in {
+        "llama": False,
+        "qwen3": False,
+        "qwen2": True,
+        "gpt_oss": True,
+    }.items():
+        rules = vllm_memory("0.24.0", h100, model_type=model_type)
+        assert rules.cuda_graph_gib == (CUDA_GRAPH_GIB if inside else 0.0)
+    assert vllm_memory("0.21.0", h100, model_type="llama").cuda_graph_gib == CUDA_GRAPH_GIB
+
+    def kv_gib(version: str) -> float:
+        rules = vllm_memory(version, h100, flashinfer=True, model_type="qwen2")
+        memory = on_one_gpu(catalog, h100, rules, batched=8192, model="Qwen/Qwen2.5-7B-Instruct")
+        return memory.kv_cache_gib
+
+    # Same sampler and non-torch era: the KV budget differs by the graphs alone.
+    assert kv_gib("0.11.0") - kv_gib("0.24.0") == pytest.approx(CUDA_GRAPH_GIB)
+
+
+def test_budget_starts_from_the_cited_cuda_visible_total(catalog: Catalog) -> None:
+    l4, a10g = catalog.gpus["nvidia-l4"], catalog.gpus["nvidia-a10g"]
+    # pytorch/pytorch#175666: vLLM on an L4 sees 22.05 GiB; GFD / nvidia-smi say 22.49.
+    assert l4.cuda_visible_memory_gib == 22.05 and l4.memory_gib == 22.49
+    budget = on_one_gpu(catalog, l4, vllm_memory("0.11.0", l4), batched=2048).budget_gib
+    assert budget == pytest.approx(22.05 * 0.9)
+    # Without a cited figure the catalog's memoryGiB stands.
+    assert a10g.cuda_visible_memory_gib is None
+    rules = vllm_memory("0.11.0", a10g)
+    assert on_one_gpu(catalog, a10g, rules, batched=2048).budget_gib == pytest.approx(
+        a10g.memory_gib * 0.9
+    )
+    # Every cited figure is at most the catalog's total (CUDA never shows more than the card).
+    for gpu in catalog.gpus.values():
+        assert gpu.visible_memory_gib <= gpu.memory_gib
+
+
+def test_gpt_oss_120b_on_one_h100_is_refused_as_vllm_27508_logged(catalog: Catalog) -> None:
+    # vllm-project/vllm issue #27508 (comment of 2025-10-31): gpt-oss-120b on one H100,
+    # --gpu-memory-utilization 0.95 --max-num-batched-tokens 1024, model default context
+    # 131072: "Available KV cache memory: 1.71 GiB", then refused. Its log lines
+    # (gpu_worker.py:298, core.py:708) are 0.11.0's; vLLM ran from site-packages of a conda
+    # env, a pip install, where FlashInfer is an optional extra of the 0.11.0 wheel: PyTorch's
+    # sampler, and Marlin MXFP4 (no triton_kernels before 0.12.0).
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+
+    def memory(flashinfer: bool) -> MemoryBreakdown:
+        return on_one_gpu(
+            catalog,
+            h100,
+            vllm_memory("0.11.0", h100, flashinfer=flashinfer),
+            model="openai/gpt-oss-120b",
+            quantization="mxfp4",
+            utilization=0.95,
+            batched=1024,
+            seqs=1024,  # the 0.11.0 default on a GPU of >= 70 GiB
+            context=131_072,
+        )
+
+    pip_install = memory(flashinfer=False)
+    assert pip_install.kv_cache_gib == pytest.approx(1.71, rel=0.25)
+    assert pip_install.max_concurrency < 1  # refused, as logged
+    # The sampler is the difference: 1024 rows of 201,088 logits at 38 against 14 bytes.
+    assert memory(flashinfer=True).kv_cache_gib - pip_install.kv_cache_gib > 4
+
+
+def test_a_plan_names_the_cuda_graphs_its_release_books(catalog: Catalog) -> None:
+    from llmdeploy.catalog import load_image_lock
+    from llmdeploy.sizing import plan_deployment
+
+    def plan(version: str, model: str = "Qwen/Qwen2.5-7B-Instruct") -> Plan:
+        spec = make_spec(
+            model,
+            engine={"version": version},
+            placement={"gpu": "nvidia-l4"},
+            workload={"maxContextLength": 8192, "concurrency": 8},
+        )
+        return plan_deployment(spec, catalog, load_image_lock())
+
+    old, new = plan("0.11.0"), plan("0.24.0")
+    assert old.cuda_graph_gib_per_gpu is None
+    assert new.cuda_graph_gib_per_gpu == pytest.approx(0.58)
+    # Llama runs 0.24.0's V2 model runner: no graphs in the budget.
+    assert plan("0.24.0", "meta-llama/Llama-3.1-8B-Instruct").cuda_graph_gib_per_gpu is None
+    # The parts add up to the budget: L4's 22.05 GiB to CUDA x 0.9.
+    parts = [
+        new.weights_gib_per_gpu,
+        new.activation_gib_per_gpu,
+        new.non_torch_gib_per_gpu,
+        new.cuda_graph_gib_per_gpu,
+        new.kv_cache_gib_per_gpu,
+    ]
+    assert sum(p or 0.0 for p in parts) == pytest.approx(22.05 * 0.9, abs=0.03)
+    assert old.kv_cache_gib_per_gpu and new.kv_cache_gib_per_gpu
+    assert old.kv_cache_gib_per_gpu - new.kv_cache_gib_per_gpu == pytest.approx(0.58, abs=0.01)

@@ -175,6 +175,8 @@ def _catalog_with_gpu(tmp_path: Path, **override: object) -> Path:
         ({"pricePerHour": float("nan")}, "pricePerHour"),
         ({"gpusPerNode": 0}, "gpusPerNode"),
         ({"memoryGiB": "80"}, "memoryGiB"),
+        ({"cudaVisibleMemoryGiB": 0}, "cudaVisibleMemoryGiB"),
+        ({"cudaVisibleMemoryGiB": 79.2}, "cudaVisibleMemoryGiB needs its source"),
     ],
 )
 def test_catalog_rows_must_be_finite_and_positive(
@@ -183,6 +185,14 @@ def test_catalog_rows_must_be_finite_and_positive(
     with pytest.raises(CatalogError) as caught:
         load_catalog([_catalog_with_gpu(tmp_path, **override)])
     assert "gpus[nvidia-test]" in str(caught.value) and field in str(caught.value)
+
+
+def test_a_cited_cuda_visible_total_is_kept(tmp_path: Path) -> None:
+    row = _catalog_with_gpu(
+        tmp_path, cudaVisibleMemoryGiB=79.2, sources={"cudaVisibleMemory": "a public log"}
+    )
+    gpu = load_catalog([row]).gpus["nvidia-test"]
+    assert gpu.visible_memory_gib == 79.2 and gpu.memory_gib == 80
 
 
 def test_a_free_gpu_is_allowed(tmp_path: Path) -> None:

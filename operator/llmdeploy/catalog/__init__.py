@@ -75,7 +75,16 @@ class Gpu(CatalogModel):
     vendor: Vendor
     display_name: str
     architecture: str
-    memory_gib: Measure = Field(description="Total memory as CUDA reports it, GiB.")
+    memory_gib: Measure = Field(
+        description="Total memory as CUDA reports it, GiB (GPU Feature Discovery's where no CUDA "
+        "figure was found)."
+    )
+    cuda_visible_memory_gib: Measure | None = Field(
+        default=None,
+        description="Total memory torch.cuda.mem_get_info reports, GiB: what vLLM multiplies by "
+        "gpu_memory_utilization. Only with a cited public log (sources.cudaVisibleMemory); "
+        "without it the budget uses memoryGiB.",
+    )
     bandwidth_gbps: Measure = Field(description="Memory bandwidth, GB/s.")
     tflops: dict[Literal["bf16", "fp8", "int8"], Measure] = Field(
         description="Dense TFLOPS by compute dtype; bf16 is required (the fallback)."
@@ -97,6 +106,11 @@ class Gpu(CatalogModel):
         return "nvidia.com/gpu.product" if self.vendor == "nvidia" else "amd.com/gpu.product-name"
 
     @property
+    def visible_memory_gib(self) -> float:
+        """The total an engine's memory budget starts from."""
+        return self.cuda_visible_memory_gib or self.memory_gib
+
+    @property
     def platform(self) -> Platform:
         return PLATFORM_OF_VENDOR[self.vendor]
 
@@ -113,6 +127,8 @@ class Gpu(CatalogModel):
     def _has_bf16(self) -> Gpu:
         if "bf16" not in self.tflops:
             raise ValueError("tflops needs bf16, the fallback for other compute dtypes")
+        if self.cuda_visible_memory_gib is not None and "cudaVisibleMemory" not in self.sources:
+            raise ValueError("cudaVisibleMemoryGiB needs its source in sources.cudaVisibleMemory")
         return self
 
     def compute_tflops(self, dtype: str) -> float:

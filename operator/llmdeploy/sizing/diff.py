@@ -45,6 +45,7 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("weights_gib_per_gpu", "weights GiB/GPU"),
     ("activation_gib_per_gpu", "activations GiB/GPU"),
     ("non_torch_gib_per_gpu", "non-torch GiB/GPU"),
+    ("cuda_graph_gib_per_gpu", "CUDA graphs GiB/GPU"),
     ("kv_cache_gib_per_gpu", "KV cache GiB/GPU"),
     ("kv_cache_tokens", "KV cache tokens/replica"),
     ("max_concurrency", "max concurrency"),

@@ -7,6 +7,7 @@ older; an unknown release (an image override without a version) like the newest 
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +29,37 @@ SAMPLER_BYTES_FLASHINFER = 14.0
 SAMPLER_BYTES_PYTORCH = 38.0
 # TensorRT-LLM's profiling is not modelled from its source: the figure vLLM's had before.
 SAMPLER_BYTES_TENSORRT_LLM = 8.0
+
+# From 0.21.0 vLLM captures its CUDA graphs once during memory profiling and takes their memory
+# out of the KV budget (v1/worker/gpu_worker.py determine_available_memory subtracts
+# gpu_model_runner.py profile_cudagraph_memory's estimate while
+# VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS is 1, its default in envs.py; read in 0.24.0, whose
+# log line says "default since v0.21.0"). Only on CUDA: ROCm skips the estimate. Before 0.21.0
+# the graphs were captured after the KV cache was sized, outside the budget.
+CUDA_GRAPH_BUDGET_SINCE = "0.21.0"
+# Except under the V2 model runner, whose profile_cudagraph_memory() returns 0
+# (v1/worker/gpu/model_runner.py, 0.24.0): 0.24.0 runs it by default for the architectures of
+# config/vllm.py DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES, here by their Hugging Face model_type
+# (LlamaForCausalLM: llama, ...). Their graphs are captured outside the budget as before.
+V2_RUNNER_SINCE = "0.24.0"
+V2_RUNNER_MODEL_TYPES = frozenset(
+    {"llama", "mistral", "qwen3", "qwen2_moe", "deepseek_v2", "granitemoe"}
+)
+# The estimate is a measurement at startup (the first capture plus the extra of each further
+# graph), not a formula of the model. A plan deducts the median of the per-rank figures public
+# logs print ("Estimated CUDA graph memory", printed before 0.21 too when the variable was set;
+# one captured pool, vllm#21489): 0.17 to 4.4 GiB over seven logs, so a plan's KV can be off
+# by more than the deduction.
+CUDA_GRAPH_LOGGED_GIB: dict[str, float] = {
+    "gpustack/runner PR #251 (vLLM 0.27.1, TP 2)": 0.36,
+    "noonghunna/club-3090 issue #127 (RTX 3090, TP 4)": 0.17,
+    "wtdcode/vllm-backport issue #34 (RTX 3090, PP 2 x TP 4)": 0.58,
+    "vllm-project/vllm PR #21489 (gemma-3-4b, one 178 GiB GPU, captured pool)": 0.65,
+    "vllm-project/vllm PR #37296 (MXFP4 Marlin MoE, TP 2, rank 0)": 4.38,
+    "vllm-project/vllm issue #39610 (FP8 MoE on A100, TP 4)": 0.67,
+    "vllm-project/vllm PR #30515 (comment of 2026-03-08, hybrid Mamba model)": 0.26,
+}
+CUDA_GRAPH_GIB = statistics.median(CUDA_GRAPH_LOGGED_GIB.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +95,8 @@ class EngineMemory:
     non_torch_since_start: bool
     sampler_bytes_per_logit: float
     mxfp4: Mxfp4Layout
+    # CUDA-graph memory per rank the engine takes out of the KV budget (0: captured outside it).
+    cuda_graph_gib: float = 0.0
 
 
 def _at_least(version: str | None, release: str) -> bool:
@@ -100,15 +134,19 @@ def vllm_memory(
     *,
     flashinfer: bool | None = None,
     mxfp4_backend: str | None = None,
+    model_type: str | None = None,
 ) -> EngineMemory:
-    """vLLM's accounting at `version` on `gpu`. `generation` v0: the V0 engine (before 0.10 a
-    release could run either). `flashinfer` and `mxfp4_backend` override the defaults where a
-    log says which sampler or MoE kernel ran.
+    """vLLM's accounting at `version` on `gpu` for a model of `model_type`. `generation` v0: the
+    V0 engine (before 0.10 a release could run either). `flashinfer` and `mxfp4_backend`
+    override the defaults where a log says which sampler or MoE kernel ran.
 
     Non-torch memory: V0 and V1 up to 0.8.5 (v1/worker/gpu_worker.py determine_available_memory)
     count all device memory torch did not allocate; from 0.10.2 `init_device` takes a
     MemorySnapshot after the CUDA context (0.11.0: also after NCCL's initialisation) and
     `memory_profiling` (vllm/utils) books only the non-torch increase since it.
+
+    CUDA graphs: inside the budget from 0.21.0 on CUDA (CUDA_GRAPH_BUDGET_SINCE), but for the
+    model types the V2 model runner serves by default from 0.24.0.
     """
     v0 = generation == "v0"
     if flashinfer is None:
@@ -117,13 +155,34 @@ def vllm_memory(
         non_torch_since_start=v0 or not _at_least(version, "0.10"),
         sampler_bytes_per_logit=SAMPLER_BYTES_FLASHINFER if flashinfer else SAMPLER_BYTES_PYTORCH,
         mxfp4=MXFP4_BACKENDS[mxfp4_backend] if mxfp4_backend else mxfp4_layout(version, gpu),
+        cuda_graph_gib=cuda_graph_gib(version, gpu, generation, model_type),
     )
 
 
-def engine_memory(engine: str, version: str | None, gpu: Gpu) -> EngineMemory:
-    """The rules for a plan: vLLM's by release. TensorRT-LLM's are not read in its source:
-    non-torch memory from the process start, vLLM's former sampler figure, MXFP4 experts as the
-    checkpoint holds them."""
+def cuda_graph_gib(
+    version: str | None,
+    gpu: Gpu,
+    generation: Generation | None = None,
+    model_type: str | None = None,
+) -> float:
+    """CUDA-graph memory per rank inside vLLM's KV budget: CUDA_GRAPH_GIB from 0.21.0 on CUDA
+    (an unknown release counts as the newest read); none on ROCm, in V0, before 0.21.0, or
+    where the V2 model runner serves the model."""
+    if generation == "v0" or gpu.platform != "cuda":
+        return 0.0
+    if not _at_least(version, CUDA_GRAPH_BUDGET_SINCE):
+        return 0.0
+    if model_type in V2_RUNNER_MODEL_TYPES and _at_least(version, V2_RUNNER_SINCE):
+        return 0.0
+    return CUDA_GRAPH_GIB
+
+
+def engine_memory(
+    engine: str, version: str | None, gpu: Gpu, model_type: str | None = None
+) -> EngineMemory:
+    """The rules for a plan: vLLM's by release (and, for CUDA graphs, by model type).
+    TensorRT-LLM's are not read in its source: non-torch memory from the process start, vLLM's
+    former sampler figure, MXFP4 experts as the checkpoint holds them."""
     if engine == "vllm":
-        return vllm_memory(version, gpu)
+        return vllm_memory(version, gpu, model_type=model_type)
     return EngineMemory(True, SAMPLER_BYTES_TENSORRT_LLM, CHECKPOINT)

@@ -1,7 +1,8 @@
 """Per-GPU memory accounting, following vLLM's own (v1 `Worker.determine_available_memory`).
 
-budget = total memory x gpu_memory_utilization
+budget = total memory (as torch.cuda.mem_get_info reports it) x gpu_memory_utilization
 KV     = budget - weights - peak activation of a profiling step - non-torch memory
+         - CUDA graphs (from the releases that profile them inside the budget, engine_memory.py)
 blocks = KV // (block_size x KV bytes per token and layer x layers); tokens = blocks x block_size
 
 Everything is per rank of the worst pipeline stage: that rank bounds the replica.
@@ -28,8 +29,8 @@ NON_TORCH_MULTI_GPU_BASE_GIB = 2.9
 NON_TORCH_PER_TP_RANK_GIB = 0.35
 # Where vLLM counts only the increase since its snapshot after device initialisation (V1 from
 # 0.10): what the profiling step and the communicators' later buffers add. Fitted.
-NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.0
-NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB = 0.16
+NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.18
+NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB = 0.39
 NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB = 0.0
 # Profiling activations: hidden states and MLP intermediates of one step of
 # max_num_batched_tokens tokens (fitted copies of each).
@@ -46,6 +47,7 @@ class MemoryBreakdown:
     weights_gib: float
     activation_gib: float
     non_torch_gib: float
+    cuda_graph_gib: float
     kv_cache_gib: float
     kv_bytes_per_token: float  # per rank, over the stage's layers, full-attention accounting
     kv_cache_tokens: int  # per replica
@@ -221,16 +223,17 @@ def memory_breakdown(
     budget_of_free_memory: bool = False,
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free."""
-    total = gpu.memory_gib * GIB
+    total = gpu.visible_memory_gib * GIB
     weights = weight_bytes_per_rank(model, fmt, tensor, pipeline, rules)
     activation = activation_bytes(model, tensor, max_num_batched_tokens, max_num_seqs, rules)
     non_torch = non_torch_bytes(tensor, pipeline, rules)
+    graphs = rules.cuda_graph_gib * GIB
     if budget_of_free_memory:
         budget = total
-        kv = (total - weights - activation - non_torch) * gpu_memory_utilization
+        kv = (total - weights - activation - non_torch - graphs) * gpu_memory_utilization
     else:
         budget = total * gpu_memory_utilization
-        kv = budget - weights - activation - non_torch
+        kv = budget - weights - activation - non_torch - graphs
     per_token = stage_layers(model, pipeline) * kv_bytes_per_token_layer(
         model, tensor, kv_dtype_bytes
     )
@@ -242,6 +245,7 @@ def memory_breakdown(
         weights_gib=weights / GIB,
         activation_gib=activation / GIB,
         non_torch_gib=non_torch / GIB,
+        cuda_graph_gib=graphs / GIB,
         kv_cache_gib=kv / GIB,
         kv_bytes_per_token=per_token,
         kv_cache_tokens=tokens,

@@ -123,7 +123,8 @@ class _Context:
         every candidate on it asks)."""
         rules = self.rules_by_gpu.get(gpu.id)
         if rules is None:
-            rules = engine_memory(self.engine.id.value, self.engine_version(gpu), gpu)
+            version = self.engine_version(gpu)
+            rules = engine_memory(self.engine.id.value, version, gpu, self.model.model_type)
             self.rules_by_gpu[gpu.id] = rules
         return rules
 
@@ -412,14 +413,14 @@ def _weights_exceed_budget(
     ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, pipeline: int
 ) -> str | None:
     utilization = ctx.spec.engine.gpu_memory_utilization
-    budget = gpu.memory_gib * utilization
+    budget = gpu.visible_memory_gib * utilization
     rules = ctx.memory_rules(gpu)
     weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline, rules) / GIB
     if weights < budget:
         return None
     return (
         f"weights need {weights:.1f} GiB per GPU, more than the {budget:.1f} GiB budget "
-        f"({gpu.memory_gib:.1f} GiB x {utilization})"
+        f"({gpu.visible_memory_gib:.1f} GiB x {utilization})"
     )
 
 
@@ -458,7 +459,9 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         candidate.infeasible = (
             f"{engine} would refuse to start: no room for KV cache: weights "
             f"{memory.weights_gib:.1f} + activations {memory.activation_gib:.1f} + non-torch "
-            f"{memory.non_torch_gib:.1f} GiB exceed the {memory.budget_gib:.1f} GiB budget per GPU"
+            f"{memory.non_torch_gib:.1f}"
+            + (f" + CUDA graphs {memory.cuda_graph_gib:.1f}" if memory.cuda_graph_gib else "")
+            + f" GiB exceed the {memory.budget_gib:.1f} GiB budget per GPU"
         )
         return candidate
     if memory.max_concurrency < 1:
@@ -684,6 +687,7 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         weights_gib_per_gpu=round(memory.weights_gib, 2),
         activation_gib_per_gpu=round(memory.activation_gib, 2),
         non_torch_gib_per_gpu=round(memory.non_torch_gib, 2),
+        cuda_graph_gib_per_gpu=round(memory.cuda_graph_gib, 2) or None,
         kv_cache_gib_per_gpu=round(memory.kv_cache_gib, 2),
         kv_cache_tokens=memory.kv_cache_tokens,
         max_concurrency=round(memory.max_concurrency, 2),

@@ -15,18 +15,31 @@ from llmdeploy.catalog import Gpu, QuantFormat
 from llmdeploy.sizing.memory import kv_bytes_per_token_layer, stage_layers, weight_bytes_per_rank
 from llmdeploy.sizing.model_facts import ModelFacts
 
-# Fraction of datasheet bandwidth / dense FLOPS that serving kernels reach. Calibrated on the
-# public H100 measurements in docs/benchmarks.md; see bench/sizing_accuracy.py.
-BANDWIDTH_EFFICIENCY = 0.80
-PREFILL_COMPUTE_EFFICIENCY = 0.50
-DECODE_COMPUTE_EFFICIENCY = 0.35
+# Fraction of datasheet bandwidth / dense FLOPS that serving kernels reach. Every constant
+# below is bench/fit_constants.py's output on the fit set of bench/data (a unit test checks).
+BANDWIDTH_EFFICIENCY = 0.75
+PREFILL_COMPUTE_EFFICIENCY = 0.4
+DECODE_COMPUTE_EFFICIENCY = 0.2
+# The same three per SKU where the corpus's fit set measures that GPU: how close decode's
+# weight reads get to datasheet bandwidth, and prefill's GEMMs to datasheet FLOPS, depends on
+# the memory generation and the kernels the engine has for the architecture. Other SKUs take
+# the values above.
+BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {"nvidia-a100-80gb": 0.7, "nvidia-h100-80gb": 0.8}
+PREFILL_COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
+    "nvidia-a100-80gb": 0.6,
+    "nvidia-h100-80gb": 0.4,
+}
+DECODE_COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
+    "nvidia-a100-80gb": 0.25,
+    "nvidia-h100-80gb": 0.2,
+}
 # Per-step cost not in the roofline: scheduling, sampling, launch gaps between small kernels.
-STEP_OVERHEAD_S = 0.0005
-PER_LAYER_OVERHEAD_S = 0.000025
+STEP_OVERHEAD_S = 0.0
+PER_LAYER_OVERHEAD_S = 3e-05
 # Request overhead before the first token: HTTP, tokenization, scheduling, detokenization; the
 # API server also serves every other running stream each step, so a new request waits longer
 # the more streams are open (host-side work, invisible to a GPU roofline).
-TTFT_OVERHEAD_S = 0.035
+TTFT_OVERHEAD_S = 0.04
 TTFT_OVERHEAD_PER_STREAM_S = 0.0012
 ALL_REDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 15e-6, "pcie": 30e-6}
 # Pipeline stages on different nodes exchange activations over the cluster network.
@@ -104,7 +117,10 @@ def estimate_performance(
     output_tokens: int,
 ) -> Performance:
     gpus = tensor * pipeline
-    bandwidth = gpu.bandwidth_gbps * 1e9 * BANDWIDTH_EFFICIENCY
+    bandwidth_efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
+    prefill_efficiency = PREFILL_COMPUTE_EFFICIENCY_BY_GPU.get(gpu.id, PREFILL_COMPUTE_EFFICIENCY)
+    decode_efficiency = DECODE_COMPUTE_EFFICIENCY_BY_GPU.get(gpu.id, DECODE_COMPUTE_EFFICIENCY)
+    bandwidth = gpu.bandwidth_gbps * 1e9 * bandwidth_efficiency
     batch = concurrency
 
     weights = weight_bytes_per_rank(model, fmt, tensor, pipeline)
@@ -125,23 +141,29 @@ def estimate_performance(
     )
     # Stages run one after another for a token: the step time is the sum over stages.
     memory_s = pipeline * (weights + kv_read) / bandwidth
-    decode_compute_s = _flops_s(model, gpu, fmt, gpus, batch, context, DECODE_COMPUTE_EFFICIENCY)
-    prefill_tokens_per_step = batch * input_tokens / output_tokens
-    prefill_share_s = _flops_s(
-        model, gpu, fmt, gpus, prefill_tokens_per_step, input_tokens / 2, PREFILL_COMPUTE_EFFICIENCY
+    decode_compute_s = _flops_s(model, gpu, fmt, gpus, batch, context, decode_efficiency)
+    decode_s = max(memory_s, decode_compute_s)
+    # Continuous batching runs an arriving request's prefill in one step with the running
+    # decodes. That step reads the weights once for both, so the prefill adds only the compute
+    # the step needs beyond the decode step's time; a stream brings one prefill per
+    # output_tokens steps.
+    prefill_compute_s = _flops_s(
+        model, gpu, fmt, gpus, input_tokens, input_tokens / 2, prefill_efficiency
     )
+    mixed_step_s = max(memory_s, prefill_compute_s + decode_compute_s)
+    prefill_share_s = batch / output_tokens * (mixed_step_s - decode_s)
+    prefill_tokens_per_step = batch * input_tokens / output_tokens
     overhead_s = STEP_OVERHEAD_S + model.layers * PER_LAYER_OVERHEAD_S
     tpot = (
-        max(memory_s, decode_compute_s)
+        decode_s
         + prefill_share_s
         + _communication_s(model, gpu, tensor, pipeline, batch + prefill_tokens_per_step)
         + overhead_s
     )
 
-    prefill_s = max(
-        _flops_s(model, gpu, fmt, gpus, input_tokens, input_tokens / 2, PREFILL_COMPUTE_EFFICIENCY),
-        pipeline * weights / bandwidth,
-    ) + _communication_s(model, gpu, tensor, pipeline, input_tokens)
+    prefill_s = max(prefill_compute_s, pipeline * weights / bandwidth) + _communication_s(
+        model, gpu, tensor, pipeline, input_tokens
+    )
     # A new request competes only with the other streams: it waits for their prefills (M/D/1
     # queue on the prefill work they bring), the API server serves them each step, and its
     # prefill shares a step with their decodes. A lone request (concurrency 1) has none of that.
