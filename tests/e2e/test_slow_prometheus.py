@@ -1,8 +1,8 @@
 """One slow Prometheus endpoint delays only the objects that name it: healthy objects reading a
 real Prometheus keep being measured and autoscaled at their rate while more objects than the
-operator has workers name an endpoint that drips a byte every few seconds and never finishes.
-The same test measures the healthy objects' rate without, then with, the slow objects (ratios
-within one run)."""
+operator has workers name an endpoint that drips a byte every few seconds and never finishes,
+and others one that answers each query within its deadline, but late. The same test measures
+the healthy objects' rate without, then with, the slow objects (ratios within one run)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ from kubernetes import client
 
 from .e2e_support import KWOK_TOLERATION, wait_until
 from .operator_harness import REPO_ROOT, Operator, kubectl
-from .prometheus_harness import Prometheus, SlowDripServer, VllmMetricsSim
+from .prometheus_harness import Prometheus, SlowAnswerServer, SlowDripServer, VllmMetricsSim
 
 GROUP, VERSION, PLURAL = "llmdeploy.io", "v1alpha1", "llmdeployments"
 WORKERS = 2
 HEALTHY = [f"healthy-{n}" for n in range(3)]
 SLOW = [f"slow-{n}" for n in range(WORKERS + 1)]  # more than the workers
+SLUGGISH = [f"sluggish-{n}" for n in range(WORKERS)]
 PHASE_S = 60.0
 # 4 running requests per replica: 4 -> 1 replica, 12 -> 3.
 IDLE_LOAD, BUSY_LOAD = 4, 12
@@ -46,13 +47,15 @@ class Setup:
     sim: VllmMetricsSim
     prometheus: Prometheus
     drip: SlowDripServer
+    late: SlowAnswerServer
 
 
 @pytest.fixture
 def endpoints(namespace: str, operator: Operator) -> Iterator[Setup]:
     """Endpoint `healthy`: a real Prometheus scraping one vLLM-compatible sim under each
-    healthy object's labels; endpoint `slow`: the drip. The operator restarts with them, 2 s
-    measurements and few workers, and again without them at the end."""
+    healthy object's labels; endpoint `slow`: the drip; `sluggish`: answers 4 s late, within
+    the operator's 5 s deadline. The operator restarts with them, 2 s measurements and few
+    workers, and again without them at the end."""
     sim = VllmMetricsSim()
     sim.set_load(running=IDLE_LOAD, waiting=0)
     labels = [{"namespace": namespace, "llmdeploy_io_deployment": n} for n in HEALTHY]
@@ -61,9 +64,14 @@ def endpoints(namespace: str, operator: Operator) -> Iterator[Setup]:
     for more in labels[1:]:
         prometheus.add_target(sim.port, more)
     drip = SlowDripServer(gap_s=2.5)
+    late = SlowAnswerServer(after_s=4)
     before = dict(operator.settings)
     named = json.loads(operator.settings.get(ENDPOINTS) or "{}")
-    named |= {"healthy": {"url": prometheus.url}, "slow": {"url": drip.url}}
+    named |= {
+        "healthy": {"url": prometheus.url},
+        "slow": {"url": drip.url},
+        "sluggish": {"url": late.url},
+    }
     operator.stop()
     operator.settings.update(
         {
@@ -75,10 +83,11 @@ def endpoints(namespace: str, operator: Operator) -> Iterator[Setup]:
     )
     operator.start()
     try:
-        yield Setup(sim, prometheus, drip)
+        yield Setup(sim, prometheus, drip, late)
     finally:
         operator.stop()
         drip.close()
+        late.close()
         prometheus.close()
         sim.close()
         operator.settings.clear()
@@ -157,7 +166,7 @@ def back_to_idle(api: client.ApiClient, namespace: str, sim: VllmMetricsSim) -> 
     )
 
 
-def test_a_slow_drip_endpoint_delays_only_the_objects_that_name_it(
+def test_slow_endpoints_delay_only_the_objects_that_name_them(
     kubeconfig_path: Path,
     kube_api: client.ApiClient,
     namespace: str,
@@ -182,18 +191,24 @@ def test_a_slow_drip_endpoint_delays_only_the_objects_that_name_it(
 
     for name in SLOW:
         deploy(kubeconfig_path, namespace, name, "slow")
+    for name in SLUGGISH:
+        deploy(kubeconfig_path, namespace, name, "sluggish")
 
     def slow_reported() -> dict[str, dict[str, Any]] | None:
+        """Every slow object's conditions, once they say why: a timeout, or answers too slow
+        (an object reading the late endpoint after its rest gets one answer, no series)."""
         found = objects(kube_api, namespace)
-        told = {n: found.get(n, {}) for n in SLOW}
+        told = {n: found.get(n, {}) for n in SLOW + SLUGGISH}
+        why = {**dict.fromkeys(SLOW, "timed out"), **dict.fromkeys(SLUGGISH, "too slow")}
         failing = all(
             condition(o, "MetricsAvailable").get("status") == "False"
             and condition(o, "SLOMet").get("status") == "Unknown"
-            for o in told.values()
+            and why[n] in condition(o, "SLOMet").get("message", "")
+            for n, o in told.items()
         )
         return told if failing else None
 
-    slow = wait_until(slow_reported, what="MetricsAvailable=False on the slow objects", timeout=180)
+    slow = wait_until(slow_reported, what="the slow objects' conditions", timeout=180)
     beside = tally_phase(kube_api, namespace, endpoints.sim)
     reconciles = operator.reconciles()
 
@@ -214,11 +229,11 @@ def test_a_slow_drip_endpoint_delays_only_the_objects_that_name_it(
         assert 3 in alone.replicas[name], alone.replicas
         assert 3 in beside.replicas[name], beside.replicas
 
-    # The slow objects say a timeout and nothing the server sent.
+    # The drip's objects say a timeout, and none says anything the server sent.
     for name, obj in slow.items():
-        metrics_available = condition(obj, "MetricsAvailable")
-        assert "timed out" in metrics_available["message"], (name, metrics_available)
-        slo = condition(obj, "SLOMet")
-        assert slo["reason"] == "NotMeasured" and "timed out" in slo["message"], (name, slo)
+        if name in SLOW:
+            metrics_available = condition(obj, "MetricsAvailable")
+            assert "timed out" in metrics_available["message"], (name, metrics_available)
+        assert condition(obj, "SLOMet")["reason"] == "NotMeasured"
         assert "DD" not in json.dumps(obj["status"])
     assert "DD" not in operator.logs()

@@ -80,6 +80,21 @@ def test_answers_each_in_time_end_at_the_reading_s_timeout() -> None:
         slow.close()
 
 
+def test_an_answer_over_half_the_deadline_is_used_and_the_endpoint_rests() -> None:
+    slow = SlowAnswerServer(after_s=0.2)
+    try:
+        config = PrometheusConfig(slow.url, timeout_s=0.3)
+        backoff = Backoff(seconds=3600)
+        reading = read_queries(config, {"a": "up", "b": "up"}, backoff=backoff)
+        assert reading.problem == module.TOO_SLOW and slow.requests == 1
+        assert backoff.resting(slow.url, probe_s=5) == module.TOO_SLOW
+        fast = PrometheusConfig(slow.url, timeout_s=5)  # 0.2 s is well within this deadline
+        assert read_queries(fast, {"a": "up", "b": "up"}).problem is None
+        assert slow.requests == 3
+    finally:
+        slow.close()
+
+
 def test_nothing_is_asked_past_the_reconcile_s_bound_and_the_endpoint_is_not_blamed(
     drip: SlowDripServer,
 ) -> None:

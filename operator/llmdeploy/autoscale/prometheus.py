@@ -145,12 +145,18 @@ class Backoff:
             self._resting.pop(url, None)
 
 
+# An answer that took more than this share of the deadline says the endpoint is too slow:
+# it is used, and the endpoint asked nothing more until its rest is over.
+SLOW_SHARE = 0.5
+TOO_SLOW = "too slow: an answer took over half the deadline"
+
+
 class Reading:
     """The queries of one reading from one endpoint: each within the endpoint's deadline,
     all of them by `until` (time.monotonic(): the reconcile's bound) and within the reading's
-    timeout. Once a query found the endpoint unreachable (no answer in time, no connection),
-    or it rests in `backoff`, the rest are not asked and get the same reason: a slow endpoint
-    costs a reading one deadline, not one per query."""
+    timeout. Once a query found the endpoint unreachable (no answer in time, no connection)
+    or too slow, or it rests in `backoff`, the rest are not asked and get the same reason: a
+    slow endpoint costs a reading one deadline, not one per query."""
 
     def __init__(
         self,
@@ -178,6 +184,7 @@ class Reading:
             self.stopped = self.backoff.resting(url, self.config.timeout_s)
         if self.stopped is not None or self.client is None:
             return None, self.stopped
+        asked = time.monotonic()
         try:
             result = call(self.client, *args, **kwargs)
         except QUERY_ERRORS as exc:
@@ -189,7 +196,11 @@ class Reading:
             elif self.backoff is not None:
                 self.backoff.answered(url)
             return None, why
-        if self.backoff is not None:
+        if time.monotonic() - asked > self.config.timeout_s * SLOW_SHARE:
+            self.stopped = TOO_SLOW
+            if self.backoff is not None:
+                self.backoff.failed(url, TOO_SLOW)
+        elif self.backoff is not None:
             self.backoff.answered(url)
         return result, None
 

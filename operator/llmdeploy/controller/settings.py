@@ -119,9 +119,9 @@ class OperatorSettings(BaseSettings):
         default=30.0,
         ge=0,
         le=3600,
-        description="A Prometheus endpoint that did not answer in time, or at all, is not asked "
-        "again for this long: readings meanwhile say why at once (and one slow endpoint holds "
-        "no more than one worker at a time).",
+        description="A Prometheus endpoint that did not answer in time (or at all, or took over "
+        "half the deadline) is not asked again for this long: readings meanwhile say why at once, "
+        "and then one asks while the others wait.",
     )
     prometheus_bearer_token_file: Path | None = Field(
         default=None, description="File with a bearer token for Prometheus."
