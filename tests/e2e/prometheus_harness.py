@@ -5,6 +5,7 @@ label them: vLLM's on /metrics, TensorRT-LLM's on /prometheus/metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -432,3 +433,74 @@ class Prometheus:
             answer = json.load(response)
         assert answer["status"] == "success", answer
         return answer["data"]["result"]  # type: ignore[no-any-return]
+
+
+class LoopbackServer:
+    """A stand-in HTTP server on 127.0.0.1 that counts requests and answers each with
+    `answer(handler)`, which should wait on `closed` (set by `close`) rather than sleep."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests += 1
+                with contextlib.suppress(OSError):  # the client gave up
+                    outer.answer(self)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.closed.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class SlowDripServer(LoopbackServer):
+    """A stand-in for a Prometheus that answers 200 and then one byte of body every `gap_s`,
+    never finishing: each socket read succeeds in time, so only a deadline on the whole request
+    ends it. The bytes spell DRIP..., which must never reach a status, event or log."""
+
+    BODY_BYTE = b"D"
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        super().__init__()
+
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", "100000")
+        handler.end_headers()
+        while not self.closed.wait(self.gap_s):
+            handler.wfile.write(self.BODY_BYTE)
+            handler.wfile.flush()
+
+
+class SlowAnswerServer(LoopbackServer):
+    """A stand-in for a Prometheus that answers every query with no series, `after_s` late."""
+
+    EMPTY = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        super().__init__()
+
+    def answer(self, handler: BaseHTTPRequestHandler) -> None:
+        self.closed.wait(self.after_s)
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(self.EMPTY)))
+        handler.end_headers()
+        handler.wfile.write(self.EMPTY)

@@ -17,7 +17,7 @@ from llmdeploy.autoscale.decision import MetricsReading
 from llmdeploy.autoscale.prometheus import PrometheusConfig, read_queries
 from llmdeploy.autoscale.promql import query
 
-from .prometheus_harness import Prometheus, VllmMetricsSim, throwaway_pki
+from .prometheus_harness import Prometheus, SlowDripServer, VllmMetricsSim, throwaway_pki
 
 LABELS = {"namespace": "team-a", "llmdeploy_io_deployment": "llama"}
 
@@ -116,38 +116,16 @@ def test_bearer_token_is_sent_and_a_refusal_is_reported(tmp_path: Path) -> None:
         server.server_close()
 
 
-class SlowDrip(BaseHTTPRequestHandler):
-    """Answers 200 and then one byte every half second: each socket read succeeds in time,
-    so only a deadline on the whole request ends it."""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", "100000")
-        self.end_headers()
-        try:
-            for _ in range(200):
-                self.wfile.write(b" ")
-                self.wfile.flush()
-                time.sleep(0.5)
-        except OSError:
-            pass
-
-    def log_message(self, *_: object) -> None:
-        pass
-
-
 def test_a_slow_drip_answer_ends_at_the_deadline_and_says_only_that() -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowDrip)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    config = PrometheusConfig(f"http://127.0.0.1:{server.server_address[1]}", timeout_s=1.5)
+    server = SlowDripServer(gap_s=0.5)  # each socket read succeeds in time
+    config = PrometheusConfig(server.url, timeout_s=1.5)
     readings: list[MetricsReading] = []
     try:
         reader = threading.Thread(target=lambda: readings.append(read(config)), daemon=True)
         reader.start()
-        reader.join(timeout=60)  # without a deadline it would take 100 s
+        reader.join(timeout=60)  # without a deadline it would never end
         assert readings, "the query did not end"
         assert readings[0].values == {"runningRequests": None}
         assert readings[0].problem == "timed out"
     finally:
-        server.shutdown()
+        server.close()

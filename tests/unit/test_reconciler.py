@@ -157,6 +157,35 @@ def test_a_bug_is_a_condition_and_one_event_then_cleared_by_a_success(
     assert cluster.body["status"]["phase"] == "Progressing"
 
 
+def test_an_overdue_reconcile_is_a_condition_and_one_event_then_cleared_by_a_success(
+    reconciler: Reconciler, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconcile past its bound (here: before its first write) is told in status and once as
+    an event, and cleared by the next one in time."""
+    clock = [1000.0]
+    monkeypatch.setattr(reconciler_module.time, "monotonic", lambda: clock[0])
+    real_decide = reconciler_module.decide
+
+    def slow_decide(snap: Any, config: Any) -> Any:
+        clock[0] += reconciler.settings.reconcile_timeout_seconds + 1
+        return real_decide(snap, config)
+
+    monkeypatch.setattr(reconciler_module, "decide", slow_decide)
+    for _ in range(2):
+        assert reconciler._reconcile_one(KEY)[0] == "overdue"
+        watched(reconciler, cluster)
+    assert cluster.applied == []
+    found = conditions(cluster)
+    assert (found["Degraded"]["status"], found["Degraded"]["reason"]) == ("True", "ReconcileError")
+    message = found["Degraded"]["message"]
+    assert "ran past its bound (LLMDEPLOY_RECONCILE_TIMEOUT_SECONDS)" in message
+    assert [(e[0], e[2]) for e in cluster.events] == [("ReconcileError", True)]
+
+    monkeypatch.setattr(reconciler_module, "decide", real_decide)
+    assert reconciler._reconcile_one(KEY)[0] == "success"
+    assert conditions(cluster)["Degraded"]["status"] == "False"
+
+
 def test_a_status_that_changed_meanwhile_is_not_overwritten_and_nothing_is_posted(
     reconciler: Reconciler, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -260,7 +289,9 @@ def test_a_settled_object_is_measured_again_when_due_and_not_decided_before(
     (and measured) again. Prometheus is a stand-in that answers nothing."""
     measured: list[float] = []
 
-    def collect(config: Any, queries: Any, end: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    def collect(
+        config: Any, queries: Any, end: float, **_: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         measured.append(end)
         return {}, {}
 

@@ -17,7 +17,8 @@ from llmdeploy.sizing.performance import request_rate
 RECONCILES = Counter(
     "llmdeploy_reconcile",
     "Reconciles by result: success, conflict (re-queued), error (the API server refused), "
-    "unreachable (no answer in time), invalid (the spec cannot be planned), exception (a bug: "
+    "unreachable (no answer in time), overdue (past LLMDEPLOY_RECONCILE_TIMEOUT_SECONDS: the "
+    "object's status says ReconcileError), invalid (the spec cannot be planned), exception (a bug: "
     "the object's status says ReconcileError)",
     ["result"],
 )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llmdeploy.api.status import LLMDeploymentStatus
-from llmdeploy.autoscale.prometheus import PrometheusConfig, read_queries
+from llmdeploy.autoscale.prometheus import Backoff, PrometheusConfig, read_queries
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import Cluster, ClusterError, not_ours
 from llmdeploy.cluster.objects import Owner, live_child, owner_name
@@ -85,9 +85,11 @@ class Reconciler:
                 e.bearer_token_file,
                 e.ca_file,
                 e.insecure_skip_verify,
+                settings.prometheus_reading_timeout_seconds,
             )
             for name, e in settings.prometheus().items()
         }
+        self.backoff = Backoff(settings.prometheus_backoff_seconds)
         self.config = Config(
             catalog,
             lock,
@@ -224,7 +226,7 @@ class Reconciler:
                     self._unanswered_since = None
             metrics.RECONCILES.labels(result).inc()
             metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
-            failed = result in ("error", "unreachable", "exception")
+            failed = result in ("error", "unreachable", "overdue", "exception")
             delay = self.queue.done(key, failed=failed)
             if failed:
                 log.warning("reconcile of %s/%s failed; retry in %.1fs", *key, delay or 0)
@@ -236,14 +238,14 @@ class Reconciler:
             return self.reconcile(key)
         except ConflictError:
             return "conflict", 0.0
+        except OverdueError as exc:  # said in status and an event, retried with backoff
+            self._report(key, f"{exc}; what is left of it is retried with backoff")
+            return "overdue", None
         except ClusterError as exc:
             return ("unreachable" if exc.status is None else "error"), None
         except Exception as exc:  # a bug: said in status and an event, retried with backoff
             log.exception("reconcile of %s/%s failed", *key)
-            try:
-                self._report_unexpected(key, exc)
-            except Exception:  # the report's own failure must not end the worker
-                log.exception("the failure of %s/%s was not reported", *key)
+            self._report(key, unexpected(exc))
             return "exception", None
 
     def stalled(self) -> str | None:
@@ -326,11 +328,23 @@ class Reconciler:
             snap = replace(snap, pending=tuple(pending))
         if needs.queries:
             endpoint = self.prometheus[needs.prometheus]
-            reading = read_queries(endpoint, dict(needs.queries), snap.now.timestamp())
+            reading = read_queries(
+                endpoint,
+                dict(needs.queries),
+                snap.now.timestamp(),
+                until=deadline,
+                backoff=self.backoff,
+            )
             snap = replace(snap, metrics=reading)
         if needs.measure is not None:
             endpoint = self.prometheus[needs.prometheus]
-            instant, _ = collect(endpoint, needs.measure, snap.now.timestamp())
+            instant, _ = collect(
+                endpoint,
+                needs.measure,
+                snap.now.timestamp(),
+                until=deadline,
+                backoff=self.backoff,
+            )
             snap = replace(snap, measured=readings(instant, needs.measure.missing))
         if needs.gpus_in_use:
             snap = replace(
@@ -343,7 +357,9 @@ class Reconciler:
             measured = {}
             for generation, queries in needs.generations:
                 _check(deadline)
-                instant, _ = collect(endpoint, queries, snap.now.timestamp())
+                instant, _ = collect(
+                    endpoint, queries, snap.now.timestamp(), until=deadline, backoff=self.backoff
+                )
                 measured[generation] = readings(instant, queries.missing)
             snap = replace(snap, generations_measured=measured)
         return snap
@@ -467,16 +483,20 @@ class Reconciler:
         events = [e for e in outcome.events if e.reason == "ApplyFailed"]
         self._write_failure(snap.body, patch, events)
 
-    def _report_unexpected(self, key: Key, exc: Exception) -> None:
-        """A bug: Degraded=True with reason ReconcileError, on the object as the index has it."""
-        begun = self.index.begin(key)
-        if begun is None:
-            return
-        body = begun[0]
-        generation = int(body["metadata"].get("generation") or 0)
-        status = body.get("status") or {}
-        patch, events = reconcile_error(status, generation, unexpected(exc), datetime.now(UTC))
-        self._write_failure(body, patch, events)
+    def _report(self, key: Key, message: str) -> None:
+        """A bug or an overdue reconcile: Degraded=True with reason ReconcileError, on the
+        object as the index has it. The report's own failure must not end the worker."""
+        try:
+            begun = self.index.begin(key)
+            if begun is None:
+                return
+            body = begun[0]
+            generation = int(body["metadata"].get("generation") or 0)
+            status = body.get("status") or {}
+            patch, events = reconcile_error(status, generation, message, datetime.now(UTC))
+            self._write_failure(body, patch, events)
+        except Exception:
+            log.exception("the failure of %s/%s was not reported", *key)
 
     def _write_failure(
         self, body: Mapping[str, Any], patch: dict[str, Any], events: Sequence[Event]

@@ -107,6 +107,22 @@ class OperatorSettings(BaseSettings):
     prometheus_timeout_seconds: float = Field(
         default=5.0, gt=0, le=60, description="Deadline of one query, retries included."
     )
+    prometheus_reading_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="Deadline of all the queries of one reading together (an autoscaler tick, "
+        "a measurement): a Prometheus that answers each query slowly but in time holds a "
+        "reconcile no longer than this.",
+    )
+    prometheus_backoff_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="A Prometheus endpoint that did not answer in time (or at all, or took over "
+        "half the deadline) is not asked again for this long: readings meanwhile say why at once, "
+        "and then one asks while the others wait.",
+    )
     prometheus_bearer_token_file: Path | None = Field(
         default=None, description="File with a bearer token for Prometheus."
     )
