@@ -352,7 +352,7 @@ def test_a_crash_looping_candidate_is_rolled_back(
             and c
         ),
         what="the crash-looping candidate rolled back",
-        timeout=60,
+        timeout=120,
     )
     assert "CrashLoop" in degraded["message"] and f"pod {pod}" in degraded["message"]
     assert "restarted 3 times (Error, exit code 1)" in degraded["message"]

@@ -16,7 +16,7 @@ from .operator_harness import Operator
 from .test_operator import apply, condition, example, get, ready
 from .testenv_control import WRITE_VERBS, AuditLog
 
-NAME = "llama-8b"
+NAME = "llama-8b-routed"
 POOLS = ("inference.networking.k8s.io", "v1", "inferencepools")
 ROUTES = ("gateway.networking.k8s.io", "v1", "httproutes")
 CONTROLLER = "example.com/gateway-controller"

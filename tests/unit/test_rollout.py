@@ -323,6 +323,11 @@ def test_a_breaching_candidate_is_rolled_back_and_not_retried_unchanged(catalog:
     again = answered(written(snap, breach, 5), cfg)
     assert again.apply == () and again.events == ()  # not retried, told once
     assert conditions(again)["Degraded"].status == "True"
+    # Not even once nothing serves (a node lost, a namespace going): never in place.
+    assert again.status is not None
+    down = again.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    lost = answered(replace(snap, body=body({**down, "readyReplicas": 0}, **spec)), cfg)
+    assert lost.apply == () and conditions(lost)["Degraded"].reason == "PilotRolledBack"
     # A new spec is a new plan: piloted again.
     newer = body(
         again.status.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -73,7 +73,7 @@ def test_the_pool_selects_the_engine_pods_and_the_route_sends_to_the_pool(
                     {
                         "group": "inference.networking.k8s.io",
                         "kind": "InferencePool",
-                        "name": "llama-8b",
+                        "name": "llama-8b-routed",
                         "weight": 100,
                     }
                 ],
@@ -81,8 +81,8 @@ def test_the_pool_selects_the_engine_pods_and_the_route_sends_to_the_pool(
         ],
     }
     # Children of the object like every other: indexed, owned and pruned by that label.
-    assert pool["metadata"]["labels"]["llmdeploy.io/deployment"] == "llama-8b"
-    assert route["metadata"]["labels"]["llmdeploy.io/deployment"] == "llama-8b"
+    assert pool["metadata"]["labels"]["llmdeploy.io/deployment"] == "llama-8b-routed"
+    assert route["metadata"]["labels"]["llmdeploy.io/deployment"] == "llama-8b-routed"
 
 
 def test_a_multi_node_pool_selects_the_leaders_only(catalog: Catalog) -> None:
@@ -123,14 +123,14 @@ def _route_render(catalog: Catalog, backends: Any) -> list[dict[str, Any]]:
 
 
 def test_a_pilot_passes_the_pools_and_their_weights(catalog: Catalog) -> None:
-    objects = _route_render(catalog, [("llama-8b", 90), ("llama-8b-5f2c", 10)])
+    objects = _route_render(catalog, [("llama-8b-routed", 90), ("llama-8b-routed-5f2c", 10)])
     refs = kind(objects, "HTTPRoute")["spec"]["rules"][0]["backendRefs"]
     assert [(r["name"], r["weight"], r["kind"]) for r in refs] == [
-        ("llama-8b", 90, "InferencePool"),
-        ("llama-8b-5f2c", 10, "InferencePool"),
+        ("llama-8b-routed", 90, "InferencePool"),
+        ("llama-8b-routed-5f2c", 10, "InferencePool"),
     ]
     # The pool itself is the object's own, whatever the route's backends.
-    assert kind(objects, "InferencePool")["metadata"]["name"] == "llama-8b"
+    assert kind(objects, "InferencePool")["metadata"]["name"] == "llama-8b-routed"
 
 
 @pytest.mark.parametrize(

@@ -1512,8 +1512,9 @@ def _pilot(
     owner = owner_of(body)
     current = rollout.current if rollout else Generation(workload=owner.name, plan_key=running_key)
     in_pilot = rollout is not None and rollout.candidate is not None
-    if not in_pilot and not status.get("readyReplicas"):
-        return None  # nothing serves: nothing to protect
+    rolled_back = rollout is not None and any(f.plan_key == key for f in rollout.failed)
+    if not (in_pilot or rolled_back or status.get("readyReplicas")):
+        return None  # nothing serves, nothing to protect: the plan goes out in place
     # Status says what serves; the watch may not have shown its workload yet (a restart).
     current_kind, current_status = _workload_of(snap, current.workload) or (
         "Deployment",
