@@ -47,7 +47,7 @@ from llmdeploy.controller.decide import (
 )
 from llmdeploy.controller.settings import PrometheusEndpoint, with_default
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
-from llmdeploy.measure.calibration import calibrated, latency_calibration
+from llmdeploy.measure.calibration import RATIO_BOUNDS, calibrated, latency_calibration
 from llmdeploy.measure.observed import observe
 from llmdeploy.measure.queries import WindowError, measurement_queries, window_seconds
 from llmdeploy.measure.report import build_report, format_report
@@ -218,9 +218,21 @@ def _calibration(path: str | None) -> LatencyCalibration | None:
         if isinstance(found, dict) and key in found:
             found = found[key]
     try:
-        return latency_calibration(Calibration.model_validate(found))
+        # Strict like the API server: no `true` or "2" for a number.
+        calibration = Calibration.model_validate(found, strict=True)
     except ValidationError as exc:
         raise InputError(format_validation_error(exc, "--calibration")) from None
+    low, high = RATIO_BOUNDS
+    for field, ratio in (
+        ("ttftRatio", calibration.ttft_ratio),
+        ("tpotRatio", calibration.tpot_ratio),
+    ):
+        if not low <= ratio <= high:
+            raise InputError(
+                f"--calibration {path}: {field} {ratio:g} is outside [{low:g}, {high:g}], the "
+                "range the operator keeps a calibration in"
+            )
+    return latency_calibration(calibration)
 
 
 def _cluster_nodes() -> list[dict[str, Any]]:

@@ -470,3 +470,18 @@ def test_a_calibration_from_an_objects_status_scales_the_estimates(tmp_path: Pat
     status.write_text("{ttftRatio: 1, tpotRatio: 0}\n")  # would divide by zero
     refused = run_plan(tmp_path, manifest(), "--calibration", str(status))
     assert refused.returncode == 2 and "--calibration.tpotRatio" in refused.stderr
+
+
+def test_a_calibration_file_is_parsed_strictly_and_within_the_operator_s_bounds(
+    tmp_path: Path,
+) -> None:
+    status = tmp_path / "calibration.yaml"
+    for text, field in (
+        ("{ttftRatio: true, tpotRatio: 1}\n", "--calibration.ttftRatio"),  # not 1
+        ('{ttftRatio: 1, tpotRatio: "2"}\n', "--calibration.tpotRatio"),  # not 2
+        ("{ttftRatio: 1e300, tpotRatio: 1}\n", "ttftRatio 1e+300 is outside [0.5, 2]"),
+    ):
+        status.write_text(text)
+        refused = run_plan(tmp_path, manifest(), "--calibration", str(status))
+        assert refused.returncode == 2 and field in refused.stderr, (text, refused.stderr)
+        assert "Traceback" not in refused.stderr
