@@ -432,3 +432,26 @@ def test_a_second_pilot_behind_a_route_gets_exactly_its_weight(catalog: Catalog)
     assert refs == [("m", 90), (second, 10)]
     assert serving.status is not None and serving.status.rollout is not None
     assert serving.status.rollout.traffic_percent == 10
+
+
+def test_a_pilot_replaced_by_an_infeasible_spec_leaves_no_weight_on_its_pool(
+    catalog: Catalog,
+) -> None:
+    cfg = config(catalog)
+    snap = serving_now(catalog, ROUTED)
+    spec = {**ROUTED, "workload": {"maxContextLength": 4096}}
+    changed = replace(snap, body=body(snap.body["status"], **spec))
+    started = answered(changed, cfg)
+    name = next(o["metadata"]["name"] for o in started.apply if o["kind"] == "Deployment")
+    snap = ready(written(changed, started, 1), name, 1)
+    snap = written(snap, answered(snap, cfg), 1)  # serving: the route weighs its pool
+    assert ("InferencePool", name) in snap.children
+    impossible = {**spec, "placement": {"allowedGpus": ["nvidia-h200-141gb"]}}
+    outcome = answered(replace(snap, body=body(snap.body["status"], **impossible)), cfg)
+    assert conditions(outcome)["Planned"].reason == "NoFeasiblePlan"
+    [route] = [o for o in outcome.apply if o["kind"] == "HTTPRoute"]
+    assert [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == [
+        ("m", 100)
+    ]
+    pruned = {key for key, _ in outcome.prune}
+    assert {("Deployment", name), ("InferencePool", name)} <= pruned

@@ -1574,6 +1574,28 @@ def _pilot(
             requeue_after_s=requeue,
         )
 
+    def unrouted() -> list[dict[str, Any]]:
+        """With spec.routing.httpRoute: the shared pool and the route as they are without a
+        pilot, so that no weight is left on a candidate's pool about to go."""
+        if not weighted or running.gpu is None:
+            return []
+        gpu = running.gpu
+        drivers = snap.inventory.drivers(config.catalog, gpu) if gpu in config.catalog.gpus else []
+        try:
+            plain = render_manifests(
+                resource,
+                running,
+                config.catalog,
+                config.lock,
+                drivers,
+                host_access=config.host_access,
+                prometheus=config.prometheus,
+                generation=current.generation,
+            )
+        except (SpecError, RenderError):
+            return []
+        return [o for o in plain if o["kind"] in ("InferencePool", "HTTPRoute")]
+
     failed = next((f for f in rollout.failed if f.plan_key == key), None)
     if failed is not None:  # rolled back: not tried again until the spec changes
         why = (
@@ -1587,6 +1609,7 @@ def _pilot(
         return outcome(
             frozen,
             [_condition("Degraded", True, "PilotRolledBack", why, generation)],
+            apply=_changed(unrouted(), snap, owner),
             prune=_other_generations(snap, owner, [current.workload]),
         )
     candidate = (
@@ -1614,6 +1637,7 @@ def _pilot(
                     update={"candidate": None, "phase": "Stable", "traffic_percent": 0}
                 ),
                 [_condition("Planned", False, "NoFeasiblePlan", why, generation)],
+                apply=_changed(unrouted(), snap, owner),
                 prune=_other_generations(snap, owner, [current.workload]),
             )
         gen = generation_of(key)
