@@ -18,7 +18,6 @@ from pathlib import Path
 from llmdeploy.api.status import Candidate, Generation, GenerationMeasurement, RolloutStatus
 from llmdeploy.api.types import PilotSpec
 from llmdeploy.controller.rollout import (
-    PROMOTING_PERCENT,
     CandidateHealth,
     pilot_replicas,
     step,
@@ -91,8 +90,7 @@ def simulate(candidate_ttft: list[float], candidate_cost: float) -> list[PilotFr
             rollout, candidate, spec, REPLICAS, CandidateHealth(ready=ready), measured, current,
             None, now,
         )  # fmt: skip
-        percent = spec.traffic_percent if done.phase == "Piloting" else PROMOTING_PERCENT
-        share = traffic_share(percent, REPLICAS, candidate.replicas, weighted=True)
+        share = traffic_share(REPLICAS, done.candidate_replicas)
         if candidate.serving_since is None:
             share = 0  # the route gives a pool no weight before it has a ready pod
         if done.verdict == "promote" and rollout.phase == "Piloting":
@@ -129,7 +127,13 @@ def main() -> None:
     args = parser.parse_args()
     good = simulate([0.55 + 0.02 * (m % 3) for m in range(31)], candidate_cost=0.95)
     slow = simulate([0.6 + 0.25 * max(0, m - 5) for m in range(31)], candidate_cost=0.95)
-    pilot_picture([("promoted", good), ("rolled back", slow)], SLO_TTFT_S, args.out)
+    title = (
+        f"Pilots behind an HTTPRoute, trafficPercent 10 of {REPLICAS} replicas: one candidate "
+        "replica and its share of the traffic until the gates held 15 minutes,\nthen as many "
+        "replicas as the current (50%), then all; an SLO breach rolls back at once\n(simulated "
+        "measurements, the operator's decisions)"
+    )
+    pilot_picture([("promoted", good), ("rolled back", slow)], SLO_TTFT_S, title, args.out)
     for title, frames in (("promoted", good), ("rolled back", slow)):
         told = [(f.minute, f.decision) for f in frames if f.decision]
         print(f"{title}: {told}")

@@ -261,20 +261,20 @@ class PilotFrame:
 
 
 def pilot_picture(
-    pilots: Sequence[tuple[str, Sequence[PilotFrame]]], slo_ttft_s: float, path: Path
+    pilots: Sequence[tuple[str, Sequence[PilotFrame]]], slo_ttft_s: float, title: str, path: Path
 ) -> None:
     """Pilots side by side: the candidate's share of the traffic, both generations' TTFT
     against the SLO and their cost per 1M output tokens, with the decisions marked."""
     with rc_context(STYLE):
         figure = Figure(figsize=(11, 7), layout="constrained")
         grid = figure.subplots(3, len(pilots), sharex=True, squeeze=False)
-        for column, (title, frames) in enumerate(pilots):
+        for column, (outcome, frames) in enumerate(pilots):
             share, ttft, cost = (grid[row][column] for row in range(3))
             minutes = [f.minute for f in frames]
             share.step(minutes, [f.traffic_percent for f in frames], where="post",
                        color=COLOURS[0], linewidth=1.6)  # fmt: skip
             share.set_ylim(0, 105)
-            share.set_title(f"pilot {title}")
+            share.set_title(f"pilot {outcome}")
             ttft.plot(minutes, _nan([f.current_ttft_s for f in frames]), color=COLOURS[1],
                       linewidth=1.4, label="current (L4)")  # fmt: skip
             ttft.plot(minutes, _nan([f.candidate_ttft_s for f in frames]), color=COLOURS[2],
@@ -299,9 +299,5 @@ def pilot_picture(
                 ttft.set_ylabel("TTFT p95 (s)")
                 cost.set_ylabel("USD per 1M output tokens")
         grid[1][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-        figure.suptitle(
-            "Pilot rollouts behind an HTTPRoute: 10% of the traffic until the gates held for "
-            "15 minutes, then 50%, then all;\nan SLO breach rolls back at once (simulated "
-            "measurements, the operator's decisions)"
-        )
+        figure.suptitle(title)
         _save(figure, path)

@@ -52,11 +52,8 @@ def serving(minutes: float) -> Candidate:
 
 def test_the_pilot_gets_its_share_of_replicas_and_traffic() -> None:
     assert pilot_replicas(4, 10) == 1 and pilot_replicas(20, 10) == 2 and pilot_replicas(0, 10) == 1
-    assert traffic_share(10, 9, 1, weighted=False) == 10
-    assert traffic_share(10, 9, 1, weighted=True) == 10
-    # The route's weight, plus what the shared pool sends it while it holds every generation.
-    assert traffic_share(10, 9, 1, weighted=True, shared=True) == 19
-    assert traffic_share(10, 1, 1, weighted=False) == 50  # the approximation, reported as is
+    assert traffic_share(9, 1) == 10 and traffic_share(4, 1) == 20 and traffic_share(4, 4) == 50
+    assert traffic_share(0, 0) == 0
 
 
 def test_a_candidate_is_measured_for_the_duration_then_promoted_then_switched() -> None:
@@ -429,9 +426,10 @@ def test_a_second_pilot_behind_a_route_gets_exactly_its_weight(catalog: Catalog)
     assert pools[second]["llmdeploy.io/generation"] == second[2:]
     [route] = [o for o in serving.apply if o["kind"] == "HTTPRoute"]
     refs = [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]]
-    assert refs == [("m", 90), (second, 10)]
+    # Its share of the replicas (1 of 5): both generations serve the same load per replica.
+    assert refs == [("m", 80), (second, 20)]
     assert serving.status is not None and serving.status.rollout is not None
-    assert serving.status.rollout.traffic_percent == 10
+    assert serving.status.rollout.traffic_percent == 20
 
 
 def test_a_pilot_replaced_by_an_infeasible_spec_leaves_no_weight_on_its_pool(
@@ -439,7 +437,8 @@ def test_a_pilot_replaced_by_an_infeasible_spec_leaves_no_weight_on_its_pool(
 ) -> None:
     cfg = config(catalog)
     snap = serving_now(catalog, ROUTED)
-    spec = {**ROUTED, "workload": {"maxContextLength": 4096}}
+    snap, _ = promoted_by_override(snap, cfg, {**ROUTED, "workload": {"maxContextLength": 4096}})
+    spec = {**ROUTED, "workload": {"maxContextLength": 2048}}
     changed = replace(snap, body=body(snap.body["status"], **spec))
     started = answered(changed, cfg)
     name = next(o["metadata"]["name"] for o in started.apply if o["kind"] == "Deployment")
@@ -453,5 +452,45 @@ def test_a_pilot_replaced_by_an_infeasible_spec_leaves_no_weight_on_its_pool(
     assert [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == [
         ("m", 100)
     ]
+    [pool] = [o for o in outcome.apply if o["kind"] == "InferencePool"]
+    assert "llmdeploy.io/generation" not in pool["spec"]["selector"]["matchLabels"]
     pruned = {key for key, _ in outcome.prune}
     assert {("Deployment", name), ("InferencePool", name)} <= pruned
+
+
+def test_a_name_too_long_for_a_generation_is_invalid_never_in_place(catalog: Catalog) -> None:
+    cfg = config(catalog)
+
+    def named(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+        b = body(status, **spec)
+        return {**b, "metadata": {**b["metadata"], "name": "m" * 60}}
+
+    snap, _ = settled(catalog, named(**PILOT))
+    snap = written(snap, answered(snap, cfg))
+    assert snap.body["status"]["readyReplicas"] == 4
+    changed = named(snap.body["status"], **PILOT, workload={"maxContextLength": 4096})
+    outcome = answered(replace(snap, body=changed), cfg)
+    assert outcome.apply == () and outcome.prune == ()
+    assert [e.reason for e in outcome.events] == ["InvalidSpec"]
+    assert "metadata.name" in outcome.events[0].message
+
+
+def test_an_init_step_that_cannot_pull_or_keeps_failing_is_a_crash() -> None:
+    pod = {
+        "metadata": {"name": "p"},
+        "status": {
+            "initContainerStatuses": [
+                {"name": "download-model", "restartCount": 0,
+                 "state": {"waiting": {"reason": "ImagePullBackOff", "message": "x"}}}
+            ]
+        },
+    }  # fmt: skip
+    told = crash_of(pod)
+    assert told is not None and "download-model cannot start (ImagePullBackOff)" in told
+    pod["status"]["initContainerStatuses"][0] = {
+        "name": "download-model",
+        "restartCount": 4,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"reason": "Error", "exitCode": 1}},
+    }
+    assert "download-model restarted 4 times (Error, exit code 1)" in (crash_of(pod) or "")

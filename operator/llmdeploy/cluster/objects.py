@@ -84,16 +84,27 @@ ChildKey = tuple[str, str]  # (kind, name)
 # A pod restarted this often has crashed, not hiccupped: vLLM exits when it cannot allocate
 # the KV cache, and the kubelet restarts it with a growing back-off.
 CRASH_RESTARTS = 3
+# Waiting reasons no retry of the kubelet's mends: the image or the pod's config is wrong.
+CANNOT_START = frozenset(
+    {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CreateContainerConfigError"}
+)
 
 
 def crash_of(pod: Mapping[str, Any]) -> str | None:
-    """How a pod's engine keeps failing, or None. Only reasons and exit codes: a container's
-    termination message is the tenant's text and stays out of status."""
+    """How a pod's engine (or its download step) keeps failing or cannot start, or None. Only
+    reasons and exit codes: a container's termination message is the tenant's text and stays
+    out of status."""
     name = (pod.get("metadata") or {}).get("name", "")
-    for c in (pod.get("status") or {}).get("containerStatuses") or []:
+    status = pod.get("status") or {}
+    for c in [
+        *(status.get("initContainerStatuses") or []),
+        *(status.get("containerStatuses") or []),
+    ]:
         waiting = (c.get("state") or {}).get("waiting") or {}
         last = (c.get("lastState") or {}).get("terminated") or {}
         restarts = int(c.get("restartCount") or 0)
+        if waiting.get("reason") in CANNOT_START:
+            return f"pod {name}: container {c.get('name')} cannot start ({waiting['reason']})"
         if waiting.get("reason") == "CrashLoopBackOff" or restarts >= CRASH_RESTARTS:
             how = f"{last.get('reason', 'exited')}, exit code {last.get('exitCode', '?')}"
             return f"pod {name}: container {c.get('name')} restarted {restarts} times ({how})"

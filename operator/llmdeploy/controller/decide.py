@@ -58,7 +58,6 @@ from llmdeploy.cluster.objects import (
     prepared,
 )
 from llmdeploy.controller.rollout import (
-    PROMOTING_PERCENT,
     CandidateHealth,
     generation_of,
     override,
@@ -589,8 +588,16 @@ def _settled_rollout(
     )
     if rollout is None:
         return RolloutStatus(current=current) if resource.spec.rollout.strategy == "Pilot" else None
+    kept = rollout.reason == "Promoted"  # the last pilot's outcome, while it is the latest
     return rollout.model_copy(
-        update={"current": current, "candidate": None, "phase": "Stable", "traffic_percent": 0}
+        update={
+            "current": current,
+            "candidate": None,
+            "phase": "Stable",
+            "traffic_percent": 0,
+            "reason": rollout.reason if kept else "",
+            "message": rollout.message if kept else "",
+        }
     )
 
 
@@ -661,9 +668,12 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
     key = plan_key(resource, excluded)
     rollout = _stored(RolloutStatus, status.get("rollout"))
     if resource.spec.rollout.strategy == "Pilot":
-        piloted = _pilot(
-            snap, config, resource, key, excluded, excluded_at, expired, rollout, upgrade
-        )
+        try:
+            piloted = _pilot(
+                snap, config, resource, key, excluded, excluded_at, expired, rollout, upgrade
+            )
+        except (SpecError, RenderError) as exc:
+            return invalid(str(exc))
         if piloted is not None:
             return piloted
     # Which workload serves: a pilot promoted earlier named it after its generation.
@@ -1627,7 +1637,7 @@ def _pilot(
                 latency_calibration(_stored_calibration(resource, status)),
             )
         except SpecError:
-            return None  # the in-place path says what is invalid
+            raise  # invalid input: said as such by decide, never a plan gone out in place
         if not plan.feasible:
             why = "; ".join(plan.reasons)
             if _planned_message(status) != why:
@@ -1672,20 +1682,19 @@ def _pilot(
             prometheus=config.prometheus,
             generation=candidate.generation,
         )
-    except (SpecError, RenderError):
-        return None  # the in-place path says what is invalid
+    except SpecError:
+        raise  # e.g. a name too long for <name>-<generation>: invalid, never in place
     objects = [o for o in rendered if o["kind"] in WORKLOAD_KINDS or o["kind"] == "ConfigMap"]
 
-    def routed(percent: int, pilot: Candidate) -> list[dict[str, Any]]:
+    def routed(share: int, pilot: Candidate) -> list[dict[str, Any]]:
         """With spec.routing.httpRoute: the candidate's own InferencePool and the route that
-        gives it `percent` of the requests, and the shared pool narrowed to the current
-        generation where its pods carry one (0: the route and the shared pool as they are
-        without a pilot)."""
-        if not weighted:
-            return []
-        shared = next(o for o in rendered if o["kind"] == "InferencePool")
-        if not percent:
-            return [shared, next(o for o in rendered if o["kind"] == "HTTPRoute")]
+        gives it `share` percent of the requests, beside the shared pool (the current plan's,
+        leaders only for a LeaderWorkerSet) narrowed to the current generation. With no share
+        yet, or a current generation whose pods carry no label to leave out: the shared pool
+        and the route as without a pilot, which spread requests over both generations."""
+        plain = unrouted()
+        if not share or not current.generation or not plain:
+            return plain
         pooled = render_manifests(
             resource,
             candidate_plan,
@@ -1695,15 +1704,13 @@ def _pilot(
             host_access=config.host_access,
             prometheus=config.prometheus,
             generation=pilot.generation,
-            route_backends=[(owner.name, 100 - percent), (pilot.workload, percent)],
+            route_backends=[(owner.name, 100 - share), (pilot.workload, share)],
             generation_pool=True,
         )
-        objects = [o for o in pooled if o["kind"] in ("InferencePool", "HTTPRoute")]
-        if current.generation:  # the first workload's pods have no label to tell them apart
-            narrowed = copy.deepcopy(shared)
-            narrowed["spec"]["selector"]["matchLabels"][GENERATION_LABEL] = current.generation
-            objects.append(narrowed)
-        return objects
+        shared = next(o for o in plain if o["kind"] == "InferencePool")
+        narrowed = copy.deepcopy(shared)
+        narrowed["spec"]["selector"]["matchLabels"][GENERATION_LABEL] = current.generation
+        return [*(o for o in pooled if o["kind"] in ("InferencePool", "HTTPRoute")), narrowed]
 
     kind = next(o["kind"] for o in objects if o["kind"] in WORKLOAD_KINDS)
     live = snap.children.get((kind, candidate.workload))
@@ -1774,7 +1781,7 @@ def _pilot(
         return outcome(
             rolled,
             [_condition("Degraded", True, "PilotRolledBack", why, generation)],
-            apply=_changed(routed(0, candidate), snap, owner),
+            apply=_changed(unrouted(), snap, owner),
             prune=_other_generations(snap, owner, [current.workload]),
         )
     if next_step.verdict == "switch":
@@ -1805,16 +1812,9 @@ def _pilot(
             obj["spec"]["replicas"] = candidate.replicas
     if next_step.verdict == "promote":
         events.append(Event("PilotPromoting", next_step.message))
-    percent = pilot_spec.traffic_percent if next_step.phase == "Piloting" else PROMOTING_PERCENT
-    if candidate.serving_since is None:
-        percent = 0  # no route weight for a pool with no ready pod: its requests would fail
-    share = (
-        traffic_share(
-            percent, replicas, candidate.replicas, weighted, shared=not current.generation
-        )
-        if candidate.serving_since is not None
-        else 0
-    )
+    # Its share of the replicas, which the route's weights make exact: each generation then
+    # serves the same load per replica, so their costs per token compare.
+    share = traffic_share(replicas, candidate.replicas) if candidate.serving_since else 0
     piloting = rollout.model_copy(
         update={
             "phase": next_step.phase, "candidate": candidate, "traffic_percent": share,
@@ -1833,7 +1833,7 @@ def _pilot(
     return outcome(
         piloting,
         [_condition("Progressing", True, f"Pilot{next_step.phase}", message, generation)],
-        apply=_changed([*objects, *routed(percent, candidate)], snap, owner),
+        apply=_changed([*objects, *routed(share, candidate)], snap, owner),
         prune=_other_generations(snap, owner, [current.workload, candidate.workload]),
         requeue=requeue,
         capacity=capacity,

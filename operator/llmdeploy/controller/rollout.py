@@ -21,7 +21,6 @@ OVERRIDE_ANNOTATION = "llmdeploy.io/pilot"  # "promote/<generation>" or "abort/<
 # A candidate pod restarted this often has crashed, not hiccupped: vLLM exits when it cannot
 # allocate the KV cache, and the kubelet restarts it with growing back-off.
 CRASH_RESTARTS = 3
-PROMOTING_PERCENT = 50  # the weight step between the pilot's share and all of the traffic
 
 Verdict = Literal["wait", "promote", "switch", "rollback"]
 
@@ -36,20 +35,14 @@ def pilot_replicas(current_replicas: int, percent: int) -> int:
     return candidate_replicas(percent, current_replicas)
 
 
-def traffic_share(
-    percent: int, current: int, candidate: int, weighted: bool, shared: bool = False
-) -> int:
-    """The candidate's share of requests, in percent, as far as llmdeploy can tell. With an
-    HTTPRoute, its pool's weight, plus (`shared`: the shared pool still holds its pods, which
-    happens while the current generation is the first workload, whose pods carry no
-    generation label) its share of the replicas in the rest. Without one, its share of the
-    replicas behind the shared Service and pool: an approximation, for they balance
-    connections or load, not replica counts."""
+def traffic_share(current: int, candidate: int) -> int:
+    """The candidate's share of the requests, in percent: its share of the replicas. An
+    HTTPRoute's weights make it exact; without one (or while the current generation's pods
+    carry no generation label) the shared Service and pool spread requests over both
+    generations, which approximates it. Equal load per replica is what makes the two
+    generations' costs per token comparable."""
     total = current + candidate
-    by_replicas = candidate / total if total else 0.0
-    if weighted:
-        return round(percent + (100 - percent) * by_replicas) if shared else percent
-    return round(100 * by_replicas)
+    return round(100 * candidate / total) if total else 0
 
 
 @dataclass(frozen=True, slots=True)
