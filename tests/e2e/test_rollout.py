@@ -125,6 +125,14 @@ def selected(api: client.ApiClient, namespace: str, labels: dict[str, str]) -> s
     return {p.metadata.name for p in pods.items}
 
 
+def turns_ready(api: client.ApiClient, namespace: str, what: str, timeout: float) -> None:
+    wait_until(
+        lambda: condition(api, namespace, "Ready").get("status") == "True",
+        what=what,
+        timeout=timeout,
+    )
+
+
 def rollout(api: client.ApiClient, namespace: str) -> dict[str, Any]:
     return status(api, namespace).get("rollout") or {}
 
@@ -146,11 +154,7 @@ def test_a_good_candidate_is_piloted_survives_a_restart_and_is_promoted(
     traffic, prometheus = served
     traffic.ttft_s = FAST_TTFT_S
     deploy(kubeconfig_path, namespace, routing=True)
-    wait_until(
-        lambda: condition(kube_api, namespace, "Ready").get("status") == "True",
-        what="Ready",
-        timeout=90,
-    )
+    turns_ready(kube_api, namespace, "Ready", 90)
     assert rollout(kube_api, namespace)["current"]["workload"] == NAME
     assert weights(kube_api, namespace) == [(NAME, 100)]
 
@@ -218,11 +222,7 @@ def test_a_good_candidate_is_piloted_survives_a_restart_and_is_promoted(
     final = status(kube_api, namespace)
     assert final["gpu"] == "nvidia-l40s" and final["plan"]["gpu"] == "nvidia-l40s"
     assert deployments.read_namespaced_deployment(workload, namespace).spec.replicas == REPLICAS
-    wait_until(
-        lambda: condition(kube_api, namespace, "Ready").get("status") == "True",
-        what="Ready on the new generation",
-        timeout=60,
-    )
+    turns_ready(kube_api, namespace, "Ready on the new generation", 60)
     reasons = {e.reason for e in events(kube_api, namespace, "Promoted")}
     assert reasons == {"Promoted"}
     # All traffic back through the shared pool, which now holds the new generation only.
@@ -246,11 +246,7 @@ def test_a_slow_candidate_is_rolled_back_and_not_retried_unchanged(
     traffic, prometheus = served
     traffic.ttft_s = FAST_TTFT_S
     deploy(kubeconfig_path, namespace, duration="10m")
-    wait_until(
-        lambda: condition(kube_api, namespace, "Ready").get("status") == "True",
-        what="Ready",
-        timeout=90,
-    )
+    turns_ready(kube_api, namespace, "Ready", 90)
     move_to(kubeconfig_path, namespace, "nvidia-l40s")
     candidate = candidate_started(kube_api, namespace)
     generation, workload = candidate["generation"], candidate["workload"]
@@ -321,11 +317,7 @@ def piloting(kubeconfig: Path, api: client.ApiClient, namespace: str) -> tuple[s
     """A Pilot object serving, then moved to another SKU: the candidate's generation, workload
     and pods, once its replica is ready."""
     deploy(kubeconfig, namespace, duration="10m")
-    wait_until(
-        lambda: condition(api, namespace, "Ready").get("status") == "True",
-        what="Ready",
-        timeout=90,
-    )
+    turns_ready(api, namespace, "Ready", 90)
     move_to(kubeconfig, namespace, "nvidia-l40s")
     candidate = candidate_started(api, namespace)
     wait_until(
@@ -386,11 +378,7 @@ def test_a_promote_override_switches_and_a_settled_pilot_object_writes_nothing(
         what="the candidate promoted and the old generation removed",
         timeout=90,
     )
-    wait_until(
-        lambda: condition(kube_api, namespace, "Ready").get("status") == "True",
-        what="Ready on the new generation",
-        timeout=60,
-    )
+    turns_ready(kube_api, namespace, "Ready on the new generation", 60)
     assert rollout(kube_api, namespace)["current"]["workload"] == workload
 
     def versions() -> tuple[str, ...]:

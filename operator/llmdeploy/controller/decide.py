@@ -302,7 +302,7 @@ def desired_state(
         )
     if not plan.feasible or plan.gpu is None:
         return Desired(plan, key)
-    drivers = inventory.drivers(catalog, plan.gpu) if plan.gpu in catalog.gpus else []
+    drivers = _drivers(inventory, catalog, plan.gpu)
     objects = render_manifests(
         resource,
         plan,
@@ -568,9 +568,12 @@ def _render_inputs(
     """Everything a render depends on besides the catalog and image lock, which are fixed for
     the process: the spec (its generation), the plan (its key), the nodes' drivers and the
     serving workload's generation."""
-    gpu = plan.gpu
-    drivers = inventory.drivers(config.catalog, gpu) if gpu and gpu in config.catalog.gpus else []
-    return (generation, key, tuple(drivers), serving)
+    return (generation, key, tuple(_drivers(inventory, config.catalog, plan.gpu)), serving)
+
+
+def _drivers(inventory: Inventory, catalog: Catalog, gpu: str | None) -> list[tuple[int, int]]:
+    """The driver versions of the nodes with the plan's GPU: they pick its image."""
+    return inventory.drivers(catalog, gpu) if gpu and gpu in catalog.gpus else []
 
 
 def _settled_rollout(
@@ -1584,24 +1587,27 @@ def _pilot(
             requeue_after_s=requeue,
         )
 
+    def render(plan: Plan, gen: str, **routing: Any) -> list[dict[str, Any]]:
+        """The objects of one generation of this object, with the operator's settings."""
+        return render_manifests(
+            resource,
+            plan,
+            config.catalog,
+            config.lock,
+            _drivers(snap.inventory, config.catalog, plan.gpu),
+            host_access=config.host_access,
+            prometheus=config.prometheus,
+            generation=gen,
+            **routing,
+        )
+
     def unrouted() -> list[dict[str, Any]]:
         """With spec.routing.httpRoute: the shared pool and the route as they are without a
         pilot, so that no weight is left on a candidate's pool about to go."""
-        if not weighted or running.gpu is None:
+        if not weighted:
             return []
-        gpu = running.gpu
-        drivers = snap.inventory.drivers(config.catalog, gpu) if gpu in config.catalog.gpus else []
         try:
-            plain = render_manifests(
-                resource,
-                running,
-                config.catalog,
-                config.lock,
-                drivers,
-                host_access=config.host_access,
-                prometheus=config.prometheus,
-                generation=current.generation,
-            )
+            plain = render(running, current.generation)
         except (SpecError, RenderError):
             return []
         return [o for o in plain if o["kind"] in ("InferencePool", "HTTPRoute")]
@@ -1667,23 +1673,8 @@ def _pilot(
             )
         )
     candidate_plan = Plan.model_validate(candidate.plan)
-    gpu = candidate_plan.gpu
-    drivers = (
-        snap.inventory.drivers(config.catalog, gpu) if gpu and gpu in config.catalog.gpus else []
-    )
-    try:
-        rendered = render_manifests(
-            resource,
-            candidate_plan,
-            config.catalog,
-            config.lock,
-            drivers,
-            host_access=config.host_access,
-            prometheus=config.prometheus,
-            generation=candidate.generation,
-        )
-    except SpecError:
-        raise  # e.g. a name too long for <name>-<generation>: invalid, never in place
+    # A SpecError (a name too long for <name>-<generation>) is invalid input: never in place.
+    rendered = render(candidate_plan, candidate.generation)
     objects = [o for o in rendered if o["kind"] in WORKLOAD_KINDS or o["kind"] == "ConfigMap"]
 
     def routed(share: int, pilot: Candidate) -> list[dict[str, Any]]:
@@ -1695,15 +1686,9 @@ def _pilot(
         plain = unrouted()
         if not share or not current.generation or not plain:
             return plain
-        pooled = render_manifests(
-            resource,
+        pooled = render(
             candidate_plan,
-            config.catalog,
-            config.lock,
-            drivers,
-            host_access=config.host_access,
-            prometheus=config.prometheus,
-            generation=pilot.generation,
+            pilot.generation,
             route_backends=[(owner.name, 100 - share), (pilot.workload, share)],
             generation_pool=True,
         )
