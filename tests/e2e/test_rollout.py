@@ -37,7 +37,13 @@ POOLS = ("inference.networking.k8s.io", "v1", "inferencepools")
 ROUTES = ("gateway.networking.k8s.io", "v1", "httproutes")
 
 
-def deploy(kubeconfig: Path, namespace: str, routing: bool = False, **pilot: Any) -> None:
+def deploy(
+    kubeconfig: Path,
+    namespace: str,
+    routing: bool = False,
+    scaling: dict[str, Any] | None = None,
+    **pilot: Any,
+) -> None:
     body = yaml.safe_load((REPO_ROOT / "examples" / "llama-3.1-8b-l4.yaml").read_text())
     body["metadata"]["name"] = NAME
     body["spec"]["placement"] = {"gpu": "nvidia-l4", "tolerations": [KWOK_TOLERATION]}
@@ -45,6 +51,8 @@ def deploy(kubeconfig: Path, namespace: str, routing: bool = False, **pilot: Any
     body["spec"]["rollout"] = {"strategy": "Pilot", "pilot": {"duration": "20s", **pilot}}
     if routing:
         body["spec"]["routing"] = ROUTING
+    if scaling:
+        body["spec"]["scaling"] = scaling
     result = kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", stdin=yaml.safe_dump(body))
     assert result.returncode == 0, result.stderr
 
@@ -279,6 +287,81 @@ def test_a_slow_candidate_is_rolled_back_and_not_retried_unchanged(
     assert len(events(kube_api, namespace, "PilotStarted")) == 1
     assert status(kube_api, namespace)["gpu"] == "nvidia-l4"
     assert ready_replicas(kube_api, namespace)[NAME] == REPLICAS
+
+
+# Operator mode on runningRequests, 4 per replica; up at once, never down within the test.
+SCALING = {
+    "mode": "operator",
+    "minReplicas": 1,
+    "maxReplicas": 8,
+    "metrics": [{"type": "runningRequests", "target": 4}],
+    "behavior": {
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "policies": [{"type": "Pods", "value": 8, "periodSeconds": 15}],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": 600,
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+        },
+    },
+}
+
+
+def test_the_autoscaler_counts_both_generations_during_a_pilot(
+    kubeconfig_path: Path,
+    kube_api: client.ApiClient,
+    namespace: str,
+    operator: Operator,
+    served: tuple[Traffic, Prometheus],
+) -> None:
+    traffic, prometheus = served
+    traffic.ttft_s = FAST_TTFT_S
+    traffic.sim.set_load(running=8, waiting=0)  # 4 per replica on 2: at target
+    deploy(kubeconfig_path, namespace, scaling=SCALING, duration="10m", trafficPercent=50)
+    turns_ready(kube_api, namespace, "Ready", 90)
+    wait_until(
+        lambda: (status(kube_api, namespace).get("autoscaler") or {}).get("desiredReplicas"),
+        what="a first autoscaling decision",
+        timeout=60,
+    )
+    move_to(kubeconfig_path, namespace, "nvidia-l40s")
+    candidate = candidate_started(kube_api, namespace)
+    generation, workload = candidate["generation"], candidate["workload"]
+    wait_until(
+        lambda: ready_replicas(kube_api, namespace).get(workload) == 1,
+        what="the candidate's replica ready (50% of 2)",
+        timeout=60,
+    )
+    deployments = client.AppsV1Api(kube_api)
+    template = deployments.read_namespaced_deployment(NAME, namespace).spec.template
+    with candidate_engine(prometheus, namespace, generation, FAST_TTFT_S, per_second=2) as pilot:
+        # Twice the load on both generations: 24 running over 3 ready replicas, of which the
+        # serving generation's 2 carry 16, 4 replicas at 4 each (24 alone would ask for 6).
+        traffic.sim.set_load(running=16, waiting=0)
+        pilot.sim.set_load(running=8, waiting=0)
+        [scaled] = wait_until(
+            lambda: events(kube_api, namespace, "Scaled"),
+            what="the serving generation scaled on its share of the load",
+            timeout=90,
+        )
+        assert scaled.message.startswith("2 -> 4: "), scaled.message
+        assert "share of the load: 2 of 3 replicas" in scaled.message
+        wait_until(
+            lambda: ready_replicas(kube_api, namespace) == {NAME: 4, workload: 2},
+            what="the serving generation at 4 and the candidate at 50% of it",
+            timeout=90,
+        )
+    current = deployments.read_namespaced_deployment(NAME, namespace)
+    assert current.spec.template == template  # scaled, never re-applied from the new spec
+    obj = client.CustomObjectsApi(kube_api).get_namespaced_custom_object(
+        "llmdeploy.io", "v1alpha1", namespace, "llmdeployments", NAME
+    )
+    assert obj["spec"]["replicas"] == 4
+    state = rollout(kube_api, namespace)
+    assert state["phase"] == "Piloting" and state["candidate"]["replicas"] == 2
+    assert status(kube_api, namespace)["gpu"] == "nvidia-l4"  # the current one still serves
+    assert condition(kube_api, namespace, "MetricsAvailable")["status"] == "True"
 
 
 # Without Prometheus: the override, the steady state, and a candidate that crashes.

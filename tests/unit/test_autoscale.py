@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.api.types import ScalingMetric, ScalingSpec
-from llmdeploy.autoscale.decision import AutoscalerState, Observation, decide
+from llmdeploy.autoscale.decision import AutoscalerState, Observation, decide, serving_share
 from llmdeploy.autoscale.simulator import TraceError, read_trace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -356,3 +356,13 @@ def test_scale_sim_goes_to_zero_when_idle_and_cold_starts_on_activation(tmp_path
     assert at[1500]["desiredReplicas"] >= 1  # activated by the first load
     assert at[1500]["readyReplicas"] == 0 and at[1500]["estimatedTtftMs"] >= 60_000
     assert at[1500 + 75]["readyReplicas"] >= 1  # ready after the 60 s cold start
+
+
+def test_a_pilots_serving_generation_carries_its_share_of_the_totals() -> None:
+    values = {"queueDepth": 30.0, "runningRequests": None, "kvCacheUsage": 0.5}
+    assert serving_share(values, 2, 1) == {
+        "queueDepth": 20.0,
+        "runningRequests": None,
+        "kvCacheUsage": 0.5,  # an average per replica stays as it is
+    }
+    assert serving_share(values, 0, 0) == values

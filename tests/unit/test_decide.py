@@ -225,7 +225,9 @@ def settled(
         name = (obj["kind"], obj["metadata"]["name"])
         digest = obj["metadata"]["annotations"]["llmdeploy.io/applied-hash"]
         workload = (
-            WorkloadStatus(True, status["replicas"], replicas, status["replicas"], True)
+            WorkloadStatus(
+                True, status["replicas"], replicas, status["replicas"], True, status["replicas"]
+            )
             if obj["kind"] == "Deployment"
             else None
         )

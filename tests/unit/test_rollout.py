@@ -8,6 +8,7 @@ from typing import Any
 
 from llmdeploy.api.status import Candidate, Generation, GenerationMeasurement, RolloutStatus
 from llmdeploy.api.types import PilotSpec
+from llmdeploy.autoscale.decision import MetricsReading
 from llmdeploy.catalog import Catalog
 from llmdeploy.cluster.objects import LiveChild, PendingPod, WorkloadStatus, crash_of
 from llmdeploy.controller.decide import Outcome, Snapshot, decide
@@ -168,13 +169,18 @@ def answered(
     crash: str = "",
     measured: Readings | None = None,
     pending: tuple[PendingPod, ...] = (),
+    metrics: MetricsReading | None = None,
 ) -> Outcome:
-    """decide, with its needs answered: no crash, `pending` pods waiting for GPUs, and
-    `measured` for every generation."""
+    """decide, with its needs answered: no crash, `pending` pods waiting for GPUs,
+    `measured` for every generation, the autoscaler's `metrics` and free GPUs."""
     outcome = decide(snap, cfg)
-    for _ in range(4):
+    for _ in range(5):
         if not outcome.needs:
             return outcome
+        if outcome.needs.queries:
+            snap = replace(snap, metrics=metrics or MetricsReading({}))
+        if outcome.needs.gpus_in_use:
+            snap = replace(snap, gpus_in_use=({}, 0))
         if outcome.needs.pending_pods:
             snap = replace(snap, pending=pending)
         if outcome.needs.crashes_of is not None:
@@ -206,7 +212,8 @@ def written(snap: Snapshot, outcome: Outcome, minutes: float = 0) -> Snapshot:
         if obj["kind"] == "Deployment":
             before = children.get(key)
             ready_now = before.workload.ready_replicas if before and before.workload else 0
-            workload = WorkloadStatus(True, obj["spec"]["replicas"], ready_now, ready_now, True)
+            count = obj["spec"]["replicas"]
+            workload = WorkloadStatus(True, count, ready_now, ready_now, True, count)
         children[key] = LiveChild(f"uid-{key[1]}", "u1", digest, "g2", workload)
         applied[key] = (digest, "g2")
     return replace(
@@ -371,6 +378,11 @@ def test_a_candidate_on_a_full_cluster_waits_then_goes_on_with_what_it_got(
     assert late.status is not None and late.status.rollout is not None
     pilot = late.status.rollout.candidate
     assert pilot is not None and pilot.replicas == 1 and pilot.serving_since  # what it got
+    assert pilot.capacity_limit == 1  # remembered: its share is not asked for again
+    snap = written(snap, late, 1)
+    on = answered(snap, cfg)
+    assert on.status is not None and on.status.rollout is not None
+    assert on.status.rollout.candidate is not None and on.status.rollout.candidate.replicas == 1
     assert conditions(late)["Ready"].status == "True"  # the current generation serves on
 
 
@@ -494,3 +506,77 @@ def test_an_init_step_that_cannot_pull_or_keeps_failing_is_a_crash() -> None:
         "lastState": {"terminated": {"reason": "Error", "exitCode": 1}},
     }
     assert "download-model restarted 4 times (Error, exit code 1)" in (crash_of(pod) or "")
+
+
+SCALED = {
+    **PILOT,
+    "replicas": 2,
+    "scaling": {
+        "mode": "operator",
+        "minReplicas": 1,
+        "maxReplicas": 8,
+        "metrics": [{"type": "queueDepth", "target": 4}],
+        "behavior": {
+            "scaleUp": {
+                "stabilizationWindowSeconds": 0,
+                "policies": [{"type": "Pods", "value": 20, "periodSeconds": 15}],
+            },
+            "scaleDown": {
+                "stabilizationWindowSeconds": 0,
+                "policies": [{"type": "Pods", "value": 20, "periodSeconds": 15}],
+            },
+        },
+    },
+}
+
+
+def test_the_autoscaler_counts_both_generations_during_a_pilot(catalog: Catalog) -> None:
+    cfg = config(catalog)
+    snap = serving_now(catalog, SCALED)
+    pilot = {"strategy": "Pilot", "pilot": {"duration": "10m", "trafficPercent": 50}}
+    spec = {**SCALED, "rollout": pilot, "workload": {"maxContextLength": 4096}}
+    changed = replace(snap, body=body(snap.body["status"], **spec))
+    started = answered(changed, cfg)
+    name = next(o["metadata"]["name"] for o in started.apply if o["kind"] == "Deployment")
+    snap = ready(written(changed, started, 1), name, 1)
+    # 18 requests queued over 3 ready replicas, 2 of them the serving generation's: its share
+    # is 12, 3 replicas at 4 each (not the 5 that 18 would ask of it alone).
+    outcome = answered(snap, cfg, metrics=MetricsReading({"queueDepth": 18.0}))
+    assert outcome.scale_to == 3 and "2 of 3 replicas" in outcome.scale_reason
+    assert outcome.scale_workload == ("Deployment", "m", 3)  # its template left as it runs
+    assert all(o["metadata"]["name"] != "m" for o in outcome.apply)
+    assert outcome.status is not None and outcome.status.autoscaler is not None
+    assert outcome.status.autoscaler["metrics"]["queueDepth"] == 18.0  # what was read
+    assert conditions(outcome)["MetricsAvailable"].status == "True"
+    # The object's /scale written: the candidate's count follows at its share.
+    snap = written(snap, outcome, 1)
+    snap = replace(snap, body=body(snap.body["status"], **{**spec, "replicas": 3}))
+    grown = answered(snap, cfg, metrics=MetricsReading({"queueDepth": 18.0}))
+    candidate = next(o for o in grown.apply if o["metadata"]["name"] == name)
+    assert candidate["spec"]["replicas"] == 2  # 50% of 3
+    # Idle for longer than scaleToZero asks: down to the minimum, never to zero while the
+    # pilot compares the generations.
+    status = {**snap.body["status"], "autoscaler": {"state": {"idleSince": NOW.timestamp() - 3600}}}
+    scaling = {**SCALED["scaling"], "scaleToZero": {"idleSeconds": 300}}
+    snap = replace(snap, body=body(status, **{**spec, "replicas": 3, "scaling": scaling}))
+    idle = MetricsReading({"queueDepth": 0.0, "runningRequests": 0.0})
+    assert answered(snap, cfg, metrics=idle).scale_to == 1
+
+
+def test_a_rolled_back_object_still_scales_its_serving_generation(catalog: Catalog) -> None:
+    cfg = config(catalog)
+    snap = serving_now(catalog, SCALED)
+    spec = {**SCALED, "workload": {"maxContextLength": 4096}}
+    changed = replace(snap, body=body(snap.body["status"], **spec))
+    started = answered(changed, cfg)
+    name = next(o["metadata"]["name"] for o in started.apply if o["kind"] == "Deployment")
+    snap = ready(written(changed, started, 1), name, 1)
+    metadata = {**snap.body["metadata"], "annotations": {"llmdeploy.io/pilot": f"abort/{name[2:]}"}}
+    snap = replace(snap, body={**snap.body, "metadata": metadata})
+    aborted = answered(snap, cfg)
+    assert aborted.status is not None and aborted.status.rollout is not None
+    assert aborted.status.rollout.phase == "RolledBack"
+    snap = written(snap, aborted, 1)
+    busy = answered(snap, cfg, metrics=MetricsReading({"queueDepth": 10.0}))
+    assert busy.scale_to == 3 and busy.scale_workload == ("Deployment", "m", 3)
+    assert busy.apply == ()  # the serving template is never re-applied from a rolled-back spec

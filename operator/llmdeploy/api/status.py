@@ -197,6 +197,10 @@ class Generation(StatusModel):
 class Candidate(Generation):
     plan: dict[str, Any] = Field(description="The candidate's plan.")
     replicas: int = Field(description="Its replicas while piloting.")
+    capacity_limit: int | None = Field(
+        default=None,
+        description="The replicas a full cluster had room for, when fewer than its share.",
+    )
     started_at: str = Field(description="When it was created (RFC 3339).")
     serving_since: str | None = Field(
         default=None, description="When its replicas were all ready: the duration counts from."

@@ -84,6 +84,18 @@ class Decision:
     at_zero: bool = False  # decided at zero replicas: engine metrics cannot exist
 
 
+def serving_share(
+    values: dict[str, float | None], serving: int, beside: int
+) -> dict[str, float | None]:
+    """The readings as a pilot's serving generation's own, its `serving` replicas beside the
+    candidate's `beside`: the routing splits the requests by replicas (docs/rollouts.md), so
+    the serving generation carries that share of every total; averages per replica stay as
+    they are. The count decided is then the serving generation's, and the candidate's
+    follows it at its traffic percent."""
+    share = serving / (serving + beside) if serving + beside else 1.0
+    return {t: v * share if t in PER_REPLICA and v is not None else v for t, v in values.items()}
+
+
 def _proposal(metric: ScalingMetric, value: float, ready: int, tolerance: float) -> int | None:
     """Replicas one metric asks for, or None when within tolerance."""
     target = query_target(metric.type, metric.target)

@@ -262,6 +262,24 @@ class Cluster:
             raise _error(exc, f"scale {KIND} {owner.name}") from None
         return str(answer.metadata.resourceVersion)
 
+    def scale_workload(self, kind: str, name: str, namespace: str, replicas: int) -> None:
+        """Write a workload's replicas through its scale subresource, leaving its template as
+        it is: a serving generation whose spec is no longer the object's (a pilot)."""
+        child = CHILD_KIND_BY_NAME[kind]
+        resource = self._resource(child.api_version, child.kind)
+        if resource is None:
+            raise ClusterError(f"{kind} ({child.api_version}) is not served by this cluster")
+        try:
+            resource.subresources["scale"].patch(
+                body={"spec": {"replicas": replicas}},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+                field_manager=FIELD_MANAGER,
+            )
+        except DynamicApiError as exc:
+            raise _error(exc, f"scale {kind} {name}") from None
+
     def _list(self, api_version: str, kind: str, **query: Any) -> list[Any]:
         resource = self._resource(api_version, kind)
         if resource is None:

@@ -43,6 +43,7 @@ class WorkloadStatus:
     ready_replicas: int = 0
     updated_replicas: int = 0
     up_to_date: bool = False  # the controller observed the latest generation
+    wanted: int | None = None  # spec.replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ def workload_status_of(obj: Mapping[str, Any]) -> WorkloadStatus:
         ready_replicas=int(status.get("readyReplicas") or 0),
         updated_replicas=int(status.get("updatedReplicas") or 0),
         up_to_date=up_to_date,
+        wanted=(obj.get("spec") or {}).get("replicas"),
     )
 
 

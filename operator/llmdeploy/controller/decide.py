@@ -43,6 +43,7 @@ from llmdeploy.autoscale.decision import (
     Decision,
     MetricsReading,
     Observation,
+    serving_share,
 )
 from llmdeploy.autoscale.decision import decide as decide_replicas
 from llmdeploy.autoscale.policy import effective_scaling
@@ -228,6 +229,9 @@ class Outcome:
     events: tuple[Event, ...] = ()  # posted once the status is written
     scale_to: int | None = None  # replicas to write through /scale
     scale_reason: str = ""
+    # (kind, name, replicas) of a workload to scale through its own /scale: a pilot's serving
+    # generation, whose template is no longer the spec's to re-apply.
+    scale_workload: tuple[str, str, int] | None = None
     remove_finalizer: bool = False
     rendered: Rendered | None = None
     autoscaler: Remembered | None = None
@@ -967,10 +971,15 @@ def _autoscale(
     workload: WorkloadStatus,
     status: Mapping[str, Any],
     generation: int,
+    beside: int | None = None,
 ) -> Needs | tuple[Decision, Remembered, dict[str, Any]]:
-    """Operator-mode autoscaling: the decision, the state to remember, status.autoscaler."""
+    """Operator-mode autoscaling: the decision, the state to remember, status.autoscaler.
+    `beside`: while a pilot runs, the replicas its candidate serves with (the routing's
+    split), which take their share of the load the engines report."""
     assert resource.spec.scaling is not None
     scaling = effective_scaling(resource.spec.scaling, desired.plan)
+    if beside is not None:  # a pilot compares the generations under load: never to zero
+        scaling = scaling.model_copy(update={"scale_to_zero": None})
     stz = scaling.scale_to_zero
     wanted: list[str] = [m.type for m in scaling.metrics]
     if stz is not None:  # idleness is read from these whatever the spec scales on
@@ -998,7 +1007,8 @@ def _autoscale(
     # fail-over) the history stored on the object.
     stored = previous.get("state")
     remembered = snap.autoscaler or Remembered(_stored_state(stored), now)
-    observation = Observation(now, current, workload.ready_replicas, values, activation=activation)
+    own = values if beside is None else serving_share(values, current, beside)
+    observation = Observation(now, current, workload.ready_replicas, own, activation=activation)
     decision = decide_replicas(scaling, observation, remembered.state)
     if decision.desired_replicas > current:
         # Cap a scale-up by the GPUs free now (unless an autoscaler can add nodes).
@@ -1020,6 +1030,12 @@ def _autoscale(
         )
         observation = replace(observation, schedulable_replicas=schedulable)
         decision = decide_replicas(scaling, observation, remembered.state)
+    if beside is not None:
+        decision = replace(
+            decision,
+            reason=f"{decision.reason} (the serving generation's share of the load: "
+            f"{current} of {current + beside} replicas)",
+        )
     if not known:
         why = (
             f"no Prometheus endpoint named {endpoint} in the operator's settings"
@@ -1501,6 +1517,41 @@ def _pilot_measurements(
     return fresh, config.measure_interval_s
 
 
+def _pilot_scaling(
+    snap: Snapshot,
+    config: Config,
+    resource: LLMDeployment,
+    serving: Desired,
+    workload: WorkloadStatus,
+    status: Mapping[str, Any],
+    beside: int | None,
+) -> Needs | tuple[int | None, Decision | None, Remembered | None, Any]:
+    """Operator-mode autoscaling of a pilot's serving generation (`beside`: the replicas its
+    candidate serves with; None: hold, as at the switch): the count to write through the
+    object's /scale, the decision, and the autoscaler's state and status field."""
+    scaling = resource.spec.scaling
+    if (
+        beside is None
+        or scaling is None
+        or scaling.mode != "operator"
+        or snap.error is not None
+        or not workload.exists
+    ):
+        return None, None, snap.autoscaler, status.get("autoscaler")
+    generation = int(snap.body["metadata"].get("generation") or 0)
+    scaled = _autoscale(snap, config, resource, serving, workload, status, generation, beside)
+    if isinstance(scaled, Needs):
+        return scaled
+    decision, remembered, field_value = scaled
+    count = desired_replicas(resource, serving.plan)
+    return (
+        None if decision.desired_replicas == count else decision.desired_replicas,
+        decision,
+        remembered,
+        field_value,
+    )
+
+
 def _pilot(
     snap: Snapshot,
     config: Config,
@@ -1529,7 +1580,8 @@ def _pilot(
     if not (in_pilot or rolled_back or status.get("readyReplicas")):
         return None  # nothing serves, nothing to protect: the plan goes out in place
     # Status says what serves; the watch may not have shown its workload yet (a restart).
-    current_kind, current_status = _workload_of(snap, current.workload) or (
+    seen = _workload_of(snap, current.workload)
+    current_kind, current_status = seen or (
         "Deployment",
         WorkloadStatus(True, ready_replicas=int(status.get("readyReplicas") or 0)),
     )
@@ -1553,8 +1605,22 @@ def _pilot(
         workload: WorkloadStatus = current_status,
         kind: str = current_kind,
         capacity: Condition | None = None,
+        beside: int | None = 0,
     ) -> Outcome:
+        """`beside`: the replicas the candidate serves with, None once it is promoted. Until
+        then the serving generation keeps the spec's count, which operator-mode autoscaling
+        moves from the load of both generations."""
         serving = Desired(plan, plan_key, workload_kind=kind)
+        scaled = _pilot_scaling(snap, config, resource, serving, workload, status, beside)
+        if isinstance(scaled, Needs):
+            return Outcome(needs=scaled)
+        scale_to, decision, remembered, autoscaler_field = scaled
+        if decision is not None:
+            conditions = [*conditions, metrics_condition(decision, generation)]
+        target = replicas if scale_to is None else scale_to
+        resize = None
+        if beside is not None and seen is not None and seen[1].wanted != target:
+            resize = (current_kind, current.workload, target)
         carried = _kept_conditions(status, ("CapacityAvailable",))
         new_status = status_update(
             resource,
@@ -1572,7 +1638,7 @@ def _pilot(
         new_status = new_status.model_copy(
             update={
                 "rollout": rolled,
-                "autoscaler": status.get("autoscaler"),
+                "autoscaler": autoscaler_field,
                 "observed": _stored(Observed, status.get("observed")),
                 "calibration": _stored(Calibration, status.get("calibration")),
                 "recommendation": _stored(Recommendation, status.get("recommendation")),
@@ -1583,7 +1649,11 @@ def _pilot(
             prune=tuple(prune),
             status=new_status,
             events=tuple(events),
+            scale_to=scale_to,
+            scale_reason=decision.reason if decision is not None else "",
+            scale_workload=resize,
             remove_finalizer=upgrade,
+            autoscaler=remembered,
             requeue_after_s=requeue,
         )
 
@@ -1720,7 +1790,8 @@ def _pilot(
         )
         if starved is not None and workload.ready_replicas and candidate.serving_since is None:
             # A full cluster: the pilot goes on with the replicas it got.
-            candidate = candidate.model_copy(update={"replicas": workload.ready_replicas})
+            limit = workload.ready_replicas
+            candidate = candidate.model_copy(update={"replicas": limit, "capacity_limit": limit})
         elif snap.pending and starved is None:
             oldest = min(p.since for p in snap.pending)
             capacity_due = max(1.0, timeout - (snap.now - oldest).total_seconds())
@@ -1790,6 +1861,7 @@ def _pilot(
             plan_key=key,
             workload=workload,
             kind=kind,
+            beside=None,
         )
     candidate = candidate.model_copy(update={"replicas": next_step.candidate_replicas})
     for obj in objects:
@@ -1822,4 +1894,5 @@ def _pilot(
         prune=_other_generations(snap, owner, [current.workload, candidate.workload]),
         requeue=requeue,
         capacity=capacity,
+        beside=candidate.replicas if candidate.serving_since else 0,  # the route's split
     )

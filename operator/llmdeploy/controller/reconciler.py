@@ -398,6 +398,11 @@ class Reconciler:
             self.index.child_gone(key, (kind, child_name))
             self.names.gone((owner.namespace, kind, child_name))
             pruned.append(f"{kind}/{child_name}")
+        if outcome.scale_workload is not None:
+            _check(deadline)
+            kind, workload, count = outcome.scale_workload
+            self.cluster.scale_workload(kind, workload, owner.namespace, count)
+            changed.append(f"{kind}/{workload} (replicas {count})")
         if outcome.rendered is not None:
             record.rendered = outcome.rendered
         version = str(metadata.get("resourceVersion") or "")

@@ -99,8 +99,11 @@ def step(
     """The next step of a pilot under way. `measured` and `current_measured`: the last
     measurement of the candidate's and the current generation's own series, taken since the
     candidate served; `action`: the override for this candidate."""
-    # Its share of the current count, or fewer when that was all a full cluster had room for.
-    piloting = min(candidate.replicas, pilot_replicas(current_replicas, spec.traffic_percent))
+    # Its share of the current count (which the autoscaler may move), or fewer when that was
+    # all a full cluster had room for.
+    piloting = pilot_replicas(current_replicas, spec.traffic_percent)
+    if candidate.capacity_limit is not None:
+        piloting = min(piloting, candidate.capacity_limit)
 
     def rollback(reason: str, message: str) -> Step:
         return Step("rollback", "RolledBack", 0, reason, message)
