@@ -580,3 +580,34 @@ def test_a_rolled_back_object_still_scales_its_serving_generation(catalog: Catal
     busy = answered(snap, cfg, metrics=MetricsReading({"queueDepth": 10.0}))
     assert busy.scale_to == 3 and busy.scale_workload == ("Deployment", "m", 3)
     assert busy.apply == ()  # the serving template is never re-applied from a rolled-back spec
+
+
+def test_an_override_left_from_an_earlier_pilot_of_the_same_plan_does_not_decide(
+    catalog: Catalog,
+) -> None:
+    left = CANDIDATE.model_copy(update={"stale_override": "promote/abcd1234"})
+    assert override({"llmdeploy.io/pilot": "promote/abcd1234"}, left) is None
+    assert override({"llmdeploy.io/pilot": "abort/abcd1234"}, left) == "abort"  # a new one
+    cfg = config(catalog)
+    snap = serving_now(catalog, PILOT)
+    changed = replace(
+        snap, body=body(snap.body["status"], **PILOT, workload={"maxContextLength": 4096})
+    )
+    gen = answered(changed, cfg).apply[0]["metadata"]["name"][2:]
+    metadata = {**changed.body["metadata"], "annotations": {"llmdeploy.io/pilot": f"promote/{gen}"}}
+    started = answered(replace(changed, body={**changed.body, "metadata": metadata}), cfg)
+    assert started.status is not None and started.status.rollout is not None
+    candidate = started.status.rollout.candidate
+    assert candidate is not None and candidate.stale_override == f"promote/{gen}"
+
+
+def test_a_garbled_rollout_status_keeps_the_promoted_workload_serving(catalog: Catalog) -> None:
+    cfg = config(catalog)
+    snap, name = promoted_by_override(
+        serving_now(catalog, PILOT), cfg, {**PILOT, "workload": {"maxContextLength": 4096}}
+    )
+    garbled = {**snap.body["status"], "rollout": "written by hand"}
+    outcome = answered(replace(snap, body={**snap.body, "status": garbled}), cfg)
+    assert outcome.apply == () and outcome.prune == ()  # no switch back to a first workload
+    assert outcome.status is not None and outcome.status.rollout is not None
+    assert outcome.status.rollout.current.workload == name

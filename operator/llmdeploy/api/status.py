@@ -197,6 +197,11 @@ class Generation(StatusModel):
 class Candidate(Generation):
     plan: dict[str, Any] = Field(description="The candidate's plan.")
     replicas: int = Field(description="Its replicas while piloting.")
+    stale_override: str = Field(
+        default="",
+        description="The llmdeploy.io/pilot annotation when it started: one left from an earlier "
+        "pilot of the same plan, which does not decide this one.",
+    )
     capacity_limit: int | None = Field(
         default=None,
         description="The replicas a full cluster had room for, when fewer than its share.",

@@ -59,6 +59,7 @@ from llmdeploy.cluster.objects import (
     prepared,
 )
 from llmdeploy.controller.rollout import (
+    OVERRIDE_ANNOTATION,
     CandidateHealth,
     generation_of,
     override,
@@ -684,7 +685,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
         if piloted is not None:
             return piloted
     # Which workload serves: a pilot promoted earlier named it after its generation.
-    serving = rollout.current.generation if rollout else ""
+    serving = _serving(snap, rollout).generation
     stored = _stored(Plan, status.get("plan")) if status.get("planKey") == key else None
     memo = snap.rendered
     try:
@@ -1379,6 +1380,23 @@ def _transition_event(
 # --- Pilot rollouts (spec.rollout.strategy Pilot; controller/rollout.py has the steps) ---
 
 
+def _serving(snap: Snapshot, rollout: RolloutStatus | None) -> Generation:
+    """The generation serving status.plan: status.rollout says; when it cannot be read (written
+    by hand), a workload named after the plan's generation is the one a pilot promoted, else
+    the object's first workload serves."""
+    if rollout is not None:
+        return rollout.current
+    status: Mapping[str, Any] = snap.body.get("status") or {}
+    key = str(status.get("planKey") or "")
+    owner = owner_of(snap.body)
+    promoted = generation_of(key) if key else ""
+    if not promoted or _workload_of(snap, workload_name(owner.name, promoted)) is None:
+        promoted = ""
+    return Generation(
+        generation=promoted, workload=workload_name(owner.name, promoted), plan_key=key or None
+    )
+
+
 def _workload_of(snap: Snapshot, name: str) -> tuple[str, WorkloadStatus] | None:
     """The live workload of that name, with its kind."""
     for kind in sorted(WORKLOAD_KINDS):
@@ -1574,7 +1592,7 @@ def _pilot(
     if running is None or not running.feasible or not running_key or key == running_key:
         return None
     owner = owner_of(body)
-    current = rollout.current if rollout else Generation(workload=owner.name, plan_key=running_key)
+    current = _serving(snap, rollout)
     in_pilot = rollout is not None and rollout.candidate is not None
     rolled_back = rollout is not None and any(f.plan_key == key for f in rollout.failed)
     if not (in_pilot or rolled_back or status.get("readyReplicas")):
@@ -1701,6 +1719,7 @@ def _pilot(
     candidate = (
         rollout.candidate if rollout.candidate and rollout.candidate.plan_key == key else None
     )
+    annotations = dict(body["metadata"].get("annotations") or {})
     if candidate is None:
         try:
             plan = plan_for_cluster(
@@ -1734,6 +1753,7 @@ def _pilot(
             plan=plan.model_dump(mode="json", by_alias=True, exclude_none=True),
             replicas=pilot_replicas(replicas, pilot_spec.traffic_percent),
             started_at=_rfc3339(snap.now),
+            stale_override=str(annotations.get(OVERRIDE_ANNOTATION, "")),
         )
         rollout = rollout.model_copy(update={"phase": "Piloting", "measurements": []})
         events.append(
@@ -1806,7 +1826,6 @@ def _pilot(
         return Outcome(needs=measured)
     measurements, due_in = measured
     by_generation = {m.generation: m for m in measurements}
-    annotations = dict(body["metadata"].get("annotations") or {})
     health = CandidateHealth(
         ready=workload.ready_replicas if workload.exists else 0, crash=snap.crash or None
     )

@@ -64,8 +64,12 @@ class Step:
 
 def override(annotations: dict[str, str], candidate: Candidate) -> str | None:
     """`promote` or `abort` when the annotation names this candidate; an override left on the
-    object from an earlier pilot names another generation and is ignored."""
-    action, _, generation = annotations.get(OVERRIDE_ANNOTATION, "").partition("/")
+    object from an earlier pilot names another generation, or was there before this pilot of
+    the same plan began, and is ignored."""
+    value = annotations.get(OVERRIDE_ANNOTATION, "")
+    action, _, generation = value.partition("/")
+    if value == candidate.stale_override:
+        return None
     if generation == candidate.generation and action in ("promote", "abort"):
         return action
     return None
