@@ -7,6 +7,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import TypeVar
 
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
@@ -64,3 +65,24 @@ def status_of(call: Callable[[], object]) -> int:
     except ApiException as exc:
         return int(exc.status or 0)
     return 200
+
+
+def gpu_pod(name: str, gpus: int, node_selector: dict[str, str] | None = None) -> client.V1Pod:
+    gpu = {"nvidia.com/gpu": str(gpus)}
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodSpec(
+            containers=[
+                client.V1Container(
+                    name="server",
+                    image="registry.invalid/llm-server:test",
+                    resources=client.V1ResourceRequirements(requests=gpu, limits=gpu),
+                )
+            ],
+            node_selector=node_selector,
+            tolerations=[
+                client.V1Toleration(**KWOK_TOLERATION),
+                client.V1Toleration(**GPU_TOLERATION),
+            ],
+        ),
+    )

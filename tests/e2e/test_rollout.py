@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from .e2e_support import KWOK_TOLERATION, wait_until
+from .e2e_support import KWOK_TOLERATION, gpu_pod, wait_until
 from .operator_harness import REPO_ROOT, Operator, kubectl
 from .prometheus_harness import Prometheus, VllmMetricsSim
 from .test_measure import FAST_TTFT_S, NAME, SLOW_TTFT_S, Traffic, condition, events, served, status
@@ -112,6 +112,14 @@ def candidate_engine(
         sim.close()
 
 
+def annotate(kubeconfig: Path, namespace: str, value: str) -> None:
+    result = kubectl(
+        kubeconfig, "-n", namespace, "annotate", "--overwrite", "llmdeployment", NAME,
+        f"llmdeploy.io/pilot={value}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
 def weights(api: client.ApiClient, namespace: str) -> list[tuple[str, int]]:
     route = client.CustomObjectsApi(api).get_namespaced_custom_object(
         *ROUTES[:2], namespace, ROUTES[2], NAME
@@ -149,6 +157,21 @@ def candidate_started(api: client.ApiClient, namespace: str) -> dict[str, Any]:
     return wait_until(  # type: ignore[no-any-return]
         lambda: rollout(api, namespace).get("candidate"), what="a candidate", timeout=60
     )
+
+
+def candidate_ready(
+    kubeconfig: Path, api: client.ApiClient, namespace: str, gpu: str
+) -> tuple[str, str]:
+    """Move a serving Pilot object to `gpu`: the candidate's generation and workload, once its
+    first replica is ready."""
+    move_to(kubeconfig, namespace, gpu)
+    candidate = candidate_started(api, namespace)
+    wait_until(
+        lambda: ready_replicas(api, namespace).get(candidate["workload"]) == 1,
+        what="the candidate's replica ready",
+        timeout=60,
+    )
+    return candidate["generation"], candidate["workload"]
 
 
 @pytest.mark.usefixtures("third_party_crds")
@@ -289,6 +312,88 @@ def test_a_slow_candidate_is_rolled_back_and_not_retried_unchanged(
     assert ready_replicas(kube_api, namespace)[NAME] == REPLICAS
 
 
+def occupy_l4(api: client.ApiClient, namespace: str, count: int) -> list[str]:
+    """Pods that hold `count` L4 GPUs, scheduled: no L4 left for anyone else."""
+    core = client.CoreV1Api(api)
+    names = [f"gpu-holder-{n}" for n in range(count)]
+    for name in names:
+        pod = gpu_pod(name, 1, node_selector={"nvidia.com/gpu.product": "NVIDIA-L4"})
+        core.create_namespaced_pod(namespace, pod)
+
+    def unscheduled() -> list[str]:
+        pods = [core.read_namespaced_pod(n, namespace) for n in names]
+        return [
+            f"{p.metadata.name}: {[(c.reason, c.message) for c in p.status.conditions or []]}"
+            for p in pods
+            if not p.spec.node_name
+        ]
+
+    wait_until(lambda: not unscheduled(), what=f"the L4 GPUs held {unscheduled()}", timeout=60)
+    return names
+
+
+@pytest.mark.usefixtures("third_party_crds")
+def test_route_weights_follow_the_phases_of_a_second_pilot(
+    kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    """After a first promotion every serving pod carries its generation, so the route splits
+    exactly: the replica share while piloting, 50/50 while promoting (held there by a full
+    cluster), all on the shared pool once switched."""
+    deploy(kubeconfig_path, namespace, routing=True, duration="10m")
+    turns_ready(kube_api, namespace, "Ready", 90)
+    move_to(kubeconfig_path, namespace, "nvidia-l40s")
+    first = candidate_started(kube_api, namespace)
+    annotate(kubeconfig_path, namespace, f"promote/{first['generation']}")
+    wait_until(
+        lambda: ready_replicas(kube_api, namespace) == {first["workload"]: REPLICAS},
+        what="the first pilot promoted",
+        timeout=90,
+    )
+    # The first plan, piloted again.
+    generation, workload = candidate_ready(kubeconfig_path, kube_api, namespace, "nvidia-l4")
+    wait_until(
+        lambda: weights(kube_api, namespace) == [(NAME, 67), (workload, 33)],
+        what="the route split by replicas while piloting",
+        timeout=30,
+    )
+    pools = pool_selectors(kube_api, namespace)
+    assert pools[NAME]["llmdeploy.io/generation"] == first["generation"]
+    assert selected(kube_api, namespace, pools[workload]) == selected(
+        kube_api, namespace, {"llmdeploy.io/generation": generation}
+    )
+    holders = occupy_l4(kube_api, namespace, 3)  # the promotion cannot get its second L4
+    annotate(kubeconfig_path, namespace, f"promote/{generation}")
+    wait_until(
+        lambda: weights(kube_api, namespace) == [(NAME, 50), (workload, 50)],
+        what="50/50 while promoting",
+        timeout=30,
+    )
+    assert rollout(kube_api, namespace)["phase"] == "Promoting"
+    for name in holders:
+        client.CoreV1Api(kube_api).delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+    wait_until(
+        lambda: ready_replicas(kube_api, namespace) == {workload: REPLICAS},
+        what="the second pilot promoted and the first generation removed",
+        timeout=90,
+    )
+    wait_until(
+        lambda: (
+            weights(kube_api, namespace) == [(NAME, 100)]
+            and pool_selectors(kube_api, namespace) == {NAME: {"llmdeploy.io/deployment": NAME}}
+        ),
+        what="all traffic on the shared pool, which holds the new generation alone",
+        timeout=30,
+    )
+    wait_until(
+        lambda: (
+            selected(kube_api, namespace, {"llmdeploy.io/deployment": NAME})
+            == selected(kube_api, namespace, {"llmdeploy.io/generation": generation})
+        ),
+        what="the old generation's pods gone",
+        timeout=60,
+    )
+
+
 # Operator mode on runningRequests, 4 per replica; up at once, never down within the test.
 SCALING = {
     "mode": "operator",
@@ -325,14 +430,8 @@ def test_the_autoscaler_counts_both_generations_during_a_pilot(
         what="a first autoscaling decision",
         timeout=60,
     )
-    move_to(kubeconfig_path, namespace, "nvidia-l40s")
-    candidate = candidate_started(kube_api, namespace)
-    generation, workload = candidate["generation"], candidate["workload"]
-    wait_until(
-        lambda: ready_replicas(kube_api, namespace).get(workload) == 1,
-        what="the candidate's replica ready (50% of 2)",
-        timeout=60,
-    )
+    # 50% of 2: one replica.
+    generation, workload = candidate_ready(kubeconfig_path, kube_api, namespace, "nvidia-l40s")
     deployments = client.AppsV1Api(kube_api)
     template = deployments.read_namespaced_deployment(NAME, namespace).spec.template
     with candidate_engine(prometheus, namespace, generation, FAST_TTFT_S, per_second=2) as pilot:
@@ -401,16 +500,9 @@ def piloting(kubeconfig: Path, api: client.ApiClient, namespace: str) -> tuple[s
     and pods, once its replica is ready."""
     deploy(kubeconfig, namespace, duration="10m")
     turns_ready(api, namespace, "Ready", 90)
-    move_to(kubeconfig, namespace, "nvidia-l40s")
-    candidate = candidate_started(api, namespace)
-    wait_until(
-        lambda: ready_replicas(api, namespace).get(candidate["workload"]) == 1,
-        what="the candidate's replica ready",
-        timeout=60,
-    )
-    generation = candidate["generation"]
+    generation, workload = candidate_ready(kubeconfig, api, namespace, "nvidia-l40s")
     pods = selected(api, namespace, {"llmdeploy.io/generation": generation})
-    return generation, candidate["workload"], pods
+    return generation, workload, pods
 
 
 def test_a_crash_looping_candidate_is_rolled_back(

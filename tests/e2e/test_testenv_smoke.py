@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from .e2e_support import GPU_TOLERATION, KWOK_TOLERATION, status_of, wait_until
+from .e2e_support import gpu_pod, status_of, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,27 +34,6 @@ GFD_LABELS = (
     "node.kubernetes.io/instance-type",
     "topology.kubernetes.io/zone",
 )
-
-
-def gpu_pod(name: str, gpus: int, node_selector: dict[str, str] | None = None) -> client.V1Pod:
-    gpu = {"nvidia.com/gpu": str(gpus)}
-    return client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1PodSpec(
-            containers=[
-                client.V1Container(
-                    name="server",
-                    image="registry.invalid/llm-server:test",
-                    resources=client.V1ResourceRequirements(requests=gpu, limits=gpu),
-                )
-            ],
-            node_selector=node_selector,
-            tolerations=[
-                client.V1Toleration(**KWOK_TOLERATION),
-                client.V1Toleration(**GPU_TOLERATION),
-            ],
-        ),
-    )
 
 
 def condition(pod: client.V1Pod, kind: str) -> client.V1PodCondition | None:
