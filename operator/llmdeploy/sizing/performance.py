@@ -28,7 +28,7 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
 BANDWIDTH_EFFICIENCY = 0.7
-COMPUTE_EFFICIENCY = 0.45
+COMPUTE_EFFICIENCY = 0.4
 # Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
 # model's kernels would be booked as the GPU's): they depend on the memory generation and the
 # kernels the engine has for the architecture. Other SKUs take the values above.
@@ -37,20 +37,20 @@ BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-h100-80gb": 0.8,
 }
 COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.45,
-    "nvidia-h100-80gb": 0.55,
+    "nvidia-a100-80gb": 0.4,
+    "nvidia-h100-80gb": 0.5,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step).
-PER_LAYER_OVERHEAD_S = 3.5e-05
+PER_LAYER_OVERHEAD_S = 3e-05
 MOE_LAYER_OVERHEAD_S = 0.00015
 # Fitted: a request's host work before its first token (HTTP, tokenization, scheduling,
 # detokenization), and the API server's work per token it streams for another stream: while
 # it serves the new request, the other streams' tokens (one per stream per step) take turns
 # with it (host-side work, invisible to a GPU roofline).
-TTFT_OVERHEAD_S = 0.04
-TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.00034
+TTFT_OVERHEAD_S = 0.035
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.00048
 # Physical, not fitted: all-reduce latency per interconnect, and pipeline hand-offs between
 # nodes over the cluster network.
 ALL_REDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 15e-6, "pcie": 30e-6}
@@ -222,12 +222,13 @@ def estimate_performance(
         )
 
     prefill_s = prefill(1)
-    # Continuous batching runs a prefill in steps with the running decodes. Those steps read
-    # the weights once for both, so a prefill delays the decodes by only what it adds beyond
-    # a decode step. A stream sees the prefills of the others: at steady load each other
-    # stream brings one per `output_tokens` steps; in a burst the median request decodes
-    # through the prefills of the half of the burst behind it.
-    prefill_extra_s = max(0.0, prefill_s + decode_compute_s - memory_s)
+    # Continuous batching runs a prefill in steps with the running decodes. Each such step
+    # reads the weights and pays the step's fixed cost once for both, so a prefill delays the
+    # decodes by only what it adds beyond their decode steps. A stream sees the prefills of
+    # the others: at steady load each other stream brings one per `output_tokens` steps; in a
+    # burst the median request decodes through the prefills of the half of the burst behind it.
+    steps = math.ceil(input_tokens / chunk)
+    prefill_extra_s = max(0.0, prefill_s + steps * (decode_compute_s - memory_s - overhead_s))
     others = batch - 1
     prefills_seen = others / 2 if burst else others
     tpot = decode_step_s + prefills_seen * prefill_extra_s / output_tokens
