@@ -28,8 +28,11 @@ from llmdeploy.sizing.performance import estimate_performance
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_UTILIZATION = 0.9
 BLOCK_SIZE = 16
-# All-reduce without GPU peer-to-peer: over PCIe Gen4 x16 (the catalog's convention, gpus.yaml).
-PCIE_GEN4 = Interconnect(kind="pcie", bandwidth_gbps=32)
+# All-reduce without GPU peer-to-peer: NCCL stages every transfer through host shared memory
+# (its SHM transport), far below the PCIe link's 32 GB/s. Bus bandwidth of NCCL's all-reduce
+# over SHM on PCIe Gen4 GPUs: 6.13 GB/s averaged over 8 B to 512 MiB messages (NVIDIA/nccl
+# issue #1817, 8x L20); 3.9 GB/s at most on two PCIe Gen3 GPUs (NVIDIA/nccl issue #384).
+NO_PEER_TO_PEER = Interconnect(kind="pcie", bandwidth_gbps=6.13)
 
 
 def engine_defaults(generation: str, gpu: Gpu, max_model_len: int) -> tuple[int, int]:
@@ -126,8 +129,8 @@ class LatencyRow:
 
     @property
     def ttft_comparable(self) -> bool:
-        """TTFT of a burst includes the queue of the whole burst: the planner models steady load."""
-        return self.ttft_valid and (self.load == "fixed" or self.concurrency == 1)
+        """Whether the row's TTFT measures whole prefills (no prefix-cache hits)."""
+        return self.ttft_valid
 
 
 def _read(name: str) -> list[dict[str, str]]:
@@ -284,7 +287,9 @@ def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
     model = _model(catalog, row.plan_model)
     gpu = catalog.gpus[row.gpu]
     if row.interconnect == "pcie":
-        gpu = gpu.model_copy(update={"interconnect": PCIE_GEN4})
+        gpu = gpu.model_copy(update={"interconnect": NO_PEER_TO_PEER})
+    context = model.max_context_length
+    batched, _ = engine_defaults("v1", gpu, context)
     perf = estimate_performance(
         model,
         gpu,
@@ -295,6 +300,8 @@ def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
         concurrency=row.concurrency,
         input_tokens=row.input_tokens,
         output_tokens=row.output_tokens,
+        max_num_batched_tokens=batched,
+        burst=row.load == "burst",
     )
     return perf.ttft_s * 1000, perf.tpot_s * 1000
 
@@ -344,15 +351,13 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
         performance,
         (
             "BANDWIDTH_EFFICIENCY",
-            "PREFILL_COMPUTE_EFFICIENCY",
-            "DECODE_COMPUTE_EFFICIENCY",
-            "STEP_OVERHEAD_S",
+            "COMPUTE_EFFICIENCY",
             "PER_LAYER_OVERHEAD_S",
+            "MOE_LAYER_OVERHEAD_S",
             "TTFT_OVERHEAD_S",
-            "TTFT_OVERHEAD_PER_STREAM_S",
+            "TTFT_OVERHEAD_PER_STREAMED_TOKEN_S",
             "BANDWIDTH_EFFICIENCY_BY_GPU",
-            "PREFILL_COMPUTE_EFFICIENCY_BY_GPU",
-            "DECODE_COMPUTE_EFFICIENCY_BY_GPU",
+            "COMPUTE_EFFICIENCY_BY_GPU",
         ),
     ),
 }

@@ -15,10 +15,11 @@ whose release the model follows (corpus.py `memory_modelled`: not the unread rel
 
 Performance (performance.py), from the fit rows of latency.csv: coordinate descent over a grid
 of each constant, from a fixed start, minimising mean |TPOT error| (all rows) plus mean |TTFT
-error| (rows whose TTFT is comparable), until a sweep changes nothing. First the shared
+error| (rows whose TTFT is comparable), until a sweep changes nothing. First the six shared
 constants on every fit row (the per-GPU tables empty); then, with those fixed, each GPU's
-bandwidth, prefill and decode efficiencies (`*_BY_GPU`) on that GPU's fit rows whose
-all-reduce had peer-to-peer, starting from the shared values.
+bandwidth and compute efficiencies (`*_BY_GPU`) on that GPU's fit rows whose all-reduce had
+peer-to-peer, starting from the shared values, for a GPU whose rows cover two models or more
+(one model's kernels are not the GPU's).
 
 Run: .venv/bin/python bench/fit_constants.py   (prints the constants; --check compares them
 with the code and exits 1 on a difference)
@@ -69,17 +70,16 @@ def _grid(start: float, stop: float, step: float) -> tuple[float, ...]:
 # Grid and starting point of each performance constant (the start does not read the code).
 PERFORMANCE_GRID: dict[str, tuple[tuple[float, ...], float]] = {
     "BANDWIDTH_EFFICIENCY": (_grid(0.5, 0.95, 0.05), 0.7),
-    "PREFILL_COMPUTE_EFFICIENCY": (_grid(0.3, 0.8, 0.05), 0.5),
-    "DECODE_COMPUTE_EFFICIENCY": (_grid(0.2, 0.6, 0.05), 0.4),
-    "STEP_OVERHEAD_S": (_grid(0.0, 0.003, 0.00025), 0.001),
+    "COMPUTE_EFFICIENCY": (_grid(0.3, 0.8, 0.05), 0.5),
     "PER_LAYER_OVERHEAD_S": (_grid(0.0, 0.0001, 0.000005), 0.00005),
+    "MOE_LAYER_OVERHEAD_S": (_grid(0.0, 0.0004, 0.00001), 0.0),
     "TTFT_OVERHEAD_S": (_grid(0.0, 0.08, 0.005), 0.04),
-    "TTFT_OVERHEAD_PER_STREAM_S": (_grid(0.0, 0.003, 0.0002), 0.001),
+    "TTFT_OVERHEAD_PER_STREAMED_TOKEN_S": (_grid(0.0, 0.001, 0.00002), 0.0002),
 }
 
 
 # Fitted per GPU SKU on top of the shared value (performance.py `*_BY_GPU`).
-PER_GPU = ("BANDWIDTH_EFFICIENCY", "PREFILL_COMPUTE_EFFICIENCY", "DECODE_COMPUTE_EFFICIENCY")
+PER_GPU = ("BANDWIDTH_EFFICIENCY", "COMPUTE_EFFICIENCY")
 
 
 def _fit_rows(rows: list[KvRow] | list[LatencyRow]) -> list[str]:
@@ -213,9 +213,10 @@ def _descend(
 
 
 def fit_performance(catalog: Catalog) -> dict[str, float]:
-    """The shared constants on every fit row; then, with those fixed, each GPU's three
-    efficiencies on that GPU's fit rows. Rows whose all-reduce ran without GPU peer-to-peer
-    (`interconnect` pcie) stay out of the per-GPU step: their error is the interconnect's."""
+    """The shared constants on every fit row; then, with those fixed, each GPU's two
+    efficiencies on that GPU's fit rows, where they cover two models or more. Rows whose
+    all-reduce ran without GPU peer-to-peer (`interconnect` pcie) stay out of the per-GPU
+    step: their error is the interconnect's."""
     with constants({}):  # restores the per-GPU tables emptied here: the fit starts without them
         for name in PER_GPU:
             getattr(performance, f"{name}_BY_GPU").clear()
@@ -233,7 +234,7 @@ def _fit_performance(catalog: Catalog) -> dict[str, float]:
     )
     for gpu in sorted({r.gpu for r in rows}):
         own = [r for r in rows if r.gpu == gpu and not r.interconnect]
-        if not own:
+        if len({r.plan_model for r in own}) < 2:
             continue
         grids = {f"{name}_BY_GPU[{gpu}]": PERFORMANCE_GRID[name][0] for name in PER_GPU}
         start = {f"{name}_BY_GPU[{gpu}]": values[name] for name in PER_GPU}

@@ -69,6 +69,18 @@ def test_constants_are_restored_after_a_trial() -> None:
     assert corpus.current_constants() == before
 
 
+def test_an_all_reduce_without_peer_to_peer_is_host_staged() -> None:
+    """A row whose log shows no GPU peer-to-peer is re-planned with NCCL's shared-memory
+    transport, slower than the SKU's NVLink and than the PCIe link itself."""
+    catalog = load_catalog()
+    row = next(r for r in corpus.load_latency() if r.interconnect == "pcie" and r.tensor > 1)
+    assert catalog.gpus[row.gpu].interconnect.kind == "nvlink"
+    no_p2p = corpus.predict_latency(row, catalog)[1]
+    nvlink = corpus.predict_latency(dataclasses.replace(row, interconnect=""), catalog)[1]
+    assert no_p2p > nvlink
+    assert corpus.NO_PEER_TO_PEER.bandwidth_gbps < 32  # a PCIe Gen4 x16 link's
+
+
 def test_the_codes_memory_constants_are_the_fits() -> None:
     """memory.py carries what fit_constants.py derives from the fit set (issue 14, deliverable
     4)."""

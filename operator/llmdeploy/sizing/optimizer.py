@@ -26,6 +26,7 @@ from llmdeploy.sizing.memory import (
 )
 from llmdeploy.sizing.model_facts import ModelFacts, SpecError, resolve_model
 from llmdeploy.sizing.performance import (
+    DEFAULT_MAX_NUM_BATCHED_TOKENS,
     LatencyCalibration,
     Performance,
     estimate_performance,
@@ -494,6 +495,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         concurrency=workload.concurrency,
         input_tokens=workload.input_tokens,
         output_tokens=workload.output_tokens,
+        max_num_batched_tokens=ctx.max_num_batched_tokens,
     )
     if ctx.calibration is not None:
         perf = ctx.calibration.apply(perf)
@@ -805,4 +807,5 @@ def performance_at(
         concurrency=max(1, concurrency),
         input_tokens=max(1, input_tokens),
         output_tokens=max(1, output_tokens),
+        max_num_batched_tokens=int(plan.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS),
     )

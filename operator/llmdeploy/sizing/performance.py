@@ -1,9 +1,17 @@
 """Latency and throughput of one replica: a roofline with measured efficiencies.
 
 Decode is memory-bound: each step reads the rank's weights (for MoE, the experts the batch
-touches) and the batch's KV cache. Continuous batching mixes the prefill of arriving requests
-into decode steps, which is why TPOT grows with concurrency beyond what decode alone explains.
-Prefill is compute-bound. Tensor parallelism adds two all-reduces per layer.
+touches) and the batch's KV cache. Prefill is compute-bound (FLOPs / (peak x efficiency)),
+in chunks of at most max_num_batched_tokens, each chunk's step reading the weights once.
+Continuous batching runs prefills in steps with the running decodes, which is why TPOT grows
+with concurrency beyond what decode alone explains. Tensor parallelism adds two all-reduces
+per layer over the SKU's interconnect.
+
+TTFT depends on the load's shape. At steady load (a closed loop: a new request as one
+finishes) a request arrives while a step runs, then prefills in a step shared with the other
+streams' decodes, queueing sometimes behind another stream's prefill; a lone request has none
+of that. In a burst (every request sent at once) the median request queues behind the
+prefills of half the burst.
 """
 
 from __future__ import annotations
@@ -15,36 +23,42 @@ from llmdeploy.catalog import Gpu, QuantFormat
 from llmdeploy.sizing.memory import kv_bytes_per_token_layer, stage_layers, weight_bytes_per_rank
 from llmdeploy.sizing.model_facts import ModelFacts
 
-# Fraction of datasheet bandwidth / dense FLOPS that serving kernels reach. Every constant
-# below is bench/fit_constants.py's output on the fit set of bench/data (a unit test checks).
-BANDWIDTH_EFFICIENCY = 0.75
-PREFILL_COMPUTE_EFFICIENCY = 0.4
-DECODE_COMPUTE_EFFICIENCY = 0.2
-# The same three per SKU where the corpus's fit set measures that GPU: how close decode's
-# weight reads get to datasheet bandwidth, and prefill's GEMMs to datasheet FLOPS, depends on
-# the memory generation and the kernels the engine has for the architecture. Other SKUs take
-# the values above.
-BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {"nvidia-a100-80gb": 0.7, "nvidia-h100-80gb": 0.8}
-PREFILL_COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.6,
-    "nvidia-h100-80gb": 0.4,
+# Every constant under "Fitted" is bench/fit_constants.py's output on the fit set of
+# bench/data (tests/unit/test_fit_constants.py checks).
+# Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
+# that the GEMMs reach (prefill, and a decode step's compute where it binds).
+BANDWIDTH_EFFICIENCY = 0.7
+COMPUTE_EFFICIENCY = 0.4
+# Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
+# model's kernels would be booked as the GPU's): they depend on the memory generation and the
+# kernels the engine has for the architecture. Other SKUs take the values above.
+BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
+    "nvidia-a100-80gb": 0.65,
+    "nvidia-h100-80gb": 0.8,
 }
-DECODE_COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.25,
-    "nvidia-h100-80gb": 0.2,
+COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
+    "nvidia-a100-80gb": 0.4,
+    "nvidia-h100-80gb": 0.5,
 }
-# Per-step cost not in the roofline: scheduling, sampling, launch gaps between small kernels.
-STEP_OVERHEAD_S = 0.0
+# Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
+# the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
+# collectives: small kernels whose latency, not their bytes, sets a decode step).
 PER_LAYER_OVERHEAD_S = 3e-05
-# Request overhead before the first token: HTTP, tokenization, scheduling, detokenization; the
-# API server also serves every other running stream each step, so a new request waits longer
-# the more streams are open (host-side work, invisible to a GPU roofline).
-TTFT_OVERHEAD_S = 0.04
-TTFT_OVERHEAD_PER_STREAM_S = 0.0012
+MOE_LAYER_OVERHEAD_S = 0.00015
+# Fitted: a request's host work before its first token (HTTP, tokenization, scheduling,
+# detokenization), and the API server's work per token it streams for another stream: while
+# it serves the new request, the other streams' tokens (one per stream per step) take turns
+# with it (host-side work, invisible to a GPU roofline).
+TTFT_OVERHEAD_S = 0.035
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.00048
+# Physical, not fitted: all-reduce latency per interconnect, and pipeline hand-offs between
+# nodes over the cluster network.
 ALL_REDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 15e-6, "pcie": 30e-6}
-# Pipeline stages on different nodes exchange activations over the cluster network.
 INTER_NODE_LATENCY_S = 50e-6
 INTER_NODE_BANDWIDTH_BPS = 25e9
+# vLLM V1's chunked-prefill step budget where the caller does not give one (the catalog's
+# engines' default).
+DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +118,48 @@ def _flops_s(
     return (linear + attention) / gpus / (gpu.compute_tflops(fmt.compute_dtype) * 1e12 * efficiency)
 
 
+def _weights_read(
+    model: ModelFacts, fmt: QuantFormat, tensor: int, pipeline: int, tokens: float
+) -> float:
+    """Weight bytes one rank reads in a step of `tokens` tokens: MoE expert weights only for
+    the experts some token routes to (a decode batch touches few, a prefill chunk nearly all)."""
+    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline)
+    if model.is_moe:
+        expert_bytes = model.routed_expert_parameters * fmt.weight_bytes / (tensor * pipeline)
+        touched = 1 - (1 - model.active_experts / model.experts) ** tokens
+        weights -= expert_bytes * (1 - touched)
+    return weights
+
+
+def _prefill_s(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    *,
+    tensor: int,
+    pipeline: int,
+    weights: float,
+    bandwidth: float,
+    tokens: float,
+    prompt: float,
+    chunk: int,
+    efficiency: float,
+    step_overhead_s: float,
+) -> float:
+    """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
+    prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
+    reading the weights once and paying a step's fixed overhead; a token attends to the half
+    of its prompt before it on average. A step is compute-bound unless its chunk is short."""
+    gpus = tensor * pipeline
+    steps = max(1, math.ceil(tokens / chunk))
+    size = tokens / steps
+    compute_s = _flops_s(model, gpu, fmt, gpus, tokens, prompt / 2, efficiency)
+    memory_s = steps * pipeline * weights / bandwidth
+    return max(compute_s, memory_s) + steps * (
+        _communication_s(model, gpu, tensor, pipeline, size) + step_overhead_s
+    )
+
+
 def estimate_performance(
     model: ModelFacts,
     gpu: Gpu,
@@ -115,20 +171,20 @@ def estimate_performance(
     concurrency: int,
     input_tokens: int,
     output_tokens: int,
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    burst: bool = False,
 ) -> Performance:
+    """Steady load: `concurrency` requests in flight, a new one sent as one finishes (a closed
+    loop). `burst`: the `concurrency` requests arrive at once (a benchmark's infinite request
+    rate); TTFT and TPOT are then the burst's median request's."""
     gpus = tensor * pipeline
     bandwidth_efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
-    prefill_efficiency = PREFILL_COMPUTE_EFFICIENCY_BY_GPU.get(gpu.id, PREFILL_COMPUTE_EFFICIENCY)
-    decode_efficiency = DECODE_COMPUTE_EFFICIENCY_BY_GPU.get(gpu.id, DECODE_COMPUTE_EFFICIENCY)
+    compute_efficiency = COMPUTE_EFFICIENCY_BY_GPU.get(gpu.id, COMPUTE_EFFICIENCY)
     bandwidth = gpu.bandwidth_gbps * 1e9 * bandwidth_efficiency
     batch = concurrency
+    chunk = max(1, max_num_batched_tokens - batch)
 
-    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline)
-    if model.is_moe:
-        # Expert weights are read only for experts some token of the batch routes to.
-        expert_bytes = model.routed_expert_parameters * fmt.weight_bytes / gpus
-        touched = 1 - (1 - model.active_experts / model.experts) ** batch
-        weights -= expert_bytes * (1 - touched)
+    weights = _weights_read(model, fmt, tensor, pipeline, batch)
     context = input_tokens + output_tokens / 2
     if model.sliding_window:
         window_share = model.sliding_window_layers / model.layers
@@ -141,38 +197,60 @@ def estimate_performance(
     )
     # Stages run one after another for a token: the step time is the sum over stages.
     memory_s = pipeline * (weights + kv_read) / bandwidth
-    decode_compute_s = _flops_s(model, gpu, fmt, gpus, batch, context, decode_efficiency)
+    decode_compute_s = _flops_s(model, gpu, fmt, gpus, batch, context, compute_efficiency)
     decode_s = max(memory_s, decode_compute_s)
-    # Continuous batching runs an arriving request's prefill in one step with the running
-    # decodes. That step reads the weights once for both, so the prefill adds only the compute
-    # the step needs beyond the decode step's time; a stream brings one prefill per
-    # output_tokens steps.
-    prefill_compute_s = _flops_s(
-        model, gpu, fmt, gpus, input_tokens, input_tokens / 2, prefill_efficiency
-    )
-    mixed_step_s = max(memory_s, prefill_compute_s + decode_compute_s)
-    prefill_share_s = batch / output_tokens * (mixed_step_s - decode_s)
-    prefill_tokens_per_step = batch * input_tokens / output_tokens
-    overhead_s = STEP_OVERHEAD_S + model.layers * PER_LAYER_OVERHEAD_S
-    tpot = (
-        decode_s
-        + prefill_share_s
-        + _communication_s(model, gpu, tensor, pipeline, batch + prefill_tokens_per_step)
-        + overhead_s
-    )
+    moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
+    overhead_s = model.layers * PER_LAYER_OVERHEAD_S + moe_layers * MOE_LAYER_OVERHEAD_S
+    decode_step_s = decode_s + _communication_s(model, gpu, tensor, pipeline, batch) + overhead_s
 
-    prefill_s = max(prefill_compute_s, pipeline * weights / bandwidth) + _communication_s(
-        model, gpu, tensor, pipeline, input_tokens
-    )
-    # A new request competes only with the other streams: it waits for their prefills (M/D/1
-    # queue on the prefill work they bring), the API server serves them each step, and its
-    # prefill shares a step with their decodes. A lone request (concurrency 1) has none of that.
+    def prefill(prompts: float) -> float:
+        """Seconds to prefill `prompts` prompts of input_tokens, back to back."""
+        tokens = prompts * input_tokens
+        return _prefill_s(
+            model,
+            gpu,
+            fmt,
+            tensor=tensor,
+            pipeline=pipeline,
+            weights=_weights_read(model, fmt, tensor, pipeline, min(tokens, chunk)),
+            bandwidth=bandwidth,
+            tokens=tokens,
+            prompt=input_tokens,
+            chunk=chunk,
+            efficiency=compute_efficiency,
+            step_overhead_s=overhead_s,
+        )
+
+    prefill_s = prefill(1)
+    # Continuous batching runs a prefill in steps with the running decodes. Each such step
+    # reads the weights and pays the step's fixed cost once for both, so a prefill delays the
+    # decodes by only what it adds beyond their decode steps. A stream sees the prefills of
+    # the others: at steady load each other stream brings one per `output_tokens` steps; in a
+    # burst the median request decodes through the prefills of the half of the burst behind it.
+    steps = math.ceil(input_tokens / chunk)
+    prefill_extra_s = max(0.0, prefill_s + steps * (decode_compute_s - memory_s - overhead_s))
     others = batch - 1
-    arrival_rate = others / (output_tokens * tpot)
-    load = min(arrival_rate * prefill_s, 0.95)
-    queueing_s = load * prefill_s / (2 * (1 - load))
-    host_s = TTFT_OVERHEAD_S + TTFT_OVERHEAD_PER_STREAM_S * others
-    ttft = host_s + prefill_s + queueing_s + min(others, 1) * tpot
+    prefills_seen = others / 2 if burst else others
+    tpot = decode_step_s + prefills_seen * prefill_extra_s / output_tokens
+
+    # During its own host work the API server also streams the others' tokens, one per
+    # stream per step.
+    streamed = others * TTFT_OVERHEAD_S / decode_step_s
+    host_s = TTFT_OVERHEAD_S + streamed * TTFT_OVERHEAD_PER_STREAMED_TOKEN_S
+    if burst:
+        # The median request's prompt is prefilled after those of the half of the burst sent
+        # before it (first come, first served), the prompts packed into steps of
+        # max_num_batched_tokens.
+        ttft = host_s + prefill(1 + others / 2)
+    else:
+        # A request sent as another finishes arrives while the next step runs, then its
+        # prefill shares a step with the others' decodes; it may also queue behind another
+        # stream's prefill (M/D/1 on the prefill work the streams bring). A lone request
+        # (concurrency 1) has none of that.
+        arrival_rate = others / (output_tokens * tpot)
+        load = min(arrival_rate * prefill_s, 0.95)
+        queueing_s = load * prefill_s / (2 * (1 - load))
+        ttft = host_s + prefill_s + queueing_s + min(others, 1) * decode_step_s
 
     request_s = ttft + output_tokens * tpot
     return Performance(
