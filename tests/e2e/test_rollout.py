@@ -576,3 +576,23 @@ def test_a_promote_override_switches_and_a_settled_pilot_object_writes_nothing(
     assert versions() == before
     writes = [r for r in audit.requests() if r.namespace == namespace and r.verb in WRITE_VERBS]
     assert writes == []
+
+
+def test_a_pilot_whose_serving_workload_is_deleted_promotes_its_candidate(
+    kubeconfig_path: Path, kube_api: client.ApiClient, namespace: str, operator: Operator
+) -> None:
+    _, workload, _ = piloting(kubeconfig_path, kube_api, namespace)
+    client.AppsV1Api(kube_api).delete_namespaced_deployment(NAME, namespace)
+    wait_until(
+        lambda: ready_replicas(kube_api, namespace) == {workload: REPLICAS},
+        what="the candidate promoted to the full count",
+        timeout=90,
+    )
+    state = wait_until(
+        lambda: (r := rollout(kube_api, namespace))["current"]["workload"] == workload and r,
+        what="the candidate serving",
+        timeout=30,
+    )
+    assert state["phase"] == "Stable" and state["reason"] == "Promoted"
+    promoting = events(kube_api, namespace, "PilotPromoting")
+    assert "serving workload is gone" in promoting[0].message

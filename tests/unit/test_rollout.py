@@ -170,13 +170,17 @@ def answered(
     measured: Readings | None = None,
     pending: tuple[PendingPod, ...] = (),
     metrics: MetricsReading | None = None,
+    serving_exists: bool = True,
 ) -> Outcome:
     """decide, with its needs answered: no crash, `pending` pods waiting for GPUs,
-    `measured` for every generation, the autoscaler's `metrics` and free GPUs."""
+    `measured` for every generation, the autoscaler's `metrics` and free GPUs, and whether a
+    serving workload the watch does not show exists."""
     outcome = decide(snap, cfg)
-    for _ in range(5):
+    for _ in range(6):
         if not outcome.needs:
             return outcome
+        if outcome.needs.serving is not None:
+            snap = replace(snap, serving_exists=serving_exists)
         if outcome.needs.queries:
             snap = replace(snap, metrics=metrics or MetricsReading({}))
         if outcome.needs.gpus_in_use:
@@ -225,6 +229,7 @@ def written(snap: Snapshot, outcome: Outcome, minutes: float = 0) -> Snapshot:
         crash=None,
         pending=None,
         generations_measured=None,
+        serving_exists=None,
     )
 
 
@@ -611,3 +616,37 @@ def test_a_garbled_rollout_status_keeps_the_promoted_workload_serving(catalog: C
     assert outcome.apply == () and outcome.prune == ()  # no switch back to a first workload
     assert outcome.status is not None and outcome.status.rollout is not None
     assert outcome.status.rollout.current.workload == name
+
+
+def test_a_deleted_serving_workload_promotes_the_candidate_or_says_nothing_serves(
+    catalog: Catalog,
+) -> None:
+    cfg = config(catalog)
+    snap = serving_now(catalog, PILOT)
+    spec = {**PILOT, "workload": {"maxContextLength": 4096}}
+    changed = replace(snap, body=body(snap.body["status"], **spec))
+    started = answered(changed, cfg)
+    name = started.apply[0]["metadata"]["name"]
+    snap = ready(written(changed, started, 1), name, 1)
+    deleted = replace(snap, children={k: v for k, v in snap.children.items() if k[1] != "m"})
+    asked = decide(deleted, cfg)
+    assert asked.needs.serving == "m"  # not shown by the watch: read fresh
+    restarted = answered(deleted, cfg)  # it exists: a restart whose watch is behind
+    assert restarted.status is not None and restarted.status.rollout is not None
+    assert restarted.status.rollout.phase == "Piloting"
+    gone = answered(deleted, cfg, serving_exists=False)
+    assert gone.status is not None and gone.status.rollout is not None
+    assert gone.status.rollout.phase == "Promoting", gone.status.rollout.message
+    assert "serving workload is gone" in gone.status.rollout.message
+    assert [o["spec"]["replicas"] for o in gone.apply if o["kind"] == "Deployment"] == [4]
+    # Rolled back, then the serving workload deleted: the rolled-back plan is still not
+    # applied, and the status says that nothing serves.
+    metadata = {**snap.body["metadata"], "annotations": {"llmdeploy.io/pilot": f"abort/{name[2:]}"}}
+    aborted = replace(snap, body={**snap.body, "metadata": metadata})
+    snap = written(aborted, answered(aborted, cfg), 1)
+    snap = replace(snap, children={k: v for k, v in snap.children.items() if k[1] != "m"})
+    lost = answered(snap, cfg, serving_exists=False)
+    assert lost.apply == ()
+    degraded = conditions(lost)["Degraded"]
+    assert degraded.reason == "PilotRolledBack" and "m is gone: nothing serves" in degraded.message
+    assert conditions(lost)["Ready"].status == "False"

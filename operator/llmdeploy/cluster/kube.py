@@ -38,7 +38,7 @@ from llmdeploy.cluster.objects import (
     owner_name,
 )
 from llmdeploy.render import GENERATION_LABEL, SELECTOR_LABEL, SPEC_HASH_ANNOTATION
-from llmdeploy.render.kinds import CHILD_KIND_BY_NAME, CHILD_KINDS
+from llmdeploy.render.kinds import CHILD_KIND_BY_NAME, CHILD_KINDS, WORKLOAD_KINDS
 from llmdeploy.sizing.inventory import GPU_RESOURCES, Inventory, inventory_from_nodes
 
 FIELD_MANAGER = "llmdeploy"
@@ -482,6 +482,16 @@ class Cluster:
                 return None
             raise _error(exc, f"patch status of {KIND} {name}") from None
         return str(answer.metadata.resourceVersion)
+
+    def workload_exists(self, namespace: str, name: str) -> bool:
+        """Whether a Deployment or LeaderWorkerSet of that name exists, read fresh: the watch
+        may not have shown it yet (a list by name: the operator's role has no get)."""
+        selector = f"metadata.name={name}"
+        return any(
+            self._list(CHILD_KIND_BY_NAME[kind].api_version, kind, namespace=namespace,
+                       field_selector=selector)
+            for kind in sorted(WORKLOAD_KINDS)
+        )  # fmt: skip
 
     def crashed_pod(self, owner: Owner, generation: str) -> str:
         """How one pod of a generation keeps crashing, or "" when none does."""

@@ -179,6 +179,7 @@ class Needs:
     prometheus: str = DEFAULT_PROMETHEUS  # the endpoint to read them from
     gpus_in_use: bool = False
     crashes_of: str | None = None  # a pilot's candidate generation: does a pod of it crash?
+    serving: str | None = None  # a pilot's serving workload the watch does not show: is it gone?
     # A pilot's measurement of each generation from its own series: (generation, queries).
     generations: tuple[tuple[str, MeasurementQueries], ...] = ()
 
@@ -189,6 +190,7 @@ class Needs:
             or self.measure
             or self.gpus_in_use
             or self.crashes_of is not None
+            or self.serving is not None
             or self.generations
         )
 
@@ -210,6 +212,7 @@ class Snapshot:
     gpus_in_use: tuple[dict[str, int], int] | None = None  # (GPUs by node, the owner's pods)
     measured: Readings | None = None  # the measurement's readings, taken at `now`
     crash: str | None = None  # Needs.crashes_of's answer: how a pod crashes, "" for none
+    serving_exists: bool | None = None  # Needs.serving's answer
     generations_measured: Mapping[str, Readings] | None = None  # by generation, at `now`
     endpoint_picker: bool | None = None  # whether spec.routing's picker Service exists
 
@@ -1595,13 +1598,19 @@ def _pilot(
     current = _serving(snap, rollout)
     in_pilot = rollout is not None and rollout.candidate is not None
     rolled_back = rollout is not None and any(f.plan_key == key for f in rollout.failed)
-    if not (in_pilot or rolled_back or status.get("readyReplicas")):
-        return None  # nothing serves, nothing to protect: the plan goes out in place
-    # Status says what serves; the watch may not have shown its workload yet (a restart).
+    # Status says what serves; the watch may not have shown its workload yet (a restart), or
+    # it was deleted: a fresh read tells.
     seen = _workload_of(snap, current.workload)
+    if seen is None and snap.serving_exists is None:
+        return Outcome(needs=Needs(serving=current.workload))
+    gone = seen is None and not snap.serving_exists
+    if not (in_pilot or rolled_back or (status.get("readyReplicas") and not gone)):
+        return None  # nothing serves, nothing to protect: the plan goes out in place
     current_kind, current_status = seen or (
         "Deployment",
-        WorkloadStatus(True, ready_replicas=int(status.get("readyReplicas") or 0)),
+        WorkloadStatus(
+            not gone, ready_replicas=0 if gone else int(status.get("readyReplicas") or 0)
+        ),
     )
     generation = int(body["metadata"].get("generation") or 0)
     previous = status.get("conditions") or []
@@ -1702,10 +1711,12 @@ def _pilot(
 
     failed = next((f for f in rollout.failed if f.plan_key == key), None)
     if failed is not None:  # rolled back: not tried again until the spec changes
-        why = (
-            f"plan {key} was rolled back ({failed.reason}: {failed.message}); "
-            f"still serving {current.workload}"
+        serves = (
+            f"{current.workload} is gone: nothing serves"
+            if gone
+            else (f"still serving {current.workload}")
         )
+        why = f"plan {key} was rolled back ({failed.reason}: {failed.message}); {serves}"
         frozen = rollout.model_copy(
             update={"phase": "RolledBack", "candidate": None, "traffic_percent": 0,
                     "reason": failed.reason, "message": why}
@@ -1839,6 +1850,7 @@ def _pilot(
         by_generation.get(rollout.current.generation),
         override(annotations, candidate),
         snap.now,
+        serving_gone=gone,
     )
     if next_step.verdict == "rollback":
         failure = FailedPlan(

@@ -352,6 +352,9 @@ class Reconciler:
             )
         if needs.crashes_of is not None:
             snap = replace(snap, crash=self.cluster.crashed_pod(owner, needs.crashes_of))
+        if needs.serving is not None:
+            exists = self.cluster.workload_exists(owner.namespace, needs.serving)
+            snap = replace(snap, serving_exists=exists)
         if needs.generations:
             endpoint = self.prometheus[needs.prometheus]
             measured = {}

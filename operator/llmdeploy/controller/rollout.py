@@ -99,10 +99,12 @@ def step(
     current_measured: GenerationMeasurement | None,
     action: str | None,
     now: datetime,
+    serving_gone: bool = False,
 ) -> Step:
     """The next step of a pilot under way. `measured` and `current_measured`: the last
     measurement of the candidate's and the current generation's own series, taken since the
-    candidate served; `action`: the override for this candidate."""
+    candidate served; `action`: the override for this candidate; `serving_gone`: the serving
+    workload was deleted, so the candidate is all that is left to serve."""
     # Its share of the current count (which the autoscaler may move), or fewer when that was
     # all a full cluster had room for.
     piloting = pilot_replicas(current_replicas, spec.traffic_percent)
@@ -132,6 +134,8 @@ def step(
 
     if action == "promote":
         return promote(f"promoted by the {OVERRIDE_ANNOTATION} annotation")
+    if serving_gone:
+        return promote("the serving workload is gone: nothing left to protect")
     if candidate.serving_since is None:
         return Step(
             "wait",
