@@ -194,11 +194,76 @@ def test_mxfp4_backend_follows_gpu_and_release(catalog: Catalog) -> None:
 
 def test_sampler_peak_follows_release_and_platform(catalog: Catalog) -> None:
     h100 = catalog.gpus["nvidia-h100-80gb"]
-    flashinfer = {"0.10.2": True, "0.11.0": True, "0.11.1": False, "0.14.0": False, "0.24.0": True}
-    for version, expected in flashinfer.items():
-        assert vllm_memory(version, h100).sampler_bytes_per_logit == (14.0 if expected else 38.0)
+    # 14 bytes: FlashInfer (up to 0.11.0, again 0.24.0) or, from 0.17.0, Triton's in-place
+    # top-k/top-p (vllm PR #33538); 38: PyTorch's sort (0.11.1 to 0.16.0).
+    sorts = {"0.10.2": False, "0.11.0": False, "0.11.1": True, "0.14.0": True, "0.16.0": True}
+    sorts |= {"0.17.0": False, "0.19.0": False, "0.24.0": False}
+    for version, expected in sorts.items():
+        assert vllm_memory(version, h100).sampler_bytes_per_logit == (38.0 if expected else 14.0)
     assert vllm_memory("0.11.0", catalog.gpus["amd-mi300x-192gb"]).sampler_bytes_per_logit == 38.0
+    assert vllm_memory("0.19.0", catalog.gpus["amd-mi300x-192gb"]).sampler_bytes_per_logit == 14.0
     assert vllm_memory(None, h100, "v0").sampler_bytes_per_logit == 38.0  # V0: opt-in only
+    assert vllm_memory("0.19.0", h100, flashinfer=False).sampler_bytes_per_logit == 14.0
+
+
+def test_triton_sampler_still_sorts_a_step_of_fewer_than_8_rows(catalog: Catalog) -> None:
+    from llmdeploy.sizing.memory import activation_bytes
+
+    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    rules = vllm_memory("0.19.0", catalog.gpus["nvidia-h100-80gb"])
+
+    def sampler_bytes_per_logit(rows: int) -> float:
+        # One token per row: the step's hidden states are all the rest of the sampler's peak.
+        peak = activation_bytes(model, 1, rows, rows, rules)
+        return (peak - rows * model.hidden_size * 2) / (rows * model.vocab_size)
+
+    assert sampler_bytes_per_logit(7) == pytest.approx(38.0)
+    assert sampler_bytes_per_logit(8) == pytest.approx(14.0)
+
+
+def test_triton_sampler_matches_the_logged_0_19_peaks(catalog: Catalog) -> None:
+    from llmdeploy.sizing.memory import activation_bytes
+
+    # llm-d-incubation/llm-d-planner accuracy/results/v0.19.0/logs (commit d3121e0), one H100,
+    # max_num_batched_tokens 8192, max_num_seqs 1024: "torch peak memory increase" 1.89 GiB
+    # (Llama-3.1-8B), 2.21 (Qwen2.5-7B), 3.65 (Gemma-2-9B). The kernel's per-SM buffer
+    # (132 fp32 vocabulary rows) and a little more are not modelled: within 8%, below.
+    rules = vllm_memory("0.19.0", catalog.gpus["nvidia-h100-80gb"])
+    logged = {
+        "meta-llama/Llama-3.1-8B-Instruct": 1.89,
+        "Qwen/Qwen2.5-7B-Instruct": 2.21,
+        "google/gemma-2-9b-it": 3.65,
+    }
+    for name, peak in logged.items():
+        modelled = activation_bytes(facts(catalog, name), 1, 8192, 1024, rules) / GIB
+        assert 0.92 * peak < modelled < peak, name
+
+
+def test_allreduce_fusion_workspace_follows_release_gpu_and_layout(catalog: Catalog) -> None:
+    from llmdeploy.sizing import memory
+    from llmdeploy.sizing.memory import allreduce_fusion, non_torch_bytes
+
+    h100, h200, b200 = (
+        catalog.gpus[g] for g in ("nvidia-h100-80gb", "nvidia-h200-141gb", "nvidia-b200-180gb")
+    )
+    a100, mi300x = catalog.gpus["nvidia-a100-80gb"], catalog.gpus["amd-mi300x-192gb"]
+    # config/vllm.py enable_allreduce_rms_fusion: from 0.17.0, TP > 1, SM 9.0 / 10.x, CUDA.
+    assert not allreduce_fusion(2, 1, vllm_memory("0.16.0", h100))
+    for gpu in (h100, h200, b200):
+        assert allreduce_fusion(2, 1, vllm_memory("0.17.0", gpu))
+        assert allreduce_fusion(8, 1, vllm_memory(None, gpu))  # unknown: the newest read
+    for gpu in (a100, mi300x):
+        assert not allreduce_fusion(2, 1, vllm_memory("0.24.0", gpu))
+    assert not allreduce_fusion(1, 1, vllm_memory("0.19.0", h100))
+    assert not allreduce_fusion(2, 1, vllm_memory("0.19.0", h100, "v0"))
+    # PP > 1 turned it off up to 0.20.0; 0.24.0 drops that condition.
+    assert not allreduce_fusion(2, 2, vllm_memory("0.19.0", h100))
+    assert allreduce_fusion(2, 2, vllm_memory("0.24.0", h100))
+    # Booked as non-torch memory on top of the snapshot era's line.
+    with_fusion = non_torch_bytes(2, 1, vllm_memory("0.19.0", h100))
+    without = non_torch_bytes(2, 1, vllm_memory("0.16.0", h100))
+    assert (with_fusion - without) / GIB == pytest.approx(memory.NON_TORCH_ALLREDUCE_FUSION_GIB)
+    assert memory.NON_TORCH_ALLREDUCE_FUSION_GIB > 1.0  # 0.19.0 logs: ~1.8 GiB above TP 1
 
 
 def test_non_torch_memory_by_accounting_era(catalog: Catalog) -> None:
@@ -226,12 +291,13 @@ def test_tensorrt_llm_keeps_the_mxfp4_checkpoints_layout(catalog: Catalog) -> No
     )
 
 
-def test_cuda_graphs_inside_the_budget_from_0_21_on_cuda(catalog: Catalog) -> None:
+def test_cuda_graphs_inside_the_budget_from_0_20_on_cuda(catalog: Catalog) -> None:
     from llmdeploy.sizing.engine_memory import CUDA_GRAPH_GIB, CUDA_GRAPH_LOGGED_GIB, engine_memory
 
     h100, mi300x = catalog.gpus["nvidia-h100-80gb"], catalog.gpus["amd-mi300x-192gb"]
-    # gpu_worker.py: subtracted from 0.21.0 (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1), on CUDA.
-    inside_from = {"0.14.0": False, "0.20.0": False, "0.21.0": True, "0.24.0": True}
+    # gpu_worker.py: subtracted while VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS is 1, the envs.py
+    # default from the 0.20.0 wheel ("0" in 0.19.0); on CUDA.
+    inside_from = {"0.14.0": False, "0.19.0": False, "0.20.0": True, "0.24.0": True}
     for version, inside in inside_from.items():
         assert vllm_memory(version, h100).cuda_graph_gib == (CUDA_GRAPH_GIB if inside else 0.0)
     assert vllm_memory(None, h100).cuda_graph_gib == CUDA_GRAPH_GIB  # unknown: the newest read
@@ -250,7 +316,7 @@ def test_cuda_graphs_inside_the_budget_from_0_21_on_cuda(catalog: Catalog) -> No
     }.items():
         rules = vllm_memory("0.24.0", h100, model_type=model_type)
         assert rules.cuda_graph_gib == (CUDA_GRAPH_GIB if inside else 0.0)
-    assert vllm_memory("0.21.0", h100, model_type="llama").cuda_graph_gib == CUDA_GRAPH_GIB
+    assert vllm_memory("0.20.0", h100, model_type="llama").cuda_graph_gib == CUDA_GRAPH_GIB
 
     def kv_gib(version: str) -> float:
         rules = vllm_memory(version, h100, flashinfer=True, model_type="qwen2")

@@ -27,16 +27,27 @@ Generation = Literal["v0", "v1"]
 #   the cache at 256 x 152064 logits than the runs that use it (24 bytes per logit).
 SAMPLER_BYTES_FLASHINFER = 14.0
 SAMPLER_BYTES_PYTORCH = 38.0
+# From 0.17.0 the PyTorch path masks a batch of 8 rows or more in place with Triton kernels
+# instead of sorting it (vllm PR #33538: v1/sample/ops/topk_topp_triton.py, first in the 0.17.0
+# wheel; topk_topp_sampler.py apply_top_k_top_p): model-dtype logits (2), the fp32 copy (4),
+# the softmax probabilities (4) and random_sample's exponential draws (4), FlashInfer's 14.
+# Checked on llm-d-planner's 0.19.0 H100 debug logs ("torch peak memory increase", 1024 rows):
+# 1.89 GiB for Llama-3.1-8B and 3.65 for Gemma-2-9B against 1.78 and 3.40 at 14 bytes per logit
+# (the rest is the kernel's per-SM buffer of one fp32 vocabulary row, not modelled).
+SAMPLER_BYTES_TRITON = 14.0
+TRITON_SAMPLER_SINCE = "0.17.0"
+TRITON_SAMPLER_MIN_ROWS = 8
 # TensorRT-LLM's profiling is not modelled from its source: the figure vLLM's had before.
 SAMPLER_BYTES_TENSORRT_LLM = 8.0
 
-# From 0.21.0 vLLM captures its CUDA graphs once during memory profiling and takes their memory
+# From 0.20.0 vLLM captures its CUDA graphs once during memory profiling and takes their memory
 # out of the KV budget (v1/worker/gpu_worker.py determine_available_memory subtracts
 # gpu_model_runner.py profile_cudagraph_memory's estimate while
-# VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS is 1, its default in envs.py; read in 0.24.0, whose
-# log line says "default since v0.21.0"). Only on CUDA: ROCm skips the estimate. Before 0.21.0
-# the graphs were captured after the KV cache was sized, outside the budget.
-CUDA_GRAPH_BUDGET_SINCE = "0.21.0"
+# VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS is 1: its envs.py default is "0" in 0.18.0 and
+# 0.19.0, "1" from the 0.20.0 wheel on, although that release's log line says "default since
+# v0.21.0"). Only on CUDA: ROCm skips the estimate. Before, the graphs were captured after the
+# KV cache was sized, outside the budget.
+CUDA_GRAPH_BUDGET_SINCE = "0.20.0"
 # Except under the V2 model runner, whose profile_cudagraph_memory() returns 0
 # (v1/worker/gpu/model_runner.py, 0.24.0): 0.24.0 runs it by default for the architectures of
 # config/vllm.py DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES, here by their Hugging Face model_type
@@ -47,7 +58,7 @@ V2_RUNNER_MODEL_TYPES = frozenset(
 )
 # The estimate is a measurement at startup (the first capture plus the extra of each further
 # graph), not a formula of the model. A plan deducts the median of the per-rank figures public
-# logs print ("Estimated CUDA graph memory", printed before 0.21 too when the variable was set;
+# logs print ("Estimated CUDA graph memory", printed from 0.18.0 whether or not it is deducted;
 # one captured pool, vllm#21489): 0.17 to 4.4 GiB over seven logs, so a plan's KV can be off
 # by more than the deduction.
 CUDA_GRAPH_LOGGED_GIB: dict[str, float] = {
@@ -60,6 +71,18 @@ CUDA_GRAPH_LOGGED_GIB: dict[str, float] = {
     "vllm-project/vllm PR #30515 (comment of 2026-03-08, hybrid Mamba model)": 0.26,
 }
 CUDA_GRAPH_GIB = statistics.median(CUDA_GRAPH_LOGGED_GIB.values())
+
+
+# From 0.17.0 vLLM fuses each all-reduce with the RMSNorm after it by default at TP > 1 on
+# SM 9.0 and SM 10.x with FlashInfer installed (config/vllm.py enable_allreduce_rms_fusion,
+# -O2; 0.17.0 to 0.20.0 also require PP 1). The fusion pass creates FlashInfer's all-reduce
+# workspace while the profiling run compiles the model, after vLLM's memory snapshot, so it is
+# booked as non-torch memory (memory.py NON_TORCH_ALLREDUCE_FUSION_GIB, fitted): llm-d-planner's
+# 0.19.0 H100 logs print "Initialized FlashInfer All Reduce workspace" inside the profiling and
+# 2.06-2.21 GiB of non-torch increase at TP 2 and 4 against 0.24-0.27 at TP 1 and 0.07 at PP 2-4.
+ALLREDUCE_FUSION_SINCE = "0.17.0"
+ALLREDUCE_FUSION_ARCHITECTURES = frozenset({"hopper", "blackwell"})
+ALLREDUCE_FUSION_WITH_PIPELINE_SINCE = "0.24.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +120,12 @@ class EngineMemory:
     mxfp4: Mxfp4Layout
     # CUDA-graph memory per rank the engine takes out of the KV budget (0: captured outside it).
     cuda_graph_gib: float = 0.0
+    # The sampler sorts (SAMPLER_BYTES_PYTORCH) a step of fewer rows than this.
+    sampler_sort_below_rows: int = 0
+    # Whether a TP > 1 layout books FlashInfer's all-reduce fusion workspace (ALLREDUCE_FUSION_*),
+    # and whether also with PP > 1.
+    allreduce_fusion: bool = False
+    allreduce_fusion_with_pipeline: bool = False
 
 
 def _at_least(version: str | None, release: str) -> bool:
@@ -145,17 +174,37 @@ def vllm_memory(
     MemorySnapshot after the CUDA context (0.11.0: also after NCCL's initialisation) and
     `memory_profiling` (vllm/utils) books only the non-torch increase since it.
 
-    CUDA graphs: inside the budget from 0.21.0 on CUDA (CUDA_GRAPH_BUDGET_SINCE), but for the
+    Sampler: PyTorch's sort up to 0.16, Triton's in-place masking from 0.17.0 (8 rows or more).
+    All-reduce fusion workspace: from 0.17.0 on Hopper and Blackwell (ALLREDUCE_FUSION_*).
+
+    CUDA graphs: inside the budget from 0.20.0 on CUDA (CUDA_GRAPH_BUDGET_SINCE), but for the
     model types the V2 model runner serves by default from 0.24.0.
     """
     v0 = generation == "v0"
     if flashinfer is None:
         flashinfer = not v0 and flashinfer_sampler(version, gpu)
+    triton = not v0 and not flashinfer and _at_least(version, TRITON_SAMPLER_SINCE)
+    fusion = (
+        not v0
+        and gpu.platform == "cuda"
+        and gpu.architecture in ALLREDUCE_FUSION_ARCHITECTURES
+        and _at_least(version, ALLREDUCE_FUSION_SINCE)
+    )
     return EngineMemory(
         non_torch_since_start=v0 or not _at_least(version, "0.10"),
-        sampler_bytes_per_logit=SAMPLER_BYTES_FLASHINFER if flashinfer else SAMPLER_BYTES_PYTORCH,
+        sampler_bytes_per_logit=(
+            SAMPLER_BYTES_FLASHINFER
+            if flashinfer
+            else SAMPLER_BYTES_TRITON
+            if triton
+            else SAMPLER_BYTES_PYTORCH
+        ),
         mxfp4=MXFP4_BACKENDS[mxfp4_backend] if mxfp4_backend else mxfp4_layout(version, gpu),
         cuda_graph_gib=cuda_graph_gib(version, gpu, generation, model_type),
+        sampler_sort_below_rows=TRITON_SAMPLER_MIN_ROWS if triton else 0,
+        allreduce_fusion=fusion,
+        allreduce_fusion_with_pipeline=fusion
+        and _at_least(version, ALLREDUCE_FUSION_WITH_PIPELINE_SINCE),
     )
 
 
@@ -165,8 +214,8 @@ def cuda_graph_gib(
     generation: Generation | None = None,
     model_type: str | None = None,
 ) -> float:
-    """CUDA-graph memory per rank inside vLLM's KV budget: CUDA_GRAPH_GIB from 0.21.0 on CUDA
-    (an unknown release counts as the newest read); none on ROCm, in V0, before 0.21.0, or
+    """CUDA-graph memory per rank inside vLLM's KV budget: CUDA_GRAPH_GIB from 0.20.0 on CUDA
+    (an unknown release counts as the newest read); none on ROCm, in V0, before 0.20.0, or
     where the V2 model runner serves the model."""
     if generation == "v0" or gpu.platform != "cuda":
         return 0.0

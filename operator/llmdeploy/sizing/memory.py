@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat
-from llmdeploy.sizing.engine_memory import EngineMemory, Mxfp4Layout
+from llmdeploy.sizing.engine_memory import SAMPLER_BYTES_PYTORCH, EngineMemory, Mxfp4Layout
 from llmdeploy.sizing.model_facts import ModelFacts
 
 GIB = float(2**30)
@@ -29,9 +29,12 @@ NON_TORCH_MULTI_GPU_BASE_GIB = 2.9
 NON_TORCH_PER_TP_RANK_GIB = 0.35
 # Where vLLM counts only the increase since its snapshot after device initialisation (V1 from
 # 0.10): what the profiling step and the communicators' later buffers add. Fitted.
-NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.18
+NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.37
 NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB = 0.39
 NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB = 0.0
+# FlashInfer's all-reduce fusion workspace, created after the snapshot at TP > 1 where the
+# release fuses all-reduce with RMSNorm (engine_memory.py ALLREDUCE_FUSION_SINCE). Fitted.
+NON_TORCH_ALLREDUCE_FUSION_GIB = 1.84
 # Profiling activations: hidden states and MLP intermediates of one step of
 # max_num_batched_tokens tokens (fitted copies of each).
 ACTIVATION_HIDDEN_COPIES = 2
@@ -137,8 +140,22 @@ def activation_bytes(
     )
     step = max_num_batched_tokens * per_token * BYTES_16BIT
     requests = min(max_num_seqs, max_num_batched_tokens)
-    sampler = requests * model.vocab_size * rules.sampler_bytes_per_logit
+    per_logit = (
+        SAMPLER_BYTES_PYTORCH
+        if requests < rules.sampler_sort_below_rows
+        else rules.sampler_bytes_per_logit
+    )
+    sampler = requests * model.vocab_size * per_logit
     return max(step, sampler + max_num_batched_tokens * model.hidden_size * BYTES_16BIT)
+
+
+def allreduce_fusion(tensor: int, pipeline: int, rules: EngineMemory) -> bool:
+    """Whether the layout books FlashInfer's all-reduce fusion workspace."""
+    return (
+        rules.allreduce_fusion
+        and tensor > 1
+        and (pipeline == 1 or rules.allreduce_fusion_with_pipeline)
+    )
 
 
 def non_torch_bytes(tensor: int, pipeline: int, rules: EngineMemory) -> float:
@@ -146,7 +163,8 @@ def non_torch_bytes(tensor: int, pipeline: int, rules: EngineMemory) -> float:
         if tensor * pipeline == 1:
             return NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB * GIB
         per_rank = NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB * tensor
-        return (NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB + per_rank) * GIB
+        fusion = NON_TORCH_ALLREDUCE_FUSION_GIB if allreduce_fusion(tensor, pipeline, rules) else 0
+        return (NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB + per_rank + fusion) * GIB
     if tensor * pipeline == 1:
         return NON_TORCH_SINGLE_GPU_GIB * GIB
     return (NON_TORCH_MULTI_GPU_BASE_GIB + NON_TORCH_PER_TP_RANK_GIB * tensor) * GIB
