@@ -256,9 +256,12 @@ def test_allreduce_fusion_workspace_follows_release_gpu_and_layout(catalog: Cata
         assert not allreduce_fusion(2, 1, vllm_memory("0.24.0", gpu))
     assert not allreduce_fusion(1, 1, vllm_memory("0.19.0", h100))
     assert not allreduce_fusion(2, 1, vllm_memory("0.19.0", h100, "v0"))
-    # PP > 1 turned it off up to 0.20.0; 0.24.0 drops that condition.
-    assert not allreduce_fusion(2, 2, vllm_memory("0.19.0", h100))
-    assert allreduce_fusion(2, 2, vllm_memory("0.24.0", h100))
+    # PP > 1 turns it off in 0.17.0 to 0.20.0 and 0.23.0, not in 0.22.0 nor 0.24.0.
+    with_pipeline = {"0.19.0": False, "0.20.0": False, "0.22.0": True, "0.22.1": True}
+    with_pipeline |= {"0.23.0": False, "0.24.0": True, "0.27.1": True}
+    for version, expected in with_pipeline.items():
+        assert allreduce_fusion(2, 2, vllm_memory(version, h100)) == expected, version
+        assert allreduce_fusion(2, 1, vllm_memory(version, h100)), version
     # Booked as non-torch memory on top of the snapshot era's line.
     with_fusion = non_torch_bytes(2, 1, vllm_memory("0.19.0", h100))
     without = non_torch_bytes(2, 1, vllm_memory("0.16.0", h100))
@@ -316,7 +319,12 @@ def test_cuda_graphs_inside_the_budget_from_0_20_on_cuda(catalog: Catalog) -> No
     }.items():
         rules = vllm_memory("0.24.0", h100, model_type=model_type)
         assert rules.cuda_graph_gib == (CUDA_GRAPH_GIB if inside else 0.0)
-    assert vllm_memory("0.20.0", h100, model_type="llama").cuda_graph_gib == CUDA_GRAPH_GIB
+    # The V2 runner's architectures by release (config/vllm.py DEFAULT_V2_MODEL_RUNNER_...).
+    v2_from = {("qwen3", "0.22.0"), ("llama", "0.23.0"), ("deepseek_v2", "0.24.0")}
+    for model_type, release in v2_from:
+        assert vllm_memory(release, h100, model_type=model_type).cuda_graph_gib == 0.0
+    for model_type, release in {("qwen3", "0.20.0"), ("llama", "0.22.0"), ("qwen2_moe", "0.23.0")}:
+        assert vllm_memory(release, h100, model_type=model_type).cuda_graph_gib == CUDA_GRAPH_GIB
 
     def kv_gib(version: str) -> float:
         rules = vllm_memory(version, h100, flashinfer=True, model_type="qwen2")

@@ -49,13 +49,19 @@ SAMPLER_BYTES_TENSORRT_LLM = 8.0
 # KV cache was sized, outside the budget.
 CUDA_GRAPH_BUDGET_SINCE = "0.20.0"
 # Except under the V2 model runner, whose profile_cudagraph_memory() returns 0
-# (v1/worker/gpu/model_runner.py, 0.24.0): 0.24.0 runs it by default for the architectures of
-# config/vllm.py DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES, here by their Hugging Face model_type
-# (LlamaForCausalLM: llama, ...). Their graphs are captured outside the budget as before.
-V2_RUNNER_SINCE = "0.24.0"
-V2_RUNNER_MODEL_TYPES = frozenset(
-    {"llama", "mistral", "qwen3", "qwen2_moe", "deepseek_v2", "granitemoe"}
-)
+# (v1/worker/gpu/model_runner.py, 0.22.0 to 0.24.0): vLLM runs it by default for the
+# architectures of config/vllm.py DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES, here by their Hugging
+# Face model_type (LlamaForCausalLM: llama, ...), a set that grows by release (0.22.0:
+# Qwen3ForCausalLM; 0.23.0: + Llama, Mistral; 0.24.0: + DeepseekV2, Qwen2Moe, GraniteMoe).
+# Their graphs are captured outside the budget as before.
+V2_RUNNER_MODEL_TYPES_SINCE: dict[str, str] = {
+    "qwen3": "0.22.0",
+    "llama": "0.23.0",
+    "mistral": "0.23.0",
+    "qwen2_moe": "0.24.0",
+    "deepseek_v2": "0.24.0",
+    "granitemoe": "0.24.0",
+}
 # The estimate is a measurement at startup (the first capture plus the extra of each further
 # graph), not a formula of the model. A plan deducts the median of the per-rank figures public
 # logs print ("Estimated CUDA graph memory", printed from 0.18.0 whether or not it is deducted;
@@ -75,14 +81,15 @@ CUDA_GRAPH_GIB = statistics.median(CUDA_GRAPH_LOGGED_GIB.values())
 
 # From 0.17.0 vLLM fuses each all-reduce with the RMSNorm after it by default at TP > 1 on
 # SM 9.0 and SM 10.x with FlashInfer installed (config/vllm.py enable_allreduce_rms_fusion,
-# -O2; 0.17.0 to 0.20.0 also require PP 1). The fusion pass creates FlashInfer's all-reduce
+# -O2; PP 1 is required in 0.17.0 to 0.20.0 and again in 0.23.0, not in 0.22.0 nor 0.24.0;
+# 0.21.0 is not on the package index). The fusion pass creates FlashInfer's all-reduce
 # workspace while the profiling run compiles the model, after vLLM's memory snapshot, so it is
 # booked as non-torch memory (memory.py NON_TORCH_ALLREDUCE_FUSION_GIB, fitted): llm-d-planner's
 # 0.19.0 H100 logs print "Initialized FlashInfer All Reduce workspace" inside the profiling and
 # 2.06-2.21 GiB of non-torch increase at TP 2 and 4 against 0.24-0.27 at TP 1 and 0.07 at PP 2-4.
 ALLREDUCE_FUSION_SINCE = "0.17.0"
 ALLREDUCE_FUSION_ARCHITECTURES = frozenset({"hopper", "blackwell"})
-ALLREDUCE_FUSION_WITH_PIPELINE_SINCE = "0.24.0"
+ALLREDUCE_FUSION_WITH_PIPELINE = (("0.22.0", "0.23.0"), ("0.24.0", None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +211,10 @@ def vllm_memory(
         sampler_sort_below_rows=TRITON_SAMPLER_MIN_ROWS if triton else 0,
         allreduce_fusion=fusion,
         allreduce_fusion_with_pipeline=fusion
-        and _at_least(version, ALLREDUCE_FUSION_WITH_PIPELINE_SINCE),
+        and any(
+            _at_least(version, low) and (high is None or not _at_least(version, high))
+            for low, high in ALLREDUCE_FUSION_WITH_PIPELINE
+        ),
     )
 
 
@@ -221,7 +231,8 @@ def cuda_graph_gib(
         return 0.0
     if not _at_least(version, CUDA_GRAPH_BUDGET_SINCE):
         return 0.0
-    if model_type in V2_RUNNER_MODEL_TYPES and _at_least(version, V2_RUNNER_SINCE):
+    v2_since = V2_RUNNER_MODEL_TYPES_SINCE.get(model_type or "")
+    if v2_since and _at_least(version, v2_since):
         return 0.0
     return CUDA_GRAPH_GIB
 
