@@ -319,6 +319,7 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
             "NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB",
             "NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB",
             "NON_TORCH_ALLREDUCE_FUSION_GIB",
+            "NON_TORCH_GRAPH_PROFILING_GIB",
             "ACTIVATION_HIDDEN_COPIES",
             "ACTIVATION_MLP_COPIES",
         ),

@@ -7,9 +7,11 @@ Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory 
 - by the accounting era of the row's release (operator/llmdeploy/sizing/engine_memory.py):
   NON_TORCH_SINGLE_GPU_GIB is the median over since-start single-GPU rows; the snapshot era's
   single-GPU term the median over its single-GPU rows, its multi-GPU base and per-TP-rank
-  terms a least-squares line over its multi-GPU rows without the all-reduce fusion workspace
-  (never below zero), and NON_TORCH_ALLREDUCE_FUSION_GIB the median of what the rows with
-  the workspace imply above that line;
+  terms a least-squares line over its multi-GPU rows (never below zero), both on releases
+  without the CUDA-graph estimate in the profiling (0.18.0) nor the all-reduce fusion
+  workspace; NON_TORCH_GRAPH_PROFILING_GIB the median of what the rows with the estimate and
+  without the workspace imply above those terms, and NON_TORCH_ALLREDUCE_FUSION_GIB the
+  median of what the rows with the workspace imply above them all;
 - the activation shape kept is the one whose constants re-plan the rows with the smallest mean
   absolute KV error in GiB (first on the grid among equals).
 
@@ -158,27 +160,43 @@ def _fit_non_torch(
         for r, y in implied
         if rules(r, catalog).non_torch_since_start and r.tensor * r.pipeline == 1
     ]
-    single = [
-        y
-        for r, y in implied
-        if not rules(r, catalog).non_torch_since_start and r.tensor * r.pipeline == 1
+    snapshot = [(r, y) for r, y in implied if not rules(r, catalog).non_torch_since_start]
+    # First the releases without the graph estimate in the profiling nor the fusion workspace,
+    # then each of those terms on top of that era's figure for the row's layout.
+    single = [y for r, y in snapshot if r.tensor == 1 and not _graphs(r, catalog)]
+    plain = [
+        (float(r.tensor), y)
+        for r, y in snapshot
+        if r.tensor > 1 and not _graphs(r, catalog) and not _fusion(r, catalog)
     ]
-    multi = [
-        (r, float(r.tensor), y)
-        for r, y in implied
-        if not rules(r, catalog).non_torch_since_start and r.tensor * r.pipeline > 1
-    ]
-    plain = [(x, y) for r, x, y in multi if not _fusion(r, catalog)]
+    single_gib = round(max(0.0, statistics.median(single)), 2)
     base, per_rank = _least_squares([x for x, _ in plain], [y for _, y in plain])
     base, per_rank = round(max(0.0, base), 2), round(max(0.0, per_rank), 2)
-    fused = [y - base - per_rank * x for r, x, y in multi if _fusion(r, catalog)]
+
+    def before(r: KvRow) -> float:
+        return single_gib if r.tensor == 1 else base + per_rank * r.tensor
+
+    graph_rows = [
+        y - before(r) for r, y in snapshot if _graphs(r, catalog) and not _fusion(r, catalog)
+    ]
+    graphs = round(max(0.0, statistics.median(graph_rows)), 2)
+    fused = [
+        y - before(r) - (graphs if _graphs(r, catalog) else 0.0)
+        for r, y in snapshot
+        if _fusion(r, catalog)
+    ]
     return {
         "NON_TORCH_SINGLE_GPU_GIB": round(max(0.0, statistics.median(since_start)), 2),
-        "NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB": round(max(0.0, statistics.median(single)), 2),
+        "NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB": single_gib,
         "NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB": base,
         "NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB": per_rank,
+        "NON_TORCH_GRAPH_PROFILING_GIB": graphs,
         "NON_TORCH_ALLREDUCE_FUSION_GIB": round(max(0.0, statistics.median(fused)), 2),
     }
+
+
+def _graphs(row: KvRow, catalog: Catalog) -> bool:
+    return rules(row, catalog).graph_profiling
 
 
 def _fusion(row: KvRow, catalog: Catalog) -> bool:

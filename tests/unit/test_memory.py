@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmdeploy.catalog import Catalog, Gpu
-from llmdeploy.sizing import resolve_model
+from llmdeploy.sizing import memory, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, vllm_memory
 from llmdeploy.sizing.memory import (
     GIB,
@@ -239,8 +239,29 @@ def test_triton_sampler_matches_the_logged_0_19_peaks(catalog: Catalog) -> None:
         assert 0.92 * peak < modelled < peak, name
 
 
+def test_graph_estimate_in_the_profiling_from_0_18(catalog: Catalog) -> None:
+    from llmdeploy.sizing.memory import non_torch_bytes
+
+    h100, mi300x = catalog.gpus["nvidia-h100-80gb"], catalog.gpus["amd-mi300x-192gb"]
+    # gpu_worker.py determine_available_memory: profile_cudagraph_memory inside
+    # memory_profiling from 0.18.0, on CUDA; the V2 runner's estimate captures nothing.
+    for version, inside in {
+        "0.17.0": False,
+        "0.18.0": True,
+        "0.19.0": True,
+        "0.24.0": True,
+    }.items():
+        assert vllm_memory(version, h100, model_type="qwen2").graph_profiling == inside
+    assert not vllm_memory("0.19.0", mi300x).graph_profiling
+    assert not vllm_memory("0.24.0", h100, model_type="llama").graph_profiling
+    assert vllm_memory("0.22.0", h100, model_type="llama").graph_profiling
+    grown = non_torch_bytes(1, 1, vllm_memory("0.19.0", h100)) - non_torch_bytes(
+        1, 1, vllm_memory("0.17.0", h100)
+    )
+    assert grown / GIB == pytest.approx(memory.NON_TORCH_GRAPH_PROFILING_GIB)
+
+
 def test_allreduce_fusion_workspace_follows_release_gpu_and_layout(catalog: Catalog) -> None:
-    from llmdeploy.sizing import memory
     from llmdeploy.sizing.memory import allreduce_fusion, non_torch_bytes
 
     h100, h200, b200 = (
@@ -262,8 +283,9 @@ def test_allreduce_fusion_workspace_follows_release_gpu_and_layout(catalog: Cata
     for version, expected in with_pipeline.items():
         assert allreduce_fusion(2, 2, vllm_memory(version, h100)) == expected, version
         assert allreduce_fusion(2, 1, vllm_memory(version, h100)), version
-    # Booked as non-torch memory on top of the snapshot era's line.
-    with_fusion = non_torch_bytes(2, 1, vllm_memory("0.19.0", h100))
+    # Booked as non-torch memory on top of the snapshot era's line (0.17.0: no graph estimate
+    # in the profiling yet).
+    with_fusion = non_torch_bytes(2, 1, vllm_memory("0.17.0", h100))
     without = non_torch_bytes(2, 1, vllm_memory("0.16.0", h100))
     assert (with_fusion - without) / GIB == pytest.approx(memory.NON_TORCH_ALLREDUCE_FUSION_GIB)
     assert memory.NON_TORCH_ALLREDUCE_FUSION_GIB > 1.0  # 0.19.0 logs: ~1.8 GiB above TP 1
@@ -331,8 +353,13 @@ def test_cuda_graphs_inside_the_budget_from_0_20_on_cuda(catalog: Catalog) -> No
         memory = on_one_gpu(catalog, h100, rules, batched=8192, model="Qwen/Qwen2.5-7B-Instruct")
         return memory.kv_cache_gib
 
-    # Same sampler and non-torch era: the KV budget differs by the graphs alone.
-    assert kv_gib("0.11.0") - kv_gib("0.24.0") == pytest.approx(CUDA_GRAPH_GIB)
+    # Same sampler and non-torch era: the KV budget differs by the graphs and what their
+    # estimate leaves outside torch (inside the profiling from 0.18.0).
+    from llmdeploy.sizing.memory import NON_TORCH_GRAPH_PROFILING_GIB
+
+    assert kv_gib("0.11.0") - kv_gib("0.24.0") == pytest.approx(
+        CUDA_GRAPH_GIB + NON_TORCH_GRAPH_PROFILING_GIB
+    )
 
 
 def test_budget_starts_from_the_cited_cuda_visible_total(catalog: Catalog) -> None:
@@ -409,4 +436,9 @@ def test_a_plan_names_the_cuda_graphs_its_release_books(catalog: Catalog) -> Non
     ]
     assert sum(p or 0.0 for p in parts) == pytest.approx(22.05 * 0.9, abs=0.03)
     assert old.kv_cache_gib_per_gpu and new.kv_cache_gib_per_gpu
-    assert old.kv_cache_gib_per_gpu - new.kv_cache_gib_per_gpu == pytest.approx(0.58, abs=0.01)
+    # The graphs, and what their estimate leaves outside torch (non-torch memory, from 0.18.0).
+    graph_profiling = (new.non_torch_gib_per_gpu or 0) - (old.non_torch_gib_per_gpu or 0)
+    assert graph_profiling == pytest.approx(memory.NON_TORCH_GRAPH_PROFILING_GIB, abs=0.01)
+    assert old.kv_cache_gib_per_gpu - new.kv_cache_gib_per_gpu == pytest.approx(
+        0.58 + graph_profiling, abs=0.01
+    )

@@ -88,6 +88,13 @@ CUDA_GRAPH_GIB = statistics.median(CUDA_GRAPH_LOGGED_GIB.values())
 # 0.19.0 H100 logs print "Initialized FlashInfer All Reduce workspace" inside the profiling and
 # 2.06-2.21 GiB of non-torch increase at TP 2 and 4 against 0.24-0.27 at TP 1 and 0.07 at PP 2-4.
 ALLREDUCE_FUSION_SINCE = "0.17.0"
+# From 0.18.0 determine_available_memory measures the CUDA-graph estimate's captures
+# (gpu_model_runner.py profile_cudagraph_memory) inside memory_profiling, whether or not it
+# deducts the estimate: what they leave outside torch's pool is booked as non-torch memory
+# (memory.py NON_TORCH_GRAPH_PROFILING_GIB, fitted). llm-d-planner logs 0.13-0.14 GiB of
+# non-torch memory at TP 1 on vLLM 0.11.0 and 0.24-0.27 on 0.19.0 (H100, both). The V2 model
+# runner's estimate captures nothing.
+GRAPH_PROFILING_SINCE = "0.18.0"
 ALLREDUCE_FUSION_ARCHITECTURES = frozenset({"hopper", "blackwell"})
 ALLREDUCE_FUSION_WITH_PIPELINE = (("0.22.0", "0.23.0"), ("0.24.0", None))
 
@@ -129,6 +136,8 @@ class EngineMemory:
     cuda_graph_gib: float = 0.0
     # The sampler sorts (SAMPLER_BYTES_PYTORCH) a step of fewer rows than this.
     sampler_sort_below_rows: int = 0
+    # Whether the CUDA-graph estimate's captures run inside the profiling (GRAPH_PROFILING_SINCE).
+    graph_profiling: bool = False
     # Whether a TP > 1 layout books FlashInfer's all-reduce fusion workspace (ALLREDUCE_FUSION_*),
     # and whether also with PP > 1.
     allreduce_fusion: bool = False
@@ -208,6 +217,10 @@ def vllm_memory(
         ),
         mxfp4=MXFP4_BACKENDS[mxfp4_backend] if mxfp4_backend else mxfp4_layout(version, gpu),
         cuda_graph_gib=cuda_graph_gib(version, gpu, generation, model_type),
+        graph_profiling=not v0
+        and gpu.platform == "cuda"
+        and _at_least(version, GRAPH_PROFILING_SINCE)
+        and not _v2_runner(version, model_type),
         sampler_sort_below_rows=TRITON_SAMPLER_MIN_ROWS if triton else 0,
         allreduce_fusion=fusion,
         allreduce_fusion_with_pipeline=fusion
@@ -231,10 +244,15 @@ def cuda_graph_gib(
         return 0.0
     if not _at_least(version, CUDA_GRAPH_BUDGET_SINCE):
         return 0.0
-    v2_since = V2_RUNNER_MODEL_TYPES_SINCE.get(model_type or "")
-    if v2_since and _at_least(version, v2_since):
+    if _v2_runner(version, model_type):
         return 0.0
     return CUDA_GRAPH_GIB
+
+
+def _v2_runner(version: str | None, model_type: str | None) -> bool:
+    """Whether vLLM serves the model with its V2 model runner by default."""
+    since = V2_RUNNER_MODEL_TYPES_SINCE.get(model_type or "")
+    return since is not None and _at_least(version, since)
 
 
 def engine_memory(

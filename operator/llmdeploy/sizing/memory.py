@@ -29,12 +29,15 @@ NON_TORCH_MULTI_GPU_BASE_GIB = 2.9
 NON_TORCH_PER_TP_RANK_GIB = 0.35
 # Where vLLM counts only the increase since its snapshot after device initialisation (V1 from
 # 0.10): what the profiling step and the communicators' later buffers add. Fitted.
-NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.37
+NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.18
 NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB = 0.39
 NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB = 0.0
 # FlashInfer's all-reduce fusion workspace, created after the snapshot at TP > 1 where the
 # release fuses all-reduce with RMSNorm (engine_memory.py ALLREDUCE_FUSION_SINCE). Fitted.
-NON_TORCH_ALLREDUCE_FUSION_GIB = 1.84
+NON_TORCH_ALLREDUCE_FUSION_GIB = 1.65
+# What the CUDA-graph estimate's captures leave outside torch where the release runs them inside
+# the profiling (engine_memory.py GRAPH_PROFILING_SINCE). Fitted.
+NON_TORCH_GRAPH_PROFILING_GIB = 0.19
 # Profiling activations: hidden states and MLP intermediates of one step of
 # max_num_batched_tokens tokens (fitted copies of each).
 ACTIVATION_HIDDEN_COPIES = 2
@@ -160,11 +163,12 @@ def allreduce_fusion(tensor: int, pipeline: int, rules: EngineMemory) -> bool:
 
 def non_torch_bytes(tensor: int, pipeline: int, rules: EngineMemory) -> float:
     if not rules.non_torch_since_start:
+        graphs = NON_TORCH_GRAPH_PROFILING_GIB if rules.graph_profiling else 0.0
         if tensor * pipeline == 1:
-            return NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB * GIB
+            return (NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB + graphs) * GIB
         per_rank = NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB * tensor
         fusion = NON_TORCH_ALLREDUCE_FUSION_GIB if allreduce_fusion(tensor, pipeline, rules) else 0
-        return (NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB + per_rank + fusion) * GIB
+        return (NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB + per_rank + fusion + graphs) * GIB
     if tensor * pipeline == 1:
         return NON_TORCH_SINGLE_GPU_GIB * GIB
     return (NON_TORCH_MULTI_GPU_BASE_GIB + NON_TORCH_PER_TP_RANK_GIB * tensor) * GIB
