@@ -204,6 +204,11 @@ def test_sampler_peak_follows_release_and_platform(catalog: Catalog) -> None:
     assert vllm_memory("0.19.0", catalog.gpus["amd-mi300x-192gb"]).sampler_bytes_per_logit == 14.0
     assert vllm_memory(None, h100, "v0").sampler_bytes_per_logit == 38.0  # V0: opt-in only
     assert vllm_memory("0.19.0", h100, flashinfer=False).sampler_bytes_per_logit == 14.0
+    # The V2 model runner profiles its sampler without top-k/top-p: logits and an fp32 copy.
+    assert vllm_memory("0.24.0", h100, model_type="llama").sampler_bytes_per_logit == 6.0
+    assert vllm_memory("0.23.0", h100, model_type="llama").sampler_bytes_per_logit == 6.0
+    assert vllm_memory("0.22.0", h100, model_type="llama").sampler_bytes_per_logit == 14.0
+    assert vllm_memory("0.24.0", h100, model_type="gpt_oss").sampler_bytes_per_logit == 14.0
 
 
 def test_triton_sampler_still_sorts_a_step_of_fewer_than_8_rows(catalog: Catalog) -> None:

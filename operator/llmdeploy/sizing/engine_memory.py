@@ -37,6 +37,12 @@ SAMPLER_BYTES_PYTORCH = 38.0
 SAMPLER_BYTES_TRITON = 14.0
 TRITON_SAMPLER_SINCE = "0.17.0"
 TRITON_SAMPLER_MIN_ROWS = 8
+# The V2 model runner (V2_RUNNER_MODEL_TYPES_SINCE below) profiles its own sampler with a dummy
+# batch of default sampling parameters: no top-k/top-p ("the sampler may skip top_k, top_p, and
+# logprobs", v1/worker/gpu/model_runner.py _dummy_sampler_run, 0.24.0), so the step holds the
+# model-dtype logits (2) and sample/sampler.py's fp32 copy (4); gumbel_sample's buffers are per
+# block of the vocabulary, not per logit.
+SAMPLER_BYTES_V2_RUNNER = 6.0
 # TensorRT-LLM's profiling is not modelled from its source: the figure vLLM's had before.
 SAMPLER_BYTES_TENSORRT_LLM = 8.0
 
@@ -190,7 +196,8 @@ def vllm_memory(
     MemorySnapshot after the CUDA context (0.11.0: also after NCCL's initialisation) and
     `memory_profiling` (vllm/utils) books only the non-torch increase since it.
 
-    Sampler: PyTorch's sort up to 0.16, Triton's in-place masking from 0.17.0 (8 rows or more).
+    Sampler: PyTorch's sort up to 0.16, Triton's in-place masking from 0.17.0 (8 rows or more),
+    no top-k/top-p at all under the V2 model runner.
     All-reduce fusion workspace: from 0.17.0 on Hopper and Blackwell (ALLREDUCE_FUSION_*).
 
     CUDA graphs: inside the budget from 0.20.0 on CUDA (CUDA_GRAPH_BUDGET_SINCE), but for the
@@ -199,6 +206,7 @@ def vllm_memory(
     v0 = generation == "v0"
     if flashinfer is None:
         flashinfer = not v0 and flashinfer_sampler(version, gpu)
+    v2_runner = not v0 and _v2_runner(version, model_type)
     triton = not v0 and not flashinfer and _at_least(version, TRITON_SAMPLER_SINCE)
     fusion = (
         not v0
@@ -209,7 +217,9 @@ def vllm_memory(
     return EngineMemory(
         non_torch_since_start=v0 or not _at_least(version, "0.10"),
         sampler_bytes_per_logit=(
-            SAMPLER_BYTES_FLASHINFER
+            SAMPLER_BYTES_V2_RUNNER
+            if v2_runner
+            else SAMPLER_BYTES_FLASHINFER
             if flashinfer
             else SAMPLER_BYTES_TRITON
             if triton
@@ -220,8 +230,8 @@ def vllm_memory(
         graph_profiling=not v0
         and gpu.platform == "cuda"
         and _at_least(version, GRAPH_PROFILING_SINCE)
-        and not _v2_runner(version, model_type),
-        sampler_sort_below_rows=TRITON_SAMPLER_MIN_ROWS if triton else 0,
+        and not v2_runner,
+        sampler_sort_below_rows=TRITON_SAMPLER_MIN_ROWS if triton and not v2_runner else 0,
         allreduce_fusion=fusion,
         allreduce_fusion_with_pipeline=fusion
         and any(
