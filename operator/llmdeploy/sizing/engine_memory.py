@@ -31,9 +31,10 @@ SAMPLER_BYTES_PYTORCH = 38.0
 # instead of sorting it (vllm PR #33538: v1/sample/ops/topk_topp_triton.py, first in the 0.17.0
 # wheel; topk_topp_sampler.py apply_top_k_top_p): model-dtype logits (2), the fp32 copy (4),
 # the softmax probabilities (4) and random_sample's exponential draws (4), FlashInfer's 14.
-# Checked on llm-d-planner's 0.19.0 H100 debug logs ("torch peak memory increase", 1024 rows):
-# 1.89 GiB for Llama-3.1-8B and 3.65 for Gemma-2-9B against 1.78 and 3.40 at 14 bytes per logit
-# (the rest is the kernel's per-SM buffer of one fp32 vocabulary row, not modelled).
+# Checked on llm-d-planner's 0.19.0 H100 debug logs of fit-set rows ("torch peak memory
+# increase", 1024 rows): 2.21 GiB for Qwen2.5-7B and 3.66 for Gemma-2-27B against 2.09 and 3.49
+# at 14 bytes per logit (most of the rest is the kernel's buffer of one fp32 vocabulary row per
+# SM, not modelled).
 SAMPLER_BYTES_TRITON = 14.0
 TRITON_SAMPLER_SINCE = "0.17.0"
 TRITON_SAMPLER_MIN_ROWS = 8
@@ -91,8 +92,13 @@ CUDA_GRAPH_GIB = statistics.median(CUDA_GRAPH_LOGGED_GIB.values())
 # 0.21.0 is not on the package index). The fusion pass creates FlashInfer's all-reduce
 # workspace while the profiling run compiles the model, after vLLM's memory snapshot, so it is
 # booked as non-torch memory (memory.py NON_TORCH_ALLREDUCE_FUSION_GIB, fitted): llm-d-planner's
-# 0.19.0 H100 logs print "Initialized FlashInfer All Reduce workspace" inside the profiling and
-# 2.06-2.21 GiB of non-torch increase at TP 2 and 4 against 0.24-0.27 at TP 1 and 0.07 at PP 2-4.
+# 0.19.0 H100 logs of fit-set rows print "Initialized FlashInfer All Reduce workspace" inside
+# the profiling and 2.09-2.13 GiB of non-torch increase at TP 2 and 4 against 0.24-0.27 at TP 1
+# and 0.07 at PP 2-4. As much at TP 4, whose workspace holds 256 tokens instead of 8192: the
+# workspace's buffers alone do not make it, and the other change at TP > 1 in those releases,
+# the graph estimate's captures inside the profiling (0.18.0, below; custom all-reduce registers
+# their buffers), cannot be told apart on H100 logs. A TP > 1 log of 0.18+ on a GPU without
+# the fusion (A100, L40S) would.
 ALLREDUCE_FUSION_SINCE = "0.17.0"
 # From 0.18.0 determine_available_memory measures the CUDA-graph estimate's captures
 # (gpu_model_runner.py profile_cudagraph_memory) inside memory_profiling, whether or not it
