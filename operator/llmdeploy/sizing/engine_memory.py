@@ -207,7 +207,7 @@ def vllm_memory(
     All-reduce fusion workspace: from 0.17.0 on Hopper and Blackwell (ALLREDUCE_FUSION_*).
 
     CUDA graphs: inside the budget from 0.20.0 on CUDA (CUDA_GRAPH_BUDGET_SINCE), but for the
-    model types the V2 model runner serves by default from 0.24.0.
+    model types the V2 model runner serves by default (from 0.22.0, V2_RUNNER_MODEL_TYPES_SINCE).
     """
     v0 = generation == "v0"
     if flashinfer is None:
