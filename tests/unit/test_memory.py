@@ -180,6 +180,28 @@ def test_mxfp4_experts_as_vllm_lays_them_out(
     assert weight_bytes_per_rank(model, mxfp4, tensor, 1) / GIB < 0.97 * logged
 
 
+def test_triton_mxfp4_experts_padded_for_hopper_in_0_17_to_0_20(catalog: Catalog) -> None:
+    # llm-d-incubation/llm-d-planner accuracy/results/v0.19.0/logs (commit d3121e0), fit-set
+    # row: gpt-oss-20b TP 2 on H100, "Using Triton backend", 7.01 GiB per rank.
+    model = facts(catalog, "openai/gpt-oss-20b")
+    mxfp4 = catalog.quantizations["mxfp4"]
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+
+    def gib(version: str) -> float:
+        return weight_bytes_per_rank(model, mxfp4, 2, 1, vllm_memory(version, h100)) / GIB
+
+    assert gib("0.19.0") == pytest.approx(7.01, rel=0.015)
+    # The vendored triton_kernels' Hopper swizzle pads each matrix to multiples of 64 bytes
+    # from 0.17.0 to 0.20.0 only: 0.16.0 and 0.22.0 lay the experts out as 0.14.0 does.
+    assert gib("0.16.0") == pytest.approx(gib("0.22.0"))
+    assert gib("0.16.0") == pytest.approx(gib("0.14.0"))
+    assert gib("0.20.0") == pytest.approx(gib("0.19.0"))
+    assert gib("0.19.0") - gib("0.16.0") > 0.1
+    # A log naming the Triton backend gets the release's layout.
+    named = vllm_memory("0.19.0", h100, mxfp4_backend="triton")
+    assert weight_bytes_per_rank(model, mxfp4, 2, 1, named) / GIB == pytest.approx(gib("0.19.0"))
+
+
 def test_mxfp4_backend_follows_gpu_and_release(catalog: Catalog) -> None:
     def backend(gpu: str, version: str | None) -> str:
         return vllm_memory(version, catalog.gpus[gpu]).mxfp4.backend

@@ -122,12 +122,22 @@ class Mxfp4Layout:
     hidden_align: int
     # Triton: the swizzled scales are new tensors and the checkpoint's stay registered.
     scales_kept_twice: bool
+    # Triton on Hopper, 0.17.0 to 0.20.0: the vendored triton_kernels' HopperMXValueLayout pads
+    # both dims of each transposed, byte-packed expert matrix to a multiple of this (0: none).
+    swizzle_align: int = 0
 
 
 # Marlin: "n % 256 == 0 and k % 128 == 0" for both expert matmuls (checked on
 # dennislee22/vLLM-benchmarking's gpt-oss-120b TP 4 A100 log and vllm#23278's H100 log).
 MARLIN = Mxfp4Layout("marlin", 128, 256, scales_kept_twice=False)
 TRITON = Mxfp4Layout("triton", 64, 1, scales_kept_twice=True)
+# vllm/third_party/triton_kernels/tensor_details/layout_details/hopper_value.py swizzle_data
+# "Pre-pad both matrix dims to multiples of 64": in the 0.17.0 to 0.20.0 wheels, not in 0.16.0
+# nor 0.22.0 to 0.24.0 (the wheels require no triton_kernels package, so the vendored one
+# runs). llm-d-planner's 0.19.0 logs of gpt-oss-20b on H100 ("Using Triton backend"): 7.01 GiB
+# per rank at TP 2 (fit-set row) against 6.78 without the padding, 6.92 with it.
+TRITON_HOPPER_PADDED = Mxfp4Layout("triton", 64, 1, scales_kept_twice=True, swizzle_align=64)
+TRITON_HOPPER_PADDED_RELEASES = ("0.17.0", "0.22.0")
 TRITON_ROCM = Mxfp4Layout("triton", 256, 256, scales_kept_twice=True)
 FLASHINFER_SM100 = Mxfp4Layout("flashinfer", 256, 256, scales_kept_twice=False)
 # Where the engine's layout was not read (TensorRT-LLM): the checkpoint's own.
@@ -180,8 +190,22 @@ def mxfp4_layout(version: str | None, gpu: Gpu) -> Mxfp4Layout:
     if gpu.architecture == "blackwell":
         return FLASHINFER_SM100
     if gpu.architecture == "hopper" and _at_least(version, "0.12.0"):
-        return TRITON
+        return _triton(version, gpu)
     return MARLIN
+
+
+def _triton(version: str | None, gpu: Gpu) -> Mxfp4Layout:
+    """The Triton layout of the release: padded for Hopper's swizzle in 0.17.0 to 0.20.0."""
+    low, high = TRITON_HOPPER_PADDED_RELEASES
+    padded = _at_least(version, low) and not _at_least(version, high)
+    return TRITON_HOPPER_PADDED if padded and gpu.architecture == "hopper" else TRITON
+
+
+def _mxfp4_backend(name: str, version: str | None, gpu: Gpu) -> Mxfp4Layout:
+    """The layout of a backend a log names, as the release lays it out on the GPU."""
+    if name == "triton" and gpu.platform == "cuda":
+        return _triton(version, gpu)
+    return MXFP4_BACKENDS[name]
 
 
 def vllm_memory(
@@ -231,7 +255,11 @@ def vllm_memory(
             if triton
             else SAMPLER_BYTES_PYTORCH
         ),
-        mxfp4=MXFP4_BACKENDS[mxfp4_backend] if mxfp4_backend else mxfp4_layout(version, gpu),
+        mxfp4=(
+            _mxfp4_backend(mxfp4_backend, version, gpu)
+            if mxfp4_backend
+            else mxfp4_layout(version, gpu)
+        ),
         cuda_graph_gib=cuda_graph_gib(version, gpu, generation, model_type),
         graph_profiling=not v0
         and gpu.platform == "cuda"

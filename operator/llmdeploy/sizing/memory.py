@@ -116,9 +116,18 @@ def _mxfp4_layout_bytes(
     )
     hidden = _round_up(model.hidden_size, layout.hidden_align)
     layers = (model.layers - model.first_dense_layers) / pipeline
-    elements = model.experts * layers * 3 * intermediate * hidden
     scales = 2 if layout.scales_kept_twice else 1
-    return elements * (MXFP4_ELEMENT_BYTES + scales * MXFP4_SCALE_BYTES)
+    per_element = MXFP4_ELEMENT_BYTES + scales * MXFP4_SCALE_BYTES
+    if layout.swizzle_align:
+        # The byte-packed (K / 2) and the other dim of each matrix, padded apart; the scales
+        # are not (engine_memory.py TRITON_HOPPER_PADDED).
+        align = layout.swizzle_align
+        gate_up = _round_up(hidden // 2, align) * 2 * _round_up(2 * intermediate, align)
+        down = _round_up(intermediate // 2, align) * 2 * _round_up(hidden, align)
+        padded = (gate_up + down) * MXFP4_ELEMENT_BYTES
+        scales_bytes = 3 * intermediate * hidden * scales * MXFP4_SCALE_BYTES
+        return model.experts * layers * (padded + scales_bytes)
+    return model.experts * layers * 3 * intermediate * hidden * per_element
 
 
 def _round_up(value: int, alignment: int) -> int:
