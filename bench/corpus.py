@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 from llmdeploy.api.types import ModelSpec
-from llmdeploy.catalog import Catalog, Gpu, Interconnect, version_key
+from llmdeploy.catalog import Catalog, Gpu, Interconnect
 from llmdeploy.sizing import memory, performance, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, Generation, vllm_memory
 from llmdeploy.sizing.memory import GIB, memory_breakdown, weight_bytes_per_rank
@@ -49,24 +49,6 @@ def engine_defaults(generation: str, gpu: Gpu, max_model_len: int) -> tuple[int,
     if gpu.memory_gib >= 70 and "a100" not in gpu.id:
         return 8192, 1024
     return 2048, 256
-
-
-# vLLM releases whose memory profiling the model has not read: after the last one read before
-# 0.24.0 (0.14.x; engine_memory.py, catalog engines.yaml) and before 0.24.0. The image lock
-# pins none of them, so no plan uses them. Their corpus rows (llm-d-planner's 0.19.0 H100 logs,
-# one 0.19.0 A100 log) leave 0.6-5.4 GiB more for the KV cache than the read releases' sampler
-# peak allows, more the larger the vocabulary: the profiled peak changed in between, and a
-# non-torch term fitted through them would be negative.
-UNREAD_RELEASES = ("0.15", "0.24.0")
-
-
-def memory_modelled(row: KvRow) -> bool:
-    """Whether the memory model follows the row's release (an unknown one counts as the newest
-    read): rows of UNREAD_RELEASES are reported apart and never fitted."""
-    if not row.engine_version or row.engine_generation == "v0":
-        return True
-    low, high = (version_key(v) for v in UNREAD_RELEASES)
-    return not low <= version_key(row.engine_version) < high
 
 
 def held_out_by_rule(row_id: str) -> bool:
@@ -343,6 +325,8 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
             "NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB",
             "NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB",
             "NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB",
+            "NON_TORCH_ALLREDUCE_FUSION_GIB",
+            "NON_TORCH_GRAPH_PROFILING_GIB",
             "ACTIVATION_HIDDEN_COPIES",
             "ACTIVATION_MLP_COPIES",
         ),

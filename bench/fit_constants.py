@@ -1,15 +1,17 @@
 """Re-derive every fitted constant of the sizing model from the corpus's fit set only.
 
-Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory is logged and
-whose release the model follows (corpus.py `memory_modelled`: not the unread releases 0.15 to
-0.23, whose rows are reported apart by sizing_accuracy.py):
+Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory is logged:
 - for each activation shape on a small grid (hidden-state copies, MLP copies; the sampler's
   bytes per logit are read in vLLM's source, engine_memory.py), the non-torch memory each
   row implies is budget - weights - activation - KV (the logged weights where it has them);
 - by the accounting era of the row's release (operator/llmdeploy/sizing/engine_memory.py):
   NON_TORCH_SINGLE_GPU_GIB is the median over since-start single-GPU rows; the snapshot era's
   single-GPU term the median over its single-GPU rows, its multi-GPU base and per-TP-rank
-  terms a least-squares line over its multi-GPU rows (never below zero);
+  terms a least-squares line over its multi-GPU rows (never below zero), both on releases
+  without the CUDA-graph estimate in the profiling (0.18.0) nor the all-reduce fusion
+  workspace; NON_TORCH_GRAPH_PROFILING_GIB the median of what the rows with the estimate and
+  without the workspace imply above those terms, and NON_TORCH_ALLREDUCE_FUSION_GIB the
+  median of what the rows with the workspace imply above them all;
 - the activation shape kept is the one whose constants re-plan the rows with the smallest mean
   absolute KV error in GiB (first on the grid among equals).
 
@@ -46,7 +48,6 @@ from corpus import (
     load_kv,
     load_latency,
     load_split,
-    memory_modelled,
     predict_kv,
     predict_latency,
     predict_weights_gib,
@@ -56,7 +57,7 @@ from corpus import (
 )
 from llmdeploy.catalog import Catalog, load_catalog
 from llmdeploy.sizing import performance
-from llmdeploy.sizing.memory import GIB, activation_bytes
+from llmdeploy.sizing.memory import GIB, activation_bytes, allreduce_fusion
 
 HIDDEN_COPIES = (2, 4, 6, 8)
 MLP_COPIES = (2, 4, 6, 8)
@@ -117,10 +118,7 @@ def fit_memory(catalog: Catalog) -> dict[str, float]:
     rows = [
         r
         for r in load_kv()
-        if r.id in fit
-        and r.outcome in ("ran", "refused")
-        and r.kv_gib is not None
-        and memory_modelled(r)
+        if r.id in fit and r.outcome in ("ran", "refused") and r.kv_gib is not None
     ]
     best: tuple[float, dict[str, float]] | None = None
     for hidden, mlp in product(HIDDEN_COPIES, MLP_COPIES):
@@ -146,35 +144,63 @@ def _fit_non_torch(
     a least-squares line in TP over multi-GPU rows (never below zero). Since-start multi-GPU
     memory has no fit row (memory.py keeps vllm#10511's figure). A V1 row counts only where
     its log names the sampler: at H100 defaults the two samplers' peaks differ by up to 4.6
-    GiB, which would otherwise be booked as non-torch memory."""
+    GiB, which would otherwise be booked as non-torch memory. A pipeline-parallel row counts
+    only for its tokens (the KV metrics): its logged GiB are one rank's, often the first
+    stage's, which runs no sampler, while vLLM sizes every stage's cache by the smallest
+    (llm-d-planner's 0.19.0 Llama-3.1-8B PP 2 log: 1.10 GiB of peak on rank 0 against 1.89 at
+    PP 1, and 1,075,312 tokens where rank 0's 66.54 GiB hold 1,090,190)."""
     with constants(shape):
         implied = [
             (r, _implied_non_torch(r, catalog))
             for r in rows
-            if r.sampler or rules(r, catalog).non_torch_since_start
+            if (r.sampler or rules(r, catalog).non_torch_since_start) and r.pipeline == 1
         ]
     since_start = [
         y
         for r, y in implied
         if rules(r, catalog).non_torch_since_start and r.tensor * r.pipeline == 1
     ]
-    single = [
-        y
-        for r, y in implied
-        if not rules(r, catalog).non_torch_since_start and r.tensor * r.pipeline == 1
-    ]
-    multi = [
+    snapshot = [(r, y) for r, y in implied if not rules(r, catalog).non_torch_since_start]
+    # First the releases without the graph estimate in the profiling nor the fusion workspace,
+    # then each of those terms on top of that era's figure for the row's layout.
+    single = [y for r, y in snapshot if r.tensor == 1 and not _graphs(r, catalog)]
+    plain = [
         (float(r.tensor), y)
-        for r, y in implied
-        if not rules(r, catalog).non_torch_since_start and r.tensor * r.pipeline > 1
+        for r, y in snapshot
+        if r.tensor > 1 and not _graphs(r, catalog) and not _fusion(r, catalog)
     ]
-    base, per_rank = _least_squares([x for x, _ in multi], [y for _, y in multi])
+    single_gib = round(max(0.0, statistics.median(single)), 2)
+    base, per_rank = _least_squares([x for x, _ in plain], [y for _, y in plain])
+    base, per_rank = round(max(0.0, base), 2), round(max(0.0, per_rank), 2)
+
+    def before(r: KvRow) -> float:
+        return single_gib if r.tensor == 1 else base + per_rank * r.tensor
+
+    graph_rows = [
+        y - before(r) for r, y in snapshot if _graphs(r, catalog) and not _fusion(r, catalog)
+    ]
+    graphs = round(max(0.0, statistics.median(graph_rows)), 2)
+    fused = [
+        y - before(r) - (graphs if _graphs(r, catalog) else 0.0)
+        for r, y in snapshot
+        if _fusion(r, catalog)
+    ]
     return {
         "NON_TORCH_SINGLE_GPU_GIB": round(max(0.0, statistics.median(since_start)), 2),
-        "NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB": round(max(0.0, statistics.median(single)), 2),
-        "NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB": round(max(0.0, base), 2),
-        "NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB": round(max(0.0, per_rank), 2),
+        "NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB": single_gib,
+        "NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB": base,
+        "NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB": per_rank,
+        "NON_TORCH_GRAPH_PROFILING_GIB": graphs,
+        "NON_TORCH_ALLREDUCE_FUSION_GIB": round(max(0.0, statistics.median(fused)), 2),
     }
+
+
+def _graphs(row: KvRow, catalog: Catalog) -> bool:
+    return rules(row, catalog).graph_profiling
+
+
+def _fusion(row: KvRow, catalog: Catalog) -> bool:
+    return allreduce_fusion(row.tensor, row.pipeline, rules(row, catalog))
 
 
 def _latency_score(rows: list[LatencyRow], catalog: Catalog, values: dict[str, float]) -> float:

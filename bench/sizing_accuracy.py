@@ -3,8 +3,6 @@
 Per metric and set: median |error|, 90th percentile, maximum, share within +-10%; then every
 row. The fit set is what bench/fit_constants.py derives the constants from, so its figures
 are in-sample; only the held-out figures say how the model does on rows it was not fitted to.
-KV rows of vLLM releases the memory model does not follow (corpus.py `memory_modelled`) are
-kept out of both sets' KV figures and reported in a table of their own.
 Run: .venv/bin/python bench/sizing_accuracy.py [--rows]
 """
 
@@ -21,7 +19,6 @@ from corpus import (
     load_kv,
     load_latency,
     load_split,
-    memory_modelled,
     predict_kv,
     predict_latency,
     predict_weights_gib,
@@ -32,7 +29,6 @@ from llmdeploy.catalog import load_catalog
 
 SETS = ("fit", "held-out")
 KV_METRICS = ("KV tokens", "KV GiB")
-UNREAD = {s: f"{s}, releases not modelled" for s in SETS}
 
 
 def collect() -> tuple[dict[str, dict[str, list[float]]], list[str], dict[str, list[str]]]:
@@ -40,7 +36,7 @@ def collect() -> tuple[dict[str, dict[str, list[float]]], list[str], dict[str, l
     catalog = load_catalog()
     split = load_split()
     errors: dict[str, dict[str, list[float]]] = {
-        metric: {s: [] for s in (*SETS, *UNREAD.values())} for metric in KV_METRICS
+        metric: {s: [] for s in SETS} for metric in KV_METRICS
     }
     errors["weights GiB"] = {s: [] for s in SETS}
     errors.update({metric: {s: [] for s in SETS} for metric in ("TTFT", "TPOT")})
@@ -55,18 +51,17 @@ def collect() -> tuple[dict[str, dict[str, list[float]]], list[str], dict[str, l
         if row.outcome not in ("ran", "refused"):
             continue
         p = predict_kv(row, catalog)
-        kv_set = s if memory_modelled(row) else UNREAD[s]
         wrong = p.refused != (row.outcome == "refused")
         refusals[s].append(
             f"{row.id}: {row.outcome}, planned {'infeasible' if p.refused else 'feasible'}"
             + (" (WRONG)" if wrong else "")
         )
         if row.outcome == "ran" and row.kv_tokens is not None:
-            errors["KV tokens"][kv_set].append(relative_error(p.kv_tokens, row.kv_tokens))
-            lines.append(f"| {row.id} | {kv_set} | KV tokens | {row.kv_tokens} | {p.kv_tokens} |")
+            errors["KV tokens"][s].append(relative_error(p.kv_tokens, row.kv_tokens))
+            lines.append(f"| {row.id} | {s} | KV tokens | {row.kv_tokens} | {p.kv_tokens} |")
         if row.kv_gib is not None and row.kv_gib > 0:
-            errors["KV GiB"][kv_set].append(relative_error(p.kv_gib, row.kv_gib))
-            lines.append(f"| {row.id} | {kv_set} | KV GiB | {row.kv_gib} | {p.kv_gib:.2f} |")
+            errors["KV GiB"][s].append(relative_error(p.kv_gib, row.kv_gib))
+            lines.append(f"| {row.id} | {s} | KV GiB | {row.kv_gib} | {p.kv_gib:.2f} |")
     for lrow in load_latency():
         s = split[lrow.id]
         ttft, tpot = predict_latency(lrow, catalog)
@@ -101,9 +96,6 @@ def main() -> None:
         for r in refusals[s]:
             print(f"- {r}")
         print()
-    print("### KV rows of vLLM 0.15 to 0.23, releases the memory model does not follow\n")
-    _table({f"{metric} ({s})": errors[metric][UNREAD[s]] for s in SETS for metric in KV_METRICS})
-    print()
     if args.rows:
         print("| row | set | metric | measured | predicted |")
         print("|---|---|---|---|---|")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmdeploy.catalog import Catalog, Gpu
-from llmdeploy.sizing import resolve_model
+from llmdeploy.sizing import memory, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, vllm_memory
 from llmdeploy.sizing.memory import (
     GIB,
@@ -180,6 +180,28 @@ def test_mxfp4_experts_as_vllm_lays_them_out(
     assert weight_bytes_per_rank(model, mxfp4, tensor, 1) / GIB < 0.97 * logged
 
 
+def test_triton_mxfp4_experts_padded_for_hopper_in_0_17_to_0_20(catalog: Catalog) -> None:
+    # llm-d-incubation/llm-d-planner accuracy/results/v0.19.0/logs (commit d3121e0), fit-set
+    # row: gpt-oss-20b TP 2 on H100, "Using Triton backend", 7.01 GiB per rank.
+    model = facts(catalog, "openai/gpt-oss-20b")
+    mxfp4 = catalog.quantizations["mxfp4"]
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+
+    def gib(version: str) -> float:
+        return weight_bytes_per_rank(model, mxfp4, 2, 1, vllm_memory(version, h100)) / GIB
+
+    assert gib("0.19.0") == pytest.approx(7.01, rel=0.015)
+    # The vendored triton_kernels' Hopper swizzle pads each matrix to multiples of 64 bytes
+    # from 0.17.0 to 0.20.0 only: 0.16.0 and 0.22.0 lay the experts out as 0.14.0 does.
+    assert gib("0.16.0") == pytest.approx(gib("0.22.0"))
+    assert gib("0.16.0") == pytest.approx(gib("0.14.0"))
+    assert gib("0.20.0") == pytest.approx(gib("0.19.0"))
+    assert gib("0.19.0") - gib("0.16.0") > 0.1
+    # A log naming the Triton backend gets the release's layout.
+    named = vllm_memory("0.19.0", h100, mxfp4_backend="triton")
+    assert weight_bytes_per_rank(model, mxfp4, 2, 1, named) / GIB == pytest.approx(gib("0.19.0"))
+
+
 def test_mxfp4_backend_follows_gpu_and_release(catalog: Catalog) -> None:
     def backend(gpu: str, version: str | None) -> str:
         return vllm_memory(version, catalog.gpus[gpu]).mxfp4.backend
@@ -194,11 +216,106 @@ def test_mxfp4_backend_follows_gpu_and_release(catalog: Catalog) -> None:
 
 def test_sampler_peak_follows_release_and_platform(catalog: Catalog) -> None:
     h100 = catalog.gpus["nvidia-h100-80gb"]
-    flashinfer = {"0.10.2": True, "0.11.0": True, "0.11.1": False, "0.14.0": False, "0.24.0": True}
-    for version, expected in flashinfer.items():
-        assert vllm_memory(version, h100).sampler_bytes_per_logit == (14.0 if expected else 38.0)
+    # 14 bytes: FlashInfer (up to 0.11.0, again 0.24.0) or, from 0.17.0, Triton's in-place
+    # top-k/top-p (vllm PR #33538); 38: PyTorch's sort (0.11.1 to 0.16.0).
+    sorts = {"0.10.2": False, "0.11.0": False, "0.11.1": True, "0.14.0": True, "0.16.0": True}
+    sorts |= {"0.17.0": False, "0.19.0": False, "0.24.0": False}
+    for version, expected in sorts.items():
+        assert vllm_memory(version, h100).sampler_bytes_per_logit == (38.0 if expected else 14.0)
     assert vllm_memory("0.11.0", catalog.gpus["amd-mi300x-192gb"]).sampler_bytes_per_logit == 38.0
+    assert vllm_memory("0.19.0", catalog.gpus["amd-mi300x-192gb"]).sampler_bytes_per_logit == 14.0
     assert vllm_memory(None, h100, "v0").sampler_bytes_per_logit == 38.0  # V0: opt-in only
+    assert vllm_memory("0.19.0", h100, flashinfer=False).sampler_bytes_per_logit == 14.0
+    # The V2 model runner profiles its sampler without top-k/top-p: logits and an fp32 copy.
+    assert vllm_memory("0.24.0", h100, model_type="llama").sampler_bytes_per_logit == 6.0
+    assert vllm_memory("0.23.0", h100, model_type="llama").sampler_bytes_per_logit == 6.0
+    assert vllm_memory("0.22.0", h100, model_type="llama").sampler_bytes_per_logit == 14.0
+    assert vllm_memory("0.24.0", h100, model_type="gpt_oss").sampler_bytes_per_logit == 14.0
+
+
+def test_triton_sampler_still_sorts_a_step_of_fewer_than_8_rows(catalog: Catalog) -> None:
+    from llmdeploy.sizing.memory import activation_bytes
+
+    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    rules = vllm_memory("0.19.0", catalog.gpus["nvidia-h100-80gb"])
+
+    def sampler_bytes_per_logit(rows: int) -> float:
+        # One token per row: the step's hidden states are all the rest of the sampler's peak.
+        peak = activation_bytes(model, 1, rows, rows, rules)
+        return (peak - rows * model.hidden_size * 2) / (rows * model.vocab_size)
+
+    assert sampler_bytes_per_logit(7) == pytest.approx(38.0)
+    assert sampler_bytes_per_logit(8) == pytest.approx(14.0)
+
+
+def test_triton_sampler_matches_the_logged_0_19_peaks(catalog: Catalog) -> None:
+    from llmdeploy.sizing.memory import activation_bytes
+
+    # llm-d-incubation/llm-d-planner accuracy/results/v0.19.0/logs (commit d3121e0) of fit-set
+    # rows, one H100, max_num_batched_tokens 8192, max_num_seqs 1024: "torch peak memory
+    # increase" 2.21 GiB (Qwen2.5-7B, Qwen3-8B), 3.66 (Gemma-2-27B). The kernel's per-SM buffer
+    # (132 fp32 vocabulary rows) and a little more are not modelled: within 8%, below.
+    rules = vllm_memory("0.19.0", catalog.gpus["nvidia-h100-80gb"])
+    logged = {
+        "Qwen/Qwen2.5-7B-Instruct": 2.21,
+        "Qwen/Qwen3-8B": 2.21,
+        "google/gemma-2-27b-it": 3.66,
+    }
+    for name, peak in logged.items():
+        modelled = activation_bytes(facts(catalog, name), 1, 8192, 1024, rules) / GIB
+        assert 0.92 * peak < modelled < peak, name
+
+
+def test_graph_estimate_in_the_profiling_from_0_18(catalog: Catalog) -> None:
+    from llmdeploy.sizing.memory import non_torch_bytes
+
+    h100, mi300x = catalog.gpus["nvidia-h100-80gb"], catalog.gpus["amd-mi300x-192gb"]
+    # gpu_worker.py determine_available_memory: profile_cudagraph_memory inside
+    # memory_profiling from 0.18.0, on CUDA; the V2 runner's estimate captures nothing.
+    for version, inside in {
+        "0.17.0": False,
+        "0.18.0": True,
+        "0.19.0": True,
+        "0.24.0": True,
+    }.items():
+        assert vllm_memory(version, h100, model_type="qwen2").graph_profiling == inside
+    assert not vllm_memory("0.19.0", mi300x).graph_profiling
+    assert not vllm_memory("0.24.0", h100, model_type="llama").graph_profiling
+    assert vllm_memory("0.22.0", h100, model_type="llama").graph_profiling
+    grown = non_torch_bytes(1, 1, vllm_memory("0.19.0", h100)) - non_torch_bytes(
+        1, 1, vllm_memory("0.17.0", h100)
+    )
+    assert grown / GIB == pytest.approx(memory.NON_TORCH_GRAPH_PROFILING_GIB)
+
+
+def test_allreduce_fusion_workspace_follows_release_gpu_and_layout(catalog: Catalog) -> None:
+    from llmdeploy.sizing.memory import allreduce_fusion, non_torch_bytes
+
+    h100, h200, b200 = (
+        catalog.gpus[g] for g in ("nvidia-h100-80gb", "nvidia-h200-141gb", "nvidia-b200-180gb")
+    )
+    a100, mi300x = catalog.gpus["nvidia-a100-80gb"], catalog.gpus["amd-mi300x-192gb"]
+    # config/vllm.py enable_allreduce_rms_fusion: from 0.17.0, TP > 1, SM 9.0 / 10.x, CUDA.
+    assert not allreduce_fusion(2, 1, vllm_memory("0.16.0", h100))
+    for gpu in (h100, h200, b200):
+        assert allreduce_fusion(2, 1, vllm_memory("0.17.0", gpu))
+        assert allreduce_fusion(8, 1, vllm_memory(None, gpu))  # unknown: the newest read
+    for gpu in (a100, mi300x):
+        assert not allreduce_fusion(2, 1, vllm_memory("0.24.0", gpu))
+    assert not allreduce_fusion(1, 1, vllm_memory("0.19.0", h100))
+    assert not allreduce_fusion(2, 1, vllm_memory("0.19.0", h100, "v0"))
+    # PP > 1 turns it off in 0.17.0 to 0.20.0 and 0.23.0, not in 0.22.0 nor 0.24.0.
+    with_pipeline = {"0.19.0": False, "0.20.0": False, "0.22.0": True, "0.22.1": True}
+    with_pipeline |= {"0.23.0": False, "0.24.0": True, "0.27.1": True}
+    for version, expected in with_pipeline.items():
+        assert allreduce_fusion(2, 2, vllm_memory(version, h100)) == expected, version
+        assert allreduce_fusion(2, 1, vllm_memory(version, h100)), version
+    # Booked as non-torch memory on top of the snapshot era's line (0.17.0: no graph estimate
+    # in the profiling yet).
+    with_fusion = non_torch_bytes(2, 1, vllm_memory("0.17.0", h100))
+    without = non_torch_bytes(2, 1, vllm_memory("0.16.0", h100))
+    assert (with_fusion - without) / GIB == pytest.approx(memory.NON_TORCH_ALLREDUCE_FUSION_GIB)
+    assert memory.NON_TORCH_ALLREDUCE_FUSION_GIB > 1.0  # 0.19.0 logs: ~1.8 GiB above TP 1
 
 
 def test_non_torch_memory_by_accounting_era(catalog: Catalog) -> None:
@@ -226,12 +343,13 @@ def test_tensorrt_llm_keeps_the_mxfp4_checkpoints_layout(catalog: Catalog) -> No
     )
 
 
-def test_cuda_graphs_inside_the_budget_from_0_21_on_cuda(catalog: Catalog) -> None:
+def test_cuda_graphs_inside_the_budget_from_0_20_on_cuda(catalog: Catalog) -> None:
     from llmdeploy.sizing.engine_memory import CUDA_GRAPH_GIB, CUDA_GRAPH_LOGGED_GIB, engine_memory
 
     h100, mi300x = catalog.gpus["nvidia-h100-80gb"], catalog.gpus["amd-mi300x-192gb"]
-    # gpu_worker.py: subtracted from 0.21.0 (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1), on CUDA.
-    inside_from = {"0.14.0": False, "0.20.0": False, "0.21.0": True, "0.24.0": True}
+    # gpu_worker.py: subtracted while VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS is 1, the envs.py
+    # default from the 0.20.0 wheel ("0" in 0.19.0); on CUDA.
+    inside_from = {"0.14.0": False, "0.19.0": False, "0.20.0": True, "0.24.0": True}
     for version, inside in inside_from.items():
         assert vllm_memory(version, h100).cuda_graph_gib == (CUDA_GRAPH_GIB if inside else 0.0)
     assert vllm_memory(None, h100).cuda_graph_gib == CUDA_GRAPH_GIB  # unknown: the newest read
@@ -250,15 +368,25 @@ def test_cuda_graphs_inside_the_budget_from_0_21_on_cuda(catalog: Catalog) -> No
     }.items():
         rules = vllm_memory("0.24.0", h100, model_type=model_type)
         assert rules.cuda_graph_gib == (CUDA_GRAPH_GIB if inside else 0.0)
-    assert vllm_memory("0.21.0", h100, model_type="llama").cuda_graph_gib == CUDA_GRAPH_GIB
+    # The V2 runner's architectures by release (config/vllm.py DEFAULT_V2_MODEL_RUNNER_...).
+    v2_from = {("qwen3", "0.22.0"), ("llama", "0.23.0"), ("deepseek_v2", "0.24.0")}
+    for model_type, release in v2_from:
+        assert vllm_memory(release, h100, model_type=model_type).cuda_graph_gib == 0.0
+    for model_type, release in {("qwen3", "0.20.0"), ("llama", "0.22.0"), ("qwen2_moe", "0.23.0")}:
+        assert vllm_memory(release, h100, model_type=model_type).cuda_graph_gib == CUDA_GRAPH_GIB
 
     def kv_gib(version: str) -> float:
         rules = vllm_memory(version, h100, flashinfer=True, model_type="qwen2")
         memory = on_one_gpu(catalog, h100, rules, batched=8192, model="Qwen/Qwen2.5-7B-Instruct")
         return memory.kv_cache_gib
 
-    # Same sampler and non-torch era: the KV budget differs by the graphs alone.
-    assert kv_gib("0.11.0") - kv_gib("0.24.0") == pytest.approx(CUDA_GRAPH_GIB)
+    # Same sampler and non-torch era: the KV budget differs by the graphs and what their
+    # estimate leaves outside torch (inside the profiling from 0.18.0).
+    from llmdeploy.sizing.memory import NON_TORCH_GRAPH_PROFILING_GIB
+
+    assert kv_gib("0.11.0") - kv_gib("0.24.0") == pytest.approx(
+        CUDA_GRAPH_GIB + NON_TORCH_GRAPH_PROFILING_GIB
+    )
 
 
 def test_budget_starts_from_the_cited_cuda_visible_total(catalog: Catalog) -> None:
@@ -335,4 +463,9 @@ def test_a_plan_names_the_cuda_graphs_its_release_books(catalog: Catalog) -> Non
     ]
     assert sum(p or 0.0 for p in parts) == pytest.approx(22.05 * 0.9, abs=0.03)
     assert old.kv_cache_gib_per_gpu and new.kv_cache_gib_per_gpu
-    assert old.kv_cache_gib_per_gpu - new.kv_cache_gib_per_gpu == pytest.approx(0.58, abs=0.01)
+    # The graphs, and what their estimate leaves outside torch (non-torch memory, from 0.18.0).
+    graph_profiling = (new.non_torch_gib_per_gpu or 0) - (old.non_torch_gib_per_gpu or 0)
+    assert graph_profiling == pytest.approx(memory.NON_TORCH_GRAPH_PROFILING_GIB, abs=0.01)
+    assert old.kv_cache_gib_per_gpu - new.kv_cache_gib_per_gpu == pytest.approx(
+        0.58 + graph_profiling, abs=0.01
+    )

@@ -39,7 +39,7 @@ def test_no_room_for_one_request_is_infeasible_with_the_engines_reason(catalog: 
 
 
 def test_a_plan_within_the_error_band_of_the_limit_says_so(catalog: Catalog) -> None:
-    near = gpt_oss_on_one_h100(catalog, 0.902)  # just over one request of 131072 tokens
+    near = gpt_oss_on_one_h100(catalog, 0.905)  # just over one request of 131072 tokens
     assert near.feasible
     assert near.max_concurrency is not None and 1 <= near.max_concurrency <= 1.1
     assert any("within its error band" in r and "may refuse" in r for r in near.reasons)
@@ -50,7 +50,7 @@ def test_a_plan_within_the_error_band_of_the_limit_says_so(catalog: Catalog) -> 
 
 
 def test_a_refusal_within_the_error_band_says_it_may_start(catalog: Catalog) -> None:
-    plan = gpt_oss_on_one_h100(catalog, 0.895)
+    plan = gpt_oss_on_one_h100(catalog, 0.898)
     assert not plan.feasible
     refusal = next(r for r in plan.reasons if "would refuse" in r)
     assert refusal.endswith("but within the estimate's error band: it may start")

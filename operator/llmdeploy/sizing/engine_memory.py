@@ -27,27 +27,51 @@ Generation = Literal["v0", "v1"]
 #   the cache at 256 x 152064 logits than the runs that use it (24 bytes per logit).
 SAMPLER_BYTES_FLASHINFER = 14.0
 SAMPLER_BYTES_PYTORCH = 38.0
+# From 0.17.0 the PyTorch path masks a batch of 8 rows or more in place with Triton kernels
+# instead of sorting it (vllm PR #33538: v1/sample/ops/topk_topp_triton.py, first in the 0.17.0
+# wheel; topk_topp_sampler.py apply_top_k_top_p): model-dtype logits (2), the fp32 copy (4),
+# the softmax probabilities (4) and random_sample's exponential draws (4), FlashInfer's 14.
+# Checked on llm-d-planner's 0.19.0 H100 debug logs of fit-set rows ("torch peak memory
+# increase", 1024 rows): 2.21 GiB for Qwen2.5-7B and 3.66 for Gemma-2-27B against 2.09 and 3.49
+# at 14 bytes per logit (most of the rest is the kernel's buffer of one fp32 vocabulary row per
+# SM, not modelled).
+SAMPLER_BYTES_TRITON = 14.0
+TRITON_SAMPLER_SINCE = "0.17.0"
+TRITON_SAMPLER_MIN_ROWS = 8
+# The V2 model runner (V2_RUNNER_MODEL_TYPES_SINCE below) profiles its own sampler with a dummy
+# batch of default sampling parameters: no top-k/top-p ("the sampler may skip top_k, top_p, and
+# logprobs", v1/worker/gpu/model_runner.py _dummy_sampler_run, 0.24.0), so the step holds the
+# model-dtype logits (2) and sample/sampler.py's fp32 copy (4); gumbel_sample's buffers are per
+# block of the vocabulary, not per logit.
+SAMPLER_BYTES_V2_RUNNER = 6.0
 # TensorRT-LLM's profiling is not modelled from its source: the figure vLLM's had before.
 SAMPLER_BYTES_TENSORRT_LLM = 8.0
 
-# From 0.21.0 vLLM captures its CUDA graphs once during memory profiling and takes their memory
+# From 0.20.0 vLLM captures its CUDA graphs once during memory profiling and takes their memory
 # out of the KV budget (v1/worker/gpu_worker.py determine_available_memory subtracts
 # gpu_model_runner.py profile_cudagraph_memory's estimate while
-# VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS is 1, its default in envs.py; read in 0.24.0, whose
-# log line says "default since v0.21.0"). Only on CUDA: ROCm skips the estimate. Before 0.21.0
-# the graphs were captured after the KV cache was sized, outside the budget.
-CUDA_GRAPH_BUDGET_SINCE = "0.21.0"
+# VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS is 1: its envs.py default is "0" in 0.18.0 and
+# 0.19.0, "1" from the 0.20.0 wheel on, although that release's log line says "default since
+# v0.21.0"). Only on CUDA: ROCm skips the estimate. Before, the graphs were captured after the
+# KV cache was sized, outside the budget.
+CUDA_GRAPH_BUDGET_SINCE = "0.20.0"
 # Except under the V2 model runner, whose profile_cudagraph_memory() returns 0
-# (v1/worker/gpu/model_runner.py, 0.24.0): 0.24.0 runs it by default for the architectures of
-# config/vllm.py DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES, here by their Hugging Face model_type
-# (LlamaForCausalLM: llama, ...). Their graphs are captured outside the budget as before.
-V2_RUNNER_SINCE = "0.24.0"
-V2_RUNNER_MODEL_TYPES = frozenset(
-    {"llama", "mistral", "qwen3", "qwen2_moe", "deepseek_v2", "granitemoe"}
-)
+# (v1/worker/gpu/model_runner.py, 0.22.0 to 0.24.0): vLLM runs it by default for the
+# architectures of config/vllm.py DEFAULT_V2_MODEL_RUNNER_ARCHITECTURES, here by their Hugging
+# Face model_type (LlamaForCausalLM: llama, ...), a set that grows by release (0.22.0:
+# Qwen3ForCausalLM; 0.23.0: + Llama, Mistral; 0.24.0: + DeepseekV2, Qwen2Moe, GraniteMoe).
+# Their graphs are captured outside the budget as before.
+V2_RUNNER_MODEL_TYPES_SINCE: dict[str, str] = {
+    "qwen3": "0.22.0",
+    "llama": "0.23.0",
+    "mistral": "0.23.0",
+    "qwen2_moe": "0.24.0",
+    "deepseek_v2": "0.24.0",
+    "granitemoe": "0.24.0",
+}
 # The estimate is a measurement at startup (the first capture plus the extra of each further
 # graph), not a formula of the model. A plan deducts the median of the per-rank figures public
-# logs print ("Estimated CUDA graph memory", printed before 0.21 too when the variable was set;
+# logs print ("Estimated CUDA graph memory", printed from 0.18.0 whether or not it is deducted;
 # one captured pool, vllm#21489): 0.17 to 4.4 GiB over seven logs, so a plan's KV can be off
 # by more than the deduction.
 CUDA_GRAPH_LOGGED_GIB: dict[str, float] = {
@@ -62,6 +86,31 @@ CUDA_GRAPH_LOGGED_GIB: dict[str, float] = {
 CUDA_GRAPH_GIB = statistics.median(CUDA_GRAPH_LOGGED_GIB.values())
 
 
+# From 0.17.0 vLLM fuses each all-reduce with the RMSNorm after it by default at TP > 1 on
+# SM 9.0 and SM 10.x with FlashInfer installed (config/vllm.py enable_allreduce_rms_fusion,
+# -O2; PP 1 is required in 0.17.0 to 0.20.0 and again in 0.23.0, not in 0.22.0 nor 0.24.0;
+# 0.21.0 is not on the package index). The fusion pass creates FlashInfer's all-reduce
+# workspace while the profiling run compiles the model, after vLLM's memory snapshot, so it is
+# booked as non-torch memory (memory.py NON_TORCH_ALLREDUCE_FUSION_GIB, fitted): llm-d-planner's
+# 0.19.0 H100 logs of fit-set rows print "Initialized FlashInfer All Reduce workspace" inside
+# the profiling and 2.09-2.13 GiB of non-torch increase at TP 2 and 4 against 0.24-0.27 at TP 1
+# and 0.07 at PP 2-4. As much at TP 4, whose workspace holds 256 tokens instead of 8192: the
+# workspace's buffers alone do not make it, and the other change at TP > 1 in those releases,
+# the graph estimate's captures inside the profiling (0.18.0, below; custom all-reduce registers
+# their buffers), cannot be told apart on H100 logs. A TP > 1 log of 0.18+ on a GPU without
+# the fusion (A100, L40S) would.
+ALLREDUCE_FUSION_SINCE = "0.17.0"
+# From 0.18.0 determine_available_memory measures the CUDA-graph estimate's captures
+# (gpu_model_runner.py profile_cudagraph_memory) inside memory_profiling, whether or not it
+# deducts the estimate: what they leave outside torch's pool is booked as non-torch memory
+# (memory.py NON_TORCH_GRAPH_PROFILING_GIB, fitted). llm-d-planner logs 0.13-0.14 GiB of
+# non-torch memory at TP 1 on vLLM 0.11.0 and 0.24-0.27 on 0.19.0 (H100, both). The V2 model
+# runner's estimate captures nothing.
+GRAPH_PROFILING_SINCE = "0.18.0"
+ALLREDUCE_FUSION_ARCHITECTURES = frozenset({"hopper", "blackwell"})
+ALLREDUCE_FUSION_WITH_PIPELINE = (("0.22.0", "0.23.0"), ("0.24.0", None))
+
+
 @dataclass(frozen=True, slots=True)
 class Mxfp4Layout:
     """How vLLM lays out MXFP4 expert weights for its MoE kernel (model_executor/layers/
@@ -73,12 +122,22 @@ class Mxfp4Layout:
     hidden_align: int
     # Triton: the swizzled scales are new tensors and the checkpoint's stay registered.
     scales_kept_twice: bool
+    # Triton on Hopper, 0.17.0 to 0.20.0: the vendored triton_kernels' HopperMXValueLayout pads
+    # both dims of each transposed, byte-packed expert matrix to a multiple of this (0: none).
+    swizzle_align: int = 0
 
 
 # Marlin: "n % 256 == 0 and k % 128 == 0" for both expert matmuls (checked on
 # dennislee22/vLLM-benchmarking's gpt-oss-120b TP 4 A100 log and vllm#23278's H100 log).
 MARLIN = Mxfp4Layout("marlin", 128, 256, scales_kept_twice=False)
 TRITON = Mxfp4Layout("triton", 64, 1, scales_kept_twice=True)
+# vllm/third_party/triton_kernels/tensor_details/layout_details/hopper_value.py swizzle_data
+# "Pre-pad both matrix dims to multiples of 64": in the 0.17.0 to 0.20.0 wheels, not in 0.16.0
+# nor 0.22.0 to 0.24.0 (the wheels require no triton_kernels package, so the vendored one
+# runs). llm-d-planner's 0.19.0 logs of gpt-oss-20b on H100 ("Using Triton backend"): 7.01 GiB
+# per rank at TP 2 (fit-set row) against 6.78 without the padding, 6.92 with it.
+TRITON_HOPPER_PADDED = Mxfp4Layout("triton", 64, 1, scales_kept_twice=True, swizzle_align=64)
+TRITON_HOPPER_PADDED_RELEASES = ("0.17.0", "0.22.0")
 TRITON_ROCM = Mxfp4Layout("triton", 256, 256, scales_kept_twice=True)
 FLASHINFER_SM100 = Mxfp4Layout("flashinfer", 256, 256, scales_kept_twice=False)
 # Where the engine's layout was not read (TensorRT-LLM): the checkpoint's own.
@@ -97,6 +156,14 @@ class EngineMemory:
     mxfp4: Mxfp4Layout
     # CUDA-graph memory per rank the engine takes out of the KV budget (0: captured outside it).
     cuda_graph_gib: float = 0.0
+    # The sampler sorts (SAMPLER_BYTES_PYTORCH) a step of fewer rows than this.
+    sampler_sort_below_rows: int = 0
+    # Whether the CUDA-graph estimate's captures run inside the profiling (GRAPH_PROFILING_SINCE).
+    graph_profiling: bool = False
+    # Whether a TP > 1 layout books FlashInfer's all-reduce fusion workspace (ALLREDUCE_FUSION_*),
+    # and whether also with PP > 1.
+    allreduce_fusion: bool = False
+    allreduce_fusion_with_pipeline: bool = False
 
 
 def _at_least(version: str | None, release: str) -> bool:
@@ -123,8 +190,22 @@ def mxfp4_layout(version: str | None, gpu: Gpu) -> Mxfp4Layout:
     if gpu.architecture == "blackwell":
         return FLASHINFER_SM100
     if gpu.architecture == "hopper" and _at_least(version, "0.12.0"):
-        return TRITON
+        return _triton(version, gpu)
     return MARLIN
+
+
+def _triton(version: str | None, gpu: Gpu) -> Mxfp4Layout:
+    """The Triton layout of the release: padded for Hopper's swizzle in 0.17.0 to 0.20.0."""
+    low, high = TRITON_HOPPER_PADDED_RELEASES
+    padded = _at_least(version, low) and not _at_least(version, high)
+    return TRITON_HOPPER_PADDED if padded and gpu.architecture == "hopper" else TRITON
+
+
+def _mxfp4_backend(name: str, version: str | None, gpu: Gpu) -> Mxfp4Layout:
+    """The layout of a backend a log names, as the release lays it out on the GPU."""
+    if name == "triton" and gpu.platform == "cuda":
+        return _triton(version, gpu)
+    return MXFP4_BACKENDS[name]
 
 
 def vllm_memory(
@@ -145,17 +226,52 @@ def vllm_memory(
     MemorySnapshot after the CUDA context (0.11.0: also after NCCL's initialisation) and
     `memory_profiling` (vllm/utils) books only the non-torch increase since it.
 
-    CUDA graphs: inside the budget from 0.21.0 on CUDA (CUDA_GRAPH_BUDGET_SINCE), but for the
-    model types the V2 model runner serves by default from 0.24.0.
+    Sampler: PyTorch's sort up to 0.16, Triton's in-place masking from 0.17.0 (8 rows or more),
+    no top-k/top-p at all under the V2 model runner.
+    All-reduce fusion workspace: from 0.17.0 on Hopper and Blackwell (ALLREDUCE_FUSION_*).
+
+    CUDA graphs: inside the budget from 0.20.0 on CUDA (CUDA_GRAPH_BUDGET_SINCE), but for the
+    model types the V2 model runner serves by default (from 0.22.0, V2_RUNNER_MODEL_TYPES_SINCE).
     """
     v0 = generation == "v0"
     if flashinfer is None:
         flashinfer = not v0 and flashinfer_sampler(version, gpu)
+    v2_runner = not v0 and _v2_runner(version, model_type)
+    triton = not v0 and not flashinfer and _at_least(version, TRITON_SAMPLER_SINCE)
+    fusion = (
+        not v0
+        and gpu.platform == "cuda"
+        and gpu.architecture in ALLREDUCE_FUSION_ARCHITECTURES
+        and _at_least(version, ALLREDUCE_FUSION_SINCE)
+    )
     return EngineMemory(
         non_torch_since_start=v0 or not _at_least(version, "0.10"),
-        sampler_bytes_per_logit=SAMPLER_BYTES_FLASHINFER if flashinfer else SAMPLER_BYTES_PYTORCH,
-        mxfp4=MXFP4_BACKENDS[mxfp4_backend] if mxfp4_backend else mxfp4_layout(version, gpu),
+        sampler_bytes_per_logit=(
+            SAMPLER_BYTES_V2_RUNNER
+            if v2_runner
+            else SAMPLER_BYTES_FLASHINFER
+            if flashinfer
+            else SAMPLER_BYTES_TRITON
+            if triton
+            else SAMPLER_BYTES_PYTORCH
+        ),
+        mxfp4=(
+            _mxfp4_backend(mxfp4_backend, version, gpu)
+            if mxfp4_backend
+            else mxfp4_layout(version, gpu)
+        ),
         cuda_graph_gib=cuda_graph_gib(version, gpu, generation, model_type),
+        graph_profiling=not v0
+        and gpu.platform == "cuda"
+        and _at_least(version, GRAPH_PROFILING_SINCE)
+        and not v2_runner,
+        sampler_sort_below_rows=TRITON_SAMPLER_MIN_ROWS if triton and not v2_runner else 0,
+        allreduce_fusion=fusion,
+        allreduce_fusion_with_pipeline=fusion
+        and any(
+            _at_least(version, low) and (high is None or not _at_least(version, high))
+            for low, high in ALLREDUCE_FUSION_WITH_PIPELINE
+        ),
     )
 
 
@@ -165,16 +281,22 @@ def cuda_graph_gib(
     generation: Generation | None = None,
     model_type: str | None = None,
 ) -> float:
-    """CUDA-graph memory per rank inside vLLM's KV budget: CUDA_GRAPH_GIB from 0.21.0 on CUDA
-    (an unknown release counts as the newest read); none on ROCm, in V0, before 0.21.0, or
+    """CUDA-graph memory per rank inside vLLM's KV budget: CUDA_GRAPH_GIB from 0.20.0 on CUDA
+    (an unknown release counts as the newest read); none on ROCm, in V0, before 0.20.0, or
     where the V2 model runner serves the model."""
     if generation == "v0" or gpu.platform != "cuda":
         return 0.0
     if not _at_least(version, CUDA_GRAPH_BUDGET_SINCE):
         return 0.0
-    if model_type in V2_RUNNER_MODEL_TYPES and _at_least(version, V2_RUNNER_SINCE):
+    if _v2_runner(version, model_type):
         return 0.0
     return CUDA_GRAPH_GIB
+
+
+def _v2_runner(version: str | None, model_type: str | None) -> bool:
+    """Whether vLLM serves the model with its V2 model runner by default."""
+    since = V2_RUNNER_MODEL_TYPES_SINCE.get(model_type or "")
+    return since is not None and _at_least(version, since)
 
 
 def engine_memory(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat
-from llmdeploy.sizing.engine_memory import EngineMemory, Mxfp4Layout
+from llmdeploy.sizing.engine_memory import SAMPLER_BYTES_PYTORCH, EngineMemory, Mxfp4Layout
 from llmdeploy.sizing.model_facts import ModelFacts
 
 GIB = float(2**30)
@@ -32,6 +32,12 @@ NON_TORCH_PER_TP_RANK_GIB = 0.35
 NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB = 0.18
 NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB = 0.39
 NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB = 0.0
+# FlashInfer's all-reduce fusion workspace, created after the snapshot at TP > 1 where the
+# release fuses all-reduce with RMSNorm (engine_memory.py ALLREDUCE_FUSION_SINCE). Fitted.
+NON_TORCH_ALLREDUCE_FUSION_GIB = 1.65
+# What the CUDA-graph estimate's captures leave outside torch where the release runs them inside
+# the profiling (engine_memory.py GRAPH_PROFILING_SINCE). Fitted.
+NON_TORCH_GRAPH_PROFILING_GIB = 0.19
 # Profiling activations: hidden states and MLP intermediates of one step of
 # max_num_batched_tokens tokens (fitted copies of each).
 ACTIVATION_HIDDEN_COPIES = 2
@@ -110,9 +116,18 @@ def _mxfp4_layout_bytes(
     )
     hidden = _round_up(model.hidden_size, layout.hidden_align)
     layers = (model.layers - model.first_dense_layers) / pipeline
-    elements = model.experts * layers * 3 * intermediate * hidden
     scales = 2 if layout.scales_kept_twice else 1
-    return elements * (MXFP4_ELEMENT_BYTES + scales * MXFP4_SCALE_BYTES)
+    per_element = MXFP4_ELEMENT_BYTES + scales * MXFP4_SCALE_BYTES
+    if layout.swizzle_align:
+        # The byte-packed (K / 2) and the other dim of each matrix, padded apart; the scales
+        # are not (engine_memory.py TRITON_HOPPER_PADDED).
+        align = layout.swizzle_align
+        gate_up = _round_up(hidden // 2, align) * 2 * _round_up(2 * intermediate, align)
+        down = _round_up(intermediate // 2, align) * 2 * _round_up(hidden, align)
+        padded = (gate_up + down) * MXFP4_ELEMENT_BYTES
+        scales_bytes = 3 * intermediate * hidden * scales * MXFP4_SCALE_BYTES
+        return model.experts * layers * (padded + scales_bytes)
+    return model.experts * layers * 3 * intermediate * hidden * per_element
 
 
 def _round_up(value: int, alignment: int) -> int:
@@ -137,16 +152,32 @@ def activation_bytes(
     )
     step = max_num_batched_tokens * per_token * BYTES_16BIT
     requests = min(max_num_seqs, max_num_batched_tokens)
-    sampler = requests * model.vocab_size * rules.sampler_bytes_per_logit
+    per_logit = (
+        SAMPLER_BYTES_PYTORCH
+        if requests < rules.sampler_sort_below_rows
+        else rules.sampler_bytes_per_logit
+    )
+    sampler = requests * model.vocab_size * per_logit
     return max(step, sampler + max_num_batched_tokens * model.hidden_size * BYTES_16BIT)
+
+
+def allreduce_fusion(tensor: int, pipeline: int, rules: EngineMemory) -> bool:
+    """Whether the layout books FlashInfer's all-reduce fusion workspace."""
+    return (
+        rules.allreduce_fusion
+        and tensor > 1
+        and (pipeline == 1 or rules.allreduce_fusion_with_pipeline)
+    )
 
 
 def non_torch_bytes(tensor: int, pipeline: int, rules: EngineMemory) -> float:
     if not rules.non_torch_since_start:
+        graphs = NON_TORCH_GRAPH_PROFILING_GIB if rules.graph_profiling else 0.0
         if tensor * pipeline == 1:
-            return NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB * GIB
+            return (NON_TORCH_SNAPSHOT_SINGLE_GPU_GIB + graphs) * GIB
         per_rank = NON_TORCH_SNAPSHOT_PER_TP_RANK_GIB * tensor
-        return (NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB + per_rank) * GIB
+        fusion = NON_TORCH_ALLREDUCE_FUSION_GIB if allreduce_fusion(tensor, pipeline, rules) else 0
+        return (NON_TORCH_SNAPSHOT_MULTI_GPU_BASE_GIB + per_rank + fusion + graphs) * GIB
     if tensor * pipeline == 1:
         return NON_TORCH_SINGLE_GPU_GIB * GIB
     return (NON_TORCH_MULTI_GPU_BASE_GIB + NON_TORCH_PER_TP_RANK_GIB * tensor) * GIB

@@ -65,7 +65,7 @@ class Plan(PlanModel):
     cuda_graph_gib_per_gpu: Amount | None = Field(
         default=None,
         description="CUDA-graph memory the engine release takes out of the KV budget (vLLM from "
-        "0.21 on CUDA); absent where it captures its graphs outside the budget.",
+        "0.20 on CUDA); absent where it captures its graphs outside the budget.",
     )
     kv_cache_gib_per_gpu: Amount | None = None
     kv_cache_tokens: Number | None = Field(
