@@ -1711,12 +1711,11 @@ def _pilot(
 
     failed = next((f for f in rollout.failed if f.plan_key == key), None)
     if failed is not None:  # rolled back: not tried again until the spec changes
-        serves = (
-            f"{current.workload} is gone: nothing serves"
-            if gone
-            else (f"still serving {current.workload}")
+        serves = "is gone: nothing serves" if gone else "still serves"
+        why = (
+            f"plan {key} was rolled back ({failed.reason}: {failed.message}); "
+            f"{current.workload} {serves}"
         )
-        why = f"plan {key} was rolled back ({failed.reason}: {failed.message}); {serves}"
         frozen = rollout.model_copy(
             update={"phase": "RolledBack", "candidate": None, "traffic_percent": 0,
                     "reason": failed.reason, "message": why}
