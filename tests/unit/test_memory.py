@@ -121,7 +121,8 @@ def test_metas_405b_fp8_checkpoint_keeps_its_16_bit_modules(catalog: Catalog) ->
     model = facts(catalog, "meta-llama/Llama-3.1-405B-Instruct")
     fp8 = catalog.quantizations["fp8"]
     checkpoint = model.quantized_checkpoint(META_405B_FP8, "fp8")
-    assert checkpoint is not None and checkpoint.unquantized_layers == [0, 125]
+    assert checkpoint is not None and checkpoint.unquantized_layers == (0, 125)
+    assert hash(model)  # the facts stay hashable with their checkpoints
     loaded = weight_bytes_per_rank(model, fp8, 8, 1, checkpoint=checkpoint) / GIB
     assert loaded == pytest.approx(57.752, rel=0.03)
     # Counted by hand: 124 attentions (Q, O: 16384^2; K, V: 16384 x 1024) and two whole layers
@@ -146,7 +147,7 @@ def test_16_bit_layers_weigh_on_the_pipeline_stage_that_holds_them(catalog: Cata
     fp8 = catalog.quantizations["fp8"]
     checkpoint = model.quantized_checkpoint(META_405B_FP8, "fp8")
     first_and_last = checkpoint.model_copy(update={"unquantized_attention": False})
-    only_first = first_and_last.model_copy(update={"unquantized_layers": [0]})
+    only_first = first_and_last.model_copy(update={"unquantized_layers": (0,)})
     layer = (model.parameters - 2 * 128256 * 16384) / 126
     online = weight_bytes_per_rank(model, fp8, 8, 2)
     # Layers 0 and 125 land on the two stages: the worst rank holds one of them.

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, Strict, ValidationError, model_validator
 
 from llmdeploy.api.types import (
     ARCHITECTURE_ERROR,
@@ -142,10 +142,13 @@ class QuantizedCheckpoint(CatalogModel):
     lm_head are counted 16-bit in every format, so only decoder-layer modules are listed."""
 
     id: str = Field(min_length=1, max_length=256, description="Hugging Face id.")
-    aliases: list[str] = Field(default_factory=list, description="Former ids of the repository.")
+    # Tuples (a list in YAML is accepted) keep the model facts that hold these hashable.
+    aliases: Annotated[tuple[str, ...], Strict(False)] = Field(
+        default=(), description="Former ids of the repository."
+    )
     quantization: LaxQuantization
-    unquantized_layers: list[Annotated[int, Field(ge=0)]] = Field(
-        default_factory=list, description="Decoder layers whose linear weights all stay 16-bit."
+    unquantized_layers: Annotated[tuple[Annotated[int, Field(ge=0)], ...], Strict(False)] = Field(
+        default=(), description="Decoder layers whose linear weights all stay 16-bit."
     )
     unquantized_attention: bool = Field(
         default=False, description="The attention projections of every layer stay 16-bit."
