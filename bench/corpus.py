@@ -68,6 +68,7 @@ def _int(text: str) -> int | None:
 class KvRow:
     id: str
     source: str  # repository + reference
+    model: str  # the checkpoint the source ran
     plan_model: str
     gpu: str
     gpu_memory_gib: float | None
@@ -129,6 +130,7 @@ def load_kv() -> list[KvRow]:
         KvRow(
             id=r["id"],
             source=f"{r['repository']} {r['reference']}",
+            model=r["model"],
             plan_model=r["plan_model"],
             gpu=r["gpu"],
             gpu_memory_gib=_float(r["gpu_memory_gib"]),
@@ -253,6 +255,7 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
         max_context_length=context,
         block_size=BLOCK_SIZE,
         rules=rules(row, catalog),
+        checkpoint=model.quantized_checkpoint(row.model, row.quantization),
     )
     refused = not m.fits or m.max_concurrency < 1
     return KvPrediction(m.weights_gib, m.kv_cache_gib, m.kv_cache_tokens, m.budget_gib, refused)
@@ -261,7 +264,11 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
 def predict_weights_gib(row: KvRow, catalog: Catalog) -> float:
     model = _model(catalog, row.plan_model)
     fmt = catalog.quantizations[row.quantization]
-    return weight_bytes_per_rank(model, fmt, row.tensor, row.pipeline, rules(row, catalog)) / GIB
+    checkpoint = model.quantized_checkpoint(row.model, row.quantization)
+    rank = weight_bytes_per_rank(
+        model, fmt, row.tensor, row.pipeline, rules(row, catalog), checkpoint
+    )
+    return rank / GIB
 
 
 def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:

@@ -112,6 +112,52 @@ def test_fp8_keeps_embeddings_in_16_bit(catalog: Catalog) -> None:
     assert fp8 == pytest.approx((bf16 - embeddings) / 2 + embeddings)
 
 
+META_405B_FP8 = "meta-llama/Llama-3.1-405B-Instruct-FP8"
+
+
+def test_metas_405b_fp8_checkpoint_keeps_its_16_bit_modules(catalog: Catalog) -> None:
+    # vllm-project/vllm#6746: Meta's FP8 checkpoint of Llama-3.1-405B-Instruct at TP 8 on H100
+    # loads 57.752 GiB per rank; it leaves layers 0 and 125 and every layer's attention in bf16.
+    model = facts(catalog, "meta-llama/Llama-3.1-405B-Instruct")
+    fp8 = catalog.quantizations["fp8"]
+    checkpoint = model.quantized_checkpoint(META_405B_FP8, "fp8")
+    assert checkpoint is not None and checkpoint.unquantized_layers == (0, 125)
+    assert hash(model)  # the facts stay hashable with their checkpoints
+    loaded = weight_bytes_per_rank(model, fp8, 8, 1, checkpoint=checkpoint) / GIB
+    assert loaded == pytest.approx(57.752, rel=0.03)
+    # Counted by hand: 124 attentions (Q, O: 16384^2; K, V: 16384 x 1024) and two whole layers
+    # take one byte more per parameter than FP8, over 8 ranks.
+    attention = 2 * 16384 * 16384 + 2 * 16384 * 1024
+    layer = (model.parameters - 2 * 128256 * 16384) / 126
+    online = weight_bytes_per_rank(model, fp8, 8, 1) / GIB
+    assert loaded - online == pytest.approx((124 * attention + 2 * layer) / 8 / GIB)
+
+
+def test_a_checkpoint_is_known_by_its_id_and_format(catalog: Catalog) -> None:
+    model = facts(catalog, "meta-llama/Llama-3.1-405B-Instruct")
+    assert model.quantized_checkpoint(META_405B_FP8.lower(), "fp8") is not None
+    assert model.quantized_checkpoint("meta-llama/Meta-Llama-3.1-405B-Instruct-FP8", "fp8")
+    assert model.quantized_checkpoint(META_405B_FP8, "int8") is None
+    assert model.quantized_checkpoint("neuralmagic/Meta-Llama-3.1-405B-Instruct-FP8", "fp8") is None
+    assert model.quantized_checkpoint(None, "fp8") is None
+
+
+def test_16_bit_layers_weigh_on_the_pipeline_stage_that_holds_them(catalog: Catalog) -> None:
+    model = facts(catalog, "meta-llama/Llama-3.1-405B-Instruct")
+    fp8 = catalog.quantizations["fp8"]
+    checkpoint = model.quantized_checkpoint(META_405B_FP8, "fp8")
+    first_and_last = checkpoint.model_copy(update={"unquantized_attention": False})
+    only_first = first_and_last.model_copy(update={"unquantized_layers": (0,)})
+    layer = (model.parameters - 2 * 128256 * 16384) / 126
+    online = weight_bytes_per_rank(model, fp8, 8, 2)
+    # Layers 0 and 125 land on the two stages: the worst rank holds one of them.
+    for kept in (first_and_last, only_first):
+        extra = weight_bytes_per_rank(model, fp8, 8, 2, checkpoint=kept) - online
+        assert extra == pytest.approx(layer / 8)
+    both = weight_bytes_per_rank(model, fp8, 8, 1, checkpoint=first_and_last)
+    assert both - weight_bytes_per_rank(model, fp8, 8, 1) == pytest.approx(2 * layer / 8)
+
+
 def test_kv_tokens_on_rtx3090_within_5_percent_of_vllm_log(catalog: Catalog) -> None:
     # vllm-project/vllm issue #10517: Llama-3.1-8B bf16, 23.58 GiB GPU, util 0.90, V0 engine,
     # max_model_len 20000: KV 3.81 GiB -> 1,952 blocks (31,232 tokens). V0 without chunked

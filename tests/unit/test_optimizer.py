@@ -89,6 +89,30 @@ def test_int4_only_with_a_checkpoint(catalog: Catalog) -> None:
     assert with_checkpoint.checkpoint == awq
 
 
+def test_a_known_fp8_checkpoint_is_sized_with_its_16_bit_modules(catalog: Catalog) -> None:
+    def weights(checkpoint: str) -> float:
+        spec = LLMDeploymentSpec.model_validate(
+            {
+                "model": {
+                    "name": "meta-llama/Llama-3.1-405B-Instruct",
+                    "quantizedVariants": {"fp8": checkpoint},
+                },
+                "quantization": "fp8",
+                "placement": {"gpu": "nvidia-h100-80gb"},
+                "workload": {"maxContextLength": 8192},
+            }
+        )
+        plan = plan_deployment(spec, catalog)
+        assert plan.feasible and plan.checkpoint == checkpoint and plan.tensor_parallel == 8
+        assert plan.weights_gib_per_gpu is not None
+        return float(plan.weights_gib_per_gpu)
+
+    # Meta's keeps attention and two layers in bf16 (vllm#6746 logged 57.75 GiB per rank); a
+    # checkpoint the catalog does not know is counted as FP8 throughout.
+    assert weights("meta-llama/Llama-3.1-405B-Instruct-FP8") == pytest.approx(56.71, abs=0.01)
+    assert weights("acme/Llama-3.1-405B-Instruct-FP8") == pytest.approx(47.74, abs=0.01)
+
+
 def test_min_precision_bf16_forbids_lowering(catalog: Catalog) -> None:
     plan = plan_deployment(make_spec(minPrecision="bf16"), catalog)
     assert plan.feasible

@@ -210,6 +210,29 @@ def test_catalog_model_rows_follow_the_architecture_rules(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
+    ("model", "checkpoint", "message"),
+    [
+        ("meta-llama/Llama-3.1-8B-Instruct", {"unquantizedLayers": [32]}, "[32] beyond"),
+        ("meta-llama/Llama-3.1-8B-Instruct", {"unquantizedLayers": [-1]}, "unquantizedLayers"),
+        ("deepseek-ai/DeepSeek-V2-Lite", {"unquantizedAttention": True}, "MLA"),
+        ("meta-llama/Llama-3.1-8B-Instruct", {"unquantizedAttention": "yes"}, "unquantized"),
+    ],
+)
+def test_catalog_checkpoints_name_layers_the_model_has(
+    tmp_path: Path, model: str, checkpoint: dict[str, object], message: str
+) -> None:
+    entry = load_catalog().models[model].model_dump(mode="json", by_alias=True, exclude_none=True)
+    entry["quantizedCheckpoints"] = [
+        {"id": "acme/x-FP8", "quantization": "fp8", "source": "test", **checkpoint}
+    ]
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump({"models": [entry]}))
+    with pytest.raises(CatalogError) as caught:
+        load_catalog([path])
+    assert f"models[{model}]" in str(caught.value) and message in str(caught.value)
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
     [("engineVersion", "1..2"), ("engineVersion", "latest"), ("minDriver", "abc")],
 )

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, Strict, ValidationError, model_validator
 
 from llmdeploy.api.types import (
     ARCHITECTURE_ERROR,
@@ -136,12 +136,47 @@ class Gpu(CatalogModel):
         return self.tflops.get(dtype) or self.tflops["bf16"]  # type: ignore[call-overload]
 
 
+class QuantizedCheckpoint(CatalogModel):
+    """A published pre-quantized checkpoint of a catalog model, with the linear weights its
+    quantization config leaves 16-bit (`modules_to_not_convert` or `ignore`). Embeddings and
+    lm_head are counted 16-bit in every format, so only decoder-layer modules are listed."""
+
+    id: str = Field(min_length=1, max_length=256, description="Hugging Face id.")
+    # Tuples (a list in YAML is accepted) keep the model facts that hold these hashable.
+    aliases: Annotated[tuple[str, ...], Strict(False)] = Field(
+        default=(), description="Former ids of the repository."
+    )
+    quantization: LaxQuantization
+    unquantized_layers: Annotated[tuple[Annotated[int, Field(ge=0)], ...], Strict(False)] = Field(
+        default=(), description="Decoder layers whose linear weights all stay 16-bit."
+    )
+    unquantized_attention: bool = Field(
+        default=False, description="The attention projections of every layer stay 16-bit."
+    )
+    source: str = Field(min_length=1, description="Where the checkpoint's config says so.")
+
+
 class ModelEntry(ModelArchitecture):
     id: str
     aliases: list[str] = Field(default_factory=list)
     family: str | None = None
+    quantized_checkpoints: list[QuantizedCheckpoint] = Field(default_factory=list)
     source: str | None = None
     notes: str | None = None
+
+    @model_validator(mode="after")
+    def _checkpoint_layers_exist(self) -> ModelEntry:
+        for index, checkpoint in enumerate(self.quantized_checkpoints):
+            where = f"quantizedCheckpoints[{index}]"
+            per_layer = checkpoint.unquantized_attention or checkpoint.unquantized_layers
+            if per_layer and self.kv_lora_rank:
+                raise ValueError(f"{where}: the layers of an MLA model are not counted one by one")
+            beyond = [n for n in checkpoint.unquantized_layers if n >= (self.layers or 0)]
+            if beyond:
+                raise ValueError(
+                    f"{where}.unquantizedLayers: {beyond} beyond the model's {self.layers} layers"
+                )
+        return self
 
 
 class QuantFormat(CatalogModel):

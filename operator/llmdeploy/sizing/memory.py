@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from llmdeploy.api.types import Quantization
-from llmdeploy.catalog import Gpu, QuantFormat
+from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint
 from llmdeploy.sizing.engine_memory import SAMPLER_BYTES_PYTORCH, EngineMemory, Mxfp4Layout
 from llmdeploy.sizing.model_facts import ModelFacts
 
@@ -75,9 +75,11 @@ def weight_bytes_per_rank(
     tensor: int,
     pipeline: int,
     rules: EngineMemory | None = None,
+    checkpoint: QuantizedCheckpoint | None = None,
 ) -> float:
     """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads;
-    with `rules`, MXFP4 experts as the engine lays them out (else as the checkpoint holds them)."""
+    with `rules`, MXFP4 experts as the engine lays them out (else as the checkpoint holds them);
+    with `checkpoint`, the pre-quantized checkpoint's 16-bit layers and attention as such."""
     embedding_in = float(model.vocab_size * model.hidden_size)
     lm_head = model.embedding_parameters - embedding_in
     body = model.parameters - model.embedding_parameters
@@ -90,6 +92,12 @@ def weight_bytes_per_rank(
         body_bytes = body * fmt.weight_bytes
         linear_bytes = fmt.weight_bytes
     per_rank = body_bytes / (tensor * pipeline)
+    if checkpoint is not None:
+        per_rank += (
+            _kept_16_bit(model, checkpoint, pipeline) * (BYTES_16BIT - linear_bytes) / tensor
+        )
+        if checkpoint.unquantized_attention:
+            linear_bytes = BYTES_16BIT
     if rules is not None and fmt.id == Quantization.MXFP4 and experts:
         per_rank += _mxfp4_layout_bytes(model, tensor, pipeline, rules.mxfp4)
         per_rank -= experts * fmt.weight_bytes / (tensor * pipeline)
@@ -102,6 +110,40 @@ def weight_bytes_per_rank(
         kv_share = model.kv_projection_parameters / pipeline
         per_rank += kv_share * linear_bytes * (1 / model.kv_heads - 1 / tensor)
     return per_rank
+
+
+def _kept_16_bit(model: ModelFacts, checkpoint: QuantizedCheckpoint, pipeline: int) -> float:
+    """Parameters of the stage holding the most of them that a pre-quantized checkpoint leaves
+    16-bit: its whole unquantized layers, and the attention of its other layers where the
+    checkpoint keeps attention 16-bit. The engine builds those modules unquantized (vLLM's
+    FBGEMMFp8Config.get_quant_method gives a layer in `modules_to_not_convert`
+    UnquantizedLinearMethod; vllm/model_executor/layers/quantization/fbgemm_fp8.py)."""
+    per_stage = stage_layers(model, pipeline)
+    whole = [0] * pipeline
+    whole_parameters = [0.0] * pipeline
+    for layer in set(checkpoint.unquantized_layers):
+        whole[layer // per_stage] += 1
+        whole_parameters[layer // per_stage] += _layer_parameters(model, layer)
+    attention = model.attention_parameters_per_layer if checkpoint.unquantized_attention else 0.0
+    return max(
+        whole_parameters[stage]
+        + attention * (max(0, min(per_stage, model.layers - stage * per_stage)) - whole[stage])
+        for stage in range(pipeline)
+    )
+
+
+def _layer_parameters(model: ModelFacts, layer: int) -> float:
+    """Linear parameters of one decoder layer (norms included): a dense model's body over its
+    layers; in a MoE model, the attention and dense MLP of a leading dense layer, or an even
+    share of the rest."""
+    body = model.parameters - model.embedding_parameters
+    if not model.is_moe:
+        return body / model.layers
+    dense = model.attention_parameters_per_layer + 3 * model.hidden_size * model.intermediate_size
+    if layer < model.first_dense_layers:
+        return dense
+    moe_layers = model.layers - model.first_dense_layers
+    return (body - dense * model.first_dense_layers) / moe_layers
 
 
 def _mxfp4_layout_bytes(
@@ -252,10 +294,12 @@ def memory_breakdown(
     block_size: int,
     rules: EngineMemory,
     budget_of_free_memory: bool = False,
+    checkpoint: QuantizedCheckpoint | None = None,
 ) -> MemoryBreakdown:
-    """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free."""
+    """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free;
+    `checkpoint`: the known pre-quantized checkpoint the plan loads."""
     total = gpu.visible_memory_gib * GIB
-    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline, rules)
+    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline, rules, checkpoint)
     activation = activation_bytes(model, tensor, max_num_batched_tokens, max_num_seqs, rules)
     non_torch = non_torch_bytes(tensor, pipeline, rules)
     graphs = rules.cuda_graph_gib * GIB

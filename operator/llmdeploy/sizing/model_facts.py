@@ -14,7 +14,7 @@ from llmdeploy.api.types import (
     format_validation_error,
     to_camel,
 )
-from llmdeploy.catalog import Catalog
+from llmdeploy.catalog import Catalog, QuantizedCheckpoint
 
 
 class SpecError(ValueError):
@@ -51,11 +51,14 @@ class ModelFacts:
     sliding_window: int = 0
     sliding_window_layers: int = 0
     model_type: str | None = None  # Hugging Face model_type, for engines' dtype refusals
+    # Published pre-quantized checkpoints the catalog knows the 16-bit parts of.
+    quantized_checkpoints: tuple[QuantizedCheckpoint, ...] = ()
 
     # Derived once in __post_init__: the planner reads them for every candidate.
     embedding_parameters: float = field(init=False)  # input embedding + lm_head (one if tied)
     routed_expert_parameters: float = field(init=False)
     kv_projection_parameters: float = field(init=False)  # K and V projections, all layers
+    attention_parameters_per_layer: float = field(init=False)  # Q, K, V and O projections
     mlp_width_per_token: int = field(init=False)  # widest MLP a token passes (dense or experts)
 
     def __post_init__(self) -> None:
@@ -72,10 +75,19 @@ class ModelFacts:
             else float(self.layers * 2 * self.hidden_size * self.kv_heads * self.head_dim)
         )
         moe_width = (self.active_experts + self.shared_experts) * self.moe_intermediate_size
+        query = self.attention_heads * self.head_dim
+        attention = (
+            0.0
+            if self.is_mla
+            else float(
+                2 * self.hidden_size * query + 2 * self.hidden_size * self.kv_heads * self.head_dim
+            )
+        )
         derived = {
             "embedding_parameters": float(self.vocab_size * self.hidden_size * copies),
             "routed_expert_parameters": routed,
             "kv_projection_parameters": kv_projection,
+            "attention_parameters_per_layer": attention,
             "mlp_width_per_token": max(self.intermediate_size, moe_width),
         }
         for name, value in derived.items():
@@ -84,6 +96,20 @@ class ModelFacts:
     @property
     def is_mla(self) -> bool:
         return self.kv_lora_rank > 0
+
+    def quantized_checkpoint(
+        self, name: str | None, quantization: str
+    ) -> QuantizedCheckpoint | None:
+        """The catalog's facts of the checkpoint a plan loads, when it is a known pre-quantized
+        checkpoint of this model in that format (by id or former id, case-insensitive)."""
+        if name is None:
+            return None
+        key = name.lower()
+        for checkpoint in self.quantized_checkpoints:
+            names = (checkpoint.id, *checkpoint.aliases)
+            if checkpoint.quantization == quantization and key in (n.lower() for n in names):
+                return checkpoint
+        return None
 
     @property
     def is_moe(self) -> bool:
@@ -155,6 +181,7 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ModelFacts:
     model = ModelFacts(
         id=entry.id if entry is not None else spec.name,
         model_type=a.model_type,
+        quantized_checkpoints=tuple(entry.quantized_checkpoints) if entry is not None else (),
         parameters=parameters,
         active_parameters=parameters,
         layers=a.layers,

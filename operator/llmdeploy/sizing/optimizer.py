@@ -411,12 +411,13 @@ def _layout_unsupported(ctx: _Context, gpu: Gpu, tensor: int, pipeline: int) -> 
 
 
 def _weights_exceed_budget(
-    ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, pipeline: int
+    ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, pipeline: int, checkpoint: str | None
 ) -> str | None:
     utilization = ctx.spec.engine.gpu_memory_utilization
     budget = gpu.visible_memory_gib * utilization
     rules = ctx.memory_rules(gpu)
-    weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline, rules) / GIB
+    known = ctx.model.quantized_checkpoint(checkpoint, fmt.id)
+    weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline, rules, known) / GIB
     if weights < budget:
         return None
     return (
@@ -451,6 +452,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         block_size=ctx.block_size(gpu),
         rules=ctx.memory_rules(gpu),
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
+        checkpoint=model.quantized_checkpoint(candidate.checkpoint, fmt.id),
     )
     candidate.memory = memory
     # vLLM refuses to start without room for one request of max_model_len
@@ -554,7 +556,7 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
                 for tensor, pipeline in group:
                     unsupported = _layout_unsupported(ctx, gpu, tensor, pipeline)
                     rejected = unsupported or _weights_exceed_budget(
-                        ctx, gpu, fmt, tensor, pipeline
+                        ctx, gpu, fmt, tensor, pipeline, checkpoint
                     )
                     if rejected:
                         kv = kv_dtypes[0]
