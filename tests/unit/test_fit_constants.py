@@ -146,3 +146,17 @@ def test_the_fusion_workspace_is_fitted_on_the_rows_that_book_it(
     assert {k: v for k, v in after.items() if k != "NON_TORCH_ALLREDUCE_FUSION_GIB"} == {
         k: v for k, v in before.items() if k != "NON_TORCH_ALLREDUCE_FUSION_GIB"
     }
+
+
+def test_a_row_gets_its_releases_defaults_unless_its_log_names_the_kernels() -> None:
+    catalog = load_catalog()
+    row = next(r for r in corpus.load_kv() if r.id == "v27508-h100-gpt-oss-120b")
+    assert (row.engine_version, row.sampler, row.moe_backend) == ("0.11.0", "", "")
+    # 0.11.0 on CUDA: FlashInfer's sampler (14 bytes per logit), Marlin for MXFP4 on Hopper.
+    defaults = corpus.rules(row, catalog)
+    assert (defaults.sampler_bytes_per_logit, defaults.mxfp4.backend) == (14.0, "marlin")
+    named = corpus.rules(dataclasses.replace(row, sampler="pytorch", moe_backend="triton"), catalog)
+    assert (named.sampler_bytes_per_logit, named.mxfp4.backend) == (38.0, "triton")
+    # The release matters: unknown, the row is planned as the newest release read.
+    newest = corpus.rules(dataclasses.replace(row, engine_version=""), catalog)
+    assert newest.cuda_graph_gib > 0 and defaults.cuda_graph_gib == 0

@@ -184,7 +184,15 @@ def mxfp4_layout(version: str | None, gpu: Gpu) -> Mxfp4Layout:
     """vLLM's MXFP4 MoE backend (mxfp4.py get_mxfp4_backend) without opt-in variables:
     Marlin below SM 9.0; on Hopper Triton where the triton_kernels package is there (an
     optional package up to 0.11.x, vendored as vllm/third_party/triton_kernels from 0.12.0),
-    else Marlin; FlashInfer on Blackwell; Triton on ROCm."""
+    else Marlin; FlashInfer on Blackwell; Triton on ROCm.
+
+    0.11.0 on Hopper stays Marlin: its wheel requires no triton_kernels (no Requires-Dist for
+    it; mxfp4.py lines 95-102 take Triton only when it imports), and vllm PR #27370
+    (2025-10-22, after 0.11.0) says users "have to install triton_kernels manually"; PR
+    #27523 dates Triton as the SM90 default to that dependency. That the vllm-openai:v0.11.0
+    image adds the package was not found (its docker/Dockerfile at v0.11.0 was not read).
+    If it does, Marlin overstates a plan's weights (gpt-oss-120b: 65.84 GiB, Triton 64.05):
+    the safe side."""
     if gpu.platform == "rocm":
         return TRITON_ROCM
     if gpu.architecture == "blackwell":
