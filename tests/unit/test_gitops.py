@@ -7,13 +7,18 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from llmdeploy.catalog import Catalog
 from tests.gitops_checks import CAPTURED, HEALTH_LUA, argocd_health, kstatus
+from tests.unit.conftest import body
+from tests.unit.test_decide import config
+from tests.unit.test_rollout import PILOT, answered, serving_now, written
 
 ARGOCD = HEALTH_LUA.parent
 
@@ -99,3 +104,29 @@ def test_the_example_application_ignores_the_replicas_the_operator_owns() -> Non
     assert (ignored["group"], ignored["kind"]) == ("llmdeploy.io", "LLMDeployment")
     assert ignored["jsonPointers"] == ["/spec/replicas"]
     assert "RespectIgnoreDifferences=true" in app["spec"]["syncPolicy"]["syncOptions"]
+
+
+def test_a_pilot_is_in_progress_and_a_rolled_back_plan_failed(catalog: Catalog) -> None:
+    # Statuses decide writes (tests/unit/test_rollout.py's steps): the spec's plan is not
+    # served while it is piloted, and will not be after a rollback until the spec changes.
+    cfg = config(catalog)
+    snap = serving_now(catalog, PILOT)
+    changed = replace(
+        snap, body=body(snap.body["status"], **PILOT, workload={"maxContextLength": 4096})
+    )
+    started = answered(changed, cfg)
+    piloting = written(changed, started)
+    name = started.apply[0]["metadata"]["name"]
+    abort = {"llmdeploy.io/pilot": f"abort/{name[2:]}"}
+    aborted = replace(
+        piloting,
+        body={**piloting.body, "metadata": {**piloting.body["metadata"], "annotations": abort}},
+    )
+    rolled_back = written(aborted, answered(aborted, cfg))
+    for snapshot, health, verdict in (
+        (snap, "Healthy", "Current"),  # before: the spec's plan serves
+        (piloting, "Progressing", "InProgress"),
+        (rolled_back, "Degraded", "Failed"),
+    ):
+        assert argocd_health(dict(snapshot.body))[0] == health
+        assert kstatus([dict(snapshot.body)])[0][0] == verdict

@@ -280,7 +280,10 @@ def test_a_changed_plan_is_piloted_measured_promoted_and_the_old_generation_remo
     assert candidate["spec"]["selector"]["matchLabels"]["llmdeploy.io/generation"] == name[2:]
     assert started.status is not None and started.status.plan_key == running_key  # still serving
     assert conditions(started)["Progressing"].reason == "PilotPiloting"
-    assert conditions(started)["Ready"].status == "True"
+    # Serving, but not the spec's plan yet: GitOps tools wait for the pilot's outcome.
+    assert conditions(started)["Ready"].status == "False"
+    assert conditions(started)["Ready"].reason == "PilotPiloting"
+    assert started.status.phase == "Progressing"
 
     snap = ready(written(changed, started, 1), name, 1)
     up = answered(snap, cfg)
@@ -326,6 +329,10 @@ def test_a_breaching_candidate_is_rolled_back_and_not_retried_unchanged(catalog:
     assert breach.events[0].warning and "SLOBreach" in breach.events[0].message
     assert ("Deployment", name) in [key for key, _ in breach.prune]
     assert conditions(breach)["Degraded"].reason == "PilotRolledBack"
+    # Not the spec's plan, and no retry helps until the spec changes: kstatus Failed.
+    assert conditions(breach)["Stalled"].status == "True"
+    assert conditions(breach)["Ready"].status == "False"
+    assert breach.status is not None and breach.status.phase == "Degraded"
     assert breach.status is not None and breach.status.rollout is not None
     assert [f.reason for f in breach.status.rollout.failed] == ["SLOBreach"]
 
@@ -388,7 +395,8 @@ def test_a_candidate_on_a_full_cluster_waits_then_goes_on_with_what_it_got(
     on = answered(snap, cfg)
     assert on.status is not None and on.status.rollout is not None
     assert on.status.rollout.candidate is not None and on.status.rollout.candidate.replicas == 1
-    assert conditions(late)["Ready"].status == "True"  # the current generation serves on
+    assert conditions(late)["Available"].status == "True"  # the current generation serves on
+    assert late.status.phase == "Pending"
 
 
 ROUTED = {

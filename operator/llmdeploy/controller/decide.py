@@ -32,6 +32,7 @@ from llmdeploy.api.status import (
     GpuExclusion,
     LLMDeploymentStatus,
     Observed,
+    Phase,
     Recommendation,
     RecommendationBasis,
     RolloutStatus,
@@ -1538,6 +1539,16 @@ def _pilot_measurements(
     return fresh, config.measure_interval_s
 
 
+def rolled_back_conditions(why: str, generation: int) -> list[Condition]:
+    """The spec's plan was rolled back and is not tried again until the spec changes: not
+    served (Ready=False) and stalled (kstatus: Failed; Argo CD: Degraded), as an infeasible
+    spec is, while the serving generation goes on."""
+    return [
+        _condition(type_, status, "PilotRolledBack", why, generation)
+        for type_, status in (("Degraded", True), ("Ready", False), ("Stalled", True))
+    ]
+
+
 def _pilot_scaling(
     snap: Snapshot,
     config: Config,
@@ -1633,6 +1644,7 @@ def _pilot(
         kind: str = current_kind,
         capacity: Condition | None = None,
         beside: int | None = 0,
+        phase: Phase | None = None,
     ) -> Outcome:
         """`beside`: the replicas the candidate serves with, None once it is promoted. Until
         then the serving generation keeps the spec's count, which operator-mode autoscaling
@@ -1662,6 +1674,8 @@ def _pilot(
             _kept_conditions(status, ("SLOMet", "PlanDrift", "MetricsAvailable")),
         )
         new_status = _replace_conditions(new_status, conditions, previous, snap.now)
+        if phase is not None:
+            new_status = new_status.model_copy(update={"phase": phase})
         new_status = new_status.model_copy(
             update={
                 "rollout": rolled,
@@ -1722,7 +1736,8 @@ def _pilot(
         )  # fmt: skip
         return outcome(
             frozen,
-            [_condition("Degraded", True, "PilotRolledBack", why, generation)],
+            rolled_back_conditions(why, generation),
+            phase="Degraded",
             apply=_changed(unrouted(), snap, owner),
             prune=_other_generations(snap, owner, [current.workload]),
         )
@@ -1751,7 +1766,12 @@ def _pilot(
                 rollout.model_copy(
                     update={"candidate": None, "phase": "Stable", "traffic_percent": 0}
                 ),
-                [_condition("Planned", False, "NoFeasiblePlan", why, generation)],
+                [
+                    _condition("Planned", False, "NoFeasiblePlan", why, generation),
+                    _condition("Ready", False, "NoFeasiblePlan", why, generation),
+                    _condition("Stalled", True, "NoFeasiblePlan", why, generation),
+                ],
+                phase="Failed",
                 apply=_changed(unrouted(), snap, owner),
                 prune=_other_generations(snap, owner, [current.workload]),
             )
@@ -1866,7 +1886,8 @@ def _pilot(
         )  # fmt: skip
         return outcome(
             rolled,
-            [_condition("Degraded", True, "PilotRolledBack", why, generation)],
+            rolled_back_conditions(why, generation),
+            phase="Degraded",
             apply=_changed(unrouted(), snap, owner),
             prune=_other_generations(snap, owner, [current.workload]),
         )
@@ -1919,7 +1940,12 @@ def _pilot(
         requeue = capacity_due if requeue is None else min(requeue, capacity_due)
     return outcome(
         piloting,
-        [_condition("Progressing", True, f"Pilot{next_step.phase}", message, generation)],
+        [
+            _condition("Progressing", True, f"Pilot{next_step.phase}", message, generation),
+            # The spec's plan does not serve yet: GitOps tools wait for the pilot's outcome.
+            _condition("Ready", False, f"Pilot{next_step.phase}", message, generation),
+        ],
+        phase="Pending" if capacity is not None and capacity.status == "False" else "Progressing",
         apply=_changed([*objects, *routed(share, candidate)], snap, owner),
         prune=_other_generations(snap, owner, [current.workload, candidate.workload]),
         requeue=requeue,
