@@ -977,13 +977,14 @@ def _autoscale(
     status: Mapping[str, Any],
     generation: int,
     beside: int | None = None,
+    piloting: bool = False,
 ) -> Needs | tuple[Decision, Remembered, dict[str, Any]]:
     """Operator-mode autoscaling: the decision, the state to remember, status.autoscaler.
     `beside`: while a pilot runs, the replicas its candidate serves with (the routing's
     split), which take their share of the load the engines report."""
     assert resource.spec.scaling is not None
     scaling = effective_scaling(resource.spec.scaling, desired.plan)
-    if beside is not None:  # a pilot compares the generations under load: never to zero
+    if piloting:  # a pilot compares the generations under load: never to zero
         scaling = scaling.model_copy(update={"scale_to_zero": None})
     stz = scaling.scale_to_zero
     wanted: list[str] = [m.type for m in scaling.metrics]
@@ -1035,7 +1036,7 @@ def _autoscale(
         )
         observation = replace(observation, schedulable_replicas=schedulable)
         decision = decide_replicas(scaling, observation, remembered.state)
-    if beside is not None:
+    if beside:
         decision = replace(
             decision,
             reason=f"{decision.reason} (the serving generation's share of the load: "
@@ -1557,6 +1558,7 @@ def _pilot_scaling(
     workload: WorkloadStatus,
     status: Mapping[str, Any],
     beside: int | None,
+    piloting: bool,
 ) -> Needs | tuple[int | None, Decision | None, Remembered | None, Any]:
     """Operator-mode autoscaling of a pilot's serving generation (`beside`: the replicas its
     candidate serves with; None: hold, as at the switch): the count to write through the
@@ -1571,7 +1573,9 @@ def _pilot_scaling(
     ):
         return None, None, snap.autoscaler, status.get("autoscaler")
     generation = int(snap.body["metadata"].get("generation") or 0)
-    scaled = _autoscale(snap, config, resource, serving, workload, status, generation, beside)
+    scaled = _autoscale(
+        snap, config, resource, serving, workload, status, generation, beside, piloting
+    )
     if isinstance(scaled, Needs):
         return scaled
     decision, remembered, field_value = scaled
@@ -1628,6 +1632,8 @@ def _pilot(
     rollout = rollout or RolloutStatus(current=current)
     pilot_spec = resource.spec.rollout.pilot
     replicas = desired_replicas(resource, running)
+    if not rolled_back:  # KEDA's idle count (0) waits until the pilot ends, as scaleToZero does
+        replicas = max(replicas, 1)
     events: list[Event] = list(expired)
     routing = resource.spec.routing
     weighted = routing is not None and routing.http_route is not None
@@ -1645,12 +1651,13 @@ def _pilot(
         capacity: Condition | None = None,
         beside: int | None = 0,
         phase: Phase | None = None,
+        piloting: bool = True,
     ) -> Outcome:
         """`beside`: the replicas the candidate serves with, None once it is promoted. Until
         then the serving generation keeps the spec's count, which operator-mode autoscaling
         moves from the load of both generations."""
         serving = Desired(plan, plan_key, workload_kind=kind)
-        scaled = _pilot_scaling(snap, config, resource, serving, workload, status, beside)
+        scaled = _pilot_scaling(snap, config, resource, serving, workload, status, beside, piloting)
         if isinstance(scaled, Needs):
             return Outcome(needs=scaled)
         scale_to, decision, remembered, autoscaler_field = scaled
@@ -1674,7 +1681,7 @@ def _pilot(
             _kept_conditions(status, ("SLOMet", "PlanDrift", "MetricsAvailable")),
         )
         new_status = _replace_conditions(new_status, conditions, previous, snap.now)
-        if phase is not None:
+        if phase is not None and snap.error is None:  # an apply that failed: Degraded
             new_status = new_status.model_copy(update={"phase": phase})
         new_status = new_status.model_copy(
             update={
@@ -1738,6 +1745,7 @@ def _pilot(
             frozen,
             rolled_back_conditions(why, generation),
             phase="Degraded",
+            piloting=False,
             apply=_changed(unrouted(), snap, owner),
             prune=_other_generations(snap, owner, [current.workload]),
         )
@@ -1745,6 +1753,11 @@ def _pilot(
         rollout.candidate if rollout.candidate and rollout.candidate.plan_key == key else None
     )
     annotations = dict(body["metadata"].get("annotations") or {})
+    written_now = str(annotations.get(OVERRIDE_ANNOTATION, ""))
+    if candidate is not None and candidate.stale_override not in ("", written_now):
+        # The left-over annotation was removed or changed: whatever is written from now on
+        # is for this pilot, the same value again included.
+        candidate = candidate.model_copy(update={"stale_override": ""})
     if candidate is None:
         try:
             plan = plan_for_cluster(
@@ -1772,6 +1785,7 @@ def _pilot(
                     _condition("Stalled", True, "NoFeasiblePlan", why, generation),
                 ],
                 phase="Failed",
+                piloting=False,
                 apply=_changed(unrouted(), snap, owner),
                 prune=_other_generations(snap, owner, [current.workload]),
             )
@@ -1783,7 +1797,7 @@ def _pilot(
             plan=plan.model_dump(mode="json", by_alias=True, exclude_none=True),
             replicas=pilot_replicas(replicas, pilot_spec.traffic_percent),
             started_at=_rfc3339(snap.now),
-            stale_override=str(annotations.get(OVERRIDE_ANNOTATION, "")),
+            stale_override=written_now,
         )
         rollout = rollout.model_copy(update={"phase": "Piloting", "measurements": []})
         events.append(
@@ -1888,6 +1902,7 @@ def _pilot(
             rolled,
             rolled_back_conditions(why, generation),
             phase="Degraded",
+            piloting=False,
             apply=_changed(unrouted(), snap, owner),
             prune=_other_generations(snap, owner, [current.workload]),
         )
@@ -1950,5 +1965,9 @@ def _pilot(
         prune=_other_generations(snap, owner, [current.workload, candidate.workload]),
         requeue=requeue,
         capacity=capacity,
-        beside=candidate.replicas if candidate.serving_since else 0,  # the route's split
+        # The candidate's part of the requests: by the route's weights once they split them,
+        # else (the shared Service, or the pool before a share) over its ready pods only.
+        beside=candidate.replicas
+        if share and current.generation and weighted
+        else min(candidate.replicas, workload.ready_replicas if workload.exists else 0),
     )
