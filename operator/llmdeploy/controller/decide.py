@@ -1632,8 +1632,6 @@ def _pilot(
     rollout = rollout or RolloutStatus(current=current)
     pilot_spec = resource.spec.rollout.pilot
     replicas = desired_replicas(resource, running)
-    if not rolled_back:  # KEDA's idle count (0) waits until the pilot ends, as scaleToZero does
-        replicas = max(replicas, 1)
     events: list[Event] = list(expired)
     routing = resource.spec.routing
     weighted = routing is not None and routing.http_route is not None
@@ -1807,6 +1805,8 @@ def _pilot(
             )
         )
     candidate_plan = Plan.model_validate(candidate.plan)
+    # A pilot under way: KEDA's idle count (0) waits until it ends, as scaleToZero does.
+    replicas = max(replicas, 1)
     # A SpecError (a name too long for <name>-<generation>) is invalid input: never in place.
     rendered = render(candidate_plan, candidate.generation)
     objects = [o for o in rendered if o["kind"] in WORKLOAD_KINDS or o["kind"] == "ConfigMap"]
