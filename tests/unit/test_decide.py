@@ -262,7 +262,7 @@ def complete(snap: Snapshot, cfg: Config, **observed: Any) -> Outcome:
             snap = replace(snap, pending=observed.get("pending", ()))
         if outcome.needs.queries:
             snap = replace(snap, metrics=observed["metrics"])
-        if outcome.needs.gpus_in_use:
+        if outcome.needs.gpus_in_use is not None:
             snap = replace(snap, gpus_in_use=observed.get("gpus", ({}, 0)))
         outcome = decide(snap, cfg)
     raise AssertionError(f"still needs {outcome.needs}")

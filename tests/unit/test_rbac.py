@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from llmdeploy.render.kinds import CHILD_KINDS, CHILD_VERBS
+from llmdeploy.render.kinds import CHILD_KINDS, CHILD_VERBS, WORKLOAD_KINDS
 
 RBAC = Path(__file__).resolve().parents[2] / "manifests" / "base" / "rbac.yaml"
 
@@ -44,3 +44,11 @@ def test_no_verb_is_granted_that_the_operator_does_not_use() -> None:
         assert granted(rules, child.group, child.plural) == CHILD_VERBS, child.kind
     assert all("update" not in rule["verbs"] for rule in rules)  # server-side apply only
     assert granted(rules, "", "secrets") == set()
+
+
+def test_a_pilots_serving_workload_can_be_scaled_and_nothing_more() -> None:
+    # Cluster.scale_workload: the serving workload's replicas, never its template.
+    rules = cluster_role()
+    for child in CHILD_KINDS:
+        if child.kind in WORKLOAD_KINDS:
+            assert granted(rules, child.group, f"{child.plural}/scale") == {"patch"}, child.kind

@@ -183,7 +183,7 @@ def answered(
             snap = replace(snap, serving_exists=serving_exists)
         if outcome.needs.queries:
             snap = replace(snap, metrics=metrics or MetricsReading({}))
-        if outcome.needs.gpus_in_use:
+        if outcome.needs.gpus_in_use is not None:
             snap = replace(snap, gpus_in_use=({}, 0))
         if outcome.needs.pending_pods:
             snap = replace(snap, pending=pending)

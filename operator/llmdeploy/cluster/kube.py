@@ -139,9 +139,13 @@ class Cluster:
         with self._lock:
             self._kinds[(api_version, kind)] = (None, time.monotonic())
 
-    def gpus_in_use(self, owner: Owner, namespaces: Sequence[str]) -> tuple[dict[str, int], int]:
-        """(GPUs requested by pods bound to each node, how many of them are the owner's pods).
-        Read fresh: it caps a scale-up, and a stale count would promise GPUs that are gone.
+    def gpus_in_use(
+        self, owner: Owner, namespaces: Sequence[str], generation: str = ""
+    ) -> tuple[dict[str, int], int]:
+        """(GPUs requested by pods bound to each node, how many of them are the owner's pods of
+        `generation`: its replicas already placed; a pilot's candidate pods hold GPUs too, but
+        they are not the serving generation's replicas). Read fresh: it caps a scale-up, and a
+        stale count would promise GPUs that are gone.
         An operator confined to `namespaces` may not list other namespaces' pods: it counts its
         own, and GPUs taken by others show up as pods the scheduler cannot place."""
         usage: dict[str, int] = {}
@@ -159,6 +163,7 @@ class Cluster:
             if (
                 pod.metadata.namespace == owner.namespace
                 and labels.get(SELECTOR_LABEL) == owner.name
+                and labels.get(GENERATION_LABEL, "") == generation
             ):
                 owned += 1
             for container in pod.spec.containers or []:

@@ -136,9 +136,12 @@ class Desired:
     objects: tuple[dict[str, Any], ...] = ()
     workload_kind: str | None = None
     spec_hash: str | None = None  # the digest of the pod template every pod of this plan carries
+    generation: str = ""  # its workload's generation label ("": the first workload's, none)
 
     @classmethod
-    def rendered(cls, plan: Plan, key: str, objects: Sequence[dict[str, Any]]) -> Desired:
+    def rendered(
+        cls, plan: Plan, key: str, objects: Sequence[dict[str, Any]], generation: str = ""
+    ) -> Desired:
         kind = next(iter({o["kind"] for o in objects} & WORKLOAD_KINDS), None)
         spec_hash = next(
             (
@@ -149,7 +152,7 @@ class Desired:
             ),
             None,
         )
-        return cls(plan, key, tuple(objects), kind, spec_hash)
+        return cls(plan, key, tuple(objects), kind, spec_hash, generation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +181,9 @@ class Needs:
     queries: tuple[tuple[str, str], ...] = ()  # (key, PromQL) to read from Prometheus
     measure: MeasurementQueries | None = None  # a measurement for status.observed
     prometheus: str = DEFAULT_PROMETHEUS  # the endpoint to read them from
-    gpus_in_use: bool = False
+    # GPUs in use, with the pods of this generation of the object ("": the first workload's)
+    # counted as its placed replicas; None: not asked.
+    gpus_in_use: str | None = None
     crashes_of: str | None = None  # a pilot's candidate generation: does a pod of it crash?
     serving: str | None = None  # a pilot's serving workload the watch does not show: is it gone?
     # A pilot's measurement of each generation from its own series: (generation, queries).
@@ -189,7 +194,7 @@ class Needs:
             self.pending_pods
             or self.queries
             or self.measure
-            or self.gpus_in_use
+            or self.gpus_in_use is not None
             or self.crashes_of is not None
             or self.serving is not None
             or self.generations
@@ -210,7 +215,8 @@ class Snapshot:
     error: str | None = None  # why the last act failed, if it did
     pending: tuple[PendingPod, ...] | None = None
     metrics: MetricsReading | None = None
-    gpus_in_use: tuple[dict[str, int], int] | None = None  # (GPUs by node, the owner's pods)
+    # (GPUs by node, the serving generation's pods among them)
+    gpus_in_use: tuple[dict[str, int], int] | None = None
     measured: Readings | None = None  # the measurement's readings, taken at `now`
     crash: str | None = None  # Needs.crashes_of's answer: how a pod crashes, "" for none
     serving_exists: bool | None = None  # Needs.serving's answer
@@ -322,7 +328,7 @@ def desired_state(
         prometheus=prometheus,
         generation=serving,
     )
-    return Desired.rendered(plan, key, objects)
+    return Desired.rendered(plan, key, objects, serving)
 
 
 def cost_at(plan: Plan, replicas: int) -> float:
@@ -1019,7 +1025,7 @@ def _autoscale(
     if decision.desired_replicas > current:
         # Cap a scale-up by the GPUs free now (unless an autoscaler can add nodes).
         if snap.gpus_in_use is None:
-            return Needs(gpus_in_use=True)
+            return Needs(gpus_in_use=desired.generation)
         plan = desired.plan
         assert plan.gpu is not None
         multi_node = desired.workload_kind == "LeaderWorkerSet"
@@ -1654,7 +1660,7 @@ def _pilot(
         """`beside`: the replicas the candidate serves with, None once it is promoted. Until
         then the serving generation keeps the spec's count, which operator-mode autoscaling
         moves from the load of both generations."""
-        serving = Desired(plan, plan_key, workload_kind=kind)
+        serving = Desired(plan, plan_key, workload_kind=kind, generation=current.generation)
         scaled = _pilot_scaling(snap, config, resource, serving, workload, status, beside, piloting)
         if isinstance(scaled, Needs):
             return Outcome(needs=scaled)

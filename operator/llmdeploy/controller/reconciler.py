@@ -346,10 +346,9 @@ class Reconciler:
                 backoff=self.backoff,
             )
             snap = replace(snap, measured=readings(instant, needs.measure.missing))
-        if needs.gpus_in_use:
-            snap = replace(
-                snap, gpus_in_use=self.cluster.gpus_in_use(owner, self.settings.namespaces)
-            )
+        if needs.gpus_in_use is not None:
+            in_use = self.cluster.gpus_in_use(owner, self.settings.namespaces, needs.gpus_in_use)
+            snap = replace(snap, gpus_in_use=in_use)
         if needs.crashes_of is not None:
             snap = replace(snap, crash=self.cluster.crashed_pod(owner, needs.crashes_of))
         if needs.serving is not None:

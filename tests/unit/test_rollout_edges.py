@@ -1,6 +1,6 @@
-"""Reviewer's tests (review3): edge cases of operator-mode autoscaling during a pilot, the
-stale override, scale-to-zero after a rollback and in keda mode, the phase of an apply
-that failed mid-pilot. Each asserts what the docs promise; each fails on 0778fa8."""
+"""Edge cases of pilots (docs/rollouts.md): operator-mode autoscaling while a candidate loads
+or promotes, the GPU cap's count of serving replicas, a stale override given again,
+scale-to-zero after a rollback and in keda mode, the phase of an apply that failed mid-pilot."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 from llmdeploy.autoscale.decision import MetricsReading
 from llmdeploy.catalog import Catalog
-from llmdeploy.controller.decide import Snapshot
+from llmdeploy.controller.decide import Snapshot, decide
+from llmdeploy.measure.results import Readings
 from tests.unit.test_rollout import (
     NOW,
     SCALED,
@@ -131,3 +132,33 @@ def test_an_apply_failure_mid_pilot_reads_degraded_in_the_phase_too(catalog: Cat
     failed = answered(replace(snap, error="apply Deployment m-x: forbidden"), cfg)
     assert conditions(failed)["Degraded"].status == "True"
     assert failed.status is not None and failed.status.phase == "Degraded"
+
+
+def test_the_gpu_cap_counts_the_serving_generations_pods_only(catalog: Catalog) -> None:
+    """The candidate's pods hold GPUs, but they are not the serving generation's replicas:
+    decide asks for the pods of the serving generation (the first workload's carry no
+    generation label) to count as placed."""
+    snap, _, _ = _piloting(catalog, SCALED)
+    asked: list[str | None] = []
+    outcome = decide(
+        replace(snap, metrics=MetricsReading({"queueDepth": 60.0}), crash=""), config(catalog)
+    )
+    for _ in range(6):
+        if not outcome.needs:
+            break
+        asked.append(outcome.needs.gpus_in_use)
+        snap = replace(
+            snap,
+            metrics=MetricsReading({"queueDepth": 60.0}),
+            crash="",
+            serving_exists=True,
+            gpus_in_use=({f"l4-{i}": 1 for i in range(4)}, 2)
+            if outcome.needs.gpus_in_use is not None
+            else snap.gpus_in_use,
+            generations_measured={g: Readings({}, {}) for g, _ in outcome.needs.generations}
+            or snap.generations_measured,
+        )
+        outcome = decide(snap, config(catalog))
+    assert "" in asked  # the first workload's generation
+    # 2 serving pods placed and no GPU free: hold at 2, not a third pod no GPU can take.
+    assert outcome.scale_to is None, outcome.scale_reason
