@@ -987,7 +987,8 @@ def _autoscale(
 ) -> Needs | tuple[Decision, Remembered, dict[str, Any]]:
     """Operator-mode autoscaling: the decision, the state to remember, status.autoscaler.
     `beside`: while a pilot runs, the replicas its candidate serves with (the routing's
-    split), which take their share of the load the engines report."""
+    split), which take their share of the load the engines report; `piloting`: a candidate
+    runs, so no scale to zero."""
     assert resource.spec.scaling is not None
     scaling = effective_scaling(resource.spec.scaling, desired.plan)
     if piloting:  # a pilot compares the generations under load: never to zero
