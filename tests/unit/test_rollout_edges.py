@@ -65,8 +65,8 @@ def test_promoting_counts_only_the_candidate_replicas_that_take_requests(catalog
 
 
 def test_an_override_left_from_an_earlier_pilot_can_be_given_again(catalog: Catalog) -> None:
-    """docs/rollouts.md: an annotation already on the object when the pilot began is ignored.
-    A user who then wants this pilot promoted writes the same value: it must be possible."""
+    """docs/rollouts.md: an annotation already on the object when the pilot began is ignored;
+    removed and written again, the same value promotes this pilot."""
     cfg = config(catalog)
     snap = serving_now(catalog, {**SCALED, "scaling": None})
     spec = {**SCALED, "scaling": None, "workload": {"maxContextLength": 4096}}
@@ -86,8 +86,8 @@ def test_an_override_left_from_an_earlier_pilot_can_be_given_again(catalog: Cata
 
 
 def test_a_rolled_back_object_scales_to_zero_when_idle(catalog: Catalog) -> None:
-    """docs/rollouts.md: "A pilot never scales to zero: scaleToZero waits until the pilot
-    ends." After a rollback no pilot runs, and the frozen state lasts until the spec changes."""
+    """docs/rollouts.md: scale-to-zero waits while a pilot runs, not after a rollback, whose
+    state lasts until the spec changes."""
     cfg = config(catalog)
     scaling = {**SCALED["scaling"], "scaleToZero": {"idleSeconds": 300}}
     snap, _, name = _piloting(catalog, {**SCALED, "scaling": scaling})
@@ -114,19 +114,18 @@ def test_keda_scaling_to_zero_mid_pilot_does_not_empty_the_serving_generation(
     catalog: Catalog,
 ) -> None:
     """docs/rollouts.md: "A pilot never scales to zero". In keda mode the ScaledObject writes
-    spec.replicas 0 through the object's /scale when idle; the pilot passes it on to the
-    serving workload, and a promotion then switches at once with nothing ready to need."""
+    spec.replicas 0 through the object's /scale when idle: the serving workload is held at one
+    replica while the candidate runs (else a promotion would switch at once, nothing ready)."""
     cfg = config(catalog)
     snap, spec, _ = _piloting(catalog, KEDA)
     # KEDA: idle for the cooldown, spec.replicas 0.
     snap = replace(snap, body=body(snap.body["status"], **{**spec, "replicas": 0}))
     outcome = answered(snap, cfg)
-    assert outcome.scale_workload is None or outcome.scale_workload[2] > 0, outcome.scale_workload
+    assert outcome.scale_workload == ("Deployment", "m", 1), outcome.scale_workload
 
 
 def test_an_apply_failure_mid_pilot_reads_degraded_in_the_phase_too(catalog: Catalog) -> None:
-    """docs/gitops.md: ApplyFailed is phase Degraded; outside a pilot status_update says so.
-    The pilot's phase override (Progressing) hides it while Degraded=True."""
+    """docs/gitops.md: ApplyFailed is phase Degraded, during a pilot as outside one."""
     cfg = config(catalog)
     snap, _, _ = _piloting(catalog, {**SCALED, "scaling": None})
     failed = answered(replace(snap, error="apply Deployment m-x: forbidden"), cfg)
