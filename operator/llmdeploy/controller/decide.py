@@ -742,13 +742,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
     apply: list[dict[str, Any]] = []
     prune: list[tuple[ChildKey, str]] = []
     if plan.feasible:
-        for obj in desired.objects:
-            child, digest = prepared(obj, owner)
-            name: ChildKey = (obj["kind"], obj["metadata"]["name"])
-            live = snap.children.get(name)
-            mine = snap.applied.get(name)
-            if live is None or live.applied_hash != digest or mine != (digest, live.revision):
-                apply.append(child)
+        apply = _changed(desired.objects, snap, owner)
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired.objects}
         prune = sorted(
             (name, live.uid)
@@ -770,14 +764,7 @@ def decide(snap: Snapshot, config: Config) -> Outcome:
         if not workload_status.up_to_date:
             # Its controller has not acted on this generation yet: no pods of it to judge,
             # so the last verdict stands (and a new workload gets none) until it has.
-            capacity = next(
-                (
-                    Condition.model_validate(c)
-                    for c in status.get("conditions") or []
-                    if c.get("type") == "CapacityAvailable"
-                ),
-                None,
-            )
+            capacity = next(iter(_kept_conditions(status, ("CapacityAvailable",))), None)
         elif workload_status.ready_replicas < replicas:
             if snap.pending is None:
                 needs = Needs(pending_pods=True, spec_hash=desired.spec_hash)
