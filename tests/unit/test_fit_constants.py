@@ -151,11 +151,14 @@ def test_the_fusion_workspace_is_fitted_on_the_rows_that_book_it(
 def test_a_row_gets_its_releases_defaults_unless_its_log_names_the_kernels() -> None:
     catalog = load_catalog()
     row = next(r for r in corpus.load_kv() if r.id == "v27508-h100-gpt-oss-120b")
-    assert (row.engine_version, row.sampler, row.moe_backend) == ("0.11.0", "", "")
+    # A pip install (its traceback's site-packages): PyTorch's sampler, the kernel unnamed.
+    assert (row.engine_version, row.sampler, row.moe_backend) == ("0.11.0", "pytorch", "")
+    own = corpus.rules(row, catalog)
+    assert (own.sampler_bytes_per_logit, own.mxfp4.backend) == (38.0, "marlin")
     # 0.11.0 on CUDA: FlashInfer's sampler (14 bytes per logit), Marlin for MXFP4 on Hopper.
-    defaults = corpus.rules(row, catalog)
+    defaults = corpus.rules(dataclasses.replace(row, sampler=""), catalog)
     assert (defaults.sampler_bytes_per_logit, defaults.mxfp4.backend) == (14.0, "marlin")
-    named = corpus.rules(dataclasses.replace(row, sampler="pytorch", moe_backend="triton"), catalog)
+    named = corpus.rules(dataclasses.replace(row, moe_backend="triton"), catalog)
     assert (named.sampler_bytes_per_logit, named.mxfp4.backend) == (38.0, "triton")
     # The release matters: unknown, the row is planned as the newest release read.
     newest = corpus.rules(dataclasses.replace(row, engine_version=""), catalog)

@@ -174,7 +174,13 @@ def flashinfer_sampler(version: str | None, gpu: Gpu) -> bool:
     """Whether vLLM V1 samples with FlashInfer by default (topk_topp_sampler.py): on CUDA with
     FlashInfer installed (the vllm-openai images; 5 of the 6 dennislee22 0.10.1.1 logs say
     "Using FlashInfer") up to 0.11.0, opt-in from 0.11.1 to 0.14.0, the default again in
-    0.24.0 (envs.py VLLM_USE_FLASHINFER_SAMPLER). V0 used it only on request."""
+    0.24.0 (envs.py VLLM_USE_FLASHINFER_SAMPLER). V0 used it only on request.
+
+    The plan's image is the install: vllm-openai:v0.11.0 logs "[topk_topp_sampler.py:55] Using
+    FlashInfer" (vllm#30172, that image unmodified), and docker/Dockerfile installs FlashInfer
+    (vllm PRs #23129, #24086 move that step with setup.py's extra). A bare `pip install
+    vllm==0.11.0` lacks it (only the wheel's `flashinfer` extra requires it): corpus rows from
+    such installs carry `sampler=pytorch`."""
     if gpu.platform != "cuda":
         return False
     return not _at_least(version, "0.11.1") or _at_least(version, "0.24.0")
@@ -189,10 +195,11 @@ def mxfp4_layout(version: str | None, gpu: Gpu) -> Mxfp4Layout:
     0.11.0 on Hopper stays Marlin: its wheel requires no triton_kernels (no Requires-Dist for
     it; mxfp4.py lines 95-102 take Triton only when it imports), and vllm PR #27370
     (2025-10-22, after 0.11.0) says users "have to install triton_kernels manually"; PR
-    #27523 dates Triton as the SM90 default to that dependency. That the vllm-openai:v0.11.0
-    image adds the package was not found (its docker/Dockerfile at v0.11.0 was not read).
-    If it does, Marlin overstates a plan's weights (gpt-oss-120b: 65.84 GiB, Triton 64.05):
-    the safe side."""
+    #27523 dates Triton as the SM90 default to that dependency. vLLM's gpt-oss recipe as
+    updated for v0.11.0 (vllm-project/recipes OpenAI/GPT-OSS.md, commit 1e750f8), whose
+    quickstart offers the vllm-openai image, says Hopper runs "Marlin MXFP4 MoE" by default;
+    that the image adds triton_kernels was not found. If it does, Marlin overstates a plan's
+    weights (gpt-oss-120b: 65.84 GiB, Triton 64.05): the safe side."""
     if gpu.platform == "rocm":
         return TRITON_ROCM
     if gpu.architecture == "blackwell":
