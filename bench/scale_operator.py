@@ -37,7 +37,7 @@ from llmdeploy.api.types import LLMDeployment  # noqa: E402
 from llmdeploy.catalog import load_catalog, load_image_lock  # noqa: E402
 from llmdeploy.cluster.kube import Cluster  # noqa: E402
 from llmdeploy.cluster.objects import Owner, prepared  # noqa: E402
-from llmdeploy.controller.decide import desired_state  # noqa: E402
+from llmdeploy.controller.planning import desired_state  # noqa: E402
 from llmdeploy.sizing.inventory import Inventory  # noqa: E402
 
 

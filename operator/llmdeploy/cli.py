@@ -39,12 +39,8 @@ from llmdeploy.catalog import (
     load_catalog,
     load_image_lock,
 )
-from llmdeploy.controller.decide import (
-    desired_state,
-    plan_for_cluster,
-    recommend,
-    recommendation_basis,
-)
+from llmdeploy.controller.planning import desired_state, plan_for_cluster
+from llmdeploy.controller.recommend import recommend, recommendation_basis
 from llmdeploy.controller.settings import PrometheusEndpoint, with_default
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
 from llmdeploy.measure.calibration import RATIO_BOUNDS, calibrated, latency_calibration

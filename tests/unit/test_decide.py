@@ -17,17 +17,10 @@ from llmdeploy.api.types import LLMDeployment
 from llmdeploy.autoscale.decision import AutoscalerState, MetricsReading
 from llmdeploy.catalog import Catalog, load_image_lock
 from llmdeploy.cluster.objects import LiveChild, PendingPod, WorkloadStatus, workload_status_of
-from llmdeploy.controller.decide import (
-    Config,
-    Outcome,
-    Snapshot,
-    capacity_condition,
-    decide,
-    desired_state,
-    plan_key,
-    status_update,
-    stored_exclusions,
-)
+from llmdeploy.controller.decide import decide
+from llmdeploy.controller.planning import desired_state, plan_key
+from llmdeploy.controller.state import Config, Outcome, Snapshot
+from llmdeploy.controller.status import capacity_condition, status_update, stored_exclusions
 from llmdeploy.measure.calibration import RATIO_BOUNDS, SMOOTHING, fold, measured_load
 from llmdeploy.measure.results import QueryResult, Readings, readings
 from llmdeploy.render import HostAccess, PrometheusTarget

@@ -220,13 +220,13 @@ def test_a_bug_backs_off_like_any_failure(
 
 
 def test_the_message_names_the_class_and_the_operator_s_frame_never_the_text() -> None:
-    from llmdeploy.controller import decide
+    from llmdeploy.controller import planning
 
     try:
-        decide.plan_key(None, ["secret"])  # type: ignore[arg-type]
+        planning.plan_key(None, ["secret"])  # type: ignore[arg-type]
     except AttributeError as exc:
         message = unexpected(exc)
-    assert message.startswith("unexpected AttributeError in llmdeploy.controller.decide.plan_key")
+    assert message.startswith("unexpected AttributeError in llmdeploy.controller.planning.plan_key")
     assert "secret" not in message and "NoneType" not in message
     assert unexpected(ValueError("from nowhere")).startswith("unexpected ValueError: a bug")
 

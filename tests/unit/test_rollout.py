@@ -11,7 +11,7 @@ from llmdeploy.api.types import PilotSpec
 from llmdeploy.autoscale.decision import MetricsReading
 from llmdeploy.catalog import Catalog
 from llmdeploy.cluster.objects import LiveChild, PendingPod, WorkloadStatus, crash_of
-from llmdeploy.controller.decide import Outcome, Snapshot, decide
+from llmdeploy.controller.decide import decide
 from llmdeploy.controller.rollout import (
     CandidateHealth,
     override,
@@ -19,6 +19,7 @@ from llmdeploy.controller.rollout import (
     step,
     traffic_share,
 )
+from llmdeploy.controller.state import Outcome, Snapshot
 from llmdeploy.measure.results import Readings
 from tests.unit.conftest import body
 from tests.unit.test_decide import HEALTHY, NOW, conditions, config, measured_by, settled

@@ -9,7 +9,8 @@ from typing import Any
 
 from llmdeploy.autoscale.decision import MetricsReading
 from llmdeploy.catalog import Catalog
-from llmdeploy.controller.decide import Snapshot, decide
+from llmdeploy.controller.decide import decide
+from llmdeploy.controller.state import Snapshot
 from llmdeploy.measure.results import Readings
 from tests.unit.test_rollout import (
     NOW,

@@ -13,8 +13,9 @@ from llmdeploy.api.crd import build_crd
 from llmdeploy.api.types import LLMDeploymentSpec, format_validation_error
 from llmdeploy.catalog import Catalog
 from llmdeploy.cluster.objects import LiveChild, route_parents_of
-from llmdeploy.controller.decide import decide, plan_key
+from llmdeploy.controller.decide import decide
 from llmdeploy.controller.index import Index
+from llmdeploy.controller.planning import plan_key
 from llmdeploy.controller.reconciler import Reconciler
 from llmdeploy.controller.settings import OperatorSettings
 from llmdeploy.render import RenderError, render_manifests

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmdeploy.cluster.objects import ChildKey, LiveChild
-from llmdeploy.controller.decide import Remembered, Rendered
 from llmdeploy.controller.routing import endpoint_picker_of
+from llmdeploy.controller.state import Remembered, Rendered
 
 Key = tuple[str, str]  # (namespace, name) of an LLMDeployment
 NameKey = tuple[str, str, str]  # (namespace, kind, name) of any object of a child kind

@@ -26,21 +26,13 @@ from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.cluster.kube import Cluster, ClusterError, not_ours
 from llmdeploy.cluster.objects import Owner, live_child, owner_name
 from llmdeploy.controller import metrics
-from llmdeploy.controller.decide import (
-    Config,
-    Event,
-    Needs,
-    Outcome,
-    Snapshot,
-    decide,
-    owner_of,
-    reconcile_error,
-)
+from llmdeploy.controller.decide import decide, reconcile_error
 from llmdeploy.controller.index import Index, Key, Names, Record
 from llmdeploy.controller.peering import Peering
 from llmdeploy.controller.queue import WorkQueue
 from llmdeploy.controller.routing import endpoint_picker_of
 from llmdeploy.controller.settings import OperatorSettings
+from llmdeploy.controller.state import Config, Event, Needs, Outcome, Snapshot, owner_of
 from llmdeploy.measure.prometheus import collect
 from llmdeploy.measure.results import readings
 

@@ -20,11 +20,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llmdeploy.api.types import NAME_PATTERN
-from llmdeploy.controller.decide import (
-    EXCLUDED_GPU_TTL_S,
-    MEASURE_INTERVAL_S,
-    MEASURE_WINDOW,
-)
+from llmdeploy.controller.state import EXCLUDED_GPU_TTL_S, MEASURE_INTERVAL_S, MEASURE_WINDOW
 from llmdeploy.measure.queries import WindowError, window_seconds
 from llmdeploy.render import DEFAULT_PROMETHEUS, HostAccess, PrometheusTarget
 from llmdeploy.render.manifests import KEDA_AUTH_MODES, PROMETHEUS_URL_PATTERN
