@@ -346,6 +346,7 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
             "PER_LAYER_OVERHEAD_S",
             "MOE_LAYER_OVERHEAD_S",
             "TTFT_OVERHEAD_S",
+            "TTFT_LOAD_OVERHEAD_S",
             "TTFT_OVERHEAD_PER_STREAMED_TOKEN_S",
             "BANDWIDTH_EFFICIENCY_BY_GPU",
             "COMPUTE_EFFICIENCY_BY_GPU",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from llmdeploy.sizing.performance import Performance, estimate_performance
 from .conftest import make_spec
 
 
-def estimate(catalog: Catalog, name: str, concurrency: int = 1, **kwargs: Any) -> Performance:
+def estimate(
+    catalog: Catalog, name: str, concurrency: int = 1, quantization: str = "bf16", **kwargs: Any
+) -> Performance:
     """`name` in bf16 on H100s, TP 1 and 1024 tokens in, 128 out unless `kwargs` say."""
     layout: dict[str, Any] = {
         "tensor": 1,
@@ -25,7 +28,7 @@ def estimate(catalog: Catalog, name: str, concurrency: int = 1, **kwargs: Any) -
     return estimate_performance(
         resolve_model(make_spec(name).model, catalog),
         catalog.gpus["nvidia-h100-80gb"],
-        catalog.quantizations["bf16"],
+        catalog.quantizations[quantization],
         concurrency=concurrency,
         **{**layout, **kwargs},
     )
@@ -111,3 +114,59 @@ def test_moe_layers_pay_their_own_step_cost(
     monkeypatch.setattr(performance, "MOE_LAYER_OVERHEAD_S", extra)
     assert tpot("Qwen/Qwen3-8B") == dense
     assert tpot("Qwen/Qwen3-30B-A3B") == pytest.approx(moe + 48 * 1e-3)  # 48 MoE layers
+
+
+def test_a_lone_request_pays_no_load_host_time(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host time a request pays under load beyond a lone request's applies from the first
+    other stream on, in a closed loop and in a burst, and never to a lone request."""
+    lone, two = qwen3_32b(catalog, 1), qwen3_32b(catalog, 2)
+    burst = qwen3_32b(catalog, 8, burst=True)
+    monkeypatch.setattr(performance, "TTFT_LOAD_OVERHEAD_S", performance.TTFT_LOAD_OVERHEAD_S + 1)
+    assert qwen3_32b(catalog, 1) == lone
+    assert qwen3_32b(catalog, 2).ttft_s > two.ttft_s + 1
+    assert qwen3_32b(catalog, 8, burst=True).ttft_s > burst.ttft_s + 1
+
+
+def test_a_prefill_runs_the_lm_head_once_per_prompt_a_decode_step_once_per_token(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Doubling the vocabulary (and the parameters with it) leaves a compute-bound prefill all
+    but unchanged, the embedding being a lookup and the logits computed for the last position
+    only; a compute-bound decode batch pays the lm_head for every sequence."""
+    monkeypatch.setattr(performance, "TTFT_OVERHEAD_S", 0.0)
+    gpu, fmt = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
+    model = resolve_model(make_spec("Qwen/Qwen2.5-0.5B-Instruct").model, catalog)
+    lm_head = model.vocab_size * model.hidden_size
+    wide = dataclasses.replace(
+        model,
+        vocab_size=2 * model.vocab_size,
+        active_parameters=model.active_parameters + lm_head,  # tied: one copy more
+    )
+
+    def prefill_s(m: Any) -> float:
+        layout = {"tensor": 1, "pipeline": 1, "kv_dtype_bytes": 2, "concurrency": 1}
+        return estimate_performance(
+            m, gpu, fmt, **layout, input_tokens=8192, output_tokens=128
+        ).ttft_s
+
+    assert prefill_s(wide) < 1.01 * prefill_s(model)
+    # A decode step of 512 sequences (no attention: empty context) pays the lm_head 512 times.
+    body = model.active_parameters - model.embedding_parameters
+    narrow_s = performance._flops_s(model, gpu, fmt, 1, 512, 0, 1.0, logit_rows=512)
+    wide_s = performance._flops_s(wide, gpu, fmt, 1, 512, 0, 1.0, logit_rows=512)
+    assert wide_s / narrow_s == pytest.approx((body + 2 * lm_head) / (body + lm_head))
+
+
+def test_an_fp8_prefill_is_at_most_1_4x_a_bf16_one(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM's FP8 GEMMs run about 1.4x its BF16 ones, not the datasheet's 2x, and attention
+    stays BF16: a long, compute-bound prompt gains less than 1.4x."""
+    monkeypatch.setattr(performance, "TTFT_OVERHEAD_S", 0.0)
+    bf16 = estimate(catalog, "meta-llama/Llama-3.1-8B-Instruct", input_tokens=8192).ttft_s
+    fp8 = estimate(
+        catalog, "meta-llama/Llama-3.1-8B-Instruct", quantization="fp8", input_tokens=8192
+    ).ttft_s
+    assert 1.2 < bf16 / fp8 < performance.FP8_GEMM_SPEEDUP

@@ -9,9 +9,9 @@ per layer over the SKU's interconnect.
 
 TTFT depends on the load's shape. At steady load (a closed loop: a new request as one
 finishes) a request arrives while a step runs, then prefills in a step shared with the other
-streams' decodes, queueing sometimes behind another stream's prefill; a lone request has none
-of that. In a burst (every request sent at once) the median request queues behind the
-prefills of half the burst.
+streams' decodes, queueing sometimes behind another stream's prefill, and pays more host time
+than a lone request, which has none of that. In a burst (every request sent at once) the
+median request queues behind the prefills of half the burst.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # bench/data (tests/unit/test_fit_constants.py checks).
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
-BANDWIDTH_EFFICIENCY = 0.7
-COMPUTE_EFFICIENCY = 0.4
+BANDWIDTH_EFFICIENCY = 0.75
+COMPUTE_EFFICIENCY = 0.65
 # Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
 # model's kernels would be booked as the GPU's): they depend on the memory generation and the
 # kernels the engine has for the architecture. Other SKUs take the values above.
@@ -37,20 +37,31 @@ BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-h100-80gb": 0.8,
 }
 COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.4,
-    "nvidia-h100-80gb": 0.5,
+    "nvidia-a100-80gb": 0.35,
+    "nvidia-h100-80gb": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step).
-PER_LAYER_OVERHEAD_S = 3e-05
+PER_LAYER_OVERHEAD_S = 3.5e-05
 MOE_LAYER_OVERHEAD_S = 0.00015
-# Fitted: a request's host work before its first token (HTTP, tokenization, scheduling,
-# detokenization), and the API server's work per token it streams for another stream: while
-# it serves the new request, the other streams' tokens (one per stream per step) take turns
-# with it (host-side work, invisible to a GPU roofline).
-TTFT_OVERHEAD_S = 0.035
-TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.00048
+# Fitted: a lone request's host work before its first token (HTTP, tokenization, the hand-off
+# to the engine, detokenization); the more that a request sent under load pays before its
+# first token, beyond the step it waits for and the queue (not explained by a mechanism: the
+# corpus's lone requests imply 0-21 ms of host time in three of four sources, the same
+# sources' loaded rows 5-130 ms more than the modelled terms, growing with the streams; a
+# benchmark client adds ~40 ms at 32 streams, tenstorrent/tt-inference-server#259); and the
+# work per token streamed for another stream
+# while the new request's host work runs (one token per stream per step).
+TTFT_OVERHEAD_S = 0.02
+TTFT_LOAD_OVERHEAD_S = 0.025
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.00032
+# Physical, not fitted: an FP8 GEMM as vLLM runs it (activations quantized at run time) is
+# about 1.4x a BF16 GEMM, not the datasheet's 2x: vllm-project/vllm PR #49363 (H100,
+# gemma-4-31B N=12288 K=5376, 128 tokens: 352.6 TFLOP/s BF16, 505.7 FP8 with per-token
+# activation quantization, 1.43x) and PR #19566 (B200, 1024 tokens: 1379.7 and 1944.8, 1.41x),
+# both from vLLM's benchmarks/kernels/bench_fp8_gemm.py. Attention runs in BF16.
+FP8_GEMM_SPEEDUP = 1.4
 # Physical, not fitted: all-reduce latency per interconnect, and pipeline hand-offs between
 # nodes over the cluster network.
 ALL_REDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 15e-6, "pcie": 30e-6}
@@ -111,11 +122,22 @@ def _flops_s(
     tokens: float,
     context: float,
     efficiency: float,
+    logit_rows: float,
 ) -> float:
-    """Compute time of `tokens` tokens attending to `context` tokens, spread over `gpus`."""
-    linear = 2 * model.active_parameters * tokens
+    """Compute time of `tokens` tokens attending to `context` tokens, spread over `gpus`. The
+    input embedding is a lookup, and the engine computes logits only for `logit_rows`
+    positions: the last scheduled token of each sequence in the step (vLLM
+    gpu_model_runner.py: `logits_indices = query_start_loc[1:] - 1`, then
+    `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head once,
+    not once per prompt token."""
+    body = model.active_parameters - model.embedding_parameters
+    linear = 2 * body * tokens + 2 * model.vocab_size * model.hidden_size * logit_rows
     attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
-    return (linear + attention) / gpus / (gpu.compute_tflops(fmt.compute_dtype) * 1e12 * efficiency)
+    bf16 = gpu.compute_tflops("bf16")
+    gemm = gpu.compute_tflops(fmt.compute_dtype)
+    if fmt.compute_dtype == "fp8":
+        gemm = min(gemm, bf16 * FP8_GEMM_SPEEDUP)
+    return (linear / gemm + attention / bf16) / gpus / (1e12 * efficiency)
 
 
 def _weights_read(
@@ -153,7 +175,9 @@ def _prefill_s(
     gpus = tensor * pipeline
     steps = max(1, math.ceil(tokens / chunk))
     size = tokens / steps
-    compute_s = _flops_s(model, gpu, fmt, gpus, tokens, prompt / 2, efficiency)
+    # One logit row per prompt, and one more for each chunk that ends inside a prompt.
+    prompts = tokens / prompt
+    compute_s = _flops_s(model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1)
     memory_s = steps * pipeline * weights / bandwidth
     return max(compute_s, memory_s) + steps * (
         _communication_s(model, gpu, tensor, pipeline, size) + step_overhead_s
@@ -197,7 +221,7 @@ def estimate_performance(
     )
     # Stages run one after another for a token: the step time is the sum over stages.
     memory_s = pipeline * (weights + kv_read) / bandwidth
-    decode_compute_s = _flops_s(model, gpu, fmt, gpus, batch, context, compute_efficiency)
+    decode_compute_s = _flops_s(model, gpu, fmt, gpus, batch, context, compute_efficiency, batch)
     decode_s = max(memory_s, decode_compute_s)
     moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
     overhead_s = model.layers * PER_LAYER_OVERHEAD_S + moe_layers * MOE_LAYER_OVERHEAD_S
@@ -233,10 +257,11 @@ def estimate_performance(
     prefills_seen = others / 2 if burst else others
     tpot = decode_step_s + prefills_seen * prefill_extra_s / output_tokens
 
-    # During its own host work the API server also streams the others' tokens, one per
-    # stream per step.
-    streamed = others * TTFT_OVERHEAD_S / decode_step_s
-    host_s = TTFT_OVERHEAD_S + streamed * TTFT_OVERHEAD_PER_STREAMED_TOKEN_S
+    # A lone request pays its own host work only; under load it pays more, and during that
+    # work the others' tokens are streamed, one per stream per step.
+    own_s = TTFT_OVERHEAD_S + min(others, 1) * TTFT_LOAD_OVERHEAD_S
+    streamed = others * own_s / decode_step_s
+    host_s = own_s + streamed * TTFT_OVERHEAD_PER_STREAMED_TOKEN_S
     if burst:
         # The median request's prompt is prefilled after those of the half of the burst sent
         # before it (first come, first served), the prompts packed into steps of
