@@ -20,7 +20,7 @@ from types import ModuleType
 from llmdeploy.api.types import ModelSpec
 from llmdeploy.catalog import Catalog, Gpu, Interconnect
 from llmdeploy.sizing import memory, performance, resolve_model
-from llmdeploy.sizing.engine_memory import EngineMemory, Generation, vllm_memory
+from llmdeploy.sizing.engine_memory import EngineMemory, Generation, engine_memory, vllm_memory
 from llmdeploy.sizing.memory import GIB, memory_breakdown, weight_bytes_per_rank
 from llmdeploy.sizing.model_facts import ModelFacts
 from llmdeploy.sizing.performance import estimate_performance
@@ -28,6 +28,11 @@ from llmdeploy.sizing.performance import estimate_performance
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_UTILIZATION = 0.9
 BLOCK_SIZE = 16
+TENSORRT_LLM = "tensorrt-llm"
+# trtllm-serve's KV pages hold 32 tokens (llm_args.py KvCacheConfig tokens_per_block); without
+# flags it steps 8192 tokens and 2048 requests (llm_args.py max_num_tokens, max_batch_size).
+TENSORRT_LLM_BLOCK_SIZE = 32
+TENSORRT_LLM_DEFAULTS = (8192, 2048)
 # All-reduce without GPU peer-to-peer: NCCL stages every transfer through host shared memory
 # (its SHM transport), far below the PCIe link's 32 GB/s. Bus bandwidth of NCCL's all-reduce
 # over SHM on PCIe Gen4 GPUs: 6.13 GB/s averaged over 8 B to 512 MiB messages (NVIDIA/nccl
@@ -76,6 +81,7 @@ class KvRow:
     pipeline: int
     quantization: str
     kv_dtype: str
+    engine: str  # vllm / tensorrt-llm
     engine_version: str
     engine_generation: str  # v0 / v1 from the log lines' format; empty when unknown
     sampler: str  # flashinfer / pytorch where the log says; empty when it does not
@@ -138,6 +144,7 @@ def load_kv() -> list[KvRow]:
             pipeline=int(r["pipeline"]),
             quantization=r["quantization"],
             kv_dtype=r["kv_dtype"],
+            engine=r["engine"],
             engine_version=r["engine_version"],
             engine_generation=r["engine_generation"],
             sampler=r["sampler"],
@@ -218,16 +225,21 @@ def scheduler(row: KvRow, catalog: Catalog) -> tuple[int, int, int]:
     model = _model(catalog, row.plan_model)
     context = row.max_model_len or model.max_context_length
     gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
-    batched, seqs = engine_defaults(row.engine_generation or "v1", gpu, context)
+    if row.engine == TENSORRT_LLM:
+        batched, seqs = TENSORRT_LLM_DEFAULTS
+    else:
+        batched, seqs = engine_defaults(row.engine_generation or "v1", gpu, context)
     return context, row.max_num_batched_tokens or batched, row.max_num_seqs or seqs
 
 
 def rules(row: KvRow, catalog: Catalog) -> EngineMemory:
     """The accounting of the release that made the row (a V1 row of unknown release as the
     newest read), with the sampler and MoE kernel its log names."""
+    gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
+    if row.engine == TENSORRT_LLM:
+        return engine_memory(TENSORRT_LLM, row.engine_version or None, gpu)
     generation: Generation = "v0" if row.engine_generation == "v0" else "v1"
     flashinfer = {"flashinfer": True, "pytorch": False}.get(row.sampler)
-    gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
     return vllm_memory(
         row.engine_version or None,
         gpu,
@@ -242,6 +254,7 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
     model = _model(catalog, row.plan_model)
     fmt = catalog.quantizations[row.quantization]
     context, batched, seqs = scheduler(row, catalog)
+    trtllm = row.engine == TENSORRT_LLM
     m = memory_breakdown(
         model,
         _gpu(catalog, row.gpu, row.gpu_memory_gib),
@@ -253,8 +266,9 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
         max_num_batched_tokens=batched,
         max_num_seqs=seqs,
         max_context_length=context,
-        block_size=BLOCK_SIZE,
+        block_size=TENSORRT_LLM_BLOCK_SIZE if trtllm else BLOCK_SIZE,
         rules=rules(row, catalog),
+        budget_of_free_memory=trtllm,
         checkpoint=model.quantized_checkpoint(row.model, row.quantization),
     )
     refused = not m.fits or m.max_concurrency < 1

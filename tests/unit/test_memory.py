@@ -519,3 +519,40 @@ def test_a_plan_names_the_cuda_graphs_its_release_books(catalog: Catalog) -> Non
     assert old.kv_cache_gib_per_gpu - new.kv_cache_gib_per_gpu == pytest.approx(
         0.58 + graph_profiling, abs=0.01
     )
+
+
+def test_tensorrt_llm_profiles_one_sampled_row_per_dummy_context_request(
+    catalog: Catalog,
+) -> None:
+    """TensorRT-LLM's profiling serves prompts of min(max_num_tokens, max_seq_len - 1) tokens,
+    one output token each (_util.py _create_dummy_context_requests): its peak does not grow
+    with max_batch_size, which vLLM's sampler step does."""
+    from llmdeploy.sizing.engine_memory import engine_memory
+
+    assert memory.tensorrt_llm_profiling_requests(8192, 131072) == 1
+    assert memory.tensorrt_llm_profiling_requests(23552, 157) == 151  # 23552 / 156, rounded up
+    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+    rules = engine_memory("tensorrt-llm", "1.0.0", h100)
+
+    def kv(seqs: int) -> float:
+        return memory_breakdown(
+            model,
+            h100,
+            catalog.quantizations["bf16"],
+            tensor=1,
+            pipeline=1,
+            kv_dtype_bytes=2,
+            gpu_memory_utilization=0.9,
+            max_num_batched_tokens=2048,
+            max_num_seqs=seqs,
+            max_context_length=131072,
+            block_size=32,
+            rules=rules,
+            budget_of_free_memory=True,
+        ).kv_cache_gib
+
+    assert kv(2048) == kv(1)
+    vllm = vllm_memory("0.11.0", h100)
+    peak = memory.activation_bytes(model, 1, 2048, 2048, vllm)
+    assert peak > memory.activation_bytes(model, 1, 2048, 1, vllm)

@@ -44,7 +44,8 @@ TRITON_SAMPLER_MIN_ROWS = 8
 # model-dtype logits (2) and sample/sampler.py's fp32 copy (4); gumbel_sample's buffers are per
 # block of the vocabulary, not per logit.
 SAMPLER_BYTES_V2_RUNNER = 6.0
-# TensorRT-LLM's profiling is not modelled from its source: the figure vLLM's had before.
+# TensorRT-LLM's sampler bytes were not read: vLLM's former figure. It multiplies one row per
+# dummy request of TensorRT-LLM's profiling (tensorrt_llm_memory), about 1 MiB a row.
 SAMPLER_BYTES_TENSORRT_LLM = 8.0
 
 # From 0.20.0 vLLM captures its CUDA graphs once during memory profiling and takes their memory
@@ -314,12 +315,40 @@ def _v2_runner(version: str | None, model_type: str | None) -> bool:
     return since is not None and _at_least(version, since)
 
 
+def tensorrt_llm_memory(version: str | None, gpu: Gpu) -> EngineMemory:
+    """TensorRT-LLM's accounting under its PyTorch backend (trtllm-serve's default from 1.0), as
+    tensorrt_llm/_torch/pyexecutor/_util.py KvCacheCreator sizes the KV cache; read in the
+    0.20-era estimate_max_tokens and the later configure_kv_cache_capacity / _cal_max_memory,
+    which do the same arithmetic (memory.py memory_breakdown, budget_of_free_memory):
+
+    - the profiling run serves dummy context requests of min(max_num_tokens, max_seq_len - 1)
+      prompt tokens each, max_num_tokens in all, one output token each
+      (_create_dummy_context_requests): one forward of max_num_tokens tokens and one sampled
+      row per request, not one per max_batch_size;
+    - its peak is torch's allocated peak plus what the process holds outside torch afterwards
+      (torch.cuda.mem_get_info's used memory less torch's current allocation, after
+      empty_cache): non-torch memory counted from the process start, CUDA graphs included,
+      since PyExecutor.__init__ runs the model's warmup before the profiling (py_executor.py;
+      the CUDA-graph captures precede "Memory used after loading model weights" in NVIDIA's
+      DGX Spark gpt-oss playbook log of 1.1.0rc3);
+    - KV = free_gpu_memory_fraction x (device total - peak + the run's temporary KV cache).
+
+    No difference between the pinned 1.0.0 and 1.3.0rc20 was found in these rules, so the
+    release does not key them. MXFP4 experts: TensorRT-LLM's layout was not read; the
+    checkpoint's."""
+    del version, gpu  # one rule set for every release read
+    return EngineMemory(
+        non_torch_since_start=True,
+        sampler_bytes_per_logit=SAMPLER_BYTES_TENSORRT_LLM,
+        mxfp4=CHECKPOINT,
+    )
+
+
 def engine_memory(
     engine: str, version: str | None, gpu: Gpu, model_type: str | None = None
 ) -> EngineMemory:
-    """The rules for a plan: vLLM's by release (and, for CUDA graphs, by model type).
-    TensorRT-LLM's are not read in its source: non-torch memory from the process start, vLLM's
-    former sampler figure, MXFP4 experts as the checkpoint holds them."""
+    """The rules for a plan: vLLM's by release (and, for CUDA graphs, by model type);
+    TensorRT-LLM's (tensorrt_llm_memory)."""
     if engine == "vllm":
         return vllm_memory(version, gpu, model_type=model_type)
-    return EngineMemory(True, SAMPLER_BYTES_TENSORRT_LLM, CHECKPOINT)
+    return tensorrt_llm_memory(version, gpu)

@@ -279,6 +279,14 @@ def kv_capacity(
     return tokens, tokens / max_context_length
 
 
+def tensorrt_llm_profiling_requests(max_num_tokens: int, max_seq_len: int) -> int:
+    """Dummy requests of TensorRT-LLM's profiling run: prompts of min(max_num_tokens,
+    max_seq_len - 1) tokens up to max_num_tokens in all (engine_memory.py
+    tensorrt_llm_memory)."""
+    prompt = max(1, min(max_num_tokens, max_seq_len - 1))
+    return math.ceil(max_num_tokens / prompt)
+
+
 def memory_breakdown(
     model: ModelFacts,
     gpu: Gpu,
@@ -300,10 +308,17 @@ def memory_breakdown(
     `checkpoint`: the known pre-quantized checkpoint the plan loads."""
     total = gpu.visible_memory_gib * GIB
     weights = weight_bytes_per_rank(model, fmt, tensor, pipeline, rules, checkpoint)
-    activation = activation_bytes(model, tensor, max_num_batched_tokens, max_num_seqs, rules)
+    rows = (
+        tensorrt_llm_profiling_requests(max_num_batched_tokens, max_context_length)
+        if budget_of_free_memory
+        else max_num_seqs
+    )
+    activation = activation_bytes(model, tensor, max_num_batched_tokens, rows, rules)
     non_torch = non_torch_bytes(tensor, pipeline, rules)
     graphs = rules.cuda_graph_gib * GIB
     if budget_of_free_memory:
+        # TensorRT-LLM: free_gpu_memory_fraction x (device total - profiling peak), the peak
+        # holding weights, the profiling step and the non-torch memory (CUDA graphs included).
         budget = total
         kv = (total - weights - activation - non_torch - graphs) * gpu_memory_utilization
     else:
