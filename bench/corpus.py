@@ -162,7 +162,9 @@ def load_kv() -> list[KvRow]:
     ]
 
 
-def load_latency() -> list[LatencyRow]:
+def load_latency(name: str = "latency.csv") -> list[LatencyRow]:
+    """The latency rows of `name`: latency.csv (split into fit and held-out), or
+    latency_outside.csv (never fitted; bench/data/README.md says why)."""
     return [
         LatencyRow(
             id=r["id"],
@@ -183,7 +185,7 @@ def load_latency() -> list[LatencyRow]:
             tpot_ms=float(r["tpot_ms"]),
             ttft_valid=r["ttft_valid"] == "yes",
         )
-        for r in _read("latency.csv")
+        for r in _read(name)
     ]
 
 

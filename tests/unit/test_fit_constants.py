@@ -23,13 +23,19 @@ def test_split_follows_the_committed_rule() -> None:
         assert split[row_id] == ("held-out" if corpus.held_out_by_rule(row_id) else "fit"), row_id
 
 
+def test_the_outside_rows_are_in_no_set_the_fit_reads() -> None:
+    outside = [r.id for r in corpus.load_latency("latency_outside.csv")]
+    inside = {r.id for r in corpus.load_latency()}
+    assert outside and not set(outside) & (set(corpus.load_split()) | inside)
+
+
 def test_every_row_can_be_replanned() -> None:
     catalog = load_catalog()
     for row in corpus.load_kv():
         assert row.plan_model and row.quantization in catalog.quantizations, row.id
         assert row.gpu in catalog.gpus or row.gpu_memory_gib is not None, row.id
         assert corpus.predict_weights_gib(row, catalog) > 0, row.id
-    for lrow in corpus.load_latency():
+    for lrow in corpus.load_latency() + corpus.load_latency("latency_outside.csv"):
         ttft, tpot = corpus.predict_latency(lrow, catalog)
         assert ttft > 0 and tpot > 0, lrow.id
 
