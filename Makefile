@@ -53,7 +53,7 @@ prometheus:
 
 bench: venv
 	$(BIN)/python bench/planner_latency.py
-	$(BIN)/python bench/sizing_accuracy.py
+	$(BIN)/python bench/sizing_accuracy.py --picture docs/img/sizing-accuracy.svg
 	$(BIN)/python bench/autoscale_compare.py
 
 crds: venv

@@ -37,8 +37,12 @@ TITLES = {
 KV_METRICS = ("KV tokens", "KV GiB")
 
 
-def collect() -> tuple[dict[str, dict[str, list[float]]], list[str], dict[str, list[str]]]:
-    """Errors per metric and set, the row lines, and the refusal outcomes per set."""
+Points = dict[str, list[tuple[str, float, float]]]  # metric -> (set, measured, predicted)
+
+
+def collect() -> tuple[dict[str, dict[str, list[float]]], list[str], dict[str, list[str]], Points]:
+    """Errors per metric and set, the row lines, the refusal outcomes per set, and the
+    (set, measured, predicted) points per metric."""
     catalog = load_catalog()
     split = load_split()
     errors: dict[str, dict[str, list[float]]] = {
@@ -48,11 +52,13 @@ def collect() -> tuple[dict[str, dict[str, list[float]]], list[str], dict[str, l
     errors.update({metric: {s: [] for s in SETS} for metric in ("TTFT", "TPOT")})
     refusals: dict[str, list[str]] = {s: [] for s in SETS}
     lines: list[str] = []
+    points: Points = {metric: [] for metric in errors}
     for row in load_kv():
         s = split[row.id]
         if row.weights_gib is not None:
             w = predict_weights_gib(row, catalog)
             errors["weights GiB"][s].append(relative_error(w, row.weights_gib))
+            points["weights GiB"].append((s, row.weights_gib, w))
             lines.append(f"| {row.id} | {s} | weights GiB | {row.weights_gib} | {w:.2f} |")
         if row.outcome not in ("ran", "refused"):
             continue
@@ -64,20 +70,24 @@ def collect() -> tuple[dict[str, dict[str, list[float]]], list[str], dict[str, l
         )
         if row.outcome == "ran" and row.kv_tokens is not None:
             errors["KV tokens"][s].append(relative_error(p.kv_tokens, row.kv_tokens))
+            points["KV tokens"].append((s, row.kv_tokens, p.kv_tokens))
             lines.append(f"| {row.id} | {s} | KV tokens | {row.kv_tokens} | {p.kv_tokens} |")
         if row.kv_gib is not None and row.kv_gib > 0:
             errors["KV GiB"][s].append(relative_error(p.kv_gib, row.kv_gib))
+            points["KV GiB"].append((s, row.kv_gib, p.kv_gib))
             lines.append(f"| {row.id} | {s} | KV GiB | {row.kv_gib} | {p.kv_gib:.2f} |")
     latency = [(split[r.id], r) for r in load_latency()]
     latency += [("outside", r) for r in load_latency("latency_outside.csv")]
     for s, lrow in latency:
         ttft, tpot = predict_latency(lrow, catalog)
         errors["TPOT"][s].append(relative_error(tpot, lrow.tpot_ms))
+        points["TPOT"].append((s, lrow.tpot_ms, tpot))
         lines.append(f"| {lrow.id} | {s} | TPOT ms | {lrow.tpot_ms} | {tpot:.2f} |")
         if lrow.ttft_comparable:
             errors["TTFT"][s].append(relative_error(ttft, lrow.ttft_ms))
+            points["TTFT"].append((s, lrow.ttft_ms, ttft))
             lines.append(f"| {lrow.id} | {s} | TTFT ms | {lrow.ttft_ms} | {ttft:.1f} |")
-    return errors, lines, refusals
+    return errors, lines, refusals, points
 
 
 def main() -> None:
@@ -86,14 +96,23 @@ def main() -> None:
     parser.add_argument(
         "--fitted", action="store_true", help="with the constants fit_constants.py derives"
     )
+    parser.add_argument(
+        "--picture", type=Path, help="draw predicted against measured to this SVG or PNG"
+    )
     args = parser.parse_args()
     if args.fitted:
         from fit_constants import fit
 
         with constants(fit()):
-            errors, lines, refusals = collect()
+            errors, lines, refusals, points = collect()
     else:
-        errors, lines, refusals = collect()
+        errors, lines, refusals, points = collect()
+    if args.picture:
+        from llmdeploy.pictures import accuracy_picture
+
+        title = "llmdeploy's sizing model on the public corpus (bench/data): predicted vs measured"
+        accuracy_picture({m: points[m] for m in ("KV GiB", "KV tokens", "TTFT", "TPOT")}, title,
+                         args.picture)  # fmt: skip
     for s in SETS:
         print(f"### {TITLES[s]}\n")
         _table({metric: by_set[s] for metric, by_set in errors.items()})

@@ -245,6 +245,52 @@ def _ms(values: Sequence[float | None]) -> list[float]:
     return [math.nan if v is None else v * 1000 for v in values]
 
 
+# The corpus's sets: fitted on, held out by the split rule, never fitted (bench/data/README.md).
+SET_STYLE = {"fit": (COLOURS[1], "o"), "held-out": (COLOURS[0], "s"), "outside": (COLOURS[5], "^")}
+
+
+def accuracy_picture(
+    points: dict[str, list[tuple[str, float, float]]], title: str, path: Path
+) -> None:
+    """Predicted against measured, one panel per metric, log-log, each row a mark coloured by
+    its set; the diagonal is exact, the bands ±10% and ±25%."""
+    metrics = [m for m in points if points[m]]
+    columns = 2
+    rows = math.ceil(len(metrics) / columns)
+    with rc_context(STYLE):
+        figure = Figure(figsize=(10, 4.2 * rows), layout="constrained")
+        grid = figure.subplots(rows, columns, squeeze=False)
+        for axes, metric in zip(grid.flat, metrics, strict=False):
+            values = [v for _, measured, predicted in points[metric] for v in (measured, predicted)]
+            low, high = min(values) / 1.5, max(values) * 1.5
+            line = [low, high]
+            for band, alpha in ((0.25, 0.08), (0.10, 0.14)):
+                axes.fill_between(
+                    line, [x * (1 - band) for x in line], [x * (1 + band) for x in line],
+                    color=PREDICTED_COLOUR, alpha=alpha, linewidth=0,
+                )  # fmt: skip
+            axes.plot(line, line, color=PREDICTED_COLOUR, linewidth=0.8)
+            for name, (colour, marker) in SET_STYLE.items():
+                mine = [(m, p) for s, m, p in points[metric] if s == name]
+                if mine:
+                    axes.scatter(
+                        [m for m, _ in mine], [p for _, p in mine], s=18, c=colour,
+                        marker=marker, label=f"{name} ({len(mine)})", alpha=0.85,
+                    )  # fmt: skip
+            axes.set_xscale("log")
+            axes.set_yscale("log")
+            axes.set_xlim(low, high)
+            axes.set_ylim(low, high)
+            axes.set_title(metric)
+            axes.set_xlabel("measured")
+            axes.set_ylabel("predicted")
+            axes.legend(loc="upper left", fontsize=8)
+        for axes in list(grid.flat)[len(metrics) :]:
+            axes.set_visible(False)
+        figure.suptitle(title)
+        _save(figure, path)
+
+
 @dataclass(frozen=True, slots=True)
 class PilotFrame:
     """One minute of a pilot, as its status.rollout and the two generations' measurements
