@@ -21,7 +21,12 @@ from llmdeploy.api.types import ModelSpec
 from llmdeploy.catalog import Catalog, Gpu, Interconnect
 from llmdeploy.sizing import memory, performance, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, Generation, engine_memory, vllm_memory
-from llmdeploy.sizing.memory import GIB, memory_breakdown, weight_bytes_per_rank
+from llmdeploy.sizing.memory import (
+    GIB,
+    memory_breakdown,
+    tensorrt_llm_served_context,
+    weight_bytes_per_rank,
+)
 from llmdeploy.sizing.model_facts import ModelFacts
 from llmdeploy.sizing.performance import estimate_performance
 
@@ -273,7 +278,14 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
         budget_of_free_memory=trtllm,
         checkpoint=model.quantized_checkpoint(row.model, row.quantization),
     )
-    refused = not m.fits or m.max_concurrency < 1
+    short = m.max_concurrency < 1
+    if trtllm and short:  # it lowers max_seq_len to what the cache holds, if a block fits
+        kv, dtype = m.kv_cache_gib * GIB, _kv_bytes(row.kv_dtype)
+        block = TENSORRT_LLM_BLOCK_SIZE
+        short = not tensorrt_llm_served_context(
+            model, row.tensor, row.pipeline, dtype, kv, context, block
+        )
+    refused = not m.fits or short
     return KvPrediction(m.weights_gib, m.kv_cache_gib, m.kv_cache_tokens, m.budget_gib, refused)
 
 

@@ -287,6 +287,40 @@ def tensorrt_llm_profiling_requests(max_num_tokens: int, max_seq_len: int) -> in
     return math.ceil(max_num_tokens / prompt)
 
 
+def tensorrt_llm_served_context(
+    model: ModelFacts,
+    tensor: int,
+    pipeline: int,
+    kv_dtype_bytes: float,
+    kv_bytes: float,
+    max_seq_len: int,
+    block_size: int,
+) -> int:
+    """The max_seq_len TensorRT-LLM starts with where its KV cache holds less than one request
+    of `max_seq_len`: it does not refuse, it lowers each attention window, and max_seq_len with
+    the largest, to the longest sequence of whole blocks the cache holds
+    (_torch/pyexecutor/resource_manager.py KVCacheManager: get_max_atten_window_upper_bound,
+    _validate_and_adjust_attention_windows, "Adjusted max_seq_len to N"; sliding-window
+    layers first through adjust_window_sizes_for_vswa). 0 where not one block fits: it then
+    stops ("Impossible to fit in any sequence in kvCache"). Read in a stored 2026 main; the
+    clamp came with NVIDIA/TensorRT-LLM#5720 (main, July 2025, cherry-picked in #5874), before
+    the pinned 1.0.0 (September 2025) and 1.3.0rc20, and 1.1.0rc3 logs it (NVIDIA's DGX Spark
+    gpt-oss playbook). Whether the 1.0.0 tag holds it was not read in that tag."""
+    fits = 0
+    low, high = 1, max_seq_len // block_size
+    while low <= high:  # the largest whole number of blocks one request's cache fits in
+        mid = (low + high) // 2
+        tokens = mid * block_size
+        if (
+            request_kv_bytes(model, tensor, pipeline, kv_dtype_bytes, tokens, block_size)
+            <= kv_bytes
+        ):
+            fits, low = tokens, mid + 1
+        else:
+            high = mid - 1
+    return fits
+
+
 def memory_breakdown(
     model: ModelFacts,
     gpu: Gpu,

@@ -22,6 +22,7 @@ from llmdeploy.sizing.memory import (
     MemoryBreakdown,
     memory_breakdown,
     request_kv_bytes,
+    tensorrt_llm_served_context,
     weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import ModelFacts, SpecError, resolve_model
@@ -455,8 +456,8 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         checkpoint=model.quantized_checkpoint(candidate.checkpoint, fmt.id),
     )
     candidate.memory = memory
-    # vLLM refuses to start without room for one request of max_model_len
-    # (v1/core/kv_cache_utils.py check_enough_kv_cache_memory, 0.10.2 to 0.14.0).
+    # Without room for one request of maxContextLength vLLM refuses to start and TensorRT-LLM
+    # serves a shorter context (_short_of_one_request).
     engine = ctx.engine.display_name
     if not memory.fits:
         candidate.infeasible = (
@@ -468,15 +469,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         )
         return candidate
     if memory.max_concurrency < 1:
-        candidate.infeasible = (
-            f"{engine} would refuse to start: KV cache holds {memory.kv_cache_tokens} tokens, "
-            f"less than one request of maxContextLength {ctx.max_context}"
-            + (
-                ", but within the estimate's error band: it may start"
-                if _near_limit(memory)
-                else ""
-            )
-        )
+        candidate.infeasible = _short_of_one_request(ctx, candidate, memory)
         return candidate
     typical = workload.input_tokens + workload.output_tokens
     per_request = request_kv_bytes(model, tensor, pipeline, kv_bytes, typical, ctx.block_size(gpu))
@@ -517,6 +510,48 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         misses.append(f"TPOT {perf.tpot_s * 1000:.1f} ms > SLO {slo.tpot_ms:g} ms")
     candidate.slo_miss = "; ".join(misses) or None
     return candidate
+
+
+def _short_of_one_request(ctx: _Context, c: Candidate, memory: MemoryBreakdown) -> str:
+    """Why a cache of less than one request of maxContextLength makes the layout infeasible.
+    vLLM refuses to start (v1/core/kv_cache_utils.py check_enough_kv_cache_memory, 0.10.2 to
+    0.14.0). TensorRT-LLM starts, with max_seq_len lowered to what the cache holds
+    (memory.tensorrt_llm_served_context): still short of the context the spec asks for."""
+    near = _near_limit(memory)
+    if ctx.engine.id != "tensorrt-llm":
+        return (
+            f"{ctx.engine.display_name} would refuse to start: KV cache holds "
+            f"{memory.kv_cache_tokens} tokens, less than one request of maxContextLength "
+            f"{ctx.max_context}"
+            + (", but within the estimate's error band: it may start" if near else "")
+        )
+    served = tensorrt_llm_served_context(
+        ctx.model,
+        c.tensor,
+        c.pipeline,
+        _kv_bytes(c.kv_dtype),
+        memory.kv_cache_gib * GIB,
+        ctx.max_context,
+        ctx.block_size(c.gpu),
+    )
+    if not served:
+        return (
+            f"{ctx.engine.display_name} would fail to start: KV cache holds "
+            f"{memory.kv_cache_tokens} tokens, not one block of a request"
+        )
+    return (
+        f"{ctx.engine.display_name} would start with max_seq_len {served}, less than "
+        f"maxContextLength {ctx.max_context}: its KV cache holds {memory.kv_cache_tokens} "
+        "tokens, and it shortens max_seq_len to what the cache holds instead of refusing"
+        + (", but within the estimate's error band: it may keep maxContextLength" if near else "")
+    )
+
+
+def _at_the_limit(ctx: _Context) -> str:
+    """What the engine does if the cache turns out short of one request of maxContextLength."""
+    if ctx.engine.id == "tensorrt-llm":
+        return "TensorRT-LLM may lower max_seq_len below it"
+    return f"{ctx.engine.display_name} may refuse to start"
 
 
 def _near_limit(memory: MemoryBreakdown) -> bool:
@@ -665,8 +700,8 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
     if _near_limit(memory):
         reasons.append(
             f"the KV cache estimate is within its error band (+-{KV_ESTIMATE_BAND:.0%}) of one "
-            f"request of maxContextLength {ctx.max_context}: {ctx.engine.display_name} may "
-            "refuse to start; lower maxContextLength or raise gpuMemoryUtilization for margin"
+            f"request of maxContextLength {ctx.max_context}: {_at_the_limit(ctx)}; lower "
+            "maxContextLength or raise gpuMemoryUtilization for margin"
         )
     if spec.replicas is None and spec.workload.requests_per_second:
         reasons.append(
