@@ -50,8 +50,10 @@ MOE_LAYER_OVERHEAD_S = 0.00015
 # first token, beyond the step it waits for and the queue (not explained by a mechanism: the
 # corpus's lone requests imply 0-21 ms of host time in three of four sources, the same
 # sources' loaded rows 5-130 ms more than the modelled terms, growing with the streams; a
-# benchmark client adds ~40 ms at 32 streams, tenstorrent/tt-inference-server#259); and the
-# work per token streamed for another stream
+# benchmark client adds ~40 ms at 32 streams, tenstorrent/tt-inference-server#259; neither
+# async scheduling, on by default from vLLM 0.14.0, nor the endpoint separates the sources:
+# wmx's L4 rows are async-scheduled like InferenceMAX's, whose TTFT barely moves
+# with the streams, docs/benchmarks.md); and the work per token streamed for another stream
 # while the new request's host work runs (one token per stream per step).
 TTFT_OVERHEAD_S = 0.02
 TTFT_LOAD_OVERHEAD_S = 0.025
