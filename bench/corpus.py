@@ -112,7 +112,9 @@ class LatencyRow:
     interconnect: str  # "pcie" where the run's log shows no GPU peer-to-peer; else the SKU's
     quantization: str
     kv_dtype: str
+    engine: str
     engine_version: str
+    endpoint: str  # chat / completions where the source says; empty: counted as chat
     concurrency: int
     load: str
     input_tokens: int
@@ -181,7 +183,9 @@ def load_latency(name: str = "latency.csv") -> list[LatencyRow]:
             interconnect=r["interconnect"],
             quantization=r["quantization"],
             kv_dtype=r["kv_dtype"],
+            engine=r["engine"],
             engine_version=r["engine_version"],
+            endpoint=r.get("endpoint", ""),
             concurrency=int(r["concurrency"]),
             load=r["load"],
             input_tokens=int(r["input_tokens"]),
@@ -319,6 +323,9 @@ def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
         output_tokens=row.output_tokens,
         max_num_batched_tokens=batched,
         burst=row.load == "burst",
+        request_frontend_s=performance.frontend_s(
+            row.engine, row.engine_version or None, row.endpoint or "chat"
+        ),
     )
     return perf.ttft_s * 1000, perf.tpot_s * 1000
 

@@ -129,6 +129,41 @@ def test_a_lone_request_pays_no_load_host_time(
     assert qwen3_32b(catalog, 8, burst=True).ttft_s > burst.ttft_s + 1
 
 
+@pytest.mark.parametrize(
+    ("version", "chat", "completions"),
+    [
+        ("0.8.2", performance.CHAT_TEMPLATE_PARSE_S, 0.0),  # the template walked per request
+        ("0.9.2", 0.0, 0.0),  # its walk cached (vllm PR #20065), no microbatching yet
+        ("0.10.0", performance.TOKENIZER_BATCH_WAIT_S, performance.TOKENIZER_BATCH_WAIT_S),
+        (
+            "0.11.0",
+            performance.TOKENIZER_BATCH_WAIT_S + performance.CHAT_TEMPLATE_PARSE_S,
+            performance.TOKENIZER_BATCH_WAIT_S,
+        ),
+        ("0.11.1", performance.TOKENIZER_BATCH_WAIT_S, performance.TOKENIZER_BATCH_WAIT_S),
+        ("0.23.0", performance.TOKENIZER_BATCH_WAIT_S, performance.TOKENIZER_BATCH_WAIT_S),
+        ("0.24.0", 0.0, 0.0),
+    ],
+)
+def test_the_front_end_work_follows_the_release_and_the_endpoint(
+    version: str, chat: float, completions: float
+) -> None:
+    assert performance.frontend_s("vllm", version, "chat") == pytest.approx(chat)
+    assert performance.frontend_s("vllm", version, "completions") == pytest.approx(completions)
+    assert performance.frontend_s("vllm", version) == pytest.approx(chat)  # chat when unknown
+
+
+def test_the_front_end_work_is_vllm_s_and_adds_to_a_lone_request_s_ttft(
+    catalog: Catalog,
+) -> None:
+    assert performance.frontend_s("tensorrt-llm", "1.2.0rc1") == 0.0
+    assert performance.frontend_s("vllm", None) == 0.0
+    lone = qwen3_32b(catalog, 1)
+    slower = qwen3_32b(catalog, 1, request_frontend_s=0.009)
+    assert slower.ttft_s == pytest.approx(lone.ttft_s + 0.009)
+    assert slower.tpot_s == lone.tpot_s
+
+
 def test_a_prefill_runs_the_lm_head_once_per_prompt_a_decode_step_once_per_token(
     catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:

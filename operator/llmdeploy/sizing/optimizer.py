@@ -31,6 +31,7 @@ from llmdeploy.sizing.performance import (
     LatencyCalibration,
     Performance,
     estimate_performance,
+    frontend_s,
     replicas_for_rate,
 )
 from llmdeploy.sizing.plan import Alternative, Plan
@@ -491,6 +492,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         input_tokens=workload.input_tokens,
         output_tokens=workload.output_tokens,
         max_num_batched_tokens=ctx.max_num_batched_tokens,
+        request_frontend_s=frontend_s(ctx.engine.id.value, ctx.engine_version(gpu)),
     )
     if ctx.calibration is not None:
         perf = ctx.calibration.apply(perf)
@@ -845,4 +847,5 @@ def performance_at(
         input_tokens=max(1, input_tokens),
         output_tokens=max(1, output_tokens),
         max_num_batched_tokens=int(plan.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS),
+        request_frontend_s=frontend_s(plan.engine, plan.engine_version),
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from llmdeploy.catalog import Gpu, QuantFormat
+from llmdeploy.catalog import Gpu, QuantFormat, version_within
 from llmdeploy.sizing.memory import kv_bytes_per_token_layer, stage_layers, weight_bytes_per_rank
 from llmdeploy.sizing.model_facts import ModelFacts
 
@@ -27,35 +27,50 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # bench/data (tests/unit/test_fit_constants.py checks).
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
-BANDWIDTH_EFFICIENCY = 0.75
+BANDWIDTH_EFFICIENCY = 0.8
 COMPUTE_EFFICIENCY = 0.65
 # Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
 # model's kernels would be booked as the GPU's): they depend on the memory generation and the
 # kernels the engine has for the architecture. Other SKUs take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.65,
-    "nvidia-h100-80gb": 0.8,
+    "nvidia-a100-80gb": 0.7,
+    "nvidia-h100-80gb": 0.85,
 }
 COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.35,
+    "nvidia-a100-80gb": 0.3,
     "nvidia-h100-80gb": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step).
-PER_LAYER_OVERHEAD_S = 3.5e-05
-MOE_LAYER_OVERHEAD_S = 0.00015
+PER_LAYER_OVERHEAD_S = 4.5e-05
+MOE_LAYER_OVERHEAD_S = 0.00016
 # Fitted: a lone request's host work before its first token (HTTP, tokenization, the hand-off
 # to the engine, detokenization); the more that a request sent under load pays before its
 # first token, beyond the step it waits for and the queue (not explained by a mechanism: the
 # corpus's lone requests imply 0-21 ms of host time in three of four sources, the same
 # sources' loaded rows 5-130 ms more than the modelled terms, growing with the streams; a
-# benchmark client adds ~40 ms at 32 streams, tenstorrent/tt-inference-server#259); and the
-# work per token streamed for another stream
+# benchmark client adds ~40 ms at 32 streams, tenstorrent/tt-inference-server#259; neither
+# async scheduling, on by default from vLLM 0.14.0, nor the endpoint separates the sources:
+# wmx's L4 rows are async-scheduled like InferenceMAX's, whose TTFT barely moves
+# with the streams, docs/benchmarks.md); and the work per token streamed for another stream
 # while the new request's host work runs (one token per stream per step).
 TTFT_OVERHEAD_S = 0.02
-TTFT_LOAD_OVERHEAD_S = 0.025
-TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.00032
+TTFT_LOAD_OVERHEAD_S = 0.02
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.00036
+# Physical, not fitted: a request's front-end work that depends on vLLM's release and the
+# endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
+# AsyncMicrobatchTokenizer (vllm PR #19334; gone in 0.24.0, absent in 0.9.2), which waits its
+# 2 ms batch_wait_timeout_s for more prompts before encoding a lone one. The chat endpoint
+# parses the chat template with jinja2 on every request up to 0.9.1 (_detect_content_format,
+# cached by vllm PR #20065 from 0.9.2) and again in 0.11.0 (resolve_chat_template_kwargs, new
+# in 0.11.0 and cached from 0.11.1; entrypoints/chat_utils.py): 6-8 ms, what PR #20065
+# measured for that parse and walk (6-8 s over 1000 requests). Where the endpoint is not
+# known the chat endpoint is counted.
+TOKENIZER_BATCH_WAIT_S = 0.002
+TOKENIZER_BATCH_RELEASES = ("0.10.0", "0.23.0")
+CHAT_TEMPLATE_PARSE_S = 0.007
+CHAT_TEMPLATE_PARSED_RELEASES = ((None, "0.9.1"), ("0.11.0", "0.11.0"))
 # Physical, not fitted: an FP8 GEMM as vLLM runs it (activations quantized at run time) is
 # about 1.4x a BF16 GEMM, not the datasheet's 2x: vllm-project/vllm PR #49363 (H100,
 # gemma-4-31B N=12288 K=5376, 128 tokens: 352.6 TFLOP/s BF16, 505.7 FP8 with per-token
@@ -184,6 +199,18 @@ def _prefill_s(
     )
 
 
+def frontend_s(engine: str, version: str | None, endpoint: str = "chat") -> float:
+    """A request's release- and endpoint-dependent front-end time (TOKENIZER_BATCH_WAIT_S,
+    CHAT_TEMPLATE_PARSE_S); none for another engine or an unknown release."""
+    if engine != "vllm" or version is None:
+        return 0.0
+    wait = TOKENIZER_BATCH_WAIT_S if version_within(version, *TOKENIZER_BATCH_RELEASES) else 0.0
+    parse = endpoint == "chat" and any(
+        version_within(version, since, until) for since, until in CHAT_TEMPLATE_PARSED_RELEASES
+    )
+    return wait + parse * CHAT_TEMPLATE_PARSE_S
+
+
 def estimate_performance(
     model: ModelFacts,
     gpu: Gpu,
@@ -197,10 +224,12 @@ def estimate_performance(
     output_tokens: int,
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
     burst: bool = False,
+    request_frontend_s: float = 0.0,
 ) -> Performance:
     """Steady load: `concurrency` requests in flight, a new one sent as one finishes (a closed
     loop). `burst`: the `concurrency` requests arrive at once (a benchmark's infinite request
-    rate); TTFT and TPOT are then the burst's median request's."""
+    rate); TTFT and TPOT are then the burst's median request's. `request_frontend_s`: the
+    release's front-end work per request (`frontend_s`)."""
     gpus = tensor * pipeline
     bandwidth_efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
     compute_efficiency = COMPUTE_EFFICIENCY_BY_GPU.get(gpu.id, COMPUTE_EFFICIENCY)
@@ -259,7 +288,7 @@ def estimate_performance(
 
     # A lone request pays its own host work only; under load it pays more, and during that
     # work the others' tokens are streamed, one per stream per step.
-    own_s = TTFT_OVERHEAD_S + min(others, 1) * TTFT_LOAD_OVERHEAD_S
+    own_s = TTFT_OVERHEAD_S + request_frontend_s + min(others, 1) * TTFT_LOAD_OVERHEAD_S
     streamed = others * own_s / decode_step_s
     host_s = own_s + streamed * TTFT_OVERHEAD_PER_STREAMED_TOKEN_S
     if burst:
