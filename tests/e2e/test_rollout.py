@@ -112,6 +112,12 @@ def candidate_engine(
         sim.close()
 
 
+def running_requests(prometheus: Prometheus, namespace: str) -> float:
+    """The object's running requests over both generations, as the autoscaler's query sums them."""
+    promql = f'sum(vllm:num_requests_running{{namespace="{namespace}"}})'
+    return sum(float(r["value"][1]) for r in prometheus.query(promql))
+
+
 def annotate(kubeconfig: Path, namespace: str, value: str) -> None:
     result = kubectl(
         kubeconfig, "-n", namespace, "annotate", "--overwrite", "llmdeployment", NAME,
@@ -435,10 +441,18 @@ def test_the_autoscaler_counts_both_generations_during_a_pilot(
     deployments = client.AppsV1Api(kube_api)
     template = deployments.read_namespaced_deployment(NAME, namespace).spec.template
     with candidate_engine(prometheus, namespace, generation, FAST_TTFT_S, per_second=2) as pilot:
-        # Twice the load on both generations: 24 running over 3 ready replicas, of which the
-        # serving generation's 2 carry 16, 4 replicas at 4 each (24 alone would ask for 6).
-        traffic.sim.set_load(running=16, waiting=0)
-        pilot.sim.set_load(running=8, waiting=0)
+        # 24 running in all over 3 ready replicas: the routing splits requests by replicas, so
+        # the serving generation's 2 carry 16, 4 replicas at 4 each (24 alone would ask for 6).
+        # Prometheus scrapes the two engines apart, so the load rises in two steps, the first
+        # of which leaves the decision as it is (12 in all: the serving share is 8, at target):
+        # a half-seen change must not scale on its own.
+        traffic.sim.set_load(running=12, waiting=0)
+        wait_until(
+            lambda: running_requests(prometheus, namespace) == 12,
+            what="the serving engine's 12 running requests in Prometheus",
+            timeout=30,
+        )
+        pilot.sim.set_load(running=12, waiting=0)
         [scaled] = wait_until(
             lambda: events(kube_api, namespace, "Scaled"),
             what="the serving generation scaled on its share of the load",
