@@ -33,18 +33,18 @@ COMPUTE_EFFICIENCY = 0.65
 # model's kernels would be booked as the GPU's): they depend on the memory generation and the
 # kernels the engine has for the architecture. Other SKUs take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.65,
-    "nvidia-h100-80gb": 0.8,
+    "nvidia-a100-80gb": 0.7,
+    "nvidia-h100-80gb": 0.85,
 }
 COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.35,
+    "nvidia-a100-80gb": 0.3,
     "nvidia-h100-80gb": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step).
-PER_LAYER_OVERHEAD_S = 3.5e-05
-MOE_LAYER_OVERHEAD_S = 0.00015
+PER_LAYER_OVERHEAD_S = 4.5e-05
+MOE_LAYER_OVERHEAD_S = 0.00014
 # Fitted: a lone request's host work before its first token (HTTP, tokenization, the hand-off
 # to the engine, detokenization); the more that a request sent under load pays before its
 # first token, beyond the step it waits for and the queue (not explained by a mechanism: the
@@ -55,7 +55,7 @@ MOE_LAYER_OVERHEAD_S = 0.00015
 # while the new request's host work runs (one token per stream per step).
 TTFT_OVERHEAD_S = 0.02
 TTFT_LOAD_OVERHEAD_S = 0.025
-TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.00032
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.00034
 # Physical, not fitted: an FP8 GEMM as vLLM runs it (activations quantized at run time) is
 # about 1.4x a BF16 GEMM, not the datasheet's 2x: vllm-project/vllm PR #49363 (H100,
 # gemma-4-31B N=12288 K=5376, 128 tokens: 352.6 TFLOP/s BF16, 505.7 FP8 with per-token
