@@ -127,7 +127,10 @@ def replicated_parameters(model: ModelFacts, pipeline: int) -> tuple[float, floa
     as ReplicatedLinear with the checkpoint's quantization (from 0.11 fused into one
     MergedColumnParallelLinear with disable_tp=True; without q_lora_rank, q_proj is
     column-parallel), and each MoE layer's `gate` (hidden x routed experts) as ReplicatedLinear
-    with quant_config=None (GateLinear in 0.24.0): model dtype, never quantized."""
+    with quant_config=None (GateLinear in 0.24.0): model dtype, never quantized. TensorRT-LLM's
+    PyTorch backend does the same (tensorrt_llm/_torch: MLA's kv_a_proj_with_mqa is one Linear
+    of q_lora_rank + kv_lora_rank + rope dim outputs with no TP mapping; DeepseekV3Gate's weight
+    an unsharded parameter in the model dtype, fp32 in some early releases, not modelled)."""
     if not model.is_mla:
         return 0.0, 0.0
     layers = stage_layers(model, pipeline)
