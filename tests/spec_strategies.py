@@ -142,6 +142,7 @@ def architectures(draw: st.DrawFn) -> dict[str, Any]:
         "nativeDtype": st.sampled_from(QUANTS[1:]),
         "kvLoraRank": _extreme(1, 4096),
         "qkRopeHeadDim": _extreme(1, 4096),
+        "qLoraRank": _extreme(1, 4096),
         "sharedExperts": st.integers(0, 4096),
         "moeIntermediateSize": _extreme(1, 10_000_000),
         "firstDenseLayers": st.integers(0, layers),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, Gpu
 from llmdeploy.sizing import memory, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, vllm_memory
@@ -90,6 +91,55 @@ def test_kv_splits_by_tp_until_heads_run_out_then_replicates(catalog: Catalog) -
 def test_mla_kv_does_not_shrink_with_tp(catalog: Catalog) -> None:
     name = "deepseek-ai/DeepSeek-V3"
     assert kv_per_token(catalog, name, tensor=8) == kv_per_token(catalog, name, tensor=1)
+
+
+def test_mla_keeps_down_projections_and_router_gates_whole_on_every_rank(
+    catalog: Catalog,
+) -> None:
+    # vLLM deepseek_v2.py (0.8.4 to 0.24.0): q_a_proj and kv_a_proj_with_mqa are replicated and
+    # quantized like the checkpoint (FP8 here), each MoE layer's gate replicated and 16-bit.
+    model = facts(catalog, "deepseek-ai/DeepSeek-V3")
+    assert model.q_lora_rank == 1536
+    fp8 = catalog.quantizations["fp8"]
+    embeddings = 2 * 129280 * 7168
+    even = ((model.parameters - embeddings) * 1 + embeddings * 2) / 8
+    projections = 61 * 7168 * (1536 + 512 + 64)
+    gates = 58 * 7168 * 256
+    replicated = projections * (1 - 1 / 8) + gates * (2 - 1 / 8)
+    tp8 = weight_bytes_per_rank(model, fp8, 8, 1)
+    assert tp8 - even == pytest.approx(replicated)
+    assert 0.9 < (tp8 - even) / GIB < 1.0
+    # One GPU holds everything once: nothing to add but the gates' 16 bits.
+    tp1 = weight_bytes_per_rank(model, fp8, 1, 1)
+    assert tp1 - (even * 8) == pytest.approx(gates * (2 - 1))
+    # Two stages: the rank of the larger one (31 layers, 31 of them MoE) holds its own.
+    pp2 = weight_bytes_per_rank(model, fp8, 8, 2)
+    stage = 31 * 7168 * (1536 + 512 + 64) * (1 - 1 / 8) + 31 * 7168 * 256 * (2 - 1 / 8)
+    split = (model.parameters - embeddings) / 16 + 129280 * 7168 * 2 / 8
+    assert pp2 - split == pytest.approx(stage)
+
+
+def test_mla_without_a_query_rank_replicates_only_the_kv_projection(catalog: Catalog) -> None:
+    # DeepSeek-V2-Lite: q_lora_rank null, so q_proj is column-parallel (deepseek_v2.py).
+    model = facts(catalog, "deepseek-ai/DeepSeek-V2-Lite")
+    assert model.q_lora_rank == 0
+    bf16 = catalog.quantizations["bf16"]
+    tp1 = weight_bytes_per_rank(model, bf16, 1, 1)
+    assert tp1 == pytest.approx(model.parameters * 2)  # 16-bit: whole gates cost nothing more
+    replicated = 27 * 2048 * (512 + 64) * 2 + 26 * 2048 * 64 * 2
+    assert weight_bytes_per_rank(model, bf16, 2, 1) == pytest.approx(tp1 / 2 + replicated / 2)
+
+
+def test_a_specs_query_rank_counts_as_replicated(catalog: Catalog) -> None:
+    spec = LLMDeploymentSpec.model_validate(
+        {"model": {"name": "deepseek-ai/DeepSeek-V2-Lite", "architecture": {"qLoraRank": 1536}}}
+    )
+    given = resolve_model(spec.model, catalog)
+    assert given.q_lora_rank == 1536
+    bf16 = catalog.quantizations["bf16"]
+    lite = facts(catalog, "deepseek-ai/DeepSeek-V2-Lite")
+    extra = weight_bytes_per_rank(given, bf16, 4, 1) - weight_bytes_per_rank(lite, bf16, 4, 1)
+    assert extra == pytest.approx(27 * 2048 * 1536 * 2 * (1 - 1 / 4))
 
 
 def test_fp8_kv_halves_the_cache(catalog: Catalog) -> None:

@@ -200,6 +200,13 @@ class ModelArchitecture(SpecModel):
     qk_rope_head_dim: SmallCount | None = Field(
         default=None, description="MLA rotary key dimension cached beside the latent."
     )
+    q_lora_rank: SmallCount | None = Field(
+        default=None,
+        description=(
+            "MLA query low rank (q_lora_rank); engines keep its down-projection whole on every "
+            "GPU. Absent where the query projection is not factored (DeepSeek-V2-Lite)."
+        ),
+    )
     sliding_window: Count | None = Field(
         default=None, description="Window of the sliding-window attention layers, in tokens."
     )

@@ -77,9 +77,10 @@ def weight_bytes_per_rank(
     rules: EngineMemory | None = None,
     checkpoint: QuantizedCheckpoint | None = None,
 ) -> float:
-    """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads;
-    with `rules`, MXFP4 experts as the engine lays them out (else as the checkpoint holds them);
-    with `checkpoint`, the pre-quantized checkpoint's 16-bit layers and attention as such."""
+    """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads
+    and MLA's replicated layers (replicated_parameters); with `rules`, MXFP4 experts as the
+    engine lays them out (else as the checkpoint holds them); with `checkpoint`, the
+    pre-quantized checkpoint's 16-bit layers and attention as such."""
     embedding_in = float(model.vocab_size * model.hidden_size)
     lm_head = model.embedding_parameters - embedding_in
     body = model.parameters - model.embedding_parameters
@@ -92,6 +93,12 @@ def weight_bytes_per_rank(
         body_bytes = body * fmt.weight_bytes
         linear_bytes = fmt.weight_bytes
     per_rank = body_bytes / (tensor * pipeline)
+    projections, gates = replicated_parameters(model, pipeline)
+    whole_bytes = (
+        BYTES_16BIT if checkpoint is not None and checkpoint.unquantized_attention else linear_bytes
+    )
+    per_rank += projections * (whole_bytes - linear_bytes / tensor)
+    per_rank += gates * (BYTES_16BIT - linear_bytes / tensor)
     if checkpoint is not None:
         per_rank += (
             _kept_16_bit(model, checkpoint, pipeline) * (BYTES_16BIT - linear_bytes) / tensor
@@ -110,6 +117,30 @@ def weight_bytes_per_rank(
         kv_share = model.kv_projection_parameters / pipeline
         per_rank += kv_share * linear_bytes * (1 / model.kv_heads - 1 / tensor)
     return per_rank
+
+
+def replicated_parameters(model: ModelFacts, pipeline: int) -> tuple[float, float]:
+    """(MLA down-projections, MoE router gates): parameters of the stage holding the most layers
+    that vLLM keeps whole on every TP rank of a DeepSeek-V2-family model, where the rest of a
+    layer is split. Its deepseek_v2.py (read in 0.8.4, 0.11.0, 0.11.1, 0.14.0 and 0.24.0) builds
+    q_a_proj (hidden x q_lora_rank) and kv_a_proj_with_mqa (hidden x (kv_lora_rank + rope dim))
+    as ReplicatedLinear with the checkpoint's quantization (from 0.11 fused into one
+    MergedColumnParallelLinear with disable_tp=True; without q_lora_rank, q_proj is
+    column-parallel), and each MoE layer's `gate` (hidden x routed experts) as ReplicatedLinear
+    with quant_config=None (GateLinear in 0.24.0): model dtype, never quantized. TensorRT-LLM's
+    PyTorch backend does the same (tensorrt_llm/_torch: MLA's kv_a_proj_with_mqa is one Linear
+    of q_lora_rank + kv_lora_rank + rope dim outputs with no TP mapping; DeepseekV3Gate's weight
+    an unsharded parameter in the model dtype, fp32 in some early releases, not modelled)."""
+    if not model.is_mla:
+        return 0.0, 0.0
+    layers = stage_layers(model, pipeline)
+    width = model.q_lora_rank + model.kv_lora_rank + model.qk_rope_head_dim
+    projections = float(layers * model.hidden_size * width)
+    gates = 0.0
+    if model.is_moe:
+        moe_layers = min(layers, model.layers - model.first_dense_layers)
+        gates = float(moe_layers * model.hidden_size * model.experts)
+    return projections, gates
 
 
 def _kept_16_bit(model: ModelFacts, checkpoint: QuantizedCheckpoint, pipeline: int) -> float:

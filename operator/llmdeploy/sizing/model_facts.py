@@ -47,6 +47,7 @@ class ModelFacts:
     moe_intermediate_size: int = 0
     first_dense_layers: int = 0
     kv_lora_rank: int = 0
+    q_lora_rank: int = 0  # 0: the query projection is not factored
     qk_rope_head_dim: int = 0
     sliding_window: int = 0
     sliding_window_layers: int = 0
@@ -200,6 +201,7 @@ def resolve_model(spec: ModelSpec, catalog: Catalog) -> ModelFacts:
         moe_intermediate_size=a.moe_intermediate_size or 0,
         first_dense_layers=a.first_dense_layers or 0,
         kv_lora_rank=a.kv_lora_rank or 0,
+        q_lora_rank=a.q_lora_rank or 0,
         qk_rope_head_dim=a.qk_rope_head_dim or 0,
         sliding_window=sliding_window,
         sliding_window_layers=(
