@@ -44,7 +44,7 @@ COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step).
 PER_LAYER_OVERHEAD_S = 4.5e-05
-MOE_LAYER_OVERHEAD_S = 0.00016
+MOE_LAYER_OVERHEAD_S = 0.00015
 # Fitted: a lone request's host work before its first token (HTTP, tokenization, the hand-off
 # to the engine, detokenization); the more that a request sent under load pays before its
 # first token, beyond the step it waits for and the queue (not explained by a mechanism: the
