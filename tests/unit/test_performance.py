@@ -125,8 +125,9 @@ def test_a_lone_request_pays_no_load_host_time(
     burst = qwen3_32b(catalog, 8, burst=True)
     monkeypatch.setattr(performance, "TTFT_LOAD_OVERHEAD_S", performance.TTFT_LOAD_OVERHEAD_S + 1)
     assert qwen3_32b(catalog, 1) == lone
-    assert qwen3_32b(catalog, 2).ttft_s > two.ttft_s + 1
-    assert qwen3_32b(catalog, 8, burst=True).ttft_s > burst.ttft_s + 1
+    # At least the added second: more where tokens streamed meanwhile cost host time too.
+    assert qwen3_32b(catalog, 2).ttft_s >= two.ttft_s + 1 - 1e-9
+    assert qwen3_32b(catalog, 8, burst=True).ttft_s >= burst.ttft_s + 1 - 1e-9
 
 
 def test_a_prefill_runs_the_lm_head_once_per_prompt_a_decode_step_once_per_token(
@@ -170,3 +171,66 @@ def test_an_fp8_prefill_is_at_most_1_4x_a_bf16_one(
         catalog, "meta-llama/Llama-3.1-8B-Instruct", quantization="fp8", input_tokens=8192
     ).ttft_s
     assert 1.2 < bf16 / fp8 < performance.FP8_GEMM_SPEEDUP
+
+
+def gpt_oss(catalog: Catalog, gpu: str, **kwargs: Any) -> Performance:
+    """gpt-oss-120b's MXFP4 experts at TP 2, 4 streams, 1024 tokens in and 1024 out."""
+    layout: dict[str, Any] = {
+        "tensor": 2,
+        "pipeline": 1,
+        "kv_dtype_bytes": 2,
+        "concurrency": 4,
+        "input_tokens": 1024,
+        "output_tokens": 1024,
+    }
+    return estimate_performance(
+        resolve_model(make_spec("openai/gpt-oss-120b").model, catalog),
+        catalog.gpus[gpu],
+        catalog.quantizations["mxfp4"],
+        **{**layout, **kwargs},
+    )
+
+
+def test_w4a16_decode_is_bound_by_dequantization_where_it_exceeds_the_reads(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Hopper, MXFP4 experts go through a W4A16 GEMM: when its conversion binds, H100 and
+    H200 (same SMs, different HBM) differ only by the 16-bit reads; Blackwell's FP4 tensor
+    cores take the weights as they are, so the conversion costs it nothing."""
+    b200 = gpt_oss(catalog, "nvidia-b200-180gb").tpot_s
+    monkeypatch.setattr(performance, "WEIGHT_ONLY_DEQUANT_FLOP", 0.0)
+    h100, h200 = (gpt_oss(catalog, g).tpot_s for g in ("nvidia-h100-80gb", "nvidia-h200-141gb"))
+    monkeypatch.setattr(performance, "WEIGHT_ONLY_DEQUANT_FLOP", 5000.0)
+    slow100, slow200 = (
+        gpt_oss(catalog, g).tpot_s for g in ("nvidia-h100-80gb", "nvidia-h200-141gb")
+    )
+    assert slow100 > 2 * h100 and slow200 > 2 * h200
+    assert slow100 - slow200 < h100 - h200
+    assert gpt_oss(catalog, "nvidia-b200-180gb").tpot_s == pytest.approx(b200)
+
+
+def test_w4a16_dequantization_is_counted_once_across_pipeline_stages(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stage converts its own layers' weights: the stages together convert the model's,
+    whatever the pipeline depth."""
+    monkeypatch.setattr(performance, "WEIGHT_ONLY_DEQUANT_FLOP", 0.0)
+    base = {p: gpt_oss(catalog, "nvidia-h100-80gb", pipeline=p).tpot_s for p in (1, 2)}
+    monkeypatch.setattr(performance, "WEIGHT_ONLY_DEQUANT_FLOP", 5000.0)
+    extra = {p: gpt_oss(catalog, "nvidia-h100-80gb", pipeline=p).tpot_s - base[p] for p in (1, 2)}
+    assert extra[2] == pytest.approx(extra[1], rel=0.02)
+
+
+def test_an_mla_layer_pays_the_mla_decode_cost_a_gqa_layer_does_not(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def tpot(name: str) -> float:
+        return estimate(catalog, name, 4, tensor=8, input_tokens=1024).tpot_s
+
+    deepseek, qwen = tpot("deepseek-ai/DeepSeek-R1"), tpot("Qwen/Qwen3-32B")
+    layers = resolve_model(make_spec("deepseek-ai/DeepSeek-R1").model, catalog).layers
+    monkeypatch.setattr(
+        performance, "MLA_LAYER_OVERHEAD_S", performance.MLA_LAYER_OVERHEAD_S + 1e-3
+    )
+    assert tpot("deepseek-ai/DeepSeek-R1") == pytest.approx(deepseek + layers * 1e-3, rel=0.01)
+    assert tpot("Qwen/Qwen3-32B") == pytest.approx(qwen)
