@@ -234,3 +234,28 @@ def test_an_mla_layer_pays_the_mla_decode_cost_a_gqa_layer_does_not(
     )
     assert tpot("deepseek-ai/DeepSeek-R1") == pytest.approx(deepseek + layers * 1e-3, rel=0.01)
     assert tpot("Qwen/Qwen3-32B") == pytest.approx(qwen)
+
+
+def test_int4_decode_is_bound_by_its_reads_on_the_gpus_marlin_was_written_for(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marlin reads 4-bit weights at close to the ideal rate on Ampere and Ada: the
+    dequantization cost moves an AWQ model's decode on an H100, not on an A100."""
+
+    def tpot(gpu: str) -> float:
+        return estimate_performance(
+            resolve_model(make_spec("meta-llama/Llama-3.1-8B-Instruct").model, catalog),
+            catalog.gpus[gpu],
+            catalog.quantizations["int4-awq"],
+            tensor=1,
+            pipeline=1,
+            kv_dtype_bytes=2,
+            concurrency=4,
+            input_tokens=1024,
+            output_tokens=128,
+        ).tpot_s
+
+    a100, h100 = tpot("nvidia-a100-80gb"), tpot("nvidia-h100-80gb")
+    monkeypatch.setattr(performance, "WEIGHT_ONLY_DEQUANT_FLOP", 5000.0)
+    assert tpot("nvidia-a100-80gb") == pytest.approx(a100)
+    assert tpot("nvidia-h100-80gb") > 2 * h100

@@ -68,6 +68,11 @@ MLA_LAYER_OVERHEAD_S = 0.00015
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv).
 WEIGHT_ONLY_DEQUANT_FLOP = 280.0
+# Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
+# where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
+# ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
+# rows above are the evidence for the rest, so only Hopper is listed.
+DEQUANT_BOUND_ARCHITECTURES = frozenset({"hopper"})
 # Physical, not fitted: GPU architectures with FP4 tensor cores. vLLM's and TensorRT-LLM's
 # MXFP4 MoE kernels that keep the weights 4-bit on the tensor cores (FlashInfer / TRT-LLM-gen
 # MXFP4 x MXFP8, DeepGEMM) are gated to Blackwell; on Hopper and older only Marlin's W4A16
@@ -203,9 +208,15 @@ def _native_fp4(gpu: Gpu, fmt: QuantFormat) -> bool:
     return fmt.id == Quantization.MXFP4 and gpu.architecture in NATIVE_FP4_ARCHITECTURES
 
 
-def _weight_only(gpu: Gpu, fmt: QuantFormat) -> bool:
-    """Whether the format's GEMMs dequantize 4-bit weights to BF16 (W4A16) on this GPU."""
-    return fmt.compute_dtype == "bf16" and fmt.weight_bytes < 1 and not _native_fp4(gpu, fmt)
+def _dequant_bound(gpu: Gpu, fmt: QuantFormat) -> bool:
+    """Whether the format's GEMMs dequantize 4-bit weights to BF16 (W4A16) on this GPU at a
+    rate below its bandwidth."""
+    weight_only = fmt.compute_dtype == "bf16" and fmt.weight_bytes < 1
+    return (
+        weight_only
+        and not _native_fp4(gpu, fmt)
+        and gpu.architecture in DEQUANT_BOUND_ARCHITECTURES
+    )
 
 
 def _dequant_excess_s(
@@ -219,7 +230,7 @@ def _dequant_excess_s(
 ) -> float:
     """What a step's weight-only quantized GEMMs take beyond reading their weights: the larger
     of the two binds (the kernel overlaps its loads with the conversion)."""
-    if not _weight_only(gpu, fmt):
+    if not _dequant_bound(gpu, fmt):
         return 0.0
     body = model.parameters - model.embedding_parameters
     quantized = model.routed_expert_parameters if fmt.applies_to == "experts" else body
