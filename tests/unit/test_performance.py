@@ -15,7 +15,12 @@ from .conftest import make_spec
 
 
 def estimate(
-    catalog: Catalog, name: str, concurrency: int = 1, quantization: str = "bf16", **kwargs: Any
+    catalog: Catalog,
+    name: str,
+    concurrency: int = 1,
+    quantization: str = "bf16",
+    gpu: str = "nvidia-h100-80gb",
+    **kwargs: Any,
 ) -> Performance:
     """`name` in bf16 on H100s, TP 1 and 1024 tokens in, 128 out unless `kwargs` say."""
     layout: dict[str, Any] = {
@@ -27,7 +32,7 @@ def estimate(
     }
     return estimate_performance(
         resolve_model(make_spec(name).model, catalog),
-        catalog.gpus["nvidia-h100-80gb"],
+        catalog.gpus[gpu],
         catalog.quantizations[quantization],
         concurrency=concurrency,
         **{**layout, **kwargs},
@@ -175,20 +180,8 @@ def test_an_fp8_prefill_is_at_most_1_4x_a_bf16_one(
 
 def gpt_oss(catalog: Catalog, gpu: str, **kwargs: Any) -> Performance:
     """gpt-oss-120b's MXFP4 experts at TP 2, 4 streams, 1024 tokens in and 1024 out."""
-    layout: dict[str, Any] = {
-        "tensor": 2,
-        "pipeline": 1,
-        "kv_dtype_bytes": 2,
-        "concurrency": 4,
-        "input_tokens": 1024,
-        "output_tokens": 1024,
-    }
-    return estimate_performance(
-        resolve_model(make_spec("openai/gpt-oss-120b").model, catalog),
-        catalog.gpus[gpu],
-        catalog.quantizations["mxfp4"],
-        **{**layout, **kwargs},
-    )
+    layout: dict[str, Any] = {"tensor": 2, "output_tokens": 1024}
+    return estimate(catalog, "openai/gpt-oss-120b", 4, "mxfp4", gpu, **{**layout, **kwargs})
 
 
 def test_w4a16_decode_is_bound_by_dequantization_where_it_exceeds_the_reads(
@@ -243,17 +236,7 @@ def test_int4_decode_is_bound_by_its_reads_on_the_gpus_marlin_was_written_for(
     dequantization cost moves an AWQ model's decode on an H100, not on an A100."""
 
     def tpot(gpu: str) -> float:
-        return estimate_performance(
-            resolve_model(make_spec("meta-llama/Llama-3.1-8B-Instruct").model, catalog),
-            catalog.gpus[gpu],
-            catalog.quantizations["int4-awq"],
-            tensor=1,
-            pipeline=1,
-            kv_dtype_bytes=2,
-            concurrency=4,
-            input_tokens=1024,
-            output_tokens=128,
-        ).tpot_s
+        return estimate(catalog, "meta-llama/Llama-3.1-8B-Instruct", 4, "int4-awq", gpu).tpot_s
 
     a100, h100 = tpot("nvidia-a100-80gb"), tpot("nvidia-h100-80gb")
     monkeypatch.setattr(performance, "WEIGHT_ONLY_DEQUANT_FLOP", 5000.0)
