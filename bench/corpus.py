@@ -380,6 +380,8 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
             "COMPUTE_EFFICIENCY",
             "PER_LAYER_OVERHEAD_S",
             "MOE_LAYER_OVERHEAD_S",
+            "MLA_LAYER_OVERHEAD_S",
+            "WEIGHT_ONLY_DEQUANT_FLOP",
             "TTFT_OVERHEAD_S",
             "TTFT_LOAD_OVERHEAD_S",
             "TTFT_OVERHEAD_PER_STREAMED_TOKEN_S",

@@ -17,7 +17,7 @@ Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory 
 
 Performance (performance.py), from the fit rows of latency.csv: coordinate descent over a grid
 of each constant, from a fixed start, minimising mean |TPOT error| (all rows) plus mean |TTFT
-error| (rows whose TTFT is comparable), until a sweep changes nothing. First the six shared
+error| (rows whose TTFT is comparable), until a sweep changes nothing. First the shared
 constants on every fit row (the per-GPU tables empty); then, with those fixed, each GPU's
 bandwidth and compute efficiencies (`*_BY_GPU`) on that GPU's fit rows whose all-reduce had
 peer-to-peer, starting from the shared values, for a GPU whose rows cover two models or more
@@ -74,6 +74,8 @@ PERFORMANCE_GRID: dict[str, tuple[tuple[float, ...], float]] = {
     "COMPUTE_EFFICIENCY": (_grid(0.3, 0.8, 0.05), 0.5),
     "PER_LAYER_OVERHEAD_S": (_grid(0.0, 0.0001, 0.000005), 0.00005),
     "MOE_LAYER_OVERHEAD_S": (_grid(0.0, 0.0004, 0.00001), 0.0),
+    "MLA_LAYER_OVERHEAD_S": (_grid(0.0, 0.0004, 0.00001), 0.0),
+    "WEIGHT_ONLY_DEQUANT_FLOP": (_grid(0.0, 1000.0, 20.0), 0.0),
     "TTFT_OVERHEAD_S": (_grid(0.0, 0.08, 0.005), 0.04),
     "TTFT_LOAD_OVERHEAD_S": (_grid(0.0, 0.1, 0.005), 0.0),
     "TTFT_OVERHEAD_PER_STREAMED_TOKEN_S": (_grid(0.0, 0.001, 0.00002), 0.0002),

@@ -21,9 +21,9 @@ def _outside_csv(tmp_path: Path) -> tuple[Path, list[dict[str, str]]]:
     with (corpus.DATA / "latency.csv").open(newline="") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
-        dense = next(r for r in reader if r["id"] == "gs-qwen3-8b-h100-vllm-c1-sharegpt")
-    with (corpus.DATA / "latency_outside.csv").open(newline="") as f:
-        moe = dict(next(iter(csv.DictReader(f))), ttft_valid="no")
+        committed = {r["id"]: r for r in reader}
+    dense = committed["gs-qwen3-8b-h100-vllm-c1-sharegpt"]
+    moe = dict(committed["ix-b200-gptoss120b-mxfp4-vllm-tp1-c4-1024x1024"], ttft_valid="no")
     path = tmp_path / "fresh.csv"
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat, version_within
 from llmdeploy.sizing.memory import kv_bytes_per_token_layer, stage_layers, weight_bytes_per_rank
 from llmdeploy.sizing.model_facts import ModelFacts
@@ -28,23 +29,57 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
 BANDWIDTH_EFFICIENCY = 0.8
-COMPUTE_EFFICIENCY = 0.65
+COMPUTE_EFFICIENCY = 0.4
 # Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
 # model's kernels would be booked as the GPU's): they depend on the memory generation and the
 # kernels the engine has for the architecture. Other SKUs take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.7,
+    "nvidia-b200-180gb": 0.9,
     "nvidia-h100-80gb": 0.85,
+    "nvidia-h200-141gb": 0.95,
 }
 COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.3,
-    "nvidia-h100-80gb": 0.75,
+    "nvidia-b200-180gb": 0.4,
+    "nvidia-h100-80gb": 0.65,
+    "nvidia-h200-141gb": 0.3,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
-# collectives: small kernels whose latency, not their bytes, sets a decode step).
+# collectives: small kernels whose latency, not their bytes, sets a decode step). The fit
+# gives the MoE extra 0: gpt-oss-120b's whole decode layer costs about what a dense one does
+# beyond its reads (the 150 us it had was DeepSeek-R1's MLA, below).
 PER_LAYER_OVERHEAD_S = 4.5e-05
-MOE_LAYER_OVERHEAD_S = 0.00015
+MOE_LAYER_OVERHEAD_S = 0.0
+# Fitted: the extra of a multi-head latent attention (MLA) layer's decode over a GQA layer's.
+# TensorRT-LLM's DeepSeek-R1 decode layer runs the fused down-projection GEMM, two RMSNorms,
+# the up-projection GEMM, a batched GEMM into the latent space, the KV concat with RoPE, the
+# MLA kernel, a batched GEMM out of it and the output GEMM, where a GQA layer runs a QKV GEMM,
+# RoPE, attention and the output GEMM; at batch 1 on 8 B200 that model's step took 14.9 ms
+# with CUDA graphs (67 tokens/s, NVIDIA/TensorRT-LLM docs/source/blogs/tech_blog/blog1,
+# "Baseline: CUDA Graph + EP8TP8"), while its weight reads take well under 1 ms.
+MLA_LAYER_OVERHEAD_S = 0.00014
+# Fitted: a weight-only quantized GEMM (4-bit weights, 16-bit activations: Marlin) turns every
+# weight into BF16 in registers before the tensor cores see it, so at decode batch sizes it
+# is bound by that conversion on the SMs rather than by the bytes it reads: its cost per
+# weight, in BF16 tensor-FLOP equivalents (a rate that follows the SMs, not the HBM: H100
+# and H200, the same GH100 compute with 3.35 and 4.8 TB/s, decode gpt-oss-120b's MXFP4
+# experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
+# and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv).
+WEIGHT_ONLY_DEQUANT_FLOP = 280.0
+# Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
+# where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
+# ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
+# rows above are the evidence for the rest, so only Hopper is listed.
+DEQUANT_BOUND_ARCHITECTURES = frozenset({"hopper"})
+# Physical, not fitted: GPU architectures with FP4 tensor cores. vLLM's and TensorRT-LLM's
+# MXFP4 MoE kernels that keep the weights 4-bit on the tensor cores (FlashInfer / TRT-LLM-gen
+# MXFP4 x MXFP8, DeepGEMM) are gated to Blackwell; on Hopper and older only Marlin's W4A16
+# path runs MXFP4 (vllm-project/vllm PR #53709, "Why Hopper specifically"). TensorRT-LLM's
+# default for MXFP4 checkpoints is W4A8_MXFP4_MXFP8 on Blackwell and W4A16_MXFP4 on Hopper
+# (NVIDIA/TensorRT-LLM docs/source/blogs/tech_blog/blog9_Deploying_GPT_OSS_on_TRTLLM.md).
+NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # Fitted: a lone request's host work before its first token (HTTP, tokenization, the hand-off
 # to the engine, detokenization); the more that a request sent under load pays before its
 # first token, beyond the step it waits for and the queue (not explained by a mechanism: the
@@ -56,8 +91,8 @@ MOE_LAYER_OVERHEAD_S = 0.00015
 # with the streams, docs/benchmarks.md); and the work per token streamed for another stream
 # while the new request's host work runs (one token per stream per step).
 TTFT_OVERHEAD_S = 0.02
-TTFT_LOAD_OVERHEAD_S = 0.02
-TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.00036
+TTFT_LOAD_OVERHEAD_S = 0.01
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
 # AsyncMicrobatchTokenizer (vllm PR #19334; gone in 0.24.0, absent in 0.9.2), which waits its
@@ -146,26 +181,77 @@ def _flops_s(
     `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head once,
     not once per prompt token."""
     body = model.active_parameters - model.embedding_parameters
-    linear = 2 * body * tokens + 2 * model.vocab_size * model.hidden_size * logit_rows
+    quantized = body  # the parameters in the format; the rest (and the lm_head) stay 16-bit
+    if fmt.applies_to == "experts":
+        quantized = model.routed_expert_parameters * model.active_experts / max(1, model.experts)
+    logits = 2 * model.vocab_size * model.hidden_size * logit_rows
     attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
     bf16 = gpu.compute_tflops("bf16")
-    gemm = gpu.compute_tflops(fmt.compute_dtype)
-    if fmt.compute_dtype == "fp8":
-        gemm = min(gemm, bf16 * FP8_GEMM_SPEEDUP)
-    return (linear / gemm + attention / bf16) / gpus / (1e12 * efficiency)
+    fp8 = min(gpu.compute_tflops("fp8"), bf16 * FP8_GEMM_SPEEDUP)
+    gemm = fp8 if fmt.compute_dtype == "fp8" else gpu.compute_tflops(fmt.compute_dtype)
+    # MXFP4 weights with MXFP8 activations (the engines' default on FP4 tensor cores: vLLM's
+    # FlashInfer MXFP4 x MXFP8 MoE, TensorRT-LLM's W4A8_MXFP4_MXFP8) run at the FP8 rate.
+    quantized_gemm = fp8 if _native_fp4(gpu, fmt) else gemm
+    seconds = (
+        2 * quantized * tokens / quantized_gemm
+        + (2 * (body - quantized) * tokens + logits) / gemm
+        + attention / bf16
+    )
+    return seconds / gpus / (1e12 * efficiency)
+
+
+def _untouched_experts(model: ModelFacts, tokens: float) -> float:
+    """Routed expert parameters no token of a step of `tokens` tokens routes to (a decode
+    batch touches few experts, a prefill chunk nearly all)."""
+    if not model.is_moe:
+        return 0.0
+    untouched: float = (1 - model.active_experts / model.experts) ** tokens
+    return model.routed_expert_parameters * untouched
 
 
 def _weights_read(
     model: ModelFacts, fmt: QuantFormat, tensor: int, pipeline: int, tokens: float
 ) -> float:
     """Weight bytes one rank reads in a step of `tokens` tokens: MoE expert weights only for
-    the experts some token routes to (a decode batch touches few, a prefill chunk nearly all)."""
+    the experts some token routes to."""
     weights = weight_bytes_per_rank(model, fmt, tensor, pipeline)
-    if model.is_moe:
-        expert_bytes = model.routed_expert_parameters * fmt.weight_bytes / (tensor * pipeline)
-        touched = 1 - (1 - model.active_experts / model.experts) ** tokens
-        weights -= expert_bytes * (1 - touched)
-    return weights
+    return weights - _untouched_experts(model, tokens) * fmt.weight_bytes / (tensor * pipeline)
+
+
+def _native_fp4(gpu: Gpu, fmt: QuantFormat) -> bool:
+    """MXFP4 weights the GPU's tensor cores take as they are (with MXFP8 activations)."""
+    return fmt.id == Quantization.MXFP4 and gpu.architecture in NATIVE_FP4_ARCHITECTURES
+
+
+def _dequant_bound(gpu: Gpu, fmt: QuantFormat) -> bool:
+    """Whether the format's GEMMs dequantize 4-bit weights to BF16 (W4A16) on this GPU at a
+    rate below its bandwidth."""
+    weight_only = fmt.compute_dtype == "bf16" and fmt.weight_bytes < 1
+    return (
+        weight_only
+        and not _native_fp4(gpu, fmt)
+        and gpu.architecture in DEQUANT_BOUND_ARCHITECTURES
+    )
+
+
+def _dequant_excess_s(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    tensor: int,
+    pipeline: int,
+    tokens: float,
+    bandwidth: float,
+) -> float:
+    """What a step's weight-only quantized GEMMs take beyond reading their weights: the larger
+    of the two binds (the kernel overlaps its loads with the conversion)."""
+    if not _dequant_bound(gpu, fmt):
+        return 0.0
+    body = model.parameters - model.embedding_parameters
+    quantized = model.routed_expert_parameters if fmt.applies_to == "experts" else body
+    parameters = (quantized - _untouched_experts(model, tokens)) / (tensor * pipeline)
+    dequant_s = parameters * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
+    return pipeline * max(0.0, dequant_s - parameters * fmt.weight_bytes / bandwidth)
 
 
 def _prefill_s(
@@ -249,11 +335,18 @@ def estimate_performance(
         * kv_bytes_per_token_layer(model, tensor, kv_dtype_bytes)
     )
     # Stages run one after another for a token: the step time is the sum over stages.
-    memory_s = pipeline * (weights + kv_read) / bandwidth
+    memory_s = pipeline * (weights + kv_read) / bandwidth + _dequant_excess_s(
+        model, gpu, fmt, tensor, pipeline, batch, bandwidth
+    )
     decode_compute_s = _flops_s(model, gpu, fmt, gpus, batch, context, compute_efficiency, batch)
     decode_s = max(memory_s, decode_compute_s)
     moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
-    overhead_s = model.layers * PER_LAYER_OVERHEAD_S + moe_layers * MOE_LAYER_OVERHEAD_S
+    mla_layers = model.layers if model.is_mla else 0
+    overhead_s = (
+        model.layers * PER_LAYER_OVERHEAD_S
+        + moe_layers * MOE_LAYER_OVERHEAD_S
+        + mla_layers * MLA_LAYER_OVERHEAD_S
+    )
     decode_step_s = decode_s + _communication_s(model, gpu, tensor, pipeline, batch) + overhead_s
 
     def prefill(prompts: float) -> float:
