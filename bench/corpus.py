@@ -381,6 +381,7 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
             "PER_LAYER_OVERHEAD_S",
             "MOE_LAYER_OVERHEAD_S",
             "MLA_LAYER_OVERHEAD_S",
+            "TRITON_MOE_LAYER_OVERHEAD_S",
             "WEIGHT_ONLY_DEQUANT_FLOP",
             "TTFT_OVERHEAD_S",
             "TTFT_LOAD_OVERHEAD_S",

@@ -75,6 +75,7 @@ PERFORMANCE_GRID: dict[str, tuple[tuple[float, ...], float]] = {
     "PER_LAYER_OVERHEAD_S": (_grid(0.0, 0.0001, 0.000005), 0.00005),
     "MOE_LAYER_OVERHEAD_S": (_grid(0.0, 0.0004, 0.00001), 0.0),
     "MLA_LAYER_OVERHEAD_S": (_grid(0.0, 0.0004, 0.00001), 0.0),
+    "TRITON_MOE_LAYER_OVERHEAD_S": (_grid(0.0, 0.0002, 0.000005), 0.0),
     "WEIGHT_ONLY_DEQUANT_FLOP": (_grid(0.0, 1000.0, 20.0), 0.0),
     "TTFT_OVERHEAD_S": (_grid(0.0, 0.08, 0.005), 0.04),
     "TTFT_LOAD_OVERHEAD_S": (_grid(0.0, 0.1, 0.005), 0.0),

@@ -101,6 +101,7 @@ def test_a_moe_prefill_reads_every_expert_a_decode_step_only_those_it_routes_to(
     1024-token prompt all of them, so the prefill's weight read is the whole model's."""
     monkeypatch.setattr(performance, "PER_LAYER_OVERHEAD_S", 0.0)
     monkeypatch.setattr(performance, "MOE_LAYER_OVERHEAD_S", 0.0)
+    monkeypatch.setattr(performance, "TRITON_MOE_LAYER_OVERHEAD_S", 0.0)
     monkeypatch.setattr(performance, "TTFT_OVERHEAD_S", 0.0)
     # With compute free, both phases are their weight reads.
     monkeypatch.setitem(performance.COMPUTE_EFFICIENCY_BY_GPU, "nvidia-h100-80gb", 1e9)
@@ -119,6 +120,30 @@ def test_moe_layers_pay_their_own_step_cost(
     monkeypatch.setattr(performance, "MOE_LAYER_OVERHEAD_S", extra)
     assert tpot("Qwen/Qwen3-8B") == dense
     assert tpot("Qwen/Qwen3-30B-A3B") == pytest.approx(moe + 48 * 1e-3)  # 48 MoE layers
+
+
+def test_16_bit_experts_pay_the_triton_fused_moe_call_quantized_ones_do_not(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM runs unquantized experts through its Triton fused_moe kernel, whose call costs a
+    fixed time per MoE layer; FP8 and MXFP4 experts run other kernels, dense layers none."""
+
+    def tpot(name: str, quantization: str = "bf16") -> float:
+        return estimate(catalog, name, quantization=quantization, input_tokens=128).tpot_s
+
+    cases = [
+        ("Qwen/Qwen3-30B-A3B", "bf16"),
+        ("Qwen/Qwen3-30B-A3B", "fp8"),
+        ("openai/gpt-oss-120b", "mxfp4"),
+        ("Qwen/Qwen3-8B", "bf16"),
+    ]
+    before = [tpot(*case) for case in cases]
+    monkeypatch.setattr(
+        performance, "TRITON_MOE_LAYER_OVERHEAD_S", performance.TRITON_MOE_LAYER_OVERHEAD_S + 1e-3
+    )
+    after = [tpot(*case) for case in cases]
+    assert after[0] == pytest.approx(before[0] + 48 * 1e-3)  # 48 MoE layers
+    assert after[1:] == before[1:]
 
 
 def test_a_lone_request_pays_no_load_host_time(

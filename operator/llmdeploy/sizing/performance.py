@@ -28,29 +28,29 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # bench/data (tests/unit/test_fit_constants.py checks).
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
-BANDWIDTH_EFFICIENCY = 0.75
-COMPUTE_EFFICIENCY = 0.6
+BANDWIDTH_EFFICIENCY = 0.8
+COMPUTE_EFFICIENCY = 0.5
 # Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
 # model's kernels would be booked as the GPU's): they depend on the memory generation and the
 # kernels the engine has for the architecture. Other SKUs take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.65,
-    "nvidia-b200-180gb": 0.9,
+    "nvidia-a100-80gb": 0.7,
+    "nvidia-b200-180gb": 0.95,
     "nvidia-h100-80gb": 0.8,
     "nvidia-h200-141gb": 0.95,
 }
 COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.35,
+    "nvidia-a100-80gb": 0.3,
     "nvidia-b200-180gb": 0.4,
     "nvidia-h100-80gb": 0.65,
-    "nvidia-h200-141gb": 0.7,
+    "nvidia-h200-141gb": 0.8,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step). The fit
-# gives the MoE extra 0: gpt-oss-120b's whole decode layer costs about what a dense one does
-# beyond its reads (the 150 us it had was DeepSeek-R1's MLA, below).
-PER_LAYER_OVERHEAD_S = 3.5e-05
+# gives the MoE extra ~10 us: gpt-oss-120b's whole decode layer costs about what a dense one
+# does beyond its reads (the 150 us it had was DeepSeek-R1's MLA, below).
+PER_LAYER_OVERHEAD_S = 4e-05
 MOE_LAYER_OVERHEAD_S = 1e-05
 # Fitted: the extra of a multi-head latent attention (MLA) layer's decode over a GQA layer's.
 # TensorRT-LLM's DeepSeek-R1 decode layer runs the fused down-projection GEMM, two RMSNorms,
@@ -60,6 +60,20 @@ MOE_LAYER_OVERHEAD_S = 1e-05
 # with CUDA graphs (67 tokens/s, NVIDIA/TensorRT-LLM docs/source/blogs/tech_blog/blog1,
 # "Baseline: CUDA Graph + EP8TP8"), while its weight reads take well under 1 ms.
 MLA_LAYER_OVERHEAD_S = 0.00014
+# Fitted: the extra of an MoE layer whose experts run vLLM's Triton fused_moe kernel, as 16-bit
+# expert weights do on CUDA (UnquantizedFusedMoEMethod -> TritonExperts unless FlashInfer's
+# CUTLASS MoE is opted into with expert parallelism; vLLM 0.11.0 fused_moe/layer.py). At decode
+# batch sizes the call costs a fixed time beyond its expert reads: vLLM's benchmark_moe.py
+# (CUDA graphs) with the default config on Qwen3-30B-A3B's experts (E=128, N=768) takes
+# 109.2/159.8/268.9/403.1 us at batch 1/2/4/8 on an A100 PCIe 40GB (vllm-project/vllm PR
+# #19049), i.e. ~6.3 us per expert touched (9.4 MB: ~1.5 TB/s, the GPU's bandwidth) plus
+# ~58 us per call; on a B200 39.6/51.9/73.2 us at batch 1/2/4 (PR #31448), ~27 us per call.
+# The fitted value (in effect on Qwen3-30B-A3B's A100 rows, the only 16-bit MoE latency rows
+# besides one H100 row) is above the kernel's alone: it takes whatever else those rows miss.
+# Other backends (Marlin, FlashInfer,
+# TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only; the engine is not an input here, so a
+# 16-bit MoE planned on TensorRT-LLM pays it too.
+TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # Fitted: a weight-only quantized GEMM (4-bit weights, 16-bit activations: Marlin) turns every
 # weight into BF16 in registers before the tensor cores see it, so at decode batch sizes it
 # is bound by that conversion on the SMs rather than by the bytes it reads: its cost per
@@ -67,7 +81,7 @@ MLA_LAYER_OVERHEAD_S = 0.00014
 # and H200, the same GH100 compute with 3.35 and 4.8 TB/s, decode gpt-oss-120b's MXFP4
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv).
-WEIGHT_ONLY_DEQUANT_FLOP = 280.0
+WEIGHT_ONLY_DEQUANT_FLOP = 260.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
@@ -342,9 +356,11 @@ def estimate_performance(
     decode_s = max(memory_s, decode_compute_s)
     moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
     mla_layers = model.layers if model.is_mla else 0
+    triton_moe_layers = moe_layers if fmt.weight_bytes >= 2 else 0
     overhead_s = (
         model.layers * PER_LAYER_OVERHEAD_S
         + moe_layers * MOE_LAYER_OVERHEAD_S
+        + triton_moe_layers * TRITON_MOE_LAYER_OVERHEAD_S
         + mla_layers * MLA_LAYER_OVERHEAD_S
     )
     decode_step_s = decode_s + _communication_s(model, gpu, tensor, pipeline, batch) + overhead_s
