@@ -28,29 +28,29 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # bench/data (tests/unit/test_fit_constants.py checks).
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
-BANDWIDTH_EFFICIENCY = 0.75
-COMPUTE_EFFICIENCY = 0.6
+BANDWIDTH_EFFICIENCY = 0.8
+COMPUTE_EFFICIENCY = 0.5
 # Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
 # model's kernels would be booked as the GPU's): they depend on the memory generation and the
 # kernels the engine has for the architecture. Other SKUs take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.65,
-    "nvidia-b200-180gb": 0.9,
+    "nvidia-b200-180gb": 0.95,
     "nvidia-h100-80gb": 0.8,
     "nvidia-h200-141gb": 0.95,
 }
 COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.35,
+    "nvidia-a100-80gb": 0.4,
     "nvidia-b200-180gb": 0.4,
     "nvidia-h100-80gb": 0.65,
-    "nvidia-h200-141gb": 0.7,
+    "nvidia-h200-141gb": 0.8,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step). The fit
 # gives the MoE extra 0: gpt-oss-120b's whole decode layer costs about what a dense one does
 # beyond its reads (the 150 us it had was DeepSeek-R1's MLA, below).
-PER_LAYER_OVERHEAD_S = 3.5e-05
+PER_LAYER_OVERHEAD_S = 4e-05
 MOE_LAYER_OVERHEAD_S = 1e-05
 # Fitted: the extra of a multi-head latent attention (MLA) layer's decode over a GQA layer's.
 # TensorRT-LLM's DeepSeek-R1 decode layer runs the fused down-projection GEMM, two RMSNorms,
@@ -67,7 +67,7 @@ MLA_LAYER_OVERHEAD_S = 0.00014
 # and H200, the same GH100 compute with 3.35 and 4.8 TB/s, decode gpt-oss-120b's MXFP4
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv).
-WEIGHT_ONLY_DEQUANT_FLOP = 280.0
+WEIGHT_ONLY_DEQUANT_FLOP = 260.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
