@@ -524,15 +524,17 @@ def test_a_crash_looping_candidate_is_rolled_back(
 ) -> None:
     _, workload, pods = piloting(kubeconfig_path, kube_api, namespace)
     [pod] = pods
-    crash(kube_api, namespace, pod)
-    degraded = wait_until(
-        lambda: (
-            (c := condition(kube_api, namespace, "Degraded")).get("reason") == "PilotRolledBack"
-            and c
-        ),
-        what="the crash-looping candidate rolled back",
-        timeout=120,
-    )
+
+    def rolled_back() -> dict[str, Any] | None:
+        c = condition(kube_api, namespace, "Degraded")
+        if c.get("reason") == "PilotRolledBack":
+            return c
+        # A real kubelet keeps reporting the crash loop; the simulated node may write its own
+        # status over the patch, so the crash is reported again until it is acted on.
+        crash(kube_api, namespace, pod)
+        return None
+
+    degraded = wait_until(rolled_back, what="the crash-looping candidate rolled back", timeout=120)
     assert "CrashLoop" in degraded["message"] and f"pod {pod}" in degraded["message"]
     assert "restarted 3 times (Error, exit code 1)" in degraded["message"]
     wait_until(
