@@ -49,6 +49,12 @@ def wait_until(
         time.sleep(interval)
 
 
+def applied(logs: str, kind: str) -> bool:
+    """Whether an operator's log says it applied an object of `kind` (its "applied" line lists
+    the changed children, in the order the render gives them)."""
+    return any(": applied " in line and f"{kind}/" in line for line in logs.splitlines())
+
+
 def healthy(port: int) -> bool:
     """Whether an operator's /healthz on `port` answers 200."""
     try:

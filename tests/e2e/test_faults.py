@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from .e2e_support import wait_until
+from .e2e_support import applied, wait_until
 from .operator_harness import Operator, kubectl
 from .test_operator import GROUP, PLURAL, VERSION, apply, deployment, example, get, ready
 from .testenv_control import WRITE_VERBS, AuditLog, frozen, restart
@@ -288,7 +288,7 @@ def test_two_replicas_one_acts_and_the_other_takes_over(
         wait_until(lambda: peers() == 2, what="both replicas in the peering", timeout=60)
         audit.mark()
         body = _start(kubeconfig_path, kube_api, namespace)
-        assert "applied Deployment/" in first.logs()
+        assert applied(first.logs(), "Deployment")
         # kopf starts a replica paused and resumes it when no live peer outranks it.
         assert "Resuming operations" in first.logs()
         assert "Resuming operations" not in second.logs()
@@ -300,7 +300,7 @@ def test_two_replicas_one_acts_and_the_other_takes_over(
             lambda: _converged(kube_api, namespace, 4096), what="second took over", timeout=120
         )
         assert "Resuming operations" in second.logs()
-        assert "applied Deployment/" in second.logs()
+        assert applied(second.logs(), "Deployment")
         _no_duplicates(kube_api, namespace)
         writes = [r for r in audit.requests() if r.verb in WRITE_VERBS and r.namespace == namespace]
         assert writes  # the audit log sees the replicas' writes at all
@@ -336,6 +336,6 @@ def test_a_replica_outranked_while_acting_stops_acting(
         # Two more resyncs of the acting replica: the paused one would have acted by now.
         done = high.reconciles()
         wait_until(lambda: high.reconciles() >= done + 2, what="two more resyncs", timeout=60)
-        assert "applied Deployment/" in high.logs()
+        assert applied(high.logs(), "Deployment")
         assert "applied" not in low.logs()[paused_at:]
         _no_duplicates(kube_api, namespace)

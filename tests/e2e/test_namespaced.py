@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from .e2e_support import wait_until
+from .e2e_support import applied, wait_until
 from .operator_harness import (
     OPERATOR_NAMESPACE,
     REPO_ROOT,
@@ -189,7 +189,7 @@ def test_namespaced_install_writes_only_where_it_watches_and_fails_over(
             assert apply(kubeconfig_path, other_namespace, body).returncode == 0
             assert apply(kubeconfig_path, namespace, body).returncode == 0
             wait_until(lambda: ready(kube_api, namespace, NAME), what="Ready", timeout=120)
-            assert "applied Deployment/" in first.logs()
+            assert applied(first.logs(), "Deployment")
             assert "applied" not in second.logs()
 
             first.kill()

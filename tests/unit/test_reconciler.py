@@ -282,6 +282,18 @@ def test_a_new_plan_and_its_applies_are_one_event(reconciler: Reconciler, cluste
     assert cluster.events[0][1].endswith("; applied Deployment/m, Service/m, PodDisruptionBudget/m")
 
 
+def test_applies_are_logged_even_when_the_status_write_then_conflicts(
+    reconciler: Reconciler, cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The retry finds the children applied and applies nothing: the log must already say so.
+    caplog.set_level(logging.INFO, "llmdeploy.reconcile")
+    reconciler.names.relisted({}, reconciler.names.mark())
+    cluster.body["metadata"]["resourceVersion"] = "9"  # someone wrote after the watch's event
+    assert reconciler._reconcile_one(KEY)[0] != "success"
+    assert "ns/m: applied Deployment/m, Service/m, PodDisruptionBudget/m" in caplog.text
+    assert cluster.events == []
+
+
 def test_a_settled_object_is_measured_again_when_due_and_not_decided_before(
     catalog: Catalog, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -399,6 +399,15 @@ class Reconciler:
             changed.append(f"{kind}/{workload} (replicas {count})")
         if outcome.rendered is not None:
             record.rendered = outcome.rendered
+        # Logged and counted as soon as done: a conflict on the status write below retries the
+        # reconcile, which finds these children applied and does not apply them again.
+        applied = ", ".join(changed)
+        if changed:
+            metrics.APPLIES.inc(len(changed))
+            log.info("%s/%s: applied %s", *key, applied)
+        if pruned:
+            metrics.PRUNES.inc(len(pruned))
+            log.info("%s/%s: pruned %s", *key, ", ".join(pruned))
         version = str(metadata.get("resourceVersion") or "")
         if outcome.scale_to is not None:
             _check(deadline)
@@ -418,9 +427,6 @@ class Reconciler:
         record.autoscaler = outcome.autoscaler
         notes = [(e.reason, e.message, e.warning) for e in outcome.events]
         if changed:
-            metrics.APPLIES.inc(len(changed))
-            applied = ", ".join(changed)
-            log.info("%s/%s: applied %s", *key, applied)
             # A new plan and the applies it made are one event, not two.
             planned = [n for n, note in enumerate(notes) if note[0] == "Planned"]
             if planned:
@@ -429,9 +435,7 @@ class Reconciler:
             else:
                 notes.append(("Applied", applied, False))
         if pruned:
-            metrics.PRUNES.inc(len(pruned))
             notes.append(("Pruned", ", ".join(pruned), False))
-            log.info("%s/%s: pruned %s", *key, ", ".join(pruned))
         if outcome.scale_to is not None:
             notes.append(("Scaled", outcome.scale_reason, False))
         if any(e.reason == "Planned" for e in outcome.events):
