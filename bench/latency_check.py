@@ -11,7 +11,6 @@ Run: .venv/bin/python bench/latency_check.py PATH [--fitted]
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 from collections.abc import Iterable
@@ -64,13 +63,11 @@ class Checked:
 
 def check(path: Path, catalog: Catalog) -> list[Checked]:
     """Every row of `path` with the committed model's prediction."""
-    with path.open(newline="") as f:
-        engines = {r["id"]: r["engine"] for r in csv.DictReader(f)}
     checked = []
     for row in load_latency(str(path.resolve())):
         ttft, tpot = predict_latency(row, catalog)
         moe = resolve_model(ModelSpec(name=row.plan_model), catalog).experts > 0
-        checked.append(Checked(row, engines[row.id], moe, ttft, tpot))
+        checked.append(Checked(row, row.engine, moe, ttft, tpot))
     return checked
 
 

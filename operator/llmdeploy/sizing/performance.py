@@ -70,9 +70,8 @@ MLA_LAYER_OVERHEAD_S = 0.00014
 # ~58 us per call; on a B200 39.6/51.9/73.2 us at batch 1/2/4 (PR #31448), ~27 us per call.
 # The fitted value (in effect on Qwen3-30B-A3B's A100 rows, the only 16-bit MoE latency rows
 # besides one H100 row) is above the kernel's alone: it takes whatever else those rows miss.
-# Other backends (Marlin, FlashInfer,
-# TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only; the engine is not an input here, so a
-# 16-bit MoE planned on TensorRT-LLM pays it too.
+# Other backends (Marlin, FlashInfer, TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only; the
+# engine is not an input here, so a 16-bit MoE planned on TensorRT-LLM pays it too.
 TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # Fitted: a weight-only quantized GEMM (4-bit weights, 16-bit activations: Marlin) turns every
 # weight into BF16 in registers before the tensor cores see it, so at decode batch sizes it
