@@ -29,6 +29,41 @@ def test_the_outside_rows_are_in_no_set_the_fit_reads() -> None:
     assert not set(outside) & (set(corpus.load_split()) | inside)
 
 
+def test_the_outside_set_is_a_blind_set_apart_from_the_corpus() -> None:
+    """latency_outside.csv is a standing blind set (bench/data/README.md, "Outside set"): no row
+    of it is a corpus row again, by id, by source reference or by its measured figures."""
+    outside, inside = corpus.load_latency("latency_outside.csv"), corpus.load_latency()
+    ids = [r.id for r in outside]
+    assert len(ids) == len(set(ids)) >= 25
+    assert not set(ids) & {r.id for r in inside}
+    assert not {r.source for r in outside} & {r.source for r in inside}
+
+    def point(r: corpus.LatencyRow) -> tuple[object, ...]:
+        return (r.plan_model, r.gpu, r.tensor, r.concurrency, r.ttft_ms, r.tpot_ms)
+
+    assert not {point(r) for r in outside} & {point(r) for r in inside}
+
+
+def test_the_fit_reads_no_outside_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Doubling every outside measurement leaves the fitted constants as they were."""
+    before = fit_constants.fit()
+    read = corpus.load_latency
+
+    def doubled(name: str = "latency.csv") -> list[corpus.LatencyRow]:
+        rows = read(name)
+        if name != "latency_outside.csv":
+            return rows
+        return [dataclasses.replace(r, ttft_ms=2 * r.ttft_ms, tpot_ms=2 * r.tpot_ms) for r in rows]
+
+    monkeypatch.setattr(corpus, "load_latency", doubled)
+    monkeypatch.setattr(fit_constants, "load_latency", doubled)
+    assert (
+        corpus.load_latency("latency_outside.csv")[0].tpot_ms
+        == 2 * read("latency_outside.csv")[0].tpot_ms
+    )  # the test changed something
+    assert fit_constants.fit() == before
+
+
 def test_every_row_can_be_replanned() -> None:
     catalog = load_catalog()
     for row in corpus.load_kv():
