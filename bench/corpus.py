@@ -138,7 +138,9 @@ def load_split() -> dict[str, str]:
     return {r["id"]: r["set"] for r in _read("split.csv")}
 
 
-def load_kv() -> list[KvRow]:
+def load_kv(name: str = "kv_memory.csv") -> list[KvRow]:
+    """The KV/weights rows of `name`: kv_memory.csv (split into fit and held-out), or
+    kv_outside.csv (never fitted; bench/data/README.md says why)."""
     return [
         KvRow(
             id=r["id"],
@@ -165,7 +167,7 @@ def load_kv() -> list[KvRow]:
             kv_gib=_float(r["kv_gib"]),
             kv_tokens=_int(r["kv_tokens"]),
         )
-        for r in _read("kv_memory.csv")
+        for r in _read(name)
     ]
 
 

@@ -29,9 +29,28 @@ def test_the_outside_rows_are_in_no_set_the_fit_reads() -> None:
     assert not set(outside) & (set(corpus.load_split()) | inside)
 
 
+def test_the_outside_kv_rows_are_in_no_set_the_fit_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kv_outside.csv's rows are neither in kv_memory.csv nor in the split, and the fit never
+    opens the file (bench/data/README.md: they score the model, they never shape it)."""
+    outside = [r.id for r in corpus.load_kv("kv_outside.csv")]
+    assert outside and len(set(outside)) == len(outside)
+    inside = {r.id for r in corpus.load_kv()}
+    assert not set(outside) & (set(corpus.load_split()) | inside)
+    opened: list[str] = []
+    read = corpus._read
+
+    def recording(name: str) -> list[dict[str, str]]:
+        opened.append(name)
+        return read(name)
+
+    monkeypatch.setattr(corpus, "_read", recording)
+    fit_constants.fit()
+    assert "kv_memory.csv" in opened and "kv_outside.csv" not in opened
+
+
 def test_every_row_can_be_replanned() -> None:
     catalog = load_catalog()
-    for row in corpus.load_kv():
+    for row in corpus.load_kv() + corpus.load_kv("kv_outside.csv"):
         assert row.plan_model and row.quantization in catalog.quantizations, row.id
         assert row.gpu in catalog.gpus or row.gpu_memory_gib is not None, row.id
         assert corpus.predict_weights_gib(row, catalog) > 0, row.id
