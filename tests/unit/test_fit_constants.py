@@ -188,3 +188,16 @@ def test_a_row_gets_its_releases_defaults_unless_its_log_names_the_kernels() -> 
     # The release matters: unknown, the row is planned as the newest release read.
     newest = corpus.rules(dataclasses.replace(row, engine_version=""), catalog)
     assert newest.cuda_graph_gib > 0 and defaults.cuda_graph_gib == 0
+
+
+def test_v0_turns_chunked_prefill_on_above_32k_tokens_on_cuda_only() -> None:
+    """vLLM PR #6666: V0 profiles a 2048-token step above 32K tokens on CUDA; below, on ROCm or
+    with sliding window it profiles the whole max_model_len (bench/corpus.py engine_defaults)."""
+    catalog = load_catalog()
+    a100, mi300x = catalog.gpus["nvidia-a100-80gb"], catalog.gpus["amd-mi300x-192gb"]
+    assert corpus.engine_defaults("v0", a100, 131072) == (2048, 256)
+    assert corpus.engine_defaults("v0", a100, 32768) == (32768, 256)
+    assert corpus.engine_defaults("v0", mi300x, 131072) == (131072, 256)
+    assert corpus.engine_defaults("v0", a100, 131072, sliding_window=True) == (131072, 256)
+    row = next(r for r in corpus.load_kv("kv_outside.csv") if r.id.startswith("oci-a10-"))
+    assert corpus.scheduler(row, catalog)[1] == 2048
