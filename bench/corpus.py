@@ -45,16 +45,24 @@ TENSORRT_LLM_DEFAULTS = (8192, 2048)
 NO_PEER_TO_PEER = Interconnect(kind="pcie", bandwidth_gbps=6.13)
 
 
-def engine_defaults(generation: str, gpu: Gpu, max_model_len: int) -> tuple[int, int]:
+def engine_defaults(
+    generation: str, gpu: Gpu, max_model_len: int, sliding_window: bool = False
+) -> tuple[int, int]:
     """vLLM's (max_num_batched_tokens, max_num_seqs) when the command line sets neither.
 
     V1 (the API server): 8192 and 1024 on GPUs of >= 70 GiB other than the A100, else 2048 and
     256 (vLLM tests/engine/test_arg_utils.py test_defaults_with_usage_context; the A100 logs of
     dennislee22/vLLM-benchmarking show max_num_batched_tokens=2048). V0 without chunked
     prefill: a step of max(max_model_len, 2048) tokens and 256 sequences (vllm/config.py
-    SchedulerConfig; vllm#10517's profile peak grows with max_model_len).
+    SchedulerConfig; vllm#10517's profile peak grows with max_model_len). V0 turns chunked
+    prefill on by itself above 32K tokens on CUDA for a model without sliding window (vLLM PR
+    #6666, vllm/engine/arg_utils.py, later _set_default_args_v0 with current_platform.is_cuda(),
+    so not on ROCm: the MI300X V0 logs show chunked_prefill_enabled=False), and then steps 2048
+    tokens (SchedulerConfig; 512 in 0.6.x, which moves a plan by a few MiB).
     """
     if generation == "v0":
+        if max_model_len > 32768 and gpu.vendor == "nvidia" and not sliding_window:
+            return 2048, 256
         return max(max_model_len, 2048), 256
     if gpu.memory_gib >= 70 and "a100" not in gpu.id:
         return 8192, 1024
@@ -138,7 +146,9 @@ def load_split() -> dict[str, str]:
     return {r["id"]: r["set"] for r in _read("split.csv")}
 
 
-def load_kv() -> list[KvRow]:
+def load_kv(name: str = "kv_memory.csv") -> list[KvRow]:
+    """The KV/weights rows of `name`: kv_memory.csv (split into fit and held-out), or
+    kv_outside.csv (never fitted; bench/data/README.md says why)."""
     return [
         KvRow(
             id=r["id"],
@@ -165,7 +175,7 @@ def load_kv() -> list[KvRow]:
             kv_gib=_float(r["kv_gib"]),
             kv_tokens=_int(r["kv_tokens"]),
         )
-        for r in _read("kv_memory.csv")
+        for r in _read(name)
     ]
 
 
@@ -239,7 +249,8 @@ def scheduler(row: KvRow, catalog: Catalog) -> tuple[int, int, int]:
     if row.engine == TENSORRT_LLM:
         batched, seqs = TENSORRT_LLM_DEFAULTS
     else:
-        batched, seqs = engine_defaults(row.engine_generation or "v1", gpu, context)
+        generation = row.engine_generation or "v1"
+        batched, seqs = engine_defaults(generation, gpu, context, model.sliding_window > 0)
     return context, row.max_num_batched_tokens or batched, row.max_num_seqs or seqs
 
 

@@ -3,7 +3,8 @@
 Per metric and set: median |error|, 90th percentile, maximum, share within +-10%; then every
 row. The fit set is what bench/fit_constants.py derives the constants from, so its figures
 are in-sample; only the held-out figures say how the model does on rows it was not fitted to.
-The outside set (latency_outside.csv) is never fitted: rows whose mechanisms the model lacks.
+The outside set (kv_outside.csv, latency_outside.csv) is a standing blind set: collected while
+the model was frozen, never fitted, never used to choose a mechanism (bench/data/README.md).
 Run: .venv/bin/python bench/sizing_accuracy.py [--rows]
 """
 
@@ -32,7 +33,10 @@ SETS = ("fit", "held-out", "outside")
 TITLES = {
     "fit": "fit set (in-sample)",
     "held-out": "held-out set",
-    "outside": "outside set (latency_outside.csv: never fitted, mechanisms not chosen on it)",
+    "outside": (
+        "outside set (kv_outside.csv, latency_outside.csv: never fitted, mechanisms not chosen"
+        " on it)"
+    ),
 }
 KV_METRICS = ("KV tokens", "KV GiB")
 
@@ -53,8 +57,9 @@ def collect() -> tuple[dict[str, dict[str, list[float]]], list[str], dict[str, l
     refusals: dict[str, list[str]] = {s: [] for s in SETS}
     lines: list[str] = []
     points: Points = {metric: [] for metric in errors}
-    for row in load_kv():
-        s = split[row.id]
+    kv = [(split[r.id], r) for r in load_kv()]
+    kv += [("outside", r) for r in load_kv("kv_outside.csv")]
+    for s, row in kv:
         if row.weights_gib is not None:
             w = predict_weights_gib(row, catalog)
             errors["weights GiB"][s].append(relative_error(w, row.weights_gib))

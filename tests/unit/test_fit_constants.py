@@ -23,50 +23,29 @@ def test_split_follows_the_committed_rule() -> None:
         assert split[row_id] == ("held-out" if corpus.held_out_by_rule(row_id) else "fit"), row_id
 
 
-def test_the_outside_rows_are_in_no_set_the_fit_reads() -> None:
-    outside = [r.id for r in corpus.load_latency("latency_outside.csv")]
-    inside = {r.id for r in corpus.load_latency()}
-    assert not set(outside) & (set(corpus.load_split()) | inside)
-
-
-def test_the_outside_set_is_a_blind_set_apart_from_the_corpus() -> None:
-    """latency_outside.csv is a standing blind set (bench/data/README.md, "Outside set"): no row
-    of it is a corpus row again, by id, by source reference or by its measured figures."""
+def test_the_outside_sets_are_apart_from_the_corpus() -> None:
+    """latency_outside.csv and kv_outside.csv are standing blind sets (bench/data/README.md,
+    "Outside set"): none of their rows is a corpus row again, by id, by source reference or by
+    its measured figures, and none is in the split."""
+    split = set(corpus.load_split())
     outside, inside = corpus.load_latency("latency_outside.csv"), corpus.load_latency()
     ids = [r.id for r in outside]
     assert len(ids) == len(set(ids)) >= 25
-    assert not set(ids) & {r.id for r in inside}
+    assert not set(ids) & ({r.id for r in inside} | split)
     assert not {r.source for r in outside} & {r.source for r in inside}
 
     def point(r: corpus.LatencyRow) -> tuple[object, ...]:
         return (r.plan_model, r.gpu, r.tensor, r.concurrency, r.ttft_ms, r.tpot_ms)
 
     assert not {point(r) for r in outside} & {point(r) for r in inside}
-
-
-def test_the_fit_reads_no_outside_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Doubling every outside measurement leaves the fitted constants as they were."""
-    before = fit_constants.fit()
-    read = corpus.load_latency
-
-    def doubled(name: str = "latency.csv") -> list[corpus.LatencyRow]:
-        rows = read(name)
-        if name != "latency_outside.csv":
-            return rows
-        return [dataclasses.replace(r, ttft_ms=2 * r.ttft_ms, tpot_ms=2 * r.tpot_ms) for r in rows]
-
-    monkeypatch.setattr(corpus, "load_latency", doubled)
-    monkeypatch.setattr(fit_constants, "load_latency", doubled)
-    assert (
-        corpus.load_latency("latency_outside.csv")[0].tpot_ms
-        == 2 * read("latency_outside.csv")[0].tpot_ms
-    )  # the test changed something
-    assert fit_constants.fit() == before
+    kv_ids = [r.id for r in corpus.load_kv("kv_outside.csv")]
+    assert kv_ids and len(set(kv_ids)) == len(kv_ids)
+    assert not set(kv_ids) & ({r.id for r in corpus.load_kv()} | split)
 
 
 def test_every_row_can_be_replanned() -> None:
     catalog = load_catalog()
-    for row in corpus.load_kv():
+    for row in corpus.load_kv() + corpus.load_kv("kv_outside.csv"):
         assert row.plan_model and row.quantization in catalog.quantizations, row.id
         assert row.gpu in catalog.gpus or row.gpu_memory_gib is not None, row.id
         assert corpus.predict_weights_gib(row, catalog) > 0, row.id
@@ -75,11 +54,12 @@ def test_every_row_can_be_replanned() -> None:
         assert ttft > 0 and tpot > 0, lrow.id
 
 
-def test_the_fit_reads_no_held_out_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Doubling every held-out measurement leaves the fitted constants as they were."""
+def test_the_fit_reads_only_fit_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Doubling every held-out and outside measurement leaves the fitted constants as they
+    were, and the fit never opens kv_outside.csv."""
     before = fit_constants.fit()
     split = corpus.load_split()
-    kv, latency = corpus.load_kv(), corpus.load_latency()
+    kv, load_latency, read = corpus.load_kv(), corpus.load_latency, corpus._read
 
     def doubled_kv() -> list[corpus.KvRow]:
         return [
@@ -89,18 +69,30 @@ def test_the_fit_reads_no_held_out_row(monkeypatch: pytest.MonkeyPatch) -> None:
             for r in kv
         ]
 
-    def doubled_latency() -> list[corpus.LatencyRow]:
+    def doubled_latency(name: str = "latency.csv") -> list[corpus.LatencyRow]:
         return [
             dataclasses.replace(r, ttft_ms=2 * r.ttft_ms, tpot_ms=2 * r.tpot_ms)
-            if split[r.id] == "held-out"
+            if split.get(r.id, "outside") != "fit"
             else r
-            for r in latency
+            for r in load_latency(name)
         ]
 
+    opened: list[str] = []
+
+    def recording(name: str) -> list[dict[str, str]]:
+        opened.append(name)
+        return read(name)
+
+    monkeypatch.setattr(corpus, "_read", recording)
     monkeypatch.setattr(fit_constants, "load_kv", doubled_kv)
     monkeypatch.setattr(fit_constants, "load_latency", doubled_latency)
     assert fit_constants.fit() == before
-    assert any(split[r.id] == "held-out" for r in kv)  # the test changed something
+    assert "kv_outside.csv" not in opened
+    # The test changed something the fit could have read.
+    assert any(split[r.id] == "held-out" for r in kv)
+    assert doubled_latency("latency_outside.csv")[0].tpot_ms == 2 * (
+        load_latency("latency_outside.csv")[0].tpot_ms
+    )
 
 
 def test_constants_are_restored_after_a_trial() -> None:
@@ -204,3 +196,16 @@ def test_a_row_gets_its_releases_defaults_unless_its_log_names_the_kernels() -> 
     # The release matters: unknown, the row is planned as the newest release read.
     newest = corpus.rules(dataclasses.replace(row, engine_version=""), catalog)
     assert newest.cuda_graph_gib > 0 and defaults.cuda_graph_gib == 0
+
+
+def test_v0_turns_chunked_prefill_on_above_32k_tokens_on_cuda_only() -> None:
+    """vLLM PR #6666: V0 profiles a 2048-token step above 32K tokens on CUDA; below, on ROCm or
+    with sliding window it profiles the whole max_model_len (bench/corpus.py engine_defaults)."""
+    catalog = load_catalog()
+    a100, mi300x = catalog.gpus["nvidia-a100-80gb"], catalog.gpus["amd-mi300x-192gb"]
+    assert corpus.engine_defaults("v0", a100, 131072) == (2048, 256)
+    assert corpus.engine_defaults("v0", a100, 32768) == (32768, 256)
+    assert corpus.engine_defaults("v0", mi300x, 131072) == (131072, 256)
+    assert corpus.engine_defaults("v0", a100, 131072, sliding_window=True) == (131072, 256)
+    row = next(r for r in corpus.load_kv("kv_outside.csv") if r.id.startswith("oci-a10-"))
+    assert corpus.scheduler(row, catalog)[1] == 2048
