@@ -119,9 +119,12 @@ def simulate(
     host_s: float,
     async_scheduling: bool,
     stagger_s: float = 0.0,
+    jitter_s: float = 0.0,
 ) -> list[Request]:
     """Every request, in the order sent; the first `concurrency` are sent `stagger_s` apart
-    (0: at once)."""
+    (0: at once). `jitter_s`: each request's host time varies uniformly over that width
+    around `host_s` (seeded), so arrivals do not all fall at one phase of the steps."""
+    rng = random.Random(1)
     decode_cost: dict[int, float] = {}
 
     def decode_s(batch: int) -> float:
@@ -135,7 +138,8 @@ def simulate(
 
     def send(at: float) -> None:
         i = len(sent)
-        r = Request(prompts[i], outputs[i], at, at + host_s)
+        jitter = (rng.random() - 0.5) * jitter_s
+        r = Request(prompts[i], outputs[i], at, at + host_s + jitter)
         sent.append(r)
         pending.append(r)
 
@@ -227,7 +231,12 @@ class Replay:
 
 
 def replay_row(
-    row: LatencyRow, catalog: Catalog, client: Client, statistic: str, async_default: bool
+    row: LatencyRow,
+    catalog: Catalog,
+    client: Client,
+    statistic: str,
+    async_default: bool,
+    jitter: bool = False,
 ) -> Replay:
     """The row replayed with its client (`async_default`: async scheduling from the release
     that made it the default, where the row does not say)."""
@@ -272,6 +281,7 @@ def replay_row(
         host_s=host,
         async_scheduling=async_scheduling,
         stagger_s=0.0 if together else duration / row.concurrency,
+        jitter_s=decode_s if jitter else 0.0,
     )
     ttfts = [r.ttft for r in requests]
     ttft = statistics.fmean(ttfts) if statistic == "mean" else statistics.median(ttfts)
@@ -287,6 +297,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", action="store_true", help="also print every row")
     parser.add_argument("--sync", action="store_true", help="no async scheduling anywhere")
+    parser.add_argument(
+        "--jitter", action="store_true", help="host times spread over one decode step"
+    )
     args = parser.parse_args()
     catalog = load_catalog()
     split = load_split()
@@ -302,7 +315,7 @@ def main() -> None:
         group = f"{known}, c {'1' if row.concurrency == 1 else '> 1'}"
         s = split[row.id]
         closed, _ = predict_latency(row, catalog)
-        replay = replay_row(row, catalog, client, stats[row.id], not args.sync)
+        replay = replay_row(row, catalog, client, stats[row.id], not args.sync, args.jitter)
         e_closed = relative_error(closed, row.ttft_ms)
         e_replay = relative_error(replay.ttft_ms, row.ttft_ms)
         for key in ("all", group):

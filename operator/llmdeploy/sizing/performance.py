@@ -17,7 +17,7 @@ median request queues behind the prefills of half the burst.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat, version_within
@@ -321,10 +321,12 @@ class DecodeStep:
     overhead_s: float  # per-layer kernel gaps (paid once per step)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepModel:
     """One replica's step times for a workload of `input_tokens` / `output_tokens` requests:
-    the terms `estimate_performance` combines (and bench/ttft_simulation.py replays)."""
+    the terms `estimate_performance` combines (and bench/ttft_simulation.py replays). The
+    GPU's efficiencies and a step's fixed cost are read once, when it is made (the planner
+    makes one per layout it tries)."""
 
     model: ModelFacts
     gpu: Gpu
@@ -334,23 +336,19 @@ class StepModel:
     kv_dtype_bytes: float
     input_tokens: int
     output_tokens: int
+    bandwidth: float = field(init=False)  # bytes/s decode's reads reach
+    compute_efficiency: float = field(init=False)
+    overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
 
-    @property
-    def bandwidth(self) -> float:
-        efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(self.gpu.id, BANDWIDTH_EFFICIENCY)
-        return self.gpu.bandwidth_gbps * 1e9 * efficiency
-
-    @property
-    def compute_efficiency(self) -> float:
-        return COMPUTE_EFFICIENCY_BY_GPU.get(self.gpu.id, COMPUTE_EFFICIENCY)
-
-    @property
-    def overhead_s(self) -> float:
-        model = self.model
+    def __post_init__(self) -> None:
+        gpu, model = self.gpu, self.model
+        efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
+        self.bandwidth = gpu.bandwidth_gbps * 1e9 * efficiency
+        self.compute_efficiency = COMPUTE_EFFICIENCY_BY_GPU.get(gpu.id, COMPUTE_EFFICIENCY)
         moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
         mla_layers = model.layers if model.is_mla else 0
         triton_moe_layers = moe_layers if self.fmt.weight_bytes >= 2 else 0
-        return (
+        self.overhead_s = (
             model.layers * PER_LAYER_OVERHEAD_S
             + moe_layers * MOE_LAYER_OVERHEAD_S
             + triton_moe_layers * TRITON_MOE_LAYER_OVERHEAD_S
