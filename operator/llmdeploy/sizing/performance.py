@@ -11,7 +11,8 @@ TTFT depends on the load's shape. At steady load (a closed loop: a new request a
 finishes) a request arrives while a step runs, then prefills in a step shared with the other
 streams' decodes, queueing sometimes behind another stream's prefill, and pays more host time
 than a lone request, which has none of that. In a burst (every request sent at once) the
-median request queues behind the prefills of half the burst.
+median request queues behind the prefills of half the burst, and its first token comes with
+the end of the step that completes its prompt, filled with the prompts behind it.
 """
 
 from __future__ import annotations
@@ -476,8 +477,11 @@ def estimate_performance(
     if burst:
         # The median request's prompt is prefilled after those of the half of the burst sent
         # before it (first come, first served), the prompts packed into steps of
-        # max_num_batched_tokens.
-        ttft = host_s + prefill(1 + others / 2)
+        # max_num_batched_tokens; its first token comes at the end of the step that completes
+        # its prompt, a step the scheduler fills with the prompts behind it up to the budget
+        # (vLLM V1 scheduler.py `schedule`: waiting requests take the rest of the token budget).
+        steps_to_median = math.ceil((1 + others / 2) * input_tokens / chunk - 1e-9)
+        ttft = host_s + prefill(min(batch, steps_to_median * chunk / input_tokens))
     else:
         # A request sent as another finishes arrives while the next step runs, then its
         # prefill shares a step with the others' decodes; it may also queue behind another
