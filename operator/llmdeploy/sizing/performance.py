@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat, version_within
@@ -311,8 +312,7 @@ def frontend_s(engine: str, version: str | None, endpoint: str = "chat") -> floa
     return wait + parse * CHAT_TEMPLATE_PARSE_S
 
 
-@dataclass(frozen=True, slots=True)
-class DecodeStep:
+class DecodeStep(NamedTuple):
     """A step of `batch` decodes: its time alone, and the parts a prefill step shares."""
 
     step_s: float  # the step on its own
