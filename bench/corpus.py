@@ -314,14 +314,20 @@ def predict_weights_gib(row: KvRow, catalog: Catalog) -> float:
     return rank / GIB
 
 
-def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
-    """(TTFT ms, TPOT ms)."""
+def latency_setup(row: LatencyRow, catalog: Catalog) -> tuple[ModelFacts, Gpu, int, int]:
+    """The model, the GPU (without peer-to-peer where the row's log says so) and the engine's
+    (max_num_batched_tokens, max_num_seqs) a latency row is re-planned with."""
     model = _model(catalog, row.plan_model)
     gpu = catalog.gpus[row.gpu]
     if row.interconnect == "pcie":
         gpu = gpu.model_copy(update={"interconnect": NO_PEER_TO_PEER})
-    context = model.max_context_length
-    batched, _ = engine_defaults("v1", gpu, context)
+    batched, seqs = engine_defaults("v1", gpu, model.max_context_length)
+    return model, gpu, batched, seqs
+
+
+def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
+    """(TTFT ms, TPOT ms)."""
+    model, gpu, batched, _ = latency_setup(row, catalog)
     perf = estimate_performance(
         model,
         gpu,

@@ -8,7 +8,9 @@ import yaml
 
 from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, load_catalog
+from llmdeploy.sizing import resolve_model
 from llmdeploy.sizing.inventory import GpuNode, Inventory
+from llmdeploy.sizing.performance import StepModel
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GFD = "nvidia.com/gpu.product"
@@ -22,6 +24,20 @@ def catalog() -> Catalog:
 
 def make_spec(model: str = "meta-llama/Llama-3.1-8B-Instruct", **spec: Any) -> LLMDeploymentSpec:
     return LLMDeploymentSpec.model_validate({"model": {"name": model}, **spec})
+
+
+def qwen3_32b_steps(catalog: Catalog) -> StepModel:
+    """Qwen3-32B's step costs in bf16 at TP 2 on H100s, 1024 tokens in and 128 out."""
+    return StepModel(
+        resolve_model(make_spec("Qwen/Qwen3-32B").model, catalog),
+        catalog.gpus["nvidia-h100-80gb"],
+        catalog.quantizations["bf16"],
+        tensor=2,
+        pipeline=1,
+        kv_dtype_bytes=2,
+        input_tokens=1024,
+        output_tokens=128,
+    )
 
 
 def write_image_lock(path: Path, **override: object) -> Path:

@@ -11,7 +11,7 @@ from llmdeploy.catalog import Catalog
 from llmdeploy.sizing import performance, resolve_model
 from llmdeploy.sizing.performance import Performance, estimate_performance
 
-from .conftest import make_spec
+from .conftest import make_spec, qwen3_32b_steps
 
 
 def estimate(
@@ -80,6 +80,35 @@ def test_a_burst_queues_behind_half_the_bursts_prefills(catalog: Catalog) -> Non
     assert burst.ttft_s > 14 * lone_prefill > steady.ttft_s
     # Its decode runs through the prefills of the other half only.
     assert burst.tpot_s < steady.tpot_s
+
+
+def test_a_bursts_median_request_waits_for_the_whole_step_that_completes_its_prompt(
+    catalog: Catalog,
+) -> None:
+    """The scheduler fills a step with every queued prompt up to the token budget and samples
+    the first tokens at its end: the median request of a burst whose prompts all fit in one
+    step gets its token with the last one, and one whose prompts need two steps with the
+    prompts of the whole second step."""
+
+    def ttft(concurrency: int) -> float:
+        return qwen3_32b(catalog, concurrency, burst=True, max_num_batched_tokens=8192).ttft_s
+
+    # 1024-token prompts, 8192-token steps less one token per running stream: seven fit in
+    # a step. A burst of seven prefills in one step, every request's token at its end.
+    steps = qwen3_32b_steps(catalog)
+
+    def host(concurrency: int) -> float:
+        decode_s = steps.decode(concurrency).step_s
+        return performance.request_host_s(concurrency - 1, 0.0, decode_s)
+
+    assert ttft(7) == pytest.approx(host(7) + steps.prefill_s(7 * 1024, 8192 - 7))
+    # Fifteen: the median (8th) prompt ends in the second step, which holds the rest of the
+    # burst. Thirty-one: the median (16th) ends in the third step, which is full: the median
+    # waits for three whole steps' tokens, less than the burst's.
+    assert ttft(15) == pytest.approx(host(15) + steps.prefill_s(15 * 1024, 8192 - 15))
+    chunk = 8192 - 31
+    assert ttft(31) == pytest.approx(host(31) + steps.prefill_s(3 * chunk, chunk))
+    assert ttft(7) < ttft(15) < ttft(31) < host(31) + steps.prefill_s(31 * 1024, chunk)
 
 
 def test_a_long_prompt_is_prefilled_in_chunks_of_max_num_batched_tokens(

@@ -11,13 +11,15 @@ TTFT depends on the load's shape. At steady load (a closed loop: a new request a
 finishes) a request arrives while a step runs, then prefills in a step shared with the other
 streams' decodes, queueing sometimes behind another stream's prefill, and pays more host time
 than a lone request, which has none of that. In a burst (every request sent at once) the
-median request queues behind the prefills of half the burst.
+median request queues behind the prefills of half the burst, and its first token comes with
+the end of the step that completes its prompt, filled with the prompts behind it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat, version_within
@@ -310,6 +312,122 @@ def frontend_s(engine: str, version: str | None, endpoint: str = "chat") -> floa
     return wait + parse * CHAT_TEMPLATE_PARSE_S
 
 
+class DecodeStep(NamedTuple):
+    """A step of `batch` decodes: its time alone, and the parts a prefill step shares."""
+
+    step_s: float  # the step on its own
+    memory_s: float  # weight and KV reads
+    compute_s: float  # the decodes' FLOPs
+    communication_s: float  # their all-reduces and pipeline hand-offs
+    overhead_s: float  # per-layer kernel gaps (paid once per step)
+
+
+@dataclass(slots=True)
+class StepModel:
+    """One replica's step times for a workload of `input_tokens` / `output_tokens` requests:
+    the terms `estimate_performance` combines (and bench/ttft_simulation.py replays). The
+    GPU's efficiencies and a step's fixed cost are read once, when it is made (the planner
+    makes one per layout it tries)."""
+
+    model: ModelFacts
+    gpu: Gpu
+    fmt: QuantFormat
+    tensor: int
+    pipeline: int
+    kv_dtype_bytes: float
+    input_tokens: int
+    output_tokens: int
+    bandwidth: float = field(init=False)  # bytes/s decode's reads reach
+    compute_efficiency: float = field(init=False)
+    overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
+
+    def __post_init__(self) -> None:
+        gpu, model = self.gpu, self.model
+        efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
+        self.bandwidth = gpu.bandwidth_gbps * 1e9 * efficiency
+        self.compute_efficiency = COMPUTE_EFFICIENCY_BY_GPU.get(gpu.id, COMPUTE_EFFICIENCY)
+        moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
+        mla_layers = model.layers if model.is_mla else 0
+        triton_moe_layers = moe_layers if self.fmt.weight_bytes >= 2 else 0
+        self.overhead_s = (
+            model.layers * PER_LAYER_OVERHEAD_S
+            + moe_layers * MOE_LAYER_OVERHEAD_S
+            + triton_moe_layers * TRITON_MOE_LAYER_OVERHEAD_S
+            + mla_layers * MLA_LAYER_OVERHEAD_S
+        )
+
+    def decode(self, batch: int) -> DecodeStep:
+        """A step of `batch` decodes, each reading its request's mean context."""
+        model, gpu, fmt = self.model, self.gpu, self.fmt
+        tensor, pipeline = self.tensor, self.pipeline
+        bandwidth = self.bandwidth
+        weights = _weights_read(model, fmt, tensor, pipeline, batch)
+        context = self.input_tokens + self.output_tokens / 2
+        if model.sliding_window:
+            window_share = model.sliding_window_layers / model.layers
+            context = (
+                context * (1 - window_share) + min(context, model.sliding_window) * window_share
+            )
+        kv_read = (
+            batch
+            * context
+            * stage_layers(model, pipeline)
+            * kv_bytes_per_token_layer(model, tensor, self.kv_dtype_bytes)
+        )
+        # Stages run one after another for a token: the step time is the sum over stages.
+        memory_s = pipeline * (weights + kv_read) / bandwidth + _dequant_excess_s(
+            model, gpu, fmt, tensor, pipeline, batch, bandwidth
+        )
+        compute_s = _flops_s(
+            model, gpu, fmt, tensor * pipeline, batch, context, self.compute_efficiency, batch
+        )
+        communication_s = _communication_s(model, gpu, tensor, pipeline, batch)
+        overhead_s = self.overhead_s
+        step_s = max(memory_s, compute_s) + communication_s + overhead_s
+        return DecodeStep(step_s, memory_s, compute_s, communication_s, overhead_s)
+
+    def prefill_s(self, tokens: float, chunk: int) -> float:
+        """Seconds to prefill `tokens` prompt tokens (prompts of input_tokens), back to back in
+        steps of at most `chunk` tokens, without decodes."""
+        return _prefill_s(
+            self.model,
+            self.gpu,
+            self.fmt,
+            tensor=self.tensor,
+            pipeline=self.pipeline,
+            weights=_weights_read(
+                self.model, self.fmt, self.tensor, self.pipeline, min(tokens, chunk)
+            ),
+            bandwidth=self.bandwidth,
+            tokens=tokens,
+            prompt=self.input_tokens,
+            chunk=chunk,
+            efficiency=self.compute_efficiency,
+            step_overhead_s=self.overhead_s,
+        )
+
+    def mixed_step_s(self, prefill_tokens: float, decodes: int) -> float:
+        """One step of a prefill chunk and `decodes` decodes: the chunk's step reads the
+        weights and pays the step's fixed cost once for both, so the decodes add only their
+        compute and all-reduces (what `estimate_performance` charges a stream per prefill)."""
+        if prefill_tokens <= 0:
+            return self.decode(decodes).step_s
+        step_s = self.prefill_s(prefill_tokens, max(1, math.ceil(prefill_tokens)))
+        if decodes == 0:
+            return step_s
+        decode = self.decode(decodes)
+        return step_s + decode.compute_s + decode.communication_s
+
+
+def request_host_s(others: int, request_frontend_s: float, decode_step_s: float) -> float:
+    """A request's host time before its first token with `others` streams in flight: a lone
+    request pays its own host work only; under load it pays more, and during that work the
+    others' tokens are streamed, one per stream per step of `decode_step_s`."""
+    own_s = TTFT_OVERHEAD_S + request_frontend_s + min(others, 1) * TTFT_LOAD_OVERHEAD_S
+    streamed = others * own_s / decode_step_s
+    return own_s + streamed * TTFT_OVERHEAD_PER_STREAMED_TOKEN_S
+
+
 def estimate_performance(
     model: ModelFacts,
     gpu: Gpu,
@@ -329,58 +447,17 @@ def estimate_performance(
     loop). `burst`: the `concurrency` requests arrive at once (a benchmark's infinite request
     rate); TTFT and TPOT are then the burst's median request's. `request_frontend_s`: the
     release's front-end work per request (`frontend_s`)."""
-    gpus = tensor * pipeline
-    bandwidth_efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
-    compute_efficiency = COMPUTE_EFFICIENCY_BY_GPU.get(gpu.id, COMPUTE_EFFICIENCY)
-    bandwidth = gpu.bandwidth_gbps * 1e9 * bandwidth_efficiency
+    steps_model = StepModel(
+        model, gpu, fmt, tensor, pipeline, kv_dtype_bytes, input_tokens, output_tokens
+    )
     batch = concurrency
     chunk = max(1, max_num_batched_tokens - batch)
-
-    weights = _weights_read(model, fmt, tensor, pipeline, batch)
-    context = input_tokens + output_tokens / 2
-    if model.sliding_window:
-        window_share = model.sliding_window_layers / model.layers
-        context = context * (1 - window_share) + min(context, model.sliding_window) * window_share
-    kv_read = (
-        batch
-        * context
-        * stage_layers(model, pipeline)
-        * kv_bytes_per_token_layer(model, tensor, kv_dtype_bytes)
-    )
-    # Stages run one after another for a token: the step time is the sum over stages.
-    memory_s = pipeline * (weights + kv_read) / bandwidth + _dequant_excess_s(
-        model, gpu, fmt, tensor, pipeline, batch, bandwidth
-    )
-    decode_compute_s = _flops_s(model, gpu, fmt, gpus, batch, context, compute_efficiency, batch)
-    decode_s = max(memory_s, decode_compute_s)
-    moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
-    mla_layers = model.layers if model.is_mla else 0
-    triton_moe_layers = moe_layers if fmt.weight_bytes >= 2 else 0
-    overhead_s = (
-        model.layers * PER_LAYER_OVERHEAD_S
-        + moe_layers * MOE_LAYER_OVERHEAD_S
-        + triton_moe_layers * TRITON_MOE_LAYER_OVERHEAD_S
-        + mla_layers * MLA_LAYER_OVERHEAD_S
-    )
-    decode_step_s = decode_s + _communication_s(model, gpu, tensor, pipeline, batch) + overhead_s
+    decode = steps_model.decode(batch)
+    decode_step_s = decode.step_s
 
     def prefill(prompts: float) -> float:
         """Seconds to prefill `prompts` prompts of input_tokens, back to back."""
-        tokens = prompts * input_tokens
-        return _prefill_s(
-            model,
-            gpu,
-            fmt,
-            tensor=tensor,
-            pipeline=pipeline,
-            weights=_weights_read(model, fmt, tensor, pipeline, min(tokens, chunk)),
-            bandwidth=bandwidth,
-            tokens=tokens,
-            prompt=input_tokens,
-            chunk=chunk,
-            efficiency=compute_efficiency,
-            step_overhead_s=overhead_s,
-        )
+        return steps_model.prefill_s(prompts * input_tokens, chunk)
 
     prefill_s = prefill(1)
     # Continuous batching runs a prefill in steps with the running decodes. Each such step
@@ -389,21 +466,22 @@ def estimate_performance(
     # the others: at steady load each other stream brings one per `output_tokens` steps; in a
     # burst the median request decodes through the prefills of the half of the burst behind it.
     steps = math.ceil(input_tokens / chunk)
-    prefill_extra_s = max(0.0, prefill_s + steps * (decode_compute_s - memory_s - overhead_s))
+    prefill_extra_s = max(
+        0.0, prefill_s + steps * (decode.compute_s - decode.memory_s - decode.overhead_s)
+    )
     others = batch - 1
     prefills_seen = others / 2 if burst else others
     tpot = decode_step_s + prefills_seen * prefill_extra_s / output_tokens
 
-    # A lone request pays its own host work only; under load it pays more, and during that
-    # work the others' tokens are streamed, one per stream per step.
-    own_s = TTFT_OVERHEAD_S + request_frontend_s + min(others, 1) * TTFT_LOAD_OVERHEAD_S
-    streamed = others * own_s / decode_step_s
-    host_s = own_s + streamed * TTFT_OVERHEAD_PER_STREAMED_TOKEN_S
+    host_s = request_host_s(others, request_frontend_s, decode_step_s)
     if burst:
         # The median request's prompt is prefilled after those of the half of the burst sent
         # before it (first come, first served), the prompts packed into steps of
-        # max_num_batched_tokens.
-        ttft = host_s + prefill(1 + others / 2)
+        # max_num_batched_tokens; its first token comes at the end of the step that completes
+        # its prompt, a step the scheduler fills with the prompts behind it up to the budget
+        # (vLLM V1 scheduler.py `schedule`: waiting requests take the rest of the token budget).
+        steps_to_median = math.ceil((1 + others / 2) * input_tokens / chunk - 1e-9)
+        ttft = host_s + prefill(min(batch, steps_to_median * chunk / input_tokens))
     else:
         # A request sent as another finishes arrives while the next step runs, then its
         # prefill shares a step with the others' decodes; it may also queue behind another
