@@ -7,7 +7,7 @@ import pytest
 from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, Gpu
 from llmdeploy.sizing import memory, resolve_model
-from llmdeploy.sizing.engine_memory import EngineMemory, vllm_memory
+from llmdeploy.sizing.engine_memory import EngineMemory, tensorrt_llm_memory, vllm_memory
 from llmdeploy.sizing.memory import (
     GIB,
     MemoryBreakdown,
@@ -140,6 +140,38 @@ def test_a_specs_query_rank_counts_as_replicated(catalog: Catalog) -> None:
     lite = facts(catalog, "deepseek-ai/DeepSeek-V2-Lite")
     extra = weight_bytes_per_rank(given, bf16, 4, 1) - weight_bytes_per_rank(lite, bf16, 4, 1)
     assert extra == pytest.approx(27 * 2048 * 1536 * 2 * (1 - 1 / 4))
+
+
+def test_mla_keeps_a_16_bit_copy_of_a_quantized_kv_b_proj_from_vllm_0_8_5(
+    catalog: Catalog,
+) -> None:
+    # v1/attention/backends/mla/common.py process_weights_after_loading dequantizes kv_b_proj
+    # into W_UK and W_UV in the model dtype, inside load_model: per layer kv_lora_rank x the
+    # rank's heads x (qk_nope_head_dim + v_head_dim), 512 x 16 x (128 + 128) at TP 8.
+    model = facts(catalog, "deepseek-ai/DeepSeek-V3")
+    fp8, bf16 = catalog.quantizations["fp8"], catalog.quantizations["bf16"]
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+    copy = 61 * 512 * 16 * 256 * 2
+    read = weight_bytes_per_rank(model, fp8, 8, 1, vllm_memory("0.11.0", h100))
+    assert read - weight_bytes_per_rank(model, fp8, 8, 1) == pytest.approx(copy)
+    assert 0.23 < copy / GIB < 0.24
+    # Two stages: the larger one's 31 layers.
+    staged = weight_bytes_per_rank(model, fp8, 8, 2, vllm_memory("0.24.0", h100))
+    stage_copy = 31 * 512 * 16 * 256 * 2
+    assert staged - weight_bytes_per_rank(model, fp8, 8, 2) == pytest.approx(stage_copy)
+    # A 16-bit kv_b_proj is only viewed; releases before the oldest read and TensorRT-LLM
+    # (not read) count none.
+    for tensor in (1, 8):
+        plain = weight_bytes_per_rank(model, bf16, tensor, 1)
+        assert weight_bytes_per_rank(model, bf16, tensor, 1, vllm_memory("0.11.0", h100)) == plain
+    older = weight_bytes_per_rank(model, fp8, 8, 1, vllm_memory("0.8.4", h100))
+    assert older == weight_bytes_per_rank(model, fp8, 8, 1)
+    trtllm = weight_bytes_per_rank(model, fp8, 8, 1, tensorrt_llm_memory(None, h100))
+    assert trtllm == weight_bytes_per_rank(model, fp8, 8, 1)
+    # A model without MLA has no such copy.
+    llama = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    rules = vllm_memory("0.11.0", h100)
+    assert weight_bytes_per_rank(llama, fp8, 2, 1, rules) == weight_bytes_per_rank(llama, fp8, 2, 1)
 
 
 def test_fp8_kv_halves_the_cache(catalog: Catalog) -> None:

@@ -79,8 +79,9 @@ def weight_bytes_per_rank(
 ) -> float:
     """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads
     and MLA's replicated layers (replicated_parameters); with `rules`, MXFP4 experts as the
-    engine lays them out (else as the checkpoint holds them); with `checkpoint`, the
-    pre-quantized checkpoint's 16-bit layers and attention as such."""
+    engine lays them out (else as the checkpoint holds them) and MLA's 16-bit copy of a
+    quantized kv_b_proj where the engine keeps one; with `checkpoint`, the pre-quantized
+    checkpoint's 16-bit layers and attention as such."""
     embedding_in = float(model.vocab_size * model.hidden_size)
     lm_head = model.embedding_parameters - embedding_in
     body = model.parameters - model.embedding_parameters
@@ -105,6 +106,8 @@ def weight_bytes_per_rank(
         )
         if checkpoint.unquantized_attention:
             linear_bytes = BYTES_16BIT
+    if rules is not None and rules.mla_dequantized_kv_b_proj and linear_bytes < BYTES_16BIT:
+        per_rank += mla_kv_b_copy_parameters(model, tensor, pipeline) * BYTES_16BIT
     if rules is not None and fmt.id == Quantization.MXFP4 and experts:
         per_rank += _mxfp4_layout_bytes(model, tensor, pipeline, rules.mxfp4)
         per_rank -= experts * fmt.weight_bytes / (tensor * pipeline)
@@ -141,6 +144,19 @@ def replicated_parameters(model: ModelFacts, pipeline: int) -> tuple[float, floa
         moe_layers = min(layers, model.layers - model.first_dense_layers)
         gates = float(moe_layers * model.hidden_size * model.experts)
     return projections, gates
+
+
+def mla_kv_b_copy_parameters(model: ModelFacts, tensor: int, pipeline: int) -> float:
+    """Parameters of one rank's W_UK and W_UV, the 16-bit copy vLLM's MLA keeps of a quantized
+    kv_b_proj (engine_memory.py MLA_DEQUANTIZED_KV_B_SINCE): per layer of the largest stage,
+    kv_lora_rank x the rank's heads x (qk_nope_head_dim + v_head_dim). The facts hold
+    qk_nope_head_dim as head_dim - qk_rope_head_dim; v_head_dim is taken equal to it, as in
+    every DeepSeek-V2/V3 config the catalog holds (128 and 128)."""
+    if not model.is_mla:
+        return 0.0
+    nope = model.head_dim - model.qk_rope_head_dim
+    heads = model.attention_heads / tensor
+    return float(stage_layers(model, pipeline) * model.kv_lora_rank * heads * 2 * nope)
 
 
 def _kept_16_bit(model: ModelFacts, checkpoint: QuantizedCheckpoint, pipeline: int) -> float:
