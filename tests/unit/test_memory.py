@@ -174,6 +174,27 @@ def test_mla_keeps_a_16_bit_copy_of_a_quantized_kv_b_proj_from_vllm_0_8_5(
     assert weight_bytes_per_rank(llama, fp8, 2, 1, rules) == weight_bytes_per_rank(llama, fp8, 2, 1)
 
 
+def test_moe_routers_stay_whole_and_16_bit_on_every_rank(catalog: Catalog) -> None:
+    # mixtral.py's gate and gpt_oss.py's router: one unsharded layer, built without the
+    # checkpoint's quantization, hidden x experts per MoE layer.
+    mixtral = facts(catalog, "mistralai/Mixtral-8x7B-Instruct-v0.1")
+    fp8 = catalog.quantizations["fp8"]
+    embeddings = mixtral.embedding_parameters * 2
+    body = mixtral.parameters - mixtral.embedding_parameters
+    gates = 32 * 4096 * 8
+    tp2 = weight_bytes_per_rank(mixtral, fp8, 2, 1)
+    assert tp2 - (body * 1 + embeddings) / 2 == pytest.approx(gates * (2 - 1 / 2))
+    # MXFP4 quantizes only the experts: the router was 16-bit already, now whole.
+    oss = facts(catalog, "openai/gpt-oss-120b")
+    mxfp4 = catalog.quantizations["mxfp4"]
+    router = 36 * 2880 * 128 * 2
+    one = weight_bytes_per_rank(oss, mxfp4, 1, 1)
+    assert weight_bytes_per_rank(oss, mxfp4, 4, 1) - (one - router) / 4 == pytest.approx(router)
+    # A dense model has none.
+    llama = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    assert memory.replicated_parameters(llama, 1) == (0.0, 0.0)
+
+
 def test_fp8_kv_halves_the_cache(catalog: Catalog) -> None:
     name = "meta-llama/Llama-3.1-8B-Instruct"
     assert kv_per_token(catalog, name, dtype_bytes=1) * 2 == kv_per_token(catalog, name)
