@@ -13,7 +13,7 @@ import hashlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -107,6 +107,7 @@ class KvRow:
     weights_gib: float | None
     kv_gib: float | None
     kv_tokens: int | None
+    mla_off: bool = False  # the run set VLLM_MLA_DISABLE=1 (its quote says so)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ def load_kv(name: str = "kv_memory.csv") -> list[KvRow]:
             weights_gib=_float(r["weights_gib"]),
             kv_gib=_float(r["kv_gib"]),
             kv_tokens=_int(r["kv_tokens"]),
+            mla_off="VLLM_MLA_DISABLE=1" in r["quote"],
         )
         for r in _read(name)
     ]
@@ -256,13 +258,13 @@ def scheduler(row: KvRow, catalog: Catalog) -> tuple[int, int, int]:
 
 def rules(row: KvRow, catalog: Catalog) -> EngineMemory:
     """The accounting of the release that made the row (a V1 row of unknown release as the
-    newest read), with the sampler and MoE kernel its log names."""
+    newest read), with the sampler and MoE kernel its log names, and MLA off where it ran so."""
     gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
     if row.engine == TENSORRT_LLM:
         return engine_memory(TENSORRT_LLM, row.engine_version or None, gpu)
     generation: Generation = "v0" if row.engine_generation == "v0" else "v1"
     flashinfer = {"flashinfer": True, "pytorch": False}.get(row.sampler)
-    return vllm_memory(
+    accounting = vllm_memory(
         row.engine_version or None,
         gpu,
         generation,
@@ -270,6 +272,8 @@ def rules(row: KvRow, catalog: Catalog) -> EngineMemory:
         mxfp4_backend=row.moe_backend or None,
         model_type=_model(catalog, row.plan_model).model_type,
     )
+    # Without MLA there is no W_UK/W_UV copy (engine_memory.py MLA_DEQUANTIZED_KV_B_SINCE).
+    return replace(accounting, mla_dequantized_kv_b_proj=False) if row.mla_off else accounting
 
 
 def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:

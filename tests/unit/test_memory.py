@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+from pathlib import Path
+
 import pytest
 
 from llmdeploy.api.types import LLMDeploymentSpec
-from llmdeploy.catalog import Catalog, Gpu
+from llmdeploy.catalog import Catalog, Gpu, load_catalog
 from llmdeploy.sizing import memory, resolve_model
-from llmdeploy.sizing.engine_memory import EngineMemory, vllm_memory
+from llmdeploy.sizing.engine_memory import EngineMemory, tensorrt_llm_memory, vllm_memory
 from llmdeploy.sizing.memory import (
     GIB,
     MemoryBreakdown,
@@ -140,6 +144,76 @@ def test_a_specs_query_rank_counts_as_replicated(catalog: Catalog) -> None:
     lite = facts(catalog, "deepseek-ai/DeepSeek-V2-Lite")
     extra = weight_bytes_per_rank(given, bf16, 4, 1) - weight_bytes_per_rank(lite, bf16, 4, 1)
     assert extra == pytest.approx(27 * 2048 * 1536 * 2 * (1 - 1 / 4))
+
+
+def test_mla_keeps_a_16_bit_copy_of_a_quantized_kv_b_proj_from_vllm_0_8_4(
+    catalog: Catalog,
+) -> None:
+    # v1/attention/backends/mla/common.py process_weights_after_loading dequantizes kv_b_proj
+    # into W_UK and W_UV in the model dtype, inside load_model: per layer kv_lora_rank x the
+    # rank's heads x (qk_nope_head_dim + v_head_dim), 512 x 16 x (128 + 128) at TP 8.
+    model = facts(catalog, "deepseek-ai/DeepSeek-V3")
+    fp8, bf16 = catalog.quantizations["fp8"], catalog.quantizations["bf16"]
+    h100 = catalog.gpus["nvidia-h100-80gb"]
+    copy = 61 * 512 * 16 * 256 * 2
+    read = weight_bytes_per_rank(model, fp8, 8, 1, vllm_memory("0.11.0", h100))
+    assert read - weight_bytes_per_rank(model, fp8, 8, 1) == pytest.approx(copy)
+    assert 0.23 < copy / GIB < 0.24
+    # Two stages: the larger one's 31 layers.
+    staged = weight_bytes_per_rank(model, fp8, 8, 2, vllm_memory("0.24.0", h100))
+    stage_copy = 31 * 512 * 16 * 256 * 2
+    assert staged - weight_bytes_per_rank(model, fp8, 8, 2) == pytest.approx(stage_copy)
+    # The oldest release read (V0 too) keeps it as well.
+    v0 = weight_bytes_per_rank(model, fp8, 8, 1, vllm_memory("0.8.4", h100, "v0"))
+    assert v0 == pytest.approx(read)
+    # A 16-bit kv_b_proj is only viewed; TensorRT-LLM (not read) counts none.
+    for tensor in (1, 8):
+        plain = weight_bytes_per_rank(model, bf16, tensor, 1)
+        assert weight_bytes_per_rank(model, bf16, tensor, 1, vllm_memory("0.11.0", h100)) == plain
+    trtllm = weight_bytes_per_rank(model, fp8, 8, 1, tensorrt_llm_memory(None, h100))
+    assert trtllm == weight_bytes_per_rank(model, fp8, 8, 1)
+    # A model without MLA has no such copy.
+    llama = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    rules = vllm_memory("0.11.0", h100)
+    assert weight_bytes_per_rank(llama, fp8, 2, 1, rules) == weight_bytes_per_rank(llama, fp8, 2, 1)
+
+
+def test_a_corpus_run_with_mla_off_keeps_no_kv_b_proj_copy() -> None:
+    # LMCache#503 ran DeepSeek-R1-AWQ with VLLM_MLA_DISABLE=1: DeepseekV2Attention, no W_UK/W_UV.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import corpus
+
+    catalog = load_catalog()
+    row = next(r for r in corpus.load_kv() if r.id == "lmc503-h20-deepseek-r1-awq-tp8")
+    assert row.mla_off and not corpus.rules(row, catalog).mla_dequantized_kv_b_proj
+    with_mla = dataclasses.replace(row, mla_off=False)
+    assert corpus.rules(with_mla, catalog).mla_dequantized_kv_b_proj
+    copy = 61 * 512 * 16 * 256 * 2 / GIB
+    difference = corpus.predict_weights_gib(with_mla, catalog) - corpus.predict_weights_gib(
+        row, catalog
+    )
+    assert difference == pytest.approx(copy)
+
+
+def test_moe_routers_stay_whole_and_16_bit_on_every_rank(catalog: Catalog) -> None:
+    # mixtral.py's gate and gpt_oss.py's router: one unsharded layer, built without the
+    # checkpoint's quantization, hidden x experts per MoE layer.
+    mixtral = facts(catalog, "mistralai/Mixtral-8x7B-Instruct-v0.1")
+    fp8 = catalog.quantizations["fp8"]
+    embeddings = mixtral.embedding_parameters * 2
+    body = mixtral.parameters - mixtral.embedding_parameters
+    gates = 32 * 4096 * 8
+    tp2 = weight_bytes_per_rank(mixtral, fp8, 2, 1)
+    assert tp2 - (body * 1 + embeddings) / 2 == pytest.approx(gates * (2 - 1 / 2))
+    # MXFP4 quantizes only the experts: the router was 16-bit already, now whole.
+    oss = facts(catalog, "openai/gpt-oss-120b")
+    mxfp4 = catalog.quantizations["mxfp4"]
+    router = 36 * 2880 * 128 * 2
+    one = weight_bytes_per_rank(oss, mxfp4, 1, 1)
+    assert weight_bytes_per_rank(oss, mxfp4, 4, 1) - (one - router) / 4 == pytest.approx(router)
+    # A dense model has none.
+    llama = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    assert memory.replicated_parameters(llama, 1) == (0.0, 0.0)
 
 
 def test_fp8_kv_halves_the_cache(catalog: Catalog) -> None:

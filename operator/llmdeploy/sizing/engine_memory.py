@@ -110,6 +110,19 @@ ALLREDUCE_FUSION_SINCE = "0.17.0"
 GRAPH_PROFILING_SINCE = "0.18.0"
 ALLREDUCE_FUSION_ARCHITECTURES = frozenset({"hopper", "blackwell"})
 ALLREDUCE_FUSION_WITH_PIPELINE = (("0.22.0", "0.23.0"), ("0.24.0", None))
+# MLA decodes against W_UK and W_UV, the two halves of each layer's kv_b_proj, kept in the model
+# dtype since vLLM has no quantized batched matmul for them: where kv_b_proj is quantized, the
+# attention's process_weights_after_loading dequantizes it into a new tensor (the layer's
+# quant_method applied to an identity matrix; from 0.24.0 quant_utils.py
+# get_and_maybe_dequant_weights) and keeps it next to the quantized projection; a 16-bit
+# kv_b_proj is only viewed. Read in attention/backends/mla/common.py (V0) and
+# v1/attention/backends/mla/common.py of 0.8.4, 0.8.5, 0.10.2, 0.11.0, 0.11.1, 0.12.0 and
+# 0.14.0, and model_executor/layers/attention/mla_attention.py of 0.24.0. The loader runs it
+# inside load_model, after the quant methods (model_loader/loader.py, later utils.py,
+# process_weights_after_loading), so "Model loading took" includes it. Not where MLA is off
+# (VLLM_MLA_DISABLE=1: deepseek_v2.py builds DeepseekV2Attention), nor on ROCm with AITER's fp8
+# bmm (VLLM_ROCM_USE_AITER, off by default), which keeps fp8 copies; plans assume neither.
+MLA_DEQUANTIZED_KV_B_SINCE = "0.8.4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +178,8 @@ class EngineMemory:
     # and whether also with PP > 1.
     allreduce_fusion: bool = False
     allreduce_fusion_with_pipeline: bool = False
+    # Whether MLA keeps a 16-bit copy of a quantized kv_b_proj (MLA_DEQUANTIZED_KV_B_SINCE).
+    mla_dequantized_kv_b_proj: bool = False
 
 
 def _at_least(version: str | None, release: str) -> bool:
@@ -245,6 +260,7 @@ def vllm_memory(
     Sampler: PyTorch's sort up to 0.16, Triton's in-place masking from 0.17.0 (8 rows or more),
     no top-k/top-p at all under the V2 model runner.
     All-reduce fusion workspace: from 0.17.0 on Hopper and Blackwell (ALLREDUCE_FUSION_*).
+    MLA: a 16-bit copy of a quantized kv_b_proj from 0.8.4 (MLA_DEQUANTIZED_KV_B_SINCE).
 
     CUDA graphs: inside the budget from 0.20.0 on CUDA (CUDA_GRAPH_BUDGET_SINCE), but for the
     model types the V2 model runner serves by default (from 0.22.0, V2_RUNNER_MODEL_TYPES_SINCE).
@@ -288,6 +304,7 @@ def vllm_memory(
             _at_least(version, low) and (high is None or not _at_least(version, high))
             for low, high in ALLREDUCE_FUSION_WITH_PIPELINE
         ),
+        mla_dequantized_kv_b_proj=_at_least(version, MLA_DEQUANTIZED_KV_B_SINCE),
     )
 
 
@@ -335,7 +352,7 @@ def tensorrt_llm_memory(version: str | None, gpu: Gpu) -> EngineMemory:
 
     No difference between the pinned 1.0.0 and 1.3.0rc20 was found in these rules, so the
     release does not key them. MXFP4 experts: TensorRT-LLM's layout was not read; the
-    checkpoint's."""
+    checkpoint's. Nor was what its MLA keeps of a quantized kv_b_proj: none counted."""
     del version, gpu  # one rule set for every release read
     return EngineMemory(
         non_torch_since_start=True,

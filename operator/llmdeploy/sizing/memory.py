@@ -77,10 +77,11 @@ def weight_bytes_per_rank(
     rules: EngineMemory | None = None,
     checkpoint: QuantizedCheckpoint | None = None,
 ) -> float:
-    """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads
-    and MLA's replicated layers (replicated_parameters); with `rules`, MXFP4 experts as the
-    engine lays them out (else as the checkpoint holds them); with `checkpoint`, the
-    pre-quantized checkpoint's 16-bit layers and attention as such."""
+    """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads,
+    MLA's replicated layers and MoE routers (replicated_parameters); with `rules`, MXFP4 experts
+    as the engine lays them out (else as the checkpoint holds them) and MLA's 16-bit copy of a
+    quantized kv_b_proj where the engine keeps one; with `checkpoint`, the pre-quantized
+    checkpoint's 16-bit layers and attention as such."""
     embedding_in = float(model.vocab_size * model.hidden_size)
     lm_head = model.embedding_parameters - embedding_in
     body = model.parameters - model.embedding_parameters
@@ -105,6 +106,8 @@ def weight_bytes_per_rank(
         )
         if checkpoint.unquantized_attention:
             linear_bytes = BYTES_16BIT
+    if rules is not None and rules.mla_dequantized_kv_b_proj and linear_bytes < BYTES_16BIT:
+        per_rank += mla_kv_b_copy_parameters(model, tensor, pipeline) * BYTES_16BIT
     if rules is not None and fmt.id == Quantization.MXFP4 and experts:
         per_rank += _mxfp4_layout_bytes(model, tensor, pipeline, rules.mxfp4)
         per_rank -= experts * fmt.weight_bytes / (tensor * pipeline)
@@ -121,26 +124,49 @@ def weight_bytes_per_rank(
 
 def replicated_parameters(model: ModelFacts, pipeline: int) -> tuple[float, float]:
     """(MLA down-projections, MoE router gates): parameters of the stage holding the most layers
-    that vLLM keeps whole on every TP rank of a DeepSeek-V2-family model, where the rest of a
-    layer is split. Its deepseek_v2.py (read in 0.8.4, 0.11.0, 0.11.1, 0.14.0 and 0.24.0) builds
-    q_a_proj (hidden x q_lora_rank) and kv_a_proj_with_mqa (hidden x (kv_lora_rank + rope dim))
-    as ReplicatedLinear with the checkpoint's quantization (from 0.11 fused into one
+    that vLLM keeps whole on every TP rank, where the rest of a layer is split.
+
+    MLA: deepseek_v2.py (read in 0.8.4, 0.11.0, 0.11.1, 0.14.0 and 0.24.0) builds q_a_proj
+    (hidden x q_lora_rank) and kv_a_proj_with_mqa (hidden x (kv_lora_rank + rope dim)) as
+    ReplicatedLinear with the checkpoint's quantization (from 0.11 fused into one
     MergedColumnParallelLinear with disable_tp=True; without q_lora_rank, q_proj is
-    column-parallel), and each MoE layer's `gate` (hidden x routed experts) as ReplicatedLinear
-    with quant_config=None (GateLinear in 0.24.0): model dtype, never quantized. TensorRT-LLM's
-    PyTorch backend does the same (tensorrt_llm/_torch: MLA's kv_a_proj_with_mqa is one Linear
-    of q_lora_rank + kv_lora_rank + rope dim outputs with no TP mapping; DeepseekV3Gate's weight
-    an unsharded parameter in the model dtype, fp32 in some early releases, not modelled)."""
-    if not model.is_mla:
-        return 0.0, 0.0
+    column-parallel). TensorRT-LLM's PyTorch backend does the same (tensorrt_llm/_torch: MLA's
+    kv_a_proj_with_mqa is one Linear of q_lora_rank + kv_lora_rank + rope dim outputs with no TP
+    mapping).
+
+    Gates: each MoE layer's router (hidden x routed experts) is one unsharded layer in the model
+    dtype, built without the checkpoint's quantization: deepseek_v2.py `gate` (GateLinear in
+    0.24.0), mixtral.py and qwen2_moe.py `gate` ReplicatedLinear with quant_config=None (0.8.5,
+    0.10.2, 0.11.0, 0.14.0, 0.24.0), gpt_oss.py `router` torch.nn.Linear (0.10.2 to 0.14.0) then
+    ReplicatedLinear with quant_config=None (0.24.0), qwen3_moe.py `gate` ReplicatedLinear with
+    quant_config=None (0.8.5). From 0.10.2 qwen3_moe.py passes the checkpoint's quantization to
+    its gate, which checkpoints that skip the router (llm-compressor recipes ignore mlp.gate)
+    keep 16-bit and online FP8 quantizes to 8 bits: counted 16-bit, up to 0.05 GiB per rank too
+    many for Qwen3-235B-A22B. TensorRT-LLM: DeepseekV3Gate's weight is an unsharded parameter in
+    the model dtype (fp32 in some early releases, not modelled); its other MoE routers were not
+    read and are counted as vLLM's."""
     layers = stage_layers(model, pipeline)
-    width = model.q_lora_rank + model.kv_lora_rank + model.qk_rope_head_dim
-    projections = float(layers * model.hidden_size * width)
     gates = 0.0
     if model.is_moe:
         moe_layers = min(layers, model.layers - model.first_dense_layers)
         gates = float(moe_layers * model.hidden_size * model.experts)
-    return projections, gates
+    if not model.is_mla:
+        return 0.0, gates
+    width = model.q_lora_rank + model.kv_lora_rank + model.qk_rope_head_dim
+    return float(layers * model.hidden_size * width), gates
+
+
+def mla_kv_b_copy_parameters(model: ModelFacts, tensor: int, pipeline: int) -> float:
+    """Parameters of one rank's W_UK and W_UV, the 16-bit copy vLLM's MLA keeps of a quantized
+    kv_b_proj (engine_memory.py MLA_DEQUANTIZED_KV_B_SINCE): per layer of the largest stage,
+    kv_lora_rank x the rank's heads x (qk_nope_head_dim + v_head_dim). The facts hold
+    qk_nope_head_dim as head_dim - qk_rope_head_dim; v_head_dim is taken equal to it, as in
+    every DeepSeek-V2/V3 config the catalog holds (128 and 128)."""
+    if not model.is_mla:
+        return 0.0
+    nope = model.head_dim - model.qk_rope_head_dim
+    heads = model.attention_heads / tensor
+    return float(stage_layers(model, pipeline) * model.kv_lora_rank * heads * 2 * nope)
 
 
 def _kept_16_bit(model: ModelFacts, checkpoint: QuantizedCheckpoint, pipeline: int) -> float:
