@@ -31,20 +31,20 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
 BANDWIDTH_EFFICIENCY = 0.8
-COMPUTE_EFFICIENCY = 0.5
+COMPUTE_EFFICIENCY = 0.35
 # Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
 # model's kernels would be booked as the GPU's): they depend on the memory generation and the
 # kernels the engine has for the architecture. Other SKUs take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.7,
     "nvidia-b200-180gb": 0.95,
-    "nvidia-h100-80gb": 0.8,
+    "nvidia-h100-80gb": 0.85,
     "nvidia-h200-141gb": 0.95,
 }
 COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.3,
     "nvidia-b200-180gb": 0.4,
-    "nvidia-h100-80gb": 0.65,
+    "nvidia-h100-80gb": 0.45,
     "nvidia-h200-141gb": 0.8,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
@@ -82,7 +82,7 @@ TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # and H200, the same GH100 compute with 3.35 and 4.8 TB/s, decode gpt-oss-120b's MXFP4
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv).
-WEIGHT_ONLY_DEQUANT_FLOP = 260.0
+WEIGHT_ONLY_DEQUANT_FLOP = 240.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
@@ -105,8 +105,8 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # wmx's L4 rows are async-scheduled like InferenceMAX's, whose TTFT barely moves
 # with the streams, docs/benchmarks.md); and the work per token streamed for another stream
 # while the new request's host work runs (one token per stream per step).
-TTFT_OVERHEAD_S = 0.02
-TTFT_LOAD_OVERHEAD_S = 0.01
+TTFT_OVERHEAD_S = 0.025
+TTFT_LOAD_OVERHEAD_S = 0.0
 TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
