@@ -87,10 +87,11 @@ def test_max_num_seqs_holds_requests_back(steps: StepModel) -> None:
 def test_async_scheduling_admits_an_arrival_one_step_later(steps: StepModel) -> None:
     """A request that reaches the engine while others decode starts its prefill with the step
     after the next one: the next one was scheduled before it came."""
-    kwargs = {"concurrency": 2, "stagger_s": 0.05}
+    step = steps.decode(1).step_s
+    # The second request is sent midway through the first one's fourth decode step.
+    kwargs = {"concurrency": 2, "stagger_s": steps.prefill_s(1024, 8192) + 3.5 * step}
     sync = run(steps, [1024] * 2, [100] * 2, **kwargs)
     overlapped = run(steps, [1024] * 2, [100] * 2, async_scheduling=True, **kwargs)
-    step = steps.decode(1).step_s
     late_sync, late_async = sync[1], overlapped[1]
     assert late_sync.scheduled - late_sync.arrival < step
     assert step <= late_async.scheduled - late_async.arrival < 2 * step
