@@ -54,8 +54,8 @@ def test_two_plan_files_side_by_side(plans: dict[str, Path]) -> None:
     assert gpu.startswith("*") and "nvidia-l4" in gpu and "nvidia-h100-80gb" in gpu
     engine = next(line for line in lines if " engine " in line)
     assert not engine.startswith("*")
-    # 3 L4 replicas at 2.40 $/h, and one of the 70B's single H100 replica at 6.00.
-    assert "2.40 (current) + 6.00 (candidate) = 8.40" in result.stdout
+    # 4 L4 replicas at 3.20 $/h, and one of the 70B's single H100 replica at 6.00.
+    assert "3.20 (current) + 6.00 (candidate) = 9.20" in result.stdout
     assert "estimate from the catalog prices" in result.stdout
 
 

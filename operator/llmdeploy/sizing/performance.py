@@ -31,7 +31,7 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
 BANDWIDTH_EFFICIENCY = 0.8
-COMPUTE_EFFICIENCY = 0.5
+COMPUTE_EFFICIENCY = 0.45
 # Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
 # model's kernels would be booked as the GPU's): they depend on the memory generation and the
 # kernels the engine has for the architecture. Other SKUs take the values above.
@@ -43,7 +43,7 @@ BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
 }
 COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.3,
-    "nvidia-b200-180gb": 0.4,
+    "nvidia-b200-180gb": 0.35,
     "nvidia-h100-80gb": 0.65,
     "nvidia-h200-141gb": 0.8,
 }
@@ -81,13 +81,23 @@ TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # weight, in BF16 tensor-FLOP equivalents (a rate that follows the SMs, not the HBM: H100
 # and H200, the same GH100 compute with 3.35 and 4.8 TB/s, decode gpt-oss-120b's MXFP4
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
-# and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv).
-WEIGHT_ONLY_DEQUANT_FLOP = 260.0
+# and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
+# prefill step pays it per block of tokens (MARLIN_MOE_BLOCK_TOKENS).
+WEIGHT_ONLY_DEQUANT_FLOP = 240.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
 # rows above are the evidence for the rest, so only Hopper is listed.
 DEQUANT_BOUND_ARCHITECTURES = frozenset({"hopper"})
+# Physical, not fitted: the rows of a step's tokens one Marlin MoE block multiplies per
+# conversion of its expert's weights. vLLM's fused_marlin_moe sorts the tokens by expert, pads
+# each expert's share to blocks of block_size_m (the first of 8/16/32/48/64 that the mean
+# share fills less than 0.9 times: at most 64) and moe_wna16_marlin_gemm runs one block per
+# thread-block pass, converting the expert's weight tiles to BF16 in registers for it
+# (fused_moe/fused_marlin_moe.py); Marlin's dense kernel likewise runs its 64-row kernel again
+# for each further 64 rows (IST-DASLab/marlin#2, its author). So a prefill chunk converts each
+# expert's weights once per 64 tokens routed to it, where a decode step converts them once.
+MARLIN_MOE_BLOCK_TOKENS = 64
 # Physical, not fitted: GPU architectures with FP4 tensor cores. vLLM's and TensorRT-LLM's
 # MXFP4 MoE kernels that keep the weights 4-bit on the tensor cores (FlashInfer / TRT-LLM-gen
 # MXFP4 x MXFP8, DeepGEMM) are gated to Blackwell; on Hopper and older only Marlin's W4A16
@@ -106,8 +116,8 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # with the streams, docs/benchmarks.md); and the work per token streamed for another stream
 # while the new request's host work runs (one token per stream per step).
 TTFT_OVERHEAD_S = 0.02
-TTFT_LOAD_OVERHEAD_S = 0.01
-TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
+TTFT_LOAD_OVERHEAD_S = 0.0
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 4e-05
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
 # AsyncMicrobatchTokenizer (vllm PR #19334; gone in 0.24.0, absent in 0.9.2), which waits its
@@ -269,6 +279,25 @@ def _dequant_excess_s(
     return pipeline * max(0.0, dequant_s - parameters * fmt.weight_bytes / bandwidth)
 
 
+def _marlin_moe_prefill_s(
+    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, gpus: int, tokens: float
+) -> float:
+    """Conversion time of the weight-only quantized experts (Marlin MoE) in a prefill step of
+    `tokens` tokens: each touched expert's weights once, and once more for each further block
+    of 64 tokens routed to it. It adds to the step's GEMMs: Marlin's warps issue both the
+    conversion and the mma.sync (no separate producer), where a decode step's conversion only
+    competes with its reads (`_dequant_excess_s`). Dense weight-only linears on Hopper run
+    vLLM's Machete first (kernels/mixed_precision `_POSSIBLE_KERNELS`, a wgmma kernel whose
+    tiles are not Marlin's), so only experts count."""
+    if not _dequant_bound(gpu, fmt) or not model.is_moe:
+        return 0.0
+    touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
+    per_expert = tokens * model.active_experts / model.experts
+    blocks = model.routed_expert_parameters * per_expert / MARLIN_MOE_BLOCK_TOKENS
+    parameters = max(touched, blocks) / gpus
+    return parameters * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
+
+
 def _prefill_s(
     model: ModelFacts,
     gpu: Gpu,
@@ -293,7 +322,9 @@ def _prefill_s(
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
     prompts = tokens / prompt
-    compute_s = _flops_s(model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1)
+    compute_s = _flops_s(
+        model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1
+    ) + steps * _marlin_moe_prefill_s(model, gpu, fmt, gpus, size)
     memory_s = steps * pipeline * weights / bandwidth
     return max(compute_s, memory_s) + steps * (
         _communication_s(model, gpu, tensor, pipeline, size) + step_overhead_s
