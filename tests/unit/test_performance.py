@@ -333,12 +333,17 @@ def test_int4_decode_is_bound_by_its_reads_on_the_gpus_marlin_was_written_for(
     assert tpot("nvidia-h100-80gb") > 2 * h100
 
 
-def marlin_prefill_s(catalog: Catalog, gpu: str, tokens: float) -> float:
-    """What the Marlin MoE conversion adds to one prefill step of `tokens` tokens of
-    gpt-oss-120b's MXFP4 experts at TP 2."""
-    model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
-    fmt = catalog.quantizations["mxfp4"]
-    return performance._marlin_moe_prefill_s(model, catalog.gpus[gpu], fmt, 2, tokens)
+def marlin_prefill_s(
+    catalog: Catalog,
+    gpu: str,
+    tokens: float,
+    name: str = "openai/gpt-oss-120b",
+    quantization: str = "mxfp4",
+) -> float:
+    """What Marlin's conversion adds to one prefill step of `tokens` tokens at TP 2."""
+    model = resolve_model(make_spec(name).model, catalog)
+    fmt = catalog.quantizations[quantization]
+    return performance._marlin_prefill_s(model, catalog.gpus[gpu], fmt, 2, tokens)
 
 
 def test_a_marlin_moe_prefill_converts_each_expert_once_per_64_tokens_routed_to_it(
@@ -360,33 +365,27 @@ def test_a_marlin_moe_prefill_converts_each_expert_once_per_64_tokens_routed_to_
     assert marlin_prefill_s(catalog, gpu.id, 8192) == pytest.approx(4 * once, rel=0.01)
     # A few tokens touch few experts, and convert only those.
     assert marlin_prefill_s(catalog, gpu.id, 4) < 0.2 * once
-
-
-def test_the_marlin_moe_prefill_cost_is_hopper_s_and_its_experts_only(catalog: Catalog) -> None:
-    """Blackwell's FP4 tensor cores take MXFP4 as it is, and Marlin runs at close to its reads
-    on Ampere: neither pays it. A dense W4A16 model on Hopper runs vLLM's Machete, not Marlin:
-    its prefill pays no Marlin block cost either."""
-    assert marlin_prefill_s(catalog, "nvidia-h200-141gb", 8192) > 0
-    # And it is in the prefill of a long prompt on Hopper.
-    hopper = [gpt_oss(catalog, "nvidia-h100-80gb", input_tokens=8192).ttft_s]
+    # And the conversion is in the prefill of a long prompt on Hopper.
+    ttft = [gpt_oss(catalog, gpu.id, input_tokens=8192).ttft_s]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(performance, "MARLIN_MOE_BLOCK_TOKENS", 32)
-        hopper.append(gpt_oss(catalog, "nvidia-h100-80gb", input_tokens=8192).ttft_s)
-    assert hopper[1] > hopper[0] + marlin_prefill_s(catalog, "nvidia-h100-80gb", 8192)
+        patch.setattr(performance, "MARLIN_BLOCK_TOKENS", 32)
+        ttft.append(gpt_oss(catalog, gpu.id, input_tokens=8192).ttft_s)
+    assert ttft[1] > ttft[0] + marlin_prefill_s(catalog, gpu.id, 8192)
+
+
+def test_the_marlin_prefill_cost_is_hopper_s_and_marlin_s_formats_only(catalog: Catalog) -> None:
+    """Blackwell's FP4 tensor cores take MXFP4 as it is and Marlin runs at close to its reads
+    on Ampere: neither pays it. On Hopper, AWQ's dense linears run Marlin and pay it once per
+    64 tokens; symmetric GPTQ's run Machete first and pay nothing."""
+    assert marlin_prefill_s(catalog, "nvidia-h200-141gb", 8192) > 0
     assert marlin_prefill_s(catalog, "nvidia-b200-180gb", 8192) == 0
     assert marlin_prefill_s(catalog, "nvidia-a100-80gb", 8192) == 0
-    llama = resolve_model(make_spec("meta-llama/Llama-3.1-8B-Instruct").model, catalog)
-    steps = performance.StepModel(
-        llama,
-        catalog.gpus["nvidia-h100-80gb"],
-        catalog.quantizations["int4-awq"],
-        1,
-        1,
-        2,
-        8192,
-        128,
-    )
-    prefill = steps.prefill_s(8192, 8192)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(performance, "WEIGHT_ONLY_DEQUANT_FLOP", 5000.0)
-        assert steps.prefill_s(8192, 8192) == pytest.approx(prefill)
+    llama = "meta-llama/Llama-3.1-8B-Instruct"
+
+    def dense(gpu: str, tokens: float, quantization: str = "int4-awq") -> float:
+        return marlin_prefill_s(catalog, gpu, tokens, llama, quantization)
+
+    assert dense("nvidia-h100-80gb", 8192) == pytest.approx(128 * dense("nvidia-h100-80gb", 64))
+    assert dense("nvidia-h100-80gb", 16) == pytest.approx(dense("nvidia-h100-80gb", 64))
+    assert dense("nvidia-a100-80gb", 8192) == 0
+    assert dense("nvidia-h100-80gb", 8192, "int4-gptq") == 0

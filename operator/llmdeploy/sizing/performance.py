@@ -82,22 +82,29 @@ TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # and H200, the same GH100 compute with 3.35 and 4.8 TB/s, decode gpt-oss-120b's MXFP4
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
-# prefill step pays it per block of tokens (MARLIN_MOE_BLOCK_TOKENS).
+# prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
 WEIGHT_ONLY_DEQUANT_FLOP = 240.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
 # rows above are the evidence for the rest, so only Hopper is listed.
 DEQUANT_BOUND_ARCHITECTURES = frozenset({"hopper"})
-# Physical, not fitted: the rows of a step's tokens one Marlin MoE block multiplies per
-# conversion of its expert's weights. vLLM's fused_marlin_moe sorts the tokens by expert, pads
-# each expert's share to blocks of block_size_m (the first of 8/16/32/48/64 that the mean
-# share fills less than 0.9 times: at most 64) and moe_wna16_marlin_gemm runs one block per
-# thread-block pass, converting the expert's weight tiles to BF16 in registers for it
-# (fused_moe/fused_marlin_moe.py); Marlin's dense kernel likewise runs its 64-row kernel again
-# for each further 64 rows (IST-DASLab/marlin#2, its author). So a prefill chunk converts each
-# expert's weights once per 64 tokens routed to it, where a decode step converts them once.
-MARLIN_MOE_BLOCK_TOKENS = 64
+# Physical, not fitted: the rows of a step's tokens one Marlin block multiplies per conversion
+# of its weights. vLLM's fused_marlin_moe sorts the tokens by expert, pads each expert's share
+# to blocks of block_size_m (the first of 8/16/32/48/64 that the mean share fills less than
+# 0.9 times: at most 64) and moe_wna16_marlin_gemm runs one block per thread-block pass,
+# converting the expert's weight tiles to BF16 in registers for it (fused_moe/
+# fused_marlin_moe.py); the dense Marlin kernel runs its 64-row kernel again for each further
+# 64 rows (IST-DASLab/marlin#2, its author). So a prefill chunk converts the weights once per
+# 64 tokens (each expert's once per 64 tokens routed to it), where a decode step converts
+# them once.
+MARLIN_BLOCK_TOKENS = 64
+# Physical, not fitted: the weight-only formats whose dense linears run Marlin on Hopper. AWQ
+# does (vLLM 0.11.0 AWQMarlinLinearMethod calls apply_awq_marlin_linear; later releases pick
+# among Conch, Exllama and Marlin); symmetric GPTQ runs Machete first, a wgmma kernel whose
+# tiles are not Marlin's (kernels/mixed_precision `_POSSIBLE_KERNELS`, Machete before Marlin,
+# on compute capability 9.0). MoE experts run fused_marlin_moe in every 4-bit format.
+MARLIN_DENSE_FORMATS = frozenset({Quantization.INT4_AWQ})
 # Physical, not fitted: GPU architectures with FP4 tensor cores. vLLM's and TensorRT-LLM's
 # MXFP4 MoE kernels that keep the weights 4-bit on the tensor cores (FlashInfer / TRT-LLM-gen
 # MXFP4 x MXFP8, DeepGEMM) are gated to Blackwell; on Hopper and older only Marlin's W4A16
@@ -279,23 +286,26 @@ def _dequant_excess_s(
     return pipeline * max(0.0, dequant_s - parameters * fmt.weight_bytes / bandwidth)
 
 
-def _marlin_moe_prefill_s(
+def _marlin_prefill_s(
     model: ModelFacts, gpu: Gpu, fmt: QuantFormat, gpus: int, tokens: float
 ) -> float:
-    """Conversion time of the weight-only quantized experts (Marlin MoE) in a prefill step of
-    `tokens` tokens: each touched expert's weights once, and once more for each further block
-    of 64 tokens routed to it. It adds to the step's GEMMs: Marlin's warps issue both the
-    conversion and the mma.sync (no separate producer), where a decode step's conversion only
-    competes with its reads (`_dequant_excess_s`). Dense weight-only linears on Hopper run
-    vLLM's Machete first (kernels/mixed_precision `_POSSIBLE_KERNELS`, a wgmma kernel whose
-    tiles are not Marlin's), so only experts count."""
-    if not _dequant_bound(gpu, fmt) or not model.is_moe:
+    """Marlin's conversion time in a prefill step of `tokens` tokens: every weight it runs is
+    converted once, and once more per further block of 64 tokens (for an expert, routed to
+    it). It adds to the step's GEMMs: Marlin's warps issue both the conversion and the
+    mma.sync, with no producer warps to overlap them, where a decode step's conversion only
+    competes with its reads (`_dequant_excess_s`)."""
+    if not _dequant_bound(gpu, fmt):
         return 0.0
-    touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
-    per_expert = tokens * model.active_experts / model.experts
-    blocks = model.routed_expert_parameters * per_expert / MARLIN_MOE_BLOCK_TOKENS
-    parameters = max(touched, blocks) / gpus
-    return parameters * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
+    parameters = 0.0
+    if model.is_moe:
+        touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
+        per_expert = tokens * model.active_experts / model.experts
+        blocks = model.routed_expert_parameters * per_expert / MARLIN_BLOCK_TOKENS
+        parameters = max(touched, blocks)
+    if fmt.applies_to == "linear" and fmt.id in MARLIN_DENSE_FORMATS:
+        dense = model.parameters - model.embedding_parameters - model.routed_expert_parameters
+        parameters += dense * max(1.0, tokens / MARLIN_BLOCK_TOKENS)
+    return parameters / gpus * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
 
 
 def _prefill_s(
@@ -324,7 +334,7 @@ def _prefill_s(
     prompts = tokens / prompt
     compute_s = _flops_s(
         model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1
-    ) + steps * _marlin_moe_prefill_s(model, gpu, fmt, gpus, size)
+    ) + steps * _marlin_prefill_s(model, gpu, fmt, gpus, size)
     memory_s = steps * pipeline * weights / bandwidth
     return max(compute_s, memory_s) + steps * (
         _communication_s(model, gpu, tensor, pipeline, size) + step_overhead_s
