@@ -100,10 +100,10 @@ DEQUANT_BOUND_ARCHITECTURES = frozenset({"hopper"})
 # them once.
 MARLIN_BLOCK_TOKENS = 64
 # Physical, not fitted: the weight-only formats whose dense linears run Marlin on Hopper. AWQ
-# does (vLLM 0.11.0 AWQMarlinLinearMethod calls apply_awq_marlin_linear; later releases pick
-# among Conch, Exllama and Marlin); symmetric GPTQ runs Machete first, a wgmma kernel whose
-# tiles are not Marlin's (kernels/mixed_precision `_POSSIBLE_KERNELS`, Machete before Marlin,
-# on compute capability 9.0). MoE experts run fused_marlin_moe in every 4-bit format.
+# does (vLLM's AWQMarlinLinearMethod; where it picks a kernel, among Conch, Exllama and
+# Marlin, its docstring says); symmetric GPTQ runs Machete first, a wgmma kernel whose tiles
+# are not Marlin's (kernels/mixed_precision `_POSSIBLE_KERNELS`, Machete before Marlin, on
+# compute capability 9.0). MoE experts run fused_marlin_moe in the 4-bit formats.
 MARLIN_DENSE_FORMATS = frozenset({Quantization.INT4_AWQ})
 # Physical, not fitted: GPU architectures with FP4 tensor cores. vLLM's and TensorRT-LLM's
 # MXFP4 MoE kernels that keep the weights 4-bit on the tensor cores (FlashInfer / TRT-LLM-gen
