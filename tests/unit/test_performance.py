@@ -331,3 +331,61 @@ def test_int4_decode_is_bound_by_its_reads_on_the_gpus_marlin_was_written_for(
     monkeypatch.setattr(performance, "WEIGHT_ONLY_DEQUANT_FLOP", 5000.0)
     assert tpot("nvidia-a100-80gb") == pytest.approx(a100)
     assert tpot("nvidia-h100-80gb") > 2 * h100
+
+
+def marlin_prefill_s(
+    catalog: Catalog,
+    gpu: str,
+    tokens: float,
+    name: str = "openai/gpt-oss-120b",
+    quantization: str = "mxfp4",
+) -> float:
+    """What Marlin's conversion adds to one prefill step of `tokens` tokens at TP 2."""
+    model = resolve_model(make_spec(name).model, catalog)
+    fmt = catalog.quantizations[quantization]
+    return performance._marlin_prefill_s(model, catalog.gpus[gpu], fmt, 2, tokens)
+
+
+def test_a_marlin_moe_prefill_converts_each_expert_once_per_64_tokens_routed_to_it(
+    catalog: Catalog,
+) -> None:
+    """gpt-oss-120b routes each token to 4 of 128 experts: up to 2048 tokens per step (64 per
+    expert) the step converts every expert once, what a decode step touching them all pays;
+    beyond, once more per further 64 tokens routed to each, so 8192 tokens convert 4 times."""
+    model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    gpu = catalog.gpus["nvidia-h100-80gb"]
+    once = (
+        model.routed_expert_parameters
+        / 2
+        * performance.WEIGHT_ONLY_DEQUANT_FLOP
+        / (gpu.compute_tflops("bf16") * 1e12)
+    )
+    assert marlin_prefill_s(catalog, gpu.id, 2048) == pytest.approx(once, rel=0.01)
+    assert marlin_prefill_s(catalog, gpu.id, 1024) == pytest.approx(once, rel=0.01)
+    assert marlin_prefill_s(catalog, gpu.id, 8192) == pytest.approx(4 * once, rel=0.01)
+    # A few tokens touch few experts, and convert only those.
+    assert marlin_prefill_s(catalog, gpu.id, 4) < 0.2 * once
+    # And the conversion is in the prefill of a long prompt on Hopper.
+    ttft = [gpt_oss(catalog, gpu.id, input_tokens=8192).ttft_s]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(performance, "MARLIN_BLOCK_TOKENS", 32)
+        ttft.append(gpt_oss(catalog, gpu.id, input_tokens=8192).ttft_s)
+    assert ttft[1] > ttft[0] + marlin_prefill_s(catalog, gpu.id, 8192)
+
+
+def test_the_marlin_prefill_cost_is_hopper_s_and_marlin_s_formats_only(catalog: Catalog) -> None:
+    """Blackwell's FP4 tensor cores take MXFP4 as it is and Marlin runs at close to its reads
+    on Ampere: neither pays it. On Hopper, AWQ's dense linears run Marlin and pay it once per
+    64 tokens; symmetric GPTQ's run Machete first and pay nothing."""
+    assert marlin_prefill_s(catalog, "nvidia-h200-141gb", 8192) > 0
+    assert marlin_prefill_s(catalog, "nvidia-b200-180gb", 8192) == 0
+    assert marlin_prefill_s(catalog, "nvidia-a100-80gb", 8192) == 0
+    llama = "meta-llama/Llama-3.1-8B-Instruct"
+
+    def dense(gpu: str, tokens: float, quantization: str = "int4-awq") -> float:
+        return marlin_prefill_s(catalog, gpu, tokens, llama, quantization)
+
+    assert dense("nvidia-h100-80gb", 8192) == pytest.approx(128 * dense("nvidia-h100-80gb", 64))
+    assert dense("nvidia-h100-80gb", 16) == pytest.approx(dense("nvidia-h100-80gb", 64))
+    assert dense("nvidia-a100-80gb", 8192) == 0
+    assert dense("nvidia-h100-80gb", 8192, "int4-gptq") == 0

@@ -31,7 +31,7 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
 BANDWIDTH_EFFICIENCY = 0.8
-COMPUTE_EFFICIENCY = 0.35
+COMPUTE_EFFICIENCY = 0.4
 # Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
 # model's kernels would be booked as the GPU's): they depend on the memory generation and the
 # kernels the engine has for the architecture. Other SKUs take the values above.
@@ -81,13 +81,30 @@ TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # weight, in BF16 tensor-FLOP equivalents (a rate that follows the SMs, not the HBM: H100
 # and H200, the same GH100 compute with 3.35 and 4.8 TB/s, decode gpt-oss-120b's MXFP4
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
-# and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv).
-WEIGHT_ONLY_DEQUANT_FLOP = 240.0
+# and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
+# prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
+WEIGHT_ONLY_DEQUANT_FLOP = 220.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
 # rows above are the evidence for the rest, so only Hopper is listed.
 DEQUANT_BOUND_ARCHITECTURES = frozenset({"hopper"})
+# Physical, not fitted: the rows of a step's tokens one Marlin block multiplies per conversion
+# of its weights. vLLM's fused_marlin_moe sorts the tokens by expert, pads each expert's share
+# to blocks of block_size_m (the first of 8/16/32/48/64 that the mean share fills less than
+# 0.9 times: at most 64) and moe_wna16_marlin_gemm runs one block per thread-block pass,
+# converting the expert's weight tiles to BF16 in registers for it (fused_moe/
+# fused_marlin_moe.py); the dense Marlin kernel runs its 64-row kernel again for each further
+# 64 rows (IST-DASLab/marlin#2, its author). So a prefill chunk converts the weights once per
+# 64 tokens (each expert's once per 64 tokens routed to it), where a decode step converts
+# them once.
+MARLIN_BLOCK_TOKENS = 64
+# Physical, not fitted: the weight-only formats whose dense linears run Marlin on Hopper. AWQ
+# does (vLLM's AWQMarlinLinearMethod; where it picks a kernel, among Conch, Exllama and
+# Marlin, its docstring says); symmetric GPTQ runs Machete first, a wgmma kernel whose tiles
+# are not Marlin's (kernels/mixed_precision `_POSSIBLE_KERNELS`, Machete before Marlin, on
+# compute capability 9.0). MoE experts run fused_marlin_moe in the 4-bit formats.
+MARLIN_DENSE_FORMATS = frozenset({Quantization.INT4_AWQ})
 # Physical, not fitted: GPU architectures with FP4 tensor cores. vLLM's and TensorRT-LLM's
 # MXFP4 MoE kernels that keep the weights 4-bit on the tensor cores (FlashInfer / TRT-LLM-gen
 # MXFP4 x MXFP8, DeepGEMM) are gated to Blackwell; on Hopper and older only Marlin's W4A16
@@ -105,8 +122,8 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # wmx's L4 rows are async-scheduled like InferenceMAX's, whose TTFT barely moves
 # with the streams, docs/benchmarks.md); and the work per token streamed for another stream
 # while the new request's host work runs (one token per stream per step).
-TTFT_OVERHEAD_S = 0.025
-TTFT_LOAD_OVERHEAD_S = 0.0
+TTFT_OVERHEAD_S = 0.02
+TTFT_LOAD_OVERHEAD_S = 0.005
 TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
@@ -269,6 +286,28 @@ def _dequant_excess_s(
     return pipeline * max(0.0, dequant_s - parameters * fmt.weight_bytes / bandwidth)
 
 
+def _marlin_prefill_s(
+    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, gpus: int, tokens: float
+) -> float:
+    """Marlin's conversion time in a prefill step of `tokens` tokens: every weight it runs is
+    converted once, and once more per further block of 64 tokens (for an expert, routed to
+    it). It adds to the step's GEMMs: Marlin's warps issue both the conversion and the
+    mma.sync, with no producer warps to overlap them, where a decode step's conversion only
+    competes with its reads (`_dequant_excess_s`)."""
+    if not _dequant_bound(gpu, fmt):
+        return 0.0
+    parameters = 0.0
+    if model.is_moe:
+        touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
+        per_expert = tokens * model.active_experts / model.experts
+        blocks = model.routed_expert_parameters * per_expert / MARLIN_BLOCK_TOKENS
+        parameters = max(touched, blocks)
+    if fmt.applies_to == "linear" and fmt.id in MARLIN_DENSE_FORMATS:
+        dense = model.parameters - model.embedding_parameters - model.routed_expert_parameters
+        parameters += dense * max(1.0, tokens / MARLIN_BLOCK_TOKENS)
+    return parameters / gpus * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
+
+
 def _prefill_s(
     model: ModelFacts,
     gpu: Gpu,
@@ -293,7 +332,9 @@ def _prefill_s(
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
     prompts = tokens / prompt
-    compute_s = _flops_s(model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1)
+    compute_s = _flops_s(
+        model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1
+    ) + steps * _marlin_prefill_s(model, gpu, fmt, gpus, size)
     memory_s = steps * pipeline * weights / bandwidth
     return max(compute_s, memory_s) + steps * (
         _communication_s(model, gpu, tensor, pipeline, size) + step_overhead_s
