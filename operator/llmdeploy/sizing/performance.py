@@ -45,7 +45,7 @@ COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.3,
     "nvidia-b200-180gb": 0.4,
     "nvidia-h100-80gb": 0.45,
-    "nvidia-h200-141gb": 0.8,
+    "nvidia-h200-141gb": 0.3,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
@@ -105,8 +105,8 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # wmx's L4 rows are async-scheduled like InferenceMAX's, whose TTFT barely moves
 # with the streams, docs/benchmarks.md); and the work per token streamed for another stream
 # while the new request's host work runs (one token per stream per step).
-TTFT_OVERHEAD_S = 0.025
-TTFT_LOAD_OVERHEAD_S = 0.0
+TTFT_OVERHEAD_S = 0.02
+TTFT_LOAD_OVERHEAD_S = 0.005
 TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
