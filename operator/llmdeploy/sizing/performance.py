@@ -45,7 +45,7 @@ COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.3,
     "nvidia-b200-180gb": 0.4,
     "nvidia-h100-80gb": 0.45,
-    "nvidia-h200-141gb": 0.8,
+    "nvidia-h200-141gb": 0.3,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
