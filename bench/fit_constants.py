@@ -18,10 +18,12 @@ Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory 
 Performance (performance.py), from the fit rows of latency.csv: coordinate descent over a grid
 of each constant, from a fixed start, minimising mean |TPOT error| (all rows) plus mean |TTFT
 error| (rows whose TTFT is comparable), until a sweep changes nothing. First the shared
-constants on every fit row (the per-GPU tables empty); then, with those fixed, each GPU's
-bandwidth and compute efficiencies (`*_BY_GPU`) on that GPU's fit rows whose all-reduce had
-peer-to-peer, starting from the shared values, for a GPU whose rows cover two models or more
-(one model's kernels are not the GPU's).
+constants on every fit row (the per-GPU tables empty); then, with those fixed, one GPU
+architecture at a time on its SKUs' fit rows whose all-reduce had peer-to-peer, starting from
+the shared values: each SKU's bandwidth efficiency (`BANDWIDTH_EFFICIENCY_BY_GPU`) where its rows
+cover two models or more, and the architecture's compute efficiency
+(`COMPUTE_EFFICIENCY_BY_ARCHITECTURE`) where its SKUs' rows do (one model's kernels are not the
+GPU's).
 
 Run: .venv/bin/python bench/fit_constants.py   (prints the constants; --check compares them
 with the code and exits 1 on a difference)
@@ -83,8 +85,9 @@ PERFORMANCE_GRID: dict[str, tuple[tuple[float, ...], float]] = {
 }
 
 
-# Fitted per GPU SKU on top of the shared value (performance.py `*_BY_GPU`).
-PER_GPU = ("BANDWIDTH_EFFICIENCY", "COMPUTE_EFFICIENCY")
+# Fitted per GPU SKU (bandwidth) and per GPU architecture (compute) on top of the shared values
+# (performance.py `BANDWIDTH_EFFICIENCY_BY_GPU`, `COMPUTE_EFFICIENCY_BY_ARCHITECTURE`).
+PER_GPU_TABLES = ("BANDWIDTH_EFFICIENCY_BY_GPU", "COMPUTE_EFFICIENCY_BY_ARCHITECTURE")
 
 
 def _fit_rows(rows: list[KvRow] | list[LatencyRow]) -> list[str]:
@@ -243,13 +246,13 @@ def _descend(
 
 
 def fit_performance(catalog: Catalog) -> dict[str, float]:
-    """The shared constants on every fit row; then, with those fixed, each GPU's two
-    efficiencies on that GPU's fit rows, where they cover two models or more. Rows whose
-    all-reduce ran without GPU peer-to-peer (`interconnect` pcie) stay out of the per-GPU
-    step: their error is the interconnect's."""
-    with constants({}):  # restores the per-GPU tables emptied here: the fit starts without them
-        for name in PER_GPU:
-            getattr(performance, f"{name}_BY_GPU").clear()
+    """The shared constants on every fit row; then, with those fixed, each GPU architecture's
+    compute efficiency and its SKUs' bandwidth efficiencies on those SKUs' fit rows, where they
+    cover two models or more. Rows whose all-reduce ran without GPU peer-to-peer
+    (`interconnect` pcie) stay out of that step: their error is the interconnect's."""
+    with constants({}):  # restores the tables emptied here: the fit starts without them
+        for table in PER_GPU_TABLES:
+            getattr(performance, table).clear()
         return _fit_performance(catalog)
 
 
@@ -262,13 +265,25 @@ def _fit_performance(catalog: Catalog) -> dict[str, float]:
         {name: start for name, (_, start) in PERFORMANCE_GRID.items()},
         {name: grid for name, (grid, _) in PERFORMANCE_GRID.items()},
     )
-    for gpu in sorted({r.gpu for r in rows}):
-        own = [r for r in rows if r.gpu == gpu and not r.interconnect]
-        if len({r.plan_model for r in own}) < 2:
-            continue
-        grids = {f"{name}_BY_GPU[{gpu}]": PERFORMANCE_GRID[name][0] for name in PER_GPU}
-        start = {f"{name}_BY_GPU[{gpu}]": values[name] for name in PER_GPU}
-        values = _descend(own, catalog, {**values, **start}, grids)
+    bandwidth_grid, compute_grid = (
+        PERFORMANCE_GRID[name][0] for name in ("BANDWIDTH_EFFICIENCY", "COMPUTE_EFFICIENCY")
+    )
+    own = [r for r in rows if not r.interconnect]
+    for architecture in sorted({catalog.gpus[r.gpu].architecture for r in own}):
+        kin = [r for r in own if catalog.gpus[r.gpu].architecture == architecture]
+        grids: dict[str, tuple[float, ...]] = {}
+        start: dict[str, float] = {}
+        for gpu in sorted({r.gpu for r in kin}):
+            if len({r.plan_model for r in kin if r.gpu == gpu}) >= 2:
+                grids[f"BANDWIDTH_EFFICIENCY_BY_GPU[{gpu}]"] = bandwidth_grid
+                start[f"BANDWIDTH_EFFICIENCY_BY_GPU[{gpu}]"] = values["BANDWIDTH_EFFICIENCY"]
+        if len({r.plan_model for r in kin}) >= 2:
+            grids[f"COMPUTE_EFFICIENCY_BY_ARCHITECTURE[{architecture}]"] = compute_grid
+            start[f"COMPUTE_EFFICIENCY_BY_ARCHITECTURE[{architecture}]"] = values[
+                "COMPUTE_EFFICIENCY"
+            ]
+        if grids:
+            values = _descend(kin, catalog, {**values, **start}, grids)
     return values
 
 

@@ -57,8 +57,8 @@ def test_a_lone_request_pays_no_queue_no_step_wait_and_no_other_streams(
     assert prefill == pytest.approx(lone - host)
     # What is left is the prefill: compute-bound at 1024 tokens, so it scales with 1 / the
     # compute efficiency (all but the all-reduces and the per-layer step cost).
-    efficiency = performance.COMPUTE_EFFICIENCY_BY_GPU["nvidia-h100-80gb"]
-    monkeypatch.setitem(performance.COMPUTE_EFFICIENCY_BY_GPU, "nvidia-h100-80gb", efficiency / 2)
+    efficiency = performance.COMPUTE_EFFICIENCY_BY_ARCHITECTURE["hopper"]
+    monkeypatch.setitem(performance.COMPUTE_EFFICIENCY_BY_ARCHITECTURE, "hopper", efficiency / 2)
     assert 1.8 * prefill < qwen3_32b(catalog, 1).ttft_s < 2 * prefill
 
 
@@ -133,7 +133,7 @@ def test_a_moe_prefill_reads_every_expert_a_decode_step_only_those_it_routes_to(
     monkeypatch.setattr(performance, "TRITON_MOE_LAYER_OVERHEAD_S", 0.0)
     monkeypatch.setattr(performance, "TTFT_OVERHEAD_S", 0.0)
     # With compute free, both phases are their weight reads.
-    monkeypatch.setitem(performance.COMPUTE_EFFICIENCY_BY_GPU, "nvidia-h100-80gb", 1e9)
+    monkeypatch.setitem(performance.COMPUTE_EFFICIENCY_BY_ARCHITECTURE, "hopper", 1e9)
     perf = estimate(catalog, "Qwen/Qwen3-30B-A3B")
     assert perf.ttft_s > 5 * perf.tpot_s
 
@@ -389,3 +389,20 @@ def test_the_marlin_prefill_cost_is_hopper_s_and_marlin_s_formats_only(catalog: 
     assert dense("nvidia-h100-80gb", 16) == pytest.approx(dense("nvidia-h100-80gb", 64))
     assert dense("nvidia-a100-80gb", 8192) == 0
     assert dense("nvidia-h100-80gb", 8192, "int4-gptq") == 0
+
+
+def test_gpus_of_one_architecture_share_the_compute_efficiency(catalog: Catalog) -> None:
+    """H100 and H200 are the same GH100 compute: their prefill efficiency is one constant,
+    while each keeps its own bandwidth efficiency."""
+    model = resolve_model(make_spec("Qwen/Qwen3-32B").model, catalog)
+
+    def steps(gpu: str) -> performance.StepModel:
+        return performance.StepModel(
+            model, catalog.gpus[gpu], catalog.quantizations["bf16"], 1, 1, 2, 1024, 128
+        )
+
+    h100, h200 = steps("nvidia-h100-80gb"), steps("nvidia-h200-141gb")
+    assert h100.compute_efficiency == h200.compute_efficiency
+    assert h100.bandwidth / catalog.gpus["nvidia-h100-80gb"].bandwidth_gbps != (
+        h200.bandwidth / catalog.gpus["nvidia-h200-141gb"].bandwidth_gbps
+    )

@@ -31,21 +31,23 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
 BANDWIDTH_EFFICIENCY = 0.8
-COMPUTE_EFFICIENCY = 0.4
-# Fitted: the same two for a SKU whose fit rows cover two models or more (with one model, the
-# model's kernels would be booked as the GPU's): they depend on the memory generation and the
-# kernels the engine has for the architecture. Other SKUs take the values above.
+COMPUTE_EFFICIENCY = 0.35
+# Fitted: the bandwidth one for a SKU, the compute one for a GPU architecture, where their fit
+# rows cover two models or more (with one model, the model's kernels would be booked as the
+# GPU's). Bandwidth follows the SKU's memory; compute follows the SMs and the kernels the engine
+# has for them, which a SKU shares with the others of its architecture (H100 and H200 SXM are
+# the same GH100 compute, 989 dense BF16 TFLOPS each; fitted apart, the H200's took whatever its
+# few models' rows missed: 0.3 against the H100's 0.45). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.7,
     "nvidia-b200-180gb": 0.95,
     "nvidia-h100-80gb": 0.85,
     "nvidia-h200-141gb": 0.95,
 }
-COMPUTE_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.3,
-    "nvidia-b200-180gb": 0.4,
-    "nvidia-h100-80gb": 0.45,
-    "nvidia-h200-141gb": 0.3,
+COMPUTE_EFFICIENCY_BY_ARCHITECTURE: dict[str, float] = {
+    "ampere": 0.3,
+    "blackwell": 0.4,
+    "hopper": 0.4,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
@@ -386,7 +388,9 @@ class StepModel:
         gpu, model = self.gpu, self.model
         efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
         self.bandwidth = gpu.bandwidth_gbps * 1e9 * efficiency
-        self.compute_efficiency = COMPUTE_EFFICIENCY_BY_GPU.get(gpu.id, COMPUTE_EFFICIENCY)
+        self.compute_efficiency = COMPUTE_EFFICIENCY_BY_ARCHITECTURE.get(
+            gpu.architecture, COMPUTE_EFFICIENCY
+        )
         moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
         mla_layers = model.layers if model.is_mla else 0
         triton_moe_layers = moe_layers if self.fmt.weight_bytes >= 2 else 0
