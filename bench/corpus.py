@@ -379,7 +379,7 @@ def summarize(errors: list[float]) -> Summary | None:
 
 
 # The constants bench/fit_constants.py re-derives, by module. A `dict` constant (per GPU SKU or
-# architecture) is one constant per key, named `NAME[key]`.
+# chip) is one constant per key, named `NAME[key]`.
 FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
     "memory": (
         memory,
@@ -408,7 +408,7 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
             "TTFT_LOAD_OVERHEAD_S",
             "TTFT_OVERHEAD_PER_STREAMED_TOKEN_S",
             "BANDWIDTH_EFFICIENCY_BY_GPU",
-            "COMPUTE_EFFICIENCY_BY_ARCHITECTURE",
+            "COMPUTE_EFFICIENCY_BY_CHIP",
         ),
     ),
 }
@@ -434,7 +434,7 @@ def _owner(name: str) -> ModuleType:
 @contextmanager
 def constants(values: dict[str, float]) -> Iterator[None]:
     """The sizing modules with `values` in place of their constants, restored after; a
-    `NAME[key]` value sets one key of a per-GPU or per-architecture table."""
+    `NAME[key]` value sets one key of a per-GPU or per-chip table."""
     saved = {
         (module, name): (dict(v) if isinstance(v := getattr(module, name), dict) else v)
         for module, names in FITTED.values()

@@ -18,12 +18,11 @@ Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory 
 Performance (performance.py), from the fit rows of latency.csv: coordinate descent over a grid
 of each constant, from a fixed start, minimising mean |TPOT error| (all rows) plus mean |TTFT
 error| (rows whose TTFT is comparable), until a sweep changes nothing. First the shared
-constants on every fit row (the per-GPU tables empty); then, with those fixed, one GPU
-architecture at a time on its SKUs' fit rows whose all-reduce had peer-to-peer, starting from
-the shared values: each SKU's bandwidth efficiency (`BANDWIDTH_EFFICIENCY_BY_GPU`) where its rows
-cover two models or more, and the architecture's compute efficiency
-(`COMPUTE_EFFICIENCY_BY_ARCHITECTURE`) where its SKUs' rows do (one model's kernels are not the
-GPU's).
+constants on every fit row (the per-GPU tables empty); then, with those fixed, one GPU die
+(the catalog's `chip`) at a time on its SKUs' fit rows whose all-reduce had peer-to-peer,
+starting from the shared values: each SKU's bandwidth efficiency (`BANDWIDTH_EFFICIENCY_BY_GPU`)
+where its rows cover two models or more, and the die's compute efficiency
+(`COMPUTE_EFFICIENCY_BY_CHIP`) where its SKUs' rows do (one model's kernels are not the GPU's).
 
 Run: .venv/bin/python bench/fit_constants.py   (prints the constants; --check compares them
 with the code and exits 1 on a difference)
@@ -85,9 +84,8 @@ PERFORMANCE_GRID: dict[str, tuple[tuple[float, ...], float]] = {
 }
 
 
-# Fitted per GPU SKU (bandwidth) and per GPU architecture (compute) on top of the shared values
-# (performance.py `BANDWIDTH_EFFICIENCY_BY_GPU`, `COMPUTE_EFFICIENCY_BY_ARCHITECTURE`).
-PER_GPU_TABLES = ("BANDWIDTH_EFFICIENCY_BY_GPU", "COMPUTE_EFFICIENCY_BY_ARCHITECTURE")
+# Fitted per GPU SKU (bandwidth) and per GPU die (compute) on top of the shared values.
+EFFICIENCY_TABLES = ("BANDWIDTH_EFFICIENCY_BY_GPU", "COMPUTE_EFFICIENCY_BY_CHIP")
 
 
 def _fit_rows(rows: list[KvRow] | list[LatencyRow]) -> list[str]:
@@ -246,12 +244,12 @@ def _descend(
 
 
 def fit_performance(catalog: Catalog) -> dict[str, float]:
-    """The shared constants on every fit row; then, with those fixed, each GPU architecture's
-    compute efficiency and its SKUs' bandwidth efficiencies on those SKUs' fit rows, where they
+    """The shared constants on every fit row; then, with those fixed, each GPU die's compute
+    efficiency and its SKUs' bandwidth efficiencies on those SKUs' fit rows, where they
     cover two models or more. Rows whose all-reduce ran without GPU peer-to-peer
     (`interconnect` pcie) stay out of that step: their error is the interconnect's."""
     with constants({}):  # restores the tables emptied here: the fit starts without them
-        for table in PER_GPU_TABLES:
+        for table in EFFICIENCY_TABLES:
             getattr(performance, table).clear()
         return _fit_performance(catalog)
 
@@ -269,19 +267,17 @@ def _fit_performance(catalog: Catalog) -> dict[str, float]:
         PERFORMANCE_GRID[name][0] for name in ("BANDWIDTH_EFFICIENCY", "COMPUTE_EFFICIENCY")
     )
     own = [r for r in rows if not r.interconnect]
-    for architecture in sorted({catalog.gpus[r.gpu].architecture for r in own}):
-        kin = [r for r in own if catalog.gpus[r.gpu].architecture == architecture]
+    for chip in sorted({catalog.gpus[r.gpu].chip or r.gpu for r in own}):
+        kin = [r for r in own if (catalog.gpus[r.gpu].chip or r.gpu) == chip]
         grids: dict[str, tuple[float, ...]] = {}
         start: dict[str, float] = {}
         for gpu in sorted({r.gpu for r in kin}):
             if len({r.plan_model for r in kin if r.gpu == gpu}) >= 2:
                 grids[f"BANDWIDTH_EFFICIENCY_BY_GPU[{gpu}]"] = bandwidth_grid
                 start[f"BANDWIDTH_EFFICIENCY_BY_GPU[{gpu}]"] = values["BANDWIDTH_EFFICIENCY"]
-        if len({r.plan_model for r in kin}) >= 2:
-            grids[f"COMPUTE_EFFICIENCY_BY_ARCHITECTURE[{architecture}]"] = compute_grid
-            start[f"COMPUTE_EFFICIENCY_BY_ARCHITECTURE[{architecture}]"] = values[
-                "COMPUTE_EFFICIENCY"
-            ]
+        if catalog.gpus[kin[0].gpu].chip and len({r.plan_model for r in kin}) >= 2:
+            grids[f"COMPUTE_EFFICIENCY_BY_CHIP[{chip}]"] = compute_grid
+            start[f"COMPUTE_EFFICIENCY_BY_CHIP[{chip}]"] = values["COMPUTE_EFFICIENCY"]
         if grids:
             values = _descend(kin, catalog, {**values, **start}, grids)
     return values

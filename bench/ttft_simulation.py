@@ -21,12 +21,13 @@ benchmark_serving.py `sample_random_requests`). A request's host time (performan
 `request_host_s`) is spent before it reaches the engine. The TTFT is the row's statistic
 (median or mean) over all requests.
 
-Run: .venv/bin/python bench/ttft_simulation.py [--rows] [--sync]
+Run: .venv/bin/python bench/ttft_simulation.py [--rows] [--sync] [--jitter]
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
 import math
 import random
@@ -122,8 +123,8 @@ def simulate(
     jitter_s: float = 0.0,
 ) -> list[Request]:
     """Every request, in the order sent; the first `concurrency` are sent `stagger_s` apart
-    (0: at once). `jitter_s`: each request's host time varies uniformly over that width
-    around `host_s` (seeded), so arrivals do not all fall at one phase of the steps."""
+    (0: at once). `jitter_s`: each request's host time is `host_s` plus a uniform draw
+    below that width (seeded), so arrivals do not all fall at one phase of the steps."""
     rng = random.Random(1)
     decode_cost: dict[int, float] = {}
 
@@ -134,14 +135,14 @@ def simulate(
 
     total = len(prompts)
     sent: list[Request] = []
-    pending: deque[Request] = deque()
+    pending: list[Request] = []
 
     def send(at: float) -> None:
         i = len(sent)
-        jitter = (rng.random() - 0.5) * jitter_s
-        r = Request(prompts[i], outputs[i], at, at + host_s + jitter)
+        r = Request(prompts[i], outputs[i], at, at + host_s + rng.random() * jitter_s)
         sent.append(r)
-        pending.append(r)
+        # Kept in arrival order: a jittered request may overtake one sent before it.
+        bisect.insort(pending, r, key=lambda q: q.arrival)
 
     for i in range(min(concurrency, total)):
         send(i * stagger_s)
@@ -153,7 +154,7 @@ def simulate(
     while done < total:
         admit_by = previous_start if async_scheduling else t
         while pending and pending[0].arrival <= admit_by + 1e-12:
-            waiting.append(pending.popleft())
+            waiting.append(pending.pop(0))
         if not running and not waiting:
             # Idle engine: the next request is scheduled as it arrives.
             t = previous_start = pending[0].arrival
@@ -298,7 +299,9 @@ def main() -> None:
     parser.add_argument("--rows", action="store_true", help="also print every row")
     parser.add_argument("--sync", action="store_true", help="no async scheduling anywhere")
     parser.add_argument(
-        "--jitter", action="store_true", help="host times spread over one decode step"
+        "--jitter",
+        action="store_true",
+        help="host times spread over one decode step above the fitted one",
     )
     args = parser.parse_args()
     catalog = load_catalog()
@@ -311,7 +314,7 @@ def main() -> None:
         if not row.ttft_comparable:
             continue
         client = clients.get(row.id, Client())
-        known = "client known" if client.together else "client not known"
+        known = "sent together" if client.together else "not known to be sent together"
         group = f"{known}, c {'1' if row.concurrency == 1 else '> 1'}"
         s = split[row.id]
         closed, _ = predict_latency(row, catalog)

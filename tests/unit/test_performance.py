@@ -57,8 +57,8 @@ def test_a_lone_request_pays_no_queue_no_step_wait_and_no_other_streams(
     assert prefill == pytest.approx(lone - host)
     # What is left is the prefill: compute-bound at 1024 tokens, so it scales with 1 / the
     # compute efficiency (all but the all-reduces and the per-layer step cost).
-    efficiency = performance.COMPUTE_EFFICIENCY_BY_ARCHITECTURE["hopper"]
-    monkeypatch.setitem(performance.COMPUTE_EFFICIENCY_BY_ARCHITECTURE, "hopper", efficiency / 2)
+    efficiency = performance.COMPUTE_EFFICIENCY_BY_CHIP["GH100"]
+    monkeypatch.setitem(performance.COMPUTE_EFFICIENCY_BY_CHIP, "GH100", efficiency / 2)
     assert 1.8 * prefill < qwen3_32b(catalog, 1).ttft_s < 2 * prefill
 
 
@@ -111,6 +111,20 @@ def test_a_bursts_median_request_waits_for_the_whole_step_that_completes_its_pro
     assert ttft(7) < ttft(15) < ttft(31) < host(31) + steps.prefill_s(31 * 1024, chunk)
 
 
+def test_a_bursts_median_request_waits_for_whole_steps_whatever_the_prompt_length(
+    catalog: Catalog,
+) -> None:
+    """2042-token prompts, ten streams, 8182-token steps: the median (5.5 prompts, 11,231
+    tokens) ends in the second step, so it waits for exactly two steps' tokens (a count of
+    prompts times their length must not round up into a third step)."""
+    steps = dataclasses.replace(qwen3_32b_steps(catalog), input_tokens=2042)
+    chunk = 8192 - 10
+    burst = qwen3_32b(catalog, 10, burst=True, input_tokens=2042, max_num_batched_tokens=8192)
+    host = performance.request_host_s(9, 0.0, steps.decode(10).step_s)
+    assert burst.ttft_s == pytest.approx(host + steps.prefill_s(2 * chunk, chunk))
+    assert steps.prefill_s(2 * chunk, chunk) < steps.prefill_s(2 * chunk + 1, chunk)
+
+
 def test_a_long_prompt_is_prefilled_in_chunks_of_max_num_batched_tokens(
     catalog: Catalog,
 ) -> None:
@@ -133,7 +147,7 @@ def test_a_moe_prefill_reads_every_expert_a_decode_step_only_those_it_routes_to(
     monkeypatch.setattr(performance, "TRITON_MOE_LAYER_OVERHEAD_S", 0.0)
     monkeypatch.setattr(performance, "TTFT_OVERHEAD_S", 0.0)
     # With compute free, both phases are their weight reads.
-    monkeypatch.setitem(performance.COMPUTE_EFFICIENCY_BY_ARCHITECTURE, "hopper", 1e9)
+    monkeypatch.setitem(performance.COMPUTE_EFFICIENCY_BY_CHIP, "GH100", 1e9)
     perf = estimate(catalog, "Qwen/Qwen3-30B-A3B")
     assert perf.ttft_s > 5 * perf.tpot_s
 
@@ -391,18 +405,25 @@ def test_the_marlin_prefill_cost_is_hopper_s_and_marlin_s_formats_only(catalog: 
     assert dense("nvidia-h100-80gb", 8192, "int4-gptq") == 0
 
 
-def test_gpus_of_one_architecture_share_the_compute_efficiency(catalog: Catalog) -> None:
-    """H100 and H200 are the same GH100 compute: their prefill efficiency is one constant,
-    while each keeps its own bandwidth efficiency."""
+def test_gpus_of_one_chip_share_the_compute_efficiency(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """H100 and H200 are the same GH100 die: changing its compute efficiency moves both GPUs'
+    prefill, and neither the A10G's (another die) nor the decode of the other when one SKU's
+    bandwidth efficiency changes."""
     model = resolve_model(make_spec("Qwen/Qwen3-32B").model, catalog)
 
     def steps(gpu: str) -> performance.StepModel:
         return performance.StepModel(
-            model, catalog.gpus[gpu], catalog.quantizations["bf16"], 1, 1, 2, 1024, 128
+            model, catalog.gpus[gpu], catalog.quantizations["bf16"], 1, 1, 2, 8192, 128
         )
 
-    h100, h200 = steps("nvidia-h100-80gb"), steps("nvidia-h200-141gb")
-    assert h100.compute_efficiency == h200.compute_efficiency
-    assert h100.bandwidth / catalog.gpus["nvidia-h100-80gb"].bandwidth_gbps != (
-        h200.bandwidth / catalog.gpus["nvidia-h200-141gb"].bandwidth_gbps
-    )
+    gpus = ("nvidia-h100-80gb", "nvidia-h200-141gb", "nvidia-a10g")
+    prefill = [steps(g).prefill_s(8192, 8192) for g in gpus]
+    decode = [steps(g).decode(8).step_s for g in gpus]
+    monkeypatch.setitem(performance.COMPUTE_EFFICIENCY_BY_CHIP, "GH100", 0.1)
+    monkeypatch.setitem(performance.BANDWIDTH_EFFICIENCY_BY_GPU, "nvidia-h100-80gb", 0.3)
+    after = [steps(g).prefill_s(8192, 8192) for g in gpus]
+    assert after[0] > 2 * prefill[0] and after[1] > 2 * prefill[1] and after[2] == prefill[2]
+    assert steps(gpus[0]).decode(8).step_s > decode[0]
+    assert [steps(g).decode(8).step_s for g in gpus[1:]] == decode[1:]

@@ -75,6 +75,11 @@ class Gpu(CatalogModel):
     vendor: Vendor
     display_name: str
     architecture: str
+    chip: str | None = Field(
+        default=None,
+        description="The GPU die (GH100, GA100, ...): SKUs of one die share the compute "
+        "efficiency the corpus fits (bench/fit_constants.py); without it the shared value.",
+    )
     memory_gib: Measure = Field(
         description="Total memory as CUDA reports it, GiB (GPU Feature Discovery's where no CUDA "
         "figure was found)."

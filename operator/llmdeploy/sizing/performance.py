@@ -32,22 +32,22 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
 BANDWIDTH_EFFICIENCY = 0.8
 COMPUTE_EFFICIENCY = 0.35
-# Fitted: the bandwidth one for a SKU, the compute one for a GPU architecture, where their fit
-# rows cover two models or more (with one model, the model's kernels would be booked as the
-# GPU's). Bandwidth follows the SKU's memory; compute follows the SMs and the kernels the engine
-# has for them, which a SKU shares with the others of its architecture (H100 and H200 SXM are
-# the same GH100 compute, 989 dense BF16 TFLOPS each; fitted apart, the H200's took whatever its
-# few models' rows missed: 0.3 against the H100's 0.45). Others take the values above.
+# Fitted: the bandwidth one for a SKU, the compute one for a GPU die (the catalog's `chip`),
+# where their fit rows cover two models or more (with one model, the model's kernels would be
+# booked as the GPU's). Bandwidth follows the SKU's memory; compute follows the SMs and the
+# kernels the engine has for them, which SKUs of one die share (H100 and H200 SXM are both
+# GH100, 989 dense BF16 TFLOPS each; fitted apart, the H200's compute efficiency took what the
+# rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.7,
     "nvidia-b200-180gb": 0.95,
     "nvidia-h100-80gb": 0.85,
     "nvidia-h200-141gb": 0.95,
 }
-COMPUTE_EFFICIENCY_BY_ARCHITECTURE: dict[str, float] = {
-    "ampere": 0.3,
-    "blackwell": 0.4,
-    "hopper": 0.4,
+COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
+    "GA100": 0.3,
+    "GB100": 0.4,
+    "GH100": 0.4,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
@@ -268,6 +268,16 @@ def _dequant_bound(gpu: Gpu, fmt: QuantFormat) -> bool:
     )
 
 
+def _marlin_parameters(model: ModelFacts, fmt: QuantFormat, tokens: float) -> float:
+    """The parameters a step of `tokens` tokens runs through Marlin's W4A16 kernels: the
+    routed experts some token routes to (fused_marlin_moe, every 4-bit format), and the other
+    linears where the format's dense kernel is Marlin (MARLIN_DENSE_FORMATS)."""
+    experts = model.routed_expert_parameters - _untouched_experts(model, tokens)
+    if fmt.applies_to == "experts" or fmt.id not in MARLIN_DENSE_FORMATS:
+        return experts
+    return model.parameters - model.embedding_parameters - _untouched_experts(model, tokens)
+
+
 def _dequant_excess_s(
     model: ModelFacts,
     gpu: Gpu,
@@ -277,13 +287,11 @@ def _dequant_excess_s(
     tokens: float,
     bandwidth: float,
 ) -> float:
-    """What a step's weight-only quantized GEMMs take beyond reading their weights: the larger
-    of the two binds (the kernel overlaps its loads with the conversion)."""
+    """What a step's Marlin GEMMs take beyond reading their weights: the larger of the two
+    binds (the kernel overlaps its loads with the conversion)."""
     if not _dequant_bound(gpu, fmt):
         return 0.0
-    body = model.parameters - model.embedding_parameters
-    quantized = model.routed_expert_parameters if fmt.applies_to == "experts" else body
-    parameters = (quantized - _untouched_experts(model, tokens)) / (tensor * pipeline)
+    parameters = _marlin_parameters(model, fmt, tokens) / (tensor * pipeline)
     dequant_s = parameters * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
     return pipeline * max(0.0, dequant_s - parameters * fmt.weight_bytes / bandwidth)
 
@@ -292,21 +300,19 @@ def _marlin_prefill_s(
     model: ModelFacts, gpu: Gpu, fmt: QuantFormat, gpus: int, tokens: float
 ) -> float:
     """Marlin's conversion time in a prefill step of `tokens` tokens: every weight it runs is
-    converted once, and once more per further block of 64 tokens (for an expert, routed to
-    it). It adds to the step's GEMMs: Marlin's warps issue both the conversion and the
-    mma.sync, with no producer warps to overlap them, where a decode step's conversion only
-    competes with its reads (`_dequant_excess_s`)."""
+    converted at least once, and once per 64 tokens it runs (for an expert, routed to it;
+    counted in proportion, as the mean share of a step's tokens). It adds to the step's GEMMs:
+    Marlin's warps issue both the conversion and the mma.sync, with no producer warps to
+    overlap them, where a decode step's conversion only competes with its reads
+    (`_dequant_excess_s`)."""
     if not _dequant_bound(gpu, fmt):
         return 0.0
-    parameters = 0.0
-    if model.is_moe:
-        touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
-        per_expert = tokens * model.active_experts / model.experts
-        blocks = model.routed_expert_parameters * per_expert / MARLIN_BLOCK_TOKENS
-        parameters = max(touched, blocks)
-    if fmt.applies_to == "linear" and fmt.id in MARLIN_DENSE_FORMATS:
-        dense = model.parameters - model.embedding_parameters - model.routed_expert_parameters
-        parameters += dense * max(1.0, tokens / MARLIN_BLOCK_TOKENS)
+    touched = _marlin_parameters(model, fmt, tokens)
+    experts = model.routed_expert_parameters
+    dense = touched - (experts - _untouched_experts(model, tokens))
+    per_expert = tokens * model.active_experts / model.experts if model.is_moe else 0.0
+    routed = max(touched - dense, experts * per_expert / MARLIN_BLOCK_TOKENS)
+    parameters = routed + dense * max(1.0, tokens / MARLIN_BLOCK_TOKENS)
     return parameters / gpus * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
 
 
@@ -388,8 +394,8 @@ class StepModel:
         gpu, model = self.gpu, self.model
         efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
         self.bandwidth = gpu.bandwidth_gbps * 1e9 * efficiency
-        self.compute_efficiency = COMPUTE_EFFICIENCY_BY_ARCHITECTURE.get(
-            gpu.architecture, COMPUTE_EFFICIENCY
+        self.compute_efficiency = COMPUTE_EFFICIENCY_BY_CHIP.get(
+            gpu.chip or "", COMPUTE_EFFICIENCY
         )
         moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
         mla_layers = model.layers if model.is_mla else 0
@@ -526,7 +532,8 @@ def estimate_performance(
         # its prompt, a step the scheduler fills with the prompts behind it up to the budget
         # (vLLM V1 scheduler.py `schedule`: waiting requests take the rest of the token budget).
         steps_to_median = math.ceil((1 + others / 2) * input_tokens / chunk - 1e-9)
-        ttft = host_s + prefill(min(batch, steps_to_median * chunk / input_tokens))
+        tokens = min(batch * input_tokens, steps_to_median * chunk)
+        ttft = host_s + steps_model.prefill_s(tokens, chunk)
     else:
         # A request sent as another finishes arrives while the next step runs, then its
         # prefill shares a step with the others' decodes; it may also queue behind another
