@@ -412,8 +412,9 @@ def test_a_grouped_expert_gemm_reaches_half_the_rate_at_the_ridge_point_in_rows(
     catalog: Catalog,
 ) -> None:
     """m = tokens x top-k / experts rows per expert; at m = rate x bytes / (2 x bandwidth) an
-    expert's math takes as long as its weight read, so the grouped GEMM reaches half the rate;
-    a dense model and weight-only 4-bit experts off FP4 tensor cores keep the whole rate."""
+    expert's math takes as long as its weight read, so the grouped GEMM reaches half the rate
+    (a few tokens read only the experts they route to); a dense model and weight-only 4-bit
+    experts off FP4 tensor cores keep the whole rate."""
     qwen = resolve_model(make_spec("Qwen/Qwen3-30B-A3B").model, catalog)  # 128 experts, top 8
     h100, b200 = catalog.gpus["nvidia-h100-80gb"], catalog.gpus["nvidia-b200-180gb"]
     bf16, mxfp4 = catalog.quantizations["bf16"], catalog.quantizations["mxfp4"]
@@ -425,8 +426,14 @@ def test_a_grouped_expert_gemm_reaches_half_the_rate_at_the_ridge_point_in_rows(
     assert performance._expert_gemm_share(
         qwen, h100, bf16, 4 * tokens, rate / 989e12, bandwidth
     ) == pytest.approx(0.8, rel=1e-3)
+    # Four tokens read only the experts they route to: 1 - (1 - 8/128)^4 of them.
+    few = performance._expert_gemm_share(qwen, h100, bf16, 4, rate / 989e12, bandwidth)
+    rows = 4 * 8 / 128
+    assert (1 / few - 1) * rows == pytest.approx(ridge * (1 - (1 - 8 / 128) ** 4))
     dense = resolve_model(make_spec("Qwen/Qwen3-8B").model, catalog)
     assert performance._expert_gemm_share(dense, h100, bf16, tokens, 0.5, bandwidth) == 1.0
+    no_moe_layer = dataclasses.replace(qwen, first_dense_layers=qwen.layers)
+    assert performance._expert_gemm_share(no_moe_layer, h100, bf16, tokens, 0.5, bandwidth) == 1.0
     gpt_oss_model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
     assert performance._expert_gemm_share(gpt_oss_model, h100, mxfp4, tokens, 0.5, 2e12) == 1.0
     assert performance._expert_gemm_share(gpt_oss_model, b200, mxfp4, tokens, 0.5, 2e12) < 1.0

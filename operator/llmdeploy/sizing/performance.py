@@ -266,14 +266,19 @@ def _expert_gemm_share(
     GEMM of m = tokens x top-k / experts rows per expert, each expert's weights streamed once
     and, at prefill sizes, not hidden behind its math (time = FLOPs / rate + bytes /
     bandwidth), so the rate falls as m / (m + m_ridge), m_ridge = rate x bytes per weight /
-    (2 x bandwidth): the roofline's ridge point in rows. For the weight-only 4-bit formats
-    (Marlin, W4A16) the dequantization sets their cost instead (`_dequant_excess_s`)."""
+    (2 x bandwidth): the roofline's ridge point in rows, times the share of the experts some
+    token routes to. For the weight-only 4-bit formats (Marlin, W4A16) the dequantization
+    sets their cost instead (`_dequant_excess_s`)."""
     weight_only = fmt.compute_dtype == "bf16" and fmt.weight_bytes < 1
     if not model.is_moe or (weight_only and not _native_fp4(gpu, fmt)):
         return 1.0
     rows = tokens * model.active_experts / model.experts
+    if rows <= 0 or not model.routed_expert_parameters:
+        return 1.0  # no routed expert runs
     rate = _gemm_tflops(gpu, fmt)[1] * 1e12 * efficiency
-    return rows / (rows + rate * fmt.weight_bytes / (2 * bandwidth))
+    # Only the experts some token routes to are read (all of them at prefill sizes).
+    touched = 1 - _untouched_experts(model, tokens) / model.routed_expert_parameters
+    return rows / (rows + touched * rate * fmt.weight_bytes / (2 * bandwidth))
 
 
 def _untouched_experts(model: ModelFacts, tokens: float) -> float:
