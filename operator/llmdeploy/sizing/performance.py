@@ -268,7 +268,7 @@ def _expert_gemm_share(
     bandwidth), so the rate falls as m / (m + m_ridge), m_ridge = rate x bytes per weight /
     (2 x bandwidth): the roofline's ridge point in rows, times the share of the experts some
     token routes to. For the weight-only 4-bit formats (Marlin, W4A16) the dequantization
-    sets their cost instead (`_dequant_excess_s`)."""
+    sets their cost instead (`_dequant_excess_s`, `_marlin_prefill_s`)."""
     weight_only = fmt.compute_dtype == "bf16" and fmt.weight_bytes < 1
     if not model.is_moe or (weight_only and not _native_fp4(gpu, fmt)):
         return 1.0
