@@ -427,3 +427,57 @@ def test_gpus_of_one_chip_share_the_compute_efficiency(
     assert after[0] > 2 * prefill[0] and after[1] > 2 * prefill[1] and after[2] == prefill[2]
     assert steps(gpus[0]).decode(8).step_s > decode[0]
     assert [steps(g).decode(8).step_s for g in gpus[1:]] == decode[1:]
+
+
+def test_a_grouped_expert_gemm_reaches_half_the_rate_at_the_ridge_point_in_rows(
+    catalog: Catalog,
+) -> None:
+    """m = tokens x top-k / experts rows per expert; at m = rate x bytes / (2 x bandwidth) an
+    expert's math takes as long as its weight read, so the grouped GEMM reaches half the rate
+    (a few tokens read only the experts they route to); a dense model and weight-only 4-bit
+    experts off FP4 tensor cores keep the whole rate."""
+    qwen = resolve_model(make_spec("Qwen/Qwen3-30B-A3B").model, catalog)  # 128 experts, top 8
+    h100, b200 = catalog.gpus["nvidia-h100-80gb"], catalog.gpus["nvidia-b200-180gb"]
+    bf16, mxfp4 = catalog.quantizations["bf16"], catalog.quantizations["mxfp4"]
+    rate, bandwidth = 0.5e15, 2e12  # 0.5 PFLOP/s reached of H100's 989 TFLOPS BF16
+    ridge = rate * 2 / (2 * bandwidth)  # 250 rows per expert
+    tokens = ridge * 128 / 8
+    share = performance._expert_gemm_share(qwen, h100, bf16, tokens, rate / 989e12, bandwidth)
+    assert share == pytest.approx(0.5, rel=1e-3)
+    assert performance._expert_gemm_share(
+        qwen, h100, bf16, 4 * tokens, rate / 989e12, bandwidth
+    ) == pytest.approx(0.8, rel=1e-3)
+    # Four tokens read only the experts they route to: 1 - (1 - 8/128)^4 of them.
+    few = performance._expert_gemm_share(qwen, h100, bf16, 4, rate / 989e12, bandwidth)
+    rows = 4 * 8 / 128
+    assert (1 / few - 1) * rows == pytest.approx(ridge * (1 - (1 - 8 / 128) ** 4))
+    dense = resolve_model(make_spec("Qwen/Qwen3-8B").model, catalog)
+    assert performance._expert_gemm_share(dense, h100, bf16, tokens, 0.5, bandwidth) == 1.0
+    no_moe_layer = dataclasses.replace(qwen, first_dense_layers=qwen.layers)
+    assert performance._expert_gemm_share(no_moe_layer, h100, bf16, tokens, 0.5, bandwidth) == 1.0
+    gpt_oss_model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    assert performance._expert_gemm_share(gpt_oss_model, h100, mxfp4, tokens, 0.5, 2e12) == 1.0
+    assert performance._expert_gemm_share(gpt_oss_model, b200, mxfp4, tokens, 0.5, 2e12) < 1.0
+
+
+def test_a_moe_prefill_step_adds_its_expert_reads_to_its_math_a_decode_step_does_not(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compute-bound 8000-token prefill of Qwen3-30B-A3B in one step takes its FLOPs' time
+    plus one read of every routed expert (the grouped GEMM does not hide it); a decode step's
+    expert reads are its memory time already: a step of 64 decodes does not move."""
+    monkeypatch.setattr(performance, "TTFT_OVERHEAD_S", 0.0)
+    qwen = resolve_model(make_spec("Qwen/Qwen3-30B-A3B").model, catalog)
+    gpu = catalog.gpus["nvidia-h100-80gb"]
+
+    def perf() -> tuple[Performance, float]:
+        steps = performance.StepModel(qwen, gpu, catalog.quantizations["bf16"], 1, 1, 2, 8000, 128)
+        return estimate(catalog, "Qwen/Qwen3-30B-A3B", input_tokens=8000), steps.decode(64).step_s
+
+    grouped, grouped_decode_s = perf()
+    monkeypatch.setattr(performance, "_expert_gemm_share", lambda *args: 1.0)
+    whole_rate, whole_rate_decode_s = perf()
+    bandwidth = gpu.bandwidth_gbps * 1e9 * performance.BANDWIDTH_EFFICIENCY_BY_GPU[gpu.id]
+    expert_read_s = qwen.routed_expert_parameters * 2 / bandwidth
+    assert grouped.ttft_s - whole_rate.ttft_s == pytest.approx(expert_read_s, rel=1e-6)
+    assert grouped_decode_s == whole_rate_decode_s

@@ -31,7 +31,7 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
 BANDWIDTH_EFFICIENCY = 0.8
-COMPUTE_EFFICIENCY = 0.35
+COMPUTE_EFFICIENCY = 0.4
 # Fitted: the bandwidth one for a SKU, the compute one for a GPU die (the catalog's `chip`),
 # where their fit rows cover two models or more (with one model, the model's kernels would be
 # booked as the GPU's). Bandwidth follows the SKU's memory; compute follows the SMs and the
@@ -85,7 +85,7 @@ TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
 # prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
-WEIGHT_ONLY_DEQUANT_FLOP = 220.0
+WEIGHT_ONLY_DEQUANT_FLOP = 240.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
@@ -125,7 +125,7 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # with the streams, docs/benchmarks.md); and the work per token streamed for another stream
 # while the new request's host work runs (one token per stream per step).
 TTFT_OVERHEAD_S = 0.02
-TTFT_LOAD_OVERHEAD_S = 0.005
+TTFT_LOAD_OVERHEAD_S = 0.0
 TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
@@ -198,6 +198,16 @@ def _communication_s(
     return model.layers * per_layer + hops
 
 
+def _gemm_tflops(gpu: Gpu, fmt: QuantFormat) -> tuple[float, float]:
+    """Dense TFLOPS of the format's GEMMs on the GPU: the 16-bit parts' and the quantized
+    weights' (MXFP4 weights with MXFP8 activations, the engines' default on FP4 tensor cores:
+    vLLM's FlashInfer MXFP4 x MXFP8 MoE, TensorRT-LLM's W4A8_MXFP4_MXFP8, run at the FP8
+    rate)."""
+    fp8 = min(gpu.compute_tflops("fp8"), gpu.compute_tflops("bf16") * FP8_GEMM_SPEEDUP)
+    gemm = fp8 if fmt.compute_dtype == "fp8" else gpu.compute_tflops(fmt.compute_dtype)
+    return gemm, fp8 if _native_fp4(gpu, fmt) else gemm
+
+
 def _flops_s(
     model: ModelFacts,
     gpu: Gpu,
@@ -207,31 +217,68 @@ def _flops_s(
     context: float,
     efficiency: float,
     logit_rows: float,
+    expert_share: float = 1.0,
 ) -> float:
     """Compute time of `tokens` tokens attending to `context` tokens, spread over `gpus`. The
     input embedding is a lookup, and the engine computes logits only for `logit_rows`
     positions: the last scheduled token of each sequence in the step (vLLM
     gpu_model_runner.py: `logits_indices = query_start_loc[1:] - 1`, then
     `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head once,
-    not once per prompt token."""
+    not once per prompt token. The routed experts' GEMMs reach `expert_share` of the GEMM
+    rate (`_expert_gemm_share`)."""
     body = model.active_parameters - model.embedding_parameters
+    routed = model.routed_expert_parameters * model.active_experts / max(1, model.experts)
     quantized = body  # the parameters in the format; the rest (and the lm_head) stay 16-bit
     if fmt.applies_to == "experts":
-        quantized = model.routed_expert_parameters * model.active_experts / max(1, model.experts)
+        quantized = routed
     logits = 2 * model.vocab_size * model.hidden_size * logit_rows
     attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
-    bf16 = gpu.compute_tflops("bf16")
-    fp8 = min(gpu.compute_tflops("fp8"), bf16 * FP8_GEMM_SPEEDUP)
-    gemm = fp8 if fmt.compute_dtype == "fp8" else gpu.compute_tflops(fmt.compute_dtype)
-    # MXFP4 weights with MXFP8 activations (the engines' default on FP4 tensor cores: vLLM's
-    # FlashInfer MXFP4 x MXFP8 MoE, TensorRT-LLM's W4A8_MXFP4_MXFP8) run at the FP8 rate.
-    quantized_gemm = fp8 if _native_fp4(gpu, fmt) else gemm
+    gemm, quantized_gemm = _gemm_tflops(gpu, fmt)
     seconds = (
-        2 * quantized * tokens / quantized_gemm
+        2 * (quantized - routed + routed / expert_share) * tokens / quantized_gemm
         + (2 * (body - quantized) * tokens + logits) / gemm
-        + attention / bf16
+        + attention / gpu.compute_tflops("bf16")
     )
     return seconds / gpus / (1e12 * efficiency)
+
+
+# Physical, not fitted: the routed experts' grouped GEMM at prefill sizes takes its math plus
+# one stream of its weights, not the larger of the two (`_expert_gemm_share`). Kernel tables,
+# measured time over that sum:
+# - vLLM's Triton fused_moe (both GEMMs), BF16, E=128 N=704 K=2816 top 8 on an H200, 4096
+#   tokens (256 rows per expert): 1189.6 us (vllm-project/vllm PR #44818); E=64 N=1408
+#   K=2048 top 6 on an A100 80GB, 4096 tokens (384 rows): 2636.6 us (PR #40542). Even with
+#   the math at the datasheet peak (989 and 312 TFLOPS) that is 1.67x and 1.38x the sum;
+# - DeepGEMM's FP8 masked grouped GEMM, N=4096 K=7168 on an H800, with the math at its own
+#   dense rate (1304 TFLOPS at M=4096): 932, 1040 and 1233 TFLOPS at 256, 512 and 1024 rows
+#   per group (deepseek-ai/DeepGEMM README, early-2025 tables), 0.75x, 0.85x and 0.82x.
+# The larger of the two (the plain roofline) is below every one of them (1.06-1.4x for
+# DeepGEMM, 3.0x and 1.9x for Triton).
+def _expert_gemm_share(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    tokens: float,
+    efficiency: float,
+    bandwidth: float,
+) -> float:
+    """The share of the GEMM rate a step of `tokens` tokens' routed experts reach: a grouped
+    GEMM of m = tokens x top-k / experts rows per expert, each expert's weights streamed once
+    and, at prefill sizes, not hidden behind its math (time = FLOPs / rate + bytes /
+    bandwidth), so the rate falls as m / (m + m_ridge), m_ridge = rate x bytes per weight /
+    (2 x bandwidth): the roofline's ridge point in rows, times the share of the experts some
+    token routes to. For the weight-only 4-bit formats (Marlin, W4A16) the dequantization
+    sets their cost instead (`_dequant_excess_s`, `_marlin_prefill_s`)."""
+    weight_only = fmt.compute_dtype == "bf16" and fmt.weight_bytes < 1
+    if not model.is_moe or (weight_only and not _native_fp4(gpu, fmt)):
+        return 1.0
+    rows = tokens * model.active_experts / model.experts
+    if rows <= 0 or not model.routed_expert_parameters:
+        return 1.0  # no routed expert runs
+    rate = _gemm_tflops(gpu, fmt)[1] * 1e12 * efficiency
+    # Only the experts some token routes to are read (all of them at prefill sizes).
+    touched = 1 - _untouched_experts(model, tokens) / model.routed_expert_parameters
+    return rows / (rows + touched * rate * fmt.weight_bytes / (2 * bandwidth))
 
 
 def _untouched_experts(model: ModelFacts, tokens: float) -> float:
@@ -340,8 +387,11 @@ def _prefill_s(
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
     prompts = tokens / prompt
+    # A prefill step's routed experts run at the grouped GEMM's share of the rate; a decode
+    # step's expert reads are its memory time already (StepModel.decode).
+    expert_share = _expert_gemm_share(model, gpu, fmt, size, efficiency, bandwidth)
     compute_s = _flops_s(
-        model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1
+        model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1, expert_share
     ) + steps * _marlin_prefill_s(model, gpu, fmt, gpus, size)
     memory_s = steps * pipeline * weights / bandwidth
     return max(compute_s, memory_s) + steps * (
@@ -394,9 +444,7 @@ class StepModel:
         gpu, model = self.gpu, self.model
         efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
         self.bandwidth = gpu.bandwidth_gbps * 1e9 * efficiency
-        self.compute_efficiency = COMPUTE_EFFICIENCY_BY_CHIP.get(
-            gpu.chip or "", COMPUTE_EFFICIENCY
-        )
+        self.compute_efficiency = COMPUTE_EFFICIENCY_BY_CHIP.get(gpu.chip or "", COMPUTE_EFFICIENCY)
         moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
         mla_layers = model.layers if model.is_mla else 0
         triton_moe_layers = moe_layers if self.fmt.weight_bytes >= 2 else 0
