@@ -123,8 +123,9 @@ def simulate(
     jitter_s: float = 0.0,
 ) -> list[Request]:
     """Every request, in the order sent; the first `concurrency` are sent `stagger_s` apart
-    (0: at once). `jitter_s`: each request's host time is `host_s` plus a uniform draw
-    below that width (seeded), so arrivals do not all fall at one phase of the steps."""
+    (0: at once). `jitter_s`: each request's host time varies uniformly over that width
+    around `host_s` (seeded, never below 0), so arrivals do not all fall at one phase of the
+    steps."""
     rng = random.Random(1)
     decode_cost: dict[int, float] = {}
 
@@ -139,7 +140,8 @@ def simulate(
 
     def send(at: float) -> None:
         i = len(sent)
-        r = Request(prompts[i], outputs[i], at, at + host_s + rng.random() * jitter_s)
+        host = max(0.0, host_s + (rng.random() - 0.5) * jitter_s)
+        r = Request(prompts[i], outputs[i], at, at + host)
         sent.append(r)
         # Kept in arrival order: a jittered request may overtake one sent before it.
         bisect.insort(pending, r, key=lambda q: q.arrival)
@@ -301,7 +303,7 @@ def main() -> None:
     parser.add_argument(
         "--jitter",
         action="store_true",
-        help="host times spread over one decode step above the fitted one",
+        help="host times spread over one decode step",
     )
     args = parser.parse_args()
     catalog = load_catalog()

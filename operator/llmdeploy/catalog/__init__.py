@@ -77,6 +77,7 @@ class Gpu(CatalogModel):
     architecture: str
     chip: str | None = Field(
         default=None,
+        pattern=r"^[A-Z0-9]+$",
         description="The GPU die (GH100, GA100, ...): SKUs of one die share the compute "
         "efficiency the corpus fits (bench/fit_constants.py); without it the shared value.",
     )

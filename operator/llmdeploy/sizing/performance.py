@@ -217,25 +217,22 @@ def _flops_s(
     context: float,
     efficiency: float,
     logit_rows: float,
-    expert_share: float = 1.0,
 ) -> float:
     """Compute time of `tokens` tokens attending to `context` tokens, spread over `gpus`. The
     input embedding is a lookup, and the engine computes logits only for `logit_rows`
     positions: the last scheduled token of each sequence in the step (vLLM
     gpu_model_runner.py: `logits_indices = query_start_loc[1:] - 1`, then
     `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head once,
-    not once per prompt token. The routed experts' GEMMs reach `expert_share` of the GEMM
-    rate (`_expert_gemm_share`)."""
+    not once per prompt token."""
     body = model.active_parameters - model.embedding_parameters
-    routed = model.routed_expert_parameters * model.active_experts / max(1, model.experts)
     quantized = body  # the parameters in the format; the rest (and the lm_head) stay 16-bit
     if fmt.applies_to == "experts":
-        quantized = routed
+        quantized = model.routed_expert_parameters * model.active_experts / max(1, model.experts)
     logits = 2 * model.vocab_size * model.hidden_size * logit_rows
     attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
     gemm, quantized_gemm = _gemm_tflops(gpu, fmt)
     seconds = (
-        2 * (quantized - routed + routed / expert_share) * tokens / quantized_gemm
+        2 * quantized * tokens / quantized_gemm
         + (2 * (body - quantized) * tokens + logits) / gemm
         + attention / gpu.compute_tflops("bf16")
     )
@@ -243,7 +240,7 @@ def _flops_s(
 
 
 # Physical, not fitted: the routed experts' grouped GEMM at prefill sizes takes its math plus
-# one stream of its weights, not the larger of the two (`_expert_gemm_share`). Kernel tables,
+# one read of its weights, not the larger of the two (`_expert_read_s`). Kernel tables,
 # measured time over that sum:
 # - vLLM's Triton fused_moe (both GEMMs), BF16, E=128 N=704 K=2816 top 8 on an H200, 4096
 #   tokens (256 rows per expert): 1189.6 us (vllm-project/vllm PR #44818); E=64 N=1408
@@ -254,31 +251,22 @@ def _flops_s(
 #   per group (deepseek-ai/DeepGEMM README, early-2025 tables), 0.75x, 0.85x and 0.82x.
 # The larger of the two (the plain roofline) is below every one of them (1.06-1.4x for
 # DeepGEMM, 3.0x and 1.9x for Triton).
-def _expert_gemm_share(
+def _expert_read_s(
     model: ModelFacts,
     gpu: Gpu,
     fmt: QuantFormat,
+    tensor: int,
     tokens: float,
-    efficiency: float,
     bandwidth: float,
 ) -> float:
-    """The share of the GEMM rate a step of `tokens` tokens' routed experts reach: a grouped
-    GEMM of m = tokens x top-k / experts rows per expert, each expert's weights streamed once
-    and, at prefill sizes, not hidden behind its math (time = FLOPs / rate + bytes /
-    bandwidth), so the rate falls as m / (m + m_ridge), m_ridge = rate x bytes per weight /
-    (2 x bandwidth): the roofline's ridge point in rows, times the share of the experts some
-    token routes to. For the weight-only 4-bit formats (Marlin, W4A16) the dequantization
-    sets their cost instead (`_dequant_excess_s`, `_marlin_prefill_s`)."""
-    weight_only = fmt.compute_dtype == "bf16" and fmt.weight_bytes < 1
-    if not model.is_moe or (weight_only and not _native_fp4(gpu, fmt)):
-        return 1.0
-    rows = tokens * model.active_experts / model.experts
-    if rows <= 0 or not model.routed_expert_parameters:
-        return 1.0  # no routed expert runs
-    rate = _gemm_tflops(gpu, fmt)[1] * 1e12 * efficiency
-    # Only the experts some token routes to are read (all of them at prefill sizes).
-    touched = 1 - _untouched_experts(model, tokens) / model.routed_expert_parameters
-    return rows / (rows + touched * rate * fmt.weight_bytes / (2 * bandwidth))
+    """One rank's read of the routed experts a prefill step of `tokens` tokens routes to (its
+    pipeline stages one after another): a grouped GEMM of tokens x top-k / experts rows per
+    expert does not hide it behind its math, so it adds to the step's GEMMs. The weight-only
+    4-bit formats on Marlin pay their conversion instead (`_marlin_prefill_s`)."""
+    if not model.is_moe or _dequant_bound(gpu, fmt):
+        return 0.0
+    touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
+    return touched * fmt.weight_bytes / tensor / bandwidth
 
 
 def _untouched_experts(model: ModelFacts, tokens: float) -> float:
@@ -387,12 +375,14 @@ def _prefill_s(
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
     prompts = tokens / prompt
-    # A prefill step's routed experts run at the grouped GEMM's share of the rate; a decode
+    # A prefill step's grouped expert GEMMs add their weight read to their math; a decode
     # step's expert reads are its memory time already (StepModel.decode).
-    expert_share = _expert_gemm_share(model, gpu, fmt, size, efficiency, bandwidth)
     compute_s = _flops_s(
-        model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1, expert_share
-    ) + steps * _marlin_prefill_s(model, gpu, fmt, gpus, size)
+        model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1
+    ) + steps * (
+        _marlin_prefill_s(model, gpu, fmt, gpus, size)
+        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth)
+    )
     memory_s = steps * pipeline * weights / bandwidth
     return max(compute_s, memory_s) + steps * (
         _communication_s(model, gpu, tensor, pipeline, size) + step_overhead_s
