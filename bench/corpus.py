@@ -131,6 +131,7 @@ class LatencyRow:
     ttft_ms: float
     tpot_ms: float
     ttft_valid: bool  # false where the source shows prefill was skipped (prefix-cache hits)
+    statistic: str  # median / mean / unknown: what the source's figures are
 
     @property
     def ttft_comparable(self) -> bool:
@@ -205,6 +206,7 @@ def load_latency(name: str = "latency.csv") -> list[LatencyRow]:
             ttft_ms=float(r["ttft_ms"]),
             tpot_ms=float(r["tpot_ms"]),
             ttft_valid=r["ttft_valid"] == "yes",
+            statistic=r["statistic"],
         )
         for r in _read(name)
     ]

@@ -55,6 +55,8 @@ from llmdeploy.sizing import performance
 from llmdeploy.sizing.performance import StepModel, request_host_s
 
 DEFAULT_NUM_PROMPTS = 1000  # benchmark_serving.py's --num-prompts default
+# vLLM's SchedulerConfig.async_scheduling defaults to False in 0.13.0 and to None (on) in 0.14.0
+# (vllm/config/scheduler.py; docs/benchmarks.md, branch ttft1's "Looked for, read, and not kept").
 ASYNC_SCHEDULING_SINCE = "0.14.0"
 
 
@@ -84,11 +86,6 @@ def load_clients() -> dict[str, Client]:
             )
             for r in csv.DictReader(f)
         }
-
-
-def load_statistics() -> dict[str, str]:
-    with (DATA / "latency.csv").open(newline="") as f:
-        return {r["id"]: r["statistic"] for r in csv.DictReader(f)}
 
 
 @dataclass
@@ -225,7 +222,7 @@ def lengths(nominal: int, count: int, ratio: float, rng: random.Random) -> list[
 
 @dataclass(frozen=True)
 class Replay:
-    """A row's replay: its TTFT statistic and the median request's parts (ms)."""
+    """A row's replay: its TTFT statistic and the median of each part over the requests (ms)."""
 
     ttft_ms: float
     host_ms: float  # before the engine has the request
@@ -237,7 +234,6 @@ def replay_row(
     row: LatencyRow,
     catalog: Catalog,
     client: Client,
-    statistic: str,
     async_default: bool,
     jitter: bool = False,
 ) -> Replay:
@@ -287,7 +283,7 @@ def replay_row(
         jitter_s=decode_s if jitter else 0.0,
     )
     ttfts = [r.ttft for r in requests]
-    ttft = statistics.fmean(ttfts) if statistic == "mean" else statistics.median(ttfts)
+    ttft = statistics.fmean(ttfts) if row.statistic == "mean" else statistics.median(ttfts)
     return Replay(
         ttft_ms=ttft * 1000,
         host_ms=host * 1000,
@@ -309,7 +305,6 @@ def main() -> None:
     catalog = load_catalog()
     split = load_split()
     clients = load_clients()
-    stats = load_statistics()
     errors: dict[str, list[float]] = {}
     lines = []
     for row in load_latency():
@@ -320,7 +315,7 @@ def main() -> None:
         group = f"{known}, c {'1' if row.concurrency == 1 else '> 1'}"
         s = split[row.id]
         closed, _ = predict_latency(row, catalog)
-        replay = replay_row(row, catalog, client, stats[row.id], not args.sync, args.jitter)
+        replay = replay_row(row, catalog, client, not args.sync, args.jitter)
         e_closed = relative_error(closed, row.ttft_ms)
         e_replay = relative_error(replay.ttft_ms, row.ttft_ms)
         for key in ("all", group):

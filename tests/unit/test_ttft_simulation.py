@@ -109,7 +109,7 @@ def _replay(catalog: Catalog, row_id: str) -> tuple[float, float]:
     """(closed form, replay) TTFT ms of a committed row."""
     row = next(r for r in corpus.load_latency() if r.id == row_id)
     client = sim.load_clients().get(row.id, sim.Client())
-    replay = sim.replay_row(row, catalog, client, sim.load_statistics()[row.id], True)
+    replay = sim.replay_row(row, catalog, client, True)
     return corpus.predict_latency(row, catalog)[0], replay.ttft_ms
 
 
