@@ -72,10 +72,7 @@ class Client:
 
 
 def load_clients() -> dict[str, Client]:
-    path = DATA / "latency_client.csv"
-    if not path.exists():
-        return {}
-    with path.open(newline="") as f:
+    with (DATA / "latency_client.csv").open(newline="") as f:
         return {
             r["id"]: Client(
                 together=r["client"] == "benchmark_serving",

@@ -303,14 +303,15 @@ def _dequant_bound(gpu: Gpu, fmt: QuantFormat) -> bool:
     )
 
 
-def _marlin_parameters(model: ModelFacts, fmt: QuantFormat, tokens: float) -> float:
-    """The parameters a step of `tokens` tokens runs through Marlin's W4A16 kernels: the
-    routed experts some token routes to (fused_marlin_moe, every 4-bit format), and the other
-    linears where the format's dense kernel is Marlin (MARLIN_DENSE_FORMATS)."""
+def _marlin_parameters(model: ModelFacts, fmt: QuantFormat, tokens: float) -> tuple[float, float]:
+    """(routed experts, other linears): the parameters a step of `tokens` tokens runs through
+    Marlin's W4A16 kernels. The experts some token routes to run fused_marlin_moe in every
+    4-bit format; the other linears only where the format's dense kernel is Marlin
+    (MARLIN_DENSE_FORMATS)."""
     experts = model.routed_expert_parameters - _untouched_experts(model, tokens)
     if fmt.applies_to == "experts" or fmt.id not in MARLIN_DENSE_FORMATS:
-        return experts
-    return model.parameters - model.embedding_parameters - _untouched_experts(model, tokens)
+        return experts, 0.0
+    return experts, model.parameters - model.embedding_parameters - model.routed_expert_parameters
 
 
 def _dequant_excess_s(
@@ -326,7 +327,7 @@ def _dequant_excess_s(
     binds (the kernel overlaps its loads with the conversion)."""
     if not _dequant_bound(gpu, fmt):
         return 0.0
-    parameters = _marlin_parameters(model, fmt, tokens) / (tensor * pipeline)
+    parameters = sum(_marlin_parameters(model, fmt, tokens)) / (tensor * pipeline)
     dequant_s = parameters * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
     return pipeline * max(0.0, dequant_s - parameters * fmt.weight_bytes / bandwidth)
 
@@ -342,11 +343,9 @@ def _marlin_prefill_s(
     (`_dequant_excess_s`)."""
     if not _dequant_bound(gpu, fmt):
         return 0.0
-    touched = _marlin_parameters(model, fmt, tokens)
-    experts = model.routed_expert_parameters
-    dense = touched - (experts - _untouched_experts(model, tokens))
+    experts, dense = _marlin_parameters(model, fmt, tokens)
     per_expert = tokens * model.active_experts / model.experts if model.is_moe else 0.0
-    routed = max(touched - dense, experts * per_expert / MARLIN_BLOCK_TOKENS)
+    routed = max(experts, model.routed_expert_parameters * per_expert / MARLIN_BLOCK_TOKENS)
     parameters = routed + dense * max(1.0, tokens / MARLIN_BLOCK_TOKENS)
     return parameters / gpus * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
 
