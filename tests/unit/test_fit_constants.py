@@ -134,6 +134,28 @@ def test_the_codes_performance_constants_are_the_fits() -> None:
     assert fitted == {name: code[name] for name in performance_names}
 
 
+def test_stage_a_reads_only_lone_prefills() -> None:
+    """The prefill stage's constants move with a lone row's TTFT and not with a loaded row's:
+    under load the TTFT also measures the client, which must not set the GEMM rate."""
+    catalog = load_catalog()
+    split = corpus.load_split()
+    rows = [r for r in corpus.load_latency() if split[r.id] == "fit"]
+    lone = fit_constants.lone_rows(rows)
+    loaded = [r for r in rows if r.ttft_comparable and r.concurrency > 1]
+    assert lone and loaded and all(r.concurrency == 1 for r in lone)
+
+    def stage_a(scale: float, scaled: list[corpus.LatencyRow]) -> dict[str, float]:
+        changed = [
+            dataclasses.replace(r, ttft_ms=scale * r.ttft_ms) if r in scaled else r for r in rows
+        ]
+        with fit_constants.empty_tables():
+            return fit_constants.stage_a(changed, catalog, fit_constants.start_values())
+
+    before = stage_a(1.0, [])
+    assert stage_a(0.5, loaded) == before
+    assert stage_a(0.5, lone) != before
+
+
 def test_a_per_gpu_efficiency_is_used_for_its_gpu_only() -> None:
     catalog = load_catalog()
     rows = corpus.load_latency()
