@@ -347,6 +347,7 @@ def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
         request_frontend_s=performance.frontend_s(
             row.engine, row.engine_version or None, row.endpoint or "chat"
         ),
+        engine=row.engine,
     )
     return perf.ttft_s * 1000, perf.tpot_s * 1000
 
