@@ -31,7 +31,7 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
 BANDWIDTH_EFFICIENCY = 0.75
-COMPUTE_EFFICIENCY = 0.4
+COMPUTE_EFFICIENCY = 0.35
 # Fitted: the bandwidth one for a SKU, the compute one for a GPU die (the catalog's `chip`),
 # where their fit rows cover two models or more (with one model, the model's kernels would be
 # booked as the GPU's). Bandwidth follows the SKU's memory; compute follows the SMs and the
@@ -39,22 +39,22 @@ COMPUTE_EFFICIENCY = 0.4
 # GH100, 989 dense BF16 TFLOPS each; fitted apart, the H200's compute efficiency took what the
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.65,
-    "nvidia-b200-180gb": 0.8,
+    "nvidia-a100-80gb": 0.7,
+    "nvidia-b200-180gb": 0.95,
     "nvidia-h100-80gb": 0.8,
     "nvidia-h200-141gb": 0.95,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
-    "GA100": 0.35,
-    "GB100": 0.5,
-    "GH100": 0.4,
+    "GA100": 0.3,
+    "GB100": 0.4,
+    "GH100": 0.35,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step). The fit
 # gives the MoE extra ~10 us: gpt-oss-120b's whole decode layer costs about what a dense one
 # does beyond its reads (the 150 us it had was DeepSeek-R1's MLA, below).
-PER_LAYER_OVERHEAD_S = 3e-05
+PER_LAYER_OVERHEAD_S = 3.5e-05
 MOE_LAYER_OVERHEAD_S = 1e-05
 # Fitted: the extra of a multi-head latent attention (MLA) layer's decode over a GQA layer's.
 # TensorRT-LLM's DeepSeek-R1 decode layer runs the fused down-projection GEMM, two RMSNorms,
@@ -76,7 +76,7 @@ MLA_LAYER_OVERHEAD_S = 0.00014
 # besides one H100 row) is above the kernel's alone: it takes whatever else those rows miss.
 # Other backends (Marlin, FlashInfer, TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only; the
 # engine is not an input here, so a 16-bit MoE planned on TensorRT-LLM pays it too.
-TRITON_MOE_LAYER_OVERHEAD_S = 7.5e-05
+TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # Fitted: a weight-only quantized GEMM (4-bit weights, 16-bit activations: Marlin) turns every
 # weight into BF16 in registers before the tensor cores see it, so at decode batch sizes it
 # is bound by that conversion on the SMs rather than by the bytes it reads: its cost per
@@ -85,7 +85,7 @@ TRITON_MOE_LAYER_OVERHEAD_S = 7.5e-05
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
 # prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
-WEIGHT_ONLY_DEQUANT_FLOP = 260.0
+WEIGHT_ONLY_DEQUANT_FLOP = 240.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
@@ -124,9 +124,9 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # wmx's L4 rows are async-scheduled like InferenceMAX's, whose TTFT barely moves
 # with the streams, docs/benchmarks.md); and the work per token streamed for another stream
 # while the new request's host work runs (one token per stream per step).
-TTFT_OVERHEAD_S = 0.02
+TTFT_OVERHEAD_S = 0.015
 TTFT_LOAD_OVERHEAD_S = 0.0
-TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 4e-05
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
 # AsyncMicrobatchTokenizer (vllm PR #19334; gone in 0.24.0, absent in 0.9.2), which waits its
