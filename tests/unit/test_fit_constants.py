@@ -231,3 +231,24 @@ def test_v0_turns_chunked_prefill_on_above_32k_tokens_on_cuda_only() -> None:
     assert corpus.engine_defaults("v0", a100, 131072, sliding_window=True) == (131072, 256)
     row = next(r for r in corpus.load_kv("kv_outside.csv") if r.id.startswith("oci-a10-"))
     assert corpus.scheduler(row, catalog)[1] == 2048
+
+
+def test_a_latency_row_is_replanned_with_the_step_budget_its_run_set() -> None:
+    catalog = load_catalog()
+    rows = {r.id: r for r in corpus.load_latency()}
+    budgets = corpus.engine_max_num_tokens()
+    assert budgets and set(budgets) <= set(rows)  # every side-file id is a corpus row
+    for row_id, budget in budgets.items():
+        # TensorRT-LLM without chunked prefill runs a context whole: it must fit the budget.
+        row = rows[row_id]
+        assert budget >= row.input_tokens + row.concurrency
+        assert corpus.latency_setup(row, catalog)[2] == budget
+    other = next(r for r in rows.values() if r.id not in budgets)
+    assert (
+        corpus.latency_setup(other, catalog)[2]
+        == corpus.engine_defaults(
+            "v1",
+            catalog.gpus[other.gpu],
+            corpus._model(catalog, other.plan_model).max_context_length,
+        )[0]
+    )
