@@ -320,15 +320,25 @@ def predict_weights_gib(row: KvRow, catalog: Catalog) -> float:
     return rank / GIB
 
 
+def engine_max_num_tokens() -> dict[str, int]:
+    """The step token budget (TensorRT-LLM's --max_num_tokens) a row's run set, by row id
+    (bench/data/latency_engine.csv, each value cited); rows it lacks ran the default."""
+    return {r["id"]: int(r["max_num_tokens"]) for r in _read("latency_engine.csv")}
+
+
+_ENGINE_MAX_NUM_TOKENS = engine_max_num_tokens()
+
+
 def latency_setup(row: LatencyRow, catalog: Catalog) -> tuple[ModelFacts, Gpu, int, int]:
-    """The model, the GPU (without peer-to-peer where the row's log says so) and the engine's
-    (max_num_batched_tokens, max_num_seqs) a latency row is re-planned with."""
+    """The model, the GPU (without peer-to-peer where the row's log says so) and the
+    (max_num_batched_tokens, max_num_seqs) a latency row is re-planned with: the step budget
+    its run set (engine_max_num_tokens), else the engine's default."""
     model = _model(catalog, row.plan_model)
     gpu = catalog.gpus[row.gpu]
     if row.interconnect == "pcie":
         gpu = gpu.model_copy(update={"interconnect": NO_PEER_TO_PEER})
     batched, seqs = engine_defaults("v1", gpu, model.max_context_length)
-    return model, gpu, batched, seqs
+    return model, gpu, _ENGINE_MAX_NUM_TOKENS.get(row.id, batched), seqs
 
 
 def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
@@ -349,6 +359,7 @@ def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
         request_frontend_s=performance.frontend_s(
             row.engine, row.engine_version or None, row.endpoint or "chat"
         ),
+        engine=row.engine,
     )
     return perf.ttft_s * 1000, perf.tpot_s * 1000
 

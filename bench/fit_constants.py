@@ -15,14 +15,25 @@ Memory (operator/llmdeploy/sizing/memory.py), from the fit rows whose KV memory 
 - the activation shape kept is the one whose constants re-plan the rows with the smallest mean
   absolute KV error in GiB (first on the grid among equals).
 
-Performance (performance.py), from the fit rows of latency.csv: coordinate descent over a grid
-of each constant, from a fixed start, minimising mean |TPOT error| (all rows) plus mean |TTFT
-error| (rows whose TTFT is comparable), until a sweep changes nothing. First the shared
-constants on every fit row (the per-GPU tables empty); then, with those fixed, one GPU die
-(the catalog's `chip`) at a time on its SKUs' fit rows whose all-reduce had peer-to-peer,
-starting from the shared values: each SKU's bandwidth efficiency (`BANDWIDTH_EFFICIENCY_BY_GPU`)
-where its rows cover two models or more, and the die's compute efficiency
-(`COMPUTE_EFFICIENCY_BY_CHIP`) where its SKUs' rows do (one model's kernels are not the GPU's).
+Performance (performance.py), from the fit rows of latency.csv, in two stages, each a
+coordinate descent over a grid of each of its constants until a sweep changes nothing:
+- Stage A, the prefill rate: on the rows where a prefill runs alone (concurrency 1, TTFT
+  comparable), COMPUTE_EFFICIENCY and TTFT_OVERHEAD_S minimising mean |TTFT error|; then, with
+  those fixed, one GPU die (the catalog's `chip`) at a time on its SKUs' lone rows whose
+  all-reduce had peer-to-peer, that die's compute efficiency (`COMPUTE_EFFICIENCY_BY_CHIP`)
+  where those rows cover two models or more (one model's kernels are not the GPU's). A lone
+  prefill measures the GEMM rate and the host time; a loaded TTFT also measures how
+  synchronised the client's requests were, which many sources do not say, so loaded rows do
+  not set the GEMM rate where lone rows can.
+- Stage B, the rest, with stage A's values held: the other shared constants on every fit row,
+  minimising mean |TPOT error| (all rows) plus mean |TTFT error| (rows whose TTFT is
+  comparable), the per-GPU tables empty but stage A's; then one die at a time on its SKUs'
+  fit rows whose all-reduce had peer-to-peer, from the shared values: each SKU's bandwidth
+  efficiency (`BANDWIDTH_EFFICIENCY_BY_GPU`) where its rows cover two models or more, and the
+  die's compute efficiency where stage A did not fit it and its SKUs' rows cover two models.
+Stage A then stage B again, from the last round's values, until a round changes nothing (at
+most MAX_ROUNDS; the number it took is printed). The first round starts from a fixed point
+that does not read the code.
 
 Run: .venv/bin/python bench/fit_constants.py   (prints the constants; --check compares them
 with the code and exits 1 on a difference)
@@ -33,6 +44,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import product
 from pathlib import Path
 
@@ -82,6 +95,10 @@ PERFORMANCE_GRID: dict[str, tuple[tuple[float, ...], float]] = {
     "TTFT_LOAD_OVERHEAD_S": (_grid(0.0, 0.1, 0.005), 0.0),
     "TTFT_OVERHEAD_PER_STREAMED_TOKEN_S": (_grid(0.0, 0.001, 0.00002), 0.0002),
 }
+
+
+def start_values() -> dict[str, float]:
+    return {name: start for name, (_, start) in PERFORMANCE_GRID.items()}
 
 
 # Fitted per GPU SKU (bandwidth) and per GPU die (compute) on top of the shared values.
@@ -209,6 +226,7 @@ def _fusion(row: KvRow, catalog: Catalog) -> bool:
 
 
 def _latency_score(rows: list[LatencyRow], catalog: Catalog, values: dict[str, float]) -> float:
+    """Stage B's objective: mean |TPOT error| plus mean |TTFT error| (comparable rows)."""
     with constants(values):
         predicted = [predict_latency(r, catalog) for r in rows]
     tpot = statistics.fmean(
@@ -222,20 +240,32 @@ def _latency_score(rows: list[LatencyRow], catalog: Catalog, values: dict[str, f
     return tpot + (statistics.fmean(ttft_errors) if ttft_errors else 0.0)
 
 
+def _lone_ttft_score(rows: list[LatencyRow], catalog: Catalog, values: dict[str, float]) -> float:
+    """Stage A's objective: mean |TTFT error| (the rows are lone, comparable prefills)."""
+    with constants(values):
+        return statistics.fmean(
+            abs(relative_error(predict_latency(r, catalog)[0], r.ttft_ms)) for r in rows
+        )
+
+
+Score = Callable[[list[LatencyRow], Catalog, dict[str, float]], float]
+
+
 def _descend(
     rows: list[LatencyRow],
     catalog: Catalog,
     values: dict[str, float],
     grids: dict[str, tuple[float, ...]],
+    score_of: Score = _latency_score,
 ) -> dict[str, float]:
     """Coordinate descent over `grids` from `values` until a sweep changes nothing."""
-    score = _latency_score(rows, catalog, values)
+    score = score_of(rows, catalog, values)
     for _ in range(30):
         changed = False
         for name, grid in grids.items():
             for candidate in grid:
                 trial = {**values, name: candidate}
-                trial_score = _latency_score(rows, catalog, trial)
+                trial_score = score_of(rows, catalog, trial)
                 if trial_score < score - 1e-12:
                     values, score, changed = trial, trial_score, True
         if not changed:
@@ -243,44 +273,132 @@ def _descend(
     return values
 
 
-def fit_performance(catalog: Catalog) -> dict[str, float]:
-    """The shared constants on every fit row; then, with those fixed, each GPU die's compute
-    efficiency and its SKUs' bandwidth efficiencies on those SKUs' fit rows, where they
-    cover two models or more. Rows whose all-reduce ran without GPU peer-to-peer
-    (`interconnect` pcie) stay out of that step: their error is the interconnect's."""
-    with constants({}):  # restores the tables emptied here: the fit starts without them
-        for table in EFFICIENCY_TABLES:
-            getattr(performance, table).clear()
-        return _fit_performance(catalog)
+# Stage A's shared constants: what a lone prefill measures (the GEMM rate, the host time).
+PREFILL_CONSTANTS = ("COMPUTE_EFFICIENCY", "TTFT_OVERHEAD_S")
+MAX_ROUNDS = 8
 
 
-def _fit_performance(catalog: Catalog) -> dict[str, float]:
-    fit = set(_fit_rows(load_latency()))
-    rows = [r for r in load_latency() if r.id in fit]
+def lone_rows(rows: list[LatencyRow]) -> list[LatencyRow]:
+    """The rows whose prefill ran alone: concurrency 1, the TTFT comparable."""
+    return [r for r in rows if r.concurrency == 1 and r.ttft_comparable]
+
+
+def _chip(row: LatencyRow, catalog: Catalog) -> str:
+    return catalog.gpus[row.gpu].chip or row.gpu
+
+
+def _chip_rows(rows: list[LatencyRow], catalog: Catalog) -> dict[str, list[LatencyRow]]:
+    """Rows whose all-reduce had peer-to-peer, by die (without pcie rows: their error is the
+    interconnect's)."""
+    own = [r for r in rows if not r.interconnect]
+    return {
+        chip: [r for r in own if _chip(r, catalog) == chip]
+        for chip in sorted({_chip(r, catalog) for r in own})
+    }
+
+
+def compute_chips(rows: list[LatencyRow], catalog: Catalog) -> set[str]:
+    """Dies whose compute efficiency `rows` fit: a catalog `chip` whose SKUs' rows cover two
+    models or more."""
+    return {
+        chip
+        for chip, kin in _chip_rows(rows, catalog).items()
+        if catalog.gpus[kin[0].gpu].chip and len({r.plan_model for r in kin}) >= 2
+    }
+
+
+def _compute_name(chip: str) -> str:
+    return f"COMPUTE_EFFICIENCY_BY_CHIP[{chip}]"
+
+
+def stage_a(rows: list[LatencyRow], catalog: Catalog, values: dict[str, float]) -> dict[str, float]:
+    """The prefill constants on the lone rows among `rows`, the others held: the shared ones
+    with the stage's per-die entries removed, then those dies one at a time from the shared
+    value."""
+    lone = lone_rows(rows)
+    chips = compute_chips(lone, catalog)
+    held = {k: v for k, v in values.items() if k not in {_compute_name(c) for c in chips}}
+    values = _descend(
+        lone,
+        catalog,
+        held,
+        {name: PERFORMANCE_GRID[name][0] for name in PREFILL_CONSTANTS},
+        _lone_ttft_score,
+    )
+    kin = _chip_rows(lone, catalog)
+    for chip in sorted(chips):
+        name = _compute_name(chip)
+        values = _descend(
+            kin[chip],
+            catalog,
+            {**values, name: values["COMPUTE_EFFICIENCY"]},
+            {name: PERFORMANCE_GRID["COMPUTE_EFFICIENCY"][0]},
+            _lone_ttft_score,
+        )
+    return values
+
+
+def stage_b(
+    rows: list[LatencyRow], catalog: Catalog, values: dict[str, float], prefill_chips: set[str]
+) -> dict[str, float]:
+    """Every other constant on all fit rows with stage A's held: the shared ones with the
+    stage's table entries removed, then each die's SKUs' bandwidth efficiencies and, where
+    stage A did not fit it, the die's compute efficiency, from the shared values."""
+    prefill = {_compute_name(c) for c in prefill_chips}
+    held = {k: v for k, v in values.items() if "[" not in k or k in prefill}
     values = _descend(
         rows,
         catalog,
-        {name: start for name, (_, start) in PERFORMANCE_GRID.items()},
-        {name: grid for name, (grid, _) in PERFORMANCE_GRID.items()},
+        held,
+        {n: grid for n, (grid, _) in PERFORMANCE_GRID.items() if n not in PREFILL_CONSTANTS},
     )
     bandwidth_grid, compute_grid = (
         PERFORMANCE_GRID[name][0] for name in ("BANDWIDTH_EFFICIENCY", "COMPUTE_EFFICIENCY")
     )
-    own = [r for r in rows if not r.interconnect]
-    for chip in sorted({catalog.gpus[r.gpu].chip or r.gpu for r in own}):
-        kin = [r for r in own if (catalog.gpus[r.gpu].chip or r.gpu) == chip]
+    own_chips = compute_chips(rows, catalog) - prefill_chips
+    for chip, kin in _chip_rows(rows, catalog).items():
         grids: dict[str, tuple[float, ...]] = {}
         start: dict[str, float] = {}
         for gpu in sorted({r.gpu for r in kin}):
             if len({r.plan_model for r in kin if r.gpu == gpu}) >= 2:
                 grids[f"BANDWIDTH_EFFICIENCY_BY_GPU[{gpu}]"] = bandwidth_grid
                 start[f"BANDWIDTH_EFFICIENCY_BY_GPU[{gpu}]"] = values["BANDWIDTH_EFFICIENCY"]
-        if catalog.gpus[kin[0].gpu].chip and len({r.plan_model for r in kin}) >= 2:
-            grids[f"COMPUTE_EFFICIENCY_BY_CHIP[{chip}]"] = compute_grid
-            start[f"COMPUTE_EFFICIENCY_BY_CHIP[{chip}]"] = values["COMPUTE_EFFICIENCY"]
+        if chip in own_chips:
+            grids[_compute_name(chip)] = compute_grid
+            start[_compute_name(chip)] = values["COMPUTE_EFFICIENCY"]
         if grids:
             values = _descend(kin, catalog, {**values, **start}, grids)
     return values
+
+
+@contextmanager
+def empty_tables() -> Iterator[None]:
+    """The per-GPU tables emptied (the fit starts without them), restored after."""
+    with constants({}):
+        for table in EFFICIENCY_TABLES:
+            getattr(performance, table).clear()
+        yield
+
+
+def fit_performance(catalog: Catalog) -> dict[str, float]:
+    """Stage A then stage B, from a fixed start, until a round changes nothing."""
+    with empty_tables():
+        values, rounds = _fit_performance(catalog)
+    print(f"# performance: the staged fit settled in {rounds} rounds", file=sys.stderr)
+    return values
+
+
+def _fit_performance(catalog: Catalog) -> tuple[dict[str, float], int]:
+    fit = set(_fit_rows(load_latency()))
+    rows = [r for r in load_latency() if r.id in fit]
+    prefill_chips = compute_chips(lone_rows(rows), catalog)
+    values = start_values()
+    for rounds in range(1, MAX_ROUNDS + 1):
+        after = stage_b(rows, catalog, stage_a(rows, catalog, values), prefill_chips)
+        if after == values:
+            return values, rounds
+        values = after
+    raise SystemExit(f"the staged fit did not settle in {MAX_ROUNDS} rounds")
 
 
 def fit() -> dict[str, float]:

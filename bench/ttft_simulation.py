@@ -262,10 +262,14 @@ def replay_row(
     outputs = lengths(row.output_tokens, client.num_prompts, client.range_ratio, rng)
     async_scheduling = client.async_scheduling
     if async_scheduling is None:
+        # TensorRT-LLM's overlap scheduler (its default) admits like vLLM's async scheduling.
         async_scheduling = async_default and (
-            row.engine == "vllm"
-            and bool(row.engine_version)
-            and version_within(row.engine_version, ASYNC_SCHEDULING_SINCE, None)
+            row.engine in performance.OVERLAP_SCHEDULER_ENGINES
+            or (
+                row.engine == "vllm"
+                and bool(row.engine_version)
+                and version_within(row.engine_version, ASYNC_SCHEDULING_SINCE, None)
+            )
         )
     requests = simulate(
         steps,

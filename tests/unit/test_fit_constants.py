@@ -134,6 +134,28 @@ def test_the_codes_performance_constants_are_the_fits() -> None:
     assert fitted == {name: code[name] for name in performance_names}
 
 
+def test_stage_a_reads_only_lone_prefills() -> None:
+    """The prefill stage's constants move with a lone row's TTFT and not with a loaded row's:
+    under load the TTFT also measures the client, which must not set the GEMM rate."""
+    catalog = load_catalog()
+    split = corpus.load_split()
+    rows = [r for r in corpus.load_latency() if split[r.id] == "fit"]
+    lone = fit_constants.lone_rows(rows)
+    loaded = [r for r in rows if r.ttft_comparable and r.concurrency > 1]
+    assert lone and loaded and all(r.concurrency == 1 for r in lone)
+
+    def stage_a(scale: float, scaled: list[corpus.LatencyRow]) -> dict[str, float]:
+        changed = [
+            dataclasses.replace(r, ttft_ms=scale * r.ttft_ms) if r in scaled else r for r in rows
+        ]
+        with fit_constants.empty_tables():
+            return fit_constants.stage_a(changed, catalog, fit_constants.start_values())
+
+    before = stage_a(1.0, [])
+    assert stage_a(0.5, loaded) == before
+    assert stage_a(0.5, lone) != before
+
+
 def test_a_per_gpu_efficiency_is_used_for_its_gpu_only() -> None:
     catalog = load_catalog()
     rows = corpus.load_latency()
@@ -209,3 +231,24 @@ def test_v0_turns_chunked_prefill_on_above_32k_tokens_on_cuda_only() -> None:
     assert corpus.engine_defaults("v0", a100, 131072, sliding_window=True) == (131072, 256)
     row = next(r for r in corpus.load_kv("kv_outside.csv") if r.id.startswith("oci-a10-"))
     assert corpus.scheduler(row, catalog)[1] == 2048
+
+
+def test_a_latency_row_is_replanned_with_the_step_budget_its_run_set() -> None:
+    catalog = load_catalog()
+    rows = {r.id: r for r in corpus.load_latency()}
+    budgets = corpus.engine_max_num_tokens()
+    assert budgets and set(budgets) <= set(rows)  # every side-file id is a corpus row
+    for row_id, budget in budgets.items():
+        # TensorRT-LLM without chunked prefill runs a context whole: it must fit the budget.
+        row = rows[row_id]
+        assert budget >= row.input_tokens + row.concurrency
+        assert corpus.latency_setup(row, catalog)[2] == budget
+    other = next(r for r in rows.values() if r.id not in budgets)
+    assert (
+        corpus.latency_setup(other, catalog)[2]
+        == corpus.engine_defaults(
+            "v1",
+            catalog.gpus[other.gpu],
+            corpus._model(catalog, other.plan_model).max_context_length,
+        )[0]
+    )

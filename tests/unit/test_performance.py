@@ -478,3 +478,18 @@ def test_a_moe_prefill_step_adds_its_expert_reads_to_its_math(
         monkeypatch.setattr(performance, "_expert_read_s", lambda *args: 0.0)
         assert grouped - steps.prefill_s(8000, 8192) == pytest.approx(expert_read_s, rel=1e-6)
         monkeypatch.setattr(performance, "_expert_read_s", read)
+
+
+def test_under_load_tensorrt_llm_s_overlap_scheduler_makes_a_request_wait_one_step_more(
+    catalog: Catalog,
+) -> None:
+    # Loaded: the request is fetched after the step behind the running one is launched.
+    vllm = qwen3_32b(catalog, 8)
+    trtllm = qwen3_32b(catalog, 8, engine="tensorrt-llm")
+    decode_step_s = qwen3_32b_steps(catalog).decode(8).step_s
+    assert trtllm.ttft_s - vllm.ttft_s == pytest.approx(decode_step_s, rel=1e-6)
+    assert trtllm.tpot_s == vllm.tpot_s
+    # A lone request finds the loop idle; a burst arrives at an idle engine.
+    assert qwen3_32b(catalog, 1, engine="tensorrt-llm") == qwen3_32b(catalog, 1)
+    burst = qwen3_32b(catalog, 8, burst=True)
+    assert qwen3_32b(catalog, 8, burst=True, engine="tensorrt-llm") == burst

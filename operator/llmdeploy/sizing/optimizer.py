@@ -493,6 +493,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         output_tokens=workload.output_tokens,
         max_num_batched_tokens=ctx.max_num_batched_tokens,
         request_frontend_s=frontend_s(ctx.engine.id.value, ctx.engine_version(gpu)),
+        engine=ctx.engine.id.value,
     )
     if ctx.calibration is not None:
         perf = ctx.calibration.apply(perf)
@@ -848,4 +849,5 @@ def performance_at(
         output_tokens=max(1, output_tokens),
         max_num_batched_tokens=int(plan.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS),
         request_frontend_s=frontend_s(plan.engine, plan.engine_version),
+        engine=plan.engine,
     )

@@ -30,8 +30,8 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # bench/data (tests/unit/test_fit_constants.py checks).
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
-BANDWIDTH_EFFICIENCY = 0.8
-COMPUTE_EFFICIENCY = 0.4
+BANDWIDTH_EFFICIENCY = 0.7
+COMPUTE_EFFICIENCY = 0.75
 # Fitted: the bandwidth one for a SKU, the compute one for a GPU die (the catalog's `chip`),
 # where their fit rows cover two models or more (with one model, the model's kernels would be
 # booked as the GPU's). Bandwidth follows the SKU's memory; compute follows the SMs and the
@@ -39,22 +39,22 @@ COMPUTE_EFFICIENCY = 0.4
 # GH100, 989 dense BF16 TFLOPS each; fitted apart, the H200's compute efficiency took what the
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.7,
-    "nvidia-b200-180gb": 0.95,
-    "nvidia-h100-80gb": 0.85,
-    "nvidia-h200-141gb": 0.95,
+    "nvidia-a100-80gb": 0.65,
+    "nvidia-b200-180gb": 0.85,
+    "nvidia-h100-80gb": 0.8,
+    "nvidia-h200-141gb": 0.85,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
-    "GA100": 0.3,
-    "GB100": 0.4,
-    "GH100": 0.4,
+    "GA100": 0.35,
+    "GB100": 0.55,
+    "GH100": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step). The fit
 # gives the MoE extra ~10 us: gpt-oss-120b's whole decode layer costs about what a dense one
 # does beyond its reads (the 150 us it had was DeepSeek-R1's MLA, below).
-PER_LAYER_OVERHEAD_S = 4e-05
+PER_LAYER_OVERHEAD_S = 3.5e-05
 MOE_LAYER_OVERHEAD_S = 1e-05
 # Fitted: the extra of a multi-head latent attention (MLA) layer's decode over a GQA layer's.
 # TensorRT-LLM's DeepSeek-R1 decode layer runs the fused down-projection GEMM, two RMSNorms,
@@ -63,7 +63,7 @@ MOE_LAYER_OVERHEAD_S = 1e-05
 # RoPE, attention and the output GEMM; at batch 1 on 8 B200 that model's step took 14.9 ms
 # with CUDA graphs (67 tokens/s, NVIDIA/TensorRT-LLM docs/source/blogs/tech_blog/blog1,
 # "Baseline: CUDA Graph + EP8TP8"), while its weight reads take well under 1 ms.
-MLA_LAYER_OVERHEAD_S = 0.00014
+MLA_LAYER_OVERHEAD_S = 0.00013
 # Fitted: the extra of an MoE layer whose experts run vLLM's Triton fused_moe kernel, as 16-bit
 # expert weights do on CUDA (UnquantizedFusedMoEMethod -> TritonExperts unless FlashInfer's
 # CUTLASS MoE is opted into with expert parallelism; vLLM 0.11.0 fused_moe/layer.py). At decode
@@ -76,7 +76,7 @@ MLA_LAYER_OVERHEAD_S = 0.00014
 # besides one H100 row) is above the kernel's alone: it takes whatever else those rows miss.
 # Other backends (Marlin, FlashInfer, TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only; the
 # engine is not an input here, so a 16-bit MoE planned on TensorRT-LLM pays it too.
-TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
+TRITON_MOE_LAYER_OVERHEAD_S = 6e-05
 # Fitted: a weight-only quantized GEMM (4-bit weights, 16-bit activations: Marlin) turns every
 # weight into BF16 in registers before the tensor cores see it, so at decode batch sizes it
 # is bound by that conversion on the SMs rather than by the bytes it reads: its cost per
@@ -85,7 +85,7 @@ TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
 # prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
-WEIGHT_ONLY_DEQUANT_FLOP = 240.0
+WEIGHT_ONLY_DEQUANT_FLOP = 280.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
@@ -126,7 +126,7 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # while the new request's host work runs (one token per stream per step).
 TTFT_OVERHEAD_S = 0.02
 TTFT_LOAD_OVERHEAD_S = 0.0
-TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 2e-05
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
 # AsyncMicrobatchTokenizer (vllm PR #19334; gone in 0.24.0, absent in 0.9.2), which waits its
@@ -151,6 +151,15 @@ FP8_GEMM_SPEEDUP = 1.4
 ALL_REDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 15e-6, "pcie": 30e-6}
 INTER_NODE_LATENCY_S = 50e-6
 INTER_NODE_BANDWIDTH_BPS = 25e9
+# Physical, not fitted: engines whose executor runs a step ahead of the GPU. TensorRT-LLM's
+# PyTorch backend runs `_executor_loop_overlap` unless `disable_overlap_scheduler` is set (off
+# by default, tensorrt_llm/llmapi/llm_args.py): each iteration fetches new requests, schedules
+# and launches the next step, and only then waits for the running step's tokens
+# (tensorrt_llm/_torch/pyexecutor/py_executor.py, `_update_requests(previous_batch...)` after
+# `_forward_step`). A request that arrives while a step runs is fetched after the step behind
+# it is already launched, so under load it waits one decode step more than with a scheduler
+# that plans each step after the last one ends; a lone request finds the loop idle.
+OVERLAP_SCHEDULER_ENGINES = frozenset({"tensorrt-llm"})
 # vLLM V1's chunked-prefill step budget where the caller does not give one (the catalog's
 # engines' default).
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
@@ -530,11 +539,13 @@ def estimate_performance(
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
     burst: bool = False,
     request_frontend_s: float = 0.0,
+    engine: str = "vllm",
 ) -> Performance:
     """Steady load: `concurrency` requests in flight, a new one sent as one finishes (a closed
     loop). `burst`: the `concurrency` requests arrive at once (a benchmark's infinite request
     rate); TTFT and TPOT are then the burst's median request's. `request_frontend_s`: the
-    release's front-end work per request (`frontend_s`)."""
+    release's front-end work per request (`frontend_s`). `engine`: the serving engine's id
+    (OVERLAP_SCHEDULER_ENGINES)."""
     steps_model = StepModel(
         model, gpu, fmt, tensor, pipeline, kv_dtype_bytes, input_tokens, output_tokens
     )
@@ -575,11 +586,13 @@ def estimate_performance(
         # A request sent as another finishes arrives while the next step runs, then its
         # prefill shares a step with the others' decodes; it may also queue behind another
         # stream's prefill (M/D/1 on the prefill work the streams bring). A lone request
-        # (concurrency 1) has none of that.
+        # (concurrency 1) has none of that. An overlap scheduler has launched the step after
+        # the running one before it fetches the request (OVERLAP_SCHEDULER_ENGINES).
         arrival_rate = others / (output_tokens * tpot)
         load = min(arrival_rate * prefill_s, 0.95)
         queueing_s = load * prefill_s / (2 * (1 - load))
-        ttft = host_s + prefill_s + queueing_s + min(others, 1) * decode_step_s
+        steps_waited = 2 if engine in OVERLAP_SCHEDULER_ENGINES else 1
+        ttft = host_s + prefill_s + queueing_s + min(others, 1) * steps_waited * decode_step_s
 
     request_s = ttft + output_tokens * tpot
     return Performance(
