@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.api.types import LLMDeploymentSpec
-from llmdeploy.catalog import Catalog, Gpu, load_catalog
+from llmdeploy.catalog import Catalog, Gpu, QuantizedCheckpoint, load_catalog
 from llmdeploy.sizing import memory, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, tensorrt_llm_memory, vllm_memory
 from llmdeploy.sizing.memory import (
     GIB,
     MemoryBreakdown,
+    grouped_weight_bytes,
     kv_bytes_per_token_layer,
     kv_capacity,
     memory_breakdown,
@@ -193,6 +194,34 @@ def test_a_corpus_run_with_mla_off_keeps_no_kv_b_proj_copy() -> None:
         row, catalog
     )
     assert difference == pytest.approx(copy)
+
+
+@pytest.mark.parametrize(
+    ("quantization", "group", "per_weight"),
+    [
+        ("int4-awq", 64, 0.5 + 2.5 / 64),
+        ("int4-awq", 32, 0.5 + 2.5 / 32),
+        ("int4-gptq", 64, 0.5 + 2 / 64),
+    ],
+)
+def test_a_checkpoints_group_size_sets_its_bytes_per_weight(
+    catalog: Catalog, quantization: str, group: int, per_weight: float
+) -> None:
+    # AWQ keeps a 16-bit scale and a 4-bit zero per group of inputs, symmetric GPTQ the scale
+    # alone; the catalog's formats count a group of 128.
+    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    fmt = catalog.quantizations[quantization]
+    checkpoint = QuantizedCheckpoint(
+        id="acme/x", quantization=quantization, group_size=group, source="test"
+    )
+    assert grouped_weight_bytes(fmt, checkpoint) == pytest.approx(per_weight)
+    at_128 = checkpoint.model_copy(update={"group_size": 128})
+    assert grouped_weight_bytes(fmt, at_128) == fmt.weight_bytes
+    linears = model.parameters - model.embedding_parameters
+    grouped = weight_bytes_per_rank(model, fmt, 1, 1, checkpoint=checkpoint)
+    assert grouped - weight_bytes_per_rank(model, fmt, 1, 1) == pytest.approx(
+        linears * (per_weight - fmt.weight_bytes)
+    )
 
 
 def test_moe_routers_stay_whole_and_16_bit_on_every_rank(catalog: Catalog) -> None:
