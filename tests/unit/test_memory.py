@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from llmdeploy.api.types import LLMDeploymentSpec
-from llmdeploy.catalog import Catalog, Gpu, load_catalog
+from llmdeploy.catalog import Catalog, Gpu, QuantizedCheckpoint, load_catalog
 from llmdeploy.sizing import memory, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, tensorrt_llm_memory, vllm_memory
 from llmdeploy.sizing.memory import (
     GIB,
     MemoryBreakdown,
+    grouped_weight_bytes,
     kv_bytes_per_token_layer,
     kv_capacity,
     memory_breakdown,
@@ -193,6 +194,104 @@ def test_a_corpus_run_with_mla_off_keeps_no_kv_b_proj_copy() -> None:
         row, catalog
     )
     assert difference == pytest.approx(copy)
+
+
+@pytest.mark.parametrize(
+    ("quantization", "group", "per_weight"),
+    [
+        ("int4-awq", 64, 0.5 + 2.5 / 64),
+        ("int4-awq", 32, 0.5 + 2.5 / 32),
+        ("int4-gptq", 64, 0.5 + 2 / 64),
+    ],
+)
+def test_a_checkpoints_group_size_sets_its_bytes_per_weight(
+    catalog: Catalog, quantization: str, group: int, per_weight: float
+) -> None:
+    # AWQ keeps a 16-bit scale and a 4-bit zero per group of inputs, symmetric GPTQ the scale
+    # alone; the catalog's formats count a group of 128.
+    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    fmt = catalog.quantizations[quantization]
+    checkpoint = QuantizedCheckpoint(
+        id="acme/x", quantization=quantization, group_size=group, source="test"
+    )
+    assert grouped_weight_bytes(fmt, checkpoint) == pytest.approx(per_weight)
+    at_128 = checkpoint.model_copy(update={"group_size": 128})
+    assert grouped_weight_bytes(fmt, at_128) == fmt.weight_bytes
+    linears = model.parameters - model.embedding_parameters
+    grouped = weight_bytes_per_rank(model, fmt, 1, 1, checkpoint=checkpoint)
+    assert grouped - weight_bytes_per_rank(model, fmt, 1, 1) == pytest.approx(
+        linears * (per_weight - fmt.weight_bytes)
+    )
+
+
+def test_the_lmcache_503_run_loads_the_group_64_checkpoint() -> None:
+    # Its log loads 74 safetensors shards: cognitivecomputations/DeepSeek-R1-AWQ's count, which
+    # the catalog holds with group 64 (its source says why).
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import corpus
+
+    catalog = load_catalog()
+    row = next(r for r in corpus.load_kv() if r.id == "lmc503-h20-deepseek-r1-awq-tp8")
+    model = facts(catalog, row.plan_model)
+    checkpoint = model.quantized_checkpoint(row.model, row.quantization)
+    assert checkpoint is not None and checkpoint.group_size == 64
+    assert model.quantized_checkpoint(row.model, "int4-gptq") is None
+
+
+def _autoawq_shards(model, group: int, attention_4_bit: bool) -> int:  # type: ignore[no-untyped-def]
+    """Files AutoAWQ's save_quantized writes for a DeepSeek-V3-type model without its MTP layer:
+    the state dict in module order (qweight, qzeros, scales per quantized linear), split as
+    huggingface_hub's split_state_dict_into_shards_factory does at its 5 GB default."""
+    hidden, rope = model.hidden_size, model.qk_rope_head_dim
+    nope = model.head_dim - rope
+
+    def linear(k: int, n: int, quantized: bool = True) -> list[int]:
+        if not quantized:
+            return [k * n * 2]
+        groups = 1 if group == -1 else k // group  # -1: one scale per output channel
+        return [k * n // 2, groups * n // 2, groups * n * 2]
+
+    heads = model.attention_heads
+    attention = [
+        *linear(hidden, model.q_lora_rank, attention_4_bit),
+        model.q_lora_rank * 2,
+        *linear(model.q_lora_rank, heads * (nope + rope), attention_4_bit),
+        *linear(hidden, model.kv_lora_rank + rope, attention_4_bit),
+        model.kv_lora_rank * 2,
+        *linear(model.kv_lora_rank, heads * 2 * nope, attention_4_bit),
+        *linear(heads * nope, hidden, attention_4_bit),
+    ]
+
+    def mlp(width: int) -> list[int]:
+        return [*linear(hidden, width), *linear(hidden, width), *linear(width, hidden)]
+
+    sizes = [model.vocab_size * hidden * 2]
+    for layer in range(model.layers):
+        sizes += attention
+        if layer < model.first_dense_layers:
+            sizes += mlp(model.intermediate_size)
+        else:
+            sizes += mlp(model.moe_intermediate_size) * model.experts
+            sizes += [model.experts * hidden * 2, model.experts * 2]  # router, score bias
+            sizes += mlp(model.moe_intermediate_size)  # shared expert
+        sizes += [hidden * 2, hidden * 2]
+    sizes += [hidden * 2, model.vocab_size * hidden * 2]
+    shards, current = 1, 0
+    for size in sizes:
+        if current + size > 5 * 10**9:
+            shards, current = shards + 1, 0
+        current += size
+    return shards
+
+
+def test_only_group_64_makes_the_74_shards_the_lmcache_503_run_loaded(catalog: Catalog) -> None:
+    # LMCache#503's log loads 74 shards, cognitivecomputations/DeepSeek-R1-AWQ's count. Its
+    # quantizers' AutoAWQ code quantizes attention and takes a group of at most 64 or none
+    # (AutoAWQ#688); with attention 16-bit, group 128 would make 74 too (models.yaml source).
+    model = facts(catalog, "deepseek-ai/DeepSeek-R1")
+    counts = {group: _autoawq_shards(model, group, True) for group in (32, 64, 128, -1)}
+    assert counts == {32: 79, 64: 74, 128: 71, -1: 68}
+    assert _autoawq_shards(model, 128, False) == 74
 
 
 def test_moe_routers_stay_whole_and_16_bit_on_every_rank(catalog: Catalog) -> None:

@@ -20,6 +20,7 @@ from llmdeploy.api.types import (
     LaxPrecision,
     LaxQuantization,
     ModelArchitecture,
+    Quantization,
     SpecModel,
     broken_architecture_rules,
     format_validation_error,
@@ -36,6 +37,8 @@ Platform = Literal["cuda", "rocm"]
 # The software stack a vendor's GPUs run engine images on.
 PLATFORM_OF_VENDOR: dict[str, Platform] = {"nvidia": "cuda", "amd": "rocm"}
 Version = Annotated[str, Field(max_length=64, pattern=VERSION_PATTERN)]
+# The 4-bit formats whose scales (and zero points) come per group of inputs.
+GROUPED_INT4 = (Quantization.INT4_AWQ, Quantization.INT4_GPTQ)
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -159,7 +162,21 @@ class QuantizedCheckpoint(CatalogModel):
     unquantized_attention: bool = Field(
         default=False, description="The attention projections of every layer stay 16-bit."
     )
+    group_size: Literal[32, 64, 128] | None = Field(
+        default=None,
+        description="Inputs per scale of a 4-bit AWQ/GPTQ checkpoint; the catalog's int4 "
+        "formats count 128.",
+    )
     source: str = Field(min_length=1, description="Where the checkpoint's config says so.")
+
+    @model_validator(mode="after")
+    def _group_size_of_a_grouped_format(self) -> QuantizedCheckpoint:
+        if self.group_size is not None and self.quantization not in GROUPED_INT4:
+            raise ValueError(
+                f"groupSize: only {' and '.join(GROUPED_INT4)} checkpoints have one, "
+                f"not {self.quantization}"
+            )
+        return self
 
 
 class ModelEntry(ModelArchitecture):

@@ -45,6 +45,12 @@ ACTIVATION_MLP_COPIES = 4
 # OCP MX FP4: 4-bit elements, one 8-bit scale per block of 32.
 MXFP4_ELEMENT_BYTES = 0.5
 MXFP4_SCALE_BYTES = 1 / 32
+# The catalog's int4 formats count 4-bit elements plus the scale (and AWQ's zero point) of a
+# group of 128 inputs (quantizations.yaml). vLLM keeps one 16-bit scale and one 4-bit zero
+# per group of K inputs whatever the group: AWQ-Marlin linears (awq_marlin.py 0.11.0) and the
+# MoeWNA16 experts (moe_wna16.py MoeWNA16Method.create_weights, 0.8.4 and main 0216619).
+INT4_ELEMENT_BYTES = 0.5
+CATALOG_INT4_GROUP = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +87,9 @@ def weight_bytes_per_rank(
     MLA's replicated layers and MoE routers (replicated_parameters); with `rules`, MXFP4 experts
     as the engine lays them out (else as the checkpoint holds them) and MLA's 16-bit copy of a
     quantized kv_b_proj where the engine keeps one; with `checkpoint`, the pre-quantized
-    checkpoint's 16-bit layers and attention as such."""
+    checkpoint's 16-bit layers and attention as such, and its group size."""
+    if checkpoint is not None and checkpoint.group_size is not None:
+        fmt = fmt.model_copy(update={"weight_bytes": grouped_weight_bytes(fmt, checkpoint)})
     embedding_in = float(model.vocab_size * model.hidden_size)
     lm_head = model.embedding_parameters - embedding_in
     body = model.parameters - model.embedding_parameters
@@ -120,6 +128,15 @@ def weight_bytes_per_rank(
         kv_share = model.kv_projection_parameters / pipeline
         per_rank += kv_share * linear_bytes * (1 / model.kv_heads - 1 / tensor)
     return per_rank
+
+
+def grouped_weight_bytes(fmt: QuantFormat, checkpoint: QuantizedCheckpoint) -> float:
+    """Bytes per weight of a 4-bit checkpoint with its own group size: the 4-bit element and
+    the format's per-group bytes over `checkpoint.group_size` inputs instead of 128."""
+    if checkpoint.group_size is None:
+        return fmt.weight_bytes
+    per_group = (fmt.weight_bytes - INT4_ELEMENT_BYTES) * CATALOG_INT4_GROUP
+    return INT4_ELEMENT_BYTES + per_group / checkpoint.group_size
 
 
 def replicated_parameters(model: ModelFacts, pipeline: int) -> tuple[float, float]:
