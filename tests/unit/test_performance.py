@@ -520,13 +520,13 @@ def test_a_long_prompt_s_chunks_follow_each_other_through_the_stages(catalog: Ca
     for pipeline in (2, 4):
         prefill = steps[pipeline].prefill(16384, 2048)
         assert prefill.steps == 8
-        assert steps[pipeline].prefill_s(16384, 2048) == pytest.approx(
-            prefill.series_s * (8 + pipeline - 1) / (8 * pipeline)
-        )
-        assert prefill.occupancy_s == pytest.approx(prefill.series_s / pipeline)
+        assert prefill.latency_s == pytest.approx(prefill.step_s * (8 + pipeline - 1) / pipeline)
+        assert prefill.occupancy_s == pytest.approx(prefill.step_s * 8 / pipeline)
         # Through every stage, a step costs about what it costs on one stage.
-        assert prefill.series_s == pytest.approx(steps[1].prefill(16384, 2048).series_s, rel=0.05)
-    assert steps[1].prefill_s(16384, 2048) == pytest.approx(steps[1].prefill(16384, 2048).series_s)
+        assert prefill.step_s == pytest.approx(steps[1].prefill(16384, 2048).step_s, rel=0.05)
+    one_stage = steps[1].prefill(16384, 2048)
+    assert one_stage.latency_s == pytest.approx(8 * one_stage.step_s)
+    assert one_stage.occupancy_s == pytest.approx(one_stage.latency_s)
 
 
 def test_streams_on_two_stages_decode_in_two_groups(catalog: Catalog) -> None:
@@ -573,3 +573,25 @@ def test_a_burst_that_fits_one_batch_decodes_as_one_group(catalog: Catalog) -> N
     two_batches = tpot(2048)  # 16384 tokens: two batches
     assert one_batch[1] == pytest.approx(one_batch[0], rel=0.05)
     assert two_batches[1] < 0.97 * two_batches[0]
+
+
+def test_a_loaded_stream_waits_for_another_prompt_s_chunks_through_the_stages(
+    catalog: Catalog,
+) -> None:
+    """A one-chunk prompt holds up the decoding groups for its step through every stage, on
+    two stages as on one; a two-chunk prompt's second chunk follows the first a stage
+    behind, so on two stages it holds them up for three half-steps, not two steps."""
+
+    def tpot(input_tokens: int, pipeline: int) -> float:
+        return estimate(
+            catalog,
+            "Qwen/Qwen3-32B",
+            16,
+            tensor=2,
+            pipeline=pipeline,
+            input_tokens=input_tokens,
+            output_tokens=256,
+        ).tpot_s
+
+    assert tpot(4096, 2) == pytest.approx(tpot(4096, 1), rel=0.05)
+    assert tpot(16000, 2) < 0.9 * tpot(16000, 1)

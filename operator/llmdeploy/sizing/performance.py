@@ -376,16 +376,10 @@ class PrefillSteps(NamedTuple):
         return self.step_s * (self.steps + self.pipeline - 1) / self.pipeline
 
     @property
-    def series_s(self) -> float:
-        """The sum of the steps, each through every stage: what the chunks add to the decode
-        groups whose steps they join (`estimate_performance`)."""
-        return self.steps * self.step_s
-
-    @property
     def occupancy_s(self) -> float:
-        """How long the prefill holds each stage: the service time other prompts queue
-        behind, the stages working on other batches meanwhile."""
-        return self.series_s / self.pipeline
+        """How long the prefill holds each stage (its steps' stage times): the service time
+        other prompts queue behind, the stages working on other batches meanwhile."""
+        return self.steps * self.step_s / self.pipeline
 
 
 def _prefill_steps(
@@ -607,13 +601,15 @@ def estimate_performance(
     # decodes by only what it adds beyond their decode steps. A stream sees the prefills of
     # the others: at steady load each other stream brings one per `output_tokens` steps; in a
     # burst the median request decodes through the prefills of the half of the burst behind it.
-    # Under pipeline parallelism a chunk lengthens its group's pass by its whole step through
-    # the stages, and the groups behind it on each stage wait as long: with as many groups as
-    # stages no stage has idle time to absorb it.
+    # Under pipeline parallelism a chunk lengthens its group's pass by its step through every
+    # stage, and the groups behind it on each stage wait as long (with as many groups as
+    # stages no stage has idle time to absorb it); the prompt's further chunks join the next
+    # groups' batches a stage behind, so a prompt delays the streams by its prefill's latency.
+    # Prompts whose chunks share a pass would overlap on the stages; that is not counted, so
+    # under a heavy prefill load on several stages this is an upper bound.
     steps = math.ceil(input_tokens / chunk)
     prefill_extra_s = max(
-        0.0,
-        prefill.series_s + steps * (decode.compute_s - decode.memory_s - decode.overhead_s),
+        0.0, prefill_s + steps * (decode.compute_s - decode.memory_s - decode.overhead_s)
     )
     others = batch - 1
     prefills_seen = others / 2 if burst else others
