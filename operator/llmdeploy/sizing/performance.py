@@ -585,9 +585,9 @@ def estimate_performance(
     # finished yet"), so the streams decode in groups that take turns on the stages, one
     # group per batch in flight: as many as the stages, or the streams if fewer; a burst
     # forms one group per batch its prompts fill, the rest joining the batches of those.
-    # With as many groups as stages every stage works on one group while the others are on
-    # the other stages, so a group's token takes one pass of its step through every stage
-    # (the stage times of all groups); with fewer, the stages idle between them.
+    # With as many groups as stages each stage works on one group while the others are on
+    # the other stages, so a group's token takes one pass of its step through every stage,
+    # as long as each stage's turn through all the groups; with fewer, stages idle.
     groups = min(pipeline, batch)
     if burst:
         groups = min(groups, math.ceil(batch * input_tokens / chunk))
