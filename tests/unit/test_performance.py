@@ -308,12 +308,19 @@ def test_w4a16_decode_is_bound_by_dequantization_where_it_exceeds_the_reads(
 def test_w4a16_dequantization_is_counted_once_across_pipeline_stages(
     catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each stage converts its own layers' weights: the stages together convert the model's,
-    whatever the pipeline depth."""
+    """Each stage converts its own layers' weights: a decode step of four, through every
+    stage, converts the model's whatever the pipeline depth."""
+    model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    gpu, fmt = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["mxfp4"]
+
+    def step_s(pipeline: int) -> float:
+        return performance.StepModel(model, gpu, fmt, 2, pipeline, 2, 1024, 1024).decode(4).step_s
+
     monkeypatch.setattr(performance, "WEIGHT_ONLY_DEQUANT_FLOP", 0.0)
-    base = {p: gpt_oss(catalog, "nvidia-h100-80gb", pipeline=p).tpot_s for p in (1, 2)}
+    base = {p: step_s(p) for p in (1, 2)}
     monkeypatch.setattr(performance, "WEIGHT_ONLY_DEQUANT_FLOP", 5000.0)
-    extra = {p: gpt_oss(catalog, "nvidia-h100-80gb", pipeline=p).tpot_s - base[p] for p in (1, 2)}
+    extra = {p: step_s(p) - base[p] for p in (1, 2)}
+    assert extra[1] > base[1]
     assert extra[2] == pytest.approx(extra[1], rel=0.02)
 
 
@@ -493,3 +500,109 @@ def test_under_load_tensorrt_llm_s_overlap_scheduler_makes_a_request_wait_one_st
     assert qwen3_32b(catalog, 1, engine="tensorrt-llm") == qwen3_32b(catalog, 1)
     burst = qwen3_32b(catalog, 8, burst=True)
     assert qwen3_32b(catalog, 8, burst=True, engine="tensorrt-llm") == burst
+
+
+@pytest.mark.parametrize(
+    ("name", "quantization"),
+    [
+        ("Qwen/Qwen3-32B", "bf16"),  # dense: compute-bound at 4096 tokens
+        ("meta-llama/Llama-3.1-8B-Instruct", "int4-awq"),  # Marlin's conversion on Hopper
+        ("Qwen/Qwen3-30B-A3B", "bf16"),  # the routed experts' read
+    ],
+)
+def test_a_lone_prefill_on_two_stages_costs_what_it_costs_on_one(
+    catalog: Catalog, name: str, quantization: str
+) -> None:
+    """A one-chunk prompt passes the pipeline stages one after another, each stage's layers
+    on the same TP GPUs: two stages take about what one does (a hop more, the weights read
+    by each stage once), not half."""
+
+    def ttft(pipeline: int) -> float:
+        return estimate(
+            catalog, name, 1, quantization, tensor=2, pipeline=pipeline, input_tokens=4096
+        ).ttft_s
+
+    assert ttft(2) == pytest.approx(ttft(1), rel=0.05)
+
+
+def test_a_long_prompt_s_chunks_follow_each_other_through_the_stages(catalog: Catalog) -> None:
+    """Eight chunks on two stages: the first passes both stages, each further one enters the
+    first stage as the one before leaves it: (8 + 1) stage times, where one stage would take
+    eight full steps."""
+    qwen = resolve_model(make_spec("Qwen/Qwen3-32B").model, catalog)
+    gpu, bf16 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
+    steps = {p: performance.StepModel(qwen, gpu, bf16, 2, p, 2, 16384, 128) for p in (1, 2, 4)}
+    for pipeline in (2, 4):
+        prefill = steps[pipeline].prefill(16384, 2048)
+        assert prefill.steps == 8
+        assert prefill.latency_s == pytest.approx(prefill.step_s * (8 + pipeline - 1) / pipeline)
+        assert prefill.occupancy_s == pytest.approx(prefill.step_s * 8 / pipeline)
+        # Through every stage, a step costs about what it costs on one stage.
+        assert prefill.step_s == pytest.approx(steps[1].prefill(16384, 2048).step_s, rel=0.05)
+    one_stage = steps[1].prefill(16384, 2048)
+    assert one_stage.latency_s == pytest.approx(8 * one_stage.step_s)
+    assert one_stage.occupancy_s == pytest.approx(one_stage.latency_s)
+
+
+def test_streams_on_two_stages_decode_in_two_groups(catalog: Catalog) -> None:
+    """vLLM keeps a batch per stage in flight and reschedules a request once its batch is
+    back, so two streams on two stages decode one each, in turn: each step reads one
+    request's KV cache, and two streams decode as fast as one. On one stage both share each
+    step and its reads (long contexts make the KV read weigh)."""
+
+    def tpot(concurrency: int, pipeline: int) -> float:
+        return estimate(
+            catalog,
+            "meta-llama/Llama-3.1-8B-Instruct",
+            concurrency,
+            pipeline=pipeline,
+            input_tokens=32768,
+            output_tokens=32768,
+        ).tpot_s
+
+    assert tpot(2, 1) > 1.2 * tpot(1, 1)
+    assert tpot(2, 2) == pytest.approx(tpot(1, 2), rel=0.01)
+    # Four streams on two stages: two groups of two, each step reading two requests' KV.
+    assert tpot(4, 2) == pytest.approx(tpot(2, 1), rel=0.05)
+
+
+def test_a_burst_that_fits_one_batch_decodes_as_one_group(catalog: Catalog) -> None:
+    """Prompts that fit one step's budget are scheduled in one batch and keep decoding
+    together; prompts filling two batches decode in two groups on two stages."""
+
+    def tpot(input_tokens: int, pipeline: int) -> float:
+        return estimate(
+            catalog,
+            "meta-llama/Llama-3.1-8B-Instruct",
+            8,
+            pipeline=pipeline,
+            input_tokens=input_tokens,
+            output_tokens=8192,
+            burst=True,
+        ).tpot_s
+
+    # 8 x 512 tokens fill one batch; 8 x 2048 two (one chunk each, as on one stage).
+    assert tpot(512, 2) == pytest.approx(tpot(512, 1), rel=0.05)
+    assert tpot(2048, 2) < 0.97 * tpot(2048, 1)
+
+
+def test_a_loaded_stream_waits_for_another_prompt_s_chunks_through_the_stages(
+    catalog: Catalog,
+) -> None:
+    """A one-chunk prompt holds up the decoding groups for its step through every stage, on
+    two stages as on one; a two-chunk prompt's second chunk follows the first a stage
+    behind, so on two stages it holds them up for three half-steps, not two steps."""
+
+    def tpot(input_tokens: int, pipeline: int) -> float:
+        return estimate(
+            catalog,
+            "Qwen/Qwen3-32B",
+            16,
+            tensor=2,
+            pipeline=pipeline,
+            input_tokens=input_tokens,
+            output_tokens=256,
+        ).tpot_s
+
+    assert tpot(4096, 2) == pytest.approx(tpot(4096, 1), rel=0.05)
+    assert tpot(16000, 2) < 0.9 * tpot(16000, 1)

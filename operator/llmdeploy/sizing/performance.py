@@ -5,7 +5,9 @@ touches) and the batch's KV cache. Prefill is compute-bound (FLOPs / (peak x eff
 in chunks of at most max_num_batched_tokens, each chunk's step reading the weights once.
 Continuous batching runs prefills in steps with the running decodes, which is why TPOT grows
 with concurrency beyond what decode alone explains. Tensor parallelism adds two all-reduces
-per layer over the SKU's interconnect.
+per layer over the SKU's interconnect. Pipeline parallelism runs a step through its stages
+one after another, each stage's layers on its TP GPUs; the stages overlap only different
+batches: the next chunk of a long prompt, or another group of decoding streams.
 
 TTFT depends on the load's shape. At steady load (a closed loop: a new request as one
 finishes) a request arrives while a step runs, then prefills in a step shared with the other
@@ -221,18 +223,19 @@ def _flops_s(
     model: ModelFacts,
     gpu: Gpu,
     fmt: QuantFormat,
-    gpus: int,
+    tensor: int,
     tokens: float,
     context: float,
     efficiency: float,
     logit_rows: float,
 ) -> float:
-    """Compute time of `tokens` tokens attending to `context` tokens, spread over `gpus`. The
-    input embedding is a lookup, and the engine computes logits only for `logit_rows`
-    positions: the last scheduled token of each sequence in the step (vLLM
-    gpu_model_runner.py: `logits_indices = query_start_loc[1:] - 1`, then
-    `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head once,
-    not once per prompt token."""
+    """Compute time of `tokens` tokens attending to `context` tokens through every layer, each
+    stage's layers on its `tensor` GPUs, the pipeline stages one after another (a stage's
+    output is the next stage's input). The input embedding is a lookup, and the engine
+    computes logits only for `logit_rows` positions: the last scheduled token of each
+    sequence in the step (vLLM gpu_model_runner.py: `logits_indices = query_start_loc[1:] -
+    1`, then `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head
+    once, not once per prompt token."""
     body = model.active_parameters - model.embedding_parameters
     quantized = body  # the parameters in the format; the rest (and the lm_head) stay 16-bit
     if fmt.applies_to == "experts":
@@ -245,7 +248,7 @@ def _flops_s(
         + (2 * (body - quantized) * tokens + logits) / gemm
         + attention / gpu.compute_tflops("bf16")
     )
-    return seconds / gpus / (1e12 * efficiency)
+    return seconds / tensor / (1e12 * efficiency)
 
 
 # Physical, not fitted: the routed experts' grouped GEMM at prefill sizes takes its math plus
@@ -342,9 +345,10 @@ def _dequant_excess_s(
 
 
 def _marlin_prefill_s(
-    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, gpus: int, tokens: float
+    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, tensor: int, tokens: float
 ) -> float:
-    """Marlin's conversion time in a prefill step of `tokens` tokens: every weight it runs is
+    """Marlin's conversion time in a prefill step of `tokens` tokens, the pipeline stages one
+    after another, each stage's weights on its `tensor` GPUs: every weight it runs is
     converted at least once, and once per 64 tokens it runs (for an expert, routed to it;
     counted in proportion, as the mean share of a step's tokens). It adds to the step's GEMMs:
     Marlin's warps issue both the conversion and the mma.sync, with no producer warps to
@@ -356,10 +360,38 @@ def _marlin_prefill_s(
     per_expert = tokens * model.active_experts / model.experts if model.is_moe else 0.0
     routed = max(experts, model.routed_expert_parameters * per_expert / MARLIN_BLOCK_TOKENS)
     parameters = routed + dense * max(1.0, tokens / MARLIN_BLOCK_TOKENS)
-    return parameters / gpus * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
+    return parameters / tensor * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
 
 
-def _prefill_s(
+class PrefillSteps(NamedTuple):
+    """A prefill's chunks: how many, and one chunk's step through all `pipeline` stages."""
+
+    steps: int
+    step_s: float
+    pipeline: int
+
+    @property
+    def latency_s(self) -> float:
+        """Until the last chunk has passed every stage. Under pipeline parallelism a chunk
+        passes the stages one after another, and the next chunk enters the first stage as
+        this one leaves it: vLLM V1 keeps up to `pipeline` scheduled batches in flight
+        (EngineCore.step_with_batch_queue, its queue `max_concurrent_batches` deep: the
+        pipeline size, a property of the executor in earlier V1 releases and of VllmConfig
+        in recent ones)
+        and schedules a prompt's next chunk while the previous one runs (Scheduler.schedule
+        counts a chunk's tokens as computed when it schedules them). So a lone one-chunk
+        prompt costs the chunk through every stage, and N chunks N + pipeline - 1 stage
+        times."""
+        return self.step_s * (self.steps + self.pipeline - 1) / self.pipeline
+
+    @property
+    def occupancy_s(self) -> float:
+        """How long the prefill holds each stage (its steps' stage times): the service time
+        other prompts queue behind, the stages working on other batches meanwhile."""
+        return self.steps * self.step_s / self.pipeline
+
+
+def _prefill_steps(
     model: ModelFacts,
     gpu: Gpu,
     fmt: QuantFormat,
@@ -373,12 +405,13 @@ def _prefill_s(
     chunk: int,
     efficiency: float,
     step_overhead_s: float,
-) -> float:
+) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
     reading the weights once and paying a step's fixed overhead; a token attends to the half
-    of its prompt before it on average. A step is compute-bound unless its chunk is short."""
-    gpus = tensor * pipeline
+    of its prompt before it on average. A step is compute-bound unless its chunk is short. A
+    step passes the pipeline stages one after another, each stage's layers on its `tensor`
+    GPUs."""
     steps = max(1, math.ceil(tokens / chunk))
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
@@ -386,15 +419,16 @@ def _prefill_s(
     # A prefill step's grouped expert GEMMs add their weight read to their math; a decode
     # step's expert reads are its memory time already (StepModel.decode).
     compute_s = _flops_s(
-        model, gpu, fmt, gpus, tokens, prompt / 2, efficiency, prompts + steps - 1
+        model, gpu, fmt, tensor, tokens, prompt / 2, efficiency, prompts + steps - 1
     ) + steps * (
-        _marlin_prefill_s(model, gpu, fmt, gpus, size)
+        _marlin_prefill_s(model, gpu, fmt, tensor, size)
         + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth)
     )
     memory_s = steps * pipeline * weights / bandwidth
-    return max(compute_s, memory_s) + steps * (
+    step_s = max(compute_s, memory_s) / steps + (
         _communication_s(model, gpu, tensor, pipeline, size) + step_overhead_s
     )
+    return PrefillSteps(steps, step_s, pipeline)
 
 
 def frontend_s(engine: str, version: str | None, endpoint: str = "chat") -> float:
@@ -476,17 +510,17 @@ class StepModel:
             model, gpu, fmt, tensor, pipeline, batch, bandwidth
         )
         compute_s = _flops_s(
-            model, gpu, fmt, tensor * pipeline, batch, context, self.compute_efficiency, batch
+            model, gpu, fmt, tensor, batch, context, self.compute_efficiency, batch
         )
         communication_s = _communication_s(model, gpu, tensor, pipeline, batch)
         overhead_s = self.overhead_s
         step_s = max(memory_s, compute_s) + communication_s + overhead_s
         return DecodeStep(step_s, memory_s, compute_s, communication_s, overhead_s)
 
-    def prefill_s(self, tokens: float, chunk: int) -> float:
-        """Seconds to prefill `tokens` prompt tokens (prompts of input_tokens), back to back in
-        steps of at most `chunk` tokens, without decodes."""
-        return _prefill_s(
+    def prefill(self, tokens: float, chunk: int) -> PrefillSteps:
+        """The steps of a prefill of `tokens` prompt tokens (prompts of input_tokens) in
+        chunks of at most `chunk` tokens, without decodes."""
+        return _prefill_steps(
             self.model,
             self.gpu,
             self.fmt,
@@ -502,6 +536,11 @@ class StepModel:
             efficiency=self.compute_efficiency,
             step_overhead_s=self.overhead_s,
         )
+
+    def prefill_s(self, tokens: float, chunk: int) -> float:
+        """Seconds to prefill `tokens` prompt tokens (prompts of input_tokens), back to back in
+        steps of at most `chunk` tokens, without decodes (`PrefillSteps.latency_s`)."""
+        return self.prefill(tokens, chunk).latency_s
 
     def mixed_step_s(self, prefill_tokens: float, decodes: int) -> float:
         """One step of a prefill chunk and `decodes` decodes: the chunk's step reads the
@@ -551,19 +590,34 @@ def estimate_performance(
     )
     batch = concurrency
     chunk = max(1, max_num_batched_tokens - batch)
-    decode = steps_model.decode(batch)
+    # Under pipeline parallelism vLLM V1 keeps up to `pipeline` batches in flight and
+    # schedules a running request again only once its batch has come back (Scheduler.schedule
+    # skips it: "PP>1 and we have already scheduled all prompt tokens but they are not
+    # finished yet"), so the streams decode in groups that take turns on the stages, one
+    # group per batch in flight: as many as the stages, or the streams if fewer; a burst
+    # forms one group per batch its prompts fill, the rest joining the batches of those.
+    # With as many groups as stages each stage works on one group while the others are on
+    # the other stages, so a group's token takes one pass of its step through every stage,
+    # as long as each stage's turn through all the groups; with fewer, stages idle.
+    groups = min(pipeline, batch)
+    if burst:
+        groups = min(groups, math.ceil(batch * input_tokens / chunk))
+    decode = steps_model.decode(math.ceil(batch / groups))
     decode_step_s = decode.step_s
 
-    def prefill(prompts: float) -> float:
-        """Seconds to prefill `prompts` prompts of input_tokens, back to back."""
-        return steps_model.prefill_s(prompts * input_tokens, chunk)
-
-    prefill_s = prefill(1)
+    prefill = steps_model.prefill(input_tokens, chunk)
+    prefill_s = prefill.latency_s
     # Continuous batching runs a prefill in steps with the running decodes. Each such step
     # reads the weights and pays the step's fixed cost once for both, so a prefill delays the
     # decodes by only what it adds beyond their decode steps. A stream sees the prefills of
     # the others: at steady load each other stream brings one per `output_tokens` steps; in a
     # burst the median request decodes through the prefills of the half of the burst behind it.
+    # Under pipeline parallelism a chunk lengthens its group's pass by its step through every
+    # stage, and the groups behind it on each stage wait as long (with as many groups as
+    # stages no stage has idle time to absorb it); the prompt's further chunks join the next
+    # groups' batches a stage behind, so a prompt delays the streams by its prefill's latency.
+    # Prompts whose chunks share a pass would overlap on the stages; that is not counted, so
+    # under a heavy prefill load on several stages this is an upper bound.
     steps = math.ceil(input_tokens / chunk)
     prefill_extra_s = max(
         0.0, prefill_s + steps * (decode.compute_s - decode.memory_s - decode.overhead_s)
@@ -585,12 +639,15 @@ def estimate_performance(
     else:
         # A request sent as another finishes arrives while the next step runs, then its
         # prefill shares a step with the others' decodes; it may also queue behind another
-        # stream's prefill (M/D/1 on the prefill work the streams bring). A lone request
-        # (concurrency 1) has none of that. An overlap scheduler has launched the step after
-        # the running one before it fetches the request (OVERLAP_SCHEDULER_ENGINES).
+        # stream's prefill (M/D/1 on the prefill work the streams bring, each prefill served
+        # for as long as it holds a pipeline stage: the stages take other batches meanwhile).
+        # A lone request (concurrency 1) has none of that. An overlap scheduler has launched
+        # the step after the running one before it fetches the request
+        # (OVERLAP_SCHEDULER_ENGINES).
+        service_s = prefill.occupancy_s
         arrival_rate = others / (output_tokens * tpot)
-        load = min(arrival_rate * prefill_s, 0.95)
-        queueing_s = load * prefill_s / (2 * (1 - load))
+        load = min(arrival_rate * service_s, 0.95)
+        queueing_s = load * service_s / (2 * (1 - load))
         steps_waited = 2 if engine in OVERLAP_SCHEDULER_ENGINES else 1
         ttft = host_s + prefill_s + queueing_s + min(others, 1) * steps_waited * decode_step_s
 
