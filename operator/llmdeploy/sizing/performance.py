@@ -65,7 +65,7 @@ MOE_LAYER_OVERHEAD_S = 1e-05
 # RoPE, attention and the output GEMM; at batch 1 on 8 B200 that model's step took 14.9 ms
 # with CUDA graphs (67 tokens/s, NVIDIA/TensorRT-LLM docs/source/blogs/tech_blog/blog1,
 # "Baseline: CUDA Graph + EP8TP8"), while its weight reads take well under 1 ms.
-MLA_LAYER_OVERHEAD_S = 0.00013
+MLA_LAYER_OVERHEAD_S = 0.00011
 # Fitted: the extra of an MoE layer whose experts run vLLM's Triton fused_moe kernel, as 16-bit
 # expert weights do on CUDA (UnquantizedFusedMoEMethod -> TritonExperts unless FlashInfer's
 # CUTLASS MoE is opted into with expert parallelism; vLLM 0.11.0 fused_moe/layer.py). At decode
