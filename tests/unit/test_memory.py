@@ -21,6 +21,7 @@ from llmdeploy.sizing.memory import (
     memory_breakdown,
     weight_bytes_per_rank,
 )
+from llmdeploy.sizing.model_facts import ModelFacts
 from llmdeploy.sizing.plan import Plan
 
 from .conftest import make_spec
@@ -214,9 +215,8 @@ def test_a_checkpoints_group_size_sets_its_bytes_per_weight(
     checkpoint = QuantizedCheckpoint(
         id="acme/x", quantization=quantization, group_size=group, source="test"
     )
-    assert grouped_weight_bytes(fmt, checkpoint) == pytest.approx(per_weight)
-    at_128 = checkpoint.model_copy(update={"group_size": 128})
-    assert grouped_weight_bytes(fmt, at_128) == fmt.weight_bytes
+    assert grouped_weight_bytes(fmt, group) == pytest.approx(per_weight)
+    assert grouped_weight_bytes(fmt, 128) == fmt.weight_bytes
     linears = model.parameters - model.embedding_parameters
     grouped = weight_bytes_per_rank(model, fmt, 1, 1, checkpoint=checkpoint)
     assert grouped - weight_bytes_per_rank(model, fmt, 1, 1) == pytest.approx(
@@ -238,7 +238,7 @@ def test_the_lmcache_503_run_loads_the_group_64_checkpoint() -> None:
     assert model.quantized_checkpoint(row.model, "int4-gptq") is None
 
 
-def _autoawq_shards(model, group: int, attention_4_bit: bool) -> int:  # type: ignore[no-untyped-def]
+def _autoawq_shards(model: ModelFacts, group: int, attention_4_bit: bool) -> int:
     """Files AutoAWQ's save_quantized writes for a DeepSeek-V3-type model without its MTP layer:
     the state dict in module order (qweight, qzeros, scales per quantized linear), split as
     huggingface_hub's split_state_dict_into_shards_factory does at its 5 GB default."""

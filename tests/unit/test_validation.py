@@ -216,7 +216,7 @@ def test_catalog_model_rows_follow_the_architecture_rules(tmp_path: Path) -> Non
         ("meta-llama/Llama-3.1-8B-Instruct", {"unquantizedLayers": [-1]}, "unquantizedLayers"),
         ("deepseek-ai/DeepSeek-V2-Lite", {"unquantizedAttention": True}, "MLA"),
         ("meta-llama/Llama-3.1-8B-Instruct", {"unquantizedAttention": "yes"}, "unquantized"),
-        ("meta-llama/Llama-3.1-8B-Instruct", {"groupSize": 64}, "groupSize: only int4-awq"),
+        ("meta-llama/Llama-3.1-8B-Instruct", {"groupSize": 64}, "[0].groupSize: only int4-awq"),
         (
             "meta-llama/Llama-3.1-8B-Instruct",
             {"quantization": "int4-awq", "groupSize": 100},

@@ -63,8 +63,10 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
                 parts.append(str(part))
         path = ".".join(parts) or "(document)"
         messages = lines.setdefault(path, [])
-        if item["msg"] not in messages:
-            messages.append(item["msg"])
+        # A validator's own sentence, without pydantic's "Value error, " in front of it.
+        message = item["msg"].removeprefix("Value error, ")
+        if message not in messages:
+            messages.append(message)
     return "; ".join(f"{path}: {_either(messages)}" for path, messages in lines.items())
 
 

@@ -12,7 +12,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, Strict, ValidationError, model_validator
+from pydantic import (
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from llmdeploy.api.types import (
     ARCHITECTURE_ERROR,
@@ -169,14 +176,15 @@ class QuantizedCheckpoint(CatalogModel):
     )
     source: str = Field(min_length=1, description="Where the checkpoint's config says so.")
 
-    @model_validator(mode="after")
-    def _group_size_of_a_grouped_format(self) -> QuantizedCheckpoint:
-        if self.group_size is not None and self.quantization not in GROUPED_INT4:
+    @field_validator("group_size")
+    @classmethod
+    def _group_size_of_a_grouped_format(cls, value: int | None, info: ValidationInfo) -> int | None:
+        quantization = info.data.get("quantization")
+        if value is not None and quantization not in GROUPED_INT4:
             raise ValueError(
-                f"groupSize: only {' and '.join(GROUPED_INT4)} checkpoints have one, "
-                f"not {self.quantization}"
+                f"only {' and '.join(GROUPED_INT4)} checkpoints have one, not {quantization}"
             )
-        return self
+        return value
 
 
 class ModelEntry(ModelArchitecture):

@@ -89,7 +89,9 @@ def weight_bytes_per_rank(
     quantized kv_b_proj where the engine keeps one; with `checkpoint`, the pre-quantized
     checkpoint's 16-bit layers and attention as such, and its group size."""
     if checkpoint is not None and checkpoint.group_size is not None:
-        fmt = fmt.model_copy(update={"weight_bytes": grouped_weight_bytes(fmt, checkpoint)})
+        fmt = fmt.model_copy(
+            update={"weight_bytes": grouped_weight_bytes(fmt, checkpoint.group_size)}
+        )
     embedding_in = float(model.vocab_size * model.hidden_size)
     lm_head = model.embedding_parameters - embedding_in
     body = model.parameters - model.embedding_parameters
@@ -130,13 +132,11 @@ def weight_bytes_per_rank(
     return per_rank
 
 
-def grouped_weight_bytes(fmt: QuantFormat, checkpoint: QuantizedCheckpoint) -> float:
+def grouped_weight_bytes(fmt: QuantFormat, group_size: int) -> float:
     """Bytes per weight of a 4-bit checkpoint with its own group size: the 4-bit element and
-    the format's per-group bytes over `checkpoint.group_size` inputs instead of 128."""
-    if checkpoint.group_size is None:
-        return fmt.weight_bytes
+    the format's per-group bytes over `group_size` inputs instead of 128."""
     per_group = (fmt.weight_bytes - INT4_ELEMENT_BYTES) * CATALOG_INT4_GROUP
-    return INT4_ELEMENT_BYTES + per_group / checkpoint.group_size
+    return INT4_ELEMENT_BYTES + per_group / group_size
 
 
 def replicated_parameters(model: ModelFacts, pipeline: int) -> tuple[float, float]:
