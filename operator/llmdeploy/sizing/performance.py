@@ -32,7 +32,7 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # bench/data (tests/unit/test_fit_constants.py checks).
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
-BANDWIDTH_EFFICIENCY = 0.7
+BANDWIDTH_EFFICIENCY = 0.75
 COMPUTE_EFFICIENCY = 0.75
 # Fitted: the bandwidth one for a SKU, the compute one for a GPU die (the catalog's `chip`),
 # where their fit rows cover two models or more (with one model, the model's kernels would be
@@ -41,23 +41,23 @@ COMPUTE_EFFICIENCY = 0.75
 # GH100, 989 dense BF16 TFLOPS each; fitted apart, the H200's compute efficiency took what the
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.65,
+    "nvidia-a100-80gb": 0.7,
     "nvidia-b200-180gb": 0.85,
-    "nvidia-h100-80gb": 0.8,
-    "nvidia-h200-141gb": 0.85,
+    "nvidia-h100-80gb": 0.85,
+    "nvidia-h200-141gb": 0.9,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
-    "GA100": 0.35,
+    "GA100": 0.3,
     "GB100": 0.55,
     "GH100": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step). The fit
-# gives the MoE extra ~10 us: gpt-oss-120b's whole decode layer costs about what a dense one
+# gives the MoE extra 0-10 us: gpt-oss-120b's whole decode layer costs about what a dense one
 # does beyond its reads (the 150 us it had was DeepSeek-R1's MLA, below).
-PER_LAYER_OVERHEAD_S = 3.5e-05
-MOE_LAYER_OVERHEAD_S = 1e-05
+PER_LAYER_OVERHEAD_S = 4.5e-05
+MOE_LAYER_OVERHEAD_S = 0.0
 # Fitted: the extra of a multi-head latent attention (MLA) layer's decode over a GQA layer's.
 # TensorRT-LLM's DeepSeek-R1 decode layer runs the fused down-projection GEMM, two RMSNorms,
 # the up-projection GEMM, a batched GEMM into the latent space, the KV concat with RoPE, the
@@ -78,7 +78,7 @@ MLA_LAYER_OVERHEAD_S = 0.00011
 # besides one H100 row) is above the kernel's alone: it takes whatever else those rows miss.
 # Other backends (Marlin, FlashInfer, TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only; the
 # engine is not an input here, so a 16-bit MoE planned on TensorRT-LLM pays it too.
-TRITON_MOE_LAYER_OVERHEAD_S = 6e-05
+TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # Fitted: a weight-only quantized GEMM (4-bit weights, 16-bit activations: Marlin) turns every
 # weight into BF16 in registers before the tensor cores see it, so at decode batch sizes it
 # is bound by that conversion on the SMs rather than by the bytes it reads: its cost per
