@@ -50,28 +50,32 @@ def test_two_plan_files_side_by_side(plans: dict[str, Path]) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"DIFF  old: {plans['old']} (a plan)"
+    old = json.loads(plans["old"].read_text())
     gpu = next(line for line in lines if " GPU " in line)
-    assert gpu.startswith("*") and "nvidia-l4" in gpu and "nvidia-h100-80gb" in gpu
+    assert gpu.startswith("*") and old["gpu"] in gpu and "nvidia-h100-80gb" in gpu
     engine = next(line for line in lines if " engine " in line)
     assert not engine.startswith("*")
-    # 4 L4 replicas at 3.20 $/h, and one of the 70B's single H100 replica at 6.00.
-    assert "3.20 (current) + 6.00 (candidate) = 9.20" in result.stdout
+    # The 8B's fleet (its plan's cost), and one of the 70B's single H100 replica at 6.00.
+    current = float(old["costPerHour"])
+    assert f"{current:.2f} (current) + 6.00 (candidate) = {current + 6:.2f}" in result.stdout
     assert "estimate from the catalog prices" in result.stdout
 
 
 def test_an_objects_status_plan_at_its_replicas_from_stdin(plans: dict[str, Path]) -> None:
     stdin = plans["object"].read_bytes()
     found = as_json(diff("-", str(plans["new"]), "-o", "json", stdin=stdin))
+    plan = json.loads(plans["old"].read_text())
+    six_replicas = round(6 * plan["costPerHour"] / plan["replicas"], 2)
     assert found["old"] == {
         "source": "stdin",
         "kind": "LLMDeployment",
         "object": "prod/llama-8b",
         "replicasFrom": "status.replicas",
         "replicas": 6,
-        "costPerHour": 4.8,
+        "costPerHour": six_replicas,
     }
     assert found["pilot"]["currentReplicas"] == 6 and found["pilot"]["candidateReplicas"] == 1
-    assert found["pilot"]["overlapCostPerHour"] == 10.8
+    assert found["pilot"]["overlapCostPerHour"] == pytest.approx(six_replicas + 6.0)
     assert "gpu" in found["changed"] and "engine" not in found["changed"]
     as_yaml = yaml.safe_load(diff("-", str(plans["new"]), "-o", "yaml", stdin=stdin).stdout)
     assert as_yaml == found
@@ -99,7 +103,8 @@ def test_the_pilot_percent_sizes_the_candidate(plans: dict[str, Path]) -> None:
     )
     pilot = found["pilot"]
     assert (pilot["trafficPercent"], pilot["candidateReplicas"]) == (50, 3)
-    assert pilot["candidateCostPerHour"] == pytest.approx(2.4)  # three L4s at 0.80
+    old = json.loads(plans["old"].read_text())  # three of the 8B's one-GPU replicas
+    assert pilot["candidateCostPerHour"] == pytest.approx(3 * old["costPerHour"] / old["replicas"])
 
 
 def test_the_same_input_gives_the_same_bytes(plans: dict[str, Path]) -> None:

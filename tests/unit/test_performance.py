@@ -487,6 +487,64 @@ def test_a_moe_prefill_step_adds_its_expert_reads_to_its_math(
         monkeypatch.setattr(performance, "_expert_read_s", read)
 
 
+def test_the_grouped_fp8_shares_are_the_line_through_the_cited_kernel_table() -> None:
+    """GROUPED_FP8_READ_SHARE and GROUPED_FP8_MATH_SHARE come from vLLM PR #13932's DeepGEMM
+    column (DeepSeek-V3 experts whole on one H100): a line through its 128- and 2048-token
+    times, which the 512, 1024 and 3072-token times sit on too."""
+    table_us = {128: 6355.22, 512: 7017.80, 1024: 7850.04, 2048: 9545.87, 3072: 11252.75}
+    per_token_us = (table_us[2048] - table_us[128]) / (2048 - 128)
+    fixed_us = table_us[128] - 128 * per_token_us
+    for tokens, measured in table_us.items():
+        assert fixed_us + tokens * per_token_us == pytest.approx(measured, rel=0.004)
+    expert = 3 * 7168 * 2048  # gate, up and down projections of one expert
+    flop_per_token = 2 * 8 * expert
+    read_bytes = 256 * expert  # FP8: one byte a weight
+    h100_fp8_flops, h100_bandwidth = 1979e12, 3350e9
+    math_share = flop_per_token / (per_token_us * 1e-6) / h100_fp8_flops
+    read_share = read_bytes / (fixed_us * 1e-6) / h100_bandwidth
+    assert pytest.approx(math_share, abs=0.005) == performance.GROUPED_FP8_MATH_SHARE
+    assert pytest.approx(read_share, abs=0.005) == performance.GROUPED_FP8_READ_SHARE
+
+
+def test_block_scaled_fp8_experts_prefill_at_the_grouped_kernel_s_rates_on_hopper(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DeepSeek-R1's native FP8 experts on 8 H200: a one-step prefill's experts are read at
+    GROUPED_FP8_READ_SHARE of the datasheet bandwidth and their math runs at
+    GROUPED_FP8_MATH_SHARE of the FP8 peak, in place of the roofline's terms; a decode step,
+    a B200 (not measured) and 16-bit experts keep the roofline."""
+    deepseek = resolve_model(make_spec("deepseek-ai/DeepSeek-R1").model, catalog)
+    fp8, bf16 = catalog.quantizations["fp8"], catalog.quantizations["bf16"]
+    h200, b200 = catalog.gpus["nvidia-h200-141gb"], catalog.gpus["nvidia-b200-180gb"]
+
+    def steps(gpu: Gpu, fmt: QuantFormat) -> performance.StepModel:
+        return performance.StepModel(deepseek, gpu, fmt, 8, 1, 1, 4096, 128)
+
+    def prefill_s(gpu: Gpu, fmt: QuantFormat) -> float:
+        return steps(gpu, fmt).prefill_s(4096, 8192)
+
+    cases = [(g, f) for g in (h200, b200) for f in (fp8, bf16)]
+    grouped = {(g.id, f.id): prefill_s(g, f) for g, f in cases}
+    decode = steps(h200, fp8).decode(8).step_s
+    monkeypatch.setattr(performance, "GROUPED_FP8_ARCHITECTURES", frozenset())
+    roofline = {(g.id, f.id): prefill_s(g, f) for g, f in cases}
+    model = steps(h200, fp8)
+    active = deepseek.routed_expert_parameters * deepseek.active_experts / deepseek.experts
+    _, fp8_rate = performance._gemm_tflops(h200, fp8)
+    math_roofline = 2 * active * 4096 / 8 / (fp8_rate * 1e12 * model.compute_efficiency)
+    math_grouped = 2 * active * 4096 / 8 / (1979e12 * performance.GROUPED_FP8_MATH_SHARE)
+    experts_bytes = deepseek.routed_expert_parameters / 8
+    read_roofline = experts_bytes / model.bandwidth
+    read_grouped = experts_bytes / (4800e9 * performance.GROUPED_FP8_READ_SHARE)
+    expected = (math_grouped - math_roofline) + (read_grouped - read_roofline)
+    assert expected > 0.01  # 10 ms and more: the grouped kernel is well below the roofline
+    h200_fp8 = (h200.id, fp8.id)
+    assert grouped[h200_fp8] - roofline[h200_fp8] == pytest.approx(expected, rel=1e-3)
+    assert steps(h200, fp8).decode(8).step_s == decode
+    for case in [(b200.id, fp8.id), (h200.id, bf16.id), (b200.id, bf16.id)]:
+        assert grouped[case] == roofline[case]
+
+
 def test_under_load_tensorrt_llm_s_overlap_scheduler_makes_a_request_wait_one_step_more(
     catalog: Catalog,
 ) -> None:

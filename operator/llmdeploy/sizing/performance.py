@@ -32,7 +32,7 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # bench/data (tests/unit/test_fit_constants.py checks).
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
-BANDWIDTH_EFFICIENCY = 0.7
+BANDWIDTH_EFFICIENCY = 0.75
 COMPUTE_EFFICIENCY = 0.75
 # Fitted: the bandwidth one for a SKU, the compute one for a GPU die (the catalog's `chip`),
 # where their fit rows cover two models or more (with one model, the model's kernels would be
@@ -41,23 +41,23 @@ COMPUTE_EFFICIENCY = 0.75
 # GH100, 989 dense BF16 TFLOPS each; fitted apart, the H200's compute efficiency took what the
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.65,
+    "nvidia-a100-80gb": 0.7,
     "nvidia-b200-180gb": 0.85,
-    "nvidia-h100-80gb": 0.8,
-    "nvidia-h200-141gb": 0.85,
+    "nvidia-h100-80gb": 0.85,
+    "nvidia-h200-141gb": 0.9,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
-    "GA100": 0.35,
+    "GA100": 0.3,
     "GB100": 0.55,
     "GH100": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
 # the extra of an MoE layer (routing, token permutation, grouped expert GEMMs and their
 # collectives: small kernels whose latency, not their bytes, sets a decode step). The fit
-# gives the MoE extra ~10 us: gpt-oss-120b's whole decode layer costs about what a dense one
+# gives the MoE extra 0-10 us: gpt-oss-120b's whole decode layer costs about what a dense one
 # does beyond its reads (the 150 us it had was DeepSeek-R1's MLA, below).
-PER_LAYER_OVERHEAD_S = 3.5e-05
-MOE_LAYER_OVERHEAD_S = 1e-05
+PER_LAYER_OVERHEAD_S = 4.5e-05
+MOE_LAYER_OVERHEAD_S = 0.0
 # Fitted: the extra of a multi-head latent attention (MLA) layer's decode over a GQA layer's.
 # TensorRT-LLM's DeepSeek-R1 decode layer runs the fused down-projection GEMM, two RMSNorms,
 # the up-projection GEMM, a batched GEMM into the latent space, the KV concat with RoPE, the
@@ -78,7 +78,7 @@ MLA_LAYER_OVERHEAD_S = 0.00011
 # besides one H100 row) is above the kernel's alone: it takes whatever else those rows miss.
 # Other backends (Marlin, FlashInfer, TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only; the
 # engine is not an input here, so a 16-bit MoE planned on TensorRT-LLM pays it too.
-TRITON_MOE_LAYER_OVERHEAD_S = 6e-05
+TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # Fitted: a weight-only quantized GEMM (4-bit weights, 16-bit activations: Marlin) turns every
 # weight into BF16 in registers before the tensor cores see it, so at decode batch sizes it
 # is bound by that conversion on the SMs rather than by the bytes it reads: its cost per
@@ -228,6 +228,8 @@ def _flops_s(
     context: float,
     efficiency: float,
     logit_rows: float,
+    *,
+    grouped_experts: bool = False,
 ) -> float:
     """Compute time of `tokens` tokens attending to `context` tokens through every layer, each
     stage's layers on its `tensor` GPUs, the pipeline stages one after another (a stage's
@@ -235,8 +237,11 @@ def _flops_s(
     computes logits only for `logit_rows` positions: the last scheduled token of each
     sequence in the step (vLLM gpu_model_runner.py: `logits_indices = query_start_loc[1:] -
     1`, then `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head
-    once, not once per prompt token."""
+    once, not once per prompt token. `grouped_experts`: leave out the routed experts' math,
+    charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`)."""
     body = model.active_parameters - model.embedding_parameters
+    if grouped_experts:
+        body -= model.routed_expert_parameters * model.active_experts / max(1, model.experts)
     quantized = body  # the parameters in the format; the rest (and the lm_head) stay 16-bit
     if fmt.applies_to == "experts":
         quantized = model.routed_expert_parameters * model.active_experts / max(1, model.experts)
@@ -274,11 +279,58 @@ def _expert_read_s(
     """One rank's read of the routed experts a prefill step of `tokens` tokens routes to (its
     pipeline stages one after another): a grouped GEMM of tokens x top-k / experts rows per
     expert does not hide it behind its math, so it adds to the step's GEMMs. The weight-only
-    4-bit formats on Marlin pay their conversion instead (`_marlin_prefill_s`)."""
+    4-bit formats on Marlin pay their conversion instead (`_marlin_prefill_s`); block-scaled
+    FP8 experts on the architectures measured stream theirs at GROUPED_FP8_READ_SHARE of the
+    datasheet bandwidth."""
     if not model.is_moe or _dequant_bound(gpu, fmt):
         return 0.0
+    if _grouped_block_fp8(model, gpu, fmt):
+        bandwidth = gpu.bandwidth_gbps * 1e9 * GROUPED_FP8_READ_SHARE
     touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
     return touched * fmt.weight_bytes / tensor / bandwidth
+
+
+# Physical, not fitted: DeepGEMM's FP8 grouped GEMM with 128x128 weight block scales, at prefill
+# sizes, streams the experts at 0.55 of the datasheet bandwidth and does their math at 0.21 of
+# the FP8 dense peak, well below the dense GEMMs' rates. vLLM PR #13932 (benchmark_moe.py on
+# DeepSeek-V3's experts, E=256 N=4096 K=7168 top 8, every expert whole on one H100; both GEMMs):
+# 6355.22, 7017.80, 7850.04, 9545.87 and 11252.75 us at 128, 512, 1024, 2048 and 3072 tokens
+# (4 to 96 rows per expert) lie within 0.4% of a line of 1.662 us per token (704.6 MFLOP per
+# token: 424 TFLOPS, 0.214 of 1979) on 6.142 ms (11.27 GB of FP8 experts: 1.835 TB/s, 0.548 of
+# 3.35). TensorRT-LLM runs the same kernel for FP8 block-scaled experts on Hopper (its DeepGEMM
+# port: grouped_gemm_dispatch -> GemmType::GroupedWithOffset, block_m 64 or 128, in
+# cpp/tensorrt_llm/kernels/cutlass_kernels/fp8_blockscale_gemm/fp8_blockscale_gemm_kernel.cuh).
+# Measured on Hopper only, with whole experts per GPU (as expert parallelism places them; the
+# same PR's TP 8 column, experts split 8 ways, is slower still): elsewhere the roofline holds.
+# Block-scaled FP8 is the native format of the checkpoints that ship in FP8 (DeepSeek-V3/R1);
+# an FP8 format quantized at load is per-tensor and runs other kernels.
+GROUPED_FP8_READ_SHARE = 0.55
+GROUPED_FP8_MATH_SHARE = 0.21
+GROUPED_FP8_ARCHITECTURES = frozenset({"hopper"})
+
+
+def _grouped_block_fp8(model: ModelFacts, gpu: Gpu, fmt: QuantFormat) -> bool:
+    """Whether the routed experts run DeepGEMM's block-scaled FP8 grouped GEMM at its measured
+    rates (GROUPED_FP8_READ_SHARE, GROUPED_FP8_MATH_SHARE)."""
+    return (
+        model.is_moe
+        and fmt.id == Quantization.FP8
+        and model.native_dtype == Quantization.FP8
+        and gpu.architecture in GROUPED_FP8_ARCHITECTURES
+    )
+
+
+def _grouped_expert_math_s(
+    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, tensor: int, tokens: float
+) -> float:
+    """The routed experts' math in a prefill step of `tokens` tokens where it runs at the
+    grouped kernel's measured rate (`_grouped_block_fp8`; `_flops_s` leaves it out there),
+    the pipeline stages one after another, each stage's experts on its `tensor` GPUs."""
+    if not _grouped_block_fp8(model, gpu, fmt):
+        return 0.0
+    active = model.routed_expert_parameters * model.active_experts / model.experts
+    rate = gpu.compute_tflops("fp8") * 1e12 * GROUPED_FP8_MATH_SHARE
+    return 2 * active * tokens / tensor / rate
 
 
 def _untouched_experts(model: ModelFacts, tokens: float) -> float:
@@ -418,11 +470,21 @@ def _prefill_steps(
     prompts = tokens / prompt
     # A prefill step's grouped expert GEMMs add their weight read to their math; a decode
     # step's expert reads are its memory time already (StepModel.decode).
+    grouped = _grouped_block_fp8(model, gpu, fmt)
     compute_s = _flops_s(
-        model, gpu, fmt, tensor, tokens, prompt / 2, efficiency, prompts + steps - 1
+        model,
+        gpu,
+        fmt,
+        tensor,
+        tokens,
+        prompt / 2,
+        efficiency,
+        prompts + steps - 1,
+        grouped_experts=grouped,
     ) + steps * (
         _marlin_prefill_s(model, gpu, fmt, tensor, size)
         + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth)
+        + _grouped_expert_math_s(model, gpu, fmt, tensor, size)
     )
     memory_s = steps * pipeline * weights / bandwidth
     step_s = max(compute_s, memory_s) / steps + (
