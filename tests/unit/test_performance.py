@@ -487,19 +487,53 @@ def test_a_moe_prefill_step_adds_its_expert_reads_to_its_math(
         monkeypatch.setattr(performance, "_expert_read_s", read)
 
 
-def test_under_load_tensorrt_llm_s_overlap_scheduler_makes_a_request_wait_one_step_more(
-    catalog: Catalog,
+@pytest.mark.parametrize(
+    ("engine", "version"), [("tensorrt-llm", "1.2.0rc1"), ("vllm", "0.14.0"), ("vllm", "0.23.0")]
+)
+def test_under_load_an_overlap_scheduler_makes_a_request_wait_one_step_more(
+    catalog: Catalog, engine: str, version: str
 ) -> None:
     # Loaded: the request is fetched after the step behind the running one is launched.
-    vllm = qwen3_32b(catalog, 8)
-    trtllm = qwen3_32b(catalog, 8, engine="tensorrt-llm")
+    planned = qwen3_32b(catalog, 8, engine="vllm", engine_version="0.13.0")
+    overlapped = qwen3_32b(catalog, 8, engine=engine, engine_version=version)
     decode_step_s = qwen3_32b_steps(catalog).decode(8).step_s
-    assert trtllm.ttft_s - vllm.ttft_s == pytest.approx(decode_step_s, rel=1e-6)
-    assert trtllm.tpot_s == vllm.tpot_s
+    assert overlapped.ttft_s - planned.ttft_s == pytest.approx(decode_step_s, rel=1e-6)
+    assert overlapped.tpot_s == planned.tpot_s
+    # The serving command's setting wins over the release's default.
+    assert qwen3_32b(catalog, 8, engine_version="0.13.0", async_scheduling=True) == overlapped
+    assert qwen3_32b(catalog, 8, engine_version="0.14.0", async_scheduling=False) == planned
     # A lone request finds the loop idle; a burst arrives at an idle engine.
-    assert qwen3_32b(catalog, 1, engine="tensorrt-llm") == qwen3_32b(catalog, 1)
-    burst = qwen3_32b(catalog, 8, burst=True)
-    assert qwen3_32b(catalog, 8, burst=True, engine="tensorrt-llm") == burst
+    lone = qwen3_32b(catalog, 1, engine_version="0.13.0")
+    assert qwen3_32b(catalog, 1, engine=engine, engine_version=version) == lone
+    burst = qwen3_32b(catalog, 8, burst=True, engine_version="0.13.0")
+    assert qwen3_32b(catalog, 8, burst=True, engine=engine, engine_version=version) == burst
+
+
+@pytest.mark.parametrize(
+    ("engine", "version", "pipeline", "multi_node", "overlapped"),
+    [
+        ("vllm", "0.13.0", 1, False, False),  # async scheduling off by default
+        ("vllm", "0.14.0rc1", 1, False, False),  # a release candidate sorts below 0.14.0
+        ("vllm", "0.14.0", 1, False, True),
+        ("vllm", "0.14.1", 2, False, False),  # off with pipeline_parallel_size > 1
+        ("vllm", "0.15.0", 2, False, True),  # PR #32359
+        ("vllm", "0.23.0", 1, True, False),  # the Ray executor llmdeploy spans nodes with
+        ("vllm", None, 1, False, False),  # an unknown release: off, as before 0.14.0
+        ("tensorrt-llm", "0.19.0", 1, False, False),  # enable_overlap_scheduler, off
+        ("tensorrt-llm", "0.20.0", 1, False, True),  # PR #4174
+        ("tensorrt-llm", "1.2.0rc1", 1, True, True),
+        ("tensorrt-llm", "1.2.0rc1", 2, False, False),  # _executor_loop_pp
+        ("tensorrt-llm", None, 1, False, True),
+        ("nim", "1.8.0", 1, False, False),
+    ],
+)
+def test_which_releases_schedule_a_step_ahead(
+    engine: str, version: str | None, pipeline: int, multi_node: bool, overlapped: bool
+) -> None:
+    assert (
+        performance.overlap_scheduler(engine, version, pipeline, multi_node=multi_node)
+        is overlapped
+    )
 
 
 @pytest.mark.parametrize(

@@ -153,15 +153,28 @@ FP8_GEMM_SPEEDUP = 1.4
 ALL_REDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 15e-6, "pcie": 30e-6}
 INTER_NODE_LATENCY_S = 50e-6
 INTER_NODE_BANDWIDTH_BPS = 25e9
-# Physical, not fitted: engines whose executor runs a step ahead of the GPU. TensorRT-LLM's
-# PyTorch backend runs `_executor_loop_overlap` unless `disable_overlap_scheduler` is set (off
-# by default, tensorrt_llm/llmapi/llm_args.py): each iteration fetches new requests, schedules
-# and launches the next step, and only then waits for the running step's tokens
-# (tensorrt_llm/_torch/pyexecutor/py_executor.py, `_update_requests(previous_batch...)` after
-# `_forward_step`). A request that arrives while a step runs is fetched after the step behind
-# it is already launched, so under load it waits one decode step more than with a scheduler
-# that plans each step after the last one ends; a lone request finds the loop idle.
-OVERLAP_SCHEDULER_ENGINES = frozenset({"tensorrt-llm"})
+# Physical, not fitted: the releases whose scheduler plans the next step before the running
+# one ends, so that a request arriving during a step is fetched after the step behind it is
+# already launched and, under load, waits one decode step more than with a scheduler that
+# plans each step after the last one ends; a lone request finds the loop idle
+# (`overlap_scheduler`).
+# - vLLM: SchedulerConfig.async_scheduling defaults to False in 0.13.0 and to None (on unless
+#   something is incompatible) from 0.14.0 (vllm/config/scheduler.py). In 0.14.0 VllmConfig
+#   turns it off for pipeline_parallel_size > 1, and for any executor but mp, uni and
+#   external_launcher (vllm/config/vllm.py); 0.15.0 drops the pipeline condition
+#   (vllm-project/vllm PR #32359, async scheduling with PP); the Ray executor never supports
+#   it (to 0.24.0: Executor.supports_async_scheduling is False but for the mp and uni ones),
+#   and llmdeploy runs a replica spanning nodes on Ray (render/engine_args.py).
+# - TensorRT-LLM's PyTorch backend runs `_executor_loop_overlap` unless
+#   `disable_overlap_scheduler` is set, off by default from 0.20.0 (NVIDIA/TensorRT-LLM PR
+#   #4174, "Enable scheduling overlap by default", in 0.20.0's release notes): each iteration
+#   fetches new requests, schedules and launches the next step, and only then waits for the
+#   running step's tokens (tensorrt_llm/_torch/pyexecutor/py_executor.py,
+#   `_update_requests(previous_batch...)` after `_forward_step`). With pp_size > 1 PyExecutor
+#   runs `_executor_loop_pp` instead, whatever the setting (py_executor.py `__init__`).
+VLLM_ASYNC_SCHEDULING_SINCE = "0.14.0"
+VLLM_ASYNC_SCHEDULING_WITH_PIPELINE_SINCE = "0.15.0"
+TRTLLM_OVERLAP_SCHEDULER_SINCE = "0.20.0"
 # vLLM V1's chunked-prefill step budget where the caller does not give one (the catalog's
 # engines' default).
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
@@ -443,6 +456,29 @@ def frontend_s(engine: str, version: str | None, endpoint: str = "chat") -> floa
     return wait + parse * CHAT_TEMPLATE_PARSE_S
 
 
+def overlap_scheduler(
+    engine: str,
+    version: str | None,
+    pipeline: int,
+    *,
+    multi_node: bool = False,
+    setting: bool | None = None,
+) -> bool:
+    """Whether the engine's scheduler plans a step ahead (VLLM_ASYNC_SCHEDULING_SINCE,
+    TRTLLM_OVERLAP_SCHEDULER_SINCE): `setting` where the serving command sets it, else the
+    release's default for the layout. An unknown vLLM release is counted without it (off
+    before 0.14.0), an unknown TensorRT-LLM release with it (the default since 0.20.0)."""
+    if setting is not None:
+        return setting
+    if engine == "tensorrt-llm":
+        return pipeline == 1 and version_within(version, TRTLLM_OVERLAP_SCHEDULER_SINCE, None)
+    if engine != "vllm" or version is None or multi_node:
+        return False
+    if pipeline > 1:
+        return version_within(version, VLLM_ASYNC_SCHEDULING_WITH_PIPELINE_SINCE, None)
+    return version_within(version, VLLM_ASYNC_SCHEDULING_SINCE, None)
+
+
 class DecodeStep(NamedTuple):
     """A step of `batch` decodes: its time alone, and the parts a prefill step shares."""
 
@@ -579,12 +615,15 @@ def estimate_performance(
     burst: bool = False,
     request_frontend_s: float = 0.0,
     engine: str = "vllm",
+    engine_version: str | None = None,
+    async_scheduling: bool | None = None,
 ) -> Performance:
     """Steady load: `concurrency` requests in flight, a new one sent as one finishes (a closed
     loop). `burst`: the `concurrency` requests arrive at once (a benchmark's infinite request
     rate); TTFT and TPOT are then the burst's median request's. `request_frontend_s`: the
-    release's front-end work per request (`frontend_s`). `engine`: the serving engine's id
-    (OVERLAP_SCHEDULER_ENGINES)."""
+    release's front-end work per request (`frontend_s`). `engine`, `engine_version`: the
+    serving engine's id and release, and `async_scheduling` its setting where the serving
+    command sets it (`overlap_scheduler`)."""
     steps_model = StepModel(
         model, gpu, fmt, tensor, pipeline, kv_dtype_bytes, input_tokens, output_tokens
     )
@@ -642,13 +681,16 @@ def estimate_performance(
         # stream's prefill (M/D/1 on the prefill work the streams bring, each prefill served
         # for as long as it holds a pipeline stage: the stages take other batches meanwhile).
         # A lone request (concurrency 1) has none of that. An overlap scheduler has launched
-        # the step after the running one before it fetches the request
-        # (OVERLAP_SCHEDULER_ENGINES).
+        # the step after the running one before it fetches the request (`overlap_scheduler`).
         service_s = prefill.occupancy_s
         arrival_rate = others / (output_tokens * tpot)
         load = min(arrival_rate * service_s, 0.95)
         queueing_s = load * service_s / (2 * (1 - load))
-        steps_waited = 2 if engine in OVERLAP_SCHEDULER_ENGINES else 1
+        multi_node = tensor * pipeline > gpu.gpus_per_node
+        overlapped = overlap_scheduler(
+            engine, engine_version, pipeline, multi_node=multi_node, setting=async_scheduling
+        )
+        steps_waited = 2 if overlapped else 1
         ttft = host_s + prefill_s + queueing_s + min(others, 1) * steps_waited * decode_step_s
 
     request_s = ttft + output_tokens * tpot
