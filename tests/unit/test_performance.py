@@ -559,6 +559,23 @@ def test_a_lone_prefill_on_two_stages_costs_what_it_costs_on_one(
     assert ttft(2) == pytest.approx(ttft(1), rel=0.05)
 
 
+def pipeline_replay(batches: list[tuple[int, float]], stages: int) -> list[float]:
+    """When each batch leaves the last stage: batches in the order scheduled, as (decoding
+    group, time on each stage), pass the stages one after another, each stage taking them in
+    that order; a group's next batch enters the first stage once its last one has left the
+    last stage (vLLM reschedules a request once its batch is back)."""
+    free = [0.0] * stages
+    back: dict[int, float] = {}
+    ends = []
+    for group, stage_s in batches:
+        t = back.get(group, 0.0)
+        for stage in range(stages):
+            t = free[stage] = max(t, free[stage]) + stage_s
+        back[group] = t
+        ends.append(t)
+    return ends
+
+
 def test_a_long_prompt_s_chunks_follow_each_other_through_the_stages(catalog: Catalog) -> None:
     """Eight chunks on two stages: the first passes both stages, each further one enters the
     first stage as the one before leaves it: (8 + 1) stage times, where one stage would take
@@ -640,3 +657,44 @@ def test_a_loaded_stream_waits_for_another_prompt_s_chunks_through_the_stages(
 
     assert tpot(4096, 2) == pytest.approx(tpot(4096, 1), rel=0.05)
     assert tpot(16000, 2) < 0.9 * tpot(16000, 1)
+
+
+@pytest.mark.parametrize("pipeline", [2, 4])
+def test_a_multi_chunk_prompt_holds_the_decoding_groups_up_as_a_pipeline_replay_does(
+    catalog: Catalog, pipeline: int
+) -> None:
+    """16 streams decode in one group per stage, every stage busy; another stream's
+    three-chunk prompt joins three consecutive batches, each lengthened by its chunk (less the
+    decode step it shares). Replayed through the stages, every group comes back later by what
+    the closed form charges a stream per prefill seen."""
+    concurrency, input_tokens, output_tokens, budget = 16, 24000, 256, 8192
+    steps = performance.StepModel(
+        resolve_model(make_spec("Qwen/Qwen3-32B").model, catalog),
+        catalog.gpus["nvidia-h100-80gb"],
+        catalog.quantizations["bf16"],
+        2,
+        pipeline,
+        2,
+        input_tokens,
+        output_tokens,
+    )
+    decode = steps.decode(concurrency // pipeline)
+    prefill = steps.prefill(input_tokens, budget - (concurrency - 1))
+    assert prefill.steps == 3
+    mixed_s = prefill.step_s + decode.compute_s + decode.communication_s
+    plain = [(i % pipeline, decode.step_s / pipeline) for i in range(8 * pipeline)]
+    joined = [
+        (group, mixed_s / pipeline if pipeline <= i < pipeline + prefill.steps else stage_s)
+        for i, (group, stage_s) in enumerate(plain)
+    ]
+    delay = pipeline_replay(joined, pipeline)[-1] - pipeline_replay(plain, pipeline)[-1]
+    tpot = qwen3_32b(
+        catalog,
+        concurrency,
+        pipeline=pipeline,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        max_num_batched_tokens=budget,
+    ).tpot_s
+    per_prefill = (tpot - decode.step_s) * output_tokens / (concurrency - 1)
+    assert per_prefill == pytest.approx(delay, rel=1e-6)

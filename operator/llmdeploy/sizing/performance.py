@@ -654,12 +654,15 @@ def estimate_performance(
     # Under pipeline parallelism a chunk lengthens its group's pass by its step through every
     # stage, and the groups behind it on each stage wait as long (with as many groups as
     # stages no stage has idle time to absorb it); the prompt's further chunks join the next
-    # groups' batches a stage behind, so a prompt delays the streams by its prefill's latency.
-    # Prompts whose chunks share a pass would overlap on the stages; that is not counted, so
-    # under a heavy prefill load on several stages this is an upper bound.
-    steps = math.ceil(input_tokens / chunk)
+    # groups' batches a stage behind, so a prompt delays the streams by its prefill's latency,
+    # (N + P - 1) / P passes for N chunks on P stages, less the decode step each of those
+    # passes shares with it (a replay of the batches through the stages gives the same,
+    # tests/unit/test_performance.py). Prompts whose chunks share a pass would overlap on the
+    # stages; that is not counted, so under a heavy prefill load on several stages this is an
+    # upper bound.
+    passes = (prefill.steps + pipeline - 1) / pipeline
     prefill_extra_s = max(
-        0.0, prefill_s + steps * (decode.compute_s - decode.memory_s - decode.overhead_s)
+        0.0, prefill_s + passes * (decode.compute_s - decode.memory_s - decode.overhead_s)
     )
     others = batch - 1
     prefills_seen = others / 2 if burst else others
