@@ -94,7 +94,7 @@ def test_a_bursts_median_request_waits_for_the_whole_step_that_completes_its_pro
     def ttft(concurrency: int) -> float:
         return qwen3_32b(catalog, concurrency, burst=True, max_num_batched_tokens=8192).ttft_s
 
-    # 1024-token prompts, 8192-token steps less one token per running stream: seven fit in
+    # 1024-token prompts, 8192-token steps less one token per other stream: seven fit in
     # a step. A burst of seven prefills in one step, every request's token at its end.
     steps = qwen3_32b_steps(catalog)
 
@@ -102,12 +102,12 @@ def test_a_bursts_median_request_waits_for_the_whole_step_that_completes_its_pro
         decode_s = steps.decode(concurrency).step_s
         return performance.request_host_s(concurrency - 1, 0.0, decode_s)
 
-    assert ttft(7) == pytest.approx(host(7) + steps.prefill_s(7 * 1024, 8192 - 7))
+    assert ttft(7) == pytest.approx(host(7) + steps.prefill_s(7 * 1024, 8192 - 6))
     # Fifteen: the median (8th) prompt ends in the second step, which holds the rest of the
     # burst. Thirty-one: the median (16th) ends in the third step, which is full: the median
     # waits for three whole steps' tokens, less than the burst's.
-    assert ttft(15) == pytest.approx(host(15) + steps.prefill_s(15 * 1024, 8192 - 15))
-    chunk = 8192 - 31
+    assert ttft(15) == pytest.approx(host(15) + steps.prefill_s(15 * 1024, 8192 - 14))
+    chunk = 8192 - 30
     assert ttft(31) == pytest.approx(host(31) + steps.prefill_s(3 * chunk, chunk))
     assert ttft(7) < ttft(15) < ttft(31) < host(31) + steps.prefill_s(31 * 1024, chunk)
 
@@ -115,11 +115,11 @@ def test_a_bursts_median_request_waits_for_the_whole_step_that_completes_its_pro
 def test_a_bursts_median_request_waits_for_whole_steps_whatever_the_prompt_length(
     catalog: Catalog,
 ) -> None:
-    """2042-token prompts, ten streams, 8182-token steps: the median (5.5 prompts, 11,231
+    """2042-token prompts, ten streams, 8183-token steps: the median (5.5 prompts, 11,231
     tokens) ends in the second step, so it waits for exactly two steps' tokens (a count of
     prompts times their length must not round up into a third step)."""
     steps = dataclasses.replace(qwen3_32b_steps(catalog), input_tokens=2042)
-    chunk = 8192 - 10
+    chunk = 8192 - 9
     burst = qwen3_32b(catalog, 10, burst=True, input_tokens=2042, max_num_batched_tokens=8192)
     host = performance.request_host_s(9, 0.0, steps.decode(10).step_s)
     assert burst.ttft_s == pytest.approx(host + steps.prefill_s(2 * chunk, chunk))
@@ -698,3 +698,24 @@ def test_a_multi_chunk_prompt_holds_the_decoding_groups_up_as_a_pipeline_replay_
     ).tpot_s
     per_prefill = (tpot - decode.step_s) * output_tokens / (concurrency - 1)
     assert per_prefill == pytest.approx(delay, rel=1e-6)
+
+
+def test_a_prompt_as_long_as_the_step_budget_runs_in_one_step(catalog: Catalog) -> None:
+    """The budget is shared by the prompt's chunk and the other streams' decodes, not the
+    prefilling request's own (a prompt being prefilled does not decode): a lone 8192-token
+    prompt with a budget of 8192 runs in one step, alone or beside 7 decoding streams with 8199
+    (vLLM's scheduler and TensorRT-LLM's take the whole prompt then). A token more takes a
+    second step, which reads the weights again and pays a step's fixed cost."""
+
+    def ttft(input_tokens: int, concurrency: int, budget: int) -> float:
+        return qwen3_32b(
+            catalog,
+            concurrency,
+            input_tokens=input_tokens,
+            max_num_batched_tokens=budget,
+        ).ttft_s
+
+    for concurrency, budget in ((1, 8192), (8, 8199)):
+        one_token_less = ttft(8192, concurrency, budget) - ttft(8191, concurrency, budget)
+        one_token_more = ttft(8193, concurrency, budget) - ttft(8192, concurrency, budget)
+        assert one_token_more > 10 * one_token_less

@@ -628,7 +628,9 @@ def estimate_performance(
         model, gpu, fmt, tensor, pipeline, kv_dtype_bytes, input_tokens, output_tokens
     )
     batch = concurrency
-    chunk = max(1, max_num_batched_tokens - batch)
+    # A step's token budget holds a prompt's chunk and the other streams' decodes: the
+    # prefilling request does not decode.
+    chunk = max(1, max_num_batched_tokens - (batch - 1))
     # Under pipeline parallelism vLLM V1 keeps up to `pipeline` batches in flight and
     # schedules a running request again only once its batch has come back (Scheduler.schedule
     # skips it: "PP>1 and we have already scheduled all prompt tokens but they are not
