@@ -247,6 +247,7 @@ def replay_row(
         _kv_bytes(row.kv_dtype),
         row.input_tokens,
         row.output_tokens,
+        row.engine,
     )
     decode_s = steps.decode(row.concurrency).step_s
     frontend = performance.frontend_s(

@@ -169,16 +169,20 @@ def test_16_bit_experts_pay_the_triton_fused_moe_call_quantized_ones_do_not(
     catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """vLLM runs unquantized experts through its Triton fused_moe kernel, whose call costs a
-    fixed time per MoE layer; FP8 and MXFP4 experts run other kernels, dense layers none."""
+    fixed time per MoE layer; FP8 and MXFP4 experts run other kernels, dense layers none, and
+    TensorRT-LLM its own MoE kernels."""
 
-    def tpot(name: str, quantization: str = "bf16") -> float:
-        return estimate(catalog, name, quantization=quantization, input_tokens=128).tpot_s
+    def tpot(name: str, quantization: str = "bf16", engine: str = "vllm") -> float:
+        return estimate(
+            catalog, name, quantization=quantization, input_tokens=128, engine=engine
+        ).tpot_s
 
     cases = [
         ("Qwen/Qwen3-30B-A3B", "bf16"),
         ("Qwen/Qwen3-30B-A3B", "fp8"),
         ("openai/gpt-oss-120b", "mxfp4"),
         ("Qwen/Qwen3-8B", "bf16"),
+        ("Qwen/Qwen3-30B-A3B", "bf16", "tensorrt-llm"),
     ]
     before = [tpot(*case) for case in cases]
     monkeypatch.setattr(

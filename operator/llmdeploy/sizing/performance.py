@@ -76,8 +76,8 @@ MLA_LAYER_OVERHEAD_S = 0.00011
 # ~58 us per call; on a B200 39.6/51.9/73.2 us at batch 1/2/4 (PR #31448), ~27 us per call.
 # The fitted value (in effect on Qwen3-30B-A3B's A100 rows, the only 16-bit MoE latency rows
 # besides one H100 row) is above the kernel's alone: it takes whatever else those rows miss.
-# Other backends (Marlin, FlashInfer, TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only; the
-# engine is not an input here, so a 16-bit MoE planned on TensorRT-LLM pays it too.
+# Other backends (Marlin, FlashInfer, TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only, as
+# does a 16-bit MoE on another engine (StepModel.engine).
 TRITON_MOE_LAYER_OVERHEAD_S = 6e-05
 # Fitted: a weight-only quantized GEMM (4-bit weights, 16-bit activations: Marlin) turns every
 # weight into BF16 in registers before the tensor cores see it, so at decode batch sizes it
@@ -504,6 +504,7 @@ class StepModel:
     kv_dtype_bytes: float
     input_tokens: int
     output_tokens: int
+    engine: str = "vllm"  # the serving engine's id: whose MoE kernels run
     bandwidth: float = field(init=False)  # bytes/s decode's reads reach
     compute_efficiency: float = field(init=False)
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
@@ -515,7 +516,8 @@ class StepModel:
         self.compute_efficiency = COMPUTE_EFFICIENCY_BY_CHIP.get(gpu.chip or "", COMPUTE_EFFICIENCY)
         moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
         mla_layers = model.layers if model.is_mla else 0
-        triton_moe_layers = moe_layers if self.fmt.weight_bytes >= 2 else 0
+        triton_moe = self.engine == "vllm" and self.fmt.weight_bytes >= 2
+        triton_moe_layers = moe_layers if triton_moe else 0
         self.overhead_s = (
             model.layers * PER_LAYER_OVERHEAD_S
             + moe_layers * MOE_LAYER_OVERHEAD_S
@@ -625,7 +627,7 @@ def estimate_performance(
     serving engine's id and release, and `async_scheduling` its setting where the serving
     command sets it (`overlap_scheduler`)."""
     steps_model = StepModel(
-        model, gpu, fmt, tensor, pipeline, kv_dtype_bytes, input_tokens, output_tokens
+        model, gpu, fmt, tensor, pipeline, kv_dtype_bytes, input_tokens, output_tokens, engine
     )
     batch = concurrency
     # A step's token budget holds a prompt's chunk and the other streams' decodes: the
