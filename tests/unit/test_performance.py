@@ -581,17 +581,21 @@ def pipeline_replay(batches: list[tuple[int, float]], stages: int) -> list[float
 
 
 def test_a_long_prompt_s_chunks_follow_each_other_through_the_stages(catalog: Catalog) -> None:
-    """Eight chunks on two stages: the first passes both stages, each further one enters the
-    first stage as the one before leaves it: (8 + 1) stage times, where one stage would take
-    eight full steps."""
+    """Eight chunks on two or four stages: the first passes every stage, each further one
+    enters the first stage as the one before leaves it, so the prompt's first token comes
+    when a replay of its chunks through the stages ends, and the next prompt enters the first
+    stage when the last chunk leaves it; one stage takes eight full steps."""
     qwen = resolve_model(make_spec("Qwen/Qwen3-32B").model, catalog)
     gpu, bf16 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
     steps = {p: performance.StepModel(qwen, gpu, bf16, 2, p, 2, 16384, 128) for p in (1, 2, 4)}
     for pipeline in (2, 4):
         prefill = steps[pipeline].prefill(16384, 2048)
         assert prefill.steps == 8
-        assert prefill.latency_s == pytest.approx(prefill.step_s * (8 + pipeline - 1) / pipeline)
-        assert prefill.occupancy_s == pytest.approx(prefill.step_s * 8 / pipeline)
+        # Each chunk its own batch; one more batch, the next prompt's first chunk, behind.
+        chunks = [(i, prefill.step_s / pipeline) for i in range(prefill.steps + 1)]
+        ends = pipeline_replay(chunks, pipeline)
+        assert prefill.latency_s == pytest.approx(ends[-2])
+        assert prefill.occupancy_s == pytest.approx(ends[-1] - prefill.step_s)
         # Through every stage, a step costs about what it costs on one stage.
         assert prefill.step_s == pytest.approx(steps[1].prefill(16384, 2048).step_s, rel=0.05)
     one_stage = steps[1].prefill(16384, 2048)
@@ -723,3 +727,22 @@ def test_a_prompt_as_long_as_the_step_budget_runs_in_one_step(catalog: Catalog) 
         one_token_less = ttft(8192, concurrency, budget) - ttft(8191, concurrency, budget)
         one_token_more = ttft(8193, concurrency, budget) - ttft(8192, concurrency, budget)
         assert one_token_more > 10 * one_token_less
+
+
+def test_on_two_stages_a_loaded_request_queues_behind_half_a_prefill_pass(
+    catalog: Catalog,
+) -> None:
+    """On two stages a prompt holds each stage for half its pass, the stages taking other
+    batches meanwhile, so the prompts of the other streams keep each stage about half as busy
+    as one stage would be, for half as long each: what a loaded request waits beyond a lone
+    one is well under half what it waits on one stage."""
+
+    def loaded_wait(pipeline: int) -> float:
+        def ttft(concurrency: int) -> float:
+            return qwen3_32b(
+                catalog, concurrency, pipeline=pipeline, input_tokens=8000, output_tokens=128
+            ).ttft_s
+
+        return ttft(16) - ttft(1)
+
+    assert loaded_wait(2) < 0.5 * loaded_wait(1)
