@@ -42,13 +42,13 @@ COMPUTE_EFFICIENCY = 0.75
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.65,
-    "nvidia-b200-180gb": 0.85,
+    "nvidia-b200-180gb": 0.9,
     "nvidia-h100-80gb": 0.8,
     "nvidia-h200-141gb": 0.85,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
     "GA100": 0.35,
-    "GB100": 0.55,
+    "GB100": 0.5,
     "GH100": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
@@ -87,7 +87,7 @@ TRITON_MOE_LAYER_OVERHEAD_S = 6e-05
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
 # prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
-WEIGHT_ONLY_DEQUANT_FLOP = 280.0
+WEIGHT_ONLY_DEQUANT_FLOP = 240.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
@@ -128,7 +128,7 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # while the new request's host work runs (one token per stream per step).
 TTFT_OVERHEAD_S = 0.02
 TTFT_LOAD_OVERHEAD_S = 0.0
-TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 2e-05
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
 # AsyncMicrobatchTokenizer (vllm PR #19334; gone in 0.24.0, absent in 0.9.2), which waits its
