@@ -329,6 +329,20 @@ def engine_max_num_tokens() -> dict[str, int]:
 _ENGINE_MAX_NUM_TOKENS = engine_max_num_tokens()
 
 
+def async_scheduling_settings() -> dict[str, bool]:
+    """The async scheduling a row's serving command sets, by row id (bench/data/
+    latency_client.csv `async_scheduling`); rows it lacks ran the release's default."""
+    setting = {"yes": True, "no": False}
+    return {
+        r["id"]: setting[r["async_scheduling"]]
+        for r in _read("latency_client.csv")
+        if r["async_scheduling"] in setting
+    }
+
+
+_ASYNC_SCHEDULING = async_scheduling_settings()
+
+
 def latency_setup(row: LatencyRow, catalog: Catalog) -> tuple[ModelFacts, Gpu, int, int]:
     """The model, the GPU (without peer-to-peer where the row's log says so) and the
     (max_num_batched_tokens, max_num_seqs) a latency row is re-planned with: the step budget
@@ -360,6 +374,8 @@ def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
             row.engine, row.engine_version or None, row.endpoint or "chat"
         ),
         engine=row.engine,
+        engine_version=row.engine_version or None,
+        async_scheduling=_ASYNC_SCHEDULING.get(row.id),
     )
     return perf.ttft_s * 1000, perf.tpot_s * 1000
 

@@ -9,7 +9,8 @@ planner's own step costs (performance.py `StepModel`; no constant of its own):
 - a request's first token is sampled at the end of the step that completes its prompt;
 - a step of decodes only costs `StepModel.decode(b)`, one with prompt tokens
   `StepModel.mixed_step_s`;
-- with async scheduling (vLLM from 0.14.0 by default, or the row's `--async-scheduling`) the
+- with async scheduling (the closed form's rule, performance.py `overlap_scheduler`: vLLM from
+  0.14.0 by default, TensorRT-LLM's overlap scheduler, or the row's `--async-scheduling`) the
   step after the running one is scheduled before the running one ends, so a request reaching
   the engine during a step waits for the step after.
 The client is `benchmark_serving.py` / `vllm bench serve` with `--request-rate inf` and
@@ -43,6 +44,7 @@ from corpus import (
     DATA,
     LatencyRow,
     _kv_bytes,
+    async_scheduling_settings,
     latency_setup,
     load_latency,
     load_split,
@@ -50,14 +52,11 @@ from corpus import (
     relative_error,
     summarize,
 )
-from llmdeploy.catalog import Catalog, load_catalog, version_within
+from llmdeploy.catalog import Catalog, load_catalog
 from llmdeploy.sizing import performance
 from llmdeploy.sizing.performance import StepModel, request_host_s
 
 DEFAULT_NUM_PROMPTS = 1000  # benchmark_serving.py's --num-prompts default
-# vLLM's SchedulerConfig.async_scheduling defaults to False in 0.13.0 and to None (on) in 0.14.0
-# (vllm/config/scheduler.py; docs/benchmarks.md, branch ttft1's "Looked for, read, and not kept").
-ASYNC_SCHEDULING_SINCE = "0.14.0"
 
 
 @dataclass(frozen=True)
@@ -72,13 +71,14 @@ class Client:
 
 
 def load_clients() -> dict[str, Client]:
+    settings = async_scheduling_settings()
     with (DATA / "latency_client.csv").open(newline="") as f:
         return {
             r["id"]: Client(
                 together=r["client"] == "benchmark_serving",
                 num_prompts=int(r["num_prompts"]) if r["num_prompts"] else DEFAULT_NUM_PROMPTS,
                 range_ratio=float(r["range_ratio"] or 0.0),
-                async_scheduling={"yes": True, "no": False}.get(r["async_scheduling"]),
+                async_scheduling=settings.get(r["id"]),
                 max_num_batched_tokens=int(r["max_num_batched_tokens"] or 0) or None,
             )
             for r in csv.DictReader(f)
@@ -247,6 +247,7 @@ def replay_row(
         _kv_bytes(row.kv_dtype),
         row.input_tokens,
         row.output_tokens,
+        row.engine,
     )
     decode_s = steps.decode(row.concurrency).step_s
     frontend = performance.frontend_s(
@@ -260,17 +261,17 @@ def replay_row(
     rng = random.Random(0)
     prompts = lengths(row.input_tokens, client.num_prompts, client.range_ratio, rng)
     outputs = lengths(row.output_tokens, client.num_prompts, client.range_ratio, rng)
-    async_scheduling = client.async_scheduling
-    if async_scheduling is None:
-        # TensorRT-LLM's overlap scheduler (its default) admits like vLLM's async scheduling.
-        async_scheduling = async_default and (
-            row.engine in performance.OVERLAP_SCHEDULER_ENGINES
-            or (
-                row.engine == "vllm"
-                and bool(row.engine_version)
-                and version_within(row.engine_version, ASYNC_SCHEDULING_SINCE, None)
-            )
-        )
+    # One rule with the closed form: the serving command's setting, else the release's default
+    # (TensorRT-LLM's overlap scheduler admits as vLLM's async scheduling does).
+    async_scheduling = performance.overlap_scheduler(
+        row.engine,
+        row.engine_version or None,
+        row.pipeline,
+        multi_node=row.tensor * row.pipeline > gpu.gpus_per_node,
+        setting=client.async_scheduling,
+    )
+    if client.async_scheduling is None:
+        async_scheduling = async_default and async_scheduling
     requests = simulate(
         steps,
         concurrency=row.concurrency,

@@ -94,7 +94,7 @@ def test_a_bursts_median_request_waits_for_the_whole_step_that_completes_its_pro
     def ttft(concurrency: int) -> float:
         return qwen3_32b(catalog, concurrency, burst=True, max_num_batched_tokens=8192).ttft_s
 
-    # 1024-token prompts, 8192-token steps less one token per running stream: seven fit in
+    # 1024-token prompts, 8192-token steps less one token per other stream: seven fit in
     # a step. A burst of seven prefills in one step, every request's token at its end.
     steps = qwen3_32b_steps(catalog)
 
@@ -102,12 +102,12 @@ def test_a_bursts_median_request_waits_for_the_whole_step_that_completes_its_pro
         decode_s = steps.decode(concurrency).step_s
         return performance.request_host_s(concurrency - 1, 0.0, decode_s)
 
-    assert ttft(7) == pytest.approx(host(7) + steps.prefill_s(7 * 1024, 8192 - 7))
+    assert ttft(7) == pytest.approx(host(7) + steps.prefill_s(7 * 1024, 8192 - 6))
     # Fifteen: the median (8th) prompt ends in the second step, which holds the rest of the
     # burst. Thirty-one: the median (16th) ends in the third step, which is full: the median
     # waits for three whole steps' tokens, less than the burst's.
-    assert ttft(15) == pytest.approx(host(15) + steps.prefill_s(15 * 1024, 8192 - 15))
-    chunk = 8192 - 31
+    assert ttft(15) == pytest.approx(host(15) + steps.prefill_s(15 * 1024, 8192 - 14))
+    chunk = 8192 - 30
     assert ttft(31) == pytest.approx(host(31) + steps.prefill_s(3 * chunk, chunk))
     assert ttft(7) < ttft(15) < ttft(31) < host(31) + steps.prefill_s(31 * 1024, chunk)
 
@@ -115,11 +115,11 @@ def test_a_bursts_median_request_waits_for_the_whole_step_that_completes_its_pro
 def test_a_bursts_median_request_waits_for_whole_steps_whatever_the_prompt_length(
     catalog: Catalog,
 ) -> None:
-    """2042-token prompts, ten streams, 8182-token steps: the median (5.5 prompts, 11,231
+    """2042-token prompts, ten streams, 8183-token steps: the median (5.5 prompts, 11,231
     tokens) ends in the second step, so it waits for exactly two steps' tokens (a count of
     prompts times their length must not round up into a third step)."""
     steps = dataclasses.replace(qwen3_32b_steps(catalog), input_tokens=2042)
-    chunk = 8192 - 10
+    chunk = 8192 - 9
     burst = qwen3_32b(catalog, 10, burst=True, input_tokens=2042, max_num_batched_tokens=8192)
     host = performance.request_host_s(9, 0.0, steps.decode(10).step_s)
     assert burst.ttft_s == pytest.approx(host + steps.prefill_s(2 * chunk, chunk))
@@ -169,16 +169,20 @@ def test_16_bit_experts_pay_the_triton_fused_moe_call_quantized_ones_do_not(
     catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """vLLM runs unquantized experts through its Triton fused_moe kernel, whose call costs a
-    fixed time per MoE layer; FP8 and MXFP4 experts run other kernels, dense layers none."""
+    fixed time per MoE layer; FP8 and MXFP4 experts run other kernels, dense layers none, and
+    TensorRT-LLM its own MoE kernels."""
 
-    def tpot(name: str, quantization: str = "bf16") -> float:
-        return estimate(catalog, name, quantization=quantization, input_tokens=128).tpot_s
+    def tpot(name: str, quantization: str = "bf16", engine: str = "vllm") -> float:
+        return estimate(
+            catalog, name, quantization=quantization, input_tokens=128, engine=engine
+        ).tpot_s
 
     cases = [
         ("Qwen/Qwen3-30B-A3B", "bf16"),
         ("Qwen/Qwen3-30B-A3B", "fp8"),
         ("openai/gpt-oss-120b", "mxfp4"),
         ("Qwen/Qwen3-8B", "bf16"),
+        ("Qwen/Qwen3-30B-A3B", "bf16", "tensorrt-llm"),
     ]
     before = [tpot(*case) for case in cases]
     monkeypatch.setattr(
@@ -545,19 +549,53 @@ def test_block_scaled_fp8_experts_prefill_at_the_grouped_kernel_s_rates_on_hoppe
         assert grouped[case] == roofline[case]
 
 
-def test_under_load_tensorrt_llm_s_overlap_scheduler_makes_a_request_wait_one_step_more(
-    catalog: Catalog,
+@pytest.mark.parametrize(
+    ("engine", "version"), [("tensorrt-llm", "1.2.0rc1"), ("vllm", "0.14.0"), ("vllm", "0.23.0")]
+)
+def test_under_load_an_overlap_scheduler_makes_a_request_wait_one_step_more(
+    catalog: Catalog, engine: str, version: str
 ) -> None:
     # Loaded: the request is fetched after the step behind the running one is launched.
-    vllm = qwen3_32b(catalog, 8)
-    trtllm = qwen3_32b(catalog, 8, engine="tensorrt-llm")
+    planned = qwen3_32b(catalog, 8, engine="vllm", engine_version="0.13.0")
+    overlapped = qwen3_32b(catalog, 8, engine=engine, engine_version=version)
     decode_step_s = qwen3_32b_steps(catalog).decode(8).step_s
-    assert trtllm.ttft_s - vllm.ttft_s == pytest.approx(decode_step_s, rel=1e-6)
-    assert trtllm.tpot_s == vllm.tpot_s
+    assert overlapped.ttft_s - planned.ttft_s == pytest.approx(decode_step_s, rel=1e-6)
+    assert overlapped.tpot_s == planned.tpot_s
+    # The serving command's setting wins over the release's default.
+    assert qwen3_32b(catalog, 8, engine_version="0.13.0", async_scheduling=True) == overlapped
+    assert qwen3_32b(catalog, 8, engine_version="0.14.0", async_scheduling=False) == planned
     # A lone request finds the loop idle; a burst arrives at an idle engine.
-    assert qwen3_32b(catalog, 1, engine="tensorrt-llm") == qwen3_32b(catalog, 1)
-    burst = qwen3_32b(catalog, 8, burst=True)
-    assert qwen3_32b(catalog, 8, burst=True, engine="tensorrt-llm") == burst
+    lone = qwen3_32b(catalog, 1, engine_version="0.13.0")
+    assert qwen3_32b(catalog, 1, engine=engine, engine_version=version) == lone
+    burst = qwen3_32b(catalog, 8, burst=True, engine_version="0.13.0")
+    assert qwen3_32b(catalog, 8, burst=True, engine=engine, engine_version=version) == burst
+
+
+@pytest.mark.parametrize(
+    ("engine", "version", "pipeline", "multi_node", "overlapped"),
+    [
+        ("vllm", "0.13.0", 1, False, False),  # async scheduling off by default
+        ("vllm", "0.14.0rc1", 1, False, False),  # a release candidate sorts below 0.14.0
+        ("vllm", "0.14.0", 1, False, True),
+        ("vllm", "0.14.1", 2, False, False),  # off with pipeline_parallel_size > 1
+        ("vllm", "0.15.0", 2, False, True),  # PR #32359
+        ("vllm", "0.23.0", 1, True, False),  # the Ray executor llmdeploy spans nodes with
+        ("vllm", None, 1, False, False),  # an unknown release: off, as before 0.14.0
+        ("tensorrt-llm", "0.19.0", 1, False, False),  # enable_overlap_scheduler, off
+        ("tensorrt-llm", "0.20.0", 1, False, True),  # PR #4174
+        ("tensorrt-llm", "1.2.0rc1", 1, True, True),
+        ("tensorrt-llm", "1.2.0rc1", 2, False, False),  # _executor_loop_pp
+        ("tensorrt-llm", None, 1, False, True),
+        ("nim", "1.8.0", 1, False, False),
+    ],
+)
+def test_which_releases_schedule_a_step_ahead(
+    engine: str, version: str | None, pipeline: int, multi_node: bool, overlapped: bool
+) -> None:
+    assert (
+        performance.overlap_scheduler(engine, version, pipeline, multi_node=multi_node)
+        is overlapped
+    )
 
 
 @pytest.mark.parametrize(
@@ -583,18 +621,39 @@ def test_a_lone_prefill_on_two_stages_costs_what_it_costs_on_one(
     assert ttft(2) == pytest.approx(ttft(1), rel=0.05)
 
 
+def pipeline_replay(batches: list[tuple[int, float]], stages: int) -> list[float]:
+    """When each batch leaves the last stage: batches in the order scheduled, as (decoding
+    group, time on each stage), pass the stages one after another, each stage taking them in
+    that order; a group's next batch enters the first stage once its last one has left the
+    last stage (vLLM reschedules a request once its batch is back)."""
+    free = [0.0] * stages
+    back: dict[int, float] = {}
+    ends = []
+    for group, stage_s in batches:
+        t = back.get(group, 0.0)
+        for stage in range(stages):
+            t = free[stage] = max(t, free[stage]) + stage_s
+        back[group] = t
+        ends.append(t)
+    return ends
+
+
 def test_a_long_prompt_s_chunks_follow_each_other_through_the_stages(catalog: Catalog) -> None:
-    """Eight chunks on two stages: the first passes both stages, each further one enters the
-    first stage as the one before leaves it: (8 + 1) stage times, where one stage would take
-    eight full steps."""
+    """Eight chunks on two or four stages: the first passes every stage, each further one
+    enters the first stage as the one before leaves it, so the prompt's first token comes
+    when a replay of its chunks through the stages ends, and the next prompt enters the first
+    stage when the last chunk leaves it; one stage takes eight full steps."""
     qwen = resolve_model(make_spec("Qwen/Qwen3-32B").model, catalog)
     gpu, bf16 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
     steps = {p: performance.StepModel(qwen, gpu, bf16, 2, p, 2, 16384, 128) for p in (1, 2, 4)}
     for pipeline in (2, 4):
         prefill = steps[pipeline].prefill(16384, 2048)
         assert prefill.steps == 8
-        assert prefill.latency_s == pytest.approx(prefill.step_s * (8 + pipeline - 1) / pipeline)
-        assert prefill.occupancy_s == pytest.approx(prefill.step_s * 8 / pipeline)
+        # Each chunk its own batch; one more batch, the next prompt's first chunk, behind.
+        chunks = [(i, prefill.step_s / pipeline) for i in range(prefill.steps + 1)]
+        ends = pipeline_replay(chunks, pipeline)
+        assert prefill.latency_s == pytest.approx(ends[-2])
+        assert prefill.occupancy_s == pytest.approx(ends[-1] - prefill.step_s)
         # Through every stage, a step costs about what it costs on one stage.
         assert prefill.step_s == pytest.approx(steps[1].prefill(16384, 2048).step_s, rel=0.05)
     one_stage = steps[1].prefill(16384, 2048)
@@ -664,3 +723,84 @@ def test_a_loaded_stream_waits_for_another_prompt_s_chunks_through_the_stages(
 
     assert tpot(4096, 2) == pytest.approx(tpot(4096, 1), rel=0.05)
     assert tpot(16000, 2) < 0.9 * tpot(16000, 1)
+
+
+@pytest.mark.parametrize("pipeline", [2, 4])
+def test_a_multi_chunk_prompt_holds_the_decoding_groups_up_as_a_pipeline_replay_does(
+    catalog: Catalog, pipeline: int
+) -> None:
+    """16 streams decode in one group per stage, every stage busy; another stream's
+    three-chunk prompt joins three consecutive batches, each lengthened by its chunk (less the
+    decode step it shares). Replayed through the stages, every group comes back later by what
+    the closed form charges a stream per prefill seen."""
+    concurrency, input_tokens, output_tokens, budget = 16, 24000, 256, 8192
+    steps = performance.StepModel(
+        resolve_model(make_spec("Qwen/Qwen3-32B").model, catalog),
+        catalog.gpus["nvidia-h100-80gb"],
+        catalog.quantizations["bf16"],
+        2,
+        pipeline,
+        2,
+        input_tokens,
+        output_tokens,
+    )
+    decode = steps.decode(concurrency // pipeline)
+    prefill = steps.prefill(input_tokens, budget - (concurrency - 1))
+    assert prefill.steps == 3
+    mixed_s = prefill.step_s + decode.compute_s + decode.communication_s
+    plain = [(i % pipeline, decode.step_s / pipeline) for i in range(8 * pipeline)]
+    joined = [
+        (group, mixed_s / pipeline if pipeline <= i < pipeline + prefill.steps else stage_s)
+        for i, (group, stage_s) in enumerate(plain)
+    ]
+    delay = pipeline_replay(joined, pipeline)[-1] - pipeline_replay(plain, pipeline)[-1]
+    tpot = qwen3_32b(
+        catalog,
+        concurrency,
+        pipeline=pipeline,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        max_num_batched_tokens=budget,
+    ).tpot_s
+    per_prefill = (tpot - decode.step_s) * output_tokens / (concurrency - 1)
+    assert per_prefill == pytest.approx(delay, rel=1e-6)
+
+
+def test_a_prompt_as_long_as_the_step_budget_runs_in_one_step(catalog: Catalog) -> None:
+    """The budget is shared by the prompt's chunk and the other streams' decodes, not the
+    prefilling request's own (a prompt being prefilled does not decode): a lone 8192-token
+    prompt with a budget of 8192 runs in one step, alone or beside 7 decoding streams with 8199
+    (vLLM's scheduler and TensorRT-LLM's take the whole prompt then). A token more takes a
+    second step, which reads the weights again and pays a step's fixed cost."""
+
+    def ttft(input_tokens: int, concurrency: int, budget: int) -> float:
+        return qwen3_32b(
+            catalog,
+            concurrency,
+            input_tokens=input_tokens,
+            max_num_batched_tokens=budget,
+        ).ttft_s
+
+    for concurrency, budget in ((1, 8192), (8, 8199)):
+        one_token_less = ttft(8192, concurrency, budget) - ttft(8191, concurrency, budget)
+        one_token_more = ttft(8193, concurrency, budget) - ttft(8192, concurrency, budget)
+        assert one_token_more > 10 * one_token_less
+
+
+def test_on_two_stages_a_loaded_request_queues_behind_half_a_prefill_pass(
+    catalog: Catalog,
+) -> None:
+    """On two stages a prompt holds each stage for half its pass, the stages taking other
+    batches meanwhile, so the prompts of the other streams keep each stage about half as busy
+    as one stage would be, for half as long each: what a loaded request waits beyond a lone
+    one is well under half what it waits on one stage."""
+
+    def loaded_wait(pipeline: int) -> float:
+        def ttft(concurrency: int) -> float:
+            return qwen3_32b(
+                catalog, concurrency, pipeline=pipeline, input_tokens=8000, output_tokens=128
+            ).ttft_s
+
+        return ttft(16) - ttft(1)
+
+    assert loaded_wait(2) < 0.5 * loaded_wait(1)

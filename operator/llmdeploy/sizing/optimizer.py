@@ -481,6 +481,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
             f"workload.concurrency is {workload.concurrency}"
         )
         return candidate
+    version = ctx.engine_version(gpu)
     perf = estimate_performance(
         model,
         gpu,
@@ -492,8 +493,9 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         input_tokens=workload.input_tokens,
         output_tokens=workload.output_tokens,
         max_num_batched_tokens=ctx.max_num_batched_tokens,
-        request_frontend_s=frontend_s(ctx.engine.id.value, ctx.engine_version(gpu)),
+        request_frontend_s=frontend_s(ctx.engine.id.value, version),
         engine=ctx.engine.id.value,
+        engine_version=version,
     )
     if ctx.calibration is not None:
         perf = ctx.calibration.apply(perf)
@@ -850,4 +852,5 @@ def performance_at(
         max_num_batched_tokens=int(plan.max_num_batched_tokens or DEFAULT_MAX_NUM_BATCHED_TOKENS),
         request_frontend_s=frontend_s(plan.engine, plan.engine_version),
         engine=plan.engine,
+        engine_version=plan.engine_version,
     )

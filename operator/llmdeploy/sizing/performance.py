@@ -42,13 +42,13 @@ COMPUTE_EFFICIENCY = 0.75
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.7,
-    "nvidia-b200-180gb": 0.85,
+    "nvidia-b200-180gb": 0.9,
     "nvidia-h100-80gb": 0.85,
     "nvidia-h200-141gb": 0.9,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
     "GA100": 0.3,
-    "GB100": 0.55,
+    "GB100": 0.5,
     "GH100": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
@@ -76,8 +76,8 @@ MLA_LAYER_OVERHEAD_S = 0.00011
 # ~58 us per call; on a B200 39.6/51.9/73.2 us at batch 1/2/4 (PR #31448), ~27 us per call.
 # The fitted value (in effect on Qwen3-30B-A3B's A100 rows, the only 16-bit MoE latency rows
 # besides one H100 row) is above the kernel's alone: it takes whatever else those rows miss.
-# Other backends (Marlin, FlashInfer, TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only; the
-# engine is not an input here, so a 16-bit MoE planned on TensorRT-LLM pays it too.
+# Other backends (Marlin, FlashInfer, TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only, as
+# does a 16-bit MoE on another engine (StepModel.engine).
 TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # Fitted: a weight-only quantized GEMM (4-bit weights, 16-bit activations: Marlin) turns every
 # weight into BF16 in registers before the tensor cores see it, so at decode batch sizes it
@@ -87,7 +87,7 @@ TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
 # prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
-WEIGHT_ONLY_DEQUANT_FLOP = 280.0
+WEIGHT_ONLY_DEQUANT_FLOP = 240.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
@@ -128,7 +128,7 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # while the new request's host work runs (one token per stream per step).
 TTFT_OVERHEAD_S = 0.02
 TTFT_LOAD_OVERHEAD_S = 0.0
-TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 2e-05
+TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
 # AsyncMicrobatchTokenizer (vllm PR #19334; gone in 0.24.0, absent in 0.9.2), which waits its
@@ -153,15 +153,28 @@ FP8_GEMM_SPEEDUP = 1.4
 ALL_REDUCE_LATENCY_S = {"nvlink": 10e-6, "infinity-fabric": 15e-6, "pcie": 30e-6}
 INTER_NODE_LATENCY_S = 50e-6
 INTER_NODE_BANDWIDTH_BPS = 25e9
-# Physical, not fitted: engines whose executor runs a step ahead of the GPU. TensorRT-LLM's
-# PyTorch backend runs `_executor_loop_overlap` unless `disable_overlap_scheduler` is set (off
-# by default, tensorrt_llm/llmapi/llm_args.py): each iteration fetches new requests, schedules
-# and launches the next step, and only then waits for the running step's tokens
-# (tensorrt_llm/_torch/pyexecutor/py_executor.py, `_update_requests(previous_batch...)` after
-# `_forward_step`). A request that arrives while a step runs is fetched after the step behind
-# it is already launched, so under load it waits one decode step more than with a scheduler
-# that plans each step after the last one ends; a lone request finds the loop idle.
-OVERLAP_SCHEDULER_ENGINES = frozenset({"tensorrt-llm"})
+# Physical, not fitted: the releases whose scheduler plans the next step before the running
+# one ends, so that a request arriving during a step is fetched after the step behind it is
+# already launched and, under load, waits one decode step more than with a scheduler that
+# plans each step after the last one ends; a lone request finds the loop idle
+# (`overlap_scheduler`).
+# - vLLM: SchedulerConfig.async_scheduling defaults to False in 0.13.0 and to None (on unless
+#   something is incompatible) from 0.14.0 (vllm/config/scheduler.py). In 0.14.0 VllmConfig
+#   turns it off for pipeline_parallel_size > 1, and for any executor but mp, uni and
+#   external_launcher (vllm/config/vllm.py); 0.15.0 drops the pipeline condition
+#   (vllm-project/vllm PR #32359, async scheduling with PP); the Ray executor never supports
+#   it (to 0.24.0: Executor.supports_async_scheduling is False but for the mp and uni ones),
+#   and llmdeploy runs a replica spanning nodes on Ray (render/engine_args.py).
+# - TensorRT-LLM's PyTorch backend runs `_executor_loop_overlap` unless
+#   `disable_overlap_scheduler` is set, off by default from 0.20.0 (NVIDIA/TensorRT-LLM PR
+#   #4174, "Enable scheduling overlap by default", in 0.20.0's release notes): each iteration
+#   fetches new requests, schedules and launches the next step, and only then waits for the
+#   running step's tokens (tensorrt_llm/_torch/pyexecutor/py_executor.py,
+#   `_update_requests(previous_batch...)` after `_forward_step`). With pp_size > 1 PyExecutor
+#   runs `_executor_loop_pp` instead, whatever the setting (py_executor.py `__init__`).
+VLLM_ASYNC_SCHEDULING_SINCE = "0.14.0"
+VLLM_ASYNC_SCHEDULING_WITH_PIPELINE_SINCE = "0.15.0"
+TRTLLM_OVERLAP_SCHEDULER_SINCE = "0.20.0"
 # vLLM V1's chunked-prefill step budget where the caller does not give one (the catalog's
 # engines' default).
 DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
@@ -505,6 +518,29 @@ def frontend_s(engine: str, version: str | None, endpoint: str = "chat") -> floa
     return wait + parse * CHAT_TEMPLATE_PARSE_S
 
 
+def overlap_scheduler(
+    engine: str,
+    version: str | None,
+    pipeline: int,
+    *,
+    multi_node: bool = False,
+    setting: bool | None = None,
+) -> bool:
+    """Whether the engine's scheduler plans a step ahead (VLLM_ASYNC_SCHEDULING_SINCE,
+    TRTLLM_OVERLAP_SCHEDULER_SINCE): `setting` where the serving command sets it, else the
+    release's default for the layout. An unknown vLLM release is counted without it (off
+    before 0.14.0), an unknown TensorRT-LLM release with it (the default since 0.20.0)."""
+    if setting is not None:
+        return setting
+    if engine == "tensorrt-llm":
+        return pipeline == 1 and version_within(version, TRTLLM_OVERLAP_SCHEDULER_SINCE, None)
+    if engine != "vllm" or version is None or multi_node:
+        return False
+    if pipeline > 1:
+        return version_within(version, VLLM_ASYNC_SCHEDULING_WITH_PIPELINE_SINCE, None)
+    return version_within(version, VLLM_ASYNC_SCHEDULING_SINCE, None)
+
+
 class DecodeStep(NamedTuple):
     """A step of `batch` decodes: its time alone, and the parts a prefill step shares."""
 
@@ -530,6 +566,7 @@ class StepModel:
     kv_dtype_bytes: float
     input_tokens: int
     output_tokens: int
+    engine: str = "vllm"  # the serving engine's id: whose MoE kernels run
     bandwidth: float = field(init=False)  # bytes/s decode's reads reach
     compute_efficiency: float = field(init=False)
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
@@ -541,7 +578,8 @@ class StepModel:
         self.compute_efficiency = COMPUTE_EFFICIENCY_BY_CHIP.get(gpu.chip or "", COMPUTE_EFFICIENCY)
         moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
         mla_layers = model.layers if model.is_mla else 0
-        triton_moe_layers = moe_layers if self.fmt.weight_bytes >= 2 else 0
+        triton_moe = self.engine == "vllm" and self.fmt.weight_bytes >= 2
+        triton_moe_layers = moe_layers if triton_moe else 0
         self.overhead_s = (
             model.layers * PER_LAYER_OVERHEAD_S
             + moe_layers * MOE_LAYER_OVERHEAD_S
@@ -641,17 +679,22 @@ def estimate_performance(
     burst: bool = False,
     request_frontend_s: float = 0.0,
     engine: str = "vllm",
+    engine_version: str | None = None,
+    async_scheduling: bool | None = None,
 ) -> Performance:
     """Steady load: `concurrency` requests in flight, a new one sent as one finishes (a closed
     loop). `burst`: the `concurrency` requests arrive at once (a benchmark's infinite request
     rate); TTFT and TPOT are then the burst's median request's. `request_frontend_s`: the
-    release's front-end work per request (`frontend_s`). `engine`: the serving engine's id
-    (OVERLAP_SCHEDULER_ENGINES)."""
+    release's front-end work per request (`frontend_s`). `engine`, `engine_version`: the
+    serving engine's id and release, and `async_scheduling` its setting where the serving
+    command sets it (`overlap_scheduler`)."""
     steps_model = StepModel(
-        model, gpu, fmt, tensor, pipeline, kv_dtype_bytes, input_tokens, output_tokens
+        model, gpu, fmt, tensor, pipeline, kv_dtype_bytes, input_tokens, output_tokens, engine
     )
     batch = concurrency
-    chunk = max(1, max_num_batched_tokens - batch)
+    # A step's token budget holds a prompt's chunk and the other streams' decodes: the
+    # prefilling request does not decode.
+    chunk = max(1, max_num_batched_tokens - (batch - 1))
     # Under pipeline parallelism vLLM V1 keeps up to `pipeline` batches in flight and
     # schedules a running request again only once its batch has come back (Scheduler.schedule
     # skips it: "PP>1 and we have already scheduled all prompt tokens but they are not
@@ -677,12 +720,15 @@ def estimate_performance(
     # Under pipeline parallelism a chunk lengthens its group's pass by its step through every
     # stage, and the groups behind it on each stage wait as long (with as many groups as
     # stages no stage has idle time to absorb it); the prompt's further chunks join the next
-    # groups' batches a stage behind, so a prompt delays the streams by its prefill's latency.
-    # Prompts whose chunks share a pass would overlap on the stages; that is not counted, so
-    # under a heavy prefill load on several stages this is an upper bound.
-    steps = math.ceil(input_tokens / chunk)
+    # groups' batches a stage behind, so a prompt delays the streams by its prefill's latency,
+    # (N + P - 1) / P passes for N chunks on P stages, less the decode step each of those
+    # passes shares with it (a replay of the batches through the stages gives the same,
+    # tests/unit/test_performance.py). Prompts whose chunks share a pass would overlap on the
+    # stages; that is not counted, so under a heavy prefill load on several stages this is an
+    # upper bound.
+    passes = (prefill.steps + pipeline - 1) / pipeline
     prefill_extra_s = max(
-        0.0, prefill_s + steps * (decode.compute_s - decode.memory_s - decode.overhead_s)
+        0.0, prefill_s + passes * (decode.compute_s - decode.memory_s - decode.overhead_s)
     )
     others = batch - 1
     prefills_seen = others / 2 if burst else others
@@ -704,13 +750,16 @@ def estimate_performance(
         # stream's prefill (M/D/1 on the prefill work the streams bring, each prefill served
         # for as long as it holds a pipeline stage: the stages take other batches meanwhile).
         # A lone request (concurrency 1) has none of that. An overlap scheduler has launched
-        # the step after the running one before it fetches the request
-        # (OVERLAP_SCHEDULER_ENGINES).
+        # the step after the running one before it fetches the request (`overlap_scheduler`).
         service_s = prefill.occupancy_s
         arrival_rate = others / (output_tokens * tpot)
         load = min(arrival_rate * service_s, 0.95)
         queueing_s = load * service_s / (2 * (1 - load))
-        steps_waited = 2 if engine in OVERLAP_SCHEDULER_ENGINES else 1
+        multi_node = tensor * pipeline > gpu.gpus_per_node
+        overlapped = overlap_scheduler(
+            engine, engine_version, pipeline, multi_node=multi_node, setting=async_scheduling
+        )
+        steps_waited = 2 if overlapped else 1
         ttft = host_s + prefill_s + queueing_s + min(others, 1) * steps_waited * decode_step_s
 
     request_s = ttft + output_tokens * tpot
