@@ -21,7 +21,7 @@ from .e2e_support import wait_until
 from .prometheus_harness import Prometheus, VllmMetricsSim
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "llama-3.1-8b-l4.yaml"  # llama-8b on one L4 at $0.80 per hour
+EXAMPLE = ROOT / "examples" / "llama-3.1-8b-l4.yaml"  # llama-8b on L4 or A10G replicas
 LABELS = {"namespace": "team-a", "llmdeploy_io_deployment": "llama-8b"}
 WINDOW_S = 20
 REQUESTS = 100
@@ -105,8 +105,13 @@ def test_report_reads_the_engine_series(served: Prometheus, tmp_path: Path) -> N
     assert seen["ttftWithinSlo"] == 1.0 and seen["tpotWithinSlo"] == 1.0
     assert seen["kvCacheUsage"] == pytest.approx(0.25)
     assert seen["replicas"] == pytest.approx(1.0)  # one engine, scraped the whole window
-    assert seen["costPerHour"] == pytest.approx(0.80)  # one L4
-    per_million = 0.80 / (seen["outputTokensPerSecond"] * 3600) * 1e6
+    # One engine scraped: one replica of the plan at its GPUs' price (the example lets the
+    # planner choose between L4 and A10G, so the GPU follows the fitted model).
+    planned = report["planned"]
+    per_replica = planned["costPerHour"] / planned["replicas"]
+    assert report["gpu"] in ("nvidia-l4", "nvidia-a10g")
+    assert seen["costPerHour"] == pytest.approx(per_replica, abs=0.01)
+    per_million = seen["costPerHour"] / (seen["outputTokensPerSecond"] * 3600) * 1e6
     assert seen["costPerMillionOutputTokens"] == pytest.approx(per_million, rel=1e-5)
     assert report["sloMet"]["status"] == "True"
     # 100 requests in 20 s against 2 requests/s planned.
