@@ -266,8 +266,9 @@ def replay_row(
     async_scheduling = performance.overlap_scheduler(
         row.engine,
         row.engine_version or None,
+        gpu,
+        row.tensor,
         row.pipeline,
-        multi_node=row.tensor * row.pipeline > gpu.gpus_per_node,
         setting=client.async_scheduling,
     )
     if client.async_scheduling is None:

@@ -590,12 +590,16 @@ def test_under_load_an_overlap_scheduler_makes_a_request_wait_one_step_more(
     ],
 )
 def test_which_releases_schedule_a_step_ahead(
-    engine: str, version: str | None, pipeline: int, multi_node: bool, overlapped: bool
+    catalog: Catalog,
+    engine: str,
+    version: str | None,
+    pipeline: int,
+    multi_node: bool,
+    overlapped: bool,
 ) -> None:
-    assert (
-        performance.overlap_scheduler(engine, version, pipeline, multi_node=multi_node)
-        is overlapped
-    )
+    gpu = catalog.gpus["nvidia-h100-80gb"]  # 8 per node: TP 16 spans two
+    tensor = 2 * gpu.gpus_per_node if multi_node else 1
+    assert performance.overlap_scheduler(engine, version, gpu, tensor, pipeline) is overlapped
 
 
 @pytest.mark.parametrize(

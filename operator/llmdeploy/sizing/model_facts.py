@@ -58,6 +58,7 @@ class ModelFacts:
     # Derived once in __post_init__: the planner reads them for every candidate.
     embedding_parameters: float = field(init=False)  # input embedding + lm_head (one if tied)
     routed_expert_parameters: float = field(init=False)
+    active_routed_expert_parameters: float = field(init=False)  # the routed experts a token runs
     kv_projection_parameters: float = field(init=False)  # K and V projections, all layers
     attention_parameters_per_layer: float = field(init=False)  # Q, K, V and O projections
     mlp_width_per_token: int = field(init=False)  # widest MLP a token passes (dense or experts)
@@ -87,6 +88,7 @@ class ModelFacts:
         derived = {
             "embedding_parameters": float(self.vocab_size * self.hidden_size * copies),
             "routed_expert_parameters": routed,
+            "active_routed_expert_parameters": routed * self.active_experts / max(1, self.experts),
             "kv_projection_parameters": kv_projection,
             "attention_parameters_per_layer": attention,
             "mlp_width_per_token": max(self.intermediate_size, moe_width),

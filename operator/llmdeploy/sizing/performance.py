@@ -254,10 +254,10 @@ def _flops_s(
     charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`)."""
     body = model.active_parameters - model.embedding_parameters
     if grouped_experts:
-        body -= model.routed_expert_parameters * model.active_experts / max(1, model.experts)
+        body -= model.active_routed_expert_parameters
     quantized = body  # the parameters in the format; the rest (and the lm_head) stay 16-bit
     if fmt.applies_to == "experts":
-        quantized = model.routed_expert_parameters * model.active_experts / max(1, model.experts)
+        quantized = model.active_routed_expert_parameters
     logits = 2 * model.vocab_size * model.hidden_size * logit_rows
     attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
     gemm, quantized_gemm = _gemm_tflops(gpu, fmt)
@@ -341,9 +341,8 @@ def _grouped_expert_math_s(
     the pipeline stages one after another, each stage's experts on its `tensor` GPUs."""
     if not _grouped_block_fp8(model, gpu, fmt):
         return 0.0
-    active = model.routed_expert_parameters * model.active_experts / model.experts
     rate = gpu.compute_tflops("fp8") * 1e12 * GROUPED_FP8_MATH_SHARE
-    return 2 * active * tokens / tensor / rate
+    return 2 * model.active_routed_expert_parameters * tokens / tensor / rate
 
 
 def _untouched_experts(model: ModelFacts, tokens: float) -> float:
@@ -521,9 +520,10 @@ def frontend_s(engine: str, version: str | None, endpoint: str = "chat") -> floa
 def overlap_scheduler(
     engine: str,
     version: str | None,
+    gpu: Gpu,
+    tensor: int,
     pipeline: int,
     *,
-    multi_node: bool = False,
     setting: bool | None = None,
 ) -> bool:
     """Whether the engine's scheduler plans a step ahead (VLLM_ASYNC_SCHEDULING_SINCE,
@@ -534,6 +534,7 @@ def overlap_scheduler(
         return setting
     if engine == "tensorrt-llm":
         return pipeline == 1 and version_within(version, TRTLLM_OVERLAP_SCHEDULER_SINCE, None)
+    multi_node = tensor * pipeline > gpu.gpus_per_node  # a replica on Ray
     if engine != "vllm" or version is None or multi_node:
         return False
     if pipeline > 1:
@@ -755,9 +756,8 @@ def estimate_performance(
         arrival_rate = others / (output_tokens * tpot)
         load = min(arrival_rate * service_s, 0.95)
         queueing_s = load * service_s / (2 * (1 - load))
-        multi_node = tensor * pipeline > gpu.gpus_per_node
         overlapped = overlap_scheduler(
-            engine, engine_version, pipeline, multi_node=multi_node, setting=async_scheduling
+            engine, engine_version, gpu, tensor, pipeline, setting=async_scheduling
         )
         steps_waited = 2 if overlapped else 1
         ttft = host_s + prefill_s + queueing_s + min(others, 1) * steps_waited * decode_step_s
