@@ -30,7 +30,8 @@ coordinate descent over a grid of each of its constants until a sweep changes no
   comparable), the per-GPU tables empty but stage A's; then one die at a time on its SKUs'
   fit rows whose all-reduce had peer-to-peer, from the shared values: each SKU's bandwidth
   efficiency (`BANDWIDTH_EFFICIENCY_BY_GPU`) where its rows cover two models or more, and the
-  die's compute efficiency where stage A did not fit it and its SKUs' rows cover two models.
+  die's compute efficiency where stage A did not fit it and its SKUs' rows with a comparable
+  TTFT cover two models (a die's GEMM rate shows in its prefills).
 Stage A then stage B again, from the last round's values, until a round changes nothing (at
 most MAX_ROUNDS; the number it took is printed). The first round starts from a fixed point
 that does not read the code.
@@ -355,7 +356,9 @@ def stage_b(
     bandwidth_grid, compute_grid = (
         PERFORMANCE_GRID[name][0] for name in ("BANDWIDTH_EFFICIENCY", "COMPUTE_EFFICIENCY")
     )
-    own_chips = compute_chips(rows, catalog) - prefill_chips
+    # A die's GEMM rate shows in its prefills: only rows with a comparable TTFT fit it (a
+    # loaded TPOT moves with it only through the prefills it waits behind).
+    own_chips = compute_chips([r for r in rows if r.ttft_comparable], catalog) - prefill_chips
     for chip, kin in _chip_rows(rows, catalog).items():
         grids: dict[str, tuple[float, ...]] = {}
         start: dict[str, float] = {}

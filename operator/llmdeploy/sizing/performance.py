@@ -36,18 +36,18 @@ BANDWIDTH_EFFICIENCY = 0.75
 COMPUTE_EFFICIENCY = 0.75
 # Fitted: the bandwidth one for a SKU, the compute one for a GPU die (the catalog's `chip`),
 # where their fit rows cover two models or more (with one model, the model's kernels would be
-# booked as the GPU's). Bandwidth follows the SKU's memory; compute follows the SMs and the
+# booked as the GPU's), the compute one only on rows whose TTFT times whole prefills (the
+# A100s have none: a loaded TPOT moved it only through the prefills it waits behind). Bandwidth follows the SKU's memory; compute follows the SMs and the
 # kernels the engine has for them, which SKUs of one die share (H100 and H200 SXM are both
 # GH100, 989 dense BF16 TFLOPS each; fitted apart, the H200's compute efficiency took what the
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.7,
+    "nvidia-a100-80gb": 0.65,
     "nvidia-b200-180gb": 0.9,
     "nvidia-h100-80gb": 0.85,
     "nvidia-h200-141gb": 0.9,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
-    "GA100": 0.3,
     "GB100": 0.5,
     "GH100": 0.75,
 }
