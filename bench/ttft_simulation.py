@@ -67,7 +67,6 @@ class Client:
     num_prompts: int = DEFAULT_NUM_PROMPTS
     range_ratio: float = 0.0  # lengths uniform in [int(L x ratio), L]; 0: fixed
     async_scheduling: bool | None = None  # None: the release's default
-    max_num_batched_tokens: int | None = None  # None: the engine's default
 
 
 def load_clients() -> dict[str, Client]:
@@ -79,7 +78,6 @@ def load_clients() -> dict[str, Client]:
                 num_prompts=int(r["num_prompts"]) if r["num_prompts"] else DEFAULT_NUM_PROMPTS,
                 range_ratio=float(r["range_ratio"] or 0.0),
                 async_scheduling=settings.get(r["id"]),
-                max_num_batched_tokens=int(r["max_num_batched_tokens"] or 0) or None,
             )
             for r in csv.DictReader(f)
         }
@@ -236,8 +234,8 @@ def replay_row(
 ) -> Replay:
     """The row replayed with its client (`async_default`: async scheduling from the release
     that made it the default, where the row does not say)."""
+    # The step budget from the one source the closed form reads (latency_engine.csv).
     model, gpu, budget, max_seqs = latency_setup(row, catalog)
-    budget = client.max_num_batched_tokens or budget
     steps = StepModel(
         model,
         gpu,

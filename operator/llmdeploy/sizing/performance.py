@@ -43,12 +43,12 @@ COMPUTE_EFFICIENCY = 0.75
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.65,
-    "nvidia-b200-180gb": 0.9,
+    "nvidia-b200-180gb": 0.95,
     "nvidia-h100-80gb": 0.85,
     "nvidia-h200-141gb": 0.9,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
-    "GB100": 0.5,
+    "GB100": 0.4,
     "GH100": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
