@@ -343,6 +343,20 @@ def async_scheduling_settings() -> dict[str, bool]:
 _ASYNC_SCHEDULING = async_scheduling_settings()
 
 
+def expert_parallel_degrees() -> dict[str, int]:
+    """The expert-parallel degree a row's run set, by row id (bench/data/latency_layout.csv,
+    each value cited); rows it lacks ran without expert parallelism (1), as plans deploy."""
+    return {r["id"]: int(r["expert_parallel"]) for r in _read("latency_layout.csv")}
+
+
+_EXPERT_PARALLEL = expert_parallel_degrees()
+
+
+def expert_parallel(row: LatencyRow) -> int:
+    """The expert-parallel degree `row` ran with (expert_parallel_degrees; else 1)."""
+    return _EXPERT_PARALLEL.get(row.id, 1)
+
+
 def latency_setup(row: LatencyRow, catalog: Catalog) -> tuple[ModelFacts, Gpu, int, int]:
     """The model, the GPU (without peer-to-peer where the row's log says so) and the
     (max_num_batched_tokens, max_num_seqs) a latency row is re-planned with: the step budget

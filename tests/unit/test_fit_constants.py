@@ -253,3 +253,18 @@ def test_a_latency_row_is_replanned_with_the_step_budget_its_run_set() -> None:
             corpus._model(catalog, other.plan_model).max_context_length,
         )[0]
     )
+
+
+def test_a_latency_row_s_expert_parallel_degree_is_the_one_its_source_states() -> None:
+    """bench/data/latency_layout.csv: every id is a corpus latency row, its degree divides
+    the row's TP (TensorRT-LLM: MoE TP x EP = TP) and is the one the row's quote states."""
+    rows = {r["id"]: r for r in corpus._read("latency.csv")}
+    degrees = corpus.expert_parallel_degrees()
+    assert degrees and set(degrees) <= set(rows)
+    assert {8, 4, 1} <= set(degrees.values())
+    for row_id, degree in degrees.items():
+        row = rows[row_id]
+        assert degree >= 1 and int(row["tensor"]) % degree == 0, row_id
+        stated = ("EP=None", "EP=1") if degree == 1 else (f"EP={degree}",)
+        stated += (f"decode_ep {degree},", f"ep {degree},")
+        assert any(s in row["quote"] for s in stated), row_id
