@@ -390,6 +390,7 @@ def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
         engine=row.engine,
         engine_version=row.engine_version or None,
         async_scheduling=_ASYNC_SCHEDULING.get(row.id),
+        expert_parallel=expert_parallel(row),
     )
     return perf.ttft_s * 1000, perf.tpot_s * 1000
 

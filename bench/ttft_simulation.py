@@ -45,6 +45,7 @@ from corpus import (
     LatencyRow,
     _kv_bytes,
     async_scheduling_settings,
+    expert_parallel,
     latency_setup,
     load_latency,
     load_split,
@@ -246,6 +247,7 @@ def replay_row(
         row.input_tokens,
         row.output_tokens,
         row.engine,
+        expert_parallel(row),
     )
     decode_s = steps.decode(row.concurrency).step_s
     frontend = performance.frontend_s(

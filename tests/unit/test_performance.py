@@ -491,38 +491,111 @@ def test_a_moe_prefill_step_adds_its_expert_reads_to_its_math(
         monkeypatch.setattr(performance, "_expert_read_s", read)
 
 
-def test_the_grouped_fp8_shares_are_the_line_through_the_cited_kernel_table() -> None:
-    """GROUPED_FP8_READ_SHARE and GROUPED_FP8_MATH_SHARE come from vLLM PR #13932's DeepGEMM
-    column (DeepSeek-V3 experts whole on one H100): a line through its 128- and 2048-token
-    times, which the 512, 1024 and 3072-token times sit on too."""
-    table_us = {128: 6355.22, 512: 7017.80, 1024: 7850.04, 2048: 9545.87, 3072: 11252.75}
+# vLLM PR #13932's DeepGemm columns (benchmark_moe.py, DeepSeek-V3's experts on one H100, us):
+# -tp splits each of the 256 experts' N=4096 that many ways.
+PR_13932_DEEPGEMM_US = {
+    1: {128: 6355.22, 256: 6599.51, 512: 7017.80, 1024: 7850.04, 1536: 8691.74, 2048: 9545.87},
+    2: {128: 3745.24, 256: 3917.15, 512: 4270.21, 1024: 4874.43, 1536: 5559.64, 2048: 6217.40},
+    4: {128: 2529.50, 256: 2669.84, 512: 3000.99, 1024: 3575.18, 1536: 4111.26, 2048: 4699.03},
+    8: {128: 1936.17, 256: 2051.67, 512: 2331.06, 1024: 2886.08, 1536: 3423.49, 2048: 3974.65},
+}
+
+
+@pytest.mark.parametrize("split", sorted(PR_13932_DEEPGEMM_US))
+def test_the_grouped_fp8_shares_are_the_line_through_the_cited_kernel_table(split: int) -> None:
+    """GROUPED_FP8_READ_SHARE and GROUPED_FP8_MATH_SHARE for each expert split come from vLLM
+    PR #13932's DeepGemm column of that -tp: a line through its 128- and 2048-token times,
+    which its other times sit on too; the slope is the math of a token's 8 expert slices, the
+    intercept one read of the rank's 1/split of the FP8 experts."""
+    table_us = PR_13932_DEEPGEMM_US[split]
     per_token_us = (table_us[2048] - table_us[128]) / (2048 - 128)
     fixed_us = table_us[128] - 128 * per_token_us
     for tokens, measured in table_us.items():
-        assert fixed_us + tokens * per_token_us == pytest.approx(measured, rel=0.004)
+        assert fixed_us + tokens * per_token_us == pytest.approx(measured, rel=0.013)
+    if split == 1:  # the 3072-token time of the whole experts' column too
+        assert fixed_us + 3072 * per_token_us == pytest.approx(11252.75, rel=0.004)
     expert = 3 * 7168 * 2048  # gate, up and down projections of one expert
-    flop_per_token = 2 * 8 * expert
-    read_bytes = 256 * expert  # FP8: one byte a weight
+    flop_per_token = 2 * 8 * expert / split
+    read_bytes = 256 * expert / split  # FP8: one byte a weight
     h100_fp8_flops, h100_bandwidth = 1979e12, 3350e9
     math_share = flop_per_token / (per_token_us * 1e-6) / h100_fp8_flops
     read_share = read_bytes / (fixed_us * 1e-6) / h100_bandwidth
-    assert pytest.approx(math_share, abs=0.005) == performance.GROUPED_FP8_MATH_SHARE
-    assert pytest.approx(read_share, abs=0.005) == performance.GROUPED_FP8_READ_SHARE
+    assert pytest.approx(math_share, rel=0.025) == performance.GROUPED_FP8_MATH_SHARE[split]
+    assert pytest.approx(read_share, rel=0.025) == performance.GROUPED_FP8_READ_SHARE[split]
 
 
+def test_the_more_ways_an_expert_is_split_the_slower_its_grouped_gemm() -> None:
+    """Every rate falls with the split (the PR's columns), and the split is TP / EP: TP 8
+    alone splits each expert 8 ways, EP 4 two ways, EP 8 not at all; EP must divide TP. A
+    split beyond the measured ones takes the most split measured."""
+    splits = sorted(performance.GROUPED_FP8_READ_SHARE)
+    for shares in (performance.GROUPED_FP8_READ_SHARE, performance.GROUPED_FP8_MATH_SHARE):
+        rates = [shares[s] for s in splits]
+        assert rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
+    # The slopes: a part every rank repeats (the routed rows' work) and one divided by the split.
+    slope = {
+        split: (us[2048] - us[128]) / (2048 - 128) for split, us in PR_13932_DEEPGEMM_US.items()
+    }
+    divided = (slope[1] - slope[8]) / (1 - 1 / 8)
+    repeated = slope[1] - divided
+    assert repeated == pytest.approx(0.98, abs=0.005)
+    for split, measured in slope.items():
+        assert repeated + divided / split == pytest.approx(measured, rel=0.025)
+    assert [performance.expert_split(8, ep) for ep in (1, 2, 4, 8)] == [8, 4, 2, 1]
+    assert performance._grouped_fp8_shares(16, 1) == performance._grouped_fp8_shares(8, 1)
+    with pytest.raises(ValueError, match="expert parallel 3 does not divide TP 8"):
+        performance.expert_split(8, 3)
+
+
+def test_expert_parallelism_speeds_a_block_scaled_fp8_prefill_on_hopper_only(
+    catalog: Catalog,
+) -> None:
+    """DeepSeek-R1 FP8 at TP 8 on H200s (NVIDIA/TensorRT-LLM#5929's layouts): a lone prefill is
+    fastest with EP 8, then EP 4, then TP alone, as measured; the decode (the same reads per
+    rank, the same all-reduce) does not move, nor anything on a B200 (the roofline's
+    rates) or for a dense model. EP must divide TP."""
+
+    def lone(gpu: str, name: str = "deepseek-ai/DeepSeek-R1", **kwargs: Any) -> Performance:
+        return estimate(
+            catalog,
+            name,
+            1,
+            "fp8",
+            gpu,
+            tensor=8,
+            input_tokens=8192,
+            output_tokens=600,
+            engine="tensorrt-llm",
+            **kwargs,
+        )
+
+    h200 = {ep: lone("nvidia-h200-141gb", expert_parallel=ep) for ep in (1, 4, 8)}
+    assert h200[8].ttft_s < h200[4].ttft_s < h200[1].ttft_s
+    assert h200[8].tpot_s == h200[4].tpot_s == h200[1].tpot_s
+    assert lone("nvidia-b200-180gb", expert_parallel=8) == lone("nvidia-b200-180gb")
+    dense = "meta-llama/Llama-3.1-70B-Instruct"
+    assert lone("nvidia-h200-141gb", dense, expert_parallel=8) == lone("nvidia-h200-141gb", dense)
+    with pytest.raises(ValueError, match="does not divide TP 8"):
+        lone("nvidia-h200-141gb", expert_parallel=3)
+
+
+@pytest.mark.parametrize("expert_parallel", [1, 4, 8])
 def test_block_scaled_fp8_experts_prefill_at_the_grouped_kernel_s_rates_on_hopper(
-    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, expert_parallel: int
 ) -> None:
     """DeepSeek-R1's native FP8 experts on 8 H200: a one-step prefill's experts are read at
     GROUPED_FP8_READ_SHARE of the datasheet bandwidth and their math runs at
-    GROUPED_FP8_MATH_SHARE of the FP8 peak, in place of the roofline's terms; a decode step,
-    a B200 (not measured) and 16-bit experts keep the roofline."""
+    GROUPED_FP8_MATH_SHARE of the FP8 peak, both of the layout's expert split (8 / EP), in
+    place of the roofline's terms; a rank holds 1/8 of the experts' bytes and math whatever
+    the split. A decode step, a B200 (not measured) and 16-bit experts keep the roofline."""
     deepseek = resolve_model(make_spec("deepseek-ai/DeepSeek-R1").model, catalog)
     fp8, bf16 = catalog.quantizations["fp8"], catalog.quantizations["bf16"]
     h200, b200 = catalog.gpus["nvidia-h200-141gb"], catalog.gpus["nvidia-b200-180gb"]
 
     def steps(gpu: Gpu, fmt: QuantFormat) -> performance.StepModel:
-        return performance.StepModel(deepseek, gpu, fmt, 8, 1, 1, 4096, 128)
+        return performance.StepModel(
+            deepseek, gpu, fmt, 8, 1, 1, 4096, 128, "tensorrt-llm", expert_parallel
+        )
 
     def prefill_s(gpu: Gpu, fmt: QuantFormat) -> float:
         return steps(gpu, fmt).prefill_s(4096, 8192)
@@ -536,10 +609,12 @@ def test_block_scaled_fp8_experts_prefill_at_the_grouped_kernel_s_rates_on_hoppe
     active = deepseek.routed_expert_parameters * deepseek.active_experts / deepseek.experts
     _, fp8_rate = performance._gemm_tflops(h200, fp8)
     math_roofline = 2 * active * 4096 / 8 / (fp8_rate * 1e12 * model.compute_efficiency)
-    math_grouped = 2 * active * 4096 / 8 / (1979e12 * performance.GROUPED_FP8_MATH_SHARE)
+    split = 8 // expert_parallel
+    math_share = performance.GROUPED_FP8_MATH_SHARE[split]
+    math_grouped = 2 * active * 4096 / 8 / (1979e12 * math_share)
     experts_bytes = deepseek.routed_expert_parameters / 8
     read_roofline = experts_bytes / model.bandwidth
-    read_grouped = experts_bytes / (4800e9 * performance.GROUPED_FP8_READ_SHARE)
+    read_grouped = experts_bytes / (4800e9 * performance.GROUPED_FP8_READ_SHARE[split])
     expected = (math_grouped - math_roofline) + (read_grouped - read_roofline)
     assert expected > 0.01  # 10 ms and more: the grouped kernel is well below the roofline
     h200_fp8 = (h200.id, fp8.id)

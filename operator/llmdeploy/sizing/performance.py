@@ -288,38 +288,76 @@ def _expert_read_s(
     tensor: int,
     tokens: float,
     bandwidth: float,
+    expert_parallel: int = 1,
 ) -> float:
     """One rank's read of the routed experts a prefill step of `tokens` tokens routes to (its
     pipeline stages one after another): a grouped GEMM of tokens x top-k / experts rows per
     expert does not hide it behind its math, so it adds to the step's GEMMs. The weight-only
     4-bit formats on Marlin pay their conversion instead (`_marlin_prefill_s`); block-scaled
-    FP8 experts on the architectures measured stream theirs at GROUPED_FP8_READ_SHARE of the
-    datasheet bandwidth."""
+    FP8 experts on the architectures measured stream theirs at the share of the datasheet
+    bandwidth measured for the layout's expert split (`_grouped_fp8_shares`). A rank holds
+    1/tensor of the expert weights whatever the split: with `expert_parallel` ranks, whole
+    experts (experts / expert_parallel of them) split tensor / expert_parallel ways."""
     if not model.is_moe or _dequant_bound(gpu, fmt):
         return 0.0
     if _grouped_block_fp8(model, gpu, fmt):
-        bandwidth = gpu.bandwidth_gbps * 1e9 * GROUPED_FP8_READ_SHARE
+        read_share, _ = _grouped_fp8_shares(tensor, expert_parallel)
+        bandwidth = gpu.bandwidth_gbps * 1e9 * read_share
     touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
     return touched * fmt.weight_bytes / tensor / bandwidth
 
 
 # Physical, not fitted: DeepGEMM's FP8 grouped GEMM with 128x128 weight block scales, at prefill
-# sizes, streams the experts at 0.55 of the datasheet bandwidth and does their math at 0.21 of
-# the FP8 dense peak, well below the dense GEMMs' rates. vLLM PR #13932 (benchmark_moe.py on
-# DeepSeek-V3's experts, E=256 N=4096 K=7168 top 8, every expert whole on one H100; both GEMMs):
-# 6355.22, 7017.80, 7850.04, 9545.87 and 11252.75 us at 128, 512, 1024, 2048 and 3072 tokens
-# (4 to 96 rows per expert) lie within 0.4% of a line of 1.662 us per token (704.6 MFLOP per
-# token: 424 TFLOPS, 0.214 of 1979) on 6.142 ms (11.27 GB of FP8 experts: 1.835 TB/s, 0.548 of
-# 3.35). TensorRT-LLM runs the same kernel for FP8 block-scaled experts on Hopper (its DeepGEMM
-# port: grouped_gemm_dispatch -> GemmType::GroupedWithOffset, block_m 64 or 128, in
-# cpp/tensorrt_llm/kernels/cutlass_kernels/fp8_blockscale_gemm/fp8_blockscale_gemm_kernel.cuh).
-# Measured on Hopper only, with whole experts per GPU (as expert parallelism places them; the
-# same PR's TP 8 column, experts split 8 ways, is slower still): elsewhere the roofline holds.
-# Block-scaled FP8 is the native format of the checkpoints that ship in FP8 (DeepSeek-V3/R1);
-# an FP8 format quantized at load is per-tensor and runs other kernels.
-GROUPED_FP8_READ_SHARE = 0.55
-GROUPED_FP8_MATH_SHARE = 0.21
+# sizes, streams the experts and does their math well below the dense GEMMs' rates, and the
+# more ways each expert is split the lower both rates are. vLLM PR #13932 (benchmark_moe.py on
+# DeepSeek-V3's experts, E=256 K=7168 top 8 on one H100, both GEMMs; -tp splits each expert's
+# N=4096 2, 4 or 8 ways, so a column holds 1/tp of every expert) gives each column's times at
+# 128 to 2048 tokens (4 to 64 rows per expert). Each column lies within 1.3% of the line
+# through its 128- and 2048-token times; its slope is the math of a token's 8 experts' 1/tp
+# slices (704.6/tp MFLOP) and its intercept one read of 1/tp of the 11.27 GB of FP8 experts:
+# - whole experts: 1.662 us per token on 6.142 ms: 0.214 of the 1979 TFLOPS FP8 peak, 0.548
+#   of 3.35 TB/s (the 3072-token time, 11252.75 us, is on the line too);
+# - split 2: 1.288 us on 3.580 ms: 0.138, 0.470; split 4: 1.130 us on 2.385 ms: 0.079, 0.353;
+#   split 8: 1.062 us on 1.800 ms: 0.042, 0.234.
+# The split is the layout's: with TP alone every rank holds 1/tensor of every expert; with
+# expert parallelism over the TP ranks (TensorRT-LLM's moe_expert_parallel_size, whose
+# product with moe_tensor_parallel_size is tensor_parallel_size: docs/source/features/
+# parallel-strategy.md) each rank holds experts / EP whole experts split tensor / EP ways, and
+# runs only the rows routed to them. The slopes fall far less than 1/split (a + b/split with
+# a = 0.98 us fits all four within 2.4%): most of a split column's time per token is the
+# routed rows' work that every TP rank repeats, which EP divides among the ranks. A split
+# beyond 8 (TP 16 across nodes) takes the 8-way rates, the most split measured. A decode step
+# reads the same expert bytes per rank on average either way (the busiest rank's excess under
+# EP is not counted). TensorRT-LLM runs the same kernel for FP8
+# block-scaled experts on Hopper (its DeepGEMM port: grouped_gemm_dispatch ->
+# GemmType::GroupedWithOffset, block_m 64 or 128, in cpp/tensorrt_llm/kernels/cutlass_kernels/
+# fp8_blockscale_gemm/fp8_blockscale_gemm_kernel.cuh). Measured on Hopper only: elsewhere the
+# roofline holds. Block-scaled FP8 is the native format of the checkpoints that ship in FP8
+# (DeepSeek-V3/R1); an FP8 format quantized at load is per-tensor and runs other kernels.
+# Without attention data parallelism the layouts communicate alike: every rank has every
+# token after the attention's all-reduce, and the MoE's partial outputs are summed by the same
+# all-reduce under EP as under TP (TensorRT-LLM CutlassFusedMoE.reducescatter_or_allreduce,
+# tensorrt_llm/_torch/modules/fused_moe/fused_moe_cutlass.py; the all-gather and
+# reduce-scatter are attention DP's).
+GROUPED_FP8_READ_SHARE: dict[int, float] = {1: 0.55, 2: 0.47, 4: 0.35, 8: 0.23}
+GROUPED_FP8_MATH_SHARE: dict[int, float] = {1: 0.21, 2: 0.14, 4: 0.079, 8: 0.042}
 GROUPED_FP8_ARCHITECTURES = frozenset({"hopper"})
+
+
+def expert_split(tensor: int, expert_parallel: int) -> int:
+    """How many ways each routed expert is split: tensor / expert_parallel (1 with expert
+    parallelism over every TP rank, `tensor` without it)."""
+    if expert_parallel < 1 or tensor % expert_parallel:
+        raise ValueError(f"expert parallel {expert_parallel} does not divide TP {tensor}")
+    return tensor // expert_parallel
+
+
+def _grouped_fp8_shares(tensor: int, expert_parallel: int) -> tuple[float, float]:
+    """(read, math) shares of the grouped block-scaled FP8 GEMM for the layout's expert split:
+    the measured split at or below it (GROUPED_FP8_READ_SHARE, GROUPED_FP8_MATH_SHARE)."""
+    split = expert_split(tensor, expert_parallel)
+    measured = max(s for s in GROUPED_FP8_READ_SHARE if s <= split)
+    return GROUPED_FP8_READ_SHARE[measured], GROUPED_FP8_MATH_SHARE[measured]
 
 
 def _grouped_block_fp8(model: ModelFacts, gpu: Gpu, fmt: QuantFormat) -> bool:
@@ -334,14 +372,21 @@ def _grouped_block_fp8(model: ModelFacts, gpu: Gpu, fmt: QuantFormat) -> bool:
 
 
 def _grouped_expert_math_s(
-    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, tensor: int, tokens: float
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    tensor: int,
+    tokens: float,
+    expert_parallel: int = 1,
 ) -> float:
     """The routed experts' math in a prefill step of `tokens` tokens where it runs at the
-    grouped kernel's measured rate (`_grouped_block_fp8`; `_flops_s` leaves it out there),
-    the pipeline stages one after another, each stage's experts on its `tensor` GPUs."""
+    grouped kernel's rate measured for the layout's expert split (`_grouped_block_fp8`;
+    `_flops_s` leaves it out there), the pipeline stages one after another, each stage's
+    experts on its `tensor` GPUs."""
     if not _grouped_block_fp8(model, gpu, fmt):
         return 0.0
-    rate = gpu.compute_tflops("fp8") * 1e12 * GROUPED_FP8_MATH_SHARE
+    _, math_share = _grouped_fp8_shares(tensor, expert_parallel)
+    rate = gpu.compute_tflops("fp8") * 1e12 * math_share
     return 2 * model.active_routed_expert_parameters * tokens / tensor / rate
 
 
@@ -469,6 +514,7 @@ def _prefill_steps(
     chunk: int,
     efficiency: float,
     step_overhead_s: float,
+    expert_parallel: int = 1,
 ) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
@@ -495,8 +541,8 @@ def _prefill_steps(
         grouped_experts=grouped,
     ) + steps * (
         _marlin_prefill_s(model, gpu, fmt, tensor, size)
-        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth)
-        + _grouped_expert_math_s(model, gpu, fmt, tensor, size)
+        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, expert_parallel)
+        + _grouped_expert_math_s(model, gpu, fmt, tensor, size, expert_parallel)
     )
     memory_s = steps * pipeline * weights / bandwidth
     step_s = max(compute_s, memory_s) / steps + (
@@ -568,12 +614,16 @@ class StepModel:
     input_tokens: int
     output_tokens: int
     engine: str = "vllm"  # the serving engine's id: whose MoE kernels run
+    # Ranks the routed experts are spread over whole (1: every rank holds a 1/tensor slice of
+    # every expert, the layout plans deploy); a divisor of tensor.
+    expert_parallel: int = 1
     bandwidth: float = field(init=False)  # bytes/s decode's reads reach
     compute_efficiency: float = field(init=False)
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
 
     def __post_init__(self) -> None:
         gpu, model = self.gpu, self.model
+        expert_split(self.tensor, self.expert_parallel)  # raises unless EP divides TP
         efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
         self.bandwidth = gpu.bandwidth_gbps * 1e9 * efficiency
         self.compute_efficiency = COMPUTE_EFFICIENCY_BY_CHIP.get(gpu.chip or "", COMPUTE_EFFICIENCY)
@@ -636,6 +686,7 @@ class StepModel:
             chunk=chunk,
             efficiency=self.compute_efficiency,
             step_overhead_s=self.overhead_s,
+            expert_parallel=self.expert_parallel,
         )
 
     def prefill_s(self, tokens: float, chunk: int) -> float:
@@ -682,15 +733,26 @@ def estimate_performance(
     engine: str = "vllm",
     engine_version: str | None = None,
     async_scheduling: bool | None = None,
+    expert_parallel: int = 1,
 ) -> Performance:
     """Steady load: `concurrency` requests in flight, a new one sent as one finishes (a closed
     loop). `burst`: the `concurrency` requests arrive at once (a benchmark's infinite request
     rate); TTFT and TPOT are then the burst's median request's. `request_frontend_s`: the
     release's front-end work per request (`frontend_s`). `engine`, `engine_version`: the
     serving engine's id and release, and `async_scheduling` its setting where the serving
-    command sets it (`overlap_scheduler`)."""
+    command sets it (`overlap_scheduler`). `expert_parallel`: the ranks the routed experts
+    are spread over whole (StepModel.expert_parallel; plans deploy 1)."""
     steps_model = StepModel(
-        model, gpu, fmt, tensor, pipeline, kv_dtype_bytes, input_tokens, output_tokens, engine
+        model,
+        gpu,
+        fmt,
+        tensor,
+        pipeline,
+        kv_dtype_bytes,
+        input_tokens,
+        output_tokens,
+        engine,
+        expert_parallel,
     )
     batch = concurrency
     # A step's token budget holds a prompt's chunk and the other streams' decodes: the
