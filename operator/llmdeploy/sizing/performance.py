@@ -37,7 +37,8 @@ COMPUTE_EFFICIENCY = 0.75
 # Fitted: the bandwidth one for a SKU, the compute one for a GPU die (the catalog's `chip`),
 # where their fit rows cover two models or more (with one model, the model's kernels would be
 # booked as the GPU's), the compute one only on rows whose TTFT times whole prefills (the
-# A100s have none: a loaded TPOT moved it only through the prefills it waits behind). Bandwidth follows the SKU's memory; compute follows the SMs and the
+# A100s have none: a loaded TPOT moved it only through the prefills it waits behind).
+# Bandwidth follows the SKU's memory; compute follows the SMs and the
 # kernels the engine has for them, which SKUs of one die share (H100 and H200 SXM are both
 # GH100, 989 dense BF16 TFLOPS each; fitted apart, the H200's compute efficiency took what the
 # rows of its models missed and landed far from the H100's). Others take the values above.
