@@ -114,6 +114,7 @@ class KvRow:
 class LatencyRow:
     id: str
     source: str
+    model: str  # the checkpoint the run loaded
     plan_model: str
     gpu: str
     tensor: int
@@ -189,6 +190,7 @@ def load_latency(name: str = "latency.csv") -> list[LatencyRow]:
         LatencyRow(
             id=r["id"],
             source=f"{r['repository']} {r['reference']}",
+            model=r["model"],
             plan_model=r["plan_model"],
             gpu=r["gpu"],
             tensor=int(r["tensor"]),
@@ -391,6 +393,7 @@ def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
         engine_version=row.engine_version or None,
         async_scheduling=_ASYNC_SCHEDULING.get(row.id),
         expert_parallel=expert_parallel(row),
+        checkpoint=model.quantized_checkpoint(row.model, row.quantization),
     )
     return perf.ttft_s * 1000, perf.tpot_s * 1000
 

@@ -248,6 +248,7 @@ def replay_row(
         row.output_tokens,
         row.engine,
         expert_parallel(row),
+        model.quantized_checkpoint(row.model, row.quantization),
     )
     decode_s = steps.decode(row.concurrency).step_s
     frontend = performance.frontend_s(

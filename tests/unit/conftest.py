@@ -8,9 +8,10 @@ import yaml
 
 from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, load_catalog
-from llmdeploy.sizing import resolve_model
+from llmdeploy.sizing import plan_deployment, resolve_model
 from llmdeploy.sizing.inventory import GpuNode, Inventory
 from llmdeploy.sizing.performance import StepModel
+from llmdeploy.sizing.plan import Plan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 GFD = "nvidia.com/gpu.product"
@@ -38,6 +39,24 @@ def qwen3_32b_steps(catalog: Catalog) -> StepModel:
         input_tokens=1024,
         output_tokens=128,
     )
+
+
+def plan_405b_fp8(catalog: Catalog, checkpoint: str, **workload: int) -> Plan:
+    """Llama-3.1-405B loaded from an FP8 `checkpoint` on H100s (8k context)."""
+    spec = LLMDeploymentSpec.model_validate(
+        {
+            "model": {
+                "name": "meta-llama/Llama-3.1-405B-Instruct",
+                "quantizedVariants": {"fp8": checkpoint},
+            },
+            "quantization": "fp8",
+            "placement": {"gpu": "nvidia-h100-80gb"},
+            "workload": {"maxContextLength": 8192, **workload},
+        }
+    )
+    plan = plan_deployment(spec, catalog)
+    assert plan.feasible and plan.checkpoint == checkpoint and plan.tensor_parallel == 8
+    return plan
 
 
 def write_image_lock(path: Path, **override: object) -> Path:

@@ -8,7 +8,7 @@ from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog
 from llmdeploy.sizing import SpecError, feasible_alternatives, plan_deployment
 
-from .conftest import make_spec
+from .conftest import make_spec, plan_405b_fp8
 
 LLAMA_70B = "meta-llama/Llama-3.1-70B-Instruct"
 
@@ -91,19 +91,7 @@ def test_int4_only_with_a_checkpoint(catalog: Catalog) -> None:
 
 def test_a_known_fp8_checkpoint_is_sized_with_its_16_bit_modules(catalog: Catalog) -> None:
     def weights(checkpoint: str) -> float:
-        spec = LLMDeploymentSpec.model_validate(
-            {
-                "model": {
-                    "name": "meta-llama/Llama-3.1-405B-Instruct",
-                    "quantizedVariants": {"fp8": checkpoint},
-                },
-                "quantization": "fp8",
-                "placement": {"gpu": "nvidia-h100-80gb"},
-                "workload": {"maxContextLength": 8192},
-            }
-        )
-        plan = plan_deployment(spec, catalog)
-        assert plan.feasible and plan.checkpoint == checkpoint and plan.tensor_parallel == 8
+        plan = plan_405b_fp8(catalog, checkpoint)
         assert plan.weights_gib_per_gpu is not None
         return float(plan.weights_gib_per_gpu)
 

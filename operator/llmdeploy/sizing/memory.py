@@ -83,17 +83,44 @@ def weight_bytes_per_rank(
     rules: EngineMemory | None = None,
     checkpoint: QuantizedCheckpoint | None = None,
 ) -> float:
-    """Weights on one GPU: sharded linear layers, vocab-parallel embeddings, replicated KV heads,
-    MLA's replicated layers and MoE routers (replicated_parameters); with `rules`, MXFP4 experts
-    as the engine lays them out (else as the checkpoint holds them) and MLA's 16-bit copy of a
-    quantized kv_b_proj where the engine keeps one; with `checkpoint`, the pre-quantized
-    checkpoint's 16-bit layers and attention as such, and its group size."""
-    if checkpoint is not None and checkpoint.group_size is not None:
-        fmt = fmt.model_copy(
-            update={"weight_bytes": grouped_weight_bytes(fmt, checkpoint.group_size)}
-        )
-    embedding_in = float(model.vocab_size * model.hidden_size)
-    lm_head = model.embedding_parameters - embedding_in
+    """Weights on one GPU: its decoder layers (`layer_weight_bytes_per_rank`) and its share of
+    the vocab-parallel embeddings (`embedding_bytes_per_rank`)."""
+    layers = layer_weight_bytes_per_rank(model, fmt, tensor, pipeline, rules, checkpoint)
+    return layers + embedding_bytes_per_rank(model, tensor, pipeline)
+
+
+def checkpoint_format(fmt: QuantFormat, checkpoint: QuantizedCheckpoint | None) -> QuantFormat:
+    """The format as the checkpoint holds it: bytes per weight at its own group size where it
+    has one (the catalog's int4 formats count a group of 128)."""
+    if checkpoint is None or checkpoint.group_size is None:
+        return fmt
+    return fmt.model_copy(update={"weight_bytes": grouped_weight_bytes(fmt, checkpoint.group_size)})
+
+
+def embedding_bytes_per_rank(model: ModelFacts, tensor: int, pipeline: int) -> float:
+    """One rank's share of the 16-bit embedding tables, split over the vocabulary on its TP
+    group (vLLM's VocabParallelEmbedding and ParallelLMHead): the input embedding and the
+    lm_head, one table when tied; under PP the first stage holds the embedding, the last the
+    lm_head (its own copy even when tied): one table on either."""
+    tables = model.embedding_parameters if pipeline == 1 else model.vocab_size * model.hidden_size
+    return tables * BYTES_16BIT / tensor
+
+
+def layer_weight_bytes_per_rank(
+    model: ModelFacts,
+    fmt: QuantFormat,
+    tensor: int,
+    pipeline: int,
+    rules: EngineMemory | None = None,
+    checkpoint: QuantizedCheckpoint | None = None,
+) -> float:
+    """The decoder layers' weights on one GPU of the largest stage: sharded linear layers,
+    replicated KV heads, MLA's replicated layers and MoE routers (replicated_parameters);
+    with `rules`, MXFP4 experts as the engine lays them out (else as the checkpoint holds
+    them) and MLA's 16-bit copy of a quantized kv_b_proj where the engine keeps one; with
+    `checkpoint`, the pre-quantized checkpoint's 16-bit layers and attention as such, and its
+    group size (`checkpoint_format`)."""
+    fmt = checkpoint_format(fmt, checkpoint)
     body = model.parameters - model.embedding_parameters
     experts = 0.0
     if fmt.applies_to == "experts":
@@ -121,10 +148,6 @@ def weight_bytes_per_rank(
     if rules is not None and fmt.id == Quantization.MXFP4 and experts:
         per_rank += _mxfp4_layout_bytes(model, tensor, pipeline, rules.mxfp4)
         per_rank -= experts * fmt.weight_bytes / (tensor * pipeline)
-    if pipeline == 1:
-        per_rank += (embedding_in + lm_head) * BYTES_16BIT / tensor
-    else:  # first stage holds the embedding, last the lm_head (its own copy even when tied)
-        per_rank += embedding_in * BYTES_16BIT / tensor
     # With TP > KV heads every rank keeps a whole KV head instead of a 1/TP slice of them.
     if not model.is_mla and tensor > model.kv_heads:
         kv_share = model.kv_projection_parameters / pipeline

@@ -440,6 +440,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
     utilization = spec.engine.gpu_memory_utilization
     kv_bytes = _kv_bytes(candidate.kv_dtype)
     workload = spec.workload
+    checkpoint = model.quantized_checkpoint(candidate.checkpoint, fmt.id)
     memory = memory_breakdown(
         model,
         gpu,
@@ -454,7 +455,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         block_size=ctx.block_size(gpu),
         rules=ctx.memory_rules(gpu),
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
-        checkpoint=model.quantized_checkpoint(candidate.checkpoint, fmt.id),
+        checkpoint=checkpoint,
     )
     candidate.memory = memory
     # Without room for one request of maxContextLength vLLM refuses to start and TensorRT-LLM
@@ -496,6 +497,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         request_frontend_s=frontend_s(ctx.engine.id.value, version),
         engine=ctx.engine.id.value,
         engine_version=version,
+        checkpoint=checkpoint,
     )
     if ctx.calibration is not None:
         perf = ctx.calibration.apply(perf)
@@ -839,8 +841,9 @@ def performance_at(
         fmt = None
     if not plan.feasible or gpu is None or fmt is None or not plan.tensor_parallel:
         return None
+    model = resolve_model(spec.model, catalog)
     return estimate_performance(
-        resolve_model(spec.model, catalog),
+        model,
         gpu,
         fmt,
         tensor=plan.tensor_parallel,
@@ -853,4 +856,5 @@ def performance_at(
         request_frontend_s=frontend_s(plan.engine, plan.engine_version),
         engine=plan.engine,
         engine_version=plan.engine_version,
+        checkpoint=model.quantized_checkpoint(plan.checkpoint, fmt.id),
     )

@@ -24,8 +24,13 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from llmdeploy.api.types import Quantization
-from llmdeploy.catalog import Gpu, QuantFormat, version_within
-from llmdeploy.sizing.memory import kv_bytes_per_token_layer, stage_layers, weight_bytes_per_rank
+from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint, version_within
+from llmdeploy.sizing.memory import (
+    checkpoint_format,
+    kv_bytes_per_token_layer,
+    stage_layers,
+    weight_bytes_per_rank,
+)
 from llmdeploy.sizing.model_facts import ModelFacts
 
 # Every constant under "Fitted" is bench/fit_constants.py's output on the fit set of
@@ -401,12 +406,19 @@ def _untouched_experts(model: ModelFacts, tokens: float) -> float:
 
 
 def _weights_read(
-    model: ModelFacts, fmt: QuantFormat, tensor: int, pipeline: int, tokens: float
+    model: ModelFacts,
+    fmt: QuantFormat,
+    tensor: int,
+    pipeline: int,
+    tokens: float,
+    checkpoint: QuantizedCheckpoint | None = None,
 ) -> float:
-    """Weight bytes one rank reads in a step of `tokens` tokens: MoE expert weights only for
-    the experts some token routes to."""
-    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline)
-    return weights - _untouched_experts(model, tokens) * fmt.weight_bytes / (tensor * pipeline)
+    """Weight bytes one rank reads in a step of `tokens` tokens: the weights as memory counts
+    them (the checkpoint's group size and 16-bit layers), MoE expert weights only for the
+    experts some token routes to."""
+    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline, checkpoint=checkpoint)
+    expert_bytes = checkpoint_format(fmt, checkpoint).weight_bytes
+    return weights - _untouched_experts(model, tokens) * expert_bytes / (tensor * pipeline)
 
 
 def _native_fp4(gpu: Gpu, fmt: QuantFormat) -> bool:
@@ -618,6 +630,7 @@ class StepModel:
     # Ranks the routed experts are spread over whole (1: every rank holds a 1/tensor slice of
     # every expert, the layout plans deploy); a divisor of tensor.
     expert_parallel: int = 1
+    checkpoint: QuantizedCheckpoint | None = None  # the catalog's facts of a loaded checkpoint
     bandwidth: float = field(init=False)  # bytes/s decode's reads reach
     compute_efficiency: float = field(init=False)
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
@@ -644,7 +657,7 @@ class StepModel:
         model, gpu, fmt = self.model, self.gpu, self.fmt
         tensor, pipeline = self.tensor, self.pipeline
         bandwidth = self.bandwidth
-        weights = _weights_read(model, fmt, tensor, pipeline, batch)
+        weights = _weights_read(model, fmt, tensor, pipeline, batch, self.checkpoint)
         context = self.input_tokens + self.output_tokens / 2
         if model.sliding_window:
             window_share = model.sliding_window_layers / model.layers
@@ -658,8 +671,10 @@ class StepModel:
             * kv_bytes_per_token_layer(model, tensor, self.kv_dtype_bytes)
         )
         # Stages run one after another for a token: the step time is the sum over stages.
+        # The conversion overlaps the reads of the weights as the checkpoint holds them.
+        held = checkpoint_format(fmt, self.checkpoint)
         memory_s = pipeline * (weights + kv_read) / bandwidth + _dequant_excess_s(
-            model, gpu, fmt, tensor, pipeline, batch, bandwidth
+            model, gpu, held, tensor, pipeline, batch, bandwidth
         )
         compute_s = _flops_s(
             model, gpu, fmt, tensor, batch, context, self.compute_efficiency, batch
@@ -679,7 +694,12 @@ class StepModel:
             tensor=self.tensor,
             pipeline=self.pipeline,
             weights=_weights_read(
-                self.model, self.fmt, self.tensor, self.pipeline, min(tokens, chunk)
+                self.model,
+                self.fmt,
+                self.tensor,
+                self.pipeline,
+                min(tokens, chunk),
+                self.checkpoint,
             ),
             bandwidth=self.bandwidth,
             tokens=tokens,
@@ -735,6 +755,7 @@ def estimate_performance(
     engine_version: str | None = None,
     async_scheduling: bool | None = None,
     expert_parallel: int = 1,
+    checkpoint: QuantizedCheckpoint | None = None,
 ) -> Performance:
     """Steady load: `concurrency` requests in flight, a new one sent as one finishes (a closed
     loop). `burst`: the `concurrency` requests arrive at once (a benchmark's infinite request
@@ -742,7 +763,9 @@ def estimate_performance(
     release's front-end work per request (`frontend_s`). `engine`, `engine_version`: the
     serving engine's id and release, and `async_scheduling` its setting where the serving
     command sets it (`overlap_scheduler`). `expert_parallel`: the ranks the routed experts
-    are spread over whole (StepModel.expert_parallel; plans deploy 1)."""
+    are spread over whole (StepModel.expert_parallel; plans deploy 1). `checkpoint`: the
+    catalog's facts of the pre-quantized checkpoint loaded, whose bytes a step reads as memory
+    counts them."""
     steps_model = StepModel(
         model,
         gpu,
@@ -754,6 +777,7 @@ def estimate_performance(
         output_tokens,
         engine,
         expert_parallel,
+        checkpoint,
     )
     batch = concurrency
     # A step's token budget holds a prompt's chunk and the other streams' decodes: the
