@@ -454,6 +454,7 @@ FITTED: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
             "TTFT_OVERHEAD_S",
             "TTFT_LOAD_OVERHEAD_S",
             "TTFT_OVERHEAD_PER_STREAMED_TOKEN_S",
+            "DECODE_HOST_PER_SEQUENCE_S",
             "BANDWIDTH_EFFICIENCY_BY_GPU",
             "COMPUTE_EFFICIENCY_BY_CHIP",
         ),

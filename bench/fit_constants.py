@@ -95,6 +95,7 @@ PERFORMANCE_GRID: dict[str, tuple[tuple[float, ...], float]] = {
     "TTFT_OVERHEAD_S": (_grid(0.0, 0.08, 0.005), 0.04),
     "TTFT_LOAD_OVERHEAD_S": (_grid(0.0, 0.1, 0.005), 0.0),
     "TTFT_OVERHEAD_PER_STREAMED_TOKEN_S": (_grid(0.0, 0.001, 0.00002), 0.0002),
+    "DECODE_HOST_PER_SEQUENCE_S": (_grid(0.0, 0.0002, 0.000005), 0.0),
 }
 
 

@@ -237,6 +237,18 @@ def replay_row(
     that made it the default, where the row does not say)."""
     # The step budget from the one source the closed form reads (latency_engine.csv).
     model, gpu, budget, max_seqs = latency_setup(row, catalog)
+    # One rule with the closed form: the serving command's setting, else the release's default
+    # (TensorRT-LLM's overlap scheduler admits as vLLM's async scheduling does).
+    async_scheduling = performance.overlap_scheduler(
+        row.engine,
+        row.engine_version or None,
+        gpu,
+        row.tensor,
+        row.pipeline,
+        setting=client.async_scheduling,
+    )
+    if client.async_scheduling is None:
+        async_scheduling = async_default and async_scheduling
     steps = StepModel(
         model,
         gpu,
@@ -249,6 +261,7 @@ def replay_row(
         row.engine,
         expert_parallel(row),
         model.quantized_checkpoint(row.model, row.quantization),
+        async_scheduling,
     )
     decode_s = steps.decode(row.concurrency).step_s
     frontend = performance.frontend_s(
@@ -262,18 +275,6 @@ def replay_row(
     rng = random.Random(0)
     prompts = lengths(row.input_tokens, client.num_prompts, client.range_ratio, rng)
     outputs = lengths(row.output_tokens, client.num_prompts, client.range_ratio, rng)
-    # One rule with the closed form: the serving command's setting, else the release's default
-    # (TensorRT-LLM's overlap scheduler admits as vLLM's async scheduling does).
-    async_scheduling = performance.overlap_scheduler(
-        row.engine,
-        row.engine_version or None,
-        gpu,
-        row.tensor,
-        row.pipeline,
-        setting=client.async_scheduling,
-    )
-    if client.async_scheduling is None:
-        async_scheduling = async_default and async_scheduling
     requests = simulate(
         steps,
         concurrency=row.concurrency,

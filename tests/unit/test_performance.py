@@ -628,8 +628,10 @@ def test_block_scaled_fp8_experts_prefill_at_the_grouped_kernel_s_rates_on_hoppe
     ("engine", "version"), [("tensorrt-llm", "1.2.0rc1"), ("vllm", "0.14.0"), ("vllm", "0.23.0")]
 )
 def test_under_load_an_overlap_scheduler_makes_a_request_wait_one_step_more(
-    catalog: Catalog, engine: str, version: str
+    catalog: Catalog, engine: str, version: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The step wait alone: the host work it hides is the next tests'.
+    monkeypatch.setattr(performance, "DECODE_HOST_PER_SEQUENCE_S", 0.0)
     # Loaded: the request is fetched after the step behind the running one is launched.
     planned = qwen3_32b(catalog, 8, engine="vllm", engine_version="0.13.0")
     overlapped = qwen3_32b(catalog, 8, engine=engine, engine_version=version)
@@ -644,6 +646,56 @@ def test_under_load_an_overlap_scheduler_makes_a_request_wait_one_step_more(
     assert qwen3_32b(catalog, 1, engine=engine, engine_version=version) == lone
     burst = qwen3_32b(catalog, 8, burst=True, engine_version="0.13.0")
     assert qwen3_32b(catalog, 8, burst=True, engine=engine, engine_version=version) == burst
+
+
+@pytest.mark.parametrize("batch", [1, 8, 64])
+def test_a_vllm_decode_step_waits_for_host_work_per_running_sequence(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    """Without async scheduling vLLM's GPU waits for the host's work on each running
+    sequence: a decode step, and a mixed one, grow by it with the batch."""
+    steps = qwen3_32b_steps(catalog)
+    monkeypatch.setattr(performance, "DECODE_HOST_PER_SEQUENCE_S", 0.0)
+    without = qwen3_32b_steps(catalog).decode(batch)
+    assert without.host_s == 0.0
+    monkeypatch.setattr(performance, "DECODE_HOST_PER_SEQUENCE_S", 1e-4)
+    steps = qwen3_32b_steps(catalog)
+    decode = steps.decode(batch)
+    assert decode.host_s == pytest.approx(batch * 1e-4)
+    assert decode.step_s - without.step_s == pytest.approx(batch * 1e-4)
+    mixed = steps.mixed_step_s(512, batch)
+    bare = steps.prefill_s(512, 512) + decode.compute_s + decode.communication_s
+    assert mixed - bare == pytest.approx(batch * 1e-4)
+
+
+def test_the_host_work_per_sequence_is_hidden_where_the_gpu_need_not_wait_for_it(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An overlap scheduler plans the next step while this one runs; on several pipeline
+    stages vLLM's batch queue updates one batch while the others run; TensorRT-LLM's loop
+    is not vLLM's Python one."""
+    monkeypatch.setattr(performance, "DECODE_HOST_PER_SEQUENCE_S", 1e-4)
+    steps = qwen3_32b_steps(catalog)
+    for hidden in (
+        dataclasses.replace(steps, overlapped=True),
+        dataclasses.replace(steps, pipeline=2),
+        dataclasses.replace(steps, engine="tensorrt-llm"),
+    ):
+        assert hidden.decode(32).host_s == 0.0
+    assert steps.decode(32).host_s == pytest.approx(32e-4)
+
+
+def test_a_release_without_async_scheduling_pays_the_host_work_in_every_token(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM 0.13.0 and 0.14.0 (async scheduling on by default) differ in TPOT by the host
+    work on the 32 streams of each step: a prompt's step shares it with the decodes, so the
+    prefills the streams wait behind add none."""
+    monkeypatch.setattr(performance, "DECODE_HOST_PER_SEQUENCE_S", 1e-4)
+    waited = qwen3_32b(catalog, 32, engine_version="0.13.0").tpot_s
+    hidden = qwen3_32b(catalog, 32, engine_version="0.14.0").tpot_s
+    assert waited - hidden == pytest.approx(32e-4, rel=1e-6)
+    assert qwen3_32b(catalog, 32, engine_version="0.13.0", async_scheduling=True).tpot_s == hidden
 
 
 @pytest.mark.parametrize(
@@ -762,9 +814,13 @@ def test_streams_on_two_stages_decode_in_two_groups(catalog: Catalog) -> None:
     assert tpot(4, 2) == pytest.approx(tpot(2, 1), rel=0.05)
 
 
-def test_a_burst_that_fits_one_batch_decodes_as_one_group(catalog: Catalog) -> None:
+def test_a_burst_that_fits_one_batch_decodes_as_one_group(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Prompts that fit one step's budget are scheduled in one batch and keep decoding
     together; prompts filling two batches decode in two groups on two stages."""
+    # The groups alone: one stage waits for the host's work, several hide it (tested apart).
+    monkeypatch.setattr(performance, "DECODE_HOST_PER_SEQUENCE_S", 0.0)
 
     def tpot(input_tokens: int, pipeline: int) -> float:
         return estimate(
@@ -783,11 +839,13 @@ def test_a_burst_that_fits_one_batch_decodes_as_one_group(catalog: Catalog) -> N
 
 
 def test_a_loaded_stream_waits_for_another_prompt_s_chunks_through_the_stages(
-    catalog: Catalog,
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A one-chunk prompt holds up the decoding groups for its step through every stage, on
     two stages as on one; a two-chunk prompt's second chunk follows the first a stage
     behind, so on two stages it holds them up for three half-steps, not two steps."""
+    # The groups alone: one stage waits for the host's work, several hide it (tested apart).
+    monkeypatch.setattr(performance, "DECODE_HOST_PER_SEQUENCE_S", 0.0)
 
     def tpot(input_tokens: int, pipeline: int) -> float:
         return estimate(
@@ -826,7 +884,7 @@ def test_a_multi_chunk_prompt_holds_the_decoding_groups_up_as_a_pipeline_replay_
     decode = steps.decode(concurrency // pipeline)
     prefill = steps.prefill(input_tokens, budget - (concurrency - 1))
     assert prefill.steps == 3
-    mixed_s = prefill.step_s + decode.compute_s + decode.communication_s
+    mixed_s = prefill.step_s + decode.compute_s + decode.communication_s + decode.host_s
     plain = [(i % pipeline, decode.step_s / pipeline) for i in range(8 * pipeline)]
     joined = [
         (group, mixed_s / pipeline if pipeline <= i < pipeline + prefill.steps else stage_s)

@@ -37,7 +37,7 @@ from llmdeploy.sizing.model_facts import ModelFacts
 # bench/data (tests/unit/test_fit_constants.py checks).
 # Fitted: the fraction of datasheet bandwidth that decode's reads reach, and of dense FLOPS
 # that the GEMMs reach (prefill, and a decode step's compute where it binds).
-BANDWIDTH_EFFICIENCY = 0.75
+BANDWIDTH_EFFICIENCY = 0.8
 COMPUTE_EFFICIENCY = 0.75
 # Fitted: the bandwidth one for a SKU, the compute one for a GPU die (the catalog's `chip`),
 # where their fit rows cover two models or more (with one model, the model's kernels would be
@@ -48,7 +48,7 @@ COMPUTE_EFFICIENCY = 0.75
 # GH100, 989 dense BF16 TFLOPS each; fitted apart, the H200's compute efficiency took what the
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
-    "nvidia-a100-80gb": 0.65,
+    "nvidia-a100-80gb": 0.75,
     "nvidia-b200-180gb": 0.95,
     "nvidia-h100-80gb": 0.85,
     "nvidia-h200-141gb": 0.9,
@@ -135,6 +135,21 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 TTFT_OVERHEAD_S = 0.02
 TTFT_LOAD_OVERHEAD_S = 0.0
 TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
+# Fitted: the host's work per running sequence in a vLLM step that the GPU waits for where no
+# overlap scheduler runs (`overlap_scheduler`; StepModel.decode). Without async scheduling
+# vLLM's engine loop schedules a step, prepares its inputs and launches it, waits for the
+# sampled tokens and only then updates each request (vllm/v1/core/sched/scheduler.py
+# `update_from_output`, a Python loop over the step's requests its author flags as a possible
+# bottleneck); async scheduling plans the next step while this one runs to hide that work
+# (vllm-project/vllm PR #19970). Sources put the host's time per step in proportion to the
+# batch: V0's output processing took 0.2 ms at batch 1 and 3.4 ms at batch 32 (~0.1 ms per
+# sequence; Llama-3-70B on 4 H100, vllm-project/vllm#6913); V1's `update_from_output` alone
+# 0.142/0.287 ms at batch 128/256 (PR #46112). The fitted value is near V0's figure and far
+# above the V1 loops measured alone: it also takes whatever else the loaded vLLM rows miss.
+# Only vLLM pays it (the sources are its Python loop), and only on one pipeline stage: on
+# several, its engine keeps a batch per stage in flight and schedules and updates one while
+# the others run (vllm/v1/engine/core.py `step_with_batch_queue`).
+DECODE_HOST_PER_SEQUENCE_S = 9.5e-05
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
 # AsyncMicrobatchTokenizer (vllm PR #19334; gone in 0.24.0, absent in 0.9.2), which waits its
@@ -609,6 +624,7 @@ class DecodeStep(NamedTuple):
     compute_s: float  # the decodes' FLOPs
     communication_s: float  # their all-reduces and pipeline hand-offs
     overhead_s: float  # per-layer kernel gaps (paid once per step)
+    host_s: float  # the host's work per running sequence the GPU waits for
 
 
 @dataclass(slots=True)
@@ -631,9 +647,11 @@ class StepModel:
     # every expert, the layout plans deploy); a divisor of tensor.
     expert_parallel: int = 1
     checkpoint: QuantizedCheckpoint | None = None  # the catalog's facts of a loaded checkpoint
+    overlapped: bool = False  # an overlap scheduler hides the host's work (`overlap_scheduler`)
     bandwidth: float = field(init=False)  # bytes/s decode's reads reach
     compute_efficiency: float = field(init=False)
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
+    host_per_sequence_s: float = field(init=False)  # the host work a decode step waits for
 
     def __post_init__(self) -> None:
         gpu, model = self.gpu, self.model
@@ -651,6 +669,10 @@ class StepModel:
             + triton_moe_layers * TRITON_MOE_LAYER_OVERHEAD_S
             + mla_layers * MLA_LAYER_OVERHEAD_S
         )
+        # vLLM's engine loop waits for its host work unless async scheduling plans a step
+        # ahead or, on several stages, other batches run meanwhile (DECODE_HOST_PER_SEQUENCE_S).
+        host_waited = self.engine == "vllm" and not self.overlapped and self.pipeline == 1
+        self.host_per_sequence_s = DECODE_HOST_PER_SEQUENCE_S if host_waited else 0.0
 
     def decode(self, batch: int) -> DecodeStep:
         """A step of `batch` decodes, each reading its request's mean context."""
@@ -681,8 +703,9 @@ class StepModel:
         )
         communication_s = _communication_s(model, gpu, tensor, pipeline, batch)
         overhead_s = self.overhead_s
-        step_s = max(memory_s, compute_s) + communication_s + overhead_s
-        return DecodeStep(step_s, memory_s, compute_s, communication_s, overhead_s)
+        host_s = batch * self.host_per_sequence_s
+        step_s = max(memory_s, compute_s) + communication_s + overhead_s + host_s
+        return DecodeStep(step_s, memory_s, compute_s, communication_s, overhead_s, host_s)
 
     def prefill(self, tokens: float, chunk: int) -> PrefillSteps:
         """The steps of a prefill of `tokens` prompt tokens (prompts of input_tokens) in
@@ -725,7 +748,7 @@ class StepModel:
         if decodes == 0:
             return step_s
         decode = self.decode(decodes)
-        return step_s + decode.compute_s + decode.communication_s
+        return step_s + decode.compute_s + decode.communication_s + decode.host_s
 
 
 def request_host_s(others: int, request_frontend_s: float, decode_step_s: float) -> float:
@@ -766,6 +789,9 @@ def estimate_performance(
     are spread over whole (StepModel.expert_parallel; plans deploy 1). `checkpoint`: the
     catalog's facts of the pre-quantized checkpoint loaded, whose bytes a step reads as memory
     counts them."""
+    overlapped = overlap_scheduler(
+        engine, engine_version, gpu, tensor, pipeline, setting=async_scheduling
+    )
     steps_model = StepModel(
         model,
         gpu,
@@ -778,6 +804,7 @@ def estimate_performance(
         engine,
         expert_parallel,
         checkpoint,
+        overlapped,
     )
     batch = concurrency
     # A step's token budget holds a prompt's chunk and the other streams' decodes: the
@@ -843,9 +870,6 @@ def estimate_performance(
         arrival_rate = others / (output_tokens * tpot)
         load = min(arrival_rate * service_s, 0.95)
         queueing_s = load * service_s / (2 * (1 - load))
-        overlapped = overlap_scheduler(
-            engine, engine_version, gpu, tensor, pipeline, setting=async_scheduling
-        )
         steps_waited = 2 if overlapped else 1
         ttft = host_s + prefill_s + queueing_s + min(others, 1) * steps_waited * decode_step_s
 
