@@ -1,14 +1,17 @@
-"""The weight bytes a step reads: a pre-quantized checkpoint's weights as memory counts them."""
+"""The weight bytes a step reads: the lm_head whole, the input embedding's looked-up rows only,
+and a pre-quantized checkpoint's weights as memory counts them."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from llmdeploy.catalog import Catalog, QuantizedCheckpoint
 from llmdeploy.sizing import performance, resolve_model
 from llmdeploy.sizing.memory import (
+    BYTES_16BIT,
     GIB,
-    embedding_bytes_per_rank,
     grouped_weight_bytes,
     layer_weight_bytes_per_rank,
     weight_bytes_per_rank,
@@ -23,6 +26,82 @@ LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
 
 def facts(catalog: Catalog, name: str) -> ModelFacts:
     return resolve_model(make_spec(name).model, catalog)
+
+
+def tied(model: ModelFacts) -> ModelFacts:
+    """The model with one table for its input embedding and lm_head: one table fewer."""
+    table = model.vocab_size * model.hidden_size
+    return dataclasses.replace(
+        model,
+        tie_word_embeddings=True,
+        parameters=model.parameters - table,
+        active_parameters=model.active_parameters - table,
+    )
+
+
+def test_an_untied_models_step_reads_the_lm_head_and_its_tokens_rows_not_two_tables(
+    catalog: Catalog,
+) -> None:
+    model = facts(catalog, LLAMA_8B)
+    assert not model.tie_word_embeddings
+    bf16 = catalog.quantizations["bf16"]
+    table = model.vocab_size * model.hidden_size * BYTES_16BIT
+    row = model.hidden_size * BYTES_16BIT
+    held = weight_bytes_per_rank(model, bf16, 1, 1)
+    for tokens in (1, 64):
+        read = performance._weights_read(model, bf16, 1, 1, tokens)
+        assert read == pytest.approx(held - table + tokens * row)
+    # Llama-3.1-8B's input embedding is 6.5% of its bytes.
+    assert table / held == pytest.approx(0.065, abs=0.001)
+
+
+def test_a_tied_table_is_held_once_and_read_once(catalog: Catalog) -> None:
+    """Tying the tables saves a table of memory, not of a step's read: an untied model's step
+    reads the lm_head and skips the input embedding, a tied one reads its one table."""
+    untied = facts(catalog, LLAMA_8B)
+    one = tied(untied)
+    bf16 = catalog.quantizations["bf16"]
+    table = untied.vocab_size * untied.hidden_size * BYTES_16BIT
+    for tensor in (1, 2, 8):
+        held = weight_bytes_per_rank(untied, bf16, tensor, 1)
+        assert held - weight_bytes_per_rank(one, bf16, tensor, 1) == pytest.approx(table / tensor)
+        read = performance._weights_read(untied, bf16, tensor, 1, 4)
+        assert performance._weights_read(one, bf16, tensor, 1, 4) == pytest.approx(read)
+    # A tied model of the catalog (Qwen2.5-0.5B-Instruct, config tie_word_embeddings true).
+    qwen = facts(catalog, "Qwen/Qwen2.5-0.5B-Instruct")
+    assert qwen.tie_word_embeddings
+    held = weight_bytes_per_rank(qwen, bf16, 1, 1)
+    row = qwen.hidden_size * BYTES_16BIT
+    assert performance._weights_read(qwen, bf16, 1, 1, 3) == pytest.approx(held + 3 * row)
+
+
+def test_the_embedding_read_is_split_over_the_vocabulary_and_read_on_one_stage(
+    catalog: Catalog,
+) -> None:
+    """VocabParallelEmbedding and ParallelLMHead split the vocabulary over the TP ranks; under
+    PP only the last stage reads the lm_head, so a step through every stage reads it once."""
+    model = facts(catalog, LLAMA_8B)
+    bf16 = catalog.quantizations["bf16"]
+    tokens = 16
+    table_and_rows = (model.vocab_size + tokens) * model.hidden_size * BYTES_16BIT
+    for tensor, pipeline in ((1, 1), (4, 1), (1, 2), (2, 4)):
+        layers = layer_weight_bytes_per_rank(model, bf16, tensor, pipeline)
+        read = performance._weights_read(model, bf16, tensor, pipeline, tokens)
+        # What the step reads over its stages (the decode step's memory time multiplies by
+        # the stages): every stage's layers and one lm_head, shared by the TP ranks.
+        assert pipeline * (read - layers) == pytest.approx(table_and_rows / tensor)
+
+
+def test_a_decode_step_of_a_tied_model_takes_as_long_as_the_untied_one(
+    catalog: Catalog,
+) -> None:
+    untied = facts(catalog, LLAMA_8B)
+    gpu, bf16 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
+
+    def step(model: ModelFacts) -> float:
+        return StepModel(model, gpu, bf16, 1, 1, 2, 1024, 128).decode(1).memory_s
+
+    assert step(tied(untied)) == pytest.approx(step(untied))
 
 
 GROUP_64 = QuantizedCheckpoint(id="acme/x-AWQ", quantization="int4-awq", group_size=64, source="t")
@@ -50,8 +129,8 @@ def test_a_step_reads_a_checkpoints_weights_at_its_group_size_as_memory_counts_t
         grouped = grouped_weight_bytes(awq, 64)
         one_token = performance._weights_read(model, awq, 2, 1, 1, GROUP_64)
         layers = layer_weight_bytes_per_rank(model, awq, 2, 1, checkpoint=GROUP_64)
-        embeddings = embedding_bytes_per_rank(model, 2, 1)
-        assert one_token == pytest.approx(layers + embeddings - untouched * grouped / 2)
+        embeddings = (model.vocab_size + 1) * model.hidden_size * BYTES_16BIT
+        assert one_token == pytest.approx(layers + (embeddings - untouched * grouped) / 2)
 
 
 def test_the_latency_estimate_reads_the_loaded_checkpoints_bytes(catalog: Catalog) -> None:

@@ -26,10 +26,11 @@ from typing import NamedTuple
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint, version_within
 from llmdeploy.sizing.memory import (
+    BYTES_16BIT,
     checkpoint_format,
     kv_bytes_per_token_layer,
+    layer_weight_bytes_per_rank,
     stage_layers,
-    weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import ModelFacts
 
@@ -49,7 +50,7 @@ COMPUTE_EFFICIENCY = 0.75
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.75,
-    "nvidia-b200-180gb": 0.95,
+    "nvidia-b200-180gb": 0.9,
     "nvidia-h100-80gb": 0.85,
     "nvidia-h200-141gb": 0.9,
 }
@@ -84,7 +85,7 @@ MLA_LAYER_OVERHEAD_S = 0.00011
 # besides one H100 row) is above the kernel's alone: it takes whatever else those rows miss.
 # Other backends (Marlin, FlashInfer, TensorRT-LLM's MoE) take MOE_LAYER_OVERHEAD_S only, as
 # does a 16-bit MoE on another engine (StepModel.engine).
-TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
+TRITON_MOE_LAYER_OVERHEAD_S = 8e-05
 # Fitted: a weight-only quantized GEMM (4-bit weights, 16-bit activations: Marlin) turns every
 # weight into BF16 in registers before the tensor cores see it, so at decode batch sizes it
 # is bound by that conversion on the SMs rather than by the bytes it reads: its cost per
@@ -93,7 +94,7 @@ TRITON_MOE_LAYER_OVERHEAD_S = 7e-05
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
 # prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
-WEIGHT_ONLY_DEQUANT_FLOP = 240.0
+WEIGHT_ONLY_DEQUANT_FLOP = 260.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
@@ -149,7 +150,7 @@ TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
 # Only vLLM pays it (the sources are its Python loop), and only on one pipeline stage: on
 # several, its engine keeps a batch per stage in flight and schedules and updates one while
 # the others run (vllm/v1/engine/core.py `step_with_batch_queue`).
-DECODE_HOST_PER_SEQUENCE_S = 9.5e-05
+DECODE_HOST_PER_SEQUENCE_S = 0.0001
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
 # AsyncMicrobatchTokenizer (vllm PR #19334; gone in 0.24.0, absent in 0.9.2), which waits its
@@ -428,12 +429,21 @@ def _weights_read(
     tokens: float,
     checkpoint: QuantizedCheckpoint | None = None,
 ) -> float:
-    """Weight bytes one rank reads in a step of `tokens` tokens: the weights as memory counts
-    them (the checkpoint's group size and 16-bit layers), MoE expert weights only for the
-    experts some token routes to."""
-    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline, checkpoint=checkpoint)
+    """Weight bytes one rank reads in a step of `tokens` tokens, per pipeline stage (a step
+    passes the stages one after another, so `pipeline` times this is the step's read): the
+    decoder layers as memory counts them (the checkpoint's group size and 16-bit layers),
+    MoE expert weights only for the experts some token routes to; of the embeddings, split
+    over the vocabulary on the TP ranks and each on one stage, the lm_head's shard whole
+    (vLLM's LogitsProcessor multiplies the hidden states by it) and only the step's tokens'
+    rows of the input embedding (VocabParallelEmbedding.forward is an F.embedding lookup in
+    the rank's shard; vllm/model_executor/layers/vocab_parallel_embedding.py). A tied table
+    is one tensor (ParallelLMHead.tie_weights), read whole as the lm_head."""
+    layers = layer_weight_bytes_per_rank(model, fmt, tensor, pipeline, checkpoint=checkpoint)
     expert_bytes = checkpoint_format(fmt, checkpoint).weight_bytes
-    return weights - _untouched_experts(model, tokens) * expert_bytes / (tensor * pipeline)
+    untouched = _untouched_experts(model, tokens) * expert_bytes
+    rows = model.vocab_size + min(tokens, model.vocab_size)  # the lm_head's and the looked-up
+    embeddings = rows * model.hidden_size * BYTES_16BIT
+    return layers + (embeddings - untouched) / (tensor * pipeline)
 
 
 def _native_fp4(gpu: Gpu, fmt: QuantFormat) -> bool:
