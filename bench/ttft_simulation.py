@@ -248,6 +248,7 @@ def replay_row(
         row.output_tokens,
         row.engine,
         expert_parallel(row),
+        row.engine_version or None,
     )
     decode_s = steps.decode(row.concurrency).step_s
     frontend = performance.frontend_s(
