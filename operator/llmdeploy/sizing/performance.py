@@ -19,6 +19,7 @@ the end of the step that completes its prompt, filled with the prompts behind it
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -395,6 +396,7 @@ def expert_split(tensor: int, expert_parallel: int) -> int:
     return tensor // expert_parallel
 
 
+@functools.cache  # parsing release strings on every layout the planner tries costs
 def grouped_fp8_kernel(
     engine: str, version: str | None, tensor: int, expert_parallel: int
 ) -> str | None:
@@ -426,8 +428,10 @@ def grouped_fp8_shares(
     8 takes the 8-way rates); None where the roofline holds (`_flops_s` and
     `_expert_read_s` then count them as any GEMM). Raises unless EP divides TP."""
     split = expert_split(tensor, expert_parallel)
+    if not _grouped_block_fp8(model, gpu, fmt):
+        return None
     kernel = grouped_fp8_kernel(engine, version, tensor, expert_parallel)
-    if kernel is None or not _grouped_block_fp8(model, gpu, fmt):
+    if kernel is None:
         return None
     read, math_share = GROUPED_FP8_TABLES[kernel]
     measured = max(s for s in read if s <= split)
