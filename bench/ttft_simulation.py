@@ -262,6 +262,7 @@ def replay_row(
         expert_parallel(row),
         model.quantized_checkpoint(row.model, row.quantization),
         async_scheduling,
+        row.engine_version or None,
     )
     decode_s = steps.decode(row.concurrency).step_s
     frontend = performance.frontend_s(

@@ -524,7 +524,120 @@ def test_the_grouped_fp8_shares_are_the_line_through_the_cited_kernel_table(spli
     assert pytest.approx(read_share, rel=0.025) == performance.GROUPED_FP8_READ_SHARE[split]
 
 
-def test_the_more_ways_an_expert_is_split_the_slower_its_grouped_gemm() -> None:
+# The same PR's Triton columns (vLLM's fused_moe, w8a8 with 128x128 block scales), us.
+PR_13932_TRITON_US = {
+    1: {
+        128: 12480.49,
+        256: 12782.98,
+        512: 13017.54,
+        1024: 13322.31,
+        1536: 13777.98,
+        2048: 19839.38,
+    },
+    2: {128: 6025.39, 256: 6164.44, 512: 6631.64, 1024: 6800.41, 1536: 7037.34, 2048: 10111.40},
+    4: {128: 3121.16, 256: 3236.88, 512: 3433.29, 1024: 3546.83, 1536: 3677.90, 2048: 5230.76},
+    8: {128: 1732.33, 256: 1728.73, 512: 1810.36, 1024: 1892.75, 1536: 1988.70, 2048: 2818.65},
+}
+
+
+@pytest.mark.parametrize("split", sorted(PR_13932_TRITON_US))
+def test_the_triton_fp8_shares_are_the_line_through_the_pr_s_triton_columns(split: int) -> None:
+    """TRITON_FP8_READ_SHARE and TRITON_FP8_MATH_SHARE come from PR #13932's Triton column of
+    each -tp as the DeepGemm ones do: the line through its 128- and 2048-token times. The
+    column is not a line (flat to 1536 tokens, a step at 2048): the line lies above every time
+    between, by at most 30%, and under the 3072-token time of split 1 (by 13%). At split 8
+    Triton is faster than DeepGEMM at every size measured, at splits 1 and 2 slower."""
+    table_us = PR_13932_TRITON_US[split]
+    per_token_us = (table_us[2048] - table_us[128]) / (2048 - 128)
+    fixed_us = table_us[128] - 128 * per_token_us
+    for tokens, measured in table_us.items():
+        line_us = fixed_us + tokens * per_token_us
+        assert measured <= line_us * (1 + 1e-9) and line_us < 1.3 * measured
+    if split == 1:
+        assert (fixed_us + 3072 * per_token_us) / 27189.87 == pytest.approx(0.874, abs=0.002)
+    expert = 3 * 7168 * 2048
+    math_share = 2 * 8 * expert / split / (per_token_us * 1e-6) / 1979e12
+    read_share = 256 * expert / split / (fixed_us * 1e-6) / 3350e9
+    assert pytest.approx(math_share, rel=0.01) == performance.TRITON_FP8_MATH_SHARE[split]
+    assert pytest.approx(read_share, rel=0.02) == performance.TRITON_FP8_READ_SHARE[split]
+    faster = [table_us[t] < PR_13932_DEEPGEMM_US[split][t] for t in table_us]
+    if split == 8:
+        assert all(faster)
+    if split <= 2:
+        assert not any(faster)
+
+
+# The kernel each pinned vLLM release runs for block-scaled FP8 experts on Hopper, by TP and EP
+# (performance.py's notes on VLLM_DEEP_GEMM_MOE_SINCE cite the sources).
+VLLM_GROUPED_FP8_KERNELS = {
+    ("0.8.5", 8, 1): "triton",
+    ("0.10.2", 8, 1): "triton",
+    ("0.10.2", 8, 8): "triton",
+    ("0.11.0", 8, 1): "deepgemm",
+    ("0.11.0", 8, 8): "deepgemm",
+    ("0.11.1", 8, 1): "deepgemm",
+    ("0.12.0", 4, 1): "deepgemm",
+    ("0.12.0", 8, 1): "triton",
+    ("0.12.0", 16, 1): "triton",
+    ("0.12.0", 8, 8): "deepgemm",
+    ("0.14.0", 8, 1): "triton",
+    ("0.14.0", 16, 16): "deepgemm",
+    ("0.24.0", 2, 1): "triton",
+    ("0.24.0", 8, 1): "triton",
+    ("0.24.0", 8, 8): None,
+}
+
+
+@pytest.mark.parametrize(("release", "tensor", "expert_parallel"), VLLM_GROUPED_FP8_KERNELS)
+def test_the_grouped_fp8_kernel_is_the_one_vllm_s_release_selects_for_the_split(
+    release: str, tensor: int, expert_parallel: int
+) -> None:
+    """vLLM: Triton before 0.11.0 (DeepGEMM off by default), DeepGEMM from 0.11.0, Triton
+    where each expert is split 8 ways or more from 0.12.0 (PR #29346; with EP the MoE's split
+    is 1), and from 0.24.0 Triton without EP, FlashInfer's CUTLASS MoE with it (no measured
+    rates: None). TensorRT-LLM, another engine or an unknown release: DeepGEMM."""
+    kernel = VLLM_GROUPED_FP8_KERNELS[(release, tensor, expert_parallel)]
+    assert performance.grouped_fp8_kernel("vllm", release, tensor, expert_parallel) == kernel
+    for engine, version in (("tensorrt-llm", "1.0.0"), ("vllm", None), ("sglang", release)):
+        assert performance.grouped_fp8_kernel(engine, version, tensor, expert_parallel) == (
+            "deepgemm"
+        )
+
+
+def test_the_vllm_release_sets_the_deepseek_prefill_on_hopper(catalog: Catalog) -> None:
+    """DeepSeek-R1 FP8 on 8 H200 with vLLM, one 4096-token prompt: at TP 8 0.11.0 runs
+    DeepGEMM and 0.12.0 Triton, faster there (PR #13932's split-8 columns); at TP 8 with EP 8
+    both run DeepGEMM on whole experts; 0.24.0 with EP 8 runs FlashInfer's CUTLASS MoE,
+    counted with the roofline. The decode does not move."""
+
+    def lone(version: str, expert_parallel: int = 1) -> Performance:
+        return estimate(
+            catalog,
+            "deepseek-ai/DeepSeek-R1",
+            1,
+            "fp8",
+            "nvidia-h200-141gb",
+            tensor=8,
+            input_tokens=4096,
+            engine="vllm",
+            engine_version=version,
+            expert_parallel=expert_parallel,
+        )
+
+    assert lone("0.12.0").ttft_s < lone("0.11.0").ttft_s
+    assert lone("0.12.0").tpot_s == lone("0.11.0").tpot_s
+    assert lone("0.12.0", 8).ttft_s == lone("0.11.0", 8).ttft_s
+    assert lone("0.24.0").ttft_s == lone("0.12.0").ttft_s
+    deepseek = resolve_model(make_spec("deepseek-ai/DeepSeek-R1").model, catalog)
+    h200, fp8 = catalog.gpus["nvidia-h200-141gb"], catalog.quantizations["fp8"]
+    assert performance.grouped_fp8_shares(deepseek, h200, fp8, "vllm", "0.24.0", 8, 8) is None
+    assert performance.grouped_fp8_shares(deepseek, h200, fp8, "vllm", "0.12.0", 8, 1) == (
+        performance.TRITON_FP8_READ_SHARE[8],
+        performance.TRITON_FP8_MATH_SHARE[8],
+    )
+
+
+def test_the_more_ways_an_expert_is_split_the_slower_its_grouped_gemm(catalog: Catalog) -> None:
     """Every rate falls with the split (the PR's columns), and the split is TP / EP: TP 8
     alone splits each expert 8 ways, EP 4 two ways, EP 8 not at all; EP must divide TP. A
     split beyond the measured ones takes the most split measured."""
@@ -542,7 +655,13 @@ def test_the_more_ways_an_expert_is_split_the_slower_its_grouped_gemm() -> None:
     for split, measured in slope.items():
         assert repeated + divided / split == pytest.approx(measured, rel=0.025)
     assert [performance.expert_split(8, ep) for ep in (1, 2, 4, 8)] == [8, 4, 2, 1]
-    assert performance._grouped_fp8_shares(16, 1) == performance._grouped_fp8_shares(8, 1)
+    deepseek = resolve_model(make_spec("deepseek-ai/DeepSeek-R1").model, catalog)
+    h200, fp8 = catalog.gpus["nvidia-h200-141gb"], catalog.quantizations["fp8"]
+
+    def shares(tensor: int) -> performance.GroupedShares | None:
+        return performance.grouped_fp8_shares(deepseek, h200, fp8, "tensorrt-llm", None, tensor, 1)
+
+    assert shares(16) == shares(8) == (0.23, 0.042)
     with pytest.raises(ValueError, match="expert parallel 3 does not divide TP 8"):
         performance.expert_split(8, 3)
 

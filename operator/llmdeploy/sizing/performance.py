@@ -19,6 +19,7 @@ the end of the step that completes its prompt, filled with the prompts behind it
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -310,21 +311,20 @@ def _expert_read_s(
     tensor: int,
     tokens: float,
     bandwidth: float,
-    expert_parallel: int = 1,
+    grouped: GroupedShares | None = None,
 ) -> float:
     """One rank's read of the routed experts a prefill step of `tokens` tokens routes to (its
     pipeline stages one after another): a grouped GEMM of tokens x top-k / experts rows per
     expert does not hide it behind its math, so it adds to the step's GEMMs. The weight-only
     4-bit formats on Marlin pay their conversion instead (`_marlin_prefill_s`); block-scaled
-    FP8 experts on the architectures measured stream theirs at the share of the datasheet
-    bandwidth measured for the layout's expert split (`_grouped_fp8_shares`). A rank holds
-    1/tensor of the expert weights whatever the split: with `expert_parallel` ranks, whole
-    experts (experts / expert_parallel of them) split tensor / expert_parallel ways."""
+    FP8 experts stream theirs at the share of the datasheet bandwidth measured for the
+    grouped kernel and expert split the layout runs (`grouped`: `grouped_fp8_shares`). A rank
+    holds 1/tensor of the expert weights whatever the split: with EP ranks, whole experts
+    (experts / EP of them) split tensor / EP ways."""
     if not model.is_moe or _dequant_bound(gpu, fmt):
         return 0.0
-    if _grouped_block_fp8(model, gpu, fmt):
-        read_share, _ = _grouped_fp8_shares(tensor, expert_parallel)
-        bandwidth = gpu.bandwidth_gbps * 1e9 * read_share
+    if grouped is not None:
+        bandwidth = gpu.bandwidth_gbps * 1e9 * grouped.read
     touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
     return touched * fmt.weight_bytes / tensor / bandwidth
 
@@ -364,6 +364,49 @@ def _expert_read_s(
 GROUPED_FP8_READ_SHARE: dict[int, float] = {1: 0.55, 2: 0.47, 4: 0.35, 8: 0.23}
 GROUPED_FP8_MATH_SHARE: dict[int, float] = {1: 0.21, 2: 0.14, 4: 0.079, 8: 0.042}
 GROUPED_FP8_ARCHITECTURES = frozenset({"hopper"})
+# Physical, not fitted: vLLM's Triton fused_moe (w8a8, 128x128 block scales) on the same
+# experts, PR #13932's Triton columns, read the same way (the line through each column's 128-
+# and 2048-token times): split 1: 3.833 us per token on 11.99 ms, 0.093 of the FP8 peak and
+# 0.28 of the bandwidth; split 2: 2.128 us on 5.753 ms, 0.084, 0.29; split 4: 1.099 us on
+# 2.981 ms, 0.081, 0.28; split 8: 0.566 us on 1.660 ms, 0.079, 0.25. Its times are not a line:
+# nearly flat to 1536 tokens, then a step at 2048 (its tuned block sizes change), so the line
+# lies above every time between (by up to 30% at 1536) and below the 3072-token one (27189.87
+# us at split 1, by 13%). At split 8 it is faster than DeepGEMM at every size (vLLM PR #29346
+# made it vLLM's default there).
+TRITON_FP8_READ_SHARE: dict[int, float] = {1: 0.28, 2: 0.29, 4: 0.28, 8: 0.25}
+TRITON_FP8_MATH_SHARE: dict[int, float] = {1: 0.093, 2: 0.084, 4: 0.081, 8: 0.079}
+# Physical, not fitted: the grouped kernel vLLM runs for block-scaled FP8 experts on Hopper
+# (`grouped_fp8_kernel`), read in the released sources (vllm/envs.py, quantization/fp8.py,
+# fused_moe/oracle/fp8.py) of the pinned releases:
+# - to 0.10.2 VLLM_USE_DEEP_GEMM defaults to 0: Triton's fused_moe (fused_experts);
+# - 0.11.0 defaults it to 1 (vLLM PR #24462): DeepGEMM (Fp8MoEMethod.allow_deep_gemm; the
+#   images ship deep_gemm since vLLM PR #21533), and so in 0.11.1 (get_fp8_moe_backend);
+# - from 0.12.0 DeepGEMM's MoE is off, unless VLLM_MOE_USE_DEEP_GEMM is set, where the MoE's
+#   tp_size is 8 or more (vLLM PR #29346; 0.14.0's select_fp8_moe_backend alike), Triton
+#   then. That tp_size is each expert's split: with --enable-expert-parallel it is 1 and
+#   ep_size the TP (FusedMoEParallelConfig.make);
+# - 0.24.0 puts Triton first without EP, whatever the split, and FlashInfer's CUTLASS MoE
+#   first with EP (_get_priority_backends: "On Hopper for Block Fp8, prefer Triton for TP and
+#   FI CUTLASS for EP"). PR #13932 measured no FlashInfer kernel: the roofline holds there.
+# The releases between 0.14.0 and 0.24.0 are counted with 0.14.0's rule (none is pinned).
+# DeepGEMM falls back to Triton for fewer than 128 rows (_valid_deep_gemm_shape), below the
+# prefill sizes counted here. TensorRT-LLM runs its DeepGEMM port on Hopper (above); an
+# unknown release or engine is counted with DeepGEMM, what the default image (0.11.0) runs.
+VLLM_DEEP_GEMM_MOE_SINCE = "0.11.0"
+VLLM_TRITON_MOE_AT_SPLIT_SINCE = "0.12.0"
+VLLM_TRITON_MOE_FROM_SPLIT = 8
+VLLM_HOPPER_BLOCK_FP8_PRIORITY_SINCE = "0.24.0"
+GROUPED_FP8_TABLES: dict[str, tuple[dict[int, float], dict[int, float]]] = {
+    "deepgemm": (GROUPED_FP8_READ_SHARE, GROUPED_FP8_MATH_SHARE),
+    "triton": (TRITON_FP8_READ_SHARE, TRITON_FP8_MATH_SHARE),
+}
+
+
+class GroupedShares(NamedTuple):
+    """Shares of the datasheet bandwidth and FP8 peak a grouped FP8 GEMM runs at."""
+
+    read: float
+    math: float
 
 
 def expert_split(tensor: int, expert_parallel: int) -> int:
@@ -374,17 +417,51 @@ def expert_split(tensor: int, expert_parallel: int) -> int:
     return tensor // expert_parallel
 
 
-def _grouped_fp8_shares(tensor: int, expert_parallel: int) -> tuple[float, float]:
-    """(read, math) shares of the grouped block-scaled FP8 GEMM for the layout's expert split:
-    the measured split at or below it (GROUPED_FP8_READ_SHARE, GROUPED_FP8_MATH_SHARE)."""
+@functools.cache  # pure; parsing the release for every layout tried cost ~20 us
+def grouped_fp8_kernel(
+    engine: str, version: str | None, tensor: int, expert_parallel: int
+) -> str | None:
+    """The grouped kernel ("deepgemm", "triton") the engine's release runs for block-scaled
+    FP8 experts on Hopper with the layout's split; None for one not measured (the roofline).
+    The releases' rules: VLLM_DEEP_GEMM_MOE_SINCE and what follows it."""
     split = expert_split(tensor, expert_parallel)
-    measured = max(s for s in GROUPED_FP8_READ_SHARE if s <= split)
-    return GROUPED_FP8_READ_SHARE[measured], GROUPED_FP8_MATH_SHARE[measured]
+    if engine != "vllm" or version is None:
+        return "deepgemm"
+    if not version_within(version, VLLM_DEEP_GEMM_MOE_SINCE, None):
+        return "triton"
+    if version_within(version, VLLM_HOPPER_BLOCK_FP8_PRIORITY_SINCE, None):
+        return "triton" if expert_parallel == 1 else None
+    at_split = version_within(version, VLLM_TRITON_MOE_AT_SPLIT_SINCE, None)
+    return "triton" if at_split and split >= VLLM_TRITON_MOE_FROM_SPLIT else "deepgemm"
+
+
+def grouped_fp8_shares(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    engine: str,
+    version: str | None,
+    tensor: int,
+    expert_parallel: int,
+) -> GroupedShares | None:
+    """The rates of the grouped kernel a prefill step's routed experts run at
+    (`grouped_fp8_kernel`), for the measured split at or below the layout's (a split beyond
+    8 takes the 8-way rates); None where the roofline holds (`_flops_s` and
+    `_expert_read_s` then count them as any GEMM). Raises unless EP divides TP."""
+    split = expert_split(tensor, expert_parallel)
+    if not _grouped_block_fp8(model, gpu, fmt):
+        return None
+    kernel = grouped_fp8_kernel(engine, version, tensor, expert_parallel)
+    if kernel is None:
+        return None
+    read, math_share = GROUPED_FP8_TABLES[kernel]
+    measured = max(s for s in read if s <= split)
+    return GroupedShares(read[measured], math_share[measured])
 
 
 def _grouped_block_fp8(model: ModelFacts, gpu: Gpu, fmt: QuantFormat) -> bool:
-    """Whether the routed experts run DeepGEMM's block-scaled FP8 grouped GEMM at its measured
-    rates (GROUPED_FP8_READ_SHARE, GROUPED_FP8_MATH_SHARE)."""
+    """Whether the routed experts are block-scaled FP8 on an architecture whose grouped
+    kernels were measured (GROUPED_FP8_ARCHITECTURES)."""
     return (
         model.is_moe
         and fmt.id == Quantization.FP8
@@ -396,19 +473,16 @@ def _grouped_block_fp8(model: ModelFacts, gpu: Gpu, fmt: QuantFormat) -> bool:
 def _grouped_expert_math_s(
     model: ModelFacts,
     gpu: Gpu,
-    fmt: QuantFormat,
     tensor: int,
     tokens: float,
-    expert_parallel: int = 1,
+    grouped: GroupedShares | None,
 ) -> float:
-    """The routed experts' math in a prefill step of `tokens` tokens where it runs at the
-    grouped kernel's rate measured for the layout's expert split (`_grouped_block_fp8`;
-    `_flops_s` leaves it out there), the pipeline stages one after another, each stage's
-    experts on its `tensor` GPUs."""
-    if not _grouped_block_fp8(model, gpu, fmt):
+    """The routed experts' math in a prefill step of `tokens` tokens where it runs at a
+    grouped kernel's measured rate (`grouped`; `_flops_s` leaves it out there), the pipeline
+    stages one after another, each stage's experts on its `tensor` GPUs."""
+    if grouped is None:
         return 0.0
-    _, math_share = _grouped_fp8_shares(tensor, expert_parallel)
-    rate = gpu.compute_tflops("fp8") * 1e12 * math_share
+    rate = gpu.compute_tflops("fp8") * 1e12 * grouped.math
     return 2 * model.active_routed_expert_parameters * tokens / tensor / rate
 
 
@@ -552,21 +626,21 @@ def _prefill_steps(
     chunk: int,
     efficiency: float,
     step_overhead_s: float,
-    expert_parallel: int = 1,
+    grouped: GroupedShares | None = None,
 ) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
     reading the weights once and paying a step's fixed overhead; a token attends to the half
     of its prompt before it on average. A step is compute-bound unless its chunk is short. A
     step passes the pipeline stages one after another, each stage's layers on its `tensor`
-    GPUs."""
+    GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
+    (`grouped_fp8_shares`)."""
     steps = max(1, math.ceil(tokens / chunk))
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
     prompts = tokens / prompt
     # A prefill step's grouped expert GEMMs add their weight read to their math; a decode
     # step's expert reads are its memory time already (StepModel.decode).
-    grouped = _grouped_block_fp8(model, gpu, fmt)
     compute_s = _flops_s(
         model,
         gpu,
@@ -576,11 +650,11 @@ def _prefill_steps(
         prompt / 2,
         efficiency,
         prompts + steps - 1,
-        grouped_experts=grouped,
+        grouped_experts=grouped is not None,
     ) + steps * (
         _marlin_prefill_s(model, gpu, fmt, tensor, size)
-        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, expert_parallel)
-        + _grouped_expert_math_s(model, gpu, fmt, tensor, size, expert_parallel)
+        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped)
+        + _grouped_expert_math_s(model, gpu, tensor, size, grouped)
     )
     memory_s = steps * pipeline * weights / bandwidth
     step_s = max(compute_s, memory_s) / steps + (
@@ -658,14 +732,26 @@ class StepModel:
     expert_parallel: int = 1
     checkpoint: QuantizedCheckpoint | None = None  # the catalog's facts of a loaded checkpoint
     overlapped: bool = False  # an overlap scheduler hides the host's work (`overlap_scheduler`)
+    # The engine's release (None: unknown): which grouped FP8 kernel its MoE runs.
+    engine_version: str | None = None
     bandwidth: float = field(init=False)  # bytes/s decode's reads reach
     compute_efficiency: float = field(init=False)
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
     host_per_sequence_s: float = field(init=False)  # the host work a decode step waits for
+    # The grouped FP8 kernel's rates a prefill's routed experts run at (`grouped_fp8_shares`).
+    grouped: GroupedShares | None = field(init=False)
 
     def __post_init__(self) -> None:
         gpu, model = self.gpu, self.model
-        expert_split(self.tensor, self.expert_parallel)  # raises unless EP divides TP
+        self.grouped = grouped_fp8_shares(
+            model,
+            gpu,
+            self.fmt,
+            self.engine,
+            self.engine_version,
+            self.tensor,
+            self.expert_parallel,
+        )
         efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
         self.bandwidth = gpu.bandwidth_gbps * 1e9 * efficiency
         self.compute_efficiency = COMPUTE_EFFICIENCY_BY_CHIP.get(gpu.chip or "", COMPUTE_EFFICIENCY)
@@ -740,7 +826,7 @@ class StepModel:
             chunk=chunk,
             efficiency=self.compute_efficiency,
             step_overhead_s=self.overhead_s,
-            expert_parallel=self.expert_parallel,
+            grouped=self.grouped,
         )
 
     def prefill_s(self, tokens: float, chunk: int) -> float:
@@ -815,6 +901,7 @@ def estimate_performance(
         expert_parallel,
         checkpoint,
         overlapped,
+        engine_version,
     )
     batch = concurrency
     # A step's token budget holds a prompt's chunk and the other streams' decodes: the
