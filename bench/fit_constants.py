@@ -31,7 +31,7 @@ coordinate descent over a grid of each of its constants until a sweep changes no
   fit rows whose all-reduce had peer-to-peer, from the shared values: each SKU's bandwidth
   efficiency (`BANDWIDTH_EFFICIENCY_BY_GPU`) where its rows cover two models or more, and the
   die's compute efficiency where stage A did not fit it and its SKUs' rows with a comparable
-  TTFT cover two models (a die's GEMM rate shows in its prefills).
+  TTFT cover two models (a die's GEMM rate shows in its prefills), on all the die's rows.
 Stage A then stage B again, from the last round's values, until a round changes nothing (at
 most MAX_ROUNDS; the number it took is printed). The first round starts from a fixed point
 that does not read the code.
@@ -357,8 +357,9 @@ def stage_b(
     bandwidth_grid, compute_grid = (
         PERFORMANCE_GRID[name][0] for name in ("BANDWIDTH_EFFICIENCY", "COMPUTE_EFFICIENCY")
     )
-    # A die's GEMM rate shows in its prefills: only rows with a comparable TTFT fit it (a
-    # loaded TPOT moves with it only through the prefills it waits behind).
+    # A die's GEMM rate shows in its prefills: a die gets an entry of its own only where its
+    # rows with a comparable TTFT cover two models (a loaded TPOT moves with it only through
+    # the prefills it waits behind); the entry is then fitted on all the die's rows.
     own_chips = compute_chips([r for r in rows if r.ttft_comparable], catalog) - prefill_chips
     for chip, kin in _chip_rows(rows, catalog).items():
         grids: dict[str, tuple[float, ...]] = {}

@@ -187,3 +187,23 @@ def test_a_plan_loading_a_known_checkpoint_reads_its_16_bit_modules(catalog: Cat
     assert known.estimated_tpot_ms - unknown.estimated_tpot_ms == pytest.approx(
         expected_ms, abs=0.05
     )
+
+
+def test_a_prefill_reads_the_experts_as_the_checkpoint_holds_them(catalog: Catalog) -> None:
+    """Off Hopper a 4-bit MoE prefill streams its routed experts (no Marlin bound): at the
+    checkpoint's group of 64 they are more bytes than at the format's 128, and the prefill
+    takes that much longer to read them."""
+    model = facts(catalog, "Qwen/Qwen3-30B-A3B")
+    gpu, awq = catalog.gpus["nvidia-a100-80gb"], catalog.quantizations["int4-awq"]
+
+    def expert_read_s(checkpoint: QuantizedCheckpoint | None) -> float:
+        steps = StepModel(model, gpu, awq, 1, 1, 2, 4096, 128, checkpoint=checkpoint)
+        held = performance.checkpoint_format(awq, checkpoint)
+        return performance._expert_read_s(model, gpu, held, 1, 4096, steps.bandwidth)
+
+    ratio = grouped_weight_bytes(awq, 64) / awq.weight_bytes
+    assert ratio > 1
+    assert expert_read_s(GROUP_64) == pytest.approx(expert_read_s(None) * ratio)
+    plain = StepModel(model, gpu, awq, 1, 1, 2, 4096, 128).prefill(4096, 8192).step_s
+    grouped = StepModel(model, gpu, awq, 1, 1, 2, 4096, 128, checkpoint=GROUP_64)
+    assert grouped.prefill(4096, 8192).step_s > plain

@@ -43,8 +43,9 @@ BANDWIDTH_EFFICIENCY = 0.8
 COMPUTE_EFFICIENCY = 0.75
 # Fitted: the bandwidth one for a SKU, the compute one for a GPU die (the catalog's `chip`),
 # where their fit rows cover two models or more (with one model, the model's kernels would be
-# booked as the GPU's), the compute one only on rows whose TTFT times whole prefills (the
-# A100s have none: a loaded TPOT moved it only through the prefills it waits behind).
+# booked as the GPU's), the compute one only for a die whose rows timing whole prefills (a
+# comparable TTFT) cover two models (the A100s have none: a loaded TPOT moved it only through
+# the prefills it waits behind).
 # Bandwidth follows the SKU's memory; compute follows the SMs and the
 # kernels the engine has for them, which SKUs of one die share (H100 and H200 SXM are both
 # GH100, 989 dense BF16 TFLOPS each; fitted apart, the H200's compute efficiency took what the
@@ -348,7 +349,10 @@ def _expert_read_s(
 # runs only the rows routed to them. The slopes fall far less than 1/split (a + b/split with
 # a = 0.98 us fits all four within 2.4%): most of a split column's time per token is the
 # routed rows' work that every TP rank repeats, which EP divides among the ranks. A split
-# beyond 8 (TP 16 across nodes) takes the 8-way rates, the most split measured. A decode step
+# beyond 8 (TP 16 across nodes) takes the 8-way rates, the most split measured. The PR's
+# "H100" is taken as the SXM part; steps above 3072 tokens extrapolate the line. Known to
+# over-predict TensorRT-LLM: TensorRT-LLM#5929 measures TP 8 alone 40 / 163 ms slower than EP 8
+# at 1600 / 8192 tokens, these rates give 122 / 446 ms (its fused MoE repeats less). A decode step
 # reads the same expert bytes per rank on average either way (the busiest rank's excess under
 # EP is not counted). TensorRT-LLM runs the same kernel for FP8
 # block-scaled experts on Hopper (its DeepGEMM port: grouped_gemm_dispatch ->
@@ -505,7 +509,8 @@ def _weights_read(
 ) -> float:
     """Weight bytes one rank reads in a step of `tokens` tokens, per pipeline stage (a step
     passes the stages one after another, so `pipeline` times this is the step's read): the
-    decoder layers as memory counts them (the checkpoint's group size and 16-bit layers),
+    decoder layers at the checkpoint's group size and with its 16-bit layers (not the engine's
+    memory rules: MXFP4's padded layout and MLA's 16-bit kv_b_proj copy are not counted),
     MoE expert weights only for the experts some token routes to; of the embeddings, split
     over the vocabulary on the TP ranks and each on one stage, the lm_head's shard whole
     (vLLM's LogitsProcessor multiplies the hidden states by it) and only the step's tokens'
@@ -806,10 +811,11 @@ class StepModel:
     def prefill(self, tokens: float, chunk: int) -> PrefillSteps:
         """The steps of a prefill of `tokens` prompt tokens (prompts of input_tokens) in
         chunks of at most `chunk` tokens, without decodes."""
+        # The experts' read and conversion count the weights as the checkpoint holds them.
         return _prefill_steps(
             self.model,
             self.gpu,
-            self.fmt,
+            checkpoint_format(self.fmt, self.checkpoint),
             tensor=self.tensor,
             pipeline=self.pipeline,
             weights=_weights_read(
