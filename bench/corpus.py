@@ -333,11 +333,13 @@ _ENGINE_MAX_NUM_TOKENS = engine_max_num_tokens()
 
 def async_scheduling_settings() -> dict[str, bool]:
     """The async scheduling a row's serving command sets, by row id (bench/data/
-    latency_client.csv `async_scheduling`); rows it lacks ran the release's default."""
+    latency_client.csv `async_scheduling` for the corpus, latency_outside_serving.csv for the
+    outside rows, each value cited); rows they lack ran the release's default."""
     setting = {"yes": True, "no": False}
     return {
         r["id"]: setting[r["async_scheduling"]]
-        for r in _read("latency_client.csv")
+        for name in ("latency_client.csv", "latency_outside_serving.csv")
+        for r in _read(name)
         if r["async_scheduling"] in setting
     }
 

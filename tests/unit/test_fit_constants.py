@@ -268,3 +268,17 @@ def test_a_latency_row_s_expert_parallel_degree_is_the_one_its_source_states() -
         stated = ("EP=None", "EP=1") if degree == 1 else (f"EP={degree}",)
         stated += (f"decode_ep {degree},", f"ep {degree},")
         assert any(s in row["quote"] for s in stated), row_id
+
+
+def test_an_outside_row_s_async_scheduling_is_the_one_its_notes_state() -> None:
+    """bench/data/latency_outside_serving.csv: every id is an outside latency row (none is a
+    corpus row), and each row whose notes list the server's async-scheduling flag is in it
+    with `yes`, so the blind rows are replayed with their servers' setting, as the corpus
+    rows of the same scripts are (latency_client.csv)."""
+    outside = {r["id"]: r for r in corpus._read("latency_outside.csv")}
+    serving = {r["id"]: r["async_scheduling"] for r in corpus._read("latency_outside_serving.csv")}
+    assert serving and set(serving) <= set(outside)
+    assert not set(serving) & {r["id"] for r in corpus._read("latency.csv")}
+    stated = {i for i, r in outside.items() if "async-scheduling" in r["notes"]}
+    assert serving == dict.fromkeys(stated, "yes")
+    assert all(corpus.async_scheduling_settings()[i] for i in stated)
