@@ -45,9 +45,8 @@ COMPUTE_EFFICIENCY = 0.75
 # where their fit rows cover two models or more (with one model, the model's kernels would be
 # booked as the GPU's), the compute one only for a die whose rows timing whole prefills (a
 # comparable TTFT) cover two models (the A100s have none: a loaded TPOT moved it only through
-# the prefills it waits behind).
-# Bandwidth follows the SKU's memory; compute follows the SMs and the
-# kernels the engine has for them, which SKUs of one die share (H100 and H200 SXM are both
+# the prefills it waits behind). Bandwidth follows the SKU's memory; compute follows the SMs
+# and the kernels the engine has for them, which SKUs of one die share (H100 and H200 SXM are both
 # GH100, 989 dense BF16 TFLOPS each; fitted apart, the H200's compute efficiency took what the
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
@@ -520,7 +519,7 @@ def _weights_read(
     layers = layer_weight_bytes_per_rank(model, fmt, tensor, pipeline, checkpoint=checkpoint)
     expert_bytes = checkpoint_format(fmt, checkpoint).weight_bytes
     untouched = _untouched_experts(model, tokens) * expert_bytes
-    rows = model.vocab_size + min(tokens, model.vocab_size)  # the lm_head's and the looked-up
+    rows = model.vocab_size + min(tokens, model.vocab_size)  # lm_head rows, then looked-up ones
     embeddings = rows * model.hidden_size * BYTES_16BIT
     return layers + (embeddings - untouched) / (tensor * pipeline)
 
