@@ -530,8 +530,13 @@ def test_a_crash_looping_candidate_is_rolled_back(
         if c.get("reason") == "PilotRolledBack":
             return c
         # A real kubelet keeps reporting the crash loop; the simulated node may write its own
-        # status over the patch, so the crash is reported again until it is acted on.
-        crash(kube_api, namespace, pod)
+        # status over the patch, so the crash is reported again until it is acted on. The
+        # rollback deletes the pod, possibly between the read above and this patch.
+        try:
+            crash(kube_api, namespace, pod)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
         return None
 
     degraded = wait_until(rolled_back, what="the crash-looping candidate rolled back", timeout=120)
