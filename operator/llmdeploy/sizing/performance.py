@@ -742,11 +742,13 @@ class StepModel:
     compute_efficiency: float = field(init=False)
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
     host_per_sequence_s: float = field(init=False)  # the host work a decode step waits for
+    held: QuantFormat = field(init=False)  # the format as the checkpoint holds it
     # The grouped FP8 kernel's rates a prefill's routed experts run at (`grouped_fp8_shares`).
     grouped: GroupedShares | None = field(init=False)
 
     def __post_init__(self) -> None:
         gpu, model = self.gpu, self.model
+        self.held = checkpoint_format(self.fmt, self.checkpoint)
         self.grouped = grouped_fp8_shares(
             model,
             gpu,
@@ -794,9 +796,8 @@ class StepModel:
         )
         # Stages run one after another for a token: the step time is the sum over stages.
         # The conversion overlaps the reads of the weights as the checkpoint holds them.
-        held = checkpoint_format(fmt, self.checkpoint)
         memory_s = pipeline * (weights + kv_read) / bandwidth + _dequant_excess_s(
-            model, gpu, held, tensor, pipeline, batch, bandwidth
+            model, gpu, self.held, tensor, pipeline, batch, bandwidth
         )
         compute_s = _flops_s(
             model, gpu, fmt, tensor, batch, context, self.compute_efficiency, batch
@@ -814,7 +815,7 @@ class StepModel:
         return _prefill_steps(
             self.model,
             self.gpu,
-            checkpoint_format(self.fmt, self.checkpoint),
+            self.held,
             tensor=self.tensor,
             pipeline=self.pipeline,
             weights=_weights_read(
