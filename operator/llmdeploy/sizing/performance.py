@@ -29,6 +29,7 @@ from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint, version_wit
 from llmdeploy.sizing.memory import (
     BYTES_16BIT,
     checkpoint_format,
+    held_16_bit_active_parameters,
     kv_bytes_per_token_layer,
     layer_weight_bytes_per_rank,
     stage_layers,
@@ -246,13 +247,13 @@ def _communication_s(
 
 
 def _gemm_tflops(gpu: Gpu, fmt: QuantFormat) -> tuple[float, float]:
-    """Dense TFLOPS of the format's GEMMs on the GPU: the 16-bit parts' and the quantized
-    weights' (MXFP4 weights with MXFP8 activations, the engines' default on FP4 tensor cores:
-    vLLM's FlashInfer MXFP4 x MXFP8 MoE, TensorRT-LLM's W4A8_MXFP4_MXFP8, run at the FP8
-    rate)."""
+    """Dense TFLOPS of the format's GEMMs on the GPU: the 16-bit modules' (BF16) and the
+    quantized weights' (MXFP4 weights with MXFP8 activations, the engines' default on FP4
+    tensor cores: vLLM's FlashInfer MXFP4 x MXFP8 MoE, TensorRT-LLM's W4A8_MXFP4_MXFP8, run at
+    the FP8 rate)."""
     fp8 = min(gpu.compute_tflops("fp8"), gpu.compute_tflops("bf16") * FP8_GEMM_SPEEDUP)
     gemm = fp8 if fmt.compute_dtype == "fp8" else gpu.compute_tflops(fmt.compute_dtype)
-    return gemm, fp8 if _native_fp4(gpu, fmt) else gemm
+    return gpu.compute_tflops("bf16"), fp8 if _native_fp4(gpu, fmt) else gemm
 
 
 def _flops_s(
@@ -266,6 +267,7 @@ def _flops_s(
     logit_rows: float,
     *,
     grouped_experts: bool = False,
+    held_16_bit: float = 0.0,
 ) -> float:
     """Compute time of `tokens` tokens attending to `context` tokens through every layer, each
     stage's layers on its `tensor` GPUs, the pipeline stages one after another (a stage's
@@ -274,19 +276,29 @@ def _flops_s(
     sequence in the step (vLLM gpu_model_runner.py: `logits_indices = query_start_loc[1:] -
     1`, then `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head
     once, not once per prompt token. `grouped_experts`: leave out the routed experts' math,
-    charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`)."""
+    charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`).
+    `held_16_bit`: the active parameters a pre-quantized checkpoint leaves 16-bit
+    (memory.held_16_bit_active_parameters).
+
+    The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
+    checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
+    quantization/fbgemm_fp8.py FBGEMMFp8Config.get_quant_method, `modules_to_not_convert`;
+    fp8.py Fp8Config.get_quant_method, `ignored_layers`), a BF16 F.linear; the lm_head is a
+    ParallelLMHead, a VocabParallelEmbedding and not a LinearBase, for which
+    Fp8Config.get_quant_method returns no quantized method (vocab_parallel_embedding.py)."""
     body = model.active_parameters - model.embedding_parameters
     if grouped_experts:
         body -= model.active_routed_expert_parameters
-    quantized = body  # the parameters in the format; the rest (and the lm_head) stay 16-bit
+    # The parameters in the format; the rest (and the lm_head) stay 16-bit.
+    quantized = max(0.0, body - held_16_bit)
     if fmt.applies_to == "experts":
         quantized = model.active_routed_expert_parameters
     logits = 2 * model.vocab_size * model.hidden_size * logit_rows
     attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
-    gemm, quantized_gemm = _gemm_tflops(gpu, fmt)
+    sixteen_bit_gemm, quantized_gemm = _gemm_tflops(gpu, fmt)
     seconds = (
         2 * quantized * tokens / quantized_gemm
-        + (2 * (body - quantized) * tokens + logits) / gemm
+        + (2 * (body - quantized) * tokens + logits) / sixteen_bit_gemm
         + attention / gpu.compute_tflops("bf16")
     )
     return seconds / tensor / (1e12 * efficiency)
@@ -631,6 +643,7 @@ def _prefill_steps(
     efficiency: float,
     step_overhead_s: float,
     grouped: GroupedShares | None = None,
+    held_16_bit: float = 0.0,
 ) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
@@ -638,7 +651,8 @@ def _prefill_steps(
     of its prompt before it on average. A step is compute-bound unless its chunk is short. A
     step passes the pipeline stages one after another, each stage's layers on its `tensor`
     GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
-    (`grouped_fp8_shares`)."""
+    (`grouped_fp8_shares`); `held_16_bit`: the active parameters the checkpoint leaves 16-bit
+    (`_flops_s`)."""
     steps = max(1, math.ceil(tokens / chunk))
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
@@ -655,6 +669,7 @@ def _prefill_steps(
         efficiency,
         prompts + steps - 1,
         grouped_experts=grouped is not None,
+        held_16_bit=held_16_bit,
     ) + steps * (
         _marlin_prefill_s(model, gpu, fmt, tensor, size)
         + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped)
@@ -743,12 +758,15 @@ class StepModel:
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
     host_per_sequence_s: float = field(init=False)  # the host work a decode step waits for
     held: QuantFormat = field(init=False)  # the format as the checkpoint holds it
+    # The active parameters the checkpoint leaves 16-bit, computed at the 16-bit rate.
+    held_16_bit: float = field(init=False)
     # The grouped FP8 kernel's rates a prefill's routed experts run at (`grouped_fp8_shares`).
     grouped: GroupedShares | None = field(init=False)
 
     def __post_init__(self) -> None:
         gpu, model = self.gpu, self.model
         self.held = checkpoint_format(self.fmt, self.checkpoint)
+        self.held_16_bit = held_16_bit_active_parameters(model, self.checkpoint)
         self.grouped = grouped_fp8_shares(
             model,
             gpu,
@@ -800,7 +818,15 @@ class StepModel:
             model, gpu, self.held, tensor, pipeline, batch, bandwidth
         )
         compute_s = _flops_s(
-            model, gpu, fmt, tensor, batch, context, self.compute_efficiency, batch
+            model,
+            gpu,
+            fmt,
+            tensor,
+            batch,
+            context,
+            self.compute_efficiency,
+            batch,
+            held_16_bit=self.held_16_bit,
         )
         communication_s = _communication_s(model, gpu, tensor, pipeline, batch)
         overhead_s = self.overhead_s
@@ -833,6 +859,7 @@ class StepModel:
             efficiency=self.compute_efficiency,
             step_overhead_s=self.overhead_s,
             grouped=self.grouped,
+            held_16_bit=self.held_16_bit,
         )
 
     def prefill_s(self, tokens: float, chunk: int) -> float:
