@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmdeploy.catalog import Catalog
+from llmdeploy.catalog import Catalog, QuantizedCheckpoint
 from llmdeploy.sizing import performance, resolve_model
 from llmdeploy.sizing.memory import held_16_bit_active_parameters
 from llmdeploy.sizing.model_facts import ModelFacts
@@ -61,3 +61,67 @@ def test_the_lm_head_runs_at_the_16_bit_rate_in_a_quantized_format(catalog: Cata
         fmt = catalog.quantizations[name]
         seconds = performance._flops_s(model, gpu, fmt, 1, 0, 0, 1.0, rows)
         assert seconds == pytest.approx(logits / (gpu.compute_tflops("bf16") * 1e12))
+
+
+def test_a_block_scaled_fp8_checkpoint_of_any_moe_model_takes_the_grouped_rates(
+    catalog: Catalog,
+) -> None:
+    """The grouped FP8 kernels follow the checkpoint's format: Qwen3-235B-A22B-FP8 (128x128
+    blocks) takes them on Hopper like DeepSeek-R1's own FP8; the same model quantized to FP8 at
+    load (per-tensor) or a per-tensor FP8 checkpoint does not, nor does a dense model."""
+    qwen = facts(catalog, "Qwen/Qwen3-235B-A22B")
+    h100, fp8 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["fp8"]
+    blocks = qwen.quantized_checkpoint("Qwen/Qwen3-235B-A22B-FP8", "fp8")
+    assert blocks is not None and blocks.weight_block_size == (128, 128)
+    per_tensor = blocks.model_copy(update={"weight_block_size": None})
+
+    def shares(
+        checkpoint: QuantizedCheckpoint | None, gpu: str = "nvidia-h100-80gb"
+    ) -> performance.GroupedShares | None:
+        return performance.grouped_fp8_shares(
+            qwen,
+            catalog.gpus[gpu],
+            fp8,
+            "vllm",
+            "0.11.0",
+            4,
+            1,
+            checkpoint,
+        )
+
+    deepseek = facts(catalog, "deepseek-ai/DeepSeek-R1")
+    native = performance.grouped_fp8_shares(deepseek, h100, fp8, "vllm", "0.11.0", 4, 1)
+    assert native == (performance.GROUPED_FP8_READ_SHARE[4], performance.GROUPED_FP8_MATH_SHARE[4])
+    assert shares(blocks) == native
+    assert shares(None) is None and shares(per_tensor) is None
+    assert shares(blocks, "nvidia-b200-180gb") is None  # measured on Hopper only
+    llama = facts(catalog, "meta-llama/Llama-3.1-70B-Instruct")
+    assert not performance._grouped_block_fp8(llama, h100, fp8, blocks)
+
+    def prefill_s(checkpoint: QuantizedCheckpoint | None) -> float:
+        steps = StepModel(
+            qwen,
+            h100,
+            fp8,
+            4,
+            1,
+            2,
+            4096,
+            128,
+            checkpoint=checkpoint,
+        )
+        return steps.prefill_s(4096, 8192)
+
+    assert prefill_s(blocks) != prefill_s(None)
+    assert StepModel(qwen, h100, fp8, 4, 1, 2, 4096, 128, checkpoint=blocks).grouped == native
+
+
+def test_only_an_fp8_checkpoint_has_a_weight_block_size() -> None:
+    with pytest.raises(ValueError, match="only fp8 checkpoints have one"):
+        QuantizedCheckpoint(
+            id="acme/x-AWQ", quantization="int4-awq", weight_block_size=(128, 128), source="t"
+        )
+    fp8 = QuantizedCheckpoint.model_validate(
+        {"id": "acme/x-FP8", "quantization": "fp8", "weightBlockSize": [128, 128], "source": "t"}
+    )
+    assert fp8.weight_block_size == (128, 128)

@@ -370,7 +370,11 @@ def _expert_read_s(
 # GemmType::GroupedWithOffset, block_m 64 or 128, in cpp/tensorrt_llm/kernels/cutlass_kernels/
 # fp8_blockscale_gemm/fp8_blockscale_gemm_kernel.cuh). Measured on Hopper only: elsewhere the
 # roofline holds. Block-scaled FP8 is the native format of the checkpoints that ship in FP8
-# (DeepSeek-V3/R1); an FP8 format quantized at load is per-tensor and runs other kernels.
+# (DeepSeek-V3/R1) and the format of pre-quantized checkpoints with a weight_block_size
+# (Qwen/Qwen3-235B-A22B-FP8: `_grouped_block_fp8`); an FP8 format quantized at load is
+# per-tensor and runs other kernels. Other models' experts are other shapes (Qwen3-235B's:
+# K=4096, N=1536 split TP ways, against DeepSeek-V3's K=7168, N=2048): they take these shares
+# unmeasured.
 # Without attention data parallelism the layouts communicate alike: every rank has every
 # token after the attention's all-reduce, and the MoE's partial outputs are summed by the same
 # all-reduce under EP as under TP (TensorRT-LLM CutlassFusedMoE.reducescatter_or_allreduce,
@@ -458,13 +462,15 @@ def grouped_fp8_shares(
     version: str | None,
     tensor: int,
     expert_parallel: int,
+    checkpoint: QuantizedCheckpoint | None = None,
 ) -> GroupedShares | None:
     """The rates of the grouped kernel a prefill step's routed experts run at
     (`grouped_fp8_kernel`), for the measured split at or below the layout's (a split beyond
     8 takes the 8-way rates); None where the roofline holds (`_flops_s` and
-    `_expert_read_s` then count them as any GEMM). Raises unless EP divides TP."""
+    `_expert_read_s` then count them as any GEMM). `checkpoint`: the catalog's facts of the
+    pre-quantized checkpoint loaded (`_grouped_block_fp8`). Raises unless EP divides TP."""
     split = expert_split(tensor, expert_parallel)
-    if not _grouped_block_fp8(model, gpu, fmt):
+    if not _grouped_block_fp8(model, gpu, fmt, checkpoint):
         return None
     kernel = grouped_fp8_kernel(engine, version, tensor, expert_parallel)
     if kernel is None:
@@ -474,13 +480,27 @@ def grouped_fp8_shares(
     return GroupedShares(read[measured], math_share[measured])
 
 
-def _grouped_block_fp8(model: ModelFacts, gpu: Gpu, fmt: QuantFormat) -> bool:
+def _grouped_block_fp8(
+    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, checkpoint: QuantizedCheckpoint | None = None
+) -> bool:
     """Whether the routed experts are block-scaled FP8 on an architecture whose grouped
-    kernels were measured (GROUPED_FP8_ARCHITECTURES)."""
+    kernels were measured (GROUPED_FP8_ARCHITECTURES): a pre-quantized FP8 checkpoint whose
+    config gives a weight_block_size (QuantizedCheckpoint.weight_block_size), or a model whose
+    own checkpoint is FP8 (the catalog's native FP8 models, DeepSeek-V3/R1, are block-scaled
+    128x128). The kernel follows the checkpoint's format, not the model: vLLM builds every
+    FusedMoE layer under an `fp8` quantization config with Fp8MoEMethod, whose block_quant is
+    `weight_block_size is not None` and whose backend (get_fp8_moe_backend: DeepGEMM, Triton)
+    is chosen from block_quant and the MoE's tp_size alone (vLLM 0.13.0 quantization/fp8.py
+    Fp8Config.get_quant_method, Fp8MoEMethod.__init__). An FP8 format quantized at load
+    (online, from a 16-bit checkpoint) has per-tensor scales and no block."""
+    if checkpoint is not None:
+        block_scaled = checkpoint.weight_block_size is not None
+    else:
+        block_scaled = model.native_dtype == Quantization.FP8
     return (
         model.is_moe
         and fmt.id == Quantization.FP8
-        and model.native_dtype == Quantization.FP8
+        and block_scaled
         and gpu.architecture in GROUPED_FP8_ARCHITECTURES
     )
 
@@ -775,6 +795,7 @@ class StepModel:
             self.engine_version,
             self.tensor,
             self.expert_parallel,
+            self.checkpoint,
         )
         efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
         self.bandwidth = gpu.bandwidth_gbps * 1e9 * efficiency
