@@ -373,6 +373,12 @@ def latency_setup(row: LatencyRow, catalog: Catalog) -> tuple[ModelFacts, Gpu, i
     return model, gpu, _ENGINE_MAX_NUM_TOKENS.get(row.id, batched), seqs
 
 
+def latency_rules(row: LatencyRow, model: ModelFacts, gpu: Gpu) -> EngineMemory:
+    """The memory rules of the release a latency row ran (an unknown release as the newest
+    read): how the engine lays out the weights its steps read (StepModel.memory_rules)."""
+    return engine_memory(row.engine, row.engine_version or None, gpu, model.model_type)
+
+
 def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
     """(TTFT ms, TPOT ms)."""
     model, gpu, batched, _ = latency_setup(row, catalog)
@@ -396,6 +402,7 @@ def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
         async_scheduling=_ASYNC_SCHEDULING.get(row.id),
         expert_parallel=expert_parallel(row),
         checkpoint=model.quantized_checkpoint(row.model, row.quantization),
+        memory_rules=latency_rules(row, model, gpu),
     )
     return perf.ttft_s * 1000, perf.tpot_s * 1000
 

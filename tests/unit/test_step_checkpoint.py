@@ -8,7 +8,13 @@ import pytest
 
 from llmdeploy.catalog import Catalog, QuantizedCheckpoint
 from llmdeploy.sizing import performance, resolve_model
-from llmdeploy.sizing.memory import held_16_bit_active_parameters
+from llmdeploy.sizing.engine_memory import EngineMemory, tensorrt_llm_memory, vllm_memory
+from llmdeploy.sizing.memory import (
+    BYTES_16BIT,
+    held_16_bit_active_parameters,
+    layer_weight_bytes_per_rank,
+    mla_kv_b_copy_parameters,
+)
 from llmdeploy.sizing.model_facts import ModelFacts
 from llmdeploy.sizing.performance import StepModel
 
@@ -125,3 +131,59 @@ def test_only_an_fp8_checkpoint_has_a_weight_block_size() -> None:
         {"id": "acme/x-FP8", "quantization": "fp8", "weightBlockSize": [128, 128], "source": "t"}
     )
     assert fp8.weight_block_size == (128, 128)
+
+
+def test_a_step_reads_mxfp4_experts_as_the_engine_pads_them_with_their_scales_once(
+    catalog: Catalog,
+) -> None:
+    """vLLM pads each rank's MXFP4 experts for its kernel and the kernel runs over the padded
+    tensors: gpt-oss-120b's intermediate 2880 split 4 ways (720) is 768 under Triton (64) and
+    Marlin (128), whose hidden size 2880 is also 3072 (256); at TP 1 Triton pads nothing. The
+    scales are read once, though Triton keeps the checkpoint's next to the swizzled ones."""
+    model = facts(catalog, "openai/gpt-oss-120b")
+    h100, mxfp4 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["mxfp4"]
+    triton = vllm_memory("0.13.0", h100)
+    marlin = vllm_memory("0.11.0", h100)
+    assert triton.mxfp4.backend == "triton" and marlin.mxfp4.backend == "marlin"
+    assert performance.expert_layout(model, mxfp4, 1, 1, triton) == pytest.approx(1.0)
+    assert performance.expert_layout(model, mxfp4, 4, 1, triton) == pytest.approx(768 / 720)
+    marlin_pad = 768 * 3072 / (720 * 2880)
+    assert performance.expert_layout(model, mxfp4, 4, 1, marlin) == pytest.approx(marlin_pad)
+    assert performance.expert_layout(model, mxfp4, 4, 1, None) == 1.0
+    # Memory holds Triton's scales twice; a step reads them once.
+    held = layer_weight_bytes_per_rank(model, mxfp4, 4, 1, triton)
+    read = performance._weights_read(model, mxfp4, 4, 1, 1e6, None, 768 / 720)
+    embeddings = model.vocab_size * model.hidden_size * BYTES_16BIT * 2 / 4
+    assert read < held + embeddings
+    held_experts = model.routed_expert_parameters * mxfp4.weight_bytes / 4
+    plain = performance._weights_read(model, mxfp4, 4, 1, 1e6)
+    assert read - plain == pytest.approx(held_experts * (768 / 720 - 1), rel=1e-6)
+
+    def decode_s(rules: EngineMemory | None) -> float:
+        steps = StepModel(model, h100, mxfp4, 4, 1, 2, 1024, 1024, memory_rules=rules)
+        return steps.decode(4).step_s
+
+    assert decode_s(triton) > decode_s(None)
+
+
+def test_mla_decode_reads_the_16_bit_copy_of_kv_b_proj_instead_of_it_and_prefill_does_not(
+    catalog: Catalog,
+) -> None:
+    """vLLM's MLA keeps a 16-bit W_UK/W_UV copy of an FP8 kv_b_proj: its absorbed decode
+    multiplies by the copy, not the projection (the copy's 2 bytes in place of 1); prefill runs
+    kv_b_proj. A 16-bit kv_b_proj is only viewed, and TensorRT-LLM's rules keep no copy."""
+    model = facts(catalog, "deepseek-ai/DeepSeek-R1")
+    h200, fp8 = catalog.gpus["nvidia-h200-141gb"], catalog.quantizations["fp8"]
+    rules = vllm_memory("0.11.0", h200)
+    assert rules.mla_dequantized_kv_b_proj
+    copy = mla_kv_b_copy_parameters(model, 8, 1)
+    assert performance.mla_decode_copy_bytes(model, fp8, 8, 1, None, rules) == copy
+    bf16 = catalog.quantizations["bf16"]
+    assert performance.mla_decode_copy_bytes(model, bf16, 8, 1, None, rules) == 0
+    trtllm = tensorrt_llm_memory("1.0.0", h200)
+    assert performance.mla_decode_copy_bytes(model, fp8, 8, 1, None, trtllm) == 0
+    known = StepModel(model, h200, fp8, 8, 1, 1, 4096, 128, memory_rules=rules)
+    plain = StepModel(model, h200, fp8, 8, 1, 1, 4096, 128)
+    extra_s = known.decode(8).memory_s - plain.decode(8).memory_s
+    assert extra_s == pytest.approx(copy * (BYTES_16BIT - 1) / known.bandwidth)
+    assert known.prefill_s(4096, 8192) == plain.prefill_s(4096, 8192)

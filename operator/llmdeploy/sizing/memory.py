@@ -10,6 +10,7 @@ Everything is per rank of the worst pipeline stage: that rank bounds the replica
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -255,6 +256,17 @@ def held_16_bit_active_parameters(
     if checkpoint is None:
         return 0.0
     return _kept_16_bit(model, checkpoint, 1, active=True)
+
+
+def mxfp4_expert_read_bytes(
+    model: ModelFacts, tensor: int, pipeline: int, layout: Mxfp4Layout
+) -> float:
+    """One rank's MXFP4 experts as the engine's MoE kernel reads them: the layout's padded
+    tensors with their scales once. Where vLLM keeps the checkpoint's scales next to the
+    swizzled ones (Triton), the kernel is handed only the swizzled ones (mxfp4.py
+    process_weights_after_loading: PrecisionConfig(weight_scale=w13_scale), 0.13.0)."""
+    once = dataclasses.replace(layout, scales_kept_twice=False)
+    return _mxfp4_layout_bytes(model, tensor, pipeline, once)
 
 
 def _mxfp4_layout_bytes(

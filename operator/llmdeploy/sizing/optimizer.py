@@ -498,6 +498,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         engine=ctx.engine.id.value,
         engine_version=version,
         checkpoint=checkpoint,
+        memory_rules=ctx.memory_rules(gpu),
     )
     if ctx.calibration is not None:
         perf = ctx.calibration.apply(perf)
@@ -857,4 +858,5 @@ def performance_at(
         engine=plan.engine,
         engine_version=plan.engine_version,
         checkpoint=model.quantized_checkpoint(plan.checkpoint, fmt.id),
+        memory_rules=engine_memory(plan.engine, plan.engine_version, gpu, model.model_type),
     )
