@@ -99,7 +99,7 @@ TRITON_MOE_LAYER_OVERHEAD_S = 8e-05
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
 # prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
-WEIGHT_ONLY_DEQUANT_FLOP = 240.0
+WEIGHT_ONLY_DEQUANT_FLOP = 220.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
