@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, QuantizedCheckpoint
-from llmdeploy.sizing import performance, resolve_model
+from llmdeploy.sizing import performance, plan_deployment, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, tensorrt_llm_memory, vllm_memory
 from llmdeploy.sizing.memory import (
     BYTES_16BIT,
@@ -187,3 +188,33 @@ def test_mla_decode_reads_the_16_bit_copy_of_kv_b_proj_instead_of_it_and_prefill
     extra_s = known.decode(8).memory_s - plain.decode(8).memory_s
     assert extra_s == pytest.approx(copy * (BYTES_16BIT - 1) / known.bandwidth)
     assert known.prefill_s(4096, 8192) == plain.prefill_s(4096, 8192)
+
+
+def test_vllm_cannot_split_block_fp8_experts_off_the_blocks(catalog: Catalog) -> None:
+    """Qwen3-235B's 1536-wide experts split 8 ways are 192 wide, not a multiple of the
+    checkpoint's 128-wide blocks: vLLM's Fp8MoEMethod refuses to load them, so TP 8 is
+    infeasible with that reason; TP 4 (384) loads. Loaded online (per-tensor FP8) TP 8 is not
+    refused for it."""
+
+    def alternatives(variants: dict[str, str]) -> dict[int, str]:
+        spec = LLMDeploymentSpec.model_validate(
+            {
+                "model": {"name": "Qwen/Qwen3-235B-A22B", "quantizedVariants": variants},
+                "quantization": "fp8",
+                "placement": {"gpu": "nvidia-h100-80gb"},
+                "workload": {"maxContextLength": 16384, "concurrency": 16},
+            }
+        )
+        plan = plan_deployment(spec, catalog)
+        assert plan.feasible
+        return {
+            int(a.tensor_parallel): a.reason
+            for a in plan.alternatives
+            if a.pipeline_parallel == 1 and a.kv_cache_dtype == "auto"
+        }
+
+    blocks = alternatives({"fp8": "Qwen/Qwen3-235B-A22B-FP8"})
+    assert "not a multiple of its 128x128 FP8 weight blocks" in blocks[8]
+    assert 4 in blocks and "not a multiple" not in blocks[4]
+    online = alternatives({})
+    assert 8 in online and "not a multiple" not in online[8]
