@@ -373,6 +373,26 @@ def latency_setup(row: LatencyRow, catalog: Catalog) -> tuple[ModelFacts, Gpu, i
     return model, gpu, _ENGINE_MAX_NUM_TOKENS.get(row.id, batched), seqs
 
 
+def moe_backends() -> dict[str, str]:
+    """The MXFP4 MoE backend a vLLM latency row's server was set to, by row id (bench/data/
+    latency_moe_backend.csv, each value cited); rows it lacks ran the release's default."""
+    return {r["id"]: r["moe_backend"] for r in _read("latency_moe_backend.csv")}
+
+
+_MOE_BACKENDS = moe_backends()
+
+
+def latency_rules(row: LatencyRow, model: ModelFacts, gpu: Gpu) -> EngineMemory:
+    """The memory rules of the release a latency row ran (an unknown release as the newest
+    read), with the MXFP4 MoE backend its server set (moe_backends): how the engine lays out
+    the weights its steps read (StepModel.memory_rules)."""
+    version = row.engine_version or None
+    if row.engine == "vllm":
+        backend = _MOE_BACKENDS.get(row.id)
+        return vllm_memory(version, gpu, mxfp4_backend=backend, model_type=model.model_type)
+    return engine_memory(row.engine, version, gpu, model.model_type)
+
+
 def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
     """(TTFT ms, TPOT ms)."""
     model, gpu, batched, _ = latency_setup(row, catalog)
@@ -396,6 +416,7 @@ def predict_latency(row: LatencyRow, catalog: Catalog) -> tuple[float, float]:
         async_scheduling=_ASYNC_SCHEDULING.get(row.id),
         expert_parallel=expert_parallel(row),
         checkpoint=model.quantized_checkpoint(row.model, row.quantization),
+        memory_rules=latency_rules(row, model, gpu),
     )
     return perf.ttft_s * 1000, perf.tpot_s * 1000
 

@@ -46,6 +46,7 @@ from corpus import (
     _kv_bytes,
     async_scheduling_settings,
     expert_parallel,
+    latency_rules,
     latency_setup,
     load_latency,
     load_split,
@@ -263,6 +264,7 @@ def replay_row(
         model.quantized_checkpoint(row.model, row.quantization),
         async_scheduling,
         row.engine_version or None,
+        latency_rules(row, model, gpu),
     )
     decode_s = steps.decode(row.concurrency).step_s
     frontend = performance.frontend_s(

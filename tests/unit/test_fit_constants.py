@@ -282,3 +282,24 @@ def test_an_outside_row_s_async_scheduling_is_the_one_its_notes_state() -> None:
     stated = {i for i, r in outside.items() if "async-scheduling" in r["notes"]}
     assert serving == dict.fromkeys(stated, "yes")
     assert all(corpus.async_scheduling_settings()[i] for i in stated)
+
+
+def test_a_latency_row_s_mxfp4_moe_backend_is_the_one_its_notes_state() -> None:
+    """bench/data/latency_moe_backend.csv: every id is a vLLM MXFP4 corpus latency row, and
+    each such row whose notes set the server's MoE backend variable is in it with that
+    backend (VLLM_MXFP4_USE_MARLIN=1: marlin; VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1:
+    flashinfer), so the replay reads the experts as that kernel lays them out."""
+    rows = {r["id"]: r for r in corpus._read("latency.csv")}
+    backends = corpus.moe_backends()
+    assert backends and set(backends) <= set(rows)
+    variables = {
+        "VLLM_MXFP4_USE_MARLIN=1": "marlin",
+        "VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1": "flashinfer",
+    }
+    stated = {
+        row_id: backend
+        for row_id, row in rows.items()
+        for variable, backend in variables.items()
+        if row["engine"] == "vllm" and row["quantization"] == "mxfp4" and variable in row["notes"]
+    }
+    assert backends == stated

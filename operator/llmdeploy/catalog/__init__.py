@@ -174,7 +174,26 @@ class QuantizedCheckpoint(CatalogModel):
         description="Inputs per scale of a 4-bit AWQ/GPTQ checkpoint; the catalog's int4 "
         "formats count 128.",
     )
+    weight_block_size: (
+        Annotated[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]], Strict(False)]
+        | None
+    ) = Field(
+        default=None,
+        description="An fp8 checkpoint's weight_block_size (quantization_config): block-scaled "
+        "FP8 weights, one scale per block of [output, input] weights; absent for per-tensor or "
+        "per-channel scales.",
+    )
     source: str = Field(min_length=1, description="Where the checkpoint's config says so.")
+
+    @field_validator("weight_block_size")
+    @classmethod
+    def _block_size_of_fp8(
+        cls, value: tuple[int, int] | None, info: ValidationInfo
+    ) -> tuple[int, int] | None:
+        quantization = info.data.get("quantization")
+        if value is not None and quantization != Quantization.FP8:
+            raise ValueError(f"only fp8 checkpoints have one, not {quantization}")
+        return value
 
     @field_validator("group_size")
     @classmethod

@@ -10,6 +10,7 @@ Everything is per rank of the worst pipeline stage: that rank bounds the replica
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -209,18 +210,21 @@ def mla_kv_b_copy_parameters(model: ModelFacts, tensor: int, pipeline: int) -> f
     return float(stage_layers(model, pipeline) * model.kv_lora_rank * heads * 2 * nope)
 
 
-def _kept_16_bit(model: ModelFacts, checkpoint: QuantizedCheckpoint, pipeline: int) -> float:
+def _kept_16_bit(
+    model: ModelFacts, checkpoint: QuantizedCheckpoint, pipeline: int, *, active: bool = False
+) -> float:
     """Parameters of the stage holding the most of them that a pre-quantized checkpoint leaves
     16-bit: its whole unquantized layers, and the attention of its other layers where the
     checkpoint keeps attention 16-bit. The engine builds those modules unquantized (vLLM's
     FBGEMMFp8Config.get_quant_method gives a layer in `modules_to_not_convert`
-    UnquantizedLinearMethod; vllm/model_executor/layers/quantization/fbgemm_fp8.py)."""
+    UnquantizedLinearMethod; vllm/model_executor/layers/quantization/fbgemm_fp8.py). `active`:
+    only those a token runs through (a MoE layer's routed experts in proportion)."""
     per_stage = stage_layers(model, pipeline)
     whole = [0] * pipeline
     whole_parameters = [0.0] * pipeline
     for layer in set(checkpoint.unquantized_layers):
         whole[layer // per_stage] += 1
-        whole_parameters[layer // per_stage] += _layer_parameters(model, layer)
+        whole_parameters[layer // per_stage] += _layer_parameters(model, layer, active=active)
     attention = model.attention_parameters_per_layer if checkpoint.unquantized_attention else 0.0
     return max(
         whole_parameters[stage]
@@ -229,11 +233,12 @@ def _kept_16_bit(model: ModelFacts, checkpoint: QuantizedCheckpoint, pipeline: i
     )
 
 
-def _layer_parameters(model: ModelFacts, layer: int) -> float:
+def _layer_parameters(model: ModelFacts, layer: int, *, active: bool = False) -> float:
     """Linear parameters of one decoder layer (norms included): a dense model's body over its
     layers; in a MoE model, the attention and dense MLP of a leading dense layer, or an even
-    share of the rest."""
-    body = model.parameters - model.embedding_parameters
+    share of the rest (`active`: of the parameters a token runs through)."""
+    total = model.active_parameters if active else model.parameters
+    body = total - model.embedding_parameters
     if not model.is_moe:
         return body / model.layers
     dense = model.attention_parameters_per_layer + 3 * model.hidden_size * model.intermediate_size
@@ -241,6 +246,27 @@ def _layer_parameters(model: ModelFacts, layer: int) -> float:
         return dense
     moe_layers = model.layers - model.first_dense_layers
     return (body - dense * model.first_dense_layers) / moe_layers
+
+
+def held_16_bit_active_parameters(
+    model: ModelFacts, checkpoint: QuantizedCheckpoint | None
+) -> float:
+    """The parameters a token runs through, over every layer, that a pre-quantized checkpoint
+    leaves 16-bit in its decoder layers (`_kept_16_bit`); none without a checkpoint."""
+    if checkpoint is None:
+        return 0.0
+    return _kept_16_bit(model, checkpoint, 1, active=True)
+
+
+def mxfp4_expert_read_bytes(
+    model: ModelFacts, tensor: int, pipeline: int, layout: Mxfp4Layout
+) -> float:
+    """One rank's MXFP4 experts as the engine's MoE kernel reads them: the layout's padded
+    tensors with their scales once. Where vLLM keeps the checkpoint's scales next to the
+    swizzled ones (Triton), the kernel is handed only the swizzled ones (mxfp4.py
+    process_weights_after_loading: PrecisionConfig(weight_scale=w13_scale), 0.13.0)."""
+    once = dataclasses.replace(layout, scales_kept_twice=False)
+    return _mxfp4_layout_bytes(model, tensor, pipeline, once)
 
 
 def _mxfp4_layout_bytes(

@@ -6,6 +6,7 @@ Ties go to fewer GPUs, then to higher precision.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -412,6 +413,31 @@ def _layout_unsupported(ctx: _Context, gpu: Gpu, tensor: int, pipeline: int) -> 
     return None
 
 
+def _block_fp8_unsplit(
+    ctx: _Context, fmt: QuantFormat, tensor: int, checkpoint: str | None
+) -> str | None:
+    """Why vLLM cannot load a block-scaled FP8 checkpoint's experts at this TP: each rank's
+    share of an expert's intermediate size must be a whole number of the checkpoint's weight
+    blocks, or Fp8MoEMethod.create_weights raises ("is not divisible by weight quantization
+    block_n", and block_k at TP > 1; vLLM 0.11.0 and 0.13.0 quantization/fp8.py). Plans deploy
+    without expert parallelism, so each expert is split `tensor` ways."""
+    model = ctx.model
+    known = model.quantized_checkpoint(checkpoint, fmt.id)
+    if ctx.engine.id.value != "vllm" or not model.is_moe or known is None:
+        return None
+    if known.weight_block_size is None:
+        return None
+    block_n, block_k = known.weight_block_size
+    blocks = block_n if tensor == 1 else math.lcm(block_n, block_k)
+    if model.moe_intermediate_size % (tensor * blocks) == 0:
+        return None
+    return (
+        f"vLLM cannot load {known.id} at tensorParallel {tensor}: each GPU's share of the "
+        f"{model.moe_intermediate_size}-wide expert intermediate size is not a multiple of its "
+        f"{block_n}x{block_k} FP8 weight blocks"
+    )
+
+
 def _weights_exceed_budget(
     ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, pipeline: int, checkpoint: str | None
 ) -> str | None:
@@ -498,6 +524,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         engine=ctx.engine.id.value,
         engine_version=version,
         checkpoint=checkpoint,
+        memory_rules=ctx.memory_rules(gpu),
     )
     if ctx.calibration is not None:
         perf = ctx.calibration.apply(perf)
@@ -597,8 +624,10 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
             for group in _layouts(space, gpu):
                 for tensor, pipeline in group:
                     unsupported = _layout_unsupported(ctx, gpu, tensor, pipeline)
-                    rejected = unsupported or _weights_exceed_budget(
-                        ctx, gpu, fmt, tensor, pipeline, checkpoint
+                    rejected = (
+                        unsupported
+                        or _block_fp8_unsplit(ctx, fmt, tensor, checkpoint)
+                        or _weights_exceed_budget(ctx, gpu, fmt, tensor, pipeline, checkpoint)
                     )
                     if rejected:
                         kv = kv_dtypes[0]
@@ -857,4 +886,5 @@ def performance_at(
         engine=plan.engine,
         engine_version=plan.engine_version,
         checkpoint=model.quantized_checkpoint(plan.checkpoint, fmt.id),
+        memory_rules=engine_memory(plan.engine, plan.engine_version, gpu, model.model_type),
     )

@@ -26,11 +26,15 @@ from typing import NamedTuple
 
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint, version_within
+from llmdeploy.sizing.engine_memory import EngineMemory
 from llmdeploy.sizing.memory import (
     BYTES_16BIT,
     checkpoint_format,
+    held_16_bit_active_parameters,
     kv_bytes_per_token_layer,
     layer_weight_bytes_per_rank,
+    mla_kv_b_copy_parameters,
+    mxfp4_expert_read_bytes,
     stage_layers,
 )
 from llmdeploy.sizing.model_facts import ModelFacts
@@ -51,7 +55,7 @@ COMPUTE_EFFICIENCY = 0.75
 # rows of its models missed and landed far from the H100's). Others take the values above.
 BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.75,
-    "nvidia-b200-180gb": 0.9,
+    "nvidia-b200-180gb": 0.95,
     "nvidia-h100-80gb": 0.85,
     "nvidia-h200-141gb": 0.9,
 }
@@ -95,7 +99,7 @@ TRITON_MOE_LAYER_OVERHEAD_S = 8e-05
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
 # prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
-WEIGHT_ONLY_DEQUANT_FLOP = 260.0
+WEIGHT_ONLY_DEQUANT_FLOP = 220.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
@@ -246,13 +250,13 @@ def _communication_s(
 
 
 def _gemm_tflops(gpu: Gpu, fmt: QuantFormat) -> tuple[float, float]:
-    """Dense TFLOPS of the format's GEMMs on the GPU: the 16-bit parts' and the quantized
-    weights' (MXFP4 weights with MXFP8 activations, the engines' default on FP4 tensor cores:
-    vLLM's FlashInfer MXFP4 x MXFP8 MoE, TensorRT-LLM's W4A8_MXFP4_MXFP8, run at the FP8
-    rate)."""
+    """Dense TFLOPS of the format's GEMMs on the GPU: the 16-bit modules' (BF16) and the
+    quantized weights' (MXFP4 weights with MXFP8 activations, the engines' default on FP4
+    tensor cores: vLLM's FlashInfer MXFP4 x MXFP8 MoE, TensorRT-LLM's W4A8_MXFP4_MXFP8, run at
+    the FP8 rate)."""
     fp8 = min(gpu.compute_tflops("fp8"), gpu.compute_tflops("bf16") * FP8_GEMM_SPEEDUP)
     gemm = fp8 if fmt.compute_dtype == "fp8" else gpu.compute_tflops(fmt.compute_dtype)
-    return gemm, fp8 if _native_fp4(gpu, fmt) else gemm
+    return gpu.compute_tflops("bf16"), fp8 if _native_fp4(gpu, fmt) else gemm
 
 
 def _flops_s(
@@ -266,6 +270,7 @@ def _flops_s(
     logit_rows: float,
     *,
     grouped_experts: bool = False,
+    held_16_bit: float = 0.0,
 ) -> float:
     """Compute time of `tokens` tokens attending to `context` tokens through every layer, each
     stage's layers on its `tensor` GPUs, the pipeline stages one after another (a stage's
@@ -274,19 +279,29 @@ def _flops_s(
     sequence in the step (vLLM gpu_model_runner.py: `logits_indices = query_start_loc[1:] -
     1`, then `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head
     once, not once per prompt token. `grouped_experts`: leave out the routed experts' math,
-    charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`)."""
+    charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`).
+    `held_16_bit`: the active parameters a pre-quantized checkpoint leaves 16-bit
+    (memory.held_16_bit_active_parameters).
+
+    The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
+    checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
+    quantization/fbgemm_fp8.py FBGEMMFp8Config.get_quant_method, `modules_to_not_convert`;
+    fp8.py Fp8Config.get_quant_method, `ignored_layers`), a BF16 F.linear; the lm_head is a
+    ParallelLMHead, a VocabParallelEmbedding and not a LinearBase, for which
+    Fp8Config.get_quant_method returns no quantized method (vocab_parallel_embedding.py)."""
     body = model.active_parameters - model.embedding_parameters
     if grouped_experts:
         body -= model.active_routed_expert_parameters
-    quantized = body  # the parameters in the format; the rest (and the lm_head) stay 16-bit
+    # The parameters in the format; the rest (and the lm_head) stay 16-bit.
+    quantized = max(0.0, body - held_16_bit)
     if fmt.applies_to == "experts":
         quantized = model.active_routed_expert_parameters
     logits = 2 * model.vocab_size * model.hidden_size * logit_rows
     attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
-    gemm, quantized_gemm = _gemm_tflops(gpu, fmt)
+    sixteen_bit_gemm, quantized_gemm = _gemm_tflops(gpu, fmt)
     seconds = (
         2 * quantized * tokens / quantized_gemm
-        + (2 * (body - quantized) * tokens + logits) / gemm
+        + (2 * (body - quantized) * tokens + logits) / sixteen_bit_gemm
         + attention / gpu.compute_tflops("bf16")
     )
     return seconds / tensor / (1e12 * efficiency)
@@ -312,6 +327,7 @@ def _expert_read_s(
     tokens: float,
     bandwidth: float,
     grouped: GroupedShares | None = None,
+    layout: float = 1.0,
 ) -> float:
     """One rank's read of the routed experts a prefill step of `tokens` tokens routes to (its
     pipeline stages one after another): a grouped GEMM of tokens x top-k / experts rows per
@@ -320,13 +336,14 @@ def _expert_read_s(
     FP8 experts stream theirs at the share of the datasheet bandwidth measured for the
     grouped kernel and expert split the layout runs (`grouped`: `grouped_fp8_shares`). A rank
     holds 1/tensor of the expert weights whatever the split: with EP ranks, whole experts
-    (experts / EP of them) split tensor / EP ways."""
+    (experts / EP of them) split tensor / EP ways. `layout`: the bytes read as the engine lays
+    the experts out over the bytes held (`expert_layout`)."""
     if not model.is_moe or _dequant_bound(gpu, fmt):
         return 0.0
     if grouped is not None:
         bandwidth = gpu.bandwidth_gbps * 1e9 * grouped.read
     touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
-    return touched * fmt.weight_bytes / tensor / bandwidth
+    return touched * fmt.weight_bytes * layout / tensor / bandwidth
 
 
 # Physical, not fitted: DeepGEMM's FP8 grouped GEMM with 128x128 weight block scales, at prefill
@@ -358,7 +375,11 @@ def _expert_read_s(
 # GemmType::GroupedWithOffset, block_m 64 or 128, in cpp/tensorrt_llm/kernels/cutlass_kernels/
 # fp8_blockscale_gemm/fp8_blockscale_gemm_kernel.cuh). Measured on Hopper only: elsewhere the
 # roofline holds. Block-scaled FP8 is the native format of the checkpoints that ship in FP8
-# (DeepSeek-V3/R1); an FP8 format quantized at load is per-tensor and runs other kernels.
+# (DeepSeek-V3/R1) and the format of pre-quantized checkpoints with a weight_block_size
+# (Qwen/Qwen3-235B-A22B-FP8: `_grouped_block_fp8`); an FP8 format quantized at load is
+# per-tensor and runs other kernels. Other models' experts are other shapes (Qwen3-235B's:
+# K=4096, N=1536 split TP ways, against DeepSeek-V3's K=7168, N=2048): they take these shares
+# unmeasured.
 # Without attention data parallelism the layouts communicate alike: every rank has every
 # token after the attention's all-reduce, and the MoE's partial outputs are summed by the same
 # all-reduce under EP as under TP (TensorRT-LLM CutlassFusedMoE.reducescatter_or_allreduce,
@@ -446,13 +467,15 @@ def grouped_fp8_shares(
     version: str | None,
     tensor: int,
     expert_parallel: int,
+    checkpoint: QuantizedCheckpoint | None = None,
 ) -> GroupedShares | None:
     """The rates of the grouped kernel a prefill step's routed experts run at
     (`grouped_fp8_kernel`), for the measured split at or below the layout's (a split beyond
     8 takes the 8-way rates); None where the roofline holds (`_flops_s` and
-    `_expert_read_s` then count them as any GEMM). Raises unless EP divides TP."""
+    `_expert_read_s` then count them as any GEMM). `checkpoint`: the catalog's facts of the
+    pre-quantized checkpoint loaded (`_grouped_block_fp8`). Raises unless EP divides TP."""
     split = expert_split(tensor, expert_parallel)
-    if not _grouped_block_fp8(model, gpu, fmt):
+    if not _grouped_block_fp8(model, gpu, fmt, checkpoint):
         return None
     kernel = grouped_fp8_kernel(engine, version, tensor, expert_parallel)
     if kernel is None:
@@ -462,13 +485,27 @@ def grouped_fp8_shares(
     return GroupedShares(read[measured], math_share[measured])
 
 
-def _grouped_block_fp8(model: ModelFacts, gpu: Gpu, fmt: QuantFormat) -> bool:
+def _grouped_block_fp8(
+    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, checkpoint: QuantizedCheckpoint | None = None
+) -> bool:
     """Whether the routed experts are block-scaled FP8 on an architecture whose grouped
-    kernels were measured (GROUPED_FP8_ARCHITECTURES)."""
+    kernels were measured (GROUPED_FP8_ARCHITECTURES): a pre-quantized FP8 checkpoint whose
+    config gives a weight_block_size (QuantizedCheckpoint.weight_block_size), or a model whose
+    own checkpoint is FP8 (the catalog's native FP8 models, DeepSeek-V3/R1, are block-scaled
+    128x128). The kernel follows the checkpoint's format, not the model: vLLM builds every
+    FusedMoE layer under an `fp8` quantization config with Fp8MoEMethod, whose block_quant is
+    `weight_block_size is not None` and whose backend (get_fp8_moe_backend: DeepGEMM, Triton)
+    is chosen from block_quant and the MoE's tp_size alone (vLLM 0.13.0 quantization/fp8.py
+    Fp8Config.get_quant_method, Fp8MoEMethod.__init__). An FP8 format quantized at load
+    (online, from a 16-bit checkpoint) has per-tensor scales and no block."""
+    if checkpoint is not None:
+        block_scaled = checkpoint.weight_block_size is not None
+    else:
+        block_scaled = model.native_dtype == Quantization.FP8
     return (
         model.is_moe
         and fmt.id == Quantization.FP8
-        and model.native_dtype == Quantization.FP8
+        and block_scaled
         and gpu.architecture in GROUPED_FP8_ARCHITECTURES
     )
 
@@ -505,12 +542,14 @@ def _weights_read(
     pipeline: int,
     tokens: float,
     checkpoint: QuantizedCheckpoint | None = None,
+    layout: float = 1.0,
 ) -> float:
     """Weight bytes one rank reads in a step of `tokens` tokens, per pipeline stage (a step
     passes the stages one after another, so `pipeline` times this is the step's read): the
-    decoder layers at the checkpoint's group size and with its 16-bit layers (not the engine's
-    memory rules: MXFP4's padded layout and MLA's 16-bit kv_b_proj copy are not counted),
-    MoE expert weights only for the experts some token routes to; of the embeddings, split
+    decoder layers at the checkpoint's group size and with its 16-bit layers, the routed
+    experts as the engine lays them out for its kernel (`layout`: `expert_layout`) and only
+    those some token routes to (MLA's 16-bit kv_b_proj copy, which only decode reads, is
+    `mla_decode_copy_bytes`); of the embeddings, split
     over the vocabulary on the TP ranks and each on one stage, the lm_head's shard whole
     (vLLM's LogitsProcessor multiplies the hidden states by it) and only the step's tokens'
     rows of the input embedding (VocabParallelEmbedding.forward is an F.embedding lookup in
@@ -518,10 +557,66 @@ def _weights_read(
     is one tensor (ParallelLMHead.tie_weights), read whole as the lm_head."""
     layers = layer_weight_bytes_per_rank(model, fmt, tensor, pipeline, checkpoint=checkpoint)
     expert_bytes = checkpoint_format(fmt, checkpoint).weight_bytes
+    if layout != 1.0:  # the rank's experts as laid out, not as held
+        held = model.routed_expert_parameters * expert_bytes / (tensor * pipeline)
+        layers += held * (layout - 1)
+        expert_bytes *= layout
     untouched = _untouched_experts(model, tokens) * expert_bytes
     rows = model.vocab_size + min(tokens, model.vocab_size)  # lm_head rows, then looked-up ones
     embeddings = rows * model.hidden_size * BYTES_16BIT
     return layers + (embeddings - untouched) / (tensor * pipeline)
+
+
+def expert_layout(
+    model: ModelFacts,
+    fmt: QuantFormat,
+    tensor: int,
+    pipeline: int,
+    rules: EngineMemory | None,
+) -> float:
+    """The bytes a step reads of a rank's routed experts as the engine lays them out for its
+    MoE kernel, over the bytes the checkpoint holds (1: read as held, or `rules` unknown).
+
+    MXFP4: vLLM allocates each rank's experts with the intermediate size, and for some kernels
+    the hidden size, rounded up to the kernel's alignment (vLLM 0.13.0 quantization/mxfp4.py
+    Mxfp4MoEMethod.create_weights: round_up(intermediate_size_per_partition, 64) for Triton;
+    128, and the hidden size to 256, for Marlin; 256 and 256 for FlashInfer on SM100) and sets
+    those padded sizes as the layer's, so the MoE kernel runs over the padded tensors it is
+    handed (apply: triton_kernel_moe_forward / fused_marlin_moe / the FlashInfer MoE with
+    `layer.w13_weight`); memory counts the same layout (engine_memory.py Mxfp4Layout,
+    memory.py), its scales once (`mxfp4_expert_read_bytes`). TensorRT-LLM's layout was not
+    read: its rules hold the checkpoint's (engine_memory.py CHECKPOINT)."""
+    if rules is None or fmt.id != Quantization.MXFP4 or not model.is_moe:
+        return 1.0
+    held = model.routed_expert_parameters * fmt.weight_bytes / (tensor * pipeline)
+    return mxfp4_expert_read_bytes(model, tensor, pipeline, rules.mxfp4) / held
+
+
+def mla_decode_copy_bytes(
+    model: ModelFacts,
+    held: QuantFormat,
+    tensor: int,
+    pipeline: int,
+    checkpoint: QuantizedCheckpoint | None,
+    rules: EngineMemory | None,
+) -> float:
+    """What one rank's decode step reads beyond the checkpoint's bytes where vLLM's MLA keeps a
+    16-bit copy of a quantized kv_b_proj (engine_memory.py MLA_DEQUANTIZED_KV_B_SINCE): the
+    absorbed decode multiplies by the copy, W_UK_T and W_UV (forward: torch.bmm(decode_q_nope,
+    self.W_UK_T); _v_up_proj: torch.bmm(x, self.W_UV)), and not by kv_b_proj, which only the
+    prefill path runs (_forward_prefill and _compute_prefill_context: self.kv_b_proj(
+    kv_c_normed)); vLLM 0.13.0 v1/attention/backends/mla/common.py. So decode reads the
+    copy's 16-bit bytes in place of the quantized projection's, not both; a 16-bit kv_b_proj
+    is only viewed (the same bytes), and `held` is the format as the checkpoint holds it."""
+    if rules is None or not rules.mla_dequantized_kv_b_proj or not model.is_mla:
+        return 0.0
+    sixteen_bit = held.applies_to == "experts" or (
+        checkpoint is not None and checkpoint.unquantized_attention
+    )
+    linear = BYTES_16BIT if sixteen_bit else held.weight_bytes
+    if linear >= BYTES_16BIT:
+        return 0.0
+    return mla_kv_b_copy_parameters(model, tensor, pipeline) * (BYTES_16BIT - linear)
 
 
 def _native_fp4(gpu: Gpu, fmt: QuantFormat) -> bool:
@@ -540,12 +635,14 @@ def _dequant_bound(gpu: Gpu, fmt: QuantFormat) -> bool:
     )
 
 
-def _marlin_parameters(model: ModelFacts, fmt: QuantFormat, tokens: float) -> tuple[float, float]:
+def _marlin_parameters(
+    model: ModelFacts, fmt: QuantFormat, tokens: float, layout: float = 1.0
+) -> tuple[float, float]:
     """(routed experts, other linears): the parameters a step of `tokens` tokens runs through
     Marlin's W4A16 kernels. The experts some token routes to run fused_marlin_moe in every
-    4-bit format; the other linears only where the format's dense kernel is Marlin
-    (MARLIN_DENSE_FORMATS)."""
-    experts = model.routed_expert_parameters - _untouched_experts(model, tokens)
+    4-bit format, as the engine lays them out (`layout`: `expert_layout`); the other linears
+    only where the format's dense kernel is Marlin (MARLIN_DENSE_FORMATS)."""
+    experts = (model.routed_expert_parameters - _untouched_experts(model, tokens)) * layout
     if fmt.applies_to == "experts" or fmt.id not in MARLIN_DENSE_FORMATS:
         return experts, 0.0
     return experts, model.parameters - model.embedding_parameters - model.routed_expert_parameters
@@ -559,18 +656,19 @@ def _dequant_excess_s(
     pipeline: int,
     tokens: float,
     bandwidth: float,
+    layout: float = 1.0,
 ) -> float:
     """What a step's Marlin GEMMs take beyond reading their weights: the larger of the two
-    binds (the kernel overlaps its loads with the conversion)."""
+    binds (the kernel overlaps its loads with the conversion). `layout`: `expert_layout`."""
     if not _dequant_bound(gpu, fmt):
         return 0.0
-    parameters = sum(_marlin_parameters(model, fmt, tokens)) / (tensor * pipeline)
+    parameters = sum(_marlin_parameters(model, fmt, tokens, layout)) / (tensor * pipeline)
     dequant_s = parameters * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
     return pipeline * max(0.0, dequant_s - parameters * fmt.weight_bytes / bandwidth)
 
 
 def _marlin_prefill_s(
-    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, tensor: int, tokens: float
+    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, tensor: int, tokens: float, layout: float = 1.0
 ) -> float:
     """Marlin's conversion time in a prefill step of `tokens` tokens, the pipeline stages one
     after another, each stage's weights on its `tensor` GPUs: every weight it runs is
@@ -578,12 +676,14 @@ def _marlin_prefill_s(
     counted in proportion, as the mean share of a step's tokens). It adds to the step's GEMMs:
     Marlin's warps issue both the conversion and the mma.sync, with no producer warps to
     overlap them, where a decode step's conversion only competes with its reads
-    (`_dequant_excess_s`)."""
+    (`_dequant_excess_s`). `layout`: the experts as the engine lays them out
+    (`expert_layout`)."""
     if not _dequant_bound(gpu, fmt):
         return 0.0
-    experts, dense = _marlin_parameters(model, fmt, tokens)
+    experts, dense = _marlin_parameters(model, fmt, tokens, layout)
     per_expert = tokens * model.active_experts / model.experts if model.is_moe else 0.0
-    routed = max(experts, model.routed_expert_parameters * per_expert / MARLIN_BLOCK_TOKENS)
+    blocks = model.routed_expert_parameters * layout * per_expert / MARLIN_BLOCK_TOKENS
+    routed = max(experts, blocks)
     parameters = routed + dense * max(1.0, tokens / MARLIN_BLOCK_TOKENS)
     return parameters / tensor * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
 
@@ -631,6 +731,8 @@ def _prefill_steps(
     efficiency: float,
     step_overhead_s: float,
     grouped: GroupedShares | None = None,
+    held_16_bit: float = 0.0,
+    layout: float = 1.0,
 ) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
@@ -638,7 +740,9 @@ def _prefill_steps(
     of its prompt before it on average. A step is compute-bound unless its chunk is short. A
     step passes the pipeline stages one after another, each stage's layers on its `tensor`
     GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
-    (`grouped_fp8_shares`)."""
+    (`grouped_fp8_shares`); `held_16_bit`: the active parameters the checkpoint leaves 16-bit
+    (`_flops_s`); `layout`: the routed experts' bytes as the engine lays them out over those
+    held (`expert_layout`)."""
     steps = max(1, math.ceil(tokens / chunk))
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
@@ -655,9 +759,10 @@ def _prefill_steps(
         efficiency,
         prompts + steps - 1,
         grouped_experts=grouped is not None,
+        held_16_bit=held_16_bit,
     ) + steps * (
-        _marlin_prefill_s(model, gpu, fmt, tensor, size)
-        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped)
+        _marlin_prefill_s(model, gpu, fmt, tensor, size, layout)
+        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped, layout)
         + _grouped_expert_math_s(model, gpu, tensor, size, grouped)
     )
     memory_s = steps * pipeline * weights / bandwidth
@@ -738,17 +843,30 @@ class StepModel:
     overlapped: bool = False  # an overlap scheduler hides the host's work (`overlap_scheduler`)
     # The engine's release (None: unknown): which grouped FP8 kernel its MoE runs.
     engine_version: str | None = None
+    # The engine's memory rules for the release (engine_memory.py; None: the checkpoint's own
+    # layout): how it lays out what a step reads (`expert_layout`, `mla_decode_copy_bytes`).
+    memory_rules: EngineMemory | None = None
     bandwidth: float = field(init=False)  # bytes/s decode's reads reach
     compute_efficiency: float = field(init=False)
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
     host_per_sequence_s: float = field(init=False)  # the host work a decode step waits for
     held: QuantFormat = field(init=False)  # the format as the checkpoint holds it
+    # The active parameters the checkpoint leaves 16-bit, computed at the 16-bit rate.
+    held_16_bit: float = field(init=False)
     # The grouped FP8 kernel's rates a prefill's routed experts run at (`grouped_fp8_shares`).
     grouped: GroupedShares | None = field(init=False)
+    layout: float = field(init=False)  # the routed experts' bytes as laid out over as held
+    decode_copy_bytes: float = field(init=False)  # what decode reads of MLA's 16-bit copy
 
     def __post_init__(self) -> None:
         gpu, model = self.gpu, self.model
         self.held = checkpoint_format(self.fmt, self.checkpoint)
+        self.held_16_bit = held_16_bit_active_parameters(model, self.checkpoint)
+        rules = self.memory_rules
+        self.layout = expert_layout(model, self.held, self.tensor, self.pipeline, rules)
+        self.decode_copy_bytes = mla_decode_copy_bytes(
+            model, self.held, self.tensor, self.pipeline, self.checkpoint, rules
+        )
         self.grouped = grouped_fp8_shares(
             model,
             gpu,
@@ -757,6 +875,7 @@ class StepModel:
             self.engine_version,
             self.tensor,
             self.expert_parallel,
+            self.checkpoint,
         )
         efficiency = BANDWIDTH_EFFICIENCY_BY_GPU.get(gpu.id, BANDWIDTH_EFFICIENCY)
         self.bandwidth = gpu.bandwidth_gbps * 1e9 * efficiency
@@ -781,7 +900,10 @@ class StepModel:
         model, gpu, fmt = self.model, self.gpu, self.fmt
         tensor, pipeline = self.tensor, self.pipeline
         bandwidth = self.bandwidth
-        weights = _weights_read(model, fmt, tensor, pipeline, batch, self.checkpoint)
+        weights = (
+            _weights_read(model, fmt, tensor, pipeline, batch, self.checkpoint, self.layout)
+            + self.decode_copy_bytes
+        )
         context = self.input_tokens + self.output_tokens / 2
         if model.sliding_window:
             window_share = model.sliding_window_layers / model.layers
@@ -797,10 +919,18 @@ class StepModel:
         # Stages run one after another for a token: the step time is the sum over stages.
         # The conversion overlaps the reads of the weights as the checkpoint holds them.
         memory_s = pipeline * (weights + kv_read) / bandwidth + _dequant_excess_s(
-            model, gpu, self.held, tensor, pipeline, batch, bandwidth
+            model, gpu, self.held, tensor, pipeline, batch, bandwidth, self.layout
         )
         compute_s = _flops_s(
-            model, gpu, fmt, tensor, batch, context, self.compute_efficiency, batch
+            model,
+            gpu,
+            fmt,
+            tensor,
+            batch,
+            context,
+            self.compute_efficiency,
+            batch,
+            held_16_bit=self.held_16_bit,
         )
         communication_s = _communication_s(model, gpu, tensor, pipeline, batch)
         overhead_s = self.overhead_s
@@ -825,6 +955,7 @@ class StepModel:
                 self.pipeline,
                 min(tokens, chunk),
                 self.checkpoint,
+                self.layout,
             ),
             bandwidth=self.bandwidth,
             tokens=tokens,
@@ -833,6 +964,8 @@ class StepModel:
             efficiency=self.compute_efficiency,
             step_overhead_s=self.overhead_s,
             grouped=self.grouped,
+            held_16_bit=self.held_16_bit,
+            layout=self.layout,
         )
 
     def prefill_s(self, tokens: float, chunk: int) -> float:
@@ -881,6 +1014,7 @@ def estimate_performance(
     async_scheduling: bool | None = None,
     expert_parallel: int = 1,
     checkpoint: QuantizedCheckpoint | None = None,
+    memory_rules: EngineMemory | None = None,
 ) -> Performance:
     """Steady load: `concurrency` requests in flight, a new one sent as one finishes (a closed
     loop). `burst`: the `concurrency` requests arrive at once (a benchmark's infinite request
@@ -890,7 +1024,8 @@ def estimate_performance(
     command sets it (`overlap_scheduler`). `expert_parallel`: the ranks the routed experts
     are spread over whole (StepModel.expert_parallel; plans deploy 1). `checkpoint`: the
     catalog's facts of the pre-quantized checkpoint loaded, whose bytes a step reads as memory
-    counts them."""
+    counts them; `memory_rules`: the engine's memory rules for the release, by which it lays
+    out the experts and MLA's projections a step reads (StepModel.memory_rules)."""
     overlapped = overlap_scheduler(
         engine, engine_version, gpu, tensor, pipeline, setting=async_scheduling
     )
@@ -908,6 +1043,7 @@ def estimate_performance(
         checkpoint,
         overlapped,
         engine_version,
+        memory_rules,
     )
     batch = concurrency
     # A step's token budget holds a prompt's chunk and the other streams' decodes: the

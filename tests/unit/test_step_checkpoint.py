@@ -1,0 +1,220 @@
+"""What a step computes and reads of a pre-quantized checkpoint as the engine holds it: its
+16-bit modules at the 16-bit rate, its block-scaled FP8 experts on the grouped kernels, and the
+bytes the engine lays out for the kernels."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmdeploy.api.types import LLMDeploymentSpec
+from llmdeploy.catalog import Catalog, QuantizedCheckpoint
+from llmdeploy.sizing import performance, plan_deployment, resolve_model
+from llmdeploy.sizing.engine_memory import EngineMemory, tensorrt_llm_memory, vllm_memory
+from llmdeploy.sizing.memory import (
+    BYTES_16BIT,
+    held_16_bit_active_parameters,
+    layer_weight_bytes_per_rank,
+    mla_kv_b_copy_parameters,
+)
+from llmdeploy.sizing.model_facts import ModelFacts
+from llmdeploy.sizing.performance import StepModel
+
+from .conftest import make_spec
+
+LLAMA_405B = "meta-llama/Llama-3.1-405B-Instruct"
+LLAMA_405B_FP8 = "meta-llama/Llama-3.1-405B-Instruct-FP8"
+
+
+def facts(catalog: Catalog, name: str) -> ModelFacts:
+    return resolve_model(make_spec(name).model, catalog)
+
+
+def test_a_checkpoints_16_bit_modules_run_at_the_16_bit_rate_in_prefill(catalog: Catalog) -> None:
+    """Meta's FP8 405B keeps two whole layers and every other layer's attention 16-bit: their
+    GEMMs run at the BF16 rate, so its prefill takes longer than with every linear at FP8."""
+    model = facts(catalog, LLAMA_405B)
+    gpu, fp8 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["fp8"]
+    checkpoint = model.quantized_checkpoint(LLAMA_405B_FP8, "fp8")
+    assert checkpoint is not None
+    held = held_16_bit_active_parameters(model, checkpoint)
+    body = model.parameters - model.embedding_parameters
+    attention = model.attention_parameters_per_layer
+    assert held == pytest.approx(2 * body / model.layers + (model.layers - 2) * attention)
+    assert 0.05 < held / body < 0.25
+    tokens = 4096.0
+
+    def flops_s(held_16_bit: float) -> float:
+        return performance._flops_s(model, gpu, fp8, 8, tokens, 0, 1.0, 1, held_16_bit=held_16_bit)
+
+    bf16_rate, fp8_rate = performance._gemm_tflops(gpu, fp8)
+    assert fp8_rate > bf16_rate
+    extra = 2 * held * tokens / 8 / 1e12 * (1 / bf16_rate - 1 / fp8_rate)
+    assert flops_s(held) - flops_s(0.0) == pytest.approx(extra)
+    known = StepModel(model, gpu, fp8, 8, 1, 2, 4096, 128, checkpoint=checkpoint)
+    unknown = StepModel(model, gpu, fp8, 8, 1, 2, 4096, 128)
+    assert known.held_16_bit == held and unknown.held_16_bit == 0
+    ratio = known.prefill_s(tokens, 8192) / unknown.prefill_s(tokens, 8192)
+    assert 1.03 < ratio < 1.15  # the review's estimate: ~7% of the prefill's GEMM time
+
+
+def test_the_lm_head_runs_at_the_16_bit_rate_in_a_quantized_format(catalog: Catalog) -> None:
+    """The lm_head is held 16-bit in every format, and computed so: with no token through the
+    body, an FP8 model's logits take the BF16 time."""
+    model = facts(catalog, "meta-llama/Llama-3.1-8B-Instruct")
+    gpu = catalog.gpus["nvidia-h100-80gb"]
+    rows = 64
+    logits = 2 * model.vocab_size * model.hidden_size * rows
+    for name in ("fp8", "int8", "bf16"):
+        fmt = catalog.quantizations[name]
+        seconds = performance._flops_s(model, gpu, fmt, 1, 0, 0, 1.0, rows)
+        assert seconds == pytest.approx(logits / (gpu.compute_tflops("bf16") * 1e12))
+
+
+def test_a_block_scaled_fp8_checkpoint_of_any_moe_model_takes_the_grouped_rates(
+    catalog: Catalog,
+) -> None:
+    """The grouped FP8 kernels follow the checkpoint's format: Qwen3-235B-A22B-FP8 (128x128
+    blocks) takes them on Hopper like DeepSeek-R1's own FP8; the same model quantized to FP8 at
+    load (per-tensor) or a per-tensor FP8 checkpoint does not, nor does a dense model."""
+    qwen = facts(catalog, "Qwen/Qwen3-235B-A22B")
+    h100, fp8 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["fp8"]
+    blocks = qwen.quantized_checkpoint("Qwen/Qwen3-235B-A22B-FP8", "fp8")
+    assert blocks is not None and blocks.weight_block_size == (128, 128)
+    per_tensor = blocks.model_copy(update={"weight_block_size": None})
+
+    def shares(
+        checkpoint: QuantizedCheckpoint | None, gpu: str = "nvidia-h100-80gb"
+    ) -> performance.GroupedShares | None:
+        return performance.grouped_fp8_shares(
+            qwen,
+            catalog.gpus[gpu],
+            fp8,
+            "vllm",
+            "0.11.0",
+            4,
+            1,
+            checkpoint,
+        )
+
+    deepseek = facts(catalog, "deepseek-ai/DeepSeek-R1")
+    native = performance.grouped_fp8_shares(deepseek, h100, fp8, "vllm", "0.11.0", 4, 1)
+    assert native == (performance.GROUPED_FP8_READ_SHARE[4], performance.GROUPED_FP8_MATH_SHARE[4])
+    assert shares(blocks) == native
+    assert shares(None) is None and shares(per_tensor) is None
+    assert shares(blocks, "nvidia-b200-180gb") is None  # measured on Hopper only
+    llama = facts(catalog, "meta-llama/Llama-3.1-70B-Instruct")
+    assert not performance._grouped_block_fp8(llama, h100, fp8, blocks)
+
+    def prefill_s(checkpoint: QuantizedCheckpoint | None) -> float:
+        steps = StepModel(
+            qwen,
+            h100,
+            fp8,
+            4,
+            1,
+            2,
+            4096,
+            128,
+            checkpoint=checkpoint,
+        )
+        return steps.prefill_s(4096, 8192)
+
+    assert prefill_s(blocks) != prefill_s(None)
+    assert StepModel(qwen, h100, fp8, 4, 1, 2, 4096, 128, checkpoint=blocks).grouped == native
+
+
+def test_only_an_fp8_checkpoint_has_a_weight_block_size() -> None:
+    with pytest.raises(ValueError, match="only fp8 checkpoints have one"):
+        QuantizedCheckpoint(
+            id="acme/x-AWQ", quantization="int4-awq", weight_block_size=(128, 128), source="t"
+        )
+    fp8 = QuantizedCheckpoint.model_validate(
+        {"id": "acme/x-FP8", "quantization": "fp8", "weightBlockSize": [128, 128], "source": "t"}
+    )
+    assert fp8.weight_block_size == (128, 128)
+
+
+def test_a_step_reads_mxfp4_experts_as_the_engine_pads_them_with_their_scales_once(
+    catalog: Catalog,
+) -> None:
+    """vLLM pads each rank's MXFP4 experts for its kernel and the kernel runs over the padded
+    tensors: gpt-oss-120b's intermediate 2880 split 4 ways (720) is 768 under Triton (64) and
+    Marlin (128), whose hidden size 2880 is also 3072 (256); at TP 1 Triton pads nothing. The
+    scales are read once, though Triton keeps the checkpoint's next to the swizzled ones."""
+    model = facts(catalog, "openai/gpt-oss-120b")
+    h100, mxfp4 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["mxfp4"]
+    triton = vllm_memory("0.13.0", h100)
+    marlin = vllm_memory("0.11.0", h100)
+    assert triton.mxfp4.backend == "triton" and marlin.mxfp4.backend == "marlin"
+    assert performance.expert_layout(model, mxfp4, 1, 1, triton) == pytest.approx(1.0)
+    assert performance.expert_layout(model, mxfp4, 4, 1, triton) == pytest.approx(768 / 720)
+    marlin_pad = 768 * 3072 / (720 * 2880)
+    assert performance.expert_layout(model, mxfp4, 4, 1, marlin) == pytest.approx(marlin_pad)
+    assert performance.expert_layout(model, mxfp4, 4, 1, None) == 1.0
+    # Memory holds Triton's scales twice; a step reads them once.
+    held = layer_weight_bytes_per_rank(model, mxfp4, 4, 1, triton)
+    read = performance._weights_read(model, mxfp4, 4, 1, 1e6, None, 768 / 720)
+    embeddings = model.vocab_size * model.hidden_size * BYTES_16BIT * 2 / 4
+    assert read < held + embeddings
+    held_experts = model.routed_expert_parameters * mxfp4.weight_bytes / 4
+    plain = performance._weights_read(model, mxfp4, 4, 1, 1e6)
+    assert read - plain == pytest.approx(held_experts * (768 / 720 - 1), rel=1e-6)
+
+    def decode_s(rules: EngineMemory | None) -> float:
+        steps = StepModel(model, h100, mxfp4, 4, 1, 2, 1024, 1024, memory_rules=rules)
+        return steps.decode(4).step_s
+
+    assert decode_s(triton) > decode_s(None)
+
+
+def test_mla_decode_reads_the_16_bit_copy_of_kv_b_proj_instead_of_it_and_prefill_does_not(
+    catalog: Catalog,
+) -> None:
+    """vLLM's MLA keeps a 16-bit W_UK/W_UV copy of an FP8 kv_b_proj: its absorbed decode
+    multiplies by the copy, not the projection (the copy's 2 bytes in place of 1); prefill runs
+    kv_b_proj. A 16-bit kv_b_proj is only viewed, and TensorRT-LLM's rules keep no copy."""
+    model = facts(catalog, "deepseek-ai/DeepSeek-R1")
+    h200, fp8 = catalog.gpus["nvidia-h200-141gb"], catalog.quantizations["fp8"]
+    rules = vllm_memory("0.11.0", h200)
+    assert rules.mla_dequantized_kv_b_proj
+    copy = mla_kv_b_copy_parameters(model, 8, 1)
+    assert performance.mla_decode_copy_bytes(model, fp8, 8, 1, None, rules) == copy
+    bf16 = catalog.quantizations["bf16"]
+    assert performance.mla_decode_copy_bytes(model, bf16, 8, 1, None, rules) == 0
+    trtllm = tensorrt_llm_memory("1.0.0", h200)
+    assert performance.mla_decode_copy_bytes(model, fp8, 8, 1, None, trtllm) == 0
+    known = StepModel(model, h200, fp8, 8, 1, 1, 4096, 128, memory_rules=rules)
+    plain = StepModel(model, h200, fp8, 8, 1, 1, 4096, 128)
+    extra_s = known.decode(8).memory_s - plain.decode(8).memory_s
+    assert extra_s == pytest.approx(copy * (BYTES_16BIT - 1) / known.bandwidth)
+    assert known.prefill_s(4096, 8192) == plain.prefill_s(4096, 8192)
+
+
+def test_vllm_cannot_split_block_fp8_experts_off_the_blocks(catalog: Catalog) -> None:
+    """Qwen3-235B's 1536-wide experts split 8 ways are 192 wide, not a multiple of the
+    checkpoint's 128-wide blocks: vLLM's Fp8MoEMethod refuses to load them, so TP 8 is
+    infeasible with that reason; TP 4 (384) loads. Loaded online (per-tensor FP8) TP 8 is not
+    refused for it."""
+
+    def alternatives(variants: dict[str, str]) -> dict[int, str]:
+        spec = LLMDeploymentSpec.model_validate(
+            {
+                "model": {"name": "Qwen/Qwen3-235B-A22B", "quantizedVariants": variants},
+                "quantization": "fp8",
+                "placement": {"gpu": "nvidia-h100-80gb"},
+                "workload": {"maxContextLength": 16384, "concurrency": 16},
+            }
+        )
+        plan = plan_deployment(spec, catalog)
+        assert plan.feasible
+        return {
+            int(a.tensor_parallel): a.reason
+            for a in plan.alternatives
+            if a.pipeline_parallel == 1 and a.kv_cache_dtype == "auto"
+        }
+
+    blocks = alternatives({"fp8": "Qwen/Qwen3-235B-A22B-FP8"})
+    assert "not a multiple of its 128x128 FP8 weight blocks" in blocks[8]
+    assert 4 in blocks and "not a multiple" not in blocks[4]
+    online = alternatives({})
+    assert 8 in online and "not a multiple" not in online[8]
