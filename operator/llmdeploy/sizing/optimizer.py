@@ -1,5 +1,5 @@
-"""Enumerate GPU x count x quantization x TP x PP x KV dtype, drop the infeasible with a reason,
-and pick the cheapest configuration per token that meets the SLO.
+"""Enumerate GPU x count x quantization x TP x PP x EP x KV dtype, drop the infeasible with a
+reason, and pick the cheapest configuration per token that meets the SLO.
 
 Ties go to fewer GPUs, then to higher precision.
 """
@@ -52,6 +52,7 @@ class SearchSpace:
     pipeline: int | None
     kv_dtypes: tuple[KvCacheDtype, ...]
     max_gpus: int
+    expert: int | None = None  # pinned expert-parallel degree, or None for auto
 
 
 @dataclass(slots=True, eq=False)  # identity, not field-by-field comparison
@@ -69,6 +70,7 @@ class Candidate:
     cost_per_hour: float = 0.0
     cost_per_million_tokens: float = 0.0
     slo_miss: str | None = None
+    expert: int = 1  # ranks the routed experts are spread over whole (1: each expert TP-split)
 
     @property
     def gpu_count(self) -> int:
@@ -80,6 +82,7 @@ class Candidate:
 
     def label(self) -> str:
         layout = f"TP{self.tensor}" + (f"xPP{self.pipeline}" if self.pipeline > 1 else "")
+        layout += f" EP{self.expert}" if self.expert > 1 else ""
         kv = ", fp8 KV" if self.kv_dtype is KvCacheDtype.FP8 else ""
         return f"{self.gpu.id} x{self.gpu_count} {self.fmt.id} {layout}{kv}"
 
@@ -154,7 +157,29 @@ def _search(
         drivers=drivers or {},
         calibration=calibration,
     )
-    return ctx, _search_space(spec, catalog, engine)
+    space = _search_space(spec, catalog, engine)
+    _check_expert(model, space.expert)
+    return ctx, space
+
+
+def _check_expert(model: ModelFacts, expert: int | None) -> None:
+    """A pinned expert-parallel degree the model cannot take: a dense model has no experts,
+    and the planner sizes experts spread evenly (vLLM's determine_expert_map gives the
+    remainder of an uneven count to some ranks, vllm/model_executor/layers/fused_moe/layer.py;
+    TensorRT-LLM's MoE load balancer wants an even count too)."""
+    path = "spec.parallelism.expert"
+    if expert is None or expert == 1:
+        return
+    if not model.is_moe:
+        raise SpecError(
+            path, f"{model.id} is a dense model: it has no experts to spread; use 1 or auto"
+        )
+    if model.experts % expert:
+        raise SpecError(
+            path,
+            f"the {model.experts} routed experts of {model.id} do not spread evenly over "
+            f"{expert} ranks; the planner sizes an even spread only",
+        )
 
 
 def plan_deployment(
@@ -193,7 +218,7 @@ def feasible_alternatives(
     ctx, space = _search(spec, catalog, images, drivers, calibration)
     fits = [c for c in _ranked(ctx, space) if c.infeasible is None]
     best = fits[0] if fits and fits[0].viable else None
-    return [_alternative(c, "chosen" if c is best else _why_lost(ctx, c, best)) for c in fits]
+    return [_alternative(ctx, c, "chosen" if c is best else _why_lost(ctx, c, best)) for c in fits]
 
 
 def _max_context(spec: LLMDeploymentSpec, model: ModelFacts) -> int:
@@ -273,6 +298,7 @@ def _search_space(spec: LLMDeploymentSpec, catalog: Catalog, engine: Engine) -> 
         pipeline=None if parallelism.pipeline == "auto" else parallelism.pipeline,
         kv_dtypes=kv_dtypes,
         max_gpus=placement.max_gpus_per_replica,
+        expert=None if parallelism.expert == "auto" else parallelism.expert,
     )
 
 
@@ -294,6 +320,31 @@ def _layouts(space: SearchSpace, gpu: Gpu) -> list[list[tuple[int, int]]]:
             pipelines = [space.pipeline]  # both pinned: evaluate and explain, even if too many
         groups.append([(tensor, pipeline) for pipeline in pipelines])
     return groups
+
+
+def _expert_degrees(ctx: _Context, space: SearchSpace, tensor: int) -> tuple[list[int], str]:
+    """The expert-parallel degrees to try with TP `tensor` (1 first), and why none is left.
+    Expert parallelism runs over the TP ranks (no attention data parallelism): vLLM's
+    --enable-expert-parallel makes the MoE's EP size the TP and each expert whole
+    (FusedMoEParallelConfig.make: ep_size = tp_size x dp_size, the MoE's tp_size 1);
+    TensorRT-LLM takes any moe_expert_parallel_size whose product with
+    moe_tensor_parallel_size is the TP (trtllm-serve --ep_size): 1, half the TP and the TP are
+    tried. A dense model, and a count of experts that does not spread evenly, take 1."""
+    model, pinned = ctx.model, space.expert
+    vllm = ctx.engine.id != "tensorrt-llm"
+    if pinned is not None:
+        if tensor % pinned:
+            return [], f"expert parallel {pinned} does not divide tensorParallel {tensor}"
+        if vllm and pinned not in (1, tensor):
+            return [], (
+                f"{ctx.engine.display_name} spreads the experts over every TP rank: expert "
+                f"parallel {pinned} needs tensorParallel {pinned}, not {tensor}"
+            )
+        return [pinned], ""
+    if not model.is_moe or tensor == 1:
+        return [1], ""
+    tried = (tensor,) if vllm else (tensor // 2, tensor)
+    return [1, *(d for d in dict.fromkeys(tried) if d > 1 and model.experts % d == 0)], ""
 
 
 def _gpu_unavailable(ctx: _Context, gpu: Gpu) -> str | None:
@@ -412,14 +463,15 @@ def _layout_unsupported(ctx: _Context, gpu: Gpu, tensor: int, pipeline: int) -> 
     return None
 
 
-def _weights_exceed_budget(
-    ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, pipeline: int, checkpoint: str | None
-) -> str | None:
+def _weights_exceed_budget(ctx: _Context, c: Candidate) -> str | None:
+    gpu, fmt = c.gpu, c.fmt
     utilization = ctx.spec.engine.gpu_memory_utilization
     budget = gpu.visible_memory_gib * utilization
     rules = ctx.memory_rules(gpu)
-    known = ctx.model.quantized_checkpoint(checkpoint, fmt.id)
-    weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline, rules, known) / GIB
+    known = ctx.model.quantized_checkpoint(c.checkpoint, fmt.id)
+    weights = (
+        weight_bytes_per_rank(ctx.model, fmt, c.tensor, c.pipeline, rules, known, c.expert) / GIB
+    )
     if weights < budget:
         return None
     return (
@@ -456,6 +508,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         rules=ctx.memory_rules(gpu),
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
         checkpoint=checkpoint,
+        expert_parallel=candidate.expert,
     )
     candidate.memory = memory
     # Without room for one request of maxContextLength vLLM refuses to start and TensorRT-LLM
@@ -497,6 +550,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         request_frontend_s=frontend_s(ctx.engine.id.value, version),
         engine=ctx.engine.id.value,
         engine_version=version,
+        expert_parallel=candidate.expert,
         checkpoint=checkpoint,
     )
     if ctx.calibration is not None:
@@ -576,6 +630,7 @@ def _rank_key(ctx: _Context, c: Candidate) -> tuple[float, ...]:
         PRECISION_RANK[c.fmt.precision],
         0 if c.kv_dtype is KvCacheDtype.AUTO else 1,
         c.pipeline,
+        c.expert,  # at the same cost, the engines' default: experts TP-split
     )
 
 
@@ -596,22 +651,25 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
                 continue
             for group in _layouts(space, gpu):
                 for tensor, pipeline in group:
-                    unsupported = _layout_unsupported(ctx, gpu, tensor, pipeline)
-                    rejected = unsupported or _weights_exceed_budget(
-                        ctx, gpu, fmt, tensor, pipeline, checkpoint
-                    )
-                    if rejected:
-                        kv = kv_dtypes[0]
+                    degrees, no_degree = _expert_degrees(ctx, space, tensor)
+                    unsupported = _layout_unsupported(ctx, gpu, tensor, pipeline) or no_degree
+                    if unsupported:
+                        kv, expert = kv_dtypes[0], space.expert or 1
                         candidates.append(
-                            Candidate(gpu, fmt, tensor, pipeline, kv, infeasible=rejected)
+                            Candidate(
+                                gpu,
+                                fmt,
+                                tensor,
+                                pipeline,
+                                kv,
+                                infeasible=unsupported,
+                                expert=expert,
+                            )
                         )
-                        if unsupported:
-                            break
-                        continue
-                    evaluated = [
-                        _evaluate(ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint))
-                        for kv in kv_dtypes
-                    ]
+                        break
+                    evaluated = _evaluate_layout(
+                        ctx, gpu, fmt, tensor, pipeline, checkpoint, degrees, kv_dtypes
+                    )
                     candidates.extend(evaluated)
                     # Deeper pipelines only add GPUs and hops once the model fits.
                     if any(c.infeasible is None for c in evaluated):
@@ -625,13 +683,41 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
     return viable + missed + infeasible
 
 
-def _alternative(c: Candidate, reason: str) -> Alternative:
+def _evaluate_layout(
+    ctx: _Context,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    tensor: int,
+    pipeline: int,
+    checkpoint: str | None,
+    degrees: Sequence[int],
+    kv_dtypes: Sequence[KvCacheDtype],
+) -> list[Candidate]:
+    """One (TP, PP) layout with each expert-parallel degree and KV dtype; a degree whose
+    weights exceed the budget is one infeasible candidate."""
+    evaluated: list[Candidate] = []
+    for expert in degrees:
+        first = Candidate(gpu, fmt, tensor, pipeline, kv_dtypes[0], checkpoint, expert=expert)
+        heavy = _weights_exceed_budget(ctx, first)
+        if heavy:
+            first.checkpoint, first.infeasible = None, heavy
+            evaluated.append(first)
+            continue
+        evaluated.extend(
+            _evaluate(ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint, expert=expert))
+            for kv in kv_dtypes
+        )
+    return evaluated
+
+
+def _alternative(ctx: _Context, c: Candidate, reason: str) -> Alternative:
     perf = c.performance
     return Alternative(
         gpu=c.gpu.id,
         gpu_count=c.gpu_count,
         tensor_parallel=c.tensor,
         pipeline_parallel=c.pipeline,
+        expert_parallel=c.expert if ctx.model.is_moe else None,
         quantization=c.fmt.id.value,
         kv_cache_dtype=c.kv_dtype.value,
         feasible=c.infeasible is None,
@@ -646,6 +732,34 @@ def _alternative(c: Candidate, reason: str) -> Alternative:
 
 
 def _why_lost(ctx: _Context, c: Candidate, best: Candidate | None) -> str:
+    why = _why_lost_plain(ctx, c, best)
+    if best is not None and c.expert != best.expert and _same_layout(c, best):
+        # The chosen layout with the experts spread otherwise: say which way lost.
+        return f"{_experts_way(ctx, c)} instead of {_experts_way(ctx, best)}: {why}"
+    return why
+
+
+def _same_layout(a: Candidate, b: Candidate) -> bool:
+    """The same GPUs, format, TP, PP and KV dtype (the expert-parallel degree aside)."""
+    return (a.gpu, a.fmt, a.tensor, a.pipeline, a.kv_dtype) == (
+        b.gpu,
+        b.fmt,
+        b.tensor,
+        b.pipeline,
+        b.kv_dtype,
+    )
+
+
+def _experts_way(ctx: _Context, c: Candidate) -> str:
+    """How a layout holds the routed experts, in words."""
+    if c.expert == 1:
+        return f"EP1 (every expert split {c.tensor} ways)"
+    split = c.tensor // c.expert
+    whole = "whole" if split == 1 else f"split {split} ways"
+    return f"EP{c.expert} ({ctx.model.experts // c.expert} experts per GPU, {whole})"
+
+
+def _why_lost_plain(ctx: _Context, c: Candidate, best: Candidate | None) -> str:
     if c.infeasible:
         return c.infeasible
     if c.slo_miss:
@@ -666,7 +780,7 @@ def _why_lost(ctx: _Context, c: Candidate, best: Candidate | None) -> str:
         return "same cost with more GPUs"
     if PRECISION_RANK[c.fmt.precision] > PRECISION_RANK[best.fmt.precision]:
         return "same cost at lower precision"
-    return "same cost; ranked lower on KV precision or pipeline depth"
+    return "same cost; ranked lower on KV precision, pipeline depth or expert parallelism"
 
 
 def _alternatives(
@@ -690,7 +804,7 @@ def _alternatives(
         if c.infeasible and c not in chosen:
             dropped.setdefault(c.infeasible.split(";")[0].split(",")[0][:40], c)
     chosen.extend(list(dropped.values())[: max(0, MAX_ALTERNATIVES - len(chosen))])
-    return [_alternative(c, _why_lost(ctx, c, best)) for c in chosen[:MAX_ALTERNATIVES]]
+    return [_alternative(ctx, c, _why_lost(ctx, c, best)) for c in chosen[:MAX_ALTERNATIVES]]
 
 
 def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
@@ -704,6 +818,8 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         f"of {ctx.max_context})",
         _objective(ctx, best),
     ]
+    if ctx.model.is_moe and best.tensor > 1:
+        reasons.append(_expert_reason(ctx, best, ranked))
     if _near_limit(memory):
         reasons.append(
             f"the KV cache estimate is within its error band (+-{KV_ESTIMATE_BAND:.0%}) of one "
@@ -724,6 +840,7 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         gpu_count=best.gpu_count,
         tensor_parallel=best.tensor,
         pipeline_parallel=best.pipeline,
+        expert_parallel=best.expert if ctx.model.is_moe else None,
         quantization=best.fmt.id.value,
         kv_cache_dtype=best.kv_dtype.value,
         max_context_length=ctx.max_context,
@@ -749,6 +866,27 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         reasons=reasons,
         alternatives=_alternatives(ctx, ranked, best),
     )
+
+
+def _expert_reason(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> str:
+    """How the chosen layout holds the routed experts, next to the other ways tried for it."""
+    told = f"experts: {_experts_way(ctx, best)}"
+    others = [
+        c
+        for c in ranked
+        if c is not best and c.performance is not None and _same_layout(c, best)
+        if c.expert != best.expert
+    ]
+    for other in others:
+        perf = other.performance
+        assert perf is not None
+        told += (
+            f"; {_experts_way(ctx, other)} est. TTFT {perf.ttft_s * 1000:.0f} ms, TPOT "
+            f"{perf.tpot_s * 1000:.1f} ms, ${other.cost_per_million_tokens:.3f} per 1M tokens"
+        )
+    if ctx.spec.parallelism.expert != "auto":
+        told += " (spec.parallelism.expert)"
+    return told
 
 
 def _objective(ctx: _Context, best: Candidate) -> str:
@@ -782,9 +920,12 @@ def _relaxations(
         ),
         (
             "more GPUs per replica (parallelism auto, maxGpusPerReplica 64)",
-            replace(space, tensor=None, pipeline=None, max_gpus=64),
+            replace(space, tensor=None, pipeline=None, expert=None, max_gpus=64),
         ),
-        ("another GPU SKU", replace(space, gpus=all_gpus, tensor=None, pipeline=None)),
+        (
+            "another GPU SKU",
+            replace(space, gpus=all_gpus, tensor=None, pipeline=None, expert=None),
+        ),
         ("any GPU, precision and size", SearchSpace(all_gpus, formats, None, None, kv_all, 64)),
     ]
 
@@ -856,5 +997,6 @@ def performance_at(
         request_frontend_s=frontend_s(plan.engine, plan.engine_version),
         engine=plan.engine,
         engine_version=plan.engine_version,
+        expert_parallel=plan.expert_parallel or 1,
         checkpoint=model.quantized_checkpoint(plan.checkpoint, fmt.id),
     )
