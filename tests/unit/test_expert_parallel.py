@@ -21,6 +21,10 @@ from llmdeploy.catalog import Catalog, load_image_lock
 from llmdeploy.cli import format_plan_table
 from llmdeploy.render import render_manifests
 from llmdeploy.sizing import SpecError, feasible_alternatives, plan_deployment
+from llmdeploy.sizing.engine_memory import engine_memory
+from llmdeploy.sizing.memory import memory_breakdown
+from llmdeploy.sizing.model_facts import resolve_model
+from llmdeploy.sizing.performance import estimate_performance, grouped_fp8_shares
 from llmdeploy.sizing.plan import Plan
 
 from .conftest import make_spec
@@ -209,3 +213,51 @@ def test_extra_args_may_not_set_what_the_plan_sets(catalog: Catalog) -> None:
     with pytest.raises(SpecError) as caught:
         _args(spec, catalog)
     assert caught.value.field == "spec.engine.extraArgs"
+
+
+@pytest.mark.parametrize(
+    ("name", "gpu", "quantization", "alike"),
+    [
+        ("Qwen/Qwen3-235B-A22B", "nvidia-h100-80gb", "bf16", True),
+        ("Qwen/Qwen3-235B-A22B", "nvidia-h100-80gb", "fp8", True),  # per-tensor, made at load
+        ("mistralai/Mixtral-8x7B-Instruct-v0.1", "amd-mi300x-192gb", "bf16", True),
+        (R1, "nvidia-b200-180gb", "fp8", True),  # the grouped kernels measured on Hopper only
+        (R1, H200, "fp8", False),
+        ("openai/gpt-oss-120b", H200, "mxfp4", False),  # the padding follows the split
+    ],
+)
+def test_what_is_priced_as_tensor_split_is_exactly_that(
+    catalog: Catalog, name: str, gpu: str, quantization: str, alike: bool
+) -> None:
+    """The planner copies EP 1's figures for a degree whose grouped FP8 rates are EP 1's
+    (MXFP4 aside): a fresh estimate and memory breakdown must then be the same, so a term that
+    comes to depend on the expert split without the planner knowing fails here."""
+    model = resolve_model(make_spec(name).model, catalog)
+    sku, fmt = catalog.gpus[gpu], catalog.quantizations[quantization]
+    shares = [grouped_fp8_shares(model, sku, fmt, "vllm", "0.11.0", 8, ep) for ep in (1, 8)]
+    assert (shares[0] == shares[1] and quantization != "mxfp4") is alike
+    if not alike:
+        return
+    rules = engine_memory("vllm", "0.11.0", sku, model.model_type)
+    memory = dict(kv_dtype_bytes=2, gpu_memory_utilization=0.9, max_num_batched_tokens=8192)
+    memory.update(max_num_seqs=16, max_context_length=8192, block_size=16)
+    load = dict(kv_dtype_bytes=2, concurrency=16, input_tokens=1024, output_tokens=256)
+    for expert in (2, 4, 8):
+        assert memory_breakdown(
+            model, sku, fmt, tensor=8, pipeline=1, rules=rules, expert_parallel=expert, **memory
+        ) == memory_breakdown(model, sku, fmt, tensor=8, pipeline=1, rules=rules, **memory)
+        assert estimate_performance(
+            model, sku, fmt, tensor=8, pipeline=1, engine_version="0.11.0",
+            expert_parallel=expert, **load,
+        ) == estimate_performance(
+            model, sku, fmt, tensor=8, pipeline=1, engine_version="0.11.0", **load
+        )  # fmt: skip
+
+
+def test_a_degree_priced_alike_is_shown_and_loses_the_tie(catalog: Catalog) -> None:
+    spec = make_spec("Qwen/Qwen3-235B-A22B", placement={"gpu": "nvidia-h100-80gb"})
+    plan = plan_deployment(spec, catalog)
+    assert plan.feasible and plan.expert_parallel == 1
+    tie = [a for a in plan.alternatives if a.expert_parallel == plan.tensor_parallel]
+    assert tie and tie[0].cost_per_million_tokens == plan.cost_per_million_tokens
+    assert "expert parallelism" in tie[0].reason

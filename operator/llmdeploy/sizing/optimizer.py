@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from llmdeploy.api.types import (
     KvCacheDtype,
@@ -32,6 +33,7 @@ from llmdeploy.sizing.performance import (
     Performance,
     estimate_performance,
     frontend_s,
+    grouped_fp8_shares,
     replicas_for_rate,
 )
 from llmdeploy.sizing.plan import Alternative, Plan
@@ -694,9 +696,14 @@ def _evaluate_layout(
     kv_dtypes: Sequence[KvCacheDtype],
 ) -> list[Candidate]:
     """One (TP, PP) layout with each expert-parallel degree and KV dtype; a degree whose
-    weights exceed the budget is one infeasible candidate."""
+    weights exceed the budget is one infeasible candidate. A degree the model prices as EP 1
+    takes EP 1's figures: it ties with EP 1, which the ranking prefers, and the plan shows it."""
     evaluated: list[Candidate] = []
     for expert in degrees:
+        split = [c for c in evaluated if c.expert == 1]
+        if split and _priced_as_split(ctx, gpu, fmt, tensor, expert):
+            evaluated.extend(replace(c, expert=expert) for c in split)
+            continue
         first = Candidate(gpu, fmt, tensor, pipeline, kv_dtypes[0], checkpoint, expert=expert)
         heavy = _weights_exceed_budget(ctx, first)
         if heavy:
@@ -708,6 +715,19 @@ def _evaluate_layout(
             for kv in kv_dtypes
         )
     return evaluated
+
+
+def _priced_as_split(ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, expert: int) -> bool:
+    """Whether the model prices experts spread whole over `expert` ranks as it prices them
+    TP-split: of what it counts only the grouped FP8 kernel's rates and MXFP4's padding of each
+    expert's slice (memory._mxfp4_layout_bytes) follow the split (tests/unit/
+    test_expert_parallel.py holds every other figure to EP 1's)."""
+    if fmt.id == Quantization.MXFP4:
+        return False
+    shares = partial(
+        grouped_fp8_shares, ctx.model, gpu, fmt, ctx.engine.id.value, ctx.engine_version(gpu)
+    )
+    return shares(tensor, expert) == shares(tensor, 1)
 
 
 def _alternative(ctx: _Context, c: Candidate, reason: str) -> Alternative:
