@@ -166,9 +166,10 @@ def _search(
 
 def _check_expert(model: ModelFacts, expert: int | None) -> None:
     """A pinned expert-parallel degree the model cannot take: a dense model has no experts,
-    and the planner sizes experts spread evenly (vLLM's determine_expert_map gives the
-    remainder of an uneven count to some ranks, vllm/model_executor/layers/fused_moe/layer.py;
-    TensorRT-LLM's MoE load balancer wants an even count too)."""
+    and the planner sizes experts spread evenly. vLLM would run an uneven count without EPLB
+    (determine_expert_map gives the remainder to some ranks; only EPLB asserts
+    global_num_experts % ep_size == 0, vllm/model_executor/layers/fused_moe/layer.py), its
+    busiest rank then holding more than the memory model counts."""
     path = "spec.parallelism.expert"
     if expert is None or expert == 1:
         return
