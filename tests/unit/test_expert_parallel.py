@@ -19,6 +19,7 @@ from llmdeploy.api.types import (
 )
 from llmdeploy.catalog import Catalog, load_image_lock
 from llmdeploy.cli import format_plan_table
+from llmdeploy.controller import recommend
 from llmdeploy.render import render_manifests
 from llmdeploy.sizing import SpecError, feasible_alternatives, plan_deployment
 from llmdeploy.sizing.engine_memory import engine_memory
@@ -261,3 +262,16 @@ def test_a_degree_priced_alike_is_shown_and_loses_the_tie(catalog: Catalog) -> N
     tie = [a for a in plan.alternatives if a.expert_parallel == plan.tensor_parallel]
     assert tie and tie[0].cost_per_million_tokens == plan.cost_per_million_tokens
     assert "expert parallelism" in tie[0].reason
+
+
+def test_a_running_plan_made_before_the_field_is_the_same_layout_as_ep_one(
+    catalog: Catalog,
+) -> None:
+    """status.plan written by an operator without expertParallel held its experts TP-split: a
+    recommendation of the same layout at EP 1 is no change."""
+    plan = plan_deployment(make_spec("Qwen/Qwen3-30B-A3B", parallelism={"tensor": 2}), catalog)
+    assert (plan.tensor_parallel, plan.expert_parallel) == (2, 1)
+    before = plan.model_copy(update={"expert_parallel": None})
+    assert recommend._layout(before) == recommend._layout(plan)
+    spread = plan.model_copy(update={"expert_parallel": 2})
+    assert recommend._layout(spread) != recommend._layout(plan)

@@ -249,7 +249,7 @@ def _layout(r: Recommendation | Plan, replicas: int | None = None) -> tuple[Any,
         r.quantization,
         r.tensor_parallel,
         r.pipeline_parallel,
-        r.expert_parallel,
+        r.expert_parallel or 1,  # a plan made before the field: experts TP-split, as EP 1
         r.replicas if replicas is None else replicas,
     )
 
