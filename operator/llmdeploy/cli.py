@@ -272,7 +272,9 @@ def format_plan_table(plan: Plan) -> str:
             f"PLAN  {plan.model} on {plan.engine}"
             f"{f' {plan.engine_version}' if plan.engine_version else ''}: "
             f"{plan.gpu} x{plan.gpu_count} "
-            f"(TP {plan.tensor_parallel}, PP {plan.pipeline_parallel}), {plan.quantization} "
+            f"(TP {plan.tensor_parallel}, PP {plan.pipeline_parallel}"
+            f"{f', EP {plan.expert_parallel}' if plan.expert_parallel else ''}), "
+            f"{plan.quantization} "
             f"weights, {plan.kv_cache_dtype} KV cache, {plan.replicas} replica(s)"
         )
         lines.append(
@@ -303,7 +305,10 @@ def format_plan_table(plan: Plan) -> str:
     lines.append("  why:")
     lines.extend(f"    - {reason}" for reason in plan.reasons)
     if plan.alternatives:
-        header = ("GPU", "GPUS", "QUANT", "TP", "PP", "KV", "TTFT", "TPOT", "$/1M", "WHY NOT")
+        # An MoE model's alternatives say how they hold the experts; a dense one's have no EP.
+        moe = any(a.expert_parallel is not None for a in plan.alternatives)
+        header = ("GPU", "GPUS", "QUANT", "TP", "PP", *(("EP",) if moe else ()), "KV", "TTFT")
+        header += ("TPOT", "$/1M", "WHY NOT")
         rows = [header] + [
             (
                 a.gpu,
@@ -311,6 +316,7 @@ def format_plan_table(plan: Plan) -> str:
                 a.quantization,
                 str(a.tensor_parallel),
                 str(a.pipeline_parallel),
+                *((str(a.expert_parallel),) if moe else ()),
                 a.kv_cache_dtype,
                 "-" if a.estimated_ttft_ms is None else f"{a.estimated_ttft_ms:.0f}ms",
                 "-" if a.estimated_tpot_ms is None else f"{a.estimated_tpot_ms:.1f}ms",

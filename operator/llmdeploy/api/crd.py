@@ -16,12 +16,14 @@ from llmdeploy.api.types import (
     ACTIVATION_QUERY_REFUSED,
     ARCHITECTURE_RULES,
     DNS_LABEL_PATTERN,
+    EXPERT_DIVIDES_TENSOR,
     GROUP,
     HPA_SCALE_TO_ZERO,
     HTTP_ROUTE_NEEDS_POOL,
     KIND,
     PROMETHEUS_URL_REFUSED,
     VERSION,
+    VLLM_EXPERT_IS_TENSOR,
     LLMDeploymentSpec,
 )
 
@@ -46,6 +48,23 @@ SPEC_RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
             "message": "workload.inputTokens + workload.outputTokens must not exceed "
             "workload.maxContextLength",
             "fieldPath": ".workload.maxContextLength",
+        },
+        {
+            "rule": "!has(self.parallelism) || !has(self.parallelism.expert) || "
+            "type(self.parallelism.expert) != int || self.parallelism.expert == 1 || "
+            "!has(self.parallelism.tensor) || type(self.parallelism.tensor) != int || "
+            "self.parallelism.expert == self.parallelism.tensor || "
+            "(has(self.engine) && has(self.engine.name) && self.engine.name != 'vllm')",
+            "message": VLLM_EXPERT_IS_TENSOR,
+            "fieldPath": ".parallelism.expert",
+        },
+    ],
+    ("parallelism",): [
+        {
+            "rule": "!has(self.expert) || type(self.expert) != int || !has(self.tensor) || "
+            "type(self.tensor) != int || self.tensor % self.expert == 0",
+            "message": EXPERT_DIVIDES_TENSOR,
+            "fieldPath": ".expert",
         },
     ],
     ("scaling", "scaleToZero", "activationMetric"): [

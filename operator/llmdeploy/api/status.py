@@ -150,6 +150,7 @@ class Recommendation(MeasuredModel):
     quantization: str | None = None
     tensor_parallel: int | None = None
     pipeline_parallel: int | None = None
+    expert_parallel: int | None = None
     replicas: int | None = None
     cost_per_hour: float | None = Field(default=None, description="USD, all replicas.")
     cost_per_hour_change: float | None = Field(
@@ -262,6 +263,9 @@ class LLMDeploymentStatus(StatusModel):
     gpu_count: int | None = Field(default=None, description="GPUs per replica.")
     quantization: str | None = Field(default=None, description="Chosen weight format.")
     tensor_parallel: int | None = Field(default=None, description="Chosen tensor parallelism.")
+    expert_parallel: int | None = Field(
+        default=None, description="Chosen expert parallelism of an MoE model (1: TP-split)."
+    )
     cost_per_hour: str | None = Field(
         default=None, description="Estimated USD per hour of all replicas, e.g. '6.00'."
     )

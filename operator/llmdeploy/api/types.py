@@ -441,6 +441,19 @@ class Toleration(SpecModel):
     )
 
 
+# Expert parallelism runs over the TP ranks of a stage (no attention data parallelism): each
+# expert is split tensor / expert ways (TensorRT-LLM: moe_expert_parallel_size x
+# moe_tensor_parallel_size = tensor_parallel_size, llmapi/llm_args.py), so the degree divides
+# TP. vLLM has one switch, --enable-expert-parallel, whose EP size is TP x DP
+# (FusedMoEParallelConfig.make, vllm/model_executor/layers/fused_moe/config.py): without data
+# parallelism, the TP itself.
+EXPERT_DIVIDES_TENSOR = "parallelism.expert must be 1 or divide parallelism.tensor"
+VLLM_EXPERT_IS_TENSOR = (
+    "parallelism.expert must be 1 or equal parallelism.tensor with engine vllm: "
+    "--enable-expert-parallel spreads the experts over every TP rank"
+)
+
+
 class ParallelismSpec(SpecModel):
     tensor: Auto | Annotated[int, Field(ge=1, le=64)] = Field(
         default="auto", description="Tensor-parallel size, or auto."
@@ -448,6 +461,19 @@ class ParallelismSpec(SpecModel):
     pipeline: Auto | Annotated[int, Field(ge=1, le=64)] = Field(
         default="auto", description="Pipeline-parallel size (across nodes), or auto."
     )
+    expert: Auto | Annotated[int, Field(ge=1, le=64)] = Field(
+        default="auto",
+        description="Expert-parallel size of an MoE model, or auto: 1 splits every expert over "
+        "the TP ranks, N spreads the experts whole over N of them (N divides tensor; with "
+        "vLLM N is tensor). Dense models take 1.",
+    )
+
+    @model_validator(mode="after")
+    def _expert_divides_tensor(self) -> ParallelismSpec:
+        tensor, expert = self.tensor, self.expert
+        if isinstance(tensor, int) and isinstance(expert, int) and tensor % expert:
+            raise ValueError(EXPERT_DIVIDES_TENSOR)
+        return self
 
 
 class WorkloadSpec(SpecModel):
@@ -800,7 +826,8 @@ class LLMDeploymentSpec(SpecModel):
         description="Lowest precision auto may choose; bf16 forbids lowering precision.",
     )
     parallelism: ParallelismSpec = Field(
-        default_factory=ParallelismSpec, description="Tensor and pipeline parallelism."
+        default_factory=ParallelismSpec,
+        description="Tensor, pipeline and expert parallelism.",
     )
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec, description="Expected traffic.")
     slo: SloSpec = Field(default_factory=SloSpec, description="Latency targets.")
@@ -826,6 +853,14 @@ class LLMDeploymentSpec(SpecModel):
         default=None,
         description="Traffic entry through the Gateway API Inference Extension (docs/routing.md).",
     )
+
+    @model_validator(mode="after")
+    def _vllm_expert_is_tensor(self) -> LLMDeploymentSpec:
+        tensor, expert = self.parallelism.tensor, self.parallelism.expert
+        pinned = isinstance(tensor, int) and isinstance(expert, int)
+        if pinned and self.engine.name is EngineName.VLLM and expert not in (1, tensor):
+            raise ValueError(VLLM_EXPERT_IS_TENSOR)
+        return self
 
     def metrics_readers(self) -> list[str]:
         """The fields that read the engines' Prometheus metrics: they need a release that

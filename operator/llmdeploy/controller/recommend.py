@@ -249,6 +249,7 @@ def _layout(r: Recommendation | Plan, replicas: int | None = None) -> tuple[Any,
         r.quantization,
         r.tensor_parallel,
         r.pipeline_parallel,
+        r.expert_parallel or 1,  # a plan made before the field: experts TP-split, as EP 1
         r.replicas if replicas is None else replicas,
     )
 
@@ -306,6 +307,7 @@ def recommend(
         quantization=plan.quantization,
         tensor_parallel=plan.tensor_parallel,
         pipeline_parallel=plan.pipeline_parallel,
+        expert_parallel=plan.expert_parallel,
         replicas=plan.replicas,
         cost_per_hour=plan.cost_per_hour,
         estimated_ttft_ms=plan.estimated_ttft_ms,

@@ -158,6 +158,7 @@ def status_update(
         gpu_count=plan.gpu_count,
         quantization=plan.quantization,
         tensor_parallel=plan.tensor_parallel,
+        expert_parallel=plan.expert_parallel,
         cost_per_hour=None if plan.cost_per_hour is None else f"{cost_at(plan, replicas):.2f}",
         replicas=replicas if plan.feasible else 0,
         ready_replicas=ready,
@@ -188,7 +189,8 @@ def status_update(
             True,
             "Planned",
             f"{plan.gpu} x{plan.gpu_count} {plan.quantization} TP{plan.tensor_parallel} "
-            f"PP{plan.pipeline_parallel}, {replicas} replica(s), ${plan.cost_per_hour}/h",
+            f"PP{plan.pipeline_parallel}{expert_label(plan)}, {replicas} replica(s), "
+            f"${plan.cost_per_hour}/h",
             generation,
         ),
         new_condition(
@@ -318,10 +320,16 @@ def stored_autoscaler_state(stored: object) -> AutoscalerState:
         return AutoscalerState()
 
 
+def expert_label(plan: Plan) -> str:
+    """` EP8` where the plan spreads the experts over ranks, else nothing."""
+    return f" EP{plan.expert_parallel}" if (plan.expert_parallel or 1) > 1 else ""
+
+
 def plan_summary(plan: Plan) -> str:
     return (
         f"{plan.gpu} x{plan.gpu_count} {plan.quantization} TP{plan.tensor_parallel} "
-        f"PP{plan.pipeline_parallel} KV {plan.kv_cache_dtype}, {plan.replicas} replica(s), "
+        f"PP{plan.pipeline_parallel}{expert_label(plan)} KV {plan.kv_cache_dtype}, "
+        f"{plan.replicas} replica(s), "
         f"est. TTFT {plan.estimated_ttft_ms} ms TPOT {plan.estimated_tpot_ms} ms, "
         f"${plan.cost_per_hour}/h"
     )

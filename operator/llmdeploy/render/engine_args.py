@@ -29,6 +29,7 @@ ALIASES = {
     EngineName.TENSORRT_LLM: {
         "--tensor-parallel-size": "--tp-size",
         "--pipeline-parallel-size": "--pp-size",
+        "--moe-expert-parallel-size": "--ep-size",
         "--config": "--extra-llm-api-options",
         "--free-gpu-memory-fraction": "--kv-cache-free-gpu-memory-fraction",
     },
@@ -206,6 +207,10 @@ def vllm_args(
         ("--kv-cache-dtype", str(plan.kv_cache_dtype)),
         *_quantization_flag(spec, plan, native),
     ]
+    # One switch: with it the MoE's EP size is the TP (no data parallelism) and every rank
+    # holds whole experts (FusedMoEParallelConfig.make); without it each expert is TP-split.
+    if (plan.expert_parallel or 1) > 1:
+        planned.append(("--enable-expert-parallel", None))
     revision = _revision(spec)
     if revision:
         planned.append(("--revision", revision))
@@ -230,6 +235,10 @@ def trtllm_args(spec: LLMDeploymentSpec, plan: Plan, options_file: str) -> list[
         ("--backend", "pytorch"),
         ("--tp_size", str(plan.tensor_parallel)),
         ("--pp_size", str(plan.pipeline_parallel)),
+        # An MoE model's expert split, always explicit: trtllm-serve's --ep_size
+        # (moe_expert_parallel_size) is unset by default, and Mapping then TP-splits every
+        # expert (moe_ep_size 1); set, moe_tp_size = TP / EP (tensorrt_llm/mapping.py).
+        *([("--ep_size", str(plan.expert_parallel))] if plan.expert_parallel else []),
         ("--max_seq_len", str(plan.max_context_length)),
         ("--max_batch_size", str(plan.max_num_seqs)),
         ("--max_num_tokens", str(plan.max_num_batched_tokens)),

@@ -36,6 +36,7 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("gpu_count", "GPUs per replica"),
     ("tensor_parallel", "tensor parallel"),
     ("pipeline_parallel", "pipeline parallel"),
+    ("expert_parallel", "expert parallel"),
     ("quantization", "quantization"),
     ("kv_cache_dtype", "KV cache dtype"),
     ("max_context_length", "max context length"),

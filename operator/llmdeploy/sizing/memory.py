@@ -83,10 +83,13 @@ def weight_bytes_per_rank(
     pipeline: int,
     rules: EngineMemory | None = None,
     checkpoint: QuantizedCheckpoint | None = None,
+    expert_parallel: int = 1,
 ) -> float:
     """Weights on one GPU: its decoder layers (`layer_weight_bytes_per_rank`) and its share of
     the vocab-parallel embeddings (`embedding_bytes_per_rank`)."""
-    layers = layer_weight_bytes_per_rank(model, fmt, tensor, pipeline, rules, checkpoint)
+    layers = layer_weight_bytes_per_rank(
+        model, fmt, tensor, pipeline, rules, checkpoint, expert_parallel
+    )
     return layers + embedding_bytes_per_rank(model, tensor, pipeline)
 
 
@@ -114,13 +117,17 @@ def layer_weight_bytes_per_rank(
     pipeline: int,
     rules: EngineMemory | None = None,
     checkpoint: QuantizedCheckpoint | None = None,
+    expert_parallel: int = 1,
 ) -> float:
     """The decoder layers' weights on one GPU of the largest stage: sharded linear layers,
     replicated KV heads, MLA's replicated layers and MoE routers (replicated_parameters);
     with `rules`, MXFP4 experts as the engine lays them out (else as the checkpoint holds
     them) and MLA's 16-bit copy of a quantized kv_b_proj where the engine keeps one; with
     `checkpoint`, the pre-quantized checkpoint's 16-bit layers and attention as such, and its
-    group size (`checkpoint_format`)."""
+    group size (`checkpoint_format`). `expert_parallel`: the ranks the routed experts are spread
+    over whole (a divisor of `tensor` and of the expert count): a rank holds experts /
+    expert_parallel of them, each split tensor / expert_parallel ways, the same bytes as a
+    1/tensor slice of every expert but for MXFP4's padding of each expert's slice."""
     fmt = checkpoint_format(fmt, checkpoint)
     body = model.parameters - model.embedding_parameters
     experts = 0.0
@@ -147,7 +154,7 @@ def layer_weight_bytes_per_rank(
     if rules is not None and rules.mla_dequantized_kv_b_proj and linear_bytes < BYTES_16BIT:
         per_rank += mla_kv_b_copy_parameters(model, tensor, pipeline) * BYTES_16BIT
     if rules is not None and fmt.id == Quantization.MXFP4 and experts:
-        per_rank += _mxfp4_layout_bytes(model, tensor, pipeline, rules.mxfp4)
+        per_rank += _mxfp4_layout_bytes(model, tensor, pipeline, rules.mxfp4, expert_parallel)
         per_rank -= experts * fmt.weight_bytes / (tensor * pipeline)
     # With TP > KV heads every rank keeps a whole KV head instead of a 1/TP slice of them.
     if not model.is_mla and tensor > model.kv_heads:
@@ -259,25 +266,30 @@ def held_16_bit_active_parameters(
 
 
 def mxfp4_expert_read_bytes(
-    model: ModelFacts, tensor: int, pipeline: int, layout: Mxfp4Layout
+    model: ModelFacts, tensor: int, pipeline: int, layout: Mxfp4Layout, expert_parallel: int = 1
 ) -> float:
     """One rank's MXFP4 experts as the engine's MoE kernel reads them: the layout's padded
     tensors with their scales once. Where vLLM keeps the checkpoint's scales next to the
     swizzled ones (Triton), the kernel is handed only the swizzled ones (mxfp4.py
     process_weights_after_loading: PrecisionConfig(weight_scale=w13_scale), 0.13.0)."""
     once = dataclasses.replace(layout, scales_kept_twice=False)
-    return _mxfp4_layout_bytes(model, tensor, pipeline, once)
+    return _mxfp4_layout_bytes(model, tensor, pipeline, once, expert_parallel)
 
 
 def _mxfp4_layout_bytes(
-    model: ModelFacts, tensor: int, pipeline: int, layout: Mxfp4Layout
+    model: ModelFacts, tensor: int, pipeline: int, layout: Mxfp4Layout, expert_parallel: int = 1
 ) -> float:
     """One rank's MXFP4 experts as vLLM allocates them: each expert's gate/up and down matmuls
     with the rank's intermediate slice and the hidden size rounded up to the kernel's
     alignment; 4-bit elements plus one 8-bit scale per 32 (twice where the scales are kept
-    twice)."""
+    twice). With expert parallelism a rank allocates its experts / expert_parallel experts
+    (FusedMoE passes num_experts=local_num_experts to create_weights) with the intermediate
+    split tensor / expert_parallel ways (the MoE's tp_size is 1 under vLLM's EP:
+    FusedMoEParallelConfig.make, vllm/model_executor/layers/fused_moe/)."""
+    split = tensor // expert_parallel
+    experts = model.experts / expert_parallel
     intermediate = _round_up(
-        math.ceil(model.moe_intermediate_size / tensor), layout.intermediate_align
+        math.ceil(model.moe_intermediate_size / split), layout.intermediate_align
     )
     hidden = _round_up(model.hidden_size, layout.hidden_align)
     layers = (model.layers - model.first_dense_layers) / pipeline
@@ -291,8 +303,8 @@ def _mxfp4_layout_bytes(
         down = _round_up(intermediate // 2, align) * 2 * _round_up(hidden, align)
         padded = (gate_up + down) * MXFP4_ELEMENT_BYTES
         scales_bytes = 3 * intermediate * hidden * scales * MXFP4_SCALE_BYTES
-        return model.experts * layers * (padded + scales_bytes)
-    return model.experts * layers * 3 * intermediate * hidden * per_element
+        return experts * layers * (padded + scales_bytes)
+    return experts * layers * 3 * intermediate * hidden * per_element
 
 
 def _round_up(value: int, alignment: int) -> int:
@@ -460,11 +472,15 @@ def memory_breakdown(
     rules: EngineMemory,
     budget_of_free_memory: bool = False,
     checkpoint: QuantizedCheckpoint | None = None,
+    expert_parallel: int = 1,
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free;
-    `checkpoint`: the known pre-quantized checkpoint the plan loads."""
+    `checkpoint`: the known pre-quantized checkpoint the plan loads; `expert_parallel`: the
+    ranks the experts are spread over whole (`layer_weight_bytes_per_rank`)."""
     total = gpu.visible_memory_gib * GIB
-    weights = weight_bytes_per_rank(model, fmt, tensor, pipeline, rules, checkpoint)
+    weights = weight_bytes_per_rank(
+        model, fmt, tensor, pipeline, rules, checkpoint, expert_parallel
+    )
     rows = (
         tensorrt_llm_profiling_requests(max_num_batched_tokens, max_context_length)
         if budget_of_free_memory

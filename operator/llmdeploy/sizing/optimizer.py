@@ -1,5 +1,5 @@
-"""Enumerate GPU x count x quantization x TP x PP x KV dtype, drop the infeasible with a reason,
-and pick the cheapest configuration per token that meets the SLO.
+"""Enumerate GPU x count x quantization x TP x PP x EP x KV dtype, drop the infeasible with a
+reason, and pick the cheapest configuration per token that meets the SLO.
 
 Ties go to fewer GPUs, then to higher precision.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from llmdeploy.api.types import (
     KvCacheDtype,
@@ -32,7 +33,9 @@ from llmdeploy.sizing.performance import (
     LatencyCalibration,
     Performance,
     estimate_performance,
+    expert_split,
     frontend_s,
+    grouped_fp8_shares,
     replicas_for_rate,
 )
 from llmdeploy.sizing.plan import Alternative, Plan
@@ -53,6 +56,7 @@ class SearchSpace:
     pipeline: int | None
     kv_dtypes: tuple[KvCacheDtype, ...]
     max_gpus: int
+    expert: int | None = None  # pinned expert-parallel degree, or None for auto
 
 
 @dataclass(slots=True, eq=False)  # identity, not field-by-field comparison
@@ -70,6 +74,7 @@ class Candidate:
     cost_per_hour: float = 0.0
     cost_per_million_tokens: float = 0.0
     slo_miss: str | None = None
+    expert: int = 1  # ranks the routed experts are spread over whole (1: each expert TP-split)
 
     @property
     def gpu_count(self) -> int:
@@ -81,6 +86,7 @@ class Candidate:
 
     def label(self) -> str:
         layout = f"TP{self.tensor}" + (f"xPP{self.pipeline}" if self.pipeline > 1 else "")
+        layout += f" EP{self.expert}" if self.expert > 1 else ""
         kv = ", fp8 KV" if self.kv_dtype is KvCacheDtype.FP8 else ""
         return f"{self.gpu.id} x{self.gpu_count} {self.fmt.id} {layout}{kv}"
 
@@ -155,7 +161,30 @@ def _search(
         drivers=drivers or {},
         calibration=calibration,
     )
-    return ctx, _search_space(spec, catalog, engine)
+    space = _search_space(spec, catalog, engine)
+    _check_expert(model, space.expert)
+    return ctx, space
+
+
+def _check_expert(model: ModelFacts, expert: int | None) -> None:
+    """A pinned expert-parallel degree the model cannot take: a dense model has no experts,
+    and the planner sizes experts spread evenly. vLLM would run an uneven count without EPLB
+    (determine_expert_map gives the remainder to some ranks; only EPLB asserts
+    global_num_experts % ep_size == 0, vllm/model_executor/layers/fused_moe/layer.py), its
+    busiest rank then holding more than the memory model counts."""
+    path = "spec.parallelism.expert"
+    if expert is None or expert == 1:
+        return
+    if not model.is_moe:
+        raise SpecError(
+            path, f"{model.id} is a dense model: it has no experts to spread; use 1 or auto"
+        )
+    if model.experts % expert:
+        raise SpecError(
+            path,
+            f"the {model.experts} routed experts of {model.id} do not spread evenly over "
+            f"{expert} ranks; the planner sizes an even spread only",
+        )
 
 
 def plan_deployment(
@@ -194,7 +223,7 @@ def feasible_alternatives(
     ctx, space = _search(spec, catalog, images, drivers, calibration)
     fits = [c for c in _ranked(ctx, space) if c.infeasible is None]
     best = fits[0] if fits and fits[0].viable else None
-    return [_alternative(c, "chosen" if c is best else _why_lost(ctx, c, best)) for c in fits]
+    return [_alternative(ctx, c, "chosen" if c is best else _why_lost(ctx, c, best)) for c in fits]
 
 
 def _max_context(spec: LLMDeploymentSpec, model: ModelFacts) -> int:
@@ -274,6 +303,7 @@ def _search_space(spec: LLMDeploymentSpec, catalog: Catalog, engine: Engine) -> 
         pipeline=None if parallelism.pipeline == "auto" else parallelism.pipeline,
         kv_dtypes=kv_dtypes,
         max_gpus=placement.max_gpus_per_replica,
+        expert=None if parallelism.expert == "auto" else parallelism.expert,
     )
 
 
@@ -295,6 +325,31 @@ def _layouts(space: SearchSpace, gpu: Gpu) -> list[list[tuple[int, int]]]:
             pipelines = [space.pipeline]  # both pinned: evaluate and explain, even if too many
         groups.append([(tensor, pipeline) for pipeline in pipelines])
     return groups
+
+
+def _expert_degrees(ctx: _Context, space: SearchSpace, tensor: int) -> tuple[list[int], str]:
+    """The expert-parallel degrees to try with TP `tensor` (1 first), and why none is left.
+    Expert parallelism runs over the TP ranks (no attention data parallelism): vLLM's
+    --enable-expert-parallel makes the MoE's EP size the TP and each expert whole
+    (FusedMoEParallelConfig.make: ep_size = tp_size x dp_size, the MoE's tp_size 1);
+    TensorRT-LLM takes any moe_expert_parallel_size whose product with
+    moe_tensor_parallel_size is the TP (trtllm-serve --ep_size): 1, half the TP and the TP are
+    tried. A dense model, and a count of experts that does not spread evenly, take 1."""
+    model, pinned = ctx.model, space.expert
+    vllm = ctx.engine.id != "tensorrt-llm"
+    if pinned is not None:
+        if tensor % pinned:
+            return [], f"expert parallel {pinned} does not divide tensorParallel {tensor}"
+        if vllm and pinned not in (1, tensor):
+            return [], (
+                f"{ctx.engine.display_name} spreads the experts over every TP rank: expert "
+                f"parallel {pinned} needs tensorParallel {pinned}, not {tensor}"
+            )
+        return [pinned], ""
+    if not model.is_moe or tensor == 1:
+        return [1], ""
+    tried = (tensor,) if vllm else (tensor // 2, tensor)
+    return [1, *(d for d in dict.fromkeys(tried) if d > 1 and model.experts % d == 0)], ""
 
 
 def _gpu_unavailable(ctx: _Context, gpu: Gpu) -> str | None:
@@ -413,39 +468,40 @@ def _layout_unsupported(ctx: _Context, gpu: Gpu, tensor: int, pipeline: int) -> 
     return None
 
 
-def _block_fp8_unsplit(
-    ctx: _Context, fmt: QuantFormat, tensor: int, checkpoint: str | None
-) -> str | None:
-    """Why vLLM cannot load a block-scaled FP8 checkpoint's experts at this TP: each rank's
+def _block_fp8_unsplit(ctx: _Context, c: Candidate) -> str | None:
+    """Why vLLM cannot load a block-scaled FP8 checkpoint's experts in this layout: each rank's
     share of an expert's intermediate size must be a whole number of the checkpoint's weight
     blocks, or Fp8MoEMethod.create_weights raises ("is not divisible by weight quantization
-    block_n", and block_k at TP > 1; vLLM 0.11.0 and 0.13.0 quantization/fp8.py). Plans deploy
-    without expert parallelism, so each expert is split `tensor` ways."""
+    block_n", and block_k when the expert is split; vLLM 0.11.0 and 0.13.0
+    quantization/fp8.py). Each expert is split tensor / expert-parallel ways (whole under EP =
+    TP: FusedMoE's tp_size is then 1)."""
     model = ctx.model
-    known = model.quantized_checkpoint(checkpoint, fmt.id)
+    known = model.quantized_checkpoint(c.checkpoint, c.fmt.id)
     if ctx.engine.id.value != "vllm" or not model.is_moe or known is None:
         return None
     if known.weight_block_size is None:
         return None
     block_n, block_k = known.weight_block_size
-    blocks = block_n if tensor == 1 else math.lcm(block_n, block_k)
-    if model.moe_intermediate_size % (tensor * blocks) == 0:
+    split = expert_split(c.tensor, c.expert)
+    blocks = block_n if split == 1 else math.lcm(block_n, block_k)
+    if model.moe_intermediate_size % (split * blocks) == 0:
         return None
     return (
-        f"vLLM cannot load {known.id} at tensorParallel {tensor}: each GPU's share of the "
-        f"{model.moe_intermediate_size}-wide expert intermediate size is not a multiple of its "
-        f"{block_n}x{block_k} FP8 weight blocks"
+        f"vLLM cannot load {known.id} at tensorParallel {c.tensor} with expertParallel "
+        f"{c.expert}: each GPU's share of the {model.moe_intermediate_size}-wide expert "
+        f"intermediate size is not a multiple of its {block_n}x{block_k} FP8 weight blocks"
     )
 
 
-def _weights_exceed_budget(
-    ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, pipeline: int, checkpoint: str | None
-) -> str | None:
+def _weights_exceed_budget(ctx: _Context, c: Candidate) -> str | None:
+    gpu, fmt = c.gpu, c.fmt
     utilization = ctx.spec.engine.gpu_memory_utilization
     budget = gpu.visible_memory_gib * utilization
     rules = ctx.memory_rules(gpu)
-    known = ctx.model.quantized_checkpoint(checkpoint, fmt.id)
-    weights = weight_bytes_per_rank(ctx.model, fmt, tensor, pipeline, rules, known) / GIB
+    known = ctx.model.quantized_checkpoint(c.checkpoint, fmt.id)
+    weights = (
+        weight_bytes_per_rank(ctx.model, fmt, c.tensor, c.pipeline, rules, known, c.expert) / GIB
+    )
     if weights < budget:
         return None
     return (
@@ -482,6 +538,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         rules=ctx.memory_rules(gpu),
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
         checkpoint=checkpoint,
+        expert_parallel=candidate.expert,
     )
     candidate.memory = memory
     # Without room for one request of maxContextLength vLLM refuses to start and TensorRT-LLM
@@ -523,6 +580,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         request_frontend_s=frontend_s(ctx.engine.id.value, version),
         engine=ctx.engine.id.value,
         engine_version=version,
+        expert_parallel=candidate.expert,
         checkpoint=checkpoint,
         memory_rules=ctx.memory_rules(gpu),
     )
@@ -603,6 +661,7 @@ def _rank_key(ctx: _Context, c: Candidate) -> tuple[float, ...]:
         PRECISION_RANK[c.fmt.precision],
         0 if c.kv_dtype is KvCacheDtype.AUTO else 1,
         c.pipeline,
+        c.expert,  # at the same cost, the engines' default: experts TP-split
     )
 
 
@@ -623,24 +682,25 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
                 continue
             for group in _layouts(space, gpu):
                 for tensor, pipeline in group:
-                    unsupported = _layout_unsupported(ctx, gpu, tensor, pipeline)
-                    rejected = (
-                        unsupported
-                        or _block_fp8_unsplit(ctx, fmt, tensor, checkpoint)
-                        or _weights_exceed_budget(ctx, gpu, fmt, tensor, pipeline, checkpoint)
-                    )
-                    if rejected:
-                        kv = kv_dtypes[0]
+                    degrees, no_degree = _expert_degrees(ctx, space, tensor)
+                    unsupported = _layout_unsupported(ctx, gpu, tensor, pipeline) or no_degree
+                    if unsupported:
+                        kv, expert = kv_dtypes[0], space.expert or 1
                         candidates.append(
-                            Candidate(gpu, fmt, tensor, pipeline, kv, infeasible=rejected)
+                            Candidate(
+                                gpu,
+                                fmt,
+                                tensor,
+                                pipeline,
+                                kv,
+                                infeasible=unsupported,
+                                expert=expert,
+                            )
                         )
-                        if unsupported:
-                            break
-                        continue
-                    evaluated = [
-                        _evaluate(ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint))
-                        for kv in kv_dtypes
-                    ]
+                        break
+                    evaluated = _evaluate_layout(
+                        ctx, gpu, fmt, tensor, pipeline, checkpoint, degrees, kv_dtypes
+                    )
                     candidates.extend(evaluated)
                     # Deeper pipelines only add GPUs and hops once the model fits.
                     if any(c.infeasible is None for c in evaluated):
@@ -654,13 +714,59 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
     return viable + missed + infeasible
 
 
-def _alternative(c: Candidate, reason: str) -> Alternative:
+def _evaluate_layout(
+    ctx: _Context,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    tensor: int,
+    pipeline: int,
+    checkpoint: str | None,
+    degrees: Sequence[int],
+    kv_dtypes: Sequence[KvCacheDtype],
+) -> list[Candidate]:
+    """One (TP, PP) layout with each expert-parallel degree and KV dtype; a degree whose
+    weights exceed the budget is one infeasible candidate. A degree the model prices as EP 1
+    takes EP 1's figures: it ties with EP 1, which the ranking prefers, and the plan shows it."""
+    evaluated: list[Candidate] = []
+    for expert in degrees:
+        split = [c for c in evaluated if c.expert == 1]
+        if split and _priced_as_split(ctx, gpu, fmt, tensor, expert):
+            evaluated.extend(replace(c, expert=expert) for c in split)
+            continue
+        first = Candidate(gpu, fmt, tensor, pipeline, kv_dtypes[0], checkpoint, expert=expert)
+        heavy = _block_fp8_unsplit(ctx, first) or _weights_exceed_budget(ctx, first)
+        if heavy:
+            first.checkpoint, first.infeasible = None, heavy
+            evaluated.append(first)
+            continue
+        evaluated.extend(
+            _evaluate(ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint, expert=expert))
+            for kv in kv_dtypes
+        )
+    return evaluated
+
+
+def _priced_as_split(ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, expert: int) -> bool:
+    """Whether the model prices experts spread whole over `expert` ranks as it prices them
+    TP-split: of what it counts only the grouped FP8 kernel's rates and MXFP4's padding of each
+    expert's slice (memory._mxfp4_layout_bytes) follow the split (tests/unit/
+    test_expert_parallel.py holds every other figure to EP 1's)."""
+    if fmt.id == Quantization.MXFP4:
+        return False
+    shares = partial(
+        grouped_fp8_shares, ctx.model, gpu, fmt, ctx.engine.id.value, ctx.engine_version(gpu)
+    )
+    return shares(tensor, expert) == shares(tensor, 1)
+
+
+def _alternative(ctx: _Context, c: Candidate, reason: str) -> Alternative:
     perf = c.performance
     return Alternative(
         gpu=c.gpu.id,
         gpu_count=c.gpu_count,
         tensor_parallel=c.tensor,
         pipeline_parallel=c.pipeline,
+        expert_parallel=c.expert if ctx.model.is_moe else None,
         quantization=c.fmt.id.value,
         kv_cache_dtype=c.kv_dtype.value,
         feasible=c.infeasible is None,
@@ -675,6 +781,34 @@ def _alternative(c: Candidate, reason: str) -> Alternative:
 
 
 def _why_lost(ctx: _Context, c: Candidate, best: Candidate | None) -> str:
+    why = _why_lost_plain(ctx, c, best)
+    if best is not None and c.expert != best.expert and _same_layout(c, best):
+        # The chosen layout with the experts spread otherwise: say which way lost.
+        return f"{_experts_way(ctx, c)} instead of {_experts_way(ctx, best)}: {why}"
+    return why
+
+
+def _same_layout(a: Candidate, b: Candidate) -> bool:
+    """The same GPUs, format, TP, PP and KV dtype (the expert-parallel degree aside)."""
+    return (a.gpu, a.fmt, a.tensor, a.pipeline, a.kv_dtype) == (
+        b.gpu,
+        b.fmt,
+        b.tensor,
+        b.pipeline,
+        b.kv_dtype,
+    )
+
+
+def _experts_way(ctx: _Context, c: Candidate) -> str:
+    """How a layout holds the routed experts, in words."""
+    if c.expert == 1:
+        return f"EP1 (every expert split {c.tensor} ways)"
+    split = c.tensor // c.expert
+    whole = "whole" if split == 1 else f"split {split} ways"
+    return f"EP{c.expert} ({ctx.model.experts // c.expert} experts per GPU, {whole})"
+
+
+def _why_lost_plain(ctx: _Context, c: Candidate, best: Candidate | None) -> str:
     if c.infeasible:
         return c.infeasible
     if c.slo_miss:
@@ -695,7 +829,7 @@ def _why_lost(ctx: _Context, c: Candidate, best: Candidate | None) -> str:
         return "same cost with more GPUs"
     if PRECISION_RANK[c.fmt.precision] > PRECISION_RANK[best.fmt.precision]:
         return "same cost at lower precision"
-    return "same cost; ranked lower on KV precision or pipeline depth"
+    return "same cost; ranked lower on KV precision, pipeline depth or expert parallelism"
 
 
 def _alternatives(
@@ -719,7 +853,7 @@ def _alternatives(
         if c.infeasible and c not in chosen:
             dropped.setdefault(c.infeasible.split(";")[0].split(",")[0][:40], c)
     chosen.extend(list(dropped.values())[: max(0, MAX_ALTERNATIVES - len(chosen))])
-    return [_alternative(c, _why_lost(ctx, c, best)) for c in chosen[:MAX_ALTERNATIVES]]
+    return [_alternative(ctx, c, _why_lost(ctx, c, best)) for c in chosen[:MAX_ALTERNATIVES]]
 
 
 def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
@@ -733,6 +867,8 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         f"of {ctx.max_context})",
         _objective(ctx, best),
     ]
+    if ctx.model.is_moe and best.tensor > 1:
+        reasons.append(_expert_reason(ctx, best, ranked))
     if _near_limit(memory):
         reasons.append(
             f"the KV cache estimate is within its error band (+-{KV_ESTIMATE_BAND:.0%}) of one "
@@ -753,6 +889,7 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         gpu_count=best.gpu_count,
         tensor_parallel=best.tensor,
         pipeline_parallel=best.pipeline,
+        expert_parallel=best.expert if ctx.model.is_moe else None,
         quantization=best.fmt.id.value,
         kv_cache_dtype=best.kv_dtype.value,
         max_context_length=ctx.max_context,
@@ -778,6 +915,27 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         reasons=reasons,
         alternatives=_alternatives(ctx, ranked, best),
     )
+
+
+def _expert_reason(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> str:
+    """How the chosen layout holds the routed experts, next to the other ways tried for it."""
+    told = f"experts: {_experts_way(ctx, best)}"
+    others = [
+        c
+        for c in ranked
+        if c is not best and c.performance is not None and _same_layout(c, best)
+        if c.expert != best.expert
+    ]
+    for other in others:
+        perf = other.performance
+        assert perf is not None
+        told += (
+            f"; {_experts_way(ctx, other)} est. TTFT {perf.ttft_s * 1000:.0f} ms, TPOT "
+            f"{perf.tpot_s * 1000:.1f} ms, ${other.cost_per_million_tokens:.3f} per 1M tokens"
+        )
+    if ctx.spec.parallelism.expert != "auto":
+        told += " (spec.parallelism.expert)"
+    return told
 
 
 def _objective(ctx: _Context, best: Candidate) -> str:
@@ -811,9 +969,12 @@ def _relaxations(
         ),
         (
             "more GPUs per replica (parallelism auto, maxGpusPerReplica 64)",
-            replace(space, tensor=None, pipeline=None, max_gpus=64),
+            replace(space, tensor=None, pipeline=None, expert=None, max_gpus=64),
         ),
-        ("another GPU SKU", replace(space, gpus=all_gpus, tensor=None, pipeline=None)),
+        (
+            "another GPU SKU",
+            replace(space, gpus=all_gpus, tensor=None, pipeline=None, expert=None),
+        ),
         ("any GPU, precision and size", SearchSpace(all_gpus, formats, None, None, kv_all, 64)),
     ]
 
@@ -885,6 +1046,7 @@ def performance_at(
         request_frontend_s=frontend_s(plan.engine, plan.engine_version),
         engine=plan.engine,
         engine_version=plan.engine_version,
+        expert_parallel=plan.expert_parallel or 1,
         checkpoint=model.quantized_checkpoint(plan.checkpoint, fmt.id),
         memory_rules=engine_memory(plan.engine, plan.engine_version, gpu, model.model_type),
     )

@@ -574,9 +574,11 @@ def expert_layout(
     tensor: int,
     pipeline: int,
     rules: EngineMemory | None,
+    expert_parallel: int = 1,
 ) -> float:
     """The bytes a step reads of a rank's routed experts as the engine lays them out for its
-    MoE kernel, over the bytes the checkpoint holds (1: read as held, or `rules` unknown).
+    MoE kernel, over the bytes the checkpoint holds (1: read as held, or `rules` unknown);
+    under expert parallelism each expert is padded as split tensor / `expert_parallel` ways.
 
     MXFP4: vLLM allocates each rank's experts with the intermediate size, and for some kernels
     the hidden size, rounded up to the kernel's alignment (vLLM 0.13.0 quantization/mxfp4.py
@@ -590,7 +592,8 @@ def expert_layout(
     if rules is None or fmt.id != Quantization.MXFP4 or not model.is_moe:
         return 1.0
     held = model.routed_expert_parameters * fmt.weight_bytes / (tensor * pipeline)
-    return mxfp4_expert_read_bytes(model, tensor, pipeline, rules.mxfp4) / held
+    read = mxfp4_expert_read_bytes(model, tensor, pipeline, rules.mxfp4, expert_parallel)
+    return read / held
 
 
 def mla_decode_copy_bytes(
@@ -864,7 +867,9 @@ class StepModel:
         self.held = checkpoint_format(self.fmt, self.checkpoint)
         self.held_16_bit = held_16_bit_active_parameters(model, self.checkpoint)
         rules = self.memory_rules
-        self.layout = expert_layout(model, self.held, self.tensor, self.pipeline, rules)
+        self.layout = expert_layout(
+            model, self.held, self.tensor, self.pipeline, rules, self.expert_parallel
+        )
         self.decode_copy_bytes = mla_decode_copy_bytes(
             model, self.held, self.tensor, self.pipeline, self.checkpoint, rules
         )

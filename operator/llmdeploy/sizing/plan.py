@@ -30,6 +30,9 @@ class Alternative(PlanModel):
     gpu_count: Number
     tensor_parallel: Number
     pipeline_parallel: Number
+    expert_parallel: Number | None = Field(
+        default=None, description="Ranks the routed experts are spread over; absent: dense."
+    )
     quantization: str
     kv_cache_dtype: str
     feasible: bool
@@ -53,6 +56,11 @@ class Plan(PlanModel):
     gpu_count: Number | None = Field(default=None, description="GPUs per replica.")
     tensor_parallel: Number | None = None
     pipeline_parallel: Number | None = None
+    expert_parallel: Number | None = Field(
+        default=None,
+        description="Ranks of a TP group the routed experts are spread over whole (1: every "
+        "expert split over the TP ranks); absent for a dense model.",
+    )
     quantization: str | None = None
     kv_cache_dtype: str | None = None
     max_context_length: Number | None = None

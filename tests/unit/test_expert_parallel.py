@@ -1,0 +1,277 @@
+"""Expert parallelism as a planned, rendered layout: spec.parallelism.expert, the planner's
+choice between spreading the experts whole and splitting each over the TP ranks, and the
+engines' flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from llmdeploy.api.crd import build_crd
+from llmdeploy.api.types import (
+    EXPERT_DIVIDES_TENSOR,
+    VLLM_EXPERT_IS_TENSOR,
+    LLMDeployment,
+    LLMDeploymentSpec,
+)
+from llmdeploy.catalog import Catalog, load_image_lock
+from llmdeploy.cli import format_plan_table
+from llmdeploy.controller import recommend
+from llmdeploy.render import render_manifests
+from llmdeploy.sizing import SpecError, feasible_alternatives, plan_deployment
+from llmdeploy.sizing.engine_memory import engine_memory
+from llmdeploy.sizing.memory import memory_breakdown
+from llmdeploy.sizing.model_facts import resolve_model
+from llmdeploy.sizing.performance import estimate_performance, grouped_fp8_shares
+from llmdeploy.sizing.plan import Plan
+
+from .conftest import make_spec
+
+R1 = "deepseek-ai/DeepSeek-R1"
+H200 = "nvidia-h200-141gb"
+WORKLOAD = {"concurrency": 16, "inputTokens": 1024, "outputTokens": 1024, "maxContextLength": 8192}
+
+
+def r1_spec(**spec: Any) -> LLMDeploymentSpec:
+    """DeepSeek-R1 in its native block-scaled FP8 on one 8x H200 node."""
+    return make_spec(R1, quantization="fp8", placement={"gpu": H200}, workload=WORKLOAD, **spec)
+
+
+# --- spec ---------------------------------------------------------------------------------
+
+
+def test_expert_defaults_to_auto() -> None:
+    assert make_spec().parallelism.expert == "auto"
+
+
+def test_expert_must_divide_a_pinned_tensor() -> None:
+    with pytest.raises(ValidationError) as caught:
+        make_spec(engine={"name": "tensorrt-llm"}, parallelism={"tensor": 8, "expert": 3})
+    assert EXPERT_DIVIDES_TENSOR in str(caught.value)
+    spec = make_spec(engine={"name": "tensorrt-llm"}, parallelism={"tensor": 8, "expert": 4})
+    assert spec.parallelism.expert == 4
+
+
+def test_vllm_takes_expert_one_or_the_tensor_only() -> None:
+    with pytest.raises(ValidationError) as caught:
+        make_spec(parallelism={"tensor": 8, "expert": 4})
+    assert VLLM_EXPERT_IS_TENSOR in str(caught.value)
+    assert make_spec(parallelism={"tensor": 8, "expert": 8}).parallelism.expert == 8
+    assert make_spec(parallelism={"tensor": 8, "expert": 1}).parallelism.expert == 1
+
+
+def test_the_crd_carries_both_rules_with_field_paths() -> None:
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = schema["properties"]["spec"]
+    parallelism = spec["properties"]["parallelism"]
+    assert parallelism["properties"]["expert"]["x-kubernetes-int-or-string"] is True
+    divides = parallelism["x-kubernetes-validations"]
+    assert divides[0]["message"] == EXPERT_DIVIDES_TENSOR
+    assert divides[0]["fieldPath"] == ".expert"
+    assert "self.tensor % self.expert == 0" in divides[0]["rule"]
+    vllm = [r for r in spec["x-kubernetes-validations"] if r["message"] == VLLM_EXPERT_IS_TENSOR]
+    assert len(vllm) == 1 and vllm[0]["fieldPath"] == ".parallelism.expert"
+    assert "self.engine.name != 'vllm'" in vllm[0]["rule"]
+
+
+def test_a_dense_model_with_expert_parallelism_is_refused_with_the_field_path(
+    catalog: Catalog,
+) -> None:
+    spec = make_spec("meta-llama/Llama-3.1-8B-Instruct", parallelism={"tensor": 2, "expert": 2})
+    with pytest.raises(SpecError) as caught:
+        plan_deployment(spec, catalog)
+    assert caught.value.field == "spec.parallelism.expert"
+    assert "dense" in str(caught.value)
+
+
+def test_experts_that_do_not_spread_evenly_are_refused(catalog: Catalog) -> None:
+    # Mixtral's 8 experts over 16 ranks (TensorRT-LLM across two nodes).
+    spec = make_spec(
+        "mistralai/Mixtral-8x7B-Instruct-v0.1",
+        engine={"name": "tensorrt-llm"},
+        parallelism={"tensor": 16, "expert": 16},
+    )
+    with pytest.raises(SpecError) as caught:
+        plan_deployment(spec, catalog)
+    assert caught.value.field == "spec.parallelism.expert"
+    assert "8 routed experts" in str(caught.value)
+
+
+# --- planner ------------------------------------------------------------------------------
+
+
+def test_the_planner_spreads_block_fp8_experts_on_hopper(catalog: Catalog) -> None:
+    """The grouped FP8 kernel runs each expert split 8 ways far below its whole-expert rates
+    (performance.GROUPED_FP8_*): the planner must find EP 8, and say what EP 1 would give."""
+    plan = plan_deployment(r1_spec(), catalog)
+    assert plan.feasible
+    assert (plan.tensor_parallel, plan.expert_parallel) == (8, 8)
+    experts = [r for r in plan.reasons if r.startswith("experts: ")]
+    assert len(experts) == 1 and "EP8 (32 experts per GPU, whole)" in experts[0]
+    assert "EP1 (every expert split 8 ways) est. TTFT" in experts[0]
+    lost = [a for a in plan.alternatives if a.expert_parallel == 1 and a.feasible]
+    assert lost and all(a.reason for a in lost)
+    assert any(a.reason.startswith("EP1 (every expert split 8 ways) instead of EP8") for a in lost)
+    assert "TP8 EP8" in plan.reasons[0]
+    assert "(TP 8, PP 1, EP 8)" in format_plan_table(plan)
+
+
+def test_pinned_expert_one_is_kept_and_costs_more(catalog: Catalog) -> None:
+    chosen = plan_deployment(r1_spec(), catalog)
+    pinned = plan_deployment(r1_spec(parallelism={"expert": 1}), catalog)
+    assert pinned.feasible and pinned.expert_parallel == 1
+    assert pinned.tensor_parallel == 8
+    assert chosen.cost_per_million_tokens is not None
+    assert pinned.cost_per_million_tokens is not None
+    assert pinned.cost_per_million_tokens > chosen.cost_per_million_tokens
+    assert any(r.endswith("(spec.parallelism.expert)") for r in pinned.reasons)
+
+
+def test_vllm_tries_expert_one_and_the_tensor_tensorrt_llm_also_half(catalog: Catalog) -> None:
+    def degrees(spec: LLMDeploymentSpec) -> set[tuple[int, int | None]]:
+        alternatives = feasible_alternatives(spec, catalog)
+        return {(a.tensor_parallel, a.expert_parallel) for a in alternatives}
+
+    vllm = degrees(r1_spec(parallelism={"tensor": 8}))
+    assert vllm == {(8, 1), (8, 8)}
+    trt = degrees(r1_spec(engine={"name": "tensorrt-llm"}, parallelism={"tensor": 8}))
+    assert trt == {(8, 1), (8, 4), (8, 8)}
+
+
+def test_a_dense_model_plans_no_expert_parallelism(catalog: Catalog) -> None:
+    plan = plan_deployment(make_spec(placement={"gpu": "nvidia-h100-80gb"}), catalog)
+    assert plan.feasible and plan.expert_parallel is None
+    assert all(a.expert_parallel is None for a in plan.alternatives)
+    assert not any(r.startswith("experts: ") for r in plan.reasons)
+    assert "EP" not in format_plan_table(plan).splitlines()[0]
+
+
+def test_a_pinned_expert_not_dividing_the_tried_tensor_says_so(catalog: Catalog) -> None:
+    spec = r1_spec(engine={"name": "tensorrt-llm"}, parallelism={"expert": 8})
+    plan = plan_deployment(spec, catalog)
+    assert plan.feasible and plan.expert_parallel == 8 and plan.tensor_parallel == 8
+    spec = make_spec(
+        R1,
+        quantization="fp8",
+        placement={"gpu": H200, "maxGpusPerReplica": 4},
+        workload=WORKLOAD,
+        parallelism={"expert": 8},
+    )
+    plan = plan_deployment(spec, catalog)
+    assert not plan.feasible
+    assert "expert parallel 8 does not divide tensorParallel 4" in plan.reasons
+    assert {a.expert_parallel for a in plan.alternatives if a.gpu == H200} == {8}
+
+
+# --- render -------------------------------------------------------------------------------
+
+
+def _args(spec: LLMDeploymentSpec, catalog: Catalog) -> tuple[list[str], Plan]:
+    body = {
+        "apiVersion": "llmdeploy.io/v1alpha1",
+        "kind": "LLMDeployment",
+        "metadata": {"name": "r1"},
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    resource = LLMDeployment.model_validate(body)
+    lock = load_image_lock()
+    plan = plan_deployment(resource.spec, catalog, lock)
+    assert plan.feasible, plan.reasons
+    objects = render_manifests(resource, plan, catalog, lock)
+    for obj in objects:
+        if obj["kind"] == "Deployment":
+            pod = obj["spec"]["template"]["spec"]
+            engine = next(c for c in pod["containers"] if c["name"] == "engine")
+            return list(engine["args"]), plan
+    raise AssertionError(yaml.safe_dump(objects))
+
+
+def test_vllm_renders_the_switch_only_with_expert_parallelism(catalog: Catalog) -> None:
+    args, plan = _args(r1_spec(), catalog)
+    assert plan.expert_parallel == 8 and "--enable-expert-parallel" in args
+    args, plan = _args(r1_spec(parallelism={"expert": 1}), catalog)
+    assert plan.expert_parallel == 1 and "--enable-expert-parallel" not in args
+    args, plan = _args(make_spec(placement={"gpu": "nvidia-h100-80gb"}), catalog)
+    assert plan.expert_parallel is None and "--enable-expert-parallel" not in args
+
+
+def test_tensorrt_llm_renders_ep_size_for_moe_models_only(catalog: Catalog) -> None:
+    args, plan = _args(r1_spec(engine={"name": "tensorrt-llm"}, parallelism={"expert": 4}), catalog)
+    assert plan.expert_parallel == 4
+    assert args[args.index("--ep_size") + 1] == "4"
+    args, plan = _args(r1_spec(engine={"name": "tensorrt-llm"}, parallelism={"expert": 1}), catalog)
+    assert args[args.index("--ep_size") + 1] == "1"
+    dense = make_spec(engine={"name": "tensorrt-llm"}, placement={"gpu": "nvidia-h100-80gb"})
+    args, plan = _args(dense, catalog)
+    assert "--ep_size" not in args
+
+
+def test_extra_args_may_not_set_what_the_plan_sets(catalog: Catalog) -> None:
+    spec = r1_spec(engine={"name": "tensorrt-llm", "extraArgs": ["--moe_expert_parallel_size=2"]})
+    with pytest.raises(SpecError) as caught:
+        _args(spec, catalog)
+    assert caught.value.field == "spec.engine.extraArgs"
+
+
+@pytest.mark.parametrize(
+    ("name", "gpu", "quantization", "alike"),
+    [
+        ("Qwen/Qwen3-235B-A22B", "nvidia-h100-80gb", "bf16", True),
+        ("Qwen/Qwen3-235B-A22B", "nvidia-h100-80gb", "fp8", True),  # per-tensor, made at load
+        ("mistralai/Mixtral-8x7B-Instruct-v0.1", "amd-mi300x-192gb", "bf16", True),
+        (R1, "nvidia-b200-180gb", "fp8", True),  # the grouped kernels measured on Hopper only
+        (R1, H200, "fp8", False),
+        ("openai/gpt-oss-120b", H200, "mxfp4", False),  # the padding follows the split
+    ],
+)
+def test_what_is_priced_as_tensor_split_is_exactly_that(
+    catalog: Catalog, name: str, gpu: str, quantization: str, alike: bool
+) -> None:
+    """The planner copies EP 1's figures for a degree whose grouped FP8 rates are EP 1's
+    (MXFP4 aside): a fresh estimate and memory breakdown must then be the same, so a term that
+    comes to depend on the expert split without the planner knowing fails here."""
+    model = resolve_model(make_spec(name).model, catalog)
+    sku, fmt = catalog.gpus[gpu], catalog.quantizations[quantization]
+    shares = [grouped_fp8_shares(model, sku, fmt, "vllm", "0.11.0", 8, ep) for ep in (1, 8)]
+    assert (shares[0] == shares[1] and quantization != "mxfp4") is alike
+    if not alike:
+        return
+    rules = engine_memory("vllm", "0.11.0", sku, model.model_type)
+    memory = dict(kv_dtype_bytes=2, gpu_memory_utilization=0.9, max_num_batched_tokens=8192)
+    memory.update(max_num_seqs=16, max_context_length=8192, block_size=16)
+    load = dict(kv_dtype_bytes=2, concurrency=16, input_tokens=1024, output_tokens=256)
+    for expert in (2, 4, 8):
+        assert memory_breakdown(
+            model, sku, fmt, tensor=8, pipeline=1, rules=rules, expert_parallel=expert, **memory
+        ) == memory_breakdown(model, sku, fmt, tensor=8, pipeline=1, rules=rules, **memory)
+        assert estimate_performance(
+            model, sku, fmt, tensor=8, pipeline=1, engine_version="0.11.0",
+            expert_parallel=expert, **load,
+        ) == estimate_performance(
+            model, sku, fmt, tensor=8, pipeline=1, engine_version="0.11.0", **load
+        )  # fmt: skip
+
+
+def test_a_degree_priced_alike_is_shown_and_loses_the_tie(catalog: Catalog) -> None:
+    spec = make_spec("Qwen/Qwen3-235B-A22B", placement={"gpu": "nvidia-h100-80gb"})
+    plan = plan_deployment(spec, catalog)
+    assert plan.feasible and plan.expert_parallel == 1
+    tie = [a for a in plan.alternatives if a.expert_parallel == plan.tensor_parallel]
+    assert tie and tie[0].cost_per_million_tokens == plan.cost_per_million_tokens
+    assert "expert parallelism" in tie[0].reason
+
+
+def test_a_running_plan_made_before_the_field_is_the_same_layout_as_ep_one(
+    catalog: Catalog,
+) -> None:
+    """status.plan written by an operator without expertParallel held its experts TP-split: a
+    recommendation of the same layout at EP 1 is no change."""
+    plan = plan_deployment(make_spec("Qwen/Qwen3-30B-A3B", parallelism={"tensor": 2}), catalog)
+    assert (plan.tensor_parallel, plan.expert_parallel) == (2, 1)
+    before = plan.model_copy(update={"expert_parallel": None})
+    assert recommend._layout(before) == recommend._layout(plan)
+    spread = plan.model_copy(update={"expert_parallel": 2})
+    assert recommend._layout(spread) != recommend._layout(plan)
