@@ -192,29 +192,32 @@ def test_mla_decode_reads_the_16_bit_copy_of_kv_b_proj_instead_of_it_and_prefill
 
 def test_vllm_cannot_split_block_fp8_experts_off_the_blocks(catalog: Catalog) -> None:
     """Qwen3-235B's 1536-wide experts split 8 ways are 192 wide, not a multiple of the
-    checkpoint's 128-wide blocks: vLLM's Fp8MoEMethod refuses to load them, so TP 8 is
-    infeasible with that reason; TP 4 (384) loads. Loaded online (per-tensor FP8) TP 8 is not
-    refused for it."""
+    checkpoint's 128-wide blocks: vLLM's Fp8MoEMethod refuses to load them, so TP 8 without
+    expert parallelism is infeasible with that reason; TP 4 (384) loads, and so does TP 8 with
+    the experts whole on 8 ranks (EP 8). Loaded online (per-tensor FP8) TP 8 is not refused."""
 
-    def alternatives(variants: dict[str, str]) -> dict[int, str]:
+    def by_expert(variants: dict[str, str], tensor: int) -> dict[int, str | None]:
+        """Each expert degree's reason at this TP (None for the plan's own layout)."""
         spec = LLMDeploymentSpec.model_validate(
             {
                 "model": {"name": "Qwen/Qwen3-235B-A22B", "quantizedVariants": variants},
                 "quantization": "fp8",
                 "placement": {"gpu": "nvidia-h100-80gb"},
+                "parallelism": {"tensor": tensor, "pipeline": 1},
                 "workload": {"maxContextLength": 16384, "concurrency": 16},
             }
         )
         plan = plan_deployment(spec, catalog)
         assert plan.feasible
-        return {
-            int(a.tensor_parallel): a.reason
-            for a in plan.alternatives
-            if a.pipeline_parallel == 1 and a.kv_cache_dtype == "auto"
-        }
+        reasons: dict[int, str | None] = {int(plan.expert_parallel or 1): None}
+        for a in plan.alternatives:
+            if a.kv_cache_dtype == "auto":
+                reasons.setdefault(int(a.expert_parallel or 1), a.reason)
+        return reasons
 
-    blocks = alternatives({"fp8": "Qwen/Qwen3-235B-A22B-FP8"})
-    assert "not a multiple of its 128x128 FP8 weight blocks" in blocks[8]
-    assert 4 in blocks and "not a multiple" not in blocks[4]
-    online = alternatives({})
-    assert 8 in online and "not a multiple" not in online[8]
+    blocks = by_expert({"fp8": "Qwen/Qwen3-235B-A22B-FP8"}, 8)
+    assert "not a multiple of its 128x128 FP8 weight blocks" in str(blocks[1])
+    assert 8 in blocks and "not a multiple" not in str(blocks[8])
+    assert "not a multiple" not in str(by_expert({"fp8": "Qwen/Qwen3-235B-A22B-FP8"}, 4).get(1))
+    online = by_expert({}, 8)
+    assert 1 in online and "not a multiple" not in str(online[1])

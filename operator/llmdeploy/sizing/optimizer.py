@@ -729,11 +729,11 @@ def _evaluate_layout(
     takes EP 1's figures: it ties with EP 1, which the ranking prefers, and the plan shows it."""
     evaluated: list[Candidate] = []
     for expert in degrees:
+        first = Candidate(gpu, fmt, tensor, pipeline, kv_dtypes[0], checkpoint, expert=expert)
         split = [c for c in evaluated if c.expert == 1]
-        if split and _priced_as_split(ctx, gpu, fmt, tensor, expert):
+        if split and _priced_as_split(ctx, first):
             evaluated.extend(replace(c, expert=expert) for c in split)
             continue
-        first = Candidate(gpu, fmt, tensor, pipeline, kv_dtypes[0], checkpoint, expert=expert)
         heavy = _block_fp8_unsplit(ctx, first) or _weights_exceed_budget(ctx, first)
         if heavy:
             first.checkpoint, first.infeasible = None, heavy
@@ -746,17 +746,21 @@ def _evaluate_layout(
     return evaluated
 
 
-def _priced_as_split(ctx: _Context, gpu: Gpu, fmt: QuantFormat, tensor: int, expert: int) -> bool:
-    """Whether the model prices experts spread whole over `expert` ranks as it prices them
-    TP-split: of what it counts only the grouped FP8 kernel's rates and MXFP4's padding of each
-    expert's slice (memory._mxfp4_layout_bytes) follow the split (tests/unit/
-    test_expert_parallel.py holds every other figure to EP 1's)."""
-    if fmt.id == Quantization.MXFP4:
+def _priced_as_split(ctx: _Context, c: Candidate) -> bool:
+    """Whether the model prices experts spread whole over `c.expert` ranks as it prices them
+    TP-split: of what it counts only the grouped FP8 kernel's rates, MXFP4's padding of each
+    expert's slice (memory._mxfp4_layout_bytes) and whether a block-FP8 checkpoint's experts
+    load (`_block_fp8_unsplit`) follow the split (tests/unit/test_expert_parallel.py holds
+    every other figure to EP 1's)."""
+    if c.fmt.id == Quantization.MXFP4:
         return False
+    if _block_fp8_unsplit(ctx, c) or _block_fp8_unsplit(ctx, replace(c, expert=1)):
+        return False
+    known = ctx.model.quantized_checkpoint(c.checkpoint, c.fmt.id)
     shares = partial(
-        grouped_fp8_shares, ctx.model, gpu, fmt, ctx.engine.id.value, ctx.engine_version(gpu)
+        grouped_fp8_shares, ctx.model, c.gpu, c.fmt, ctx.engine.id.value, ctx.engine_version(c.gpu)
     )
-    return shares(tensor, expert) == shares(tensor, 1)
+    return shares(c.tensor, c.expert, known) == shares(c.tensor, 1, known)
 
 
 def _alternative(ctx: _Context, c: Candidate, reason: str) -> Alternative:
