@@ -224,6 +224,30 @@ def test_vllm_cannot_split_block_fp8_experts_off_the_blocks(catalog: Catalog) ->
     assert 1 in online and "not a multiple" not in str(online[1])
 
 
+def test_a_pinned_expert_degree_vllm_cannot_load_points_at_the_one_that_loads(
+    catalog: Catalog,
+) -> None:
+    """Pinned to TP 8 EP 1, Qwen3-235B-A22B-FP8 does not load in vLLM; the plan names the
+    one-field way out, spec.parallelism.expert auto, which spreads the experts over the same 8
+    GPUs."""
+    spec = LLMDeploymentSpec.model_validate(
+        {
+            "model": {
+                "name": "Qwen/Qwen3-235B-A22B",
+                "quantizedVariants": {"fp8": "Qwen/Qwen3-235B-A22B-FP8"},
+            },
+            "quantization": "fp8",
+            "placement": {"gpu": "nvidia-h100-80gb"},
+            "parallelism": {"tensor": 8, "pipeline": 1, "expert": 1},
+            "workload": {"maxContextLength": 16384, "concurrency": 16},
+        }
+    )
+    plan = plan_deployment(spec, catalog)
+    assert not plan.feasible
+    way_out = [r for r in plan.reasons if r.startswith("would fit with expert parallelism auto")]
+    assert len(way_out) == 1 and way_out[0].endswith("fp8 TP8 EP8, fp8 KV")
+
+
 def test_vllm_checks_block_k_at_any_tp_above_one_with_the_experts_whole(catalog: Catalog) -> None:
     """Fp8MoEMethod.create_weights checks the rank's intermediate size against block_k wherever
     get_tensor_model_parallel_world_size() is above 1, under EP too, where the expert is whole:

@@ -969,6 +969,9 @@ def _relaxations(
     formats = tuple(f for f in catalog.quantizations.values() if ctx.engine.id in f.engines)
     kv_all = (KvCacheDtype.AUTO, KvCacheDtype.FP8)
     return [
+        # A pinned expert degree the layout cannot load or hold: the same GPUs with the
+        # experts spread as the planner would (equal to `space` when the degree is auto).
+        ("expert parallelism auto (spec.parallelism.expert)", replace(space, expert=None)),
         (
             "lower precision (quantization auto, minPrecision int4)",
             replace(space, formats=formats, kv_dtypes=kv_all),
