@@ -275,3 +275,24 @@ def test_a_running_plan_made_before_the_field_is_the_same_layout_as_ep_one(
     assert recommend._layout(before) == recommend._layout(plan)
     spread = plan.model_copy(update={"expert_parallel": 2})
     assert recommend._layout(spread) != recommend._layout(plan)
+
+
+def test_auto_does_not_spread_experts_on_mxfp4_padding_alone(catalog: Catalog) -> None:
+    """gpt-oss-120b's MXFP4 experts split 8 ways pad more than whole ones, so EP 8 reads fewer
+    bytes; the busiest rank's wait, which counts against it, is not modelled, so `auto` keeps
+    EP 1 and does not offer EP 8; pinned, EP 8 is priced and planned as asked."""
+
+    def spec(expert: int | str) -> LLMDeploymentSpec:
+        return make_spec(
+            "openai/gpt-oss-120b",
+            quantization="mxfp4",
+            placement={"gpu": "nvidia-b200-180gb"},
+            parallelism={"tensor": 8, "pipeline": 1, "expert": expert},
+        )
+
+    plan = plan_deployment(spec("auto"), catalog)
+    assert plan.feasible and plan.expert_parallel == 1
+    assert all(a.expert_parallel in (None, 1) for a in plan.alternatives)
+    spread = plan_deployment(spec(8), catalog)
+    assert spread.feasible and spread.expert_parallel == 8
+    assert spread.estimated_tpot_ms != plan.estimated_tpot_ms  # priced apart, not copied

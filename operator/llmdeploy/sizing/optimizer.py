@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Literal
 
 from llmdeploy.api.types import (
     KvCacheDtype,
@@ -728,12 +729,19 @@ def _evaluate_layout(
 ) -> list[Candidate]:
     """One (TP, PP) layout with each expert-parallel degree and KV dtype; a degree whose
     weights exceed the budget is one infeasible candidate. A degree the model prices as EP 1
-    takes EP 1's figures: it ties with EP 1, which the ranking prefers, and the plan shows it."""
+    takes EP 1's figures: it ties with EP 1, which the ranking prefers, and the plan shows it.
+    With `expert: auto` a degree priced apart by MXFP4's padding alone is not tried: the wait
+    for the busiest rank's experts, which counts against spreading them, is not modelled, so
+    the padding's few percent would choose EP on half the ledger (a pinned degree is priced)."""
+    auto = ctx.spec.parallelism.expert == "auto"
     evaluated: list[Candidate] = []
     for expert in degrees:
         first = Candidate(gpu, fmt, tensor, pipeline, kv_dtypes[0], checkpoint, expert=expert)
+        pricing = _spread_pricing(ctx, first) if expert > 1 else "apart"
+        if pricing == "padding" and auto:
+            continue
         split = [c for c in evaluated if c.expert == 1]
-        if split and _priced_as_split(ctx, first):
+        if split and pricing == "alike":
             evaluated.extend(replace(c, expert=expert) for c in split)
             continue
         heavy = _block_fp8_unsplit(ctx, first) or _weights_exceed_budget(ctx, first)
@@ -748,21 +756,21 @@ def _evaluate_layout(
     return evaluated
 
 
-def _priced_as_split(ctx: _Context, c: Candidate) -> bool:
-    """Whether the model prices experts spread whole over `c.expert` ranks as it prices them
-    TP-split: of what it counts only the grouped FP8 kernel's rates, MXFP4's padding of each
-    expert's slice (memory._mxfp4_layout_bytes) and whether a block-FP8 checkpoint's experts
-    load (`_block_fp8_unsplit`) follow the split (tests/unit/test_expert_parallel.py holds
-    every other figure to EP 1's)."""
-    if c.fmt.id == Quantization.MXFP4:
-        return False
+def _spread_pricing(ctx: _Context, c: Candidate) -> Literal["alike", "apart", "padding"]:
+    """How the model prices experts spread whole over `c.expert` ranks against TP-split ones:
+    "apart" where the grouped FP8 kernel's measured rates or whether a block-FP8
+    checkpoint's experts load (`_block_fp8_unsplit`) differ, "padding" where only MXFP4's
+    padding of each expert's slice does (memory._mxfp4_layout_bytes), else "alike"
+    (tests/unit/test_expert_parallel.py holds every other figure to EP 1's)."""
     if _block_fp8_unsplit(ctx, c) or _block_fp8_unsplit(ctx, replace(c, expert=1)):
-        return False
+        return "apart"
     known = ctx.model.quantized_checkpoint(c.checkpoint, c.fmt.id)
     shares = partial(
         grouped_fp8_shares, ctx.model, c.gpu, c.fmt, ctx.engine.id.value, ctx.engine_version(c.gpu)
     )
-    return shares(c.tensor, c.expert, known) == shares(c.tensor, 1, known)
+    if shares(c.tensor, c.expert, known) != shares(c.tensor, 1, known):
+        return "apart"
+    return "padding" if c.fmt.id == Quantization.MXFP4 else "alike"
 
 
 def _alternative(ctx: _Context, c: Candidate, reason: str) -> Alternative:
