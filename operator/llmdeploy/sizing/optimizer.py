@@ -102,11 +102,19 @@ class _Context:
     drivers: Mapping[str, Sequence[tuple[int, int]]]  # the NVIDIA drivers of each SKU's nodes
     calibration: LatencyCalibration | None = None
     rules_by_gpu: dict[str, EngineMemory] = field(default_factory=dict)
+    # Per GPU, as rules_by_gpu: every candidate on a GPU asks, and the answer is the GPU's.
+    versions_by_gpu: dict[str, str | None] = field(default_factory=dict)
+    block_sizes_by_gpu: dict[str, int] = field(default_factory=dict)
 
     def engine_version(self, gpu: Gpu) -> str | None:
         """The release that would run on this GPU: the one the renderer will pin (the image
         lock's choice for the GPU's platform and its nodes' drivers); None when unknown (an
-        image override without a version)."""
+        image override without a version). Chosen once per GPU."""
+        if gpu.id not in self.versions_by_gpu:
+            self.versions_by_gpu[gpu.id] = self._engine_version(gpu)
+        return self.versions_by_gpu[gpu.id]
+
+    def _engine_version(self, gpu: Gpu) -> str | None:
         engine = self.spec.engine
         if engine.image or self.images is None:
             return engine.version
@@ -126,7 +134,11 @@ class _Context:
         return usual
 
     def block_size(self, gpu: Gpu) -> int:
-        return self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
+        size = self.block_sizes_by_gpu.get(gpu.id)
+        if size is None:
+            size = self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
+            self.block_sizes_by_gpu[gpu.id] = size
+        return size
 
     def memory_rules(self, gpu: Gpu) -> EngineMemory:
         """The engine's accounting for the release that would run on this GPU (once per GPU:
