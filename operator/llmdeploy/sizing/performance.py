@@ -776,6 +776,7 @@ def _prefill_steps(
     return PrefillSteps(steps, step_s, pipeline)
 
 
+@functools.lru_cache(maxsize=256)  # pure; asked for every candidate, by release
 def frontend_s(engine: str, version: str | None, endpoint: str = "chat") -> float:
     """A request's release- and endpoint-dependent front-end time (TOKENIZER_BATCH_WAIT_S,
     CHAT_TEMPLATE_PARSE_S); none for another engine or an unknown release."""
