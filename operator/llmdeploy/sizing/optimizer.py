@@ -505,15 +505,19 @@ def _block_fp8_unsplit(ctx: _Context, c: Candidate) -> str | None:
     )
 
 
-def _weights_exceed_budget(ctx: _Context, c: Candidate) -> str | None:
-    gpu, fmt = c.gpu, c.fmt
+def _weight_bytes(ctx: _Context, c: Candidate) -> float:
+    """The weights on one GPU of the layout (the same for every KV dtype: computed once per
+    layout and degree, for the budget check and each candidate's memory)."""
+    rules = ctx.memory_rules(c.gpu)
+    known = ctx.model.quantized_checkpoint(c.checkpoint, c.fmt.id)
+    return weight_bytes_per_rank(ctx.model, c.fmt, c.tensor, c.pipeline, rules, known, c.expert)
+
+
+def _weights_exceed_budget(ctx: _Context, c: Candidate, weight_bytes: float) -> str | None:
+    gpu = c.gpu
     utilization = ctx.spec.engine.gpu_memory_utilization
     budget = gpu.visible_memory_gib * utilization
-    rules = ctx.memory_rules(gpu)
-    known = ctx.model.quantized_checkpoint(c.checkpoint, fmt.id)
-    weights = (
-        weight_bytes_per_rank(ctx.model, fmt, c.tensor, c.pipeline, rules, known, c.expert) / GIB
-    )
+    weights = weight_bytes / GIB
     if weights < budget:
         return None
     return (
@@ -527,8 +531,9 @@ def _kv_bytes(dtype: str | None) -> float:
     return 1.0 if dtype == KvCacheDtype.FP8 else 2.0
 
 
-def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
-    """Memory, performance, cost and SLO of a layout the model and format allow."""
+def _evaluate(ctx: _Context, candidate: Candidate, weight_bytes: float) -> Candidate:
+    """Memory, performance, cost and SLO of a layout the model and format allow;
+    `weight_bytes`: its weights on one GPU (`_weight_bytes`)."""
     spec, model, gpu, fmt = ctx.spec, ctx.model, candidate.gpu, candidate.fmt
     tensor, pipeline = candidate.tensor, candidate.pipeline
     utilization = spec.engine.gpu_memory_utilization
@@ -551,6 +556,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
         checkpoint=checkpoint,
         expert_parallel=candidate.expert,
+        weights=weight_bytes,
     )
     candidate.memory = memory
     # Without room for one request of maxContextLength vLLM refuses to start and TensorRT-LLM
@@ -746,13 +752,17 @@ def _evaluate_layout(
         if split and _priced_as_split(ctx, first):
             evaluated.extend(replace(c, expert=expert) for c in split)
             continue
-        heavy = _block_fp8_unsplit(ctx, first) or _weights_exceed_budget(ctx, first)
+        unsplit = _block_fp8_unsplit(ctx, first)
+        weights = 0.0 if unsplit else _weight_bytes(ctx, first)
+        heavy = unsplit or _weights_exceed_budget(ctx, first, weights)
         if heavy:
             first.checkpoint, first.infeasible = None, heavy
             evaluated.append(first)
             continue
         evaluated.extend(
-            _evaluate(ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint, expert=expert))
+            _evaluate(
+                ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint, expert=expert), weights
+            )
             for kv in kv_dtypes
         )
     return evaluated
