@@ -17,7 +17,7 @@ from llmdeploy.api.types import (
     Precision,
     Quantization,
 )
-from llmdeploy.catalog import Catalog, Engine, Gpu, ImageLock, QuantFormat
+from llmdeploy.catalog import Catalog, Engine, Gpu, ImageLock, QuantFormat, QuantizedCheckpoint
 from llmdeploy.sizing.engine_memory import EngineMemory, engine_memory
 from llmdeploy.sizing.memory import (
     GIB,
@@ -80,6 +80,27 @@ class Candidate:
     def gpu_count(self) -> int:
         return self.tensor * self.pipeline
 
+    def with_expert(self, expert: int) -> Candidate:
+        """A copy with another expert-parallel degree (what dataclasses.replace gives, at a
+        fraction of its cost: the MoE search copies a layout's EP 1 figures to every degree
+        priced alike; tests/unit/test_planner_speed.py holds it to replace)."""
+        return Candidate(
+            self.gpu,
+            self.fmt,
+            self.tensor,
+            self.pipeline,
+            self.kv_dtype,
+            self.checkpoint,
+            self.infeasible,
+            self.memory,
+            self.performance,
+            self.replicas,
+            self.cost_per_hour,
+            self.cost_per_million_tokens,
+            self.slo_miss,
+            expert,
+        )
+
     @property
     def viable(self) -> bool:
         return self.infeasible is None and self.slo_miss is None
@@ -105,6 +126,19 @@ class _Context:
     # Per GPU, as rules_by_gpu: every candidate on a GPU asks, and the answer is the GPU's.
     versions_by_gpu: dict[str, str | None] = field(default_factory=dict)
     block_sizes_by_gpu: dict[str, int] = field(default_factory=dict)
+    known_checkpoints: dict[tuple[str, str], QuantizedCheckpoint | None] = field(
+        default_factory=dict
+    )
+
+    def known_checkpoint(self, c: Candidate) -> QuantizedCheckpoint | None:
+        """The catalog's facts of the checkpoint the candidate loads
+        (ModelFacts.quantized_checkpoint), looked up once per checkpoint and format."""
+        if c.checkpoint is None:
+            return None
+        key = (c.checkpoint, c.fmt.id)
+        if key not in self.known_checkpoints:
+            self.known_checkpoints[key] = self.model.quantized_checkpoint(*key)
+        return self.known_checkpoints[key]
 
     def engine_version(self, gpu: Gpu) -> str | None:
         """The release that would run on this GPU: the one the renderer will pin (the image
@@ -480,27 +514,29 @@ def _layout_unsupported(ctx: _Context, gpu: Gpu, tensor: int, pipeline: int) -> 
     return None
 
 
-def _block_fp8_unsplit(ctx: _Context, c: Candidate) -> str | None:
+def _block_fp8_unsplit(ctx: _Context, c: Candidate, expert: int | None = None) -> str | None:
     """Why vLLM cannot load a block-scaled FP8 checkpoint's experts in this layout: each rank's
     share of an expert's intermediate size must be a whole number of the checkpoint's weight
     blocks, or Fp8MoEMethod.create_weights raises ("is not divisible by weight quantization
     block_n", and block_k when the expert is split; vLLM 0.11.0 and 0.13.0
     quantization/fp8.py). Each expert is split tensor / expert-parallel ways (whole under EP =
-    TP: FusedMoE's tp_size is then 1)."""
+    TP: FusedMoE's tp_size is then 1). `expert`: the degree to check, if not the
+    candidate's."""
     model = ctx.model
-    known = model.quantized_checkpoint(c.checkpoint, c.fmt.id)
-    if ctx.engine.id.value != "vllm" or not model.is_moe or known is None:
+    if ctx.engine.id.value != "vllm" or not model.is_moe:
         return None
-    if known.weight_block_size is None:
+    known = ctx.known_checkpoint(c)
+    if known is None or known.weight_block_size is None:
         return None
+    expert = c.expert if expert is None else expert
     block_n, block_k = known.weight_block_size
-    split = expert_split(c.tensor, c.expert)
+    split = expert_split(c.tensor, expert)
     blocks = block_n if split == 1 else math.lcm(block_n, block_k)
     if model.moe_intermediate_size % (split * blocks) == 0:
         return None
     return (
         f"vLLM cannot load {known.id} at tensorParallel {c.tensor} with expertParallel "
-        f"{c.expert}: each GPU's share of the {model.moe_intermediate_size}-wide expert "
+        f"{expert}: each GPU's share of the {model.moe_intermediate_size}-wide expert "
         f"intermediate size is not a multiple of its {block_n}x{block_k} FP8 weight blocks"
     )
 
@@ -509,7 +545,7 @@ def _weight_bytes(ctx: _Context, c: Candidate) -> float:
     """The weights on one GPU of the layout (the same for every KV dtype: computed once per
     layout and degree, for the budget check and each candidate's memory)."""
     rules = ctx.memory_rules(c.gpu)
-    known = ctx.model.quantized_checkpoint(c.checkpoint, c.fmt.id)
+    known = ctx.known_checkpoint(c)
     return weight_bytes_per_rank(ctx.model, c.fmt, c.tensor, c.pipeline, rules, known, c.expert)
 
 
@@ -539,7 +575,7 @@ def _evaluate(ctx: _Context, candidate: Candidate, weight_bytes: float) -> Candi
     utilization = spec.engine.gpu_memory_utilization
     kv_bytes = _kv_bytes(candidate.kv_dtype)
     workload = spec.workload
-    checkpoint = model.quantized_checkpoint(candidate.checkpoint, fmt.id)
+    checkpoint = ctx.known_checkpoint(candidate)
     memory = memory_breakdown(
         model,
         gpu,
@@ -750,7 +786,7 @@ def _evaluate_layout(
         first = Candidate(gpu, fmt, tensor, pipeline, kv_dtypes[0], checkpoint, expert=expert)
         split = [c for c in evaluated if c.expert == 1]
         if split and _priced_as_split(ctx, first):
-            evaluated.extend(replace(c, expert=expert) for c in split)
+            evaluated.extend(c.with_expert(expert) for c in split)
             continue
         unsplit = _block_fp8_unsplit(ctx, first)
         weights = 0.0 if unsplit else _weight_bytes(ctx, first)
@@ -776,9 +812,9 @@ def _priced_as_split(ctx: _Context, c: Candidate) -> bool:
     every other figure to EP 1's)."""
     if c.fmt.id == Quantization.MXFP4:
         return False
-    if _block_fp8_unsplit(ctx, c) or _block_fp8_unsplit(ctx, replace(c, expert=1)):
+    if _block_fp8_unsplit(ctx, c) or _block_fp8_unsplit(ctx, c, expert=1):
         return False
-    known = ctx.model.quantized_checkpoint(c.checkpoint, c.fmt.id)
+    known = ctx.known_checkpoint(c)
     shares = partial(
         grouped_fp8_shares, ctx.model, c.gpu, c.fmt, ctx.engine.id.value, ctx.engine_version(c.gpu)
     )
