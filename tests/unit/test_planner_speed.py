@@ -17,7 +17,7 @@ from llmdeploy.sizing.memory import (
     weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import resolve_model
-from llmdeploy.sizing.optimizer import Candidate, _search
+from llmdeploy.sizing.optimizer import Candidate, _ranked, _search
 from llmdeploy.sizing.performance import _flops_s, _gemm_tflops, _weights_read
 
 from .conftest import make_spec
@@ -125,3 +125,30 @@ def test_plans_with_the_image_lock_do_not_share_memos(catalog: Catalog) -> None:
     pinned = plan_deployment(make_spec(engine={"version": other}), catalog, lock)
     assert pinned.engine_version == other
     assert plan_deployment(make_spec(), catalog, lock) == default
+
+
+def test_relaxed_searches_reuse_layouts_and_a_listed_twice_gpu_keeps_its_own(
+    catalog: Catalog,
+) -> None:
+    spec = make_spec(
+        "meta-llama/Llama-3.1-70B-Instruct",
+        placement={"allowedGpus": ["nvidia-l4", "nvidia-l4", "nvidia-h100-80gb"]},
+    )
+    ctx, space = _search(spec, catalog, None, None)
+    first = _ranked(ctx, space, reuse=True)
+    assert ctx.layouts  # memoized
+    again = _ranked(ctx, space, reuse=True)
+    assert [c.label() for c in again] == [c.label() for c in first]
+    # The H100's evaluated layouts are reused, not evaluated again.
+    h100 = [c for c in first if c.gpu.id == "nvidia-h100-80gb" and c.memory is not None]
+    again_ids = {id(c) for c in again}
+    assert h100 and all(id(c) in again_ids for c in h100)
+    # Within one search, the second listing of a GPU is evaluated anew: no object twice.
+    assert len({id(c) for c in first}) == len(first)
+    fresh_ctx, _ = _search(spec, catalog, None, None)
+    fresh = _ranked(fresh_ctx, space)
+    assert [(c.label(), c.infeasible, c.performance) for c in fresh] == [
+        (c.label(), c.infeasible, c.performance) for c in first
+    ]
+    # Without `reuse` (a plan's own search) nothing is kept.
+    assert not fresh_ctx.layouts

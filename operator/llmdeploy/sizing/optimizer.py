@@ -129,6 +129,7 @@ class _Context:
     known_checkpoints: dict[tuple[str, str], QuantizedCheckpoint | None] = field(
         default_factory=dict
     )
+    layouts: dict[tuple[object, ...], list[Candidate]] = field(default_factory=dict)  # evaluated
 
     def known_checkpoint(self, c: Candidate) -> QuantizedCheckpoint | None:
         """The catalog's facts of the checkpoint the candidate loads
@@ -719,9 +720,12 @@ def _rank_key(ctx: _Context, c: Candidate) -> tuple[float, ...]:
     )
 
 
-def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
-    """All candidates: viable by rank, then SLO misses by latency, then infeasible ones."""
+def _ranked(ctx: _Context, space: SearchSpace, reuse: bool = False) -> list[Candidate]:
+    """All candidates: viable by rank, then SLO misses by latency, then infeasible ones.
+    `reuse`: take the layouts an earlier search with `reuse` evaluated in this context (an
+    infeasible spec's relaxed searches, _relaxations, try many layouts again)."""
     candidates: list[Candidate] = []
+    searched: set[tuple[object, ...]] | None = set() if reuse else None  # layouts it evaluated
     for gpu in space.gpus:
         kv_dtypes, no_kv = _kv_dtypes(ctx, space, gpu)
         rejected_gpu = _gpu_unavailable(ctx, gpu) or no_kv
@@ -753,7 +757,7 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
                         )
                         break
                     evaluated = _evaluate_layout(
-                        ctx, gpu, fmt, tensor, pipeline, checkpoint, degrees, kv_dtypes
+                        ctx, gpu, fmt, tensor, pipeline, checkpoint, degrees, kv_dtypes, searched
                     )
                     candidates.extend(evaluated)
                     # Deeper pipelines only add GPUs and hops once the model fits.
@@ -777,10 +781,22 @@ def _evaluate_layout(
     checkpoint: str | None,
     degrees: Sequence[int],
     kv_dtypes: Sequence[KvCacheDtype],
+    searched: set[tuple[object, ...]] | None = None,
 ) -> list[Candidate]:
     """One (TP, PP) layout with each expert-parallel degree and KV dtype; a degree whose
     weights exceed the budget is one infeasible candidate. A degree the model prices as EP 1
-    takes EP 1's figures: it ties with EP 1, which the ranking prefers, and the plan shows it."""
+    takes EP 1's figures: it ties with EP 1, which the ranking prefers, and the plan shows it.
+
+    `searched` (the layouts this search took so far): take the candidates an earlier search
+    of the context evaluated for the layout, the same context giving the same figures. Not
+    twice within one search: a GPU listed twice keeps candidates of its own."""
+    key: tuple[object, ...] = ()
+    if searched is not None:
+        key = (gpu.id, fmt.id, tensor, pipeline, checkpoint, tuple(degrees), tuple(kv_dtypes))
+        done = ctx.layouts.get(key) if key not in searched else None
+        searched.add(key)
+        if done is not None:
+            return done
     evaluated: list[Candidate] = []
     for expert in degrees:
         first = Candidate(gpu, fmt, tensor, pipeline, kv_dtypes[0], checkpoint, expert=expert)
@@ -801,6 +817,8 @@ def _evaluate_layout(
             )
             for kv in kv_dtypes
         )
+    if searched is not None:
+        ctx.layouts.setdefault(key, evaluated)
     return evaluated
 
 
@@ -1061,7 +1079,7 @@ def _infeasible_plan(
     for description, relaxed in _relaxations(ctx, catalog, space):
         if relaxed == space:
             continue
-        viable = [c for c in _ranked(ctx, relaxed) if c.viable]
+        viable = [c for c in _ranked(ctx, relaxed, reuse=True) if c.viable]
         if viable:
             reasons.append(f"would fit with {description}: {viable[0].label()}")
     return Plan(
