@@ -4,6 +4,8 @@ the copy of a candidate, figures computed once and passed down, and memoized loo
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +20,13 @@ from llmdeploy.sizing.memory import (
 )
 from llmdeploy.sizing.model_facts import resolve_model
 from llmdeploy.sizing.optimizer import Candidate, _ranked, _search
-from llmdeploy.sizing.performance import _flops_s, _gemm_tflops, _weights_read
+from llmdeploy.sizing.performance import (
+    _flops_s,
+    _gemm_tflops,
+    _weights_read,
+    frontend_s,
+    grouped_fp8_kernel,
+)
 
 from .conftest import make_spec
 
@@ -108,6 +116,17 @@ def test_known_checkpoint_is_the_models_lookup(catalog: Catalog) -> None:
                 expected = ctx.model.quantized_checkpoint(case, fmt.id)
                 assert ctx.known_checkpoint(c) is expected  # twice: memoized
                 assert ctx.known_checkpoint(c) is expected
+
+
+def test_cached_functions_read_no_fitted_constant() -> None:
+    """bench/fit_constants.py swaps the fitted constants in place and plans again: a cached
+    function reading one would answer with the old value."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import corpus
+
+    fitted = {name for _, names in corpus.FITTED.values() for name in names}
+    for cached in (frontend_s, grouped_fp8_kernel, version_key):
+        assert not fitted & set(cached.__wrapped__.__code__.co_names), cached.__name__
 
 
 def test_version_key_cached_equals_parsed() -> None:

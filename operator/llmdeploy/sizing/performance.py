@@ -783,7 +783,10 @@ def _prefill_steps(
     return PrefillSteps(steps, step_s, pipeline)
 
 
-@functools.lru_cache(maxsize=256)  # pure; asked for every candidate, by release
+# Pure, and asked for every candidate: cached by release. Its constants are physical, not
+# fitted (bench/corpus.py FITTED swaps fitted ones in place, which a cache would not see;
+# tests/unit/test_planner_speed.py checks).
+@functools.lru_cache(maxsize=256)
 def frontend_s(engine: str, version: str | None, endpoint: str = "chat") -> float:
     """A request's release- and endpoint-dependent front-end time (TOKENIZER_BATCH_WAIT_S,
     CHAT_TEMPLATE_PARSE_S); none for another engine or an unknown release."""
