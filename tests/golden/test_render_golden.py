@@ -45,4 +45,5 @@ def test_examples_cover_the_promised_cases() -> None:
         "qwen3-30b-a3b-moe",
         "llama-3.1-405b-multinode",
         "tensorrt-llm-llama-8b",
+        "deepseek-r1-h200-ep",
     } <= names

@@ -940,6 +940,17 @@ def test_the_plan_key_ignores_how_measurements_feed_planning(catalog: Catalog) -
     assert plan_key(plain, []) == plan_key(off, [])
 
 
+def test_an_upgrade_that_added_parallelism_expert_keeps_the_stored_plans_key() -> None:
+    """spec.parallelism.expert (default auto) came after plans were stored: at auto the key is
+    the one the operator made before the field existed (1bb44368b346abaf for this body, by
+    plan_key at dac058b), so the upgrade re-plans nothing; a pinned degree is a new key."""
+    plain = LLMDeployment.model_validate(body())
+    assert plain.spec.parallelism.expert == "auto"
+    assert plan_key(plain, []) == "1bb44368b346abaf"
+    pinned = LLMDeployment.model_validate(body(parallelism={"expert": 1}))
+    assert plan_key(pinned, []) != plan_key(plain, [])
+
+
 def test_a_kept_recommendation_is_compared_with_the_plan_running_now(catalog: Catalog) -> None:
     snap, _ = settled(catalog, body(**MEASURED_SPEC))
     snap = after(snap, decide(snap, config(catalog)), 0)

@@ -198,12 +198,12 @@ def test_vllm_renders_the_switch_only_with_expert_parallelism(catalog: Catalog) 
     assert plan.expert_parallel is None and "--enable-expert-parallel" not in args
 
 
-def test_tensorrt_llm_renders_ep_size_for_moe_models_only(catalog: Catalog) -> None:
+def test_tensorrt_llm_renders_ep_size_where_experts_are_spread(catalog: Catalog) -> None:
     args, plan = _args(r1_spec(engine={"name": "tensorrt-llm"}, parallelism={"expert": 4}), catalog)
     assert plan.expert_parallel == 4
     assert args[args.index("--ep_size") + 1] == "4"
     args, plan = _args(r1_spec(engine={"name": "tensorrt-llm"}, parallelism={"expert": 1}), catalog)
-    assert args[args.index("--ep_size") + 1] == "1"
+    assert plan.expert_parallel == 1 and "--ep_size" not in args  # unset is EP 1
     dense = make_spec(engine={"name": "tensorrt-llm"}, placement={"gpu": "nvidia-h100-80gb"})
     args, plan = _args(dense, catalog)
     assert "--ep_size" not in args

@@ -116,6 +116,15 @@ def test_identical_plans_change_nothing_and_pilot_nothing() -> None:
     assert "no change" in format_diff(diff) and "*" not in format_diff(diff)
 
 
+def test_a_plan_stored_before_expert_parallel_compares_as_ep_1() -> None:
+    """A stored plan without expertParallel (made before the field) against the same plan
+    made now at EP 1 changes nothing; against EP 2 it does."""
+    moe = L4 | {"expertParallel": 1}
+    assert diff_plans(side(L4, "old.json"), side(moe, "new.json")).changed == []
+    spread = diff_plans(side(L4, "old.json"), side(L4 | {"expertParallel": 2}, "new.json"))
+    assert spread.changed == ["expertParallel"]
+
+
 def test_a_new_sku_marks_what_changes_and_prices_the_overlap() -> None:
     diff = diff_plans(side(deployment(L4, replicas=5), "old.yaml"), side(H100, "new.json"))
     assert diff.changed == [

@@ -218,6 +218,56 @@ def test_vllm_cannot_split_block_fp8_experts_off_the_blocks(catalog: Catalog) ->
     blocks = by_expert({"fp8": "Qwen/Qwen3-235B-A22B-FP8"}, 8)
     assert "not a multiple of its 128x128 FP8 weight blocks" in str(blocks[1])
     assert 8 in blocks and "not a multiple" not in str(blocks[8])
-    assert "not a multiple" not in str(by_expert({"fp8": "Qwen/Qwen3-235B-A22B-FP8"}, 4).get(1))
+    split_4 = by_expert({"fp8": "Qwen/Qwen3-235B-A22B-FP8"}, 4)
+    assert 1 in split_4 and "not a multiple" not in str(split_4[1])
     online = by_expert({}, 8)
     assert 1 in online and "not a multiple" not in str(online[1])
+
+
+def test_a_pinned_expert_degree_vllm_cannot_load_points_at_the_one_that_loads(
+    catalog: Catalog,
+) -> None:
+    """Pinned to TP 8 EP 1, Qwen3-235B-A22B-FP8 does not load in vLLM; the plan names the
+    one-field way out, spec.parallelism.expert auto, which spreads the experts over the same 8
+    GPUs."""
+    spec = LLMDeploymentSpec.model_validate(
+        {
+            "model": {
+                "name": "Qwen/Qwen3-235B-A22B",
+                "quantizedVariants": {"fp8": "Qwen/Qwen3-235B-A22B-FP8"},
+            },
+            "quantization": "fp8",
+            "placement": {"gpu": "nvidia-h100-80gb"},
+            "parallelism": {"tensor": 8, "pipeline": 1, "expert": 1},
+            "workload": {"maxContextLength": 16384, "concurrency": 16},
+        }
+    )
+    plan = plan_deployment(spec, catalog)
+    assert not plan.feasible
+    way_out = [r for r in plan.reasons if r.startswith("would fit with expert parallelism auto")]
+    assert len(way_out) == 1 and way_out[0].endswith("fp8 TP8 EP8, fp8 KV")
+
+
+def test_vllm_checks_block_k_at_any_tp_above_one_with_the_experts_whole(catalog: Catalog) -> None:
+    """Fp8MoEMethod.create_weights checks the rank's intermediate size against block_k wherever
+    get_tensor_model_parallel_world_size() is above 1, under EP too, where the expert is whole:
+    1536-wide experts with [128, 1024] blocks load neither TP-split 8 ways (192) nor whole on 8
+    ranks (1536 is no multiple of 1024). The blocks are made up; the catalog's are square."""
+    entry = catalog.find_model("Qwen/Qwen3-235B-A22B")
+    assert entry is not None
+    blocks = entry.quantized_checkpoints[0].model_copy(update={"weight_block_size": (128, 1024)})
+    entry = entry.model_copy(update={"quantized_checkpoints": [blocks]})
+    changed = catalog.model_copy(update={"models": {**catalog.models, entry.id: entry}})
+    spec = LLMDeploymentSpec.model_validate(
+        {
+            "model": {"name": entry.id, "quantizedVariants": {"fp8": blocks.id}},
+            "quantization": "fp8",
+            "placement": {"gpu": "nvidia-h100-80gb"},
+            "parallelism": {"tensor": 8, "pipeline": 1},
+            "workload": {"maxContextLength": 16384, "concurrency": 16},
+        }
+    )
+    plan = plan_deployment(spec, changed)
+    assert not plan.feasible
+    refused = {int(a.expert_parallel or 1): a.reason for a in plan.alternatives if a.gpu}
+    assert "128x1024 FP8 weight blocks" in refused[8] and "expertParallel 8" in refused[8]

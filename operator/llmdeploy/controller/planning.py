@@ -44,6 +44,11 @@ def plan_key(resource: LLMDeployment, excluded: Sequence[str]) -> str:
     spec = resource.spec.model_dump(
         mode="json", by_alias=True, exclude={"replicas", "planning", "rollout", "routing"}
     )
+    # A planning field added later is left out at the default that plans as before it existed
+    # (parallelism.expert auto: the stored plan was made without expert parallelism), so the
+    # upgrade that added it keeps every stored plan's key; pinned, it is part of the key.
+    if spec["parallelism"].get("expert") == "auto":
+        del spec["parallelism"]["expert"]
     canonical = json.dumps({"spec": spec, "excluded": sorted(excluded)}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

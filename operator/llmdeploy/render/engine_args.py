@@ -235,10 +235,10 @@ def trtllm_args(spec: LLMDeploymentSpec, plan: Plan, options_file: str) -> list[
         ("--backend", "pytorch"),
         ("--tp_size", str(plan.tensor_parallel)),
         ("--pp_size", str(plan.pipeline_parallel)),
-        # An MoE model's expert split, always explicit: trtllm-serve's --ep_size
-        # (moe_expert_parallel_size) is unset by default, and Mapping then TP-splits every
-        # expert (moe_ep_size 1); set, moe_tp_size = TP / EP (tensorrt_llm/mapping.py).
-        *([("--ep_size", str(plan.expert_parallel))] if plan.expert_parallel else []),
+        # Experts spread over EP ranks: trtllm-serve's --ep_size (moe_expert_parallel_size)
+        # makes moe_tp_size = TP / EP; unset, Mapping TP-splits every expert (moe_ep_size 1,
+        # tensorrt_llm/mapping.py), so EP 1 renders nothing, as before the field existed.
+        *([("--ep_size", str(plan.expert_parallel))] if (plan.expert_parallel or 1) > 1 else []),
         ("--max_seq_len", str(plan.max_context_length)),
         ("--max_batch_size", str(plan.max_num_seqs)),
         ("--max_num_tokens", str(plan.max_num_batched_tokens)),

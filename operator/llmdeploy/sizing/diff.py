@@ -207,6 +207,13 @@ def candidate_replicas(percent: int, replicas: int) -> int:
     return max(1, -(-percent * replicas // 100))
 
 
+def _compared(name: str, plan: Side) -> Value:
+    """A field's value as compared: a plan stored before expertParallel existed held every
+    expert TP-split, as EP 1 does (controller/recommend.py `_layout` reads it so too)."""
+    value = plan.value(name)
+    return 1 if name == "expert_parallel" and value is None else value
+
+
 def diff_plans(old: Side, new: Side, percent: int = DEFAULT_PILOT_PERCENT) -> PlanDiff:
     aliases = Plan.model_fields
     rows = [
@@ -215,7 +222,7 @@ def diff_plans(old: Side, new: Side, percent: int = DEFAULT_PILOT_PERCENT) -> Pl
             label=label,
             old=old.value(name),
             new=new.value(name),
-            changed=old.value(name) != new.value(name),
+            changed=_compared(name, old) != _compared(name, new),
         )
         for name, label in FIELDS
     ]

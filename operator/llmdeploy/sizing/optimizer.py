@@ -519,10 +519,11 @@ def _block_fp8_unsplit(ctx: _Context, c: Candidate, expert: int | None = None) -
     """Why vLLM cannot load a block-scaled FP8 checkpoint's experts in this layout: each rank's
     share of an expert's intermediate size must be a whole number of the checkpoint's weight
     blocks, or Fp8MoEMethod.create_weights raises ("is not divisible by weight quantization
-    block_n", and block_k when the expert is split; vLLM 0.11.0 and 0.13.0
-    quantization/fp8.py). Each expert is split tensor / expert-parallel ways (whole under EP =
-    TP: FusedMoE's tp_size is then 1). `expert`: the degree to check, if not the
-    candidate's."""
+    block_n", and "block_k" wherever the TP is above 1; vLLM 0.8.5 to 0.14.0
+    quantization/fp8.py Fp8MoEMethod.create_weights). Each expert is split tensor /
+    expert-parallel ways (whole under EP = TP: FusedMoE's tp_size is then 1), but the block_k
+    check reads get_tensor_model_parallel_world_size(), the TP itself, so it holds under EP
+    too. `expert`: the degree to check, if not the candidate's."""
     model = ctx.model
     if ctx.engine.id.value != "vllm" or not model.is_moe:
         return None
@@ -532,7 +533,7 @@ def _block_fp8_unsplit(ctx: _Context, c: Candidate, expert: int | None = None) -
     expert = c.expert if expert is None else expert
     block_n, block_k = known.weight_block_size
     split = expert_split(c.tensor, expert)
-    blocks = block_n if split == 1 else math.lcm(block_n, block_k)
+    blocks = block_n if c.tensor == 1 else math.lcm(block_n, block_k)
     if model.moe_intermediate_size % (split * blocks) == 0:
         return None
     return (
@@ -1043,6 +1044,9 @@ def _relaxations(
     formats = tuple(f for f in catalog.quantizations.values() if ctx.engine.id in f.engines)
     kv_all = (KvCacheDtype.AUTO, KvCacheDtype.FP8)
     return [
+        # A pinned expert degree the layout cannot load or hold: the same GPUs with the
+        # experts spread as the planner would (equal to `space` when the degree is auto).
+        ("expert parallelism auto (spec.parallelism.expert)", replace(space, expert=None)),
         (
             "lower precision (quantization auto, minPrecision int4)",
             replace(space, formats=formats, kv_dtypes=kv_all),

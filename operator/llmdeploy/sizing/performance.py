@@ -852,7 +852,7 @@ class StepModel:
     output_tokens: int
     engine: str = "vllm"  # the serving engine's id: whose MoE kernels run
     # Ranks the routed experts are spread over whole (1: every rank holds a 1/tensor slice of
-    # every expert, the layout plans deploy); a divisor of tensor.
+    # every expert); a divisor of tensor. Plans choose it (optimizer._expert_degrees).
     expert_parallel: int = 1
     checkpoint: QuantizedCheckpoint | None = None  # the catalog's facts of a loaded checkpoint
     overlapped: bool = False  # an overlap scheduler hides the host's work (`overlap_scheduler`)
@@ -1060,8 +1060,8 @@ def estimate_performance(
     release's front-end work per request (`frontend_s`). `engine`, `engine_version`: the
     serving engine's id and release, and `async_scheduling` its setting where the serving
     command sets it (`overlap_scheduler`). `expert_parallel`: the ranks the routed experts
-    are spread over whole (StepModel.expert_parallel; plans deploy 1). `checkpoint`: the
-    catalog's facts of the pre-quantized checkpoint loaded, whose bytes a step reads as memory
+    are spread over whole (StepModel.expert_parallel; a plan's expertParallel). `checkpoint`:
+    the catalog's facts of the pre-quantized checkpoint loaded, whose bytes a step reads as memory
     counts them; `memory_rules`: the engine's memory rules for the release, by which it lays
     out the experts and MLA's projections a step reads (StepModel.memory_rules)."""
     overlapped = overlap_scheduler(
