@@ -1,7 +1,9 @@
 """Full-search planner latency per LLMDeployment (goal: under 5 ms on the CI machine).
 
 Plans a set of representative specs many times and prints median and p95 per plan.
-Run: .venv/bin/python bench/planner_latency.py [--repeat N]
+`--image-lock`: plan with the repository's image lock, as the controller and `llmdeploy plan`
+do (each GPU's release is then the lock's choice, and the release rules are read for it).
+Run: .venv/bin/python bench/planner_latency.py [--repeat N] [--image-lock]
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import statistics
 import time
 
 from llmdeploy.api.types import LLMDeploymentSpec
-from llmdeploy.catalog import load_catalog
+from llmdeploy.catalog import load_catalog, load_image_lock
 from llmdeploy.sizing import plan_deployment
 
 SPECS: dict[str, dict[str, object]] = {
@@ -42,11 +44,14 @@ SPECS: dict[str, dict[str, object]] = {
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--image-lock", action="store_true", help="plan with the image lock")
     args = parser.parse_args()
     catalog = load_catalog()
+    lock = load_image_lock() if args.image_lock else None
     print(
         f"machine: {platform.machine()}, {platform.python_implementation()} "
-        f"{platform.python_version()}, repeat {args.repeat}\n"
+        f"{platform.python_version()}, repeat {args.repeat}"
+        f"{', image lock' if lock else ''}\n"
     )
     print("| spec | median ms | p95 ms | feasible |")
     print("|---|---|---|---|")
@@ -55,7 +60,7 @@ def main() -> None:
         samples = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            plan = plan_deployment(spec, catalog)
+            plan = plan_deployment(spec, catalog, lock)
             samples.append((time.perf_counter() - start) * 1000)
         samples.sort()
         p95 = samples[int(0.95 * (len(samples) - 1))]

@@ -6,6 +6,7 @@ with their own files (operator settings or `llmdeploy plan --catalog FILE`) with
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
@@ -48,6 +49,9 @@ Version = Annotated[str, Field(max_length=64, pattern=VERSION_PATTERN)]
 GROUPED_INT4 = (Quantization.INT4_AWQ, Quantization.INT4_GPTQ)
 
 
+# Pure, and asked for every layout the planner tries (its release's rules are ranges): parsed
+# once per release string. Bounded: a spec may name any release.
+@functools.lru_cache(maxsize=512)
 def version_key(version: str) -> tuple[int, ...]:
     """`0.11.1` -> (0, 11, 1, 1); release candidates sort below their release."""
     numbers = [int(n) for n in re.findall(r"\d+", version)]

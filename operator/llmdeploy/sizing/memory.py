@@ -473,14 +473,18 @@ def memory_breakdown(
     budget_of_free_memory: bool = False,
     checkpoint: QuantizedCheckpoint | None = None,
     expert_parallel: int = 1,
+    weights: float | None = None,
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free;
     `checkpoint`: the known pre-quantized checkpoint the plan loads; `expert_parallel`: the
-    ranks the experts are spread over whole (`layer_weight_bytes_per_rank`)."""
+    ranks the experts are spread over whole (`layer_weight_bytes_per_rank`); `weights`:
+    `weight_bytes_per_rank` of these arguments where the caller has it (the planner computes
+    it once for a layout's KV dtypes)."""
     total = gpu.visible_memory_gib * GIB
-    weights = weight_bytes_per_rank(
-        model, fmt, tensor, pipeline, rules, checkpoint, expert_parallel
-    )
+    if weights is None:
+        weights = weight_bytes_per_rank(
+            model, fmt, tensor, pipeline, rules, checkpoint, expert_parallel
+        )
     rows = (
         tensorrt_llm_profiling_requests(max_num_batched_tokens, max_context_length)
         if budget_of_free_memory

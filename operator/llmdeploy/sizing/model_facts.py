@@ -56,6 +56,8 @@ class ModelFacts:
     quantized_checkpoints: tuple[QuantizedCheckpoint, ...] = ()
 
     # Derived once in __post_init__: the planner reads them for every candidate.
+    is_mla: bool = field(init=False)  # multi-head latent attention (a KV LoRA rank)
+    is_moe: bool = field(init=False)  # routed experts (more than one)
     embedding_parameters: float = field(init=False)  # input embedding + lm_head (one if tied)
     routed_expert_parameters: float = field(init=False)
     active_routed_expert_parameters: float = field(init=False)  # the routed experts a token runs
@@ -64,6 +66,9 @@ class ModelFacts:
     mlp_width_per_token: int = field(init=False)  # widest MLP a token passes (dense or experts)
 
     def __post_init__(self) -> None:
+        # Set first: the figures below read them.
+        object.__setattr__(self, "is_mla", self.kv_lora_rank > 0)
+        object.__setattr__(self, "is_moe", self.experts > 1)
         copies = 1 if self.tie_word_embeddings else 2
         routed = 0.0
         if self.is_moe:
@@ -96,10 +101,6 @@ class ModelFacts:
         for name, value in derived.items():
             object.__setattr__(self, name, value)
 
-    @property
-    def is_mla(self) -> bool:
-        return self.kv_lora_rank > 0
-
     def quantized_checkpoint(
         self, name: str | None, quantization: str
     ) -> QuantizedCheckpoint | None:
@@ -113,10 +114,6 @@ class ModelFacts:
             if checkpoint.quantization == quantization and key in (n.lower() for n in names):
                 return checkpoint
         return None
-
-    @property
-    def is_moe(self) -> bool:
-        return self.experts > 1
 
 
 _REQUIRED = ("layers", "hidden_size", "attention_heads", "vocab_size", "max_context_length")

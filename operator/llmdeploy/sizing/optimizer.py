@@ -18,7 +18,7 @@ from llmdeploy.api.types import (
     Precision,
     Quantization,
 )
-from llmdeploy.catalog import Catalog, Engine, Gpu, ImageLock, QuantFormat
+from llmdeploy.catalog import Catalog, Engine, Gpu, ImageLock, QuantFormat, QuantizedCheckpoint
 from llmdeploy.sizing.engine_memory import EngineMemory, engine_memory
 from llmdeploy.sizing.memory import (
     GIB,
@@ -81,6 +81,27 @@ class Candidate:
     def gpu_count(self) -> int:
         return self.tensor * self.pipeline
 
+    def with_expert(self, expert: int) -> Candidate:
+        """A copy with another expert-parallel degree (what dataclasses.replace gives, at a
+        fraction of its cost: the MoE search copies a layout's EP 1 figures to every degree
+        priced alike; tests/unit/test_planner_speed.py holds it to replace)."""
+        return Candidate(
+            self.gpu,
+            self.fmt,
+            self.tensor,
+            self.pipeline,
+            self.kv_dtype,
+            self.checkpoint,
+            self.infeasible,
+            self.memory,
+            self.performance,
+            self.replicas,
+            self.cost_per_hour,
+            self.cost_per_million_tokens,
+            self.slo_miss,
+            expert,
+        )
+
     @property
     def viable(self) -> bool:
         return self.infeasible is None and self.slo_miss is None
@@ -103,11 +124,33 @@ class _Context:
     drivers: Mapping[str, Sequence[tuple[int, int]]]  # the NVIDIA drivers of each SKU's nodes
     calibration: LatencyCalibration | None = None
     rules_by_gpu: dict[str, EngineMemory] = field(default_factory=dict)
+    # Per GPU, as rules_by_gpu: every candidate on a GPU asks, and the answer is the GPU's.
+    versions_by_gpu: dict[str, str | None] = field(default_factory=dict)
+    block_sizes_by_gpu: dict[str, int] = field(default_factory=dict)
+    known_checkpoints: dict[tuple[str, str], QuantizedCheckpoint | None] = field(
+        default_factory=dict
+    )
+    layouts: dict[tuple[object, ...], list[Candidate]] = field(default_factory=dict)  # evaluated
+
+    def known_checkpoint(self, c: Candidate) -> QuantizedCheckpoint | None:
+        """The catalog's facts of the checkpoint the candidate loads
+        (ModelFacts.quantized_checkpoint), looked up once per checkpoint and format."""
+        if c.checkpoint is None:
+            return None
+        key = (c.checkpoint, c.fmt.id)
+        if key not in self.known_checkpoints:
+            self.known_checkpoints[key] = self.model.quantized_checkpoint(*key)
+        return self.known_checkpoints[key]
 
     def engine_version(self, gpu: Gpu) -> str | None:
         """The release that would run on this GPU: the one the renderer will pin (the image
         lock's choice for the GPU's platform and its nodes' drivers); None when unknown (an
-        image override without a version)."""
+        image override without a version). Chosen once per GPU."""
+        if gpu.id not in self.versions_by_gpu:
+            self.versions_by_gpu[gpu.id] = self._engine_version(gpu)
+        return self.versions_by_gpu[gpu.id]
+
+    def _engine_version(self, gpu: Gpu) -> str | None:
         engine = self.spec.engine
         if engine.image or self.images is None:
             return engine.version
@@ -127,7 +170,11 @@ class _Context:
         return usual
 
     def block_size(self, gpu: Gpu) -> int:
-        return self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
+        size = self.block_sizes_by_gpu.get(gpu.id)
+        if size is None:
+            size = self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
+            self.block_sizes_by_gpu[gpu.id] = size
+        return size
 
     def memory_rules(self, gpu: Gpu) -> EngineMemory:
         """The engine's accounting for the release that would run on this GPU (once per GPU:
@@ -469,7 +516,7 @@ def _layout_unsupported(ctx: _Context, gpu: Gpu, tensor: int, pipeline: int) -> 
     return None
 
 
-def _block_fp8_unsplit(ctx: _Context, c: Candidate) -> str | None:
+def _block_fp8_unsplit(ctx: _Context, c: Candidate, expert: int | None = None) -> str | None:
     """Why vLLM cannot load a block-scaled FP8 checkpoint's experts in this layout: each rank's
     share of an expert's intermediate size must be a whole number of the checkpoint's weight
     blocks, or Fp8MoEMethod.create_weights raises ("is not divisible by weight quantization
@@ -477,34 +524,39 @@ def _block_fp8_unsplit(ctx: _Context, c: Candidate) -> str | None:
     quantization/fp8.py Fp8MoEMethod.create_weights). Each expert is split tensor /
     expert-parallel ways (whole under EP = TP: FusedMoE's tp_size is then 1), but the block_k
     check reads get_tensor_model_parallel_world_size(), the TP itself, so it holds under EP
-    too."""
+    too. `expert`: the degree to check, if not the candidate's."""
     model = ctx.model
-    known = model.quantized_checkpoint(c.checkpoint, c.fmt.id)
-    if ctx.engine.id.value != "vllm" or not model.is_moe or known is None:
+    if ctx.engine.id.value != "vllm" or not model.is_moe:
         return None
-    if known.weight_block_size is None:
+    known = ctx.known_checkpoint(c)
+    if known is None or known.weight_block_size is None:
         return None
+    expert = c.expert if expert is None else expert
     block_n, block_k = known.weight_block_size
-    split = expert_split(c.tensor, c.expert)
+    split = expert_split(c.tensor, expert)
     blocks = block_n if c.tensor == 1 else math.lcm(block_n, block_k)
     if model.moe_intermediate_size % (split * blocks) == 0:
         return None
     return (
         f"vLLM cannot load {known.id} at tensorParallel {c.tensor} with expertParallel "
-        f"{c.expert}: each GPU's share of the {model.moe_intermediate_size}-wide expert "
+        f"{expert}: each GPU's share of the {model.moe_intermediate_size}-wide expert "
         f"intermediate size is not a multiple of its {block_n}x{block_k} FP8 weight blocks"
     )
 
 
-def _weights_exceed_budget(ctx: _Context, c: Candidate) -> str | None:
-    gpu, fmt = c.gpu, c.fmt
+def _weight_bytes(ctx: _Context, c: Candidate) -> float:
+    """The weights on one GPU of the layout (the same for every KV dtype: computed once per
+    layout and degree, for the budget check and each candidate's memory)."""
+    rules = ctx.memory_rules(c.gpu)
+    known = ctx.known_checkpoint(c)
+    return weight_bytes_per_rank(ctx.model, c.fmt, c.tensor, c.pipeline, rules, known, c.expert)
+
+
+def _weights_exceed_budget(ctx: _Context, c: Candidate, weight_bytes: float) -> str | None:
+    gpu = c.gpu
     utilization = ctx.spec.engine.gpu_memory_utilization
     budget = gpu.visible_memory_gib * utilization
-    rules = ctx.memory_rules(gpu)
-    known = ctx.model.quantized_checkpoint(c.checkpoint, fmt.id)
-    weights = (
-        weight_bytes_per_rank(ctx.model, fmt, c.tensor, c.pipeline, rules, known, c.expert) / GIB
-    )
+    weights = weight_bytes / GIB
     if weights < budget:
         return None
     return (
@@ -518,14 +570,15 @@ def _kv_bytes(dtype: str | None) -> float:
     return 1.0 if dtype == KvCacheDtype.FP8 else 2.0
 
 
-def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
-    """Memory, performance, cost and SLO of a layout the model and format allow."""
+def _evaluate(ctx: _Context, candidate: Candidate, weight_bytes: float) -> Candidate:
+    """Memory, performance, cost and SLO of a layout the model and format allow;
+    `weight_bytes`: its weights on one GPU (`_weight_bytes`)."""
     spec, model, gpu, fmt = ctx.spec, ctx.model, candidate.gpu, candidate.fmt
     tensor, pipeline = candidate.tensor, candidate.pipeline
     utilization = spec.engine.gpu_memory_utilization
     kv_bytes = _kv_bytes(candidate.kv_dtype)
     workload = spec.workload
-    checkpoint = model.quantized_checkpoint(candidate.checkpoint, fmt.id)
+    checkpoint = ctx.known_checkpoint(candidate)
     memory = memory_breakdown(
         model,
         gpu,
@@ -542,6 +595,7 @@ def _evaluate(ctx: _Context, candidate: Candidate) -> Candidate:
         budget_of_free_memory=ctx.engine.id == "tensorrt-llm",
         checkpoint=checkpoint,
         expert_parallel=candidate.expert,
+        weights=weight_bytes,
     )
     candidate.memory = memory
     # Without room for one request of maxContextLength vLLM refuses to start and TensorRT-LLM
@@ -668,9 +722,12 @@ def _rank_key(ctx: _Context, c: Candidate) -> tuple[float, ...]:
     )
 
 
-def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
-    """All candidates: viable by rank, then SLO misses by latency, then infeasible ones."""
+def _ranked(ctx: _Context, space: SearchSpace, reuse: bool = False) -> list[Candidate]:
+    """All candidates: viable by rank, then SLO misses by latency, then infeasible ones.
+    `reuse`: take the layouts an earlier search with `reuse` evaluated in this context (an
+    infeasible spec's relaxed searches, _relaxations, try many layouts again)."""
     candidates: list[Candidate] = []
+    searched: set[tuple[object, ...]] | None = set() if reuse else None  # layouts it evaluated
     for gpu in space.gpus:
         kv_dtypes, no_kv = _kv_dtypes(ctx, space, gpu)
         rejected_gpu = _gpu_unavailable(ctx, gpu) or no_kv
@@ -702,7 +759,7 @@ def _ranked(ctx: _Context, space: SearchSpace) -> list[Candidate]:
                         )
                         break
                     evaluated = _evaluate_layout(
-                        ctx, gpu, fmt, tensor, pipeline, checkpoint, degrees, kv_dtypes
+                        ctx, gpu, fmt, tensor, pipeline, checkpoint, degrees, kv_dtypes, searched
                     )
                     candidates.extend(evaluated)
                     # Deeper pipelines only add GPUs and hops once the model fits.
@@ -726,14 +783,25 @@ def _evaluate_layout(
     checkpoint: str | None,
     degrees: Sequence[int],
     kv_dtypes: Sequence[KvCacheDtype],
+    searched: set[tuple[object, ...]] | None = None,
 ) -> list[Candidate]:
     """One (TP, PP) layout with each expert-parallel degree and KV dtype; a degree whose
     weights exceed the budget is one infeasible candidate. A degree the model prices as EP 1
     takes EP 1's figures: it ties with EP 1, which the ranking prefers, and the plan shows it.
     With `expert: auto` a degree priced apart by MXFP4's padding alone is not tried: the wait
     for the busiest rank's experts, which counts against spreading them, is not modelled, so
-    the padding's few percent would choose EP on half the ledger (a pinned degree is priced)."""
-    auto = ctx.spec.parallelism.expert == "auto"
+    the padding's few percent would choose EP on half the ledger (a pinned degree is priced).
+    `searched` (the layouts this search took so far): take the candidates an earlier search
+    of the context evaluated for the layout, the same context giving the same figures. Not
+    twice within one search: a GPU listed twice keeps candidates of its own."""
+    auto = len(degrees) > 1  # a pinned degree is tried alone (`_expert_degrees`)
+    key: tuple[object, ...] = ()
+    if searched is not None:
+        key = (gpu.id, fmt.id, tensor, pipeline, checkpoint, tuple(degrees), tuple(kv_dtypes))
+        done = ctx.layouts.get(key) if key not in searched else None
+        searched.add(key)
+        if done is not None:
+            return done
     evaluated: list[Candidate] = []
     for expert in degrees:
         first = Candidate(gpu, fmt, tensor, pipeline, kv_dtypes[0], checkpoint, expert=expert)
@@ -742,17 +810,23 @@ def _evaluate_layout(
             continue
         split = [c for c in evaluated if c.expert == 1]
         if split and pricing == "alike":
-            evaluated.extend(replace(c, expert=expert) for c in split)
+            evaluated.extend(c.with_expert(expert) for c in split)
             continue
-        heavy = _block_fp8_unsplit(ctx, first) or _weights_exceed_budget(ctx, first)
+        unsplit = _block_fp8_unsplit(ctx, first)
+        weights = 0.0 if unsplit else _weight_bytes(ctx, first)
+        heavy = unsplit or _weights_exceed_budget(ctx, first, weights)
         if heavy:
             first.checkpoint, first.infeasible = None, heavy
             evaluated.append(first)
             continue
         evaluated.extend(
-            _evaluate(ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint, expert=expert))
+            _evaluate(
+                ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint, expert=expert), weights
+            )
             for kv in kv_dtypes
         )
+    if searched is not None:
+        ctx.layouts.setdefault(key, evaluated)
     return evaluated
 
 
@@ -762,9 +836,9 @@ def _spread_pricing(ctx: _Context, c: Candidate) -> Literal["alike", "apart", "p
     checkpoint's experts load (`_block_fp8_unsplit`) differ, "padding" where only MXFP4's
     padding of each expert's slice does (memory._mxfp4_layout_bytes), else "alike"
     (tests/unit/test_expert_parallel.py holds every other figure to EP 1's)."""
-    if _block_fp8_unsplit(ctx, c) or _block_fp8_unsplit(ctx, replace(c, expert=1)):
+    if _block_fp8_unsplit(ctx, c) or _block_fp8_unsplit(ctx, c, expert=1):
         return "apart"
-    known = ctx.model.quantized_checkpoint(c.checkpoint, c.fmt.id)
+    known = ctx.known_checkpoint(c)
     shares = partial(
         grouped_fp8_shares, ctx.model, c.gpu, c.fmt, ctx.engine.id.value, ctx.engine_version(c.gpu)
     )
@@ -1016,7 +1090,7 @@ def _infeasible_plan(
     for description, relaxed in _relaxations(ctx, catalog, space):
         if relaxed == space:
             continue
-        viable = [c for c in _ranked(ctx, relaxed) if c.viable]
+        viable = [c for c in _ranked(ctx, relaxed, reuse=True) if c.viable]
         if viable:
             reasons.append(f"would fit with {description}: {viable[0].label()}")
     return Plan(

@@ -272,6 +272,7 @@ def _flops_s(
     *,
     grouped_experts: bool = False,
     held_16_bit: float = 0.0,
+    gemm_tflops: tuple[float, float] | None = None,
 ) -> float:
     """Compute time of `tokens` tokens attending to `context` tokens through every layer, each
     stage's layers on its `tensor` GPUs, the pipeline stages one after another (a stage's
@@ -282,7 +283,8 @@ def _flops_s(
     once, not once per prompt token. `grouped_experts`: leave out the routed experts' math,
     charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`).
     `held_16_bit`: the active parameters a pre-quantized checkpoint leaves 16-bit
-    (memory.held_16_bit_active_parameters).
+    (memory.held_16_bit_active_parameters). `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where
+    the caller has it (StepModel computes it once for its steps).
 
     The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
     checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
@@ -299,11 +301,11 @@ def _flops_s(
         quantized = model.active_routed_expert_parameters
     logits = 2 * model.vocab_size * model.hidden_size * logit_rows
     attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
-    sixteen_bit_gemm, quantized_gemm = _gemm_tflops(gpu, fmt)
+    sixteen_bit_gemm, quantized_gemm = gemm_tflops or _gemm_tflops(gpu, fmt)
     seconds = (
         2 * quantized * tokens / quantized_gemm
         + (2 * (body - quantized) * tokens + logits) / sixteen_bit_gemm
-        + attention / gpu.compute_tflops("bf16")
+        + attention / sixteen_bit_gemm  # the BF16 rate
     )
     return seconds / tensor / (1e12 * efficiency)
 
@@ -544,6 +546,7 @@ def _weights_read(
     tokens: float,
     checkpoint: QuantizedCheckpoint | None = None,
     layout: float = 1.0,
+    layers: float | None = None,
 ) -> float:
     """Weight bytes one rank reads in a step of `tokens` tokens, per pipeline stage (a step
     passes the stages one after another, so `pipeline` times this is the step's read): the
@@ -555,8 +558,10 @@ def _weights_read(
     (vLLM's LogitsProcessor multiplies the hidden states by it) and only the step's tokens'
     rows of the input embedding (VocabParallelEmbedding.forward is an F.embedding lookup in
     the rank's shard; vllm/model_executor/layers/vocab_parallel_embedding.py). A tied table
-    is one tensor (ParallelLMHead.tie_weights), read whole as the lm_head."""
-    layers = layer_weight_bytes_per_rank(model, fmt, tensor, pipeline, checkpoint=checkpoint)
+    is one tensor (ParallelLMHead.tie_weights), read whole as the lm_head. `layers`:
+    `layer_weight_bytes_per_rank` of these arguments where the caller has it (StepModel)."""
+    if layers is None:
+        layers = layer_weight_bytes_per_rank(model, fmt, tensor, pipeline, checkpoint=checkpoint)
     expert_bytes = checkpoint_format(fmt, checkpoint).weight_bytes
     if layout != 1.0:  # the rank's experts as laid out, not as held
         held = model.routed_expert_parameters * expert_bytes / (tensor * pipeline)
@@ -737,6 +742,7 @@ def _prefill_steps(
     grouped: GroupedShares | None = None,
     held_16_bit: float = 0.0,
     layout: float = 1.0,
+    gemm_tflops: tuple[float, float] | None = None,
 ) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
@@ -746,7 +752,7 @@ def _prefill_steps(
     GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
     (`grouped_fp8_shares`); `held_16_bit`: the active parameters the checkpoint leaves 16-bit
     (`_flops_s`); `layout`: the routed experts' bytes as the engine lays them out over those
-    held (`expert_layout`)."""
+    held (`expert_layout`); `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where the caller has it."""
     steps = max(1, math.ceil(tokens / chunk))
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
@@ -764,6 +770,7 @@ def _prefill_steps(
         prompts + steps - 1,
         grouped_experts=grouped is not None,
         held_16_bit=held_16_bit,
+        gemm_tflops=gemm_tflops,
     ) + steps * (
         _marlin_prefill_s(model, gpu, fmt, tensor, size, layout)
         + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped, layout)
@@ -776,6 +783,10 @@ def _prefill_steps(
     return PrefillSteps(steps, step_s, pipeline)
 
 
+# Pure, and asked for every candidate: cached by release. Its constants are physical, not
+# fitted (bench/corpus.py FITTED swaps fitted ones in place, which a cache would not see;
+# tests/unit/test_planner_speed.py checks).
+@functools.lru_cache(maxsize=256)
 def frontend_s(engine: str, version: str | None, endpoint: str = "chat") -> float:
     """A request's release- and endpoint-dependent front-end time (TOKENIZER_BATCH_WAIT_S,
     CHAT_TEMPLATE_PARSE_S); none for another engine or an unknown release."""
@@ -861,11 +872,20 @@ class StepModel:
     grouped: GroupedShares | None = field(init=False)
     layout: float = field(init=False)  # the routed experts' bytes as laid out over as held
     decode_copy_bytes: float = field(init=False)  # what decode reads of MLA's 16-bit copy
+    # Computed once for the steps: the decoder layers' bytes a step reads (`_weights_read`),
+    # and the GEMM rates (`_gemm_tflops`; the same for the format as held: only its bytes
+    # differ).
+    read_layers: float = field(init=False)
+    gemm_tflops: tuple[float, float] = field(init=False)
 
     def __post_init__(self) -> None:
         gpu, model = self.gpu, self.model
         self.held = checkpoint_format(self.fmt, self.checkpoint)
         self.held_16_bit = held_16_bit_active_parameters(model, self.checkpoint)
+        self.read_layers = layer_weight_bytes_per_rank(
+            model, self.fmt, self.tensor, self.pipeline, checkpoint=self.checkpoint
+        )
+        self.gemm_tflops = _gemm_tflops(gpu, self.fmt)
         rules = self.memory_rules
         self.layout = expert_layout(
             model, self.held, self.tensor, self.pipeline, rules, self.expert_parallel
@@ -907,7 +927,16 @@ class StepModel:
         tensor, pipeline = self.tensor, self.pipeline
         bandwidth = self.bandwidth
         weights = (
-            _weights_read(model, fmt, tensor, pipeline, batch, self.checkpoint, self.layout)
+            _weights_read(
+                model,
+                fmt,
+                tensor,
+                pipeline,
+                batch,
+                self.checkpoint,
+                self.layout,
+                self.read_layers,
+            )
             + self.decode_copy_bytes
         )
         context = self.input_tokens + self.output_tokens / 2
@@ -937,6 +966,7 @@ class StepModel:
             self.compute_efficiency,
             batch,
             held_16_bit=self.held_16_bit,
+            gemm_tflops=self.gemm_tflops,
         )
         communication_s = _communication_s(model, gpu, tensor, pipeline, batch)
         overhead_s = self.overhead_s
@@ -962,6 +992,7 @@ class StepModel:
                 min(tokens, chunk),
                 self.checkpoint,
                 self.layout,
+                self.read_layers,
             ),
             bandwidth=self.bandwidth,
             tokens=tokens,
@@ -972,6 +1003,7 @@ class StepModel:
             grouped=self.grouped,
             held_16_bit=self.held_16_bit,
             layout=self.layout,
+            gemm_tflops=self.gemm_tflops,
         )
 
     def prefill_s(self, tokens: float, chunk: int) -> float:
