@@ -19,6 +19,7 @@ from llmdeploy.cluster.objects import LiveChild, Owner, live_child
 from llmdeploy.controller import reconciler as reconciler_module
 from llmdeploy.controller.reconciler import Reconciler, status_patch, unexpected
 from llmdeploy.controller.settings import OperatorSettings
+from llmdeploy.controller.state import Outcome
 from llmdeploy.sizing.inventory import Inventory
 from tests.unit.conftest import L4_NODES, body
 
@@ -35,6 +36,7 @@ class Cluster:
         self.live: dict[tuple[str, str], str] = {}  # objects already there: their controller
         self.applied: list[tuple[str, str, bool]] = []
         self.asked: list[tuple[str, str]] = []  # controller_of calls
+        self.deleted: list[tuple[str, str]] = []
 
     def inventory(self) -> Inventory:
         return L4_NODES
@@ -66,6 +68,9 @@ class Cluster:
 
     def unschedulable_pods(self, owner: Owner, spec_hash: str | None) -> list[Any]:
         return []
+
+    def delete_child(self, kind: str, name: str, namespace: str, uid: str) -> None:
+        self.deleted.append((kind, name))
 
 
 def merged(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -292,6 +297,26 @@ def test_applies_are_logged_even_when_the_status_write_then_conflicts(
     assert reconciler._reconcile_one(KEY)[0] != "success"
     assert "ns/m: applied Deployment/m, Service/m, PodDisruptionBudget/m" in caplog.text
     assert cluster.events == []
+
+
+def test_a_prune_waits_for_the_status_that_says_why(
+    reconciler: Reconciler, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback prunes the candidate whose crash loop it records: if the status write
+    conflicts, nothing is pruned, so the retry still sees the crash and decides again; once
+    the status is written the prune follows."""
+    rolled_back = Outcome(
+        prune=((("Deployment", "m-candidate"), "uid-c"),),
+        status=LLMDeploymentStatus(phase="Degraded"),
+    )
+    monkeypatch.setattr(reconciler_module, "decide", lambda *_: rolled_back)
+    cluster.body["metadata"]["resourceVersion"] = "9"  # someone wrote after the watch's event
+    assert reconciler._reconcile_one(KEY)[0] != "success"
+    assert cluster.deleted == []
+    watched(reconciler, cluster)
+    assert reconciler._reconcile_one(KEY)[0] == "success"
+    assert cluster.deleted == [("Deployment", "m-candidate")]
+    assert cluster.body["status"]["phase"] == "Degraded"
 
 
 def test_a_settled_object_is_measured_again_when_due_and_not_decided_before(

@@ -384,14 +384,6 @@ class Reconciler:
                 live.revision,
             ):
                 changed.append(f"{name[0]}/{name[1]}")
-        pruned = []
-        for (kind, child_name), uid in outcome.prune:
-            _check(deadline)
-            self.cluster.delete_child(kind, child_name, owner.namespace, uid)
-            record.applied.pop((kind, child_name), None)
-            self.index.child_gone(key, (kind, child_name))
-            self.names.gone((owner.namespace, kind, child_name))
-            pruned.append(f"{kind}/{child_name}")
         if outcome.scale_workload is not None:
             _check(deadline)
             kind, workload, count = outcome.scale_workload
@@ -405,9 +397,6 @@ class Reconciler:
         if changed:
             metrics.APPLIES.inc(len(changed))
             log.info("%s/%s: applied %s", *key, applied)
-        if pruned:
-            metrics.PRUNES.inc(len(pruned))
-            log.info("%s/%s: pruned %s", *key, ", ".join(pruned))
         version = str(metadata.get("resourceVersion") or "")
         if outcome.scale_to is not None:
             _check(deadline)
@@ -421,6 +410,20 @@ class Reconciler:
             _check(deadline)
             if self.cluster.patch_status(owner.namespace, owner.name, patch, version) is None:
                 raise ConflictError
+        # Pruned only once the status that says why is written: a prune can destroy the
+        # evidence of the decision (a rolled-back candidate's crash-looping pod), so a conflict
+        # above must leave it for the retry to decide again, not prune and lose the reason.
+        pruned = []
+        for (kind, child_name), uid in outcome.prune:
+            _check(deadline)
+            self.cluster.delete_child(kind, child_name, owner.namespace, uid)
+            record.applied.pop((kind, child_name), None)
+            self.index.child_gone(key, (kind, child_name))
+            self.names.gone((owner.namespace, kind, child_name))
+            pruned.append(f"{kind}/{child_name}")
+        if pruned:
+            metrics.PRUNES.inc(len(pruned))
+            log.info("%s/%s: pruned %s", *key, ", ".join(pruned))
         if outcome.status is not None:
             metrics.DEPLOYMENTS.update(*key, body, outcome.status)
         # Remembered only once its status is written: a fail-over finds the same history.
