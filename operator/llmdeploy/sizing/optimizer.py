@@ -170,11 +170,12 @@ class _Context:
         return usual
 
     def block_size(self, gpu: Gpu) -> int:
-        size = self.block_sizes_by_gpu.get(gpu.id)
-        if size is None:
-            size = self.engine.block_size_for(gpu, self.model.is_mla, self.engine_version(gpu))
-            self.block_sizes_by_gpu[gpu.id] = size
-        return size
+        if gpu.id not in self.block_sizes_by_gpu:
+            version = self.engine_version(gpu)
+            self.block_sizes_by_gpu[gpu.id] = self.engine.block_size_for(
+                gpu, self.model.is_mla, version
+            )
+        return self.block_sizes_by_gpu[gpu.id]
 
     def memory_rules(self, gpu: Gpu) -> EngineMemory:
         """The engine's accounting for the release that would run on this GPU (once per GPU:
