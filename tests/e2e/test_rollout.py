@@ -91,6 +91,36 @@ def lowest_serving(api: client.ApiClient, namespace: str) -> Iterator[list[int]]
         thread.join(timeout=10)
 
 
+@pytest.fixture
+def autoscaler_timeline(kube_api: client.ApiClient, namespace: str) -> Iterator[list[str]]:
+    """status.autoscaler as it changes during the test, one line per change: what an
+    assertion on a scaling decision shows when it fails (the history it came from)."""
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            try:
+                field = status(kube_api, namespace).get("autoscaler") or {}
+            except client.ApiException:  # not created yet
+                continue
+            line = (
+                f"{time.strftime('%H:%M:%S')} desired {field.get('desiredReplicas')} "
+                f"metrics {field.get('metrics')} reason {field.get('reason')!r} "
+                f"recommendations {(field.get('state') or {}).get('recommendations')}"
+            )
+            if not seen or seen[-1].split(" ", 1)[1] != line.split(" ", 1)[1]:
+                seen.append(line)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 @contextmanager
 def candidate_engine(
     prometheus: Prometheus, namespace: str, generation: str, ttft_s: float, per_second: int
@@ -369,12 +399,15 @@ def test_route_weights_follow_the_phases_of_a_second_pilot(
     )
     holders = occupy_l4(kube_api, namespace, 3)  # the promotion cannot get its second L4
     annotate(kubeconfig_path, namespace, f"promote/{generation}")
+    # The route is applied before the status that says why is written: wait for both.
     wait_until(
-        lambda: weights(kube_api, namespace) == [(NAME, 50), (workload, 50)],
+        lambda: (
+            weights(kube_api, namespace) == [(NAME, 50), (workload, 50)]
+            and rollout(kube_api, namespace)["phase"] == "Promoting"
+        ),
         what="50/50 while promoting",
         timeout=30,
     )
-    assert rollout(kube_api, namespace)["phase"] == "Promoting"
     for name in holders:
         client.CoreV1Api(kube_api).delete_namespaced_pod(name, namespace, grace_period_seconds=0)
     wait_until(
@@ -425,6 +458,7 @@ def test_the_autoscaler_counts_both_generations_during_a_pilot(
     namespace: str,
     operator: Operator,
     served: tuple[Traffic, Prometheus],
+    autoscaler_timeline: list[str],
 ) -> None:
     traffic, prometheus = served
     traffic.ttft_s = FAST_TTFT_S
@@ -458,7 +492,8 @@ def test_the_autoscaler_counts_both_generations_during_a_pilot(
             what="the serving generation scaled on its share of the load",
             timeout=90,
         )
-        assert scaled.message.startswith("2 -> 4: "), scaled.message
+        history = "\n".join(autoscaler_timeline)
+        assert scaled.message.startswith("2 -> 4: "), f"{scaled.message}\n{history}"
         assert "share of the load: 2 of 3 replicas" in scaled.message
         wait_until(
             lambda: ready_replicas(kube_api, namespace) == {NAME: 4, workload: 2},
