@@ -22,7 +22,7 @@ benchmark_serving.py `sample_random_requests`). A request's host time (performan
 `request_host_s`) is spent before it reaches the engine. The TTFT is the row's statistic
 (median or mean) over all requests.
 
-Run: .venv/bin/python bench/ttft_simulation.py [--rows] [--sync] [--jitter]
+Run: .venv/bin/python bench/ttft_simulation.py [--rows] [--sync] [--jitter] [--together]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import random
 import statistics
 import sys
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -309,6 +309,14 @@ def main() -> None:
         action="store_true",
         help="host times spread over one decode step",
     )
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help=(
+            "replay the rows whose client is not known to start its users together as if it"
+            " did (the lockstep bound: with fixed lengths the users then stay in cohorts)"
+        ),
+    )
     args = parser.parse_args()
     catalog = load_catalog()
     split = load_split()
@@ -320,6 +328,8 @@ def main() -> None:
             continue
         client = clients.get(row.id, Client())
         known = "sent together" if client.together else "not known to be sent together"
+        if args.together:
+            client = replace(client, together=True)
         group = f"{known}, c {'1' if row.concurrency == 1 else '> 1'}"
         s = split[row.id]
         closed, _ = predict_latency(row, catalog)
