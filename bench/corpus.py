@@ -323,8 +323,9 @@ def predict_weights_gib(row: KvRow, catalog: Catalog) -> float:
 
 
 def engine_max_num_tokens() -> dict[str, int]:
-    """The step token budget (TensorRT-LLM's --max_num_tokens) a row's run set, by row id
-    (bench/data/latency_engine.csv, each value cited); rows it lacks ran the default."""
+    """The step token budget (TensorRT-LLM's --max_num_tokens, vLLM's
+    --max-num-batched-tokens) a row's run set, by row id (bench/data/latency_engine.csv, each
+    value cited); rows it lacks ran the default."""
     return {r["id"]: int(r["max_num_tokens"]) for r in _read("latency_engine.csv")}
 
 
