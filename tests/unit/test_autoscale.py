@@ -135,14 +135,41 @@ def test_scale_up_capped_by_schedulable_gpus() -> None:
 
 def test_state_survives_a_restart_through_its_json_form() -> None:
     d = decide(spec(), observe(0, 6, 60), AutoscalerState())
+    d = decide(spec(), observe(200, 6, 10), d.state)
     stored = json.loads(json.dumps(d.state.model_dump(mode="json", by_alias=True)))
     restored = AutoscalerState.model_validate(stored)
     # A restarted operator still honours the recommendation from before the restart.
-    after = decide(spec(), observe(100, 6, 10), restored)
+    after = decide(spec(), observe(250, 6, 10), restored)
     assert after.desired_replicas == 6
-    # Without the stored window a restarted operator would scale down at once.
-    fresh = decide(spec(), observe(100, 6, 10), AutoscalerState())
-    assert fresh.desired_replicas == 5
+    # And its history: the lower recommendations have lasted the window (300 s) at 301.
+    assert decide(spec(), observe(301, 6, 10), after.state).desired_replicas == 5
+    # Without the stored history a restarted operator waits a whole window of its own.
+    fresh = decide(spec(), observe(301, 6, 10), AutoscalerState())
+    assert fresh.desired_replicas == 6 and "holding: 0s of readings" in fresh.reason
+
+
+def test_a_first_reading_or_one_after_a_gap_never_scales_down() -> None:
+    """As Kubernetes HPA when it first sees an object: a first reading (one engine scraped
+    before the others, say) is no window of readings. A gap of no data longer than the
+    windows starts the history again; a scale-down window of 0 acts at once."""
+    first = decide(spec(), observe(0, 6, 0), AutoscalerState())
+    assert first.desired_replicas == 6 and first.state.history_since == 0
+    held = decide(spec(), observe(200, 6, None), first.state)  # no data keeps the history
+    assert held.state.history_since == 0
+    again = decide(spec(), observe(250, 6, 0), held.state)
+    assert again.desired_replicas == 6 and "holding: 250s of readings" in again.reason
+    down = decide(spec(), observe(301, 6, 0), again.state)
+    assert down.desired_replicas == 5
+    gap = decide(spec(), observe(700, 6, None), down.state)  # its recommendations all gone
+    assert gap.state.history_since is None
+    assert decide(spec(), observe(701, 6, 0), gap.state).desired_replicas == 6
+    at_once = spec(
+        behavior={
+            **BEHAVIOR,
+            "scaleDown": {**BEHAVIOR["scaleDown"], "stabilizationWindowSeconds": 0},
+        }
+    )
+    assert decide(at_once, observe(0, 6, 0), AutoscalerState()).desired_replicas == 5
 
 
 def test_trace_errors_name_the_line() -> None:

@@ -480,33 +480,42 @@ def test_the_autoscaler_holds_without_data_and_says_why(catalog: Catalog) -> Non
 
 def test_history_from_status_wins_after_a_fail_over(catalog: Catalog) -> None:
     """A replica that takes over has no memory: the history the other one persisted in
-    status holds the scale-down window."""
+    status holds the scale-down window, or lets it pass on time."""
     snap, _ = settled(catalog, body(replicas=4, scaling=scaling()))
-    history = AutoscalerState(recommendations=[(NOW.timestamp() - 30, 4)])
-    status = {
-        **snap.body["status"],
-        "autoscaler": {"state": history.model_dump(mode="json", by_alias=True)},
-    }
     idle = MetricsReading({"queueDepth": 0.0})
-    taken_over = replace(snap, body={**snap.body, "status": status}, autoscaler=None)
-    assert complete(taken_over, config(catalog), metrics=idle).scale_to is None
-    forgotten = replace(taken_over, body={**snap.body, "status": {**status, "autoscaler": {}}})
-    assert complete(forgotten, config(catalog), metrics=idle).scale_to == 1
+
+    def taken_over(recommended: int) -> Snapshot:
+        history = AutoscalerState(
+            recommendations=[(NOW.timestamp() - 30, recommended)],
+            history_since=NOW.timestamp() - 3600,  # readings for longer than any window
+        )
+        stored = {"state": history.model_dump(mode="json", by_alias=True)}
+        status = {**snap.body["status"], "autoscaler": stored}
+        return replace(snap, body={**snap.body, "status": status}, autoscaler=None)
+
+    assert complete(taken_over(4), config(catalog), metrics=idle).scale_to is None
+    assert complete(taken_over(1), config(catalog), metrics=idle).scale_to == 1
+    status = {**snap.body["status"], "autoscaler": {}}
+    forgotten = replace(snap, body={**snap.body, "status": status}, autoscaler=None)
+    assert complete(forgotten, config(catalog), metrics=idle).scale_to is None  # a new window
 
 
 @pytest.mark.parametrize(
     "state", [{"recommendations": "garbage"}, {"idleSince": "yesterday"}, "x", [1, 2]]
 )
 def test_an_unreadable_autoscaler_history_starts_afresh(catalog: Catalog, state: object) -> None:
-    """Like a first start: a status edited by hand or written by another release must not
-    stop the object's reconciles."""
+    """Like a first start (a whole scale-down window before scaling down): a status edited
+    by hand or written by another release must not stop the object's reconciles."""
     snap, _ = settled(catalog, body(replicas=4, scaling=scaling()))
     status = {**snap.body["status"], "autoscaler": {"state": state}}
     garbled = replace(snap, body={**snap.body, "status": status}, autoscaler=None)
     outcome = complete(garbled, config(catalog), metrics=MetricsReading({"queueDepth": 0.0}))
     assert outcome.status is not None and outcome.status.autoscaler is not None
     assert outcome.status.autoscaler["state"]["recommendations"]  # a history of its own now
-    assert outcome.scale_to == 1  # no history holds the scale-down, as when there was none
+    assert (
+        outcome.scale_to is None
+        and "holding: 0s of readings" in outcome.status.autoscaler["reason"]
+    )
 
 
 def test_an_apply_failure_is_degraded_and_not_ready(catalog: Catalog) -> None:

@@ -50,6 +50,12 @@ class AutoscalerState(BaseModel):
     idle_since: float | None = Field(
         default=None, description="Since when the engines have reported no requests at all."
     )
+    history_since: float | None = Field(
+        default=None,
+        description="Since when the recommendations have been kept without a gap longer "
+        "than the windows: the first reading, as for Kubernetes HPA when it first sees an "
+        "object. No scale-down before a whole scale-down window of them.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +146,9 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
     )
     recommendations = [(t, n) for t, n in state.recommendations if obs.now - t <= windows]
     events = [(t, d) for t, d in state.scale_events if obs.now - t <= periods]
+    # A history whose recommendations all left the windows is gone: the next reading starts
+    # one (a state stored before the field also starts anew: one more window to wait).
+    history_since = state.history_since if recommendations else None
 
     stz = spec.scale_to_zero
     if stz is not None and current == 0:
@@ -154,7 +163,10 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
             f"(scaleToZero.idleSeconds {stz.idle_seconds})",
             True,
             AutoscalerState(
-                recommendations=recommendations, scale_events=events, last_scale_time=obs.now
+                recommendations=recommendations,
+                scale_events=events,
+                last_scale_time=obs.now,
+                history_since=history_since,
             ),
         )
 
@@ -165,6 +177,7 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
             recommendations=recommendations,
             scale_events=events,
             last_scale_time=state.last_scale_time,
+            history_since=history_since,
         )
         return Decision(
             current, f"holding {current}: no data for {', '.join(missing)}", False, held
@@ -191,6 +204,7 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
         why = "metrics at target"
     raw = min(max(raw, spec.min_replicas), spec.max_replicas)
     recommendations.append((obs.now, raw))
+    history_since = obs.now if history_since is None else history_since
 
     up_window = [
         n
@@ -207,10 +221,17 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
         desired = max(current, min(up_window))
         desired = min(desired, _rate_limit(behavior.scale_up, events, obs.now, current, True))
     elif raw < current:
+        window = behavior.scale_down.stabilization_window_seconds
         desired = min(current, max(down_window))
         desired = max(desired, _rate_limit(behavior.scale_down, events, obs.now, current, False))
-        if desired < current:
-            why = f"{why}; stabilized over {behavior.scale_down.stabilization_window_seconds}s"
+        read_for = obs.now - history_since
+        if desired < current and read_for < window:
+            # A first reading, or the first after a gap, may see some engines before others
+            # (Prometheus scrapes them apart): one reading is no window of them.
+            desired = current
+            why = f"{why}; holding: {read_for:.0f}s of readings, not yet the {window}s window"
+        elif desired < current:
+            why = f"{why}; stabilized over {window}s"
         else:
             why = f"{why}; holding within the scale-down window"
     desired = min(max(desired, spec.min_replicas), spec.max_replicas)
@@ -229,6 +250,7 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
         scale_events=events,
         last_scale_time=obs.now if desired != current else state.last_scale_time,
         idle_since=idle_since,
+        history_since=history_since,
     )
     return Decision(desired, f"{current} -> {desired}: {why}", True, new_state, capped)
 
