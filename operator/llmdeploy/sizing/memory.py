@@ -152,7 +152,7 @@ def layer_weight_bytes_per_rank(
         if checkpoint.unquantized_attention:
             linear_bytes = BYTES_16BIT
     if rules is not None and rules.mla_dequantized_kv_b_proj and linear_bytes < BYTES_16BIT:
-        per_rank += mla_kv_b_copy_parameters(model, tensor, pipeline) * BYTES_16BIT
+        per_rank += mla_kv_b_copy_parameters(model, tensor, pipeline, checkpoint) * BYTES_16BIT
     if rules is not None and fmt.id == Quantization.MXFP4 and experts:
         per_rank += _mxfp4_layout_bytes(model, tensor, pipeline, rules.mxfp4, expert_parallel)
         per_rank -= experts * fmt.weight_bytes / (tensor * pipeline)
@@ -204,46 +204,82 @@ def replicated_parameters(model: ModelFacts, pipeline: int) -> tuple[float, floa
     return float(layers * model.hidden_size * width), gates
 
 
-def mla_kv_b_copy_parameters(model: ModelFacts, tensor: int, pipeline: int) -> float:
+def mla_kv_b_copy_parameters(
+    model: ModelFacts,
+    tensor: int,
+    pipeline: int,
+    checkpoint: QuantizedCheckpoint | None = None,
+) -> float:
     """Parameters of one rank's W_UK and W_UV, the 16-bit copy vLLM's MLA keeps of a quantized
-    kv_b_proj (engine_memory.py MLA_DEQUANTIZED_KV_B_SINCE): per layer of the largest stage,
-    kv_lora_rank x the rank's heads x (qk_nope_head_dim + v_head_dim). The facts hold
-    qk_nope_head_dim as head_dim - qk_rope_head_dim; v_head_dim is taken equal to it, as in
-    every DeepSeek-V2/V3 config the catalog holds (128 and 128)."""
+    kv_b_proj (engine_memory.py MLA_DEQUANTIZED_KV_B_SINCE): per layer of the stage holding the
+    most quantized kv_b_proj, kv_lora_rank x the rank's heads x (qk_nope_head_dim +
+    v_head_dim). The facts hold qk_nope_head_dim as head_dim - qk_rope_head_dim; v_head_dim is
+    taken equal to it, as in every DeepSeek-V2/V3 config the catalog holds (128 and 128).
+    A layer `checkpoint` keeps whole in 16-bit (`unquantized_layers`) has no copy: its
+    kv_b_proj gets UnquantizedLinearMethod, and get_and_maybe_dequant_weights returns its own
+    weight, which W_UK_T and W_UV only view (vLLM 0.11.0 v1/attention/backends/mla/common.py
+    996-1008 and 1072-1074)."""
     if not model.is_mla:
         return 0.0
     nope = model.head_dim - model.qk_rope_head_dim
     heads = model.attention_heads / tensor
-    return float(stage_layers(model, pipeline) * model.kv_lora_rank * heads * 2 * nope)
+    return float(
+        _quantized_layers(model, checkpoint, pipeline) * model.kv_lora_rank * heads * 2 * nope
+    )
+
+
+def _quantized_layers(
+    model: ModelFacts, checkpoint: QuantizedCheckpoint | None, pipeline: int
+) -> int:
+    """Decoder layers of the stage holding the most of them that `checkpoint` does not keep
+    whole in 16-bit."""
+    return max(len(layers) - len(whole) for layers, whole in _stages(model, checkpoint, pipeline))
+
+
+def _stages(
+    model: ModelFacts, checkpoint: QuantizedCheckpoint | None, pipeline: int
+) -> list[tuple[range, list[int]]]:
+    """Each pipeline stage's decoder layers, and those of them `checkpoint` keeps whole in
+    16-bit (`unquantized_layers`)."""
+    per_stage = stage_layers(model, pipeline)
+    kept = set(checkpoint.unquantized_layers) if checkpoint is not None else set()
+    stages = []
+    for stage in range(pipeline):
+        layers = range(stage * per_stage, min(model.layers, (stage + 1) * per_stage))
+        stages.append((layers, sorted(layer for layer in kept if layer in layers)))
+    return stages
 
 
 def _kept_16_bit(
-    model: ModelFacts, checkpoint: QuantizedCheckpoint, pipeline: int, *, active: bool = False
+    model: ModelFacts,
+    checkpoint: QuantizedCheckpoint,
+    pipeline: int,
+    *,
+    active: bool = False,
+    routed: bool = True,
 ) -> float:
     """Parameters of the stage holding the most of them that a pre-quantized checkpoint leaves
     16-bit: its whole unquantized layers, and the attention of its other layers where the
     checkpoint keeps attention 16-bit. The engine builds those modules unquantized (vLLM's
     FBGEMMFp8Config.get_quant_method gives a layer in `modules_to_not_convert`
     UnquantizedLinearMethod; vllm/model_executor/layers/quantization/fbgemm_fp8.py). `active`:
-    only those a token runs through (a MoE layer's routed experts in proportion)."""
-    per_stage = stage_layers(model, pipeline)
-    whole = [0] * pipeline
-    whole_parameters = [0.0] * pipeline
-    for layer in set(checkpoint.unquantized_layers):
-        whole[layer // per_stage] += 1
-        whole_parameters[layer // per_stage] += _layer_parameters(model, layer, active=active)
+    only those a token runs through (a MoE layer's routed experts in proportion); `routed`:
+    with a MoE layer's routed experts (`_layer_parameters`)."""
     attention = model.attention_parameters_per_layer if checkpoint.unquantized_attention else 0.0
     return max(
-        whole_parameters[stage]
-        + attention * (max(0, min(per_stage, model.layers - stage * per_stage)) - whole[stage])
-        for stage in range(pipeline)
+        sum(_layer_parameters(model, layer, active=active, routed=routed) for layer in whole)
+        + attention * (len(layers) - len(whole))
+        for layers, whole in _stages(model, checkpoint, pipeline)
     )
 
 
-def _layer_parameters(model: ModelFacts, layer: int, *, active: bool = False) -> float:
+def _layer_parameters(
+    model: ModelFacts, layer: int, *, active: bool = False, routed: bool = True
+) -> float:
     """Linear parameters of one decoder layer (norms included): a dense model's body over its
     layers; in a MoE model, the attention and dense MLP of a leading dense layer, or an even
-    share of the rest (`active`: of the parameters a token runs through)."""
+    share of the rest (`active`: of the parameters a token runs through; without `routed`,
+    the share of the routed experts left out)."""
     total = model.active_parameters if active else model.parameters
     body = total - model.embedding_parameters
     if not model.is_moe:
@@ -252,17 +288,23 @@ def _layer_parameters(model: ModelFacts, layer: int, *, active: bool = False) ->
     if layer < model.first_dense_layers:
         return dense
     moe_layers = model.layers - model.first_dense_layers
+    if not routed:
+        experts = (
+            model.active_routed_expert_parameters if active else model.routed_expert_parameters
+        )
+        body -= experts
     return (body - dense * model.first_dense_layers) / moe_layers
 
 
 def held_16_bit_active_parameters(
-    model: ModelFacts, checkpoint: QuantizedCheckpoint | None
+    model: ModelFacts, checkpoint: QuantizedCheckpoint | None, *, routed: bool = True
 ) -> float:
     """The parameters a token runs through, over every layer, that a pre-quantized checkpoint
-    leaves 16-bit in its decoder layers (`_kept_16_bit`); none without a checkpoint."""
+    leaves 16-bit in its decoder layers (`_kept_16_bit`); none without a checkpoint. Without
+    `routed`, the routed experts of the layers it keeps whole are left out."""
     if checkpoint is None:
         return 0.0
-    return _kept_16_bit(model, checkpoint, 1, active=True)
+    return _kept_16_bit(model, checkpoint, 1, active=True, routed=routed)
 
 
 def mxfp4_expert_read_bytes(

@@ -283,8 +283,10 @@ def _flops_s(
     once, not once per prompt token. `grouped_experts`: leave out the routed experts' math,
     charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`).
     `held_16_bit`: the active parameters a pre-quantized checkpoint leaves 16-bit
-    (memory.held_16_bit_active_parameters). `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where
-    the caller has it (StepModel computes it once for its steps).
+    (memory.held_16_bit_active_parameters), with `grouped_experts` those outside the routed
+    experts (`routed=False`): the routed experts are taken out once. `gemm_tflops`:
+    `_gemm_tflops(gpu, fmt)` where the caller has it (StepModel computes it once for its
+    steps).
 
     The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
     checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
@@ -616,7 +618,8 @@ def mla_decode_copy_bytes(
     prefill path runs (_forward_prefill and _compute_prefill_context: self.kv_b_proj(
     kv_c_normed)); vLLM 0.13.0 v1/attention/backends/mla/common.py. So decode reads the
     copy's 16-bit bytes in place of the quantized projection's, not both; a 16-bit kv_b_proj
-    is only viewed (the same bytes), and `held` is the format as the checkpoint holds it."""
+    is only viewed (the same bytes), and `held` is the format as the checkpoint holds it: so
+    are the layers `checkpoint` keeps whole in 16-bit (`mla_kv_b_copy_parameters`)."""
     if rules is None or not rules.mla_dequantized_kv_b_proj or not model.is_mla:
         return 0.0
     sixteen_bit = held.applies_to == "experts" or (
@@ -625,7 +628,7 @@ def mla_decode_copy_bytes(
     linear = BYTES_16BIT if sixteen_bit else held.weight_bytes
     if linear >= BYTES_16BIT:
         return 0.0
-    return mla_kv_b_copy_parameters(model, tensor, pipeline) * (BYTES_16BIT - linear)
+    return mla_kv_b_copy_parameters(model, tensor, pipeline, checkpoint) * (BYTES_16BIT - linear)
 
 
 def _native_fp4(gpu: Gpu, fmt: QuantFormat) -> bool:
@@ -866,8 +869,10 @@ class StepModel:
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
     host_per_sequence_s: float = field(init=False)  # the host work a decode step waits for
     held: QuantFormat = field(init=False)  # the format as the checkpoint holds it
-    # The active parameters the checkpoint leaves 16-bit, computed at the 16-bit rate.
+    # The active parameters the checkpoint leaves 16-bit, computed at the 16-bit rate; where
+    # the routed experts run on the grouped kernel (prefill with `grouped`), those outside them.
     held_16_bit: float = field(init=False)
+    held_16_bit_beside_experts: float = field(init=False)
     # The grouped FP8 kernel's rates a prefill's routed experts run at (`grouped_fp8_shares`).
     grouped: GroupedShares | None = field(init=False)
     layout: float = field(init=False)  # the routed experts' bytes as laid out over as held
@@ -882,6 +887,9 @@ class StepModel:
         gpu, model = self.gpu, self.model
         self.held = checkpoint_format(self.fmt, self.checkpoint)
         self.held_16_bit = held_16_bit_active_parameters(model, self.checkpoint)
+        self.held_16_bit_beside_experts = held_16_bit_active_parameters(
+            model, self.checkpoint, routed=False
+        )
         self.read_layers = layer_weight_bytes_per_rank(
             model, self.fmt, self.tensor, self.pipeline, checkpoint=self.checkpoint
         )
@@ -1001,7 +1009,7 @@ class StepModel:
             efficiency=self.compute_efficiency,
             step_overhead_s=self.overhead_s,
             grouped=self.grouped,
-            held_16_bit=self.held_16_bit,
+            held_16_bit=self.held_16_bit_beside_experts if self.grouped else self.held_16_bit,
             layout=self.layout,
             gemm_tflops=self.gemm_tflops,
         )
