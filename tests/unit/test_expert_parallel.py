@@ -162,7 +162,7 @@ def test_a_pinned_expert_not_dividing_the_tried_tensor_says_so(catalog: Catalog)
     )
     plan = plan_deployment(spec, catalog)
     assert not plan.feasible
-    assert "expert parallel 8 does not divide tensorParallel 4" in plan.reasons
+    assert "spec.parallelism.expert 8 does not divide tensor parallel 4" in plan.reasons
     assert {a.expert_parallel for a in plan.alternatives if a.gpu == H200} == {8}
 
 

@@ -244,6 +244,9 @@ def test_a_pinned_expert_degree_vllm_cannot_load_points_at_the_one_that_loads(
     )
     plan = plan_deployment(spec, catalog)
     assert not plan.feasible
+    # The reason names the fields to change (CONVENTIONS: a field path and a reason).
+    fields = "spec.parallelism.tensor 8 with spec.parallelism.expert 1"
+    assert any(fields in r for r in plan.reasons)
     way_out = [r for r in plan.reasons if r.startswith("would fit with expert parallelism auto")]
     assert len(way_out) == 1 and way_out[0].endswith("fp8 TP8 EP8, fp8 KV")
 
@@ -270,7 +273,8 @@ def test_vllm_checks_block_k_at_any_tp_above_one_with_the_experts_whole(catalog:
     plan = plan_deployment(spec, changed)
     assert not plan.feasible
     refused = {int(a.expert_parallel or 1): a.reason for a in plan.alternatives if a.gpu}
-    assert "128x1024 FP8 weight blocks" in refused[8] and "expertParallel 8" in refused[8]
+    assert "128x1024 FP8 weight blocks" in refused[8]
+    assert "spec.parallelism.tensor 8 with spec.parallelism.expert 8" in refused[8]
 
 
 def _r1_checkpoint(*layers: int) -> QuantizedCheckpoint:

@@ -388,11 +388,11 @@ def _expert_degrees(ctx: _Context, space: SearchSpace, tensor: int) -> tuple[lis
     vllm = ctx.engine.id != "tensorrt-llm"
     if pinned is not None:
         if tensor % pinned:
-            return [], f"expert parallel {pinned} does not divide tensorParallel {tensor}"
+            return [], f"spec.parallelism.expert {pinned} does not divide tensor parallel {tensor}"
         if vllm and pinned not in (1, tensor):
             return [], (
-                f"{ctx.engine.display_name} spreads the experts over every TP rank: expert "
-                f"parallel {pinned} needs tensorParallel {pinned}, not {tensor}"
+                f"{ctx.engine.display_name} spreads the experts over every TP rank: "
+                f"spec.parallelism.expert {pinned} needs tensor parallel {pinned}, not {tensor}"
             )
         return [pinned], ""
     if not model.is_moe or tensor == 1:
@@ -539,9 +539,10 @@ def _block_fp8_unsplit(ctx: _Context, c: Candidate, expert: int | None = None) -
     if model.moe_intermediate_size % (split * blocks) == 0:
         return None
     return (
-        f"vLLM cannot load {known.id} at tensorParallel {c.tensor} with expertParallel "
-        f"{expert}: each GPU's share of the {model.moe_intermediate_size}-wide expert "
-        f"intermediate size is not a multiple of its {block_n}x{block_k} FP8 weight blocks"
+        f"vLLM cannot load {known.id} at spec.parallelism.tensor {c.tensor} with "
+        f"spec.parallelism.expert {expert}: each GPU's share of the "
+        f"{model.moe_intermediate_size}-wide expert intermediate size is not a multiple of "
+        f"its {block_n}x{block_k} FP8 weight blocks"
     )
 
 
