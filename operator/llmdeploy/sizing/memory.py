@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint
@@ -359,17 +360,20 @@ def activation_bytes(
     max_num_batched_tokens: int,
     max_num_seqs: int,
     rules: EngineMemory,
+    moe_workspace_growth: float = 0.0,
 ) -> float:
     """Peak torch memory of vLLM's profiling run: the forward step of max_num_batched_tokens
     tokens, or the dummy sampler step after it (one row of full-vocabulary logits per request,
     min(max_num_seqs, tokens) of them, next to the step's output hidden states), whichever is
     larger (v1/worker/gpu_model_runner.py profile_run: the step's activations are freed before
-    the sampler runs)."""
+    the sampler runs). The step's copies are fitted with each expert split over the TP ranks;
+    `moe_workspace_growth`: what the MoE's workspace adds where the experts are spread whole
+    (performance.ep_moe_workspace_growth)."""
     per_token = (
         ACTIVATION_HIDDEN_COPIES * model.hidden_size
         + ACTIVATION_MLP_COPIES * model.mlp_width_per_token / tensor
     )
-    step = max_num_batched_tokens * per_token * BYTES_16BIT
+    step = max_num_batched_tokens * per_token * BYTES_16BIT + moe_workspace_growth
     requests = min(max_num_seqs, max_num_batched_tokens)
     per_logit = (
         SAMPLER_BYTES_PYTORCH
@@ -378,6 +382,53 @@ def activation_bytes(
     )
     sampler = requests * model.vocab_size * per_logit
     return max(step, sampler + max_num_batched_tokens * model.hidden_size * BYTES_16BIT)
+
+
+MoeKernel = Literal["fused_experts", "triton_experts", "deepgemm"]
+# vLLM runs a MoE step's tokens through its fused-MoE kernels in chunks of at most this many
+# (envs.py VLLM_FUSED_MOE_CHUNK_SIZE, 64 x 1024 in every pinned release).
+FUSED_MOE_CHUNK_TOKENS = 65536
+# DeepGEMM's contiguous grouped layout pads each local expert's rows to its M alignment
+# (deep_gemm_utils.py compute_aligned_M: M x top_k + experts x (alignment - 1), rounded up).
+DEEP_GEMM_M_ALIGNMENT = 128
+
+
+def moe_workspace_bytes(
+    model: ModelFacts,
+    kernel: MoeKernel,
+    split: int,
+    local_experts: float,
+    tokens: int,
+    quantized: bool = False,
+) -> float:
+    """The workspace vLLM's MoE kernel allocates for a step of `tokens` tokens on a rank whose
+    routed experts are each split `split` ways, in the activations' 16-bit dtype; N is the
+    rank's w13 width (gate and up: 2 x its intermediate share), K the hidden size, M the
+    tokens up to FUSED_MOE_CHUNK_TOKENS:
+    - "fused_experts", the Triton kernel called directly (fused_moe.py fused_experts_impl,
+      vLLM 0.8.5 1275-1302, 0.10.2 1553-1587, 0.11.0 1538-1573): cache13 of
+      M x top_k x max(N, K) and cache2 of M x top_k x N / 2, and with `quantized` (FP8
+      activations) cache2's 1-byte copy the second GEMM reads (moe_kernel_quantize_input,
+      0.11.0 1674-1680);
+    - "triton_experts", the same kernel behind the modular kernel (fused_moe.py
+      TritonExperts.workspace_shapes, 0.14.0 2324-2339): M x top_k x max(N / 2, K) and
+      M x top_k x max(N, K);
+    - "deepgemm" (deep_gemm_moe.py DeepGemmExperts.workspace_shapes, 0.11.0 182-203, 0.14.0
+      150-157): M_sum x max(N, K) and M_sum x max(N / 2, K), M_sum the rows padded per local
+      expert (DEEP_GEMM_M_ALIGNMENT)."""
+    rows = min(tokens, FUSED_MOE_CHUNK_TOKENS)
+    width = model.moe_intermediate_size / split
+    hidden, top_k = model.hidden_size, model.active_experts
+    if kernel == "fused_experts":
+        copy = rows * top_k * width / BYTES_16BIT if quantized else 0.0
+        elements = rows * top_k * (max(2 * width, hidden) + width) + copy
+    elif kernel == "triton_experts":
+        elements = rows * top_k * (max(width, hidden) + max(2 * width, hidden))
+    else:
+        padded = rows * top_k + local_experts * (DEEP_GEMM_M_ALIGNMENT - 1)
+        m_sum = math.ceil(padded / DEEP_GEMM_M_ALIGNMENT) * DEEP_GEMM_M_ALIGNMENT
+        elements = m_sum * (max(2 * width, hidden) + max(width, hidden))
+    return elements * BYTES_16BIT
 
 
 def allreduce_fusion(tensor: int, pipeline: int, rules: EngineMemory) -> bool:
@@ -516,12 +567,15 @@ def memory_breakdown(
     checkpoint: QuantizedCheckpoint | None = None,
     expert_parallel: int = 1,
     weights: float | None = None,
+    moe_workspace_growth: float = 0.0,
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free;
     `checkpoint`: the known pre-quantized checkpoint the plan loads; `expert_parallel`: the
     ranks the experts are spread over whole (`layer_weight_bytes_per_rank`); `weights`:
     `weight_bytes_per_rank` of these arguments where the caller has it (the planner computes
-    it once for a layout's KV dtypes)."""
+    it once for a layout's KV dtypes); `moe_workspace_growth`: what the MoE's workspace in the
+    profiling step grows by with the experts spread whole (performance.ep_moe_workspace_growth:
+    the step's copies are fitted with them split)."""
     total = gpu.visible_memory_gib * GIB
     if weights is None:
         weights = weight_bytes_per_rank(
@@ -532,7 +586,9 @@ def memory_breakdown(
         if budget_of_free_memory
         else max_num_seqs
     )
-    activation = activation_bytes(model, tensor, max_num_batched_tokens, rows, rules)
+    activation = activation_bytes(
+        model, tensor, max_num_batched_tokens, rows, rules, moe_workspace_growth
+    )
     non_torch = non_torch_bytes(tensor, pipeline, rules)
     graphs = rules.cuda_graph_gib * GIB
     if budget_of_free_memory:

@@ -29,11 +29,13 @@ from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint, version_wit
 from llmdeploy.sizing.engine_memory import EngineMemory
 from llmdeploy.sizing.memory import (
     BYTES_16BIT,
+    MoeKernel,
     checkpoint_format,
     held_16_bit_active_parameters,
     kv_bytes_per_token_layer,
     layer_weight_bytes_per_rank,
     mla_kv_b_copy_parameters,
+    moe_workspace_bytes,
     mxfp4_expert_read_bytes,
     stage_layers,
 )
@@ -490,6 +492,106 @@ def grouped_fp8_shares(
     return GroupedShares(read[measured], math_share[measured])
 
 
+# vLLM's DeepGEMM MoE takes a rank's experts only where their intermediate share is above 512
+# and a multiple of DeepGEMM's 128-wide blocks; narrower ones run Triton's fused_moe
+# (fused_moe.py fused_experts: `_valid_deep_gemm`, deep_gemm_moe.py 29-72, vLLM 0.11.0).
+DEEP_GEMM_MOE_MIN_WIDTH = 512
+DEEP_GEMM_MOE_BLOCK = 128
+# From this release vLLM runs 16-bit MoE through the modular kernel's TritonExperts (0.14.0
+# unquantized_fused_moe_method.py process_weights_after_loading), before it calls
+# fused_experts directly (0.8.5 and 0.10.2 layer.py, 0.11.1 and 0.12.0
+# unquantized_fused_moe_method.py forward_cuda); memory.moe_workspace_bytes sizes both.
+VLLM_TRITON_EXPERTS_SINCE = "0.14.0"
+# From this release the MoE backends are chosen by priority, and on CUDA only Hopper puts
+# Triton first for 16-bit experts (fused_moe/oracle/unquantized.py _get_priority_backends,
+# 0.24.0; FlashInfer's MoE first elsewhere, whose workspace was not read).
+VLLM_MOE_PRIORITY_SINCE = "0.24.0"
+
+
+def moe_workspace_kernel(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    version: str | None,
+    tensor: int,
+    expert_parallel: int,
+    checkpoint: QuantizedCheckpoint | None = None,
+) -> MoeKernel | None:
+    """The MoE kernel whose workspace vLLM's release allocates for the layout's routed experts
+    on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4 and
+    4-bit experts (their own kernels), block-scaled FP8 off Hopper or where the release runs
+    FlashInfer (`grouped_fp8_kernel` None), FP8 from 0.14.0 on, 16-bit experts off Hopper from
+    0.24.0, AMD GPUs (AITER's kernels), an unknown release. Block-scaled FP8 on Hopper runs
+    `grouped_fp8_kernel`'s kernel, DeepGEMM only for a wide enough share
+    (DEEP_GEMM_MOE_MIN_WIDTH); the rest runs Triton's fused_moe."""
+    if version is None or gpu.platform != "cuda" or not model.is_moe:
+        return None
+    if fmt.weight_bytes < 1 or fmt.id == Quantization.MXFP4:
+        return None
+    split = expert_split(tensor, expert_parallel)
+    width = model.moe_intermediate_size // split
+    hopper = gpu.architecture in GROUPED_FP8_ARCHITECTURES
+    if fmt.id == Quantization.FP8 and _block_scaled_fp8(model, fmt, checkpoint):
+        kernel = grouped_fp8_kernel("vllm", version, tensor, expert_parallel) if hopper else None
+        if kernel is None:
+            return None
+        wide = width > DEEP_GEMM_MOE_MIN_WIDTH and width % DEEP_GEMM_MOE_BLOCK == 0
+        if kernel == "deepgemm" and wide:
+            return "deepgemm"
+    if not version_within(version, VLLM_TRITON_EXPERTS_SINCE, None):
+        return "fused_experts"
+    if fmt.id == Quantization.FP8:
+        return None
+    if version_within(version, VLLM_MOE_PRIORITY_SINCE, None) and not hopper:
+        return None
+    return "triton_experts"
+
+
+def ep_moe_workspace_growth(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    tokens: int,
+    version: str | None,
+    tensor: int,
+    expert_parallel: int,
+    checkpoint: QuantizedCheckpoint | None = None,
+) -> float:
+    """What a profiling step of `tokens` tokens adds on each rank to vLLM's MoE workspace
+    where the routed experts are spread whole over `expert_parallel` ranks instead of each
+    split over the `tensor` ranks: each kernel sizes its workspace from the rank's own expert
+    width (memory.moe_workspace_bytes), and under --enable-expert-parallel that width is each
+    expert's split (the MoE's tp_size is 1: FusedMoEParallelConfig.make). Without data
+    parallelism every rank runs every token (no all-to-all: use_all2all_kernels needs
+    dp_size > 1), and the workspaces count M x top_k rows whatever the expert map keeps. Only
+    the difference is counted: the activation copies (memory.ACTIVATION_MLP_COPIES) are fitted
+    with the experts split, and no corpus row measures vLLM under EP. None where either
+    layout's kernel was not read (`moe_workspace_kernel`). vLLM's only: TensorRT-LLM's MoE
+    workspace under EP was not read."""
+    if expert_parallel == 1:
+        return 0.0
+    kernel = functools.partial(moe_workspace_kernel, model, gpu, fmt, version, tensor)
+    spread, split = kernel(expert_parallel, checkpoint), kernel(1, checkpoint)
+    if spread is None or split is None:
+        return 0.0
+    quantized = fmt.id == Quantization.FP8  # Triton's FP8 copy of its intermediate
+    whole = moe_workspace_bytes(
+        model, spread, tensor // expert_parallel, model.experts / expert_parallel, tokens, quantized
+    )
+    return whole - moe_workspace_bytes(model, split, tensor, model.experts, tokens, quantized)
+
+
+def _block_scaled_fp8(
+    model: ModelFacts, fmt: QuantFormat, checkpoint: QuantizedCheckpoint | None = None
+) -> bool:
+    """Whether the routed experts are held in block-scaled FP8 (`_grouped_block_fp8`)."""
+    if checkpoint is not None:
+        block_scaled = checkpoint.weight_block_size is not None
+    else:
+        block_scaled = model.native_dtype == Quantization.FP8
+    return model.is_moe and fmt.id == Quantization.FP8 and block_scaled
+
+
 def _grouped_block_fp8(
     model: ModelFacts, gpu: Gpu, fmt: QuantFormat, checkpoint: QuantizedCheckpoint | None = None
 ) -> bool:
@@ -503,15 +605,8 @@ def _grouped_block_fp8(
     is chosen from block_quant and the MoE's tp_size alone (vLLM 0.13.0 quantization/fp8.py
     Fp8Config.get_quant_method, Fp8MoEMethod.__init__). An FP8 format quantized at load
     (online, from a 16-bit checkpoint) has per-tensor scales and no block."""
-    if checkpoint is not None:
-        block_scaled = checkpoint.weight_block_size is not None
-    else:
-        block_scaled = model.native_dtype == Quantization.FP8
     return (
-        model.is_moe
-        and fmt.id == Quantization.FP8
-        and block_scaled
-        and gpu.architecture in GROUPED_FP8_ARCHITECTURES
+        _block_scaled_fp8(model, fmt, checkpoint) and gpu.architecture in GROUPED_FP8_ARCHITECTURES
     )
 
 
