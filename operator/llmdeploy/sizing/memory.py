@@ -234,6 +234,8 @@ def _quantized_layers(
 ) -> int:
     """Decoder layers of the stage holding the most of them that `checkpoint` does not keep
     whole in 16-bit."""
+    if checkpoint is None or not checkpoint.unquantized_layers:
+        return stage_layers(model, pipeline)
     return max(len(layers) - len(whole) for layers, whole in _stages(model, checkpoint, pipeline))
 
 

@@ -538,13 +538,23 @@ def moe_workspace_kernel(
         wide = width > DEEP_GEMM_MOE_MIN_WIDTH and width % DEEP_GEMM_MOE_BLOCK == 0
         if kernel == "deepgemm" and wide:
             return "deepgemm"
-    if not version_within(version, VLLM_TRITON_EXPERTS_SINCE, None):
+    modular, by_priority = _vllm_moe_releases(version)
+    if not modular:
         return "fused_experts"
-    if fmt.id == Quantization.FP8:
-        return None
-    if version_within(version, VLLM_MOE_PRIORITY_SINCE, None) and not hopper:
+    if fmt.id == Quantization.FP8 or (by_priority and not hopper):
         return None
     return "triton_experts"
+
+
+@functools.cache  # pure; parsing the release for every layout tried costs (grouped_fp8_kernel)
+def _vllm_moe_releases(version: str) -> tuple[bool, bool]:
+    """Whether the release runs 16-bit experts through TritonExperts
+    (VLLM_TRITON_EXPERTS_SINCE), and whether it chooses MoE backends by priority
+    (VLLM_MOE_PRIORITY_SINCE)."""
+    return (
+        version_within(version, VLLM_TRITON_EXPERTS_SINCE, None),
+        version_within(version, VLLM_MOE_PRIORITY_SINCE, None),
+    )
 
 
 def ep_moe_workspace_growth(
