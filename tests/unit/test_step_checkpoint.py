@@ -90,14 +90,14 @@ def test_a_block_scaled_fp8_checkpoint_of_any_moe_model_takes_the_grouped_rates(
             catalog.gpus[gpu],
             fp8,
             "vllm",
-            "0.11.0",
+            "0.11.1",
             4,
             1,
             checkpoint,
         )
 
     deepseek = facts(catalog, "deepseek-ai/DeepSeek-R1")
-    native = performance.grouped_fp8_shares(deepseek, h100, fp8, "vllm", "0.11.0", 4, 1)
+    native = performance.grouped_fp8_shares(deepseek, h100, fp8, "vllm", "0.11.1", 4, 1)
     assert native == (performance.GROUPED_FP8_READ_SHARE[4], performance.GROUPED_FP8_MATH_SHARE[4])
     assert shares(blocks) == native
     assert shares(None) is None and shares(per_tensor) is None

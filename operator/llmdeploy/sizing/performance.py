@@ -420,9 +420,11 @@ TRITON_FP8_MATH_SHARE: dict[int, float] = {1: 0.093, 2: 0.084, 4: 0.081, 8: 0.07
 #   first with EP (_get_priority_backends: "On Hopper for Block Fp8, prefer Triton for TP and
 #   FI CUTLASS for EP"). PR #13932 measured no FlashInfer kernel: the roofline holds there.
 # The releases between 0.14.0 and 0.24.0 are counted with 0.14.0's rule (none is pinned).
-# DeepGEMM falls back to Triton for fewer than 128 rows (_valid_deep_gemm_shape), below the
-# prefill sizes counted here. TensorRT-LLM runs its DeepGEMM port on Hopper (above); an
-# unknown release or engine is counted with DeepGEMM, what the default image (0.11.0) runs.
+# Where the release's backend is DeepGEMM, vLLM still runs Triton's fused_moe for a problem
+# DeepGEMM's grouped GEMM does not take (`deep_gemm_moe_width_taken`). DeepGEMM falls back to
+# Triton for fewer than 128 rows (_valid_deep_gemm_shape), below the prefill sizes counted
+# here. TensorRT-LLM runs its DeepGEMM port on Hopper (above); an unknown release or engine is
+# counted with DeepGEMM at every width, what vLLM's releases from 0.11.1 to 0.14.0 run.
 VLLM_DEEP_GEMM_MOE_SINCE = "0.11.0"
 VLLM_TRITON_MOE_AT_SPLIT_SINCE = "0.12.0"
 VLLM_TRITON_MOE_FROM_SPLIT = 8
@@ -448,13 +450,53 @@ def expert_split(tensor: int, expert_parallel: int) -> int:
     return tensor // expert_parallel
 
 
+# vLLM's fused_experts (and 0.14.0's TritonOrDeepGemmExperts) hands a DeepGEMM backend's
+# experts to DeepGEMM only if `is_deep_gemm_e8m0_used() or _valid_deep_gemm(...)`, else to
+# Triton's fused_moe (fused_moe.py fused_experts: 0.11.0 1398-1399, 0.11.1 1601-1603, 0.12.0
+# 1598-1600; 0.14.0 triton_deep_gemm_moe.py 72). `_valid_deep_gemm` (deep_gemm_moe.py 0.11.0
+# 34-95, 0.11.1 to 0.14.0 44-108) reads N and K off w2, shaped (experts, hidden, the rank's
+# share of the intermediate width): N and K must be multiples of DeepGEMM's 128-wide blocks
+# (_valid_deep_gemm_shape) and N above 512 ("DeepGemm disabled for N <= 512", 0.11.0 63,
+# 0.11.1 and 0.12.0 74). The share is intermediate / the MoE's tp_size (layer.py
+# intermediate_size_per_partition), and --enable-expert-parallel makes that tp_size 1, so
+# under EP a rank's share is the whole width. E8M0 scales skip the check: in 0.11.0 on Hopper
+# only with VLLM_USE_DEEP_GEMM_E8M0_HOPPER, default 0 (utils/deep_gemm.py
+# is_deep_gemm_e8m0_used 54-57, envs.py 1156-1157); vLLM PR #26197 ("Enable E8M0 by Default on
+# Hopper for DeepGEMM") dropped that switch, so from 0.11.1 VLLM_USE_DEEP_GEMM_E8M0 (default 1;
+# envs.py 0.11.1 1132-1133, 0.12.0 1177-1178) turns them on for Hopper too (utils/deep_gemm.py
+# 75-77) and DeepGEMM takes every width.
+DEEP_GEMM_MOE_MIN_WIDTH = 512
+DEEP_GEMM_MOE_BLOCK = 128
+VLLM_DEEP_GEMM_E8M0_HOPPER_SINCE = "0.11.1"
+
+
+def deep_gemm_moe_width_taken(
+    version: str, intermediate: int, hidden: int, tensor: int, expert_parallel: int
+) -> bool:
+    """Whether vLLM's release hands a rank's block-FP8 experts to DeepGEMM's grouped GEMM on
+    Hopper where its backend is DeepGEMM: every width from VLLM_DEEP_GEMM_E8M0_HOPPER_SINCE,
+    before it only a rank's share of each expert's `intermediate` width above 512 and, with
+    `hidden`, a multiple of 128 (`_valid_deep_gemm`; Triton's fused_moe runs the rest)."""
+    if version_within(version, VLLM_DEEP_GEMM_E8M0_HOPPER_SINCE, None):
+        return True
+    width = intermediate // expert_split(tensor, expert_parallel)
+    aligned = width % DEEP_GEMM_MOE_BLOCK == 0 and hidden % DEEP_GEMM_MOE_BLOCK == 0
+    return aligned and width > DEEP_GEMM_MOE_MIN_WIDTH
+
+
 @functools.cache  # pure; parsing the release for every layout tried cost ~20 us
 def grouped_fp8_kernel(
-    engine: str, version: str | None, tensor: int, expert_parallel: int
+    engine: str,
+    version: str | None,
+    tensor: int,
+    expert_parallel: int,
+    intermediate: int,
+    hidden: int,
 ) -> str | None:
     """The grouped kernel ("deepgemm", "triton") the engine's release runs for block-scaled
-    FP8 experts on Hopper with the layout's split; None for one not measured (the roofline).
-    The releases' rules: VLLM_DEEP_GEMM_MOE_SINCE and what follows it."""
+    FP8 experts of an `intermediate` width on a `hidden`-wide model on Hopper with the
+    layout's split; None for one not measured (the roofline). The releases' rules:
+    VLLM_DEEP_GEMM_MOE_SINCE and what follows it, and `deep_gemm_moe_width_taken`."""
     split = expert_split(tensor, expert_parallel)
     if engine != "vllm" or version is None:
         return "deepgemm"
@@ -463,7 +505,10 @@ def grouped_fp8_kernel(
     if version_within(version, VLLM_HOPPER_BLOCK_FP8_PRIORITY_SINCE, None):
         return "triton" if expert_parallel == 1 else None
     at_split = version_within(version, VLLM_TRITON_MOE_AT_SPLIT_SINCE, None)
-    return "triton" if at_split and split >= VLLM_TRITON_MOE_FROM_SPLIT else "deepgemm"
+    if at_split and split >= VLLM_TRITON_MOE_FROM_SPLIT:
+        return "triton"
+    taken = deep_gemm_moe_width_taken(version, intermediate, hidden, tensor, expert_parallel)
+    return "deepgemm" if taken else "triton"
 
 
 def grouped_fp8_shares(
@@ -484,7 +529,9 @@ def grouped_fp8_shares(
     split = expert_split(tensor, expert_parallel)
     if not _grouped_block_fp8(model, gpu, fmt, checkpoint):
         return None
-    kernel = grouped_fp8_kernel(engine, version, tensor, expert_parallel)
+    kernel = grouped_fp8_kernel(
+        engine, version, tensor, expert_parallel, model.moe_intermediate_size, model.hidden_size
+    )
     if kernel is None:
         return None
     read, math_share = GROUPED_FP8_TABLES[kernel]
@@ -492,11 +539,6 @@ def grouped_fp8_shares(
     return GroupedShares(read[measured], math_share[measured])
 
 
-# vLLM's DeepGEMM MoE takes a rank's experts only where their intermediate share is above 512
-# and a multiple of DeepGEMM's 128-wide blocks; narrower ones run Triton's fused_moe
-# (fused_moe.py fused_experts: `_valid_deep_gemm`, deep_gemm_moe.py 29-72, vLLM 0.11.0).
-DEEP_GEMM_MOE_MIN_WIDTH = 512
-DEEP_GEMM_MOE_BLOCK = 128
 # From this release vLLM runs 16-bit MoE through the modular kernel's TritonExperts (0.14.0
 # unquantized_fused_moe_method.py process_weights_after_loading), before it calls
 # fused_experts directly (0.8.5 and 0.10.2 layer.py, 0.11.1 and 0.12.0
@@ -520,23 +562,26 @@ def moe_workspace_kernel(
     """The MoE kernel whose workspace vLLM's release allocates for the layout's routed experts
     on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4 and
     4-bit experts (their own kernels), block-scaled FP8 off Hopper or where the release runs
-    FlashInfer (`grouped_fp8_kernel` None), FP8 from 0.14.0 on, 16-bit experts off Hopper from
-    0.24.0, AMD GPUs (AITER's kernels), an unknown release. Block-scaled FP8 on Hopper runs
-    `grouped_fp8_kernel`'s kernel, DeepGEMM only for a wide enough share
-    (DEEP_GEMM_MOE_MIN_WIDTH); the rest runs Triton's fused_moe."""
+    FlashInfer (`grouped_fp8_kernel` None), FP8 run by Triton from 0.14.0 on, 16-bit experts
+    off Hopper from 0.24.0, AMD GPUs (AITER's kernels), an unknown release. Block-scaled FP8
+    on Hopper runs
+    `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share it takes:
+    `deep_gemm_moe_width_taken`); the rest runs Triton's fused_moe."""
     if version is None or gpu.platform != "cuda" or not model.is_moe:
         return None
     if fmt.weight_bytes < 1 or fmt.id == Quantization.MXFP4:
         return None
-    split = expert_split(tensor, expert_parallel)
-    width = model.moe_intermediate_size // split
     hopper = gpu.architecture in GROUPED_FP8_ARCHITECTURES
     if fmt.id == Quantization.FP8 and _block_scaled_fp8(model, fmt, checkpoint):
-        kernel = grouped_fp8_kernel("vllm", version, tensor, expert_parallel) if hopper else None
+        widths = (model.moe_intermediate_size, model.hidden_size)
+        kernel = (
+            grouped_fp8_kernel("vllm", version, tensor, expert_parallel, *widths)
+            if hopper
+            else None
+        )
         if kernel is None:
             return None
-        wide = width > DEEP_GEMM_MOE_MIN_WIDTH and width % DEEP_GEMM_MOE_BLOCK == 0
-        if kernel == "deepgemm" and wide:
+        if kernel == "deepgemm":
             return "deepgemm"
     modular, by_priority = _vllm_moe_releases(version)
     if not modular:
@@ -574,7 +619,8 @@ def ep_moe_workspace_growth(
     expert's split (the MoE's tp_size is 1: FusedMoEParallelConfig.make). Without data
     parallelism every rank runs every token (no all-to-all: use_all2all_kernels needs
     dp_size > 1), and the workspaces count M x top_k rows whatever the expert map keeps. Only
-    the difference is counted: the activation copies (memory.ACTIVATION_MLP_COPIES) are fitted
+    the difference is counted (negative where DeepGEMM runs both layouts: fewer local experts
+    pad fewer rows): the activation copies (memory.ACTIVATION_MLP_COPIES) are fitted
     with the experts split, and no corpus row measures vLLM under EP. None where either
     layout's kernel was not read (`moe_workspace_kernel`). vLLM's only: TensorRT-LLM's MoE
     workspace under EP was not read."""
