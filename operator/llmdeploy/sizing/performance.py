@@ -619,15 +619,20 @@ def ep_moe_workspace_growth(
     expert's split (the MoE's tp_size is 1: FusedMoEParallelConfig.make). Without data
     parallelism every rank runs every token (no all-to-all: use_all2all_kernels needs
     dp_size > 1), and the workspaces count M x top_k rows whatever the expert map keeps. Only
-    the difference is counted (negative where DeepGEMM runs both layouts: fewer local experts
-    pad fewer rows): the activation copies (memory.ACTIVATION_MLP_COPIES) are fitted
-    with the experts split, and no corpus row measures vLLM under EP. None where either
-    layout's kernel was not read (`moe_workspace_kernel`). vLLM's only: TensorRT-LLM's MoE
-    workspace under EP was not read."""
+    the difference is counted: the activation copies (memory.ACTIVATION_MLP_COPIES) are fitted
+    with the experts split, and no corpus row measures vLLM under EP. They stand for the
+    workspace of Triton's fused_moe: every MoE row the fit reads ran it at EP 1, but one (a
+    0.11.2 DeepSeek-R1 row, DeepGEMM by `deep_gemm_moe_width_taken`). So where the split
+    layout runs DeepGEMM the difference is taken from Triton's workspace, not DeepGEMM's, which
+    no figure counts at EP 1. None where either layout's kernel was not read
+    (`moe_workspace_kernel`; Triton's FP8 modular kernel from 0.14.0). vLLM's only:
+    TensorRT-LLM's MoE workspace under EP was not read."""
     if expert_parallel == 1:
         return 0.0
     kernel = functools.partial(moe_workspace_kernel, model, gpu, fmt, version, tensor)
     spread, split = kernel(expert_parallel, checkpoint), kernel(1, checkpoint)
+    if split == "deepgemm" and version is not None:
+        split = None if _vllm_moe_releases(version)[0] else "fused_experts"
     if spread is None or split is None:
         return 0.0
     quantized = fmt.id == Quantization.FP8  # Triton's FP8 copy of its intermediate
