@@ -4,6 +4,7 @@ engines' flags."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -24,8 +25,13 @@ from llmdeploy.render import render_manifests
 from llmdeploy.sizing import SpecError, feasible_alternatives, plan_deployment
 from llmdeploy.sizing.engine_memory import engine_memory
 from llmdeploy.sizing.memory import memory_breakdown
-from llmdeploy.sizing.model_facts import resolve_model
-from llmdeploy.sizing.performance import estimate_performance, grouped_fp8_shares
+from llmdeploy.sizing.model_facts import ModelFacts, resolve_model
+from llmdeploy.sizing.performance import (
+    ep_moe_workspace_growth,
+    estimate_performance,
+    grouped_fp8_shares,
+    moe_workspace_kernel,
+)
 from llmdeploy.sizing.plan import Plan
 
 from .conftest import make_spec
@@ -162,7 +168,7 @@ def test_a_pinned_expert_not_dividing_the_tried_tensor_says_so(catalog: Catalog)
     )
     plan = plan_deployment(spec, catalog)
     assert not plan.feasible
-    assert "expert parallel 8 does not divide tensorParallel 4" in plan.reasons
+    assert "spec.parallelism.expert 8 does not divide tensor parallel 4" in plan.reasons
     assert {a.expert_parallel for a in plan.alternatives if a.gpu == H200} == {8}
 
 
@@ -230,9 +236,11 @@ def test_extra_args_may_not_set_what_the_plan_sets(catalog: Catalog) -> None:
 def test_what_is_priced_as_tensor_split_is_exactly_that(
     catalog: Catalog, name: str, gpu: str, quantization: str, alike: bool
 ) -> None:
-    """The planner copies EP 1's figures for a degree whose grouped FP8 rates are EP 1's
-    (MXFP4 aside): a fresh estimate and memory breakdown must then be the same, so a term that
-    comes to depend on the expert split without the planner knowing fails here."""
+    """Where the grouped FP8 rates are EP 1's (MXFP4 aside), spreading the experts whole
+    changes one figure: the MoE workspace of vLLM's profiling step (`moe_workspace_growth`,
+    which the planner computes and passes). Given the same growth, a fresh memory breakdown
+    and estimate must be EP 1's, so a term that comes to depend on the split without the
+    planner knowing fails here; the growth shows in the activation and the KV cache alone."""
     model = resolve_model(make_spec(name).model, catalog)
     sku, fmt = catalog.gpus[gpu], catalog.quantizations[quantization]
     shares = [grouped_fp8_shares(model, sku, fmt, "vllm", "0.11.0", 8, ep) for ep in (1, 8)]
@@ -243,10 +251,21 @@ def test_what_is_priced_as_tensor_split_is_exactly_that(
     memory = dict(kv_dtype_bytes=2, gpu_memory_utilization=0.9, max_num_batched_tokens=8192)
     memory.update(max_num_seqs=16, max_context_length=8192, block_size=16)
     load = dict(kv_dtype_bytes=2, concurrency=16, input_tokens=1024, output_tokens=256)
+    split = memory_breakdown(model, sku, fmt, tensor=8, pipeline=1, rules=rules, **memory)
     for expert in (2, 4, 8):
-        assert memory_breakdown(
-            model, sku, fmt, tensor=8, pipeline=1, rules=rules, expert_parallel=expert, **memory
-        ) == memory_breakdown(model, sku, fmt, tensor=8, pipeline=1, rules=rules, **memory)
+        assert (
+            memory_breakdown(
+                model, sku, fmt, tensor=8, pipeline=1, rules=rules, expert_parallel=expert, **memory
+            )
+            == split
+        )
+        grown = memory_breakdown(
+            model, sku, fmt, tensor=8, pipeline=1, rules=rules, expert_parallel=expert,
+            moe_workspace_growth=2**29, **memory,
+        )  # fmt: skip
+        assert grown.activation_gib - split.activation_gib == pytest.approx(0.5)
+        assert split.kv_cache_gib - grown.kv_cache_gib == pytest.approx(0.5)
+        assert grown.weights_gib == split.weights_gib
         assert estimate_performance(
             model, sku, fmt, tensor=8, pipeline=1, engine_version="0.11.0",
             expert_parallel=expert, **load,
@@ -255,7 +274,102 @@ def test_what_is_priced_as_tensor_split_is_exactly_that(
         )  # fmt: skip
 
 
-def test_a_degree_priced_alike_is_shown_and_loses_the_tie(catalog: Catalog) -> None:
+def _moe_elements(
+    model: ModelFacts, split: int, kernel: str, experts: float, tokens: int = 8192
+) -> float:
+    """The MoE workspace's 16-bit elements as the source sizes it (see
+    memory.moe_workspace_bytes), written out again for the test."""
+    n, k, top_k = 2 * model.moe_intermediate_size / split, model.hidden_size, model.active_experts
+    if kernel == "fused_experts":  # cache13 and cache2
+        return tokens * top_k * (max(n, k) + n / 2)
+    if kernel == "triton_experts":  # TritonExperts.workspace_shapes, 0.14.0
+        return tokens * top_k * (max(n / 2, k) + max(n, k))
+    m_sum = math.ceil((tokens * top_k + experts * 127) / 128) * 128  # compute_aligned_M
+    return m_sum * (max(n, k) + max(n / 2, k))
+
+
+def test_vllm_s_moe_workspace_grows_with_each_rank_s_whole_experts(catalog: Catalog) -> None:
+    """Under vLLM's EP each rank runs whole experts, so the MoE kernel's workspace, sized from
+    the rank's expert width, grows: for Qwen3-235B in BF16 at TP 8 by cache2 alone in 0.11.0
+    (2 x 1536 stays under the 4096 hidden size), by nothing in 0.14.0's TritonExperts; for
+    DeepSeek-R1's block FP8 on an H200, 0.11.0 runs Triton at TP 8 (a 256-wide share is too
+    narrow for DeepGEMM) and DeepGEMM with the experts whole; 0.11.1 runs DeepGEMM at both,
+    counted from Triton's split workspace, the fitted one. MXFP4 and AMD GPUs are not counted
+    (their kernels' workspaces were not read)."""
+    qwen = resolve_model(make_spec("Qwen/Qwen3-235B-A22B").model, catalog)
+    h100, bf16 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
+
+    def growth(model: ModelFacts, gpu: str, fmt: str, version: str) -> float:
+        sku, quantization = catalog.gpus[gpu], catalog.quantizations[fmt]
+        return ep_moe_workspace_growth(model, sku, quantization, 8192, version, 8, 8)
+
+    spread = _moe_elements(qwen, 1, "fused_experts", 16)
+    expected = (spread - _moe_elements(qwen, 8, "fused_experts", 128)) * 2
+    assert growth(qwen, "nvidia-h100-80gb", "bf16", "0.11.0") == pytest.approx(expected)
+    assert 0.15 < expected / 2**30 < 0.2  # the review's 0.17 GiB
+    assert growth(qwen, "nvidia-h100-80gb", "bf16", "0.14.0") == 0
+    assert moe_workspace_kernel(qwen, h100, bf16, "0.14.0", 8, 8) == "triton_experts"
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
+    assert moe_workspace_kernel(r1, h200, fp8, "0.11.0", 8, 1) == "fused_experts"
+    assert moe_workspace_kernel(r1, h200, fp8, "0.11.0", 8, 8) == "deepgemm"
+    triton = _moe_elements(r1, 8, "fused_experts", 256) * 2 + 8192 * 8 * 256  # FP8 cache2 copy
+    expected = _moe_elements(r1, 1, "deepgemm", 32) * 2 - triton
+    assert growth(r1, H200, "fp8", "0.11.0") == pytest.approx(expected)
+    assert 0.9 < expected / 2**30 < 1.0
+    # From 0.11.1 DeepGEMM's E8M0 scales take the 256-wide share too (vLLM PR #26197), so
+    # both layouts run DeepGEMM; the growth is still counted from Triton's split workspace,
+    # the one the fitted copies stand for (DeepGEMM's at EP 1 is counted nowhere).
+    assert moe_workspace_kernel(r1, h200, fp8, "0.11.1", 8, 1) == "deepgemm"
+    assert growth(r1, H200, "fp8", "0.11.1") == pytest.approx(expected)
+    assert growth(r1, H200, "fp8", "0.14.0") == 0  # Triton's FP8 modular kernel: not read
+    gpt_oss = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    assert growth(gpt_oss, H200, "mxfp4", "0.11.0") == 0
+    mixtral = resolve_model(make_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").model, catalog)
+    assert growth(mixtral, "amd-mi300x-192gb", "bf16", "0.10.2") == 0
+    assert growth(mixtral, "nvidia-h100-80gb", "bf16", "0.10.2") > 1.0 * 2**30
+
+
+def test_the_planner_books_the_spread_experts_workspace(catalog: Catalog) -> None:
+    """Pinned to TP 8 EP 8, Qwen3-235B in BF16 under vLLM 0.11.0 keeps less KV cache than at
+    EP 1 by the workspace's growth, and its activation shows it; under TensorRT-LLM (its MoE
+    workspace not read) the activation is EP 1's."""
+
+    def plan(expert: int, engine: str = "vllm") -> Plan:
+        spec = make_spec(
+            "Qwen/Qwen3-235B-A22B",
+            quantization="bf16",
+            engine={"name": engine},
+            placement={"gpu": "nvidia-h100-80gb"},
+            parallelism={"tensor": 8, "pipeline": 1, "expert": expert},
+            workload=WORKLOAD,
+        )
+        return plan_deployment(spec, catalog, load_image_lock())  # the lock pins the release
+
+    trt_split, trt_spread = plan(1, "tensorrt-llm"), plan(8, "tensorrt-llm")
+    assert trt_split.feasible and trt_spread.feasible
+    assert trt_spread.activation_gib_per_gpu == trt_split.activation_gib_per_gpu
+
+    split, spread = plan(1), plan(8)
+    assert split.feasible and spread.feasible and spread.expert_parallel == 8
+    assert split.engine_version == spread.engine_version == "0.11.0"
+    assert split.max_num_batched_tokens == spread.max_num_batched_tokens == 8192
+    qwen = resolve_model(make_spec("Qwen/Qwen3-235B-A22B").model, catalog)
+    spread_elements = _moe_elements(qwen, 1, "fused_experts", 16)
+    grown = (spread_elements - _moe_elements(qwen, 8, "fused_experts", 128)) * 2
+    assert split.activation_gib_per_gpu is not None and spread.activation_gib_per_gpu is not None
+    assert spread.activation_gib_per_gpu - split.activation_gib_per_gpu == pytest.approx(
+        grown / 2**30, abs=0.01
+    )
+    assert split.kv_cache_gib_per_gpu is not None and spread.kv_cache_gib_per_gpu is not None
+    assert split.kv_cache_gib_per_gpu - spread.kv_cache_gib_per_gpu == pytest.approx(
+        grown / 2**30, abs=0.01
+    )
+
+
+def test_a_degree_at_the_same_cost_is_shown_and_loses_the_tie(catalog: Catalog) -> None:
+    """Qwen3-235B in BF16: EP 4 is priced apart (a wider MoE workspace, less KV cache) and,
+    where the cache does not bind, costs what EP 1 does; the ranking keeps EP 1."""
     spec = make_spec("Qwen/Qwen3-235B-A22B", placement={"gpu": "nvidia-h100-80gb"})
     plan = plan_deployment(spec, catalog)
     assert plan.feasible and plan.expert_parallel == 1

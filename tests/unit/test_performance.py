@@ -567,19 +567,26 @@ def test_the_triton_fp8_shares_are_the_line_through_the_pr_s_triton_columns(spli
         assert not any(faster)
 
 
-# The kernel each pinned vLLM release runs for block-scaled FP8 experts on Hopper, by TP and EP
-# (performance.py's notes on VLLM_DEEP_GEMM_MOE_SINCE cite the sources).
+# The kernel each pinned vLLM release runs for DeepSeek-R1's block-scaled FP8 experts (2048
+# wide, hidden 7168) on Hopper, by TP and EP (performance.py's notes on
+# VLLM_DEEP_GEMM_MOE_SINCE and `deep_gemm_moe_width_taken` cite the sources).
+R1_WIDTHS = (2048, 7168)
 VLLM_GROUPED_FP8_KERNELS = {
     ("0.8.5", 8, 1): "triton",
     ("0.10.2", 8, 1): "triton",
     ("0.10.2", 8, 8): "triton",
-    ("0.11.0", 8, 1): "deepgemm",
-    ("0.11.0", 8, 8): "deepgemm",
-    ("0.11.1", 8, 1): "deepgemm",
+    ("0.11.0", 2, 1): "deepgemm",
+    ("0.11.0", 4, 1): "triton",  # a 512-wide share: not above 512
+    ("0.11.0", 8, 1): "triton",  # 256
+    ("0.11.0", 8, 4): "deepgemm",  # 1024
+    ("0.11.0", 8, 8): "deepgemm",  # whole experts under EP
+    ("0.11.1", 8, 1): "deepgemm",  # E8M0 on Hopper: every width
+    ("0.11.1", 4, 1): "deepgemm",
     ("0.12.0", 4, 1): "deepgemm",
     ("0.12.0", 8, 1): "triton",
     ("0.12.0", 16, 1): "triton",
     ("0.12.0", 8, 8): "deepgemm",
+    ("0.14.0", 4, 1): "deepgemm",
     ("0.14.0", 8, 1): "triton",
     ("0.14.0", 16, 16): "deepgemm",
     ("0.24.0", 2, 1): "triton",
@@ -592,23 +599,52 @@ VLLM_GROUPED_FP8_KERNELS = {
 def test_the_grouped_fp8_kernel_is_the_one_vllm_s_release_selects_for_the_split(
     release: str, tensor: int, expert_parallel: int
 ) -> None:
-    """vLLM: Triton before 0.11.0 (DeepGEMM off by default), DeepGEMM from 0.11.0, Triton
-    where each expert is split 8 ways or more from 0.12.0 (PR #29346; with EP the MoE's split
-    is 1), and from 0.24.0 Triton without EP, FlashInfer's CUTLASS MoE with it (no measured
-    rates: None). TensorRT-LLM, another engine or an unknown release: DeepGEMM."""
+    """vLLM: Triton before 0.11.0 (DeepGEMM off by default); from 0.11.0 DeepGEMM, but in
+    0.11.0 only for a rank's share of each expert above 512 (`_valid_deep_gemm`, E8M0 off on
+    Hopper), at every share from 0.11.1 (E8M0 on: vLLM PR #26197); Triton where each expert is
+    split 8 ways or more from 0.12.0 (PR #29346; with EP the MoE's split is 1), and from
+    0.24.0 Triton without EP, FlashInfer's CUTLASS MoE with it (no measured rates: None).
+    TensorRT-LLM, another engine or an unknown release: DeepGEMM."""
     kernel = VLLM_GROUPED_FP8_KERNELS[(release, tensor, expert_parallel)]
-    assert performance.grouped_fp8_kernel("vllm", release, tensor, expert_parallel) == kernel
+    assert (
+        performance.grouped_fp8_kernel("vllm", release, tensor, expert_parallel, *R1_WIDTHS)
+        == kernel
+    )
     for engine, version in (("tensorrt-llm", "1.0.0"), ("vllm", None), ("sglang", release)):
-        assert performance.grouped_fp8_kernel(engine, version, tensor, expert_parallel) == (
-            "deepgemm"
-        )
+        assert performance.grouped_fp8_kernel(
+            engine, version, tensor, expert_parallel, *R1_WIDTHS
+        ) == ("deepgemm")
+
+
+def test_vllm_0_11_0_runs_deepgemm_only_for_a_share_its_grouped_gemm_takes() -> None:
+    """`_valid_deep_gemm` (vLLM 0.11.0 deep_gemm_moe.py) reads N, each rank's share of the
+    intermediate width, and K, the hidden size, off w2: both multiples of 128 and N above 512,
+    else Triton's fused_moe. Under EP the share is the whole width. From 0.11.1 the E8M0
+    scales skip the check on Hopper, so every share runs DeepGEMM."""
+
+    def kernel(version: str, tensor: int, ep: int, intermediate: int, hidden: int) -> str | None:
+        return performance.grouped_fp8_kernel("vllm", version, tensor, ep, intermediate, hidden)
+
+    # Qwen3-235B-A22B-FP8: 1536 wide, hidden 4096.
+    assert [kernel("0.11.0", tp, 1, 1536, 4096) for tp in (1, 2, 4)] == [
+        "deepgemm",
+        "deepgemm",
+        "triton",
+    ]
+    assert kernel("0.11.0", 4, 4, 1536, 4096) == "deepgemm"
+    assert kernel("0.11.0", 1, 1, 640, 4096) == "deepgemm"
+    assert kernel("0.11.0", 1, 1, 576, 4096) == "triton"  # not a multiple of 128
+    assert kernel("0.11.0", 1, 1, 1536, 4160) == "triton"  # nor is the hidden size
+    assert kernel("0.11.1", 1, 1, 576, 4160) == "deepgemm"
+    assert kernel("0.12.0", 4, 1, 1536, 4096) == "deepgemm"
 
 
 def test_the_vllm_release_sets_the_deepseek_prefill_on_hopper(catalog: Catalog) -> None:
-    """DeepSeek-R1 FP8 on 8 H200 with vLLM, one 4096-token prompt: at TP 8 0.11.0 runs
-    DeepGEMM and 0.12.0 Triton, faster there (PR #13932's split-8 columns); at TP 8 with EP 8
-    both run DeepGEMM on whole experts; 0.24.0 with EP 8 runs FlashInfer's CUTLASS MoE,
-    counted with the roofline. The decode does not move."""
+    """DeepSeek-R1 FP8 on 8 H200 with vLLM, one 4096-token prompt: at TP 8 0.11.0 runs Triton
+    (a 256-wide share is too narrow for DeepGEMM), 0.11.1 DeepGEMM (E8M0 takes every width)
+    and 0.12.0 Triton again (PR #29346), faster than DeepGEMM there (PR #13932's split-8
+    columns); at TP 8 with EP 8 all three run DeepGEMM on whole experts; 0.24.0 with EP 8 runs
+    FlashInfer's CUTLASS MoE, counted with the roofline. The decode does not move."""
 
     def lone(version: str, expert_parallel: int = 1) -> Performance:
         return estimate(
@@ -624,9 +660,9 @@ def test_the_vllm_release_sets_the_deepseek_prefill_on_hopper(catalog: Catalog) 
             expert_parallel=expert_parallel,
         )
 
-    assert lone("0.12.0").ttft_s < lone("0.11.0").ttft_s
-    assert lone("0.12.0").tpot_s == lone("0.11.0").tpot_s
-    assert lone("0.12.0", 8).ttft_s == lone("0.11.0", 8).ttft_s
+    assert lone("0.12.0").ttft_s == lone("0.11.0").ttft_s < lone("0.11.1").ttft_s
+    assert lone("0.12.0").tpot_s == lone("0.11.0").tpot_s == lone("0.11.1").tpot_s
+    assert lone("0.12.0", 8).ttft_s == lone("0.11.0", 8).ttft_s == lone("0.11.1", 8).ttft_s
     assert lone("0.24.0").ttft_s == lone("0.12.0").ttft_s
     deepseek = resolve_model(make_spec("deepseek-ai/DeepSeek-R1").model, catalog)
     h200, fp8 = catalog.gpus["nvidia-h200-141gb"], catalog.quantizations["fp8"]

@@ -90,14 +90,14 @@ def test_a_block_scaled_fp8_checkpoint_of_any_moe_model_takes_the_grouped_rates(
             catalog.gpus[gpu],
             fp8,
             "vllm",
-            "0.11.0",
+            "0.11.1",
             4,
             1,
             checkpoint,
         )
 
     deepseek = facts(catalog, "deepseek-ai/DeepSeek-R1")
-    native = performance.grouped_fp8_shares(deepseek, h100, fp8, "vllm", "0.11.0", 4, 1)
+    native = performance.grouped_fp8_shares(deepseek, h100, fp8, "vllm", "0.11.1", 4, 1)
     assert native == (performance.GROUPED_FP8_READ_SHARE[4], performance.GROUPED_FP8_MATH_SHARE[4])
     assert shares(blocks) == native
     assert shares(None) is None and shares(per_tensor) is None
@@ -244,6 +244,9 @@ def test_a_pinned_expert_degree_vllm_cannot_load_points_at_the_one_that_loads(
     )
     plan = plan_deployment(spec, catalog)
     assert not plan.feasible
+    # The reason names the fields to change (CONVENTIONS: a field path and a reason).
+    fields = "spec.parallelism.tensor 8 with spec.parallelism.expert 1"
+    assert any(fields in r for r in plan.reasons)
     way_out = [r for r in plan.reasons if r.startswith("would fit with expert parallelism auto")]
     assert len(way_out) == 1 and way_out[0].endswith("fp8 TP8 EP8, fp8 KV")
 
@@ -270,4 +273,72 @@ def test_vllm_checks_block_k_at_any_tp_above_one_with_the_experts_whole(catalog:
     plan = plan_deployment(spec, changed)
     assert not plan.feasible
     refused = {int(a.expert_parallel or 1): a.reason for a in plan.alternatives if a.gpu}
-    assert "128x1024 FP8 weight blocks" in refused[8] and "expertParallel 8" in refused[8]
+    assert "128x1024 FP8 weight blocks" in refused[8]
+    assert "spec.parallelism.tensor 8 with spec.parallelism.expert 8" in refused[8]
+
+
+def _r1_checkpoint(*layers: int) -> QuantizedCheckpoint:
+    """A made-up block-scaled FP8 checkpoint of DeepSeek-R1 that keeps `layers` whole in 16-bit
+    (no catalog checkpoint of an MLA or grouped-kernel model has such layers)."""
+    return QuantizedCheckpoint(
+        id="example/DeepSeek-R1-FP8-some-layers-16-bit",
+        quantization="fp8",
+        unquantized_layers=layers,
+        weight_block_size=(128, 128),
+        source="made up for the test",
+    )
+
+
+def test_a_16_bit_moe_layers_routed_experts_are_taken_out_of_the_prefill_math_once(
+    catalog: Catalog,
+) -> None:
+    """The grouped FP8 kernel takes every active routed expert's math (`grouped_experts`); a
+    MoE layer the checkpoint keeps whole in 16-bit then adds only its other parameters at the
+    BF16 rate, not its routed experts a second time."""
+    model = facts(catalog, "deepseek-ai/DeepSeek-R1")
+    h200, fp8 = catalog.gpus["nvidia-h200-141gb"], catalog.quantizations["fp8"]
+    layer = model.first_dense_layers + 7  # a MoE layer
+
+    def steps(checkpoint: QuantizedCheckpoint) -> StepModel:
+        return StepModel(
+            model, h200, fp8, 8, 1, 1, 65536, 1, checkpoint=checkpoint, engine_version="0.11.0"
+        )
+
+    whole, plain = steps(_r1_checkpoint(layer)), steps(_r1_checkpoint())
+    assert whole.grouped is not None and plain.grouped is not None
+    tokens = 65536.0
+    dense = model.attention_parameters_per_layer + 3 * model.hidden_size * model.intermediate_size
+    beside_experts = (
+        model.active_parameters
+        - model.embedding_parameters
+        - model.active_routed_expert_parameters
+        - dense * model.first_dense_layers
+    ) / (model.layers - model.first_dense_layers)
+    bf16_rate, fp8_rate = performance._gemm_tflops(h200, fp8)
+    extra_s = 2 * beside_experts * tokens / 8 / (1e12 * whole.compute_efficiency)
+    extra_s *= 1 / bf16_rate - 1 / fp8_rate
+    chunk = 65536
+    assert whole.prefill(tokens, chunk).step_s - plain.prefill(tokens, chunk).step_s == (
+        pytest.approx(extra_s, rel=1e-6)
+    )
+
+
+def test_mla_keeps_no_16_bit_copy_of_a_kv_b_proj_already_16_bit(catalog: Catalog) -> None:
+    """vLLM's MLA copies a quantized kv_b_proj to 16-bit W_UK/W_UV, and only views a 16-bit
+    one (get_and_maybe_dequant_weights returns its weight): the layers a checkpoint keeps
+    whole in 16-bit neither hold nor read a copy, in memory or in decode."""
+    model = facts(catalog, "deepseek-ai/DeepSeek-R1")
+    h200, fp8 = catalog.gpus["nvidia-h200-141gb"], catalog.quantizations["fp8"]
+    rules = vllm_memory("0.11.0", h200)
+    per_layer = mla_kv_b_copy_parameters(model, 8, 1) / model.layers
+    checkpoint = _r1_checkpoint(0, 3)
+    copied = model.layers - 2
+    decode = performance.mla_decode_copy_bytes(model, fp8, 8, 1, checkpoint, rules)
+    assert decode == pytest.approx(per_layer * copied * (BYTES_16BIT - 1))
+    assert mla_kv_b_copy_parameters(model, 8, 1, checkpoint) == pytest.approx(per_layer * copied)
+    held = layer_weight_bytes_per_rank(model, fp8, 8, 1, rules, checkpoint)
+    as_checkpoint = layer_weight_bytes_per_rank(model, fp8, 8, 1, None, checkpoint)
+    assert held - as_checkpoint == pytest.approx(per_layer * copied * BYTES_16BIT)
+    # Two stages of 31 and 30 layers: both 16-bit layers on the first, 30 copies on the second.
+    per_stage = mla_kv_b_copy_parameters(model, 8, 2) / 31
+    assert mla_kv_b_copy_parameters(model, 8, 2, checkpoint) == pytest.approx(per_stage * 30)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint
@@ -152,7 +153,7 @@ def layer_weight_bytes_per_rank(
         if checkpoint.unquantized_attention:
             linear_bytes = BYTES_16BIT
     if rules is not None and rules.mla_dequantized_kv_b_proj and linear_bytes < BYTES_16BIT:
-        per_rank += mla_kv_b_copy_parameters(model, tensor, pipeline) * BYTES_16BIT
+        per_rank += mla_kv_b_copy_parameters(model, tensor, pipeline, checkpoint) * BYTES_16BIT
     if rules is not None and fmt.id == Quantization.MXFP4 and experts:
         per_rank += _mxfp4_layout_bytes(model, tensor, pipeline, rules.mxfp4, expert_parallel)
         per_rank -= experts * fmt.weight_bytes / (tensor * pipeline)
@@ -204,46 +205,84 @@ def replicated_parameters(model: ModelFacts, pipeline: int) -> tuple[float, floa
     return float(layers * model.hidden_size * width), gates
 
 
-def mla_kv_b_copy_parameters(model: ModelFacts, tensor: int, pipeline: int) -> float:
+def mla_kv_b_copy_parameters(
+    model: ModelFacts,
+    tensor: int,
+    pipeline: int,
+    checkpoint: QuantizedCheckpoint | None = None,
+) -> float:
     """Parameters of one rank's W_UK and W_UV, the 16-bit copy vLLM's MLA keeps of a quantized
-    kv_b_proj (engine_memory.py MLA_DEQUANTIZED_KV_B_SINCE): per layer of the largest stage,
-    kv_lora_rank x the rank's heads x (qk_nope_head_dim + v_head_dim). The facts hold
-    qk_nope_head_dim as head_dim - qk_rope_head_dim; v_head_dim is taken equal to it, as in
-    every DeepSeek-V2/V3 config the catalog holds (128 and 128)."""
+    kv_b_proj (engine_memory.py MLA_DEQUANTIZED_KV_B_SINCE): per layer of the stage holding the
+    most quantized kv_b_proj, kv_lora_rank x the rank's heads x (qk_nope_head_dim +
+    v_head_dim). The facts hold qk_nope_head_dim as head_dim - qk_rope_head_dim; v_head_dim is
+    taken equal to it, as in every DeepSeek-V2/V3 config the catalog holds (128 and 128).
+    A layer `checkpoint` keeps whole in 16-bit (`unquantized_layers`) has no copy: its
+    kv_b_proj gets UnquantizedLinearMethod, and get_and_maybe_dequant_weights returns its own
+    weight, which W_UK_T and W_UV only view (vLLM 0.11.0 v1/attention/backends/mla/common.py
+    996-1008 and 1072-1074)."""
     if not model.is_mla:
         return 0.0
     nope = model.head_dim - model.qk_rope_head_dim
     heads = model.attention_heads / tensor
-    return float(stage_layers(model, pipeline) * model.kv_lora_rank * heads * 2 * nope)
+    return float(
+        _quantized_layers(model, checkpoint, pipeline) * model.kv_lora_rank * heads * 2 * nope
+    )
+
+
+def _quantized_layers(
+    model: ModelFacts, checkpoint: QuantizedCheckpoint | None, pipeline: int
+) -> int:
+    """Decoder layers of the stage holding the most of them that `checkpoint` does not keep
+    whole in 16-bit."""
+    if checkpoint is None or not checkpoint.unquantized_layers:
+        return stage_layers(model, pipeline)
+    return max(len(layers) - len(whole) for layers, whole in _stages(model, checkpoint, pipeline))
+
+
+def _stages(
+    model: ModelFacts, checkpoint: QuantizedCheckpoint | None, pipeline: int
+) -> list[tuple[range, list[int]]]:
+    """Each pipeline stage's decoder layers, and those of them `checkpoint` keeps whole in
+    16-bit (`unquantized_layers`)."""
+    per_stage = stage_layers(model, pipeline)
+    kept = set(checkpoint.unquantized_layers) if checkpoint is not None else set()
+    stages = []
+    for stage in range(pipeline):
+        layers = range(stage * per_stage, min(model.layers, (stage + 1) * per_stage))
+        stages.append((layers, sorted(layer for layer in kept if layer in layers)))
+    return stages
 
 
 def _kept_16_bit(
-    model: ModelFacts, checkpoint: QuantizedCheckpoint, pipeline: int, *, active: bool = False
+    model: ModelFacts,
+    checkpoint: QuantizedCheckpoint,
+    pipeline: int,
+    *,
+    active: bool = False,
+    routed: bool = True,
 ) -> float:
     """Parameters of the stage holding the most of them that a pre-quantized checkpoint leaves
     16-bit: its whole unquantized layers, and the attention of its other layers where the
     checkpoint keeps attention 16-bit. The engine builds those modules unquantized (vLLM's
     FBGEMMFp8Config.get_quant_method gives a layer in `modules_to_not_convert`
     UnquantizedLinearMethod; vllm/model_executor/layers/quantization/fbgemm_fp8.py). `active`:
-    only those a token runs through (a MoE layer's routed experts in proportion)."""
-    per_stage = stage_layers(model, pipeline)
-    whole = [0] * pipeline
-    whole_parameters = [0.0] * pipeline
-    for layer in set(checkpoint.unquantized_layers):
-        whole[layer // per_stage] += 1
-        whole_parameters[layer // per_stage] += _layer_parameters(model, layer, active=active)
+    only those a token runs through (a MoE layer's routed experts in proportion); `routed`:
+    with a MoE layer's routed experts (`_layer_parameters`)."""
     attention = model.attention_parameters_per_layer if checkpoint.unquantized_attention else 0.0
     return max(
-        whole_parameters[stage]
-        + attention * (max(0, min(per_stage, model.layers - stage * per_stage)) - whole[stage])
-        for stage in range(pipeline)
+        sum(_layer_parameters(model, layer, active=active, routed=routed) for layer in whole)
+        + attention * (len(layers) - len(whole))
+        for layers, whole in _stages(model, checkpoint, pipeline)
     )
 
 
-def _layer_parameters(model: ModelFacts, layer: int, *, active: bool = False) -> float:
+def _layer_parameters(
+    model: ModelFacts, layer: int, *, active: bool = False, routed: bool = True
+) -> float:
     """Linear parameters of one decoder layer (norms included): a dense model's body over its
     layers; in a MoE model, the attention and dense MLP of a leading dense layer, or an even
-    share of the rest (`active`: of the parameters a token runs through)."""
+    share of the rest (`active`: of the parameters a token runs through; without `routed`,
+    the share of the routed experts left out)."""
     total = model.active_parameters if active else model.parameters
     body = total - model.embedding_parameters
     if not model.is_moe:
@@ -252,17 +291,23 @@ def _layer_parameters(model: ModelFacts, layer: int, *, active: bool = False) ->
     if layer < model.first_dense_layers:
         return dense
     moe_layers = model.layers - model.first_dense_layers
+    if not routed:
+        experts = (
+            model.active_routed_expert_parameters if active else model.routed_expert_parameters
+        )
+        body -= experts
     return (body - dense * model.first_dense_layers) / moe_layers
 
 
 def held_16_bit_active_parameters(
-    model: ModelFacts, checkpoint: QuantizedCheckpoint | None
+    model: ModelFacts, checkpoint: QuantizedCheckpoint | None, *, routed: bool = True
 ) -> float:
     """The parameters a token runs through, over every layer, that a pre-quantized checkpoint
-    leaves 16-bit in its decoder layers (`_kept_16_bit`); none without a checkpoint."""
+    leaves 16-bit in its decoder layers (`_kept_16_bit`); none without a checkpoint. Without
+    `routed`, the routed experts of the layers it keeps whole are left out."""
     if checkpoint is None:
         return 0.0
-    return _kept_16_bit(model, checkpoint, 1, active=True)
+    return _kept_16_bit(model, checkpoint, 1, active=True, routed=routed)
 
 
 def mxfp4_expert_read_bytes(
@@ -317,17 +362,20 @@ def activation_bytes(
     max_num_batched_tokens: int,
     max_num_seqs: int,
     rules: EngineMemory,
+    moe_workspace_growth: float = 0.0,
 ) -> float:
     """Peak torch memory of vLLM's profiling run: the forward step of max_num_batched_tokens
     tokens, or the dummy sampler step after it (one row of full-vocabulary logits per request,
     min(max_num_seqs, tokens) of them, next to the step's output hidden states), whichever is
     larger (v1/worker/gpu_model_runner.py profile_run: the step's activations are freed before
-    the sampler runs)."""
+    the sampler runs). The step's copies are fitted with each expert split over the TP ranks;
+    `moe_workspace_growth`: what the MoE's workspace adds where the experts are spread whole
+    (performance.ep_moe_workspace_growth)."""
     per_token = (
         ACTIVATION_HIDDEN_COPIES * model.hidden_size
         + ACTIVATION_MLP_COPIES * model.mlp_width_per_token / tensor
     )
-    step = max_num_batched_tokens * per_token * BYTES_16BIT
+    step = max_num_batched_tokens * per_token * BYTES_16BIT + moe_workspace_growth
     requests = min(max_num_seqs, max_num_batched_tokens)
     per_logit = (
         SAMPLER_BYTES_PYTORCH
@@ -336,6 +384,53 @@ def activation_bytes(
     )
     sampler = requests * model.vocab_size * per_logit
     return max(step, sampler + max_num_batched_tokens * model.hidden_size * BYTES_16BIT)
+
+
+MoeKernel = Literal["fused_experts", "triton_experts", "deepgemm"]
+# vLLM runs a MoE step's tokens through its fused-MoE kernels in chunks of at most this many
+# (envs.py VLLM_FUSED_MOE_CHUNK_SIZE, 64 x 1024 in every pinned release).
+FUSED_MOE_CHUNK_TOKENS = 65536
+# DeepGEMM's contiguous grouped layout pads each local expert's rows to its M alignment
+# (deep_gemm_utils.py compute_aligned_M: M x top_k + experts x (alignment - 1), rounded up).
+DEEP_GEMM_M_ALIGNMENT = 128
+
+
+def moe_workspace_bytes(
+    model: ModelFacts,
+    kernel: MoeKernel,
+    split: int,
+    local_experts: float,
+    tokens: int,
+    quantized: bool = False,
+) -> float:
+    """The workspace vLLM's MoE kernel allocates for a step of `tokens` tokens on a rank whose
+    routed experts are each split `split` ways, in the activations' 16-bit dtype; N is the
+    rank's w13 width (gate and up: 2 x its intermediate share), K the hidden size, M the
+    tokens up to FUSED_MOE_CHUNK_TOKENS:
+    - "fused_experts", the Triton kernel called directly (fused_moe.py fused_experts_impl,
+      vLLM 0.8.5 1275-1302, 0.10.2 1553-1587, 0.11.0 1538-1573): cache13 of
+      M x top_k x max(N, K) and cache2 of M x top_k x N / 2, and with `quantized` (FP8
+      activations) cache2's 1-byte copy the second GEMM reads (moe_kernel_quantize_input,
+      0.11.0 1674-1680);
+    - "triton_experts", the same kernel behind the modular kernel (fused_moe.py
+      TritonExperts.workspace_shapes, 0.14.0 2324-2339): M x top_k x max(N / 2, K) and
+      M x top_k x max(N, K);
+    - "deepgemm" (deep_gemm_moe.py DeepGemmExperts.workspace_shapes, 0.11.0 182-203, 0.14.0
+      150-157): M_sum x max(N, K) and M_sum x max(N / 2, K), M_sum the rows padded per local
+      expert (DEEP_GEMM_M_ALIGNMENT)."""
+    rows = min(tokens, FUSED_MOE_CHUNK_TOKENS)
+    width = model.moe_intermediate_size / split
+    hidden, top_k = model.hidden_size, model.active_experts
+    if kernel == "fused_experts":
+        copy = rows * top_k * width / BYTES_16BIT if quantized else 0.0
+        elements = rows * top_k * (max(2 * width, hidden) + width) + copy
+    elif kernel == "triton_experts":
+        elements = rows * top_k * (max(width, hidden) + max(2 * width, hidden))
+    else:
+        padded = rows * top_k + local_experts * (DEEP_GEMM_M_ALIGNMENT - 1)
+        m_sum = math.ceil(padded / DEEP_GEMM_M_ALIGNMENT) * DEEP_GEMM_M_ALIGNMENT
+        elements = m_sum * (max(2 * width, hidden) + max(width, hidden))
+    return elements * BYTES_16BIT
 
 
 def allreduce_fusion(tensor: int, pipeline: int, rules: EngineMemory) -> bool:
@@ -474,12 +569,15 @@ def memory_breakdown(
     checkpoint: QuantizedCheckpoint | None = None,
     expert_parallel: int = 1,
     weights: float | None = None,
+    moe_workspace_growth: float = 0.0,
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free;
     `checkpoint`: the known pre-quantized checkpoint the plan loads; `expert_parallel`: the
     ranks the experts are spread over whole (`layer_weight_bytes_per_rank`); `weights`:
     `weight_bytes_per_rank` of these arguments where the caller has it (the planner computes
-    it once for a layout's KV dtypes)."""
+    it once for a layout's KV dtypes); `moe_workspace_growth`: what the MoE's workspace in the
+    profiling step grows by with the experts spread whole (performance.ep_moe_workspace_growth:
+    the step's copies are fitted with them split)."""
     total = gpu.visible_memory_gib * GIB
     if weights is None:
         weights = weight_bytes_per_rank(
@@ -490,7 +588,9 @@ def memory_breakdown(
         if budget_of_free_memory
         else max_num_seqs
     )
-    activation = activation_bytes(model, tensor, max_num_batched_tokens, rows, rules)
+    activation = activation_bytes(
+        model, tensor, max_num_batched_tokens, rows, rules, moe_workspace_growth
+    )
     non_torch = non_torch_bytes(tensor, pipeline, rules)
     graphs = rules.cuda_graph_gib * GIB
     if budget_of_free_memory:

@@ -33,6 +33,7 @@ from llmdeploy.sizing.performance import (
     DEFAULT_MAX_NUM_BATCHED_TOKENS,
     LatencyCalibration,
     Performance,
+    ep_moe_workspace_growth,
     estimate_performance,
     expert_split,
     frontend_s,
@@ -131,6 +132,9 @@ class _Context:
         default_factory=dict
     )
     layouts: dict[tuple[object, ...], list[Candidate]] = field(default_factory=dict)  # evaluated
+    # Per (GPU, format, checkpoint, TP, EP): `_moe_workspace_growth`, asked by the pricing and
+    # by each KV dtype's memory.
+    workspace_growth: dict[tuple[object, ...], float] = field(default_factory=dict)
 
     def known_checkpoint(self, c: Candidate) -> QuantizedCheckpoint | None:
         """The catalog's facts of the checkpoint the candidate loads
@@ -388,11 +392,11 @@ def _expert_degrees(ctx: _Context, space: SearchSpace, tensor: int) -> tuple[lis
     vllm = ctx.engine.id != "tensorrt-llm"
     if pinned is not None:
         if tensor % pinned:
-            return [], f"expert parallel {pinned} does not divide tensorParallel {tensor}"
+            return [], f"spec.parallelism.expert {pinned} does not divide tensor parallel {tensor}"
         if vllm and pinned not in (1, tensor):
             return [], (
-                f"{ctx.engine.display_name} spreads the experts over every TP rank: expert "
-                f"parallel {pinned} needs tensorParallel {pinned}, not {tensor}"
+                f"{ctx.engine.display_name} spreads the experts over every TP rank: "
+                f"spec.parallelism.expert {pinned} needs tensor parallel {pinned}, not {tensor}"
             )
         return [pinned], ""
     if not model.is_moe or tensor == 1:
@@ -539,9 +543,10 @@ def _block_fp8_unsplit(ctx: _Context, c: Candidate, expert: int | None = None) -
     if model.moe_intermediate_size % (split * blocks) == 0:
         return None
     return (
-        f"vLLM cannot load {known.id} at tensorParallel {c.tensor} with expertParallel "
-        f"{expert}: each GPU's share of the {model.moe_intermediate_size}-wide expert "
-        f"intermediate size is not a multiple of its {block_n}x{block_k} FP8 weight blocks"
+        f"vLLM cannot load {known.id} at spec.parallelism.tensor {c.tensor} with "
+        f"spec.parallelism.expert {expert}: each GPU's share of the "
+        f"{model.moe_intermediate_size}-wide expert intermediate size is not a multiple of "
+        f"its {block_n}x{block_k} FP8 weight blocks"
     )
 
 
@@ -571,9 +576,12 @@ def _kv_bytes(dtype: str | None) -> float:
     return 1.0 if dtype == KvCacheDtype.FP8 else 2.0
 
 
-def _evaluate(ctx: _Context, candidate: Candidate, weight_bytes: float) -> Candidate:
+def _evaluate(
+    ctx: _Context, candidate: Candidate, weight_bytes: float, timed: Performance | None = None
+) -> Candidate:
     """Memory, performance, cost and SLO of a layout the model and format allow;
-    `weight_bytes`: its weights on one GPU (`_weight_bytes`)."""
+    `weight_bytes`: its weights on one GPU (`_weight_bytes`); `timed`: the layout's
+    performance where another candidate's estimate holds for it (calibrated already)."""
     spec, model, gpu, fmt = ctx.spec, ctx.model, candidate.gpu, candidate.fmt
     tensor, pipeline = candidate.tensor, candidate.pipeline
     utilization = spec.engine.gpu_memory_utilization
@@ -597,6 +605,7 @@ def _evaluate(ctx: _Context, candidate: Candidate, weight_bytes: float) -> Candi
         checkpoint=checkpoint,
         expert_parallel=candidate.expert,
         weights=weight_bytes,
+        moe_workspace_growth=_moe_workspace_growth(ctx, candidate),
     )
     candidate.memory = memory
     # Without room for one request of maxContextLength vLLM refuses to start and TensorRT-LLM
@@ -623,27 +632,7 @@ def _evaluate(ctx: _Context, candidate: Candidate, weight_bytes: float) -> Candi
             f"workload.concurrency is {workload.concurrency}"
         )
         return candidate
-    version = ctx.engine_version(gpu)
-    perf = estimate_performance(
-        model,
-        gpu,
-        fmt,
-        tensor=tensor,
-        pipeline=pipeline,
-        kv_dtype_bytes=kv_bytes,
-        concurrency=workload.concurrency,
-        input_tokens=workload.input_tokens,
-        output_tokens=workload.output_tokens,
-        max_num_batched_tokens=ctx.max_num_batched_tokens,
-        request_frontend_s=frontend_s(ctx.engine.id.value, version),
-        engine=ctx.engine.id.value,
-        engine_version=version,
-        expert_parallel=candidate.expert,
-        checkpoint=checkpoint,
-        memory_rules=ctx.memory_rules(gpu),
-    )
-    if ctx.calibration is not None:
-        perf = ctx.calibration.apply(perf)
+    perf = timed if timed is not None else _performance(ctx, candidate, kv_bytes, checkpoint)
     candidate.performance = perf
     if spec.replicas is not None:
         candidate.replicas = spec.replicas
@@ -660,6 +649,35 @@ def _evaluate(ctx: _Context, candidate: Candidate, weight_bytes: float) -> Candi
         misses.append(f"TPOT {perf.tpot_s * 1000:.1f} ms > SLO {slo.tpot_ms:g} ms")
     candidate.slo_miss = "; ".join(misses) or None
     return candidate
+
+
+def _performance(
+    ctx: _Context, candidate: Candidate, kv_bytes: float, checkpoint: QuantizedCheckpoint | None
+) -> Performance:
+    """The layout's estimate (`estimate_performance`), calibrated where the spec has one."""
+    gpu, workload = candidate.gpu, ctx.spec.workload
+    version = ctx.engine_version(gpu)
+    perf = estimate_performance(
+        ctx.model,
+        gpu,
+        candidate.fmt,
+        tensor=candidate.tensor,
+        pipeline=candidate.pipeline,
+        kv_dtype_bytes=kv_bytes,
+        concurrency=workload.concurrency,
+        input_tokens=workload.input_tokens,
+        output_tokens=workload.output_tokens,
+        max_num_batched_tokens=ctx.max_num_batched_tokens,
+        request_frontend_s=frontend_s(ctx.engine.id.value, version),
+        engine=ctx.engine.id.value,
+        engine_version=version,
+        expert_parallel=candidate.expert,
+        checkpoint=checkpoint,
+        memory_rules=ctx.memory_rules(gpu),
+    )
+    if ctx.calibration is not None:
+        perf = ctx.calibration.apply(perf)
+    return perf
 
 
 def _short_of_one_request(ctx: _Context, c: Candidate, memory: MemoryBreakdown) -> str:
@@ -788,7 +806,9 @@ def _evaluate_layout(
 ) -> list[Candidate]:
     """One (TP, PP) layout with each expert-parallel degree and KV dtype; a degree whose
     weights exceed the budget is one infeasible candidate. A degree the model prices as EP 1
-    takes EP 1's figures: it ties with EP 1, which the ranking prefers, and the plan shows it.
+    takes EP 1's figures: it ties with EP 1, which the ranking prefers, and the plan shows it;
+    one that differs only in vLLM's MoE workspace (`_spread_pricing` "workspace") takes EP 1's
+    step times with memory of its own: it ties with EP 1 or, where the KV cache binds, loses.
     With `expert: auto` a degree priced apart by MXFP4's padding alone is not tried: the wait
     for the busiest rank's experts, which counts against spreading them, is not modelled, so
     the padding's few percent would choose EP on half the ledger (a pinned degree is priced).
@@ -813,6 +833,8 @@ def _evaluate_layout(
         if split and pricing == "alike":
             evaluated.extend(c.with_expert(expert) for c in split)
             continue
+        # Where only the MoE workspace differs, the step times are EP 1's.
+        timed = {c.kv_dtype: c.performance for c in split} if pricing == "workspace" else {}
         unsplit = _block_fp8_unsplit(ctx, first)
         weights = 0.0 if unsplit else _weight_bytes(ctx, first)
         heavy = unsplit or _weights_exceed_budget(ctx, first, weights)
@@ -822,7 +844,10 @@ def _evaluate_layout(
             continue
         evaluated.extend(
             _evaluate(
-                ctx, Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint, expert=expert), weights
+                ctx,
+                Candidate(gpu, fmt, tensor, pipeline, kv, checkpoint, expert=expert),
+                weights,
+                timed.get(kv),
             )
             for kv in kv_dtypes
         )
@@ -831,12 +856,16 @@ def _evaluate_layout(
     return evaluated
 
 
-def _spread_pricing(ctx: _Context, c: Candidate) -> Literal["alike", "apart", "padding"]:
+def _spread_pricing(
+    ctx: _Context, c: Candidate
+) -> Literal["alike", "apart", "padding", "workspace"]:
     """How the model prices experts spread whole over `c.expert` ranks against TP-split ones:
     "apart" where the grouped FP8 kernel's measured rates or whether a block-FP8
     checkpoint's experts load (`_block_fp8_unsplit`) differ, "padding" where only MXFP4's
-    padding of each expert's slice does (memory._mxfp4_layout_bytes), else "alike"
-    (tests/unit/test_expert_parallel.py holds every other figure to EP 1's)."""
+    padding of each expert's slice does (memory._mxfp4_layout_bytes), "workspace" where only
+    vLLM's MoE workspace in the profiling step does (`_moe_workspace_growth`: the memory
+    differs, the step times are EP 1's), else "alike" (tests/unit/test_expert_parallel.py
+    holds every other figure to EP 1's)."""
     if _block_fp8_unsplit(ctx, c) or _block_fp8_unsplit(ctx, c, expert=1):
         return "apart"
     known = ctx.known_checkpoint(c)
@@ -845,7 +874,30 @@ def _spread_pricing(ctx: _Context, c: Candidate) -> Literal["alike", "apart", "p
     )
     if shares(c.tensor, c.expert, known) != shares(c.tensor, 1, known):
         return "apart"
-    return "padding" if c.fmt.id == Quantization.MXFP4 else "alike"
+    if c.fmt.id == Quantization.MXFP4:
+        return "padding"
+    return "workspace" if _moe_workspace_growth(ctx, c) else "alike"
+
+
+def _moe_workspace_growth(ctx: _Context, c: Candidate) -> float:
+    """What vLLM's MoE workspace in the profiling step grows by with the experts spread whole
+    (performance.ep_moe_workspace_growth); none under TensorRT-LLM, whose MoE workspace under
+    EP was not read."""
+    if c.expert == 1 or ctx.engine.id.value != "vllm":
+        return 0.0
+    key = (c.gpu.id, c.fmt.id, c.checkpoint, c.tensor, c.expert)
+    if key not in ctx.workspace_growth:
+        ctx.workspace_growth[key] = ep_moe_workspace_growth(
+            ctx.model,
+            c.gpu,
+            c.fmt,
+            ctx.max_num_batched_tokens,
+            ctx.engine_version(c.gpu),
+            c.tensor,
+            c.expert,
+            ctx.known_checkpoint(c),
+        )
+    return ctx.workspace_growth[key]
 
 
 def _alternative(ctx: _Context, c: Candidate, reason: str) -> Alternative:

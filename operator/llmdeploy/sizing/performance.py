@@ -29,11 +29,13 @@ from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint, version_wit
 from llmdeploy.sizing.engine_memory import EngineMemory
 from llmdeploy.sizing.memory import (
     BYTES_16BIT,
+    MoeKernel,
     checkpoint_format,
     held_16_bit_active_parameters,
     kv_bytes_per_token_layer,
     layer_weight_bytes_per_rank,
     mla_kv_b_copy_parameters,
+    moe_workspace_bytes,
     mxfp4_expert_read_bytes,
     stage_layers,
 )
@@ -283,8 +285,10 @@ def _flops_s(
     once, not once per prompt token. `grouped_experts`: leave out the routed experts' math,
     charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`).
     `held_16_bit`: the active parameters a pre-quantized checkpoint leaves 16-bit
-    (memory.held_16_bit_active_parameters). `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where
-    the caller has it (StepModel computes it once for its steps).
+    (memory.held_16_bit_active_parameters), with `grouped_experts` those outside the routed
+    experts (`routed=False`): the routed experts are taken out once. `gemm_tflops`:
+    `_gemm_tflops(gpu, fmt)` where the caller has it (StepModel computes it once for its
+    steps).
 
     The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
     checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
@@ -416,9 +420,11 @@ TRITON_FP8_MATH_SHARE: dict[int, float] = {1: 0.093, 2: 0.084, 4: 0.081, 8: 0.07
 #   first with EP (_get_priority_backends: "On Hopper for Block Fp8, prefer Triton for TP and
 #   FI CUTLASS for EP"). PR #13932 measured no FlashInfer kernel: the roofline holds there.
 # The releases between 0.14.0 and 0.24.0 are counted with 0.14.0's rule (none is pinned).
-# DeepGEMM falls back to Triton for fewer than 128 rows (_valid_deep_gemm_shape), below the
-# prefill sizes counted here. TensorRT-LLM runs its DeepGEMM port on Hopper (above); an
-# unknown release or engine is counted with DeepGEMM, what the default image (0.11.0) runs.
+# Where the release's backend is DeepGEMM, vLLM still runs Triton's fused_moe for a problem
+# DeepGEMM's grouped GEMM does not take (`deep_gemm_moe_width_taken`). DeepGEMM falls back to
+# Triton for fewer than 128 rows (_valid_deep_gemm_shape), below the prefill sizes counted
+# here. TensorRT-LLM runs its DeepGEMM port on Hopper (above); an unknown release or engine is
+# counted with DeepGEMM at every width, what vLLM's releases from 0.11.1 to 0.14.0 run.
 VLLM_DEEP_GEMM_MOE_SINCE = "0.11.0"
 VLLM_TRITON_MOE_AT_SPLIT_SINCE = "0.12.0"
 VLLM_TRITON_MOE_FROM_SPLIT = 8
@@ -444,13 +450,53 @@ def expert_split(tensor: int, expert_parallel: int) -> int:
     return tensor // expert_parallel
 
 
+# vLLM's fused_experts (and 0.14.0's TritonOrDeepGemmExperts) hands a DeepGEMM backend's
+# experts to DeepGEMM only if `is_deep_gemm_e8m0_used() or _valid_deep_gemm(...)`, else to
+# Triton's fused_moe (fused_moe.py fused_experts: 0.11.0 1398-1399, 0.11.1 1601-1603, 0.12.0
+# 1598-1600; 0.14.0 triton_deep_gemm_moe.py 72). `_valid_deep_gemm` (deep_gemm_moe.py 0.11.0
+# 34-95, 0.11.1 to 0.14.0 44-108) reads N and K off w2, shaped (experts, hidden, the rank's
+# share of the intermediate width): N and K must be multiples of DeepGEMM's 128-wide blocks
+# (_valid_deep_gemm_shape) and N above 512 ("DeepGemm disabled for N <= 512", 0.11.0 63,
+# 0.11.1 and 0.12.0 74). The share is intermediate / the MoE's tp_size (layer.py
+# intermediate_size_per_partition), and --enable-expert-parallel makes that tp_size 1, so
+# under EP a rank's share is the whole width. E8M0 scales skip the check: in 0.11.0 on Hopper
+# only with VLLM_USE_DEEP_GEMM_E8M0_HOPPER, default 0 (utils/deep_gemm.py
+# is_deep_gemm_e8m0_used 54-57, envs.py 1156-1157); vLLM PR #26197 ("Enable E8M0 by Default on
+# Hopper for DeepGEMM") dropped that switch, so from 0.11.1 VLLM_USE_DEEP_GEMM_E8M0 (default 1;
+# envs.py 0.11.1 1132-1133, 0.12.0 1177-1178) turns them on for Hopper too (utils/deep_gemm.py
+# 75-77) and DeepGEMM takes every width.
+DEEP_GEMM_MOE_MIN_WIDTH = 512
+DEEP_GEMM_MOE_BLOCK = 128
+VLLM_DEEP_GEMM_E8M0_HOPPER_SINCE = "0.11.1"
+
+
+def deep_gemm_moe_width_taken(
+    version: str, intermediate: int, hidden: int, tensor: int, expert_parallel: int
+) -> bool:
+    """Whether vLLM's release hands a rank's block-FP8 experts to DeepGEMM's grouped GEMM on
+    Hopper where its backend is DeepGEMM: every width from VLLM_DEEP_GEMM_E8M0_HOPPER_SINCE,
+    before it only a rank's share of each expert's `intermediate` width above 512 and, with
+    `hidden`, a multiple of 128 (`_valid_deep_gemm`; Triton's fused_moe runs the rest)."""
+    if version_within(version, VLLM_DEEP_GEMM_E8M0_HOPPER_SINCE, None):
+        return True
+    width = intermediate // expert_split(tensor, expert_parallel)
+    aligned = width % DEEP_GEMM_MOE_BLOCK == 0 and hidden % DEEP_GEMM_MOE_BLOCK == 0
+    return aligned and width > DEEP_GEMM_MOE_MIN_WIDTH
+
+
 @functools.cache  # pure; parsing the release for every layout tried cost ~20 us
 def grouped_fp8_kernel(
-    engine: str, version: str | None, tensor: int, expert_parallel: int
+    engine: str,
+    version: str | None,
+    tensor: int,
+    expert_parallel: int,
+    intermediate: int,
+    hidden: int,
 ) -> str | None:
     """The grouped kernel ("deepgemm", "triton") the engine's release runs for block-scaled
-    FP8 experts on Hopper with the layout's split; None for one not measured (the roofline).
-    The releases' rules: VLLM_DEEP_GEMM_MOE_SINCE and what follows it."""
+    FP8 experts of an `intermediate` width on a `hidden`-wide model on Hopper with the
+    layout's split; None for one not measured (the roofline). The releases' rules:
+    VLLM_DEEP_GEMM_MOE_SINCE and what follows it, and `deep_gemm_moe_width_taken`."""
     split = expert_split(tensor, expert_parallel)
     if engine != "vllm" or version is None:
         return "deepgemm"
@@ -459,7 +505,10 @@ def grouped_fp8_kernel(
     if version_within(version, VLLM_HOPPER_BLOCK_FP8_PRIORITY_SINCE, None):
         return "triton" if expert_parallel == 1 else None
     at_split = version_within(version, VLLM_TRITON_MOE_AT_SPLIT_SINCE, None)
-    return "triton" if at_split and split >= VLLM_TRITON_MOE_FROM_SPLIT else "deepgemm"
+    if at_split and split >= VLLM_TRITON_MOE_FROM_SPLIT:
+        return "triton"
+    taken = deep_gemm_moe_width_taken(version, intermediate, hidden, tensor, expert_parallel)
+    return "deepgemm" if taken else "triton"
 
 
 def grouped_fp8_shares(
@@ -480,12 +529,128 @@ def grouped_fp8_shares(
     split = expert_split(tensor, expert_parallel)
     if not _grouped_block_fp8(model, gpu, fmt, checkpoint):
         return None
-    kernel = grouped_fp8_kernel(engine, version, tensor, expert_parallel)
+    kernel = grouped_fp8_kernel(
+        engine, version, tensor, expert_parallel, model.moe_intermediate_size, model.hidden_size
+    )
     if kernel is None:
         return None
     read, math_share = GROUPED_FP8_TABLES[kernel]
     measured = max(s for s in read if s <= split)
     return GroupedShares(read[measured], math_share[measured])
+
+
+# From this release vLLM runs 16-bit MoE through the modular kernel's TritonExperts (0.14.0
+# unquantized_fused_moe_method.py process_weights_after_loading), before it calls
+# fused_experts directly (0.8.5 and 0.10.2 layer.py, 0.11.1 and 0.12.0
+# unquantized_fused_moe_method.py forward_cuda); memory.moe_workspace_bytes sizes both.
+VLLM_TRITON_EXPERTS_SINCE = "0.14.0"
+# From this release the MoE backends are chosen by priority, and on CUDA only Hopper puts
+# Triton first for 16-bit experts (fused_moe/oracle/unquantized.py _get_priority_backends,
+# 0.24.0; FlashInfer's MoE first elsewhere, whose workspace was not read).
+VLLM_MOE_PRIORITY_SINCE = "0.24.0"
+
+
+def moe_workspace_kernel(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    version: str | None,
+    tensor: int,
+    expert_parallel: int,
+    checkpoint: QuantizedCheckpoint | None = None,
+) -> MoeKernel | None:
+    """The MoE kernel whose workspace vLLM's release allocates for the layout's routed experts
+    on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4 and
+    4-bit experts (their own kernels), block-scaled FP8 off Hopper or where the release runs
+    FlashInfer (`grouped_fp8_kernel` None), FP8 run by Triton from 0.14.0 on, 16-bit experts
+    off Hopper from 0.24.0, AMD GPUs (AITER's kernels), an unknown release. Block-scaled FP8
+    on Hopper runs
+    `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share it takes:
+    `deep_gemm_moe_width_taken`); the rest runs Triton's fused_moe."""
+    if version is None or gpu.platform != "cuda" or not model.is_moe:
+        return None
+    if fmt.weight_bytes < 1 or fmt.id == Quantization.MXFP4:
+        return None
+    hopper = gpu.architecture in GROUPED_FP8_ARCHITECTURES
+    if fmt.id == Quantization.FP8 and _block_scaled_fp8(model, fmt, checkpoint):
+        widths = (model.moe_intermediate_size, model.hidden_size)
+        kernel = (
+            grouped_fp8_kernel("vllm", version, tensor, expert_parallel, *widths)
+            if hopper
+            else None
+        )
+        if kernel is None:
+            return None
+        if kernel == "deepgemm":
+            return "deepgemm"
+    modular, by_priority = _vllm_moe_releases(version)
+    if not modular:
+        return "fused_experts"
+    if fmt.id == Quantization.FP8 or (by_priority and not hopper):
+        return None
+    return "triton_experts"
+
+
+@functools.cache  # pure; parsing the release for every layout tried costs (grouped_fp8_kernel)
+def _vllm_moe_releases(version: str) -> tuple[bool, bool]:
+    """Whether the release runs 16-bit experts through TritonExperts
+    (VLLM_TRITON_EXPERTS_SINCE), and whether it chooses MoE backends by priority
+    (VLLM_MOE_PRIORITY_SINCE)."""
+    return (
+        version_within(version, VLLM_TRITON_EXPERTS_SINCE, None),
+        version_within(version, VLLM_MOE_PRIORITY_SINCE, None),
+    )
+
+
+def ep_moe_workspace_growth(
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    tokens: int,
+    version: str | None,
+    tensor: int,
+    expert_parallel: int,
+    checkpoint: QuantizedCheckpoint | None = None,
+) -> float:
+    """What a profiling step of `tokens` tokens adds on each rank to vLLM's MoE workspace
+    where the routed experts are spread whole over `expert_parallel` ranks instead of each
+    split over the `tensor` ranks: each kernel sizes its workspace from the rank's own expert
+    width (memory.moe_workspace_bytes), and under --enable-expert-parallel that width is each
+    expert's split (the MoE's tp_size is 1: FusedMoEParallelConfig.make). Without data
+    parallelism every rank runs every token (no all-to-all: use_all2all_kernels needs
+    dp_size > 1), and the workspaces count M x top_k rows whatever the expert map keeps. Only
+    the difference is counted: the activation copies (memory.ACTIVATION_MLP_COPIES) are fitted
+    with the experts split, and no corpus row measures vLLM under EP. They stand for the
+    workspace of Triton's fused_moe: every MoE row the fit reads ran it at EP 1, but one (a
+    0.11.2 DeepSeek-R1 row, DeepGEMM by `deep_gemm_moe_width_taken`). So where the split
+    layout runs DeepGEMM the difference is taken from Triton's workspace, not DeepGEMM's, which
+    no figure counts at EP 1. None where either layout's kernel was not read
+    (`moe_workspace_kernel`; Triton's FP8 modular kernel from 0.14.0). vLLM's only:
+    TensorRT-LLM's MoE workspace under EP was not read."""
+    if expert_parallel == 1:
+        return 0.0
+    kernel = functools.partial(moe_workspace_kernel, model, gpu, fmt, version, tensor)
+    spread, split = kernel(expert_parallel, checkpoint), kernel(1, checkpoint)
+    if split == "deepgemm" and version is not None:
+        split = None if _vllm_moe_releases(version)[0] else "fused_experts"
+    if spread is None or split is None:
+        return 0.0
+    quantized = fmt.id == Quantization.FP8  # Triton's FP8 copy of its intermediate
+    whole = moe_workspace_bytes(
+        model, spread, tensor // expert_parallel, model.experts / expert_parallel, tokens, quantized
+    )
+    return whole - moe_workspace_bytes(model, split, tensor, model.experts, tokens, quantized)
+
+
+def _block_scaled_fp8(
+    model: ModelFacts, fmt: QuantFormat, checkpoint: QuantizedCheckpoint | None = None
+) -> bool:
+    """Whether the routed experts are held in block-scaled FP8 (`_grouped_block_fp8`)."""
+    if checkpoint is not None:
+        block_scaled = checkpoint.weight_block_size is not None
+    else:
+        block_scaled = model.native_dtype == Quantization.FP8
+    return model.is_moe and fmt.id == Quantization.FP8 and block_scaled
 
 
 def _grouped_block_fp8(
@@ -501,15 +666,8 @@ def _grouped_block_fp8(
     is chosen from block_quant and the MoE's tp_size alone (vLLM 0.13.0 quantization/fp8.py
     Fp8Config.get_quant_method, Fp8MoEMethod.__init__). An FP8 format quantized at load
     (online, from a 16-bit checkpoint) has per-tensor scales and no block."""
-    if checkpoint is not None:
-        block_scaled = checkpoint.weight_block_size is not None
-    else:
-        block_scaled = model.native_dtype == Quantization.FP8
     return (
-        model.is_moe
-        and fmt.id == Quantization.FP8
-        and block_scaled
-        and gpu.architecture in GROUPED_FP8_ARCHITECTURES
+        _block_scaled_fp8(model, fmt, checkpoint) and gpu.architecture in GROUPED_FP8_ARCHITECTURES
     )
 
 
@@ -616,7 +774,8 @@ def mla_decode_copy_bytes(
     prefill path runs (_forward_prefill and _compute_prefill_context: self.kv_b_proj(
     kv_c_normed)); vLLM 0.13.0 v1/attention/backends/mla/common.py. So decode reads the
     copy's 16-bit bytes in place of the quantized projection's, not both; a 16-bit kv_b_proj
-    is only viewed (the same bytes), and `held` is the format as the checkpoint holds it."""
+    is only viewed (the same bytes), and `held` is the format as the checkpoint holds it: so
+    are the layers `checkpoint` keeps whole in 16-bit (`mla_kv_b_copy_parameters`)."""
     if rules is None or not rules.mla_dequantized_kv_b_proj or not model.is_mla:
         return 0.0
     sixteen_bit = held.applies_to == "experts" or (
@@ -625,7 +784,7 @@ def mla_decode_copy_bytes(
     linear = BYTES_16BIT if sixteen_bit else held.weight_bytes
     if linear >= BYTES_16BIT:
         return 0.0
-    return mla_kv_b_copy_parameters(model, tensor, pipeline) * (BYTES_16BIT - linear)
+    return mla_kv_b_copy_parameters(model, tensor, pipeline, checkpoint) * (BYTES_16BIT - linear)
 
 
 def _native_fp4(gpu: Gpu, fmt: QuantFormat) -> bool:
@@ -866,8 +1025,10 @@ class StepModel:
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
     host_per_sequence_s: float = field(init=False)  # the host work a decode step waits for
     held: QuantFormat = field(init=False)  # the format as the checkpoint holds it
-    # The active parameters the checkpoint leaves 16-bit, computed at the 16-bit rate.
+    # The active parameters the checkpoint leaves 16-bit, computed at the 16-bit rate; where
+    # the routed experts run on the grouped kernel (prefill with `grouped`), those outside them.
     held_16_bit: float = field(init=False)
+    held_16_bit_beside_experts: float = field(init=False)
     # The grouped FP8 kernel's rates a prefill's routed experts run at (`grouped_fp8_shares`).
     grouped: GroupedShares | None = field(init=False)
     layout: float = field(init=False)  # the routed experts' bytes as laid out over as held
@@ -882,6 +1043,9 @@ class StepModel:
         gpu, model = self.gpu, self.model
         self.held = checkpoint_format(self.fmt, self.checkpoint)
         self.held_16_bit = held_16_bit_active_parameters(model, self.checkpoint)
+        self.held_16_bit_beside_experts = held_16_bit_active_parameters(
+            model, self.checkpoint, routed=False
+        )
         self.read_layers = layer_weight_bytes_per_rank(
             model, self.fmt, self.tensor, self.pipeline, checkpoint=self.checkpoint
         )
@@ -1001,7 +1165,7 @@ class StepModel:
             efficiency=self.compute_efficiency,
             step_overhead_s=self.overhead_s,
             grouped=self.grouped,
-            held_16_bit=self.held_16_bit,
+            held_16_bit=self.held_16_bit_beside_experts if self.grouped else self.held_16_bit,
             layout=self.layout,
             gemm_tflops=self.gemm_tflops,
         )
