@@ -778,7 +778,16 @@ def _ranked(ctx: _Context, space: SearchSpace, reuse: bool = False) -> list[Cand
                         )
                         break
                     evaluated = _evaluate_layout(
-                        ctx, gpu, fmt, tensor, pipeline, checkpoint, degrees, kv_dtypes, searched
+                        ctx,
+                        gpu,
+                        fmt,
+                        tensor,
+                        pipeline,
+                        checkpoint,
+                        degrees,
+                        kv_dtypes,
+                        auto=space.expert is None,
+                        searched=searched,
                     )
                     candidates.extend(evaluated)
                     # Deeper pipelines only add GPUs and hops once the model fits.
@@ -802,6 +811,8 @@ def _evaluate_layout(
     checkpoint: str | None,
     degrees: Sequence[int],
     kv_dtypes: Sequence[KvCacheDtype],
+    *,
+    auto: bool,
     searched: set[tuple[object, ...]] | None = None,
 ) -> list[Candidate]:
     """One (TP, PP) layout with each expert-parallel degree and KV dtype; a degree whose
@@ -814,8 +825,8 @@ def _evaluate_layout(
     the padding's few percent would choose EP on half the ledger (a pinned degree is priced).
     `searched` (the layouts this search took so far): take the candidates an earlier search
     of the context evaluated for the layout, the same context giving the same figures. Not
-    twice within one search: a GPU listed twice keeps candidates of its own."""
-    auto = len(degrees) > 1  # a pinned degree is tried alone (`_expert_degrees`)
+    twice within one search: a GPU listed twice keeps candidates of its own. `auto`: the
+    search chooses the expert-parallel degree (spec.parallelism.expert is auto)."""
     key: tuple[object, ...] = ()
     if searched is not None:
         key = (gpu.id, fmt.id, tensor, pipeline, checkpoint, tuple(degrees), tuple(kv_dtypes))
