@@ -125,6 +125,41 @@ def test_a_bursts_median_request_waits_for_whole_steps_whatever_the_prompt_lengt
     assert burst.ttft_s == pytest.approx(host + steps.prefill_s(2 * chunk, chunk))
 
 
+def test_a_burst_counts_only_the_prompt_tokens_prefilled_after_its_median_first_token() -> None:
+    """The step that completes the median request's prompt takes the prompts behind it up to
+    the budget, and gives their first tokens with it: only the tokens left beyond that step
+    are prefilled while the median request decodes. Never more than half of the others."""
+    after = performance.burst_prefills_after_first_token
+    # 7 or 15 prompts of 1024 tokens: the median's step holds the rest of the burst.
+    assert after(7, 1024, 8192 - 6) == 0.0
+    assert after(15, 1024, 8192 - 14) == 0.0
+    # 31: the median (16th) ends in the third step; 31 x 1024 - 3 x 8162 tokens come after.
+    assert after(31, 1024, 8192 - 30) == pytest.approx((31 * 1024 - 3 * 8162) / 1024)
+    # 10 prompts of 2042 tokens in 8183-token steps: two steps to the median, 4054 tokens left.
+    assert after(10, 2042, 8192 - 9) == pytest.approx((20420 - 2 * 8183) / 2042)
+    # Prompts longer than a step: at most half of the others, as before any packing.
+    assert after(5, 10000, 2048) == pytest.approx((50000 - 15 * 2048) / 10000)
+    for batch, tokens, chunk in ((5, 10000, 2048), (33, 1024, 8160), (50, 1024, 1999)):
+        assert 0.0 <= after(batch, tokens, chunk) <= (batch - 1) / 2
+
+
+def test_a_burst_that_fits_one_step_decodes_without_the_others_prefills(
+    catalog: Catalog,
+) -> None:
+    """Seven 1024-token prompts fit one 8192-token step: every request gets its first token
+    at the end of that step and then decodes with no prefill in its steps, so its TPOT is the
+    decode step's. Thirty-one: the median decodes through the 7.09 prompts' tokens left after
+    its step, where a closed loop's stream sees every other stream's prefill (30)."""
+    steps = qwen3_32b_steps(catalog)
+    burst = qwen3_32b(catalog, 7, burst=True, max_num_batched_tokens=8192)
+    assert burst.tpot_s == pytest.approx(steps.decode(7).step_s)
+    decode_s = steps.decode(31).step_s
+    burst = qwen3_32b(catalog, 31, burst=True, max_num_batched_tokens=8192)
+    steady = qwen3_32b(catalog, 31, max_num_batched_tokens=8192)
+    after = performance.burst_prefills_after_first_token(31, 1024, 8192 - 30)
+    assert (burst.tpot_s - decode_s) == pytest.approx((steady.tpot_s - decode_s) * after / 30)
+
+
 def test_a_long_prompt_is_prefilled_in_chunks_of_max_num_batched_tokens(
     catalog: Catalog,
 ) -> None:

@@ -14,7 +14,8 @@ finishes) a request arrives while a step runs, then prefills in a step shared wi
 streams' decodes, queueing sometimes behind another stream's prefill, and pays more host time
 than a lone request, which has none of that. In a burst (every request sent at once) the
 median request queues behind the prefills of half the burst, and its first token comes with
-the end of the step that completes its prompt, filled with the prompts behind it.
+the end of the step that completes its prompt, filled with the prompts behind it; only the
+prompts left beyond that step are prefilled while it decodes.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-a100-80gb": 0.75,
     "nvidia-b200-180gb": 0.95,
     "nvidia-h100-80gb": 0.85,
-    "nvidia-h200-141gb": 0.9,
+    "nvidia-h200-141gb": 0.85,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
     "GB100": 0.4,
@@ -101,7 +102,7 @@ TRITON_MOE_LAYER_OVERHEAD_S = 8e-05
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
 # prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
-WEIGHT_ONLY_DEQUANT_FLOP = 220.0
+WEIGHT_ONLY_DEQUANT_FLOP = 240.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
 # ("MARLIN is not yet optimized for Hopper", IST-DASLab/marlin_artifact README); the Hopper
@@ -157,7 +158,7 @@ TTFT_OVERHEAD_PER_STREAMED_TOKEN_S = 0.0
 # Only vLLM pays it (the sources are its Python loop), and only on one pipeline stage: on
 # several, its engine keeps a batch per stage in flight and schedules and updates one while
 # the others run (vllm/v1/engine/core.py `step_with_batch_queue`).
-DECODE_HOST_PER_SEQUENCE_S = 0.0001
+DECODE_HOST_PER_SEQUENCE_S = 0.000105
 # Physical, not fitted: a request's front-end work that depends on vLLM's release and the
 # endpoint, read in its wheels. From 0.10.0 to 0.23.0 the API server tokenizes through
 # AsyncMicrobatchTokenizer (vllm PR #19334; gone in 0.24.0, absent in 0.9.2), which waits its
@@ -1197,6 +1198,28 @@ def request_host_s(others: int, request_frontend_s: float, decode_step_s: float)
     return own_s + streamed * TTFT_OVERHEAD_PER_STREAMED_TOKEN_S
 
 
+def burst_steps_to_median(batch: int, input_tokens: int, chunk: int) -> int:
+    """The prefill steps of `chunk` tokens until a burst of `batch` prompts of `input_tokens`
+    has completed its median request's prompt: the prompts are prefilled first come, first
+    served, packed into steps of the budget (vLLM V1 scheduler.py `schedule`: waiting requests
+    take the rest of the token budget, the last one chunked), and the median request is
+    preceded by half of the others."""
+    return math.ceil((1 + (batch - 1) / 2) * input_tokens / chunk - 1e-9)
+
+
+def burst_prefills_after_first_token(batch: int, input_tokens: int, chunk: int) -> float:
+    """The prompts (in whole prompts; a chunk of one counts as its share) of a burst that are
+    prefilled after its median request's first token, which the median request's decodes run
+    with. The step that completes the median request's prompt also takes the prompts behind
+    it up to the budget (`burst_steps_to_median`), and those give their first tokens with it:
+    only the prompt tokens left beyond that step come after. When the whole burst fits one
+    step (batch x input_tokens <= chunk) no prefill runs during any request's decode. Never
+    more than half of the others (the steps to the median hold the prompts before it)."""
+    total = batch * input_tokens
+    done = burst_steps_to_median(batch, input_tokens, chunk) * chunk
+    return max(0.0, total - done) / input_tokens
+
+
 def estimate_performance(
     model: ModelFacts,
     gpu: Gpu,
@@ -1272,7 +1295,8 @@ def estimate_performance(
     # reads the weights and pays the step's fixed cost once for both, so a prefill delays the
     # decodes by only what it adds beyond their decode steps. A stream sees the prefills of
     # the others: at steady load each other stream brings one per `output_tokens` steps; in a
-    # burst the median request decodes through the prefills of the half of the burst behind it.
+    # burst the median request decodes through the prompt tokens prefilled after its first
+    # token (`burst_prefills_after_first_token`: none where the burst fits that token's step).
     # Under pipeline parallelism a chunk lengthens its group's pass by its step through every
     # stage, and the groups behind it on each stage wait as long (with as many groups as
     # stages no stage has idle time to absorb it); the prompt's further chunks join the next
@@ -1287,7 +1311,9 @@ def estimate_performance(
         0.0, prefill_s + passes * (decode.compute_s - decode.memory_s - decode.overhead_s)
     )
     others = batch - 1
-    prefills_seen = others / 2 if burst else others
+    prefills_seen = (
+        burst_prefills_after_first_token(batch, input_tokens, chunk) if burst else others
+    )
     tpot = decode_step_s + prefills_seen * prefill_extra_s / output_tokens
 
     host_s = request_host_s(others, request_frontend_s, decode_step_s)
@@ -1297,8 +1323,9 @@ def estimate_performance(
         # max_num_batched_tokens; its first token comes at the end of the step that completes
         # its prompt, a step the scheduler fills with the prompts behind it up to the budget
         # (vLLM V1 scheduler.py `schedule`: waiting requests take the rest of the token budget).
-        steps_to_median = math.ceil((1 + others / 2) * input_tokens / chunk - 1e-9)
-        tokens = min(batch * input_tokens, steps_to_median * chunk)
+        tokens = min(
+            batch * input_tokens, burst_steps_to_median(batch, input_tokens, chunk) * chunk
+        )
         ttft = host_s + steps_model.prefill_s(tokens, chunk)
     else:
         # A request sent as another finishes arrives while the next step runs, then its
