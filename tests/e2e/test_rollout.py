@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -26,6 +27,7 @@ from .test_measure import FAST_TTFT_S, NAME, SLOW_TTFT_S, Traffic, condition, ev
 from .testenv_control import WRITE_VERBS, AuditLog
 
 __all__ = ["served"]  # the fixture, shared with test_measure
+T = TypeVar("T")
 REPLICAS = 2
 
 
@@ -73,52 +75,51 @@ def ready_replicas(api: client.ApiClient, namespace: str) -> dict[str, int]:
 
 
 @contextmanager
-def lowest_serving(api: client.ApiClient, namespace: str) -> Iterator[list[int]]:
-    """The fewest ready engine replicas, summed over the generations, seen while inside."""
-    seen: list[int] = []
+def polled(read: Callable[[], T], every_s: float) -> Iterator[list[T]]:
+    """What `read()` returns every `every_s` seconds while inside (a thread)."""
+    seen: list[T] = []
     stop = threading.Event()
 
-    def watch() -> None:
-        while not stop.wait(0.3):
-            seen.append(sum(ready_replicas(api, namespace).values()))
+    def poll() -> None:
+        while not stop.wait(every_s):
+            seen.append(read())
 
-    thread = threading.Thread(target=watch, daemon=True)
+    thread = threading.Thread(target=poll, daemon=True)
     thread.start()
     try:
         yield seen
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+@contextmanager
+def lowest_serving(api: client.ApiClient, namespace: str) -> Iterator[list[int]]:
+    """The fewest ready engine replicas, summed over the generations, seen while inside."""
+    with polled(lambda: sum(ready_replicas(api, namespace).values()), 0.3) as seen:
+        yield seen
 
 
 @pytest.fixture
-def autoscaler_timeline(kube_api: client.ApiClient, namespace: str) -> Iterator[list[str]]:
-    """status.autoscaler as it changes during the test, one line per change: what an
-    assertion on a scaling decision shows when it fails (the history it came from)."""
-    seen: list[str] = []
-    stop = threading.Event()
+def autoscaler_timeline(kube_api: client.ApiClient, namespace: str) -> Iterator[Callable[[], str]]:
+    """status.autoscaler so far in the test, one line per change: what an assertion on a
+    scaling decision shows when it fails (the history it came from)."""
 
-    def watch() -> None:
-        while not stop.wait(0.5):
-            try:
-                field = status(kube_api, namespace).get("autoscaler") or {}
-            except client.ApiException:  # not created yet
-                continue
-            line = (
-                f"{time.strftime('%H:%M:%S')} desired {field.get('desiredReplicas')} "
-                f"metrics {field.get('metrics')} reason {field.get('reason')!r} "
-                f"recommendations {(field.get('state') or {}).get('recommendations')}"
-            )
-            if not seen or seen[-1].split(" ", 1)[1] != line.split(" ", 1)[1]:
-                seen.append(line)
+    def read() -> tuple[str, str]:
+        try:
+            field = status(kube_api, namespace).get("autoscaler") or {}
+        except client.ApiException:  # not created yet
+            field = {}
+        return time.strftime("%H:%M:%S"), (
+            f"desired {field.get('desiredReplicas')} metrics {field.get('metrics')} "
+            f"reason {field.get('reason')!r} "
+            f"recommendations {(field.get('state') or {}).get('recommendations')}"
+        )
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield seen
-    finally:
-        stop.set()
-        thread.join(timeout=10)
+    with polled(read, 0.5) as seen:
+        yield lambda: "\n".join(
+            f"{next(group)[0]} {line}" for line, group in groupby(list(seen), key=lambda s: s[1])
+        )
 
 
 @contextmanager
@@ -458,7 +459,7 @@ def test_the_autoscaler_counts_both_generations_during_a_pilot(
     namespace: str,
     operator: Operator,
     served: tuple[Traffic, Prometheus],
-    autoscaler_timeline: list[str],
+    autoscaler_timeline: Callable[[], str],
 ) -> None:
     traffic, prometheus = served
     traffic.ttft_s = FAST_TTFT_S
@@ -492,7 +493,7 @@ def test_the_autoscaler_counts_both_generations_during_a_pilot(
             what="the serving generation scaled on its share of the load",
             timeout=90,
         )
-        history = "\n".join(autoscaler_timeline)
+        history = autoscaler_timeline()
         assert scaled.message.startswith("2 -> 4: "), f"{scaled.message}\n{history}"
         assert "share of the load: 2 of 3 replicas" in scaled.message
         wait_until(
