@@ -145,7 +145,9 @@ def test_state_survives_a_restart_through_its_json_form() -> None:
     assert decide(spec(), observe(301, 6, 10), after.state).desired_replicas == 5
     # Without the stored history a restarted operator waits a whole window of its own.
     fresh = decide(spec(), observe(301, 6, 10), AutoscalerState())
-    assert fresh.desired_replicas == 6 and "holding: 0s of readings" in fresh.reason
+    assert (
+        fresh.desired_replicas == 6 and "holding: no scale-down in the first 300s" in fresh.reason
+    )
 
 
 def test_a_first_reading_or_one_after_a_gap_never_scales_down() -> None:
@@ -157,7 +159,9 @@ def test_a_first_reading_or_one_after_a_gap_never_scales_down() -> None:
     held = decide(spec(), observe(200, 6, None), first.state)  # no data keeps the history
     assert held.state.history_since == 0
     again = decide(spec(), observe(250, 6, 0), held.state)
-    assert again.desired_replicas == 6 and "holding: 250s of readings" in again.reason
+    assert (
+        again.desired_replicas == 6 and "holding: no scale-down in the first 300s" in again.reason
+    )
     down = decide(spec(), observe(301, 6, 0), again.state)
     assert down.desired_replicas == 5
     gap = decide(spec(), observe(700, 6, None), down.state)  # its recommendations all gone

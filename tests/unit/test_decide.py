@@ -514,7 +514,7 @@ def test_an_unreadable_autoscaler_history_starts_afresh(catalog: Catalog, state:
     assert outcome.status.autoscaler["state"]["recommendations"]  # a history of its own now
     assert (
         outcome.scale_to is None
-        and "holding: 0s of readings" in outcome.status.autoscaler["reason"]
+        and "holding: no scale-down in the first" in outcome.status.autoscaler["reason"]
     )
 
 

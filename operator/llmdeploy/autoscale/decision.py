@@ -224,12 +224,12 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
         window = behavior.scale_down.stabilization_window_seconds
         desired = min(current, max(down_window))
         desired = max(desired, _rate_limit(behavior.scale_down, events, obs.now, current, False))
-        read_for = obs.now - history_since
-        if desired < current and read_for < window:
+        if desired < current and obs.now - history_since < window:
             # A first reading, or the first after a gap, may see some engines before others
-            # (Prometheus scrapes them apart): one reading is no window of them.
+            # (Prometheus scrapes them apart): one reading is no window of them. A reason that
+            # stays the same while it holds: no status write for a ticking count.
             desired = current
-            why = f"{why}; holding: {read_for:.0f}s of readings, not yet the {window}s window"
+            why = f"{why}; holding: no scale-down in the first {window}s of readings"
         elif desired < current:
             why = f"{why}; stabilized over {window}s"
         else:
