@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -224,12 +225,17 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
         window = behavior.scale_down.stabilization_window_seconds
         desired = min(current, max(down_window))
         desired = max(desired, _rate_limit(behavior.scale_down, events, obs.now, current, False))
-        read_for = obs.now - history_since
-        if desired < current and read_for < window:
+        if desired < current and obs.now - history_since < window:
             # A first reading, or the first after a gap, may see some engines before others
-            # (Prometheus scrapes them apart): one reading is no window of them.
+            # (Prometheus scrapes them apart): one reading is no window of them. The reason
+            # names when the hold ends, not how long it has lasted: a count of seconds would
+            # change the status (and write it) at every tick of unchanged readings.
             desired = current
-            why = f"{why}; holding: {read_for:.0f}s of readings, not yet the {window}s window"
+            until = _utc(history_since + window)
+            why = (
+                f"{why}; holding until {until}: the readings began less than the {window}s "
+                "scale-down window ago"
+            )
         elif desired < current:
             why = f"{why}; stabilized over {window}s"
         else:
@@ -253,6 +259,11 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
         history_since=history_since,
     )
     return Decision(desired, f"{current} -> {desired}: {why}", True, new_state, capped)
+
+
+def _utc(t: float) -> str:
+    """A reading's time as status shows times (RFC 3339, UTC, whole seconds)."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _missing(value: float | None) -> bool:
