@@ -603,6 +603,30 @@ def _vllm_moe_releases(version: str) -> tuple[bool, bool]:
     )
 
 
+# vLLM runs a MoE step's tokens through its fused-MoE kernels in chunks of at most
+# VLLM_FUSED_MOE_CHUNK_SIZE tokens (fused_moe.py fused_experts_impl `M = min(num_tokens,
+# CHUNK_SIZE)`, 0.8.5 1275-1276, 0.11.0 1538-1539, 0.14.0 2065-2066; the modular kernel's
+# chunks likewise). Its default is what envs.py's getenv reads, not the type annotation at the
+# top of the file (64 x 1024 there in every release): 32768 from 0.8.5 to 0.11.1 (0.11.0
+# envs.py 777-778), 16 x 1024 from 0.12.0 (0.12.0 789-791, 0.14.0 821-823). 0.24.0 no longer
+# chunks: fused_experts_impl takes `M = num_tokens` and the modular kernel allocates for the
+# whole step (modular_kernel.py _allocate_buffers, M_chunk = M_full).
+VLLM_FUSED_MOE_CHUNK_TOKENS = 32768
+VLLM_FUSED_MOE_CHUNK_16K_SINCE = "0.12.0"
+VLLM_FUSED_MOE_CHUNK_16K_TOKENS = 16384
+VLLM_FUSED_MOE_UNCHUNKED_SINCE = "0.24.0"
+
+
+def vllm_fused_moe_chunk_tokens(version: str) -> int | None:
+    """The most tokens vLLM's release runs through its fused-MoE kernels at once
+    (VLLM_FUSED_MOE_CHUNK_SIZE's default); None where a step's tokens run in one chunk."""
+    if version_within(version, VLLM_FUSED_MOE_UNCHUNKED_SINCE, None):
+        return None
+    if version_within(version, VLLM_FUSED_MOE_CHUNK_16K_SINCE, None):
+        return VLLM_FUSED_MOE_CHUNK_16K_TOKENS
+    return VLLM_FUSED_MOE_CHUNK_TOKENS
+
+
 def ep_moe_workspace_growth(
     model: ModelFacts,
     gpu: Gpu,
@@ -634,13 +658,15 @@ def ep_moe_workspace_growth(
     spread, split = kernel(expert_parallel, checkpoint), kernel(1, checkpoint)
     if split == "deepgemm" and version is not None:
         split = None if _vllm_moe_releases(version)[0] else "fused_experts"
-    if spread is None or split is None:
+    if spread is None or split is None or version is None:
         return 0.0
+    chunk = vllm_fused_moe_chunk_tokens(version)
+    rows = tokens if chunk is None else min(tokens, chunk)
     quantized = fmt.id == Quantization.FP8  # Triton's FP8 copy of its intermediate
     whole = moe_workspace_bytes(
-        model, spread, tensor // expert_parallel, model.experts / expert_parallel, tokens, quantized
+        model, spread, tensor // expert_parallel, model.experts / expert_parallel, rows, quantized
     )
-    return whole - moe_workspace_bytes(model, split, tensor, model.experts, tokens, quantized)
+    return whole - moe_workspace_bytes(model, split, tensor, model.experts, rows, quantized)
 
 
 def _block_scaled_fp8(
