@@ -425,7 +425,8 @@ TRITON_FP8_MATH_SHARE: dict[int, float] = {1: 0.093, 2: 0.084, 4: 0.081, 8: 0.07
 # DeepGEMM's grouped GEMM does not take (`deep_gemm_moe_width_taken`). DeepGEMM falls back to
 # Triton for fewer than 128 rows (_valid_deep_gemm_shape), below the prefill sizes counted
 # here. TensorRT-LLM runs its DeepGEMM port on Hopper (above); an unknown release or engine is
-# counted with DeepGEMM at every width, what vLLM's releases from 0.11.1 to 0.14.0 run.
+# counted with DeepGEMM at every width and split, what vLLM 0.11.1 runs (0.12.0 to 0.14.0 run
+# Triton at a split of 8 or more, VLLM_TRITON_MOE_FROM_SPLIT).
 VLLM_DEEP_GEMM_MOE_SINCE = "0.11.0"
 VLLM_TRITON_MOE_AT_SPLIT_SINCE = "0.12.0"
 VLLM_TRITON_MOE_FROM_SPLIT = 8
@@ -565,8 +566,7 @@ def moe_workspace_kernel(
     4-bit experts (their own kernels), block-scaled FP8 off Hopper or where the release runs
     FlashInfer (`grouped_fp8_kernel` None), FP8 run by Triton from 0.14.0 on, 16-bit experts
     off Hopper from 0.24.0, AMD GPUs (AITER's kernels), an unknown release. Block-scaled FP8
-    on Hopper runs
-    `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share it takes:
+    on Hopper runs `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share it takes:
     `deep_gemm_moe_width_taken`); the rest runs Triton's fused_moe."""
     if version is None or gpu.platform != "cuda" or not model.is_moe:
         return None
