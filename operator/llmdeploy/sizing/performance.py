@@ -546,10 +546,15 @@ def grouped_fp8_shares(
 # fused_experts directly (0.8.5 and 0.10.2 layer.py, 0.11.1 and 0.12.0
 # unquantized_fused_moe_method.py forward_cuda); memory.moe_workspace_bytes sizes both.
 VLLM_TRITON_EXPERTS_SINCE = "0.14.0"
-# From this release the MoE backends are chosen by priority, and on CUDA only Hopper puts
-# Triton first for 16-bit experts (fused_moe/oracle/unquantized.py _get_priority_backends,
-# 0.24.0; FlashInfer's MoE first elsewhere, whose workspace was not read).
+# From this release 16-bit experts take the first MoE backend by priority that supports the
+# GPU (fused_moe/oracle/unquantized.py _get_priority_backends and its loop over
+# is_supported_config, 0.24.0): on CUDA FlashInfer's TensorRT-LLM and CUTLASS MoE come first,
+# but Hopper moves them behind Triton, and they support only the SM 10.x family
+# (experts/trtllm_bf16_moe.py) and SM 9.0, 10.x and 12.x (experts/flashinfer_cutlass_moe.py
+# `_supports_current_device`), so Ampere and Ada run Triton as well. FlashInfer's workspace
+# was not read: Blackwell is not counted.
 VLLM_MOE_PRIORITY_SINCE = "0.24.0"
+FLASHINFER_MOE_ARCHITECTURES = frozenset({"blackwell"})
 
 
 def moe_workspace_kernel(
@@ -565,7 +570,8 @@ def moe_workspace_kernel(
     on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4 and
     4-bit experts (their own kernels), block-scaled FP8 off Hopper or where the release runs
     FlashInfer (`grouped_fp8_kernel` None), FP8 run by Triton from 0.14.0 on, 16-bit experts
-    off Hopper from 0.24.0, AMD GPUs (AITER's kernels), an unknown release. Block-scaled FP8
+    on Blackwell from 0.24.0 (FlashInfer's MoE), AMD GPUs (AITER's kernels), an unknown
+    release. Block-scaled FP8
     on Hopper runs `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share it takes:
     `deep_gemm_moe_width_taken`); the rest runs Triton's fused_moe."""
     if version is None or gpu.platform != "cuda" or not model.is_moe:
@@ -587,7 +593,9 @@ def moe_workspace_kernel(
     modular, by_priority = _vllm_moe_releases(version)
     if not modular:
         return "fused_experts"
-    if fmt.id == Quantization.FP8 or (by_priority and not hopper):
+    if fmt.id == Quantization.FP8 or (
+        by_priority and gpu.architecture in FLASHINFER_MOE_ARCHITECTURES
+    ):
         return None
     return "triton_experts"
 
