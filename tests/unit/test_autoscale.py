@@ -145,9 +145,7 @@ def test_state_survives_a_restart_through_its_json_form() -> None:
     assert decide(spec(), observe(301, 6, 10), after.state).desired_replicas == 5
     # Without the stored history a restarted operator waits a whole window of its own.
     fresh = decide(spec(), observe(301, 6, 10), AutoscalerState())
-    assert (
-        fresh.desired_replicas == 6 and "holding: no scale-down in the first 300s" in fresh.reason
-    )
+    assert fresh.desired_replicas == 6 and "holding until 1970-01-01T00:10:01Z" in fresh.reason
 
 
 def test_a_first_reading_or_one_after_a_gap_never_scales_down() -> None:
@@ -159,9 +157,7 @@ def test_a_first_reading_or_one_after_a_gap_never_scales_down() -> None:
     held = decide(spec(), observe(200, 6, None), first.state)  # no data keeps the history
     assert held.state.history_since == 0
     again = decide(spec(), observe(250, 6, 0), held.state)
-    assert (
-        again.desired_replicas == 6 and "holding: no scale-down in the first 300s" in again.reason
-    )
+    assert again.desired_replicas == 6 and "holding until 1970-01-01T00:05:00Z" in again.reason
     down = decide(spec(), observe(301, 6, 0), again.state)
     assert down.desired_replicas == 5
     gap = decide(spec(), observe(700, 6, None), down.state)  # its recommendations all gone
@@ -174,6 +170,19 @@ def test_a_first_reading_or_one_after_a_gap_never_scales_down() -> None:
         }
     )
     assert decide(at_once, observe(0, 6, 0), AutoscalerState()).desired_replicas == 5
+
+
+def test_the_hold_before_a_whole_window_of_readings_says_the_same_at_every_tick() -> None:
+    """Unchanged readings give an unchanged reason while the first window holds: the status
+    is written when its reason changes, so a reason that counted the seconds read so far
+    would write it at every tick (an unchanged object is not written again).
+    It names when the hold ends instead."""
+    first = decide(spec(), observe(1000, 6, 0), AutoscalerState())
+    later = decide(spec(), observe(1010, 6, 0), first.state)
+    assert first.desired_replicas == later.desired_replicas == 6
+    assert first.reason == later.reason
+    assert "holding until 1970-01-01T00:21:40Z" in first.reason  # 1000 s + the 300 s window
+    assert "300s scale-down window" in first.reason
 
 
 def test_trace_errors_name_the_line() -> None:

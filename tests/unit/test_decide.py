@@ -512,10 +512,27 @@ def test_an_unreadable_autoscaler_history_starts_afresh(catalog: Catalog, state:
     outcome = complete(garbled, config(catalog), metrics=MetricsReading({"queueDepth": 0.0}))
     assert outcome.status is not None and outcome.status.autoscaler is not None
     assert outcome.status.autoscaler["state"]["recommendations"]  # a history of its own now
-    assert (
-        outcome.scale_to is None
-        and "holding: no scale-down in the first" in outcome.status.autoscaler["reason"]
+    assert outcome.scale_to is None and "holding until" in outcome.status.autoscaler["reason"]
+
+
+def test_a_hold_on_unchanged_readings_writes_no_status_at_the_next_tick(catalog: Catalog) -> None:
+    """While the first scale-down window holds, the next tick (10 s on, the same readings)
+    leaves status.autoscaler as it was: nothing in it says how long the hold has lasted."""
+    snap, _ = settled(catalog, body(replicas=4, scaling=scaling()))
+    idle = MetricsReading({"queueDepth": 0.0})
+    first = complete(replace(snap, autoscaler=None), config(catalog), metrics=idle)
+    assert first.status is not None and first.status.autoscaler is not None
+    assert first.scale_to is None and "holding until" in first.status.autoscaler["reason"]
+    written = {**snap.body["status"], "autoscaler": first.status.autoscaler}
+    tick = replace(
+        snap,
+        body={**snap.body, "status": written},
+        now=NOW + timedelta(seconds=10),
+        autoscaler=first.autoscaler,
     )
+    again = complete(tick, config(catalog), metrics=idle)
+    assert again.status is not None and again.scale_to is None
+    assert again.status.autoscaler == first.status.autoscaler
 
 
 def test_an_apply_failure_is_degraded_and_not_ready(catalog: Catalog) -> None:

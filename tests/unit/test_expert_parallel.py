@@ -330,6 +330,47 @@ def test_vllm_s_moe_workspace_grows_with_each_rank_s_whole_experts(catalog: Cata
     assert growth(mixtral, "nvidia-h100-80gb", "bf16", "0.10.2") > 1.0 * 2**30
 
 
+def test_the_moe_workspace_is_sized_for_one_chunk_of_the_release(catalog: Catalog) -> None:
+    """vLLM runs a step's tokens through its fused-MoE kernels in chunks of
+    VLLM_FUSED_MOE_CHUNK_SIZE, whose default (envs.py's getenv) is 32768 up to 0.11.1 and
+    16 x 1024 from 0.12.0; 0.24.0 no longer chunks. The workspace, and so its growth under
+    EP, stops growing with the step's tokens at the chunk."""
+    qwen = resolve_model(make_spec("Qwen/Qwen3-235B-A22B").model, catalog)
+    mixtral = resolve_model(make_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").model, catalog)
+    h100, bf16 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
+
+    def growth(model: ModelFacts, version: str, tokens: int) -> float:
+        return ep_moe_workspace_growth(model, h100, bf16, tokens, version, 8, 8)
+
+    per_8k = growth(qwen, "0.11.0", 8192)
+    assert per_8k > 0
+    assert growth(qwen, "0.11.0", 65536) == growth(qwen, "0.11.0", 32768)
+    assert growth(qwen, "0.11.0", 32768) == pytest.approx(4 * per_8k)
+    assert growth(qwen, "0.11.1", 65536) == pytest.approx(4 * per_8k)
+    assert growth(qwen, "0.12.0", 65536) == growth(qwen, "0.12.0", 16384)
+    assert growth(qwen, "0.12.0", 16384) == pytest.approx(2 * per_8k)
+    # 0.24.0 runs 16-bit experts through TritonExperts on Hopper, the whole step at once.
+    assert growth(mixtral, "0.24.0", 65536) == pytest.approx(8 * growth(mixtral, "0.24.0", 8192))
+
+
+def test_vllm_0_24_s_16_bit_experts_run_triton_where_flashinfer_s_moe_cannot(
+    catalog: Catalog,
+) -> None:
+    """From 0.24.0 16-bit experts take the first backend by priority that supports the GPU:
+    FlashInfer's MoE comes first but supports only Hopper (moved behind Triton there) and
+    Blackwell, so Ampere and Ada run Triton's TritonExperts, whose workspace grows under EP as
+    on Hopper; Blackwell's FlashInfer workspace is not counted."""
+    mixtral = resolve_model(make_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").model, catalog)
+    bf16 = catalog.quantizations["bf16"]
+    for gpu in ("nvidia-a100-80gb", "nvidia-l40s", "nvidia-h100-80gb"):
+        sku = catalog.gpus[gpu]
+        assert moe_workspace_kernel(mixtral, sku, bf16, "0.24.0", 8, 8) == "triton_experts"
+        assert ep_moe_workspace_growth(mixtral, sku, bf16, 8192, "0.24.0", 8, 8) > 2**30
+    b200 = catalog.gpus["nvidia-b200-180gb"]
+    assert moe_workspace_kernel(mixtral, b200, bf16, "0.24.0", 8, 8) is None
+    assert moe_workspace_kernel(mixtral, b200, bf16, "0.14.0", 8, 8) == "triton_experts"
+
+
 def test_the_planner_books_the_spread_experts_workspace(catalog: Catalog) -> None:
     """Pinned to TP 8 EP 8, Qwen3-235B in BF16 under vLLM 0.11.0 keeps less KV cache than at
     EP 1 by the workspace's growth, and its activation shows it; under TensorRT-LLM (its MoE

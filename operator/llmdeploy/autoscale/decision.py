@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -226,10 +227,15 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
         desired = max(desired, _rate_limit(behavior.scale_down, events, obs.now, current, False))
         if desired < current and obs.now - history_since < window:
             # A first reading, or the first after a gap, may see some engines before others
-            # (Prometheus scrapes them apart): one reading is no window of them. A reason that
-            # stays the same while it holds: no status write for a ticking count.
+            # (Prometheus scrapes them apart): one reading is no window of them. The reason
+            # names when the hold ends, not how long it has lasted: a count of seconds would
+            # change the status (and write it) at every tick of unchanged readings.
             desired = current
-            why = f"{why}; holding: no scale-down in the first {window}s of readings"
+            until = _utc(history_since + window)
+            why = (
+                f"{why}; holding until {until}: the readings began less than the {window}s "
+                "scale-down window ago"
+            )
         elif desired < current:
             why = f"{why}; stabilized over {window}s"
         else:
@@ -253,6 +259,11 @@ def decide(spec: ScalingSpec, obs: Observation, state: AutoscalerState) -> Decis
         history_since=history_since,
     )
     return Decision(desired, f"{current} -> {desired}: {why}", True, new_state, capped)
+
+
+def _utc(t: float) -> str:
+    """A reading's time as status shows times (RFC 3339, UTC, whole seconds)."""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _missing(value: float | None) -> bool:

@@ -387,9 +387,6 @@ def activation_bytes(
 
 
 MoeKernel = Literal["fused_experts", "triton_experts", "deepgemm"]
-# vLLM runs a MoE step's tokens through its fused-MoE kernels in chunks of at most this many
-# (envs.py VLLM_FUSED_MOE_CHUNK_SIZE, 64 x 1024 in every pinned release).
-FUSED_MOE_CHUNK_TOKENS = 65536
 # DeepGEMM's contiguous grouped layout pads each local expert's rows to its M alignment
 # (deep_gemm_utils.py compute_aligned_M: M x top_k + experts x (alignment - 1), rounded up).
 DEEP_GEMM_M_ALIGNMENT = 128
@@ -400,13 +397,13 @@ def moe_workspace_bytes(
     kernel: MoeKernel,
     split: int,
     local_experts: float,
-    tokens: int,
+    rows: int,
     quantized: bool = False,
 ) -> float:
-    """The workspace vLLM's MoE kernel allocates for a step of `tokens` tokens on a rank whose
+    """The workspace vLLM's MoE kernel allocates for a chunk of `rows` tokens on a rank whose
     routed experts are each split `split` ways, in the activations' 16-bit dtype; N is the
-    rank's w13 width (gate and up: 2 x its intermediate share), K the hidden size, M the
-    tokens up to FUSED_MOE_CHUNK_TOKENS:
+    rank's w13 width (gate and up: 2 x its intermediate share), K the hidden size, M `rows`
+    (a step's tokens up to the release's chunk: performance.vllm_fused_moe_chunk_tokens):
     - "fused_experts", the Triton kernel called directly (fused_moe.py fused_experts_impl,
       vLLM 0.8.5 1275-1302, 0.10.2 1553-1587, 0.11.0 1538-1573): cache13 of
       M x top_k x max(N, K) and cache2 of M x top_k x N / 2, and with `quantized` (FP8
@@ -418,7 +415,6 @@ def moe_workspace_bytes(
     - "deepgemm" (deep_gemm_moe.py DeepGemmExperts.workspace_shapes, 0.11.0 182-203, 0.14.0
       150-157): M_sum x max(N, K) and M_sum x max(N / 2, K), M_sum the rows padded per local
       expert (DEEP_GEMM_M_ALIGNMENT)."""
-    rows = min(tokens, FUSED_MOE_CHUNK_TOKENS)
     width = model.moe_intermediate_size / split
     hidden, top_k = model.hidden_size, model.active_experts
     if kernel == "fused_experts":

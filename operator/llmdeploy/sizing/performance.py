@@ -425,7 +425,8 @@ TRITON_FP8_MATH_SHARE: dict[int, float] = {1: 0.093, 2: 0.084, 4: 0.081, 8: 0.07
 # DeepGEMM's grouped GEMM does not take (`deep_gemm_moe_width_taken`). DeepGEMM falls back to
 # Triton for fewer than 128 rows (_valid_deep_gemm_shape), below the prefill sizes counted
 # here. TensorRT-LLM runs its DeepGEMM port on Hopper (above); an unknown release or engine is
-# counted with DeepGEMM at every width, what vLLM's releases from 0.11.1 to 0.14.0 run.
+# counted with DeepGEMM at every width and split, what vLLM 0.11.1 runs (0.12.0 to 0.14.0 run
+# Triton at a split of 8 or more, VLLM_TRITON_MOE_FROM_SPLIT).
 VLLM_DEEP_GEMM_MOE_SINCE = "0.11.0"
 VLLM_TRITON_MOE_AT_SPLIT_SINCE = "0.12.0"
 VLLM_TRITON_MOE_FROM_SPLIT = 8
@@ -545,10 +546,15 @@ def grouped_fp8_shares(
 # fused_experts directly (0.8.5 and 0.10.2 layer.py, 0.11.1 and 0.12.0
 # unquantized_fused_moe_method.py forward_cuda); memory.moe_workspace_bytes sizes both.
 VLLM_TRITON_EXPERTS_SINCE = "0.14.0"
-# From this release the MoE backends are chosen by priority, and on CUDA only Hopper puts
-# Triton first for 16-bit experts (fused_moe/oracle/unquantized.py _get_priority_backends,
-# 0.24.0; FlashInfer's MoE first elsewhere, whose workspace was not read).
+# From this release 16-bit experts take the first MoE backend by priority that supports the
+# GPU (fused_moe/oracle/unquantized.py _get_priority_backends and its loop over
+# is_supported_config, 0.24.0): on CUDA FlashInfer's TensorRT-LLM and CUTLASS MoE come first,
+# but Hopper moves them behind Triton, and they support only the SM 10.x family
+# (experts/trtllm_bf16_moe.py) and SM 9.0, 10.x and 12.x (experts/flashinfer_cutlass_moe.py
+# `_supports_current_device`), so Ampere and Ada run Triton as well. FlashInfer's workspace
+# was not read: Blackwell is not counted.
 VLLM_MOE_PRIORITY_SINCE = "0.24.0"
+FLASHINFER_MOE_ARCHITECTURES = frozenset({"blackwell"})
 
 
 def moe_workspace_kernel(
@@ -564,9 +570,9 @@ def moe_workspace_kernel(
     on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4 and
     4-bit experts (their own kernels), block-scaled FP8 off Hopper or where the release runs
     FlashInfer (`grouped_fp8_kernel` None), FP8 run by Triton from 0.14.0 on, 16-bit experts
-    off Hopper from 0.24.0, AMD GPUs (AITER's kernels), an unknown release. Block-scaled FP8
-    on Hopper runs
-    `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share it takes:
+    on Blackwell from 0.24.0 (FlashInfer's MoE), AMD GPUs (AITER's kernels), an unknown
+    release. Block-scaled FP8
+    on Hopper runs `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share it takes:
     `deep_gemm_moe_width_taken`); the rest runs Triton's fused_moe."""
     if version is None or gpu.platform != "cuda" or not model.is_moe:
         return None
@@ -587,7 +593,9 @@ def moe_workspace_kernel(
     modular, by_priority = _vllm_moe_releases(version)
     if not modular:
         return "fused_experts"
-    if fmt.id == Quantization.FP8 or (by_priority and not hopper):
+    if fmt.id == Quantization.FP8 or (
+        by_priority and gpu.architecture in FLASHINFER_MOE_ARCHITECTURES
+    ):
         return None
     return "triton_experts"
 
@@ -601,6 +609,30 @@ def _vllm_moe_releases(version: str) -> tuple[bool, bool]:
         version_within(version, VLLM_TRITON_EXPERTS_SINCE, None),
         version_within(version, VLLM_MOE_PRIORITY_SINCE, None),
     )
+
+
+# vLLM runs a MoE step's tokens through its fused-MoE kernels in chunks of at most
+# VLLM_FUSED_MOE_CHUNK_SIZE tokens (fused_moe.py fused_experts_impl `M = min(num_tokens,
+# CHUNK_SIZE)`, 0.8.5 1275-1276, 0.11.0 1538-1539, 0.14.0 2065-2066; the modular kernel's
+# chunks likewise). Its default is what envs.py's getenv reads, not the type annotation at the
+# top of the file (64 x 1024 there in every release): 32768 from 0.8.5 to 0.11.1 (0.11.0
+# envs.py 777-778), 16 x 1024 from 0.12.0 (0.12.0 789-791, 0.14.0 821-823). 0.24.0 no longer
+# chunks: fused_experts_impl takes `M = num_tokens` and the modular kernel allocates for the
+# whole step (modular_kernel.py _allocate_buffers, M_chunk = M_full).
+VLLM_FUSED_MOE_CHUNK_TOKENS = 32768
+VLLM_FUSED_MOE_CHUNK_16K_SINCE = "0.12.0"
+VLLM_FUSED_MOE_CHUNK_16K_TOKENS = 16384
+VLLM_FUSED_MOE_UNCHUNKED_SINCE = "0.24.0"
+
+
+def vllm_fused_moe_chunk_tokens(version: str) -> int | None:
+    """The most tokens vLLM's release runs through its fused-MoE kernels at once
+    (VLLM_FUSED_MOE_CHUNK_SIZE's default); None where a step's tokens run in one chunk."""
+    if version_within(version, VLLM_FUSED_MOE_UNCHUNKED_SINCE, None):
+        return None
+    if version_within(version, VLLM_FUSED_MOE_CHUNK_16K_SINCE, None):
+        return VLLM_FUSED_MOE_CHUNK_16K_TOKENS
+    return VLLM_FUSED_MOE_CHUNK_TOKENS
 
 
 def ep_moe_workspace_growth(
@@ -634,13 +666,15 @@ def ep_moe_workspace_growth(
     spread, split = kernel(expert_parallel, checkpoint), kernel(1, checkpoint)
     if split == "deepgemm" and version is not None:
         split = None if _vllm_moe_releases(version)[0] else "fused_experts"
-    if spread is None or split is None:
+    if spread is None or split is None or version is None:
         return 0.0
+    chunk = vllm_fused_moe_chunk_tokens(version)
+    rows = tokens if chunk is None else min(tokens, chunk)
     quantized = fmt.id == Quantization.FP8  # Triton's FP8 copy of its intermediate
     whole = moe_workspace_bytes(
-        model, spread, tensor // expert_parallel, model.experts / expert_parallel, tokens, quantized
+        model, spread, tensor // expert_parallel, model.experts / expert_parallel, rows, quantized
     )
-    return whole - moe_workspace_bytes(model, split, tensor, model.experts, tokens, quantized)
+    return whole - moe_workspace_bytes(model, split, tensor, model.experts, rows, quantized)
 
 
 def _block_scaled_fp8(
