@@ -27,9 +27,9 @@ from llmdeploy.sizing.engine_memory import engine_memory
 from llmdeploy.sizing.memory import memory_breakdown
 from llmdeploy.sizing.model_facts import ModelFacts, resolve_model
 from llmdeploy.sizing.performance import (
-    ep_moe_workspace_growth,
     estimate_performance,
     grouped_fp8_shares,
+    moe_workspace,
     moe_workspace_kernel,
 )
 from llmdeploy.sizing.plan import Plan
@@ -301,7 +301,7 @@ def test_vllm_s_moe_workspace_grows_with_each_rank_s_whole_experts(catalog: Cata
 
     def growth(model: ModelFacts, gpu: str, fmt: str, version: str) -> float:
         sku, quantization = catalog.gpus[gpu], catalog.quantizations[fmt]
-        return ep_moe_workspace_growth(model, sku, quantization, 8192, version, 8, 8)
+        return moe_workspace(model, sku, quantization, 8192, version, 8, 8)[0]
 
     spread = _moe_elements(qwen, 1, "fused_experts", 16)
     expected = (spread - _moe_elements(qwen, 8, "fused_experts", 128)) * 2
@@ -319,9 +319,14 @@ def test_vllm_s_moe_workspace_grows_with_each_rank_s_whole_experts(catalog: Cata
     assert 0.9 < expected / 2**30 < 1.0
     # From 0.11.1 DeepGEMM's E8M0 scales take the 256-wide share too (vLLM PR #26197), so
     # both layouts run DeepGEMM; the growth is still counted from Triton's split workspace,
-    # the one the fitted copies stand for (DeepGEMM's at EP 1 is counted nowhere).
+    # the one the fitted copies stand for. 0.11.1 and 0.12.0 size DeepGEMM's first workspace
+    # M_sum x N (N = 2 x 2048 whole), not M_sum x max(N, K); it still holds the output.
     assert moe_workspace_kernel(r1, h200, fp8, "0.11.1", 8, 1) == "deepgemm"
-    assert growth(r1, H200, "fp8", "0.11.1") == pytest.approx(expected)
+    m_sum = math.ceil((8192 * 8 + 32 * 127) / 128) * 128
+    narrow = m_sum * (2 * 2048 + 7168) * 2 - triton
+    assert growth(r1, H200, "fp8", "0.11.1") == pytest.approx(narrow)
+    assert growth(r1, H200, "fp8", "0.12.0") == pytest.approx(narrow)
+    assert growth(r1, H200, "fp8", "0.13.0") == pytest.approx(expected)
     assert growth(r1, H200, "fp8", "0.14.0") == 0  # Triton's FP8 modular kernel: not read
     gpt_oss = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
     assert growth(gpt_oss, H200, "mxfp4", "0.11.0") == 0
