@@ -549,6 +549,12 @@ VLLM_TRITON_EXPERTS_SINCE = "0.14.0"
 # Triton first for 16-bit experts (fused_moe/oracle/unquantized.py _get_priority_backends,
 # 0.24.0; FlashInfer's MoE first elsewhere, whose workspace was not read).
 VLLM_MOE_PRIORITY_SINCE = "0.24.0"
+# 0.14.0 runs block-FP8 experts whose backend is Triton (TP 8 and beyond: fused_moe/oracle/
+# fp8.py select_fp8_moe_backend 115-150) as TritonExperts behind the modular kernel
+# (quantization/fp8.py 951-967, the layer's `self.kernel`). From this release the FP8 oracle
+# tries FlashInfer's CUTLASS MoE and DeepGEMM before Triton without 0.14.0's TP 8 rule
+# (fused_moe/oracle/fp8.py 0.16.0 138-352): which kernel runs, and its workspace, not read.
+VLLM_FP8_MOE_ORACLE_SINCE = "0.16.0"
 
 
 def moe_workspace_kernel(
@@ -563,16 +569,18 @@ def moe_workspace_kernel(
     """The MoE kernel whose workspace vLLM's release allocates for the layout's routed experts
     on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4 and
     4-bit experts (their own kernels), block-scaled FP8 off Hopper or where the release runs
-    FlashInfer (`grouped_fp8_kernel` None), FP8 run by Triton from 0.14.0 on, 16-bit experts
-    off Hopper from 0.24.0, AMD GPUs (AITER's kernels), an unknown release. Block-scaled FP8
-    on Hopper runs
+    FlashInfer (`grouped_fp8_kernel` None), other FP8 experts from 0.14.0 on, block-scaled
+    FP8 that is not DeepGEMM's from VLLM_FP8_MOE_ORACLE_SINCE, 16-bit experts off Hopper from
+    0.24.0, AMD GPUs (AITER's kernels), an unknown release. Block-scaled FP8 on Hopper runs
     `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share it takes:
-    `deep_gemm_moe_width_taken`); the rest runs Triton's fused_moe."""
+    `deep_gemm_moe_width_taken`), Triton's as TritonExperts from 0.14.0; the rest runs
+    Triton's fused_moe."""
     if version is None or gpu.platform != "cuda" or not model.is_moe:
         return None
     if fmt.weight_bytes < 1 or fmt.id == Quantization.MXFP4:
         return None
     hopper = gpu.architecture in GROUPED_FP8_ARCHITECTURES
+    block_triton = False
     if fmt.id == Quantization.FP8 and _block_scaled_fp8(model, fmt, checkpoint):
         widths = (model.moe_intermediate_size, model.hidden_size)
         kernel = (
@@ -584,10 +592,14 @@ def moe_workspace_kernel(
             return None
         if kernel == "deepgemm":
             return "deepgemm"
+        block_triton = True
     modular, by_priority = _vllm_moe_releases(version)
     if not modular:
         return "fused_experts"
-    if fmt.id == Quantization.FP8 or (by_priority and not hopper):
+    if fmt.id == Quantization.FP8:
+        before_oracle = not version_within(version, VLLM_FP8_MOE_ORACLE_SINCE, None)
+        return "triton_experts" if block_triton and before_oracle else None
+    if by_priority and not hopper:
         return None
     return "triton_experts"
 
@@ -639,7 +651,7 @@ def moe_workspace(
     with each expert split over the `tensor` ranks: every MoE row the fit reads ran it, or a
     modular kernel whose buffers are counted as kept. So the growth is the layout's kernel
     (`moe_workspace_kernel`) over the split layout's, or over Triton's fused_moe where that is
-    DeepGEMM (before 0.14.0; not counted from it, Triton's FP8 modular kernel not read). Each
+    DeepGEMM (before 0.14.0; from it only DeepGEMM's kept buffers are counted). Each
     kernel sizes its workspace from the rank's own expert width (memory.moe_workspace_bytes),
     and under --enable-expert-parallel that width is each expert's whole (the MoE's tp_size
     is 1: FusedMoEParallelConfig.make). Without data parallelism every rank runs every token
