@@ -28,7 +28,7 @@ from llmdeploy.sizing.memory import (
     weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import ModelFacts
-from llmdeploy.sizing.performance import estimate_performance
+from llmdeploy.sizing.performance import estimate_performance, moe_workspace
 
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_UTILIZATION = 0.9
@@ -280,14 +280,36 @@ def rules(row: KvRow, catalog: Catalog) -> EngineMemory:
     return replace(accounting, mla_dequantized_kv_b_proj=False) if row.mla_off else accounting
 
 
+def row_moe_workspace(row: KvRow, catalog: Catalog) -> tuple[float, float]:
+    """The bytes the row's MoE kernel adds to the profiling step and keeps under its sampler
+    step, as the planner counts them (optimizer._moe_workspace; none under TensorRT-LLM)."""
+    if row.engine == TENSORRT_LLM:
+        return 0.0, 0.0
+    model = _model(catalog, row.plan_model)
+    _, batched, _ = scheduler(row, catalog)
+    return moe_workspace(
+        model,
+        _gpu(catalog, row.gpu, row.gpu_memory_gib),
+        catalog.quantizations[row.quantization],
+        batched,
+        row.engine_version or None,
+        row.tensor,
+        1,
+        model.quantized_checkpoint(row.model, row.quantization),
+    )
+
+
 def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
     model = _model(catalog, row.plan_model)
     fmt = catalog.quantizations[row.quantization]
     context, batched, seqs = scheduler(row, catalog)
     trtllm = row.engine == TENSORRT_LLM
+    gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
+    checkpoint = model.quantized_checkpoint(row.model, row.quantization)
+    growth, kept = row_moe_workspace(row, catalog)
     m = memory_breakdown(
         model,
-        _gpu(catalog, row.gpu, row.gpu_memory_gib),
+        gpu,
         fmt,
         tensor=row.tensor,
         pipeline=row.pipeline,
@@ -299,7 +321,9 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
         block_size=TENSORRT_LLM_BLOCK_SIZE if trtllm else BLOCK_SIZE,
         rules=rules(row, catalog),
         budget_of_free_memory=trtllm,
-        checkpoint=model.quantized_checkpoint(row.model, row.quantization),
+        checkpoint=checkpoint,
+        moe_workspace_growth=growth,
+        moe_workspace_kept=kept,
     )
     short = m.max_concurrency < 1
     if trtllm and short:  # it lowers max_seq_len to what the cache holds, if a block fits

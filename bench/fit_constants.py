@@ -67,6 +67,7 @@ from corpus import (
     predict_latency,
     predict_weights_gib,
     relative_error,
+    row_moe_workspace,
     rules,
     scheduler,
 )
@@ -122,7 +123,8 @@ def _implied_non_torch(row: KvRow, catalog: Catalog) -> float:
     budget = gpu.visible_memory_gib * (row.gpu_memory_utilization or DEFAULT_UTILIZATION)
     weights = row.weights_gib if row.weights_gib is not None else predict_weights_gib(row, catalog)
     row_rules = rules(row, catalog)
-    activation = activation_bytes(model, row.tensor, batched, seqs, row_rules) / GIB
+    growth, kept = row_moe_workspace(row, catalog)
+    activation = activation_bytes(model, row.tensor, batched, seqs, row_rules, growth, kept) / GIB
     return budget - weights - activation - row_rules.cuda_graph_gib - row.kv_gib
 
 

@@ -375,7 +375,7 @@ def test_mla_kv_estimate_uses_the_release_block_size(
     monkeypatch.setattr(engine_memory, "CUDA_GRAPH_GIB", 0.0)
     monkeypatch.setattr(memory, "NON_TORCH_GRAPH_PROFILING_GIB", 0.0)
     monkeypatch.setattr(memory, "NON_TORCH_ALLREDUCE_FUSION_GIB", 0.0)
-    monkeypatch.setattr(optimizer, "ep_moe_workspace_growth", lambda *_args: 0.0)
+    monkeypatch.setattr(optimizer, "moe_workspace", lambda *_args: (0.0, 0.0))
 
     def tokens(version: str) -> int:
         spec = {

@@ -27,9 +27,9 @@ from llmdeploy.sizing.engine_memory import engine_memory
 from llmdeploy.sizing.memory import memory_breakdown
 from llmdeploy.sizing.model_facts import ModelFacts, resolve_model
 from llmdeploy.sizing.performance import (
-    ep_moe_workspace_growth,
     estimate_performance,
     grouped_fp8_shares,
+    moe_workspace,
     moe_workspace_kernel,
 )
 from llmdeploy.sizing.plan import Plan
@@ -301,7 +301,7 @@ def test_vllm_s_moe_workspace_grows_with_each_rank_s_whole_experts(catalog: Cata
 
     def growth(model: ModelFacts, gpu: str, fmt: str, version: str) -> float:
         sku, quantization = catalog.gpus[gpu], catalog.quantizations[fmt]
-        return ep_moe_workspace_growth(model, sku, quantization, 8192, version, 8, 8)
+        return moe_workspace(model, sku, quantization, 8192, version, 8, 8)[0]
 
     spread = _moe_elements(qwen, 1, "fused_experts", 16)
     expected = (spread - _moe_elements(qwen, 8, "fused_experts", 128)) * 2
@@ -319,10 +319,21 @@ def test_vllm_s_moe_workspace_grows_with_each_rank_s_whole_experts(catalog: Cata
     assert 0.9 < expected / 2**30 < 1.0
     # From 0.11.1 DeepGEMM's E8M0 scales take the 256-wide share too (vLLM PR #26197), so
     # both layouts run DeepGEMM; the growth is still counted from Triton's split workspace,
-    # the one the fitted copies stand for (DeepGEMM's at EP 1 is counted nowhere).
+    # the one the fitted copies stand for. 0.11.1 and 0.12.0 size DeepGEMM's first workspace
+    # M_sum x N (N = 2 x 2048 whole), not M_sum x max(N, K); it still holds the output.
     assert moe_workspace_kernel(r1, h200, fp8, "0.11.1", 8, 1) == "deepgemm"
-    assert growth(r1, H200, "fp8", "0.11.1") == pytest.approx(expected)
-    assert growth(r1, H200, "fp8", "0.14.0") == 0  # Triton's FP8 modular kernel: not read
+    m_sum = math.ceil((8192 * 8 + 32 * 127) / 128) * 128
+    narrow = m_sum * (2 * 2048 + 7168) * 2 - triton
+    assert growth(r1, H200, "fp8", "0.11.1") == pytest.approx(narrow)
+    assert growth(r1, H200, "fp8", "0.12.0") == pytest.approx(narrow)
+    assert growth(r1, H200, "fp8", "0.13.0") == pytest.approx(expected)
+    # 0.14.0 runs the split R1 through TritonExperts (its FP8 Triton backend behind the
+    # modular kernel), EP 8 through DeepGEMM with the wide first workspace.
+    assert moe_workspace_kernel(r1, h200, fp8, "0.14.0", 8, 1) == "triton_experts"
+    triton_experts = _moe_elements(r1, 8, "triton_experts", 256) * 2
+    wide = _moe_elements(r1, 1, "deepgemm", 32) * 2
+    assert growth(r1, H200, "fp8", "0.14.0") == pytest.approx(wide - triton_experts)
+    assert moe_workspace_kernel(r1, h200, fp8, "0.16.0", 8, 1) is None  # the oracle: not read
     gpt_oss = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
     assert growth(gpt_oss, H200, "mxfp4", "0.11.0") == 0
     mixtral = resolve_model(make_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").model, catalog)
@@ -340,7 +351,7 @@ def test_the_moe_workspace_is_sized_for_one_chunk_of_the_release(catalog: Catalo
     h100, bf16 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
 
     def growth(model: ModelFacts, version: str, tokens: int) -> float:
-        return ep_moe_workspace_growth(model, h100, bf16, tokens, version, 8, 8)
+        return moe_workspace(model, h100, bf16, tokens, version, 8, 8)[0]
 
     per_8k = growth(qwen, "0.11.0", 8192)
     assert per_8k > 0
@@ -365,7 +376,7 @@ def test_vllm_0_24_s_16_bit_experts_run_triton_where_flashinfer_s_moe_cannot(
     for gpu in ("nvidia-a100-80gb", "nvidia-l40s", "nvidia-h100-80gb"):
         sku = catalog.gpus[gpu]
         assert moe_workspace_kernel(mixtral, sku, bf16, "0.24.0", 8, 8) == "triton_experts"
-        assert ep_moe_workspace_growth(mixtral, sku, bf16, 8192, "0.24.0", 8, 8) > 2**30
+        assert moe_workspace(mixtral, sku, bf16, 8192, "0.24.0", 8, 8)[0] > 2**30
     b200 = catalog.gpus["nvidia-b200-180gb"]
     assert moe_workspace_kernel(mixtral, b200, bf16, "0.24.0", 8, 8) is None
     assert moe_workspace_kernel(mixtral, b200, bf16, "0.14.0", 8, 8) == "triton_experts"

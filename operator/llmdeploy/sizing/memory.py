@@ -363,14 +363,16 @@ def activation_bytes(
     max_num_seqs: int,
     rules: EngineMemory,
     moe_workspace_growth: float = 0.0,
+    moe_workspace_kept: float = 0.0,
 ) -> float:
     """Peak torch memory of vLLM's profiling run: the forward step of max_num_batched_tokens
     tokens, or the dummy sampler step after it (one row of full-vocabulary logits per request,
     min(max_num_seqs, tokens) of them, next to the step's output hidden states), whichever is
     larger (v1/worker/gpu_model_runner.py profile_run: the step's activations are freed before
-    the sampler runs). The step's copies are fitted with each expert split over the TP ranks;
-    `moe_workspace_growth`: what the MoE's workspace adds where the experts are spread whole
-    (performance.ep_moe_workspace_growth)."""
+    the sampler runs). The step's copies are fitted with each expert split over the TP ranks
+    and run by Triton's fused_moe; `moe_workspace_growth`: what the layout's MoE workspace
+    adds over that; `moe_workspace_kept`: what the MoE kernel keeps allocated after the step,
+    so under the sampler too (both performance.moe_workspace)."""
     per_token = (
         ACTIVATION_HIDDEN_COPIES * model.hidden_size
         + ACTIVATION_MLP_COPIES * model.mlp_width_per_token / tensor
@@ -382,7 +384,7 @@ def activation_bytes(
         if requests < rules.sampler_sort_below_rows
         else rules.sampler_bytes_per_logit
     )
-    sampler = requests * model.vocab_size * per_logit
+    sampler = requests * model.vocab_size * per_logit + moe_workspace_kept
     return max(step, sampler + max_num_batched_tokens * model.hidden_size * BYTES_16BIT)
 
 
@@ -397,13 +399,19 @@ def moe_workspace_bytes(
     kernel: MoeKernel,
     split: int,
     local_experts: float,
-    rows: int,
+    tokens: int,
+    chunk: int | None,
     quantized: bool = False,
+    narrow: bool = False,
 ) -> float:
-    """The workspace vLLM's MoE kernel allocates for a chunk of `rows` tokens on a rank whose
+    """The workspace vLLM's MoE kernel allocates for a step of `tokens` tokens on a rank whose
     routed experts are each split `split` ways, in the activations' 16-bit dtype; N is the
-    rank's w13 width (gate and up: 2 x its intermediate share), K the hidden size, M `rows`
-    (a step's tokens up to the release's chunk: performance.vllm_fused_moe_chunk_tokens):
+    rank's w13 width (gate and up: 2 x its intermediate share), K the hidden size, M the
+    step's tokens up to `chunk`, the release's (performance.vllm_fused_moe_chunk_tokens; None:
+    the whole step). The modular kernel's ("triton_experts", "deepgemm") also holds the step's
+    output, M_full x K, in workspace13 where that is large enough and the step is one chunk,
+    else in a buffer of its own (modular_kernel.py _allocate_buffers, 0.11.1 and 0.11.2
+    833-838, 0.13.0 839-855; 0.11.0 _do_fused_experts 686-702, 774-778):
     - "fused_experts", the Triton kernel called directly (fused_moe.py fused_experts_impl,
       vLLM 0.8.5 1275-1302, 0.10.2 1553-1587, 0.11.0 1538-1573): cache13 of
       M x top_k x max(N, K) and cache2 of M x top_k x N / 2, and with `quantized` (FP8
@@ -414,19 +422,26 @@ def moe_workspace_bytes(
       M x top_k x max(N, K);
     - "deepgemm" (deep_gemm_moe.py DeepGemmExperts.workspace_shapes, 0.11.0 182-203, 0.14.0
       150-157): M_sum x max(N, K) and M_sum x max(N / 2, K), M_sum the rows padded per local
-      expert (DEEP_GEMM_M_ALIGNMENT)."""
+      expert (DEEP_GEMM_M_ALIGNMENT); with `narrow` (0.11.1 and 0.12.0, 201-221) workspace13
+      is M_sum x N."""
+    chunked = chunk is not None and tokens > chunk
+    rows = min(tokens, chunk) if chunk is not None else tokens
     width = model.moe_intermediate_size / split
     hidden, top_k = model.hidden_size, model.active_experts
     if kernel == "fused_experts":
         copy = rows * top_k * width / BYTES_16BIT if quantized else 0.0
-        elements = rows * top_k * (max(2 * width, hidden) + width) + copy
-    elif kernel == "triton_experts":
-        elements = rows * top_k * (max(width, hidden) + max(2 * width, hidden))
+        return (rows * top_k * (max(2 * width, hidden) + width) + copy) * BYTES_16BIT
+    if kernel == "triton_experts":
+        workspace13 = rows * top_k * max(width, hidden)
+        workspace2 = rows * top_k * max(2 * width, hidden)
     else:
         padded = rows * top_k + local_experts * (DEEP_GEMM_M_ALIGNMENT - 1)
         m_sum = math.ceil(padded / DEEP_GEMM_M_ALIGNMENT) * DEEP_GEMM_M_ALIGNMENT
-        elements = m_sum * (max(2 * width, hidden) + max(width, hidden))
-    return elements * BYTES_16BIT
+        workspace13 = m_sum * (2 * width if narrow else max(2 * width, hidden))
+        workspace2 = m_sum * max(width, hidden)
+    output = tokens * hidden
+    own_output = chunked or workspace13 < output
+    return (workspace13 + workspace2 + (output if own_output else 0)) * BYTES_16BIT
 
 
 def allreduce_fusion(tensor: int, pipeline: int, rules: EngineMemory) -> bool:
@@ -566,14 +581,15 @@ def memory_breakdown(
     expert_parallel: int = 1,
     weights: float | None = None,
     moe_workspace_growth: float = 0.0,
+    moe_workspace_kept: float = 0.0,
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free;
     `checkpoint`: the known pre-quantized checkpoint the plan loads; `expert_parallel`: the
     ranks the experts are spread over whole (`layer_weight_bytes_per_rank`); `weights`:
     `weight_bytes_per_rank` of these arguments where the caller has it (the planner computes
-    it once for a layout's KV dtypes); `moe_workspace_growth`: what the MoE's workspace in the
-    profiling step grows by with the experts spread whole (performance.ep_moe_workspace_growth:
-    the step's copies are fitted with them split)."""
+    it once for a layout's KV dtypes); `moe_workspace_growth`, `moe_workspace_kept`: what the
+    MoE's workspace adds to the profiling step and keeps under the sampler after it
+    (`activation_bytes`, performance.moe_workspace)."""
     total = gpu.visible_memory_gib * GIB
     if weights is None:
         weights = weight_bytes_per_rank(
@@ -585,7 +601,7 @@ def memory_breakdown(
         else max_num_seqs
     )
     activation = activation_bytes(
-        model, tensor, max_num_batched_tokens, rows, rules, moe_workspace_growth
+        model, tensor, max_num_batched_tokens, rows, rules, moe_workspace_growth, moe_workspace_kept
     )
     non_torch = non_torch_bytes(tensor, pipeline, rules)
     graphs = rules.cuda_graph_gib * GIB

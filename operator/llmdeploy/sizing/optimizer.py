@@ -33,11 +33,11 @@ from llmdeploy.sizing.performance import (
     DEFAULT_MAX_NUM_BATCHED_TOKENS,
     LatencyCalibration,
     Performance,
-    ep_moe_workspace_growth,
     estimate_performance,
     expert_split,
     frontend_s,
     grouped_fp8_shares,
+    moe_workspace,
     replicas_for_rate,
 )
 from llmdeploy.sizing.plan import Alternative, Plan
@@ -132,9 +132,9 @@ class _Context:
         default_factory=dict
     )
     layouts: dict[tuple[object, ...], list[Candidate]] = field(default_factory=dict)  # evaluated
-    # Per (GPU, format, checkpoint, TP, EP): `_moe_workspace_growth`, asked by the pricing and
-    # by each KV dtype's memory.
-    workspace_growth: dict[tuple[object, ...], float] = field(default_factory=dict)
+    # Per (GPU, format, checkpoint, TP, EP): `_moe_workspace`, asked by the pricing and by each
+    # KV dtype's memory.
+    workspace: dict[tuple[object, ...], tuple[float, float]] = field(default_factory=dict)
 
     def known_checkpoint(self, c: Candidate) -> QuantizedCheckpoint | None:
         """The catalog's facts of the checkpoint the candidate loads
@@ -588,6 +588,7 @@ def _evaluate(
     kv_bytes = _kv_bytes(candidate.kv_dtype)
     workload = spec.workload
     checkpoint = ctx.known_checkpoint(candidate)
+    growth, kept = _moe_workspace(ctx, candidate)
     memory = memory_breakdown(
         model,
         gpu,
@@ -605,7 +606,8 @@ def _evaluate(
         checkpoint=checkpoint,
         expert_parallel=candidate.expert,
         weights=weight_bytes,
-        moe_workspace_growth=_moe_workspace_growth(ctx, candidate),
+        moe_workspace_growth=growth,
+        moe_workspace_kept=kept,
     )
     candidate.memory = memory
     # Without room for one request of maxContextLength vLLM refuses to start and TensorRT-LLM
@@ -874,7 +876,7 @@ def _spread_pricing(
     "apart" where the grouped FP8 kernel's measured rates or whether a block-FP8
     checkpoint's experts load (`_block_fp8_unsplit`) differ, "padding" where only MXFP4's
     padding of each expert's slice does (memory._mxfp4_layout_bytes), "workspace" where only
-    vLLM's MoE workspace in the profiling step does (`_moe_workspace_growth`: the memory
+    vLLM's MoE workspace in the profiling step does (`_moe_workspace`: the memory
     differs, the step times are EP 1's), else "alike" (tests/unit/test_expert_parallel.py
     holds every other figure to EP 1's)."""
     if _block_fp8_unsplit(ctx, c) or _block_fp8_unsplit(ctx, c, expert=1):
@@ -887,28 +889,30 @@ def _spread_pricing(
         return "apart"
     if c.fmt.id == Quantization.MXFP4:
         return "padding"
-    return "workspace" if _moe_workspace_growth(ctx, c) else "alike"
+    spread = _moe_workspace(ctx, c) != _moe_workspace(ctx, c, expert=1)
+    return "workspace" if spread else "alike"
 
 
-def _moe_workspace_growth(ctx: _Context, c: Candidate) -> float:
-    """What vLLM's MoE workspace in the profiling step grows by with the experts spread whole
-    (performance.ep_moe_workspace_growth); none under TensorRT-LLM, whose MoE workspace under
-    EP was not read."""
-    if c.expert == 1 or ctx.engine.id.value != "vllm":
-        return 0.0
-    key = (c.gpu.id, c.fmt.id, c.checkpoint, c.tensor, c.expert)
-    if key not in ctx.workspace_growth:
-        ctx.workspace_growth[key] = ep_moe_workspace_growth(
+def _moe_workspace(ctx: _Context, c: Candidate, expert: int | None = None) -> tuple[float, float]:
+    """What vLLM's MoE workspace adds to the profiling step and keeps under its sampler step
+    (performance.moe_workspace) with the experts spread over `expert` ranks (the candidate's
+    degree if None); none under TensorRT-LLM, whose MoE workspace was not read."""
+    if ctx.engine.id.value != "vllm" or not ctx.model.is_moe:
+        return 0.0, 0.0
+    expert = c.expert if expert is None else expert
+    key = (c.gpu.id, c.fmt.id, c.checkpoint, c.tensor, expert)
+    if key not in ctx.workspace:
+        ctx.workspace[key] = moe_workspace(
             ctx.model,
             c.gpu,
             c.fmt,
             ctx.max_num_batched_tokens,
             ctx.engine_version(c.gpu),
             c.tensor,
-            c.expert,
+            expert,
             ctx.known_checkpoint(c),
         )
-    return ctx.workspace_growth[key]
+    return ctx.workspace[key]
 
 
 def _alternative(ctx: _Context, c: Candidate, reason: str) -> Alternative:

@@ -555,6 +555,12 @@ VLLM_TRITON_EXPERTS_SINCE = "0.14.0"
 # was not read: Blackwell is not counted.
 VLLM_MOE_PRIORITY_SINCE = "0.24.0"
 FLASHINFER_MOE_ARCHITECTURES = frozenset({"blackwell"})
+# 0.14.0 runs block-FP8 experts whose backend is Triton (TP 8 and beyond: fused_moe/oracle/
+# fp8.py select_fp8_moe_backend 115-150) as TritonExperts behind the modular kernel
+# (quantization/fp8.py 951-967, the layer's `self.kernel`). From this release the FP8 oracle
+# tries FlashInfer's CUTLASS MoE and DeepGEMM before Triton without 0.14.0's TP 8 rule
+# (fused_moe/oracle/fp8.py 0.16.0 138-352): which kernel runs, and its workspace, not read.
+VLLM_FP8_MOE_ORACLE_SINCE = "0.16.0"
 
 
 def moe_workspace_kernel(
@@ -569,16 +575,18 @@ def moe_workspace_kernel(
     """The MoE kernel whose workspace vLLM's release allocates for the layout's routed experts
     on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4 and
     4-bit experts (their own kernels), block-scaled FP8 off Hopper or where the release runs
-    FlashInfer (`grouped_fp8_kernel` None), FP8 run by Triton from 0.14.0 on, 16-bit experts
-    on Blackwell from 0.24.0 (FlashInfer's MoE), AMD GPUs (AITER's kernels), an unknown
-    release. Block-scaled FP8
-    on Hopper runs `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share it takes:
-    `deep_gemm_moe_width_taken`); the rest runs Triton's fused_moe."""
+    FlashInfer (`grouped_fp8_kernel` None), other FP8 experts from 0.14.0 on, block-scaled
+    FP8 that is not DeepGEMM's from VLLM_FP8_MOE_ORACLE_SINCE, 16-bit experts on Blackwell
+    from 0.24.0 (FlashInfer's MoE), AMD GPUs (AITER's kernels), an unknown release.
+    Block-scaled FP8 on Hopper runs `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share
+    it takes: `deep_gemm_moe_width_taken`), Triton's as TritonExperts from 0.14.0; the rest
+    runs Triton's fused_moe."""
     if version is None or gpu.platform != "cuda" or not model.is_moe:
         return None
     if fmt.weight_bytes < 1 or fmt.id == Quantization.MXFP4:
         return None
     hopper = gpu.architecture in GROUPED_FP8_ARCHITECTURES
+    block_triton = False
     if fmt.id == Quantization.FP8 and _block_scaled_fp8(model, fmt, checkpoint):
         widths = (model.moe_intermediate_size, model.hidden_size)
         kernel = (
@@ -590,12 +598,14 @@ def moe_workspace_kernel(
             return None
         if kernel == "deepgemm":
             return "deepgemm"
+        block_triton = True
     modular, by_priority = _vllm_moe_releases(version)
     if not modular:
         return "fused_experts"
-    if fmt.id == Quantization.FP8 or (
-        by_priority and gpu.architecture in FLASHINFER_MOE_ARCHITECTURES
-    ):
+    if fmt.id == Quantization.FP8:
+        before_oracle = not version_within(version, VLLM_FP8_MOE_ORACLE_SINCE, None)
+        return "triton_experts" if block_triton and before_oracle else None
+    if by_priority and gpu.architecture in FLASHINFER_MOE_ARCHITECTURES:
         return None
     return "triton_experts"
 
@@ -635,7 +645,26 @@ def vllm_fused_moe_chunk_tokens(version: str) -> int | None:
     return VLLM_FUSED_MOE_CHUNK_TOKENS
 
 
-def ep_moe_workspace_growth(
+# vLLM's modular MoE kernel ("triton_experts", "deepgemm") keeps its workspaces once the
+# profiling step has sized them: class-level buffers shared by every layer and kept between
+# calls (modular_kernel.py SharedResizableBuffer and FusedMoEModularKernel.shared_buffers,
+# 0.11.0 594-639, 0.11.1 and 0.11.2 658-705, 0.12.0 664-711), from 0.13.0 the worker's
+# WorkspaceManager, made before the model runner and grown, never shrunk (v1/worker/
+# workspace.py _ensure_workspace_size; gpu_worker.py 0.14.0 242-244), locked after the CUDA
+# graphs (gpu_model_runner.py 0.14.0 4848-4850). profile_run frees only the step's outputs
+# before the dummy sampler run (gpu_model_runner.py 0.11.2 4135-4148), and the profile counts
+# torch's allocated peak (utils/mem_utils.py MemorySnapshot.measure, memory_profiling), so
+# those buffers stand under the sampler step too. Triton's fused_experts called directly
+# allocates its caches per call (fused_moe.py fused_experts_impl, 0.13.0 1838-1847): freed.
+# DeepGemmExperts.workspace_shapes sizes workspace13 M_sum x N in these releases
+# (deep_gemm_moe.py 0.11.1, 0.11.2 and 0.12.0 201-221), M_sum x max(N, K) before them and
+# again from 0.13.0 (its first workspace M_sum x max(N / 2, K), the second M_sum x max(N, K):
+# deep_gemm_moe.py 0.13.0 154-155).
+VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE = "0.11.1"
+VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE = "0.13.0"
+
+
+def moe_workspace(
     model: ModelFacts,
     gpu: Gpu,
     fmt: QuantFormat,
@@ -644,37 +673,49 @@ def ep_moe_workspace_growth(
     tensor: int,
     expert_parallel: int,
     checkpoint: QuantizedCheckpoint | None = None,
-) -> float:
-    """What a profiling step of `tokens` tokens adds on each rank to vLLM's MoE workspace
-    where the routed experts are spread whole over `expert_parallel` ranks instead of each
-    split over the `tensor` ranks: each kernel sizes its workspace from the rank's own expert
-    width (memory.moe_workspace_bytes), and under --enable-expert-parallel that width is each
-    expert's split (the MoE's tp_size is 1: FusedMoEParallelConfig.make). Without data
-    parallelism every rank runs every token (no all-to-all: use_all2all_kernels needs
-    dp_size > 1), and the workspaces count M x top_k rows whatever the expert map keeps. Only
-    the difference is counted: the activation copies (memory.ACTIVATION_MLP_COPIES) are fitted
-    with the experts split, and no corpus row measures vLLM under EP. They stand for the
-    workspace of Triton's fused_moe: every MoE row the fit reads ran it at EP 1, but one (a
-    0.11.2 DeepSeek-R1 row, DeepGEMM by `deep_gemm_moe_width_taken`). So where the split
-    layout runs DeepGEMM the difference is taken from Triton's workspace, not DeepGEMM's, which
-    no figure counts at EP 1. None where either layout's kernel was not read
-    (`moe_workspace_kernel`; Triton's FP8 modular kernel from 0.14.0). vLLM's only:
-    TensorRT-LLM's MoE workspace under EP was not read."""
-    if expert_parallel == 1:
-        return 0.0
+) -> tuple[float, float]:
+    """What vLLM's MoE kernel on each rank adds to a profiling step of `tokens` tokens over the
+    workspace the fitted activation copies (memory.ACTIVATION_MLP_COPIES) stand for, and what
+    it keeps allocated after the step, under the dummy sampler run (the modular kernel's
+    buffers, see above; memory.activation_bytes). The copies stand for Triton's fused_moe
+    with each expert split over the `tensor` ranks: every MoE row the fit reads ran it, or a
+    modular kernel whose buffers are counted as kept. So the growth is the layout's kernel
+    (`moe_workspace_kernel`) over the split layout's, or over Triton's fused_moe where that is
+    DeepGEMM (before 0.14.0; from it only DeepGEMM's kept buffers are counted). Each
+    kernel sizes its workspace from the rank's own expert width (memory.moe_workspace_bytes),
+    and under --enable-expert-parallel that width is each expert's whole (the MoE's tp_size
+    is 1: FusedMoEParallelConfig.make). Without data parallelism every rank runs every token
+    (no all-to-all: use_all2all_kernels needs dp_size > 1), and the workspaces count
+    M x top_k rows whatever the expert map keeps. None where a kernel was not read
+    (`moe_workspace_kernel`). vLLM's only: TensorRT-LLM's MoE workspace was not read."""
     kernel = functools.partial(moe_workspace_kernel, model, gpu, fmt, version, tensor)
-    spread, split = kernel(expert_parallel, checkpoint), kernel(1, checkpoint)
-    if split == "deepgemm" and version is not None:
-        split = None if _vllm_moe_releases(version)[0] else "fused_experts"
-    if spread is None or split is None or version is None:
-        return 0.0
+    layout, split = kernel(expert_parallel, checkpoint), kernel(1, checkpoint)
+    if layout is None or version is None:
+        return 0.0, 0.0
     chunk = vllm_fused_moe_chunk_tokens(version)
-    rows = tokens if chunk is None else min(tokens, chunk)
     quantized = fmt.id == Quantization.FP8  # Triton's FP8 copy of its intermediate
+    narrow = version_within(
+        version, VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE, None
+    ) and not version_within(version, VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE, None)
     whole = moe_workspace_bytes(
-        model, spread, tensor // expert_parallel, model.experts / expert_parallel, rows, quantized
+        model,
+        layout,
+        tensor // expert_parallel,
+        model.experts / expert_parallel,
+        tokens,
+        chunk,
+        quantized,
+        narrow,
     )
-    return whole - moe_workspace_bytes(model, split, tensor, model.experts, rows, quantized)
+    kept = 0.0 if layout == "fused_experts" else whole
+    if split == "deepgemm":
+        split = None if _vllm_moe_releases(version)[0] else "fused_experts"
+    if split is None or (split == layout and expert_parallel == 1):
+        return 0.0, kept
+    fitted = moe_workspace_bytes(
+        model, split, tensor, model.experts, tokens, chunk, quantized, narrow
+    )
+    return whole - fitted, kept
 
 
 def _block_scaled_fp8(

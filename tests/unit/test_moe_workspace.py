@@ -1,0 +1,150 @@
+"""vLLM's modular MoE kernel keeps its workspace allocated after the profiling step, so it
+stands under the dummy sampler run too; Triton's fused_moe called directly frees its caches
+(performance.moe_workspace, memory.activation_bytes)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from llmdeploy.catalog import Catalog
+from llmdeploy.sizing import plan_deployment
+from llmdeploy.sizing.engine_memory import engine_memory
+from llmdeploy.sizing.memory import memory_breakdown
+from llmdeploy.sizing.model_facts import resolve_model
+from llmdeploy.sizing.performance import moe_workspace, moe_workspace_kernel
+
+from .conftest import make_spec
+
+R1 = "deepseek-ai/DeepSeek-R1"
+H200 = "nvidia-h200-141gb"
+GIB = 2**30
+
+
+def test_deepgemm_keeps_its_buffers_where_triton_frees_its_caches(catalog: Catalog) -> None:
+    """DeepSeek-R1's block FP8 at TP 8 EP 1 on an H200 (a 256-wide share of each expert):
+    0.11.0 and 0.13.0 run Triton's fused_moe, which frees its caches; 0.11.2 runs DeepGEMM
+    (E8M0 on Hopper) through the modular kernel, which keeps workspace13 (M_sum x N, N = 512
+    in 0.11.1 to 0.12.0), workspace2 (M_sum x K) and the output (8192 x K, in a buffer of its
+    own: workspace13 is smaller). The step grows by those over Triton's caches, the ones the
+    fitted copies stand for."""
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
+
+    def terms(version: str) -> tuple[float, float]:
+        return moe_workspace(r1, h200, fp8, 8192, version, 8, 1)
+
+    assert moe_workspace_kernel(r1, h200, fp8, "0.11.0", 8, 1) == "fused_experts"
+    assert moe_workspace_kernel(r1, h200, fp8, "0.13.0", 8, 1) == "fused_experts"
+    assert terms("0.11.0") == terms("0.13.0") == (0.0, 0.0)
+    m_sum = math.ceil((8192 * 8 + 256 * 127) / 128) * 128
+    kept = (m_sum * (512 + 7168) + 8192 * 7168) * 2
+    triton = 8192 * 8 * (7168 + 256) * 2 + 8192 * 8 * 256  # cache13, cache2, its FP8 copy
+    growth, held = terms("0.11.2")
+    assert held == pytest.approx(kept)
+    assert growth == pytest.approx(kept - triton)
+    assert 1.5 < kept / GIB < 1.52
+    # At TP 4 (a 512-wide share) 0.13.0 runs DeepGEMM with the wide first workspace, whose
+    # M_sum x 7168 holds the output.
+    wide = math.ceil((8192 * 8 + 256 * 127) / 128) * 128 * (7168 + 7168) * 2
+    assert moe_workspace(r1, h200, fp8, 8192, "0.13.0", 4, 1)[1] == pytest.approx(wide)
+
+
+def test_triton_experts_keep_their_workspace_from_0_14(catalog: Catalog) -> None:
+    """16-bit experts run Triton's fused_moe directly before 0.14.0 (nothing kept) and its
+    TritonExperts behind the modular kernel from it (the workspace kept, no growth: the split
+    layout's own kernel)."""
+    qwen = resolve_model(make_spec("Qwen/Qwen3-30B-A3B").model, catalog)
+    h100, bf16 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
+    assert moe_workspace(qwen, h100, bf16, 8192, "0.11.0", 1, 1) == (0.0, 0.0)
+    rows, width, hidden = 8192 * qwen.active_experts, qwen.moe_intermediate_size, 2048
+    kept = rows * (max(width, hidden) + max(2 * width, hidden)) * 2
+    assert moe_workspace(qwen, h100, bf16, 8192, "0.14.0", 1, 1) == (0.0, pytest.approx(kept))
+    amd = catalog.gpus["amd-mi300x-192gb"]  # AITER's kernels: not read
+    assert moe_workspace(qwen, amd, bf16, 8192, "0.14.0", 1, 1) == (0.0, 0.0)
+
+
+def test_the_kept_workspace_stands_under_the_sampler_step(catalog: Catalog) -> None:
+    """With 1024 sequences the sampler step is the profile's peak for R1 at TP 8, and the
+    kept workspace adds to it byte for byte; with 16 the forward step is, and a kept
+    workspace smaller than the gap between them changes nothing."""
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
+    rules = engine_memory("vllm", "0.11.2", h200, r1.model_type)
+    memory = dict(kv_dtype_bytes=2, gpu_memory_utilization=0.9, max_num_batched_tokens=8192)
+    memory.update(max_context_length=8192, block_size=64)
+
+    def breakdown(seqs: int, kept: float) -> tuple[float, float]:
+        m = memory_breakdown(
+            r1, h200, fp8, tensor=8, pipeline=1, rules=rules, max_num_seqs=seqs,
+            moe_workspace_kept=kept, **memory,
+        )  # fmt: skip
+        return m.activation_gib, m.kv_cache_gib
+
+    plain, kept = breakdown(1024, 0.0), breakdown(1024, GIB)
+    assert kept[0] - plain[0] == pytest.approx(1.0)
+    assert plain[1] - kept[1] == pytest.approx(1.0)
+    assert breakdown(16, 0.1 * GIB) == breakdown(16, 0.0)
+    assert breakdown(16, 0.0)[0] > 0.3  # the forward step, well above 16 rows of logits
+
+
+def test_the_planner_books_deepgemm_s_kept_workspace(catalog: Catalog) -> None:
+    """R1 pinned to TP 8 EP 1 on 8 H200s with 512 sequences: 0.11.1 runs DeepGEMM and keeps
+    its buffers under the sampler step, 0.12.0 runs Triton (PR #29346): the KV cache differs
+    by the kept workspace (the rest of the two releases' memory is the same)."""
+
+    def plan(version: str) -> tuple[float, float]:
+        spec = make_spec(
+            R1,
+            quantization="fp8",
+            engine={"version": version},
+            placement={"gpu": H200},
+            parallelism={"tensor": 8, "pipeline": 1, "expert": 1},
+            workload={
+                "concurrency": 512,
+                "inputTokens": 1024,
+                "outputTokens": 1024,
+                "maxContextLength": 8192,
+            },
+        )
+        p = plan_deployment(spec, catalog)
+        assert p.feasible and p.tensor_parallel == 8 and p.expert_parallel == 1
+        assert p.activation_gib_per_gpu is not None and p.kv_cache_gib_per_gpu is not None
+        return p.activation_gib_per_gpu, p.kv_cache_gib_per_gpu
+
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
+    kept = moe_workspace(r1, h200, fp8, 8192, "0.11.1", 8, 1)[1] / GIB
+    deepgemm, triton = plan("0.11.1"), plan("0.12.0")
+    assert deepgemm[0] - triton[0] == pytest.approx(kept, abs=0.01)
+    assert triton[1] - deepgemm[1] == pytest.approx(kept, abs=0.01)
+
+
+def test_block_fp8_triton_keeps_its_workspace_in_0_14(catalog: Catalog) -> None:
+    """0.14.0 runs R1's block FP8 at TP 8 on Triton (its TP 8 rule) as TritonExperts behind
+    the modular kernel, so its workspace is kept (M x top_k x K twice, the output in the
+    first); from 0.16.0 the FP8 oracle's choice was not read, and 0.13.0 calls fused_moe."""
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
+    kept = 8192 * 8 * (7168 + 7168) * 2
+    assert moe_workspace(r1, h200, fp8, 8192, "0.14.1", 8, 1) == (0.0, pytest.approx(kept))
+    assert moe_workspace(r1, h200, fp8, 8192, "0.13.0", 8, 1) == (0.0, 0.0)
+    assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 1) == (0.0, 0.0)
+
+
+def test_a_step_beyond_the_release_s_chunk_keeps_chunk_sized_buffers_and_its_whole_output(
+    catalog: Catalog,
+) -> None:
+    """The modular kernel sizes its workspaces for one chunk of VLLM_FUSED_MOE_CHUNK_SIZE
+    (32768 tokens in 0.11.2) and, over one chunk, holds the step's whole output, M_full x K,
+    in a buffer of its own (review4's chunk and dgws's output buffer, merged)."""
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
+
+    def kept(tokens: int) -> float:
+        return moe_workspace(r1, h200, fp8, tokens, "0.11.2", 8, 1)[1]
+
+    output_growth = (65536 - 32768) * r1.hidden_size * 2
+    assert kept(65536) - kept(32768) == pytest.approx(output_growth)
+    assert kept(32768) > kept(8192) > 0
