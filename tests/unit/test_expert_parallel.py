@@ -333,7 +333,7 @@ def test_vllm_s_moe_workspace_grows_with_each_rank_s_whole_experts(catalog: Cata
     triton_experts = _moe_elements(r1, 8, "triton_experts", 256) * 2
     wide = _moe_elements(r1, 1, "deepgemm", 32) * 2
     assert growth(r1, H200, "fp8", "0.14.0") == pytest.approx(wide - triton_experts)
-    assert moe_workspace_kernel(r1, h200, fp8, "0.16.0", 8, 1) is None  # the oracle: not read
+    assert moe_workspace_kernel(r1, h200, fp8, "0.16.0", 8, 1) is None  # FlashInfer CUTLASS
     gpt_oss = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
     assert growth(gpt_oss, H200, "mxfp4", "0.11.0") == 0
     mixtral = resolve_model(make_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").model, catalog)
