@@ -643,13 +643,15 @@ def _vllm_moe_releases(version: str) -> tuple[bool, bool]:
 # CHUNK_SIZE)`, 0.8.5 1275-1276, 0.11.0 1538-1539, 0.14.0 2065-2066; the modular kernel's
 # chunks likewise). Its default is what envs.py's getenv reads, not the type annotation at the
 # top of the file (64 x 1024 there in every release): 32768 from 0.8.5 to 0.11.1 (0.11.0
-# envs.py 777-778), 16 x 1024 from 0.12.0 (0.12.0 789-791, 0.14.0 821-823). 0.24.0 no longer
-# chunks: fused_experts_impl takes `M = num_tokens` and the modular kernel allocates for the
-# whole step (modular_kernel.py _allocate_buffers, M_chunk = M_full).
+# envs.py 777-778), 16 x 1024 from 0.12.0 (0.12.0 789-791, 0.14.0 821-823, 0.17.0 824-826).
+# 0.18.0 no longer chunks, nor do 0.19.0 and 0.24.0: envs.py has no VLLM_FUSED_MOE_CHUNK_SIZE,
+# fused_experts_impl takes `M = num_tokens` (fused_moe.py 0.18.0 1697; 0.17.0 1698-1699 still
+# `min(num_tokens, CHUNK_SIZE)`) and the modular kernel allocates for the whole step
+# (modular_kernel.py 0.18.0 1176-1193, _allocate_buffers(M_full, M_full, ...)).
 VLLM_FUSED_MOE_CHUNK_TOKENS = 32768
 VLLM_FUSED_MOE_CHUNK_16K_SINCE = "0.12.0"
 VLLM_FUSED_MOE_CHUNK_16K_TOKENS = 16384
-VLLM_FUSED_MOE_UNCHUNKED_SINCE = "0.24.0"
+VLLM_FUSED_MOE_UNCHUNKED_SINCE = "0.18.0"
 
 
 def vllm_fused_moe_chunk_tokens(version: str) -> int | None:
