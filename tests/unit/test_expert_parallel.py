@@ -333,7 +333,7 @@ def test_vllm_s_moe_workspace_grows_with_each_rank_s_whole_experts(catalog: Cata
     triton_experts = _moe_elements(r1, 8, "triton_experts", 256) * 2
     wide = _moe_elements(r1, 1, "deepgemm", 32) * 2
     assert growth(r1, H200, "fp8", "0.14.0") == pytest.approx(wide - triton_experts)
-    assert moe_workspace_kernel(r1, h200, fp8, "0.16.0", 8, 1) is None  # the oracle: not read
+    assert moe_workspace_kernel(r1, h200, fp8, "0.16.0", 8, 1) is None  # FlashInfer CUTLASS
     gpt_oss = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
     assert growth(gpt_oss, H200, "mxfp4", "0.11.0") == 0
     mixtral = resolve_model(make_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").model, catalog)
@@ -344,8 +344,8 @@ def test_vllm_s_moe_workspace_grows_with_each_rank_s_whole_experts(catalog: Cata
 def test_the_moe_workspace_is_sized_for_one_chunk_of_the_release(catalog: Catalog) -> None:
     """vLLM runs a step's tokens through its fused-MoE kernels in chunks of
     VLLM_FUSED_MOE_CHUNK_SIZE, whose default (envs.py's getenv) is 32768 up to 0.11.1 and
-    16 x 1024 from 0.12.0; 0.24.0 no longer chunks. The workspace, and so its growth under
-    EP, stops growing with the step's tokens at the chunk."""
+    16 x 1024 from 0.12.0 (still in 0.17.0); 0.18.0 no longer chunks. The workspace, and so
+    its growth under EP, stops growing with the step's tokens at the chunk."""
     qwen = resolve_model(make_spec("Qwen/Qwen3-235B-A22B").model, catalog)
     mixtral = resolve_model(make_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").model, catalog)
     h100, bf16 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
@@ -360,8 +360,11 @@ def test_the_moe_workspace_is_sized_for_one_chunk_of_the_release(catalog: Catalo
     assert growth(qwen, "0.11.1", 65536) == pytest.approx(4 * per_8k)
     assert growth(qwen, "0.12.0", 65536) == growth(qwen, "0.12.0", 16384)
     assert growth(qwen, "0.12.0", 16384) == pytest.approx(2 * per_8k)
-    # 0.24.0 runs 16-bit experts through TritonExperts on Hopper, the whole step at once.
-    assert growth(mixtral, "0.24.0", 65536) == pytest.approx(8 * growth(mixtral, "0.24.0", 8192))
+    # 0.24.0 runs 16-bit experts through TritonExperts on Hopper, the whole step at once, and
+    # so does 0.18.0; 0.17.0 still stops at 16 x 1024.
+    for release in ("0.18.0", "0.24.0"):
+        assert growth(mixtral, release, 65536) == pytest.approx(8 * growth(mixtral, release, 8192))
+    assert growth(mixtral, "0.17.0", 65536) == growth(mixtral, "0.17.0", 16384)
 
 
 def test_vllm_0_24_s_16_bit_experts_run_triton_where_flashinfer_s_moe_cannot(

@@ -121,16 +121,24 @@ def test_the_planner_books_deepgemm_s_kept_workspace(catalog: Catalog) -> None:
     assert triton[1] - deepgemm[1] == pytest.approx(kept, abs=0.01)
 
 
-def test_block_fp8_triton_keeps_its_workspace_in_0_14(catalog: Catalog) -> None:
+def test_block_fp8_triton_keeps_its_workspace_from_0_14(catalog: Catalog) -> None:
     """0.14.0 runs R1's block FP8 at TP 8 on Triton (its TP 8 rule) as TritonExperts behind
     the modular kernel, so its workspace is kept (M x top_k x K twice, the output in the
-    first); from 0.16.0 the FP8 oracle's choice was not read, and 0.13.0 calls fused_moe."""
+    first); 0.13.0 calls fused_moe. 0.16.0's oracle puts FlashInfer's CUTLASS MoE first
+    (its workspace not read); from 0.17.0 Hopper's block FP8 without EP takes Triton first
+    again, as TritonExperts (kept), and with EP FlashInfer's CUTLASS MoE (not read)."""
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
     kept = 8192 * 8 * (7168 + 7168) * 2
     assert moe_workspace(r1, h200, fp8, 8192, "0.14.1", 8, 1) == (0.0, pytest.approx(kept))
     assert moe_workspace(r1, h200, fp8, 8192, "0.13.0", 8, 1) == (0.0, 0.0)
     assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 1) == (0.0, 0.0)
+    assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 8) == (0.0, 0.0)
+    for release in ("0.17.0", "0.18.0", "0.19.0", "0.24.0"):
+        assert moe_workspace_kernel(r1, h200, fp8, release, 8, 1) == "triton_experts"
+        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 1) == (0.0, pytest.approx(kept))
+        assert moe_workspace_kernel(r1, h200, fp8, release, 8, 8) is None
+        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 8) == (0.0, 0.0)
 
 
 def test_a_step_beyond_the_release_s_chunk_keeps_chunk_sized_buffers_and_its_whole_output(

@@ -624,6 +624,14 @@ VLLM_GROUPED_FP8_KERNELS = {
     ("0.14.0", 4, 1): "deepgemm",
     ("0.14.0", 8, 1): "triton",
     ("0.14.0", 16, 16): "deepgemm",
+    ("0.16.0", 8, 1): None,  # FlashInfer's CUTLASS MoE first by priority
+    ("0.16.0", 4, 1): None,
+    ("0.16.0", 8, 8): None,
+    ("0.17.0", 4, 1): "triton",  # Hopper's block FP8: Triton first without EP
+    ("0.17.0", 8, 8): None,  # FlashInfer's CUTLASS MoE first with it
+    ("0.18.0", 8, 1): "triton",
+    ("0.18.0", 8, 8): None,
+    ("0.19.0", 2, 1): "triton",
     ("0.24.0", 2, 1): "triton",
     ("0.24.0", 8, 1): "triton",
     ("0.24.0", 8, 8): None,
@@ -637,8 +645,9 @@ def test_the_grouped_fp8_kernel_is_the_one_vllm_s_release_selects_for_the_split(
     """vLLM: Triton before 0.11.0 (DeepGEMM off by default); from 0.11.0 DeepGEMM, but in
     0.11.0 only for a rank's share of each expert above 512 (`_valid_deep_gemm`, E8M0 off on
     Hopper), at every share from 0.11.1 (E8M0 on: vLLM PR #26197); Triton where each expert is
-    split 8 ways or more from 0.12.0 (PR #29346; with EP the MoE's split is 1), and from
-    0.24.0 Triton without EP, FlashInfer's CUTLASS MoE with it (no measured rates: None).
+    split 8 ways or more from 0.12.0 (PR #29346; with EP the MoE's split is 1); in 0.16.x
+    FlashInfer's CUTLASS MoE, first by the oracle's priority at every split (no measured
+    rates: None), and from 0.17.0 Triton without EP, FlashInfer's CUTLASS MoE with it.
     TensorRT-LLM, another engine or an unknown release: DeepGEMM."""
     kernel = VLLM_GROUPED_FP8_KERNELS[(release, tensor, expert_parallel)]
     assert (

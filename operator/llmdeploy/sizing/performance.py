@@ -417,10 +417,22 @@ TRITON_FP8_MATH_SHARE: dict[int, float] = {1: 0.093, 2: 0.084, 4: 0.081, 8: 0.07
 #   tp_size is 8 or more (vLLM PR #29346; 0.14.0's select_fp8_moe_backend alike), Triton
 #   then. That tp_size is each expert's split: with --enable-expert-parallel it is 1 and
 #   ep_size the TP (FusedMoEParallelConfig.make);
-# - 0.24.0 puts Triton first without EP, whatever the split, and FlashInfer's CUTLASS MoE
-#   first with EP (_get_priority_backends: "On Hopper for Block Fp8, prefer Triton for TP and
-#   FI CUTLASS for EP"). PR #13932 measured no FlashInfer kernel: the roofline holds there.
-# The releases between 0.14.0 and 0.24.0 are counted with 0.14.0's rule (none is pinned).
+# - 0.16.0 chooses by priority (fused_moe/oracle/fp8.py select_fp8_moe_backend 138-352):
+#   AITER, FlashInfer TRTLLM, FlashInfer CUTLASS, DeepGEMM, ..., Triton, the first whose
+#   is_supported_config passes, with no TP 8 rule. TRTLLM is Blackwell only
+#   (flashinfer_trtllm_moe.py _supports_current_device 30-33); FlashInferExperts takes
+#   block FP8 (kFp8Static128BlockSym weights, kFp8Dynamic128Sym activations) on SM 9.0
+#   (flashinfer_cutlass_moe.py 86-142) wherever FlashInfer's CUTLASS MoE imports
+#   (utils/flashinfer.py has_flashinfer_cutlass_fused_moe 208-225; the wheel requires
+#   flashinfer-python 0.6.3). VLLM_USE_FLASHINFER_MOE_FP8 defaults to 0, but the oracle
+#   removes FlashInfer only where it is set (envs.is_set), so unset it stays first;
+#   QuantKey from Fp8MoEMethod.__init__ (quantization/fp8.py 0.16.0 670-687). So 0.16.x
+#   runs FlashInfer's CUTLASS MoE at every split, with or without EP;
+# - 0.17.0 adds _get_priority_backends (fused_moe/oracle/fp8.py 0.17.0 57-97, 0.18.0
+#   and 0.19.0 57-102; 0.24.0 alike): "On Hopper for Block Fp8, prefer Triton for TP and FI
+#   CUTLASS for EP": Triton first where the MoE's ep_size is 1, whatever the split,
+#   FlashInfer's CUTLASS MoE first where it is above 1. PR #13932 measured no FlashInfer
+#   kernel: the roofline holds there.
 # Where the release's backend is DeepGEMM, vLLM still runs Triton's fused_moe for a problem
 # DeepGEMM's grouped GEMM does not take (`deep_gemm_moe_width_taken`). DeepGEMM falls back to
 # Triton for fewer than 128 rows (_valid_deep_gemm_shape), below the prefill sizes counted
@@ -430,7 +442,8 @@ TRITON_FP8_MATH_SHARE: dict[int, float] = {1: 0.093, 2: 0.084, 4: 0.081, 8: 0.07
 VLLM_DEEP_GEMM_MOE_SINCE = "0.11.0"
 VLLM_TRITON_MOE_AT_SPLIT_SINCE = "0.12.0"
 VLLM_TRITON_MOE_FROM_SPLIT = 8
-VLLM_HOPPER_BLOCK_FP8_PRIORITY_SINCE = "0.24.0"
+VLLM_FP8_MOE_ORACLE_SINCE = "0.16.0"
+VLLM_HOPPER_BLOCK_FP8_PRIORITY_SINCE = "0.17.0"
 GROUPED_FP8_TABLES: dict[str, tuple[dict[int, float], dict[int, float]]] = {
     "deepgemm": (GROUPED_FP8_READ_SHARE, GROUPED_FP8_MATH_SHARE),
     "triton": (TRITON_FP8_READ_SHARE, TRITON_FP8_MATH_SHARE),
@@ -506,6 +519,8 @@ def grouped_fp8_kernel(
         return "triton"
     if version_within(version, VLLM_HOPPER_BLOCK_FP8_PRIORITY_SINCE, None):
         return "triton" if expert_parallel == 1 else None
+    if version_within(version, VLLM_FP8_MOE_ORACLE_SINCE, None):
+        return None  # FlashInfer's CUTLASS MoE, first by priority
     at_split = version_within(version, VLLM_TRITON_MOE_AT_SPLIT_SINCE, None)
     if at_split and split >= VLLM_TRITON_MOE_FROM_SPLIT:
         return "triton"
@@ -557,10 +572,14 @@ VLLM_MOE_PRIORITY_SINCE = "0.24.0"
 FLASHINFER_MOE_ARCHITECTURES = frozenset({"blackwell"})
 # 0.14.0 runs block-FP8 experts whose backend is Triton (TP 8 and beyond: fused_moe/oracle/
 # fp8.py select_fp8_moe_backend 115-150) as TritonExperts behind the modular kernel
-# (quantization/fp8.py 951-967, the layer's `self.kernel`). From this release the FP8 oracle
-# tries FlashInfer's CUTLASS MoE and DeepGEMM before Triton without 0.14.0's TP 8 rule
-# (fused_moe/oracle/fp8.py 0.16.0 138-352): which kernel runs, and its workspace, not read.
-VLLM_FP8_MOE_ORACLE_SINCE = "0.16.0"
+# (quantization/fp8.py 951-967, the layer's `self.kernel`), and so do the releases whose
+# Hopper priority puts Triton first without EP (VLLM_HOPPER_BLOCK_FP8_PRIORITY_SINCE):
+# Fp8MoEMethod builds `self.moe_kernel = make_fp8_moe_kernel(...)`, a FusedMoEModularKernel
+# over the oracle's experts class (quantization/fp8.py 0.17.0 and 0.18.0 859, 0.19.0 781,
+# 0.24.0 711), whose buffers come from the WorkspaceManager (modular_kernel.py 0.18.0 1063)
+# and whose TritonExperts.workspace_shapes are 0.14.0's (fused_moe.py 0.18.0 1979-1994).
+# FlashInfer's CUTLASS MoE (0.16.x, and EP from 0.17.0: `grouped_fp8_kernel` None): its
+# workspace not read.
 
 
 def moe_workspace_kernel(
@@ -575,9 +594,8 @@ def moe_workspace_kernel(
     """The MoE kernel whose workspace vLLM's release allocates for the layout's routed experts
     on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4 and
     4-bit experts (their own kernels), block-scaled FP8 off Hopper or where the release runs
-    FlashInfer (`grouped_fp8_kernel` None), other FP8 experts from 0.14.0 on, block-scaled
-    FP8 that is not DeepGEMM's from VLLM_FP8_MOE_ORACLE_SINCE, 16-bit experts on Blackwell
-    from 0.24.0 (FlashInfer's MoE), AMD GPUs (AITER's kernels), an unknown release.
+    FlashInfer (`grouped_fp8_kernel` None), other FP8 experts from 0.14.0 on, 16-bit experts
+    on Blackwell from 0.24.0 (FlashInfer's MoE), AMD GPUs (AITER's kernels), an unknown release.
     Block-scaled FP8 on Hopper runs `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share
     it takes: `deep_gemm_moe_width_taken`), Triton's as TritonExperts from 0.14.0; the rest
     runs Triton's fused_moe."""
@@ -603,8 +621,7 @@ def moe_workspace_kernel(
     if not modular:
         return "fused_experts"
     if fmt.id == Quantization.FP8:
-        before_oracle = not version_within(version, VLLM_FP8_MOE_ORACLE_SINCE, None)
-        return "triton_experts" if block_triton and before_oracle else None
+        return "triton_experts" if block_triton else None
     if by_priority and gpu.architecture in FLASHINFER_MOE_ARCHITECTURES:
         return None
     return "triton_experts"
@@ -626,13 +643,15 @@ def _vllm_moe_releases(version: str) -> tuple[bool, bool]:
 # CHUNK_SIZE)`, 0.8.5 1275-1276, 0.11.0 1538-1539, 0.14.0 2065-2066; the modular kernel's
 # chunks likewise). Its default is what envs.py's getenv reads, not the type annotation at the
 # top of the file (64 x 1024 there in every release): 32768 from 0.8.5 to 0.11.1 (0.11.0
-# envs.py 777-778), 16 x 1024 from 0.12.0 (0.12.0 789-791, 0.14.0 821-823). 0.24.0 no longer
-# chunks: fused_experts_impl takes `M = num_tokens` and the modular kernel allocates for the
-# whole step (modular_kernel.py _allocate_buffers, M_chunk = M_full).
+# envs.py 777-778), 16 x 1024 from 0.12.0 (0.12.0 789-791, 0.14.0 821-823, 0.17.0 824-826).
+# 0.18.0 no longer chunks, nor do 0.19.0 and 0.24.0: envs.py has no VLLM_FUSED_MOE_CHUNK_SIZE,
+# fused_experts_impl takes `M = num_tokens` (fused_moe.py 0.18.0 1697; 0.17.0 1698-1699 still
+# `min(num_tokens, CHUNK_SIZE)`) and the modular kernel allocates for the whole step
+# (modular_kernel.py 0.18.0 1176-1193, _allocate_buffers(M_full, M_full, ...)).
 VLLM_FUSED_MOE_CHUNK_TOKENS = 32768
 VLLM_FUSED_MOE_CHUNK_16K_SINCE = "0.12.0"
 VLLM_FUSED_MOE_CHUNK_16K_TOKENS = 16384
-VLLM_FUSED_MOE_UNCHUNKED_SINCE = "0.24.0"
+VLLM_FUSED_MOE_UNCHUNKED_SINCE = "0.18.0"
 
 
 def vllm_fused_moe_chunk_tokens(version: str) -> int | None:
