@@ -28,7 +28,12 @@ from llmdeploy.sizing.memory import (
     weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import ModelFacts
-from llmdeploy.sizing.performance import estimate_performance, moe_workspace
+from llmdeploy.sizing.performance import (
+    NO_MOE_WORKSPACE,
+    MoeWorkspace,
+    estimate_performance,
+    moe_workspace,
+)
 
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_UTILIZATION = 0.9
@@ -280,11 +285,12 @@ def rules(row: KvRow, catalog: Catalog) -> EngineMemory:
     return replace(accounting, mla_dequantized_kv_b_proj=False) if row.mla_off else accounting
 
 
-def row_moe_workspace(row: KvRow, catalog: Catalog) -> tuple[float, float]:
-    """The bytes the row's MoE kernel adds to the profiling step and keeps under its sampler
-    step, as the planner counts them (optimizer._moe_workspace; none under TensorRT-LLM)."""
+def row_moe_workspace(row: KvRow, catalog: Catalog) -> MoeWorkspace:
+    """The bytes the row's MoE kernel adds to the profiling step, keeps under its sampler step
+    and comes to in the step, as the planner counts them (optimizer._moe_workspace; none under
+    TensorRT-LLM)."""
     if row.engine == TENSORRT_LLM:
-        return 0.0, 0.0
+        return NO_MOE_WORKSPACE
     model = _model(catalog, row.plan_model)
     _, batched, _ = scheduler(row, catalog)
     return moe_workspace(
@@ -306,7 +312,7 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
     trtllm = row.engine == TENSORRT_LLM
     gpu = _gpu(catalog, row.gpu, row.gpu_memory_gib)
     checkpoint = model.quantized_checkpoint(row.model, row.quantization)
-    growth, kept = row_moe_workspace(row, catalog)
+    workspace = row_moe_workspace(row, catalog)
     m = memory_breakdown(
         model,
         gpu,
@@ -322,8 +328,9 @@ def predict_kv(row: KvRow, catalog: Catalog) -> KvPrediction:
         rules=rules(row, catalog),
         budget_of_free_memory=trtllm,
         checkpoint=checkpoint,
-        moe_workspace_growth=growth,
-        moe_workspace_kept=kept,
+        moe_workspace_growth=workspace.growth,
+        moe_workspace_kept=workspace.kept,
+        moe_workspace_step=workspace.step,
     )
     short = m.max_concurrency < 1
     if trtllm and short:  # it lowers max_seq_len to what the cache holds, if a block fits

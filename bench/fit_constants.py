@@ -123,8 +123,9 @@ def _implied_non_torch(row: KvRow, catalog: Catalog) -> float:
     budget = gpu.visible_memory_gib * (row.gpu_memory_utilization or DEFAULT_UTILIZATION)
     weights = row.weights_gib if row.weights_gib is not None else predict_weights_gib(row, catalog)
     row_rules = rules(row, catalog)
-    growth, kept = row_moe_workspace(row, catalog)
-    activation = activation_bytes(model, row.tensor, batched, seqs, row_rules, growth, kept) / GIB
+    growth, kept, step = row_moe_workspace(row, catalog)
+    activation = activation_bytes(model, row.tensor, batched, seqs, row_rules, growth, kept, step)
+    activation /= GIB
     return budget - weights - activation - row_rules.cuda_graph_gib - row.kv_gib
 
 

@@ -15,6 +15,7 @@ from llmdeploy.api.types import LLMDeployment, LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, CatalogError, ImageLock, load_image_lock
 from llmdeploy.render import render_manifests
 from llmdeploy.sizing import Plan, SpecError, engine_memory, memory, optimizer, plan_deployment
+from llmdeploy.sizing.performance import NO_MOE_WORKSPACE
 from tests.unit.conftest import engine_options, write_image_lock
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
@@ -375,7 +376,7 @@ def test_mla_kv_estimate_uses_the_release_block_size(
     monkeypatch.setattr(engine_memory, "CUDA_GRAPH_GIB", 0.0)
     monkeypatch.setattr(memory, "NON_TORCH_GRAPH_PROFILING_GIB", 0.0)
     monkeypatch.setattr(memory, "NON_TORCH_ALLREDUCE_FUSION_GIB", 0.0)
-    monkeypatch.setattr(optimizer, "moe_workspace", lambda *_args: (0.0, 0.0))
+    monkeypatch.setattr(optimizer, "moe_workspace", lambda *_args: NO_MOE_WORKSPACE)
 
     def tokens(version: str) -> int:
         spec = {

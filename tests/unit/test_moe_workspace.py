@@ -1,6 +1,7 @@
 """vLLM's modular MoE kernel keeps its workspace allocated after the profiling step, so it
 stands under the dummy sampler run too; Triton's fused_moe called directly frees its caches
-(performance.moe_workspace, memory.activation_bytes)."""
+(performance.moe_workspace, memory.activation_bytes). Either way the whole workspace is
+allocated inside the forward step's MoE call, so the step counts at least that."""
 
 from __future__ import annotations
 
@@ -13,13 +14,46 @@ from llmdeploy.sizing import plan_deployment
 from llmdeploy.sizing.engine_memory import engine_memory
 from llmdeploy.sizing.memory import memory_breakdown
 from llmdeploy.sizing.model_facts import resolve_model
-from llmdeploy.sizing.performance import moe_workspace, moe_workspace_kernel
+from llmdeploy.sizing.performance import (
+    NO_MOE_WORKSPACE,
+    MoeWorkspace,
+    moe_workspace,
+    moe_workspace_kernel,
+)
 
 from .conftest import make_spec
 
 R1 = "deepseek-ai/DeepSeek-R1"
 H200 = "nvidia-h200-141gb"
 GIB = 2**30
+
+
+def _pinned(
+    catalog: Catalog,
+    model: str,
+    quantization: str,
+    tensor: int,
+    engine: dict[str, object],
+    concurrency: int,
+) -> tuple[float, float]:
+    """Activation and KV GiB per GPU of the model pinned to TP `tensor`, EP 1, on H200s."""
+    spec = make_spec(
+        model,
+        quantization=quantization,
+        engine=engine,
+        placement={"gpu": H200},
+        parallelism={"tensor": tensor, "pipeline": 1, "expert": 1},
+        workload={
+            "concurrency": concurrency,
+            "inputTokens": 1024,
+            "outputTokens": 1024,
+            "maxContextLength": 8192,
+        },
+    )
+    p = plan_deployment(spec, catalog)
+    assert p.feasible and p.tensor_parallel == tensor and p.expert_parallel == 1
+    assert p.activation_gib_per_gpu is not None and p.kv_cache_gib_per_gpu is not None
+    return p.activation_gib_per_gpu, p.kv_cache_gib_per_gpu
 
 
 def test_deepgemm_keeps_its_buffers_where_triton_frees_its_caches(catalog: Catalog) -> None:
@@ -32,17 +66,17 @@ def test_deepgemm_keeps_its_buffers_where_triton_frees_its_caches(catalog: Catal
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
 
-    def terms(version: str) -> tuple[float, float]:
+    def terms(version: str) -> MoeWorkspace:
         return moe_workspace(r1, h200, fp8, 8192, version, 8, 1)
 
     assert moe_workspace_kernel(r1, h200, fp8, "0.11.0", 8, 1) == "fused_experts"
     assert moe_workspace_kernel(r1, h200, fp8, "0.13.0", 8, 1) == "fused_experts"
-    assert terms("0.11.0") == terms("0.13.0") == (0.0, 0.0)
     m_sum = math.ceil((8192 * 8 + 256 * 127) / 128) * 128
     kept = (m_sum * (512 + 7168) + 8192 * 7168) * 2
     triton = 8192 * 8 * (7168 + 256) * 2 + 8192 * 8 * 256  # cache13, cache2, its FP8 copy
-    growth, held = terms("0.11.2")
-    assert held == pytest.approx(kept)
+    assert terms("0.11.0") == terms("0.13.0") == (0.0, 0.0, pytest.approx(triton))
+    growth, held, step = terms("0.11.2")
+    assert held == step == pytest.approx(kept)
     assert growth == pytest.approx(kept - triton)
     assert 1.5 < kept / GIB < 1.52
     # At TP 4 (a 512-wide share) 0.13.0 runs DeepGEMM with the wide first workspace, whose
@@ -57,12 +91,17 @@ def test_triton_experts_keep_their_workspace_from_0_14(catalog: Catalog) -> None
     layout's own kernel)."""
     qwen = resolve_model(make_spec("Qwen/Qwen3-30B-A3B").model, catalog)
     h100, bf16 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["bf16"]
-    assert moe_workspace(qwen, h100, bf16, 8192, "0.11.0", 1, 1) == (0.0, 0.0)
     rows, width, hidden = 8192 * qwen.active_experts, qwen.moe_intermediate_size, 2048
+    caches = rows * (max(2 * width, hidden) + width) * 2  # cache13, cache2
+    assert moe_workspace(qwen, h100, bf16, 8192, "0.11.0", 1, 1) == (0, 0, pytest.approx(caches))
     kept = rows * (max(width, hidden) + max(2 * width, hidden)) * 2
-    assert moe_workspace(qwen, h100, bf16, 8192, "0.14.0", 1, 1) == (0.0, pytest.approx(kept))
+    assert moe_workspace(qwen, h100, bf16, 8192, "0.14.0", 1, 1) == (
+        0.0,
+        pytest.approx(kept),
+        pytest.approx(kept),
+    )
     amd = catalog.gpus["amd-mi300x-192gb"]  # AITER's kernels: not read
-    assert moe_workspace(qwen, amd, bf16, 8192, "0.14.0", 1, 1) == (0.0, 0.0)
+    assert moe_workspace(qwen, amd, bf16, 8192, "0.14.0", 1, 1) == NO_MOE_WORKSPACE
 
 
 def test_the_kept_workspace_stands_under_the_sampler_step(catalog: Catalog) -> None:
@@ -95,23 +134,7 @@ def test_the_planner_books_deepgemm_s_kept_workspace(catalog: Catalog) -> None:
     by the kept workspace (the rest of the two releases' memory is the same)."""
 
     def plan(version: str) -> tuple[float, float]:
-        spec = make_spec(
-            R1,
-            quantization="fp8",
-            engine={"version": version},
-            placement={"gpu": H200},
-            parallelism={"tensor": 8, "pipeline": 1, "expert": 1},
-            workload={
-                "concurrency": 512,
-                "inputTokens": 1024,
-                "outputTokens": 1024,
-                "maxContextLength": 8192,
-            },
-        )
-        p = plan_deployment(spec, catalog)
-        assert p.feasible and p.tensor_parallel == 8 and p.expert_parallel == 1
-        assert p.activation_gib_per_gpu is not None and p.kv_cache_gib_per_gpu is not None
-        return p.activation_gib_per_gpu, p.kv_cache_gib_per_gpu
+        return _pinned(catalog, R1, "fp8", 8, {"version": version}, 512)
 
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
@@ -129,16 +152,16 @@ def test_block_fp8_triton_keeps_its_workspace_from_0_14(catalog: Catalog) -> Non
     again, as TritonExperts (kept), and with EP FlashInfer's CUTLASS MoE (not read)."""
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
-    kept = 8192 * 8 * (7168 + 7168) * 2
-    assert moe_workspace(r1, h200, fp8, 8192, "0.14.1", 8, 1) == (0.0, pytest.approx(kept))
-    assert moe_workspace(r1, h200, fp8, 8192, "0.13.0", 8, 1) == (0.0, 0.0)
-    assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 1) == (0.0, 0.0)
-    assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 8) == (0.0, 0.0)
+    kept = pytest.approx(8192 * 8 * (7168 + 7168) * 2)
+    assert moe_workspace(r1, h200, fp8, 8192, "0.14.1", 8, 1) == (0.0, kept, kept)
+    assert moe_workspace(r1, h200, fp8, 8192, "0.13.0", 8, 1)[:2] == (0.0, 0.0)
+    assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 1) == NO_MOE_WORKSPACE
+    assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 8) == NO_MOE_WORKSPACE
     for release in ("0.17.0", "0.18.0", "0.19.0", "0.24.0"):
         assert moe_workspace_kernel(r1, h200, fp8, release, 8, 1) == "triton_experts"
-        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 1) == (0.0, pytest.approx(kept))
+        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 1) == (0.0, kept, kept)
         assert moe_workspace_kernel(r1, h200, fp8, release, 8, 8) is None
-        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 8) == (0.0, 0.0)
+        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 8) == NO_MOE_WORKSPACE
 
 
 def test_a_step_beyond_the_release_s_chunk_keeps_chunk_sized_buffers_and_its_whole_output(
@@ -156,3 +179,34 @@ def test_a_step_beyond_the_release_s_chunk_keeps_chunk_sized_buffers_and_its_who
     output_growth = (65536 - 32768) * r1.hidden_size * 2
     assert kept(65536) - kept(32768) == pytest.approx(output_growth)
     assert kept(32768) > kept(8192) > 0
+
+
+def test_a_step_bound_moe_layout_holds_triton_s_caches_in_the_forward_step(
+    catalog: Catalog,
+) -> None:
+    """R1 pinned to TP 8 EP 1 on 8 H200s under 0.13.0 (Triton's fused_moe, called directly)
+    with 16 sequences and a 32768-token step: the forward step is the profile's peak, and
+    inside its MoE call Triton's caches for one 16384-token chunk (cache13, cache2 and its FP8
+    copy: 1.84 GiB) stand beside the step's two hidden-state copies, well above the fitted
+    copies of the widest MLP (0.56 GiB). Mixtral's wide experts at TP 2 keep the fitted
+    figure, which is above its caches."""
+
+    def plan(model: str, quantization: str, tensor: int) -> float:
+        engine = {"version": "0.13.0", "maxNumBatchedTokens": 32768}
+        return _pinned(catalog, model, quantization, tensor, engine, 16)[0]
+
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    hidden = 32768 * 2 * 7168 * 2 / GIB
+    caches = 16384 * 8 * ((7168 + 256) * 2 + 256) / GIB
+    fitted = 32768 * 4 * r1.mlp_width_per_token / 8 * 2 / GIB
+    assert caches > 3 * fitted
+    assert plan(R1, "fp8", 8) == pytest.approx(hidden + caches, abs=0.01)
+    assert caches == pytest.approx(1.84, abs=0.01)
+    mixtral = resolve_model(make_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").model, catalog)
+    width = mixtral.moe_intermediate_size / 2
+    mixtral_caches = 16384 * 2 * (max(2 * width, 4096) + width) * 2 / GIB
+    mixtral_fitted = 32768 * (2 * 4096 + 4 * mixtral.mlp_width_per_token / 2) * 2 / GIB
+    assert mixtral_caches < mixtral_fitted - 32768 * 2 * 4096 * 2 / GIB
+    assert plan("mistralai/Mixtral-8x7B-Instruct-v0.1", "bf16", 2) == pytest.approx(
+        mixtral_fitted, abs=0.01
+    )

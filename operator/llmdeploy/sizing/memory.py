@@ -364,6 +364,7 @@ def activation_bytes(
     rules: EngineMemory,
     moe_workspace_growth: float = 0.0,
     moe_workspace_kept: float = 0.0,
+    moe_workspace_step: float = 0.0,
 ) -> float:
     """Peak torch memory of vLLM's profiling run: the forward step of max_num_batched_tokens
     tokens, or the dummy sampler step after it (one row of full-vocabulary logits per request,
@@ -372,12 +373,12 @@ def activation_bytes(
     the sampler runs). The step's copies are fitted with each expert split over the TP ranks
     and run by Triton's fused_moe; `moe_workspace_growth`: what the layout's MoE workspace
     adds over that; `moe_workspace_kept`: what the MoE kernel keeps allocated after the step,
-    so under the sampler too (both performance.moe_workspace)."""
-    per_token = (
-        ACTIVATION_HIDDEN_COPIES * model.hidden_size
-        + ACTIVATION_MLP_COPIES * model.mlp_width_per_token / tensor
-    )
-    step = max_num_batched_tokens * per_token * BYTES_16BIT + moe_workspace_growth
+    so under the sampler too; `moe_workspace_step`: the layout's whole MoE workspace, alive
+    inside the step's MoE call beside the hidden-state copies, so the step's MLP share is at
+    least that (all three performance.moe_workspace)."""
+    hidden = max_num_batched_tokens * ACTIVATION_HIDDEN_COPIES * model.hidden_size * BYTES_16BIT
+    mlp = max_num_batched_tokens * ACTIVATION_MLP_COPIES * model.mlp_width_per_token / tensor
+    step = hidden + max(mlp * BYTES_16BIT + moe_workspace_growth, moe_workspace_step)
     requests = min(max_num_seqs, max_num_batched_tokens)
     per_logit = (
         SAMPLER_BYTES_PYTORCH
@@ -582,14 +583,15 @@ def memory_breakdown(
     weights: float | None = None,
     moe_workspace_growth: float = 0.0,
     moe_workspace_kept: float = 0.0,
+    moe_workspace_step: float = 0.0,
 ) -> MemoryBreakdown:
     """Memory of one rank. `budget_of_free_memory`: TensorRT-LLM's KV fraction of what is free;
     `checkpoint`: the known pre-quantized checkpoint the plan loads; `expert_parallel`: the
     ranks the experts are spread over whole (`layer_weight_bytes_per_rank`); `weights`:
     `weight_bytes_per_rank` of these arguments where the caller has it (the planner computes
-    it once for a layout's KV dtypes); `moe_workspace_growth`, `moe_workspace_kept`: what the
-    MoE's workspace adds to the profiling step and keeps under the sampler after it
-    (`activation_bytes`, performance.moe_workspace)."""
+    it once for a layout's KV dtypes); `moe_workspace_growth`, `moe_workspace_kept`,
+    `moe_workspace_step`: what the MoE's workspace adds to the profiling step, keeps under the
+    sampler after it, and comes to in the step (`activation_bytes`, performance.moe_workspace)."""
     total = gpu.visible_memory_gib * GIB
     if weights is None:
         weights = weight_bytes_per_rank(
@@ -601,7 +603,14 @@ def memory_breakdown(
         else max_num_seqs
     )
     activation = activation_bytes(
-        model, tensor, max_num_batched_tokens, rows, rules, moe_workspace_growth, moe_workspace_kept
+        model,
+        tensor,
+        max_num_batched_tokens,
+        rows,
+        rules,
+        moe_workspace_growth,
+        moe_workspace_kept,
+        moe_workspace_step,
     )
     non_torch = non_torch_bytes(tensor, pipeline, rules)
     graphs = rules.cuda_graph_gib * GIB

@@ -31,7 +31,9 @@ from llmdeploy.sizing.memory import (
 from llmdeploy.sizing.model_facts import ModelFacts, SpecError, resolve_model
 from llmdeploy.sizing.performance import (
     DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    NO_MOE_WORKSPACE,
     LatencyCalibration,
+    MoeWorkspace,
     Performance,
     estimate_performance,
     expert_split,
@@ -134,7 +136,7 @@ class _Context:
     layouts: dict[tuple[object, ...], list[Candidate]] = field(default_factory=dict)  # evaluated
     # Per (GPU, format, checkpoint, TP, EP): `_moe_workspace`, asked by the pricing and by each
     # KV dtype's memory.
-    workspace: dict[tuple[object, ...], tuple[float, float]] = field(default_factory=dict)
+    workspace: dict[tuple[object, ...], MoeWorkspace] = field(default_factory=dict)
 
     def known_checkpoint(self, c: Candidate) -> QuantizedCheckpoint | None:
         """The catalog's facts of the checkpoint the candidate loads
@@ -588,7 +590,7 @@ def _evaluate(
     kv_bytes = _kv_bytes(candidate.kv_dtype)
     workload = spec.workload
     checkpoint = ctx.known_checkpoint(candidate)
-    growth, kept = _moe_workspace(ctx, candidate)
+    workspace = _moe_workspace(ctx, candidate)
     memory = memory_breakdown(
         model,
         gpu,
@@ -606,8 +608,9 @@ def _evaluate(
         checkpoint=checkpoint,
         expert_parallel=candidate.expert,
         weights=weight_bytes,
-        moe_workspace_growth=growth,
-        moe_workspace_kept=kept,
+        moe_workspace_growth=workspace.growth,
+        moe_workspace_kept=workspace.kept,
+        moe_workspace_step=workspace.step,
     )
     candidate.memory = memory
     # Without room for one request of maxContextLength vLLM refuses to start and TensorRT-LLM
@@ -893,12 +896,13 @@ def _spread_pricing(
     return "workspace" if spread else "alike"
 
 
-def _moe_workspace(ctx: _Context, c: Candidate, expert: int | None = None) -> tuple[float, float]:
-    """What vLLM's MoE workspace adds to the profiling step and keeps under its sampler step
-    (performance.moe_workspace) with the experts spread over `expert` ranks (the candidate's
-    degree if None); none under TensorRT-LLM, whose MoE workspace was not read."""
+def _moe_workspace(ctx: _Context, c: Candidate, expert: int | None = None) -> MoeWorkspace:
+    """What vLLM's MoE workspace adds to the profiling step, keeps under its sampler step and
+    comes to in the step (performance.moe_workspace) with the experts spread over `expert`
+    ranks (the candidate's degree if None); none under TensorRT-LLM, whose MoE workspace was
+    not read."""
     if ctx.engine.id.value != "vllm" or not ctx.model.is_moe:
-        return 0.0, 0.0
+        return NO_MOE_WORKSPACE
     expert = c.expert if expert is None else expert
     key = (c.gpu.id, c.fmt.id, c.checkpoint, c.tensor, expert)
     if key not in ctx.workspace:

@@ -683,6 +683,33 @@ VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE = "0.11.1"
 VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE = "0.13.0"
 
 
+# Inside the profiling step the layout's MoE workspace is allocated in full, kept after it or
+# not. profile_run runs the forward step of max_num_tokens (_dummy_run, is_profile) before the
+# dummy sampler run (gpu_model_runner.py 0.13.0 4473-4487); the MoE layer runs as the custom op
+# moe_forward (or moe_forward_shared), which torch.compile does not trace into (fused_moe/
+# layer.py 0.13.0 1727-1746, 2074-2130);
+# Triton's fused_experts_impl takes cache13 and cache2 with torch.empty for a chunk of M tokens
+# at the start of each call (fused_moe.py 0.11.0 1539-1575, 0.13.0 1807-1849) and frees them
+# when it returns, writing its output into its input (inplace=True: quantization/fp8.py 0.13.0
+# 1289, unquantized_fused_moe_method.py 0.13.0 331); the modular kernel takes its buffers
+# before its experts run. The profile books the rise of torch's allocated_bytes.all.peak over
+# the run (utils/mem_utils.py 0.13.0 memory_profiling 202-205), so caches freed after the call
+# count in full, beside the decoder layer's hidden states alive around it (the residual and
+# the MoE's input: models/deepseek_v2.py 0.14.0 1231-1232); the MLP intermediates
+# ACTIVATION_MLP_COPIES fit belong to a dense MLP, another layer. For DeepSeek-R1 at TP 8
+# Triton's caches come to 0.92 GiB at 8192 tokens where the fitted copies of its widest MLP
+# give 0.14 GiB.
+class MoeWorkspace(NamedTuple):
+    """vLLM's MoE workspace on one rank in its profiling run (`moe_workspace`), in bytes."""
+
+    growth: float  # added to the step over the split layout's kernel
+    kept: float  # still allocated under the dummy sampler step
+    step: float  # the layout's kernel's whole workspace, allocated inside the step's MoE call
+
+
+NO_MOE_WORKSPACE = MoeWorkspace(0.0, 0.0, 0.0)
+
+
 def moe_workspace(
     model: ModelFacts,
     gpu: Gpu,
@@ -692,11 +719,13 @@ def moe_workspace(
     tensor: int,
     expert_parallel: int,
     checkpoint: QuantizedCheckpoint | None = None,
-) -> tuple[float, float]:
+) -> MoeWorkspace:
     """What vLLM's MoE kernel on each rank adds to a profiling step of `tokens` tokens over the
-    workspace the fitted activation copies (memory.ACTIVATION_MLP_COPIES) stand for, and what
-    it keeps allocated after the step, under the dummy sampler run (the modular kernel's
-    buffers, see above; memory.activation_bytes). The copies stand for Triton's fused_moe
+    workspace the fitted activation copies (memory.ACTIVATION_MLP_COPIES) stand for, what it
+    keeps allocated after the step, under the dummy sampler run (the modular kernel's
+    buffers, see above), and the layout's whole workspace, which is allocated inside the
+    step's MoE call whether kept or freed after it (memory.activation_bytes counts the step
+    at least that, beside the layer's hidden states). The copies stand for Triton's fused_moe
     with each expert split over the `tensor` ranks: every MoE row the fit reads ran it, or a
     modular kernel whose buffers are counted as kept. So the growth is the layout's kernel
     (`moe_workspace_kernel`) over the split layout's, or over Triton's fused_moe where that is
@@ -710,7 +739,7 @@ def moe_workspace(
     kernel = functools.partial(moe_workspace_kernel, model, gpu, fmt, version, tensor)
     layout, split = kernel(expert_parallel, checkpoint), kernel(1, checkpoint)
     if layout is None or version is None:
-        return 0.0, 0.0
+        return NO_MOE_WORKSPACE
     chunk = vllm_fused_moe_chunk_tokens(version)
     quantized = fmt.id == Quantization.FP8  # Triton's FP8 copy of its intermediate
     narrow = version_within(
@@ -730,11 +759,11 @@ def moe_workspace(
     if split == "deepgemm":
         split = None if _vllm_moe_releases(version)[0] else "fused_experts"
     if split is None or (split == layout and expert_parallel == 1):
-        return 0.0, kept
+        return MoeWorkspace(0.0, kept, whole)
     fitted = moe_workspace_bytes(
         model, split, tensor, model.experts, tokens, chunk, quantized, narrow
     )
-    return whole - fitted, kept
+    return MoeWorkspace(whole - fitted, kept, whole)
 
 
 def _block_scaled_fp8(
