@@ -273,7 +273,7 @@ def _flops_s(
     efficiency: float,
     logit_rows: float,
     *,
-    grouped_experts: bool = False,
+    grouped_experts: float = 0.0,
     held_16_bit: float = 0.0,
     gemm_tflops: tuple[float, float] | None = None,
 ) -> float:
@@ -283,11 +283,12 @@ def _flops_s(
     computes logits only for `logit_rows` positions: the last scheduled token of each
     sequence in the step (vLLM gpu_model_runner.py: `logits_indices = query_start_loc[1:] -
     1`, then `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head
-    once, not once per prompt token. `grouped_experts`: leave out the routed experts' math,
-    charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`).
-    `held_16_bit`: the active parameters a pre-quantized checkpoint leaves 16-bit
-    (memory.held_16_bit_active_parameters), with `grouped_experts` those outside the routed
-    experts (`routed=False`): the routed experts are taken out once. `gemm_tflops`:
+    once, not once per prompt token. `grouped_experts`: the active routed expert parameters
+    whose math is left out here, charged at the grouped kernel's measured rate instead
+    (`_grouped_expert_math_s`): those of the MoE layers the checkpoint quantizes, not those
+    of a MoE layer it keeps whole (`held_16_bit`, below). `held_16_bit`: the active
+    parameters a pre-quantized checkpoint leaves 16-bit (memory.held_16_bit_active_parameters),
+    the routed experts of the MoE layers it keeps whole among them. `gemm_tflops`:
     `_gemm_tflops(gpu, fmt)` where the caller has it (StepModel computes it once for its
     steps).
 
@@ -297,9 +298,7 @@ def _flops_s(
     fp8.py Fp8Config.get_quant_method, `ignored_layers`), a BF16 F.linear; the lm_head is a
     ParallelLMHead, a VocabParallelEmbedding and not a LinearBase, for which
     Fp8Config.get_quant_method returns no quantized method (vocab_parallel_embedding.py)."""
-    body = model.active_parameters - model.embedding_parameters
-    if grouped_experts:
-        body -= model.active_routed_expert_parameters
+    body = model.active_parameters - model.embedding_parameters - grouped_experts
     # The parameters in the format; the rest (and the lm_head) stay 16-bit.
     quantized = max(0.0, body - held_16_bit)
     if fmt.applies_to == "experts":
@@ -336,6 +335,7 @@ def _expert_read_s(
     bandwidth: float,
     grouped: GroupedShares | None = None,
     layout: float = 1.0,
+    kept: float = 0.0,
 ) -> float:
     """One rank's read of the routed experts a prefill step of `tokens` tokens routes to (its
     pipeline stages one after another): a grouped GEMM of tokens x top-k / experts rows per
@@ -345,13 +345,17 @@ def _expert_read_s(
     grouped kernel and expert split the layout runs (`grouped`: `grouped_fp8_shares`). A rank
     holds 1/tensor of the expert weights whatever the split: with EP ranks, whole experts
     (experts / EP of them) split tensor / EP ways. `layout`: the bytes read as the engine lays
-    the experts out over the bytes held (`expert_layout`)."""
+    the experts out over the bytes held (`expert_layout`). `kept`: the share of the routed
+    experts in the MoE layers the checkpoint keeps whole in 16-bit (`kept_expert_share`):
+    16-bit bytes, streamed by the unquantized MoE at the plain rate, not by `grouped`."""
     if not model.is_moe or _dequant_bound(gpu, fmt):
         return 0.0
+    touched = (model.routed_expert_parameters - _untouched_experts(model, tokens)) / tensor
+    quantized_bandwidth = bandwidth
     if grouped is not None:
-        bandwidth = gpu.bandwidth_gbps * 1e9 * grouped.read
-    touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
-    return touched * fmt.weight_bytes * layout / tensor / bandwidth
+        quantized_bandwidth = gpu.bandwidth_gbps * 1e9 * grouped.read
+    quantized_s = touched * (1 - kept) * fmt.weight_bytes * layout / quantized_bandwidth
+    return quantized_s + touched * kept * BYTES_16BIT / bandwidth
 
 
 # Physical, not fitted: DeepGEMM's FP8 grouped GEMM with 128x128 weight block scales, at prefill
@@ -767,19 +771,38 @@ def _grouped_block_fp8(
 
 
 def _grouped_expert_math_s(
-    model: ModelFacts,
+    parameters: float,
     gpu: Gpu,
     tensor: int,
     tokens: float,
     grouped: GroupedShares | None,
 ) -> float:
-    """The routed experts' math in a prefill step of `tokens` tokens where it runs at a
-    grouped kernel's measured rate (`grouped`; `_flops_s` leaves it out there), the pipeline
-    stages one after another, each stage's experts on its `tensor` GPUs."""
+    """The math of the active routed expert `parameters` that run a grouped kernel at its
+    measured rate (`grouped`; `_flops_s` leaves them out there) in a prefill step of `tokens`
+    tokens, the pipeline stages one after another, each stage's experts on its `tensor`
+    GPUs."""
     if grouped is None:
         return 0.0
     rate = gpu.compute_tflops("fp8") * 1e12 * grouped.math
-    return 2 * model.active_routed_expert_parameters * tokens / tensor / rate
+    return 2 * parameters * tokens / tensor / rate
+
+
+def kept_expert_share(model: ModelFacts, checkpoint: QuantizedCheckpoint | None) -> float:
+    """The share of the routed experts that sit in MoE layers a pre-quantized checkpoint keeps
+    whole in 16-bit (each MoE layer holds an even share of them). vLLM builds such a layer's
+    experts with UnquantizedFusedMoEMethod, not the format's MoE method (quantization/fp8.py
+    Fp8Config.get_quant_method: a FusedMoE whose prefix is in `ignored_layers`, 0.11.0
+    178-182, 0.12.0 325-331, 0.14.0 232-238), which runs Triton's fused_moe in BF16 on CUDA
+    (fused_moe/layer.py 0.11.0 forward_cuda, FlashInfer's CUTLASS MoE only where
+    VLLM_USE_FLASHINFER_MOE_FP16 is set under EP): not the grouped FP8 kernel, and at the
+    16-bit rate and bytes. Only the FP8 config was read; other formats' kept layers are
+    counted alike, as `held_16_bit_active_parameters` counts their modules."""
+    if not model.is_moe or model.active_routed_expert_parameters <= 0:
+        return 0.0
+    kept = held_16_bit_active_parameters(model, checkpoint) - held_16_bit_active_parameters(
+        model, checkpoint, routed=False
+    )
+    return kept / model.active_routed_expert_parameters
 
 
 def _untouched_experts(model: ModelFacts, tokens: float) -> float:
@@ -997,6 +1020,7 @@ def _prefill_steps(
     held_16_bit: float = 0.0,
     layout: float = 1.0,
     gemm_tflops: tuple[float, float] | None = None,
+    kept_experts: float = 0.0,
 ) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
@@ -1006,8 +1030,13 @@ def _prefill_steps(
     GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
     (`grouped_fp8_shares`); `held_16_bit`: the active parameters the checkpoint leaves 16-bit
     (`_flops_s`); `layout`: the routed experts' bytes as the engine lays them out over those
-    held (`expert_layout`); `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where the caller has it."""
+    held (`expert_layout`); `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where the caller has it;
+    `kept_experts`: the share of the routed experts in MoE layers the checkpoint keeps whole
+    (`kept_expert_share`), which run the unquantized MoE in BF16, not `grouped`."""
     steps = max(1, math.ceil(tokens / chunk))
+    grouped_experts = 0.0
+    if grouped is not None:
+        grouped_experts = model.active_routed_expert_parameters * (1 - kept_experts)
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
     prompts = tokens / prompt
@@ -1022,13 +1051,13 @@ def _prefill_steps(
         prompt / 2,
         efficiency,
         prompts + steps - 1,
-        grouped_experts=grouped is not None,
+        grouped_experts=grouped_experts,
         held_16_bit=held_16_bit,
         gemm_tflops=gemm_tflops,
     ) + steps * (
         _marlin_prefill_s(model, gpu, fmt, tensor, size, layout)
-        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped, layout)
-        + _grouped_expert_math_s(model, gpu, tensor, size, grouped)
+        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped, layout, kept_experts)
+        + _grouped_expert_math_s(grouped_experts, gpu, tensor, size, grouped)
     )
     memory_s = steps * pipeline * weights / bandwidth
     step_s = max(compute_s, memory_s) / steps + (
@@ -1120,10 +1149,10 @@ class StepModel:
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
     host_per_sequence_s: float = field(init=False)  # the host work a decode step waits for
     held: QuantFormat = field(init=False)  # the format as the checkpoint holds it
-    # The active parameters the checkpoint leaves 16-bit, computed at the 16-bit rate; where
-    # the routed experts run on the grouped kernel (prefill with `grouped`), those outside them.
+    # The active parameters the checkpoint leaves 16-bit, computed at the 16-bit rate, and the
+    # share of the routed experts in the MoE layers it keeps whole (`kept_expert_share`).
     held_16_bit: float = field(init=False)
-    held_16_bit_beside_experts: float = field(init=False)
+    kept_experts: float = field(init=False)
     # The grouped FP8 kernel's rates a prefill's routed experts run at (`grouped_fp8_shares`).
     grouped: GroupedShares | None = field(init=False)
     layout: float = field(init=False)  # the routed experts' bytes as laid out over as held
@@ -1138,9 +1167,7 @@ class StepModel:
         gpu, model = self.gpu, self.model
         self.held = checkpoint_format(self.fmt, self.checkpoint)
         self.held_16_bit = held_16_bit_active_parameters(model, self.checkpoint)
-        self.held_16_bit_beside_experts = held_16_bit_active_parameters(
-            model, self.checkpoint, routed=False
-        )
+        self.kept_experts = kept_expert_share(model, self.checkpoint)
         self.read_layers = layer_weight_bytes_per_rank(
             model, self.fmt, self.tensor, self.pipeline, checkpoint=self.checkpoint
         )
@@ -1167,8 +1194,11 @@ class StepModel:
         self.compute_efficiency = COMPUTE_EFFICIENCY_BY_CHIP.get(gpu.chip or "", COMPUTE_EFFICIENCY)
         moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
         mla_layers = model.layers if model.is_mla else 0
+        # vLLM's 16-bit experts run Triton's fused_moe, those of the MoE layers a quantized
+        # checkpoint keeps whole too (`kept_expert_share`).
         triton_moe = self.engine == "vllm" and self.fmt.weight_bytes >= 2
-        triton_moe_layers = moe_layers if triton_moe else 0
+        triton_share = 1.0 if triton_moe else self.kept_experts * (self.engine == "vllm")
+        triton_moe_layers = moe_layers * triton_share
         self.overhead_s = (
             model.layers * PER_LAYER_OVERHEAD_S
             + moe_layers * MOE_LAYER_OVERHEAD_S
@@ -1260,9 +1290,10 @@ class StepModel:
             efficiency=self.compute_efficiency,
             step_overhead_s=self.overhead_s,
             grouped=self.grouped,
-            held_16_bit=self.held_16_bit_beside_experts if self.grouped else self.held_16_bit,
+            held_16_bit=self.held_16_bit,
             layout=self.layout,
             gemm_tflops=self.gemm_tflops,
+            kept_experts=self.kept_experts,
         )
 
     def prefill_s(self, tokens: float, chunk: int) -> float:
