@@ -1021,6 +1021,7 @@ def _prefill_steps(
     layout: float = 1.0,
     gemm_tflops: tuple[float, float] | None = None,
     kept_experts: float = 0.0,
+    steps: int | None = None,
 ) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
@@ -1032,8 +1033,9 @@ def _prefill_steps(
     (`_flops_s`); `layout`: the routed experts' bytes as the engine lays them out over those
     held (`expert_layout`); `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where the caller has it;
     `kept_experts`: the share of the routed experts in MoE layers the checkpoint keeps whole
-    (`kept_expert_share`), which run the unquantized MoE in BF16, not `grouped`."""
-    steps = max(1, math.ceil(tokens / chunk))
+    (`kept_expert_share`), which run the unquantized MoE in BF16, not `grouped`; `steps`: the
+    steps, of `tokens / steps` each, where the caller knows them (a burst's: `burst_prefill`)."""
+    steps = steps or max(1, math.ceil(tokens / chunk))
     grouped_experts = 0.0
     if grouped is not None:
         grouped_experts = model.active_routed_expert_parameters * (1 - kept_experts)
@@ -1263,9 +1265,10 @@ class StepModel:
         step_s = max(memory_s, compute_s) + communication_s + overhead_s + host_s
         return DecodeStep(step_s, memory_s, compute_s, communication_s, overhead_s, host_s)
 
-    def prefill(self, tokens: float, chunk: int) -> PrefillSteps:
+    def prefill(self, tokens: float, chunk: int, steps: int | None = None) -> PrefillSteps:
         """The steps of a prefill of `tokens` prompt tokens (prompts of input_tokens) in
-        chunks of at most `chunk` tokens, without decodes."""
+        chunks of at most `chunk` tokens, without decodes; in `steps` steps where given (of
+        `tokens / steps` each, none above `chunk`)."""
         # The experts' read and conversion count the weights as the checkpoint holds them.
         return _prefill_steps(
             self.model,
@@ -1278,7 +1281,7 @@ class StepModel:
                 self.fmt,
                 self.tensor,
                 self.pipeline,
-                min(tokens, chunk),
+                tokens / steps if steps else min(tokens, chunk),
                 self.checkpoint,
                 self.layout,
                 self.read_layers,
@@ -1294,12 +1297,14 @@ class StepModel:
             layout=self.layout,
             gemm_tflops=self.gemm_tflops,
             kept_experts=self.kept_experts,
+            steps=steps,
         )
 
-    def prefill_s(self, tokens: float, chunk: int) -> float:
+    def prefill_s(self, tokens: float, chunk: int, steps: int | None = None) -> float:
         """Seconds to prefill `tokens` prompt tokens (prompts of input_tokens), back to back in
-        steps of at most `chunk` tokens, without decodes (`PrefillSteps.latency_s`)."""
-        return self.prefill(tokens, chunk).latency_s
+        steps of at most `chunk` tokens (`steps` of them where given), without decodes
+        (`PrefillSteps.latency_s`)."""
+        return self.prefill(tokens, chunk, steps).latency_s
 
     def mixed_step_s(self, prefill_tokens: float, decodes: int) -> float:
         """One step of a prefill chunk and `decodes` decodes: the chunk's step reads the
@@ -1323,26 +1328,70 @@ def request_host_s(others: int, request_frontend_s: float, decode_step_s: float)
     return own_s + streamed * TTFT_OVERHEAD_PER_STREAMED_TOKEN_S
 
 
-def burst_steps_to_median(batch: int, input_tokens: int, chunk: int) -> int:
-    """The prefill steps of `chunk` tokens until a burst of `batch` prompts of `input_tokens`
-    has completed its median request's prompt: the prompts are prefilled first come, first
-    served, packed into steps of the budget (vLLM V1 scheduler.py `schedule`: waiting requests
-    take the rest of the token budget, the last one chunked), and the median request is
-    preceded by half of the others."""
-    return math.ceil((1 + (batch - 1) / 2) * input_tokens / chunk - 1e-9)
+class BurstPrefill(NamedTuple):
+    """A burst's prefill steps until the prompts counted are complete, and the prompt tokens
+    prefilled by the end of the last of them."""
+
+    steps: int
+    tokens: int
 
 
-def burst_prefills_after_first_token(batch: int, input_tokens: int, chunk: int) -> float:
+@functools.lru_cache(maxsize=1024)  # pure; a loop over the burst's steps
+def burst_prefill(
+    batch: int,
+    input_tokens: int,
+    budget: int,
+    pipeline: int = 1,
+    prompts: float | None = None,
+) -> BurstPrefill:
+    """The steps of a step `budget` (max_num_batched_tokens) that prefill the first `prompts`
+    (all `batch` where None; a fraction counts its share of a prompt) of a burst of `batch`
+    prompts of `input_tokens`, sent at once. vLLM V1's scheduler (v1/core/sched/scheduler.py
+    `schedule`, 0.11.0 208-299 and 334-524) first gives each running request its tokens, one
+    to a request that decodes and the rest of its prompt to one still prefilling, then lets the
+    waiting requests, first come first served, take the rest of the budget, the last one
+    chunked. A request decodes only after the step that completed its prompt has come back:
+    the next step, or with `pipeline` stages `pipeline` steps later (a running request is not
+    scheduled again while its batch is in flight). So a step's prompt tokens are the budget
+    less one token per prompt completed that long before (at least one token: where the
+    decodes take the whole budget no prompt moves, which a burst within max_num_seqs does not
+    reach at the budgets served). Requests finishing within the burst's prefill are not
+    counted."""
+    total = batch * input_tokens
+    target = total if prompts is None else prompts * input_tokens
+    done = [0]  # prompt tokens prefilled by the end of each step
+    while done[-1] < target - 1e-9:
+        decoding = done[max(0, len(done) - pipeline)] // input_tokens
+        done.append(min(total, done[-1] + max(1, budget - decoding)))
+    return BurstPrefill(len(done) - 1, done[-1])
+
+
+def burst_to_median(batch: int, input_tokens: int, budget: int, pipeline: int = 1) -> BurstPrefill:
+    """The prefill steps until a burst of `batch` prompts of `input_tokens` has completed its
+    median request's prompt, and the prompt tokens prefilled by then (`burst_prefill`): the
+    median request is preceded by half of the others, and the step that completes its prompt
+    is filled with the prompts behind it up to the budget."""
+    return burst_prefill(batch, input_tokens, budget, pipeline, 1 + (batch - 1) / 2)
+
+
+def burst_steps_to_median(batch: int, input_tokens: int, budget: int, pipeline: int = 1) -> int:
+    """The prefill steps until a burst's median request's prompt is complete
+    (`burst_to_median`)."""
+    return burst_to_median(batch, input_tokens, budget, pipeline).steps
+
+
+def burst_prefills_after_first_token(
+    batch: int, input_tokens: int, budget: int, pipeline: int = 1
+) -> float:
     """The prompts (in whole prompts; a chunk of one counts as its share) of a burst that are
     prefilled after its median request's first token, which the median request's decodes run
     with. The step that completes the median request's prompt also takes the prompts behind
-    it up to the budget (`burst_steps_to_median`), and those give their first tokens with it:
+    it up to the budget (`burst_to_median`), and those give their first tokens with it:
     only the prompt tokens left beyond that step come after. When the whole burst fits one
-    step (batch x input_tokens <= chunk) no prefill runs during any request's decode. Never
+    step (batch x input_tokens <= budget) no prefill runs during any request's decode. Never
     more than half of the others (the steps to the median hold the prompts before it)."""
-    total = batch * input_tokens
-    done = burst_steps_to_median(batch, input_tokens, chunk) * chunk
-    return max(0.0, total - done) / input_tokens
+    done = burst_to_median(batch, input_tokens, budget, pipeline).tokens
+    return (batch * input_tokens - done) / input_tokens
 
 
 def estimate_performance(
@@ -1396,8 +1445,9 @@ def estimate_performance(
         memory_rules,
     )
     batch = concurrency
-    # A step's token budget holds a prompt's chunk and the other streams' decodes: the
-    # prefilling request does not decode.
+    # At steady load a step's token budget holds a prompt's chunk and the other streams'
+    # decodes: the prefilling request does not decode. A burst's steps take what the
+    # scheduler leaves them (`burst_prefill`).
     chunk = max(1, max_num_batched_tokens - (batch - 1))
     # Under pipeline parallelism vLLM V1 keeps up to `pipeline` batches in flight and
     # schedules a running request again only once its batch has come back (Scheduler.schedule
@@ -1410,7 +1460,8 @@ def estimate_performance(
     # as long as each stage's turn through all the groups; with fewer, stages idle.
     groups = min(pipeline, batch)
     if burst:
-        groups = min(groups, math.ceil(batch * input_tokens / chunk))
+        whole = burst_prefill(batch, input_tokens, max_num_batched_tokens, pipeline)
+        groups = min(groups, whole.steps)
     decode = steps_model.decode(math.ceil(batch / groups))
     decode_step_s = decode.step_s
 
@@ -1437,7 +1488,9 @@ def estimate_performance(
     )
     others = batch - 1
     prefills_seen = (
-        burst_prefills_after_first_token(batch, input_tokens, chunk) if burst else others
+        burst_prefills_after_first_token(batch, input_tokens, max_num_batched_tokens, pipeline)
+        if burst
+        else others
     )
     tpot = decode_step_s + prefills_seen * prefill_extra_s / output_tokens
 
@@ -1445,13 +1498,12 @@ def estimate_performance(
     if burst:
         # The median request's prompt is prefilled after those of the half of the burst sent
         # before it (first come, first served), the prompts packed into steps of
-        # max_num_batched_tokens; its first token comes at the end of the step that completes
-        # its prompt, a step the scheduler fills with the prompts behind it up to the budget
-        # (vLLM V1 scheduler.py `schedule`: waiting requests take the rest of the token budget).
-        tokens = min(
-            batch * input_tokens, burst_steps_to_median(batch, input_tokens, chunk) * chunk
-        )
-        ttft = host_s + steps_model.prefill_s(tokens, chunk)
+        # max_num_batched_tokens less the decodes of the prompts already complete; its first
+        # token comes at the end of the step that completes its prompt, a step the scheduler
+        # fills with the prompts behind it up to the budget (`burst_to_median`).
+        to_median = burst_to_median(batch, input_tokens, max_num_batched_tokens, pipeline)
+        tokens = to_median.tokens
+        ttft = host_s + steps_model.prefill_s(tokens, max_num_batched_tokens, to_median.steps)
     else:
         # A request sent as another finishes arrives while the next step runs, then its
         # prefill shares a step with the others' decodes; it may also queue behind another
