@@ -13,7 +13,12 @@ from llmdeploy.sizing import plan_deployment
 from llmdeploy.sizing.engine_memory import engine_memory
 from llmdeploy.sizing.memory import memory_breakdown
 from llmdeploy.sizing.model_facts import resolve_model
-from llmdeploy.sizing.performance import moe_workspace, moe_workspace_kernel
+from llmdeploy.sizing.performance import (
+    deep_gemm_narrow_workspace,
+    moe_workspace,
+    moe_workspace_kernel,
+    vllm_fused_moe_chunk_tokens,
+)
 
 from .conftest import make_spec
 
@@ -156,3 +161,13 @@ def test_a_step_beyond_the_release_s_chunk_keeps_chunk_sized_buffers_and_its_who
     output_growth = (65536 - 32768) * r1.hidden_size * 2
     assert kept(65536) - kept(32768) == pytest.approx(output_growth)
     assert kept(32768) > kept(8192) > 0
+
+
+def test_the_releases_workspace_rules_each_have_a_function() -> None:
+    """DeepGEMM's narrow workspace13 (M_sum x N) in 0.11.1 to 0.12.x, the wide one (M_sum x
+    max(N, K)) before and after; the fused-MoE chunk of each release beside it."""
+    narrow = {"0.10.2": False, "0.11.0": False, "0.11.1": True, "0.11.2": True}
+    narrow |= {"0.12.0": True, "0.13.0": False, "0.14.0": False, "0.24.0": False}
+    assert {version: deep_gemm_narrow_workspace(version) for version in narrow} == narrow
+    chunks = {"0.11.1": 32768, "0.12.0": 16384, "0.17.0": 16384, "0.18.0": None}
+    assert {version: vllm_fused_moe_chunk_tokens(version) for version in chunks} == chunks

@@ -687,6 +687,15 @@ VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE = "0.11.1"
 VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE = "0.13.0"
 
 
+def deep_gemm_narrow_workspace(version: str) -> bool:
+    """Whether vLLM's release sizes DeepGEMM's MoE workspace13 M_sum x N rather than
+    M_sum x max(N, K) (VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE up to, not including,
+    VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE)."""
+    return version_within(
+        version, VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE, None
+    ) and not version_within(version, VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE, None)
+
+
 def moe_workspace(
     model: ModelFacts,
     gpu: Gpu,
@@ -717,9 +726,7 @@ def moe_workspace(
         return 0.0, 0.0
     chunk = vllm_fused_moe_chunk_tokens(version)
     quantized = fmt.id == Quantization.FP8  # Triton's FP8 copy of its intermediate
-    narrow = version_within(
-        version, VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE, None
-    ) and not version_within(version, VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE, None)
+    narrow = deep_gemm_narrow_workspace(version)
     whole = moe_workspace_bytes(
         model,
         layout,
