@@ -100,21 +100,33 @@ def lowest_serving(api: client.ApiClient, namespace: str) -> Iterator[list[int]]
         yield seen
 
 
+def autoscaler_reading(read_status: Callable[[], dict[str, Any]]) -> tuple[str, str]:
+    """One reading of status.autoscaler for `autoscaler_timeline`: its time and a line. A read
+    that fails is a line of its own, so the polling goes on and the timeline shows the gap
+    (an error escaping `polled`'s thread would end it silently)."""
+    now = time.strftime("%H:%M:%S")
+    try:
+        field = read_status().get("autoscaler") or {}
+    except client.ApiException as e:
+        if e.status != 404:
+            return now, f"read failed: ApiException {e.status} {e.reason}"
+        field = {}  # not created yet
+    except Exception as e:  # a broken connection, a timeout: show it, keep polling
+        return now, f"read failed: {type(e).__name__}: {e}"
+    return now, (
+        f"desired {field.get('desiredReplicas')} metrics {field.get('metrics')} "
+        f"reason {field.get('reason')!r} "
+        f"recommendations {(field.get('state') or {}).get('recommendations')}"
+    )
+
+
 @pytest.fixture
 def autoscaler_timeline(kube_api: client.ApiClient, namespace: str) -> Iterator[Callable[[], str]]:
     """status.autoscaler so far in the test, one line per change: what an assertion on a
     scaling decision shows when it fails (the history it came from)."""
 
     def read() -> tuple[str, str]:
-        try:
-            field = status(kube_api, namespace).get("autoscaler") or {}
-        except client.ApiException:  # not created yet
-            field = {}
-        return time.strftime("%H:%M:%S"), (
-            f"desired {field.get('desiredReplicas')} metrics {field.get('metrics')} "
-            f"reason {field.get('reason')!r} "
-            f"recommendations {(field.get('state') or {}).get('recommendations')}"
-        )
+        return autoscaler_reading(lambda: status(kube_api, namespace))
 
     with polled(read, 0.5) as seen:
         yield lambda: "\n".join(

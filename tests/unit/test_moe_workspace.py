@@ -17,8 +17,10 @@ from llmdeploy.sizing.model_facts import resolve_model
 from llmdeploy.sizing.performance import (
     NO_MOE_WORKSPACE,
     MoeWorkspace,
+    deep_gemm_narrow_workspace,
     moe_workspace,
     moe_workspace_kernel,
+    vllm_fused_moe_chunk_tokens,
 )
 
 from .conftest import make_spec
@@ -210,3 +212,13 @@ def test_a_step_bound_moe_layout_holds_triton_s_caches_in_the_forward_step(
     assert plan("mistralai/Mixtral-8x7B-Instruct-v0.1", "bf16", 2) == pytest.approx(
         mixtral_fitted, abs=0.01
     )
+
+
+def test_the_releases_workspace_rules_each_have_a_function() -> None:
+    """DeepGEMM's narrow workspace13 (M_sum x N) in 0.11.1 to 0.12.x, the wide one (M_sum x
+    max(N, K)) before and after; the fused-MoE chunk of each release beside it."""
+    narrow = {"0.10.2": False, "0.11.0": False, "0.11.1": True, "0.11.2": True}
+    narrow |= {"0.12.0": True, "0.13.0": False, "0.14.0": False, "0.24.0": False}
+    assert {version: deep_gemm_narrow_workspace(version) for version in narrow} == narrow
+    chunks = {"0.11.1": 32768, "0.12.0": 16384, "0.17.0": 16384, "0.18.0": None}
+    assert {version: vllm_fused_moe_chunk_tokens(version) for version in chunks} == chunks

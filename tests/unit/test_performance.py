@@ -88,41 +88,66 @@ def test_a_bursts_median_request_waits_for_the_whole_step_that_completes_its_pro
 ) -> None:
     """The scheduler fills a step with every queued prompt up to the token budget and samples
     the first tokens at its end: the median request of a burst whose prompts all fit in one
-    step gets its token with the last one, and one whose prompts need two steps with the
-    prompts of the whole second step."""
+    step gets its token with the last one, and one whose prompt ends in a later step with the
+    prompts the scheduler packs into that step. No request of the burst decodes in its first
+    step, so that step's budget is whole."""
 
     def ttft(concurrency: int) -> float:
         return qwen3_32b(catalog, concurrency, burst=True, max_num_batched_tokens=8192).ttft_s
 
-    # 1024-token prompts, 8192-token steps less one token per other stream: seven fit in
-    # a step. A burst of seven prefills in one step, every request's token at its end.
     steps = qwen3_32b_steps(catalog)
 
     def host(concurrency: int) -> float:
         decode_s = steps.decode(concurrency).step_s
         return performance.request_host_s(concurrency - 1, 0.0, decode_s)
 
-    assert ttft(7) == pytest.approx(host(7) + steps.prefill_s(7 * 1024, 8192 - 6))
-    # Fifteen: the median (8th) prompt ends in the second step, which holds the rest of the
-    # burst. Thirty-one: the median (16th) ends in the third step, which is full: the median
-    # waits for three whole steps' tokens, less than the burst's.
-    assert ttft(15) == pytest.approx(host(15) + steps.prefill_s(15 * 1024, 8192 - 14))
-    chunk = 8192 - 30
-    assert ttft(31) == pytest.approx(host(31) + steps.prefill_s(3 * chunk, chunk))
-    assert ttft(7) < ttft(15) < ttft(31) < host(31) + steps.prefill_s(31 * 1024, chunk)
+    # 1024-token prompts, 8192-token steps: seven, and eight, prefill in one step, every
+    # request's token at its end.
+    assert ttft(7) == pytest.approx(host(7) + steps.prefill_s(7 * 1024, 8192))
+    assert ttft(8) == pytest.approx(host(8) + steps.prefill_s(8 * 1024, 8192))
+    # Fifteen: the median (8th) prompt ends with the first step.
+    assert ttft(15) == pytest.approx(host(15) + steps.prefill_s(8192, 8192))
+    # Thirty-one: the median (16th) ends in the third step. The eight prompts done in the first
+    # decode in the second (8184 prompt tokens), fifteen in the third (8177): 24553 tokens.
+    tokens = 8192 + 8184 + 8177
+    assert ttft(31) == pytest.approx(host(31) + steps.prefill_s(tokens, 8192, steps=3))
+    assert ttft(7) < ttft(15) < ttft(31) < host(31) + steps.prefill_s(31 * 1024, 8192)
 
 
 def test_a_bursts_median_request_waits_for_whole_steps_whatever_the_prompt_length(
     catalog: Catalog,
 ) -> None:
-    """2042-token prompts, ten streams, 8183-token steps: the median (5.5 prompts, 11,231
+    """2042-token prompts, ten streams, 8192-token steps: the median (5.5 prompts, 11,231
     tokens) ends in the second step, so it waits for exactly two steps' tokens (a count of
-    prompts times their length must not round up into a third step)."""
+    prompts times their length must not round up into a third step): the first step's 8192
+    and the second's 8188 (the four prompts done in the first decode)."""
     steps = dataclasses.replace(qwen3_32b_steps(catalog), input_tokens=2042)
-    chunk = 8192 - 9
     burst = qwen3_32b(catalog, 10, burst=True, input_tokens=2042, max_num_batched_tokens=8192)
     host = performance.request_host_s(9, 0.0, steps.decode(10).step_s)
-    assert burst.ttft_s == pytest.approx(host + steps.prefill_s(2 * chunk, chunk))
+    assert burst.ttft_s == pytest.approx(host + steps.prefill_s(8192 + 8188, 8192, steps=2))
+
+
+def test_a_bursts_steps_take_the_budget_the_decodes_leave() -> None:
+    """vLLM V1's scheduler gives the running requests their tokens first (one to each that
+    decodes), then the waiting prompts the rest: a burst's first step has the whole budget,
+    and each later one the budget less one token per prompt completed before it; under
+    pipeline parallelism a prompt completed decodes only once its batch has come back,
+    `pipeline` steps later."""
+    prefill = performance.burst_prefill
+    # 31 prompts of 1024 tokens, 8192-token steps: 8192, then 8184 (8 done), 8177 (15), and
+    # the last 7191 tokens within 8169 (23 done).
+    assert prefill(31, 1024, 8192) == (4, 31 * 1024)
+    assert prefill(31, 1024, 8192, prompts=23) == (3, 8192 + 8184 + 8177)
+    assert prefill(31, 1024, 8192, prompts=16) == (3, 24553)
+    assert prefill(31, 1024, 8192, prompts=15.99) == (2, 16376)
+    # On two stages the eight prompts of the first step decode from the third: the second
+    # step's budget is whole.
+    assert prefill(31, 1024, 8192, pipeline=2, prompts=16) == (2, 16384)
+    assert prefill(31, 1024, 8192, pipeline=2, prompts=23) == (3, 16384 + 8184)
+    # Prompts longer than a step: 2048-token steps until the first prompt is done in the fifth,
+    # then one token less from the sixth.
+    assert prefill(5, 10000, 2048, prompts=1) == (5, 10240)
+    assert prefill(5, 10000, 2048, prompts=1.2) == (6, 10240 + 2047)
 
 
 def test_a_burst_counts_only_the_prompt_tokens_prefilled_after_its_median_first_token() -> None:
@@ -130,33 +155,41 @@ def test_a_burst_counts_only_the_prompt_tokens_prefilled_after_its_median_first_
     the budget, and gives their first tokens with it: only the tokens left beyond that step
     are prefilled while the median request decodes. Never more than half of the others."""
     after = performance.burst_prefills_after_first_token
-    # 7 or 15 prompts of 1024 tokens: the median's step holds the rest of the burst.
-    assert after(7, 1024, 8192 - 6) == 0.0
-    assert after(15, 1024, 8192 - 14) == 0.0
-    # 31: the median (16th) ends in the third step; 31 x 1024 - 3 x 8162 tokens come after.
-    assert after(31, 1024, 8192 - 30) == pytest.approx((31 * 1024 - 3 * 8162) / 1024)
-    # 10 prompts of 2042 tokens in 8183-token steps: two steps to the median, 4054 tokens left.
-    assert after(10, 2042, 8192 - 9) == pytest.approx((20420 - 2 * 8183) / 2042)
-    # Prompts longer than a step: at most half of the others, as before any packing.
-    assert after(5, 10000, 2048) == pytest.approx((50000 - 15 * 2048) / 10000)
-    for batch, tokens, chunk in ((5, 10000, 2048), (33, 1024, 8160), (50, 1024, 1999)):
-        assert 0.0 <= after(batch, tokens, chunk) <= (batch - 1) / 2
+    assert after(7, 1024, 8192) == 0.0
+    assert after(8, 1024, 8192) == 0.0
+    # 15 prompts of 1024 tokens: the median's step (the first) holds eight; seven come after.
+    assert after(15, 1024, 8192) == 7.0
+    # 31: the median (16th) ends in the third step; 31 x 1024 - 24553 tokens come after.
+    assert after(31, 1024, 8192) == pytest.approx((31 * 1024 - 24553) / 1024)
+    # 10 prompts of 2042 tokens: two steps to the median, 20420 - 16380 tokens left.
+    assert after(10, 2042, 8192) == pytest.approx((20420 - 16380) / 2042)
+    # Prompts longer than a step: at most half of the others, as before any packing. Four
+    # steps of 2048 and 10240 by the fifth; 2047 a step from the sixth, 2046 from the
+    # eleventh (two prompts done): the third prompt ends in the fifteenth, at 30705.
+    assert after(5, 10000, 2048) == pytest.approx((50000 - 30705) / 10000)
+    for batch, tokens, budget in ((5, 10000, 2048), (33, 1024, 8192), (50, 1024, 2048)):
+        for pipeline in (1, 2, 4):
+            assert 0.0 <= after(batch, tokens, budget, pipeline) <= (batch - 1) / 2
+    # The TTFT and the TPOT read one rule.
+    steps, done = performance.burst_to_median(31, 1024, 8192)
+    assert performance.burst_steps_to_median(31, 1024, 8192) == steps == 3
+    assert after(31, 1024, 8192) == (31 * 1024 - done) / 1024
 
 
 def test_a_burst_that_fits_one_step_decodes_without_the_others_prefills(
     catalog: Catalog,
 ) -> None:
-    """Seven 1024-token prompts fit one 8192-token step: every request gets its first token
+    """Eight 1024-token prompts fit one 8192-token step: every request gets its first token
     at the end of that step and then decodes with no prefill in its steps, so its TPOT is the
-    decode step's. Thirty-one: the median decodes through the 7.09 prompts' tokens left after
+    decode step's. Thirty-one: the median decodes through the 7.02 prompts' tokens left after
     its step, where a closed loop's stream sees every other stream's prefill (30)."""
     steps = qwen3_32b_steps(catalog)
-    burst = qwen3_32b(catalog, 7, burst=True, max_num_batched_tokens=8192)
-    assert burst.tpot_s == pytest.approx(steps.decode(7).step_s)
+    burst = qwen3_32b(catalog, 8, burst=True, max_num_batched_tokens=8192)
+    assert burst.tpot_s == pytest.approx(steps.decode(8).step_s)
     decode_s = steps.decode(31).step_s
     burst = qwen3_32b(catalog, 31, burst=True, max_num_batched_tokens=8192)
     steady = qwen3_32b(catalog, 31, max_num_batched_tokens=8192)
-    after = performance.burst_prefills_after_first_token(31, 1024, 8192 - 30)
+    after = performance.burst_prefills_after_first_token(31, 1024, 8192)
     assert (burst.tpot_s - decode_s) == pytest.approx((steady.tpot_s - decode_s) * after / 30)
 
 

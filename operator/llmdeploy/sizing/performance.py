@@ -273,7 +273,7 @@ def _flops_s(
     efficiency: float,
     logit_rows: float,
     *,
-    grouped_experts: bool = False,
+    grouped_experts: float = 0.0,
     held_16_bit: float = 0.0,
     gemm_tflops: tuple[float, float] | None = None,
 ) -> float:
@@ -283,11 +283,12 @@ def _flops_s(
     computes logits only for `logit_rows` positions: the last scheduled token of each
     sequence in the step (vLLM gpu_model_runner.py: `logits_indices = query_start_loc[1:] -
     1`, then `compute_logits(hidden_states[logits_indices])`), so a prefill runs the lm_head
-    once, not once per prompt token. `grouped_experts`: leave out the routed experts' math,
-    charged at the grouped kernel's measured rate instead (`_grouped_expert_math_s`).
-    `held_16_bit`: the active parameters a pre-quantized checkpoint leaves 16-bit
-    (memory.held_16_bit_active_parameters), with `grouped_experts` those outside the routed
-    experts (`routed=False`): the routed experts are taken out once. `gemm_tflops`:
+    once, not once per prompt token. `grouped_experts`: the active routed expert parameters
+    whose math is left out here, charged at the grouped kernel's measured rate instead
+    (`_grouped_expert_math_s`): those of the MoE layers the checkpoint quantizes, not those
+    of a MoE layer it keeps whole (`held_16_bit`, below). `held_16_bit`: the active
+    parameters a pre-quantized checkpoint leaves 16-bit (memory.held_16_bit_active_parameters),
+    the routed experts of the MoE layers it keeps whole among them. `gemm_tflops`:
     `_gemm_tflops(gpu, fmt)` where the caller has it (StepModel computes it once for its
     steps).
 
@@ -297,9 +298,7 @@ def _flops_s(
     fp8.py Fp8Config.get_quant_method, `ignored_layers`), a BF16 F.linear; the lm_head is a
     ParallelLMHead, a VocabParallelEmbedding and not a LinearBase, for which
     Fp8Config.get_quant_method returns no quantized method (vocab_parallel_embedding.py)."""
-    body = model.active_parameters - model.embedding_parameters
-    if grouped_experts:
-        body -= model.active_routed_expert_parameters
+    body = model.active_parameters - model.embedding_parameters - grouped_experts
     # The parameters in the format; the rest (and the lm_head) stay 16-bit.
     quantized = max(0.0, body - held_16_bit)
     if fmt.applies_to == "experts":
@@ -336,6 +335,7 @@ def _expert_read_s(
     bandwidth: float,
     grouped: GroupedShares | None = None,
     layout: float = 1.0,
+    kept: float = 0.0,
 ) -> float:
     """One rank's read of the routed experts a prefill step of `tokens` tokens routes to (its
     pipeline stages one after another): a grouped GEMM of tokens x top-k / experts rows per
@@ -345,13 +345,17 @@ def _expert_read_s(
     grouped kernel and expert split the layout runs (`grouped`: `grouped_fp8_shares`). A rank
     holds 1/tensor of the expert weights whatever the split: with EP ranks, whole experts
     (experts / EP of them) split tensor / EP ways. `layout`: the bytes read as the engine lays
-    the experts out over the bytes held (`expert_layout`)."""
+    the experts out over the bytes held (`expert_layout`). `kept`: the share of the routed
+    experts in the MoE layers the checkpoint keeps whole in 16-bit (`kept_expert_share`):
+    16-bit bytes, streamed by the unquantized MoE at the plain rate, not by `grouped`."""
     if not model.is_moe or _dequant_bound(gpu, fmt):
         return 0.0
+    touched = (model.routed_expert_parameters - _untouched_experts(model, tokens)) / tensor
+    quantized_bandwidth = bandwidth
     if grouped is not None:
-        bandwidth = gpu.bandwidth_gbps * 1e9 * grouped.read
-    touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
-    return touched * fmt.weight_bytes * layout / tensor / bandwidth
+        quantized_bandwidth = gpu.bandwidth_gbps * 1e9 * grouped.read
+    quantized_s = touched * (1 - kept) * fmt.weight_bytes * layout / quantized_bandwidth
+    return quantized_s + touched * kept * BYTES_16BIT / bandwidth
 
 
 # Physical, not fitted: DeepGEMM's FP8 grouped GEMM with 128x128 weight block scales, at prefill
@@ -683,6 +687,15 @@ VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE = "0.11.1"
 VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE = "0.13.0"
 
 
+def deep_gemm_narrow_workspace(version: str) -> bool:
+    """Whether vLLM's release sizes DeepGEMM's MoE workspace13 M_sum x N rather than
+    M_sum x max(N, K) (VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE up to, not including,
+    VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE)."""
+    return version_within(
+        version, VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE, None
+    ) and not version_within(version, VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE, None)
+
+
 # Inside the profiling step the layout's MoE workspace is allocated in full, kept after it or
 # not. profile_run runs the forward step of max_num_tokens (_dummy_run, is_profile) before the
 # dummy sampler run (gpu_model_runner.py 0.13.0 4473-4487); the MoE layer runs as the custom op
@@ -742,9 +755,7 @@ def moe_workspace(
         return NO_MOE_WORKSPACE
     chunk = vllm_fused_moe_chunk_tokens(version)
     quantized = fmt.id == Quantization.FP8  # Triton's FP8 copy of its intermediate
-    narrow = version_within(
-        version, VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE, None
-    ) and not version_within(version, VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE, None)
+    narrow = deep_gemm_narrow_workspace(version)
     whole = moe_workspace_bytes(
         model,
         layout,
@@ -796,19 +807,38 @@ def _grouped_block_fp8(
 
 
 def _grouped_expert_math_s(
-    model: ModelFacts,
+    parameters: float,
     gpu: Gpu,
     tensor: int,
     tokens: float,
     grouped: GroupedShares | None,
 ) -> float:
-    """The routed experts' math in a prefill step of `tokens` tokens where it runs at a
-    grouped kernel's measured rate (`grouped`; `_flops_s` leaves it out there), the pipeline
-    stages one after another, each stage's experts on its `tensor` GPUs."""
+    """The math of the active routed expert `parameters` that run a grouped kernel at its
+    measured rate (`grouped`; `_flops_s` leaves them out there) in a prefill step of `tokens`
+    tokens, the pipeline stages one after another, each stage's experts on its `tensor`
+    GPUs."""
     if grouped is None:
         return 0.0
     rate = gpu.compute_tflops("fp8") * 1e12 * grouped.math
-    return 2 * model.active_routed_expert_parameters * tokens / tensor / rate
+    return 2 * parameters * tokens / tensor / rate
+
+
+def kept_expert_share(model: ModelFacts, checkpoint: QuantizedCheckpoint | None) -> float:
+    """The share of the routed experts that sit in MoE layers a pre-quantized checkpoint keeps
+    whole in 16-bit (each MoE layer holds an even share of them). vLLM builds such a layer's
+    experts with UnquantizedFusedMoEMethod, not the format's MoE method (quantization/fp8.py
+    Fp8Config.get_quant_method: a FusedMoE whose prefix is in `ignored_layers`, 0.11.0
+    178-182, 0.12.0 325-331, 0.14.0 232-238), which runs Triton's fused_moe in BF16 on CUDA
+    (fused_moe/layer.py 0.11.0 forward_cuda, FlashInfer's CUTLASS MoE only where
+    VLLM_USE_FLASHINFER_MOE_FP16 is set under EP): not the grouped FP8 kernel, and at the
+    16-bit rate and bytes. Only the FP8 config was read; other formats' kept layers are
+    counted alike, as `held_16_bit_active_parameters` counts their modules."""
+    if not model.is_moe or model.active_routed_expert_parameters <= 0:
+        return 0.0
+    kept = held_16_bit_active_parameters(model, checkpoint) - held_16_bit_active_parameters(
+        model, checkpoint, routed=False
+    )
+    return kept / model.active_routed_expert_parameters
 
 
 def _untouched_experts(model: ModelFacts, tokens: float) -> float:
@@ -1026,6 +1056,8 @@ def _prefill_steps(
     held_16_bit: float = 0.0,
     layout: float = 1.0,
     gemm_tflops: tuple[float, float] | None = None,
+    kept_experts: float = 0.0,
+    steps: int | None = None,
 ) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
@@ -1035,8 +1067,14 @@ def _prefill_steps(
     GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
     (`grouped_fp8_shares`); `held_16_bit`: the active parameters the checkpoint leaves 16-bit
     (`_flops_s`); `layout`: the routed experts' bytes as the engine lays them out over those
-    held (`expert_layout`); `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where the caller has it."""
-    steps = max(1, math.ceil(tokens / chunk))
+    held (`expert_layout`); `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where the caller has it;
+    `kept_experts`: the share of the routed experts in MoE layers the checkpoint keeps whole
+    (`kept_expert_share`), which run the unquantized MoE in BF16, not `grouped`; `steps`: the
+    steps, of `tokens / steps` each, where the caller knows them (a burst's: `burst_prefill`)."""
+    steps = steps or max(1, math.ceil(tokens / chunk))
+    grouped_experts = 0.0
+    if grouped is not None:
+        grouped_experts = model.active_routed_expert_parameters * (1 - kept_experts)
     size = tokens / steps
     # One logit row per prompt, and one more for each chunk that ends inside a prompt.
     prompts = tokens / prompt
@@ -1051,13 +1089,13 @@ def _prefill_steps(
         prompt / 2,
         efficiency,
         prompts + steps - 1,
-        grouped_experts=grouped is not None,
+        grouped_experts=grouped_experts,
         held_16_bit=held_16_bit,
         gemm_tflops=gemm_tflops,
     ) + steps * (
         _marlin_prefill_s(model, gpu, fmt, tensor, size, layout)
-        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped, layout)
-        + _grouped_expert_math_s(model, gpu, tensor, size, grouped)
+        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped, layout, kept_experts)
+        + _grouped_expert_math_s(grouped_experts, gpu, tensor, size, grouped)
     )
     memory_s = steps * pipeline * weights / bandwidth
     step_s = max(compute_s, memory_s) / steps + (
@@ -1149,10 +1187,10 @@ class StepModel:
     overhead_s: float = field(init=False)  # a step's per-layer kernel gaps
     host_per_sequence_s: float = field(init=False)  # the host work a decode step waits for
     held: QuantFormat = field(init=False)  # the format as the checkpoint holds it
-    # The active parameters the checkpoint leaves 16-bit, computed at the 16-bit rate; where
-    # the routed experts run on the grouped kernel (prefill with `grouped`), those outside them.
+    # The active parameters the checkpoint leaves 16-bit, computed at the 16-bit rate, and the
+    # share of the routed experts in the MoE layers it keeps whole (`kept_expert_share`).
     held_16_bit: float = field(init=False)
-    held_16_bit_beside_experts: float = field(init=False)
+    kept_experts: float = field(init=False)
     # The grouped FP8 kernel's rates a prefill's routed experts run at (`grouped_fp8_shares`).
     grouped: GroupedShares | None = field(init=False)
     layout: float = field(init=False)  # the routed experts' bytes as laid out over as held
@@ -1167,9 +1205,7 @@ class StepModel:
         gpu, model = self.gpu, self.model
         self.held = checkpoint_format(self.fmt, self.checkpoint)
         self.held_16_bit = held_16_bit_active_parameters(model, self.checkpoint)
-        self.held_16_bit_beside_experts = held_16_bit_active_parameters(
-            model, self.checkpoint, routed=False
-        )
+        self.kept_experts = kept_expert_share(model, self.checkpoint)
         self.read_layers = layer_weight_bytes_per_rank(
             model, self.fmt, self.tensor, self.pipeline, checkpoint=self.checkpoint
         )
@@ -1196,8 +1232,11 @@ class StepModel:
         self.compute_efficiency = COMPUTE_EFFICIENCY_BY_CHIP.get(gpu.chip or "", COMPUTE_EFFICIENCY)
         moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
         mla_layers = model.layers if model.is_mla else 0
+        # vLLM's 16-bit experts run Triton's fused_moe, those of the MoE layers a quantized
+        # checkpoint keeps whole too (`kept_expert_share`).
         triton_moe = self.engine == "vllm" and self.fmt.weight_bytes >= 2
-        triton_moe_layers = moe_layers if triton_moe else 0
+        triton_share = 1.0 if triton_moe else self.kept_experts * (self.engine == "vllm")
+        triton_moe_layers = moe_layers * triton_share
         self.overhead_s = (
             model.layers * PER_LAYER_OVERHEAD_S
             + moe_layers * MOE_LAYER_OVERHEAD_S
@@ -1262,9 +1301,10 @@ class StepModel:
         step_s = max(memory_s, compute_s) + communication_s + overhead_s + host_s
         return DecodeStep(step_s, memory_s, compute_s, communication_s, overhead_s, host_s)
 
-    def prefill(self, tokens: float, chunk: int) -> PrefillSteps:
+    def prefill(self, tokens: float, chunk: int, steps: int | None = None) -> PrefillSteps:
         """The steps of a prefill of `tokens` prompt tokens (prompts of input_tokens) in
-        chunks of at most `chunk` tokens, without decodes."""
+        chunks of at most `chunk` tokens, without decodes; in `steps` steps where given (of
+        `tokens / steps` each, none above `chunk`)."""
         # The experts' read and conversion count the weights as the checkpoint holds them.
         return _prefill_steps(
             self.model,
@@ -1277,7 +1317,7 @@ class StepModel:
                 self.fmt,
                 self.tensor,
                 self.pipeline,
-                min(tokens, chunk),
+                tokens / steps if steps else min(tokens, chunk),
                 self.checkpoint,
                 self.layout,
                 self.read_layers,
@@ -1289,15 +1329,18 @@ class StepModel:
             efficiency=self.compute_efficiency,
             step_overhead_s=self.overhead_s,
             grouped=self.grouped,
-            held_16_bit=self.held_16_bit_beside_experts if self.grouped else self.held_16_bit,
+            held_16_bit=self.held_16_bit,
             layout=self.layout,
             gemm_tflops=self.gemm_tflops,
+            kept_experts=self.kept_experts,
+            steps=steps,
         )
 
-    def prefill_s(self, tokens: float, chunk: int) -> float:
+    def prefill_s(self, tokens: float, chunk: int, steps: int | None = None) -> float:
         """Seconds to prefill `tokens` prompt tokens (prompts of input_tokens), back to back in
-        steps of at most `chunk` tokens, without decodes (`PrefillSteps.latency_s`)."""
-        return self.prefill(tokens, chunk).latency_s
+        steps of at most `chunk` tokens (`steps` of them where given), without decodes
+        (`PrefillSteps.latency_s`)."""
+        return self.prefill(tokens, chunk, steps).latency_s
 
     def mixed_step_s(self, prefill_tokens: float, decodes: int) -> float:
         """One step of a prefill chunk and `decodes` decodes: the chunk's step reads the
@@ -1321,26 +1364,70 @@ def request_host_s(others: int, request_frontend_s: float, decode_step_s: float)
     return own_s + streamed * TTFT_OVERHEAD_PER_STREAMED_TOKEN_S
 
 
-def burst_steps_to_median(batch: int, input_tokens: int, chunk: int) -> int:
-    """The prefill steps of `chunk` tokens until a burst of `batch` prompts of `input_tokens`
-    has completed its median request's prompt: the prompts are prefilled first come, first
-    served, packed into steps of the budget (vLLM V1 scheduler.py `schedule`: waiting requests
-    take the rest of the token budget, the last one chunked), and the median request is
-    preceded by half of the others."""
-    return math.ceil((1 + (batch - 1) / 2) * input_tokens / chunk - 1e-9)
+class BurstPrefill(NamedTuple):
+    """A burst's prefill steps until the prompts counted are complete, and the prompt tokens
+    prefilled by the end of the last of them."""
+
+    steps: int
+    tokens: int
 
 
-def burst_prefills_after_first_token(batch: int, input_tokens: int, chunk: int) -> float:
+@functools.lru_cache(maxsize=1024)  # pure; a loop over the burst's steps
+def burst_prefill(
+    batch: int,
+    input_tokens: int,
+    budget: int,
+    pipeline: int = 1,
+    prompts: float | None = None,
+) -> BurstPrefill:
+    """The steps of a step `budget` (max_num_batched_tokens) that prefill the first `prompts`
+    (all `batch` where None; a fraction counts its share of a prompt) of a burst of `batch`
+    prompts of `input_tokens`, sent at once. vLLM V1's scheduler (v1/core/sched/scheduler.py
+    `schedule`, 0.11.0 208-299 and 334-524) first gives each running request its tokens, one
+    to a request that decodes and the rest of its prompt to one still prefilling, then lets the
+    waiting requests, first come first served, take the rest of the budget, the last one
+    chunked. A request decodes only after the step that completed its prompt has come back:
+    the next step, or with `pipeline` stages `pipeline` steps later (a running request is not
+    scheduled again while its batch is in flight). So a step's prompt tokens are the budget
+    less one token per prompt completed that long before (at least one token: where the
+    decodes take the whole budget no prompt moves, which a burst within max_num_seqs does not
+    reach at the budgets served). Requests finishing within the burst's prefill are not
+    counted."""
+    total = batch * input_tokens
+    target = total if prompts is None else prompts * input_tokens
+    done = [0]  # prompt tokens prefilled by the end of each step
+    while done[-1] < target - 1e-9:
+        decoding = done[max(0, len(done) - pipeline)] // input_tokens
+        done.append(min(total, done[-1] + max(1, budget - decoding)))
+    return BurstPrefill(len(done) - 1, done[-1])
+
+
+def burst_to_median(batch: int, input_tokens: int, budget: int, pipeline: int = 1) -> BurstPrefill:
+    """The prefill steps until a burst of `batch` prompts of `input_tokens` has completed its
+    median request's prompt, and the prompt tokens prefilled by then (`burst_prefill`): the
+    median request is preceded by half of the others, and the step that completes its prompt
+    is filled with the prompts behind it up to the budget."""
+    return burst_prefill(batch, input_tokens, budget, pipeline, 1 + (batch - 1) / 2)
+
+
+def burst_steps_to_median(batch: int, input_tokens: int, budget: int, pipeline: int = 1) -> int:
+    """The prefill steps until a burst's median request's prompt is complete
+    (`burst_to_median`)."""
+    return burst_to_median(batch, input_tokens, budget, pipeline).steps
+
+
+def burst_prefills_after_first_token(
+    batch: int, input_tokens: int, budget: int, pipeline: int = 1
+) -> float:
     """The prompts (in whole prompts; a chunk of one counts as its share) of a burst that are
     prefilled after its median request's first token, which the median request's decodes run
     with. The step that completes the median request's prompt also takes the prompts behind
-    it up to the budget (`burst_steps_to_median`), and those give their first tokens with it:
+    it up to the budget (`burst_to_median`), and those give their first tokens with it:
     only the prompt tokens left beyond that step come after. When the whole burst fits one
-    step (batch x input_tokens <= chunk) no prefill runs during any request's decode. Never
+    step (batch x input_tokens <= budget) no prefill runs during any request's decode. Never
     more than half of the others (the steps to the median hold the prompts before it)."""
-    total = batch * input_tokens
-    done = burst_steps_to_median(batch, input_tokens, chunk) * chunk
-    return max(0.0, total - done) / input_tokens
+    done = burst_to_median(batch, input_tokens, budget, pipeline).tokens
+    return (batch * input_tokens - done) / input_tokens
 
 
 def estimate_performance(
@@ -1394,8 +1481,9 @@ def estimate_performance(
         memory_rules,
     )
     batch = concurrency
-    # A step's token budget holds a prompt's chunk and the other streams' decodes: the
-    # prefilling request does not decode.
+    # At steady load a step's token budget holds a prompt's chunk and the other streams'
+    # decodes: the prefilling request does not decode. A burst's steps take what the
+    # scheduler leaves them (`burst_prefill`).
     chunk = max(1, max_num_batched_tokens - (batch - 1))
     # Under pipeline parallelism vLLM V1 keeps up to `pipeline` batches in flight and
     # schedules a running request again only once its batch has come back (Scheduler.schedule
@@ -1408,7 +1496,8 @@ def estimate_performance(
     # as long as each stage's turn through all the groups; with fewer, stages idle.
     groups = min(pipeline, batch)
     if burst:
-        groups = min(groups, math.ceil(batch * input_tokens / chunk))
+        whole = burst_prefill(batch, input_tokens, max_num_batched_tokens, pipeline)
+        groups = min(groups, whole.steps)
     decode = steps_model.decode(math.ceil(batch / groups))
     decode_step_s = decode.step_s
 
@@ -1435,7 +1524,9 @@ def estimate_performance(
     )
     others = batch - 1
     prefills_seen = (
-        burst_prefills_after_first_token(batch, input_tokens, chunk) if burst else others
+        burst_prefills_after_first_token(batch, input_tokens, max_num_batched_tokens, pipeline)
+        if burst
+        else others
     )
     tpot = decode_step_s + prefills_seen * prefill_extra_s / output_tokens
 
@@ -1443,13 +1534,12 @@ def estimate_performance(
     if burst:
         # The median request's prompt is prefilled after those of the half of the burst sent
         # before it (first come, first served), the prompts packed into steps of
-        # max_num_batched_tokens; its first token comes at the end of the step that completes
-        # its prompt, a step the scheduler fills with the prompts behind it up to the budget
-        # (vLLM V1 scheduler.py `schedule`: waiting requests take the rest of the token budget).
-        tokens = min(
-            batch * input_tokens, burst_steps_to_median(batch, input_tokens, chunk) * chunk
-        )
-        ttft = host_s + steps_model.prefill_s(tokens, chunk)
+        # max_num_batched_tokens less the decodes of the prompts already complete; its first
+        # token comes at the end of the step that completes its prompt, a step the scheduler
+        # fills with the prompts behind it up to the budget (`burst_to_median`).
+        to_median = burst_to_median(batch, input_tokens, max_num_batched_tokens, pipeline)
+        tokens = to_median.tokens
+        ttft = host_s + steps_model.prefill_s(tokens, max_num_batched_tokens, to_median.steps)
     else:
         # A request sent as another finishes arrives while the next step runs, then its
         # prefill shares a step with the others' decodes; it may also queue behind another
