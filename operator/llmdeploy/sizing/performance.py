@@ -263,6 +263,12 @@ def _gemm_tflops(gpu: Gpu, fmt: QuantFormat) -> tuple[float, float]:
     return gpu.compute_tflops("bf16"), fp8 if _native_fp4(gpu, fmt) else gemm
 
 
+def _attention_flops(model: ModelFacts, tokens: float, context: float) -> float:
+    """FLOPs of `tokens` query tokens attending to `context` tokens each through every layer
+    (QK^T and PV: 2 x 2 x heads x head_dim a pair)."""
+    return 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
+
+
 def _flops_s(
     model: ModelFacts,
     gpu: Gpu,
@@ -305,7 +311,7 @@ def _flops_s(
     if fmt.applies_to == "experts":
         quantized = model.active_routed_expert_parameters
     logits = 2 * model.vocab_size * model.hidden_size * logit_rows
-    attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
+    attention = _attention_flops(model, tokens, context)
     sixteen_bit_gemm, quantized_gemm = gemm_tflops or _gemm_tflops(gpu, fmt)
     seconds = (
         2 * quantized * tokens / quantized_gemm
