@@ -63,7 +63,7 @@ BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-h200-141gb": 0.85,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
-    "GB100": 0.4,
+    "GB100": 0.35,
     "GH100": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
@@ -261,6 +261,24 @@ def _gemm_tflops(gpu: Gpu, fmt: QuantFormat) -> tuple[float, float]:
     fp8 = min(gpu.compute_tflops("fp8"), gpu.compute_tflops("bf16") * FP8_GEMM_SPEEDUP)
     gemm = fp8 if fmt.compute_dtype == "fp8" else gpu.compute_tflops(fmt.compute_dtype)
     return gpu.compute_tflops("bf16"), fp8 if _native_fp4(gpu, fmt) else gemm
+
+
+def windowed_context(model: ModelFacts, context: float) -> float:
+    """The keys a query attends to on average over the layers, where it would attend to
+    `context` keys in a full-attention layer: a sliding-window layer attends to at most its
+    window. The attention kernels skip the keys outside it, at prefill as at decode: vLLM
+    passes the layer's window to FlashAttention (v1/attention/backends/flash_attn.py
+    FlashAttentionImpl: `window_size=(sliding_window - 1, 0)` into flash_attn_varlen_func, read
+    in the 0.14.0 wheel), whose kernels bound each query tile's loop over key tiles by it
+    (Dao-AILab/flash-attention hopper/block.h `BlockMN::get_n_block_min_max` with Is_local, from
+    window_size_left), so a tile does not visit the keys left of its window. The tile
+    granularity (up to one key tile more a query tile) is not counted. Sliding layers: the
+    catalog's `slidingWindowLayers` (gpt-oss: 18 of 36 with a 128-token window; Gemma 2:
+    every other layer, 4096)."""
+    if not model.sliding_window:
+        return context
+    share = model.sliding_window_layers / model.layers
+    return context * (1 - share) + min(context, model.sliding_window) * share
 
 
 def _attention_flops(model: ModelFacts, tokens: float, context: float) -> float:
@@ -1007,7 +1025,8 @@ def _prefill_steps(
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
     reading the weights once and paying a step's fixed overhead; a token attends to the half
-    of its prompt before it on average. A step is compute-bound unless its chunk is short. A
+    of its prompt before it on average, at most the window in a sliding-window layer
+    (`windowed_context`). A step is compute-bound unless its chunk is short. A
     step passes the pipeline stages one after another, each stage's layers on its `tensor`
     GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
     (`grouped_fp8_shares`); `held_16_bit`: the active parameters the checkpoint leaves 16-bit
@@ -1025,7 +1044,7 @@ def _prefill_steps(
         fmt,
         tensor,
         tokens,
-        prompt / 2,
+        windowed_context(model, prompt / 2),
         efficiency,
         prompts + steps - 1,
         grouped_experts=grouped is not None,
@@ -1204,12 +1223,7 @@ class StepModel:
             )
             + self.decode_copy_bytes
         )
-        context = self.input_tokens + self.output_tokens / 2
-        if model.sliding_window:
-            window_share = model.sliding_window_layers / model.layers
-            context = (
-                context * (1 - window_share) + min(context, model.sliding_window) * window_share
-            )
+        context = windowed_context(model, self.input_tokens + self.output_tokens / 2)
         kv_read = (
             batch
             * context
