@@ -9,6 +9,7 @@ import pytest
 
 from llmdeploy.catalog import Catalog, Gpu, QuantFormat
 from llmdeploy.sizing import performance, resolve_model
+from llmdeploy.sizing.engine_memory import vllm_memory
 from llmdeploy.sizing.model_facts import ModelFacts
 from llmdeploy.sizing.performance import Performance, estimate_performance
 
@@ -1163,3 +1164,27 @@ def test_a_prefill_attends_within_the_window_in_sliding_window_layers(catalog: C
     saved = attention / 8 / (tflops * efficiency)
     assert prefill_s(full, 8192) - prefill_s(model, 8192) == pytest.approx(saved, rel=1e-6)
     assert prefill_s(full, 256) == pytest.approx(prefill_s(model, 256))
+
+
+def test_the_experts_math_runs_over_the_padded_layout(catalog: Catalog) -> None:
+    """vLLM's FlashInfer MXFP4 kernel on a B200 gets each rank's experts padded (intermediate
+    slice and hidden size to 256): gpt-oss-120b at TP 8 multiplies 512 x 3072 where the
+    checkpoint holds 360 x 2880 a matrix, so the routed experts' math is 1.52 times theirs;
+    nothing else in the step grows, and a grouped kernel's experts (charged apart) do not."""
+    model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    gpu = catalog.gpus["nvidia-b200-180gb"]
+    fmt = catalog.quantizations["mxfp4"]
+    layout = performance.expert_layout(
+        model, fmt, 8, 1, vllm_memory("0.13.0", gpu, mxfp4_backend="flashinfer")
+    )
+    assert layout == pytest.approx(512 * 3072 / (360 * 2880), rel=1e-3)
+
+    def flops_s(padding: float, grouped: bool = False) -> float:
+        return performance._flops_s(
+            model, gpu, fmt, 8, 4096, 2048, 1.0, 1, layout=padding, grouped_experts=grouped
+        )
+
+    rate = performance._gemm_tflops(gpu, fmt)[1] * 1e12
+    extra = 2 * model.active_routed_expert_parameters * (layout - 1) * 4096 / 8 / rate
+    assert flops_s(layout) - flops_s(1.0) == pytest.approx(extra)
+    assert flops_s(layout, grouped=True) == pytest.approx(flops_s(1.0, grouped=True))

@@ -300,6 +300,7 @@ def _flops_s(
     grouped_experts: bool = False,
     held_16_bit: float = 0.0,
     gemm_tflops: tuple[float, float] | None = None,
+    layout: float = 1.0,
 ) -> float:
     """Compute time of `tokens` tokens attending to `context` tokens through every layer, each
     stage's layers on its `tensor` GPUs, the pipeline stages one after another (a stage's
@@ -313,7 +314,11 @@ def _flops_s(
     (memory.held_16_bit_active_parameters), with `grouped_experts` those outside the routed
     experts (`routed=False`): the routed experts are taken out once. `gemm_tflops`:
     `_gemm_tflops(gpu, fmt)` where the caller has it (StepModel computes it once for its
-    steps).
+    steps). `layout`: the routed experts as the engine lays them out over as held
+    (`expert_layout`): the MoE kernel multiplies the padded tensors it is handed, so the
+    experts' math grows with their padding as their reads do (gpt-oss-120b's MXFP4 experts on
+    FlashInfer's SM100 kernel at TP 8: each rank's intermediate slice of 360 padded to 512 and
+    the hidden size 2880 to 3072, 1.52 times the math; at TP 1 to 4, 1.14).
 
     The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
     checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
@@ -328,11 +333,14 @@ def _flops_s(
     quantized = max(0.0, body - held_16_bit)
     if fmt.applies_to == "experts":
         quantized = model.active_routed_expert_parameters
+    # The routed experts' padding (`layout`), multiplied at the format's rate.
+    routed = 0.0 if grouped_experts else min(quantized, model.active_routed_expert_parameters)
+    padding = (layout - 1) * routed
     logits = 2 * model.vocab_size * model.hidden_size * logit_rows
     attention = _attention_flops(model, tokens, context)
     sixteen_bit_gemm, quantized_gemm = gemm_tflops or _gemm_tflops(gpu, fmt)
     seconds = (
-        2 * quantized * tokens / quantized_gemm
+        2 * (quantized + padding) * tokens / quantized_gemm
         + (2 * (body - quantized) * tokens + logits) / sixteen_bit_gemm
         + attention / sixteen_bit_gemm  # the BF16 rate
     )
@@ -1050,6 +1058,7 @@ def _prefill_steps(
         grouped_experts=grouped is not None,
         held_16_bit=held_16_bit,
         gemm_tflops=gemm_tflops,
+        layout=layout,
     ) + steps * (
         _marlin_prefill_s(model, gpu, fmt, tensor, size, layout)
         + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped, layout)
@@ -1246,6 +1255,7 @@ class StepModel:
             batch,
             held_16_bit=self.held_16_bit,
             gemm_tflops=self.gemm_tflops,
+            layout=self.layout,
         )
         communication_s = _communication_s(model, gpu, tensor, pipeline, batch)
         overhead_s = self.overhead_s
