@@ -9,6 +9,7 @@ import pytest
 
 from llmdeploy.catalog import Catalog, Gpu, QuantFormat
 from llmdeploy.sizing import performance, resolve_model
+from llmdeploy.sizing.engine_memory import vllm_memory
 from llmdeploy.sizing.model_facts import ModelFacts
 from llmdeploy.sizing.performance import Performance, estimate_performance
 
@@ -1164,3 +1165,59 @@ def test_on_two_stages_a_loaded_request_queues_behind_half_a_prefill_pass(
         return ttft(16) - ttft(1)
 
     assert loaded_wait(2) < 0.5 * loaded_wait(1)
+
+
+def test_a_prefill_attends_within_the_window_in_sliding_window_layers(catalog: Catalog) -> None:
+    """gpt-oss-120b: 18 of its 36 layers attend within 128 tokens. A prompt's token attends to
+    half the prompt on average in a full layer and to at most the window in a sliding one, so
+    at 8192 tokens the sliding layers' attention is 128 / 4096 of the full layers'; the prefill
+    is that much cheaper than the same model without a window, and not at all within it."""
+    model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    full = dataclasses.replace(model, sliding_window=0, sliding_window_layers=0)
+    assert performance.windowed_context(model, 4096) == pytest.approx((4096 + 128) / 2)
+    assert performance.windowed_context(model, 100) == 100
+    assert performance.windowed_context(full, 4096) == 4096
+
+    def prefill_s(facts: ModelFacts, tokens: int) -> float:
+        steps = performance.StepModel(
+            facts,
+            catalog.gpus["nvidia-b200-180gb"],
+            catalog.quantizations["mxfp4"],
+            tensor=8,
+            pipeline=1,
+            kv_dtype_bytes=2,
+            input_tokens=tokens,
+            output_tokens=1,
+        )
+        return steps.prefill_s(tokens, 8192)
+
+    attention = performance._attention_flops(model, 8192, 4096 - 128) / 2  # the window layers'
+    tflops = catalog.gpus["nvidia-b200-180gb"].compute_tflops("bf16") * 1e12
+    efficiency = performance.COMPUTE_EFFICIENCY_BY_CHIP["GB100"]
+    saved = attention / 8 / (tflops * efficiency)
+    assert prefill_s(full, 8192) - prefill_s(model, 8192) == pytest.approx(saved, rel=1e-6)
+    assert prefill_s(full, 256) == pytest.approx(prefill_s(model, 256))
+
+
+def test_the_experts_math_runs_over_the_padded_layout(catalog: Catalog) -> None:
+    """vLLM's FlashInfer MXFP4 kernel on a B200 gets each rank's experts padded (intermediate
+    slice and hidden size to 256): gpt-oss-120b at TP 8 multiplies 512 x 3072 where the
+    checkpoint holds 360 x 2880 a matrix, so the routed experts' math is 1.52 times theirs;
+    nothing else in the step grows, and a grouped kernel's experts (charged apart) do not."""
+    model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    gpu = catalog.gpus["nvidia-b200-180gb"]
+    fmt = catalog.quantizations["mxfp4"]
+    layout = performance.expert_layout(
+        model, fmt, 8, 1, vllm_memory("0.13.0", gpu, mxfp4_backend="flashinfer")
+    )
+    assert layout == pytest.approx(512 * 3072 / (360 * 2880), rel=1e-3)
+
+    def flops_s(padding: float, grouped: bool = False) -> float:
+        return performance._flops_s(
+            model, gpu, fmt, 8, 4096, 2048, 1.0, 1, layout=padding, grouped_experts=grouped
+        )
+
+    rate = performance._gemm_tflops(gpu, fmt)[1] * 1e12
+    extra = 2 * model.active_routed_expert_parameters * (layout - 1) * 4096 / 8 / rate
+    assert flops_s(layout) - flops_s(1.0) == pytest.approx(extra)
+    assert flops_s(layout, grouped=True) == pytest.approx(flops_s(1.0, grouped=True))

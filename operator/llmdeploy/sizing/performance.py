@@ -63,7 +63,7 @@ BANDWIDTH_EFFICIENCY_BY_GPU: dict[str, float] = {
     "nvidia-h200-141gb": 0.85,
 }
 COMPUTE_EFFICIENCY_BY_CHIP: dict[str, float] = {
-    "GB100": 0.4,
+    "GB100": 0.35,
     "GH100": 0.75,
 }
 # Fitted: a step's cost per layer beyond the roofline (launch gaps between small kernels), and
@@ -263,6 +263,30 @@ def _gemm_tflops(gpu: Gpu, fmt: QuantFormat) -> tuple[float, float]:
     return gpu.compute_tflops("bf16"), fp8 if _native_fp4(gpu, fmt) else gemm
 
 
+def windowed_context(model: ModelFacts, context: float) -> float:
+    """The keys a query attends to on average over the layers, where it would attend to
+    `context` keys in a full-attention layer: a sliding-window layer attends to at most its
+    window. The attention kernels skip the keys outside it, at prefill as at decode: vLLM
+    passes the layer's window to FlashAttention (v1/attention/backends/flash_attn.py
+    FlashAttentionImpl: `window_size=(sliding_window - 1, 0)` into flash_attn_varlen_func, read
+    in the 0.14.0 wheel), whose kernels bound each query tile's loop over key tiles by it
+    (Dao-AILab/flash-attention hopper/block.h `BlockMN::get_n_block_min_max` with Is_local, from
+    window_size_left), so a tile does not visit the keys left of its window. The tile
+    granularity (up to one key tile more a query tile) is not counted. Sliding layers: the
+    catalog's `slidingWindowLayers` (gpt-oss: 18 of 36 with a 128-token window; Gemma 2:
+    every other layer, 4096)."""
+    if not model.sliding_window:
+        return context
+    share = model.sliding_window_layers / model.layers
+    return context * (1 - share) + min(context, model.sliding_window) * share
+
+
+def _attention_flops(model: ModelFacts, tokens: float, context: float) -> float:
+    """FLOPs of `tokens` query tokens attending to `context` tokens each through every layer
+    (QK^T and PV: 2 x 2 x heads x head_dim a pair)."""
+    return 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
+
+
 def _flops_s(
     model: ModelFacts,
     gpu: Gpu,
@@ -276,6 +300,7 @@ def _flops_s(
     grouped_experts: float = 0.0,
     held_16_bit: float = 0.0,
     gemm_tflops: tuple[float, float] | None = None,
+    layout: float = 1.0,
 ) -> float:
     """Compute time of `tokens` tokens attending to `context` tokens through every layer, each
     stage's layers on its `tensor` GPUs, the pipeline stages one after another (a stage's
@@ -290,7 +315,11 @@ def _flops_s(
     parameters a pre-quantized checkpoint leaves 16-bit (memory.held_16_bit_active_parameters),
     the routed experts of the MoE layers it keeps whole among them. `gemm_tflops`:
     `_gemm_tflops(gpu, fmt)` where the caller has it (StepModel computes it once for its
-    steps).
+    steps). `layout`: the routed experts as the engine lays them out over as held
+    (`expert_layout`): the MoE kernel multiplies the padded tensors it is handed, so the
+    experts' math grows with their padding as their reads do (gpt-oss-120b's MXFP4 experts on
+    FlashInfer's SM100 kernel at TP 8: each rank's intermediate slice of 360 padded to 512 and
+    the hidden size 2880 to 3072, 1.52 times the math; at TP 1 to 4, 1.14).
 
     The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
     checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
@@ -303,11 +332,14 @@ def _flops_s(
     quantized = max(0.0, body - held_16_bit)
     if fmt.applies_to == "experts":
         quantized = model.active_routed_expert_parameters
+    # The routed experts' padding (`layout`), multiplied at the format's rate.
+    routed = 0.0 if grouped_experts else min(quantized, model.active_routed_expert_parameters)
+    padding = (layout - 1) * routed
     logits = 2 * model.vocab_size * model.hidden_size * logit_rows
-    attention = 4 * model.layers * model.attention_heads * model.head_dim * context * tokens
+    attention = _attention_flops(model, tokens, context)
     sixteen_bit_gemm, quantized_gemm = gemm_tflops or _gemm_tflops(gpu, fmt)
     seconds = (
-        2 * quantized * tokens / quantized_gemm
+        2 * (quantized + padding) * tokens / quantized_gemm
         + (2 * (body - quantized) * tokens + logits) / sixteen_bit_gemm
         + attention / sixteen_bit_gemm  # the BF16 rate
     )
@@ -1062,7 +1094,8 @@ def _prefill_steps(
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
     reading the weights once and paying a step's fixed overhead; a token attends to the half
-    of its prompt before it on average. A step is compute-bound unless its chunk is short. A
+    of its prompt before it on average, at most the window in a sliding-window layer
+    (`windowed_context`). A step is compute-bound unless its chunk is short. A
     step passes the pipeline stages one after another, each stage's layers on its `tensor`
     GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
     (`grouped_fp8_shares`); `held_16_bit`: the active parameters the checkpoint leaves 16-bit
@@ -1086,12 +1119,13 @@ def _prefill_steps(
         fmt,
         tensor,
         tokens,
-        prompt / 2,
+        windowed_context(model, prompt / 2),
         efficiency,
         prompts + steps - 1,
         grouped_experts=grouped_experts,
         held_16_bit=held_16_bit,
         gemm_tflops=gemm_tflops,
+        layout=layout,
     ) + steps * (
         _marlin_prefill_s(model, gpu, fmt, tensor, size, layout)
         + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped, layout, kept_experts)
@@ -1266,12 +1300,7 @@ class StepModel:
             )
             + self.decode_copy_bytes
         )
-        context = self.input_tokens + self.output_tokens / 2
-        if model.sliding_window:
-            window_share = model.sliding_window_layers / model.layers
-            context = (
-                context * (1 - window_share) + min(context, model.sliding_window) * window_share
-            )
+        context = windowed_context(model, self.input_tokens + self.output_tokens / 2)
         kv_read = (
             batch
             * context
@@ -1294,6 +1323,7 @@ class StepModel:
             batch,
             held_16_bit=self.held_16_bit,
             gemm_tflops=self.gemm_tflops,
+            layout=self.layout,
         )
         communication_s = _communication_s(model, gpu, tensor, pipeline, batch)
         overhead_s = self.overhead_s
