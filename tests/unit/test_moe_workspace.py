@@ -10,8 +10,8 @@ import math
 import pytest
 
 from llmdeploy.api.types import LLMDeploymentSpec
-from llmdeploy.catalog import Catalog, QuantizedCheckpoint
-from llmdeploy.sizing import plan_deployment
+from llmdeploy.catalog import Catalog, Gpu, QuantizedCheckpoint
+from llmdeploy.sizing import optimizer, plan_deployment
 from llmdeploy.sizing.engine_memory import engine_memory
 from llmdeploy.sizing.memory import memory_breakdown
 from llmdeploy.sizing.model_facts import resolve_model
@@ -307,3 +307,46 @@ def test_a_step_bound_4_bit_moe_layout_holds_marlin_s_caches_in_the_forward_step
     fitted = 32768 * 4 * r1.mlp_width_per_token / 8 * 2 / GIB
     assert marlin > 5 * fitted
     assert activation == pytest.approx(hidden + marlin, abs=0.01)
+
+
+def test_mxfp4_experts_on_marlin_count_its_padded_workspace(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gpt-oss-20b (2880 hidden and wide, top 4) on an A100, where vLLM's MXFP4 backend is
+    Marlin (engine_memory.mxfp4_layout): up to 0.16.0 mxfp4.py calls fused_marlin_moe
+    directly (cache13, cache2 and its output, freed), from 0.17.0 it runs MarlinExperts
+    behind the modular kernel (kept); both on Marlin's padded widths (the share to 2944, the
+    hidden size to 3072) with the layer's padded copy of the input. Triton's backend on an
+    H100 (0.19.0) is not counted, and the planner hands the release's layout on."""
+    oss = resolve_model(make_spec("openai/gpt-oss-20b").model, catalog)
+    a100, h100 = catalog.gpus["nvidia-a100-80gb"], catalog.gpus["nvidia-h100-80gb"]
+    mxfp4 = catalog.quantizations["mxfp4"]
+
+    def terms(gpu: Gpu, version: str) -> MoeWorkspace:
+        layout = engine_memory("vllm", version, gpu, oss.model_type).mxfp4
+        return moe_workspace(oss, gpu, mxfp4, 8192, version, 1, 1, None, layout)
+
+    tokens, top_k, width, hidden = 8192, 4, 2944, 3072
+    padded_input = output = tokens * hidden
+    direct = (tokens * top_k * (max(2 * width, hidden) + width) + output + padded_input) * 2
+    assert terms(a100, "0.11.0") == (0.0, 0.0, pytest.approx(direct))
+    kept = pytest.approx((tokens * top_k * (hidden + 2 * width) + padded_input) * 2)
+    assert terms(a100, "0.19.0") == (0.0, kept, kept)
+    assert terms(h100, "0.19.0") == NO_MOE_WORKSPACE
+    assert moe_workspace(oss, a100, mxfp4, 8192, "0.19.0", 1, 1) == NO_MOE_WORKSPACE
+
+    layouts: list[object] = []
+
+    def spy(*args: object) -> MoeWorkspace:
+        layouts.append(args[-1])
+        return NO_MOE_WORKSPACE
+
+    monkeypatch.setattr(optimizer, "moe_workspace", spy)
+    spec = make_spec(
+        "openai/gpt-oss-20b",
+        engine={"version": "0.19.0"},
+        placement={"gpu": "nvidia-a100-80gb"},
+        parallelism={"tensor": 1, "pipeline": 1, "expert": 1},
+    )
+    plan_deployment(spec, catalog)
+    assert layouts and all(getattr(layout, "backend", None) == "marlin" for layout in layouts)

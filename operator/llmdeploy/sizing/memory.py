@@ -405,6 +405,7 @@ def moe_workspace_bytes(
     quantized: bool = False,
     narrow: bool = False,
     out_of_place: bool = False,
+    padding: tuple[int, int] = (1, 1),
 ) -> float:
     """The workspace vLLM's MoE kernel allocates for a step of `tokens` tokens on a rank whose
     routed experts are each split `split` ways, in the activations' 16-bit dtype; N is the
@@ -436,16 +437,22 @@ def moe_workspace_bytes(
     - "deepgemm" (deep_gemm_moe.py DeepGemmExperts.workspace_shapes, 0.11.0 182-203, 0.14.0
       150-157): M_sum x max(N, K) and M_sum x max(N / 2, K), M_sum the rows padded per local
       expert (DEEP_GEMM_M_ALIGNMENT); with `narrow` (0.11.1 and 0.12.0, 201-221) workspace13
-      is M_sum x N."""
+      is M_sum x N.
+    `padding`: the multiples the rank's intermediate share and the hidden size are rounded up
+    to (MXFP4's layout, engine_memory.Mxfp4Layout); a padded hidden size also takes the
+    layer's padded copy of the step's input, M_full x K (F.pad: fused_moe/layer.py 0.11.0
+    1813-1816, runner/default_moe_runner.py 0.19.0 462)."""
     chunked = chunk is not None and tokens > chunk
     rows = min(tokens, chunk) if chunk is not None else tokens
-    width = model.moe_intermediate_size / split
-    hidden, top_k = model.hidden_size, model.active_experts
+    width = _round_up(math.ceil(model.moe_intermediate_size / split), padding[0])
+    hidden, top_k = _round_up(model.hidden_size, padding[1]), model.active_experts
+    padded_input = tokens * hidden if hidden != model.hidden_size else 0
     if kernel in ("fused_experts", "marlin"):
         rows = tokens if kernel == "marlin" else rows
         copy = rows * top_k * width / BYTES_16BIT if quantized else 0.0
         output = tokens * hidden if kernel == "marlin" or out_of_place else 0.0
-        return (rows * top_k * (max(2 * width, hidden) + width) + copy + output) * BYTES_16BIT
+        caches = rows * top_k * (max(2 * width, hidden) + width) + copy
+        return (caches + output + padded_input) * BYTES_16BIT
     if kernel in ("triton_experts", "marlin_experts"):
         workspace13 = rows * top_k * max(width, hidden)
         workspace2 = rows * top_k * max(2 * width, hidden)
@@ -456,7 +463,8 @@ def moe_workspace_bytes(
         workspace2 = m_sum * max(width, hidden)
     output = tokens * hidden
     own_output = chunked or workspace13 < output
-    return (workspace13 + workspace2 + (output if own_output else 0)) * BYTES_16BIT
+    own = (output if own_output else 0) + padded_input
+    return (workspace13 + workspace2 + own) * BYTES_16BIT
 
 
 def allreduce_fusion(tensor: int, pipeline: int, rules: EngineMemory) -> bool:

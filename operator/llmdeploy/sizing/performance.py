@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint, version_within
-from llmdeploy.sizing.engine_memory import EngineMemory
+from llmdeploy.sizing.engine_memory import EngineMemory, Mxfp4Layout
 from llmdeploy.sizing.memory import (
     BYTES_16BIT,
     CATALOG_INT4_GROUP,
@@ -650,6 +650,19 @@ def _wna16_moe_kernel(
     return "marlin"
 
 
+# MXFP4 experts: Marlin's backend (engine_memory.mxfp4_layout, or the one a log names) calls
+# fused_marlin_moe directly up to 0.16.0 (mxfp4.py apply: 0.10.2 745-759, 0.11.0 785-799,
+# 0.13.0 and 0.14.0 through `fused_marlin_moe(`, 0.16.0 with `inplace=not
+# self.moe.disable_inplace`), and from 0.17.0 runs MarlinExperts behind the modular kernel
+# (mxfp4.py 0.17.0 443-451;
+# 0.19.0 fused_moe/oracle/mxfp4.py backend_to_kernel_cls 119-124), its buffers from the
+# WorkspaceManager (modular_kernel.py 0.17.0 1107-1153). Both on the layout's padded widths
+# (oracle/mxfp4.py 0.19.0 mxfp4_round_up_hidden_size_and_intermediate_size 376-385).
+# Triton's backend (triton_kernels' matmul_ogs: gpt_oss_triton_kernels_moe.py) and
+# FlashInfer's were not read through: not counted.
+VLLM_MXFP4_MARLIN_MODULAR_SINCE = "0.17.0"
+
+
 def moe_workspace_kernel(
     model: ModelFacts,
     gpu: Gpu,
@@ -658,10 +671,12 @@ def moe_workspace_kernel(
     tensor: int,
     expert_parallel: int,
     checkpoint: QuantizedCheckpoint | None = None,
+    mxfp4_backend: str | None = None,
 ) -> MoeKernel | None:
     """The MoE kernel whose workspace vLLM's release allocates for the layout's routed experts
     on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4
-    experts (their own kernels), 4-bit experts before 0.8.5 on Marlin's older kernel
+    experts on a backend other than Marlin (`mxfp4_backend`, the release's layout's: see
+    VLLM_MXFP4_MARLIN_MODULAR_SINCE), 4-bit experts before 0.8.5 on Marlin's older kernel
     (`_wna16_moe_kernel`), block-scaled FP8 off Hopper or where the release runs
     FlashInfer (`grouped_fp8_kernel` None), other FP8 experts from 0.14.0 on, 16-bit experts
     on Blackwell from 0.24.0 (FlashInfer's MoE), AMD GPUs (AITER's kernels), an unknown release.
@@ -672,7 +687,10 @@ def moe_workspace_kernel(
     if version is None or gpu.platform != "cuda" or not model.is_moe:
         return None
     if fmt.id == Quantization.MXFP4:
-        return None
+        if mxfp4_backend != "marlin":
+            return None
+        modular = version_within(version, VLLM_MXFP4_MARLIN_MODULAR_SINCE, None)
+        return "marlin_experts" if modular else "marlin"
     if fmt.weight_bytes < 1:
         return _wna16_moe_kernel(model, version, tensor, expert_parallel, checkpoint)
     hopper = gpu.architecture in GROUPED_FP8_ARCHITECTURES
@@ -795,6 +813,7 @@ def moe_workspace(
     tensor: int,
     expert_parallel: int,
     checkpoint: QuantizedCheckpoint | None = None,
+    mxfp4: Mxfp4Layout | None = None,
 ) -> MoeWorkspace:
     """What vLLM's MoE kernel on each rank adds to a profiling step of `tokens` tokens over the
     workspace the fitted activation copies (memory.ACTIVATION_MLP_COPIES) stand for, what it
@@ -811,9 +830,14 @@ def moe_workspace(
     is 1: FusedMoEParallelConfig.make). Without data parallelism every rank runs every token
     (no all-to-all: use_all2all_kernels needs dp_size > 1), and the workspaces count
     M x top_k rows whatever the expert map keeps. None where a kernel was not read
-    (`moe_workspace_kernel`). vLLM's only: TensorRT-LLM's MoE workspace was not read."""
+    (`moe_workspace_kernel`). `mxfp4`: the release's MXFP4 layout (EngineMemory.mxfp4), whose
+    backend picks MXFP4 experts' kernel and whose alignments pad its widths. vLLM's only:
+    TensorRT-LLM's MoE workspace was not read."""
+    mxfp4 = mxfp4 if fmt.id == Quantization.MXFP4 else None
+    backend = mxfp4.backend if mxfp4 is not None else None
     kernel = functools.partial(moe_workspace_kernel, model, gpu, fmt, version, tensor)
-    layout, split = kernel(expert_parallel, checkpoint), kernel(1, checkpoint)
+    layout = kernel(expert_parallel, checkpoint, backend)
+    split = kernel(1, checkpoint, backend)
     if layout is None or version is None:
         return NO_MOE_WORKSPACE
     chunk = vllm_fused_moe_chunk_tokens(version)
@@ -822,25 +846,23 @@ def moe_workspace(
         version, VLLM_DEEP_GEMM_NARROW_WORKSPACE_SINCE, None
     ) and not version_within(version, VLLM_DEEP_GEMM_WIDE_WORKSPACE_SINCE, None)
     out_of_place = version_within(version, VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE, None)
-    whole = moe_workspace_bytes(
-        model,
-        layout,
-        tensor // expert_parallel,
-        model.experts / expert_parallel,
-        tokens,
-        chunk,
-        quantized,
-        narrow,
-        out_of_place,
+    padding = (mxfp4.intermediate_align, mxfp4.hidden_align) if mxfp4 is not None else (1, 1)
+    sized = functools.partial(
+        moe_workspace_bytes,
+        tokens=tokens,
+        chunk=chunk,
+        quantized=quantized,
+        narrow=narrow,
+        out_of_place=out_of_place,
+        padding=padding,
     )
+    whole = sized(model, layout, tensor // expert_parallel, model.experts / expert_parallel)
     kept = 0.0 if layout in DIRECT_MOE_KERNELS else whole
     if split == "deepgemm":
         split = None if _vllm_moe_releases(version)[0] else "fused_experts"
     if split is None or (split == layout and expert_parallel == 1):
         return MoeWorkspace(0.0, kept, whole)
-    fitted = moe_workspace_bytes(
-        model, split, tensor, model.experts, tokens, chunk, quantized, narrow, out_of_place
-    )
+    fitted = sized(model, split, tensor, model.experts)
     return MoeWorkspace(whole - fitted, kept, whole)
 
 
