@@ -302,6 +302,7 @@ def row_moe_workspace(row: KvRow, catalog: Catalog) -> MoeWorkspace:
         row.tensor,
         1,
         model.quantized_checkpoint(row.model, row.quantization),
+        rules(row, catalog).mxfp4,
     )
 
 

@@ -9,8 +9,9 @@ import math
 
 import pytest
 
-from llmdeploy.catalog import Catalog
-from llmdeploy.sizing import plan_deployment
+from llmdeploy.api.types import LLMDeploymentSpec
+from llmdeploy.catalog import Catalog, Gpu, QuantizedCheckpoint
+from llmdeploy.sizing import optimizer, plan_deployment
 from llmdeploy.sizing.engine_memory import engine_memory
 from llmdeploy.sizing.memory import memory_breakdown
 from llmdeploy.sizing.model_facts import resolve_model
@@ -64,7 +65,8 @@ def test_deepgemm_keeps_its_buffers_where_triton_frees_its_caches(catalog: Catal
     (E8M0 on Hopper) through the modular kernel, which keeps workspace13 (M_sum x N, N = 512
     in 0.11.1 to 0.12.0), workspace2 (M_sum x K) and the output (8192 x K, in a buffer of its
     own: workspace13 is smaller). The step grows by those over Triton's caches, the ones the
-    fitted copies stand for."""
+    fitted copies stand for. From 0.11.1 (torch 2.9) Triton's fused_moe writes its output,
+    8192 x K, into a tensor of its own beside its caches."""
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
 
@@ -76,10 +78,12 @@ def test_deepgemm_keeps_its_buffers_where_triton_frees_its_caches(catalog: Catal
     m_sum = math.ceil((8192 * 8 + 256 * 127) / 128) * 128
     kept = (m_sum * (512 + 7168) + 8192 * 7168) * 2
     triton = 8192 * 8 * (7168 + 256) * 2 + 8192 * 8 * 256  # cache13, cache2, its FP8 copy
-    assert terms("0.11.0") == terms("0.13.0") == (0.0, 0.0, pytest.approx(triton))
+    output = 8192 * 7168 * 2
+    assert terms("0.11.0") == (0.0, 0.0, pytest.approx(triton))
+    assert terms("0.13.0") == (0.0, 0.0, pytest.approx(triton + output))
     growth, held, step = terms("0.11.2")
     assert held == step == pytest.approx(kept)
-    assert growth == pytest.approx(kept - triton)
+    assert growth == pytest.approx(kept - triton - output)
     assert 1.5 < kept / GIB < 1.52
     # At TP 4 (a 512-wide share) 0.13.0 runs DeepGEMM with the wide first workspace, whose
     # M_sum x 7168 holds the output.
@@ -189,9 +193,10 @@ def test_a_step_bound_moe_layout_holds_triton_s_caches_in_the_forward_step(
     """R1 pinned to TP 8 EP 1 on 8 H200s under 0.13.0 (Triton's fused_moe, called directly)
     with 16 sequences and a 32768-token step: the forward step is the profile's peak, and
     inside its MoE call Triton's caches for one 16384-token chunk (cache13, cache2 and its FP8
-    copy: 1.84 GiB) stand beside the step's two hidden-state copies, well above the fitted
-    copies of the widest MLP (0.56 GiB). Mixtral's wide experts at TP 2 keep the fitted
-    figure, which is above its caches."""
+    copy: 1.84 GiB) and its output for the whole step (0.44 GiB, a tensor of its own from
+    0.11.1) stand beside the step's two hidden-state copies, well above the fitted copies of
+    the widest MLP (0.56 GiB). Mixtral's wide experts at TP 2 keep the fitted figure, which is
+    above its caches and output."""
 
     def plan(model: str, quantization: str, tensor: int) -> float:
         engine = {"version": "0.13.0", "maxNumBatchedTokens": 32768}
@@ -200,13 +205,14 @@ def test_a_step_bound_moe_layout_holds_triton_s_caches_in_the_forward_step(
     r1 = resolve_model(make_spec(R1).model, catalog)
     hidden = 32768 * 2 * 7168 * 2 / GIB
     caches = 16384 * 8 * ((7168 + 256) * 2 + 256) / GIB
+    output = 32768 * 7168 * 2 / GIB
     fitted = 32768 * 4 * r1.mlp_width_per_token / 8 * 2 / GIB
     assert caches > 3 * fitted
-    assert plan(R1, "fp8", 8) == pytest.approx(hidden + caches, abs=0.01)
+    assert plan(R1, "fp8", 8) == pytest.approx(hidden + caches + output, abs=0.01)
     assert caches == pytest.approx(1.84, abs=0.01)
     mixtral = resolve_model(make_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").model, catalog)
     width = mixtral.moe_intermediate_size / 2
-    mixtral_caches = 16384 * 2 * (max(2 * width, 4096) + width) * 2 / GIB
+    mixtral_caches = (16384 * 2 * (max(2 * width, 4096) + width) + 32768 * 4096) * 2 / GIB
     mixtral_fitted = 32768 * (2 * 4096 + 4 * mixtral.mlp_width_per_token / 2) * 2 / GIB
     assert mixtral_caches < mixtral_fitted - 32768 * 2 * 4096 * 2 / GIB
     assert plan("mistralai/Mixtral-8x7B-Instruct-v0.1", "bf16", 2) == pytest.approx(
@@ -222,3 +228,137 @@ def test_the_releases_workspace_rules_each_have_a_function() -> None:
     assert {version: deep_gemm_narrow_workspace(version) for version in narrow} == narrow
     chunks = {"0.11.1": 32768, "0.12.0": 16384, "0.17.0": 16384, "0.18.0": None}
     assert {version: vllm_fused_moe_chunk_tokens(version) for version in chunks} == chunks
+
+
+QWEN_MOE = "Qwen/Qwen3-30B-A3B"
+
+
+def test_4_bit_experts_run_marlin_s_moe_where_the_rank_s_share_fits_it_else_triton_s(
+    catalog: Catalog,
+) -> None:
+    """AWQ/GPTQ experts (performance._wna16_moe_kernel): from 0.8.5 Marlin's MoE where the
+    rank's intermediate share is a multiple of max(64, group), else MoeWNA16, Triton's
+    fused_moe with 4-bit weights; before 0.8.5 MoeWNA16 for more than 32 local experts (the
+    lmc503 log, 0.8.4, R1 AWQ: int4_w4a16). Qwen3-30B-A3B (768 wide, 2048 hidden, top 8) at
+    TP 2 holds a 384-wide share (Marlin at the catalog's group of 128), at TP 4 a 192-wide one
+    (Triton; Marlin again with a group of 64). Marlin, called directly up to 0.19.0, takes
+    cache13 and cache2 for the whole step (it does not chunk) and its own output, and frees
+    them; 0.24.0 runs it as MarlinExperts behind the modular kernel, TritonExperts' shapes,
+    kept."""
+    qwen = resolve_model(make_spec(QWEN_MOE).model, catalog)
+    h100, awq = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["int4-awq"]
+    gptq = catalog.quantizations["int4-gptq"]
+    tokens, top_k, hidden = 32768, 8, 2048
+    assert (qwen.hidden_size, qwen.moe_intermediate_size, qwen.active_experts) == (2048, 768, 8)
+    for fmt in (awq, gptq):
+        assert moe_workspace_kernel(qwen, h100, fmt, "0.13.0", 2, 1) == "marlin"
+        assert moe_workspace_kernel(qwen, h100, fmt, "0.13.0", 4, 1) == "fused_experts"
+        assert moe_workspace_kernel(qwen, h100, fmt, "0.19.0", 2, 1) == "marlin"
+        assert moe_workspace_kernel(qwen, h100, fmt, "0.24.0", 2, 1) == "marlin_experts"
+    group_64 = QuantizedCheckpoint(
+        id="some/Qwen3-30B-A3B-AWQ", quantization="int4-awq", group_size=64, source="a test"
+    )
+    assert moe_workspace_kernel(qwen, h100, awq, "0.13.0", 4, 1, group_64) == "marlin"
+    output = tokens * hidden
+    marlin = (tokens * top_k * (max(768, hidden) + 384) + output) * 2
+    assert moe_workspace(qwen, h100, awq, tokens, "0.13.0", 2, 1) == (
+        0.0,
+        0.0,
+        pytest.approx(marlin),
+    )
+    triton = (16384 * top_k * (max(384, hidden) + 192) + output) * 2  # one 16384-token chunk
+    assert moe_workspace(qwen, h100, awq, tokens, "0.13.0", 4, 1) == (
+        0.0,
+        0.0,
+        pytest.approx(triton),
+    )
+    kept = pytest.approx(tokens * top_k * (max(384, hidden) + max(768, hidden)) * 2)
+    assert moe_workspace(qwen, h100, awq, tokens, "0.24.0", 2, 1) == (0.0, kept, kept)
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    h200 = catalog.gpus[H200]
+    assert moe_workspace_kernel(r1, h200, awq, "0.8.4", 8, 1) == "fused_experts"
+    assert moe_workspace_kernel(r1, h200, awq, "0.8.5", 8, 1) == "marlin"
+    mixtral = resolve_model(make_spec("mistralai/Mixtral-8x7B-Instruct-v0.1").model, catalog)
+    assert moe_workspace(mixtral, h100, awq, tokens, "0.8.4", 2, 1) == NO_MOE_WORKSPACE
+    amd = catalog.gpus["amd-mi300x-192gb"]
+    assert moe_workspace(qwen, amd, awq, tokens, "0.13.0", 2, 1) == NO_MOE_WORKSPACE
+
+
+def test_a_step_bound_4_bit_moe_layout_holds_marlin_s_caches_in_the_forward_step(
+    catalog: Catalog,
+) -> None:
+    """DeepSeek-R1 in int4-awq (the catalog's AWQ checkpoint, group 64) pinned to TP 8 EP 1 on
+    H200s under 0.13.0 with 16 sequences and a 32768-token step: the forward step is the
+    profile's peak, and inside its MoE call Marlin's cache13 and cache2 for the whole step
+    (a 256-wide share, a multiple of 64) and its output stand beside the step's two
+    hidden-state copies, far above the fitted copies of its widest MLP."""
+    spec = LLMDeploymentSpec.model_validate(
+        {
+            "model": {
+                "name": R1,
+                "quantizedVariants": {"int4-awq": "cognitivecomputations/DeepSeek-R1-AWQ"},
+            },
+            "quantization": "int4-awq",
+            "engine": {"version": "0.13.0", "maxNumBatchedTokens": 32768},
+            "placement": {"gpu": H200},
+            "parallelism": {"tensor": 8, "pipeline": 1, "expert": 1},
+            "workload": {
+                "concurrency": 16,
+                "inputTokens": 1024,
+                "outputTokens": 1024,
+                "maxContextLength": 8192,
+            },
+        }
+    )
+    p = plan_deployment(spec, catalog)
+    assert p.feasible and p.tensor_parallel == 8 and p.expert_parallel == 1
+    activation = p.activation_gib_per_gpu
+    r1 = resolve_model(spec.model, catalog)
+    hidden = 32768 * 2 * 7168 * 2 / GIB
+    marlin = (32768 * 8 * (7168 + 256) + 32768 * 7168) * 2 / GIB
+    fitted = 32768 * 4 * r1.mlp_width_per_token / 8 * 2 / GIB
+    assert marlin > 5 * fitted
+    assert activation == pytest.approx(hidden + marlin, abs=0.01)
+
+
+def test_mxfp4_experts_on_marlin_count_its_padded_workspace(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gpt-oss-20b (2880 hidden and wide, top 4) on an A100, where vLLM's MXFP4 backend is
+    Marlin (engine_memory.mxfp4_layout): up to 0.16.0 mxfp4.py calls fused_marlin_moe
+    directly (cache13, cache2 and its output, freed), from 0.17.0 it runs MarlinExperts
+    behind the modular kernel (kept); both on Marlin's padded widths (the share to 2944, the
+    hidden size to 3072) with the layer's padded copy of the input. Triton's backend on an
+    H100 (0.19.0) is not counted, and the planner hands the release's layout on."""
+    oss = resolve_model(make_spec("openai/gpt-oss-20b").model, catalog)
+    a100, h100 = catalog.gpus["nvidia-a100-80gb"], catalog.gpus["nvidia-h100-80gb"]
+    mxfp4 = catalog.quantizations["mxfp4"]
+
+    def terms(gpu: Gpu, version: str) -> MoeWorkspace:
+        layout = engine_memory("vllm", version, gpu, oss.model_type).mxfp4
+        return moe_workspace(oss, gpu, mxfp4, 8192, version, 1, 1, None, layout)
+
+    tokens, top_k, width, hidden = 8192, 4, 2944, 3072
+    padded_input = output = tokens * hidden
+    direct = (tokens * top_k * (max(2 * width, hidden) + width) + output + padded_input) * 2
+    assert terms(a100, "0.11.0") == (0.0, 0.0, pytest.approx(direct))
+    kept = pytest.approx((tokens * top_k * (hidden + 2 * width) + padded_input) * 2)
+    assert terms(a100, "0.19.0") == (0.0, kept, kept)
+    assert terms(h100, "0.19.0") == NO_MOE_WORKSPACE
+    assert moe_workspace(oss, a100, mxfp4, 8192, "0.19.0", 1, 1) == NO_MOE_WORKSPACE
+
+    layouts: list[object] = []
+
+    def spy(*args: object) -> MoeWorkspace:
+        layouts.append(args[-1])
+        return NO_MOE_WORKSPACE
+
+    monkeypatch.setattr(optimizer, "moe_workspace", spy)
+    spec = make_spec(
+        "openai/gpt-oss-20b",
+        engine={"version": "0.19.0"},
+        placement={"gpu": "nvidia-a100-80gb"},
+        parallelism={"tensor": 1, "pipeline": 1, "expert": 1},
+    )
+    plan_deployment(spec, catalog)
+    assert layouts and all(getattr(layout, "backend", None) == "marlin" for layout in layouts)

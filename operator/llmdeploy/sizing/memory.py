@@ -389,7 +389,7 @@ def activation_bytes(
     return max(step, sampler + max_num_batched_tokens * model.hidden_size * BYTES_16BIT)
 
 
-MoeKernel = Literal["fused_experts", "triton_experts", "deepgemm"]
+MoeKernel = Literal["fused_experts", "marlin", "triton_experts", "marlin_experts", "deepgemm"]
 # DeepGEMM's contiguous grouped layout pads each local expert's rows to its M alignment
 # (deep_gemm_utils.py compute_aligned_M: M x top_k + experts x (alignment - 1), rounded up).
 DEEP_GEMM_M_ALIGNMENT = 128
@@ -404,35 +404,56 @@ def moe_workspace_bytes(
     chunk: int | None,
     quantized: bool = False,
     narrow: bool = False,
+    out_of_place: bool = False,
+    padding: tuple[int, int] = (1, 1),
 ) -> float:
     """The workspace vLLM's MoE kernel allocates for a step of `tokens` tokens on a rank whose
     routed experts are each split `split` ways, in the activations' 16-bit dtype; N is the
     rank's w13 width (gate and up: 2 x its intermediate share), K the hidden size, M the
     step's tokens up to `chunk`, the release's (performance.vllm_fused_moe_chunk_tokens; None:
-    the whole step). The modular kernel's ("triton_experts", "deepgemm") also holds the step's
-    output, M_full x K, in workspace13 where that is large enough and the step is one chunk,
-    else in a buffer of its own (modular_kernel.py _allocate_buffers, 0.11.1 and 0.11.2
-    833-838, 0.13.0 839-855; 0.11.0 _do_fused_experts 686-702, 774-778):
+    the whole step). The modular kernel's ("triton_experts", "marlin_experts", "deepgemm")
+    also holds the step's output, M_full x K, in workspace13 where that is large enough and
+    the step is one chunk, else in a buffer of its own (modular_kernel.py _allocate_buffers,
+    0.11.1 and 0.11.2 833-838, 0.13.0 839-855, 0.24.0 1093-1100; 0.11.0 _do_fused_experts
+    686-702, 774-778):
     - "fused_experts", the Triton kernel called directly (fused_moe.py fused_experts_impl,
       vLLM 0.8.5 1275-1302, 0.10.2 1553-1587, 0.11.0 1538-1573): cache13 of
       M x top_k x max(N, K) and cache2 of M x top_k x N / 2, and with `quantized` (FP8
       activations) cache2's 1-byte copy the second GEMM reads (moe_kernel_quantize_input,
-      0.11.0 1674-1680);
+      0.11.0 1674-1680); with `out_of_place` also its output, M_full x K, taken beside the
+      caches (`out_hidden_states = torch.empty_like(hidden_states)`, 0.13.0 1860-1863:
+      performance.VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE);
+    - "marlin", Marlin's MoE kernel called directly (fused_marlin_moe.py, 0.8.5 264-273 and
+      340, 0.13.0 _fused_marlin_moe 92-110 and fused_marlin_moe 364-368): the same cache13
+      and cache2 for the whole step (it does not chunk), and its output, M_full x K: the
+      4-bit methods never pass inplace=True (awq_marlin.py, gptq_marlin.py and
+      compressed_tensors_moe.py apply, 0.8.5 to 0.14.0), and from 0.16.0 pass
+      `not disable_inplace`, False under torch 2.9;
     - "triton_experts", the same kernel behind the modular kernel (fused_moe.py
       TritonExperts.workspace_shapes, 0.14.0 2324-2339): M x top_k x max(N / 2, K) and
-      M x top_k x max(N, K);
+      M x top_k x max(N, K); "marlin_experts", Marlin's behind it, asks for the same shapes
+      (N there is the intermediate width: fused_marlin_moe.py MarlinExperts.moe_problem_size
+      and workspace_shapes, 0.13.0 564-590 and 629-658; experts/marlin_moe.py 0.24.0 684-741);
     - "deepgemm" (deep_gemm_moe.py DeepGemmExperts.workspace_shapes, 0.11.0 182-203, 0.14.0
       150-157): M_sum x max(N, K) and M_sum x max(N / 2, K), M_sum the rows padded per local
       expert (DEEP_GEMM_M_ALIGNMENT); with `narrow` (0.11.1 and 0.12.0, 201-221) workspace13
-      is M_sum x N."""
+      is M_sum x N.
+    `padding`: the multiples the rank's intermediate share and the hidden size are rounded up
+    to (MXFP4's layout, engine_memory.Mxfp4Layout); a padded hidden size also takes the
+    layer's padded copy of the step's input, M_full x K (F.pad: fused_moe/layer.py 0.11.0
+    1813-1816, runner/default_moe_runner.py 0.19.0 462)."""
     chunked = chunk is not None and tokens > chunk
     rows = min(tokens, chunk) if chunk is not None else tokens
-    width = model.moe_intermediate_size / split
-    hidden, top_k = model.hidden_size, model.active_experts
-    if kernel == "fused_experts":
+    width = _round_up(math.ceil(model.moe_intermediate_size / split), padding[0])
+    hidden, top_k = _round_up(model.hidden_size, padding[1]), model.active_experts
+    padded_input = tokens * hidden if hidden != model.hidden_size else 0
+    if kernel in ("fused_experts", "marlin"):
+        rows = tokens if kernel == "marlin" else rows
         copy = rows * top_k * width / BYTES_16BIT if quantized else 0.0
-        return (rows * top_k * (max(2 * width, hidden) + width) + copy) * BYTES_16BIT
-    if kernel == "triton_experts":
+        output = tokens * hidden if kernel == "marlin" or out_of_place else 0.0
+        caches = rows * top_k * (max(2 * width, hidden) + width) + copy
+        return (caches + output + padded_input) * BYTES_16BIT
+    if kernel in ("triton_experts", "marlin_experts"):
         workspace13 = rows * top_k * max(width, hidden)
         workspace2 = rows * top_k * max(2 * width, hidden)
     else:
@@ -442,7 +463,8 @@ def moe_workspace_bytes(
         workspace2 = m_sum * max(width, hidden)
     output = tokens * hidden
     own_output = chunked or workspace13 < output
-    return (workspace13 + workspace2 + (output if own_output else 0)) * BYTES_16BIT
+    own = (output if own_output else 0) + padded_input
+    return (workspace13 + workspace2 + own) * BYTES_16BIT
 
 
 def allreduce_fusion(tensor: int, pipeline: int, rules: EngineMemory) -> bool:

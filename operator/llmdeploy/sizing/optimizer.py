@@ -915,6 +915,7 @@ def _moe_workspace(ctx: _Context, c: Candidate, expert: int | None = None) -> Mo
             c.tensor,
             expert,
             ctx.known_checkpoint(c),
+            ctx.memory_rules(c.gpu).mxfp4,
         )
     return ctx.workspace[key]
 

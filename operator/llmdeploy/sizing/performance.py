@@ -27,9 +27,10 @@ from typing import NamedTuple
 
 from llmdeploy.api.types import Quantization
 from llmdeploy.catalog import Gpu, QuantFormat, QuantizedCheckpoint, version_within
-from llmdeploy.sizing.engine_memory import EngineMemory
+from llmdeploy.sizing.engine_memory import EngineMemory, Mxfp4Layout
 from llmdeploy.sizing.memory import (
     BYTES_16BIT,
+    CATALOG_INT4_GROUP,
     MoeKernel,
     checkpoint_format,
     held_16_bit_active_parameters,
@@ -618,6 +619,86 @@ FLASHINFER_MOE_ARCHITECTURES = frozenset({"blackwell"})
 # workspace not read.
 
 
+# 4-bit AWQ and GPTQ experts (W4A16; the formats whose weights take under a byte, MXFP4 aside)
+# run one of two kernels, by the same rule in awq_marlin.py and gptq_marlin.py get_quant_method
+# and, from 0.10.2 on, compressed_tensors_moe.py's W4A16 branch:
+# - before 0.8.5, MoeWNA16 (Triton's fused_experts with int4_w4a16 weights) where the rank holds
+#   more than 32 experts (awq_marlin.py 0.8.4 138-144, gptq_marlin.py 0.8.4 155-161; the
+#   lmc503 row's 0.8.4 log names its int4_w4a16 config for R1 AWQ at TP 8), else an older
+#   Marlin MoE kernel whose caches the C op allocates (not read: not counted);
+# - from 0.8.5 Marlin's MoE (fused_marlin_moe) wherever check_moe_marlin_supports_layer holds
+#   (utils/marlin_utils.py 0.8.5 154-164, 0.13.0 199-222, 0.19.0 229-245, 0.24.0 333-354): the
+#   hidden size a multiple of 128 and the rank's intermediate share a multiple of max(64,
+#   group), group -1, 32, 64 or 128, else MoeWNA16 ("Falling back to Moe WNA16 kernels":
+#   awq_marlin.py 0.8.5 137-146, 0.13.0 199-218, 0.19.0 282-301; moe_wna16.py apply calls
+#   fused_experts in every release read, 0.8.5 316-323 to 0.24.0 351-363). From 0.11.0 the
+#   check also wants SiLU and no router weight on the input (0.11.0 171-187), facts the
+#   catalog does not hold;
+# - the methods call fused_marlin_moe directly up to 0.19.0 (awq_marlin.py 0.19.0 809,
+#   gptq_marlin.py 905, compressed_tensors_moe.py 0.17.0 1631-1632); 0.24.0 builds a
+#   modular kernel over MarlinExperts (fused_moe/oracle/int_wna16.py
+#   select_wna16_moe_backend: FlashInfer's MxInt4 first, which wants SwiGLU-OAI and a group
+#   of 32 (experts/trtllm_mxint4_moe.py 46-72), then Marlin; vLLM PRs #37990 and #42483
+#   moved GPTQ and AWQ onto it). Releases between 0.19.0 and 0.24.0 were not read: they
+#   count as 0.19.0. compressed-tensors before 0.10.2 chose MoeWNA16 by expert count and
+#   dtype (compressed_tensors_moe.py 0.8.5 55-68): int4-gptq plans follow GPTQ's rule.
+VLLM_MARLIN_MOE_SINCE = "0.8.5"
+VLLM_WNA16_MOE_MAX_LOCAL_EXPERTS = 32
+VLLM_WNA16_MOE_MODULAR_SINCE = "0.24.0"
+MARLIN_MOE_HIDDEN_MULTIPLE = 128
+MARLIN_MOE_MIN_WIDTH_MULTIPLE = 64
+# From this release Triton's fused_experts writes its output into a new M_full x K tensor even
+# when asked for inplace: `if inplace and not disable_inplace()` (fused_moe.py 0.11.1
+# 1819-1822, 0.13.0 1860-1863), disable_inplace() being `is_torch_equal_or_newer("2.9")`
+# (fused_moe/utils.py 0.11.1 331-332) and the wheel requiring torch 2.9.0 (0.11.0: 2.8.0);
+# from 0.16.0 the methods pass `inplace=not disable_inplace` and 0.24.0 always takes the new
+# tensor (fused_moe.py 1649). It is taken beside cache13 and cache2 (memory.moe_workspace_bytes).
+VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE = "0.11.1"
+
+
+def _wna16_moe_kernel(
+    model: ModelFacts,
+    version: str,
+    tensor: int,
+    expert_parallel: int,
+    checkpoint: QuantizedCheckpoint | None,
+) -> MoeKernel | None:
+    """The kernel vLLM's release runs 4-bit AWQ/GPTQ experts through on CUDA (the rules above):
+    the checkpoint's group where the catalog has it, else the catalog's 128."""
+    if not version_within(version, VLLM_MARLIN_MOE_SINCE, None):
+        if model.experts / expert_parallel > VLLM_WNA16_MOE_MAX_LOCAL_EXPERTS:
+            return "fused_experts"
+        return None
+    split = expert_split(tensor, expert_parallel)
+    group = CATALOG_INT4_GROUP
+    if checkpoint is not None and checkpoint.group_size is not None:
+        group = checkpoint.group_size
+    width, uneven = divmod(model.moe_intermediate_size, split)
+    marlin = (
+        model.hidden_size % MARLIN_MOE_HIDDEN_MULTIPLE == 0
+        and not uneven
+        and width % max(MARLIN_MOE_MIN_WIDTH_MULTIPLE, group) == 0
+    )
+    if not marlin:
+        return "fused_experts"
+    if version_within(version, VLLM_WNA16_MOE_MODULAR_SINCE, None):
+        return "marlin_experts"
+    return "marlin"
+
+
+# MXFP4 experts: Marlin's backend (engine_memory.mxfp4_layout, or the one a log names) calls
+# fused_marlin_moe directly up to 0.16.0 (mxfp4.py apply: 0.10.2 745-759, 0.11.0 785-799,
+# 0.13.0 and 0.14.0 through `fused_marlin_moe(`, 0.16.0 with `inplace=not
+# self.moe.disable_inplace`), and from 0.17.0 runs MarlinExperts behind the modular kernel
+# (mxfp4.py 0.17.0 443-451;
+# 0.19.0 fused_moe/oracle/mxfp4.py backend_to_kernel_cls 119-124), its buffers from the
+# WorkspaceManager (modular_kernel.py 0.17.0 1107-1153). Both on the layout's padded widths
+# (oracle/mxfp4.py 0.19.0 mxfp4_round_up_hidden_size_and_intermediate_size 376-385).
+# Triton's backend (triton_kernels' matmul_ogs: gpt_oss_triton_kernels_moe.py) and
+# FlashInfer's were not read through: not counted.
+VLLM_MXFP4_MARLIN_MODULAR_SINCE = "0.17.0"
+
+
 def moe_workspace_kernel(
     model: ModelFacts,
     gpu: Gpu,
@@ -626,19 +707,28 @@ def moe_workspace_kernel(
     tensor: int,
     expert_parallel: int,
     checkpoint: QuantizedCheckpoint | None = None,
+    mxfp4_backend: str | None = None,
 ) -> MoeKernel | None:
     """The MoE kernel whose workspace vLLM's release allocates for the layout's routed experts
-    on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4 and
-    4-bit experts (their own kernels), block-scaled FP8 off Hopper or where the release runs
+    on NVIDIA GPUs (memory.moe_workspace_bytes), or None where that was not read: MXFP4
+    experts on a backend other than Marlin (`mxfp4_backend`, the release's layout's: see
+    VLLM_MXFP4_MARLIN_MODULAR_SINCE), 4-bit experts before 0.8.5 on Marlin's older kernel
+    (`_wna16_moe_kernel`), block-scaled FP8 off Hopper or where the release runs
     FlashInfer (`grouped_fp8_kernel` None), other FP8 experts from 0.14.0 on, 16-bit experts
     on Blackwell from 0.24.0 (FlashInfer's MoE), AMD GPUs (AITER's kernels), an unknown release.
     Block-scaled FP8 on Hopper runs `grouped_fp8_kernel`'s kernel (DeepGEMM only for a share
-    it takes: `deep_gemm_moe_width_taken`), Triton's as TritonExperts from 0.14.0; the rest
-    runs Triton's fused_moe."""
+    it takes: `deep_gemm_moe_width_taken`), Triton's as TritonExperts from 0.14.0; 4-bit
+    experts run Marlin's MoE or Triton's (`_wna16_moe_kernel`); the rest runs Triton's
+    fused_moe."""
     if version is None or gpu.platform != "cuda" or not model.is_moe:
         return None
-    if fmt.weight_bytes < 1 or fmt.id == Quantization.MXFP4:
-        return None
+    if fmt.id == Quantization.MXFP4:
+        if mxfp4_backend != "marlin":
+            return None
+        modular = version_within(version, VLLM_MXFP4_MARLIN_MODULAR_SINCE, None)
+        return "marlin_experts" if modular else "marlin"
+    if fmt.weight_bytes < 1:
+        return _wna16_moe_kernel(model, version, tensor, expert_parallel, checkpoint)
     hopper = gpu.architecture in GROUPED_FP8_ARCHITECTURES
     block_triton = False
     if fmt.id == Quantization.FP8 and _block_scaled_fp8(model, fmt, checkpoint):
@@ -735,10 +825,12 @@ def deep_gemm_narrow_workspace(version: str) -> bool:
 # layer.py 0.13.0 1727-1746, 2074-2130);
 # Triton's fused_experts_impl takes cache13 and cache2 with torch.empty for a chunk of M tokens
 # at the start of each call (fused_moe.py 0.11.0 1539-1575, 0.13.0 1807-1849) and frees them
-# when it returns, writing its output into its input (inplace=True: quantization/fp8.py 0.13.0
-# 1289, unquantized_fused_moe_method.py 0.13.0 331); the modular kernel takes its buffers
-# before its experts run. The profile books the rise of torch's allocated_bytes.all.peak over
-# the run (utils/mem_utils.py 0.13.0 memory_profiling 202-205), so caches freed after the call
+# when it returns; the methods ask it to write its output into its input (inplace=True:
+# quantization/fp8.py 0.13.0 1289, unquantized_fused_moe_method.py 0.13.0 331), which it does
+# up to 0.11.0 only (VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE); Marlin's MoE likewise, for the whole
+# step and with an output of its own; the modular kernel takes its buffers before its experts
+# run. The profile books the rise of torch's allocated_bytes.all.peak over the run
+# (utils/mem_utils.py 0.13.0 memory_profiling 202-205), so caches freed after the call
 # count in full, beside the decoder layer's hidden states alive around it (the residual and
 # the MoE's input: models/deepseek_v2.py 0.14.0 1231-1232); the MLP intermediates
 # ACTIVATION_MLP_COPIES fit belong to a dense MLP, another layer. For DeepSeek-R1 at TP 8
@@ -753,6 +845,8 @@ class MoeWorkspace(NamedTuple):
 
 
 NO_MOE_WORKSPACE = MoeWorkspace(0.0, 0.0, 0.0)
+# The kernels called directly, whose caches are freed when the call returns.
+DIRECT_MOE_KERNELS: frozenset[MoeKernel] = frozenset({"fused_experts", "marlin"})
 
 
 def moe_workspace(
@@ -764,6 +858,7 @@ def moe_workspace(
     tensor: int,
     expert_parallel: int,
     checkpoint: QuantizedCheckpoint | None = None,
+    mxfp4: Mxfp4Layout | None = None,
 ) -> MoeWorkspace:
     """What vLLM's MoE kernel on each rank adds to a profiling step of `tokens` tokens over the
     workspace the fitted activation copies (memory.ACTIVATION_MLP_COPIES) stand for, what it
@@ -780,32 +875,37 @@ def moe_workspace(
     is 1: FusedMoEParallelConfig.make). Without data parallelism every rank runs every token
     (no all-to-all: use_all2all_kernels needs dp_size > 1), and the workspaces count
     M x top_k rows whatever the expert map keeps. None where a kernel was not read
-    (`moe_workspace_kernel`). vLLM's only: TensorRT-LLM's MoE workspace was not read."""
+    (`moe_workspace_kernel`). `mxfp4`: the release's MXFP4 layout (EngineMemory.mxfp4), whose
+    backend picks MXFP4 experts' kernel and whose alignments pad its widths. vLLM's only:
+    TensorRT-LLM's MoE workspace was not read."""
+    mxfp4 = mxfp4 if fmt.id == Quantization.MXFP4 else None
+    backend = mxfp4.backend if mxfp4 is not None else None
     kernel = functools.partial(moe_workspace_kernel, model, gpu, fmt, version, tensor)
-    layout, split = kernel(expert_parallel, checkpoint), kernel(1, checkpoint)
+    layout = kernel(expert_parallel, checkpoint, backend)
+    split = kernel(1, checkpoint, backend)
     if layout is None or version is None:
         return NO_MOE_WORKSPACE
     chunk = vllm_fused_moe_chunk_tokens(version)
     quantized = fmt.id == Quantization.FP8  # Triton's FP8 copy of its intermediate
     narrow = deep_gemm_narrow_workspace(version)
-    whole = moe_workspace_bytes(
-        model,
-        layout,
-        tensor // expert_parallel,
-        model.experts / expert_parallel,
-        tokens,
-        chunk,
-        quantized,
-        narrow,
+    out_of_place = version_within(version, VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE, None)
+    padding = (mxfp4.intermediate_align, mxfp4.hidden_align) if mxfp4 is not None else (1, 1)
+    sized = functools.partial(
+        moe_workspace_bytes,
+        tokens=tokens,
+        chunk=chunk,
+        quantized=quantized,
+        narrow=narrow,
+        out_of_place=out_of_place,
+        padding=padding,
     )
-    kept = 0.0 if layout == "fused_experts" else whole
+    whole = sized(model, layout, tensor // expert_parallel, model.experts / expert_parallel)
+    kept = 0.0 if layout in DIRECT_MOE_KERNELS else whole
     if split == "deepgemm":
         split = None if _vllm_moe_releases(version)[0] else "fused_experts"
     if split is None or (split == layout and expert_parallel == 1):
         return MoeWorkspace(0.0, kept, whole)
-    fitted = moe_workspace_bytes(
-        model, split, tensor, model.experts, tokens, chunk, quantized, narrow
-    )
+    fitted = sized(model, split, tensor, model.experts)
     return MoeWorkspace(whole - fitted, kept, whole)
 
 
