@@ -101,7 +101,13 @@ TRITON_MOE_LAYER_OVERHEAD_S = 8e-05
 # and H200, the same GH100 compute with 3.35 and 4.8 TB/s, decode gpt-oss-120b's MXFP4
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
-# prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
+# prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS). It is in effect Marlin's
+# rate: the Hopper MXFP4 fit rows run Marlin (InferenceMAX's servers set
+# VLLM_MXFP4_USE_MARLIN=1, bench/data/latency_moe_backend.csv) but for two. Triton's MXFP4 MoE
+# on Hopper, vLLM's default there from 0.12.0, converts the same way
+# (TRITON_MXFP4_BLOCK_TOKENS) and is charged this rate too: no measurement of its conversion
+# apart was found. Those two fit rows run it (vLLM 0.19.1 on an H200,
+# natoscott/benchmarks' ns-batch*-gptoss120b) and decode within 3% with it.
 WEIGHT_ONLY_DEQUANT_FLOP = 240.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
@@ -139,8 +145,9 @@ TRITON_MXFP4_BLOCK_TOKENS = 128
 MARLIN_DENSE_FORMATS = frozenset({Quantization.INT4_AWQ})
 # Physical, not fitted: GPU architectures with FP4 tensor cores. vLLM's and TensorRT-LLM's
 # MXFP4 MoE kernels that keep the weights 4-bit on the tensor cores (FlashInfer / TRT-LLM-gen
-# MXFP4 x MXFP8, DeepGEMM) are gated to Blackwell; on Hopper and older only Marlin's W4A16
-# path runs MXFP4 (vllm-project/vllm PR #53709, "Why Hopper specifically"). TensorRT-LLM's
+# MXFP4 x MXFP8, DeepGEMM) are gated to Blackwell; on Hopper and older MXFP4 runs weight-only
+# W4A16 kernels, Marlin's or Triton's matmul_ogs (vllm-project/vllm PR #53709, "Why Hopper
+# specifically"; TRITON_MXFP4_BLOCK_TOKENS). TensorRT-LLM's
 # default for MXFP4 checkpoints is W4A8_MXFP4_MXFP8 on Blackwell and W4A16_MXFP4 on Hopper
 # (NVIDIA/TensorRT-LLM docs/source/blogs/tech_blog/blog9_Deploying_GPT_OSS_on_TRTLLM.md).
 NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
