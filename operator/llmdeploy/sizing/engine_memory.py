@@ -215,7 +215,10 @@ def mxfp4_layout(version: str | None, gpu: Gpu) -> Mxfp4Layout:
     updated for v0.11.0 (vllm-project/recipes OpenAI/GPT-OSS.md, commit 1e750f8), whose
     quickstart offers the vllm-openai image, says Hopper runs "Marlin MXFP4 MoE" by default;
     that the image adds triton_kernels was not found. If it does, Marlin overstates a plan's
-    weights (gpt-oss-120b: 65.84 GiB, Triton 64.05): the safe side."""
+    weights (gpt-oss-120b: 65.84 GiB, Triton 64.05): the safe side.
+
+    The same decision sets the kernel the performance model charges for the experts
+    (performance.expert_kernel reads the backend of these rules)."""
     if gpu.platform == "rocm":
         return TRITON_ROCM
     if gpu.architecture == "blackwell":

@@ -102,7 +102,13 @@ TRITON_MOE_LAYER_OVERHEAD_S = 8e-05
 # and H200, the same GH100 compute with 3.35 and 4.8 TB/s, decode gpt-oss-120b's MXFP4
 # experts through Marlin at the same speed: 3.71 and 3.68 ms at TP 8 and 4 streams, 11.11
 # and 10.80 ms at TP 2 and 32 streams, InferenceMAX rows of bench/data/latency.csv). A
-# prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS).
+# prefill step pays it per block of tokens (MARLIN_BLOCK_TOKENS). It is in effect Marlin's
+# rate: the Hopper MXFP4 fit rows run Marlin (InferenceMAX's servers set
+# VLLM_MXFP4_USE_MARLIN=1, bench/data/latency_moe_backend.csv) but for two. Triton's MXFP4 MoE
+# on Hopper, vLLM's default there from 0.12.0, converts the same way
+# (TRITON_MXFP4_BLOCK_TOKENS) and is charged this rate too: no measurement of its conversion
+# apart was found. Those two fit rows run it (vLLM 0.19.1 on an H200,
+# natoscott/benchmarks' ns-batch*-gptoss120b) and decode within 3% with it.
 WEIGHT_ONLY_DEQUANT_FLOP = 240.0
 # Physical, not fitted: where that conversion binds. Marlin was written for Ampere and Ada,
 # where it reads 4-bit weights at close to the ideal 4x of 16-bit ones up to 16-32 tokens
@@ -119,6 +125,19 @@ DEQUANT_BOUND_ARCHITECTURES = frozenset({"hopper"})
 # 64 tokens (each expert's once per 64 tokens routed to it), where a decode step converts
 # them once.
 MARLIN_BLOCK_TOKENS = 64
+# Physical, not fitted: the same for vLLM's Triton MXFP4 MoE on Hopper (the vendored
+# triton_kernels' matmul_ogs, `triton_kernel_fused_experts`, read in the 0.13.0 and 0.19.0
+# wheels). It is weight-only too: on SM 9.0 the experts are swizzled to HopperMXValueLayout
+# (quantization/utils/mxfp4_utils.py `_swizzle_mxfp4`, which also fixes split_k at 1), TMA is
+# off for 4-bit weights ("hopper w/ mxfp4 doesn't support TMA", matmul_ogs.py), so the
+# non-persistent `_matmul_ogs` runs, and each K step of a tile loads the 4-bit weights,
+# converts them to BF16 in registers (`mxfp4_to_bf16_triton`) and multiplies them with tl.dot
+# on the same warps. A tile covers block_m of the expert's gathered rows, block_m being
+# max(16, min(next_power_of_2(rows per expert), 128)) (opt_flags.py
+# make_default_opt_flags_nvidia; 0.19.0 takes the next power of 2 of twice the rows, at most
+# 64, up to 64 rows per expert): each expert's weights are converted once per tile, so once
+# up to 128 rows per expert and once per further 128 beyond, where Marlin's blocks stop at 64.
+TRITON_MXFP4_BLOCK_TOKENS = 128
 # Physical, not fitted: the weight-only formats whose dense linears run Marlin on Hopper. AWQ
 # does (vLLM's AWQMarlinLinearMethod; where it picks a kernel, among Conch, Exllama and
 # Marlin, its docstring says); symmetric GPTQ runs Machete first, a wgmma kernel whose tiles
@@ -127,11 +146,18 @@ MARLIN_BLOCK_TOKENS = 64
 MARLIN_DENSE_FORMATS = frozenset({Quantization.INT4_AWQ})
 # Physical, not fitted: GPU architectures with FP4 tensor cores. vLLM's and TensorRT-LLM's
 # MXFP4 MoE kernels that keep the weights 4-bit on the tensor cores (FlashInfer / TRT-LLM-gen
-# MXFP4 x MXFP8, DeepGEMM) are gated to Blackwell; on Hopper and older only Marlin's W4A16
-# path runs MXFP4 (vllm-project/vllm PR #53709, "Why Hopper specifically"). TensorRT-LLM's
+# MXFP4 x MXFP8, DeepGEMM) are gated to Blackwell; on Hopper and older MXFP4 runs weight-only
+# W4A16 kernels, Marlin's or Triton's matmul_ogs (vllm-project/vllm PR #53709, "Why Hopper
+# specifically"; TRITON_MXFP4_BLOCK_TOKENS). TensorRT-LLM's
 # default for MXFP4 checkpoints is W4A8_MXFP4_MXFP8 on Blackwell and W4A16_MXFP4 on Hopper
 # (NVIDIA/TensorRT-LLM docs/source/blogs/tech_blog/blog9_Deploying_GPT_OSS_on_TRTLLM.md).
 NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
+# Physical, not fitted: the MXFP4 MoE backends of vLLM whose kernel the performance model
+# knows (engine_memory.Mxfp4Layout.backend): Marlin's and Triton's weight-only kernels, and
+# FlashInfer's on Blackwell's FP4 tensor cores. The memory side lays the experts out for the
+# same backend, so one decision (engine_memory.mxfp4_layout, or the backend a log names)
+# sets both the bytes and the kernel (`expert_kernel`).
+MXFP4_KERNELS = frozenset({"marlin", "triton", "flashinfer"})
 # Fitted: a lone request's host work before its first token (HTTP, tokenization, the hand-off
 # to the engine, detokenization); the more that a request sent under load pays before its
 # first token, beyond the step it waits for and the queue (not explained by a mechanism: the
@@ -254,14 +280,15 @@ def _communication_s(
     return model.layers * per_layer + hops
 
 
-def _gemm_tflops(gpu: Gpu, fmt: QuantFormat) -> tuple[float, float]:
+def _gemm_tflops(gpu: Gpu, fmt: QuantFormat, kernel: str | None = None) -> tuple[float, float]:
     """Dense TFLOPS of the format's GEMMs on the GPU: the 16-bit modules' (BF16) and the
     quantized weights' (MXFP4 weights with MXFP8 activations, the engines' default on FP4
     tensor cores: vLLM's FlashInfer MXFP4 x MXFP8 MoE, TensorRT-LLM's W4A8_MXFP4_MXFP8, run at
-    the FP8 rate)."""
+    the FP8 rate). `kernel`: the experts' kernel where the engine's rules name it
+    (`expert_kernel`)."""
     fp8 = min(gpu.compute_tflops("fp8"), gpu.compute_tflops("bf16") * FP8_GEMM_SPEEDUP)
     gemm = fp8 if fmt.compute_dtype == "fp8" else gpu.compute_tflops(fmt.compute_dtype)
-    return gpu.compute_tflops("bf16"), fp8 if _native_fp4(gpu, fmt) else gemm
+    return gpu.compute_tflops("bf16"), fp8 if _native_fp4(gpu, fmt, kernel) else gemm
 
 
 def windowed_context(model: ModelFacts, context: float) -> float:
@@ -369,6 +396,7 @@ def _expert_read_s(
     grouped: GroupedShares | None = None,
     layout: float = 1.0,
     kept: float = 0.0,
+    kernel: str | None = None,
 ) -> float:
     """One rank's read of the routed experts a prefill step of `tokens` tokens routes to (its
     pipeline stages one after another): a grouped GEMM of tokens x top-k / experts rows per
@@ -380,8 +408,9 @@ def _expert_read_s(
     (experts / EP of them) split tensor / EP ways. `layout`: the bytes read as the engine lays
     the experts out over the bytes held (`expert_layout`). `kept`: the share of the routed
     experts in the MoE layers the checkpoint keeps whole in 16-bit (`kept_expert_share`):
-    16-bit bytes, streamed by the unquantized MoE at the plain rate, not by `grouped`."""
-    if not model.is_moe or _dequant_bound(gpu, fmt):
+    16-bit bytes, streamed by the unquantized MoE at the plain rate, not by `grouped`.
+    `kernel`: the experts' kernel where the engine's rules name it (`expert_kernel`)."""
+    if not model.is_moe or _dequant_bound(gpu, fmt, kernel):
         return 0.0
     touched = (model.routed_expert_parameters - _untouched_experts(model, tokens)) / tensor
     quantized_bandwidth = bandwidth
@@ -1073,20 +1102,47 @@ def mla_decode_copy_bytes(
     return mla_kv_b_copy_parameters(model, tensor, pipeline, checkpoint) * (BYTES_16BIT - linear)
 
 
-def _native_fp4(gpu: Gpu, fmt: QuantFormat) -> bool:
-    """MXFP4 weights the GPU's tensor cores take as they are (with MXFP8 activations)."""
-    return fmt.id == Quantization.MXFP4 and gpu.architecture in NATIVE_FP4_ARCHITECTURES
+def expert_kernel(fmt: QuantFormat, rules: EngineMemory | None) -> str | None:
+    """The kernel that runs the format's routed experts where the engine's rules decide it:
+    for MXFP4 on vLLM, the backend the memory rules lay the experts out for (`rules.mxfp4`:
+    engine_memory.mxfp4_layout, the release's default, or the backend a log names), so that
+    the bytes and the kernel's costs follow the same decision (MXFP4_KERNELS). None for other
+    formats and where the engine's layout was not read (TensorRT-LLM's rules hold the
+    checkpoint's): the GPU's architecture decides (`_native_fp4`, `_dequant_bound`)."""
+    if rules is None or fmt.id != Quantization.MXFP4 or rules.mxfp4.backend not in MXFP4_KERNELS:
+        return None
+    return rules.mxfp4.backend
 
 
-def _dequant_bound(gpu: Gpu, fmt: QuantFormat) -> bool:
+def _native_fp4(gpu: Gpu, fmt: QuantFormat, kernel: str | None = None) -> bool:
+    """MXFP4 weights the GPU's tensor cores take as they are (with MXFP8 activations):
+    FlashInfer's kernel does, Marlin's never (W4A16 on every GPU); otherwise by the
+    architecture (`kernel`: `expert_kernel`)."""
+    if fmt.id != Quantization.MXFP4:
+        return False
+    if kernel in ("flashinfer", "marlin"):
+        return kernel == "flashinfer"
+    return gpu.architecture in NATIVE_FP4_ARCHITECTURES
+
+
+def _dequant_bound(gpu: Gpu, fmt: QuantFormat, kernel: str | None = None) -> bool:
     """Whether the format's GEMMs dequantize 4-bit weights to BF16 (W4A16) on this GPU at a
-    rate below its bandwidth."""
+    rate below its bandwidth: Marlin's, and Triton's MXFP4 MoE on Hopper, which converts the
+    weights in registers per tile as Marlin does (TRITON_MXFP4_BLOCK_TOKENS). The rate is
+    WEIGHT_ONLY_DEQUANT_FLOP for both: it was fitted on Marlin's rows, and no measurement of
+    Triton's conversion alone was found (`kernel`: `expert_kernel`)."""
     weight_only = fmt.compute_dtype == "bf16" and fmt.weight_bytes < 1
     return (
         weight_only
-        and not _native_fp4(gpu, fmt)
+        and not _native_fp4(gpu, fmt, kernel)
         and gpu.architecture in DEQUANT_BOUND_ARCHITECTURES
     )
+
+
+def _block_tokens(kernel: str | None) -> int:
+    """The rows of each expert a weight-only kernel multiplies per conversion of its weights:
+    Triton's MXFP4 tiles (TRITON_MXFP4_BLOCK_TOKENS), else Marlin's (MARLIN_BLOCK_TOKENS)."""
+    return TRITON_MXFP4_BLOCK_TOKENS if kernel == "triton" else MARLIN_BLOCK_TOKENS
 
 
 def _marlin_parameters(
@@ -1111,10 +1167,12 @@ def _dequant_excess_s(
     tokens: float,
     bandwidth: float,
     layout: float = 1.0,
+    kernel: str | None = None,
 ) -> float:
     """What a step's Marlin GEMMs take beyond reading their weights: the larger of the two
-    binds (the kernel overlaps its loads with the conversion). `layout`: `expert_layout`."""
-    if not _dequant_bound(gpu, fmt):
+    binds (the kernel overlaps its loads with the conversion). `layout`: `expert_layout`;
+    `kernel`: `expert_kernel` (Triton's MXFP4 MoE on Hopper converts as Marlin does)."""
+    if not _dequant_bound(gpu, fmt, kernel):
         return 0.0
     parameters = sum(_marlin_parameters(model, fmt, tokens, layout)) / (tensor * pipeline)
     dequant_s = parameters * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
@@ -1122,7 +1180,14 @@ def _dequant_excess_s(
 
 
 def _marlin_prefill_s(
-    model: ModelFacts, gpu: Gpu, fmt: QuantFormat, tensor: int, tokens: float, layout: float = 1.0
+    model: ModelFacts,
+    gpu: Gpu,
+    fmt: QuantFormat,
+    tensor: int,
+    tokens: float,
+    layout: float = 1.0,
+    *,
+    kernel: str | None = None,
 ) -> float:
     """Marlin's conversion time in a prefill step of `tokens` tokens, the pipeline stages one
     after another, each stage's weights on its `tensor` GPUs: every weight it runs is
@@ -1131,12 +1196,14 @@ def _marlin_prefill_s(
     Marlin's warps issue both the conversion and the mma.sync, with no producer warps to
     overlap them, where a decode step's conversion only competes with its reads
     (`_dequant_excess_s`). `layout`: the experts as the engine lays them out
-    (`expert_layout`)."""
-    if not _dequant_bound(gpu, fmt):
+    (`expert_layout`). `kernel`: the experts' kernel (`expert_kernel`): Triton's MXFP4 MoE on
+    Hopper converts each expert's weights once per 128 rows routed to it, not 64
+    (`_block_tokens`); the dense linears' Marlin keeps its 64."""
+    if not _dequant_bound(gpu, fmt, kernel):
         return 0.0
     experts, dense = _marlin_parameters(model, fmt, tokens, layout)
     per_expert = tokens * model.active_experts / model.experts if model.is_moe else 0.0
-    blocks = model.routed_expert_parameters * layout * per_expert / MARLIN_BLOCK_TOKENS
+    blocks = model.routed_expert_parameters * layout * per_expert / _block_tokens(kernel)
     routed = max(experts, blocks)
     parameters = routed + dense * max(1.0, tokens / MARLIN_BLOCK_TOKENS)
     return parameters / tensor * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
@@ -1190,6 +1257,7 @@ def _prefill_steps(
     gemm_tflops: tuple[float, float] | None = None,
     kept_experts: float = 0.0,
     steps: int | None = None,
+    kernel: str | None = None,
 ) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
@@ -1203,7 +1271,8 @@ def _prefill_steps(
     held (`expert_layout`); `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where the caller has it;
     `kept_experts`: the share of the routed experts in MoE layers the checkpoint keeps whole
     (`kept_expert_share`), which run the unquantized MoE in BF16, not `grouped`; `steps`: the
-    steps, of `tokens / steps` each, where the caller knows them (a burst's: `burst_prefill`)."""
+    steps, of `tokens / steps` each, where the caller knows them (a burst's: `burst_prefill`);
+    `kernel`: the routed experts' kernel where the engine's rules name it (`expert_kernel`)."""
     steps = steps or max(1, math.ceil(tokens / chunk))
     grouped_experts = 0.0
     if grouped is not None:
@@ -1227,8 +1296,10 @@ def _prefill_steps(
         gemm_tflops=gemm_tflops,
         layout=layout,
     ) + steps * (
-        _marlin_prefill_s(model, gpu, fmt, tensor, size, layout)
-        + _expert_read_s(model, gpu, fmt, tensor, size, bandwidth, grouped, layout, kept_experts)
+        _marlin_prefill_s(model, gpu, fmt, tensor, size, layout, kernel=kernel)
+        + _expert_read_s(
+            model, gpu, fmt, tensor, size, bandwidth, grouped, layout, kept_experts, kernel
+        )
         + _grouped_expert_math_s(grouped_experts, gpu, tensor, size, grouped)
     )
     memory_s = steps * pipeline * weights / bandwidth
@@ -1334,6 +1405,8 @@ class StepModel:
     # differ).
     read_layers: float = field(init=False)
     gemm_tflops: tuple[float, float] = field(init=False)
+    # The routed experts' kernel where the memory rules name it (`expert_kernel`).
+    kernel: str | None = field(init=False)
 
     def __post_init__(self) -> None:
         gpu, model = self.gpu, self.model
@@ -1343,8 +1416,9 @@ class StepModel:
         self.read_layers = layer_weight_bytes_per_rank(
             model, self.fmt, self.tensor, self.pipeline, checkpoint=self.checkpoint
         )
-        self.gemm_tflops = _gemm_tflops(gpu, self.fmt)
         rules = self.memory_rules
+        self.kernel = expert_kernel(self.held, rules)
+        self.gemm_tflops = _gemm_tflops(gpu, self.fmt, self.kernel)
         self.layout = expert_layout(
             model, self.held, self.tensor, self.pipeline, rules, self.expert_parallel
         )
@@ -1410,7 +1484,7 @@ class StepModel:
         # Stages run one after another for a token: the step time is the sum over stages.
         # The conversion overlaps the reads of the weights as the checkpoint holds them.
         memory_s = pipeline * (weights + kv_read) / bandwidth + _dequant_excess_s(
-            model, gpu, self.held, tensor, pipeline, batch, bandwidth, self.layout
+            model, gpu, self.held, tensor, pipeline, batch, bandwidth, self.layout, self.kernel
         )
         compute_s = _flops_s(
             model,
@@ -1464,6 +1538,7 @@ class StepModel:
             gemm_tflops=self.gemm_tflops,
             kept_experts=self.kept_experts,
             steps=steps,
+            kernel=self.kernel,
         )
 
     def prefill_s(self, tokens: float, chunk: int, steps: int | None = None) -> float:
