@@ -127,11 +127,14 @@ def test_noisy_steady_traffic_changes_the_recommendation_at_most_once(
     traffic, _ = served
     traffic.noise = 0.15
     deploy(kubeconfig_path, namespace)
-    wait_until(
+    first = wait_until(
         lambda: status(kube_api, namespace).get("recommendation"),
         what="a first recommendation",
         timeout=90,
     )
+    # Made for the traffic's 2 requests/s, though the first window began before the engines
+    # did (counted over the seconds since they began, not over the whole window).
+    assert abs(first["basis"]["requestsPerSecond"] / traffic.per_second - 1) <= 0.15, first
     made: list[str] = []
     seen: list[str] = []  # each recommendation with what it was made for, shown on failure
     ends: set[str] = set()

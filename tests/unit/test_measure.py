@@ -254,6 +254,35 @@ def test_no_engine_all_window_long_claims_no_cost(catalog: Catalog) -> None:
     assert seen.unknown["costPerMillionOutputTokens"] == unseen
 
 
+def test_a_new_deployment_s_first_window_counts_from_when_its_engines_began(
+    catalog: Catalog,
+) -> None:
+    """Its engines' series began half-way through the hour (the first 7 s step that saw them
+    is 1796.5 s before the end; they began within that step: 1800 s): its 3600 requests and
+    1.5 replicas are over those 1800 s, not over an hour in which no engine could count."""
+    half = {
+        **HEALTHY,
+        "requests": vector(3600),
+        "inputTokensTotal": vector(3_686_400),
+        "outputTokensTotal": vector(921_600),
+        "replicas": vector(0.75),  # the hour's average: none in its first half
+        "servedSeconds": vector(1796.5),
+    }
+    seen = measure(catalog, half)
+    assert seen.window_seconds == 1800
+    assert seen.requests_per_second == 2.0  # 3600 / 1800, not 1.0
+    assert seen.output_tokens_per_second == 512.0
+    assert seen.replicas == 1.5  # 0.75 x 3600 / 1800
+    assert seen.cost_per_hour == pytest.approx(0.9)
+    assert seen.input_tokens_mean == 1024.0  # a ratio of two totals: the same either way
+    # Engines all hour long: the first step that saw them lies within one step of its start.
+    whole = measure(catalog, {**HEALTHY, "servedSeconds": vector(HOUR - 5)})
+    assert (whole.window_seconds, whole.requests_per_second, whole.replicas) == (HOUR, 2.0, 1.5)
+    queries = measurement_queries("prod", "llm", EngineName.VLLM, HOUR)
+    assert queries.instant["servedSeconds"].startswith("time() - min_over_time(timestamp(count(")
+    assert queries.instant["servedSeconds"].endswith("[3600s:7s])")
+
+
 def test_a_plan_without_a_priced_gpu_has_no_cost(catalog: Catalog) -> None:
     answers = {key: answer(value) for key, value in HEALTHY.items()}
     seen = observe(

@@ -60,7 +60,10 @@ class Observed(MeasuredModel):
     """Measured over `windowSeconds` up to `end`; a field that is None is Unknown, and
     `unknown` says why (by the field's camelCase name)."""
 
-    window_seconds: int = Field(description="Length of the window.")
+    window_seconds: int = Field(
+        description="Seconds measured: the window, or the part of it since the engines began "
+        "where they began inside it (a new deployment)."
+    )
     end: str = Field(description="End of the window, RFC 3339 (UTC).")
     requests: float | None = Field(default=None, description="Requests finished in the window.")
     requests_per_second: float | None = Field(

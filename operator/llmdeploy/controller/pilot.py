@@ -149,7 +149,7 @@ def _generation_measurement(
     return GenerationMeasurement(
         generation=generation,
         end=observed.end,
-        window_seconds=window_s,
+        window_seconds=observed.window_seconds,
         requests=observed.requests,
         ttft_within_slo=observed.ttft_within_slo,
         tpot_within_slo=observed.tpot_within_slo,

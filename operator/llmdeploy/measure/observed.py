@@ -25,10 +25,12 @@ from llmdeploy.measure.queries import (
     OUTPUT_TOKENS_TOTAL,
     REPLICAS,
     REQUESTS,
+    SERVED_SECONDS,
     TPOT,
     TPOT_SUM,
     TTFT,
     TTFT_SUM,
+    resolution_seconds,
 )
 from llmdeploy.measure.results import Readings
 from llmdeploy.sizing import Plan
@@ -70,7 +72,10 @@ def observe(
     end: float,
     min_requests: int = MIN_REQUESTS,
 ) -> Observed:
-    """The deployment's figures from its readings (queries.measurement_queries' `instant`)."""
+    """The deployment's figures from its readings (queries.measurement_queries' `instant`).
+    Rates and the mean replicas are over the seconds measured: the window, or the part of it
+    since the engines began where they began inside it (`measured_seconds`)."""
+    measured_s = measured_seconds(readings, window_s)
     figures: dict[str, float | None] = {}
     unknown: dict[str, str] = {}
 
@@ -85,7 +90,7 @@ def observe(
     requests = readings.values.get(REQUESTS)
     no_requests = missing(REQUESTS, "request counter")
     put("requests", requests, no_requests)
-    put("requests_per_second", None if requests is None else requests / window_s, no_requests)
+    put("requests_per_second", None if requests is None else requests / measured_s, no_requests)
     if requests is None:
         few = no_requests
     elif requests < min_requests:
@@ -129,10 +134,12 @@ def observe(
             put(f"{name}_within_slo", share, why)
 
     output_total = readings.values.get(OUTPUT_TOKENS_TOTAL)
-    tokens_per_s = None if output_total is None else output_total / window_s
+    tokens_per_s = None if output_total is None else output_total / measured_s
     put("output_tokens_per_second", tokens_per_s, missing(OUTPUT_TOKENS_TOTAL, "token counter"))
     put("kv_cache_usage", readings.values.get(KV_CACHE_USAGE), missing(KV_CACHE_USAGE, "gauge"))
     replicas = readings.values.get(REPLICAS)
+    if replicas is not None:  # the window's average counts no engine before they began
+        replicas = replicas * window_s / measured_s
     put("replicas", replicas, missing(REPLICAS, "serving engine"))
 
     price = _price(plan, catalog)
@@ -158,12 +165,25 @@ def observe(
                 why = "no output tokens in the window"
         put("cost_per_million_output_tokens", per_million, why)
     return Observed(
-        window_seconds=window_s,
+        window_seconds=measured_s,
         end=rfc3339(end),
         price=price,
         unknown=unknown,
         **figures,
     )
+
+
+def measured_seconds(readings: Readings, window_s: int) -> int:
+    """The seconds a measurement covers: the window, or, where the engines began inside it (a
+    new deployment), the seconds since. Over the whole window a counter's increase would be
+    divided by seconds in which no engine could count, and a new deployment's first
+    measurements would say it serves a fraction of its traffic. The engines began within the
+    subqueries' step before the first step that saw them: half a step is added."""
+    served = readings.values.get(SERVED_SECONDS)
+    step = resolution_seconds(window_s)
+    if served is None or served + step >= window_s:  # none in the window, or all of it
+        return window_s
+    return max(1, round(served + step / 2))
 
 
 def _from_histogram(

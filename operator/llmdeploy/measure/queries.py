@@ -34,6 +34,9 @@ OUTPUT_TOKENS_TOTAL = "outputTokensTotal"
 # ...time averages over it...
 KV_CACHE_USAGE = "kvCacheUsage"
 REPLICAS = "replicas"
+# ...the seconds since the window's first step with an engine (the whole window, unless the
+# engines began inside it: a new deployment's first windows)...
+SERVED_SECONDS = "servedSeconds"
 # ...the latency histograms' sums over it (a mean is a sum over the histogram's count)...
 TTFT_SUM = "ttftSum"
 TPOT_SUM = "tpotSum"
@@ -91,6 +94,11 @@ def _increase_of_sum(histograms: tuple[str, ...], sel: str, seconds: int) -> str
     return f"sum({inner})"
 
 
+def resolution_seconds(window_s: int) -> int:
+    """The step of the window's subqueries: about 500 points over it."""
+    return max(1, window_s // 500)
+
+
 def _replicas_now(metrics: EngineMetrics, sel: str) -> str:
     # One series per engine process; `instance` (pod address) counts each pod once.
     return f"count(count by (instance) ({metrics.running}{{{sel}}})) or vector(0)"
@@ -109,7 +117,10 @@ def measurement_queries(
     sel = selector(namespace, name, generation)
     span = _range(window_s)
     # Averages of gauges sample every `resolution`: about 500 points over the window.
-    resolution = _range(max(1, window_s // 500))
+    resolution = _range(resolution_seconds(window_s))
+    # A series is seen from its first scrape on, so the first step with an engine is when the
+    # engines began, if that was inside the window.
+    first = f"min_over_time(timestamp(count({metrics.running}{{{sel}}}))[{span}:{resolution}])"
     kv = " or ".join(f"avg(avg_over_time({g}{{{sel}}}[{span}]))" for g in metrics.kv_cache_usage)
     instant = {
         REQUESTS: f"sum(increase({metrics.requests}{{{sel}}}[{span}]))",
@@ -117,6 +128,7 @@ def measurement_queries(
         OUTPUT_TOKENS_TOTAL: f"sum(increase({metrics.output_tokens_total}{{{sel}}}[{span}]))",
         KV_CACHE_USAGE: kv,
         REPLICAS: f"avg_over_time(({_replicas_now(metrics, sel)})[{span}:{resolution}])",
+        SERVED_SECONDS: f"time() - {first}",
         TTFT: _increase_by_le(metrics.ttft, sel, window_s),
         TPOT: _increase_by_le(metrics.tpot, sel, window_s),
         TTFT_SUM: _increase_of_sum(metrics.ttft, sel, window_s),
