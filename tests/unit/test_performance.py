@@ -1169,9 +1169,10 @@ def test_on_two_stages_a_loaded_request_queues_behind_half_a_prefill_pass(
 
 def test_a_prefill_attends_within_the_window_in_sliding_window_layers(catalog: Catalog) -> None:
     """gpt-oss-120b: 18 of its 36 layers attend within 128 tokens. A prompt's token attends to
-    half the prompt on average in a full layer and to at most the window in a sliding one, so
-    at 8192 tokens the sliding layers' attention is 128 / 4096 of the full layers'; the prefill
-    is that much cheaper than the same model without a window, and not at all within it."""
+    half the prompt on average in a full layer and to at most the window in a sliding one
+    (128 - 128^2 / 16384 = 127 keys on average over an 8192-token prompt), so at 8192 tokens
+    the prefill is cheaper than the same model's without a window by the sliding layers'
+    attention beyond those 127 keys, and not at all within the window."""
     model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
     full = dataclasses.replace(model, sliding_window=0, sliding_window_layers=0)
     assert performance.windowed_context(model, 4096) == pytest.approx((4096 + 128) / 2)
@@ -1191,12 +1192,30 @@ def test_a_prefill_attends_within_the_window_in_sliding_window_layers(catalog: C
         )
         return steps.prefill_s(tokens, 8192)
 
-    attention = performance._attention_flops(model, 8192, 4096 - 128) / 2  # the window layers'
+    attention = performance._attention_flops(model, 8192, 4096 - 127) / 2  # the window layers'
     tflops = catalog.gpus["nvidia-b200-180gb"].compute_tflops("bf16") * 1e12
     efficiency = performance.COMPUTE_EFFICIENCY_BY_CHIP["GB100"]
     saved = attention / 8 / (tflops * efficiency)
     assert prefill_s(full, 8192) - prefill_s(model, 8192) == pytest.approx(saved, rel=1e-6)
-    assert prefill_s(full, 256) == pytest.approx(prefill_s(model, 256))
+    assert prefill_s(full, 128) == pytest.approx(prefill_s(model, 128))
+
+
+def test_a_prefill_s_sliding_layers_average_the_window_bound_over_the_prompt(
+    catalog: Catalog,
+) -> None:
+    """The token at position x of a prompt attends to min(x, window) keys in a sliding-window
+    layer, so over a prompt of two windows a token attends to 3/4 of the window on average,
+    not to the whole window (the bound of the mean, half the prompt). Gemma 2 9B: 21 of 42
+    layers with a 4096-token window: at 8192 tokens 3072 keys in those, 4096 in the others;
+    at 4096 tokens and below, half the prompt in every layer."""
+    model = resolve_model(make_spec("google/gemma-2-9b-it").model, catalog)
+    assert (model.sliding_window, model.sliding_window_layers, model.layers) == (4096, 21, 42)
+    assert performance.windowed_prefill_context(model, 8192) == pytest.approx((4096 + 3072) / 2)
+    assert performance.windowed_prefill_context(model, 4096) == pytest.approx(2048)
+    assert performance.windowed_prefill_context(model, 1000) == pytest.approx(500)
+    # gpt-oss's 128-token window at a 256-token prompt: 96 keys, not 128.
+    gpt_oss = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    assert performance.windowed_prefill_context(gpt_oss, 256) == pytest.approx((128 + 96) / 2)
 
 
 def test_the_experts_math_runs_over_the_padded_layout(catalog: Catalog) -> None:

@@ -282,6 +282,22 @@ def windowed_context(model: ModelFacts, context: float) -> float:
     return context * (1 - share) + min(context, model.sliding_window) * share
 
 
+def windowed_prefill_context(model: ModelFacts, prompt: float) -> float:
+    """The keys a prompt's token attends to on average over the prompt and the layers at
+    prefill: the token at position x attends to the x keys before it, so to half the prompt
+    on average in a full-attention layer, and to min(x, window) in a sliding-window layer
+    (`windowed_context`'s bound, per token). Over a prompt longer than the window that
+    averages window - window^2 / (2 x prompt), not the window: the tokens before the
+    window's end attend to fewer keys (the mean of the bound, not the bound of the mean
+    `windowed_context(model, prompt / 2)` would give; Gemma 2 at 8192 tokens: 3072 of its
+    4096-token window)."""
+    window = model.sliding_window
+    if not window or prompt <= window:
+        return prompt / 2
+    share = model.sliding_window_layers / model.layers
+    return prompt / 2 * (1 - share) + (window - window * window / (2 * prompt)) * share
+
+
 def _attention_flops(model: ModelFacts, tokens: float, context: float) -> float:
     """FLOPs of `tokens` query tokens attending to `context` tokens each through every layer
     (QK^T and PV: 2 x 2 x heads x head_dim a pair)."""
@@ -1195,7 +1211,7 @@ def _prefill_steps(
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
     reading the weights once and paying a step's fixed overhead; a token attends to the half
     of its prompt before it on average, at most the window in a sliding-window layer
-    (`windowed_context`). A step is compute-bound unless its chunk is short. A
+    (`windowed_prefill_context`). A step is compute-bound unless its chunk is short. A
     step passes the pipeline stages one after another, each stage's layers on its `tensor`
     GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
     (`grouped_fp8_shares`); `held_16_bit`: the active parameters the checkpoint leaves 16-bit
@@ -1219,7 +1235,7 @@ def _prefill_steps(
         fmt,
         tensor,
         tokens,
-        windowed_context(model, prompt / 2),
+        windowed_prefill_context(model, prompt),
         efficiency,
         prompts + steps - 1,
         grouped_experts=grouped_experts,
