@@ -1556,12 +1556,6 @@ def burst_to_median(batch: int, input_tokens: int, budget: int, pipeline: int = 
     return burst_prefill(batch, input_tokens, budget, pipeline, 1 + (batch - 1) / 2)
 
 
-def burst_steps_to_median(batch: int, input_tokens: int, budget: int, pipeline: int = 1) -> int:
-    """The prefill steps until a burst's median request's prompt is complete
-    (`burst_to_median`)."""
-    return burst_to_median(batch, input_tokens, budget, pipeline).steps
-
-
 def burst_prefills_after_first_token(
     batch: int, input_tokens: int, budget: int, pipeline: int = 1
 ) -> float:
