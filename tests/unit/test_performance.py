@@ -145,6 +145,9 @@ def test_a_bursts_steps_take_the_budget_the_decodes_leave() -> None:
     # step's budget is whole.
     assert prefill(31, 1024, 8192, pipeline=2, prompts=16) == (2, 16384)
     assert prefill(31, 1024, 8192, pipeline=2, prompts=23) == (3, 16384 + 8184)
+    # And then once every two steps: in the fifth step the eight of the first step and the
+    # seven completed in the third decode (15 tokens), not the 23 completed by the third.
+    assert prefill(40, 1024, 8192, pipeline=2, prompts=39) == (5, 16384 + 2 * 8184 + 8177)
     # Prompts longer than a step: 2048-token steps until the first prompt is done in the fifth,
     # then one token less from the sixth.
     assert prefill(5, 10000, 2048, prompts=1) == (5, 10240)

@@ -1533,18 +1533,25 @@ def burst_prefill(
     to a request that decodes and the rest of its prompt to one still prefilling, then lets the
     waiting requests, first come first served, take the rest of the budget, the last one
     chunked. A request decodes only after the step that completed its prompt has come back:
-    the next step, or with `pipeline` stages `pipeline` steps later (a running request is not
-    scheduled again while its batch is in flight). So a step's prompt tokens are the budget
-    less one token per prompt completed that long before (at least one token: where the
-    decodes take the whole budget no prompt moves, which a burst within max_num_seqs does not
-    reach at the budgets served). Requests finishing within the burst's prefill are not
-    counted."""
+    the next step, or with `pipeline` stages `pipeline` steps later, and from then on once
+    every `pipeline` steps (a running request is not scheduled again while its batch is in
+    flight: the "PP>1 ... not finished yet" skip, and v1/engine/core.py
+    `step_with_batch_queue`, 0.11.0 300-352, which schedules the next step only once the
+    oldest of the `pipeline` in flight has come back; the decode groups of
+    `estimate_performance`). So a step's prompt tokens are the budget less one token per
+    prompt completed `pipeline`, 2 x `pipeline`, ... steps before it (at least one token:
+    where the decodes take the whole budget no prompt moves, which a burst within
+    max_num_seqs does not reach at the budgets served). Requests finishing within the
+    burst's prefill are not counted."""
     total = batch * input_tokens
     target = total if prompts is None else prompts * input_tokens
     done = [0]  # prompt tokens prefilled by the end of each step
+    completed = [0] * pipeline  # prompts completed, by their step modulo `pipeline`
     while done[-1] < target - 1e-9:
-        decoding = done[max(0, len(done) - pipeline)] // input_tokens
-        done.append(min(total, done[-1] + max(1, budget - decoding)))
+        slot = len(done) % pipeline  # this step's: that of the steps `pipeline` apart
+        tokens = min(total, done[-1] + max(1, budget - completed[slot]))
+        completed[slot] += tokens // input_tokens - done[-1] // input_tokens
+        done.append(tokens)
     return BurstPrefill(len(done) - 1, done[-1])
 
 
