@@ -1235,8 +1235,9 @@ def test_the_experts_math_runs_over_the_padded_layout(catalog: Catalog) -> None:
     assert layout == pytest.approx(512 * 3072 / (360 * 2880), rel=1e-3)
 
     def flops_s(padding: float, grouped: bool = False) -> float:
+        experts = model.active_routed_expert_parameters if grouped else 0.0
         return performance._flops_s(
-            model, gpu, fmt, 8, 4096, 2048, 1.0, 1, layout=padding, grouped_experts=grouped
+            model, gpu, fmt, 8, 4096, 2048, 1.0, 1, layout=padding, grouped_experts=experts
         )
 
     rate = performance._gemm_tflops(gpu, fmt)[1] * 1e12
