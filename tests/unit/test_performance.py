@@ -1178,9 +1178,11 @@ def test_a_prefill_attends_within_the_window_in_sliding_window_layers(catalog: C
     attention beyond those 127 keys, and not at all within the window."""
     model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
     full = dataclasses.replace(model, sliding_window=0, sliding_window_layers=0)
-    assert performance.windowed_context(model, 4096) == pytest.approx((4096 + 128) / 2)
-    assert performance.windowed_context(model, 100) == 100
-    assert performance.windowed_context(full, 4096) == 4096
+    # A decode at 4096 keys and on: the window in a sliding layer.
+    assert performance.windowed_context(model, 4096, 4096) == pytest.approx((4096 + 128) / 2)
+    assert performance.windowed_context(model, 4000, 4192) == pytest.approx((4096 + 128) / 2)
+    assert performance.windowed_context(model, 0, 100) == 50
+    assert performance.windowed_context(full, 0, 8192) == 4096
 
     def prefill_s(facts: ModelFacts, tokens: int) -> float:
         steps = performance.StepModel(
@@ -1213,12 +1215,49 @@ def test_a_prefill_s_sliding_layers_average_the_window_bound_over_the_prompt(
     at 4096 tokens and below, half the prompt in every layer."""
     model = resolve_model(make_spec("google/gemma-2-9b-it").model, catalog)
     assert (model.sliding_window, model.sliding_window_layers, model.layers) == (4096, 21, 42)
-    assert performance.windowed_prefill_context(model, 8192) == pytest.approx((4096 + 3072) / 2)
-    assert performance.windowed_prefill_context(model, 4096) == pytest.approx(2048)
-    assert performance.windowed_prefill_context(model, 1000) == pytest.approx(500)
+    assert performance.windowed_context(model, 0, 8192) == pytest.approx((4096 + 3072) / 2)
+    assert performance.windowed_context(model, 0, 4096) == pytest.approx(2048)
+    assert performance.windowed_context(model, 0, 1000) == pytest.approx(500)
     # gpt-oss's 128-token window at a 256-token prompt: 96 keys, not 128.
     gpt_oss = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
-    assert performance.windowed_prefill_context(gpt_oss, 256) == pytest.approx((128 + 96) / 2)
+    assert performance.windowed_context(gpt_oss, 0, 256) == pytest.approx((128 + 96) / 2)
+
+
+def test_a_decode_s_sliding_layers_average_the_window_bound_over_the_output(
+    catalog: Catalog,
+) -> None:
+    """A decode from a short prompt past the window: the token at position x reads min(x,
+    window) keys of a sliding-window layer, so over a 1024-token prompt and 7168 output tokens
+    (positions 1024 to 8192) Gemma 2's sliding layers read 3437 keys on average, not the
+    window (the mean position, 4608, is beyond it); the full layers read 4608. The decode
+    step's KV read follows."""
+    model = resolve_model(make_spec("google/gemma-2-9b-it").model, catalog)
+    sliding = ((4096**2 - 1024**2) / 2 + 4096 * (8192 - 4096)) / (8192 - 1024)
+    assert sliding == pytest.approx(3437.7, abs=0.1)
+    assert performance.windowed_context(model, 1024, 8192) == pytest.approx((4608 + sliding) / 2)
+
+    def kv_read_s(output_tokens: int) -> float:  # bf16 on an H100, 1024 tokens in
+        steps = dataclasses.replace(
+            qwen3_32b_steps(catalog), model=model, tensor=1, output_tokens=output_tokens
+        )
+        return steps.decode(64).memory_s
+
+    # 64 streams: the sliding layers' KV read is 64 x (3437.7 - 4096) keys short of the
+    # window's, the full layers' 64 x 4608 keys, against a 1-token output's 64 x 1024 each.
+    per_key = (
+        2
+        * model.kv_heads
+        * model.head_dim
+        * 2
+        * 21
+        / (
+            catalog.gpus["nvidia-h100-80gb"].bandwidth_gbps
+            * 1e9
+            * performance.BANDWIDTH_EFFICIENCY_BY_GPU.get("nvidia-h100-80gb", 0.8)
+        )
+    )
+    grown = 64 * ((4608 - 1024) + (sliding - 1024)) * per_key
+    assert kv_read_s(7168) - kv_read_s(0) == pytest.approx(grown, rel=1e-6)
 
 
 def test_the_experts_math_runs_over_the_padded_layout(catalog: Catalog) -> None:

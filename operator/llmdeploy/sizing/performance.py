@@ -264,38 +264,37 @@ def _gemm_tflops(gpu: Gpu, fmt: QuantFormat) -> tuple[float, float]:
     return gpu.compute_tflops("bf16"), fp8 if _native_fp4(gpu, fmt) else gemm
 
 
-def windowed_context(model: ModelFacts, context: float) -> float:
-    """The keys a query attends to on average over the layers, where it would attend to
-    `context` keys in a full-attention layer: a sliding-window layer attends to at most its
-    window. The attention kernels skip the keys outside it, at prefill as at decode: vLLM
-    passes the layer's window to FlashAttention (v1/attention/backends/flash_attn.py
-    FlashAttentionImpl: `window_size=(sliding_window - 1, 0)` into flash_attn_varlen_func, read
-    in the 0.14.0 wheel), whose kernels bound each query tile's loop over key tiles by it
-    (Dao-AILab/flash-attention hopper/block.h `BlockMN::get_n_block_min_max` with Is_local, from
-    window_size_left), so a tile does not visit the keys left of its window. The tile
-    granularity (up to one key tile more a query tile) is not counted. Sliding layers: the
-    catalog's `slidingWindowLayers` (gpt-oss: 18 of 36 with a 128-token window; Gemma 2:
-    every other layer, 4096)."""
-    if not model.sliding_window:
-        return context
-    share = model.sliding_window_layers / model.layers
-    return context * (1 - share) + min(context, model.sliding_window) * share
-
-
-def windowed_prefill_context(model: ModelFacts, prompt: float) -> float:
-    """The keys a prompt's token attends to on average over the prompt and the layers at
-    prefill: the token at position x attends to the x keys before it, so to half the prompt
-    on average in a full-attention layer, and to min(x, window) in a sliding-window layer
-    (`windowed_context`'s bound, per token). Over a prompt longer than the window that
-    averages window - window^2 / (2 x prompt), not the window: the tokens before the
-    window's end attend to fewer keys (the mean of the bound, not the bound of the mean
-    `windowed_context(model, prompt / 2)` would give; Gemma 2 at 8192 tokens: 3072 of its
-    4096-token window)."""
+def windowed_context(model: ModelFacts, first: float, last: float) -> float:
+    """The keys a query attends to on average over the layers, for queries spread evenly over
+    the positions `first` to `last` (a prefill: 0 to its prompt; a decode: the prompt to the
+    prompt and the output): the query at position x attends to the x keys before it in a
+    full-attention layer, to min(x, window) in a sliding-window layer. The attention kernels
+    skip the keys outside the window, at prefill as at decode: vLLM passes the layer's window
+    to FlashAttention (v1/attention/backends/flash_attn.py FlashAttentionImpl:
+    `window_size=(sliding_window - 1, 0)` into flash_attn_varlen_func, read in the 0.14.0
+    wheel), whose kernels bound each query tile's loop over key tiles by it
+    (Dao-AILab/flash-attention hopper/block.h `BlockMN::get_n_block_min_max` with Is_local,
+    from window_size_left), so a tile does not visit the keys left of its window. The tile
+    granularity is not counted: a query tile visits the key tiles from its first row's window
+    start to its last row, so with 128 x 128 tiles a 128-token window takes two key tiles,
+    about twice the window. The mean is that of the bound, not the bound of the mean position: over
+    a prompt of two windows a query attends to 3/4 of the window (Gemma 2 at 8192 tokens: 3072
+    of 4096). Sliding layers: the catalog's `slidingWindowLayers` (gpt-oss: 18 of 36 with a
+    128-token window; Gemma 2: every other layer, 4096)."""
+    full = (first + last) / 2
     window = model.sliding_window
-    if not window or prompt <= window:
-        return prompt / 2
+    if not window:
+        return full
+
+    def keys_to(x: float) -> float:  # the integral of min(position, window) up to x
+        return x * x / 2 if x <= window else window * (x - window / 2)
+
+    if last > first:
+        sliding = (keys_to(last) - keys_to(first)) / (last - first)
+    else:
+        sliding = min(first, window)
     share = model.sliding_window_layers / model.layers
-    return prompt / 2 * (1 - share) + (window - window * window / (2 * prompt)) * share
+    return full * (1 - share) + sliding * share
 
 
 def _attention_flops(model: ModelFacts, tokens: float, context: float) -> float:
@@ -1211,7 +1210,7 @@ def _prefill_steps(
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
     reading the weights once and paying a step's fixed overhead; a token attends to the half
     of its prompt before it on average, at most the window in a sliding-window layer
-    (`windowed_prefill_context`). A step is compute-bound unless its chunk is short. A
+    (`windowed_context`). A step is compute-bound unless its chunk is short. A
     step passes the pipeline stages one after another, each stage's layers on its `tensor`
     GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
     (`grouped_fp8_shares`); `held_16_bit`: the active parameters the checkpoint leaves 16-bit
@@ -1235,7 +1234,7 @@ def _prefill_steps(
         fmt,
         tensor,
         tokens,
-        windowed_prefill_context(model, prompt),
+        windowed_context(model, 0, prompt),
         efficiency,
         prompts + steps - 1,
         grouped_experts=grouped_experts,
@@ -1416,7 +1415,7 @@ class StepModel:
             )
             + self.decode_copy_bytes
         )
-        context = windowed_context(model, self.input_tokens + self.output_tokens / 2)
+        context = windowed_context(model, self.input_tokens, self.input_tokens + self.output_tokens)
         kv_read = (
             batch
             * context
