@@ -82,7 +82,8 @@ def test_deepgemm_keeps_its_buffers_where_triton_frees_its_caches(catalog: Catal
     assert terms("0.11.0") == (0.0, 0.0, pytest.approx(triton))
     assert terms("0.13.0") == (0.0, 0.0, pytest.approx(triton + output))
     growth, held, step = terms("0.11.2")
-    assert held == step == pytest.approx(kept)
+    assert held == pytest.approx(kept)
+    assert step == pytest.approx(kept + output)  # and the modular kernel's own output
     assert growth == pytest.approx(kept - triton - output)
     assert 1.5 < kept / GIB < 1.52
     # At TP 4 (a 512-wide share) 0.13.0 runs DeepGEMM with the wide first workspace, whose
@@ -104,7 +105,7 @@ def test_triton_experts_keep_their_workspace_from_0_14(catalog: Catalog) -> None
     assert moe_workspace(qwen, h100, bf16, 8192, "0.14.0", 1, 1) == (
         0.0,
         pytest.approx(kept),
-        pytest.approx(kept),
+        pytest.approx(kept + 8192 * hidden * 2),  # and the modular kernel's own output
     )
     amd = catalog.gpus["amd-mi300x-192gb"]  # AITER's kernels: not read
     assert moe_workspace(qwen, amd, bf16, 8192, "0.14.0", 1, 1) == NO_MOE_WORKSPACE
@@ -159,13 +160,16 @@ def test_block_fp8_triton_keeps_its_workspace_from_0_14(catalog: Catalog) -> Non
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
     kept = pytest.approx(8192 * 8 * (7168 + 7168) * 2)
-    assert moe_workspace(r1, h200, fp8, 8192, "0.14.1", 8, 1) == (0.0, kept, kept)
+    # The step also holds the call's own output up to 0.24.0, which hands it to the experts.
+    step = pytest.approx(8192 * 8 * (7168 + 7168) * 2 + 8192 * 7168 * 2)
+    assert moe_workspace(r1, h200, fp8, 8192, "0.14.1", 8, 1) == (0.0, kept, step)
     assert moe_workspace(r1, h200, fp8, 8192, "0.13.0", 8, 1)[:2] == (0.0, 0.0)
     assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 1) == NO_MOE_WORKSPACE
     assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 8) == NO_MOE_WORKSPACE
     for release in ("0.17.0", "0.18.0", "0.19.0", "0.24.0"):
         assert moe_workspace_kernel(r1, h200, fp8, release, 8, 1) == "triton_experts"
-        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 1) == (0.0, kept, kept)
+        own = step if release != "0.24.0" else kept
+        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 1) == (0.0, kept, own)
         assert moe_workspace_kernel(r1, h200, fp8, release, 8, 8) is None
         assert moe_workspace(r1, h200, fp8, 8192, release, 8, 8) == NO_MOE_WORKSPACE
 
@@ -343,7 +347,8 @@ def test_mxfp4_experts_on_marlin_count_its_padded_workspace(
     direct = (tokens * top_k * (max(2 * width, hidden) + width) + output + padded_input) * 2
     assert terms(a100, "0.11.0") == (0.0, 0.0, pytest.approx(direct))
     kept = pytest.approx((tokens * top_k * (hidden + 2 * width) + padded_input) * 2)
-    assert terms(a100, "0.19.0") == (0.0, kept, kept)
+    step = pytest.approx((tokens * top_k * (hidden + 2 * width) + padded_input + output) * 2)
+    assert terms(a100, "0.19.0") == (0.0, kept, step)
     assert terms(h100, "0.19.0") == NO_MOE_WORKSPACE
     assert moe_workspace(oss, a100, mxfp4, 8192, "0.19.0", 1, 1) == NO_MOE_WORKSPACE
 
@@ -362,3 +367,24 @@ def test_mxfp4_experts_on_marlin_count_its_padded_workspace(
     )
     plan_deployment(spec, catalog)
     assert layouts and all(getattr(layout, "backend", None) == "marlin" for layout in layouts)
+
+
+def test_the_modular_kernel_takes_its_own_output_in_the_step_from_0_11_1_to_0_24(
+    catalog: Catalog,
+) -> None:
+    """From 0.11.1 (torch 2.9: disable_inplace) FusedMoEModularKernel.forward takes
+    `output = torch.zeros_like(hidden_states)` beside the fused_out its experts write, per
+    call: the step holds it, the sampler step does not (it is not a kept buffer). 0.11.0
+    writes into the input; 0.24.0 hands the output to the experts as their fused_out."""
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
+    output = 8192 * r1.hidden_size * 2
+    for release in ("0.11.2", "0.14.1", "0.19.0"):
+        _, kept, step = moe_workspace(r1, h200, fp8, 8192, release, 8, 1)
+        assert kept > 0 and step - kept == pytest.approx(output)
+    _, kept, step = moe_workspace(r1, h200, fp8, 8192, "0.24.0", 8, 1)
+    assert kept > 0 and step == kept
+    # 0.11.0's DeepGEMM at TP 2 (a 1024-wide share; _valid_deep_gemm wants above 512).
+    assert moe_workspace_kernel(r1, h200, fp8, "0.11.0", 2, 1) == "deepgemm"
+    _, kept, step = moe_workspace(r1, h200, fp8, 8192, "0.11.0", 2, 1)
+    assert kept > 0 and step == kept
