@@ -931,11 +931,16 @@ def moe_workspace(
         padding=padding,
     )
     whole = sized(model, layout, tensor // expert_parallel, model.experts / expert_parallel)
-    kept = 0.0 if layout in DIRECT_MOE_KERNELS else whole
+    # The step's tensors of M_full x the (padded) hidden size that one call takes and frees:
+    # the layer's padded copy of the input (in `whole`) and the modular kernel's own output.
+    hidden = math.ceil(model.hidden_size / padding[1]) * padding[1]
+    per_call = tokens * hidden * BYTES_16BIT
+    padded_input = per_call if hidden != model.hidden_size else 0.0
+    kept = 0.0 if layout in DIRECT_MOE_KERNELS else whole - padded_input
     step = whole
     aliased = version_within(version, VLLM_MODULAR_MOE_OUTPUT_ALIAS_SINCE, None)
-    if kept and out_of_place and not aliased:  # the modular kernel's own output
-        step += tokens * (math.ceil(model.hidden_size / padding[1]) * padding[1]) * BYTES_16BIT
+    if kept and out_of_place and not aliased:
+        step += per_call
     if split == "deepgemm":
         split = None if _vllm_moe_releases(version)[0] else "fused_experts"
     if split is None or (split == layout and expert_parallel == 1):
