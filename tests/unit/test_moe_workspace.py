@@ -160,7 +160,7 @@ def test_block_fp8_triton_keeps_its_workspace_from_0_14(catalog: Catalog) -> Non
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
     kept = pytest.approx(8192 * 8 * (7168 + 7168) * 2)
-    # The step also holds the call's own output up to 0.24.0, which hands it to the experts.
+    # The step also holds the call's own output.
     step = pytest.approx(8192 * 8 * (7168 + 7168) * 2 + 8192 * 7168 * 2)
     assert moe_workspace(r1, h200, fp8, 8192, "0.14.1", 8, 1) == (0.0, kept, step)
     assert moe_workspace(r1, h200, fp8, 8192, "0.13.0", 8, 1)[:2] == (0.0, 0.0)
@@ -168,8 +168,7 @@ def test_block_fp8_triton_keeps_its_workspace_from_0_14(catalog: Catalog) -> Non
     assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 8) == NO_MOE_WORKSPACE
     for release in ("0.17.0", "0.18.0", "0.19.0", "0.24.0"):
         assert moe_workspace_kernel(r1, h200, fp8, release, 8, 1) == "triton_experts"
-        own = step if release != "0.24.0" else kept
-        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 1) == (0.0, kept, own)
+        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 1) == (0.0, kept, step)
         assert moe_workspace_kernel(r1, h200, fp8, release, 8, 8) is None
         assert moe_workspace(r1, h200, fp8, 8192, release, 8, 8) == NO_MOE_WORKSPACE
 
@@ -276,8 +275,13 @@ def test_4_bit_experts_run_marlin_s_moe_where_the_rank_s_share_fits_it_else_trit
         0.0,
         pytest.approx(triton),
     )
-    kept = pytest.approx(tokens * top_k * (max(384, hidden) + max(768, hidden)) * 2)
-    assert moe_workspace(qwen, h100, awq, tokens, "0.24.0", 2, 1) == (0.0, kept, kept)
+    kept = tokens * top_k * (max(384, hidden) + max(768, hidden)) * 2
+    step = kept + output * 2  # and the modular kernel's own output, per call
+    assert moe_workspace(qwen, h100, awq, tokens, "0.24.0", 2, 1) == (
+        0.0,
+        pytest.approx(kept),
+        pytest.approx(step),
+    )
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200 = catalog.gpus[H200]
     assert moe_workspace_kernel(r1, h200, awq, "0.8.4", 8, 1) == "fused_experts"
@@ -370,21 +374,20 @@ def test_mxfp4_experts_on_marlin_count_its_padded_workspace(
     assert layouts and all(getattr(layout, "backend", None) == "marlin" for layout in layouts)
 
 
-def test_the_modular_kernel_takes_its_own_output_in_the_step_from_0_11_1_to_0_24(
+def test_the_modular_kernel_takes_its_own_output_in_the_step_from_0_11_1(
     catalog: Catalog,
 ) -> None:
     """From 0.11.1 (torch 2.9: disable_inplace) FusedMoEModularKernel.forward takes
-    `output = torch.zeros_like(hidden_states)` beside the fused_out its experts write, per
-    call: the step holds it, the sampler step does not (it is not a kept buffer). 0.11.0
-    writes into the input; 0.24.0 hands the output to the experts as their fused_out."""
+    `output = torch.zeros_like(hidden_states)` (empty_like from 0.18.0) beside the fused_out
+    its experts write, per call: the step holds it, the sampler step does not (it is not a
+    kept buffer). 0.24.0 aliases fused_out to it on ROCm with AITER only, so not on CUDA.
+    0.11.0 writes into the input."""
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
     output = 8192 * r1.hidden_size * 2
-    for release in ("0.11.2", "0.14.1", "0.19.0"):
+    for release in ("0.11.2", "0.14.1", "0.19.0", "0.24.0"):
         _, kept, step = moe_workspace(r1, h200, fp8, 8192, release, 8, 1)
         assert kept > 0 and step - kept == pytest.approx(output)
-    _, kept, step = moe_workspace(r1, h200, fp8, 8192, "0.24.0", 8, 1)
-    assert kept > 0 and step == kept
     # 0.11.0's DeepGEMM at TP 2 (a 1024-wide share; _valid_deep_gemm wants above 512).
     assert moe_workspace_kernel(r1, h200, fp8, "0.11.0", 2, 1) == "deepgemm"
     _, kept, step = moe_workspace(r1, h200, fp8, 8192, "0.11.0", 2, 1)

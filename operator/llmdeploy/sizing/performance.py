@@ -857,7 +857,7 @@ class MoeWorkspace(NamedTuple):
     growth: float  # added to the step over the split layout's kernel
     kept: float  # still allocated under the dummy sampler step
     # The layout's kernel's whole workspace, allocated inside the step's MoE call, and the
-    # modular kernel's own output where it takes one (VLLM_MODULAR_MOE_OUTPUT_ALIAS_SINCE).
+    # modular kernel's own output where it takes one (DIRECT_MOE_KERNELS, below).
     step: float
 
 
@@ -869,15 +869,14 @@ DIRECT_MOE_KERNELS: frozenset[MoeKernel] = frozenset({"fused_experts", "marlin"}
 # where inplace holds and disable_inplace() does not, else `output = torch.zeros_like(
 # hidden_states)` (modular_kernel.py 0.11.1 and 0.11.2 1181-1184, 0.12.0 1285-1288, 0.13.0
 # 1255-1258, 0.14.0 1210-1213; from 0.16.0 the methods pass inplace=not disable_inplace:
-# 0.16.0 1330-1333, 0.17.0 1519-1522, 0.18.0 and 0.19.0 1347-1350 `torch.empty_like`). It is
-# a tensor beside the fused_out its experts write (`_allocate_buffers`, memory.
-# moe_workspace_bytes), which `_finalize` reduces into it, the step's whole M_full x K (on
-# the padded hidden size where the layout pads it), and is not kept: it is the layer's output.
-# 0.24.0 hands it to the experts as `output_alias` (modular_kernel.py 1220-1264, 1396, 1432):
-# fused_out is that tensor where the shapes agree, so no second copy from there; releases
-# between 0.19.0 and 0.24.0 were not read (as 0.19.0). 0.11.0 writes into the input unless the
-# kernel holds shared experts (modular_kernel.py 899; not counted).
-VLLM_MODULAR_MOE_OUTPUT_ALIAS_SINCE = "0.24.0"
+# 0.16.0 1330-1333, 0.17.0 1519-1522, 0.18.0 and 0.19.0 1347-1350, 0.24.0 1396, always
+# `torch.empty_like`). It is a tensor beside the fused_out its experts write (`_allocate_
+# buffers`, memory.moe_workspace_bytes), which `_finalize` reduces into it, the step's whole
+# M_full x K (on the padded hidden size where the layout pads it), and is not kept: it is the
+# layer's output. 0.24.0 hands it to the experts as `output_alias`, but uses it as their
+# fused_out only on ROCm with AITER's fused MoE (modular_kernel.py 1248-1264), not on CUDA.
+# 0.11.0 writes into the input unless the kernel holds shared experts (modular_kernel.py 899;
+# not counted).
 
 
 def moe_workspace(
@@ -938,8 +937,7 @@ def moe_workspace(
     padded_input = per_call if hidden != model.hidden_size else 0.0
     kept = 0.0 if layout in DIRECT_MOE_KERNELS else whole - padded_input
     step = whole
-    aliased = version_within(version, VLLM_MODULAR_MOE_OUTPUT_ALIAS_SINCE, None)
-    if kept and out_of_place and not aliased:
+    if kept and out_of_place:
         step += per_call
     if split == "deepgemm":
         split = None if _vllm_moe_releases(version)[0] else "fused_experts"
