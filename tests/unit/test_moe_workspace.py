@@ -84,7 +84,9 @@ def test_deepgemm_keeps_its_buffers_where_triton_frees_its_caches(catalog: Catal
     growth, held, step = terms("0.11.2")
     assert held == pytest.approx(kept)
     assert step == pytest.approx(kept + output)  # and the modular kernel's own output
-    assert growth == pytest.approx(kept - triton - output)
+    # Over Triton's caches, each kernel with its own output (DeepGEMM's behind the modular
+    # kernel, Triton's out of place): the outputs cancel.
+    assert growth == pytest.approx(kept - triton)
     assert 1.5 < kept / GIB < 1.52
     # At TP 4 (a 512-wide share) 0.13.0 runs DeepGEMM with the wide first workspace, whose
     # M_sum x 7168 holds the output.

@@ -936,15 +936,21 @@ def moe_workspace(
     per_call = tokens * hidden * BYTES_16BIT
     padded_input = per_call if hidden != model.hidden_size else 0.0
     kept = 0.0 if layout in DIRECT_MOE_KERNELS else whole - padded_input
-    step = whole
-    if kept and out_of_place:
-        step += per_call
+
+    def in_step(kernel: MoeKernel, workspace: float) -> float:
+        """A kernel's workspace with the modular kernel's own output, as the step holds it."""
+        modular = kernel not in DIRECT_MOE_KERNELS
+        return workspace + (per_call if modular and out_of_place else 0.0)
+
+    step = in_step(layout, whole)
     if split == "deepgemm":
         split = None if _vllm_moe_releases(version)[0] else "fused_experts"
     if split is None or (split == layout and expert_parallel == 1):
         return MoeWorkspace(0.0, kept, step)
-    fitted = sized(model, split, tensor, model.experts)
-    return MoeWorkspace(whole - fitted, kept, step)
+    # Like with like: both kernels' step tensors, outputs included (a direct call's own
+    # output is in its workspace from VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE).
+    fitted = in_step(split, sized(model, split, tensor, model.experts))
+    return MoeWorkspace(step - fitted, kept, step)
 
 
 def _block_scaled_fp8(
