@@ -331,11 +331,12 @@ def _flops_s(
     parameters a pre-quantized checkpoint leaves 16-bit (memory.held_16_bit_active_parameters),
     the routed experts of the MoE layers it keeps whole among them. `gemm_tflops`:
     `_gemm_tflops(gpu, fmt)` where the caller has it (StepModel computes it once for its
-    steps). `layout`: the routed experts as the engine lays them out over as held
-    (`expert_layout`): the MoE kernel multiplies the padded tensors it is handed, so the
-    experts' math grows with their padding as their reads do (gpt-oss-120b's MXFP4 experts on
-    FlashInfer's SM100 kernel at TP 8: each rank's intermediate slice of 360 padded to 512 and
-    the hidden size 2880 to 3072, 1.52 times the math; at TP 1 to 4, 1.14).
+    steps). `layout`: the routed experts' size as the engine lays them out, over their size as
+    the checkpoint holds them (`expert_layout`): the MoE kernel multiplies the padded tensors
+    it is handed, so the experts' math grows with their padding as their reads do
+    (gpt-oss-120b's MXFP4 experts on FlashInfer's SM100 kernel at TP 8: each rank's
+    intermediate slice of 360 padded to 512 and the hidden size 2880 to 3072, 1.52 times the
+    math; at TP 1 to 4, 1.14).
 
     The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
     checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
@@ -1478,7 +1479,7 @@ class StepModel:
     def prefill(self, tokens: float, chunk: int, steps: int | None = None) -> PrefillSteps:
         """The steps of a prefill of `tokens` prompt tokens (prompts of input_tokens) in
         chunks of at most `chunk` tokens, without decodes; in `steps` steps where given (of
-        `tokens / steps` each, none above `chunk`)."""
+        `tokens / steps` each; the caller keeps them within `chunk`)."""
         # The experts' read and conversion count the weights as the checkpoint holds them.
         return _prefill_steps(
             self.model,
