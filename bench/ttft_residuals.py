@@ -5,7 +5,8 @@ times whole prefills, prints the signed median TTFT error of each family (prompt
 GPU, i.e. input_tokens / TP, in bands; TP; GPU; engine; lone or loaded; MoE or dense), then
 every row with what each of the model's terms adds to its TTFT: the TTFT less the TTFT with
 that term removed (performance.py), in ms. Terms:
-- host: the request's host time (TTFT_OVERHEAD_S and the release's front-end time);
+- host: the request's host time (`request_host_s`: TTFT_OVERHEAD_S, the release's front-end
+  time, and under load the fitted TTFT_LOAD_OVERHEAD_S and TTFT_OVERHEAD_PER_STREAMED_TOKEN_S);
 - all-reduce: every TP all-reduce (`_all_reduce_s`), the prefill's and the steps waited;
 - overhead: the per-layer step costs (PER_LAYER_OVERHEAD_S and the MoE and MLA extras);
 - marlin: the W4A16 conversion of a prefill (`_marlin_prefill_s`);
@@ -43,7 +44,7 @@ def _zero(*_args: object, **_kwargs: object) -> float:
 
 # Each term: the module attributes that, set to these values, remove it from the model.
 TERMS: dict[str, dict[str, object]] = {
-    "host": {"TTFT_OVERHEAD_S": 0.0, "frontend_s": _zero},
+    "host": {"request_host_s": _zero},
     "all-reduce": {"_all_reduce_s": _zero},
     "overhead": {
         "PER_LAYER_OVERHEAD_S": 0.0,

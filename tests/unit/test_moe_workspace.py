@@ -82,8 +82,11 @@ def test_deepgemm_keeps_its_buffers_where_triton_frees_its_caches(catalog: Catal
     assert terms("0.11.0") == (0.0, 0.0, pytest.approx(triton))
     assert terms("0.13.0") == (0.0, 0.0, pytest.approx(triton + output))
     growth, held, step = terms("0.11.2")
-    assert held == step == pytest.approx(kept)
-    assert growth == pytest.approx(kept - triton - output)
+    assert held == pytest.approx(kept)
+    assert step == pytest.approx(kept + output)  # and the modular kernel's own output
+    # Over Triton's caches, each kernel with its own output (DeepGEMM's behind the modular
+    # kernel, Triton's out of place): the outputs cancel.
+    assert growth == pytest.approx(kept - triton)
     assert 1.5 < kept / GIB < 1.52
     # At TP 4 (a 512-wide share) 0.13.0 runs DeepGEMM with the wide first workspace, whose
     # M_sum x 7168 holds the output.
@@ -104,7 +107,7 @@ def test_triton_experts_keep_their_workspace_from_0_14(catalog: Catalog) -> None
     assert moe_workspace(qwen, h100, bf16, 8192, "0.14.0", 1, 1) == (
         0.0,
         pytest.approx(kept),
-        pytest.approx(kept),
+        pytest.approx(kept + 8192 * hidden * 2),  # and the modular kernel's own output
     )
     amd = catalog.gpus["amd-mi300x-192gb"]  # AITER's kernels: not read
     assert moe_workspace(qwen, amd, bf16, 8192, "0.14.0", 1, 1) == NO_MOE_WORKSPACE
@@ -159,13 +162,15 @@ def test_block_fp8_triton_keeps_its_workspace_from_0_14(catalog: Catalog) -> Non
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
     kept = pytest.approx(8192 * 8 * (7168 + 7168) * 2)
-    assert moe_workspace(r1, h200, fp8, 8192, "0.14.1", 8, 1) == (0.0, kept, kept)
+    # The step also holds the call's own output.
+    step = pytest.approx(8192 * 8 * (7168 + 7168) * 2 + 8192 * 7168 * 2)
+    assert moe_workspace(r1, h200, fp8, 8192, "0.14.1", 8, 1) == (0.0, kept, step)
     assert moe_workspace(r1, h200, fp8, 8192, "0.13.0", 8, 1)[:2] == (0.0, 0.0)
     assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 1) == NO_MOE_WORKSPACE
     assert moe_workspace(r1, h200, fp8, 8192, "0.16.0", 8, 8) == NO_MOE_WORKSPACE
     for release in ("0.17.0", "0.18.0", "0.19.0", "0.24.0"):
         assert moe_workspace_kernel(r1, h200, fp8, release, 8, 1) == "triton_experts"
-        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 1) == (0.0, kept, kept)
+        assert moe_workspace(r1, h200, fp8, 8192, release, 8, 1) == (0.0, kept, step)
         assert moe_workspace_kernel(r1, h200, fp8, release, 8, 8) is None
         assert moe_workspace(r1, h200, fp8, 8192, release, 8, 8) == NO_MOE_WORKSPACE
 
@@ -272,8 +277,13 @@ def test_4_bit_experts_run_marlin_s_moe_where_the_rank_s_share_fits_it_else_trit
         0.0,
         pytest.approx(triton),
     )
-    kept = pytest.approx(tokens * top_k * (max(384, hidden) + max(768, hidden)) * 2)
-    assert moe_workspace(qwen, h100, awq, tokens, "0.24.0", 2, 1) == (0.0, kept, kept)
+    kept = tokens * top_k * (max(384, hidden) + max(768, hidden)) * 2
+    step = kept + output * 2  # and the modular kernel's own output, per call
+    assert moe_workspace(qwen, h100, awq, tokens, "0.24.0", 2, 1) == (
+        0.0,
+        pytest.approx(kept),
+        pytest.approx(step),
+    )
     r1 = resolve_model(make_spec(R1).model, catalog)
     h200 = catalog.gpus[H200]
     assert moe_workspace_kernel(r1, h200, awq, "0.8.4", 8, 1) == "fused_experts"
@@ -328,7 +338,8 @@ def test_mxfp4_experts_on_marlin_count_its_padded_workspace(
     Marlin (engine_memory.mxfp4_layout): up to 0.16.0 mxfp4.py calls fused_marlin_moe
     directly (cache13, cache2 and its output, freed), from 0.17.0 it runs MarlinExperts
     behind the modular kernel (kept); both on Marlin's padded widths (the share to 2944, the
-    hidden size to 3072) with the layer's padded copy of the input. Triton's backend on an
+    hidden size to 3072) with the layer's padded copy of the input, which F.pad takes in
+    every call: in the step, not kept under the sampler. Triton's backend on an
     H100 (0.19.0) is not counted, and the planner hands the release's layout on."""
     oss = resolve_model(make_spec("openai/gpt-oss-20b").model, catalog)
     a100, h100 = catalog.gpus["nvidia-a100-80gb"], catalog.gpus["nvidia-h100-80gb"]
@@ -342,8 +353,9 @@ def test_mxfp4_experts_on_marlin_count_its_padded_workspace(
     padded_input = output = tokens * hidden
     direct = (tokens * top_k * (max(2 * width, hidden) + width) + output + padded_input) * 2
     assert terms(a100, "0.11.0") == (0.0, 0.0, pytest.approx(direct))
-    kept = pytest.approx((tokens * top_k * (hidden + 2 * width) + padded_input) * 2)
-    assert terms(a100, "0.19.0") == (0.0, kept, kept)
+    kept = pytest.approx(tokens * top_k * (hidden + 2 * width) * 2)
+    step = pytest.approx((tokens * top_k * (hidden + 2 * width) + padded_input + output) * 2)
+    assert terms(a100, "0.19.0") == (0.0, kept, step)
     assert terms(h100, "0.19.0") == NO_MOE_WORKSPACE
     assert moe_workspace(oss, a100, mxfp4, 8192, "0.19.0", 1, 1) == NO_MOE_WORKSPACE
 
@@ -362,3 +374,23 @@ def test_mxfp4_experts_on_marlin_count_its_padded_workspace(
     )
     plan_deployment(spec, catalog)
     assert layouts and all(getattr(layout, "backend", None) == "marlin" for layout in layouts)
+
+
+def test_the_modular_kernel_takes_its_own_output_in_the_step_from_0_11_1(
+    catalog: Catalog,
+) -> None:
+    """From 0.11.1 (torch 2.9: disable_inplace) FusedMoEModularKernel.forward takes
+    `output = torch.zeros_like(hidden_states)` (empty_like from 0.18.0) beside the fused_out
+    its experts write, per call: the step holds it, the sampler step does not (it is not a
+    kept buffer). 0.24.0 aliases fused_out to it on ROCm with AITER only, so not on CUDA.
+    0.11.0 writes into the input."""
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
+    output = 8192 * r1.hidden_size * 2
+    for release in ("0.11.2", "0.14.1", "0.19.0", "0.24.0"):
+        _, kept, step = moe_workspace(r1, h200, fp8, 8192, release, 8, 1)
+        assert kept > 0 and step - kept == pytest.approx(output)
+    # 0.11.0's DeepGEMM at TP 2 (a 1024-wide share; _valid_deep_gemm wants above 512).
+    assert moe_workspace_kernel(r1, h200, fp8, "0.11.0", 2, 1) == "deepgemm"
+    _, kept, step = moe_workspace(r1, h200, fp8, 8192, "0.11.0", 2, 1)
+    assert kept > 0 and step == kept

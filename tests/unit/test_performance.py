@@ -145,6 +145,9 @@ def test_a_bursts_steps_take_the_budget_the_decodes_leave() -> None:
     # step's budget is whole.
     assert prefill(31, 1024, 8192, pipeline=2, prompts=16) == (2, 16384)
     assert prefill(31, 1024, 8192, pipeline=2, prompts=23) == (3, 16384 + 8184)
+    # And then once every two steps: in the fifth step the eight of the first step and the
+    # seven completed in the third decode (15 tokens), not the 23 completed by the third.
+    assert prefill(40, 1024, 8192, pipeline=2, prompts=39) == (5, 16384 + 2 * 8184 + 8177)
     # Prompts longer than a step: 2048-token steps until the first prompt is done in the fifth,
     # then one token less from the sixth.
     assert prefill(5, 10000, 2048, prompts=1) == (5, 10240)
@@ -173,7 +176,7 @@ def test_a_burst_counts_only_the_prompt_tokens_prefilled_after_its_median_first_
             assert 0.0 <= after(batch, tokens, budget, pipeline) <= (batch - 1) / 2
     # The TTFT and the TPOT read one rule.
     steps, done = performance.burst_to_median(31, 1024, 8192)
-    assert performance.burst_steps_to_median(31, 1024, 8192) == steps == 3
+    assert steps == 3
     assert after(31, 1024, 8192) == (31 * 1024 - done) / 1024
 
 
@@ -1169,14 +1172,17 @@ def test_on_two_stages_a_loaded_request_queues_behind_half_a_prefill_pass(
 
 def test_a_prefill_attends_within_the_window_in_sliding_window_layers(catalog: Catalog) -> None:
     """gpt-oss-120b: 18 of its 36 layers attend within 128 tokens. A prompt's token attends to
-    half the prompt on average in a full layer and to at most the window in a sliding one, so
-    at 8192 tokens the sliding layers' attention is 128 / 4096 of the full layers'; the prefill
-    is that much cheaper than the same model without a window, and not at all within it."""
+    half the prompt on average in a full layer and to at most the window in a sliding one
+    (128 - 128^2 / 16384 = 127 keys on average over an 8192-token prompt), so at 8192 tokens
+    the prefill is cheaper than the same model's without a window by the sliding layers'
+    attention beyond those 127 keys, and not at all within the window."""
     model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
     full = dataclasses.replace(model, sliding_window=0, sliding_window_layers=0)
-    assert performance.windowed_context(model, 4096) == pytest.approx((4096 + 128) / 2)
-    assert performance.windowed_context(model, 100) == 100
-    assert performance.windowed_context(full, 4096) == 4096
+    # A decode at 4096 keys and on: the window in a sliding layer.
+    assert performance.windowed_context(model, 4096, 4096) == pytest.approx((4096 + 128) / 2)
+    assert performance.windowed_context(model, 4000, 4192) == pytest.approx((4096 + 128) / 2)
+    assert performance.windowed_context(model, 0, 100) == 50
+    assert performance.windowed_context(full, 0, 8192) == 4096
 
     def prefill_s(facts: ModelFacts, tokens: int) -> float:
         steps = performance.StepModel(
@@ -1191,12 +1197,67 @@ def test_a_prefill_attends_within_the_window_in_sliding_window_layers(catalog: C
         )
         return steps.prefill_s(tokens, 8192)
 
-    attention = performance._attention_flops(model, 8192, 4096 - 128) / 2  # the window layers'
+    attention = performance._attention_flops(model, 8192, 4096 - 127) / 2  # the window layers'
     tflops = catalog.gpus["nvidia-b200-180gb"].compute_tflops("bf16") * 1e12
     efficiency = performance.COMPUTE_EFFICIENCY_BY_CHIP["GB100"]
     saved = attention / 8 / (tflops * efficiency)
     assert prefill_s(full, 8192) - prefill_s(model, 8192) == pytest.approx(saved, rel=1e-6)
-    assert prefill_s(full, 256) == pytest.approx(prefill_s(model, 256))
+    assert prefill_s(full, 128) == pytest.approx(prefill_s(model, 128))
+
+
+def test_a_prefill_s_sliding_layers_average_the_window_bound_over_the_prompt(
+    catalog: Catalog,
+) -> None:
+    """The token at position x of a prompt attends to min(x, window) keys in a sliding-window
+    layer, so over a prompt of two windows a token attends to 3/4 of the window on average,
+    not to the whole window (the bound of the mean, half the prompt). Gemma 2 9B: 21 of 42
+    layers with a 4096-token window: at 8192 tokens 3072 keys in those, 4096 in the others;
+    at 4096 tokens and below, half the prompt in every layer."""
+    model = resolve_model(make_spec("google/gemma-2-9b-it").model, catalog)
+    assert (model.sliding_window, model.sliding_window_layers, model.layers) == (4096, 21, 42)
+    assert performance.windowed_context(model, 0, 8192) == pytest.approx((4096 + 3072) / 2)
+    assert performance.windowed_context(model, 0, 4096) == pytest.approx(2048)
+    assert performance.windowed_context(model, 0, 1000) == pytest.approx(500)
+    # gpt-oss's 128-token window at a 256-token prompt: 96 keys, not 128.
+    gpt_oss = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    assert performance.windowed_context(gpt_oss, 0, 256) == pytest.approx((128 + 96) / 2)
+
+
+def test_a_decode_s_sliding_layers_average_the_window_bound_over_the_output(
+    catalog: Catalog,
+) -> None:
+    """A decode from a short prompt past the window: the token at position x reads min(x,
+    window) keys of a sliding-window layer, so over a 1024-token prompt and 7168 output tokens
+    (positions 1024 to 8192) Gemma 2's sliding layers read 3437 keys on average, not the
+    window (the mean position, 4608, is beyond it); the full layers read 4608. The decode
+    step's KV read follows."""
+    model = resolve_model(make_spec("google/gemma-2-9b-it").model, catalog)
+    sliding = ((4096**2 - 1024**2) / 2 + 4096 * (8192 - 4096)) / (8192 - 1024)
+    assert sliding == pytest.approx(3437.7, abs=0.1)
+    assert performance.windowed_context(model, 1024, 8192) == pytest.approx((4608 + sliding) / 2)
+
+    def kv_read_s(output_tokens: int) -> float:  # bf16 on an H100, 1024 tokens in
+        steps = dataclasses.replace(
+            qwen3_32b_steps(catalog), model=model, tensor=1, output_tokens=output_tokens
+        )
+        return steps.decode(64).memory_s
+
+    # 64 streams: the sliding layers' KV read is 64 x (3437.7 - 4096) keys short of the
+    # window's, the full layers' 64 x 4608 keys, against a 1-token output's 64 x 1024 each.
+    per_key = (
+        2
+        * model.kv_heads
+        * model.head_dim
+        * 2
+        * 21
+        / (
+            catalog.gpus["nvidia-h100-80gb"].bandwidth_gbps
+            * 1e9
+            * performance.BANDWIDTH_EFFICIENCY_BY_GPU.get("nvidia-h100-80gb", 0.8)
+        )
+    )
+    grown = 64 * ((4608 - 1024) + (sliding - 1024)) * per_key
+    assert kv_read_s(7168) - kv_read_s(0) == pytest.approx(grown, rel=1e-6)
 
 
 def test_the_experts_math_runs_over_the_padded_layout(catalog: Catalog) -> None:
@@ -1213,8 +1274,9 @@ def test_the_experts_math_runs_over_the_padded_layout(catalog: Catalog) -> None:
     assert layout == pytest.approx(512 * 3072 / (360 * 2880), rel=1e-3)
 
     def flops_s(padding: float, grouped: bool = False) -> float:
+        experts = model.active_routed_expert_parameters if grouped else 0.0
         return performance._flops_s(
-            model, gpu, fmt, 8, 4096, 2048, 1.0, 1, layout=padding, grouped_experts=grouped
+            model, gpu, fmt, 8, 4096, 2048, 1.0, 1, layout=padding, grouped_experts=experts
         )
 
     rate = performance._gemm_tflops(gpu, fmt)[1] * 1e12

@@ -291,22 +291,37 @@ def _gemm_tflops(gpu: Gpu, fmt: QuantFormat, kernel: str | None = None) -> tuple
     return gpu.compute_tflops("bf16"), fp8 if _native_fp4(gpu, fmt, kernel) else gemm
 
 
-def windowed_context(model: ModelFacts, context: float) -> float:
-    """The keys a query attends to on average over the layers, where it would attend to
-    `context` keys in a full-attention layer: a sliding-window layer attends to at most its
-    window. The attention kernels skip the keys outside it, at prefill as at decode: vLLM
-    passes the layer's window to FlashAttention (v1/attention/backends/flash_attn.py
-    FlashAttentionImpl: `window_size=(sliding_window - 1, 0)` into flash_attn_varlen_func, read
-    in the 0.14.0 wheel), whose kernels bound each query tile's loop over key tiles by it
-    (Dao-AILab/flash-attention hopper/block.h `BlockMN::get_n_block_min_max` with Is_local, from
-    window_size_left), so a tile does not visit the keys left of its window. The tile
-    granularity (up to one key tile more a query tile) is not counted. Sliding layers: the
-    catalog's `slidingWindowLayers` (gpt-oss: 18 of 36 with a 128-token window; Gemma 2:
-    every other layer, 4096)."""
-    if not model.sliding_window:
-        return context
+def windowed_context(model: ModelFacts, first: float, last: float) -> float:
+    """The keys a query attends to on average over the layers, for queries spread evenly over
+    the positions `first` to `last` (a prefill: 0 to its prompt; a decode: the prompt to the
+    prompt and the output): the query at position x attends to the x keys before it in a
+    full-attention layer, to min(x, window) in a sliding-window layer. The attention kernels
+    skip the keys outside the window, at prefill as at decode: vLLM passes the layer's window
+    to FlashAttention (v1/attention/backends/flash_attn.py FlashAttentionImpl:
+    `window_size=(sliding_window - 1, 0)` into flash_attn_varlen_func, read in the 0.14.0
+    wheel), whose kernels bound each query tile's loop over key tiles by it
+    (Dao-AILab/flash-attention hopper/block.h `BlockMN::get_n_block_min_max` with Is_local,
+    from window_size_left), so a tile does not visit the keys left of its window. The tile
+    granularity is not counted: a query tile visits the key tiles from its first row's window
+    start to its last row, so with 128 x 128 tiles a 128-token window takes two key tiles,
+    about twice the window. The mean is that of the bound, not the bound of the mean position: over
+    a prompt of two windows a query attends to 3/4 of the window (Gemma 2 at 8192 tokens: 3072
+    of 4096). Sliding layers: the catalog's `slidingWindowLayers` (gpt-oss: 18 of 36 with a
+    128-token window; Gemma 2: every other layer, 4096)."""
+    full = (first + last) / 2
+    window = model.sliding_window
+    if not window:
+        return full
+
+    def keys_to(x: float) -> float:  # the integral of min(position, window) up to x
+        return x * x / 2 if x <= window else window * (x - window / 2)
+
+    if last > first:
+        sliding = (keys_to(last) - keys_to(first)) / (last - first)
+    else:
+        sliding = min(first, window)
     share = model.sliding_window_layers / model.layers
-    return context * (1 - share) + min(context, model.sliding_window) * share
+    return full * (1 - share) + sliding * share
 
 
 def _attention_flops(model: ModelFacts, tokens: float, context: float) -> float:
@@ -343,11 +358,12 @@ def _flops_s(
     parameters a pre-quantized checkpoint leaves 16-bit (memory.held_16_bit_active_parameters),
     the routed experts of the MoE layers it keeps whole among them. `gemm_tflops`:
     `_gemm_tflops(gpu, fmt)` where the caller has it (StepModel computes it once for its
-    steps). `layout`: the routed experts as the engine lays them out over as held
-    (`expert_layout`): the MoE kernel multiplies the padded tensors it is handed, so the
-    experts' math grows with their padding as their reads do (gpt-oss-120b's MXFP4 experts on
-    FlashInfer's SM100 kernel at TP 8: each rank's intermediate slice of 360 padded to 512 and
-    the hidden size 2880 to 3072, 1.52 times the math; at TP 1 to 4, 1.14).
+    steps). `layout`: the routed experts' size as the engine lays them out, over their size as
+    the checkpoint holds them (`expert_layout`): the MoE kernel multiplies the padded tensors
+    it is handed, so the experts' math grows with their padding as their reads do
+    (gpt-oss-120b's MXFP4 experts on FlashInfer's SM100 kernel at TP 8: each rank's
+    intermediate slice of 360 padded to 512 and the hidden size 2880 to 3072, 1.52 times the
+    math; at TP 1 to 4, 1.14).
 
     The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
     checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
@@ -870,12 +886,27 @@ class MoeWorkspace(NamedTuple):
 
     growth: float  # added to the step over the split layout's kernel
     kept: float  # still allocated under the dummy sampler step
-    step: float  # the layout's kernel's whole workspace, allocated inside the step's MoE call
+    # The layout's kernel's whole workspace, allocated inside the step's MoE call, and the
+    # modular kernel's own output where it takes one (DIRECT_MOE_KERNELS, below).
+    step: float
 
 
 NO_MOE_WORKSPACE = MoeWorkspace(0.0, 0.0, 0.0)
 # The kernels called directly, whose caches are freed when the call returns.
 DIRECT_MOE_KERNELS: frozenset[MoeKernel] = frozenset({"fused_experts", "marlin"})
+# Under torch 2.9 (VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE) the modular kernel, too, takes an output
+# of its own in every call: FusedMoEModularKernel.forward keeps `output = hidden_states` only
+# where inplace holds and disable_inplace() does not, else `output = torch.zeros_like(
+# hidden_states)` (modular_kernel.py 0.11.1 and 0.11.2 1181-1184, 0.12.0 1285-1288, 0.13.0
+# 1255-1258, 0.14.0 1210-1213; from 0.16.0 the methods pass inplace=not disable_inplace:
+# 0.16.0 1330-1333, 0.17.0 1519-1522, 0.18.0 and 0.19.0 1347-1350, 0.24.0 1396, always
+# `torch.empty_like`). It is a tensor beside the fused_out its experts write (`_allocate_
+# buffers`, memory.moe_workspace_bytes), which `_finalize` reduces into it, the step's whole
+# M_full x K (on the padded hidden size where the layout pads it), and is not kept: it is the
+# layer's output. 0.24.0 hands it to the experts as `output_alias`, but uses it as their
+# fused_out only on ROCm with AITER's fused MoE (modular_kernel.py 1248-1264), not on CUDA.
+# 0.11.0 writes into the input unless the kernel holds shared experts (modular_kernel.py 899;
+# not counted).
 
 
 def moe_workspace(
@@ -929,13 +960,27 @@ def moe_workspace(
         padding=padding,
     )
     whole = sized(model, layout, tensor // expert_parallel, model.experts / expert_parallel)
-    kept = 0.0 if layout in DIRECT_MOE_KERNELS else whole
+    # The step's tensors of M_full x the (padded) hidden size that one call takes and frees:
+    # the layer's padded copy of the input (in `whole`) and the modular kernel's own output.
+    hidden = math.ceil(model.hidden_size / padding[1]) * padding[1]
+    per_call = tokens * hidden * BYTES_16BIT
+    padded_input = per_call if hidden != model.hidden_size else 0.0
+    kept = 0.0 if layout in DIRECT_MOE_KERNELS else whole - padded_input
+
+    def in_step(kernel: MoeKernel, workspace: float) -> float:
+        """A kernel's workspace with the modular kernel's own output, as the step holds it."""
+        modular = kernel not in DIRECT_MOE_KERNELS
+        return workspace + (per_call if modular and out_of_place else 0.0)
+
+    step = in_step(layout, whole)
     if split == "deepgemm":
         split = None if _vllm_moe_releases(version)[0] else "fused_experts"
     if split is None or (split == layout and expert_parallel == 1):
-        return MoeWorkspace(0.0, kept, whole)
-    fitted = sized(model, split, tensor, model.experts)
-    return MoeWorkspace(whole - fitted, kept, whole)
+        return MoeWorkspace(0.0, kept, step)
+    # Like with like: both kernels' step tensors, outputs included (a direct call's own
+    # output is in its workspace from VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE).
+    fitted = in_step(split, sized(model, split, tensor, model.experts))
+    return MoeWorkspace(step - fitted, kept, step)
 
 
 def _block_scaled_fp8(
@@ -1288,7 +1333,7 @@ def _prefill_steps(
         fmt,
         tensor,
         tokens,
-        windowed_context(model, prompt / 2),
+        windowed_context(model, 0, prompt),
         efficiency,
         prompts + steps - 1,
         grouped_experts=grouped_experts,
@@ -1474,7 +1519,7 @@ class StepModel:
             )
             + self.decode_copy_bytes
         )
-        context = windowed_context(model, self.input_tokens + self.output_tokens / 2)
+        context = windowed_context(model, self.input_tokens, self.input_tokens + self.output_tokens)
         kv_read = (
             batch
             * context
@@ -1508,7 +1553,7 @@ class StepModel:
     def prefill(self, tokens: float, chunk: int, steps: int | None = None) -> PrefillSteps:
         """The steps of a prefill of `tokens` prompt tokens (prompts of input_tokens) in
         chunks of at most `chunk` tokens, without decodes; in `steps` steps where given (of
-        `tokens / steps` each, none above `chunk`)."""
+        `tokens / steps` each; the caller keeps them within `chunk`)."""
         # The experts' read and conversion count the weights as the checkpoint holds them.
         return _prefill_steps(
             self.model,
@@ -1592,18 +1637,25 @@ def burst_prefill(
     to a request that decodes and the rest of its prompt to one still prefilling, then lets the
     waiting requests, first come first served, take the rest of the budget, the last one
     chunked. A request decodes only after the step that completed its prompt has come back:
-    the next step, or with `pipeline` stages `pipeline` steps later (a running request is not
-    scheduled again while its batch is in flight). So a step's prompt tokens are the budget
-    less one token per prompt completed that long before (at least one token: where the
-    decodes take the whole budget no prompt moves, which a burst within max_num_seqs does not
-    reach at the budgets served). Requests finishing within the burst's prefill are not
-    counted."""
+    the next step, or with `pipeline` stages `pipeline` steps later, and from then on once
+    every `pipeline` steps (a running request is not scheduled again while its batch is in
+    flight: the "PP>1 ... not finished yet" skip, and v1/engine/core.py
+    `step_with_batch_queue`, 0.11.0 300-352, which schedules the next step only once the
+    oldest of the `pipeline` in flight has come back; the decode groups of
+    `estimate_performance`). So a step's prompt tokens are the budget less one token per
+    prompt completed `pipeline`, 2 x `pipeline`, ... steps before it (at least one token:
+    where the decodes take the whole budget no prompt moves, which a burst within
+    max_num_seqs does not reach at the budgets served). Requests finishing within the
+    burst's prefill are not counted."""
     total = batch * input_tokens
     target = total if prompts is None else prompts * input_tokens
     done = [0]  # prompt tokens prefilled by the end of each step
+    completed = [0] * pipeline  # prompts completed, by their step modulo `pipeline`
     while done[-1] < target - 1e-9:
-        decoding = done[max(0, len(done) - pipeline)] // input_tokens
-        done.append(min(total, done[-1] + max(1, budget - decoding)))
+        slot = len(done) % pipeline  # this step's: that of the steps `pipeline` apart
+        tokens = min(total, done[-1] + max(1, budget - completed[slot]))
+        completed[slot] += tokens // input_tokens - done[-1] // input_tokens
+        done.append(tokens)
     return BurstPrefill(len(done) - 1, done[-1])
 
 
@@ -1613,12 +1665,6 @@ def burst_to_median(batch: int, input_tokens: int, budget: int, pipeline: int = 
     median request is preceded by half of the others, and the step that completes its prompt
     is filled with the prompts behind it up to the budget."""
     return burst_prefill(batch, input_tokens, budget, pipeline, 1 + (batch - 1) / 2)
-
-
-def burst_steps_to_median(batch: int, input_tokens: int, budget: int, pipeline: int = 1) -> int:
-    """The prefill steps until a burst's median request's prompt is complete
-    (`burst_to_median`)."""
-    return burst_to_median(batch, input_tokens, budget, pipeline).steps
 
 
 def burst_prefills_after_first_token(
