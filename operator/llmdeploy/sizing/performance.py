@@ -155,12 +155,13 @@ NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
 # Physical, not fitted: the MXFP4 MoE kernels of vLLM the performance model knows
 # (engine_memory.Mxfp4Layout backend and activation): Marlin's and Triton's weight-only
 # kernels, and FlashInfer's two on Blackwell. Its default, MXFP4 x BF16, is weight-only too:
-# TensorRT-LLM's trtllm-gen batched GEMM config (cpp/tensorrt_llm/kernels/trtllmGenKernels/
-# batchedGemm/trtllmGen_bmm_export/config.json, template BatchedGemmMxE2m1Bf16LowLatency,
-# the kernels FlashInfer's trtllm_fp4_block_scale_moe ships) sets dtypeMmaA and dtypeMmaB to
-# bf16 with mmaK 16, so the 4-bit weights are widened to BF16 and multiplied at the BF16
-# rate; its MxE2m1 x MxE4m3 templates (the MXFP8 variant) multiply with mmaK 32 on the FP8
-# tensor cores. The memory side lays the experts out for the same backend, so one decision
+# TensorRT-LLM's export of the trtllm-gen batched GEMMs (cpp/tensorrt_llm/kernels/
+# trtllmGenKernels/batchedGemm/trtllmGen_bmm_export/config.json at 117e500, template
+# BatchedGemmMxE2m1Bf16LowLatency; the kernel family FlashInfer's trtllm_fp4_block_scale_moe
+# runs, whose own prebuilt cubins were not read) sets dtypeMmaA and dtypeMmaB to bf16 with
+# mmaK 16, so the 4-bit weights are widened to BF16 and multiplied at the BF16 rate; its
+# MxE2m1 x MxE4m3 templates (the MXFP8 variant) multiply with mmaK 32 on the FP8 tensor
+# cores. The memory side lays the experts out for the same backend, so one decision
 # (engine_memory.mxfp4_layout, or the backend and activations a server set) sets both the
 # bytes and the kernel (`expert_kernel`).
 MXFP4_KERNELS = frozenset({"marlin", "triton", "flashinfer_bf16", "flashinfer_mxfp8"})
