@@ -415,14 +415,30 @@ def moe_backends() -> dict[str, str]:
 _MOE_BACKENDS = moe_backends()
 
 
+def moe_activations() -> dict[str, str]:
+    """The activations a vLLM latency row's server set FlashInfer's MXFP4 MoE to, by row id
+    (bench/data/latency_moe_activation.csv, each value cited: `mxfp8` where the server set
+    VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1); rows it lacks ran the default, MXFP4 x BF16."""
+    return {r["id"]: r["moe_activation"] for r in _read("latency_moe_activation.csv")}
+
+
+_MOE_ACTIVATIONS = moe_activations()
+
+
 def latency_rules(row: LatencyRow, model: ModelFacts, gpu: Gpu) -> EngineMemory:
     """The memory rules of the release a latency row ran (an unknown release as the newest
-    read), with the MXFP4 MoE backend its server set (moe_backends): how the engine lays out
-    the weights its steps read (StepModel.memory_rules)."""
+    read), with the MXFP4 MoE backend and activations its server set (moe_backends,
+    moe_activations): how the engine lays out the weights its steps read, and the kernel that
+    multiplies them (StepModel.memory_rules)."""
     version = row.engine_version or None
     if row.engine == "vllm":
-        backend = _MOE_BACKENDS.get(row.id)
-        return vllm_memory(version, gpu, mxfp4_backend=backend, model_type=model.model_type)
+        return vllm_memory(
+            version,
+            gpu,
+            mxfp4_backend=_MOE_BACKENDS.get(row.id),
+            model_type=model.model_type,
+            mxfp4_activation=_MOE_ACTIVATIONS.get(row.id),
+        )
     return engine_memory(row.engine, version, gpu, model.model_type)
 
 

@@ -303,3 +303,22 @@ def test_a_latency_row_s_mxfp4_moe_backend_is_the_one_its_notes_state() -> None:
         if row["engine"] == "vllm" and row["quantization"] == "mxfp4" and variable in row["notes"]
     }
     assert backends == stated
+
+
+def test_a_latency_row_s_mxfp4_moe_activations_are_the_ones_its_notes_state() -> None:
+    """bench/data/latency_moe_activation.csv: every id is a vLLM MXFP4 corpus latency row on
+    FlashInfer's backend (latency_moe_backend.csv), and each vLLM MXFP4 row whose notes set
+    VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1 is in it with `mxfp8`, so the replay charges the
+    kernel the server ran, not vLLM's default MXFP4 x BF16 one."""
+    rows = {r["id"]: r for r in corpus._read("latency.csv")}
+    activations = corpus.moe_activations()
+    assert activations and set(activations) <= set(rows)
+    assert all(corpus.moe_backends()[i] == "flashinfer" for i in activations)
+    stated = {
+        row_id: "mxfp8"
+        for row_id, row in rows.items()
+        if row["engine"] == "vllm"
+        and row["quantization"] == "mxfp4"
+        and "VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1" in row["notes"]
+    }
+    assert activations == stated

@@ -28,7 +28,8 @@ def test_the_experts_kernel_is_the_backend_the_memory_rules_lay_out_for(
     catalog: Catalog,
 ) -> None:
     """vLLM 0.13.0's default on Hopper is Triton, Marlin where the server asks for it
-    (VLLM_MXFP4_USE_MARLIN: a log's backend); FlashInfer on Blackwell. TensorRT-LLM's layout
+    (VLLM_MXFP4_USE_MARLIN: a log's backend); FlashInfer's MXFP4 x BF16 on Blackwell.
+    TensorRT-LLM's layout
     was not read (the checkpoint's), nor is any other format's kernel: the architecture
     decides there."""
     h100, b200 = catalog.gpus["nvidia-h100-80gb"], catalog.gpus["nvidia-b200-180gb"]
@@ -38,7 +39,7 @@ def test_the_experts_kernel_is_the_backend_the_memory_rules_lay_out_for(
     assert steps(catalog, h100.id, default).kernel == "triton"
     assert steps(catalog, h100.id, marlin).kernel == "marlin"
     assert steps(catalog, h100.id, vllm_memory("0.11.0", h100)).kernel == "marlin"
-    assert steps(catalog, b200.id, vllm_memory("0.13.0", b200)).kernel == "flashinfer"
+    assert steps(catalog, b200.id, vllm_memory("0.13.0", b200)).kernel == "flashinfer_bf16"
     assert steps(catalog, b200.id, tensorrt_llm_memory("1.2.0rc2", b200)).kernel is None
     assert steps(catalog, h100.id, None).kernel is None
     awq = catalog.quantizations["int4-awq"]
@@ -87,9 +88,9 @@ def test_a_step_model_charges_the_kernel_its_rules_name(
 
 def test_marlin_named_on_blackwell_is_weight_only_not_the_fp4_rate(catalog: Catalog) -> None:
     """Marlin runs MXFP4 as W4A16 on any GPU: where the rules name it, the experts' GEMMs are
-    not charged at the FP4 tensor cores' rate, which FlashInfer's kernel is."""
+    not charged at the FP4 tensor cores' rate, which FlashInfer's MXFP4 x MXFP8 kernel is."""
     b200, fmt = catalog.gpus["nvidia-b200-180gb"], catalog.quantizations["mxfp4"]
     bf16 = b200.compute_tflops("bf16")
     assert performance._gemm_tflops(b200, fmt, "marlin")[1] == pytest.approx(bf16)
-    assert performance._gemm_tflops(b200, fmt, "flashinfer")[1] > bf16
+    assert performance._gemm_tflops(b200, fmt, "flashinfer_mxfp8")[1] > bf16
     assert performance._gemm_tflops(b200, fmt)[1] > bf16

@@ -8,7 +8,7 @@ older; an unknown release (an image override without a version) like the newest 
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from llmdeploy.catalog import Gpu, version_key
@@ -139,6 +139,9 @@ class Mxfp4Layout:
     # Triton on Hopper, 0.17.0 to 0.20.0: the vendored triton_kernels' HopperMXValueLayout pads
     # both dims of each transposed, byte-packed expert matrix to a multiple of this (0: none).
     swizzle_align: int = 0
+    # The activations the experts' GEMMs take (MXFP4_ACTIVATIONS): BF16, but for FlashInfer's
+    # MXFP4 x MXFP8 variant on Blackwell, which a server opts into. Same bytes either way.
+    activation: str = "bf16"
 
 
 # Marlin: "n % 256 == 0 and k % 128 == 0" for both expert matmuls (checked on
@@ -153,7 +156,14 @@ TRITON = Mxfp4Layout("triton", 64, 1, scales_kept_twice=True)
 TRITON_HOPPER_PADDED = Mxfp4Layout("triton", 64, 1, scales_kept_twice=True, swizzle_align=64)
 TRITON_HOPPER_PADDED_RELEASES = ("0.17.0", "0.22.0")
 TRITON_ROCM = Mxfp4Layout("triton", 256, 256, scales_kept_twice=True)
+# vLLM on SM100 with FlashInfer: MXFP4 x BF16 by default (0.13.0 mxfp4.py get_mxfp4_backend
+# SM100_FI_MXFP4_BF16, logging "For faster performance on SM100, consider setting
+# VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1"; 0.19.0 fused_moe/oracle/mxfp4.py puts
+# FLASHINFER_TRTLLM_MXFP4_BF16 first). The MXFP8 variant, with that variable set, pads alike
+# (create_weights: intermediate and hidden to 256 for both).
 FLASHINFER_SM100 = Mxfp4Layout("flashinfer", 256, 256, scales_kept_twice=False)
+# What a server's VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1 makes of FlashInfer's activations.
+MXFP4_ACTIVATIONS = frozenset({"bf16", "mxfp8"})
 # Where the engine's layout was not read (TensorRT-LLM): the checkpoint's own.
 CHECKPOINT = Mxfp4Layout("checkpoint", 1, 1, scales_kept_twice=False)
 MXFP4_BACKENDS = {"marlin": MARLIN, "triton": TRITON, "flashinfer": FLASHINFER_SM100}
@@ -242,6 +252,17 @@ def _mxfp4_backend(name: str, version: str | None, gpu: Gpu) -> Mxfp4Layout:
     return MXFP4_BACKENDS[name]
 
 
+def mxfp4_variant(layout: Mxfp4Layout, activation: str | None) -> Mxfp4Layout:
+    """The layout with the activations a server set (None: the backend's default, BF16).
+    Only FlashInfer's SM100 backend has an MXFP8 variant (VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8
+    is read only there, mxfp4.py get_mxfp4_backend); Marlin and Triton stay W4A16."""
+    if activation is None or layout.backend != "flashinfer":
+        return layout
+    if activation not in MXFP4_ACTIVATIONS:
+        raise ValueError(f"unknown MXFP4 activation {activation!r}")
+    return replace(layout, activation=activation)
+
+
 def vllm_memory(
     version: str | None,
     gpu: Gpu,
@@ -250,10 +271,12 @@ def vllm_memory(
     flashinfer: bool | None = None,
     mxfp4_backend: str | None = None,
     model_type: str | None = None,
+    mxfp4_activation: str | None = None,
 ) -> EngineMemory:
     """vLLM's accounting at `version` on `gpu` for a model of `model_type`. `generation` v0: the
     V0 engine (before 0.10 a release could run either). `flashinfer` and `mxfp4_backend`
-    override the defaults where a log says which sampler or MoE kernel ran.
+    override the defaults where a log says which sampler or MoE kernel ran;
+    `mxfp4_activation` where a server set FlashInfer's MXFP8 variant (`mxfp4_variant`).
 
     Non-torch memory: V0 and V1 up to 0.8.5 (v1/worker/gpu_worker.py determine_available_memory)
     count all device memory torch did not allocate; from 0.10.2 `init_device` takes a
@@ -290,10 +313,11 @@ def vllm_memory(
             if triton
             else SAMPLER_BYTES_PYTORCH
         ),
-        mxfp4=(
+        mxfp4=mxfp4_variant(
             _mxfp4_backend(mxfp4_backend, version, gpu)
             if mxfp4_backend
-            else mxfp4_layout(version, gpu)
+            else mxfp4_layout(version, gpu),
+            mxfp4_activation,
         ),
         cuda_graph_gib=cuda_graph_gib(version, gpu, generation, model_type),
         graph_profiling=not v0

@@ -36,6 +36,7 @@ from llmdeploy.sizing.performance import (
     MoeWorkspace,
     Performance,
     estimate_performance,
+    expert_kernel,
     expert_split,
     frontend_s,
     grouped_fp8_shares,
@@ -1030,6 +1031,9 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
     ]
     if ctx.model.is_moe and best.tensor > 1:
         reasons.append(_expert_reason(ctx, best, ranked))
+    kernel = expert_kernel(best.fmt, ctx.memory_rules(best.gpu))
+    if kernel is not None:
+        reasons.append(f"MXFP4 experts priced as {MXFP4_KERNEL_NAMES[kernel]}")
     if _near_limit(memory):
         reasons.append(
             f"the KV cache estimate is within its error band (+-{KV_ESTIMATE_BAND:.0%}) of one "
@@ -1076,6 +1080,19 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
         reasons=reasons,
         alternatives=_alternatives(ctx, ranked, best),
     )
+
+
+# How a plan's reasons name the MXFP4 experts' kernel it priced (performance.MXFP4_KERNELS):
+# the one the rendered workload runs, which sets no backend variable, so vLLM's default.
+MXFP4_KERNEL_NAMES = {
+    "marlin": "vLLM's Marlin MoE (MXFP4 x BF16, weight-only)",
+    "triton": "vLLM's Triton matmul_ogs MoE (MXFP4 x BF16, weight-only)",
+    "flashinfer_bf16": (
+        "vLLM's default FlashInfer MXFP4 x BF16 MoE (weights widened to BF16; the workload "
+        "does not set VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8)"
+    ),
+    "flashinfer_mxfp8": "FlashInfer's MXFP4 x MXFP8 MoE (FP8 tensor cores)",
+}
 
 
 def _expert_reason(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> str:

@@ -152,12 +152,19 @@ MARLIN_DENSE_FORMATS = frozenset({Quantization.INT4_AWQ})
 # default for MXFP4 checkpoints is W4A8_MXFP4_MXFP8 on Blackwell and W4A16_MXFP4 on Hopper
 # (NVIDIA/TensorRT-LLM docs/source/blogs/tech_blog/blog9_Deploying_GPT_OSS_on_TRTLLM.md).
 NATIVE_FP4_ARCHITECTURES = frozenset({"blackwell"})
-# Physical, not fitted: the MXFP4 MoE backends of vLLM whose kernel the performance model
-# knows (engine_memory.Mxfp4Layout.backend): Marlin's and Triton's weight-only kernels, and
-# FlashInfer's on Blackwell's FP4 tensor cores. The memory side lays the experts out for the
-# same backend, so one decision (engine_memory.mxfp4_layout, or the backend a log names)
-# sets both the bytes and the kernel (`expert_kernel`).
-MXFP4_KERNELS = frozenset({"marlin", "triton", "flashinfer"})
+# Physical, not fitted: the MXFP4 MoE kernels of vLLM the performance model knows
+# (engine_memory.Mxfp4Layout backend and activation): Marlin's and Triton's weight-only
+# kernels, and FlashInfer's two on Blackwell. Its default, MXFP4 x BF16, is weight-only too:
+# TensorRT-LLM's export of the trtllm-gen batched GEMMs (cpp/tensorrt_llm/kernels/
+# trtllmGenKernels/batchedGemm/trtllmGen_bmm_export/config.json at 117e500, template
+# BatchedGemmMxE2m1Bf16LowLatency; the kernel family FlashInfer's trtllm_fp4_block_scale_moe
+# runs, whose own prebuilt cubins were not read) sets dtypeMmaA and dtypeMmaB to bf16 with
+# mmaK 16, so the 4-bit weights are widened to BF16 and multiplied at the BF16 rate; its
+# MxE2m1 x MxE4m3 templates (the MXFP8 variant) multiply with mmaK 32 on the FP8 tensor
+# cores. The memory side lays the experts out for the same backend, so one decision
+# (engine_memory.mxfp4_layout, or the backend and activations a server set) sets both the
+# bytes and the kernel (`expert_kernel`).
+MXFP4_KERNELS = frozenset({"marlin", "triton", "flashinfer_bf16", "flashinfer_mxfp8"})
 # Fitted: a lone request's host work before its first token (HTTP, tokenization, the hand-off
 # to the engine, detokenization); the more that a request sent under load pays before its
 # first token, beyond the step it waits for and the queue (not explained by a mechanism: the
@@ -282,10 +289,10 @@ def _communication_s(
 
 def _gemm_tflops(gpu: Gpu, fmt: QuantFormat, kernel: str | None = None) -> tuple[float, float]:
     """Dense TFLOPS of the format's GEMMs on the GPU: the 16-bit modules' (BF16) and the
-    quantized weights' (MXFP4 weights with MXFP8 activations, the engines' default on FP4
-    tensor cores: vLLM's FlashInfer MXFP4 x MXFP8 MoE, TensorRT-LLM's W4A8_MXFP4_MXFP8, run at
-    the FP8 rate). `kernel`: the experts' kernel where the engine's rules name it
-    (`expert_kernel`)."""
+    quantized weights' (MXFP4 weights with MXFP8 activations on FP4 tensor cores: vLLM's
+    FlashInfer MXFP4 x MXFP8 MoE where the server opts in, TensorRT-LLM's default
+    W4A8_MXFP4_MXFP8, run at the FP8 rate; vLLM's default FlashInfer MXFP4 x BF16 at the BF16
+    rate). `kernel`: the experts' kernel where the engine's rules name it (`expert_kernel`)."""
     fp8 = min(gpu.compute_tflops("fp8"), gpu.compute_tflops("bf16") * FP8_GEMM_SPEEDUP)
     gemm = fp8 if fmt.compute_dtype == "fp8" else gpu.compute_tflops(fmt.compute_dtype)
     return gpu.compute_tflops("bf16"), fp8 if _native_fp4(gpu, fmt, kernel) else gemm
@@ -1151,22 +1158,27 @@ def expert_kernel(fmt: QuantFormat, rules: EngineMemory | None) -> str | None:
     """The kernel that runs the format's routed experts where the engine's rules decide it:
     for MXFP4 on vLLM, the backend the memory rules lay the experts out for (`rules.mxfp4`:
     engine_memory.mxfp4_layout, the release's default, or the backend a log names), so that
-    the bytes and the kernel's costs follow the same decision (MXFP4_KERNELS). None for other
+    the bytes and the kernel's costs follow the same decision (MXFP4_KERNELS); FlashInfer's
+    named with its activations (`flashinfer_bf16`, the default; `flashinfer_mxfp8` where the
+    server set VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8). None for other
     formats and where the engine's layout was not read (TensorRT-LLM's rules hold the
     checkpoint's): the GPU's architecture decides (`_native_fp4`, `_dequant_bound`)."""
-    if rules is None or fmt.id != Quantization.MXFP4 or rules.mxfp4.backend not in MXFP4_KERNELS:
+    if rules is None or fmt.id != Quantization.MXFP4:
         return None
-    return rules.mxfp4.backend
+    layout = rules.mxfp4
+    kernel = f"flashinfer_{layout.activation}" if layout.backend == "flashinfer" else layout.backend
+    return kernel if kernel in MXFP4_KERNELS else None
 
 
 def _native_fp4(gpu: Gpu, fmt: QuantFormat, kernel: str | None = None) -> bool:
     """MXFP4 weights the GPU's tensor cores take as they are (with MXFP8 activations):
-    FlashInfer's kernel does, Marlin's never (W4A16 on every GPU); otherwise by the
-    architecture (`kernel`: `expert_kernel`)."""
+    FlashInfer's MXFP4 x MXFP8 kernel does; its MXFP4 x BF16 one (vLLM's default on
+    Blackwell) and Marlin's never (W4A16, MXFP4_KERNELS); otherwise by the architecture
+    (`kernel`: `expert_kernel`)."""
     if fmt.id != Quantization.MXFP4:
         return False
-    if kernel in ("flashinfer", "marlin"):
-        return kernel == "flashinfer"
+    if kernel in ("flashinfer_bf16", "flashinfer_mxfp8", "marlin"):
+        return kernel == "flashinfer_mxfp8"
     return gpu.architecture in NATIVE_FP4_ARCHITECTURES
 
 
