@@ -343,6 +343,53 @@ def test_a_16_bit_moe_layers_routed_experts_run_bf16_not_the_grouped_fp8_kernel(
     assert whole.kept_experts == pytest.approx(1 / moe_layers) and plain.kept_experts == 0
 
 
+def test_an_experts_only_formats_kept_moe_layer_computes_its_experts_at_16_bit(
+    catalog: Catalog,
+) -> None:
+    """MXFP4 holds only the routed experts: those of a MoE layer the checkpoint keeps whole are
+    16-bit, computed at the 16-bit rate and unpadded, the share `_expert_read_s` reads as
+    16-bit bytes (review6 finding 9: `_flops_s` charged them at the FP4 rate, padded)."""
+    model = facts(catalog, "openai/gpt-oss-120b")
+    b200, mxfp4 = catalog.gpus["nvidia-b200-180gb"], catalog.quantizations["mxfp4"]
+    rules = vllm_memory("0.13.0", b200)
+    moe_layers = model.layers - model.first_dense_layers
+
+    def steps(*layers: int) -> StepModel:
+        checkpoint = QuantizedCheckpoint(
+            id="example/gpt-oss-120b-some-layers-16-bit",
+            quantization="mxfp4",
+            unquantized_layers=layers,
+            source="made up for the test",
+        )
+        return StepModel(
+            model,
+            b200,
+            mxfp4,
+            8,
+            1,
+            2,
+            1024,
+            128,
+            checkpoint=checkpoint,
+            engine_version="0.13.0",
+            memory_rules=rules,
+        )
+
+    whole, plain = steps(model.first_dense_layers + 5), steps()
+    share = 1 / moe_layers
+    assert whole.kept_experts == pytest.approx(share) and plain.kept_experts == 0
+    assert whole.layout == plain.layout > 1  # padded on FlashInfer's SM100 kernel at TP 8
+    bf16_rate, fp4_rate = whole.gemm_tflops
+    assert fp4_rate > bf16_rate
+    batch = 64
+    kept = model.active_routed_expert_parameters * share
+    per_rate_s = 2 * kept * batch / 8 / (1e12 * whole.compute_efficiency)
+    expected_s = per_rate_s * (1 / bf16_rate - whole.layout / fp4_rate)
+    difference_s = whole.decode(batch).compute_s - plain.decode(batch).compute_s
+    assert difference_s == pytest.approx(expected_s, rel=1e-6)
+    assert abs(expected_s) > 1e-8  # the padding outweighs the rates here: a little faster
+
+
 def test_mla_keeps_no_16_bit_copy_of_a_kv_b_proj_already_16_bit(catalog: Catalog) -> None:
     """vLLM's MLA copies a quantized kv_b_proj to 16-bit W_UK/W_UV, and only views a 16-bit
     one (get_and_maybe_dequant_weights returns its weight): the layers a checkpoint keeps

@@ -344,6 +344,7 @@ def _flops_s(
     held_16_bit: float = 0.0,
     gemm_tflops: tuple[float, float] | None = None,
     layout: float = 1.0,
+    kept_experts: float = 0.0,
 ) -> float:
     """Compute time of `tokens` tokens attending to `context` tokens through every layer, each
     stage's layers on its `tensor` GPUs, the pipeline stages one after another (a stage's
@@ -363,7 +364,11 @@ def _flops_s(
     it is handed, so the experts' math grows with their padding as their reads do
     (gpt-oss-120b's MXFP4 experts on FlashInfer's SM100 kernel at TP 8: each rank's
     intermediate slice of 360 padded to 512 and the hidden size 2880 to 3072, 1.52 times the
-    math; at TP 1 to 4, 1.14).
+    math; at TP 1 to 4, 1.14). `kept_experts`: the share of the routed experts in the MoE
+    layers the checkpoint keeps whole (`kept_expert_share`), the same share `_expert_read_s`
+    reads as 16-bit: where the format holds only the experts (MXFP4), those experts are not
+    in it, run at the 16-bit rate and are not padded (in `held_16_bit` too, they are the
+    16-bit share either way).
 
     The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
     checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
@@ -375,7 +380,9 @@ def _flops_s(
     # The parameters in the format; the rest (and the lm_head) stay 16-bit.
     quantized = max(0.0, body - held_16_bit)
     if fmt.applies_to == "experts":
-        quantized = model.active_routed_expert_parameters
+        # The routed experts of the layers the format quantizes, less any run grouped.
+        experts = model.active_routed_expert_parameters * (1 - kept_experts)
+        quantized = max(0.0, experts - grouped_experts)
     # The routed experts' padding (`layout`), multiplied at the format's rate.
     routed = 0.0 if grouped_experts else min(quantized, model.active_routed_expert_parameters)
     padding = (layout - 1) * routed
@@ -1340,6 +1347,7 @@ def _prefill_steps(
         held_16_bit=held_16_bit,
         gemm_tflops=gemm_tflops,
         layout=layout,
+        kept_experts=kept_experts,
     ) + steps * (
         _marlin_prefill_s(model, gpu, fmt, tensor, size, layout, kernel=kernel)
         + _expert_read_s(
@@ -1543,6 +1551,7 @@ class StepModel:
             held_16_bit=self.held_16_bit,
             gemm_tflops=self.gemm_tflops,
             layout=self.layout,
+            kept_experts=self.kept_experts,
         )
         communication_s = _communication_s(model, gpu, tensor, pipeline, batch)
         overhead_s = self.overhead_s
