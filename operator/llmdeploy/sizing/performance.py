@@ -944,7 +944,32 @@ def moe_workspace(
     M x top_k rows whatever the expert map keeps. None where a kernel was not read
     (`moe_workspace_kernel`). `mxfp4`: the release's MXFP4 layout (EngineMemory.mxfp4), whose
     backend picks MXFP4 experts' kernel and whose alignments pad its widths. vLLM's only:
-    TensorRT-LLM's MoE workspace was not read."""
+    TensorRT-LLM's MoE workspace was not read. The MoE layers `checkpoint` keeps whole in
+    16-bit run the unquantized MoE (`kept_expert_share`), whose kernel's workspace stands in
+    the step beside the quantized layers' (`_with_kept_layers`)."""
+    share = kept_expert_share(model, checkpoint)
+    if checkpoint is not None and share > 0:
+        # The kept layers' experts are built as a 16-bit checkpoint's are: the same rules and
+        # kernels (moe_workspace_kernel's 16-bit branch), unpadded; the other layers as the
+        # checkpoint holds them.
+        sixteen_bit = fmt.model_copy(
+            update={
+                "id": Quantization.BF16,
+                "weight_bytes": BYTES_16BIT,
+                "applies_to": "linear",
+                "compute_dtype": "bf16",
+            }
+        )
+        whole_layers = moe_workspace(
+            model, gpu, sixteen_bit, tokens, version, tensor, expert_parallel
+        )
+        if share >= 1:
+            return whole_layers
+        others = checkpoint.model_copy(update={"unquantized_layers": ()})
+        quantized_layers = moe_workspace(
+            model, gpu, fmt, tokens, version, tensor, expert_parallel, others, mxfp4
+        )
+        return _with_kept_layers(quantized_layers, whole_layers)
     mxfp4 = mxfp4 if fmt.id == Quantization.MXFP4 else None
     backend = mxfp4.backend if mxfp4 is not None else None
     kernel = functools.partial(moe_workspace_kernel, model, gpu, fmt, version, tensor)
@@ -988,6 +1013,24 @@ def moe_workspace(
     # output is in its workspace from VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE).
     fitted = in_step(split, sized(model, split, tensor, model.experts))
     return MoeWorkspace(step - fitted, kept, step)
+
+
+def _with_kept_layers(quantized: MoeWorkspace, kept: MoeWorkspace) -> MoeWorkspace:
+    """The MoE workspace of a step whose quantized MoE layers size `quantized` and whose kept
+    16-bit ones size `kept`, each layer's kernel called in turn (review6 finding 8).
+    - What stays: the larger of the two kept shares. The modular kernels' buffers are one
+      buffer per worker, each call's tensors views of it, grown to the largest request and
+      never shrunk (v1/worker/workspace.py WorkspaceManager.get_simultaneous and
+      _ensure_workspace_size, which frees the old buffer before it takes the larger one).
+      Before 0.13.0 (class-level shared buffers) the kept layers called Triton directly.
+    - The step: a call's own tensors (a direct call's caches, the modular kernel's output,
+      the layer's padded input) come on top of what the other kernel keeps. Which layer runs
+      first is not counted, so the step takes the larger of the two calls over the larger
+      kept share: an upper bound where every kept layer runs after the quantized ones.
+    - The growth over the fitted copies is the larger layer's."""
+    held = max(quantized.kept, kept.kept)
+    call = max(quantized.step - quantized.kept, kept.step - kept.kept)
+    return MoeWorkspace(max(quantized.growth, kept.growth), held, held + call)
 
 
 def _block_scaled_fp8(
