@@ -451,3 +451,30 @@ def test_block_fp8_experts_on_tritons_grouped_path_pay_tritons_per_layer_cost(
         performance.TRITON_MOE_LAYER_OVERHEAD_S
     )
     assert overhead_s("1.1.0", engine="tensorrt-llm") == pytest.approx(overhead_s("0.11.2"))
+
+
+def test_a_kept_moe_layers_experts_skip_marlins_conversion_and_are_read_16_bit(
+    catalog: Catalog,
+) -> None:
+    """On Hopper MXFP4 experts pay Marlin's conversion in place of their read: the experts of
+    a MoE layer the checkpoint keeps whole are not converted, and are read as 16-bit bytes,
+    the one kept share `_flops_s` also takes (review6 finding 9)."""
+    model = facts(catalog, "openai/gpt-oss-120b")
+    h100, mxfp4 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["mxfp4"]
+    share, tokens, bandwidth = 1 / (model.layers - model.first_dense_layers), 4096.0, 1e13
+    args = (model, h100, mxfp4, 2, tokens)
+
+    def prefill_s(kept: float) -> float:
+        return performance._marlin_prefill_s(*args, kernel="marlin", kept=kept)
+
+    assert prefill_s(0.0) > 0
+    assert prefill_s(share) == pytest.approx(prefill_s(0.0) * (1 - share))
+    excess = performance._dequant_excess_s(model, h100, mxfp4, 2, 1, 64, bandwidth, 1.0, "marlin")
+    kept_excess = performance._dequant_excess_s(
+        model, h100, mxfp4, 2, 1, 64, bandwidth, 1.0, "marlin", share
+    )
+    assert excess > 0 and kept_excess == pytest.approx(excess * (1 - share))
+    touched = model.routed_expert_parameters - performance._untouched_experts(model, tokens)
+    read_s = performance._expert_read_s(*args, bandwidth, kept=share, kernel="marlin")
+    assert read_s == pytest.approx(touched / 2 * share * BYTES_16BIT / bandwidth)
+    assert performance._expert_read_s(*args, bandwidth, kernel="marlin") == 0.0

@@ -431,11 +431,14 @@ def _expert_read_s(
     (experts / EP of them) split tensor / EP ways. `layout`: the bytes read as the engine lays
     the experts out over the bytes held (`expert_layout`). `kept`: the share of the routed
     experts in the MoE layers the checkpoint keeps whole in 16-bit (`kept_expert_share`):
-    16-bit bytes, streamed by the unquantized MoE at the plain rate, not by `grouped`.
-    `kernel`: the experts' kernel where the engine's rules name it (`expert_kernel`)."""
-    if not model.is_moe or _dequant_bound(gpu, fmt, kernel):
+    16-bit bytes, streamed by the unquantized MoE at the plain rate, not by `grouped`, and
+    read where the others pay Marlin's conversion instead (`_marlin_prefill_s` leaves them
+    out). `kernel`: the experts' kernel where the engine's rules name it (`expert_kernel`)."""
+    if not model.is_moe:
         return 0.0
     touched = (model.routed_expert_parameters - _untouched_experts(model, tokens)) / tensor
+    if _dequant_bound(gpu, fmt, kernel):
+        return touched * kept * BYTES_16BIT / bandwidth
     quantized_bandwidth = bandwidth
     if grouped is not None:
         quantized_bandwidth = gpu.bandwidth_gbps * 1e9 * grouped.read
@@ -1241,13 +1244,16 @@ def _block_tokens(kernel: str | None) -> int:
 
 
 def _marlin_parameters(
-    model: ModelFacts, fmt: QuantFormat, tokens: float, layout: float = 1.0
+    model: ModelFacts, fmt: QuantFormat, tokens: float, layout: float = 1.0, kept: float = 0.0
 ) -> tuple[float, float]:
     """(routed experts, other linears): the parameters a step of `tokens` tokens runs through
     Marlin's W4A16 kernels. The experts some token routes to run fused_marlin_moe in every
-    4-bit format, as the engine lays them out (`layout`: `expert_layout`); the other linears
-    only where the format's dense kernel is Marlin (MARLIN_DENSE_FORMATS)."""
-    experts = (model.routed_expert_parameters - _untouched_experts(model, tokens)) * layout
+    4-bit format, as the engine lays them out (`layout`: `expert_layout`), but for the share
+    `kept` in the MoE layers the checkpoint keeps whole, which run the unquantized MoE
+    (`kept_expert_share`); the other linears only where the format's dense kernel is Marlin
+    (MARLIN_DENSE_FORMATS)."""
+    touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
+    experts = touched * layout * (1 - kept)
     if fmt.applies_to == "experts" or fmt.id not in MARLIN_DENSE_FORMATS:
         return experts, 0.0
     return experts, model.parameters - model.embedding_parameters - model.routed_expert_parameters
@@ -1263,13 +1269,15 @@ def _dequant_excess_s(
     bandwidth: float,
     layout: float = 1.0,
     kernel: str | None = None,
+    kept: float = 0.0,
 ) -> float:
     """What a step's Marlin GEMMs take beyond reading their weights: the larger of the two
     binds (the kernel overlaps its loads with the conversion). `layout`: `expert_layout`;
-    `kernel`: `expert_kernel` (Triton's MXFP4 MoE on Hopper converts as Marlin does)."""
+    `kernel`: `expert_kernel` (Triton's MXFP4 MoE on Hopper converts as Marlin does);
+    `kept`: `kept_expert_share`, experts not converted (`_marlin_parameters`)."""
     if not _dequant_bound(gpu, fmt, kernel):
         return 0.0
-    parameters = sum(_marlin_parameters(model, fmt, tokens, layout)) / (tensor * pipeline)
+    parameters = sum(_marlin_parameters(model, fmt, tokens, layout, kept)) / (tensor * pipeline)
     dequant_s = parameters * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
     return pipeline * max(0.0, dequant_s - parameters * fmt.weight_bytes / bandwidth)
 
@@ -1283,6 +1291,7 @@ def _marlin_prefill_s(
     layout: float = 1.0,
     *,
     kernel: str | None = None,
+    kept: float = 0.0,
 ) -> float:
     """Marlin's conversion time in a prefill step of `tokens` tokens, the pipeline stages one
     after another, each stage's weights on its `tensor` GPUs: every weight it runs is
@@ -1293,12 +1302,14 @@ def _marlin_prefill_s(
     (`_dequant_excess_s`). `layout`: the experts as the engine lays them out
     (`expert_layout`). `kernel`: the experts' kernel (`expert_kernel`): Triton's MXFP4 MoE on
     Hopper converts each expert's weights once per 128 rows routed to it, not 64
-    (`_block_tokens`); the dense linears' Marlin keeps its 64."""
+    (`_block_tokens`); the dense linears' Marlin keeps its 64. `kept`: `kept_expert_share`,
+    experts the unquantized MoE runs, not converted (`_marlin_parameters`)."""
     if not _dequant_bound(gpu, fmt, kernel):
         return 0.0
-    experts, dense = _marlin_parameters(model, fmt, tokens, layout)
+    experts, dense = _marlin_parameters(model, fmt, tokens, layout, kept)
     per_expert = tokens * model.active_experts / model.experts if model.is_moe else 0.0
-    blocks = model.routed_expert_parameters * layout * per_expert / _block_tokens(kernel)
+    converted = model.routed_expert_parameters * layout * (1 - kept)
+    blocks = converted * per_expert / _block_tokens(kernel)
     routed = max(experts, blocks)
     parameters = routed + dense * max(1.0, tokens / MARLIN_BLOCK_TOKENS)
     return parameters / tensor * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
@@ -1392,7 +1403,7 @@ def _prefill_steps(
         layout=layout,
         kept_experts=kept_experts,
     ) + steps * (
-        _marlin_prefill_s(model, gpu, fmt, tensor, size, layout, kernel=kernel)
+        _marlin_prefill_s(model, gpu, fmt, tensor, size, layout, kernel=kernel, kept=kept_experts)
         + _expert_read_s(
             model, gpu, fmt, tensor, size, bandwidth, grouped, layout, kept_experts, kernel
         )
@@ -1608,7 +1619,16 @@ class StepModel:
         # Stages run one after another for a token: the step time is the sum over stages.
         # The conversion overlaps the reads of the weights as the checkpoint holds them.
         memory_s = pipeline * (weights + kv_read) / bandwidth + _dequant_excess_s(
-            model, gpu, self.held, tensor, pipeline, batch, bandwidth, self.layout, self.kernel
+            model,
+            gpu,
+            self.held,
+            tensor,
+            pipeline,
+            batch,
+            bandwidth,
+            self.layout,
+            self.kernel,
+            self.kept_experts,
         )
         compute_s = _flops_s(
             model,
