@@ -297,8 +297,7 @@ def test_a_16_bit_moe_layers_routed_experts_run_bf16_not_the_grouped_fp8_kernel(
     So that layer's routed experts leave the grouped FP8 kernel's math and read, and are
     charged as 16-bit: their math at the BF16 rate with the rest of the layer, their 16-bit
     bytes at the plain bandwidth, and Triton's per-layer cost; the other layers' experts stay
-    on the grouped kernel, DeepGEMM in 0.11.2 (in 0.11.0 they run Triton's grouped path and
-    pay its per-layer cost already)."""
+    on the grouped kernel."""
     model = facts(catalog, "deepseek-ai/DeepSeek-R1")
     h200, fp8 = catalog.gpus["nvidia-h200-141gb"], catalog.quantizations["fp8"]
     layer = model.first_dense_layers + 7  # a MoE layer
@@ -306,7 +305,7 @@ def test_a_16_bit_moe_layers_routed_experts_run_bf16_not_the_grouped_fp8_kernel(
 
     def steps(checkpoint: QuantizedCheckpoint) -> StepModel:
         return StepModel(
-            model, h200, fp8, 8, 1, 1, 65536, 1, checkpoint=checkpoint, engine_version="0.11.2"
+            model, h200, fp8, 8, 1, 1, 65536, 1, checkpoint=checkpoint, engine_version="0.11.0"
         )
 
     whole, plain = steps(_r1_checkpoint(layer)), steps(_r1_checkpoint())
@@ -410,47 +409,6 @@ def test_mla_keeps_no_16_bit_copy_of_a_kv_b_proj_already_16_bit(catalog: Catalog
     # Two stages of 31 and 30 layers: both 16-bit layers on the first, 30 copies on the second.
     per_stage = mla_kv_b_copy_parameters(model, 8, 2) / 31
     assert mla_kv_b_copy_parameters(model, 8, 2, checkpoint) == pytest.approx(per_stage * 30)
-
-
-def test_block_fp8_experts_on_tritons_grouped_path_pay_tritons_per_layer_cost(
-    catalog: Catalog,
-) -> None:
-    """vLLM runs DeepSeek-R1's block FP8 experts at TP 8 on Triton's fused_moe from 0.12.0
-    (each expert split 8 ways), on DeepGEMM in 0.11.2: Triton's layers pay its per-call cost
-    as its 16-bit layers do (review6 finding 11); a kept 16-bit layer is not counted twice,
-    and TensorRT-LLM pays none."""
-    model = facts(catalog, "deepseek-ai/DeepSeek-R1")
-    h200, fp8 = catalog.gpus["nvidia-h200-141gb"], catalog.quantizations["fp8"]
-    moe_layers = model.layers - model.first_dense_layers
-
-    def overhead_s(
-        version: str, checkpoint: QuantizedCheckpoint | None = None, engine: str = "vllm"
-    ) -> float:
-        steps = StepModel(
-            model,
-            h200,
-            fp8,
-            8,
-            1,
-            1,
-            1024,
-            1024,
-            engine=engine,
-            checkpoint=checkpoint,
-            engine_version=version,
-        )
-        return steps.overhead_s
-
-    assert performance.grouped_fp8_kernel("vllm", "0.14.1", 8, 1, 2048, 7168) == "triton"
-    assert performance.grouped_fp8_kernel("vllm", "0.11.2", 8, 1, 2048, 7168) == "deepgemm"
-    triton_s = moe_layers * performance.TRITON_MOE_LAYER_OVERHEAD_S
-    assert overhead_s("0.14.1") - overhead_s("0.11.2") == pytest.approx(triton_s)
-    kept = _r1_checkpoint(model.first_dense_layers + 7)
-    assert overhead_s("0.14.1", kept) == pytest.approx(overhead_s("0.14.1"))
-    assert overhead_s("0.11.2", kept) - overhead_s("0.11.2") == pytest.approx(
-        performance.TRITON_MOE_LAYER_OVERHEAD_S
-    )
-    assert overhead_s("1.1.0", engine="tensorrt-llm") == pytest.approx(overhead_s("0.11.2"))
 
 
 def test_a_kept_moe_layers_experts_skip_marlins_conversion_and_are_read_16_bit(

@@ -1547,7 +1547,12 @@ class StepModel:
         self.compute_efficiency = COMPUTE_EFFICIENCY_BY_CHIP.get(gpu.chip or "", COMPUTE_EFFICIENCY)
         moe_layers = model.layers - model.first_dense_layers if model.is_moe else 0
         mla_layers = model.layers if model.is_mla else 0
-        triton_moe_layers = moe_layers * self._triton_moe_share()
+        # vLLM's 16-bit experts run Triton's fused_moe, those of the MoE layers a quantized
+        # checkpoint keeps whole too (`kept_expert_share`).
+        triton_moe = self.engine == "vllm" and self.fmt.weight_bytes >= 2
+        kept = self.kept_experts if self.engine == "vllm" else 0.0
+        triton_share = 1.0 if triton_moe else kept
+        triton_moe_layers = moe_layers * triton_share
         self.overhead_s = (
             model.layers * PER_LAYER_OVERHEAD_S
             + moe_layers * MOE_LAYER_OVERHEAD_S
@@ -1558,38 +1563,6 @@ class StepModel:
         # ahead or, on several stages, other batches run meanwhile (DECODE_HOST_PER_SEQUENCE_S).
         host_waited = self.engine == "vllm" and not self.overlapped and self.pipeline == 1
         self.host_per_sequence_s = DECODE_HOST_PER_SEQUENCE_S if host_waited else 0.0
-
-    def _triton_moe_share(self) -> float:
-        """The share of the MoE layers whose routed experts run vLLM's Triton fused_moe, each
-        call of which costs TRITON_MOE_LAYER_OVERHEAD_S (review6 finding 11): 16-bit experts;
-        the MoE layers a quantized checkpoint keeps whole (`kept_expert_share`); and the
-        others where they are block-scaled FP8 on Triton's grouped path (`grouped_fp8_kernel`
-        "triton"). That path is the same fused_moe_kernel, launched the same way per call
-        (moe_align_block_size, the two grouped GEMMs, the activation, the sum over top-k),
-        with the FP8 weights and block scales and the activations quantized per token group
-        before each GEMM: vLLM 0.13.0 fused_moe.py fused_experts_impl, `use_fp8_w8a8` with
-        `block_shape`. Measured alike at decode sizes, its time almost all fixed: Qwen3-Next-80B
-        FP8 (E=512, N=128, block [128, 128]) on an H100 takes 29.45 us at batch 1 with vLLM's
-        default config (vllm-project/vllm PR #44830), where its experts' bytes take ~2.4 us;
-        Qwen3.6-35B-A3B FP8 (E=256, N=256, K=2048) on an RTX PRO 6000 23.5 us (issue #44688),
-        beside the 16-bit kernel's ~27 us per call on a B200 (PR #31448). DeepGEMM and
-        FlashInfer, and other engines, take MOE_LAYER_OVERHEAD_S only."""
-        if self.engine != "vllm":
-            return 0.0
-        if self.fmt.weight_bytes >= BYTES_16BIT:
-            return 1.0
-        triton_grouped = self.grouped is not None and (
-            grouped_fp8_kernel(
-                self.engine,
-                self.engine_version,
-                self.tensor,
-                self.expert_parallel,
-                self.model.moe_intermediate_size,
-                self.model.hidden_size,
-            )
-            == "triton"
-        )
-        return self.kept_experts + (1 - self.kept_experts) * triton_grouped
 
     def decode(self, batch: int) -> DecodeStep:
         """A step of `batch` decodes, each reading its request's mean context."""
