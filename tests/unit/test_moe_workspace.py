@@ -394,3 +394,46 @@ def test_the_modular_kernel_takes_its_own_output_in_the_step_from_0_11_1(
     assert moe_workspace_kernel(r1, h200, fp8, "0.11.0", 2, 1) == "deepgemm"
     _, kept, step = moe_workspace(r1, h200, fp8, 8192, "0.11.0", 2, 1)
     assert kept > 0 and step == kept
+
+
+def test_the_moe_layers_a_checkpoint_keeps_whole_add_tritons_16_bit_workspace(
+    catalog: Catalog,
+) -> None:
+    """A MoE layer a checkpoint keeps whole in 16-bit runs the unquantized MoE, Triton's
+    fused_moe in BF16, whatever kernel the quantized layers run (review6 finding 8). Made-up
+    DeepSeek-R1 FP8 checkpoint keeping one MoE layer, TP 8 EP 1 on an H200, 8192 tokens."""
+    r1 = resolve_model(make_spec(R1).model, catalog)
+    h200, fp8 = catalog.gpus[H200], catalog.quantizations["fp8"]
+    bf16 = catalog.quantizations["bf16"]
+    kept_layer = QuantizedCheckpoint(
+        id="example/DeepSeek-R1-FP8-one-moe-layer-16-bit",
+        quantization="fp8",
+        unquantized_layers=(r1.first_dense_layers + 7,),
+        weight_block_size=(128, 128),
+        source="made up for the test",
+    )
+
+    def terms(version: str, checkpoint: QuantizedCheckpoint | None) -> MoeWorkspace:
+        return moe_workspace(r1, h200, fp8, 8192, version, 8, 1, checkpoint)
+
+    def sixteen_bit(version: str) -> MoeWorkspace:
+        return moe_workspace(r1, h200, bf16, 8192, version, 8, 1)
+
+    # 0.11.2: DeepGEMM keeps its buffers; the kept layer's direct call takes Triton's caches
+    # (cache13, cache2) and its own output on top of them.
+    deepgemm = terms("0.11.2", None)
+    triton = (8192 * 8 * (7168 + 256) + 8192 * 7168) * 2
+    assert sixteen_bit("0.11.2") == (0.0, 0.0, pytest.approx(triton))
+    assert deepgemm.step < deepgemm.kept + triton
+    assert terms("0.11.2", kept_layer) == (
+        deepgemm.growth,
+        deepgemm.kept,
+        pytest.approx(deepgemm.kept + triton),
+    )
+    # 0.16.0 runs the FP8 experts on FlashInfer (not read): the kept layer's TritonExperts
+    # buffers are what is counted.
+    assert terms("0.16.0", None) == NO_MOE_WORKSPACE
+    kept_buffers = terms("0.16.0", kept_layer)
+    assert kept_buffers == sixteen_bit("0.16.0") and kept_buffers.kept > 0
+    # 0.14.1: both run TritonExperts, the same shapes in one shared buffer: nothing moves.
+    assert terms("0.14.1", kept_layer) == terms("0.14.1", None)

@@ -343,6 +343,53 @@ def test_a_16_bit_moe_layers_routed_experts_run_bf16_not_the_grouped_fp8_kernel(
     assert whole.kept_experts == pytest.approx(1 / moe_layers) and plain.kept_experts == 0
 
 
+def test_an_experts_only_formats_kept_moe_layer_computes_its_experts_at_16_bit(
+    catalog: Catalog,
+) -> None:
+    """MXFP4 holds only the routed experts: those of a MoE layer the checkpoint keeps whole are
+    16-bit, computed at the 16-bit rate and unpadded, the share `_expert_read_s` reads as
+    16-bit bytes (review6 finding 9: `_flops_s` charged them at the FP4 rate, padded)."""
+    model = facts(catalog, "openai/gpt-oss-120b")
+    b200, mxfp4 = catalog.gpus["nvidia-b200-180gb"], catalog.quantizations["mxfp4"]
+    rules = vllm_memory("0.13.0", b200)
+    moe_layers = model.layers - model.first_dense_layers
+
+    def steps(*layers: int) -> StepModel:
+        checkpoint = QuantizedCheckpoint(
+            id="example/gpt-oss-120b-some-layers-16-bit",
+            quantization="mxfp4",
+            unquantized_layers=layers,
+            source="made up for the test",
+        )
+        return StepModel(
+            model,
+            b200,
+            mxfp4,
+            8,
+            1,
+            2,
+            1024,
+            128,
+            checkpoint=checkpoint,
+            engine_version="0.13.0",
+            memory_rules=rules,
+        )
+
+    whole, plain = steps(model.first_dense_layers + 5), steps()
+    share = 1 / moe_layers
+    assert whole.kept_experts == pytest.approx(share) and plain.kept_experts == 0
+    assert whole.layout == plain.layout > 1  # padded on FlashInfer's SM100 kernel at TP 8
+    bf16_rate, fp4_rate = whole.gemm_tflops
+    assert fp4_rate > bf16_rate
+    batch = 64
+    kept = model.active_routed_expert_parameters * share
+    per_rate_s = 2 * kept * batch / 8 / (1e12 * whole.compute_efficiency)
+    expected_s = per_rate_s * (1 / bf16_rate - whole.layout / fp4_rate)
+    difference_s = whole.decode(batch).compute_s - plain.decode(batch).compute_s
+    assert difference_s == pytest.approx(expected_s, rel=1e-6)
+    assert abs(expected_s) > 1e-8  # the padding outweighs the rates here: a little faster
+
+
 def test_mla_keeps_no_16_bit_copy_of_a_kv_b_proj_already_16_bit(catalog: Catalog) -> None:
     """vLLM's MLA copies a quantized kv_b_proj to 16-bit W_UK/W_UV, and only views a 16-bit
     one (get_and_maybe_dequant_weights returns its weight): the layers a checkpoint keeps
@@ -362,3 +409,30 @@ def test_mla_keeps_no_16_bit_copy_of_a_kv_b_proj_already_16_bit(catalog: Catalog
     # Two stages of 31 and 30 layers: both 16-bit layers on the first, 30 copies on the second.
     per_stage = mla_kv_b_copy_parameters(model, 8, 2) / 31
     assert mla_kv_b_copy_parameters(model, 8, 2, checkpoint) == pytest.approx(per_stage * 30)
+
+
+def test_a_kept_moe_layers_experts_skip_marlins_conversion_and_are_read_16_bit(
+    catalog: Catalog,
+) -> None:
+    """On Hopper MXFP4 experts pay Marlin's conversion in place of their read: the experts of
+    a MoE layer the checkpoint keeps whole are not converted, and are read as 16-bit bytes,
+    the one kept share `_flops_s` also takes (review6 finding 9)."""
+    model = facts(catalog, "openai/gpt-oss-120b")
+    h100, mxfp4 = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["mxfp4"]
+    share, tokens, bandwidth = 1 / (model.layers - model.first_dense_layers), 4096.0, 1e13
+    args = (model, h100, mxfp4, 2, tokens)
+
+    def prefill_s(kept: float) -> float:
+        return performance._marlin_prefill_s(*args, kernel="marlin", kept=kept)
+
+    assert prefill_s(0.0) > 0
+    assert prefill_s(share) == pytest.approx(prefill_s(0.0) * (1 - share))
+    excess = performance._dequant_excess_s(model, h100, mxfp4, 2, 1, 64, bandwidth, 1.0, "marlin")
+    kept_excess = performance._dequant_excess_s(
+        model, h100, mxfp4, 2, 1, 64, bandwidth, 1.0, "marlin", share
+    )
+    assert excess > 0 and kept_excess == pytest.approx(excess * (1 - share))
+    touched = model.routed_expert_parameters - performance._untouched_experts(model, tokens)
+    read_s = performance._expert_read_s(*args, bandwidth, kept=share, kernel="marlin")
+    assert read_s == pytest.approx(touched / 2 * share * BYTES_16BIT / bandwidth)
+    assert performance._expert_read_s(*args, bandwidth, kernel="marlin") == 0.0

@@ -351,6 +351,7 @@ def _flops_s(
     held_16_bit: float = 0.0,
     gemm_tflops: tuple[float, float] | None = None,
     layout: float = 1.0,
+    kept_experts: float = 0.0,
 ) -> float:
     """Compute time of `tokens` tokens attending to `context` tokens through every layer, each
     stage's layers on its `tensor` GPUs, the pipeline stages one after another (a stage's
@@ -370,7 +371,11 @@ def _flops_s(
     it is handed, so the experts' math grows with their padding as their reads do
     (gpt-oss-120b's MXFP4 experts on FlashInfer's SM100 kernel at TP 8: each rank's
     intermediate slice of 360 padded to 512 and the hidden size 2880 to 3072, 1.52 times the
-    math; at TP 1 to 4, 1.14).
+    math; at TP 1 to 4, 1.14). `kept_experts`: the share of the routed experts in the MoE
+    layers the checkpoint keeps whole (`kept_expert_share`), the same share `_expert_read_s`
+    reads as 16-bit: where the format holds only the experts (MXFP4), those experts are not
+    in it, run at the 16-bit rate and are not padded (in `held_16_bit` too, they are the
+    16-bit share either way).
 
     The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
     checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
@@ -382,7 +387,9 @@ def _flops_s(
     # The parameters in the format; the rest (and the lm_head) stay 16-bit.
     quantized = max(0.0, body - held_16_bit)
     if fmt.applies_to == "experts":
-        quantized = model.active_routed_expert_parameters
+        # The routed experts of the layers the format quantizes, less any run grouped.
+        experts = model.active_routed_expert_parameters * (1 - kept_experts)
+        quantized = max(0.0, experts - grouped_experts)
     # The routed experts' padding (`layout`), multiplied at the format's rate.
     routed = 0.0 if grouped_experts else min(quantized, model.active_routed_expert_parameters)
     padding = (layout - 1) * routed
@@ -431,11 +438,14 @@ def _expert_read_s(
     (experts / EP of them) split tensor / EP ways. `layout`: the bytes read as the engine lays
     the experts out over the bytes held (`expert_layout`). `kept`: the share of the routed
     experts in the MoE layers the checkpoint keeps whole in 16-bit (`kept_expert_share`):
-    16-bit bytes, streamed by the unquantized MoE at the plain rate, not by `grouped`.
-    `kernel`: the experts' kernel where the engine's rules name it (`expert_kernel`)."""
-    if not model.is_moe or _dequant_bound(gpu, fmt, kernel):
+    16-bit bytes, streamed by the unquantized MoE at the plain rate, not by `grouped`, and
+    read where the others pay Marlin's conversion instead (`_marlin_prefill_s` leaves them
+    out). `kernel`: the experts' kernel where the engine's rules name it (`expert_kernel`)."""
+    if not model.is_moe:
         return 0.0
     touched = (model.routed_expert_parameters - _untouched_experts(model, tokens)) / tensor
+    if _dequant_bound(gpu, fmt, kernel):
+        return touched * kept * BYTES_16BIT / bandwidth
     quantized_bandwidth = bandwidth
     if grouped is not None:
         quantized_bandwidth = gpu.bandwidth_gbps * 1e9 * grouped.read
@@ -944,7 +954,32 @@ def moe_workspace(
     M x top_k rows whatever the expert map keeps. None where a kernel was not read
     (`moe_workspace_kernel`). `mxfp4`: the release's MXFP4 layout (EngineMemory.mxfp4), whose
     backend picks MXFP4 experts' kernel and whose alignments pad its widths. vLLM's only:
-    TensorRT-LLM's MoE workspace was not read."""
+    TensorRT-LLM's MoE workspace was not read. The MoE layers `checkpoint` keeps whole in
+    16-bit run the unquantized MoE (`kept_expert_share`), whose kernel's workspace stands in
+    the step beside the quantized layers' (`_with_kept_layers`)."""
+    share = kept_expert_share(model, checkpoint)
+    if checkpoint is not None and share > 0:
+        # The kept layers' experts are built as a 16-bit checkpoint's are: the same rules and
+        # kernels (moe_workspace_kernel's 16-bit branch), unpadded; the other layers as the
+        # checkpoint holds them.
+        sixteen_bit = fmt.model_copy(
+            update={
+                "id": Quantization.BF16,
+                "weight_bytes": BYTES_16BIT,
+                "applies_to": "linear",
+                "compute_dtype": "bf16",
+            }
+        )
+        whole_layers = moe_workspace(
+            model, gpu, sixteen_bit, tokens, version, tensor, expert_parallel
+        )
+        if share >= 1:
+            return whole_layers
+        others = checkpoint.model_copy(update={"unquantized_layers": ()})
+        quantized_layers = moe_workspace(
+            model, gpu, fmt, tokens, version, tensor, expert_parallel, others, mxfp4
+        )
+        return _with_kept_layers(quantized_layers, whole_layers)
     mxfp4 = mxfp4 if fmt.id == Quantization.MXFP4 else None
     backend = mxfp4.backend if mxfp4 is not None else None
     kernel = functools.partial(moe_workspace_kernel, model, gpu, fmt, version, tensor)
@@ -988,6 +1023,24 @@ def moe_workspace(
     # output is in its workspace from VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE).
     fitted = in_step(split, sized(model, split, tensor, model.experts))
     return MoeWorkspace(step - fitted, kept, step)
+
+
+def _with_kept_layers(quantized: MoeWorkspace, kept: MoeWorkspace) -> MoeWorkspace:
+    """The MoE workspace of a step whose quantized MoE layers size `quantized` and whose kept
+    16-bit ones size `kept`, each layer's kernel called in turn (review6 finding 8).
+    - What stays: the larger of the two kept shares. The modular kernels' buffers are one
+      buffer per worker, each call's tensors views of it, grown to the largest request and
+      never shrunk (v1/worker/workspace.py WorkspaceManager.get_simultaneous and
+      _ensure_workspace_size, which frees the old buffer before it takes the larger one).
+      Before 0.13.0 (class-level shared buffers) the kept layers called Triton directly.
+    - The step: a call's own tensors (a direct call's caches, the modular kernel's output,
+      the layer's padded input) come on top of what the other kernel keeps. Which layer runs
+      first is not counted, so the step takes the larger of the two calls over the larger
+      kept share: an upper bound where every kept layer runs after the quantized ones.
+    - The growth over the fitted copies is the larger layer's."""
+    held = max(quantized.kept, kept.kept)
+    call = max(quantized.step - quantized.kept, kept.step - kept.kept)
+    return MoeWorkspace(max(quantized.growth, kept.growth), held, held + call)
 
 
 def _block_scaled_fp8(
@@ -1203,13 +1256,16 @@ def _block_tokens(kernel: str | None) -> int:
 
 
 def _marlin_parameters(
-    model: ModelFacts, fmt: QuantFormat, tokens: float, layout: float = 1.0
+    model: ModelFacts, fmt: QuantFormat, tokens: float, layout: float = 1.0, kept: float = 0.0
 ) -> tuple[float, float]:
     """(routed experts, other linears): the parameters a step of `tokens` tokens runs through
     Marlin's W4A16 kernels. The experts some token routes to run fused_marlin_moe in every
-    4-bit format, as the engine lays them out (`layout`: `expert_layout`); the other linears
-    only where the format's dense kernel is Marlin (MARLIN_DENSE_FORMATS)."""
-    experts = (model.routed_expert_parameters - _untouched_experts(model, tokens)) * layout
+    4-bit format, as the engine lays them out (`layout`: `expert_layout`), but for the share
+    `kept` in the MoE layers the checkpoint keeps whole, which run the unquantized MoE
+    (`kept_expert_share`); the other linears only where the format's dense kernel is Marlin
+    (MARLIN_DENSE_FORMATS)."""
+    touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
+    experts = touched * layout * (1 - kept)
     if fmt.applies_to == "experts" or fmt.id not in MARLIN_DENSE_FORMATS:
         return experts, 0.0
     return experts, model.parameters - model.embedding_parameters - model.routed_expert_parameters
@@ -1225,13 +1281,15 @@ def _dequant_excess_s(
     bandwidth: float,
     layout: float = 1.0,
     kernel: str | None = None,
+    kept: float = 0.0,
 ) -> float:
     """What a step's Marlin GEMMs take beyond reading their weights: the larger of the two
     binds (the kernel overlaps its loads with the conversion). `layout`: `expert_layout`;
-    `kernel`: `expert_kernel` (Triton's MXFP4 MoE on Hopper converts as Marlin does)."""
+    `kernel`: `expert_kernel` (Triton's MXFP4 MoE on Hopper converts as Marlin does);
+    `kept`: `kept_expert_share`, experts not converted (`_marlin_parameters`)."""
     if not _dequant_bound(gpu, fmt, kernel):
         return 0.0
-    parameters = sum(_marlin_parameters(model, fmt, tokens, layout)) / (tensor * pipeline)
+    parameters = sum(_marlin_parameters(model, fmt, tokens, layout, kept)) / (tensor * pipeline)
     dequant_s = parameters * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
     return pipeline * max(0.0, dequant_s - parameters * fmt.weight_bytes / bandwidth)
 
@@ -1245,6 +1303,7 @@ def _marlin_prefill_s(
     layout: float = 1.0,
     *,
     kernel: str | None = None,
+    kept: float = 0.0,
 ) -> float:
     """Marlin's conversion time in a prefill step of `tokens` tokens, the pipeline stages one
     after another, each stage's weights on its `tensor` GPUs: every weight it runs is
@@ -1255,12 +1314,14 @@ def _marlin_prefill_s(
     (`_dequant_excess_s`). `layout`: the experts as the engine lays them out
     (`expert_layout`). `kernel`: the experts' kernel (`expert_kernel`): Triton's MXFP4 MoE on
     Hopper converts each expert's weights once per 128 rows routed to it, not 64
-    (`_block_tokens`); the dense linears' Marlin keeps its 64."""
+    (`_block_tokens`); the dense linears' Marlin keeps its 64. `kept`: `kept_expert_share`,
+    experts the unquantized MoE runs, not converted (`_marlin_parameters`)."""
     if not _dequant_bound(gpu, fmt, kernel):
         return 0.0
-    experts, dense = _marlin_parameters(model, fmt, tokens, layout)
+    experts, dense = _marlin_parameters(model, fmt, tokens, layout, kept)
     per_expert = tokens * model.active_experts / model.experts if model.is_moe else 0.0
-    blocks = model.routed_expert_parameters * layout * per_expert / _block_tokens(kernel)
+    converted = model.routed_expert_parameters * layout * (1 - kept)
+    blocks = converted * per_expert / _block_tokens(kernel)
     routed = max(experts, blocks)
     parameters = routed + dense * max(1.0, tokens / MARLIN_BLOCK_TOKENS)
     return parameters / tensor * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
@@ -1352,8 +1413,9 @@ def _prefill_steps(
         held_16_bit=held_16_bit,
         gemm_tflops=gemm_tflops,
         layout=layout,
+        kept_experts=kept_experts,
     ) + steps * (
-        _marlin_prefill_s(model, gpu, fmt, tensor, size, layout, kernel=kernel)
+        _marlin_prefill_s(model, gpu, fmt, tensor, size, layout, kernel=kernel, kept=kept_experts)
         + _expert_read_s(
             model, gpu, fmt, tensor, size, bandwidth, grouped, layout, kept_experts, kernel
         )
@@ -1500,7 +1562,8 @@ class StepModel:
         # vLLM's 16-bit experts run Triton's fused_moe, those of the MoE layers a quantized
         # checkpoint keeps whole too (`kept_expert_share`).
         triton_moe = self.engine == "vllm" and self.fmt.weight_bytes >= 2
-        triton_share = 1.0 if triton_moe else self.kept_experts * (self.engine == "vllm")
+        kept = self.kept_experts if self.engine == "vllm" else 0.0
+        triton_share = 1.0 if triton_moe else kept
         triton_moe_layers = moe_layers * triton_share
         self.overhead_s = (
             model.layers * PER_LAYER_OVERHEAD_S
@@ -1541,7 +1604,16 @@ class StepModel:
         # Stages run one after another for a token: the step time is the sum over stages.
         # The conversion overlaps the reads of the weights as the checkpoint holds them.
         memory_s = pipeline * (weights + kv_read) / bandwidth + _dequant_excess_s(
-            model, gpu, self.held, tensor, pipeline, batch, bandwidth, self.layout, self.kernel
+            model,
+            gpu,
+            self.held,
+            tensor,
+            pipeline,
+            batch,
+            bandwidth,
+            self.layout,
+            self.kernel,
+            self.kept_experts,
         )
         compute_s = _flops_s(
             model,
@@ -1555,6 +1627,7 @@ class StepModel:
             held_16_bit=self.held_16_bit,
             gemm_tflops=self.gemm_tflops,
             layout=self.layout,
+            kept_experts=self.kept_experts,
         )
         communication_s = _communication_s(model, gpu, tensor, pipeline, batch)
         overhead_s = self.overhead_s
