@@ -351,7 +351,9 @@ def test_an_experts_only_formats_kept_moe_layer_computes_its_experts_at_16_bit(
     16-bit bytes (review6 finding 9: `_flops_s` charged them at the FP4 rate, padded)."""
     model = facts(catalog, "openai/gpt-oss-120b")
     b200, mxfp4 = catalog.gpus["nvidia-b200-180gb"], catalog.quantizations["mxfp4"]
-    rules = vllm_memory("0.13.0", b200)
+    # FlashInfer's MXFP4 x MXFP8 variant (the FP8 rate; the default MXFP4 x BF16 one runs at
+    # the BF16 rate, where the two rates below would be equal).
+    rules = vllm_memory("0.13.0", b200, mxfp4_activation="mxfp8")
     moe_layers = model.layers - model.first_dense_layers
 
     def steps(*layers: int) -> StepModel:
