@@ -417,9 +417,14 @@ _MOE_BACKENDS = moe_backends()
 
 def moe_activations() -> dict[str, str]:
     """The activations a vLLM latency row's server set FlashInfer's MXFP4 MoE to, by row id
-    (bench/data/latency_moe_activation.csv, each value cited: `mxfp8` where the server set
-    VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1); rows it lacks ran the default, MXFP4 x BF16."""
-    return {r["id"]: r["moe_activation"] for r in _read("latency_moe_activation.csv")}
+    (bench/data/latency_moe_activation.csv for the corpus, latency_outside_moe_activation.csv
+    for the outside rows, each value cited: `mxfp8` where the server set
+    VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1); rows they lack ran the default, MXFP4 x BF16."""
+    return {
+        r["id"]: r["moe_activation"]
+        for name in ("latency_moe_activation.csv", "latency_outside_moe_activation.csv")
+        for r in _read(name)
+    }
 
 
 _MOE_ACTIVATIONS = moe_activations()

@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import corpus
 import fit_constants
 from llmdeploy.catalog import load_catalog
+from llmdeploy.sizing.engine_memory import mxfp4_layout
 
 
 def test_split_follows_the_committed_rule() -> None:
@@ -306,19 +307,28 @@ def test_a_latency_row_s_mxfp4_moe_backend_is_the_one_its_notes_state() -> None:
 
 
 def test_a_latency_row_s_mxfp4_moe_activations_are_the_ones_its_notes_state() -> None:
-    """bench/data/latency_moe_activation.csv: every id is a vLLM MXFP4 corpus latency row on
-    FlashInfer's backend (latency_moe_backend.csv), and each vLLM MXFP4 row whose notes set
-    VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1 is in it with `mxfp8`, so the replay charges the
-    kernel the server ran, not vLLM's default MXFP4 x BF16 one."""
-    rows = {r["id"]: r for r in corpus._read("latency.csv")}
-    activations = corpus.moe_activations()
-    assert activations and set(activations) <= set(rows)
-    assert all(corpus.moe_backends()[i] == "flashinfer" for i in activations)
-    stated = {
-        row_id: "mxfp8"
-        for row_id, row in rows.items()
-        if row["engine"] == "vllm"
-        and row["quantization"] == "mxfp4"
-        and "VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1" in row["notes"]
-    }
-    assert activations == stated
+    """bench/data/latency_moe_activation.csv (corpus) and latency_outside_moe_activation.csv
+    (outside rows): every id is a vLLM MXFP4 latency row of its table on FlashInfer's backend
+    (latency_moe_backend.csv, or its release's default on its GPU), and each vLLM MXFP4 row whose
+    notes set VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1 is in it with `mxfp8`, so the replay charges
+    the kernel the server ran, not vLLM's default MXFP4 x BF16 one."""
+    catalog = load_catalog()
+    for table, side in (
+        ("latency.csv", "latency_moe_activation.csv"),
+        ("latency_outside.csv", "latency_outside_moe_activation.csv"),
+    ):
+        rows = {r["id"]: r for r in corpus._read(table)}
+        activations = {r["id"]: r["moe_activation"] for r in corpus._read(side)}
+        assert activations and set(activations) <= set(rows)
+        for row_id in activations:
+            row = rows[row_id]
+            default = mxfp4_layout(row["engine_version"], catalog.gpus[row["gpu"]]).backend
+            assert corpus.moe_backends().get(row_id, default) == "flashinfer"
+        stated = {
+            row_id: "mxfp8"
+            for row_id, row in rows.items()
+            if row["engine"] == "vllm"
+            and row["quantization"] == "mxfp4"
+            and "VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1" in row["notes"]
+        }
+        assert activations == stated
