@@ -265,14 +265,16 @@ def test_a_new_deployment_s_first_window_counts_from_when_its_engines_began(
         "requests": vector(3600),
         "inputTokensTotal": vector(3_686_400),
         "outputTokensTotal": vector(921_600),
-        "replicas": vector(0.75),  # the hour's average: none in its first half
+        # The hour's average over its 7 s steps: 1.5 at each step since the first that saw
+        # them (1796.5 / 7 + 1 steps), none before.
+        "replicas": vector(1.5 * (1796.5 + 7) / HOUR),
         "servedSeconds": vector(1796.5),
     }
     seen = measure(catalog, half)
     assert seen.window_seconds == 1800
     assert seen.requests_per_second == 2.0  # 3600 / 1800, not 1.0
     assert seen.output_tokens_per_second == 512.0
-    assert seen.replicas == 1.5  # 0.75 x 3600 / 1800
+    assert seen.replicas == 1.5  # over the steps since they began, not over the hour
     assert seen.cost_per_hour == pytest.approx(0.9)
     assert seen.input_tokens_mean == 1024.0  # a ratio of two totals: the same either way
     # Engines all hour long: the first step that saw them lies within one step of its start.
@@ -281,6 +283,23 @@ def test_a_new_deployment_s_first_window_counts_from_when_its_engines_began(
     queries = measurement_queries("prod", "llm", EngineName.VLLM, HOUR)
     assert queries.instant["servedSeconds"].startswith("time() - min_over_time(timestamp(count(")
     assert queries.instant["servedSeconds"].endswith("[3600s:7s])")
+
+
+def test_a_steady_replica_since_its_engine_began_reads_as_one_replica(catalog: Catalog) -> None:
+    """One replica from 30 s before the end of an hour, its 7 s subquery steps on the grid:
+    the first step that saw it is 28 s before the end, so the hour's average holds 5 points
+    of 1 (28 / 7 + 1) over 3600 / 7 steps. Those 5 points cover 35 s of steps, not the 32 s
+    measured (28 s and half a step): over the seconds measured it read 1.09 replicas, and its
+    cost per hour 9% above the replica's price."""
+    woken = {
+        **HEALTHY,
+        "replicas": vector(5 / (HOUR / 7)),
+        "servedSeconds": vector(28),
+    }
+    seen = measure(catalog, woken)
+    assert seen.window_seconds == 32  # 28 s and half a step
+    assert seen.replicas == pytest.approx(1.0)
+    assert seen.cost_per_hour == pytest.approx(0.6)  # $0.30 x 2 GPUs x 1 replica
 
 
 def test_a_plan_without_a_priced_gpu_has_no_cost(catalog: Catalog) -> None:

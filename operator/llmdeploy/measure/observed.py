@@ -139,7 +139,7 @@ def observe(
     put("kv_cache_usage", readings.values.get(KV_CACHE_USAGE), missing(KV_CACHE_USAGE, "gauge"))
     replicas = readings.values.get(REPLICAS)
     if replicas is not None:  # the window's average counts no engine before they began
-        replicas = replicas * window_s / measured_s
+        replicas = replicas * window_s / sampled_seconds(readings, window_s)
     put("replicas", replicas, missing(REPLICAS, "serving engine"))
 
     price = _price(plan, catalog)
@@ -179,11 +179,27 @@ def measured_seconds(readings: Readings, window_s: int) -> int:
     divided by seconds in which no engine could count, and a new deployment's first
     measurements would say it serves a fraction of its traffic. The engines began within the
     subqueries' step before the first step that saw them: half a step is added."""
+    served = _served_inside(readings, window_s)
+    return window_s if served is None else max(1, round(served + resolution_seconds(window_s) / 2))
+
+
+def sampled_seconds(readings: Readings, window_s: int) -> float:
+    """The seconds of the window's subquery steps since the engines began: the mean replicas
+    (REPLICAS) average one point a step over the window, and the steps since they began are
+    the first that saw them and those after, `served / step + 1` points, i.e. served + step
+    seconds of steps (half a step more than `measured_seconds`, which estimates when they
+    began: a steady replica counted over the seconds measured would read above 1)."""
+    served = _served_inside(readings, window_s)
+    return window_s if served is None else served + resolution_seconds(window_s)
+
+
+def _served_inside(readings: Readings, window_s: int) -> float | None:
+    """SERVED_SECONDS where the engines began inside the window; None where none served in
+    it, or they were there from its first step."""
     served = readings.values.get(SERVED_SECONDS)
-    step = resolution_seconds(window_s)
-    if served is None or served + step >= window_s:  # none in the window, or all of it
-        return window_s
-    return max(1, round(served + step / 2))
+    if served is None or served + resolution_seconds(window_s) >= window_s:
+        return None
+    return served
 
 
 def _from_histogram(
