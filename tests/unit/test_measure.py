@@ -84,6 +84,7 @@ def measure(
     catalog: Catalog,
     results: dict[str, list[dict[str, Any]]],
     slo: SloSpec | None = None,
+    created: float | None = None,
     **errors: str,
 ) -> Observed:
     answers = {key: answer(value) for key, value in results.items()}
@@ -95,6 +96,7 @@ def measure(
         slo=slo or SloSpec(ttft_ms=500, tpot_ms=60),
         window_s=HOUR,
         end=END,
+        created=created,
     )
 
 
@@ -270,15 +272,22 @@ def test_a_new_deployment_s_first_window_counts_from_when_its_engines_began(
         "replicas": vector(1.5 * (1796.5 + 7) / HOUR),
         "servedSeconds": vector(1796.5),
     }
-    seen = measure(catalog, half)
+    seen = measure(catalog, half, created=END - 1900)  # created half an hour ago
     assert seen.window_seconds == 1800
     assert seen.requests_per_second == 2.0  # 3600 / 1800, not 1.0
     assert seen.output_tokens_per_second == 512.0
     assert seen.replicas == 1.5  # over the steps since they began, not over the hour
     assert seen.cost_per_hour == pytest.approx(0.9)
     assert seen.input_tokens_mean == 1024.0  # a ratio of two totals: the same either way
+    # An older deployment's engines back half-way through (woken from zero, an outage): the
+    # hour's requests and replicas over the hour, what it was asked for.
+    older = measure(catalog, half, created=END - 2 * HOUR)
+    assert older.window_seconds == HOUR
+    assert older.requests_per_second == 1.0
+    assert older.replicas == pytest.approx(1.5 * (1796.5 + 7) / HOUR)
+    assert measure(catalog, half).window_seconds == HOUR  # creation unknown: the same
     # Engines all hour long: the first step that saw them lies within one step of its start.
-    whole = measure(catalog, {**HEALTHY, "servedSeconds": vector(HOUR - 5)})
+    whole = measure(catalog, {**HEALTHY, "servedSeconds": vector(HOUR - 5)}, created=END - 60)
     assert (whole.window_seconds, whole.requests_per_second, whole.replicas) == (HOUR, 2.0, 1.5)
     queries = measurement_queries("prod", "llm", EngineName.VLLM, HOUR)
     assert queries.instant["servedSeconds"].startswith("time() - min_over_time(timestamp(count(")
@@ -286,17 +295,17 @@ def test_a_new_deployment_s_first_window_counts_from_when_its_engines_began(
 
 
 def test_a_steady_replica_since_its_engine_began_reads_as_one_replica(catalog: Catalog) -> None:
-    """One replica from 30 s before the end of an hour, its 7 s subquery steps on the grid:
-    the first step that saw it is 28 s before the end, so the hour's average holds 5 points
-    of 1 (28 / 7 + 1) over 3600 / 7 steps. Those 5 points cover 35 s of steps, not the 32 s
-    measured (28 s and half a step): over the seconds measured it read 1.09 replicas, and its
-    cost per hour 9% above the replica's price."""
+    """A new deployment's one replica from 30 s before the end of an hour, its 7 s subquery
+    steps on the grid: the first step that saw it is 28 s before the end, so the hour's
+    average holds 5 points of 1 (28 / 7 + 1) over 3600 / 7 steps. Those 5 points cover 35 s
+    of steps, not the 32 s measured (28 s and half a step): over the seconds measured it read
+    1.09 replicas, and its cost per hour 9% above the replica's price."""
     woken = {
         **HEALTHY,
         "replicas": vector(5 / (HOUR / 7)),
         "servedSeconds": vector(28),
     }
-    seen = measure(catalog, woken)
+    seen = measure(catalog, woken, created=END - 60)  # a new deployment
     assert seen.window_seconds == 32  # 28 s and half a step
     assert seen.replicas == pytest.approx(1.0)
     assert seen.cost_per_hour == pytest.approx(0.6)  # $0.30 x 2 GPUs x 1 replica

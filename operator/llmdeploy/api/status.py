@@ -61,8 +61,8 @@ class Observed(MeasuredModel):
     `unknown` says why (by the field's camelCase name)."""
 
     window_seconds: int = Field(
-        description="Seconds measured: the window, or the part of it since the engines began "
-        "where they began inside it (a new deployment)."
+        description="Seconds measured: the window, or, for a deployment created inside it, the "
+        "part of it since its engines began."
     )
     end: str = Field(description="End of the window, RFC 3339 (UTC).")
     requests: float | None = Field(default=None, description="Requests finished in the window.")

@@ -75,6 +75,7 @@ def measurement(
         return None, unknown("NotDeployed", "the engines' workload does not exist yet"), None
     now = snap.now.timestamp()
     if snap.measured is not None:
+        created = parse_timestamp(str(snap.body["metadata"].get("creationTimestamp") or ""))
         observed = observe(
             snap.measured,
             plan=plan,
@@ -82,6 +83,7 @@ def measurement(
             slo=resource.spec.slo,
             window_s=config.measure_window_s,
             end=now,
+            created=created,
         )
         age = 0.0
     else:

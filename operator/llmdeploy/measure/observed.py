@@ -71,11 +71,14 @@ def observe(
     window_s: int,
     end: float,
     min_requests: int = MIN_REQUESTS,
+    created: float | None = None,
 ) -> Observed:
     """The deployment's figures from its readings (queries.measurement_queries' `instant`).
-    Rates and the mean replicas are over the seconds measured: the window, or the part of it
-    since the engines began where they began inside it (`measured_seconds`)."""
-    measured_s = measured_seconds(readings, window_s)
+    Rates and the mean replicas are over the seconds measured: the window, or, where the
+    window began before the deployment was `created`, the part of it since its engines began
+    (`measured_seconds`)."""
+    new = created is not None and created > end - window_s
+    measured_s = measured_seconds(readings, window_s, new)
     figures: dict[str, float | None] = {}
     unknown: dict[str, str] = {}
 
@@ -139,7 +142,7 @@ def observe(
     put("kv_cache_usage", readings.values.get(KV_CACHE_USAGE), missing(KV_CACHE_USAGE, "gauge"))
     replicas = readings.values.get(REPLICAS)
     if replicas is not None:  # the window's average counts no engine before they began
-        replicas = replicas * window_s / sampled_seconds(readings, window_s)
+        replicas = replicas * window_s / sampled_seconds(readings, window_s, new)
     put("replicas", replicas, missing(REPLICAS, "serving engine"))
 
     price = _price(plan, catalog)
@@ -173,31 +176,37 @@ def observe(
     )
 
 
-def measured_seconds(readings: Readings, window_s: int) -> int:
-    """The seconds a measurement covers: the window, or, where the engines began inside it (a
-    new deployment), the seconds since. Over the whole window a counter's increase would be
-    divided by seconds in which no engine could count, and a new deployment's first
-    measurements would say it serves a fraction of its traffic. The engines began within the
-    subqueries' step before the first step that saw them: half a step is added."""
-    served = _served_inside(readings, window_s)
+def measured_seconds(readings: Readings, window_s: int, new: bool) -> int:
+    """The seconds a measurement covers: the window, or, for a `new` deployment (created
+    inside the window) whose engines began inside it, the seconds since. Over the whole window
+    a counter's increase would be divided by seconds in which no engine could count, and a new
+    deployment's first measurements would say it serves a fraction of its traffic. An older
+    deployment's gap at the window's start (woken from zero, back from an outage) is time it
+    served none, as a gap later in the window is: whole-window rates say what it was asked
+    for. The engines began within the subqueries' step before the first step that saw them:
+    half a step is added. Their first scrape may come up to a scrape interval after they
+    began, and `increase` extrapolates at most half an interval before it: the first rates
+    of a new deployment can read high by up to half an interval over the seconds measured."""
+    served = _served_inside(readings, window_s, new)
     return window_s if served is None else max(1, round(served + resolution_seconds(window_s) / 2))
 
 
-def sampled_seconds(readings: Readings, window_s: int) -> float:
-    """The seconds of the window's subquery steps since the engines began: the mean replicas
-    (REPLICAS) average one point a step over the window, and the steps since they began are
-    the first that saw them and those after, `served / step + 1` points, i.e. served + step
-    seconds of steps (half a step more than `measured_seconds`, which estimates when they
-    began: a steady replica counted over the seconds measured would read above 1)."""
-    served = _served_inside(readings, window_s)
+def sampled_seconds(readings: Readings, window_s: int, new: bool) -> float:
+    """The seconds of the window's subquery steps since a `new` deployment's engines began:
+    the mean replicas (REPLICAS) average one point a step over the window, and the steps since
+    they began are the first that saw them and those after, `served / step + 1` points, i.e.
+    served + step seconds of steps (half a step more than `measured_seconds`, which estimates
+    when they began: a steady replica counted over the seconds measured would read above 1)."""
+    served = _served_inside(readings, window_s, new)
     return window_s if served is None else served + resolution_seconds(window_s)
 
 
-def _served_inside(readings: Readings, window_s: int) -> float | None:
-    """SERVED_SECONDS where the engines began inside the window; None where none served in
-    it, or they were there from its first step."""
+def _served_inside(readings: Readings, window_s: int, new: bool) -> float | None:
+    """SERVED_SECONDS where a `new` deployment's engines began inside the window; None where
+    the deployment is older than the window, none served in it, or they were there from its
+    first step."""
     served = readings.values.get(SERVED_SECONDS)
-    if served is None or served + resolution_seconds(window_s) >= window_s:
+    if not new or served is None or served + resolution_seconds(window_s) >= window_s:
         return None
     return served
 
