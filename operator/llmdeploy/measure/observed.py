@@ -78,7 +78,7 @@ def observe(
     window began before the deployment was `created`, the part of it since its engines began
     (`measured_seconds`)."""
     new = created is not None and created > end - window_s
-    measured_s = measured_seconds(readings, window_s, new)
+    measured_s, sampled_s = measured_seconds(readings, window_s, new)
     figures: dict[str, float | None] = {}
     unknown: dict[str, str] = {}
 
@@ -142,7 +142,7 @@ def observe(
     put("kv_cache_usage", readings.values.get(KV_CACHE_USAGE), missing(KV_CACHE_USAGE, "gauge"))
     replicas = readings.values.get(REPLICAS)
     if replicas is not None:  # the window's average counts no engine before they began
-        replicas = replicas * window_s / sampled_seconds(readings, window_s, new)
+        replicas = replicas * window_s / sampled_s
     put("replicas", replicas, missing(REPLICAS, "serving engine"))
 
     price = _price(plan, catalog)
@@ -176,39 +176,27 @@ def observe(
     )
 
 
-def measured_seconds(readings: Readings, window_s: int, new: bool) -> int:
-    """The seconds a measurement covers: the window, or, for a `new` deployment (created
-    inside the window) whose engines began inside it, the seconds since. Over the whole window
-    a counter's increase would be divided by seconds in which no engine could count, and a new
-    deployment's first measurements would say it serves a fraction of its traffic. An older
-    deployment's gap at the window's start (woken from zero, back from an outage) is time it
-    served none, as a gap later in the window is: whole-window rates say what it was asked
-    for. The engines began within the subqueries' step before the first step that saw them:
-    half a step is added. Their first scrape may come up to a scrape interval after they
-    began, and `increase` extrapolates at most half an interval before it: the first rates
-    of a new deployment can read high by up to half an interval over the seconds measured."""
-    served = _served_inside(readings, window_s, new)
-    return window_s if served is None else max(1, round(served + resolution_seconds(window_s) / 2))
+def measured_seconds(readings: Readings, window_s: int, new: bool) -> tuple[int, float]:
+    """(the seconds a measurement covers, the seconds of subquery steps its mean replicas
+    average over): the window, or, for a `new` deployment (created inside the window) whose
+    engines began inside it, the time since. Over the whole window a counter's increase would
+    be divided by seconds in which no engine could count, and a new deployment's first
+    measurements would say it serves a fraction of its traffic. An older deployment's gap at
+    the window's start (woken from zero, back from an outage) is time it served none, as a gap
+    later in the window is: whole-window rates say what it was asked for.
 
-
-def sampled_seconds(readings: Readings, window_s: int, new: bool) -> float:
-    """The seconds of the window's subquery steps since a `new` deployment's engines began:
-    the mean replicas (REPLICAS) average one point a step over the window, and the steps since
-    they began are the first that saw them and those after, `served / step + 1` points, i.e.
-    served + step seconds of steps (half a step more than `measured_seconds`, which estimates
-    when they began: a steady replica counted over the seconds measured would read above 1)."""
-    served = _served_inside(readings, window_s, new)
-    return window_s if served is None else served + resolution_seconds(window_s)
-
-
-def _served_inside(readings: Readings, window_s: int, new: bool) -> float | None:
-    """SERVED_SECONDS where a `new` deployment's engines began inside the window; None where
-    the deployment is older than the window, none served in it, or they were there from its
-    first step."""
+    SERVED_SECONDS is the time since the first step that saw an engine. The engines began
+    within the step before it: the seconds covered add half a step. The mean replicas average
+    one point a step, and the steps since they began are that first one and those after,
+    `served / step + 1` points: served + a step (a steady replica over the seconds covered
+    would read above 1). Their first scrape may come up to a scrape interval after they began,
+    and `increase` extrapolates at most half an interval before it: the first rates of a new
+    deployment can read high by up to half an interval over the seconds covered."""
     served = readings.values.get(SERVED_SECONDS)
-    if not new or served is None or served + resolution_seconds(window_s) >= window_s:
-        return None
-    return served
+    step = resolution_seconds(window_s)
+    if not new or served is None or served + step >= window_s:  # the whole window
+        return window_s, window_s
+    return max(1, round(served + step / 2)), served + step
 
 
 def _from_histogram(
