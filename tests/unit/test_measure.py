@@ -294,6 +294,27 @@ def test_a_new_deployment_s_first_window_counts_from_when_its_engines_began(
     assert queries.instant["servedSeconds"].endswith("[3600s:7s])")
 
 
+def test_a_new_deployment_without_when_its_engines_began_claims_no_rate(
+    catalog: Catalog,
+) -> None:
+    """A new deployment's engines were seen but the servedSeconds query failed: its rates over
+    the whole window could read a fraction of its traffic, so they are unknown, with why; the
+    figures that are not rates stand. An older deployment's whole-window rates need no date,
+    and a new one that no engine served has none to date."""
+    seen = measure(catalog, HEALTHY, created=END - 60, servedSeconds="timeout")
+    why = "the deployment began inside the window and when its engines began is unknown (timeout)"
+    for field in ("requestsPerSecond", "outputTokensPerSecond", "replicas", "costPerHour"):
+        assert seen.unknown[field] == why
+    assert seen.requests_per_second is None and seen.replicas is None
+    assert seen.unknown["costPerMillionOutputTokens"] == why
+    assert seen.requests == 7200 and seen.input_tokens_mean == 1024.0
+    assert seen.window_seconds == HOUR
+    older = measure(catalog, HEALTHY, created=END - 2 * HOUR, servedSeconds="timeout")
+    assert (older.requests_per_second, older.replicas) == (2.0, 1.5)
+    idle = measure(catalog, {**HEALTHY, "replicas": vector(0)}, created=END - 60)
+    assert idle.replicas == 0 and idle.requests_per_second == 2.0
+
+
 def test_a_steady_replica_since_its_engine_began_reads_as_one_replica(catalog: Catalog) -> None:
     """A new deployment's one replica from 30 s before the end of an hour, its 7 s subquery
     steps on the grid: the first step that saw it is 28 s before the end, so the hour's

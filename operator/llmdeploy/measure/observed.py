@@ -81,6 +81,18 @@ def observe(
     measured_s, sampled_s = measured_seconds(readings, window_s, new)
     figures: dict[str, float | None] = {}
     unknown: dict[str, str] = {}
+    # A new deployment whose engines were seen but not when they began: a rate over the whole
+    # window would be diluted by the time before them, so the rates are not claimed.
+    served_unknown = readings.values.get(SERVED_SECONDS) is None
+    undated = (
+        f"the deployment began inside the window and when its engines began is unknown "
+        f"({readings.why.get(SERVED_SECONDS, 'no data')})"
+        if new and served_unknown and readings.values.get(REPLICAS) != 0
+        else ""
+    )
+
+    def per_second(total: float | None) -> float | None:
+        return None if total is None or undated else total / measured_s
 
     def put(name: str, value: float | None, why: str) -> None:
         if value is None:
@@ -93,7 +105,7 @@ def observe(
     requests = readings.values.get(REQUESTS)
     no_requests = missing(REQUESTS, "request counter")
     put("requests", requests, no_requests)
-    put("requests_per_second", None if requests is None else requests / measured_s, no_requests)
+    put("requests_per_second", per_second(requests), no_requests if requests is None else undated)
     if requests is None:
         few = no_requests
     elif requests < min_requests:
@@ -137,13 +149,15 @@ def observe(
             put(f"{name}_within_slo", share, why)
 
     output_total = readings.values.get(OUTPUT_TOKENS_TOTAL)
-    tokens_per_s = None if output_total is None else output_total / measured_s
-    put("output_tokens_per_second", tokens_per_s, missing(OUTPUT_TOKENS_TOTAL, "token counter"))
+    tokens_per_s = per_second(output_total)
+    no_tokens = missing(OUTPUT_TOKENS_TOTAL, "token counter")
+    put("output_tokens_per_second", tokens_per_s, no_tokens if output_total is None else undated)
     put("kv_cache_usage", readings.values.get(KV_CACHE_USAGE), missing(KV_CACHE_USAGE, "gauge"))
     replicas = readings.values.get(REPLICAS)
+    why_no_replicas = missing(REPLICAS, "serving engine") if replicas is None else undated
     if replicas is not None:  # the window's average counts no engine before they began
-        replicas = replicas * window_s / sampled_s
-    put("replicas", replicas, missing(REPLICAS, "serving engine"))
+        replicas = None if undated else replicas * window_s / sampled_s
+    put("replicas", replicas, why_no_replicas)
 
     price = _price(plan, catalog)
     if price is None:
