@@ -373,9 +373,9 @@ def _flops_s(
     intermediate slice of 360 padded to 512 and the hidden size 2880 to 3072, 1.52 times the
     math; at TP 1 to 4, 1.14). `kept_experts`: the share of the routed experts in the MoE
     layers the checkpoint keeps whole (`kept_expert_share`), the same share `_expert_read_s`
-    reads as 16-bit: where the format holds only the experts (MXFP4), those experts are not
-    in it, run at the 16-bit rate and are not padded (in `held_16_bit` too, they are the
-    16-bit share either way).
+    reads as 16-bit: where the format holds only the experts, those experts are not in it,
+    run at the 16-bit rate and are not padded (in `held_16_bit` too, they are the 16-bit
+    share either way); an MXFP4 checkpoint keeps none (`kept_expert_share`).
 
     The modules held 16-bit run 16-bit GEMMs whatever the format: a linear layer the
     checkpoint's config leaves unquantized gets UnquantizedLinearMethod (vLLM 0.13.0
@@ -1097,9 +1097,17 @@ def kept_expert_share(model: ModelFacts, checkpoint: QuantizedCheckpoint | None)
     178-182, 0.12.0 325-331, 0.14.0 232-238), which runs Triton's fused_moe in BF16 on CUDA
     (fused_moe/layer.py 0.11.0 forward_cuda, FlashInfer's CUTLASS MoE only where
     VLLM_USE_FLASHINFER_MOE_FP16 is set under EP): not the grouped FP8 kernel, and at the
-    16-bit rate and bytes. Only the FP8 config was read; other formats' kept layers are
-    counted alike, as `held_16_bit_active_parameters` counts their modules."""
+    16-bit rate and bytes; AWQ's config does the same for a FusedMoE in
+    `modules_to_not_convert` (awq_marlin.py AWQMarlinConfig.get_quant_method, 0.11.0 147-149,
+    0.19.0 285-290; auto_awq.py 0.24.0 333-338). MXFP4's does not: Mxfp4Config.get_quant_method
+    checks `ignored_layers` for linear layers only and builds every FusedMoE with its MXFP4 MoE
+    method (mxfp4.py 0.10.2 142-143, 0.11.0 147-148, 0.14.0 221-227, 0.19.0 81-82, 0.24.0
+    88-89; GptOssMxfp4Config inherits it), so an MXFP4 checkpoint keeps no experts 16-bit, as
+    memory.layer_weight_bytes_per_rank holds them. Other formats' kept layers are counted as
+    FP8's, as `held_16_bit_active_parameters` counts their modules."""
     if not model.is_moe or model.active_routed_expert_parameters <= 0:
+        return 0.0
+    if checkpoint is not None and checkpoint.quantization == Quantization.MXFP4:
         return 0.0
     kept = held_16_bit_active_parameters(model, checkpoint) - held_16_bit_active_parameters(
         model, checkpoint, routed=False
