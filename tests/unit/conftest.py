@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from llmdeploy.api.types import LLMDeploymentSpec
-from llmdeploy.catalog import Catalog, load_catalog
+from llmdeploy.catalog import Catalog, QuantizedCheckpoint, load_catalog
 from llmdeploy.sizing import plan_deployment, resolve_model
 from llmdeploy.sizing.inventory import GpuNode, Inventory
 from llmdeploy.sizing.performance import StepModel
@@ -98,3 +98,15 @@ def body(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
         "spec": {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct"}, **spec},
         "status": status or {},
     }
+
+
+def block_fp8_checkpoint_keeping(model: str, *layers: int) -> QuantizedCheckpoint:
+    """A made-up block-scaled FP8 checkpoint of `model` that keeps `layers` whole in 16-bit (no
+    catalog checkpoint of a MoE model has such layers)."""
+    return QuantizedCheckpoint(
+        id=f"example/{model.split('/')[-1]}-FP8-some-layers-16-bit",
+        quantization="fp8",
+        unquantized_layers=layers,
+        weight_block_size=(128, 128),
+        source="made up for the test",
+    )

@@ -19,7 +19,7 @@ from llmdeploy.sizing.memory import (
 from llmdeploy.sizing.model_facts import ModelFacts
 from llmdeploy.sizing.performance import StepModel
 
-from .conftest import make_spec
+from .conftest import block_fp8_checkpoint_keeping, make_spec
 
 LLAMA_405B = "meta-llama/Llama-3.1-405B-Instruct"
 LLAMA_405B_FP8 = "meta-llama/Llama-3.1-405B-Instruct-FP8"
@@ -280,13 +280,7 @@ def test_vllm_checks_block_k_at_any_tp_above_one_with_the_experts_whole(catalog:
 def _r1_checkpoint(*layers: int) -> QuantizedCheckpoint:
     """A made-up block-scaled FP8 checkpoint of DeepSeek-R1 that keeps `layers` whole in 16-bit
     (no catalog checkpoint of an MLA or grouped-kernel model has such layers)."""
-    return QuantizedCheckpoint(
-        id="example/DeepSeek-R1-FP8-some-layers-16-bit",
-        quantization="fp8",
-        unquantized_layers=layers,
-        weight_block_size=(128, 128),
-        source="made up for the test",
-    )
+    return block_fp8_checkpoint_keeping("deepseek-ai/DeepSeek-R1", *layers)
 
 
 def test_a_16_bit_moe_layers_routed_experts_run_bf16_not_the_grouped_fp8_kernel(

@@ -14,12 +14,13 @@ from llmdeploy.sizing.memory import (
     GIB,
     grouped_weight_bytes,
     layer_weight_bytes_per_rank,
+    routed_expert_bytes_per_rank,
     weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import ModelFacts
 from llmdeploy.sizing.performance import StepModel, estimate_performance
 
-from .conftest import make_spec, plan_405b_fp8
+from .conftest import block_fp8_checkpoint_keeping, make_spec, plan_405b_fp8
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
 
@@ -207,3 +208,50 @@ def test_a_prefill_reads_the_experts_as_the_checkpoint_holds_them(catalog: Catal
     plain = StepModel(model, gpu, awq, 1, 1, 2, 4096, 128).prefill(4096, 8192).step_s
     grouped = StepModel(model, gpu, awq, 1, 1, 2, 4096, 128, checkpoint=GROUP_64)
     assert grouped.prefill(4096, 8192).step_s > plain
+
+
+@pytest.mark.parametrize("tensor, pipeline", [(4, 1), (4, 2)])
+def test_a_decode_reads_a_kept_moe_layers_touched_experts_once_at_16_bit(
+    catalog: Catalog, tensor: int, pipeline: int
+) -> None:
+    """A MoE layer an FP8 checkpoint keeps whole holds its experts 16-bit (memory, as vLLM's
+    UnquantizedFusedMoEMethod builds them); a decode step reads only those a token routes to,
+    so the experts no token routes to leave the read at the 16-bit bytes they are held in,
+    not at FP8's (review5: they were subtracted at FP8's, a read of more than memory holds)."""
+    model = facts(catalog, "Qwen/Qwen3-235B-A22B")
+    fp8 = catalog.quantizations["fp8"]
+    assert model.first_dense_layers == 0
+    moe_layers = model.layers
+
+    qwen = "Qwen/Qwen3-235B-A22B"
+    whole, plain = block_fp8_checkpoint_keeping(qwen, 5), block_fp8_checkpoint_keeping(qwen)
+    assert performance.kept_expert_share(model, whole) == pytest.approx(1 / moe_layers)
+    layer = (model.parameters - model.embedding_parameters) / moe_layers
+    per_byte = (BYTES_16BIT - fp8.weight_bytes) / tensor
+    # Memory holds the layer 16-bit on the stage holding it, its experts among it.
+    held = layer_weight_bytes_per_rank(model, fp8, tensor, pipeline, checkpoint=whole)
+    plain_held = layer_weight_bytes_per_rank(model, fp8, tensor, pipeline, checkpoint=plain)
+    assert held - plain_held == pytest.approx(layer * per_byte)
+    experts = routed_expert_bytes_per_rank(model, fp8, tensor, pipeline, whole)
+    plain_experts = routed_expert_bytes_per_rank(model, fp8, tensor, pipeline, plain)
+    assert plain_experts == pytest.approx(
+        model.routed_expert_parameters * fp8.weight_bytes / (tensor * pipeline)
+    )
+    assert experts - plain_experts == pytest.approx(
+        model.routed_expert_parameters / moe_layers * per_byte
+    )
+    for batch in (1, 8, 64, 4096):
+        untouched = performance._untouched_experts(model, batch) / moe_layers
+        read = performance._weights_read(model, fp8, tensor, pipeline, batch, whole)
+        plain_read = performance._weights_read(model, fp8, tensor, pipeline, batch, plain)
+        assert read - plain_read == pytest.approx((layer - untouched) * per_byte)
+
+    def decode(checkpoint: QuantizedCheckpoint) -> StepModel:
+        gpu = catalog.gpus["nvidia-h100-80gb"]
+        return StepModel(model, gpu, fp8, tensor, pipeline, 1, 1024, 128, checkpoint=checkpoint)
+
+    untouched = performance._untouched_experts(model, 1) / moe_layers
+    steps = decode(whole)
+    memory_s = steps.decode(1).memory_s - decode(plain).decode(1).memory_s
+    expected_s = pipeline * (layer - untouched) * per_byte / steps.bandwidth
+    assert memory_s == pytest.approx(expected_s, rel=1e-6)

@@ -268,12 +268,54 @@ def _kept_16_bit(
     UnquantizedLinearMethod; vllm/model_executor/layers/quantization/fbgemm_fp8.py). `active`:
     only those a token runs through (a MoE layer's routed experts in proportion); `routed`:
     with a MoE layer's routed experts (`_layer_parameters`)."""
-    attention = model.attention_parameters_per_layer if checkpoint.unquantized_attention else 0.0
     return max(
-        sum(_layer_parameters(model, layer, active=active, routed=routed) for layer in whole)
-        + attention * (len(layers) - len(whole))
-        for layers, whole in _stages(model, checkpoint, pipeline)
+        _stage_kept_16_bit(model, checkpoint, stage, active=active, routed=routed)
+        for stage in _stages(model, checkpoint, pipeline)
     )
+
+
+def _stage_kept_16_bit(
+    model: ModelFacts,
+    checkpoint: QuantizedCheckpoint,
+    stage: tuple[range, list[int]],
+    *,
+    active: bool = False,
+    routed: bool = True,
+) -> float:
+    """`_kept_16_bit` of one stage (`_stages`)."""
+    layers, whole = stage
+    attention = model.attention_parameters_per_layer if checkpoint.unquantized_attention else 0.0
+    return sum(
+        _layer_parameters(model, layer, active=active, routed=routed) for layer in whole
+    ) + attention * (len(layers) - len(whole))
+
+
+def routed_expert_bytes_per_rank(
+    model: ModelFacts,
+    fmt: QuantFormat,
+    tensor: int,
+    pipeline: int,
+    checkpoint: QuantizedCheckpoint | None = None,
+) -> float:
+    """One rank's routed experts as `layer_weight_bytes_per_rank` holds them without the
+    engine's rules: at the checkpoint's bytes (`checkpoint_format`), each stage's share of
+    them, but those of the MoE layers the checkpoint keeps whole on the stage it counts
+    (`_kept_16_bit`) at 16-bit bytes, where the format holds the other linears too (vLLM
+    builds such a layer's experts with UnquantizedFusedMoEMethod: performance.kept_expert_share;
+    an experts-only format holds them in the format, as MXFP4's config does)."""
+    if not model.is_moe:
+        return 0.0
+    fmt = checkpoint_format(fmt, checkpoint)
+    held = model.routed_expert_parameters * fmt.weight_bytes / (tensor * pipeline)
+    if checkpoint is None or not checkpoint.unquantized_layers or fmt.applies_to == "experts":
+        return held
+    _, whole = max(
+        _stages(model, checkpoint, pipeline),
+        key=lambda stage: _stage_kept_16_bit(model, checkpoint, stage),
+    )
+    kept_layers = sum(1 for layer in whole if layer >= model.first_dense_layers)
+    per_layer = model.routed_expert_parameters / (model.layers - model.first_dense_layers)
+    return held + kept_layers * per_layer * (BYTES_16BIT - fmt.weight_bytes) / tensor
 
 
 def _layer_parameters(

@@ -39,6 +39,7 @@ from llmdeploy.sizing.memory import (
     mla_kv_b_copy_parameters,
     moe_workspace_bytes,
     mxfp4_expert_read_bytes,
+    routed_expert_bytes_per_rank,
     stage_layers,
 )
 from llmdeploy.sizing.model_facts import ModelFacts
@@ -1118,10 +1119,15 @@ def kept_expert_share(model: ModelFacts, checkpoint: QuantizedCheckpoint | None)
 def _untouched_experts(model: ModelFacts, tokens: float) -> float:
     """Routed expert parameters no token of a step of `tokens` tokens routes to (a decode
     batch touches few experts, a prefill chunk nearly all)."""
+    return model.routed_expert_parameters * _untouched_share(model, tokens)
+
+
+def _untouched_share(model: ModelFacts, tokens: float) -> float:
+    """The share of the routed experts no token of a step of `tokens` tokens routes to."""
     if not model.is_moe:
         return 0.0
     untouched: float = (1 - model.active_experts / model.experts) ** tokens
-    return model.routed_expert_parameters * untouched
+    return untouched
 
 
 def _weights_read(
@@ -1133,6 +1139,7 @@ def _weights_read(
     checkpoint: QuantizedCheckpoint | None = None,
     layout: float = 1.0,
     layers: float | None = None,
+    experts: float | None = None,
 ) -> float:
     """Weight bytes one rank reads in a step of `tokens` tokens, per pipeline stage (a step
     passes the stages one after another, so `pipeline` times this is the step's read): the
@@ -1144,19 +1151,30 @@ def _weights_read(
     (vLLM's LogitsProcessor multiplies the hidden states by it) and only the step's tokens'
     rows of the input embedding (VocabParallelEmbedding.forward is an F.embedding lookup in
     the rank's shard; vllm/model_executor/layers/vocab_parallel_embedding.py). A tied table
-    is one tensor (ParallelLMHead.tie_weights), read whole as the lm_head. `layers`:
-    `layer_weight_bytes_per_rank` of these arguments where the caller has it (StepModel)."""
+    is one tensor (ParallelLMHead.tie_weights), read whole as the lm_head. `layers` and
+    `experts`: `layer_weight_bytes_per_rank` and `routed_expert_bytes_per_rank` of these
+    arguments where the caller has them (StepModel).
+
+    The experts no token routes to leave the read at the bytes `layers` holds them in
+    (`routed_expert_bytes_per_rank`): a MoE layer the checkpoint keeps whole holds its experts
+    16-bit, and its unquantized MoE reads only the routed ones too. On CUDA that is Triton's
+    fused_moe_kernel, each of whose programs loads the weights of the one expert its block of
+    sorted rows routes to (`b_ptr + off_experts * stride_be`, off_experts from
+    moe_align_block_size's expert_ids, which hold blocks only for routed rows; fused_moe.py
+    0.11.0 369-393)."""
     if layers is None:
         layers = layer_weight_bytes_per_rank(model, fmt, tensor, pipeline, checkpoint=checkpoint)
-    expert_bytes = checkpoint_format(fmt, checkpoint).weight_bytes
-    if layout != 1.0:  # the rank's experts as laid out, not as held
-        held = model.routed_expert_parameters * expert_bytes / (tensor * pipeline)
-        layers += held * (layout - 1)
-        expert_bytes *= layout
-    untouched = _untouched_experts(model, tokens) * expert_bytes
+    if experts is None:
+        experts = routed_expert_bytes_per_rank(model, fmt, tensor, pipeline, checkpoint)
+    if layout != 1.0:  # the rank's experts as laid out, not as held (MXFP4 holds no 16-bit ones)
+        held = model.routed_expert_parameters * checkpoint_format(fmt, checkpoint).weight_bytes
+        padding = held / (tensor * pipeline) * (layout - 1)
+        layers += padding
+        experts += padding
+    untouched = experts * _untouched_share(model, tokens)
     rows = model.vocab_size + min(tokens, model.vocab_size)  # lm_head rows, then looked-up ones
     embeddings = rows * model.hidden_size * BYTES_16BIT
-    return layers + (embeddings - untouched) / (tensor * pipeline)
+    return layers - untouched + embeddings / (tensor * pipeline)
 
 
 def expert_layout(
@@ -1531,6 +1549,7 @@ class StepModel:
     # and the GEMM rates (`_gemm_tflops`; the same for the format as held: only its bytes
     # differ).
     read_layers: float = field(init=False)
+    read_experts: float = field(init=False)  # the routed experts' bytes among them, as held
     gemm_tflops: tuple[float, float] = field(init=False)
     # The routed experts' kernel where the memory rules name it (`expert_kernel`).
     kernel: str | None = field(init=False)
@@ -1542,6 +1561,9 @@ class StepModel:
         self.kept_experts = kept_expert_share(model, self.checkpoint)
         self.read_layers = layer_weight_bytes_per_rank(
             model, self.fmt, self.tensor, self.pipeline, checkpoint=self.checkpoint
+        )
+        self.read_experts = routed_expert_bytes_per_rank(
+            model, self.fmt, self.tensor, self.pipeline, self.checkpoint
         )
         rules = self.memory_rules
         self.kernel = expert_kernel(self.held, rules)
@@ -1599,6 +1621,7 @@ class StepModel:
                 self.checkpoint,
                 self.layout,
                 self.read_layers,
+                self.read_experts,
             )
             + self.decode_copy_bytes
         )
@@ -1663,6 +1686,7 @@ class StepModel:
                 self.checkpoint,
                 self.layout,
                 self.read_layers,
+                self.read_experts,
             ),
             bandwidth=self.bandwidth,
             tokens=tokens,
