@@ -13,6 +13,7 @@ from llmdeploy.sizing.engine_memory import EngineMemory, tensorrt_llm_memory, vl
 from llmdeploy.sizing.memory import (
     BYTES_16BIT,
     held_16_bit_active_parameters,
+    held_16_bit_linear_parameters,
     layer_weight_bytes_per_rank,
     mla_kv_b_copy_parameters,
 )
@@ -431,3 +432,57 @@ def test_a_kept_moe_layers_experts_skip_marlins_conversion_and_are_read_16_bit(
     read_s = performance._expert_read_s(*args, bandwidth, kept=share, kernel="marlin")
     assert read_s == pytest.approx(touched / 2 * share * BYTES_16BIT / bandwidth)
     assert performance._expert_read_s(*args, bandwidth, kernel="marlin") == 0.0
+
+
+def test_an_awq_checkpoints_16_bit_linears_skip_marlins_conversion(catalog: Catalog) -> None:
+    """AWQ's config gives a linear layer in `modules_to_not_convert` UnquantizedLinearMethod
+    before it looks at Marlin (awq_marlin.py get_quant_method): the other linears of a layer
+    the checkpoint keeps whole (and the attention where it keeps that 16-bit in every layer)
+    run BF16 GEMMs and are not converted (keptmoe's note: they were counted as Marlin's)."""
+    model = facts(catalog, "Qwen/Qwen3-30B-A3B")
+    h100, awq = catalog.gpus["nvidia-h100-80gb"], catalog.quantizations["int4-awq"]
+    checkpoint = QuantizedCheckpoint(
+        id="example/Qwen3-30B-A3B-AWQ-some-modules-16-bit",
+        quantization="int4-awq",
+        unquantized_layers=(3, 7),
+        source="made up for the test",
+    )
+    linears = held_16_bit_linear_parameters(model, checkpoint)
+    others = model.parameters - model.embedding_parameters - model.routed_expert_parameters
+    assert model.first_dense_layers == 0
+    assert linears == pytest.approx(others * 2 / model.layers)
+    tokens = 4096.0
+    share = performance.kept_expert_share(model, checkpoint)
+    assert share == pytest.approx(2 / model.layers)
+    experts, dense = performance._marlin_parameters(model, awq, tokens, 1.0, share, linears)
+    all_experts, all_dense = performance._marlin_parameters(model, awq, tokens)
+    assert experts == pytest.approx(all_experts * (1 - share))
+    assert dense == pytest.approx(all_dense - linears) and dense > 0
+    # Prefill: each linear converted once per 64 tokens, at the conversion's rate.
+    rate = h100.compute_tflops("bf16") * 1e12
+    converted_s = linears / 2 * tokens / 64 * performance.WEIGHT_ONLY_DEQUANT_FLOP / rate
+
+    def prefill_s(linears_16_bit: float) -> float:
+        return performance._marlin_prefill_s(
+            model, h100, awq, 2, tokens, kept=share, linears_16_bit=linears_16_bit
+        )
+
+    assert prefill_s(0.0) - prefill_s(linears) == pytest.approx(converted_s)
+    # The step model passes them to prefill and to decode's conversion excess.
+    steps = StepModel(model, h100, awq, 2, 1, 2, 4096, 128, checkpoint=checkpoint)
+    assert steps.linears_16_bit == linears
+    converted = StepModel(model, h100, awq, 2, 1, 2, 4096, 128, checkpoint=checkpoint)
+    converted.linears_16_bit = 0.0
+    assert converted.prefill_s(tokens, 8192) - steps.prefill_s(tokens, 8192) == pytest.approx(
+        converted_s
+    )
+    batch = 64
+    excess = performance._dequant_excess_s(
+        model, h100, awq, 2, 1, batch, steps.bandwidth, 1.0, None, share
+    )
+    kept_excess = performance._dequant_excess_s(
+        model, h100, awq, 2, 1, batch, steps.bandwidth, 1.0, None, share, linears
+    )
+    assert excess > kept_excess > 0
+    decode_s = converted.decode(batch).memory_s - steps.decode(batch).memory_s
+    assert decode_s == pytest.approx(excess - kept_excess)

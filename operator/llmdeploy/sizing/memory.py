@@ -352,6 +352,18 @@ def held_16_bit_active_parameters(
     return _kept_16_bit(model, checkpoint, 1, active=True, routed=routed)
 
 
+def held_16_bit_linear_parameters(
+    model: ModelFacts, checkpoint: QuantizedCheckpoint | None
+) -> float:
+    """The parameters, over every layer, of the linears besides the routed experts that a
+    pre-quantized checkpoint leaves 16-bit (`_kept_16_bit`); none without a checkpoint. Counted
+    of the model's total, as the format's other linears are (performance._marlin_parameters):
+    every token runs through them, but the catalog rounds its active count apart from it."""
+    if checkpoint is None:
+        return 0.0
+    return _kept_16_bit(model, checkpoint, 1, routed=False)
+
+
 def mxfp4_expert_read_bytes(
     model: ModelFacts, tensor: int, pipeline: int, layout: Mxfp4Layout, expert_parallel: int = 1
 ) -> float:

@@ -34,6 +34,7 @@ from llmdeploy.sizing.memory import (
     MoeKernel,
     checkpoint_format,
     held_16_bit_active_parameters,
+    held_16_bit_linear_parameters,
     kv_bytes_per_token_layer,
     layer_weight_bytes_per_rank,
     mla_kv_b_copy_parameters,
@@ -1100,7 +1101,7 @@ def kept_expert_share(model: ModelFacts, checkpoint: QuantizedCheckpoint | None)
     VLLM_USE_FLASHINFER_MOE_FP16 is set under EP): not the grouped FP8 kernel, and at the
     16-bit rate and bytes; AWQ's config does the same for a FusedMoE in
     `modules_to_not_convert` (awq_marlin.py AWQMarlinConfig.get_quant_method, 0.11.0 147-149,
-    0.19.0 285-290; auto_awq.py 0.24.0 333-338). MXFP4's does not: Mxfp4Config.get_quant_method
+    0.19.0 285-290; auto_awq.py 0.24.0 334-340). MXFP4's does not: Mxfp4Config.get_quant_method
     checks `ignored_layers` for linear layers only and builds every FusedMoE with its MXFP4 MoE
     method (mxfp4.py 0.10.2 142-143, 0.11.0 147-148, 0.14.0 221-227, 0.19.0 81-82, 0.24.0
     88-89; GptOssMxfp4Config inherits it), so an MXFP4 checkpoint keeps no experts 16-bit, as
@@ -1282,19 +1283,29 @@ def _block_tokens(kernel: str | None) -> int:
 
 
 def _marlin_parameters(
-    model: ModelFacts, fmt: QuantFormat, tokens: float, layout: float = 1.0, kept: float = 0.0
+    model: ModelFacts,
+    fmt: QuantFormat,
+    tokens: float,
+    layout: float = 1.0,
+    kept: float = 0.0,
+    linears_16_bit: float = 0.0,
 ) -> tuple[float, float]:
     """(routed experts, other linears): the parameters a step of `tokens` tokens runs through
     Marlin's W4A16 kernels. The experts some token routes to run fused_marlin_moe in every
     4-bit format, as the engine lays them out (`layout`: `expert_layout`), but for the share
     `kept` in the MoE layers the checkpoint keeps whole, which run the unquantized MoE
     (`kept_expert_share`); the other linears only where the format's dense kernel is Marlin
-    (MARLIN_DENSE_FORMATS)."""
+    (MARLIN_DENSE_FORMATS), but for `linears_16_bit`, those the checkpoint leaves 16-bit
+    (memory.held_16_bit_linear_parameters): AWQ's config gives a
+    linear layer in `modules_to_not_convert` UnquantizedLinearMethod, a BF16 GEMM, before it
+    looks at Marlin (awq_marlin.py AWQMarlinConfig.get_quant_method, 0.8.5 127-128, 0.11.0
+    133-134, 0.19.0 263-269; auto_awq.py 0.24.0 290-296)."""
     touched = model.routed_expert_parameters - _untouched_experts(model, tokens)
     experts = touched * layout * (1 - kept)
     if fmt.applies_to == "experts" or fmt.id not in MARLIN_DENSE_FORMATS:
         return experts, 0.0
-    return experts, model.parameters - model.embedding_parameters - model.routed_expert_parameters
+    linears = model.parameters - model.embedding_parameters - model.routed_expert_parameters
+    return experts, max(0.0, linears - linears_16_bit)
 
 
 def _dequant_excess_s(
@@ -1308,14 +1319,17 @@ def _dequant_excess_s(
     layout: float = 1.0,
     kernel: str | None = None,
     kept: float = 0.0,
+    linears_16_bit: float = 0.0,
 ) -> float:
     """What a step's Marlin GEMMs take beyond reading their weights: the larger of the two
     binds (the kernel overlaps its loads with the conversion). `layout`: `expert_layout`;
     `kernel`: `expert_kernel` (Triton's MXFP4 MoE on Hopper converts as Marlin does);
-    `kept`: `kept_expert_share`, experts not converted (`_marlin_parameters`)."""
+    `kept`: `kept_expert_share`, experts not converted, and `linears_16_bit`, other linears
+    not converted (`_marlin_parameters`)."""
     if not _dequant_bound(gpu, fmt, kernel):
         return 0.0
-    parameters = sum(_marlin_parameters(model, fmt, tokens, layout, kept)) / (tensor * pipeline)
+    marlin = _marlin_parameters(model, fmt, tokens, layout, kept, linears_16_bit)
+    parameters = sum(marlin) / (tensor * pipeline)
     dequant_s = parameters * WEIGHT_ONLY_DEQUANT_FLOP / (gpu.compute_tflops("bf16") * 1e12)
     return pipeline * max(0.0, dequant_s - parameters * fmt.weight_bytes / bandwidth)
 
@@ -1330,6 +1344,7 @@ def _marlin_prefill_s(
     *,
     kernel: str | None = None,
     kept: float = 0.0,
+    linears_16_bit: float = 0.0,
 ) -> float:
     """Marlin's conversion time in a prefill step of `tokens` tokens, the pipeline stages one
     after another, each stage's weights on its `tensor` GPUs: every weight it runs is
@@ -1341,10 +1356,11 @@ def _marlin_prefill_s(
     (`expert_layout`). `kernel`: the experts' kernel (`expert_kernel`): Triton's MXFP4 MoE on
     Hopper converts each expert's weights once per 128 rows routed to it, not 64
     (`_block_tokens`); the dense linears' Marlin keeps its 64. `kept`: `kept_expert_share`,
-    experts the unquantized MoE runs, not converted (`_marlin_parameters`)."""
+    experts the unquantized MoE runs, and `linears_16_bit`, other linears the checkpoint
+    leaves 16-bit: not converted (`_marlin_parameters`)."""
     if not _dequant_bound(gpu, fmt, kernel):
         return 0.0
-    experts, dense = _marlin_parameters(model, fmt, tokens, layout, kept)
+    experts, dense = _marlin_parameters(model, fmt, tokens, layout, kept, linears_16_bit)
     per_expert = tokens * model.active_experts / model.experts if model.is_moe else 0.0
     converted = model.routed_expert_parameters * layout * (1 - kept)
     blocks = converted * per_expert / _block_tokens(kernel)
@@ -1402,6 +1418,7 @@ def _prefill_steps(
     kept_experts: float = 0.0,
     steps: int | None = None,
     kernel: str | None = None,
+    linears_16_bit: float = 0.0,
 ) -> PrefillSteps:
     """Prefill of `tokens` prompt tokens (prompts of `prompt` tokens each) on its own: chunked
     prefill runs them in steps of at most `chunk` tokens (max_num_batched_tokens), each step
@@ -1416,7 +1433,9 @@ def _prefill_steps(
     `kept_experts`: the share of the routed experts in MoE layers the checkpoint keeps whole
     (`kept_expert_share`), which run the unquantized MoE in BF16, not `grouped`; `steps`: the
     steps, of `tokens / steps` each, where the caller knows them (a burst's: `burst_prefill`);
-    `kernel`: the routed experts' kernel where the engine's rules name it (`expert_kernel`)."""
+    `kernel`: the routed experts' kernel where the engine's rules name it (`expert_kernel`);
+    `linears_16_bit`: the linears besides the routed experts the checkpoint leaves 16-bit
+    (`_marlin_parameters`)."""
     steps = steps or max(1, math.ceil(tokens / chunk))
     grouped_experts = 0.0
     if grouped is not None:
@@ -1441,7 +1460,17 @@ def _prefill_steps(
         layout=layout,
         kept_experts=kept_experts,
     ) + steps * (
-        _marlin_prefill_s(model, gpu, fmt, tensor, size, layout, kernel=kernel, kept=kept_experts)
+        _marlin_prefill_s(
+            model,
+            gpu,
+            fmt,
+            tensor,
+            size,
+            layout,
+            kernel=kernel,
+            kept=kept_experts,
+            linears_16_bit=linears_16_bit,
+        )
         + _expert_read_s(
             model, gpu, fmt, tensor, size, bandwidth, grouped, layout, kept_experts, kernel
         )
@@ -1541,6 +1570,8 @@ class StepModel:
     # share of the routed experts in the MoE layers it keeps whole (`kept_expert_share`).
     held_16_bit: float = field(init=False)
     kept_experts: float = field(init=False)
+    # The other linears it leaves 16-bit (`_marlin_parameters`).
+    linears_16_bit: float = field(init=False)
     # The grouped FP8 kernel's rates a prefill's routed experts run at (`grouped_fp8_shares`).
     grouped: GroupedShares | None = field(init=False)
     layout: float = field(init=False)  # the routed experts' bytes as laid out over as held
@@ -1559,6 +1590,7 @@ class StepModel:
         self.held = checkpoint_format(self.fmt, self.checkpoint)
         self.held_16_bit = held_16_bit_active_parameters(model, self.checkpoint)
         self.kept_experts = kept_expert_share(model, self.checkpoint)
+        self.linears_16_bit = held_16_bit_linear_parameters(model, self.checkpoint)
         self.read_layers = layer_weight_bytes_per_rank(
             model, self.fmt, self.tensor, self.pipeline, checkpoint=self.checkpoint
         )
@@ -1645,6 +1677,7 @@ class StepModel:
             self.layout,
             self.kernel,
             self.kept_experts,
+            self.linears_16_bit,
         )
         compute_s = _flops_s(
             model,
@@ -1701,6 +1734,7 @@ class StepModel:
             kept_experts=self.kept_experts,
             steps=steps,
             kernel=self.kernel,
+            linears_16_bit=self.linears_16_bit,
         )
 
     def prefill_s(self, tokens: float, chunk: int, steps: int | None = None) -> float:
