@@ -1,5 +1,6 @@
 """The latency estimate bands a plan's reasons quote (optimizer.TTFT_ESTIMATE_BAND,
-TPOT_ESTIMATE_BAND) are what bench/sizing_accuracy.py derives from the held-out rows alone."""
+TPOT_ESTIMATE_BAND) are what bench/sizing_accuracy.py derives from the held-out rows alone;
+bench/calibration_transfer.py, what a calibration would leave of the error."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
+import calibration_transfer
 import corpus
 import sizing_accuracy
 from llmdeploy.sizing import optimizer
@@ -53,3 +55,20 @@ def test_the_bands_read_the_held_out_rows_only(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(sizing_accuracy, "load_latency", corpus.load_latency)
     assert sizing_accuracy.latency_estimate_bands() == before
     assert opened and not [name for name in opened if "outside" in name]
+
+
+def test_a_calibration_absorbs_an_error_common_to_a_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every measurement doubled, each setup's ratio doubles with it: the error a ratio carried
+    to another concurrency leaves is the same, and it is scored on held-out rows only."""
+    before = calibration_transfer.transfer_errors(both_held_out=False)
+    assert len(before["TTFT"]) >= 10 and len(before["TPOT"]) >= 10
+    rows = corpus.load_latency()
+    twice = [dataclasses.replace(r, ttft_ms=2 * r.ttft_ms, tpot_ms=2 * r.tpot_ms) for r in rows]
+    monkeypatch.setattr(calibration_transfer, "load_latency", lambda name="": twice)
+    after = calibration_transfer.transfer_errors(both_held_out=False)
+    for metric, errors in before.items():
+        assert after[metric] == pytest.approx(errors), metric
+    split = corpus.load_split()
+    fit_only = [r for r in rows if split[r.id] == "fit"]
+    monkeypatch.setattr(calibration_transfer, "load_latency", lambda name="": fit_only)
+    assert calibration_transfer.transfer_errors(both_held_out=False) == {"TTFT": [], "TPOT": []}
