@@ -51,6 +51,12 @@ MAX_ALTERNATIVES = 12
 # Relative error of the KV-cache estimate the plan warns within: the +-10% band issue 14 holds
 # the held-out corpus to (bench/sizing_accuracy.py; docs/benchmarks.md has the current figures).
 KV_ESTIMATE_BAND = 0.10
+# How far the latency model's estimates may be off: the 90th percentile of its |error| on the
+# held-out corpus rows, to a whole percent. bench/sizing_accuracy.py (latency_estimate_bands)
+# derives them; tests/unit/test_estimate_bands.py holds these to its output. A plan whose
+# uncalibrated estimate is within the band of an SLO says so (_latency_band_reason).
+TTFT_ESTIMATE_BAND = 0.42
+TPOT_ESTIMATE_BAND = 0.16
 
 
 @dataclass(frozen=True, slots=True)
@@ -1040,6 +1046,9 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
             f"request of maxContextLength {ctx.max_context}: {_at_the_limit(ctx)}; lower "
             "maxContextLength or raise gpuMemoryUtilization for margin"
         )
+    near_slo = _latency_band_reason(ctx, perf)
+    if near_slo is not None:
+        reasons.append(near_slo)
     if spec.replicas is None and spec.workload.requests_per_second:
         reasons.append(
             f"{best.replicas} replica(s) for {spec.workload.requests_per_second:g} requests/s "
@@ -1130,6 +1139,45 @@ def _objective(ctx: _Context, best: Candidate) -> str:
         f"lowest cost meeting {goal}: ${best.cost_per_million_tokens:.3f} per 1M output tokens, "
         f"${best.cost_per_hour:.2f}/h, est. TTFT {perf.ttft_s * 1000:.0f} ms, "
         f"TPOT {perf.tpot_s * 1000:.1f} ms at concurrency {ctx.spec.workload.concurrency}"
+    )
+
+
+def _latency_band_reason(ctx: _Context, perf: Performance) -> str | None:
+    """What the plan says when an estimate meets its SLO by less than the latency model's
+    held-out error (TTFT_ESTIMATE_BAND, TPOT_ESTIMATE_BAND), or None. The error is relative to
+    the measured figure (bench/corpus.py relative_error), so a deployment measured at the SLO
+    may be estimated as low as SLO x (1 - band): an estimate from there up is within the band.
+    A calibrated plan (status.calibration, `llmdeploy plan --calibration`) says nothing: its
+    estimates are scaled by this deployment's measured / predicted ratios, which take the
+    place of the error across setups the band describes, and the corpus has no figure for
+    the error left after calibration (measurement noise, another load or layout)."""
+    if ctx.calibration is not None:
+        return None
+    slo = ctx.spec.slo
+    checks = (
+        ("TTFT", perf.ttft_s * 1000, 0, slo.ttft_ms, TTFT_ESTIMATE_BAND),
+        ("TPOT", perf.tpot_s * 1000, 1, slo.tpot_ms, TPOT_ESTIMATE_BAND),
+    )
+    near = [
+        (f"{metric} {estimate:.{digits}f} ms", f"{1 - estimate / target:.0%} under the "
+         f"{target:g} ms SLO", f"{metric} +-{band:.0%}")
+        for metric, estimate, digits, target, band in checks
+        if target is not None and estimate >= target * (1 - band)
+    ]  # fmt: skip
+    if not near:
+        return None
+    told = "est. " + " and ".join(f"{figure} is {margin}" for figure, margin, _ in near)
+    bands = ", ".join(band for _, _, band in near)
+    if ctx.spec.planning.calibration == "off":
+        follow = "spec.planning.calibration is off, so measurements will not correct the estimate"
+    else:
+        follow = (
+            "once the operator measures its traffic (Prometheus), status.calibration corrects "
+            "the estimates of status.recommendation and of the next plan"
+        )
+    return (
+        f"{told}, within the latency model's held-out error ({bands}): the deployment may miss "
+        f"the SLO; {follow}"
     )
 
 
