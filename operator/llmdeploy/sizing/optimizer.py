@@ -1159,15 +1159,18 @@ def _latency_band_reason(ctx: _Context, perf: Performance) -> str | None:
         ("TPOT", perf.tpot_s * 1000, 1, slo.tpot_ms, TPOT_ESTIMATE_BAND),
     )
     near = [
-        (f"{metric} {estimate:.{digits}f} ms", f"{1 - estimate / target:.0%} under the "
-         f"{target:g} ms SLO", f"{metric} +-{band:.0%}")
+        (metric, estimate, digits, target, band)
         for metric, estimate, digits, target, band in checks
         if target is not None and estimate >= target * (1 - band)
-    ]  # fmt: skip
+    ]
     if not near:
         return None
-    told = "est. " + " and ".join(f"{figure} is {margin}" for figure, margin, _ in near)
-    bands = ", ".join(band for _, _, band in near)
+    told = "est. " + " and ".join(
+        f"{metric} {estimate:.{digits}f} ms is {1 - estimate / target:.0%} under the "
+        f"{target:g} ms SLO"
+        for metric, estimate, digits, target, _ in near
+    )
+    bands = ", ".join(f"{metric} +-{band:.0%}" for metric, _, _, _, band in near)
     if ctx.spec.planning.calibration == "off":
         follow = "spec.planning.calibration is off, so measurements will not correct the estimate"
     else:
