@@ -11,7 +11,7 @@ import pytest
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.catalog import Catalog, load_image_lock
 from llmdeploy.render import render_manifests
-from llmdeploy.sizing import optimizer, performance, plan_deployment, resolve_model
+from llmdeploy.sizing import moe_kernels, optimizer, performance, plan_deployment, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, mxfp4_variant, vllm_memory
 
 from .conftest import make_spec
@@ -54,8 +54,8 @@ def test_the_default_is_bf16_and_the_variable_selects_mxfp8_with_the_same_layout
     assert (default.mxfp4.intermediate_align, default.mxfp4.hidden_align) == (256, 256)
     assert (mxfp8.mxfp4.intermediate_align, mxfp8.mxfp4.hidden_align) == (256, 256)
     fmt = catalog.quantizations["mxfp4"]
-    assert performance.expert_kernel(fmt, default) == "flashinfer_bf16"
-    assert performance.expert_kernel(fmt, mxfp8) == "flashinfer_mxfp8"
+    assert moe_kernels.expert_kernel(fmt, default) == "flashinfer_bf16"
+    assert moe_kernels.expert_kernel(fmt, mxfp8) == "flashinfer_mxfp8"
     marlin = vllm_memory("0.13.0", b200, mxfp4_backend="marlin")
     assert mxfp4_variant(marlin.mxfp4, "mxfp8") == marlin.mxfp4
     with pytest.raises(ValueError):
@@ -92,7 +92,7 @@ def test_the_corpus_b200_rows_replay_the_mxfp8_kernel_their_servers_set(
     for row in rows:
         model, gpu, _, _ = corpus.latency_setup(row, catalog)
         kernels.add(
-            (row.engine, performance.expert_kernel(fmt, corpus.latency_rules(row, model, gpu)))
+            (row.engine, moe_kernels.expert_kernel(fmt, corpus.latency_rules(row, model, gpu)))
         )
     assert kernels == {("vllm", "flashinfer_mxfp8"), ("tensorrt-llm", None)}
 
@@ -117,6 +117,6 @@ def test_a_b200_plan_prices_the_kernel_its_rendered_workload_runs(catalog: Catal
     assert plan.feasible and plan.quantization == "mxfp4", plan.reasons
     named = optimizer.MXFP4_KERNEL_NAMES["flashinfer_bf16"]
     assert f"MXFP4 experts priced as {named}" in plan.reasons
-    assert set(optimizer.MXFP4_KERNEL_NAMES) == performance.MXFP4_KERNELS
+    assert set(optimizer.MXFP4_KERNEL_NAMES) == moe_kernels.MXFP4_KERNELS
     text = repr(render_manifests(resource, plan, catalog, lock))
     assert MXFP8_VARIABLE not in text

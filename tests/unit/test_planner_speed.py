@@ -19,15 +19,9 @@ from llmdeploy.sizing.memory import (
     weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import resolve_model
+from llmdeploy.sizing.moe_kernels import _vllm_moe_releases, grouped_fp8_kernel
 from llmdeploy.sizing.optimizer import Candidate, _ranked, _search
-from llmdeploy.sizing.performance import (
-    _flops_s,
-    _gemm_tflops,
-    _vllm_moe_releases,
-    _weights_read,
-    frontend_s,
-    grouped_fp8_kernel,
-)
+from llmdeploy.sizing.performance import _flops_s, _gemm_tflops, _weights_read, frontend_s
 
 from .conftest import make_spec
 

@@ -228,7 +228,7 @@ def mxfp4_layout(version: str | None, gpu: Gpu) -> Mxfp4Layout:
     weights (gpt-oss-120b: 65.84 GiB, Triton 64.05): the safe side.
 
     The same decision sets the kernel the performance model charges for the experts
-    (performance.expert_kernel reads the backend of these rules)."""
+    (moe_kernels.expert_kernel reads the backend of these rules)."""
     if gpu.platform == "rocm":
         return TRITON_ROCM
     if gpu.architecture == "blackwell":
