@@ -73,6 +73,22 @@ def test_the_bf16_variant_multiplies_at_the_bf16_rate_the_mxfp8_one_at_fp8(
     assert performance._gemm_tflops(b200, fmt, "flashinfer_mxfp8")[1] > bf16
 
 
+def test_the_step_model_s_gemm_rates_are_its_experts_kernel_s(catalog: Catalog) -> None:
+    """review7 F9: the GEMM rates reach `_flops_s` one way, for the experts' kernel. On a B200
+    vLLM's default FlashInfer MXFP4 x BF16 kernel gives the BF16 rate where the architecture
+    alone would give the FP8 one."""
+    b200, fmt = catalog.gpus[B200], catalog.quantizations["mxfp4"]
+    model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    steps = performance.StepModel(
+        model, b200, fmt, 2, 1, 2, 8192, 1024, memory_rules=vllm_memory("0.13.0", b200)
+    )
+    assert steps.kernel == "flashinfer_bf16"
+    assert steps.gemm_tflops == performance._gemm_tflops(b200, fmt, "flashinfer_bf16")
+    assert steps.gemm_tflops[1] < performance._gemm_tflops(b200, fmt)[1]
+    with pytest.raises(TypeError):
+        performance._flops_s(model, b200, fmt, 2, 8192, 4096, 1.0, 1)  # type: ignore[call-arg]
+
+
 def test_a_long_prefill_under_the_default_costs_more_than_under_mxfp8(catalog: Catalog) -> None:
     """The experts' math of an 8192-token prefill is charged at the BF16 rate by default."""
     b200 = catalog.gpus[B200]

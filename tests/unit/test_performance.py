@@ -339,8 +339,9 @@ def test_a_prefill_runs_the_lm_head_once_per_prompt_a_decode_step_once_per_token
     assert prefill_s(wide) < 1.01 * prefill_s(model)
     # A decode step of 512 sequences (no attention: empty context) pays the lm_head 512 times.
     body = model.active_parameters - model.embedding_parameters
-    narrow_s = performance._flops_s(model, gpu, fmt, 1, 512, 0, 1.0, logit_rows=512)
-    wide_s = performance._flops_s(wide, gpu, fmt, 1, 512, 0, 1.0, logit_rows=512)
+    rates = performance._gemm_tflops(gpu, fmt)
+    narrow_s = performance._flops_s(model, gpu, fmt, 1, 512, 0, 1.0, 512, gemm_tflops=rates)
+    wide_s = performance._flops_s(wide, gpu, fmt, 1, 512, 0, 1.0, 512, gemm_tflops=rates)
     assert wide_s / narrow_s == pytest.approx((body + 2 * lm_head) / (body + lm_head))
 
 
@@ -1268,18 +1269,28 @@ def test_the_experts_math_runs_over_the_padded_layout(catalog: Catalog) -> None:
     model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
     gpu = catalog.gpus["nvidia-b200-180gb"]
     fmt = catalog.quantizations["mxfp4"]
-    layout = moe_kernels.expert_layout(
-        model, fmt, 8, 1, vllm_memory("0.13.0", gpu, mxfp4_backend="flashinfer")
-    )
+    rules = vllm_memory("0.13.0", gpu, mxfp4_backend="flashinfer")
+    layout = moe_kernels.expert_layout(model, fmt, 8, 1, rules)
     assert layout == pytest.approx(512 * 3072 / (360 * 2880), rel=1e-3)
+    rates = performance._gemm_tflops(gpu, fmt, moe_kernels.expert_kernel(fmt, rules))
 
     def flops_s(padding: float, grouped: bool = False) -> float:
         experts = model.active_routed_expert_parameters if grouped else 0.0
         return performance._flops_s(
-            model, gpu, fmt, 8, 4096, 2048, 1.0, 1, layout=padding, grouped_experts=experts
+            model,
+            gpu,
+            fmt,
+            8,
+            4096,
+            2048,
+            1.0,
+            1,
+            gemm_tflops=rates,
+            layout=padding,
+            grouped_experts=experts,
         )
 
-    rate = performance._gemm_tflops(gpu, fmt)[1] * 1e12
+    rate = rates[1] * 1e12
     extra = 2 * model.active_routed_expert_parameters * (layout - 1) * 4096 / 8 / rate
     assert flops_s(layout) - flops_s(1.0) == pytest.approx(extra)
     assert flops_s(layout, grouped=True) == pytest.approx(flops_s(1.0, grouped=True))

@@ -43,10 +43,14 @@ def test_a_checkpoints_16_bit_modules_run_at_the_16_bit_rate_in_prefill(catalog:
     assert 0.05 < held / body < 0.25
     tokens = 4096.0
 
-    def flops_s(held_16_bit: float) -> float:
-        return performance._flops_s(model, gpu, fp8, 8, tokens, 0, 1.0, 1, held_16_bit=held_16_bit)
+    rates = performance._gemm_tflops(gpu, fp8)
 
-    bf16_rate, fp8_rate = performance._gemm_tflops(gpu, fp8)
+    def flops_s(held_16_bit: float) -> float:
+        return performance._flops_s(
+            model, gpu, fp8, 8, tokens, 0, 1.0, 1, gemm_tflops=rates, held_16_bit=held_16_bit
+        )
+
+    bf16_rate, fp8_rate = rates
     assert fp8_rate > bf16_rate
     extra = 2 * held * tokens / 8 / 1e12 * (1 / bf16_rate - 1 / fp8_rate)
     assert flops_s(held) - flops_s(0.0) == pytest.approx(extra)
@@ -66,7 +70,8 @@ def test_the_lm_head_runs_at_the_16_bit_rate_in_a_quantized_format(catalog: Cata
     logits = 2 * model.vocab_size * model.hidden_size * rows
     for name in ("fp8", "int8", "bf16"):
         fmt = catalog.quantizations[name]
-        seconds = performance._flops_s(model, gpu, fmt, 1, 0, 0, 1.0, rows)
+        rates = performance._gemm_tflops(gpu, fmt)
+        seconds = performance._flops_s(model, gpu, fmt, 1, 0, 0, 1.0, rows, gemm_tflops=rates)
         assert seconds == pytest.approx(logits / (gpu.compute_tflops("bf16") * 1e12))
 
 

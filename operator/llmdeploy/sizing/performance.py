@@ -341,9 +341,9 @@ def _flops_s(
     efficiency: float,
     logit_rows: float,
     *,
+    gemm_tflops: tuple[float, float],
     grouped_experts: float = 0.0,
     held_16_bit: float = 0.0,
-    gemm_tflops: tuple[float, float] | None = None,
     layout: float = 1.0,
     kept_experts: float = 0.0,
 ) -> float:
@@ -358,11 +358,14 @@ def _flops_s(
     (`_grouped_expert_math_s`): those of the MoE layers the checkpoint quantizes, not those
     of a MoE layer it keeps whole (`held_16_bit`, below). `held_16_bit`: the active
     parameters a pre-quantized checkpoint leaves 16-bit (memory.held_16_bit_active_parameters),
-    the routed experts of the MoE layers it keeps whole among them. `gemm_tflops`:
-    `_gemm_tflops(gpu, fmt)` where the caller has it (StepModel computes it once for its
-    steps). `layout`: the routed experts' size as the engine lays them out, over their size as
-    the checkpoint holds them (`expert_layout`): the MoE kernel multiplies the padded tensors
-    it is handed, so the experts' math grows with their padding as their reads do
+    the routed experts of the MoE layers it keeps whole among them. `gemm_tflops`: the
+    16-bit and the quantized GEMMs' rates, `_gemm_tflops` for the experts' kernel
+    (`expert_kernel`), which StepModel computes once for its steps. It is required, so that
+    no caller takes the architecture's rate where the kernel decides it (review7 F9: vLLM's
+    default FlashInfer MXFP4 x BF16 kernel runs at the BF16 rate). `layout`: the routed
+    experts' size as the engine lays them out, over their size as the checkpoint holds them
+    (`expert_layout`): the MoE kernel multiplies the padded tensors it is handed, so the
+    experts' math grows with their padding as their reads do
     (gpt-oss-120b's MXFP4 experts on FlashInfer's SM100 kernel at TP 8: each rank's
     intermediate slice of 360 padded to 512 and the hidden size 2880 to 3072, 1.52 times the
     math; at TP 1 to 4, 1.14). `kept_experts`: the share of the routed experts in the MoE
@@ -389,7 +392,7 @@ def _flops_s(
     padding = (layout - 1) * routed
     logits = 2 * model.vocab_size * model.hidden_size * logit_rows
     attention = _attention_flops(model, tokens, context)
-    sixteen_bit_gemm, quantized_gemm = gemm_tflops or _gemm_tflops(gpu, fmt)
+    sixteen_bit_gemm, quantized_gemm = gemm_tflops
     seconds = (
         2 * (quantized + padding) * tokens / quantized_gemm
         + (2 * (body - quantized) * tokens + logits) / sixteen_bit_gemm
@@ -777,10 +780,10 @@ def _prefill_steps(
     chunk: int,
     efficiency: float,
     step_overhead_s: float,
+    gemm_tflops: tuple[float, float],
     grouped: GroupedShares | None = None,
     held_16_bit: float = 0.0,
     layout: float = 1.0,
-    gemm_tflops: tuple[float, float] | None = None,
     kept_experts: float = 0.0,
     steps: int | None = None,
     kernel: str | None = None,
@@ -794,7 +797,7 @@ def _prefill_steps(
     GPUs. `grouped`: the grouped FP8 kernel's rates the routed experts run at, if any
     (`grouped_fp8_shares`); `held_16_bit`: the active parameters the checkpoint leaves 16-bit
     (`_flops_s`); `layout`: the routed experts' bytes as the engine lays them out over those
-    held (`expert_layout`); `gemm_tflops`: `_gemm_tflops(gpu, fmt)` where the caller has it;
+    held (`expert_layout`); `gemm_tflops`: the GEMM rates (`_flops_s`);
     `kept_experts`: the share of the routed experts in MoE layers the checkpoint keeps whole
     (`kept_expert_share`), which run the unquantized MoE in BF16, not `grouped`; `steps`: the
     steps, of `tokens / steps` each, where the caller knows them (a burst's: `burst_prefill`);
