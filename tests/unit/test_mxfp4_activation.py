@@ -12,7 +12,12 @@ from llmdeploy.api.types import LLMDeployment
 from llmdeploy.catalog import Catalog, load_image_lock
 from llmdeploy.render import render_manifests
 from llmdeploy.sizing import moe_kernels, optimizer, performance, plan_deployment, resolve_model
-from llmdeploy.sizing.engine_memory import EngineMemory, mxfp4_variant, vllm_memory
+from llmdeploy.sizing.engine_memory import (
+    MXFP4_ACTIVATIONS,
+    EngineMemory,
+    mxfp4_variant,
+    vllm_memory,
+)
 
 from .conftest import make_spec
 
@@ -60,6 +65,19 @@ def test_the_default_is_bf16_and_the_variable_selects_mxfp8_with_the_same_layout
     assert mxfp4_variant(marlin.mxfp4, "mxfp8") == marlin.mxfp4
     with pytest.raises(ValueError):
         mxfp4_variant(default.mxfp4, "nvfp4")
+
+
+def test_every_activation_names_a_kernel_the_step_model_prices(catalog: Catalog) -> None:
+    """Mxfp4Layout.activation is a Literal (review7 F11), its values MXFP4_ACTIVATIONS: each
+    one a server can set makes FlashInfer's layout name a kernel of MXFP4_KERNELS, which
+    expert_kernel would otherwise drop to None (the architecture's rate)."""
+    b200, fmt = catalog.gpus[B200], catalog.quantizations["mxfp4"]
+    assert MXFP4_ACTIVATIONS == ("bf16", "mxfp8")
+    for activation in MXFP4_ACTIVATIONS:
+        rules = vllm_memory("0.13.0", b200, mxfp4_activation=activation)
+        assert rules.mxfp4.activation == activation
+        assert moe_kernels.expert_kernel(fmt, rules) == f"flashinfer_{activation}"
+        assert f"flashinfer_{activation}" in moe_kernels.MXFP4_KERNELS
 
 
 def test_the_bf16_variant_multiplies_at_the_bf16_rate_the_mxfp8_one_at_fp8(
