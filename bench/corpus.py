@@ -28,12 +28,8 @@ from llmdeploy.sizing.memory import (
     weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import ModelFacts
-from llmdeploy.sizing.performance import (
-    NO_MOE_WORKSPACE,
-    MoeWorkspace,
-    estimate_performance,
-    moe_workspace,
-)
+from llmdeploy.sizing.moe_kernels import NO_MOE_WORKSPACE, MoeWorkspace, moe_workspace
+from llmdeploy.sizing.performance import estimate_performance
 
 DATA = Path(__file__).resolve().parent / "data"
 DEFAULT_UTILIZATION = 0.9

@@ -15,7 +15,7 @@ from llmdeploy.api.types import LLMDeployment, LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, CatalogError, ImageLock, load_image_lock
 from llmdeploy.render import render_manifests
 from llmdeploy.sizing import Plan, SpecError, engine_memory, memory, optimizer, plan_deployment
-from llmdeploy.sizing.performance import NO_MOE_WORKSPACE
+from llmdeploy.sizing.moe_kernels import NO_MOE_WORKSPACE
 from tests.unit.conftest import engine_options, write_image_lock
 
 LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct"
@@ -372,7 +372,7 @@ def test_mla_kv_estimate_uses_the_release_block_size(
     # Only the block size apart: 0.24.0 also books CUDA graphs inside the budget, what their
     # estimate leaves outside torch and, at TP > 1 on Hopper, the all-reduce fusion workspace;
     # with the experts spread, 0.11.0's DeepGEMM workspace is counted and 0.24.0's FlashInfer
-    # one is not (performance.moe_workspace_kernel).
+    # one is not (moe_kernels.moe_workspace_kernel).
     monkeypatch.setattr(engine_memory, "CUDA_GRAPH_GIB", 0.0)
     monkeypatch.setattr(memory, "NON_TORCH_GRAPH_PROFILING_GIB", 0.0)
     monkeypatch.setattr(memory, "NON_TORCH_ALLREDUCE_FUSION_GIB", 0.0)

@@ -26,12 +26,8 @@ from llmdeploy.sizing import SpecError, feasible_alternatives, plan_deployment
 from llmdeploy.sizing.engine_memory import engine_memory
 from llmdeploy.sizing.memory import memory_breakdown
 from llmdeploy.sizing.model_facts import ModelFacts, resolve_model
-from llmdeploy.sizing.performance import (
-    estimate_performance,
-    grouped_fp8_shares,
-    moe_workspace,
-    moe_workspace_kernel,
-)
+from llmdeploy.sizing.moe_kernels import moe_workspace, moe_workspace_kernel
+from llmdeploy.sizing.performance import estimate_performance, grouped_fp8_shares
 from llmdeploy.sizing.plan import Plan
 
 from .conftest import make_spec

@@ -1,6 +1,6 @@
 """vLLM's modular MoE kernel keeps its workspace allocated after the profiling step, so it
 stands under the dummy sampler run too; Triton's fused_moe called directly frees its caches
-(performance.moe_workspace, memory.activation_bytes). Either way the whole workspace is
+(moe_kernels.moe_workspace, memory.activation_bytes). Either way the whole workspace is
 allocated inside the forward step's MoE call, so the step counts at least that."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from llmdeploy.sizing import optimizer, plan_deployment
 from llmdeploy.sizing.engine_memory import engine_memory
 from llmdeploy.sizing.memory import memory_breakdown
 from llmdeploy.sizing.model_facts import resolve_model
-from llmdeploy.sizing.performance import (
+from llmdeploy.sizing.moe_kernels import (
     NO_MOE_WORKSPACE,
     MoeWorkspace,
     deep_gemm_narrow_workspace,
@@ -241,7 +241,7 @@ QWEN_MOE = "Qwen/Qwen3-30B-A3B"
 def test_4_bit_experts_run_marlin_s_moe_where_the_rank_s_share_fits_it_else_triton_s(
     catalog: Catalog,
 ) -> None:
-    """AWQ/GPTQ experts (performance._wna16_moe_kernel): from 0.8.5 Marlin's MoE where the
+    """AWQ/GPTQ experts (moe_kernels._wna16_moe_kernel): from 0.8.5 Marlin's MoE where the
     rank's intermediate share is a multiple of max(64, group), else MoeWNA16, Triton's
     fused_moe with 4-bit weights; before 0.8.5 MoeWNA16 for more than 32 local experts (the
     lmc503 log, 0.8.4, R1 AWQ: int4_w4a16). Qwen3-30B-A3B (768 wide, 2048 hidden, top 8) at

@@ -11,8 +11,13 @@ import pytest
 from llmdeploy.api.types import LLMDeployment
 from llmdeploy.catalog import Catalog, load_image_lock
 from llmdeploy.render import render_manifests
-from llmdeploy.sizing import optimizer, performance, plan_deployment, resolve_model
-from llmdeploy.sizing.engine_memory import EngineMemory, mxfp4_variant, vllm_memory
+from llmdeploy.sizing import moe_kernels, optimizer, performance, plan_deployment, resolve_model
+from llmdeploy.sizing.engine_memory import (
+    MXFP4_ACTIVATIONS,
+    EngineMemory,
+    mxfp4_variant,
+    vllm_memory,
+)
 
 from .conftest import make_spec
 
@@ -54,12 +59,25 @@ def test_the_default_is_bf16_and_the_variable_selects_mxfp8_with_the_same_layout
     assert (default.mxfp4.intermediate_align, default.mxfp4.hidden_align) == (256, 256)
     assert (mxfp8.mxfp4.intermediate_align, mxfp8.mxfp4.hidden_align) == (256, 256)
     fmt = catalog.quantizations["mxfp4"]
-    assert performance.expert_kernel(fmt, default) == "flashinfer_bf16"
-    assert performance.expert_kernel(fmt, mxfp8) == "flashinfer_mxfp8"
+    assert moe_kernels.expert_kernel(fmt, default) == "flashinfer_bf16"
+    assert moe_kernels.expert_kernel(fmt, mxfp8) == "flashinfer_mxfp8"
     marlin = vllm_memory("0.13.0", b200, mxfp4_backend="marlin")
     assert mxfp4_variant(marlin.mxfp4, "mxfp8") == marlin.mxfp4
     with pytest.raises(ValueError):
         mxfp4_variant(default.mxfp4, "nvfp4")
+
+
+def test_every_activation_names_a_kernel_the_step_model_prices(catalog: Catalog) -> None:
+    """Mxfp4Layout.activation is a Literal (review7 F11), its values MXFP4_ACTIVATIONS: each
+    one a server can set makes FlashInfer's layout name a kernel of MXFP4_KERNELS, which
+    expert_kernel would otherwise drop to None (the architecture's rate)."""
+    b200, fmt = catalog.gpus[B200], catalog.quantizations["mxfp4"]
+    assert MXFP4_ACTIVATIONS == ("bf16", "mxfp8")
+    for activation in MXFP4_ACTIVATIONS:
+        rules = vllm_memory("0.13.0", b200, mxfp4_activation=activation)
+        assert rules.mxfp4.activation == activation
+        assert moe_kernels.expert_kernel(fmt, rules) == f"flashinfer_{activation}"
+        assert f"flashinfer_{activation}" in moe_kernels.MXFP4_KERNELS
 
 
 def test_the_bf16_variant_multiplies_at_the_bf16_rate_the_mxfp8_one_at_fp8(
@@ -71,6 +89,22 @@ def test_the_bf16_variant_multiplies_at_the_bf16_rate_the_mxfp8_one_at_fp8(
     bf16 = b200.compute_tflops("bf16")
     assert performance._gemm_tflops(b200, fmt, "flashinfer_bf16")[1] == pytest.approx(bf16)
     assert performance._gemm_tflops(b200, fmt, "flashinfer_mxfp8")[1] > bf16
+
+
+def test_the_step_model_s_gemm_rates_are_its_experts_kernel_s(catalog: Catalog) -> None:
+    """review7 F9: the GEMM rates reach `_flops_s` one way, for the experts' kernel. On a B200
+    vLLM's default FlashInfer MXFP4 x BF16 kernel gives the BF16 rate where the architecture
+    alone would give the FP8 one."""
+    b200, fmt = catalog.gpus[B200], catalog.quantizations["mxfp4"]
+    model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
+    steps = performance.StepModel(
+        model, b200, fmt, 2, 1, 2, 8192, 1024, memory_rules=vllm_memory("0.13.0", b200)
+    )
+    assert steps.kernel == "flashinfer_bf16"
+    assert steps.gemm_tflops == performance._gemm_tflops(b200, fmt, "flashinfer_bf16")
+    assert steps.gemm_tflops[1] < performance._gemm_tflops(b200, fmt)[1]
+    with pytest.raises(TypeError):
+        performance._flops_s(model, b200, fmt, 2, 8192, 4096, 1.0, 1)  # type: ignore[call-arg]
 
 
 def test_a_long_prefill_under_the_default_costs_more_than_under_mxfp8(catalog: Catalog) -> None:
@@ -92,7 +126,7 @@ def test_the_corpus_b200_rows_replay_the_mxfp8_kernel_their_servers_set(
     for row in rows:
         model, gpu, _, _ = corpus.latency_setup(row, catalog)
         kernels.add(
-            (row.engine, performance.expert_kernel(fmt, corpus.latency_rules(row, model, gpu)))
+            (row.engine, moe_kernels.expert_kernel(fmt, corpus.latency_rules(row, model, gpu)))
         )
     assert kernels == {("vllm", "flashinfer_mxfp8"), ("tensorrt-llm", None)}
 
@@ -117,6 +151,6 @@ def test_a_b200_plan_prices_the_kernel_its_rendered_workload_runs(catalog: Catal
     assert plan.feasible and plan.quantization == "mxfp4", plan.reasons
     named = optimizer.MXFP4_KERNEL_NAMES["flashinfer_bf16"]
     assert f"MXFP4 experts priced as {named}" in plan.reasons
-    assert set(optimizer.MXFP4_KERNEL_NAMES) == performance.MXFP4_KERNELS
+    assert set(optimizer.MXFP4_KERNEL_NAMES) == moe_kernels.MXFP4_KERNELS
     text = repr(render_manifests(resource, plan, catalog, lock))
     assert MXFP8_VARIABLE not in text

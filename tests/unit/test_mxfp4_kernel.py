@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmdeploy.catalog import Catalog
-from llmdeploy.sizing import performance, resolve_model
+from llmdeploy.sizing import moe_kernels, performance, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, tensorrt_llm_memory, vllm_memory
 from llmdeploy.sizing.model_facts import ModelFacts
 
@@ -43,7 +43,7 @@ def test_the_experts_kernel_is_the_backend_the_memory_rules_lay_out_for(
     assert steps(catalog, b200.id, tensorrt_llm_memory("1.2.0rc2", b200)).kernel is None
     assert steps(catalog, h100.id, None).kernel is None
     awq = catalog.quantizations["int4-awq"]
-    assert performance.expert_kernel(awq, default) is None
+    assert moe_kernels.expert_kernel(awq, default) is None
 
 
 def test_triton_on_hopper_converts_each_expert_once_per_128_rows_marlin_per_64(

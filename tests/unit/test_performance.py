@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from llmdeploy.catalog import Catalog, Gpu, QuantFormat
-from llmdeploy.sizing import performance, resolve_model
+from llmdeploy.sizing import moe_kernels, performance, resolve_model
 from llmdeploy.sizing.engine_memory import vllm_memory
 from llmdeploy.sizing.model_facts import ModelFacts
 from llmdeploy.sizing.performance import Performance, estimate_performance
@@ -339,8 +339,9 @@ def test_a_prefill_runs_the_lm_head_once_per_prompt_a_decode_step_once_per_token
     assert prefill_s(wide) < 1.01 * prefill_s(model)
     # A decode step of 512 sequences (no attention: empty context) pays the lm_head 512 times.
     body = model.active_parameters - model.embedding_parameters
-    narrow_s = performance._flops_s(model, gpu, fmt, 1, 512, 0, 1.0, logit_rows=512)
-    wide_s = performance._flops_s(wide, gpu, fmt, 1, 512, 0, 1.0, logit_rows=512)
+    rates = performance._gemm_tflops(gpu, fmt)
+    narrow_s = performance._flops_s(model, gpu, fmt, 1, 512, 0, 1.0, 512, gemm_tflops=rates)
+    wide_s = performance._flops_s(wide, gpu, fmt, 1, 512, 0, 1.0, 512, gemm_tflops=rates)
     assert wide_s / narrow_s == pytest.approx((body + 2 * lm_head) / (body + lm_head))
 
 
@@ -640,7 +641,7 @@ def test_the_triton_fp8_shares_are_the_line_through_the_pr_s_triton_columns(spli
 
 
 # The kernel each pinned vLLM release runs for DeepSeek-R1's block-scaled FP8 experts (2048
-# wide, hidden 7168) on Hopper, by TP and EP (performance.py's notes on
+# wide, hidden 7168) on Hopper, by TP and EP (moe_kernels.py's notes on
 # VLLM_DEEP_GEMM_MOE_SINCE and `deep_gemm_moe_width_taken` cite the sources).
 R1_WIDTHS = (2048, 7168)
 VLLM_GROUPED_FP8_KERNELS = {
@@ -688,11 +689,11 @@ def test_the_grouped_fp8_kernel_is_the_one_vllm_s_release_selects_for_the_split(
     TensorRT-LLM, another engine or an unknown release: DeepGEMM."""
     kernel = VLLM_GROUPED_FP8_KERNELS[(release, tensor, expert_parallel)]
     assert (
-        performance.grouped_fp8_kernel("vllm", release, tensor, expert_parallel, *R1_WIDTHS)
+        moe_kernels.grouped_fp8_kernel("vllm", release, tensor, expert_parallel, *R1_WIDTHS)
         == kernel
     )
     for engine, version in (("tensorrt-llm", "1.0.0"), ("vllm", None), ("sglang", release)):
-        assert performance.grouped_fp8_kernel(
+        assert moe_kernels.grouped_fp8_kernel(
             engine, version, tensor, expert_parallel, *R1_WIDTHS
         ) == ("deepgemm")
 
@@ -704,7 +705,7 @@ def test_vllm_0_11_0_runs_deepgemm_only_for_a_share_its_grouped_gemm_takes() -> 
     scales skip the check on Hopper, so every share runs DeepGEMM."""
 
     def kernel(version: str, tensor: int, ep: int, intermediate: int, hidden: int) -> str | None:
-        return performance.grouped_fp8_kernel("vllm", version, tensor, ep, intermediate, hidden)
+        return moe_kernels.grouped_fp8_kernel("vllm", version, tensor, ep, intermediate, hidden)
 
     # Qwen3-235B-A22B-FP8: 1536 wide, hidden 4096.
     assert [kernel("0.11.0", tp, 1, 1536, 4096) for tp in (1, 2, 4)] == [
@@ -762,7 +763,7 @@ def test_the_more_ways_an_expert_is_split_the_slower_its_grouped_gemm(catalog: C
     for shares in (performance.GROUPED_FP8_READ_SHARE, performance.GROUPED_FP8_MATH_SHARE):
         rates = [shares[s] for s in splits]
         assert rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
-    assert [performance.expert_split(8, ep) for ep in (1, 2, 4, 8)] == [8, 4, 2, 1]
+    assert [moe_kernels.expert_split(8, ep) for ep in (1, 2, 4, 8)] == [8, 4, 2, 1]
     deepseek = resolve_model(make_spec("deepseek-ai/DeepSeek-R1").model, catalog)
     h200, fp8 = catalog.gpus["nvidia-h200-141gb"], catalog.quantizations["fp8"]
 
@@ -771,7 +772,7 @@ def test_the_more_ways_an_expert_is_split_the_slower_its_grouped_gemm(catalog: C
 
     assert shares(16) == shares(8) == (0.23, 0.042)
     with pytest.raises(ValueError, match="expert parallel 3 does not divide TP 8"):
-        performance.expert_split(8, 3)
+        moe_kernels.expert_split(8, 3)
 
 
 def test_expert_parallelism_speeds_a_block_scaled_fp8_prefill_on_hopper_only(
@@ -830,7 +831,7 @@ def test_block_scaled_fp8_experts_prefill_at_the_grouped_kernel_s_rates_on_hoppe
     cases = [(g, f) for g in (h200, b200) for f in (fp8, bf16)]
     grouped = {(g.id, f.id): prefill_s(g, f) for g, f in cases}
     decode = steps(h200, fp8).decode(8).step_s
-    monkeypatch.setattr(performance, "GROUPED_FP8_ARCHITECTURES", frozenset())
+    monkeypatch.setattr(moe_kernels, "GROUPED_FP8_ARCHITECTURES", frozenset())
     roofline = {(g.id, f.id): prefill_s(g, f) for g, f in cases}
     model = steps(h200, fp8)
     active = deepseek.routed_expert_parameters * deepseek.active_experts / deepseek.experts
@@ -1268,18 +1269,28 @@ def test_the_experts_math_runs_over_the_padded_layout(catalog: Catalog) -> None:
     model = resolve_model(make_spec("openai/gpt-oss-120b").model, catalog)
     gpu = catalog.gpus["nvidia-b200-180gb"]
     fmt = catalog.quantizations["mxfp4"]
-    layout = performance.expert_layout(
-        model, fmt, 8, 1, vllm_memory("0.13.0", gpu, mxfp4_backend="flashinfer")
-    )
+    rules = vllm_memory("0.13.0", gpu, mxfp4_backend="flashinfer")
+    layout = moe_kernels.expert_layout(model, fmt, 8, 1, rules)
     assert layout == pytest.approx(512 * 3072 / (360 * 2880), rel=1e-3)
+    rates = performance._gemm_tflops(gpu, fmt, moe_kernels.expert_kernel(fmt, rules))
 
     def flops_s(padding: float, grouped: bool = False) -> float:
         experts = model.active_routed_expert_parameters if grouped else 0.0
         return performance._flops_s(
-            model, gpu, fmt, 8, 4096, 2048, 1.0, 1, layout=padding, grouped_experts=experts
+            model,
+            gpu,
+            fmt,
+            8,
+            4096,
+            2048,
+            1.0,
+            1,
+            gemm_tflops=rates,
+            layout=padding,
+            grouped_experts=experts,
         )
 
-    rate = performance._gemm_tflops(gpu, fmt)[1] * 1e12
+    rate = rates[1] * 1e12
     extra = 2 * model.active_routed_expert_parameters * (layout - 1) * 4096 / 8 / rate
     assert flops_s(layout) - flops_s(1.0) == pytest.approx(extra)
     assert flops_s(layout, grouped=True) == pytest.approx(flops_s(1.0, grouped=True))

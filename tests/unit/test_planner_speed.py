@@ -19,15 +19,9 @@ from llmdeploy.sizing.memory import (
     weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import resolve_model
+from llmdeploy.sizing.moe_kernels import _vllm_moe_releases, expert_kernel, grouped_fp8_kernel
 from llmdeploy.sizing.optimizer import Candidate, _ranked, _search
-from llmdeploy.sizing.performance import (
-    _flops_s,
-    _gemm_tflops,
-    _vllm_moe_releases,
-    _weights_read,
-    frontend_s,
-    grouped_fp8_kernel,
-)
+from llmdeploy.sizing.performance import StepModel, _gemm_tflops, _weights_read, frontend_s
 
 from .conftest import make_spec
 
@@ -81,10 +75,9 @@ def test_figures_passed_down_equal_the_recomputed(
         assert _weights_read(facts, fmt, tensor, pipeline, tokens, layers=layers) == (
             _weights_read(facts, fmt, tensor, pipeline, tokens)
         )
-        gemm = _gemm_tflops(gpu, fmt)
-        assert _flops_s(facts, gpu, fmt, tensor, tokens, 512, 0.7, 1, gemm_tflops=gemm) == (
-            _flops_s(facts, gpu, fmt, tensor, tokens, 512, 0.7, 1)
-        )
+    # The GEMM rates StepModel passes down are its experts' kernel's (`_flops_s` has no other).
+    steps = StepModel(facts, gpu, fmt, tensor, pipeline, 2.0, 1024, 128, memory_rules=rules)
+    assert steps.gemm_tflops == _gemm_tflops(gpu, fmt, expert_kernel(fmt, rules))
     memory = {
         "tensor": tensor,
         "pipeline": pipeline,

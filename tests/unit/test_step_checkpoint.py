@@ -8,7 +8,7 @@ import pytest
 
 from llmdeploy.api.types import LLMDeploymentSpec
 from llmdeploy.catalog import Catalog, QuantizedCheckpoint
-from llmdeploy.sizing import performance, plan_deployment, resolve_model
+from llmdeploy.sizing import moe_kernels, performance, plan_deployment, resolve_model
 from llmdeploy.sizing.engine_memory import EngineMemory, tensorrt_llm_memory, vllm_memory
 from llmdeploy.sizing.memory import (
     BYTES_16BIT,
@@ -44,10 +44,14 @@ def test_a_checkpoints_16_bit_modules_run_at_the_16_bit_rate_in_prefill(catalog:
     assert 0.05 < held / body < 0.25
     tokens = 4096.0
 
-    def flops_s(held_16_bit: float) -> float:
-        return performance._flops_s(model, gpu, fp8, 8, tokens, 0, 1.0, 1, held_16_bit=held_16_bit)
+    rates = performance._gemm_tflops(gpu, fp8)
 
-    bf16_rate, fp8_rate = performance._gemm_tflops(gpu, fp8)
+    def flops_s(held_16_bit: float) -> float:
+        return performance._flops_s(
+            model, gpu, fp8, 8, tokens, 0, 1.0, 1, gemm_tflops=rates, held_16_bit=held_16_bit
+        )
+
+    bf16_rate, fp8_rate = rates
     assert fp8_rate > bf16_rate
     extra = 2 * held * tokens / 8 / 1e12 * (1 / bf16_rate - 1 / fp8_rate)
     assert flops_s(held) - flops_s(0.0) == pytest.approx(extra)
@@ -67,7 +71,8 @@ def test_the_lm_head_runs_at_the_16_bit_rate_in_a_quantized_format(catalog: Cata
     logits = 2 * model.vocab_size * model.hidden_size * rows
     for name in ("fp8", "int8", "bf16"):
         fmt = catalog.quantizations[name]
-        seconds = performance._flops_s(model, gpu, fmt, 1, 0, 0, 1.0, rows)
+        rates = performance._gemm_tflops(gpu, fmt)
+        seconds = performance._flops_s(model, gpu, fmt, 1, 0, 0, 1.0, rows, gemm_tflops=rates)
         assert seconds == pytest.approx(logits / (gpu.compute_tflops("bf16") * 1e12))
 
 
@@ -104,7 +109,7 @@ def test_a_block_scaled_fp8_checkpoint_of_any_moe_model_takes_the_grouped_rates(
     assert shares(None) is None and shares(per_tensor) is None
     assert shares(blocks, "nvidia-b200-180gb") is None  # measured on Hopper only
     llama = facts(catalog, "meta-llama/Llama-3.1-70B-Instruct")
-    assert not performance._grouped_block_fp8(llama, h100, fp8, blocks)
+    assert not moe_kernels.grouped_block_fp8(llama, h100, fp8, blocks)
 
     def prefill_s(checkpoint: QuantizedCheckpoint | None) -> float:
         steps = StepModel(
@@ -147,11 +152,11 @@ def test_a_step_reads_mxfp4_experts_as_the_engine_pads_them_with_their_scales_on
     triton = vllm_memory("0.13.0", h100)
     marlin = vllm_memory("0.11.0", h100)
     assert triton.mxfp4.backend == "triton" and marlin.mxfp4.backend == "marlin"
-    assert performance.expert_layout(model, mxfp4, 1, 1, triton) == pytest.approx(1.0)
-    assert performance.expert_layout(model, mxfp4, 4, 1, triton) == pytest.approx(768 / 720)
+    assert moe_kernels.expert_layout(model, mxfp4, 1, 1, triton) == pytest.approx(1.0)
+    assert moe_kernels.expert_layout(model, mxfp4, 4, 1, triton) == pytest.approx(768 / 720)
     marlin_pad = 768 * 3072 / (720 * 2880)
-    assert performance.expert_layout(model, mxfp4, 4, 1, marlin) == pytest.approx(marlin_pad)
-    assert performance.expert_layout(model, mxfp4, 4, 1, None) == 1.0
+    assert moe_kernels.expert_layout(model, mxfp4, 4, 1, marlin) == pytest.approx(marlin_pad)
+    assert moe_kernels.expert_layout(model, mxfp4, 4, 1, None) == 1.0
     # Memory holds Triton's scales twice; a step reads them once.
     held = layer_weight_bytes_per_rank(model, mxfp4, 4, 1, triton)
     read = performance._weights_read(model, mxfp4, 4, 1, 1e6, None, 768 / 720)

@@ -217,11 +217,14 @@ class Candidate(Generation):
 
 
 class GenerationMeasurement(StatusModel):
-    """What one generation's own series said over the pilot's window."""
+    """What one generation's own series said over the seconds measured (`windowSeconds`)."""
 
     generation: str
     end: str = Field(description="End of the window (RFC 3339).")
-    window_seconds: int
+    window_seconds: int = Field(
+        description="Seconds measured: the operator's measurement window, or the time since "
+        "the candidate served if that is shorter."
+    )
     requests: float | None = None
     ttft_within_slo: float | None = Field(default=None, description="Share, 0-1.")
     tpot_within_slo: float | None = Field(default=None, description="Share, 0-1.")

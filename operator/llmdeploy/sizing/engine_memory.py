@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 from llmdeploy.catalog import Gpu, version_key
 
@@ -125,6 +125,12 @@ ALLREDUCE_FUSION_WITH_PIPELINE = (("0.22.0", "0.23.0"), ("0.24.0", None))
 MLA_DEQUANTIZED_KV_B_SINCE = "0.8.4"
 
 
+# The activations of vLLM's MXFP4 MoE: BF16, or MXFP8 where a server's
+# VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1 sets FlashInfer's variant (`mxfp4_variant`).
+Mxfp4Activation = Literal["bf16", "mxfp8"]
+MXFP4_ACTIVATIONS: tuple[Mxfp4Activation, ...] = get_args(Mxfp4Activation)
+
+
 @dataclass(frozen=True, slots=True)
 class Mxfp4Layout:
     """How vLLM lays out MXFP4 expert weights for its MoE kernel (model_executor/layers/
@@ -139,9 +145,9 @@ class Mxfp4Layout:
     # Triton on Hopper, 0.17.0 to 0.20.0: the vendored triton_kernels' HopperMXValueLayout pads
     # both dims of each transposed, byte-packed expert matrix to a multiple of this (0: none).
     swizzle_align: int = 0
-    # The activations the experts' GEMMs take (MXFP4_ACTIVATIONS): BF16, but for FlashInfer's
-    # MXFP4 x MXFP8 variant on Blackwell, which a server opts into. Same bytes either way.
-    activation: str = "bf16"
+    # The activations the experts' GEMMs take: BF16, but for FlashInfer's MXFP4 x MXFP8
+    # variant on Blackwell, which a server opts into. Same bytes either way.
+    activation: Mxfp4Activation = "bf16"
 
 
 # Marlin: "n % 256 == 0 and k % 128 == 0" for both expert matmuls (checked on
@@ -162,8 +168,6 @@ TRITON_ROCM = Mxfp4Layout("triton", 256, 256, scales_kept_twice=True)
 # FLASHINFER_TRTLLM_MXFP4_BF16 first). The MXFP8 variant, with that variable set, pads alike
 # (create_weights: intermediate and hidden to 256 for both).
 FLASHINFER_SM100 = Mxfp4Layout("flashinfer", 256, 256, scales_kept_twice=False)
-# What a server's VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1 makes of FlashInfer's activations.
-MXFP4_ACTIVATIONS = frozenset({"bf16", "mxfp8"})
 # Where the engine's layout was not read (TensorRT-LLM): the checkpoint's own.
 CHECKPOINT = Mxfp4Layout("checkpoint", 1, 1, scales_kept_twice=False)
 MXFP4_BACKENDS = {"marlin": MARLIN, "triton": TRITON, "flashinfer": FLASHINFER_SM100}
@@ -228,7 +232,7 @@ def mxfp4_layout(version: str | None, gpu: Gpu) -> Mxfp4Layout:
     weights (gpt-oss-120b: 65.84 GiB, Triton 64.05): the safe side.
 
     The same decision sets the kernel the performance model charges for the experts
-    (performance.expert_kernel reads the backend of these rules)."""
+    (moe_kernels.expert_kernel reads the backend of these rules)."""
     if gpu.platform == "rocm":
         return TRITON_ROCM
     if gpu.architecture == "blackwell":
@@ -258,9 +262,10 @@ def mxfp4_variant(layout: Mxfp4Layout, activation: str | None) -> Mxfp4Layout:
     is read only there, mxfp4.py get_mxfp4_backend); Marlin and Triton stay W4A16."""
     if activation is None or layout.backend != "flashinfer":
         return layout
-    if activation not in MXFP4_ACTIVATIONS:
-        raise ValueError(f"unknown MXFP4 activation {activation!r}")
-    return replace(layout, activation=activation)
+    for known in MXFP4_ACTIVATIONS:
+        if activation == known:
+            return replace(layout, activation=known)
+    raise ValueError(f"unknown MXFP4 activation {activation!r}")
 
 
 def vllm_memory(

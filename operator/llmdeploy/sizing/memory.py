@@ -429,7 +429,7 @@ def activation_bytes(
     adds over that; `moe_workspace_kept`: what the MoE kernel keeps allocated after the step,
     so under the sampler too; `moe_workspace_step`: the layout's whole MoE workspace, alive
     inside the step's MoE call beside the hidden-state copies, so the step's MLP share is at
-    least that (all three performance.moe_workspace)."""
+    least that (all three moe_kernels.moe_workspace)."""
     hidden = max_num_batched_tokens * ACTIVATION_HIDDEN_COPIES * model.hidden_size * BYTES_16BIT
     mlp = max_num_batched_tokens * ACTIVATION_MLP_COPIES * model.mlp_width_per_token / tensor
     step = hidden + max(mlp * BYTES_16BIT + moe_workspace_growth, moe_workspace_step)
@@ -464,7 +464,7 @@ def moe_workspace_bytes(
     """The workspace vLLM's MoE kernel allocates for a step of `tokens` tokens on a rank whose
     routed experts are each split `split` ways, in the activations' 16-bit dtype; N is the
     rank's w13 width (gate and up: 2 x its intermediate share), K the hidden size, M the
-    step's tokens up to `chunk`, the release's (performance.vllm_fused_moe_chunk_tokens; None:
+    step's tokens up to `chunk`, the release's (moe_kernels.vllm_fused_moe_chunk_tokens; None:
     the whole step). The modular kernel's ("triton_experts", "marlin_experts", "deepgemm")
     also holds the step's output, M_full x K, in workspace13 where that is large enough and
     the step is one chunk, else in a buffer of its own (modular_kernel.py _allocate_buffers,
@@ -476,7 +476,7 @@ def moe_workspace_bytes(
       activations) cache2's 1-byte copy the second GEMM reads (moe_kernel_quantize_input,
       0.11.0 1674-1680); with `out_of_place` also its output, M_full x K, taken beside the
       caches (`out_hidden_states = torch.empty_like(hidden_states)`, 0.13.0 1860-1863:
-      performance.VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE);
+      moe_kernels.VLLM_FUSED_MOE_OUT_OF_PLACE_SINCE);
     - "marlin", Marlin's MoE kernel called directly (fused_marlin_moe.py, 0.8.5 264-273 and
       340, 0.13.0 _fused_marlin_moe 92-110 and fused_marlin_moe 364-368): the same cache13
       and cache2 for the whole step (it does not chunk), and its output, M_full x K: the
@@ -667,7 +667,7 @@ def memory_breakdown(
     `weight_bytes_per_rank` of these arguments where the caller has it (the planner computes
     it once for a layout's KV dtypes); `moe_workspace_growth`, `moe_workspace_kept`,
     `moe_workspace_step`: what the MoE's workspace adds to the profiling step, keeps under the
-    sampler after it, and comes to in the step (`activation_bytes`, performance.moe_workspace)."""
+    sampler after it, and comes to in the step (`activation_bytes`, moe_kernels.moe_workspace)."""
     total = gpu.visible_memory_gib * GIB
     if weights is None:
         weights = weight_bytes_per_rank(

@@ -29,18 +29,20 @@ from llmdeploy.sizing.memory import (
     weight_bytes_per_rank,
 )
 from llmdeploy.sizing.model_facts import ModelFacts, SpecError, resolve_model
-from llmdeploy.sizing.performance import (
-    DEFAULT_MAX_NUM_BATCHED_TOKENS,
+from llmdeploy.sizing.moe_kernels import (
     NO_MOE_WORKSPACE,
-    LatencyCalibration,
     MoeWorkspace,
-    Performance,
-    estimate_performance,
     expert_kernel,
     expert_split,
+    moe_workspace,
+)
+from llmdeploy.sizing.performance import (
+    DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    LatencyCalibration,
+    Performance,
+    estimate_performance,
     frontend_s,
     grouped_fp8_shares,
-    moe_workspace,
     replicas_for_rate,
 )
 from llmdeploy.sizing.plan import Alternative, Plan
@@ -905,7 +907,7 @@ def _spread_pricing(
 
 def _moe_workspace(ctx: _Context, c: Candidate, expert: int | None = None) -> MoeWorkspace:
     """What vLLM's MoE workspace adds to the profiling step, keeps under its sampler step and
-    comes to in the step (performance.moe_workspace) with the experts spread over `expert`
+    comes to in the step (moe_kernels.moe_workspace) with the experts spread over `expert`
     ranks (the candidate's degree if None); none under TensorRT-LLM, whose MoE workspace was
     not read."""
     if ctx.engine.id.value != "vllm" or not ctx.model.is_moe:
@@ -1091,7 +1093,7 @@ def _plan(ctx: _Context, best: Candidate, ranked: Sequence[Candidate]) -> Plan:
     )
 
 
-# How a plan's reasons name the MXFP4 experts' kernel it priced (performance.MXFP4_KERNELS):
+# How a plan's reasons name the MXFP4 experts' kernel it priced (moe_kernels.MXFP4_KERNELS):
 # the one the rendered workload runs, which sets no backend variable, so vLLM's default.
 MXFP4_KERNEL_NAMES = {
     "marlin": "vLLM's Marlin MoE (MXFP4 x BF16, weight-only)",
