@@ -1172,7 +1172,13 @@ def _latency_band_reason(ctx: _Context, perf: Performance) -> str | None:
         f"{target:g} ms SLO"
         for metric, estimate, digits, target, _ in near
     )
-    bands = ", ".join(f"{metric} +-{band:.0%}" for metric, _, _, _, band in near)
+    # The measured figure the band allows: estimate / (1 - band), above estimate x (1 + band),
+    # so that the reader sees why an SLO the "+-" alone would clear is flagged.
+    bands = "; ".join(
+        f"{metric} +-{band:.0%} of the measured value: up to "
+        f"{estimate / (1 - band):.{digits}f} ms measured"
+        for metric, estimate, digits, _, band in near
+    )
     if ctx.spec.planning.calibration == "off":
         follow = "spec.planning.calibration is off, so measurements will not correct the estimate"
     else:
