@@ -301,7 +301,7 @@ def routed_expert_bytes_per_rank(
     engine's rules: at the checkpoint's bytes (`checkpoint_format`), each stage's share of
     them, but those of the MoE layers the checkpoint keeps whole on the stage it counts
     (`_kept_16_bit`) at 16-bit bytes, where the format holds the other linears too (vLLM
-    builds such a layer's experts with UnquantizedFusedMoEMethod: performance.kept_expert_share;
+    builds such a layer's experts with UnquantizedFusedMoEMethod: moe_kernels.kept_expert_share;
     an experts-only format holds them in the format, as MXFP4's config does)."""
     if not model.is_moe:
         return 0.0

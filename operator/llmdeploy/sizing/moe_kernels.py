@@ -226,7 +226,8 @@ def expert_kernel(fmt: QuantFormat, rules: EngineMemory | None) -> str | None:
     named with its activations (`flashinfer_bf16`, the default; `flashinfer_mxfp8` where the
     server set VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8). None for other
     formats and where the engine's layout was not read (TensorRT-LLM's rules hold the
-    checkpoint's): the GPU's architecture decides (`_native_fp4`, `_dequant_bound`)."""
+    checkpoint's): the GPU's architecture decides (performance._native_fp4 and
+    performance._dequant_bound)."""
     if rules is None or fmt.id != Quantization.MXFP4:
         return None
     layout = rules.mxfp4
@@ -502,7 +503,7 @@ def deep_gemm_narrow_workspace(version: str) -> bool:
 # (utils/mem_utils.py 0.13.0 memory_profiling 202-205), so caches freed after the call
 # count in full, beside the decoder layer's hidden states alive around it (the residual and
 # the MoE's input: models/deepseek_v2.py 0.14.0 1231-1232); the MLP intermediates
-# ACTIVATION_MLP_COPIES fit belong to a dense MLP, another layer. For DeepSeek-R1 at TP 8
+# memory.ACTIVATION_MLP_COPIES fit belong to a dense MLP, another layer. For DeepSeek-R1 at TP 8
 # Triton's caches come to 0.92 GiB at 8192 tokens where the fitted copies of its widest MLP
 # give 0.14 GiB.
 class MoeWorkspace(NamedTuple):
