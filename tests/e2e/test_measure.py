@@ -168,6 +168,8 @@ def test_slo_met_follows_the_measured_latency_and_prometheus_going_away(
     # rate is the traffic's 2 requests/s, not a share of it.
     assert 0 < observed["windowSeconds"] <= 20
     assert observed["requestsPerSecond"] == pytest.approx(traffic.per_second, rel=0.15)
+    served_since = observed["servedSince"]  # recorded by the first measurement that saw them
+    assert served_since <= observed["end"]
     assert 2.5 < observed["ttftP95Seconds"] <= 5  # the (2.5, 5] bucket
     assert observed["tpotWithinSlo"] == 1.0
     assert observed["inputTokensMean"] == pytest.approx(1024)
@@ -205,6 +207,7 @@ def test_slo_met_follows_the_measured_latency_and_prometheus_going_away(
     )
     assert "ttftP95Seconds" not in observed and "costPerHour" not in observed
     assert "connection failed" in observed["unknown"]["requests"]
+    assert observed["servedSince"] == served_since  # kept through every measurement
     unknown = condition(kube_api, namespace, "SLOMet")
     assert (unknown["status"], unknown["reason"]) == ("Unknown", "NotMeasured")
     assert condition(kube_api, namespace, "PlanDrift")["status"] == "Unknown"

@@ -690,6 +690,37 @@ def test_a_release_without_metrics_is_not_measured_and_says_why(catalog: Catalog
     assert "TensorRT-LLM 1.0.0 serves no Prometheus metrics" in slo.message
 
 
+def test_rates_count_from_when_the_engines_first_served_however_old_the_object(
+    catalog: Catalog,
+) -> None:
+    """Engines that first served 100 s before the end of a 10-minute window (their GPUs took
+    longer than the window to come, or their weights to load) are measured over those 100 s,
+    whatever the object's age, and the time is recorded. A later window that starts in a gap
+    (scaled to zero, an outage) is measured whole: what the deployment was asked for."""
+    snap, _ = settled(catalog, body(**MEASURED_SPEC))  # no engine seen yet
+    assert "servedSince" not in snap.body["status"]["observed"]
+    began = {
+        **HEALTHY,
+        "requests": vector(1200),
+        "servedSeconds": vector(99.5),  # the first 1 s step that saw them; they began within it
+        "replicas": vector(100.5 / 600),  # 1 at each of the 100.5 s of steps since
+    }
+    now = NOW + timedelta(seconds=60)
+    first = decide(replace(snap, now=now, measured=measured_by(began)), config(catalog))
+    assert first.status is not None and first.status.observed is not None
+    seen = first.status.observed
+    assert (seen.window_seconds, seen.requests_per_second) == (100, 12.0)  # not 2.0
+    assert seen.replicas == pytest.approx(1.0)
+    assert seen.served_since == "2026-11-22T11:59:20Z"  # NOW + 60 s - 100 s
+    woken = decide(replace(after(snap, first, 660), measured=measured_by(began)), config(catalog))
+    assert woken.status is not None and woken.status.observed is not None
+    assert (woken.status.observed.window_seconds, woken.status.observed.requests_per_second) == (
+        600,
+        2.0,
+    )
+    assert woken.status.observed.served_since == "2026-11-22T11:59:20Z"  # kept
+
+
 def test_missing_or_partial_data_is_unknown_never_a_guess(catalog: Catalog) -> None:
     snap, _ = settled(catalog, body(**MEASURED_SPEC))  # measured with no data at all
     observed = snap.body["status"]["observed"]
@@ -753,7 +784,9 @@ def test_slo_and_drift_transitions_post_one_event_each_and_ready_is_untouched(
     stopped = measure(after(snap, drifted, 300), measured_by({}, STOPPED))
     assert stopped.status is not None and stopped.status.observed is not None
     figures = stopped.status.observed.to_json_dict()
-    assert set(figures) == {"windowSeconds", "end", "price", "unknown"}
+    # Every figure but when the engines first served, which the first measurement recorded.
+    assert set(figures) == {"windowSeconds", "end", "servedSince", "price", "unknown"}
+    assert figures["servedSince"] == slow.status.observed.served_since
     assert "connection failed" in figures["unknown"]["requests"]  # type: ignore[index]
     assert [c.status for c in (conditions(stopped)[t] for t in MEASURED)] == ["Unknown"] * 2
     assert [e.reason for e in stopped.events] == ["SLOMet", "PlanDrift"]  # nothing recommended

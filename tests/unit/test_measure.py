@@ -16,7 +16,7 @@ from llmdeploy.api.types import EngineName, SloSpec, WorkloadSpec
 from llmdeploy.autoscale.prometheus import PrometheusConfig, read_queries
 from llmdeploy.catalog import Catalog
 from llmdeploy.measure.histogram import histogram_from_buckets, quantile, share_within
-from llmdeploy.measure.observed import observe, plan_drift, slo_met
+from llmdeploy.measure.observed import observe, plan_drift, rfc3339, slo_met
 from llmdeploy.measure.prometheus import collect
 from llmdeploy.measure.queries import (
     WindowError,
@@ -57,6 +57,7 @@ HEALTHY = {
     "outputTokensTotal": vector(1_843_200),  # 256 per request, 512 per second
     "kvCacheUsage": vector(0.4),
     "replicas": vector(1.5),
+    "servedSeconds": vector(HOUR - 5),  # engines from the first step on: all window long
     "ttft": buckets(TTFT),
     "tpot": buckets(TPOT),
     "ttftSum": vector(3240),  # a mean TTFT of 0.45 s over 7200 requests
@@ -84,7 +85,7 @@ def measure(
     catalog: Catalog,
     results: dict[str, list[dict[str, Any]]],
     slo: SloSpec | None = None,
-    created: float | None = None,
+    served_since: float | None = None,
     **errors: str,
 ) -> Observed:
     answers = {key: answer(value) for key, value in results.items()}
@@ -96,7 +97,7 @@ def measure(
         slo=slo or SloSpec(ttft_ms=500, tpot_ms=60),
         window_s=HOUR,
         end=END,
-        created=created,
+        served_since=served_since,
     )
 
 
@@ -272,23 +273,30 @@ def test_a_new_deployment_s_first_window_counts_from_when_its_engines_began(
         "replicas": vector(1.5 * (1796.5 + 7) / HOUR),
         "servedSeconds": vector(1796.5),
     }
-    seen = measure(catalog, half, created=END - 1900)  # created half an hour ago
+    seen = measure(catalog, half, served_since=END)  # no measurement saw them serve before
     assert seen.window_seconds == 1800
     assert seen.requests_per_second == 2.0  # 3600 / 1800, not 1.0
     assert seen.output_tokens_per_second == 512.0
     assert seen.replicas == 1.5  # over the steps since they began, not over the hour
     assert seen.cost_per_hour == pytest.approx(0.9)
     assert seen.input_tokens_mean == 1024.0  # a ratio of two totals: the same either way
-    # An older deployment's engines back half-way through (woken from zero, an outage): the
-    # hour's requests and replicas over the hour, what it was asked for.
-    older = measure(catalog, half, created=END - 2 * HOUR)
+    assert seen.served_since == rfc3339(END - 1800)  # recorded for the next measurements
+    later = measure(catalog, half, served_since=END - 1800)  # as the next one reads it
+    assert (later.window_seconds, later.served_since) == (1800, rfc3339(END - 1800))
+    # Engines that served before the window, back half-way through (woken from zero, an
+    # outage): the hour's requests and replicas over the hour, what it was asked for.
+    older = measure(catalog, half, served_since=END - 2 * HOUR)
     assert older.window_seconds == HOUR
     assert older.requests_per_second == 1.0
     assert older.replicas == pytest.approx(1.5 * (1796.5 + 7) / HOUR)
-    assert measure(catalog, half).window_seconds == HOUR  # creation unknown: the same
-    # Engines all hour long: the first step that saw them lies within one step of its start.
-    whole = measure(catalog, {**HEALTHY, "servedSeconds": vector(HOUR - 5)}, created=END - 60)
+    assert older.served_since == rfc3339(END - 2 * HOUR)  # kept
+    untracked = measure(catalog, half)  # a report: no record kept, the whole window
+    assert (untracked.window_seconds, untracked.served_since) == (HOUR, None)
+    # Engines all hour long, none recorded (an operator upgraded to one that records it): the
+    # first step that saw them lies within one step of the start; they served since at most.
+    whole = measure(catalog, HEALTHY, served_since=END)
     assert (whole.window_seconds, whole.requests_per_second, whole.replicas) == (HOUR, 2.0, 1.5)
+    assert whole.served_since == rfc3339(END - HOUR)
     queries = measurement_queries("prod", "llm", EngineName.VLLM, HOUR)
     assert queries.instant["servedSeconds"].startswith("time() - min_over_time(timestamp(count(")
     assert queries.instant["servedSeconds"].endswith("[3600s:7s])")
@@ -298,21 +306,23 @@ def test_a_new_deployment_without_when_its_engines_began_claims_no_rate(
     catalog: Catalog,
 ) -> None:
     """A new deployment's engines were seen but the servedSeconds query failed: its rates over
-    the whole window could read a fraction of its traffic, so they are unknown, with why; the
-    figures that are not rates stand. An older deployment's whole-window rates need no date,
-    and a new one that no engine served has none to date."""
-    seen = measure(catalog, HEALTHY, created=END - 60, servedSeconds="timeout")
-    why = "the deployment began inside the window and when its engines began is unknown (timeout)"
+    the whole window could read a fraction of its traffic, so they are unknown, with why, and
+    no start is recorded (the next measurement finds it); the figures that are not rates
+    stand. A deployment that served before the window needs no date, and one that no engine
+    served has none to record."""
+    seen = measure(catalog, HEALTHY, served_since=END, servedSeconds="timeout")
+    why = "the deployment's engines first served inside the window and when is unknown (timeout)"
     for field in ("requestsPerSecond", "outputTokensPerSecond", "replicas", "costPerHour"):
         assert seen.unknown[field] == why
     assert seen.requests_per_second is None and seen.replicas is None
     assert seen.unknown["costPerMillionOutputTokens"] == why
     assert seen.requests == 7200 and seen.input_tokens_mean == 1024.0
-    assert seen.window_seconds == HOUR
-    older = measure(catalog, HEALTHY, created=END - 2 * HOUR, servedSeconds="timeout")
+    assert (seen.window_seconds, seen.served_since) == (HOUR, None)
+    older = measure(catalog, HEALTHY, served_since=END - 2 * HOUR, servedSeconds="timeout")
     assert (older.requests_per_second, older.replicas) == (2.0, 1.5)
-    idle = measure(catalog, {**HEALTHY, "replicas": vector(0)}, created=END - 60)
+    idle = measure(catalog, {**HEALTHY, "replicas": vector(0)}, served_since=END)
     assert idle.replicas == 0 and idle.requests_per_second == 2.0
+    assert idle.served_since is None
 
 
 def test_a_steady_replica_since_its_engine_began_reads_as_one_replica(catalog: Catalog) -> None:
@@ -326,7 +336,7 @@ def test_a_steady_replica_since_its_engine_began_reads_as_one_replica(catalog: C
         "replicas": vector(5 / (HOUR / 7)),
         "servedSeconds": vector(28),
     }
-    seen = measure(catalog, woken, created=END - 60)  # a new deployment
+    seen = measure(catalog, woken, served_since=END)  # a new deployment
     assert seen.window_seconds == 32  # 28 s and half a step
     assert seen.replicas == pytest.approx(1.0)
     assert seen.cost_per_hour == pytest.approx(0.6)  # $0.30 x 2 GPUs x 1 replica

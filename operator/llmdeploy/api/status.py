@@ -61,10 +61,16 @@ class Observed(MeasuredModel):
     `unknown` says why (by the field's camelCase name)."""
 
     window_seconds: int = Field(
-        description="Seconds measured: the window, or, for a deployment created inside it, the "
-        "part of it since its engines began."
+        description="Seconds measured: the window, or, where the deployment's engines first "
+        "served inside it (servedSince), the part of it since."
     )
     end: str = Field(description="End of the window, RFC 3339 (UTC).")
+    served_since: str | None = Field(
+        default=None,
+        description="When the deployment's engines first served, RFC 3339 (UTC), as the first "
+        "measurement that saw them found; kept by the later ones. A window that began before "
+        "it measures rates from then: before it no engine could count a request.",
+    )
     requests: float | None = Field(default=None, description="Requests finished in the window.")
     requests_per_second: float | None = Field(
         default=None, description="Requests finished per second."

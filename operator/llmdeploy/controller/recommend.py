@@ -75,7 +75,11 @@ def measurement(
         return None, unknown("NotDeployed", "the engines' workload does not exist yet"), None
     now = snap.now.timestamp()
     if snap.measured is not None:
-        created = parse_timestamp(str(snap.body["metadata"].get("creationTimestamp") or ""))
+        # When the engines first served, as the first measurement that saw them recorded; until
+        # one has, they may first serve inside this window.
+        earlier = read_stored(Observed, status.get("observed"))
+        first = earlier.served_since if earlier else None
+        recorded = parse_timestamp(first) if first else None
         observed = observe(
             snap.measured,
             plan=plan,
@@ -83,7 +87,7 @@ def measurement(
             slo=resource.spec.slo,
             window_s=config.measure_window_s,
             end=now,
-            created=created,
+            served_since=recorded if recorded is not None else now,
         )
         age = 0.0
     else:

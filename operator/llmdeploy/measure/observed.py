@@ -71,13 +71,16 @@ def observe(
     window_s: int,
     end: float,
     min_requests: int = MIN_REQUESTS,
-    created: float | None = None,
+    served_since: float | None = None,
 ) -> Observed:
     """The deployment's figures from its readings (queries.measurement_queries' `instant`).
     Rates and the mean replicas are over the seconds measured: the window, or, where the
-    window began before the deployment was `created`, the part of it since its engines began
-    (`measured_seconds`)."""
-    new = created is not None and created > end - window_s
+    window began before its engines first served, the part of it since (`measured_seconds`).
+    `served_since`: when they first served, as an earlier measurement recorded it
+    (status.observed.servedSince), or `end` where none has seen them serve yet; None where no
+    record is kept (a report, a pilot's window): the whole window. The result records it: the
+    time passed, or the one this measurement finds where it is the first to see them."""
+    new = served_since is not None and served_since > end - window_s
     measured_s, sampled_s = measured_seconds(readings, window_s, new)
     figures: dict[str, float | None] = {}
     unknown: dict[str, str] = {}
@@ -85,7 +88,7 @@ def observe(
     # window would be diluted by the time before them, so the rates are not claimed.
     served_unknown = readings.values.get(SERVED_SECONDS) is None
     undated = (
-        f"the deployment began inside the window and when its engines began is unknown "
+        f"the deployment's engines first served inside the window and when is unknown "
         f"({readings.why.get(SERVED_SECONDS, 'no data')})"
         if new and served_unknown and readings.values.get(REPLICAS) != 0
         else ""
@@ -181,9 +184,15 @@ def observe(
             else:
                 why = "no output tokens in the window"
         put("cost_per_million_output_tokens", per_million, why)
+    if served_since is not None and served_since >= end:
+        # The first measurement to see them serve finds when they began (the window's start
+        # where it saw them all along); none that saw no engine records a time.
+        seen = bool(readings.values.get(REPLICAS)) and not served_unknown
+        served_since = end - measured_s if seen else None
     return Observed(
         window_seconds=measured_s,
         end=rfc3339(end),
+        served_since=None if served_since is None else rfc3339(served_since),
         price=price,
         unknown=unknown,
         **figures,
@@ -192,12 +201,12 @@ def observe(
 
 def measured_seconds(readings: Readings, window_s: int, new: bool) -> tuple[int, float]:
     """(the seconds a measurement covers, the seconds of subquery steps its mean replicas
-    average over): the window, or, for a `new` deployment (created inside the window) whose
-    engines began inside it, the time since. Over the whole window a counter's increase would
-    be divided by seconds in which no engine could count, and a new deployment's first
-    measurements would say it serves a fraction of its traffic. An older deployment's gap at
-    the window's start (woken from zero, back from an outage) is time it served none, as a gap
-    later in the window is: whole-window rates say what it was asked for.
+    average over): the window, or, for a `new` deployment (whose engines first served inside
+    the window) the time since. Over the whole window a counter's increase would be divided by
+    seconds in which no engine could count, and a new deployment's first measurements would
+    say it serves a fraction of its traffic. A deployment that served before the window and
+    has a gap at its start (woken from zero, back from an outage) served none in that time, as
+    in a gap later in the window: whole-window rates say what it was asked for.
 
     SERVED_SECONDS is the time since the first step that saw an engine. The engines began
     within the step before it: the seconds covered add half a step. The mean replicas average
