@@ -135,3 +135,10 @@ def test_with_calibration_off_no_measurement_will_correct_it(catalog: Catalog) -
     assert reason.endswith(
         "spec.planning.calibration is off, so measurements will not correct the estimate"
     )
+
+
+def test_an_estimate_within_half_a_percent_of_its_slo_is_at_it(catalog: Catalog) -> None:
+    ttft, tpot = estimates(catalog)
+    plan = on_one_l4(catalog, {"ttftMs": 10 * ttft, "tpotMs": round(tpot * 1.004, 2)})
+    [reason] = banded(plan)
+    assert reason.startswith(f"est. TPOT {plan.estimated_tpot_ms:.1f} ms is at the ")

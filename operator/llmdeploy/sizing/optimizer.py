@@ -1168,8 +1168,7 @@ def _latency_band_reason(ctx: _Context, perf: Performance) -> str | None:
     if not near:
         return None
     told = "est. " + " and ".join(
-        f"{metric} {estimate:.{digits}f} ms is {1 - estimate / target:.0%} under the "
-        f"{target:g} ms SLO"
+        f"{metric} {estimate:.{digits}f} ms is {_under(estimate, target)} the {target:g} ms SLO"
         for metric, estimate, digits, target, _ in near
     )
     # The measured figure the band allows: estimate / (1 - band), above estimate x (1 + band),
@@ -1190,6 +1189,12 @@ def _latency_band_reason(ctx: _Context, perf: Performance) -> str | None:
         f"{told}, within the latency model's held-out error ({bands}): the deployment may miss "
         f"the SLO; {follow}"
     )
+
+
+def _under(estimate: float, target: float) -> str:
+    """How far under its target an estimate is, in whole percent ("at" below half of one)."""
+    margin = 1 - estimate / target
+    return f"{margin:.0%} under" if round(margin * 100) > 0 else "at"
 
 
 def _relaxations(
