@@ -457,7 +457,7 @@ def test_an_awq_checkpoints_16_bit_linears_skip_marlins_conversion(catalog: Cata
     assert model.first_dense_layers == 0
     assert linears == pytest.approx(others * 2 / model.layers)
     tokens = 4096.0
-    share = performance.kept_expert_share(model, checkpoint)
+    share = moe_kernels.kept_expert_share(model, checkpoint)
     assert share == pytest.approx(2 / model.layers)
     experts, dense = performance._marlin_parameters(model, awq, tokens, 1.0, share, linears)
     all_experts, all_dense = performance._marlin_parameters(model, awq, tokens)

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from llmdeploy.catalog import Catalog, QuantizedCheckpoint
-from llmdeploy.sizing import performance, resolve_model
+from llmdeploy.sizing import moe_kernels, performance, resolve_model
 from llmdeploy.sizing.memory import (
     BYTES_16BIT,
     GIB,
@@ -225,7 +225,7 @@ def test_a_decode_reads_a_kept_moe_layers_touched_experts_once_at_16_bit(
 
     qwen = "Qwen/Qwen3-235B-A22B"
     whole, plain = block_fp8_checkpoint_keeping(qwen, 5), block_fp8_checkpoint_keeping(qwen)
-    assert performance.kept_expert_share(model, whole) == pytest.approx(1 / moe_layers)
+    assert moe_kernels.kept_expert_share(model, whole) == pytest.approx(1 / moe_layers)
     layer = (model.parameters - model.embedding_parameters) / moe_layers
     per_byte = (BYTES_16BIT - fp8.weight_bytes) / tensor
     # Memory holds the layer 16-bit on the stage holding it, its experts among it.
