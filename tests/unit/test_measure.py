@@ -311,7 +311,11 @@ def test_a_new_deployment_without_when_its_engines_began_claims_no_rate(
     stand. A deployment that served before the window needs no date, one whose start inside
     the window is recorded has it, and one that no engine served has none to record."""
     seen = measure(catalog, HEALTHY, served_since=END, servedSeconds="timeout")
-    why = "the deployment's engines first served inside the window and when is unknown (timeout)"
+    # Not "first served inside the window": with no record, they may have served long before.
+    why = (
+        "no measurement has recorded when the deployment's engines first served, and this "
+        "window's reading of it failed (timeout)"
+    )
     for field in ("requestsPerSecond", "outputTokensPerSecond", "replicas", "costPerHour"):
         assert seen.unknown[field] == why
     assert seen.requests_per_second is None and seen.replicas is None

@@ -89,12 +89,14 @@ def observe(
     measured_s, sampled_s = measured_seconds(served, window_s, new)
     figures: dict[str, float | None] = {}
     unknown: dict[str, str] = {}
-    # A new deployment whose engines were seen but not when they began: a rate over the whole
-    # window would be diluted by the time before them, so the rates are not claimed.
+    # Engines that may have first served inside the window (none recorded when), seen but not
+    # when they began: a rate over the whole window would be diluted by the time before them,
+    # so the rates are not claimed. Whether they served before the window is not known either
+    # (a status written before servedSince, or lost): the reason says only what is.
     served_unknown = served is None
     undated = (
-        f"the deployment's engines first served inside the window and when is unknown "
-        f"({readings.why.get(SERVED_SECONDS, 'no data')})"
+        "no measurement has recorded when the deployment's engines first served, and this "
+        f"window's reading of it failed ({readings.why.get(SERVED_SECONDS, 'no data')})"
         if new and served_unknown and readings.values.get(REPLICAS) != 0
         else ""
     )
