@@ -42,6 +42,7 @@ from llmdeploy.catalog import (
 from llmdeploy.controller.planning import desired_state, plan_for_cluster
 from llmdeploy.controller.recommend import recommend, recommendation_basis
 from llmdeploy.controller.settings import PrometheusEndpoint, with_default
+from llmdeploy.controller.status import parse_timestamp
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
 from llmdeploy.measure.calibration import RATIO_BOUNDS, calibrated, latency_calibration
 from llmdeploy.measure.observed import observe
@@ -636,6 +637,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         slo=spec.slo,
         window_s=window_s,
         end=saved.end,
+        served_since=_served_since(resource),
     )
     calibration = None
     if spec.planning.calibration == "auto" and plan.feasible:
@@ -671,6 +673,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return {"True": EXIT_FEASIBLE, "False": EXIT_INFEASIBLE}.get(
         report.slo_met.status, EXIT_UNMEASURED
     )
+
+
+def _served_since(resource: LLMDeployment) -> float | None:
+    """When the operator found the engines first served (status.observed.servedSince), where
+    the manifest carries its status (`kubectl get -o yaml`); None: not known, the whole window
+    is measured."""
+    status = (resource.model_extra or {}).get("status")
+    observed = status.get("observed") if isinstance(status, dict) else None
+    since = observed.get("servedSince") if isinstance(observed, dict) else None
+    return parse_timestamp(since) if isinstance(since, str) else None
 
 
 def cmd_crd(args: argparse.Namespace) -> int:

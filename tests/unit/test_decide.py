@@ -721,6 +721,43 @@ def test_rates_count_from_when_the_engines_first_served_however_old_the_object(
     assert woken.status.observed.served_since == "2026-11-22T11:59:20Z"  # kept
 
 
+def test_an_engine_change_counts_from_when_the_new_engine_first_served(
+    catalog: Catalog,
+) -> None:
+    """servedSince is of the engine whose metric names are read: TensorRT-LLM's counters are
+    other series than vLLM's and begin when its engines do. Measured first after a spec moved
+    from vLLM (status.plan still names it), the window counts from the new engines' first step
+    and records it; vLLM's record of years of serving would read a sixth of the traffic."""
+    # Nodes whose driver runs TensorRT-LLM 1.3.0rc20, a release that serves metrics.
+    nodes = Inventory(tuple(GpuNode(f"l4-{i}", {GFD: "NVIDIA-L4"}, 1, (590, 48)) for i in range(4)))
+    spec = {**MEASURED_SPEC, "workload": {**MEASURED_SPEC["workload"], "maxContextLength": 8192}}
+    snap, _ = settled(catalog, body(engine={"name": "tensorrt-llm"}, **spec), nodes=nodes)
+    status = snap.body["status"]
+    assert status["plan"]["engine"] == "tensorrt-llm" and "observed" in status  # measured
+    vllm_served = {**status["observed"], "servedSince": "2024-01-01T00:00:00Z"}
+    began = {
+        **HEALTHY,
+        "requests": vector(1200),
+        "servedSeconds": vector(99.5),
+        "replicas": vector(100.5 / 600),
+    }
+
+    def measured(engine: str) -> Observed:
+        written = {**status, "plan": {**status["plan"], "engine": engine}, "observed": vllm_served}
+        now = NOW + timedelta(seconds=60)
+        snapped = replace(snap, body={**snap.body, "status": written}, now=now)
+        outcome = decide(replace(snapped, measured=measured_by(began)), config(catalog))
+        assert outcome.status is not None and outcome.status.observed is not None
+        return outcome.status.observed
+
+    moved = measured("vllm")  # the last measurement read vLLM's engines
+    assert (moved.window_seconds, moved.requests_per_second) == (100, 12.0)  # not 2.0
+    assert moved.served_since == "2026-11-22T11:59:20Z"
+    same = measured("tensorrt-llm")  # its own record stands: a gap at the start, measured whole
+    assert (same.window_seconds, same.requests_per_second) == (600, 2.0)
+    assert same.served_since == "2024-01-01T00:00:00Z"
+
+
 def test_missing_or_partial_data_is_unknown_never_a_guess(catalog: Catalog) -> None:
     snap, _ = settled(catalog, body(**MEASURED_SPEC))  # measured with no data at all
     observed = snap.body["status"]["observed"]

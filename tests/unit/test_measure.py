@@ -308,10 +308,14 @@ def test_a_new_deployment_without_when_its_engines_began_claims_no_rate(
     """A new deployment's engines were seen but the servedSeconds query failed: its rates over
     the whole window could read a fraction of its traffic, so they are unknown, with why, and
     no start is recorded (the next measurement finds it); the figures that are not rates
-    stand. A deployment that served before the window needs no date, and one that no engine
-    served has none to record."""
+    stand. A deployment that served before the window needs no date, one whose start inside
+    the window is recorded has it, and one that no engine served has none to record."""
     seen = measure(catalog, HEALTHY, served_since=END, servedSeconds="timeout")
-    why = "the deployment's engines first served inside the window and when is unknown (timeout)"
+    # Not "first served inside the window": with no record, they may have served long before.
+    why = (
+        "no measurement has recorded when the deployment's engines first served, and this "
+        "window's reading of it failed (timeout)"
+    )
     for field in ("requestsPerSecond", "outputTokensPerSecond", "replicas", "costPerHour"):
         assert seen.unknown[field] == why
     assert seen.requests_per_second is None and seen.replicas is None
@@ -320,6 +324,18 @@ def test_a_new_deployment_without_when_its_engines_began_claims_no_rate(
     assert (seen.window_seconds, seen.served_since) == (HOUR, None)
     older = measure(catalog, HEALTHY, served_since=END - 2 * HOUR, servedSeconds="timeout")
     assert (older.requests_per_second, older.replicas) == (2.0, 1.5)
+    # Their start inside the window, recorded by an earlier measurement: the failed reading
+    # leaves it known, and the rates are over the time since, as that measurement found it.
+    half = {
+        **HEALTHY,
+        "requests": vector(3600),
+        "outputTokensTotal": vector(921_600),
+        "replicas": vector(1.5 * (1796.5 + 7) / HOUR),
+    }
+    dated = measure(catalog, half, served_since=END - 1800, servedSeconds="timeout")
+    assert (dated.window_seconds, dated.requests_per_second, dated.replicas) == (1800, 2.0, 1.5)
+    assert "requestsPerSecond" not in dated.unknown
+    assert dated.served_since == rfc3339(END - 1800)
     idle = measure(catalog, {**HEALTHY, "replicas": vector(0)}, served_since=END)
     assert idle.replicas == 0 and idle.requests_per_second == 2.0
     assert idle.served_since is None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from llmdeploy import cli
 
@@ -159,3 +161,35 @@ def test_plot_without_matplotlib_says_how_to_get_it(
     assert "--plot needs matplotlib: pip install 'llmdeploy[plot]'" in capsys.readouterr().err
     assert not target.exists()
     assert cli.main(["plan", "-f", str(EXAMPLE)]) == cli.EXIT_FEASIBLE
+
+
+def test_a_manifest_with_the_operators_status_is_measured_from_when_its_engines_served(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kubectl get -o yaml` gives the manifest the operator's status.observed.servedSince:
+    engines that first served 6 hours before the end of the 24 hours (the first 172 s step
+    that saw them 21514 s before it) are measured over those 6 hours, as the operator measures
+    them, not over a day in which no engine could count a request. Without a status, the day."""
+    document = json.loads((RESULTS / "healthy.json").read_text())
+    served = {**document["instant"]["replicas"], "promql": "(servedSeconds)"}
+    served["result"] = [{"metric": {}, "value": [document["end"], "21514"]}]
+    results = tmp_path / "young.json"
+    results.write_text(
+        json.dumps({**document, "instant": {**document["instant"], "servedSeconds": served}})
+    )
+    since = datetime.fromtimestamp(document["end"] - 21600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    manifest = yaml.safe_load(EXAMPLE.read_text())
+    manifest["status"] = {"observed": {"windowSeconds": 21600, "end": since, "servedSince": since}}
+    live = tmp_path / "live.yaml"
+    live.write_text(yaml.safe_dump(manifest))
+
+    def observed(path: Path) -> dict[str, object]:
+        cli.main(["report", "-f", str(path), "--from-results", str(results), "-o", "json"])
+        return json.loads(capsys.readouterr().out)["observed"]
+
+    young = observed(live)
+    assert (young["windowSeconds"], young["servedSince"]) == (21600, since)
+    assert young["requestsPerSecond"] == pytest.approx(155520 / 21600)  # not a quarter of it
+    day = observed(EXAMPLE)
+    assert day["windowSeconds"] == 86400 and "servedSince" not in day
+    assert day["requestsPerSecond"] == pytest.approx(155520 / 86400)

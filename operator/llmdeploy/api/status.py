@@ -68,8 +68,10 @@ class Observed(MeasuredModel):
     served_since: str | None = Field(
         default=None,
         description="When the deployment's engines first served, RFC 3339 (UTC), as the first "
-        "measurement that saw them found; kept by the later ones. A window that began before "
-        "it measures rates from then: before it no engine could count a request.",
+        "measurement that saw them found (where they served all through its window, that "
+        "window's start: they served from then, if not before); kept by the later ones. A "
+        "window that began before it measures rates from then: before it no engine could "
+        "count a request.",
     )
     requests: float | None = Field(default=None, description="Requests finished in the window.")
     requests_per_second: float | None = Field(

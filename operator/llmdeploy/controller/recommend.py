@@ -79,6 +79,10 @@ def measurement(
         # one has, they may first serve inside this window.
         earlier = read_stored(Observed, status.get("observed"))
         first = earlier.served_since if earlier else None
+        # The record is of the engine whose metric names were read: another one's (a spec moved
+        # from vLLM to TensorRT-LLM) are new series, first served when its engines did.
+        if (status.get("plan") or {}).get("engine") not in (None, plan.engine):
+            first = None
         recorded = parse_timestamp(first) if first else None
         observed = observe(
             snap.measured,

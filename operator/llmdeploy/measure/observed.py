@@ -81,15 +81,22 @@ def observe(
     record is kept (a report, a pilot's window): the whole window. The result records it: the
     time passed, or the one this measurement finds where it is the first to see them."""
     new = served_since is not None and served_since > end - window_s
-    measured_s, sampled_s = measured_seconds(readings, window_s, new)
+    served = readings.values.get(SERVED_SECONDS)
+    if served is None and served_since is not None and end - window_s < served_since < end:
+        # The reading failed, but an earlier measurement recorded when they first served
+        # inside this window: the first step it saw, as that measurement found it.
+        served = end - served_since - resolution_seconds(window_s) / 2
+    measured_s, sampled_s = measured_seconds(served, window_s, new)
     figures: dict[str, float | None] = {}
     unknown: dict[str, str] = {}
-    # A new deployment whose engines were seen but not when they began: a rate over the whole
-    # window would be diluted by the time before them, so the rates are not claimed.
-    served_unknown = readings.values.get(SERVED_SECONDS) is None
+    # Engines that may have first served inside the window (none recorded when), seen but not
+    # when they began: a rate over the whole window would be diluted by the time before them,
+    # so the rates are not claimed. Whether they served before the window is not known either
+    # (a status written before servedSince, or lost): the reason says only what is.
+    served_unknown = served is None
     undated = (
-        f"the deployment's engines first served inside the window and when is unknown "
-        f"({readings.why.get(SERVED_SECONDS, 'no data')})"
+        "no measurement has recorded when the deployment's engines first served, and this "
+        f"window's reading of it failed ({readings.why.get(SERVED_SECONDS, 'no data')})"
         if new and served_unknown and readings.values.get(REPLICAS) != 0
         else ""
     )
@@ -199,7 +206,7 @@ def observe(
     )
 
 
-def measured_seconds(readings: Readings, window_s: int, new: bool) -> tuple[int, float]:
+def measured_seconds(served: float | None, window_s: int, new: bool) -> tuple[int, float]:
     """(the seconds a measurement covers, the seconds of subquery steps its mean replicas
     average over): the window, or, for a `new` deployment (whose engines first served inside
     the window) the time since. Over the whole window a counter's increase would be divided by
@@ -208,14 +215,14 @@ def measured_seconds(readings: Readings, window_s: int, new: bool) -> tuple[int,
     has a gap at its start (woken from zero, back from an outage) served none in that time, as
     in a gap later in the window: whole-window rates say what it was asked for.
 
-    SERVED_SECONDS is the time since the first step that saw an engine. The engines began
-    within the step before it: the seconds covered add half a step. The mean replicas average
-    one point a step, and the steps since they began are that first one and those after,
-    `served / step + 1` points: served + a step (a steady replica over the seconds covered
-    would read above 1). Their first scrape may come up to a scrape interval after they began,
-    and `increase` extrapolates at most half an interval before it: the first rates of a new
-    deployment can read high by up to half an interval over the seconds covered."""
-    served = readings.values.get(SERVED_SECONDS)
+    `served` (SERVED_SECONDS) is the time since the first step that saw an engine, None where
+    it is not known. The engines began within the step before it: the seconds covered add half
+    a step. The mean replicas average one point a step, and the steps since they began are
+    that first one and those after, `served / step + 1` points: served + a step (a steady
+    replica over the seconds covered would read above 1). Their first scrape may come up to a
+    scrape interval after they began, and `increase` extrapolates at most half an interval
+    before it: the first rates of a new deployment can read high by up to half an interval
+    over the seconds covered."""
     step = resolution_seconds(window_s)
     if not new or served is None or served + step >= window_s:  # the whole window
         return window_s, window_s
