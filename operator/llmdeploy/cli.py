@@ -42,7 +42,7 @@ from llmdeploy.catalog import (
 from llmdeploy.controller.planning import desired_state, plan_for_cluster
 from llmdeploy.controller.recommend import recommend, recommendation_basis
 from llmdeploy.controller.settings import PrometheusEndpoint, with_default
-from llmdeploy.controller.status import parse_timestamp
+from llmdeploy.controller.status import recorded_served_since
 from llmdeploy.documents import DocumentError, decode, load_json, load_yaml_documents, read_text
 from llmdeploy.measure.calibration import RATIO_BOUNDS, calibrated, latency_calibration
 from llmdeploy.measure.observed import observe
@@ -680,9 +680,7 @@ def _served_since(resource: LLMDeployment) -> float | None:
     the manifest carries its status (`kubectl get -o yaml`); None: not known, the whole window
     is measured."""
     status = (resource.model_extra or {}).get("status")
-    observed = status.get("observed") if isinstance(status, dict) else None
-    since = observed.get("servedSince") if isinstance(observed, dict) else None
-    return parse_timestamp(since) if isinstance(since, str) else None
+    return recorded_served_since(status) if isinstance(status, dict) else None
 
 
 def cmd_crd(args: argparse.Namespace) -> int:

@@ -19,7 +19,13 @@ from llmdeploy.api.types import LLMDeployment
 from llmdeploy.catalog import Catalog, ImageLock
 from llmdeploy.controller.planning import cost_at, desired_replicas, plan_for_cluster
 from llmdeploy.controller.state import Config, Event, Needs, Snapshot, owner_of
-from llmdeploy.controller.status import parse_timestamp, plan_summary, read_stored, rfc3339
+from llmdeploy.controller.status import (
+    parse_timestamp,
+    plan_summary,
+    read_stored,
+    recorded_served_since,
+    rfc3339,
+)
 from llmdeploy.measure.calibration import SMOOTHING, calibrated, latency_calibration
 from llmdeploy.measure.observed import Verdict, observe, plan_drift, slo_met
 from llmdeploy.measure.queries import measurement_queries
@@ -77,13 +83,11 @@ def measurement(
     if snap.measured is not None:
         # When the engines first served, as the first measurement that saw them recorded; until
         # one has, they may first serve inside this window.
-        earlier = read_stored(Observed, status.get("observed"))
-        first = earlier.served_since if earlier else None
+        recorded = recorded_served_since(status)
         # The record is of the engine whose metric names were read: another one's (a spec moved
         # from vLLM to TensorRT-LLM) are new series, first served when its engines did.
         if (status.get("plan") or {}).get("engine") not in (None, plan.engine):
-            first = None
-        recorded = parse_timestamp(first) if first else None
+            recorded = None
         observed = observe(
             snap.measured,
             plan=plan,

@@ -14,6 +14,7 @@ from llmdeploy.api.status import (
     Generation,
     GpuExclusion,
     LLMDeploymentStatus,
+    Observed,
     RolloutStatus,
 )
 from llmdeploy.api.types import LLMDeployment
@@ -340,6 +341,14 @@ def planned_message(status: Mapping[str, Any]) -> str | None:
         (c.get("message") for c in status.get("conditions") or [] if c.get("type") == "Planned"),
         None,
     )
+
+
+def recorded_served_since(status: Mapping[str, Any]) -> float | None:
+    """When the engines first served, as a measurement recorded it
+    (status.observed.servedSince); None where none has."""
+    observed = read_stored(Observed, status.get("observed"))
+    first = observed.served_since if observed else None
+    return parse_timestamp(first) if first else None
 
 
 def parse_timestamp(text: str) -> float | None:
