@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.request
 from collections.abc import Callable
@@ -92,3 +93,20 @@ def gpu_pod(name: str, gpus: int, node_selector: dict[str, str] | None = None) -
             ],
         ),
     )
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A port free on every interface, never handed out before in this run. A probe's port is
+    free again once the probe closes, so two calls before either is bound could return the same
+    one: an operator given it for both its metrics and its health server served /healthz from
+    the metrics server and died binding the second (test_failover, 2026-12-07)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port

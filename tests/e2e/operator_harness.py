@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,6 +14,8 @@ from typing import Any
 import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
+
+from .e2e_support import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "llmdeploy-system"
@@ -95,12 +96,6 @@ def service_account_kubeconfig(
     out.write_text(yaml.safe_dump(config))
     out.chmod(0o600)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Operator:

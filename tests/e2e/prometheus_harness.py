@@ -10,7 +10,6 @@ import datetime
 import ipaddress
 import json
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -37,18 +36,14 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .e2e_support import free_port
+
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 # vLLM's bucket bounds (vllm/v1/metrics/loggers.py): inter-token latency, and 1-2-5 token
 # counts up to max_model_len (8192 here).
 INTER_TOKEN_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
                        2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)  # fmt: skip
 TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class EngineSim(Protocol):
